@@ -1,0 +1,1 @@
+//! cluster.toml: schema, validation, node view, diff.

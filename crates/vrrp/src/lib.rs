@@ -1,0 +1,5 @@
+//! VRRP v2 (RFC 3768) and v3 (RFC 9568) without I/O: the wire codec and the
+//! state machine with sync groups. Time and packets come in as inputs;
+//! actions go out as data. No sockets, no clock, no async runtime here.
+
+pub mod packet;
