@@ -1,1 +1,93 @@
 //! cluster.toml: schema, validation, node view, diff.
+//!
+//! One file describes both members of the cluster. [`load`] or [`parse`] accept it only
+//! as a whole: every problem is collected into a [`ConfigError`] whose diagnostics name
+//! the file, line, column, key path and a fix. A valid [`ClusterConfig`] yields a
+//! [`NodeView`] per member and a [`ConfigDiff`] against a previous configuration.
+
+mod diagnostic;
+mod diff;
+mod model;
+mod node_view;
+mod read;
+mod tree;
+mod validate;
+
+use std::path::Path;
+
+pub use diagnostic::{ConfigError, Diagnostic};
+pub use diff::{diff, ConfigDiff, FieldChanges, NamedChanges, ServiceChange, ServiceChanges};
+pub use model::*;
+pub use node_view::{GroupView, InstanceView, NodeView, SyncView};
+
+/// Reads, parses and validates a configuration file.
+pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, e))?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses and validates configuration text; `file_name` is used in diagnostics.
+pub fn parse(text: &str, file_name: &str) -> Result<ClusterConfig, ConfigError> {
+    let index = diagnostic::LineIndex::new(text);
+    let to_diag = |d: tree::RawDiag| {
+        let (line, column) = index.position(d.offset);
+        Diagnostic {
+            file: file_name.to_string(),
+            line,
+            column,
+            key: d.key,
+            message: d.message,
+            fix: d.fix,
+        }
+    };
+    let doc = match toml_edit::ImDocument::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let offset = e.span().map_or(0, |s| s.start);
+            // The parser's message may span lines ("invalid string\nexpected ..."); the
+            // diagnostic is one line.
+            let message: Vec<&str> = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let message = if message.is_empty() {
+                "invalid TOML".to_string()
+            } else {
+                message.join("; ")
+            };
+            return Err(ConfigError::invalid(vec![to_diag(tree::RawDiag {
+                offset,
+                key: String::new(),
+                message: format!("TOML syntax error: {message}"),
+                fix: "correct the TOML syntax at this position".to_string(),
+            })]));
+        }
+    };
+    let root = tree::from_document(&doc);
+    let mut reader = tree::Reader::default();
+    let draft = read::read_document(&mut reader, &root);
+    validate::cross_check(&mut reader, &draft);
+    if reader.diags.is_empty() {
+        if let Some(config) = validate::assemble(draft, file_name) {
+            return Ok(config);
+        }
+    }
+    let mut diags = std::mem::take(&mut reader.diags);
+    // File order; stable, so problems at one place keep the order they were found in.
+    diags.sort_by_key(|d| d.offset);
+    let mut out: Vec<Diagnostic> = diags.into_iter().map(to_diag).collect();
+    if out.is_empty() {
+        // Unreachable by construction; refuse rather than accept half a configuration.
+        out.push(Diagnostic {
+            file: file_name.to_string(),
+            line: 1,
+            column: 1,
+            key: String::new(),
+            message: "the configuration is incomplete".to_string(),
+            fix: "check every section against cluster.toml.example".to_string(),
+        });
+    }
+    Err(ConfigError::invalid(out))
+}

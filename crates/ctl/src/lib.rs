@@ -1,1 +1,24 @@
-//! Control protocol.
+//! Control protocol of the suite: newline-delimited JSON over a Unix socket per daemon.
+//!
+//! - [`wire`]: the messages (versioned [`Request`], [`Reply`], [`Event`], [`Gap`]).
+//! - [`Server`]: binds the socket safely (0600, or 0660 for a group), answers `ping`,
+//!   `version` and `subscribe` itself and hands other methods to a [`RequestHandler`].
+//! - [`EventBus`]: what a daemon publishes to; sequence numbers and a bounded backlog
+//!   so that subscribers resume after a reconnect, or learn explicitly what they lost.
+//! - [`Client`], [`Subscription`], [`ResumingSubscription`]: the client side.
+
+mod client;
+mod error;
+mod events;
+mod line;
+mod server;
+pub mod wire;
+
+pub use client::{Client, Notice, ResumingSubscription, Subscription, DEFAULT_TIMEOUT};
+pub use error::CtlError;
+pub use events::{EventBus, DEFAULT_BACKLOG};
+pub use server::{RequestHandler, Server, SocketGroup, SocketPerms};
+pub use wire::{
+    methods, topics, Event, Gap, GapReason, Reply, ReplyError, Request, SubscribeParams,
+    PROTOCOL_VERSION,
+};

@@ -1,0 +1,817 @@
+//! The validated shape of `cluster.toml`.
+//!
+//! Every struct here is produced by the reader in `read.rs` only after the whole file
+//! validated, so consumers can trust the invariants documented on each field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole cluster configuration, identical on both members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The file the configuration was read from (for messages; not part of the schema).
+    #[serde(skip)]
+    pub source_file: String,
+    /// `[cluster]`.
+    pub cluster: ClusterSection,
+    /// `[[node]]`: exactly two members.
+    #[serde(rename = "node")]
+    pub nodes: Vec<Node>,
+    /// `[[sync_group]]`: instances that change state together.
+    #[serde(rename = "sync_group")]
+    pub sync_groups: Vec<SyncGroup>,
+    /// `[[instance]]`: VRRP instances.
+    #[serde(rename = "instance")]
+    pub instances: Vec<Instance>,
+    /// `[[service]]`: balanced virtual services.
+    #[serde(rename = "service")]
+    pub services: Vec<Service>,
+    /// `[[check]]`: health-check definitions referenced by servers.
+    #[serde(rename = "check")]
+    pub checks: Vec<Check>,
+    /// `[[nat]]`: source-NAT rules.
+    #[serde(rename = "nat")]
+    pub nat: Vec<NatRule>,
+    /// `[sync]`: connection-state sync between the members.
+    pub sync: SyncSettings,
+    /// `[control]`: control sockets.
+    pub control: ControlSettings,
+    /// `[metrics]`: Prometheus listeners.
+    pub metrics: MetricsSettings,
+    /// `[dataplane]`: backend selection.
+    pub dataplane: DataplaneSettings,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Cluster name, used in logs and metrics labels.
+    pub name: String,
+}
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Node name, unique.
+    pub name: String,
+    /// Hostname that selects this node when no `--node` is given (defaults to `name`).
+    pub hostname: String,
+    /// Priority per sync group name, 1..=255 (255 = address owner).
+    pub priority: BTreeMap<String, u8>,
+    /// Primary addresses (with prefix) per interface name.
+    pub addresses: BTreeMap<String, Vec<InterfaceAddress>>,
+    /// Explicit unicast peers per instance name (otherwise derived from the peer node).
+    pub unicast_peers: BTreeMap<String, Vec<IpAddr>>,
+    /// Local address for connection sync (otherwise the first IPv4 address on the sync interface).
+    pub sync_address: Option<IpAddr>,
+}
+
+/// An address with its prefix length, such as `198.18.0.11/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct InterfaceAddress {
+    /// The address.
+    pub address: IpAddr,
+    /// The prefix length (0..=32 for IPv4, 0..=128 for IPv6).
+    pub prefix_len: u8,
+}
+
+impl InterfaceAddress {
+    /// Whether `other` lies inside this address's subnet.
+    pub fn contains(&self, other: IpAddr) -> bool {
+        match (self.address, other) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                let bits = u32::from(self.prefix_len.min(32));
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - bits)
+                };
+                (u32::from(net) & mask) == (u32::from(a) & mask)
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                let bits = u32::from(self.prefix_len.min(128));
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - bits)
+                };
+                (u128::from(net) & mask) == (u128::from(a) & mask)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this is an IPv4 address.
+    pub fn is_ipv4(&self) -> bool {
+        self.address.is_ipv4()
+    }
+}
+
+impl fmt::Display for InterfaceAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+/// Why an `address/prefix` string did not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressParseError {
+    /// No `/prefix` part although one is required.
+    MissingPrefix,
+    /// The address part is not an IP address.
+    BadAddress,
+    /// The prefix is not a number or too long for the family.
+    BadPrefix,
+}
+
+impl fmt::Display for AddressParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::MissingPrefix => "the prefix length is missing",
+            Self::BadAddress => "not an IP address",
+            Self::BadPrefix => "the prefix length is out of range for the address family",
+        })
+    }
+}
+
+impl std::error::Error for AddressParseError {}
+
+impl InterfaceAddress {
+    /// Parses `addr/len`; without `/len` a host prefix is used if `host_default`, else it is an error.
+    pub fn parse(text: &str, host_default: bool) -> Result<Self, AddressParseError> {
+        let (addr, len) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (text, None),
+        };
+        let address = IpAddr::from_str(addr).map_err(|_| AddressParseError::BadAddress)?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match len {
+            Some(l) => match l.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(AddressParseError::BadPrefix),
+            },
+            None if host_default => max,
+            None => return Err(AddressParseError::MissingPrefix),
+        };
+        Ok(Self {
+            address,
+            prefix_len,
+        })
+    }
+}
+
+impl FromStr for InterfaceAddress {
+    type Err = AddressParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s, false)
+    }
+}
+
+impl TryFrom<String> for InterfaceAddress {
+    type Error = AddressParseError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s, true)
+    }
+}
+
+impl From<InterfaceAddress> for String {
+    fn from(a: InterfaceAddress) -> Self {
+        a.to_string()
+    }
+}
+
+/// Instances that change state together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncGroup {
+    /// Group name, unique; node priorities are given per group.
+    pub name: String,
+    /// Member instance names; each instance is in exactly one group.
+    pub instances: Vec<String>,
+}
+
+/// VRRP protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum VrrpVersion {
+    /// RFC 3768, IPv4 only, whole-second intervals, optional simple password.
+    V2,
+    /// RFC 5798 / RFC 9568, IPv4 and IPv6, centisecond intervals.
+    V3,
+}
+
+impl TryFrom<u8> for VrrpVersion {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, Self::Error> {
+        match v {
+            2 => Ok(Self::V2),
+            3 => Ok(Self::V3),
+            _ => Err(format!("VRRP version {v} is not 2 or 3")),
+        }
+    }
+}
+
+impl From<VrrpVersion> for u8 {
+    fn from(v: VrrpVersion) -> Self {
+        match v {
+            VrrpVersion::V2 => 2,
+            VrrpVersion::V3 => 3,
+        }
+    }
+}
+
+/// How a VRRPv3 IPv4 advert's checksum is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChecksumMode {
+    /// Include the IPv4 pseudo-header (RFC 5798 literal reading; what keepalived sends).
+    PseudoHeader,
+    /// VRRP message only, as RFC 9568 §5.2.8 specifies for IPv4.
+    Rfc9568,
+}
+
+/// One virtual address of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vip {
+    /// The address; the prefix defaults to a host prefix.
+    pub address: InterfaceAddress,
+    /// IPv4 label such as `eth0:vip` (`ip addr ... label`), at most 15 bytes.
+    pub label: Option<String>,
+}
+
+/// An interface whose state lowers the priority (or faults the instance).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackInterface {
+    /// Interface name.
+    pub name: String,
+    /// Added to the priority while the interface is down (-254..=254); 0 means go to FAULT.
+    pub weight: i16,
+}
+
+/// Gratuitous ARP / unsolicited neighbour advertisement timing on becoming MASTER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GarpSettings {
+    /// Packets per burst per VIP (1..=100).
+    pub count: u32,
+    /// Gap between the packets of a burst in ms (0 = back to back).
+    pub spacing_ms: u32,
+    /// Send a periodic burst every this many seconds while MASTER (0 = never).
+    pub refresh_s: u32,
+    /// Send one more burst this many seconds after becoming MASTER (0 = never).
+    pub repeat_after_s: u32,
+}
+
+impl Default for GarpSettings {
+    fn default() -> Self {
+        // keepalived's defaults: 5 back to back, a second burst 5 s later.
+        Self {
+            count: 5,
+            spacing_ms: 0,
+            refresh_s: 0,
+            repeat_after_s: 5,
+        }
+    }
+}
+
+/// One VRRP instance (one VRID on one interface).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Instance {
+    /// Instance name, unique.
+    pub name: String,
+    /// Interface the adverts go out on and the VIPs are added to.
+    pub interface: String,
+    /// Virtual router id, 1..=255, unique per interface and address family.
+    pub vrid: u8,
+    /// Protocol version.
+    pub version: VrrpVersion,
+    /// Advertisement interval in ms (v2: whole seconds; v3: 10 ms steps up to 40950).
+    pub advert_interval_ms: u32,
+    /// Virtual addresses, all of one family.
+    pub vips: Vec<Vip>,
+    /// Whether a higher-priority backup takes over from a lower-priority master.
+    pub preempt: bool,
+    /// Delay before preempting, in ms.
+    pub preempt_delay_ms: u32,
+    /// Whether the master accepts packets addressed to the VIPs it does not own.
+    pub accept_mode: bool,
+    /// Tracked interfaces.
+    pub track_interfaces: Vec<TrackInterface>,
+    /// GARP / NA timing.
+    pub garp: GarpSettings,
+    /// v2 simple password (1..=8 bytes); never on v3.
+    pub auth_pass: Option<String>,
+    /// v3 IPv4 checksum form.
+    pub checksum: ChecksumMode,
+    /// Send adverts unicast to the peer instead of multicast.
+    pub unicast: bool,
+}
+
+impl Instance {
+    /// Whether this instance carries IPv6 VIPs (all VIPs share one family).
+    pub fn is_ipv6(&self) -> bool {
+        self.vips
+            .first()
+            .is_some_and(|v| v.address.address.is_ipv6())
+    }
+
+    /// Whether `addr` is one of this instance's VIPs.
+    pub fn holds(&self, addr: IpAddr) -> bool {
+        self.vips.iter().any(|v| v.address.address == addr)
+    }
+}
+
+/// A TCP/UDP port or inclusive port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortRange {
+    /// First port, 1..=65535.
+    pub start: u16,
+    /// Last port, `start..=65535`.
+    pub end: u16,
+}
+
+impl PortRange {
+    /// A single port.
+    pub fn single(port: u16) -> Self {
+        Self {
+            start: port,
+            end: port,
+        }
+    }
+
+    /// Whether the ranges share a port.
+    pub fn overlaps(&self, other: &PortRange) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+
+    /// Whether it is one port.
+    pub fn is_single(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Number of ports.
+    pub fn len(&self) -> u32 {
+        u32::from(self.end) - u32::from(self.start) + 1
+    }
+
+    /// Never true: a range holds at least one port.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_single() {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
+    }
+}
+
+/// Why a port range string did not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortRangeError {
+    /// Not `A-B` with two numbers.
+    Syntax,
+    /// A port is 0 or above 65535.
+    OutOfRange,
+    /// `A` is greater than `B`.
+    Reversed {
+        /// First port written.
+        start: u16,
+        /// Last port written.
+        end: u16,
+    },
+}
+
+impl fmt::Display for PortRangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Syntax => f.write_str("not a port range of the form START-END"),
+            Self::OutOfRange => f.write_str("ports must be 1..=65535"),
+            Self::Reversed { start, end } => {
+                write!(f, "port range start {start} is above its end {end}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PortRangeError {}
+
+impl FromStr for PortRange {
+    type Err = PortRangeError;
+    /// Parses `START-END` or a single port.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let one = |t: &str| -> Result<u16, PortRangeError> {
+            let n: u32 = t.trim().parse().map_err(|_| PortRangeError::Syntax)?;
+            match u16::try_from(n) {
+                Ok(p) if p != 0 => Ok(p),
+                _ => Err(PortRangeError::OutOfRange),
+            }
+        };
+        let (start, end) = match s.split_once('-') {
+            Some((a, b)) => (one(a)?, one(b)?),
+            None => {
+                let p = one(s)?;
+                (p, p)
+            }
+        };
+        if start > end {
+            return Err(PortRangeError::Reversed { start, end });
+        }
+        Ok(Self { start, end })
+    }
+}
+
+impl TryFrom<String> for PortRange {
+    type Error = PortRangeError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<PortRange> for String {
+    fn from(p: PortRange) -> Self {
+        p.to_string()
+    }
+}
+
+/// Transport protocol of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// Scheduler of a service (IPVS names; the nft backend implements the same ones it can).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduler {
+    /// Round robin.
+    Rr,
+    /// Weighted round robin.
+    Wrr,
+    /// Least connections.
+    Lc,
+    /// Weighted least connections.
+    Wlc,
+    /// Source hash.
+    Sh,
+    /// Maglev hash.
+    Mh,
+    /// Shortest expected delay.
+    Sed,
+    /// Never queue.
+    Nq,
+    /// Random.
+    Random,
+}
+
+/// Forwarding method of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardingMode {
+    /// Destination NAT (IPVS masquerading), with SNAT rules for the return path.
+    Nat,
+    /// Direct routing: servers on the same link, port unchanged.
+    Dr,
+    /// IP-in-IP tunnelling.
+    Tunnel,
+}
+
+/// Client persistence of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Persistence {
+    /// Seconds a client stays with its server after its last connection.
+    pub timeout_s: u32,
+    /// Clients in the same subnet of this length share the server (defaults to a host prefix).
+    pub prefix_len: u8,
+}
+
+/// The server used when no real server is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SorryServer {
+    /// Address.
+    pub address: IpAddr,
+    /// Port (for a port-range service: `None`, the destination port is kept).
+    pub port: Option<u16>,
+}
+
+/// A real server behind a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealServer {
+    /// Server name, unique within the service.
+    pub name: String,
+    /// Address.
+    pub address: IpAddr,
+    /// Port (`None` for a port-range service: the destination port is kept).
+    pub port: Option<u16>,
+    /// Weight 0..=65535; 0 drains the server.
+    pub weight: u32,
+    /// Name of a `[[check]]`; no check means always up.
+    pub check: Option<String>,
+}
+
+/// A balanced virtual service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Service name, unique.
+    pub name: String,
+    /// Virtual address; must be a VIP of some instance.
+    pub vip: IpAddr,
+    /// Port or port range.
+    pub ports: PortRange,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Scheduler.
+    pub scheduler: Scheduler,
+    /// Forwarding method.
+    pub mode: ForwardingMode,
+    /// Client persistence, if any.
+    pub persistence: Option<Persistence>,
+    /// Fallback server, if any.
+    pub sorry_server: Option<SorryServer>,
+    /// Real servers.
+    #[serde(rename = "server")]
+    pub servers: Vec<RealServer>,
+}
+
+/// A health-check definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// No deny_unknown_fields: serde cannot combine it with the flattened kind. The TOML
+// reader enforces the allowed keys itself.
+pub struct Check {
+    /// Check name, unique.
+    pub name: String,
+    /// What to probe.
+    #[serde(flatten)]
+    pub kind: CheckKind,
+    /// Port to probe instead of the server's port.
+    pub port: Option<u16>,
+    /// Time between probes in ms.
+    pub interval_ms: u32,
+    /// Probe timeout in ms (at most the interval).
+    pub timeout_ms: u32,
+    /// Consecutive successes to mark a server up.
+    pub rise: u32,
+    /// Consecutive failures to mark a server down.
+    pub fall: u32,
+}
+
+/// The kind of probe and its type-specific settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CheckKind {
+    /// TCP connect.
+    Tcp,
+    /// HTTP request.
+    Http(HttpCheck),
+    /// HTTPS request.
+    Https(HttpCheck),
+    /// DNS query over UDP.
+    UdpDns {
+        /// Name to ask for.
+        query_name: String,
+    },
+    /// Run a program (no shell); exit status 0 means up.
+    Exec {
+        /// Program and arguments; argv[0] is an absolute path.
+        argv: Vec<String>,
+    },
+}
+
+/// HTTP(S) probe settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpCheck {
+    /// Request path, starting with `/`.
+    pub path: String,
+    /// Status codes that mean up.
+    pub expect_status: Vec<u16>,
+    /// `Host` header (defaults to the server address).
+    pub host: Option<String>,
+    /// Substring the body must contain.
+    pub body_match: Option<String>,
+    /// Verify the server certificate (HTTPS only; always false for HTTP).
+    pub verify_cert: bool,
+}
+
+/// Protocol matched by a SNAT rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NatProtocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// Any protocol (no port match).
+    Any,
+}
+
+/// One entry of a SNAT pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnatPoolEntry {
+    /// Source address (a VIP).
+    pub address: IpAddr,
+    /// Source ports to use (`None` = the kernel's choice).
+    pub ports: Option<PortRange>,
+}
+
+/// The source a SNAT rule rewrites to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnatTarget {
+    /// One address (a VIP).
+    Address(IpAddr),
+    /// Several addresses / port ranges, to avoid the ~64k concurrent-connection cap.
+    Pool(Vec<SnatPoolEntry>),
+}
+
+impl SnatTarget {
+    /// All source addresses of the target.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        match self {
+            Self::Address(a) => vec![*a],
+            Self::Pool(p) => p.iter().map(|e| e.address).collect(),
+        }
+    }
+}
+
+/// A source-NAT rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatRule {
+    /// Rule name, unique.
+    pub name: String,
+    /// Interface the traffic arrived on.
+    pub in_interface: Option<String>,
+    /// Interface the traffic leaves by (where the SNAT VIP lives).
+    pub out_interface: Option<String>,
+    /// Protocol.
+    pub protocol: NatProtocol,
+    /// Original destination address (typically a service VIP).
+    pub destination: IpAddr,
+    /// Original destination port(s); `None` matches every port.
+    pub destination_ports: Option<PortRange>,
+    /// New source.
+    pub snat: SnatTarget,
+}
+
+/// `[sync]`: connection-state sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSettings {
+    /// Whether connection state is synced.
+    pub enabled: bool,
+    /// Interface carrying the sync traffic (required when enabled).
+    pub interface: Option<String>,
+    /// UDP port for the sync stream.
+    pub port: u16,
+    /// IPVS sync daemon id, 0..=255.
+    pub ipvs_sync_id: u8,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interface: None,
+            port: 8848,
+            ipvs_sync_id: 0,
+        }
+    }
+}
+
+/// Default vrrpd control socket.
+pub const DEFAULT_VRRPD_SOCKET: &str = "/run/lbsuite/vrrpd.sock";
+/// Default lbd control socket.
+pub const DEFAULT_LBD_SOCKET: &str = "/run/lbsuite/lbd.sock";
+
+/// `[control]`: control sockets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSettings {
+    /// vrrpd's socket path.
+    pub vrrpd_socket: PathBuf,
+    /// lbd's socket path.
+    pub lbd_socket: PathBuf,
+    /// Group allowed to use the sockets (`None` = owner only).
+    pub group: Option<String>,
+    /// How long vrrpd waits for lbd's prepare acknowledgement on takeover, in ms.
+    pub prepare_budget_ms: u32,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        Self {
+            vrrpd_socket: PathBuf::from(DEFAULT_VRRPD_SOCKET),
+            lbd_socket: PathBuf::from(DEFAULT_LBD_SOCKET),
+            group: None,
+            prepare_budget_ms: 50,
+        }
+    }
+}
+
+/// `[metrics]`: Prometheus listeners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Whether the daemons serve `/metrics`.
+    pub enabled: bool,
+    /// vrrpd's listen address.
+    pub vrrpd_listen: SocketAddr,
+    /// lbd's listen address.
+    pub lbd_listen: SocketAddr,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            vrrpd_listen: SocketAddr::from(([127, 0, 0, 1], 9612)),
+            lbd_listen: SocketAddr::from(([127, 0, 0, 1], 9613)),
+        }
+    }
+}
+
+/// Dataplane backend choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// IPVS when the kernel has it, else nftables.
+    Auto,
+    /// IPVS.
+    Ipvs,
+    /// nftables.
+    Nft,
+}
+
+/// `[dataplane]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataplaneSettings {
+    /// Backend.
+    pub backend: Backend,
+    /// Name of the nftables table the suite owns (SNAT rules, and the nft balancer).
+    pub nft_table: String,
+}
+
+impl Default for DataplaneSettings {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Auto,
+            nft_table: "lbsuite".to_string(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The instance with this name.
+    pub fn instance(&self, name: &str) -> Option<&Instance> {
+        self.instances.iter().find(|i| i.name == name)
+    }
+
+    /// The sync group containing this instance.
+    pub fn group_of(&self, instance: &str) -> Option<&SyncGroup> {
+        self.sync_groups
+            .iter()
+            .find(|g| g.instances.iter().any(|i| i == instance))
+    }
+
+    /// The check definition with this name.
+    pub fn check(&self, name: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+
+    /// The node with this name.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The instance whose VIPs include `addr`.
+    pub fn instance_holding(&self, addr: IpAddr) -> Option<&Instance> {
+        self.instances.iter().find(|i| i.holds(addr))
+    }
+}

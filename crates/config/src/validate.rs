@@ -1,0 +1,729 @@
+//! Phase 2: checks across elements (duplicates, references, reachability).
+//!
+//! Only elements that read cleanly take part. A check that needs a whole collection
+//! (say, "is this address a VIP of some instance?") is skipped while that collection
+//! has a broken element, so one mistake does not cause a cascade of false errors.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use crate::diagnostic::did_you_mean;
+use crate::model::*;
+use crate::read::Draft;
+use crate::tree::{join, Reader};
+
+/// Clean elements of a list with their key paths.
+fn clean<'a, T>(list: &'a [Option<T>], key: &str) -> Vec<(String, &'a T)> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.as_ref().map(|e| (format!("{key}[{i}]"), e)))
+        .collect()
+}
+
+fn complete<T>(list: &[Option<T>]) -> bool {
+    list.iter().all(Option::is_some)
+}
+
+/// Reports the second and later uses of a key.
+fn unique(
+    r: &mut Reader,
+    items: impl IntoIterator<Item = (String, String)>,
+    what: &str,
+    fix: &str,
+) {
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (path, key) in items {
+        match seen.get(&key) {
+            Some(first) => r.error_value(
+                &path,
+                format!("{what} `{key}` is already used by {first}"),
+                fix,
+            ),
+            None => {
+                seen.insert(
+                    key,
+                    path.rsplit_once('.')
+                        .map_or(path.clone(), |(p, _)| p.to_string()),
+                );
+            }
+        }
+    }
+}
+
+fn hint(word: &str, known: &[String]) -> String {
+    match did_you_mean(word, known.iter().map(String::as_str)) {
+        Some(s) => format!("did you mean `{s}`? "),
+        None => String::new(),
+    }
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        "none are defined".to_string()
+    } else {
+        format!("known: {}", known.join(", "))
+    }
+}
+
+/// Runs every cross-element check.
+pub(crate) fn cross_check(r: &mut Reader, d: &Draft) {
+    let nodes = clean(&d.nodes, "node");
+    let groups = clean(&d.groups, "sync_group");
+    let instances = clean(&d.instances, "instance");
+    let services = clean(&d.services, "service");
+    let checks = clean(&d.checks, "check");
+    let nat = clean(&d.nat, "nat");
+    let nodes_ok = complete(&d.nodes);
+    let instances_ok = complete(&d.instances);
+    let groups_ok = complete(&d.groups);
+
+    check_node_count(r, d);
+    unique(
+        r,
+        nodes.iter().map(|(p, n)| (join(p, "name"), n.name.clone())),
+        "node name",
+        "give each node its own name",
+    );
+    // Hostnames matter only between differently named nodes (a duplicate name is
+    // already reported, and its defaulted hostname would repeat the same error).
+    for (j, (pj, nj)) in nodes.iter().enumerate() {
+        if let Some((_, ni)) = nodes[..j]
+            .iter()
+            .find(|(_, ni)| ni.name != nj.name && ni.hostname == nj.hostname)
+        {
+            let at = path_or(r, &join(pj, "hostname"), &join(pj, "name"));
+            r.error_value(
+                &at,
+                format!(
+                    "hostname `{}` is also node `{}`'s hostname",
+                    nj.hostname, ni.name
+                ),
+                "give each node its own hostname (it selects the node at start-up)",
+            );
+        }
+    }
+    unique(
+        r,
+        groups
+            .iter()
+            .map(|(p, g)| (join(p, "name"), g.name.clone())),
+        "sync group name",
+        "give each sync group its own name",
+    );
+    unique(
+        r,
+        instances
+            .iter()
+            .map(|(p, i)| (join(p, "name"), i.name.clone())),
+        "instance name",
+        "give each instance its own name",
+    );
+    unique(
+        r,
+        services
+            .iter()
+            .map(|(p, s)| (join(p, "name"), s.name.clone())),
+        "service name",
+        "give each service its own name",
+    );
+    unique(
+        r,
+        checks
+            .iter()
+            .map(|(p, c)| (join(p, "name"), c.name.clone())),
+        "check name",
+        "give each check its own name",
+    );
+    unique(
+        r,
+        nat.iter().map(|(p, n)| (join(p, "name"), n.name.clone())),
+        "nat rule name",
+        "give each nat rule its own name",
+    );
+    unique(
+        r,
+        instances.iter().map(|(p, i)| {
+            let fam = if i.is_ipv6() { "IPv6" } else { "IPv4" };
+            (
+                join(p, "vrid"),
+                format!("{} on {} ({fam})", i.vrid, i.interface),
+            )
+        }),
+        "VRID",
+        "use a different vrid: VRIDs are unique per interface and address family",
+    );
+    unique(
+        r,
+        instances.iter().flat_map(|(p, i)| {
+            i.vips
+                .iter()
+                .enumerate()
+                .map(|(k, v)| (format!("{p}.vips[{k}]"), v.address.address.to_string()))
+                .collect::<Vec<_>>()
+        }),
+        "VIP",
+        "each VIP belongs to exactly one instance",
+    );
+
+    // Sync groups and instances.
+    let raw_instances = &d.raw_names.instances;
+    let mut member_of: HashMap<&str, &str> = HashMap::new();
+    for (gp, g) in &groups {
+        for (k, name) in g.instances.iter().enumerate() {
+            let ip = format!("{gp}.instances[{k}]");
+            if !raw_instances.contains(name) {
+                r.error_value(
+                    &ip,
+                    format!("sync group `{}` names unknown instance `{name}`", g.name),
+                    format!(
+                        "{}define it as an [[instance]] ({})",
+                        hint(name, raw_instances),
+                        known_list(raw_instances)
+                    ),
+                );
+            } else if let Some(other) = member_of.get(name.as_str()) {
+                if *other != g.name {
+                    r.error_value(
+                        &ip,
+                        format!("instance `{name}` is already in sync group `{other}`"),
+                        "keep each instance in exactly one sync group",
+                    );
+                }
+            } else {
+                member_of.insert(name, &g.name);
+            }
+        }
+    }
+    if groups_ok {
+        for (ip, i) in &instances {
+            if !member_of.contains_key(i.name.as_str()) {
+                r.error_value(
+                    &join(ip, "name"),
+                    format!("instance `{}` is in no sync group", i.name),
+                    "add it to a [[sync_group]]'s instances (a group of one is fine)",
+                );
+            }
+        }
+    }
+
+    // Nodes: priorities, addresses, unicast peers.
+    let raw_groups = &d.raw_names.groups;
+    for (np, n) in &nodes {
+        let prio_path = join(np, "priority");
+        for g in n.priority.keys() {
+            if !raw_groups.contains(g) {
+                r.error_key(
+                    &join(&prio_path, g),
+                    format!(
+                        "node `{}` gives a priority for unknown sync group `{g}`",
+                        n.name
+                    ),
+                    format!(
+                        "{}use a [[sync_group]] name ({})",
+                        hint(g, raw_groups),
+                        known_list(raw_groups)
+                    ),
+                );
+            }
+        }
+        for (_, g) in &groups {
+            if !n.priority.contains_key(&g.name) {
+                r.error_value(
+                    &prio_path,
+                    format!(
+                        "node `{}` has no priority for sync group `{}`",
+                        n.name, g.name
+                    ),
+                    format!("add `{} = 100` to node {}'s priority table", g.name, n.name),
+                );
+            }
+        }
+        for (_, i) in &instances {
+            let addr_path = join(np, "addresses");
+            match n.addresses.get(&i.interface) {
+                None => r.error_value(
+                    &addr_path,
+                    format!(
+                        "node `{}` has no addresses for interface `{}` of instance `{}`",
+                        n.name, i.interface, i.name
+                    ),
+                    format!(
+                        "add `{} = [\"<address>/<prefix>\"]` to node {}'s addresses: both nodes need every instance's interface",
+                        i.interface, n.name
+                    ),
+                ),
+                Some(list) if !i.is_ipv6() && !list.iter().any(InterfaceAddress::is_ipv4) => r
+                    .error_value(
+                        &join(&addr_path, &i.interface),
+                        format!(
+                            "node `{}` has no IPv4 address on `{}`, which IPv4 instance `{}` sends adverts from",
+                            n.name, i.interface, i.name
+                        ),
+                        "add the node's IPv4 address with its prefix, such as \"198.18.0.11/24\"",
+                    ),
+                _ => {}
+            }
+        }
+        for (inst, peers) in &n.unicast_peers {
+            let up = format!("{np}.unicast_peers.{inst}");
+            if !raw_instances.contains(inst) {
+                r.error_key(
+                    &up,
+                    format!("unicast_peers names unknown instance `{inst}`"),
+                    format!(
+                        "{}use an [[instance]] name ({})",
+                        hint(inst, raw_instances),
+                        known_list(raw_instances)
+                    ),
+                );
+                continue;
+            }
+            let Some((_, i)) = instances.iter().find(|(_, i)| &i.name == inst) else {
+                continue;
+            };
+            if !i.unicast {
+                r.error_key(
+                    &up,
+                    format!("instance `{inst}` is not unicast, so these peers would be ignored"),
+                    format!("set unicast = true on instance {inst}, or remove this entry"),
+                );
+            }
+            for (k, p) in peers.iter().enumerate() {
+                if p.is_ipv6() != i.is_ipv6() {
+                    r.error_value(
+                        &format!("{up}[{k}]"),
+                        format!("peer {p} is not of instance `{inst}`'s address family"),
+                        "use the peer's address of the same family as the instance's VIPs",
+                    );
+                }
+            }
+        }
+        if let Some(a) = n.sync_address {
+            if !n.addresses.values().flatten().any(|x| x.address == a) {
+                r.error_value(
+                    &join(np, "sync_address"),
+                    format!(
+                        "sync_address {a} is not one of node `{}`'s addresses",
+                        n.name
+                    ),
+                    "use an address listed in this node's addresses",
+                );
+            }
+        }
+    }
+
+    // Priority 255 means "owns the VIPs" (RFC 5798 §5.2.4).
+    for (_, g) in &groups {
+        let vips: Vec<IpAddr> = instances
+            .iter()
+            .filter(|(_, i)| g.instances.contains(&i.name))
+            .flat_map(|(_, i)| i.vips.iter().map(|v| v.address.address))
+            .collect();
+        for (np, n) in &nodes {
+            let owns = vips
+                .iter()
+                .any(|v| n.addresses.values().flatten().any(|a| a.address == *v));
+            if n.priority.get(&g.name) == Some(&255) && !owns {
+                r.error_value(
+                    &format!("{np}.priority.{}", g.name),
+                    format!("priority 255 is for the owner of the VIPs, but node `{}` owns none of group `{}`'s VIPs", n.name, g.name),
+                    "use 1..=254",
+                );
+            }
+        }
+    }
+    for (ip, i) in &instances {
+        let group = member_of.get(i.name.as_str()).copied();
+        for (k, v) in i.vips.iter().enumerate() {
+            for (_, n) in &nodes {
+                let own = n
+                    .addresses
+                    .values()
+                    .flatten()
+                    .any(|a| a.address == v.address.address);
+                let prio = group.and_then(|g| n.priority.get(g)).copied();
+                if own && prio.is_some() && prio != Some(255) {
+                    r.error_value(
+                        &format!("{ip}.vips[{k}]"),
+                        format!("VIP {} is node `{}`'s own address", v.address.address, n.name),
+                        format!(
+                            "use a free address for the VIP, or give node {} priority 255 (address owner) for its group",
+                            n.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    // Unicast: every node needs someone to send to.
+    if nodes_ok && nodes.len() == 2 {
+        for (ip, i) in &instances {
+            if !i.unicast {
+                continue;
+            }
+            for (k, (_, n)) in nodes.iter().enumerate() {
+                let peer = nodes[1 - k].1;
+                if effective_unicast_peers(n, peer, i).is_empty() {
+                    r.error_value(
+                        &join(ip, "unicast"),
+                        format!(
+                            "instance `{}` is unicast but node `{}` has no peer address for it",
+                            i.name, n.name
+                        ),
+                        format!(
+                            "give node {} an address of the instance's family on {}, or set unicast_peers.{} on node {}",
+                            peer.name, i.interface, i.name, n.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    // Interfaces named by track_interfaces and nat rules must exist somewhere.
+    let mut known_ifaces: Vec<String> = nodes
+        .iter()
+        .flat_map(|(_, n)| n.addresses.keys().cloned())
+        .chain(instances.iter().map(|(_, i)| i.interface.clone()))
+        .collect();
+    known_ifaces.sort();
+    known_ifaces.dedup();
+    let iface_check_ok = nodes_ok && instances_ok;
+    let check_iface = |r: &mut Reader, path: &str, name: &str, what: &str| {
+        if iface_check_ok && !known_ifaces.iter().any(|k| k == name) {
+            r.error_value(
+                path,
+                format!("{what} `{name}` is not an interface of any node or instance"),
+                format!(
+                    "{}declare it in each [[node]]'s addresses (an empty list is fine: {name} = [])",
+                    hint(name, &known_ifaces)
+                ),
+            );
+        }
+    };
+    for (ip, i) in &instances {
+        for (k, t) in i.track_interfaces.iter().enumerate() {
+            check_iface(
+                r,
+                &format!("{ip}.track_interfaces[{k}].name"),
+                &t.name,
+                "tracked interface",
+            );
+        }
+    }
+    for (np, rule) in &nat {
+        if let Some(x) = &rule.in_interface {
+            check_iface(r, &join(np, "in_interface"), x, "in_interface");
+        }
+        if let Some(x) = &rule.out_interface {
+            check_iface(r, &join(np, "out_interface"), x, "out_interface");
+        }
+    }
+
+    check_services(r, d, &services, &instances, &nodes);
+    check_nat(r, &nat, &instances, &member_of, instances_ok);
+
+    // Connection sync.
+    if let Some(s) = &d.sync {
+        if let (true, Some(iface)) = (s.enabled, &s.interface) {
+            for (_, n) in &nodes {
+                if n.sync_address.is_none() && local_sync_address(n, iface).is_none() {
+                    r.error_value(
+                        "sync.interface",
+                        format!(
+                            "node `{}` has no IPv4 address on sync interface `{iface}`",
+                            n.name
+                        ),
+                        format!(
+                            "add an address on {iface} to node {}, or set its sync_address",
+                            n.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Where a key is if it was written, else where its fallback is.
+fn path_or(r: &Reader, path: &str, fallback: &str) -> String {
+    if r.was_present(path) {
+        path.to_string()
+    } else {
+        fallback.to_string()
+    }
+}
+
+fn check_node_count(r: &mut Reader, d: &Draft) {
+    match d.nodes.len() {
+        2 => {}
+        0 => r.error_at(
+            0,
+            "node",
+            "no [[node]] is defined; the cluster needs exactly 2",
+            "add a [[node]] table for each of the two members",
+        ),
+        1 => r.error_value(
+            "node[0]",
+            "only 1 [[node]] is defined; the cluster needs exactly 2 (one file describes both members)",
+            "add the peer's [[node]] with its own priorities and addresses",
+        ),
+        n => r.error_value(
+            "node[2]",
+            format!("{n} [[node]] tables are defined; the cluster needs exactly 2"),
+            "remove the extra [[node]] tables (one active, one backup)",
+        ),
+    }
+}
+
+fn check_services(
+    r: &mut Reader,
+    d: &Draft,
+    services: &[(String, &Service)],
+    instances: &[(String, &Instance)],
+    nodes: &[(String, &Node)],
+) {
+    let instances_ok = complete(&d.instances);
+    let nodes_ok = complete(&d.nodes);
+    let raw_checks = &d.raw_names.checks;
+    for (k, (sp, s)) in services.iter().enumerate() {
+        if instances_ok && !instances.iter().any(|(_, i)| i.holds(s.vip)) {
+            let near = instances
+                .iter()
+                .find(|(_, i)| i.vips.iter().any(|v| v.address.contains(s.vip)))
+                .map(|(_, i)| format!(" such as instance `{}`", i.name))
+                .unwrap_or_default();
+            r.error_value(
+                &join(sp, "vip"),
+                format!(
+                    "service VIP {} is not a VIP of any instance, so no node would hold it",
+                    s.vip
+                ),
+                format!("add \"{}\" to the vips of an [[instance]]{near}", s.vip),
+            );
+        }
+        for (op, o) in &services[..k] {
+            if o.vip == s.vip && o.protocol == s.protocol && o.ports.overlaps(&s.ports) {
+                let key = path_or(r, &join(sp, "port"), &join(sp, "port_range"));
+                r.error_value(
+                    &key,
+                    format!(
+                        "service `{}` (port {}) overlaps service `{}` (port {}, {op}) on {} {}",
+                        s.name,
+                        s.ports,
+                        o.name,
+                        o.ports,
+                        s.vip,
+                        if s.protocol == Protocol::Tcp {
+                            "tcp"
+                        } else {
+                            "udp"
+                        }
+                    ),
+                    "give the services disjoint ports, or merge them",
+                );
+            }
+        }
+        unique(
+            r,
+            s.servers
+                .iter()
+                .enumerate()
+                .map(|(j, v)| (format!("{sp}.server[{j}].name"), v.name.clone())),
+            "server name",
+            "give each server of a service its own name",
+        );
+        unique(
+            r,
+            s.servers.iter().enumerate().map(|(j, v)| {
+                let port = v.port.map_or(String::new(), |p| format!(":{p}"));
+                (
+                    format!("{sp}.server[{j}].address"),
+                    format!("{}{port}", v.address),
+                )
+            }),
+            "server address",
+            "list each real server once per service",
+        );
+        for (j, v) in s.servers.iter().enumerate() {
+            let vp = format!("{sp}.server[{j}]");
+            if let Some(c) = &v.check {
+                if !raw_checks.contains(c) {
+                    r.error_value(
+                        &join(&vp, "check"),
+                        format!("server `{}` uses check `{c}`, which is not defined", v.name),
+                        format!(
+                            "{}define it as a [[check]] or remove `check` ({})",
+                            hint(c, raw_checks),
+                            known_list(raw_checks)
+                        ),
+                    );
+                }
+            }
+            if nodes_ok && matches!(s.mode, ForwardingMode::Nat | ForwardingMode::Dr) {
+                let unreachable: Vec<&str> = nodes
+                    .iter()
+                    .filter(|(_, n)| {
+                        !n.addresses
+                            .values()
+                            .flatten()
+                            .any(|a| a.contains(v.address))
+                    })
+                    .map(|(_, n)| n.name.as_str())
+                    .collect();
+                if !unreachable.is_empty() {
+                    r.error_value(
+                        &join(&vp, "address"),
+                        format!(
+                            "server {} is in no subnet of node {}'s interfaces",
+                            v.address,
+                            unreachable.join(" and ")
+                        ),
+                        "nat and dr servers must be on a link of both nodes: fix the address, add the subnet to the nodes' addresses, or use mode = \"tunnel\"",
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_nat(
+    r: &mut Reader,
+    nat: &[(String, &NatRule)],
+    instances: &[(String, &Instance)],
+    member_of: &HashMap<&str, &str>,
+    instances_ok: bool,
+) {
+    if !instances_ok {
+        return;
+    }
+    for (np, rule) in nat {
+        let addr_paths: Vec<(String, IpAddr)> = match &rule.snat {
+            SnatTarget::Address(a) => vec![(format!("{np}.snat.address"), *a)],
+            SnatTarget::Pool(p) => p
+                .iter()
+                .enumerate()
+                .map(|(k, e)| (format!("{np}.snat.pool[{k}].address"), e.address))
+                .collect(),
+        };
+        let dest_inst = instances
+            .iter()
+            .find(|(_, i)| i.holds(rule.destination))
+            .map(|(_, i)| *i);
+        for (path, a) in addr_paths {
+            let Some((_, inst)) = instances.iter().find(|(_, i)| i.holds(a)) else {
+                let suggestion = instances
+                    .iter()
+                    .find(|(_, i)| {
+                        rule.out_interface
+                            .as_ref()
+                            .is_some_and(|o| &i.interface == o)
+                            && i.is_ipv6() == a.is_ipv6()
+                    })
+                    .and_then(|(_, i)| i.vips.first())
+                    .map(|v| format!("use {} or ", v.address.address))
+                    .unwrap_or_default();
+                r.error_value(
+                    &path,
+                    format!("SNAT source {a} is not a VIP of any instance"),
+                    format!(
+                        "the file is the same on both members, so SNAT must use a VIP that moves with the active node: {suggestion}add {a} to an instance's vips"
+                    ),
+                );
+                continue;
+            };
+            if let Some(out) = &rule.out_interface {
+                if &inst.interface != out {
+                    r.error_value(
+                        &path,
+                        format!(
+                            "SNAT source {a} lives on {} (instance `{}`), but the rule's out_interface is {out}",
+                            inst.interface, inst.name
+                        ),
+                        format!("use a VIP of an instance on {out}, so servers can reach it"),
+                    );
+                }
+            }
+            if let Some(d) = dest_inst {
+                let g1 = member_of.get(d.name.as_str());
+                let g2 = member_of.get(inst.name.as_str());
+                if let (Some(g1), Some(g2)) = (g1, g2) {
+                    if g1 != g2 {
+                        r.error_value(
+                            &path,
+                            format!(
+                                "SNAT VIP {a} (group `{g2}`) and destination {} (group `{g1}`) are in different sync groups, so they could be active on different nodes",
+                                rule.destination
+                            ),
+                            format!("put instances `{}` and `{}` in one sync group", d.name, inst.name),
+                        );
+                    }
+                }
+            }
+            if a.is_ipv6() != rule.destination.is_ipv6() {
+                r.error_value(
+                    &path,
+                    format!(
+                        "SNAT source {a} and destination {} are of different address families",
+                        rule.destination
+                    ),
+                    "use a SNAT VIP of the destination's family",
+                );
+            }
+        }
+    }
+}
+
+/// The address this node uses for connection sync on `iface`.
+pub(crate) fn local_sync_address(n: &Node, iface: &str) -> Option<IpAddr> {
+    n.sync_address.or_else(|| {
+        n.addresses
+            .get(iface)?
+            .iter()
+            .find(|a| a.is_ipv4())
+            .map(|a| a.address)
+    })
+}
+
+/// Unicast peers of `node` for `instance`: explicit, or the peer node's addresses on the
+/// instance's interface of the instance's family.
+pub(crate) fn effective_unicast_peers(
+    node: &Node,
+    peer: &Node,
+    instance: &Instance,
+) -> Vec<IpAddr> {
+    if let Some(p) = node.unicast_peers.get(&instance.name) {
+        return p.clone();
+    }
+    peer.addresses
+        .get(&instance.interface)
+        .map(|l| {
+            l.iter()
+                .filter(|a| a.address.is_ipv6() == instance.is_ipv6())
+                .map(|a| a.address)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Builds the final configuration from a draft that produced no errors.
+pub(crate) fn assemble(d: Draft, file: &str) -> Option<ClusterConfig> {
+    fn all<T>(v: Vec<Option<T>>) -> Option<Vec<T>> {
+        v.into_iter().collect()
+    }
+    Some(ClusterConfig {
+        source_file: file.to_string(),
+        cluster: d.cluster?,
+        nodes: all(d.nodes)?,
+        sync_groups: all(d.groups)?,
+        instances: all(d.instances)?,
+        services: all(d.services)?,
+        checks: all(d.checks)?,
+        nat: all(d.nat)?,
+        sync: d.sync?,
+        control: d.control?,
+        metrics: d.metrics?,
+        dataplane: d.dataplane?,
+    })
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the suite's build, tests and demo need, when missing.
+# Sourced by scripts/test.sh and scripts/demo.sh; safe to run on its own.
+set -euo pipefail
+
+LBSUITE_DEBS=(
+    iproute2        # ip netns, veth, bridges (the test lab)
+    nftables        # nft: an independent reader of the kernel's ruleset in tests
+    conntrack       # conntrack: reading connection state in tests
+    libnftnl-dev    # nftnl-sys (lbd's nftables backend)
+    libmnl-dev
+    pkg-config
+    gcc
+    libc6-dev
+    procps          # sysctl
+)
+
+missing=()
+for pkg in "${LBSUITE_DEBS[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "deps: missing Debian packages: ${missing[*]}; run as root, or: apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    for d in "$HOME/.cargo/bin" /root/.cargo/bin /usr/local/cargo/bin; do
+        [[ -x $d/cargo ]] && export PATH="$d:$PATH" && break
+    done
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "deps: cargo not found. Install a Rust toolchain >= 1.80 (rustup, stable) and retry." >&2
+    exit 1
+fi
