@@ -40,7 +40,10 @@ fn unknown_node_is_refused() {
     let (code, _, err) = vrrpctl(&["check-config", "--node", "lb9", path.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("lb9"), "{err}");
-    assert!(err.contains("lb1") && err.contains("lb2"), "names the known nodes: {err}");
+    assert!(
+        err.contains("lb1") && err.contains("lb2"),
+        "names the known nodes: {err}"
+    );
 }
 
 #[test]
@@ -58,7 +61,10 @@ fn invalid_file_is_refused_with_locations_on_stderr() {
     std::fs::write(&path, text).unwrap();
     let (code, out, err) = vrrpctl(&["check-config", path.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(out.is_empty(), "nothing on stdout for a refused file: {out}");
+    assert!(
+        out.is_empty(),
+        "nothing on stdout for a refused file: {out}"
+    );
     let expected = format!("{}:{line}:8: vrid 0 is out of range", path.display());
     assert!(err.starts_with(&expected), "{err}");
 }

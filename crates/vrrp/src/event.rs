@@ -1,0 +1,101 @@
+//! Inputs to the state machine: what happened, and when.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::packet::Advertisement;
+use crate::timer::{micros, Time, TimerKind};
+
+/// One input with the caller's current time.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    /// The caller's monotonic clock when the input happened.
+    pub now: Time,
+    /// What happened.
+    pub input: Input,
+}
+
+impl Event {
+    /// An input at `now`.
+    pub fn new(now: Time, input: Input) -> Self {
+        Event { now, input }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Input {
+    /// Start every instance (RFC Startup event). Link states reported before
+    /// this are taken into account.
+    Startup,
+    /// Stop every instance (RFC Shutdown event): masters release with
+    /// priority 0 and remove their VIPs.
+    Shutdown,
+    /// A decoded advert arrived on `interface` from `src`. The instance is
+    /// found by (interface, VRID, address family of `src`).
+    AdvertReceived {
+        /// The interface it arrived on.
+        interface: String,
+        /// The IP source address (the sender's primary address).
+        src: IpAddr,
+        /// The decoded advert.
+        advert: Advertisement,
+    },
+    /// A timer armed by an earlier `ArmTimer` action is due. A timer that was
+    /// re-armed or cancelled since is ignored.
+    TimerExpired {
+        /// Instance name.
+        instance: String,
+        /// Which of its timers.
+        timer: TimerKind,
+    },
+    /// An interface came up (an instance's own link or a tracked one).
+    InterfaceUp {
+        /// Interface name.
+        interface: String,
+    },
+    /// An interface went down (an instance's own link or a tracked one).
+    InterfaceDown {
+        /// Interface name.
+        interface: String,
+    },
+    /// Set an instance's configured priority at run time (1..=255).
+    SetPriority {
+        /// Instance name.
+        instance: String,
+        /// New configured priority.
+        priority: u8,
+    },
+    /// Change a run-time parameter of an instance.
+    ConfigChanged {
+        /// Instance name.
+        instance: String,
+        /// The change.
+        change: ConfigChange,
+    },
+    /// Hold an instance (and so its sync group) out of MASTER.
+    MaintenanceOn {
+        /// Instance name.
+        instance: String,
+    },
+    /// Let an instance take part in elections again.
+    MaintenanceOff {
+        /// Instance name.
+        instance: String,
+    },
+}
+
+/// A run-time parameter change; anything else (VIPs, VRID, version) means
+/// building a new instance.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ConfigChange {
+    /// Preempt_Mode.
+    Preempt(bool),
+    /// Preempt delay, in microseconds on the wire of the case files.
+    PreemptDelay(#[serde(with = "micros")] Duration),
+    /// Accept_Mode; takes effect at the next takeover.
+    AcceptMode(bool),
+    /// Advertisement_Interval in centiseconds; takes effect when the timer
+    /// is next armed (must be valid for the version, else ignored).
+    AdvertInterval(u16),
+}

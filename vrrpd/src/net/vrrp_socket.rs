@@ -1,0 +1,846 @@
+//! Raw IP sockets for VRRP (IP protocol 112), one per interface and family.
+//!
+//! The kernel builds the IP header on send (TTL / hop limit 255, TOS / traffic
+//! class 0xc0, as keepalived sends); the caller hands over the VRRP message only,
+//! checksum included. On receive the IP header (IPv4) or the ancillary data
+//! (IPv6) give source, destination and TTL / hop limit.
+//!
+//! Packets whose TTL / hop limit is not 255 are returned like any other: the
+//! caller checks [`Received::ttl`], counts and drops them (RFC 9568 §7.1).
+//! A socket hears only the group it joined itself (IPv4 `IP_MULTICAST_ALL`
+//! off), so a unicast-mode socket hears unicast only; telling VRIDs and peers
+//! apart is the caller's job. Its own multicast is not looped back.
+//!
+//! Sources are chosen per packet with `IP_PKTINFO` / `IPV6_PKTINFO` rather than
+//! bind(2): a raw IPv4 socket bound to an address hears nothing sent to the group.
+//!
+//! IPv6: the socket does not set `IPV6_CHECKSUM`, so the kernel neither fills in
+//! nor verifies the VRRP checksum of protocol 112; the message goes out and comes
+//! in byte for byte, and verifying it (pseudo-header included) is the codec's job.
+
+use std::fmt;
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, RawFd};
+
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// The IP protocol number of VRRP.
+pub const IPPROTO_VRRP: u8 = 112;
+/// The IPv4 VRRP multicast group.
+pub const VRRP_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+/// The IPv6 VRRP multicast group.
+pub const VRRP_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+/// The only TTL / hop limit a VRRP router accepts, and the one it sends.
+pub const VRRP_TTL: u8 = 255;
+/// DSCP CS6 (network control): keepalived's TOS / traffic class for adverts.
+pub const TOS_NETWORK_CONTROL: u8 = 0xc0;
+
+/// Largest packet read: an IP packet can be no longer.
+const RECV_CAPACITY: usize = 65_535;
+const IPV4_MIN_HEADER: usize = 20;
+
+/// An IP address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpFamily {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl IpFamily {
+    /// The family of `addr`.
+    pub fn of(addr: IpAddr) -> IpFamily {
+        match addr {
+            IpAddr::V4(_) => IpFamily::V4,
+            IpAddr::V6(_) => IpFamily::V6,
+        }
+    }
+
+    /// The VRRP multicast group of this family.
+    pub fn vrrp_group(self) -> IpAddr {
+        match self {
+            IpFamily::V4 => IpAddr::V4(VRRP_GROUP_V4),
+            IpFamily::V6 => IpAddr::V6(VRRP_GROUP_V6),
+        }
+    }
+}
+
+impl fmt::Display for IpFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IpFamily::V4 => "IPv4",
+            IpFamily::V6 => "IPv6",
+        })
+    }
+}
+
+/// A failure of a VRRP socket; each names the interface.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// The process lacks the privilege for raw sockets.
+    #[error("{iface}: a raw VRRP socket needs CAP_NET_RAW (run vrrpd as root or grant it the capability)")]
+    NeedsCapNetRaw {
+        /// The interface.
+        iface: String,
+    },
+    /// socket(2) failed for another reason.
+    #[error("{iface}: cannot open a raw {family} socket for IP protocol 112: {source}")]
+    Open {
+        /// The interface.
+        iface: String,
+        /// The family asked for.
+        family: IpFamily,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A socket option was refused.
+    #[error("{iface}: cannot set {option} on the VRRP socket: {source}")]
+    SetOption {
+        /// The interface.
+        iface: String,
+        /// The option, as the kernel names it.
+        option: &'static str,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Joining the VRRP multicast group failed.
+    #[error("{iface}: cannot join {group} on interface index {ifindex}: {source}")]
+    JoinGroup {
+        /// The interface.
+        iface: String,
+        /// The group.
+        group: IpAddr,
+        /// The interface index used.
+        ifindex: u32,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// An address (source or peer) is not of the socket's family.
+    #[error("{iface}: {addr} is not an {family} address")]
+    WrongFamily {
+        /// The interface.
+        iface: String,
+        /// The offending address.
+        addr: IpAddr,
+        /// The socket's family.
+        family: IpFamily,
+    },
+    /// A multicast IPv6 VRRP socket must send from a link-local address (RFC 9568 §5.1.2.1).
+    #[error("{iface}: the IPv6 VRRP source {addr} is not a link-local address")]
+    SourceNotLinkLocal {
+        /// The interface.
+        iface: String,
+        /// The configured source.
+        addr: Ipv6Addr,
+    },
+    /// The socket could not be registered with the tokio reactor.
+    #[error("{iface}: cannot register the VRRP socket with the async runtime: {source}")]
+    Register {
+        /// The interface.
+        iface: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The message is too long to send in one IP packet.
+    #[error("{iface}: a VRRP message of {len} bytes is too long to send")]
+    TooLong {
+        /// The interface.
+        iface: String,
+        /// Its length.
+        len: usize,
+    },
+    /// sendmsg(2) failed.
+    #[error("{iface}: sending a VRRP message to {dst} failed: {source}")]
+    Send {
+        /// The interface.
+        iface: String,
+        /// The destination.
+        dst: IpAddr,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel took fewer bytes than given.
+    #[error("{iface}: sent {sent} of {len} bytes to {dst}")]
+    ShortSend {
+        /// The interface.
+        iface: String,
+        /// The destination.
+        dst: IpAddr,
+        /// Bytes taken.
+        sent: usize,
+        /// Bytes given.
+        len: usize,
+    },
+    /// recvmsg(2) failed.
+    #[error("{iface}: receiving a VRRP packet failed: {source}")]
+    Receive {
+        /// The interface.
+        iface: String,
+        /// The kernel's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A received IPv4 packet's header does not hold together.
+    #[error("{iface}: received an IPv4 packet with a malformed header ({len} bytes read)")]
+    MalformedHeader {
+        /// The interface.
+        iface: String,
+        /// Bytes read.
+        len: usize,
+    },
+    /// A received IPv6 packet came without the ancillary data asked for.
+    #[error("{iface}: received an IPv6 packet without its {what}")]
+    MissingAncillary {
+        /// The interface.
+        iface: String,
+        /// What was missing: "hop limit" or "packet info".
+        what: &'static str,
+    },
+}
+
+/// One received VRRP packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The VRRP message (the IP payload, bounded by the IP length).
+    pub payload: Vec<u8>,
+    /// The IP source.
+    pub src: IpAddr,
+    /// The IP destination (the group, or our address for unicast).
+    pub dst: IpAddr,
+    /// IPv4 TTL or IPv6 hop limit as received; anything but 255 must be dropped.
+    pub ttl: u8,
+    /// The interface the packet arrived on.
+    pub ifindex: u32,
+}
+
+/// A raw VRRP socket bound to one interface and one family.
+#[derive(Debug)]
+pub struct VrrpSocket {
+    fd: AsyncFd<Socket>,
+    iface: String,
+    ifindex: u32,
+    family: IpFamily,
+    source: IpAddr,
+    unicast_peers: Vec<IpAddr>,
+}
+
+impl VrrpSocket {
+    /// Opens the socket on `iface` (index `ifindex`); adverts go out from `source`
+    /// (the interface's primary IPv4 address, or its IPv6 link-local) to the VRRP
+    /// group, or to each of `unicast_peers` when there are any (then no group is
+    /// joined). Must be called inside a tokio runtime with I/O enabled.
+    pub fn open(
+        iface: &str,
+        ifindex: u32,
+        family: IpFamily,
+        source: IpAddr,
+        unicast_peers: &[IpAddr],
+    ) -> Result<VrrpSocket, SocketError> {
+        for &addr in std::iter::once(&source).chain(unicast_peers) {
+            if IpFamily::of(addr) != family {
+                return Err(SocketError::WrongFamily {
+                    iface: iface.to_owned(),
+                    addr,
+                    family,
+                });
+            }
+        }
+        if let IpAddr::V6(addr) = source {
+            if unicast_peers.is_empty() && !is_link_local(&addr) {
+                return Err(SocketError::SourceNotLinkLocal {
+                    iface: iface.to_owned(),
+                    addr,
+                });
+            }
+        }
+        let domain = match family {
+            IpFamily::V4 => Domain::IPV4,
+            IpFamily::V6 => Domain::IPV6,
+        };
+        let socket = Socket::new(
+            domain,
+            Type::RAW,
+            Some(Protocol::from(i32::from(IPPROTO_VRRP))),
+        )
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => SocketError::NeedsCapNetRaw {
+                iface: iface.to_owned(),
+            },
+            _ => SocketError::Open {
+                iface: iface.to_owned(),
+                family,
+                source,
+            },
+        })?;
+        let opt = |option: &'static str, result: io::Result<()>| {
+            result.map_err(|source| match source.raw_os_error() {
+                Some(libc::EPERM) => SocketError::NeedsCapNetRaw {
+                    iface: iface.to_owned(),
+                },
+                _ => SocketError::SetOption {
+                    iface: iface.to_owned(),
+                    option,
+                    source,
+                },
+            })
+        };
+        opt(
+            "SO_BINDTODEVICE",
+            socket.bind_device(Some(iface.as_bytes())),
+        )?;
+        opt("O_NONBLOCK", socket.set_nonblocking(true))?;
+        let multicast = unicast_peers.is_empty();
+        match family {
+            IpFamily::V4 => {
+                opt("IP_TTL", socket.set_ttl_v4(u32::from(VRRP_TTL)))?;
+                opt(
+                    "IP_MULTICAST_TTL",
+                    socket.set_multicast_ttl_v4(u32::from(VRRP_TTL)),
+                )?;
+                opt("IP_MULTICAST_LOOP", socket.set_multicast_loop_v4(false))?;
+                opt("IP_TOS", socket.set_tos_v4(u32::from(TOS_NETWORK_CONTROL)))?;
+                // DF clear, as keepalived sends: an advert is far below any MTU.
+                opt(
+                    "IP_MTU_DISCOVER",
+                    set_int(
+                        &socket,
+                        libc::IPPROTO_IP,
+                        libc::IP_MTU_DISCOVER,
+                        libc::IP_PMTUDISC_DONT,
+                    ),
+                )?;
+                opt(
+                    "IP_MULTICAST_IF",
+                    set_multicast_if_index_v4(&socket, ifindex),
+                )?;
+                // Only the groups this socket joined: a unicast-mode socket ignores multicast.
+                opt("IP_MULTICAST_ALL", socket.set_multicast_all_v4(false))?;
+                opt(
+                    "IP_PKTINFO",
+                    set_int(&socket, libc::IPPROTO_IP, libc::IP_PKTINFO, 1),
+                )?;
+                if multicast {
+                    socket
+                        .join_multicast_v4_n(
+                            &VRRP_GROUP_V4,
+                            &InterfaceIndexOrAddress::Index(ifindex),
+                        )
+                        .map_err(|source| SocketError::JoinGroup {
+                            iface: iface.to_owned(),
+                            group: IpAddr::V4(VRRP_GROUP_V4),
+                            ifindex,
+                            source,
+                        })?;
+                }
+            }
+            IpFamily::V6 => {
+                opt(
+                    "IPV6_UNICAST_HOPS",
+                    socket.set_unicast_hops_v6(u32::from(VRRP_TTL)),
+                )?;
+                opt(
+                    "IPV6_MULTICAST_HOPS",
+                    socket.set_multicast_hops_v6(u32::from(VRRP_TTL)),
+                )?;
+                opt("IPV6_MULTICAST_LOOP", socket.set_multicast_loop_v6(false))?;
+                opt("IPV6_MULTICAST_IF", socket.set_multicast_if_v6(ifindex))?;
+                opt(
+                    "IPV6_TCLASS",
+                    socket.set_tclass_v6(u32::from(TOS_NETWORK_CONTROL)),
+                )?;
+                opt("IPV6_MULTICAST_ALL", socket.set_multicast_all_v6(false))?;
+                opt("IPV6_RECVHOPLIMIT", socket.set_recv_hoplimit_v6(true))?;
+                opt(
+                    "IPV6_RECVPKTINFO",
+                    set_int(&socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1),
+                )?;
+                if multicast {
+                    socket
+                        .join_multicast_v6(&VRRP_GROUP_V6, ifindex)
+                        .map_err(|source| SocketError::JoinGroup {
+                            iface: iface.to_owned(),
+                            group: IpAddr::V6(VRRP_GROUP_V6),
+                            ifindex,
+                            source,
+                        })?;
+                }
+            }
+        }
+        // SAFETY: a socket2::Socket owns its fd, keeps it open until dropped and
+        // always reports the same one; the AsyncFd owns the Socket.
+        let fd = unsafe { AsyncFd::register(socket) }.map_err(|err| SocketError::Register {
+            iface: iface.to_owned(),
+            source: err.into(),
+        })?;
+        Ok(VrrpSocket {
+            fd,
+            iface: iface.to_owned(),
+            ifindex,
+            family,
+            source,
+            unicast_peers: unicast_peers.to_vec(),
+        })
+    }
+
+    /// The interface name.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// The interface index.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// The address family.
+    pub fn family(&self) -> IpFamily {
+        self.family
+    }
+
+    /// The source address of sent packets.
+    pub fn source(&self) -> IpAddr {
+        self.source
+    }
+
+    /// The unicast peers (empty: multicast).
+    pub fn unicast_peers(&self) -> &[IpAddr] {
+        &self.unicast_peers
+    }
+
+    /// Where an advert goes: the VRRP group, or every unicast peer.
+    pub fn advert_destinations(&self) -> Vec<IpAddr> {
+        if self.unicast_peers.is_empty() {
+            vec![self.family.vrrp_group()]
+        } else {
+            self.unicast_peers.clone()
+        }
+    }
+
+    /// Sends one VRRP message to each of [`Self::advert_destinations`]; returns
+    /// how many packets went out. Stops at the first failure.
+    pub async fn send_advert(&self, payload: &[u8]) -> Result<usize, SocketError> {
+        let destinations = self.advert_destinations();
+        for &dst in &destinations {
+            self.send(payload, dst).await?;
+        }
+        Ok(destinations.len())
+    }
+
+    /// Sends one VRRP message (checksum already filled in) to `dst`; the kernel
+    /// adds the IP header with our source address.
+    pub async fn send(&self, payload: &[u8], dst: IpAddr) -> Result<(), SocketError> {
+        if IpFamily::of(dst) != self.family {
+            return Err(SocketError::WrongFamily {
+                iface: self.iface.clone(),
+                addr: dst,
+                family: self.family,
+            });
+        }
+        if payload.len() > RECV_CAPACITY - 40 {
+            return Err(SocketError::TooLong {
+                iface: self.iface.clone(),
+                len: payload.len(),
+            });
+        }
+        let sent = self
+            .fd
+            .async_io(Interest::WRITABLE, |socket| {
+                send_with_pktinfo(socket.as_raw_fd(), payload, self.source, dst, self.ifindex)
+            })
+            .await
+            .map_err(|source| SocketError::Send {
+                iface: self.iface.clone(),
+                dst,
+                source,
+            })?;
+        if sent != payload.len() {
+            return Err(SocketError::ShortSend {
+                iface: self.iface.clone(),
+                dst,
+                sent,
+                len: payload.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits for the next VRRP packet on this interface. Packets with a TTL / hop
+    /// limit other than 255 are returned too; see [`Received::ttl`].
+    pub async fn recv(&self) -> Result<Received, SocketError> {
+        let mut buf = vec![0u8; RECV_CAPACITY];
+        let raw = self
+            .fd
+            .async_io(Interest::READABLE, |socket| {
+                recv_with_ancillary(socket.as_raw_fd(), &mut buf)
+            })
+            .await
+            .map_err(|source| SocketError::Receive {
+                iface: self.iface.clone(),
+                source,
+            })?;
+        buf.truncate(raw.len);
+        match self.family {
+            IpFamily::V4 => self.received_v4(buf, &raw),
+            IpFamily::V6 => self.received_v6(buf, &raw),
+        }
+    }
+
+    fn received_v4(&self, mut buf: Vec<u8>, raw: &RawReceive) -> Result<Received, SocketError> {
+        let malformed = || SocketError::MalformedHeader {
+            iface: self.iface.clone(),
+            len: buf.len(),
+        };
+        if buf.len() < IPV4_MIN_HEADER || buf[0] >> 4 != 4 {
+            return Err(malformed());
+        }
+        let header_len = usize::from(buf[0] & 0x0f) * 4;
+        let total_len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+        if header_len < IPV4_MIN_HEADER || total_len < header_len || total_len > buf.len() {
+            return Err(malformed());
+        }
+        let ttl = buf[8];
+        let src = Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]);
+        let dst = Ipv4Addr::new(buf[16], buf[17], buf[18], buf[19]);
+        buf.truncate(total_len);
+        buf.drain(..header_len);
+        Ok(Received {
+            payload: buf,
+            src: IpAddr::V4(src),
+            dst: IpAddr::V4(dst),
+            ttl,
+            ifindex: raw.ifindex.unwrap_or(self.ifindex),
+        })
+    }
+
+    fn received_v6(&self, buf: Vec<u8>, raw: &RawReceive) -> Result<Received, SocketError> {
+        let missing = |what| SocketError::MissingAncillary {
+            iface: self.iface.clone(),
+            what,
+        };
+        let ttl = raw.hop_limit.ok_or_else(|| missing("hop limit"))?;
+        let dst = raw.dst.ok_or_else(|| missing("packet info"))?;
+        let src = raw.src.ok_or_else(|| missing("source address"))?;
+        Ok(Received {
+            payload: buf,
+            src,
+            dst,
+            ttl,
+            ifindex: raw.ifindex.unwrap_or(self.ifindex),
+        })
+    }
+}
+
+/// fe80::/10 (Ipv6Addr::is_unicast_link_local is newer than our MSRV).
+fn is_link_local(addr: &Ipv6Addr) -> bool {
+    addr.segments()[0] & 0xffc0 == 0xfe80
+}
+
+fn set_int(
+    socket: &Socket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the fd is open and the option value is a c_int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// IP_MULTICAST_IF by index (ip_mreqn): socket2 only takes an address.
+fn set_multicast_if_index_v4(socket: &Socket, ifindex: u32) -> io::Result<()> {
+    let mreqn = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr { s_addr: 0 },
+        imr_ifindex: libc::c_int::try_from(ifindex)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+    };
+    // SAFETY: the fd is open and the option value is an ip_mreqn of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
+            (&mreqn as *const libc::ip_mreqn).cast(),
+            size_of::<libc::ip_mreqn>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Room for one or two control messages; aligned like a cmsghdr.
+#[repr(C, align(8))]
+struct ControlBuffer([u8; 128]);
+
+fn sockaddr_of(addr: IpAddr, ifindex: u32) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        IpAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(v4).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        IpAddr::V6(v6) => {
+            // The scope matters for link-scope destinations (ff02::12, fe80::/10).
+            let scoped = is_link_local(&v6) || v6.segments()[0] & 0xff0f == 0xff02;
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                // Raw IPv6 sockets take 0 or their own protocol here.
+                sin6_port: 0,
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.octets(),
+                },
+                sin6_scope_id: if scoped { ifindex } else { 0 },
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// sendmsg with IP_PKTINFO / IPV6_PKTINFO choosing the source address and the
+/// interface: binding the socket to the source would, for IPv4 raw sockets, also
+/// filter out everything not sent to that address (the group included).
+fn send_with_pktinfo(
+    fd: RawFd,
+    payload: &[u8],
+    src: IpAddr,
+    dst: IpAddr,
+    ifindex: u32,
+) -> io::Result<usize> {
+    let (mut name, name_len) = sockaddr_of(dst, ifindex);
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
+    let mut control = ControlBuffer([0; 128]);
+    let signed_ifindex =
+        libc::c_int::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let (level, kind, data_len) = match src {
+        IpAddr::V4(_) => (
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            size_of::<libc::in_pktinfo>(),
+        ),
+        IpAddr::V6(_) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_PKTINFO,
+            size_of::<libc::in6_pktinfo>(),
+        ),
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(data_len as u32) } as usize;
+    // SAFETY: msghdr is plain old data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = name_len;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg_control points at `control`, aligned and at least `space` bytes
+    // long, so the first header and its data fit.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = kind;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(data_len as u32) as _;
+        let data = libc::CMSG_DATA(cmsg);
+        match src {
+            IpAddr::V4(v4) => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: signed_ifindex,
+                    // The source address of the packet.
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(v4).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                std::ptr::write_unaligned(data.cast(), info);
+            }
+            IpAddr::V6(v6) => {
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: v6.octets(),
+                    },
+                    ipi6_ifindex: ifindex,
+                };
+                std::ptr::write_unaligned(data.cast(), info);
+            }
+        }
+    }
+    // SAFETY: every pointer in `msg` points at a live local of the right size.
+    let sent = unsafe { libc::sendmsg(fd, &msg, 0) };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
+/// What recvmsg returned besides the bytes.
+#[derive(Debug, Default)]
+struct RawReceive {
+    len: usize,
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
+    hop_limit: Option<u8>,
+    ifindex: Option<u32>,
+}
+
+fn recv_with_ancillary(fd: RawFd, buf: &mut [u8]) -> io::Result<RawReceive> {
+    let mut name = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = ControlBuffer([0; 128]);
+    // SAFETY: msghdr is plain old data; all-zero is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = name.as_mut_ptr().cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control.0.len() as _;
+    // SAFETY: every pointer in `msg` points at a live local of the size given.
+    let len = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_TRUNC) };
+    if len < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = len as usize;
+    if len > buf.len() || msg.msg_flags & libc::MSG_TRUNC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "packet longer than 65535 bytes",
+        ));
+    }
+    let mut raw = RawReceive {
+        len,
+        ..RawReceive::default()
+    };
+    // SAFETY: the kernel wrote msg_namelen bytes of a sockaddr into `name`,
+    // which was zeroed before, so reading the family and the matching struct is sound.
+    unsafe {
+        let storage = name.assume_init_ref();
+        if i32::from(storage.ss_family) == libc::AF_INET6 {
+            let sin6: libc::sockaddr_in6 =
+                std::ptr::read((storage as *const libc::sockaddr_storage).cast());
+            raw.src = Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+        }
+    }
+    // SAFETY: the kernel filled msg_controllen bytes of well-formed control
+    // messages; CMSG_FIRSTHDR/NXTHDR stay within them and each data read is
+    // bounded by the type's documented payload.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let data = libc::CMSG_DATA(cmsg);
+            match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let info: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
+                    raw.ifindex = u32::try_from(info.ipi_ifindex).ok();
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
+                    raw.dst = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                    raw.ifindex = Some(info.ipi6_ifindex);
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => {
+                    let hops: libc::c_int = std::ptr::read_unaligned(data.cast());
+                    raw.hop_limit = u8::try_from(hops).ok();
+                }
+                _ => {}
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_group_follows_the_family() {
+        assert_eq!(
+            IpFamily::V4.vrrp_group(),
+            "224.0.0.18".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            IpFamily::V6.vrrp_group(),
+            "ff02::12".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(IpFamily::of("fe80::1".parse().unwrap()), IpFamily::V6);
+    }
+
+    #[tokio::test]
+    async fn addresses_of_the_other_family_are_refused_before_any_syscall() {
+        let err = VrrpSocket::open(
+            "eth0",
+            2,
+            IpFamily::V4,
+            "198.18.0.11".parse().unwrap(),
+            &["2001:db8::2".parse().unwrap()],
+        )
+        .unwrap_err();
+        assert!(matches!(err, SocketError::WrongFamily { .. }), "{err}");
+        assert!(err.to_string().starts_with("eth0: 2001:db8::2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_multicast_ipv6_source_must_be_link_local() {
+        let err = VrrpSocket::open("eth0", 2, IpFamily::V6, "2001:db8::1".parse().unwrap(), &[])
+            .unwrap_err();
+        assert!(
+            matches!(err, SocketError::SourceNotLinkLocal { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn permission_errors_name_the_capability() {
+        let err = SocketError::NeedsCapNetRaw {
+            iface: "eth1".into(),
+        };
+        assert!(err.to_string().contains("eth1") && err.to_string().contains("CAP_NET_RAW"));
+    }
+}
