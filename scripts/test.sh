@@ -16,6 +16,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== crates/vrrp stays free of I/O crates"
+if cargo tree -p vrrp -e normal --prefix none | grep -Eiq '^(tokio|socket2|pnet|netlink|rtnetlink|mio) '; then
+    echo "crates/vrrp depends on an I/O crate:" >&2
+    cargo tree -p vrrp -e normal >&2
+    exit 1
+fi
 echo "== cargo build"
 cargo build --workspace --all-targets --quiet
 if [[ $(id -u) -eq 0 ]]; then

@@ -1,0 +1,36 @@
+//! Errors of this crate (configuration refused before anything runs).
+
+use std::time::Duration;
+
+use crate::target::TargetName;
+
+/// Why targets or settings were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// Two targets share a name.
+    #[error("target {0} is listed twice")]
+    DuplicateTarget(TargetName),
+    /// Interval, timeout, rise or fall is zero.
+    #[error("target {0}: interval, timeout, rise and fall must all be non-zero")]
+    Timing(TargetName),
+    /// Jitter above 50 % of the interval.
+    #[error("jitter of {0}‰ is above the 500‰ maximum")]
+    Jitter(u16),
+    /// Dampening that could never let a target back up.
+    #[error(
+        "flap dampening needs at least 2 transitions per window and a non-zero window \
+         (got {max_transitions} per {window:?})"
+    )]
+    Dampening {
+        /// The refused count.
+        max_transitions: u32,
+        /// The refused window.
+        window: Duration,
+    },
+    /// The TLS client configuration could not be built.
+    #[error("TLS client configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// A limit of zero concurrent checks.
+    #[error("max_in_flight must be at least 1")]
+    Concurrency,
+}

@@ -1,0 +1,81 @@
+//! Targets from the cluster configuration (`config` crate).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use config::{Check, CheckKind, HttpCheck, RealServer, Service};
+
+use crate::target::{CheckSpec, HttpProbe, Probe, Target, TargetName};
+
+/// The probe a `[[check]]` describes.
+pub fn probe_from_config(kind: &CheckKind) -> Probe {
+    let http = |h: &HttpCheck, verify: bool| HttpProbe {
+        path: h.path.clone(),
+        expect_status: h.expect_status.clone(),
+        host: h.host.clone(),
+        body_match: h.body_match.clone(),
+        verify_cert: verify && h.verify_cert,
+    };
+    match kind {
+        CheckKind::Tcp => Probe::Tcp,
+        CheckKind::Http(h) => Probe::Http(http(h, false)),
+        CheckKind::Https(h) => Probe::Https(http(h, true)),
+        CheckKind::UdpDns { query_name } => Probe::UdpDns {
+            query_name: query_name.clone(),
+        },
+        CheckKind::Exec { argv } => Probe::Exec { argv: argv.clone() },
+    }
+}
+
+/// The target for `server` of `service` checked by `check`, leaving from
+/// `source`. The port is the check's, else the server's, else (port-range
+/// services) the first port of the service's range.
+pub fn target_from_config(
+    service: &Service,
+    server: &RealServer,
+    check: &Check,
+    source: Option<IpAddr>,
+) -> Target {
+    let port = check.port.or(server.port).unwrap_or(service.ports.start);
+    Target {
+        name: TargetName::new(&service.name, &server.name),
+        address: SocketAddr::new(server.address, port),
+        source,
+        check: CheckSpec {
+            probe: probe_from_config(&check.kind),
+            interval: Duration::from_millis(u64::from(check.interval_ms)),
+            timeout: Duration::from_millis(u64::from(check.timeout_ms)),
+            rise: check.rise,
+            fall: check.fall,
+        },
+    }
+}
+
+/// Targets for every server that names a check (servers without one are
+/// always up and need no target). `source` picks each server's source
+/// address, such as this node's own address on the server-side interface.
+pub fn targets_from_config(
+    services: &[Service],
+    checks: &[Check],
+    source: impl Fn(&Service, &RealServer) -> Option<IpAddr>,
+) -> Vec<Target> {
+    let mut targets = Vec::new();
+    for service in services {
+        for server in &service.servers {
+            let Some(check) = server
+                .check
+                .as_deref()
+                .and_then(|name| checks.iter().find(|c| c.name == name))
+            else {
+                continue;
+            };
+            targets.push(target_from_config(
+                service,
+                server,
+                check,
+                source(service, server),
+            ));
+        }
+    }
+    targets
+}

@@ -1,0 +1,660 @@
+//! The sans-IO scheduler: when to run which check, and how results become an
+//! Up/Down state with rise/fall counts and flap dampening.
+//!
+//! No clock, no sockets, no tokio: every input carries `now`, and outputs are
+//! [`Action`]s for the caller (the runner, or a test) to carry out.
+//!
+//! # Rules
+//!
+//! - **Schedule.** A target's first check is at `added + phase`, the phase
+//!   drawn uniformly from `[0, interval)`; each later one is `interval ±
+//!   jitter` after the previous due time (fixed rate, not fixed delay), the
+//!   jitter drawn from `[-j, +j]` with `j = interval * jitter_permille / 1000`.
+//!   The draws come from a generator seeded by a stable hash of the target's
+//!   name and the scheduler's seed: targets don't march in step, and the same
+//!   names and seed give the same times on every run. A check whose previous
+//!   run has not reported yet is skipped (counted as an overrun), never
+//!   stacked. A scheduler that fell behind (a suspended process) does not
+//!   burst to catch up: it resumes one interval from now.
+//! - **Rise/fall.** A Down target goes Up after `rise` consecutive successes;
+//!   an Up target goes Down after `fall` consecutive failures.
+//! - **Starting state.** Chosen by the caller per [`Scheduler::set_targets`]
+//!   call: at daemon start `Up` (the peer may have been serving these servers,
+//!   and pulling them all for `rise` intervals would drop traffic), and on
+//!   reload `Down` for servers that are new (they get traffic only once they
+//!   have passed `rise` checks). A starting state is an assumption: it changes
+//!   by the ordinary rise/fall rule (an assumed-Up server that is dead goes
+//!   Down after `fall` failures).
+//! - **Reload.** A target whose name and address are unchanged keeps its state
+//!   and counts; if its probe or source address changed, its consecutive
+//!   counts restart and an in-flight result is ignored; if only the timing
+//!   changed it is re-phased when the interval changed. A name whose address
+//!   changed is a new server and starts in the given state.
+//! - **Dampening.** A target may change state at most `max_transitions` times
+//!   within any `window`. Going Down is never refused (a failing server must
+//!   leave), so an Up is refused whenever it would leave no room in the
+//!   window for the Down that may follow it. A refused Up holds the target
+//!   Down ("held") until it has had no failed check for `hold` and the window
+//!   has room again; then it goes Up with reason [`TransitionReason::HoldReleased`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::HealthError;
+use crate::jitter::{target_seed, SplitMix64};
+use crate::outcome::CheckResult;
+use crate::target::{Target, TargetName};
+use crate::time::{duration_micros, Time};
+
+/// Up or Down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HealthState {
+    /// Receives traffic.
+    Up,
+    /// Receives none.
+    Down,
+}
+
+impl fmt::Display for HealthState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HealthState::Up => "up",
+            HealthState::Down => "down",
+        })
+    }
+}
+
+/// Flap dampening: at most `max_transitions` state changes per `window`;
+/// beyond that the target is held Down until stable for `hold`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dampening {
+    /// State changes allowed per window, at least 2 (a Down and an Up).
+    pub max_transitions: u32,
+    /// The sliding window.
+    pub window: Duration,
+    /// Time without a failed check before a held target may go Up.
+    pub hold: Duration,
+}
+
+impl Default for Dampening {
+    /// 4 changes per 60 s, then held until 30 s without a failure.
+    fn default() -> Self {
+        Self {
+            max_transitions: 4,
+            window: Duration::from_secs(60),
+            hold: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Scheduler-wide settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerSettings {
+    /// Mixed into every target's hash: two nodes with different seeds check
+    /// the same server at different moments.
+    pub seed: u64,
+    /// Jitter of each interval in thousandths of it (100 = ±10 %), at most 500.
+    pub jitter_permille: u16,
+    /// Flap dampening; `None` disables it.
+    pub dampening: Option<Dampening>,
+}
+
+impl Default for SchedulerSettings {
+    /// Seed 0, ±10 % jitter, default dampening.
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            jitter_permille: 100,
+            dampening: Some(Dampening::default()),
+        }
+    }
+}
+
+/// Names one run of one check; the result must come back with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CheckTicket {
+    slot: u64,
+    seq: u64,
+}
+
+/// "Run this check now".
+#[derive(Debug, Clone)]
+pub struct CheckRequest {
+    /// Hand back with the result.
+    pub ticket: CheckTicket,
+    /// What to probe.
+    pub target: Arc<Target>,
+}
+
+/// Why a target changed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransitionReason {
+    /// `successes` consecutive successful checks (the rise count).
+    Rise {
+        /// Consecutive successes seen.
+        successes: u32,
+    },
+    /// `failures` consecutive failed checks (the fall count).
+    Fall {
+        /// Consecutive failures seen.
+        failures: u32,
+    },
+    /// A dampened target was stable long enough.
+    HoldReleased {
+        /// Time since its last failed check.
+        stable_for: Duration,
+    },
+}
+
+impl fmt::Display for TransitionReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransitionReason::Rise { successes } => {
+                write!(f, "{successes} consecutive successful checks")
+            }
+            TransitionReason::Fall { failures } => {
+                write!(f, "{failures} consecutive failed checks")
+            }
+            TransitionReason::HoldReleased { stable_for } => {
+                write!(
+                    f,
+                    "flap hold released after {:.1} s stable",
+                    stable_for.as_secs_f64()
+                )
+            }
+        }
+    }
+}
+
+/// A target changed state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// Which target.
+    pub target: TargetName,
+    /// State before.
+    pub from: HealthState,
+    /// State now.
+    pub to: HealthState,
+    /// Why.
+    pub reason: TransitionReason,
+    /// The result that completed the change.
+    pub last: CheckResult,
+    /// When.
+    pub at: Time,
+}
+
+impl fmt::Display for Transition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} went {} ({}; last check {})",
+            self.target, self.to, self.reason, self.last
+        )
+    }
+}
+
+/// A target that passed its rise count is held Down by flap dampening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DampenedNotice {
+    /// Which target.
+    pub target: TargetName,
+    /// State changes it made within the window.
+    pub transitions_in_window: u32,
+    /// When.
+    pub at: Time,
+}
+
+/// What the caller must do, or should know.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Run a check and report with [`Scheduler::on_result`].
+    RunCheck(CheckRequest),
+    /// A target went Up or Down.
+    StateChanged(Transition),
+    /// A target is held Down by flap dampening.
+    Dampened(DampenedNotice),
+}
+
+/// One target's state, for status displays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetStatus {
+    /// The target as configured.
+    pub target: Arc<Target>,
+    /// Current state.
+    pub state: HealthState,
+    /// Held Down by flap dampening.
+    pub held: bool,
+    /// When the state last changed (or the target was added).
+    pub since: Time,
+    /// The last result and when it arrived.
+    pub last: Option<(CheckResult, Time)>,
+    /// Consecutive successes so far.
+    pub consecutive_ok: u32,
+    /// Consecutive failures so far.
+    pub consecutive_fail: u32,
+    /// Results received.
+    pub checks: u64,
+    /// State changes since the target was added.
+    pub transitions: u64,
+}
+
+/// Scheduler-wide counters (monotonic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedulerCounters {
+    /// Checks handed out.
+    pub checks_started: u64,
+    /// Results that were successes.
+    pub checks_ok: u64,
+    /// Results that were failures.
+    pub checks_failed: u64,
+    /// Due checks skipped because the previous run had not reported.
+    pub overruns: u64,
+    /// Results ignored: unknown ticket (target removed or changed).
+    pub stale_results: u64,
+    /// Transitions to Up.
+    pub transitions_up: u64,
+    /// Transitions to Down.
+    pub transitions_down: u64,
+    /// Ups refused by flap dampening.
+    pub dampened: u64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    target: Arc<Target>,
+    rng: SplitMix64,
+    next_due: Time,
+    sched_seq: u64,
+    in_flight: Option<CheckTicket>,
+    next_ticket: u64,
+    state: HealthState,
+    held: bool,
+    since: Time,
+    last: Option<(CheckResult, Time)>,
+    last_failure: Option<Time>,
+    consecutive_ok: u32,
+    consecutive_fail: u32,
+    checks: u64,
+    transitions: u64,
+    recent: VecDeque<Time>,
+}
+
+/// The health-check scheduler and rise/fall state machine for all targets.
+#[derive(Debug)]
+pub struct Scheduler {
+    settings: SchedulerSettings,
+    by_name: HashMap<TargetName, u64>,
+    slots: HashMap<u64, Slot>,
+    next_slot: u64,
+    queue: BinaryHeap<Reverse<(Time, u64, u64)>>,
+    counters: SchedulerCounters,
+}
+
+impl Scheduler {
+    /// An empty scheduler; refuses dampening with fewer than 2 changes per
+    /// window, a zero window, or jitter above 50 %.
+    pub fn new(settings: SchedulerSettings) -> Result<Self, HealthError> {
+        if settings.jitter_permille > 500 {
+            return Err(HealthError::Jitter(settings.jitter_permille));
+        }
+        if let Some(d) = settings.dampening {
+            if d.max_transitions < 2 || d.window.is_zero() {
+                return Err(HealthError::Dampening {
+                    max_transitions: d.max_transitions,
+                    window: d.window,
+                });
+            }
+        }
+        Ok(Self {
+            settings,
+            by_name: HashMap::new(),
+            slots: HashMap::new(),
+            next_slot: 0,
+            queue: BinaryHeap::new(),
+            counters: SchedulerCounters::default(),
+        })
+    }
+
+    /// Replace the set of targets (start-up and reload; see the module rules).
+    /// New targets start in `initial`. Refuses the whole set, changing
+    /// nothing, if a name repeats or a timing is zero.
+    pub fn set_targets(
+        &mut self,
+        now: Time,
+        targets: Vec<Target>,
+        initial: HealthState,
+    ) -> Result<(), HealthError> {
+        let mut seen = HashSet::new();
+        for t in &targets {
+            if !seen.insert(&t.name) {
+                return Err(HealthError::DuplicateTarget(t.name.clone()));
+            }
+            let c = &t.check;
+            if c.interval.is_zero() || c.timeout.is_zero() || c.rise == 0 || c.fall == 0 {
+                return Err(HealthError::Timing(t.name.clone()));
+            }
+        }
+        let wanted: HashSet<TargetName> = targets.iter().map(|t| t.name.clone()).collect();
+        let gone: Vec<TargetName> = self
+            .by_name
+            .keys()
+            .filter(|n| !wanted.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(id) = self.by_name.remove(&name) {
+                self.slots.remove(&id);
+            }
+        }
+        for target in targets {
+            let existing = self.by_name.get(&target.name).copied().filter(|id| {
+                self.slots
+                    .get(id)
+                    .is_some_and(|s| s.target.address == target.address)
+            });
+            match existing {
+                Some(id) => self.update_slot(now, id, target),
+                None => self.add_slot(now, target, initial),
+            }
+        }
+        Ok(())
+    }
+
+    fn add_slot(&mut self, now: Time, target: Target, initial: HealthState) {
+        if let Some(old) = self.by_name.remove(&target.name) {
+            self.slots.remove(&old);
+        }
+        let id = self.next_slot;
+        self.next_slot += 1;
+        let mut rng = SplitMix64::new(target_seed(&target.name, self.settings.seed));
+        let phase = rng.below(duration_micros(target.check.interval));
+        let next_due = now + Duration::from_micros(phase);
+        self.by_name.insert(target.name.clone(), id);
+        self.slots.insert(
+            id,
+            Slot {
+                target: Arc::new(target),
+                rng,
+                next_due,
+                sched_seq: 0,
+                in_flight: None,
+                next_ticket: 0,
+                state: initial,
+                held: false,
+                since: now,
+                last: None,
+                last_failure: None,
+                consecutive_ok: 0,
+                consecutive_fail: 0,
+                checks: 0,
+                transitions: 0,
+                recent: VecDeque::new(),
+            },
+        );
+        self.queue.push(Reverse((next_due, id, 0)));
+    }
+
+    fn update_slot(&mut self, now: Time, id: u64, target: Target) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        if *slot.target == target {
+            return;
+        }
+        let old = Arc::clone(&slot.target);
+        if old.check.probe != target.check.probe || old.source != target.source {
+            slot.consecutive_ok = 0;
+            slot.consecutive_fail = 0;
+            slot.in_flight = None;
+        }
+        let reschedule = old.check.interval != target.check.interval;
+        slot.target = Arc::new(target);
+        if reschedule {
+            let phase = slot.rng.below(duration_micros(slot.target.check.interval));
+            slot.next_due = now + Duration::from_micros(phase);
+            slot.sched_seq += 1;
+            self.queue
+                .push(Reverse((slot.next_due, id, slot.sched_seq)));
+        }
+    }
+
+    /// Hand out the checks due at `now`.
+    pub fn poll(&mut self, now: Time) -> Vec<Action> {
+        let mut actions = Vec::new();
+        while let Some(Reverse((due, id, seq))) = self.queue.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.queue.pop();
+            let jitter = self.settings.jitter_permille;
+            let Some(slot) = self.slots.get_mut(&id) else {
+                continue;
+            };
+            if slot.sched_seq != seq {
+                continue;
+            }
+            if slot.in_flight.is_some() {
+                self.counters.overruns += 1;
+            } else {
+                let ticket = CheckTicket {
+                    slot: id,
+                    seq: slot.next_ticket,
+                };
+                slot.next_ticket += 1;
+                slot.in_flight = Some(ticket);
+                self.counters.checks_started += 1;
+                actions.push(Action::RunCheck(CheckRequest {
+                    ticket,
+                    target: Arc::clone(&slot.target),
+                }));
+            }
+            let step = jittered(slot.target.check.interval, jitter, &mut slot.rng);
+            let mut next = due + step;
+            if next <= now {
+                next = now + step;
+            }
+            slot.next_due = next;
+            slot.sched_seq += 1;
+            self.queue.push(Reverse((next, id, slot.sched_seq)));
+        }
+        actions
+    }
+
+    /// The earliest time [`Scheduler::poll`] may have work (may be early,
+    /// never late); `None` without targets.
+    pub fn next_deadline(&self) -> Option<Time> {
+        self.queue.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    /// Feed the result of a check handed out by [`Scheduler::poll`].
+    pub fn on_result(
+        &mut self,
+        now: Time,
+        ticket: CheckTicket,
+        result: CheckResult,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let Some(slot) = self
+            .slots
+            .get_mut(&ticket.slot)
+            .filter(|s| s.in_flight == Some(ticket))
+        else {
+            self.counters.stale_results += 1;
+            return actions;
+        };
+        slot.in_flight = None;
+        slot.checks += 1;
+        if result.outcome.is_ok() {
+            self.counters.checks_ok += 1;
+            slot.consecutive_ok = slot.consecutive_ok.saturating_add(1);
+            slot.consecutive_fail = 0;
+        } else {
+            self.counters.checks_failed += 1;
+            slot.consecutive_fail = slot.consecutive_fail.saturating_add(1);
+            slot.consecutive_ok = 0;
+            slot.last_failure = Some(now);
+        }
+        slot.last = Some((result.clone(), now));
+        if let Some(d) = self.settings.dampening {
+            while slot
+                .recent
+                .front()
+                .is_some_and(|t| now.saturating_since(*t) >= d.window)
+            {
+                slot.recent.pop_front();
+            }
+        }
+        let check = &slot.target.check;
+        match slot.state {
+            HealthState::Up if slot.consecutive_fail >= check.fall => {
+                let reason = TransitionReason::Fall {
+                    failures: slot.consecutive_fail,
+                };
+                actions.push(Action::StateChanged(transition(
+                    slot,
+                    &mut self.counters,
+                    now,
+                    HealthState::Down,
+                    reason,
+                    result,
+                )));
+            }
+            HealthState::Down if slot.consecutive_ok >= check.rise => {
+                if let Some(action) = rise(
+                    slot,
+                    &mut self.counters,
+                    self.settings.dampening,
+                    now,
+                    result,
+                ) {
+                    actions.push(action);
+                }
+            }
+            _ => {}
+        }
+        actions
+    }
+
+    /// One target's status.
+    pub fn status(&self, name: &TargetName) -> Option<TargetStatus> {
+        let id = self.by_name.get(name)?;
+        self.slots.get(id).map(slot_status)
+    }
+
+    /// Every target's status, sorted by name.
+    pub fn statuses(&self) -> Vec<TargetStatus> {
+        let mut all: Vec<TargetStatus> = self.slots.values().map(slot_status).collect();
+        all.sort_by(|a, b| a.target.name.cmp(&b.target.name));
+        all
+    }
+
+    /// Number of targets.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether there are no targets.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Counters since creation.
+    pub fn counters(&self) -> SchedulerCounters {
+        self.counters
+    }
+}
+
+/// A Down target passed its rise count: go Up unless dampening holds it.
+fn rise(
+    slot: &mut Slot,
+    counters: &mut SchedulerCounters,
+    dampening: Option<Dampening>,
+    now: Time,
+    result: CheckResult,
+) -> Option<Action> {
+    let mut reason = TransitionReason::Rise {
+        successes: slot.consecutive_ok,
+    };
+    if let Some(d) = dampening {
+        let room = slot.recent.len() + 2 <= d.max_transitions as usize;
+        if slot.held {
+            let stable_for = now.saturating_since(slot.last_failure.unwrap_or(slot.since));
+            if stable_for < d.hold || !room {
+                return None;
+            }
+            reason = TransitionReason::HoldReleased { stable_for };
+        } else if !room {
+            slot.held = true;
+            counters.dampened += 1;
+            return Some(Action::Dampened(DampenedNotice {
+                target: slot.target.name.clone(),
+                transitions_in_window: u32::try_from(slot.recent.len()).unwrap_or(u32::MAX),
+                at: now,
+            }));
+        }
+    }
+    slot.held = false;
+    Some(Action::StateChanged(transition(
+        slot,
+        counters,
+        now,
+        HealthState::Up,
+        reason,
+        result,
+    )))
+}
+
+fn transition(
+    slot: &mut Slot,
+    counters: &mut SchedulerCounters,
+    now: Time,
+    to: HealthState,
+    reason: TransitionReason,
+    last: CheckResult,
+) -> Transition {
+    let from = slot.state;
+    slot.state = to;
+    slot.since = now;
+    slot.transitions += 1;
+    slot.recent.push_back(now);
+    match to {
+        HealthState::Up => counters.transitions_up += 1,
+        HealthState::Down => counters.transitions_down += 1,
+    }
+    Transition {
+        target: slot.target.name.clone(),
+        from,
+        to,
+        reason,
+        last,
+        at: now,
+    }
+}
+
+fn slot_status(slot: &Slot) -> TargetStatus {
+    TargetStatus {
+        target: Arc::clone(&slot.target),
+        state: slot.state,
+        held: slot.held,
+        since: slot.since,
+        last: slot.last.clone(),
+        consecutive_ok: slot.consecutive_ok,
+        consecutive_fail: slot.consecutive_fail,
+        checks: slot.checks,
+        transitions: slot.transitions,
+    }
+}
+
+/// `interval ± interval * permille / 1000`, drawn from `rng`.
+fn jittered(interval: Duration, permille: u16, rng: &mut SplitMix64) -> Duration {
+    let base = duration_micros(interval);
+    let j = base / 1000 * u64::from(permille) + base % 1000 * u64::from(permille) / 1000;
+    if j == 0 {
+        return interval;
+    }
+    let offset = rng.below(2 * j + 1);
+    Duration::from_micros(base - j + offset)
+}
