@@ -79,7 +79,7 @@ impl SyncGroup {
                 continue;
             }
             let at = now + inst.skew_time();
-            let sooner = inst.master_down_deadline.map_or(true, |d| at < d);
+            let sooner = inst.master_down_deadline.is_none_or(|d| at < d);
             if m == heard_by || sooner {
                 inst.peer_released = true;
                 inst.arm(TimerKind::MasterDown, at, out);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use integration::{topology_from_cluster, Lab, Prefix, ReplyServer};
+use integration::{topology_from_cluster, Lab, Prefix, Process, ReplyServer};
 
 /// The exit code with which a daemon says it is not built yet.
 const NOT_BUILT: i32 = 3;
@@ -53,11 +53,10 @@ fn main() -> Result<()> {
         .map(Path::to_path_buf)
         .context("locating the daemon binaries")?;
 
+    let mut daemons = Vec::new();
     for daemon in ["vrrpd", "lbd"] {
-        steps.push((
-            daemon,
-            start_daemon(&lab, &cluster, &path, &bin_dir, daemon)?,
-        ));
+        let step = start_daemon(&lab, &cluster, &path, &bin_dir, daemon, &mut daemons)?;
+        steps.push((daemon, step));
     }
 
     steps.push(("forwarding", forwarding_check(&lab, &cluster)?));
@@ -74,6 +73,7 @@ fn main() -> Result<()> {
             Step::Skipped(why) => println!("  skip  {name:<16} {why}"),
         }
     }
+    drop(daemons);
     lab.down().context("tearing the lab down")?;
     Ok(())
 }
@@ -93,34 +93,32 @@ fn start_servers(lab: &Lab, cluster: &config::ClusterConfig) -> Result<Vec<Reply
     Ok(servers)
 }
 
-/// Starts a daemon on every node; one that says it is not built yet is a skip.
+/// Starts a daemon on every node and keeps it running; one that exits at once with
+/// [`NOT_BUILT`] is a skip, any other early exit an error.
 fn start_daemon(
     lab: &Lab,
     cluster: &config::ClusterConfig,
     config: &Path,
     bin_dir: &Path,
     daemon: &str,
+    running: &mut Vec<Process>,
 ) -> Result<Step> {
     let exe = bin_dir.join(daemon);
     let config = std::fs::canonicalize(config)?;
     for node in cluster.node_names() {
-        let out = lab.host(node)?.exec(&[
-            &exe.to_string_lossy(),
-            "--config",
-            &config.to_string_lossy(),
-            "--node",
-            node,
-        ])?;
-        if out.status.code() == Some(NOT_BUILT) {
-            let said = String::from_utf8_lossy(&out.stderr);
+        let config = config.to_string_lossy();
+        let mut process = lab
+            .host(node)?
+            .spawn(&exe, ["--config", config.as_ref(), "--node", node])?;
+        if let Some(status) = process.wait_timeout(Duration::from_millis(500))? {
+            let said = process.stderr();
             let last = said.lines().last().unwrap_or("").trim().to_string();
-            return Ok(Step::Skipped(last));
+            if status.code() == Some(NOT_BUILT) {
+                return Ok(Step::Skipped(last));
+            }
+            bail!("{daemon} on {node} exited with {status}: {said}");
         }
-        bail!(
-            "{daemon} on {node} exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        running.push(process);
     }
     Ok(Step::Passed(format!(
         "running on {}",
