@@ -1,7 +1,9 @@
 //! vrrpctl: the operator's command line for vrrpd and lbd.
 
 mod check_config;
+mod daemon;
 mod decode;
+mod status_table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,9 +14,12 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "vrrpctl", version, about)]
 struct Cli {
-    /// Control socket of vrrpd (default: from the config, else /run/lbsuite/vrrpd.sock).
+    /// Control socket of vrrpd (default: from --config, else /run/lbsuite/vrrpd.sock).
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Read vrrpd's control socket path from this cluster.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,13 +30,38 @@ enum Command {
     CheckConfig(check_config::CheckConfigArgs),
     /// Decode VRRP packets from a pcap file, or hex lines on stdin.
     Decode(decode::DecodeArgs),
+    /// Groups and instances: state, priorities, master, interval.
+    Status(daemon::StatusArgs),
+    /// Print one line per state transition; resumes across daemon restarts.
+    Watch,
+    /// Failover and fault drills.
+    #[command(subcommand)]
+    Drill(daemon::DrillCommand),
+    /// Hold groups out of MASTER (on) or let them back (off).
+    Maintenance(daemon::MaintenanceArgs),
+    /// Run-time priority changes.
+    #[command(subcommand)]
+    Priority(daemon::PriorityCommand),
+    /// Make vrrpd re-read its configuration and apply the difference.
+    Reload,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let Cli {
+        socket,
+        config,
+        command,
+    } = Cli::parse();
+    let socket = || daemon::socket_path(socket.as_deref(), config.as_deref());
+    let result = match command {
         Command::CheckConfig(args) => check_config::run(&args),
         Command::Decode(args) => decode::run(args),
+        Command::Status(args) => socket().and_then(|s| daemon::status(&s, &args)),
+        Command::Watch => socket().and_then(|s| daemon::watch(&s)),
+        Command::Drill(c) => socket().and_then(|s| daemon::drill(&s, &c)),
+        Command::Maintenance(args) => socket().and_then(|s| daemon::maintenance(&s, &args)),
+        Command::Priority(c) => socket().and_then(|s| daemon::priority(&s, &c)),
+        Command::Reload => socket().and_then(|s| daemon::reload(&s)),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -1,1 +1,16 @@
+//! vrrpd: the VRRP daemon, a thin I/O shell around the sans-IO `vrrp::Router`.
+//!
+//! - [`translate`]: cluster.toml (one node's view) to the state machine's config;
+//! - [`daemon`]: start-up, the event loop, shutdown, reload;
+//! - [`execute`]: the state machine's actions turned into syscalls;
+//! - [`operate`]: the control socket's commands (status, drills, maintenance);
+//! - [`timers`], [`telemetry`], [`control`], [`net`] (packet I/O).
+
+pub mod control;
+pub mod daemon;
+pub mod execute;
 pub mod net;
+pub mod operate;
+pub mod telemetry;
+pub mod timers;
+pub mod translate;

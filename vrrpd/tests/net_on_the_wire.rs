@@ -115,7 +115,7 @@ fn capture_on_lb2(
                 let frame = &buf[..n];
                 if frame.len() >= 14 && frame[6..12] == LB1_MAC && keep(frame) {
                     frames.push(frame.to_vec());
-                    if last.as_ref().map_or(true, |last| frame == last.as_slice()) {
+                    if last.as_ref().is_none_or(|last| frame == last.as_slice()) {
                         return frames;
                     }
                 }

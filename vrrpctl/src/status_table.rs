@@ -1,0 +1,146 @@
+//! Text rendering of vrrpd's `status` reply and `group.state` events.
+
+use serde_json::Value;
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// One row per instance: group, instance, iface, vrid, state, prio/eff,
+/// master, interval.
+pub fn render(status: &Value) -> String {
+    let header = [
+        "GROUP", "INSTANCE", "IFACE", "VRID", "STATE", "PRIO/EFF", "MASTER", "INTERVAL",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for i in status["instances"].as_array().into_iter().flatten() {
+        let interval = match i["advert_interval_ms"].as_u64() {
+            Some(ms) => format!("{ms}ms"),
+            None => "-".to_owned(),
+        };
+        let mut state = text(&i["state"]);
+        if i["maintenance"] == Value::Bool(true) && state != "MAINTENANCE" {
+            state.push_str(" (maint)");
+        }
+        rows.push(vec![
+            text(&i["group"]),
+            text(&i["name"]),
+            text(&i["interface"]),
+            text(&i["vrid"]),
+            state,
+            format!(
+                "{}/{}",
+                text(&i["priority"]),
+                text(&i["effective_priority"])
+            ),
+            text(&i["master_address"]),
+            interval,
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    for g in status["groups"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "group {}: {}",
+            text(&g["name"]),
+            text(&g["state"])
+        ));
+        if let Some(phases) = g["last_takeover"]["phases_ms"].as_object() {
+            let list: Vec<String> = phases
+                .iter()
+                .map(|(k, v)| format!("{k} {:.1} ms", v.as_f64().unwrap_or(f64::NAN)))
+                .collect();
+            out.push_str(&format!("; last takeover: {}", list.join(", ")));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `HH:MM:SS.mmm` (UTC) of a Unix time in ms.
+fn clock(ms: u64) -> String {
+    let day_ms = ms % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1000 % 60,
+        day_ms % 1000
+    )
+}
+
+/// One line for a `group.state` event.
+pub fn transition_line(e: &ctl::Event) -> String {
+    let d = &e.data;
+    let who = match d["instance"].as_str() {
+        Some(i) => format!("{} {}", text(&d["group"]), i),
+        None => format!("{} (group)", text(&d["group"])),
+    };
+    format!(
+        "{} {who}: {} -> {} ({})",
+        clock(e.time),
+        text(&d["from"]),
+        text(&d["to"]),
+        text(&d["reason"])
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn table_has_a_row_per_instance() {
+        let status = json!({
+            "groups": [{"name": "edge", "state": "MASTER",
+                        "last_takeover": {"phases_ms": {"prepare": 1.25}}}],
+            "instances": [{
+                "group": "edge", "name": "public", "interface": "eth0", "vrid": 51,
+                "state": "MASTER", "priority": 150, "effective_priority": 150,
+                "master_address": "198.18.0.11", "advert_interval_ms": 1000,
+                "maintenance": false,
+            }],
+        });
+        let out = render(&status);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("GROUP"));
+        assert!(lines[1].contains("public"));
+        assert!(lines[1].contains("150/150"));
+        assert!(lines[1].contains("198.18.0.11"));
+        assert!(lines[1].contains("1000ms"));
+        assert_eq!(
+            lines[2],
+            "group edge: MASTER; last takeover: prepare 1.2 ms"
+        );
+    }
+
+    #[test]
+    fn transition_lines_name_group_and_instance() {
+        let e = ctl::Event {
+            seq: 1,
+            topic: "group.state".into(),
+            time: 3_723_004,
+            data: json!({"group": "edge", "instance": "public", "from": "BACKUP", "to": "MASTER", "reason": "MasterDown"}),
+        };
+        assert_eq!(
+            transition_line(&e),
+            "01:02:03.004 edge public: BACKUP -> MASTER (MasterDown)"
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! The control socket's daemon-specific methods: parsed here, answered by the
+//! event loop (which owns the state machines) through a channel.
+
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use ctl::wire::{decode_params, ReplyError};
+use ctl::RequestHandler;
+
+/// Method names vrrpd answers besides the built-in ones.
+pub mod methods {
+    /// Per group and instance status.
+    pub const STATUS: &str = ctl::methods::STATUS;
+    /// Re-read cluster.toml and apply the difference.
+    pub const RELOAD: &str = ctl::methods::RELOAD;
+    /// Release a MASTER group and time the peer's takeover.
+    pub const DRILL_FAILOVER: &str = "drill.failover";
+    /// Hold a group in FAULT for some seconds.
+    pub const DRILL_FAULT: &str = "drill.fault";
+    /// Hold groups out of MASTER (or let them back).
+    pub const MAINTENANCE: &str = "maintenance";
+    /// Set the configured priority of an instance or a group.
+    pub const PRIORITY_SET: &str = "priority.set";
+}
+
+/// Parameters of `drill.failover`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverParams {
+    /// The group (default: the only one, or the one this node is MASTER of).
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// Parameters of `drill.fault`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultParams {
+    /// The group (default: every group).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// How long to hold FAULT.
+    #[serde(default = "default_fault_seconds")]
+    pub seconds: u32,
+}
+
+fn default_fault_seconds() -> u32 {
+    10
+}
+
+/// Parameters of `maintenance`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceParams {
+    /// On or off.
+    pub on: bool,
+    /// The group (default: every group).
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// Parameters of `priority.set`: exactly one of `instance` and `group`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityParams {
+    /// One instance.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// Every member of a group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// The new configured priority, 1..=255.
+    pub priority: u8,
+}
+
+/// A parsed control request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `status`.
+    Status,
+    /// `reload`.
+    Reload,
+    /// `drill.failover`.
+    DrillFailover(FailoverParams),
+    /// `drill.fault`.
+    DrillFault(FaultParams),
+    /// `maintenance`.
+    Maintenance(MaintenanceParams),
+    /// `priority.set`.
+    PrioritySet(PriorityParams),
+}
+
+impl Command {
+    /// Parses a request; unknown methods and bad parameters are reply errors.
+    pub fn parse(method: &str, params: Value) -> Result<Command, ReplyError> {
+        // Methods without parameters accept null or {}.
+        let empty = |p: &Value| p.is_null() || p.as_object().is_some_and(|o| o.is_empty());
+        match method {
+            methods::STATUS | methods::RELOAD if !empty(&params) => Err(
+                ReplyError::invalid_params(format!("{method} takes no parameters")),
+            ),
+            methods::STATUS => Ok(Command::Status),
+            methods::RELOAD => Ok(Command::Reload),
+            methods::DRILL_FAILOVER => {
+                let p = if params.is_null() {
+                    FailoverParams::default()
+                } else {
+                    decode_params(params)?
+                };
+                Ok(Command::DrillFailover(p))
+            }
+            methods::DRILL_FAULT => {
+                let p: FaultParams = decode_params(params)?;
+                if p.seconds == 0 || p.seconds > 3600 {
+                    return Err(ReplyError::invalid_params("seconds must be 1..=3600"));
+                }
+                Ok(Command::DrillFault(p))
+            }
+            methods::MAINTENANCE => Ok(Command::Maintenance(decode_params(params)?)),
+            methods::PRIORITY_SET => {
+                let p: PriorityParams = decode_params(params)?;
+                if p.instance.is_some() == p.group.is_some() {
+                    return Err(ReplyError::invalid_params(
+                        "give exactly one of `instance` and `group`",
+                    ));
+                }
+                if p.priority == 0 {
+                    return Err(ReplyError::invalid_params(
+                        "priority must be 1..=255 (0 is the release advert)",
+                    ));
+                }
+                Ok(Command::PrioritySet(p))
+            }
+            other => Err(ReplyError::method_not_found(other)),
+        }
+    }
+}
+
+/// A request on its way to the event loop, with where to send the answer.
+#[derive(Debug)]
+pub struct ControlRequest {
+    /// What is asked.
+    pub command: Command,
+    /// The answer.
+    pub reply: oneshot::Sender<Result<Value, ReplyError>>,
+}
+
+/// The [`RequestHandler`] of vrrpd: parses, forwards to the loop, waits.
+#[derive(Debug, Clone)]
+pub struct ControlHandler {
+    requests: mpsc::Sender<ControlRequest>,
+}
+
+impl ControlHandler {
+    /// A handler forwarding to `requests`.
+    pub fn new(requests: mpsc::Sender<ControlRequest>) -> Self {
+        ControlHandler { requests }
+    }
+}
+
+impl RequestHandler for ControlHandler {
+    async fn handle(&self, method: &str, params: Value) -> Result<Value, ReplyError> {
+        let command = Command::parse(method, params)?;
+        let (reply, answer) = oneshot::channel();
+        let gone = || ReplyError::failed("vrrpd is shutting down");
+        self.requests
+            .send(ControlRequest { command, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_each_method_and_refuses_bad_parameters() {
+        assert_eq!(Command::parse("status", Value::Null), Ok(Command::Status));
+        assert_eq!(Command::parse("reload", json!({})), Ok(Command::Reload));
+        assert!(Command::parse("status", json!({"x": 1})).is_err());
+        assert_eq!(
+            Command::parse("drill.failover", Value::Null),
+            Ok(Command::DrillFailover(FailoverParams { group: None }))
+        );
+        assert_eq!(
+            Command::parse("drill.fault", json!({"group": "edge"})),
+            Ok(Command::DrillFault(FaultParams {
+                group: Some("edge".into()),
+                seconds: 10
+            }))
+        );
+        assert!(Command::parse("drill.fault", json!({"seconds": 0})).is_err());
+        assert_eq!(
+            Command::parse("maintenance", json!({"on": true})),
+            Ok(Command::Maintenance(MaintenanceParams {
+                on: true,
+                group: None
+            }))
+        );
+        assert!(Command::parse("maintenance", json!({})).is_err());
+        assert!(Command::parse("priority.set", json!({"priority": 10})).is_err());
+        assert!(Command::parse(
+            "priority.set",
+            json!({"instance": "a", "group": "g", "priority": 10})
+        )
+        .is_err());
+        assert!(Command::parse("priority.set", json!({"group": "g", "priority": 0})).is_err());
+        assert!(Command::parse("priority.set", json!({"group": "g", "priority": 256})).is_err());
+        assert_eq!(
+            Command::parse("priority.set", json!({"group": "g", "priority": 200})),
+            Ok(Command::PrioritySet(PriorityParams {
+                instance: None,
+                group: Some("g".into()),
+                priority: 200
+            }))
+        );
+        let err = Command::parse("nope", Value::Null).unwrap_err();
+        assert_eq!(err.code, ctl::wire::codes::METHOD_NOT_FOUND);
+    }
+}

@@ -1,0 +1,974 @@
+//! The daemon: start-up (reconcile, sockets), the event loop that owns the
+//! state machines (one [`Router`] per sync group), shutdown and reload.
+//! Action execution is in [`crate::execute`], operator commands in
+//! [`crate::operate`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use futures::StreamExt;
+use netif::{AddressSpec, LinkEvent, LinkEventKind, LinkWatch, Netif};
+use serde_json::{json, Value};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use vrrp::event::{ConfigChange, Event, Input};
+use vrrp::instance::{Counters, State};
+use vrrp::packet::{self, IpContext};
+use vrrp::router::Router;
+
+use config::{ClusterConfig, NodeView};
+
+use crate::control::{ControlHandler, ControlRequest};
+use crate::net::{Announcer, IpFamily, Received, SocketError, VrrpSocket};
+use crate::operate::FailoverDrill;
+use crate::telemetry::{InstanceLabels, Telemetry};
+use crate::timers::{Clock, TimerKey, TimerTable};
+use crate::translate::{translate, GroupPlan, Translation};
+
+/// How the daemon was started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The cluster.toml.
+    pub config_path: PathBuf,
+    /// `--node`, else the hostname picks the node.
+    pub node: Option<String>,
+}
+
+/// A configuration read and resolved for this node.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The whole file.
+    pub cluster: ClusterConfig,
+    /// This node's view of it.
+    pub view: NodeView,
+}
+
+/// Reads and validates the configuration; the error text is the config
+/// crate's diagnostics (file, line, key, fix).
+pub fn load(options: &Options) -> Result<Loaded, String> {
+    let cluster = config::load(&options.config_path).map_err(|e| e.to_string())?;
+    let view = cluster
+        .node_view(options.node.as_deref())
+        .map_err(|e| e.to_string())?;
+    Ok(Loaded { cluster, view })
+}
+
+/// One received VRRP packet and the interface it came in on.
+#[derive(Debug)]
+pub(crate) struct Packet {
+    pub(crate) iface: String,
+    pub(crate) at: Instant,
+    pub(crate) received: Received,
+}
+
+/// A link as last seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LinkState {
+    pub(crate) index: u32,
+    pub(crate) up: bool,
+}
+
+/// One sync group's state machine and what the daemon keeps beside it.
+pub(crate) struct GroupRuntime {
+    pub(crate) plan: GroupPlan,
+    pub(crate) router: Router,
+    /// Counters last exported to metrics, per instance.
+    pub(crate) exported: HashMap<String, Counters>,
+}
+
+/// The last transition of an instance, for `status`.
+#[derive(Debug, Clone)]
+pub(crate) struct TransitionRecord {
+    pub(crate) from: State,
+    pub(crate) to: State,
+    pub(crate) reason: String,
+    pub(crate) unix_ms: u64,
+    pub(crate) at: Instant,
+}
+
+/// The phases of one takeover, in ms from the decision.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub(crate) struct TakeoverRecord {
+    pub(crate) started_unix_ms: u64,
+    pub(crate) phases_ms: BTreeMap<String, f64>,
+    pub(crate) prepare: String,
+}
+
+/// What a VRRP socket on one (interface, family) must do.
+struct SocketNeed {
+    iface: String,
+    family: IpFamily,
+    source: IpAddr,
+    peers: Vec<IpAddr>,
+    multicast: bool,
+}
+
+/// Everything the event loop owns.
+pub(crate) struct Daemon {
+    pub(crate) options: Options,
+    pub(crate) cluster: ClusterConfig,
+    pub(crate) view: NodeView,
+    pub(crate) plan: Translation,
+    pub(crate) groups: BTreeMap<String, GroupRuntime>,
+    /// (interface, VRID, IPv6?) -> group.
+    pub(crate) by_advert: HashMap<(String, u8, bool), String>,
+    /// Instance -> group.
+    pub(crate) by_instance: HashMap<String, String>,
+    pub(crate) netif: Netif,
+    pub(crate) links: HashMap<String, LinkState>,
+    /// Interfaces held down by `drill.fault`, and by which groups.
+    pub(crate) held: BTreeMap<String, BTreeSet<String>>,
+    pub(crate) sockets: HashMap<(String, IpFamily), Arc<VrrpSocket>>,
+    pub(crate) announcers: HashMap<String, Arc<Announcer>>,
+    packets: mpsc::Sender<Packet>,
+    receivers: Vec<JoinHandle<()>>,
+    pub(crate) clock: Clock,
+    pub(crate) timers: TimerTable,
+    pub(crate) telemetry: Telemetry,
+    pub(crate) events: ctl::EventBus,
+    pub(crate) transitions: HashMap<String, TransitionRecord>,
+    pub(crate) takeovers: HashMap<String, Arc<Mutex<TakeoverRecord>>>,
+    pub(crate) failover: Option<FailoverDrill>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        for r in &self.receivers {
+            r.abort();
+        }
+    }
+}
+
+/// Unix time in ms.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The name of a state in logs, events and status.
+pub fn state_name(state: State) -> &'static str {
+    match state {
+        State::Initialize => "INIT",
+        State::Backup => "BACKUP",
+        State::Master => "MASTER",
+        State::Fault => "FAULT",
+        State::Maintenance => "MAINTENANCE",
+    }
+}
+
+/// Runs vrrpd until `shutdown` completes (SIGTERM, SIGINT): then every MASTER
+/// group releases (priority-0 adverts, VIPs removed) and the function returns.
+/// SIGHUP reloads. Fails only at start-up (netlink, sockets, control socket).
+pub async fn run(
+    options: Options,
+    loaded: Loaded,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let Loaded { cluster, view } = loaded;
+    let netif = Netif::connect().context("opening rtnetlink")?;
+    // Watch first: its snapshot then covers anything that changes meanwhile.
+    let mut link_watch = netif.watch_links().await.context("watching link state")?;
+    let links = read_links(&netif).await?;
+    let link_locals = link_locals(&netif, &view, &links).await;
+    let plan = translate(&view, &|iface| link_locals.get(iface).copied())
+        .context("translating the configuration")?;
+    check_interfaces(&plan, &links).map_err(|e| anyhow!(e))?;
+
+    remove_leftover_vips(&netif, &view, &links).await;
+
+    let telemetry = Telemetry::new();
+    let _metrics = if view.metrics.enabled {
+        Some(
+            metrics::MetricsServer::start(view.metrics.vrrpd_listen, telemetry.registry().clone())
+                .context("starting the metrics endpoint")?,
+        )
+    } else {
+        None
+    };
+
+    let (packets_tx, mut packets_rx) = mpsc::channel(1024);
+    let events = ctl::EventBus::new(ctl::DEFAULT_BACKLOG);
+    let mut daemon = Daemon {
+        options,
+        cluster,
+        view,
+        plan: Translation { groups: Vec::new() },
+        groups: BTreeMap::new(),
+        by_advert: HashMap::new(),
+        by_instance: HashMap::new(),
+        netif,
+        links,
+        held: BTreeMap::new(),
+        sockets: HashMap::new(),
+        announcers: HashMap::new(),
+        packets: packets_tx,
+        receivers: Vec::new(),
+        clock: Clock::start(),
+        timers: TimerTable::new(),
+        telemetry,
+        events: events.clone(),
+        transitions: HashMap::new(),
+        takeovers: HashMap::new(),
+        failover: None,
+    };
+    daemon.open_io(&plan).map_err(|e| anyhow!(e))?;
+
+    let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(16);
+    let perms = ctl::SocketPerms {
+        group: daemon
+            .view
+            .control
+            .group
+            .as_deref()
+            .map(ctl::SocketGroup::parse),
+    };
+    let server = ctl::Server::bind(&daemon.view.control.vrrpd_socket, perms)
+        .await
+        .context("binding the control socket")?
+        .with_identity("vrrpd", env!("CARGO_PKG_VERSION"));
+    let (stop_server, server_stopped) = watch::channel(false);
+    let serving = tokio::spawn(server.serve(
+        Arc::new(ControlHandler::new(control_tx)),
+        events,
+        server_stopped,
+    ));
+
+    daemon.plan = plan.clone();
+    daemon.reindex();
+    for g in plan.groups {
+        daemon.start_group(g).await;
+    }
+    tracing::info!(node = %daemon.view.name, groups = daemon.groups.len(), "vrrpd running");
+
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::pin!(shutdown);
+    loop {
+        let deadline = daemon.timers.earliest().map(|t| daemon.clock.instant(t));
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = hangup.recv() => {
+                match daemon.reload().await {
+                    Ok(report) => tracing::info!(%report, "reloaded on SIGHUP"),
+                    Err(why) => tracing::error!("reload refused, running configuration unchanged:\n{why}"),
+                }
+            }
+            Some(p) = packets_rx.recv() => daemon.on_packet(p).await,
+            event = link_watch.next() => match event {
+                Some(e) => daemon.on_link(e).await,
+                None => {
+                    tracing::warn!("link watch ended (notifications lost?); restarting it");
+                    link_watch = restart_watch(&daemon.netif).await;
+                }
+            },
+            Some(request) = control_rx.recv() => daemon.on_control(request).await,
+            () = sleep => daemon.on_timers().await,
+        }
+        daemon.advance_failover_drill().await;
+    }
+
+    tracing::info!("shutting down: releasing every group");
+    daemon.fail_drill_requests("vrrpd is shutting down");
+    let names: Vec<String> = daemon.groups.keys().cloned().collect();
+    for name in names {
+        daemon.feed(&name, Input::Shutdown, Instant::now()).await;
+    }
+    let _ = stop_server.send(true);
+    if tokio::time::timeout(Duration::from_secs(2), serving)
+        .await
+        .is_err()
+    {
+        tracing::warn!("control server did not stop within 2 s");
+    }
+    tracing::info!("vrrpd stopped");
+    Ok(())
+}
+
+async fn restart_watch(netif: &Netif) -> LinkWatch {
+    loop {
+        match netif.watch_links().await {
+            Ok(w) => return w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot restart the link watch; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn read_links(netif: &Netif) -> anyhow::Result<HashMap<String, LinkState>> {
+    let links = netif.links().await.context("listing links")?;
+    Ok(links
+        .into_iter()
+        .map(|l| {
+            (
+                l.name,
+                LinkState {
+                    index: l.index,
+                    up: l.up && l.carrier,
+                },
+            )
+        })
+        .collect())
+}
+
+/// The link-local address of every interface an IPv6 instance runs on.
+async fn link_locals(
+    netif: &Netif,
+    view: &NodeView,
+    links: &HashMap<String, LinkState>,
+) -> HashMap<String, Ipv6Addr> {
+    let mut out = HashMap::new();
+    for inst in view.instances().filter(|i| i.config.is_ipv6()) {
+        let iface = &inst.config.interface;
+        let Some(link) = links.get(iface) else {
+            continue;
+        };
+        if out.contains_key(iface) {
+            continue;
+        }
+        match netif.addresses(link.index).await {
+            Ok(addrs) => {
+                if let Some(ll) = addrs.iter().find_map(|a| match a.addr {
+                    IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => Some(v6),
+                    _ => None,
+                }) {
+                    out.insert(iface.clone(), ll);
+                }
+            }
+            Err(e) => tracing::warn!(iface = %iface, error = %e, "cannot list addresses"),
+        }
+    }
+    out
+}
+
+/// Every instance interface must exist; tracked ones may be absent (down).
+fn check_interfaces(plan: &Translation, links: &HashMap<String, LinkState>) -> Result<(), String> {
+    for inst in plan.instances() {
+        if !links.contains_key(&inst.interface) {
+            return Err(format!(
+                "instance {:?}: interface {} does not exist on this node",
+                inst.name, inst.interface
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A restarted daemon first removes configured VIPs it finds on its
+/// interfaces (left by a crash): it holds none before an election says so.
+/// Only VIPs of groups this node owns (priority 255) stay. Nothing else is
+/// touched.
+async fn remove_leftover_vips(netif: &Netif, view: &NodeView, links: &HashMap<String, LinkState>) {
+    let mut vips: HashMap<IpAddr, bool> = HashMap::new();
+    for g in &view.groups {
+        for i in &g.instances {
+            for v in &i.config.vips {
+                vips.insert(v.address.address, g.priority == 255);
+            }
+        }
+    }
+    let mut leftovers = Vec::new();
+    for (name, link) in links {
+        let addrs = match netif.addresses(link.index).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(iface = %name, error = %e, "cannot list addresses for the leftover check");
+                continue;
+            }
+        };
+        for a in addrs {
+            match vips.get(&a.addr) {
+                Some(false) => {
+                    tracing::warn!(iface = %name, vip = %a.addr, prefix_len = a.prefix_len, "removing leftover VIP (no election has given it to this node)");
+                    leftovers.push(AddressSpec::new(link.index, a.addr, a.prefix_len));
+                }
+                Some(true) => {
+                    tracing::info!(iface = %name, vip = %a.addr, "keeping VIP: this node is its owner (priority 255)")
+                }
+                None => {}
+            }
+        }
+    }
+    if leftovers.is_empty() {
+        return;
+    }
+    match netif.remove_addresses(&leftovers).await {
+        Ok(_) => tracing::info!(count = leftovers.len(), "leftover VIPs removed"),
+        Err(e) => tracing::error!(error = %e, "removing leftover VIPs failed"),
+    }
+}
+
+impl Daemon {
+    /// Rebuilds the lookup maps from the current plan.
+    pub(crate) fn reindex(&mut self) {
+        self.by_advert.clear();
+        self.by_instance.clear();
+        for g in &self.plan.groups {
+            for i in &g.instances {
+                self.by_advert.insert(
+                    (i.interface.clone(), i.vrid, i.family == IpFamily::V6),
+                    g.name.clone(),
+                );
+                self.by_instance.insert(i.name.clone(), g.name.clone());
+            }
+        }
+    }
+
+    /// The metric labels of an instance.
+    pub(crate) fn labels(&self, instance: &str) -> InstanceLabels {
+        match self.plan.instance(instance) {
+            Some(p) => InstanceLabels {
+                instance: p.name.clone(),
+                group: p.group.clone(),
+                interface: p.interface.clone(),
+                vrid: p.vrid.to_string(),
+            },
+            None => InstanceLabels {
+                instance: instance.to_owned(),
+                group: String::new(),
+                interface: String::new(),
+                vrid: String::new(),
+            },
+        }
+    }
+
+    /// Opens the sockets and announcers `plan` needs that are not open yet.
+    pub(crate) fn open_io(&mut self, plan: &Translation) -> Result<(), String> {
+        let mut wanted: Vec<SocketNeed> = Vec::new();
+        for g in &plan.groups {
+            for c in &g.router.instances {
+                let family = IpFamily::of(c.primary_address);
+                let pos = match wanted
+                    .iter()
+                    .position(|w| w.iface == c.interface && w.family == family)
+                {
+                    Some(p) => p,
+                    None => {
+                        wanted.push(SocketNeed {
+                            iface: c.interface.clone(),
+                            family,
+                            source: c.primary_address,
+                            peers: Vec::new(),
+                            multicast: false,
+                        });
+                        wanted.len() - 1
+                    }
+                };
+                let need = &mut wanted[pos];
+                if c.unicast_peers.is_empty() {
+                    need.multicast = true;
+                } else {
+                    need.peers.extend(c.unicast_peers.iter().copied());
+                }
+            }
+        }
+        for need in wanted {
+            let SocketNeed {
+                iface,
+                family,
+                source,
+                peers,
+                multicast,
+            } = need;
+            if self.sockets.contains_key(&(iface.clone(), family)) {
+                continue;
+            }
+            let index = self
+                .links
+                .get(&iface)
+                .map(|l| l.index)
+                .ok_or_else(|| format!("interface {iface} does not exist"))?;
+            // One multicast instance makes the socket join the group; unicast
+            // adverts are still sent to each peer by address.
+            let peers = if multicast { Vec::new() } else { peers };
+            let socket = VrrpSocket::open(&iface, index, family, source, &peers)
+                .map_err(|e| e.to_string())?;
+            let socket = Arc::new(socket);
+            self.telemetry.register_interface(&iface);
+            self.receivers.push(spawn_receiver(
+                Arc::clone(&socket),
+                self.packets.clone(),
+                self.telemetry.clone(),
+            ));
+            tracing::info!(iface = %iface, %family, %source, multicast, "VRRP socket open");
+            self.sockets.insert((iface.clone(), family), socket);
+        }
+        for g in &plan.groups {
+            for i in &g.instances {
+                if self.announcers.contains_key(&i.interface) {
+                    continue;
+                }
+                let index = self
+                    .links
+                    .get(&i.interface)
+                    .map(|l| l.index)
+                    .ok_or_else(|| format!("interface {} does not exist", i.interface))?;
+                let mac = crate::net::interface_mac(&i.interface).map_err(|e| e.to_string())?;
+                let forwarding = i.family == IpFamily::V6 && ipv6_forwarding(&i.interface);
+                let announcer = Announcer::open(&i.interface, index, mac)
+                    .map_err(|e| e.to_string())?
+                    .with_router(forwarding);
+                self.announcers
+                    .insert(i.interface.clone(), Arc::new(announcer));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds and starts a group's state machine.
+    pub(crate) async fn start_group(&mut self, plan: GroupPlan) {
+        let mut router = match Router::new(plan.router.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(group = %plan.name, error = %e, "state machine refused the group");
+                return;
+            }
+        };
+        self.telemetry.register_group(&plan.name);
+        for i in &plan.instances {
+            let l = self.labels(&i.name);
+            self.telemetry.register_instance(&l, plan.priority);
+        }
+        let now = self.clock.now();
+        // Links down at start-up are reported before Startup (the Router
+        // then starts those instances in FAULT).
+        let mut down: BTreeSet<String> = BTreeSet::new();
+        for c in &plan.router.instances {
+            for iface in
+                std::iter::once(&c.interface).chain(c.track_interfaces.iter().map(|t| &t.interface))
+            {
+                let up =
+                    self.links.get(iface).is_some_and(|l| l.up) && !self.held.contains_key(iface);
+                if !up {
+                    down.insert(iface.clone());
+                }
+            }
+        }
+        for iface in down {
+            router.handle(Event::new(now, Input::InterfaceDown { interface: iface }));
+        }
+        let name = plan.name.clone();
+        self.groups.insert(
+            name.clone(),
+            GroupRuntime {
+                plan,
+                router,
+                exported: HashMap::new(),
+            },
+        );
+        self.feed(&name, Input::Startup, Instant::now()).await;
+    }
+
+    /// Stops a group's state machine (a MASTER releases) and forgets it.
+    pub(crate) async fn stop_group(&mut self, name: &str) {
+        self.feed(name, Input::Shutdown, Instant::now()).await;
+        if let Some(rt) = self.groups.remove(name) {
+            for i in &rt.plan.instances {
+                self.timers.cancel_instance(&i.name);
+            }
+        }
+        self.timers.cancel(&TimerKey::FaultDrillEnd {
+            group: name.to_owned(),
+        });
+    }
+
+    /// Feeds one input to a group's state machine and carries out its actions.
+    /// `started` is when the cause happened (a packet's arrival), for the
+    /// takeover phase timings.
+    pub(crate) async fn feed(&mut self, group: &str, input: Input, started: Instant) {
+        let now = self.clock.now();
+        let Some(rt) = self.groups.get_mut(group) else {
+            return;
+        };
+        let actions = rt.router.handle(Event::new(now, input));
+        if !actions.is_empty() {
+            tracing::trace!(group, ?actions, "actions");
+        }
+        self.execute(group, actions, started).await;
+        self.export(group);
+    }
+
+    /// Feeds an input to every group.
+    pub(crate) async fn feed_all(&mut self, input: Input) {
+        let names: Vec<String> = self.groups.keys().cloned().collect();
+        for name in names {
+            self.feed(&name, input.clone(), Instant::now()).await;
+        }
+    }
+
+    /// Exports the state machine's counters and priorities of a group.
+    fn export(&mut self, group: &str) {
+        let Some(rt) = self.groups.get(group) else {
+            return;
+        };
+        let statuses = rt.router.instances();
+        let mut updates = Vec::new();
+        for s in statuses {
+            let l = self.labels(&s.name);
+            let before = rt.exported.get(&s.name).cloned().unwrap_or_default();
+            self.telemetry.counters(&l, &before, &s.counters);
+            self.telemetry
+                .priorities(&l, s.priority, s.effective_priority);
+            updates.push((s.name, s.counters));
+        }
+        if let Some(rt) = self.groups.get_mut(group) {
+            rt.exported.extend(updates);
+        }
+    }
+
+    async fn on_packet(&mut self, p: Packet) {
+        let r = &p.received;
+        let ctx = IpContext {
+            src: r.src,
+            dst: r.dst,
+            ttl: r.ttl,
+        };
+        let decoded = match packet::decode(&r.payload, &ctx) {
+            Ok(d) => d,
+            Err(e) => {
+                self.telemetry.decode_error(&p.iface, e.kind());
+                tracing::debug!(iface = %p.iface, src = %r.src, ttl = r.ttl, error = %e, kind = e.kind(), "VRRP packet dropped");
+                return;
+            }
+        };
+        let key = (p.iface.clone(), decoded.advert.vrid, r.src.is_ipv6());
+        let Some(group) = self.by_advert.get(&key).cloned() else {
+            self.telemetry.unknown_vrid(&p.iface);
+            tracing::debug!(iface = %p.iface, vrid = decoded.advert.vrid, src = %r.src, "advert for a VRID we do not run");
+            return;
+        };
+        tracing::trace!(iface = %p.iface, src = %r.src, vrid = decoded.advert.vrid, priority = decoded.advert.priority, "advert");
+        self.note_failover_advert(&group, &p.iface, r.src, &decoded.advert, p.at);
+        let input = Input::AdvertReceived {
+            interface: p.iface.clone(),
+            src: r.src,
+            advert: decoded.advert,
+        };
+        self.feed(&group, input, p.at).await;
+    }
+
+    async fn on_link(&mut self, e: LinkEvent) {
+        let up = e.kind != LinkEventKind::Removed && e.up && e.carrier;
+        let before = self
+            .links
+            .insert(e.name.clone(), LinkState { index: e.index, up });
+        if before.map(|b| b.up) == Some(up) {
+            return;
+        }
+        if !self.plan.watched_interfaces().contains(&e.name) {
+            return;
+        }
+        tracing::info!(iface = %e.name, up, admin_up = e.up, carrier = e.carrier, "link state changed");
+        if up && self.held.contains_key(&e.name) {
+            tracing::info!(iface = %e.name, "link up, but drill.fault holds it down");
+            return;
+        }
+        let input = if up {
+            Input::InterfaceUp { interface: e.name }
+        } else {
+            Input::InterfaceDown { interface: e.name }
+        };
+        self.feed_all(input).await;
+    }
+
+    async fn on_timers(&mut self) {
+        let now = self.clock.now();
+        for (key, _) in self.timers.take_due(now) {
+            match key {
+                TimerKey::Router { instance, timer } => {
+                    let Some(group) = self.by_instance.get(&instance).cloned() else {
+                        continue;
+                    };
+                    self.feed(
+                        &group,
+                        Input::TimerExpired { instance, timer },
+                        Instant::now(),
+                    )
+                    .await;
+                }
+                TimerKey::GarpRefresh { instance } => self.refresh_gratuitous(&instance),
+                TimerKey::FaultDrillEnd { group } => self.end_fault_drill(&group).await,
+                TimerKey::FailoverDrillDeadline => self.failover_deadline().await,
+            }
+        }
+    }
+
+    /// Re-reads the configuration and applies the difference. Refused: the
+    /// running configuration stays and the diagnostics come back.
+    pub(crate) async fn reload(&mut self) -> Result<Value, String> {
+        let loaded = load(&self.options)?;
+        let links = read_links(&self.netif)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let lls = link_locals(&self.netif, &loaded.view, &links).await;
+        let plan =
+            translate(&loaded.view, &|iface| lls.get(iface).copied()).map_err(|e| e.to_string())?;
+        check_interfaces(&plan, &links)?;
+        self.links.extend(links);
+        self.open_io(&plan)?;
+        let diff = config::diff(&self.cluster, &loaded.cluster);
+        if diff.control_changed {
+            tracing::warn!("[control] changed: the socket path and group take effect at the next restart; lbd_socket and prepare_budget_ms apply now");
+        }
+        if diff.metrics_changed {
+            tracing::warn!("[metrics] changed: takes effect at the next restart");
+        }
+        let old: BTreeMap<String, GroupPlan> = self
+            .plan
+            .groups
+            .iter()
+            .map(|g| (g.name.clone(), g.clone()))
+            .collect();
+        let mut report = json!({
+            "unchanged": [], "updated": [], "restarted": [], "added": [], "removed": [],
+        });
+        let push = |report: &mut Value, key: &str, name: &str| {
+            if let Some(list) = report[key].as_array_mut() {
+                list.push(json!(name));
+            }
+        };
+        for name in old.keys() {
+            if plan.group(name).is_none() {
+                tracing::info!(group = %name, "reload: group removed");
+                self.stop_group(name).await;
+                push(&mut report, "removed", name);
+            }
+        }
+        self.cluster = loaded.cluster;
+        self.view = loaded.view;
+        self.plan = plan.clone();
+        self.reindex();
+        for new in plan.groups {
+            let name = new.name.clone();
+            match old.get(&name) {
+                None => {
+                    tracing::info!(group = %name, "reload: group added");
+                    self.start_group(new).await;
+                    push(&mut report, "added", &name);
+                }
+                Some(o) if *o == new => push(&mut report, "unchanged", &name),
+                Some(o) => match run_time_changes(o, &new) {
+                    Some(inputs) => {
+                        tracing::info!(group = %name, changes = inputs.len(), "reload: group updated in place");
+                        if let Some(rt) = self.groups.get_mut(&name) {
+                            rt.plan = new;
+                        }
+                        for input in inputs {
+                            self.feed(&name, input, Instant::now()).await;
+                        }
+                        push(&mut report, "updated", &name);
+                    }
+                    None => {
+                        tracing::warn!(group = %name, "reload: group changed beyond run-time parameters; restarting this group");
+                        self.stop_group(&name).await;
+                        self.start_group(new).await;
+                        push(&mut report, "restarted", &name);
+                    }
+                },
+            }
+        }
+        report["config_changed"] = serde_json::to_value(&diff).unwrap_or(Value::Null);
+        Ok(report)
+    }
+}
+
+/// The inputs that turn group `old` into `new` without rebuilding it, if
+/// every difference is a run-time parameter (priority, preempt, preempt
+/// delay, accept mode, advert interval) or daemon-side (checksum form, GARP
+/// refresh). `None`: the group must be rebuilt.
+pub(crate) fn run_time_changes(old: &GroupPlan, new: &GroupPlan) -> Option<Vec<Input>> {
+    if old.router.sync_groups != new.router.sync_groups
+        || old.router.instances.len() != new.router.instances.len()
+        || old.instances.len() != new.instances.len()
+    {
+        return None;
+    }
+    for (o, n) in old.instances.iter().zip(&new.instances) {
+        let mut o = o.clone();
+        o.checksum = n.checksum;
+        o.garp_refresh = n.garp_refresh;
+        if o != *n {
+            return None;
+        }
+    }
+    let mut inputs = Vec::new();
+    for (o, n) in old.router.instances.iter().zip(&new.router.instances) {
+        let mut patched = o.clone();
+        patched.priority = n.priority;
+        patched.preempt = n.preempt;
+        patched.preempt_delay = n.preempt_delay;
+        patched.accept_mode = n.accept_mode;
+        patched.advert_interval_cs = n.advert_interval_cs;
+        if patched != *n {
+            return None;
+        }
+        let instance = || n.name.clone();
+        if o.priority != n.priority {
+            inputs.push(Input::SetPriority {
+                instance: instance(),
+                priority: n.priority,
+            });
+        }
+        let mut change = |change| {
+            inputs.push(Input::ConfigChanged {
+                instance: instance(),
+                change,
+            })
+        };
+        if o.preempt != n.preempt {
+            change(ConfigChange::Preempt(n.preempt));
+        }
+        if o.preempt_delay != n.preempt_delay {
+            change(ConfigChange::PreemptDelay(n.preempt_delay));
+        }
+        if o.accept_mode != n.accept_mode {
+            change(ConfigChange::AcceptMode(n.accept_mode));
+        }
+        if o.advert_interval_cs != n.advert_interval_cs {
+            change(ConfigChange::AdvertInterval(n.advert_interval_cs));
+        }
+    }
+    Some(inputs)
+}
+
+/// Reads packets from one socket into the loop's channel.
+fn spawn_receiver(
+    socket: Arc<VrrpSocket>,
+    packets: mpsc::Sender<Packet>,
+    telemetry: Telemetry,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let iface = socket.iface().to_owned();
+        loop {
+            match socket.recv().await {
+                Ok(received) => {
+                    let packet = Packet {
+                        iface: iface.clone(),
+                        at: Instant::now(),
+                        received,
+                    };
+                    if packets.send(packet).await.is_err() {
+                        return;
+                    }
+                }
+                Err(SocketError::MalformedHeader { .. }) => {
+                    telemetry.decode_error(&iface, "bad_ip_header");
+                }
+                Err(e) => {
+                    tracing::debug!(iface = %iface, error = %e, "VRRP receive failed");
+                    // Do not spin on a socket that keeps failing.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    })
+}
+
+/// Whether the node forwards IPv6 on `iface` (the NA Router flag).
+fn ipv6_forwarding(iface: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{iface}/forwarding"))
+        .map(|v| v.trim() == "1")
+        .unwrap_or(false)
+}
+
+/// Replies to a pending request, ignoring a client that went away.
+pub(crate) fn answer(
+    reply: oneshot::Sender<Result<Value, ctl::ReplyError>>,
+    result: Result<Value, ctl::ReplyError>,
+) {
+    let _ = reply.send(result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::translate;
+
+    fn plan(edits: &[(&str, &str)]) -> GroupPlan {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml.example");
+        let mut text = std::fs::read_to_string(path).unwrap();
+        for (from, to) in edits {
+            assert!(text.contains(from), "{from:?}");
+            text = text.replacen(from, to, 1);
+        }
+        let view = config::parse(&text, "t.toml")
+            .unwrap()
+            .node_view(Some("lb1"))
+            .unwrap();
+        translate(&view, &|_| None).unwrap().groups.remove(0)
+    }
+
+    #[test]
+    fn identical_groups_need_no_input() {
+        assert_eq!(run_time_changes(&plan(&[]), &plan(&[])), Some(vec![]));
+    }
+
+    #[test]
+    fn run_time_parameters_become_inputs() {
+        let new = plan(&[
+            ("priority = { edge = 150 }", "priority = { edge = 120 }"),
+            ("preempt = true\n", "preempt = false\n"),
+            (
+                "advert_interval_ms = 1000\nvips",
+                "advert_interval_ms = 500\nvips",
+            ),
+            ("checksum = \"pseudo-header\"", "checksum = \"rfc9568\""),
+        ]);
+        let inputs = run_time_changes(&plan(&[]), &new).unwrap();
+        assert_eq!(
+            inputs,
+            vec![
+                Input::SetPriority {
+                    instance: "public".into(),
+                    priority: 120
+                },
+                Input::ConfigChanged {
+                    instance: "public".into(),
+                    change: ConfigChange::Preempt(false)
+                },
+                Input::SetPriority {
+                    instance: "server".into(),
+                    priority: 120
+                },
+                Input::ConfigChanged {
+                    instance: "server".into(),
+                    change: ConfigChange::AdvertInterval(50)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn vip_or_membership_changes_rebuild_the_group() {
+        let old = plan(&[]);
+        let vip = plan(&[(
+            "vips = [\"198.18.1.100/24\"]",
+            "vips = [\"198.18.1.100/24\", \"198.18.1.101/24\"]",
+        )]);
+        assert_eq!(run_time_changes(&old, &vip), None);
+        let label = plan(&[("label = \"eth0:vip\"", "label = \"eth0:v2\"")]);
+        assert_eq!(run_time_changes(&old, &label), None);
+        let garp = plan(&[("count = 5,", "count = 2,")]);
+        assert_eq!(run_time_changes(&old, &garp), None);
+        let members = plan(&[(
+            "instances = [\"public\", \"server\"]",
+            "instances = [\"server\", \"public\"]",
+        )]);
+        assert_eq!(run_time_changes(&old, &members), None);
+    }
+}

@@ -1,0 +1,594 @@
+//! Operator commands from the control socket: status, reload, maintenance,
+//! priority, and the failover / fault drills.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ctl::ReplyError;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use vrrp::event::Input;
+use vrrp::instance::State;
+use vrrp::packet::Advertisement;
+
+use crate::control::{
+    Command, ControlRequest, FailoverParams, FaultParams, MaintenanceParams, PriorityParams,
+};
+use crate::daemon::{answer, state_name, Daemon};
+use crate::timers::TimerKey;
+
+type Reply = oneshot::Sender<Result<Value, ReplyError>>;
+
+/// The first advert heard from the new master on one member link.
+#[derive(Debug, Clone)]
+pub(crate) struct Heard {
+    iface: String,
+    from: IpAddr,
+    priority: u8,
+    after_ms: f64,
+}
+
+#[derive(Debug)]
+enum DrillStage {
+    /// Released; waiting for the peer's adverts on every member link.
+    AwaitPeer,
+    /// Maintenance off again; waiting for this node to preempt back.
+    AwaitReturn { since: Instant },
+}
+
+/// A running `drill.failover`.
+#[derive(Debug)]
+pub(crate) struct FailoverDrill {
+    group: String,
+    released: Instant,
+    members: Vec<String>,
+    heard: BTreeMap<String, Heard>,
+    stage: DrillStage,
+    reply: Option<Reply>,
+    result: Value,
+}
+
+impl Daemon {
+    pub(crate) async fn on_control(&mut self, request: ControlRequest) {
+        let ControlRequest { command, reply } = request;
+        match command {
+            Command::Status => answer(reply, Ok(self.status())),
+            Command::Reload => {
+                let result = self.reload().await.map_err(|why| {
+                    tracing::error!("reload refused, running configuration unchanged:\n{why}");
+                    ReplyError::failed(format!(
+                        "reload refused, running configuration unchanged:\n{why}"
+                    ))
+                });
+                if let Ok(report) = &result {
+                    tracing::info!(%report, "reloaded on request");
+                }
+                answer(reply, result);
+            }
+            Command::Maintenance(p) => {
+                let result = self.maintenance(p).await;
+                answer(reply, result);
+            }
+            Command::PrioritySet(p) => {
+                let result = self.set_priority(p).await;
+                answer(reply, result);
+            }
+            Command::DrillFault(p) => {
+                let result = self.start_fault_drill(p).await;
+                answer(reply, result);
+            }
+            Command::DrillFailover(p) => self.start_failover_drill(p, reply).await,
+        }
+    }
+
+    /// Names of the groups a command applies to.
+    fn target_groups(&self, group: Option<&str>) -> Result<Vec<String>, ReplyError> {
+        match group {
+            Some(g) if self.groups.contains_key(g) => Ok(vec![g.to_owned()]),
+            Some(g) => Err(ReplyError::failed(format!(
+                "no sync group {g:?}; groups: {}",
+                self.groups.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))),
+            None => Ok(self.groups.keys().cloned().collect()),
+        }
+    }
+
+    fn members(&self, group: &str) -> Vec<String> {
+        self.groups
+            .get(group)
+            .map(|rt| rt.plan.instances.iter().map(|i| i.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn group_state(&self, group: &str) -> Option<State> {
+        self.groups
+            .get(group)
+            .and_then(|rt| rt.router.group(group))
+            .map(|g| g.state)
+    }
+
+    fn group_states(&self, groups: &[String]) -> Value {
+        Value::Array(
+            groups
+                .iter()
+                .map(|g| json!({"group": g, "state": self.group_state(g).map(state_name)}))
+                .collect(),
+        )
+    }
+
+    /// `status`: every group and instance.
+    pub(crate) fn status(&self) -> Value {
+        let now = self.clock.now();
+        let mut groups = Vec::new();
+        let mut instances = Vec::new();
+        for g in &self.plan.groups {
+            let Some(rt) = self.groups.get(&g.name) else {
+                continue;
+            };
+            let takeover = self.takeovers.get(&g.name).and_then(|r| {
+                r.lock()
+                    .ok()
+                    .map(|r| serde_json::to_value(&*r).unwrap_or(Value::Null))
+            });
+            groups.push(json!({
+                "name": g.name,
+                "state": self.group_state(&g.name).map(state_name),
+                "priority": g.priority,
+                "members": g.instances.iter().map(|i| &i.name).collect::<Vec<_>>(),
+                "last_takeover": takeover,
+                "fault_drill": self.timers.deadline(&TimerKey::FaultDrillEnd { group: g.name.clone() })
+                    .map(|at| at.saturating_since(now).as_millis() as u64),
+            }));
+            for s in rt.router.instances() {
+                let plan = g.instances.iter().find(|i| i.name == s.name);
+                let config = g.instance_config(&s.name);
+                let last = self.transitions.get(&s.name).map(|t| {
+                    json!({
+                        "from": state_name(t.from), "to": state_name(t.to), "reason": t.reason,
+                        "unix_ms": t.unix_ms, "ago_ms": t.at.elapsed().as_millis() as u64,
+                    })
+                });
+                let timers: Vec<Value> = s
+                    .timers
+                    .iter()
+                    .map(|t| json!({"timer": format!("{:?}", t.timer), "in_ms": t.at.saturating_since(now).as_millis() as u64}))
+                    .collect();
+                instances.push(json!({
+                    "name": s.name,
+                    "group": g.name,
+                    "interface": plan.map(|p| p.interface.as_str()),
+                    "vrid": plan.map(|p| p.vrid),
+                    "family": plan.map(|p| p.family.to_string()),
+                    "version": config.map(|c| c.version.number()),
+                    "state": state_name(s.state),
+                    "priority": s.priority,
+                    "effective_priority": s.effective_priority,
+                    "master_address": s.master_address,
+                    "primary_address": config.map(|c| c.primary_address),
+                    "advert_interval_ms": config.map(|c| u32::from(c.advert_interval_cs) * 10),
+                    "master_advert_interval_ms": u32::from(s.master_adver_interval_cs) * 10,
+                    "master_down_interval_ms": s.master_down_interval_us as f64 / 1000.0,
+                    "skew_time_ms": s.skew_time_us as f64 / 1000.0,
+                    "preempt": config.map(|c| c.preempt),
+                    "maintenance": s.maintenance,
+                    "link_up": s.link_up,
+                    "tracked_down": s.tracked_down,
+                    "ready_for_master": s.ready_for_master,
+                    "vips": plan.map(|p| p.vips.iter().map(|v| format!("{}/{}", v.address, v.prefix_len)).collect::<Vec<_>>()),
+                    "timers": timers,
+                    "counters": s.counters,
+                    "last_transition": last,
+                }));
+            }
+        }
+        json!({
+            "node": self.view.name,
+            "cluster": self.view.cluster_name,
+            "groups": groups,
+            "instances": instances,
+            "held_interfaces": self.held.keys().collect::<Vec<_>>(),
+            "failover_drill": self.failover.as_ref().map(|d| &d.group),
+        })
+    }
+
+    async fn maintenance(&mut self, p: MaintenanceParams) -> Result<Value, ReplyError> {
+        let groups = self.target_groups(p.group.as_deref())?;
+        for g in &groups {
+            for instance in self.members(g) {
+                let input = if p.on {
+                    Input::MaintenanceOn { instance }
+                } else {
+                    Input::MaintenanceOff { instance }
+                };
+                self.feed(g, input, Instant::now()).await;
+            }
+            tracing::info!(group = %g, on = p.on, "maintenance");
+        }
+        Ok(json!({"maintenance": p.on, "groups": self.group_states(&groups)}))
+    }
+
+    async fn set_priority(&mut self, p: PriorityParams) -> Result<Value, ReplyError> {
+        let targets: Vec<(String, String)> = match (&p.instance, &p.group) {
+            (Some(i), _) => {
+                let g = self
+                    .by_instance
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| ReplyError::failed(format!("no instance {i:?}")))?;
+                vec![(g, i.clone())]
+            }
+            (None, g) => {
+                let groups = self.target_groups(g.as_deref())?;
+                groups
+                    .into_iter()
+                    .flat_map(|g| self.members(&g).into_iter().map(move |i| (g.clone(), i)))
+                    .collect()
+            }
+        };
+        let mut out = Vec::new();
+        for (g, instance) in targets {
+            self.feed(
+                &g,
+                Input::SetPriority {
+                    instance: instance.clone(),
+                    priority: p.priority,
+                },
+                Instant::now(),
+            )
+            .await;
+            tracing::info!(group = %g, instance = %instance, priority = p.priority, "priority set");
+            let s = self
+                .groups
+                .get(&g)
+                .and_then(|rt| rt.router.instance(&instance));
+            out.push(json!({
+                "instance": instance,
+                "priority": s.as_ref().map(|s| s.priority),
+                "effective_priority": s.as_ref().map(|s| s.effective_priority),
+                "state": s.as_ref().map(|s| state_name(s.state)),
+            }));
+        }
+        Ok(json!({"instances": out}))
+    }
+
+    async fn start_fault_drill(&mut self, p: FaultParams) -> Result<Value, ReplyError> {
+        let groups = self.target_groups(p.group.as_deref())?;
+        let until = self.clock.now() + Duration::from_secs(u64::from(p.seconds));
+        let mut interfaces = Vec::new();
+        for g in &groups {
+            let ifaces: Vec<String> = self
+                .groups
+                .get(g)
+                .map(|rt| {
+                    rt.plan
+                        .instances
+                        .iter()
+                        .map(|i| i.interface.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for iface in ifaces {
+                let newly = !self.held.contains_key(&iface);
+                self.held
+                    .entry(iface.clone())
+                    .or_default()
+                    .insert(g.clone());
+                if newly {
+                    interfaces.push(iface.clone());
+                    tracing::warn!(group = %g, iface = %iface, seconds = p.seconds, "drill.fault: holding the link down");
+                    self.feed_all(Input::InterfaceDown { interface: iface })
+                        .await;
+                }
+            }
+            self.timers
+                .arm(TimerKey::FaultDrillEnd { group: g.clone() }, until);
+        }
+        Ok(json!({
+            "seconds": p.seconds,
+            "interfaces": interfaces,
+            "groups": self.group_states(&groups),
+        }))
+    }
+
+    pub(crate) async fn end_fault_drill(&mut self, group: &str) {
+        let mut released = Vec::new();
+        self.held.retain(|iface, groups| {
+            groups.remove(group);
+            if groups.is_empty() {
+                released.push(iface.clone());
+                false
+            } else {
+                true
+            }
+        });
+        for iface in released {
+            let up = self.links.get(&iface).is_some_and(|l| l.up);
+            tracing::warn!(group, iface = %iface, link_up = up, "drill.fault over");
+            if up {
+                self.feed_all(Input::InterfaceUp { interface: iface }).await;
+            }
+        }
+    }
+
+    async fn start_failover_drill(&mut self, p: FailoverParams, reply: Reply) {
+        if self.failover.is_some() {
+            return answer(
+                reply,
+                Err(ReplyError::failed("a failover drill is already running")),
+            );
+        }
+        let group =
+            match p.group {
+                Some(g) => match self.target_groups(Some(&g)) {
+                    Ok(_) => g,
+                    Err(e) => return answer(reply, Err(e)),
+                },
+                None => {
+                    let masters: Vec<String> = self
+                        .groups
+                        .keys()
+                        .filter(|g| self.group_state(g) == Some(State::Master))
+                        .cloned()
+                        .collect();
+                    match masters.as_slice() {
+                        [one] => one.clone(),
+                        [] => return answer(
+                            reply,
+                            Err(ReplyError::failed(
+                                "this node is MASTER of no group: run drill.failover on the master",
+                            )),
+                        ),
+                        _ => {
+                            return answer(
+                                reply,
+                                Err(ReplyError::failed(format!(
+                            "this node is MASTER of several groups ({}): name one with --group",
+                            masters.join(", ")
+                        ))),
+                            )
+                        }
+                    }
+                }
+            };
+        let state = self.group_state(&group);
+        if state != Some(State::Master) {
+            return answer(
+                reply,
+                Err(ReplyError::failed(format!(
+                    "group {group:?} is {} here: run drill.failover on the master",
+                    state.map(state_name).unwrap_or("unknown")
+                ))),
+            );
+        }
+        let members = self.members(&group);
+        // Generous: the peer takes over after Skew_Time, or at worst after
+        // Master_Down_Interval if it missed the priority-0 adverts.
+        let mdi = self.max_master_down(&group);
+        tracing::warn!(group = %group, "drill.failover: releasing the group");
+        let released = Instant::now();
+        for instance in &members {
+            self.feed(
+                &group,
+                Input::MaintenanceOn {
+                    instance: instance.clone(),
+                },
+                released,
+            )
+            .await;
+        }
+        let deadline = self.clock.now() + mdi * 3 + Duration::from_secs(2);
+        self.timers.arm(TimerKey::FailoverDrillDeadline, deadline);
+        self.failover = Some(FailoverDrill {
+            group,
+            released,
+            members,
+            heard: BTreeMap::new(),
+            stage: DrillStage::AwaitPeer,
+            reply: Some(reply),
+            result: Value::Null,
+        });
+    }
+
+    fn max_master_down(&self, group: &str) -> Duration {
+        self.groups
+            .get(group)
+            .map(|rt| {
+                rt.router
+                    .instances()
+                    .iter()
+                    .map(|s| Duration::from_micros(s.master_down_interval_us))
+                    .max()
+                    .unwrap_or(Duration::from_secs(4))
+            })
+            .unwrap_or(Duration::from_secs(4))
+    }
+
+    /// Records the peer's first advert per member link during a drill.
+    pub(crate) fn note_failover_advert(
+        &mut self,
+        group: &str,
+        iface: &str,
+        src: IpAddr,
+        advert: &Advertisement,
+        at: Instant,
+    ) {
+        let Some(drill) = self.failover.as_mut() else {
+            return;
+        };
+        if drill.group != group
+            || advert.priority == 0
+            || !matches!(drill.stage, DrillStage::AwaitPeer)
+        {
+            return;
+        }
+        let Some(instance) = self
+            .plan
+            .groups
+            .iter()
+            .flat_map(|g| &g.instances)
+            .find(|i| i.group == group && i.interface == iface && i.vrid == advert.vrid)
+        else {
+            return;
+        };
+        drill
+            .heard
+            .entry(instance.name.clone())
+            .or_insert_with(|| Heard {
+                iface: iface.to_owned(),
+                from: src,
+                priority: advert.priority,
+                after_ms: at.saturating_duration_since(drill.released).as_secs_f64() * 1000.0,
+            });
+    }
+
+    /// Moves a running failover drill on; called after every loop event.
+    pub(crate) async fn advance_failover_drill(&mut self) {
+        let Some(drill) = self.failover.as_ref() else {
+            return;
+        };
+        match drill.stage {
+            DrillStage::AwaitPeer => {
+                if drill.members.iter().any(|m| !drill.heard.contains_key(m)) {
+                    return;
+                }
+                let group = drill.group.clone();
+                let members = drill.members.clone();
+                let heard = drill.heard.clone();
+                let links: Vec<Value> = members
+                    .iter()
+                    .filter_map(|m| heard.get(m).map(|h| (m, h)))
+                    .map(|(m, h)| {
+                        json!({
+                            "instance": m, "interface": h.iface, "peer": h.from,
+                            "peer_priority": h.priority, "takeover_ms": h.after_ms,
+                        })
+                    })
+                    .collect();
+                tracing::warn!(group = %group, links = ?links, "drill.failover: peer took over; maintenance off");
+                for instance in &members {
+                    self.feed(
+                        &group,
+                        Input::MaintenanceOff {
+                            instance: instance.clone(),
+                        },
+                        Instant::now(),
+                    )
+                    .await;
+                }
+                let expect_preempt = self.groups.get(&group).is_some_and(|rt| {
+                    members.iter().all(|m| {
+                        let status = rt.router.instance(m);
+                        let config = rt.plan.instance_config(m);
+                        match (status, config, heard.get(m)) {
+                            (Some(s), Some(c), Some(h)) => {
+                                s.effective_priority == 255
+                                    || (c.preempt && s.effective_priority > h.priority)
+                            }
+                            _ => false,
+                        }
+                    })
+                });
+                let mdi = self.max_master_down(&group);
+                let now = self.clock.now();
+                let Some(drill) = self.failover.as_mut() else {
+                    return;
+                };
+                drill.result = json!({
+                    "group": group,
+                    "links": links,
+                    "expect_preempt_back": expect_preempt,
+                });
+                if expect_preempt {
+                    drill.stage = DrillStage::AwaitReturn {
+                        since: Instant::now(),
+                    };
+                    let preempt_delay = self
+                        .groups
+                        .get(&group)
+                        .and_then(|rt| {
+                            rt.plan
+                                .router
+                                .instances
+                                .iter()
+                                .map(|c| c.preempt_delay)
+                                .max()
+                        })
+                        .unwrap_or_default();
+                    self.timers.arm(
+                        TimerKey::FailoverDrillDeadline,
+                        now + mdi * 2 + preempt_delay + Duration::from_secs(2),
+                    );
+                } else {
+                    self.finish_failover_drill(json!(null));
+                }
+            }
+            DrillStage::AwaitReturn { since } => {
+                if self.group_state(&drill.group) == Some(State::Master) {
+                    let ms = since.elapsed().as_secs_f64() * 1000.0;
+                    tracing::warn!(group = %drill.group, after_ms = ms, "drill.failover: preempted back to MASTER");
+                    self.finish_failover_drill(json!(ms));
+                }
+            }
+        }
+    }
+
+    fn finish_failover_drill(&mut self, preempted_back_ms: Value) {
+        self.timers.cancel(&TimerKey::FailoverDrillDeadline);
+        let Some(mut drill) = self.failover.take() else {
+            return;
+        };
+        drill.result["preempted_back_ms"] = preempted_back_ms;
+        drill.result["state"] = json!(self.group_state(&drill.group).map(state_name));
+        if let Some(reply) = drill.reply.take() {
+            answer(reply, Ok(drill.result));
+        }
+    }
+
+    pub(crate) async fn failover_deadline(&mut self) {
+        let Some(drill) = self.failover.as_ref() else {
+            return;
+        };
+        match drill.stage {
+            DrillStage::AwaitPeer => {
+                let Some(mut drill) = self.failover.take() else {
+                    return;
+                };
+                let missing: Vec<&String> = drill
+                    .members
+                    .iter()
+                    .filter(|m| !drill.heard.contains_key(*m))
+                    .collect();
+                let why = format!(
+                    "the peer did not take over group {:?} in time: no advert from it on {} (heard: {:?}); maintenance off again",
+                    drill.group,
+                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    drill.heard.keys().collect::<Vec<_>>(),
+                );
+                tracing::error!("drill.failover: {why}");
+                let group = drill.group.clone();
+                for instance in drill.members.clone() {
+                    self.feed(&group, Input::MaintenanceOff { instance }, Instant::now())
+                        .await;
+                }
+                if let Some(reply) = drill.reply.take() {
+                    answer(reply, Err(ReplyError::failed(why)));
+                }
+            }
+            DrillStage::AwaitReturn { .. } => {
+                tracing::warn!(group = %drill.group, "drill.failover: expected to preempt back, but did not in time");
+                self.finish_failover_drill(json!(null));
+            }
+        }
+    }
+
+    /// Answers a pending drill request with an error (shutdown).
+    pub(crate) fn fail_drill_requests(&mut self, why: &str) {
+        if let Some(mut drill) = self.failover.take() {
+            if let Some(reply) = drill.reply.take() {
+                answer(reply, Err(ReplyError::failed(why)));
+            }
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! vrrpd's Prometheus metrics (documented in docs/metrics.md).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use prometheus::{
+    exponential_buckets, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry,
+};
+use vrrp::instance::{Counters, State};
+
+/// Every state an instance can be in, as the `state` label spells it.
+pub const STATES: [State; 5] = [
+    State::Initialize,
+    State::Backup,
+    State::Master,
+    State::Fault,
+    State::Maintenance,
+];
+
+/// The `state` label value of a state.
+pub fn state_label(state: State) -> &'static str {
+    match state {
+        State::Initialize => "init",
+        State::Backup => "backup",
+        State::Master => "master",
+        State::Fault => "fault",
+        State::Maintenance => "maintenance",
+    }
+}
+
+/// Takeover phases, measured from the decision to take over.
+pub const PHASES: [&str; 4] = ["prepare", "vips_added", "first_advert", "garp_sent"];
+
+/// The label set of one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InstanceLabels {
+    /// Instance name.
+    pub instance: String,
+    /// Sync group.
+    pub group: String,
+    /// Interface.
+    pub interface: String,
+    /// VRID as text.
+    pub vrid: String,
+}
+
+impl InstanceLabels {
+    fn values(&self) -> [&str; 4] {
+        [&self.instance, &self.group, &self.interface, &self.vrid]
+    }
+}
+
+const INSTANCE: [&str; 4] = ["instance", "group", "interface", "vrid"];
+
+/// The metric families vrrpd exports.
+#[derive(Clone)]
+pub struct Telemetry {
+    registry: Registry,
+    state: IntGaugeVec,
+    priority: IntGaugeVec,
+    effective_priority: IntGaugeVec,
+    adverts_sent: IntCounterVec,
+    advert_send_errors: IntCounterVec,
+    adverts_received: IntCounterVec,
+    priority_zero_sent: IntCounterVec,
+    priority_zero_received: IntCounterVec,
+    became_master: IntCounterVec,
+    left_master: IntCounterVec,
+    advert_checks_failed: IntCounterVec,
+    transitions: IntCounterVec,
+    last_transition: GaugeVec,
+    gratuitous_sent: IntCounterVec,
+    decode_errors: IntCounterVec,
+    ttl_errors: IntCounterVec,
+    unknown_vrid: IntCounterVec,
+    prepare_misses: IntCounterVec,
+    vip_errors: IntCounterVec,
+    takeover_phase: HistogramVec,
+    last_takeover_phase: GaugeVec,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| {
+        // Names and labels are constants: a failure is a programming error.
+        unreachable!("metric {name}: {e}")
+    });
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    c
+}
+
+fn int_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    registry
+        .register(Box::new(g.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    g
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    registry
+        .register(Box::new(g.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    g
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
+
+impl Telemetry {
+    /// Registers every family in a fresh registry.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let with = |extra: &[&'static str]| -> Vec<&'static str> {
+            INSTANCE.iter().chain(extra).copied().collect()
+        };
+        let phase_opts = HistogramOpts::new(
+            "vrrp_takeover_phase_seconds",
+            "Time from the decision to take over to the end of each phase (prepare, vips_added, first_advert, garp_sent).",
+        )
+        .buckets(exponential_buckets(0.000_25, 2.0, 16).unwrap_or_default());
+        let takeover_phase = HistogramVec::new(phase_opts, &["group", "phase"])
+            .unwrap_or_else(|e| unreachable!("histogram: {e}"));
+        r.register(Box::new(takeover_phase.clone()))
+            .unwrap_or_else(|e| unreachable!("histogram: {e}"));
+        Telemetry {
+            state: int_gauge(&r, "vrrp_instance_state", "1 for the instance's current state, 0 for the others.", &with(&["state"])),
+            priority: int_gauge(&r, "vrrp_instance_priority", "Configured priority.", &INSTANCE),
+            effective_priority: int_gauge(&r, "vrrp_instance_effective_priority", "Priority after tracked-interface weights (what adverts carry).", &INSTANCE),
+            adverts_sent: counter(&r, "vrrp_adverts_sent_total", "Adverts sent (one per destination, priority 0 included).", &INSTANCE),
+            advert_send_errors: counter(&r, "vrrp_advert_send_errors_total", "Adverts that could not be encoded or sent.", &INSTANCE),
+            adverts_received: counter(&r, "vrrp_adverts_received_total", "Valid adverts delivered to the instance.", &INSTANCE),
+            priority_zero_sent: counter(&r, "vrrp_priority_zero_sent_total", "Priority-0 (release) adverts sent.", &INSTANCE),
+            priority_zero_received: counter(&r, "vrrp_priority_zero_received_total", "Priority-0 (release) adverts received.", &INSTANCE),
+            became_master: counter(&r, "vrrp_become_master_total", "Transitions to MASTER.", &INSTANCE),
+            left_master: counter(&r, "vrrp_release_master_total", "Transitions out of MASTER.", &INSTANCE),
+            advert_checks_failed: counter(&r, "vrrp_advert_check_errors_total", "Adverts discarded by the instance's checks (kind: version, interval, address_list, auth).", &with(&["kind"])),
+            transitions: counter(&r, "vrrp_transitions_total", "State transitions.", &with(&["from", "to"])),
+            last_transition: gauge(&r, "vrrp_last_transition_timestamp_seconds", "Unix time of the instance's last state transition.", &INSTANCE),
+            gratuitous_sent: counter(&r, "vrrp_gratuitous_sent_total", "Gratuitous ARP / unsolicited NA frames sent.", &INSTANCE),
+            decode_errors: counter(&r, "vrrp_decode_errors_total", "Received VRRP packets refused by the decoder, by kind.", &["interface", "kind"]),
+            ttl_errors: counter(&r, "vrrp_ttl_errors_total", "Received VRRP packets whose TTL / hop limit was not 255.", &["interface"]),
+            unknown_vrid: counter(&r, "vrrp_unknown_vrid_total", "Valid adverts for a VRID no instance runs on the interface.", &["interface"]),
+            prepare_misses: counter(&r, "vrrp_prepare_misses_total", "Takeovers that went on without lbd's prepare acknowledgement (reason: absent, timeout, error).", &["group", "reason"]),
+            vip_errors: counter(&r, "vrrp_vip_errors_total", "VIP add / remove steps the kernel refused (op: add, remove).", &["group", "op"]),
+            last_takeover_phase: gauge(&r, "vrrp_takeover_last_phase_seconds", "The last takeover's phase times, from the decision.", &["group", "phase"]),
+            takeover_phase,
+            registry: r,
+        }
+    }
+
+    /// The registry to serve.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Creates every series of an instance at 0 so dashboards see it at once.
+    pub fn register_instance(&self, l: &InstanceLabels, priority: u8) {
+        let v = l.values();
+        for s in STATES {
+            let mut with = v.to_vec();
+            with.push(state_label(s));
+            self.state.with_label_values(&with).set(0);
+        }
+        self.priority.with_label_values(&v).set(i64::from(priority));
+        self.effective_priority
+            .with_label_values(&v)
+            .set(i64::from(priority));
+        for c in [
+            &self.adverts_sent,
+            &self.advert_send_errors,
+            &self.adverts_received,
+            &self.priority_zero_sent,
+            &self.priority_zero_received,
+            &self.became_master,
+            &self.left_master,
+            &self.gratuitous_sent,
+        ] {
+            c.with_label_values(&v);
+        }
+        for kind in CHECK_KINDS {
+            let mut with = v.to_vec();
+            with.push(kind);
+            self.advert_checks_failed.with_label_values(&with);
+        }
+    }
+
+    /// Creates every decode-error kind of an interface at 0.
+    pub fn register_interface(&self, interface: &str) {
+        for kind in vrrp::error::DecodeError::KINDS {
+            self.decode_errors.with_label_values(&[interface, kind]);
+        }
+        self.ttl_errors.with_label_values(&[interface]);
+        self.unknown_vrid.with_label_values(&[interface]);
+    }
+
+    /// Creates a group's takeover series at 0.
+    pub fn register_group(&self, group: &str) {
+        for reason in ["absent", "timeout", "error"] {
+            self.prepare_misses.with_label_values(&[group, reason]);
+        }
+        for op in ["add", "remove"] {
+            self.vip_errors.with_label_values(&[group, op]);
+        }
+    }
+
+    /// An instance changed state.
+    pub fn transition(&self, l: &InstanceLabels, from: State, to: State, unix_seconds: f64) {
+        let v = l.values();
+        for s in STATES {
+            let mut with = v.to_vec();
+            with.push(state_label(s));
+            self.state.with_label_values(&with).set(i64::from(s == to));
+        }
+        let mut with = v.to_vec();
+        with.extend([state_label(from), state_label(to)]);
+        self.transitions.with_label_values(&with).inc();
+        self.last_transition.with_label_values(&v).set(unix_seconds);
+    }
+
+    /// Priorities as the state machine reports them.
+    pub fn priorities(&self, l: &InstanceLabels, configured: u8, effective: u8) {
+        let v = l.values();
+        self.priority
+            .with_label_values(&v)
+            .set(i64::from(configured));
+        self.effective_priority
+            .with_label_values(&v)
+            .set(i64::from(effective));
+    }
+
+    /// The state machine's counters grew from `before` to `now`.
+    pub fn counters(&self, l: &InstanceLabels, before: &Counters, now: &Counters) {
+        let v = l.values();
+        let add = |c: &IntCounterVec, b: u64, n: u64| {
+            if n > b {
+                c.with_label_values(&v).inc_by(n - b);
+            }
+        };
+        add(
+            &self.adverts_received,
+            before.adverts_received,
+            now.adverts_received,
+        );
+        add(
+            &self.priority_zero_received,
+            before.priority_zero_received,
+            now.priority_zero_received,
+        );
+        add(
+            &self.priority_zero_sent,
+            before.priority_zero_sent,
+            now.priority_zero_sent,
+        );
+        add(&self.became_master, before.became_master, now.became_master);
+        add(&self.left_master, before.left_master, now.left_master);
+        for (kind, b, n) in [
+            ("version", before.version_errors, now.version_errors),
+            ("interval", before.interval_errors, now.interval_errors),
+            (
+                "address_list",
+                before.address_list_errors,
+                now.address_list_errors,
+            ),
+            ("auth", before.auth_errors, now.auth_errors),
+        ] {
+            if n > b {
+                let mut with = v.to_vec();
+                with.push(kind);
+                self.advert_checks_failed
+                    .with_label_values(&with)
+                    .inc_by(n - b);
+            }
+        }
+    }
+
+    /// An advert went out.
+    pub fn advert_sent(&self, l: &InstanceLabels) {
+        self.adverts_sent.with_label_values(&l.values()).inc();
+    }
+
+    /// An advert could not be sent.
+    pub fn advert_send_error(&self, l: &InstanceLabels) {
+        self.advert_send_errors.with_label_values(&l.values()).inc();
+    }
+
+    /// Gratuitous frames went out.
+    pub fn gratuitous(&self, l: &InstanceLabels, frames: u64) {
+        self.gratuitous_sent
+            .with_label_values(&l.values())
+            .inc_by(frames);
+    }
+
+    /// A received packet failed decoding.
+    pub fn decode_error(&self, interface: &str, kind: &str) {
+        self.decode_errors
+            .with_label_values(&[interface, kind])
+            .inc();
+        if kind == "bad_ttl" {
+            self.ttl_errors.with_label_values(&[interface]).inc();
+        }
+    }
+
+    /// An advert for no instance of ours.
+    pub fn unknown_vrid(&self, interface: &str) {
+        self.unknown_vrid.with_label_values(&[interface]).inc();
+    }
+
+    /// A prepare that did not succeed in time.
+    pub fn prepare_miss(&self, group: &str, reason: &str) {
+        self.prepare_misses
+            .with_label_values(&[group, reason])
+            .inc();
+    }
+
+    /// A VIP step the kernel refused.
+    pub fn vip_error(&self, group: &str, op: &str) {
+        self.vip_errors.with_label_values(&[group, op]).inc();
+    }
+
+    /// A takeover reached the end of `phase` after `elapsed`.
+    pub fn phase(&self, group: &str, phase: &str, elapsed: Duration) {
+        let s = elapsed.as_secs_f64();
+        self.takeover_phase
+            .with_label_values(&[group, phase])
+            .observe(s);
+        self.last_takeover_phase
+            .with_label_values(&[group, phase])
+            .set(s);
+    }
+
+    /// The text exposition of every metric (what /metrics serves).
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// The `kind` values of `vrrp_advert_check_errors_total`.
+pub const CHECK_KINDS: [&str; 4] = ["version", "interval", "address_list", "auth"];
+
+/// Per-instance snapshot of the state machine's counters, to export deltas.
+pub type CounterSnapshots = HashMap<String, Counters>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels() -> InstanceLabels {
+        InstanceLabels {
+            instance: "public".into(),
+            group: "edge".into(),
+            interface: "eth0".into(),
+            vrid: "51".into(),
+        }
+    }
+
+    #[test]
+    fn every_series_exists_at_zero_after_registration() {
+        let t = Telemetry::new();
+        t.register_instance(&labels(), 150);
+        t.register_interface("eth0");
+        t.register_group("edge");
+        let text = t.render();
+        assert!(text.contains(
+            r#"vrrp_instance_state{group="edge",instance="public",interface="eth0",state="master",vrid="51"} 0"#
+        ));
+        assert!(text.contains(r#"vrrp_instance_priority{group="edge",instance="public",interface="eth0",vrid="51"} 150"#));
+        for kind in vrrp::error::DecodeError::KINDS {
+            assert!(
+                text.contains(&format!(
+                    r#"vrrp_decode_errors_total{{interface="eth0",kind="{kind}"}} 0"#
+                )),
+                "{kind} missing"
+            );
+        }
+        assert!(text.contains(r#"vrrp_prepare_misses_total{group="edge",reason="timeout"} 0"#));
+    }
+
+    #[test]
+    fn transitions_move_the_state_gauge_and_count() {
+        let t = Telemetry::new();
+        let l = labels();
+        t.register_instance(&l, 150);
+        t.transition(&l, State::Initialize, State::Backup, 1.0);
+        t.transition(&l, State::Backup, State::Master, 2.0);
+        let text = t.render();
+        assert!(text.contains(r#"state="master",vrid="51"} 1"#));
+        assert!(text.contains(r#"state="backup",vrid="51"} 0"#));
+        assert!(text.contains(r#"vrrp_transitions_total{from="backup",group="edge",instance="public",interface="eth0",to="master",vrid="51"} 1"#));
+        assert!(text.contains(r#"vrrp_last_transition_timestamp_seconds{group="edge",instance="public",interface="eth0",vrid="51"} 2"#));
+        t.decode_error("eth0", "bad_ttl");
+        let text = t.render();
+        assert!(text.contains(r#"vrrp_ttl_errors_total{interface="eth0"} 1"#));
+        assert!(text.contains(r#"vrrp_decode_errors_total{interface="eth0",kind="bad_ttl"} 1"#));
+    }
+
+    #[test]
+    fn counter_deltas_are_exported_once() {
+        let t = Telemetry::new();
+        let l = labels();
+        let before = Counters::default();
+        let now = Counters {
+            adverts_received: 3,
+            address_list_errors: 1,
+            ..Counters::default()
+        };
+        t.counters(&l, &before, &now);
+        t.counters(&l, &now, &now);
+        let text = t.render();
+        assert!(text.contains(r#"vrrp_adverts_received_total{group="edge",instance="public",interface="eth0",vrid="51"} 3"#));
+        assert!(text.contains(r#"kind="address_list",vrid="51"} 1"#));
+    }
+}
