@@ -1,0 +1,174 @@
+//! The load balancer's dataplane: a desired-state model ([`DesiredState`]), the
+//! [`Dataplane`] trait every backend implements, a [`NullBackend`] for tests without a
+//! kernel, and the nftables backend ([`NftBackend`]) on libnftnl.
+//!
+//! A backend diffs the desired state against what is applied and sends the
+//! difference in one atomic transaction; [`Dataplane::read_back`] reports what the
+//! kernel holds.
+
+mod error;
+mod model;
+pub mod nft;
+mod null;
+pub mod slots;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::DataplaneError;
+pub use model::{
+    Backend, DesiredState, PortSpec, Protocol, Scheduler, Service, SnatProtocol, SnatRule,
+    SnatSource,
+};
+pub use nft::{NftBackend, DEFAULT_TABLE};
+pub use null::NullBackend;
+
+/// A dataplane backend: applies desired states, reads back, counts.
+pub trait Dataplane {
+    /// Makes the kernel hold `desired`, changing only what differs, all or nothing.
+    fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError>;
+    /// What the kernel holds now (the objects this backend owns).
+    fn read_back(&self) -> Result<AppliedState, DataplaneError>;
+    /// Per-backend counters of the last applied state.
+    fn counters(&self) -> Result<Vec<BackendCounters>, DataplaneError>;
+    /// Removes everything this backend owns (and nothing else).
+    fn teardown(&mut self) -> Result<(), DataplaneError>;
+    /// Backend name for logs and metrics ("nft", "null").
+    fn name(&self) -> &'static str;
+}
+
+/// What one apply changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// The table was created.
+    pub table_created: bool,
+    /// Base chains created.
+    pub chains_added: usize,
+    /// Maps and sets created.
+    pub sets_added: usize,
+    /// Maps and sets deleted.
+    pub sets_removed: usize,
+    /// Map or set elements added.
+    pub elements_added: usize,
+    /// Map or set elements deleted.
+    pub elements_removed: usize,
+    /// Rules added.
+    pub rules_added: usize,
+    /// Rules deleted.
+    pub rules_removed: usize,
+    /// Netlink messages in the batch (0: nothing sent).
+    pub messages: usize,
+    /// Bytes of the batch.
+    pub batch_bytes: usize,
+    /// Whether the kernel's table had to be read back (first apply, or changed by others).
+    pub reread: bool,
+    /// Wall time of the apply.
+    pub duration: Duration,
+}
+
+impl ApplyReport {
+    /// Total number of objects added or removed.
+    pub fn changes(&self) -> usize {
+        usize::from(self.table_created)
+            + self.chains_added
+            + self.sets_added
+            + self.sets_removed
+            + self.elements_added
+            + self.elements_removed
+            + self.rules_added
+            + self.rules_removed
+    }
+}
+
+/// What a backend reports as applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedState {
+    /// Whether the owned table exists.
+    pub exists: bool,
+    /// Chains of the table.
+    pub chains: Vec<String>,
+    /// Maps and sets with their elements, by name.
+    pub sets: Vec<AppliedSet>,
+    /// Rules: (chain, comment) in chain order; the comment identifies the rule.
+    pub rules: Vec<(String, String)>,
+}
+
+impl AppliedState {
+    /// Every DNAT slot held, decoded (all DNAT maps).
+    pub fn dnat_slots(&self) -> Vec<DnatSlot> {
+        self.sets
+            .iter()
+            .flat_map(|s| s.elements.iter().filter_map(|e| e.slot.clone()))
+            .collect()
+    }
+
+    /// The set or map called `name`.
+    pub fn set(&self, name: &str) -> Option<&AppliedSet> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+}
+
+/// One map or set of the owned table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedSet {
+    /// Name.
+    pub name: String,
+    /// Elements in key order.
+    pub elements: Vec<AppliedElement>,
+}
+
+/// One element: raw key (and range end), raw data, counter, and the decoded slot for
+/// DNAT maps.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedElement {
+    /// Key bytes as the kernel holds them (registers, 4-byte aligned fields).
+    pub key: Vec<u8>,
+    /// End of the key range (interval maps).
+    pub key_end: Option<Vec<u8>>,
+    /// Data bytes (maps).
+    pub data: Vec<u8>,
+    /// Counter (packets, bytes), when the set counts.
+    pub counter: Option<(u64, u64)>,
+    /// The decoded DNAT slot, for DNAT map elements.
+    pub slot: Option<DnatSlot>,
+}
+
+/// One DNAT slot: which backend a (protocol, VIP, port, slot) goes to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DnatSlot {
+    /// Map holding it.
+    pub map: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// VIP.
+    pub vip: IpAddr,
+    /// Port or range.
+    pub ports: PortSpec,
+    /// Slot number (selector value).
+    pub slot: u32,
+    /// Backend address.
+    pub backend: IpAddr,
+    /// Backend port (`None`: the client's port is kept).
+    pub backend_port: Option<u16>,
+}
+
+/// Counters of one backend of one service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendCounters {
+    /// Service name.
+    pub service: String,
+    /// Backend name.
+    pub backend: String,
+    /// Backend address.
+    pub addr: IpAddr,
+    /// Backend port (`None`: the client's port).
+    pub port: Option<u16>,
+    /// New connections sent to it (DNAT-map hits of its slots since they were added).
+    pub connections: u64,
+    /// Packets of its connections, both directions (single-port services only).
+    pub packets: Option<u64>,
+    /// Bytes of its connections, both directions (single-port services only).
+    pub bytes: Option<u64>,
+}

@@ -1,0 +1,1190 @@
+//! The nft layout as data: which chains, maps, elements and rules a desired state
+//! needs (pure; no kernel), and the difference between two such tables.
+//!
+//! Layout (nft CLI equivalents; `<T>` is the table, family inet):
+//! ```text
+//! # chain names avoid nft keywords so that `nft list chain inet lbsuite lb_snat` works
+//! chain lb_dnat       { type nat hook prerouting priority dstnat; }      # single-port services
+//! chain lb_dnat_range { type nat hook prerouting priority dstnat + 1; }  # port ranges
+//! chain lb_snat       { type nat hook postrouting priority srcnat; }
+//! chain lb_count      { type filter hook forward priority filter; }
+//!
+//! # one map per (family, selector, slot count M), one rule per map:
+//! map dnat4_inc_4 { type inet_proto . ipv4_addr . inet_service . mark : ipv4_addr . inet_service; counter; }
+//! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 4 map @dnat4_inc_4
+//! #   selectors: inc = numgen inc (rr, wrr); rand = numgen random (random);
+//! #   hash = jhash ip saddr mod M seed 0x4c425355 (sh, and mh with M = Maglev size)
+//! # ranges keep the port: key with an interval on the port, data the address only
+//! map dnatr4_inc_2 { type ... : ipv4_addr; flags interval; counter; }
+//! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 2 map @dnatr4_inc_2
+//!
+//! # per-backend packets/bytes, both directions, one lookup per forwarded packet:
+//! set count4 { type inet_proto . ipv4_addr . inet_service . ipv4_addr . inet_service; counter; }
+//! meta nfproto ipv4 meta l4proto . ct original ip daddr . ct original proto-dst . ct reply ip saddr . ct reply proto-src @count4
+//!
+//! # SNAT, in order:
+//! meta nfproto ipv4 meta l4proto tcp iifname "eth0" oifname "eth1" ct original ip daddr 198.18.0.100 ct original proto-dst 80 snat ip to 198.18.1.100
+//! map snat_<rule> { type mark : ipv4_addr . inet_service . ipv4_addr . inet_service; }   # 0 : 198.18.1.100 . 20000 . 198.18.1.100 . 29999
+//! ... snat ip to numgen inc mod 2 map @snat_<rule>
+//! ```
+//! Each rule carries a comment that names it completely (map name, or SNAT rule name
+//! and a digest of its match), so rules are compared by comment.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+
+use super::expr::{reg, Expr};
+use crate::model::{PortSpec, Scheduler, Service, SnatProtocol, SnatRule, SnatSource};
+use crate::slots;
+use crate::{
+    AppliedElement, AppliedSet, AppliedState, ApplyReport, DataplaneError, DesiredState, DnatSlot,
+    Protocol,
+};
+
+/// jhash seed: fixed so both nodes hash a client to the same slot.
+pub const HASH_SEED: u32 = 0x4c42_5355;
+
+/// A base chain of the layout.
+#[derive(Clone, Copy, Debug)]
+pub struct ChainDef {
+    /// Chain name.
+    pub name: &'static str,
+    /// true: nat chain; false: filter.
+    pub nat: bool,
+    /// Hook.
+    pub hook: nftnl::Hook,
+    /// Priority.
+    pub priority: i32,
+}
+
+/// The chains, in creation order.
+pub const CHAINS: [ChainDef; 4] = [
+    ChainDef {
+        name: "lb_dnat",
+        nat: true,
+        hook: nftnl::Hook::PreRouting,
+        priority: -100,
+    },
+    ChainDef {
+        name: "lb_dnat_range",
+        nat: true,
+        hook: nftnl::Hook::PreRouting,
+        priority: -99,
+    },
+    ChainDef {
+        name: "lb_snat",
+        nat: true,
+        hook: nftnl::Hook::PostRouting,
+        priority: 100,
+    },
+    ChainDef {
+        name: "lb_count",
+        nat: false,
+        hook: nftnl::Hook::Forward,
+        priority: 0,
+    },
+];
+
+/// NFT_SET_CONCAT (nf_tables.h; not in libc): a concatenation with intervals.
+const NFT_SET_CONCAT: u32 = 0x80;
+
+// nft's datatype numbers, for `nft list` to print keys readably.
+const T_MARK: u32 = 19;
+const T_IPV4: u32 = 7;
+const T_IPV6: u32 = 8;
+const T_PROTO: u32 = 12;
+const T_SERVICE: u32 = 13;
+
+fn concat_type(types: &[u32]) -> u32 {
+    types.iter().fold(0, |t, &x| (t << 6) | x)
+}
+
+/// Shape of a map or set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetSpec {
+    /// NFT_SET_* flags.
+    pub flags: u32,
+    /// Key length in bytes (register-aligned).
+    pub key_len: u32,
+    /// nft datatype of the key (display only).
+    pub key_type: u32,
+    /// Data length (0: a set, not a map).
+    pub data_len: u32,
+    /// nft datatype of the data (display only).
+    pub data_type: u32,
+    /// Field lengths of a concatenated interval key (empty otherwise).
+    pub concat: Vec<u8>,
+    /// Elements carry a counter.
+    pub counter: bool,
+}
+
+impl SetSpec {
+    /// Whether a set of shape `other` (as read back) holds our elements the same way:
+    /// the kernel may report flags it added and no concat description.
+    pub fn same_shape(&self, other: &SetSpec) -> bool {
+        let relevant = (libc::NFT_SET_MAP | libc::NFT_SET_INTERVAL) as u32;
+        self.flags & relevant == other.flags & relevant
+            && self.key_len == other.key_len
+            && self.data_len == other.data_len
+            && self.counter == other.counter
+    }
+}
+
+/// Key of an element: start and, for interval maps, end.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ElemKey {
+    /// Key bytes.
+    pub key: Vec<u8>,
+    /// Range end.
+    pub key_end: Option<Vec<u8>>,
+}
+
+/// A map or set with elements.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetState {
+    /// Shape.
+    pub spec: SetSpec,
+    /// Element key to data (empty data for sets).
+    pub elements: BTreeMap<ElemKey, Vec<u8>>,
+    /// Counters per element, when read from the kernel.
+    pub counters: HashMap<ElemKey, (u64, u64)>,
+}
+
+/// The table as held (read back or recorded) or wanted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableState {
+    /// The table exists.
+    pub exists: bool,
+    /// Its chains.
+    pub chains: BTreeSet<String>,
+    /// Its sets.
+    pub sets: BTreeMap<String, SetState>,
+    /// Rule comments per chain, in order.
+    pub rules: BTreeMap<String, Vec<String>>,
+}
+
+impl TableState {
+    /// As the public read-back type.
+    pub fn to_applied(&self) -> AppliedState {
+        AppliedState {
+            exists: self.exists,
+            chains: self.chains.iter().cloned().collect(),
+            sets: self
+                .sets
+                .iter()
+                .map(|(name, s)| AppliedSet {
+                    name: name.clone(),
+                    elements: s
+                        .elements
+                        .iter()
+                        .map(|(k, d)| AppliedElement {
+                            key: k.key.clone(),
+                            key_end: k.key_end.clone(),
+                            data: d.clone(),
+                            counter: s.counters.get(k).copied(),
+                            slot: decode_slot(name, k, d),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            rules: self
+                .rules
+                .iter()
+                .flat_map(|(c, rs)| rs.iter().map(move |r| (c.clone(), r.clone())))
+                .collect(),
+        }
+    }
+}
+
+/// A rule to add: its comment (identity) and expressions.
+#[derive(Clone, Debug)]
+pub struct PlannedRule {
+    /// Comment naming the rule.
+    pub comment: String,
+    /// Expressions.
+    pub exprs: Vec<Expr>,
+}
+
+/// Which service backend an element belongs to (for counters).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// Service name.
+    pub service: String,
+    /// Backend name.
+    pub backend: String,
+    /// Backend address.
+    pub addr: IpAddr,
+    /// Backend port.
+    pub port: Option<u16>,
+    /// Single-port service (has packet/byte counters).
+    pub single: bool,
+}
+
+/// The full wanted table.
+#[derive(Clone, Debug, Default)]
+pub struct Layout {
+    /// Table contents.
+    pub state: TableState,
+    /// Rules per chain, in order.
+    pub rules: BTreeMap<String, Vec<PlannedRule>>,
+    /// Backends (index = owner id).
+    pub owners: Vec<Owner>,
+    /// (set, key) to owner id.
+    pub owner_of: HashMap<(String, ElemKey), usize>,
+}
+
+fn family_len(addr: &IpAddr) -> usize {
+    if addr.is_ipv4() {
+        4
+    } else {
+        16
+    }
+}
+
+fn addr_bytes(addr: &IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn port_reg(p: u16) -> [u8; 4] {
+    let b = p.to_be_bytes();
+    [b[0], b[1], 0, 0]
+}
+
+fn proto_reg(p: u8) -> [u8; 4] {
+    [p, 0, 0, 0]
+}
+
+/// Selector kind of a scheduler, or an error for the IPVS-only ones.
+fn selector(s: &Service) -> Result<&'static str, DataplaneError> {
+    match s.scheduler {
+        Scheduler::Rr | Scheduler::Wrr => Ok("inc"),
+        Scheduler::Random => Ok("rand"),
+        Scheduler::Sh | Scheduler::Mh => Ok("hash"),
+        other => Err(DataplaneError::UnsupportedScheduler {
+            service: s.name.clone(),
+            scheduler: other,
+        }),
+    }
+}
+
+/// Backend index per slot of a service.
+fn service_slots(s: &Service) -> Vec<usize> {
+    let weights: Vec<u32> = s.backends.iter().map(|b| b.weight).collect();
+    match s.scheduler {
+        Scheduler::Rr => slots::rr_slots(&weights),
+        Scheduler::Mh => {
+            let names: Vec<&str> = s.backends.iter().map(|b| b.name.as_str()).collect();
+            let active = weights.iter().filter(|&&w| w > 0).count();
+            slots::maglev_table(&names, &weights, slots::maglev_size(active))
+        }
+        _ => slots::weighted_slots(&weights),
+    }
+}
+
+fn validate_service(s: &Service) -> Result<(), DataplaneError> {
+    selector(s)?;
+    if let PortSpec::Range(a, b) = s.ports {
+        if a == 0 || a > b {
+            return Err(DataplaneError::BadPortRange {
+                owner: format!("service {}", s.name),
+                first: a,
+                last: b,
+            });
+        }
+    }
+    for b in &s.backends {
+        if b.addr.is_ipv4() != s.vip.is_ipv4() {
+            return Err(DataplaneError::FamilyMismatch {
+                owner: format!("service {} backend {}", s.name, b.name),
+                addr: b.addr,
+                vip: s.vip,
+            });
+        }
+        if matches!(s.ports, PortSpec::Range(..)) && b.port.is_some() {
+            return Err(DataplaneError::BackendPortOnRange {
+                service: s.name.clone(),
+                backend: b.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The layout for `desired`, or why it cannot be built.
+pub fn plan(desired: &DesiredState) -> Result<Layout, DataplaneError> {
+    let mut layout = Layout::default();
+    layout.state.exists = true;
+    layout.state.chains = CHAINS.iter().map(|c| c.name.to_owned()).collect();
+    let mut claimed: HashMap<(Protocol, IpAddr, PortSpec), &str> = HashMap::new();
+    // (family v4?, range?, selector, M) -> map name
+    let mut maps: BTreeMap<(bool, bool, &'static str, u32), String> = BTreeMap::new();
+    for s in &desired.services {
+        validate_service(s)?;
+        if let Some(first) = claimed.insert((s.protocol, s.vip, s.ports), &s.name) {
+            return Err(DataplaneError::DuplicateService {
+                first: first.to_owned(),
+                second: s.name.clone(),
+                key: format!("{} {}:{}", s.protocol, s.vip, s.ports),
+            });
+        }
+        let kind = selector(s)?;
+        let v4 = s.vip.is_ipv4();
+        let range = matches!(s.ports, PortSpec::Range(..));
+        let owner_base = layout.owners.len();
+        for b in &s.backends {
+            layout.owners.push(Owner {
+                service: s.name.clone(),
+                backend: b.name.clone(),
+                addr: b.addr,
+                port: b.port,
+                single: !range,
+            });
+        }
+        // Per-backend packet/byte counters (every backend, draining ones included).
+        if let PortSpec::Single(port) = s.ports {
+            let set = if v4 { "count4" } else { "count6" };
+            let st = layout
+                .state
+                .sets
+                .entry(set.to_owned())
+                .or_insert_with(|| count_set(v4));
+            for (i, b) in s.backends.iter().enumerate() {
+                let mut key = proto_reg(s.protocol.number()).to_vec();
+                key.extend(addr_bytes(&s.vip));
+                key.extend(port_reg(port));
+                key.extend(addr_bytes(&b.addr));
+                key.extend(port_reg(b.port.unwrap_or(port)));
+                let k = ElemKey { key, key_end: None };
+                st.elements.insert(k.clone(), Vec::new());
+                layout.owner_of.insert((set.to_owned(), k), owner_base + i);
+            }
+        }
+        let table = service_slots(s);
+        if table.is_empty() {
+            continue;
+        }
+        let m = table.len() as u32;
+        let name = maps
+            .entry((v4, range, kind, m))
+            .or_insert_with(|| {
+                format!(
+                    "dnat{}{}_{}_{}",
+                    if range { "r" } else { "" },
+                    if v4 { 4 } else { 6 },
+                    kind,
+                    m
+                )
+            })
+            .clone();
+        let st = layout
+            .state
+            .sets
+            .entry(name.clone())
+            .or_insert_with(|| dnat_map(v4, range));
+        let (lo, hi) = s.ports.bounds();
+        for (slot, &bi) in table.iter().enumerate() {
+            let b = &s.backends[bi];
+            let key_of = |port: u16| {
+                let mut key = proto_reg(s.protocol.number()).to_vec();
+                key.extend(addr_bytes(&s.vip));
+                key.extend(port_reg(port));
+                key.extend((slot as u32).to_ne_bytes());
+                key
+            };
+            let k = ElemKey {
+                key: key_of(lo),
+                key_end: range.then(|| key_of(hi)),
+            };
+            let mut data = addr_bytes(&b.addr);
+            if !range {
+                data.extend(port_reg(b.port.unwrap_or(lo)));
+            }
+            st.elements.insert(k.clone(), data);
+            layout.owner_of.insert((name.clone(), k), owner_base + bi);
+        }
+    }
+    for ((v4, range, kind, m), name) in &maps {
+        let chain = if *range { "lb_dnat_range" } else { "lb_dnat" };
+        layout
+            .rules
+            .entry(chain.to_owned())
+            .or_default()
+            .push(PlannedRule {
+                comment: format!("dnat @{name}"),
+                exprs: dnat_rule(*v4, *range, kind, *m, name),
+            });
+    }
+    for (v4, set) in [(true, "count4"), (false, "count6")] {
+        if layout.state.sets.contains_key(set) {
+            layout
+                .rules
+                .entry("lb_count".to_owned())
+                .or_default()
+                .push(PlannedRule {
+                    comment: format!("count @{set}"),
+                    exprs: count_rule(v4, set),
+                });
+        }
+    }
+    let mut pool_names = BTreeSet::new();
+    for r in &desired.snat {
+        let (rule, pool) = snat_rule(r, &mut pool_names)?;
+        if let Some((name, st)) = pool {
+            layout.state.sets.insert(name, st);
+        }
+        layout
+            .rules
+            .entry("lb_snat".to_owned())
+            .or_default()
+            .push(rule);
+    }
+    layout.state.rules = layout
+        .rules
+        .iter()
+        .map(|(c, rs)| (c.clone(), rs.iter().map(|r| r.comment.clone()).collect()))
+        .collect();
+    Ok(layout)
+}
+
+fn dnat_map(v4: bool, range: bool) -> SetState {
+    let alen = if v4 { 4 } else { 16 };
+    let ta = if v4 { T_IPV4 } else { T_IPV6 };
+    let mut flags = libc::NFT_SET_MAP as u32;
+    let mut concat = Vec::new();
+    if range {
+        flags |= libc::NFT_SET_INTERVAL as u32 | NFT_SET_CONCAT;
+        concat = vec![1, alen as u8, 2, 4];
+    }
+    SetState {
+        spec: SetSpec {
+            flags,
+            key_len: 4 + alen + 4 + 4,
+            key_type: concat_type(&[T_PROTO, ta, T_SERVICE, T_MARK]),
+            data_len: if range { alen } else { alen + 4 },
+            data_type: if range {
+                ta
+            } else {
+                concat_type(&[ta, T_SERVICE])
+            },
+            concat,
+            counter: true,
+        },
+        elements: BTreeMap::new(),
+        counters: HashMap::new(),
+    }
+}
+
+fn count_set(v4: bool) -> SetState {
+    let alen = if v4 { 4 } else { 16 };
+    let ta = if v4 { T_IPV4 } else { T_IPV6 };
+    SetState {
+        spec: SetSpec {
+            flags: 0,
+            key_len: 4 + alen + 4 + alen + 4,
+            key_type: concat_type(&[T_PROTO, ta, T_SERVICE, ta, T_SERVICE]),
+            data_len: 0,
+            data_type: 0,
+            concat: Vec::new(),
+            counter: true,
+        },
+        elements: BTreeMap::new(),
+        counters: HashMap::new(),
+    }
+}
+
+fn nfproto(v4: bool) -> [Expr; 2] {
+    let p = if v4 {
+        libc::NFPROTO_IPV4
+    } else {
+        libc::NFPROTO_IPV6
+    } as u8;
+    [
+        Expr::Meta {
+            key: libc::NFT_META_NFPROTO as u32,
+            dreg: reg(0),
+        },
+        Expr::Cmp {
+            sreg: reg(0),
+            op: libc::NFT_CMP_EQ as u32,
+            data: vec![p],
+        },
+    ]
+}
+
+fn dnat_rule(v4: bool, range: bool, kind: &str, m: u32, map: &str) -> Vec<Expr> {
+    let a = if v4 { 1 } else { 4 }; // registers per address
+    let (saddr_off, daddr_off) = if v4 { (12, 16) } else { (8, 24) };
+    let mut e: Vec<Expr> = nfproto(v4).into();
+    e.push(Expr::Meta {
+        key: libc::NFT_META_L4PROTO as u32,
+        dreg: reg(0),
+    });
+    e.push(Expr::Payload {
+        base: libc::NFT_PAYLOAD_NETWORK_HEADER as u32,
+        offset: daddr_off,
+        len: 4 * a,
+        dreg: reg(1),
+    });
+    e.push(Expr::Payload {
+        base: libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32,
+        offset: 2,
+        len: 2,
+        dreg: reg(1 + a),
+    });
+    let sel = reg(2 + a);
+    match kind {
+        "inc" => e.push(Expr::Numgen {
+            kind: libc::NFT_NG_INCREMENTAL as u32,
+            modulus: m,
+            dreg: sel,
+        }),
+        "rand" => e.push(Expr::Numgen {
+            kind: libc::NFT_NG_RANDOM as u32,
+            modulus: m,
+            dreg: sel,
+        }),
+        _ => {
+            e.push(Expr::Payload {
+                base: libc::NFT_PAYLOAD_NETWORK_HEADER as u32,
+                offset: saddr_off,
+                len: 4 * a,
+                dreg: sel,
+            });
+            e.push(Expr::Jhash {
+                sreg: sel,
+                len: 4 * a,
+                modulus: m,
+                seed: HASH_SEED,
+                dreg: sel,
+            });
+        }
+    }
+    e.push(Expr::Lookup {
+        set: map.to_owned(),
+        sreg: reg(0),
+        dreg: Some(reg(0)),
+    });
+    e.push(Expr::Nat {
+        snat: false,
+        v4,
+        addr_min: Some(reg(0)),
+        addr_max: None,
+        proto_min: (!range).then(|| reg(a)),
+        proto_max: None,
+    });
+    e
+}
+
+fn count_rule(v4: bool, set: &str) -> Vec<Expr> {
+    let a = if v4 { 1 } else { 4 };
+    let (src, dst) = if v4 {
+        (libc::NFT_CT_SRC_IP, libc::NFT_CT_DST_IP)
+    } else {
+        (libc::NFT_CT_SRC_IP6, libc::NFT_CT_DST_IP6)
+    };
+    let mut e: Vec<Expr> = nfproto(v4).into();
+    e.push(Expr::Meta {
+        key: libc::NFT_META_L4PROTO as u32,
+        dreg: reg(0),
+    });
+    e.push(Expr::Ct {
+        key: dst as u32,
+        dir: 0,
+        dreg: reg(1),
+    });
+    e.push(Expr::Ct {
+        key: libc::NFT_CT_PROTO_DST as u32,
+        dir: 0,
+        dreg: reg(1 + a),
+    });
+    e.push(Expr::Ct {
+        key: src as u32,
+        dir: 1,
+        dreg: reg(2 + a),
+    });
+    e.push(Expr::Ct {
+        key: libc::NFT_CT_PROTO_SRC as u32,
+        dir: 1,
+        dreg: reg(2 + 2 * a),
+    });
+    e.push(Expr::Lookup {
+        set: set.to_owned(),
+        sreg: reg(0),
+        dreg: None,
+    });
+    e
+}
+
+fn iface_bytes(rule: &str, name: &str) -> Result<Vec<u8>, DataplaneError> {
+    if name.is_empty() || name.len() > 15 || name.contains('\0') {
+        return Err(DataplaneError::BadInterfaceName {
+            rule: rule.to_owned(),
+            iface: name.to_owned(),
+        });
+    }
+    let mut b = name.as_bytes().to_vec();
+    b.resize(16, 0);
+    Ok(b)
+}
+
+/// FNV-1a 64 of a string: a stable digest for rule comments.
+fn digest(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn snat_rule(
+    r: &SnatRule,
+    pool_names: &mut BTreeSet<String>,
+) -> Result<(PlannedRule, Option<(String, SetState)>), DataplaneError> {
+    let v4 = r.orig_daddr.is_ipv4();
+    let a = if v4 { 1 } else { 4 };
+    let owner = format!("snat rule {}", r.name);
+    let mut e: Vec<Expr> = nfproto(v4).into();
+    if r.protocol != SnatProtocol::Any {
+        let p = if r.protocol == SnatProtocol::Tcp {
+            6
+        } else {
+            17
+        };
+        e.push(Expr::Meta {
+            key: libc::NFT_META_L4PROTO as u32,
+            dreg: reg(0),
+        });
+        e.push(Expr::Cmp {
+            sreg: reg(0),
+            op: libc::NFT_CMP_EQ as u32,
+            data: vec![p],
+        });
+    }
+    for (iface, key) in [
+        (&r.in_iface, libc::NFT_META_IIFNAME),
+        (&r.out_iface, libc::NFT_META_OIFNAME),
+    ] {
+        if let Some(name) = iface {
+            e.push(Expr::Meta {
+                key: key as u32,
+                dreg: reg(0),
+            });
+            e.push(Expr::Cmp {
+                sreg: reg(0),
+                op: libc::NFT_CMP_EQ as u32,
+                data: iface_bytes(&r.name, name)?,
+            });
+        }
+    }
+    let dst = if v4 {
+        libc::NFT_CT_DST_IP
+    } else {
+        libc::NFT_CT_DST_IP6
+    };
+    e.push(Expr::Ct {
+        key: dst as u32,
+        dir: 0,
+        dreg: reg(0),
+    });
+    e.push(Expr::Cmp {
+        sreg: reg(0),
+        op: libc::NFT_CMP_EQ as u32,
+        data: addr_bytes(&r.orig_daddr),
+    });
+    if let Some(ports) = r.orig_dports {
+        let (lo, hi) = ports.bounds();
+        if lo == 0 || lo > hi {
+            return Err(DataplaneError::BadPortRange {
+                owner,
+                first: lo,
+                last: hi,
+            });
+        }
+        e.push(Expr::Ct {
+            key: libc::NFT_CT_PROTO_DST as u32,
+            dir: 0,
+            dreg: reg(0),
+        });
+        if lo == hi {
+            e.push(Expr::Cmp {
+                sreg: reg(0),
+                op: libc::NFT_CMP_EQ as u32,
+                data: lo.to_be_bytes().to_vec(),
+            });
+        } else {
+            e.push(Expr::Cmp {
+                sreg: reg(0),
+                op: libc::NFT_CMP_GTE as u32,
+                data: lo.to_be_bytes().to_vec(),
+            });
+            e.push(Expr::Cmp {
+                sreg: reg(0),
+                op: libc::NFT_CMP_LTE as u32,
+                data: hi.to_be_bytes().to_vec(),
+            });
+        }
+    }
+    let check = |addr: &IpAddr| {
+        if addr.is_ipv4() == v4 {
+            Ok(())
+        } else {
+            Err(DataplaneError::FamilyMismatch {
+                owner: owner.clone(),
+                addr: *addr,
+                vip: r.orig_daddr,
+            })
+        }
+    };
+    let mut pool = None;
+    match &r.source {
+        SnatSource::Address(addr) => {
+            check(addr)?;
+            e.push(Expr::Immediate {
+                dreg: reg(0),
+                data: addr_bytes(addr),
+            });
+            e.push(Expr::Nat {
+                snat: true,
+                v4,
+                addr_min: Some(reg(0)),
+                addr_max: None,
+                proto_min: None,
+                proto_max: None,
+            });
+        }
+        SnatSource::Pool(entries) => {
+            if entries.is_empty() {
+                return Err(DataplaneError::EmptyPool {
+                    rule: r.name.clone(),
+                });
+            }
+            let with_ports = entries.iter().any(|(_, p)| p.is_some());
+            let mut elements = BTreeMap::new();
+            for (i, (addr, ports)) in entries.iter().enumerate() {
+                check(addr)?;
+                let mut data = addr_bytes(addr);
+                if with_ports {
+                    // Entries without a range get the unprivileged ports.
+                    let (lo, hi) = ports.unwrap_or((1024, 65535));
+                    if lo == 0 || lo > hi {
+                        return Err(DataplaneError::BadPortRange {
+                            owner: owner.clone(),
+                            first: lo,
+                            last: hi,
+                        });
+                    }
+                    data.extend(port_reg(lo));
+                    data.extend(addr_bytes(addr));
+                    data.extend(port_reg(hi));
+                }
+                elements.insert(
+                    ElemKey {
+                        key: (i as u32).to_ne_bytes().to_vec(),
+                        key_end: None,
+                    },
+                    data,
+                );
+            }
+            let base: String = r
+                .name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .take(40)
+                .collect();
+            let mut name = format!("snat_{base}");
+            let mut n = 2;
+            while !pool_names.insert(name.clone()) {
+                name = format!("snat_{base}_{n}");
+                n += 1;
+            }
+            let alen = family_len(&r.orig_daddr) as u32;
+            let ta = if v4 { T_IPV4 } else { T_IPV6 };
+            let spec = SetSpec {
+                flags: libc::NFT_SET_MAP as u32,
+                key_len: 4,
+                key_type: T_MARK,
+                data_len: if with_ports { 2 * alen + 8 } else { alen },
+                data_type: if with_ports {
+                    concat_type(&[ta, T_SERVICE, ta, T_SERVICE])
+                } else {
+                    ta
+                },
+                concat: Vec::new(),
+                counter: false,
+            };
+            e.push(Expr::Numgen {
+                kind: libc::NFT_NG_INCREMENTAL as u32,
+                modulus: entries.len() as u32,
+                dreg: reg(0),
+            });
+            e.push(Expr::Lookup {
+                set: name.clone(),
+                sreg: reg(0),
+                dreg: Some(reg(0)),
+            });
+            e.push(if with_ports {
+                Expr::Nat {
+                    snat: true,
+                    v4,
+                    addr_min: Some(reg(0)),
+                    proto_min: Some(reg(a)),
+                    addr_max: Some(reg(a + 1)),
+                    proto_max: Some(reg(2 * a + 1)),
+                }
+            } else {
+                Expr::Nat {
+                    snat: true,
+                    v4,
+                    addr_min: Some(reg(0)),
+                    addr_max: Some(reg(0)),
+                    proto_min: None,
+                    proto_max: None,
+                }
+            });
+            pool = Some((
+                name,
+                SetState {
+                    spec,
+                    elements,
+                    counters: HashMap::new(),
+                },
+            ));
+        }
+    }
+    let short: String = r.name.chars().take(64).collect();
+    let comment = format!("snat {short} #{:016x}", digest(&format!("{r:?}")));
+    Ok((PlannedRule { comment, exprs: e }, pool))
+}
+
+/// Decodes a DNAT map element back into a slot (None for other sets).
+fn decode_slot(map: &str, k: &ElemKey, data: &[u8]) -> Option<DnatSlot> {
+    let rest = map.strip_prefix("dnat")?;
+    let (range, rest) = match rest.strip_prefix('r') {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let alen = if rest.starts_with('4') { 4 } else { 16 };
+    let key = &k.key;
+    if key.len() != 12 + alen || data.len() < alen {
+        return None;
+    }
+    let protocol = Protocol::from_number(key[0])?;
+    let vip = ip_from(&key[4..4 + alen])?;
+    let port = u16::from_be_bytes([key[4 + alen], key[5 + alen]]);
+    let slot = u32::from_ne_bytes(key[8 + alen..12 + alen].try_into().ok()?);
+    let ports = match (&k.key_end, range) {
+        (Some(end), true) if end.len() == key.len() => {
+            PortSpec::Range(port, u16::from_be_bytes([end[4 + alen], end[5 + alen]]))
+        }
+        _ => PortSpec::Single(port),
+    };
+    let backend = ip_from(&data[..alen])?;
+    let backend_port = (!range && data.len() >= alen + 2)
+        .then(|| u16::from_be_bytes([data[alen], data[alen + 1]]));
+    Some(DnatSlot {
+        map: map.to_owned(),
+        protocol,
+        vip,
+        ports,
+        slot,
+        backend,
+        backend_port,
+    })
+}
+
+fn ip_from(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
+        _ => None,
+    }
+}
+
+/// An element to add: key and data.
+pub type ElemEntry = (ElemKey, Vec<u8>);
+
+/// What to send to go from one table to another.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Create the table.
+    pub create_table: bool,
+    /// Chains to create.
+    pub add_chains: Vec<ChainDef>,
+    /// Chains whose rules are all deleted (then re-added from the layout).
+    pub flush_chains: Vec<String>,
+    /// Rules deleted by the flushes.
+    pub rules_removed: usize,
+    /// Sets to delete.
+    pub del_sets: Vec<String>,
+    /// Sets to create.
+    pub add_sets: Vec<String>,
+    /// Elements to delete, per set.
+    pub del_elems: Vec<(String, Vec<ElemKey>)>,
+    /// Elements to add, per set.
+    pub add_elems: Vec<(String, Vec<ElemEntry>)>,
+    /// Chains whose layout rules are (re-)added.
+    pub add_rules: Vec<String>,
+    /// Rules added.
+    pub rules_added: usize,
+}
+
+impl Changes {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.report().changes() == 0
+    }
+
+    /// Counts as a report (no timing).
+    pub fn report(&self) -> ApplyReport {
+        ApplyReport {
+            table_created: self.create_table,
+            chains_added: self.add_chains.len(),
+            sets_added: self.add_sets.len(),
+            sets_removed: self.del_sets.len(),
+            elements_added: self.add_elems.iter().map(|(_, e)| e.len()).sum(),
+            elements_removed: self.del_elems.iter().map(|(_, e)| e.len()).sum(),
+            rules_added: self.rules_added,
+            rules_removed: self.rules_removed,
+            ..ApplyReport::default()
+        }
+    }
+}
+
+/// The changes that turn `current` into `want.state`.
+pub fn diff(current: &TableState, want: &Layout) -> Changes {
+    let mut c = Changes {
+        create_table: !current.exists,
+        ..Changes::default()
+    };
+    for def in CHAINS {
+        if !current.exists || !current.chains.contains(def.name) {
+            c.add_chains.push(def);
+        }
+    }
+    let mut replaced_any = false;
+    for (name, cur) in &current.sets {
+        match want.state.sets.get(name) {
+            Some(w) if w.spec.same_shape(&cur.spec) => {
+                let dels: Vec<ElemKey> = cur
+                    .elements
+                    .iter()
+                    .filter(|(k, d)| w.elements.get(*k) != Some(*d))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let adds: Vec<(ElemKey, Vec<u8>)> = w
+                    .elements
+                    .iter()
+                    .filter(|(k, d)| cur.elements.get(*k) != Some(*d))
+                    .map(|(k, d)| (k.clone(), d.clone()))
+                    .collect();
+                if !dels.is_empty() {
+                    c.del_elems.push((name.clone(), dels));
+                }
+                if !adds.is_empty() {
+                    c.add_elems.push((name.clone(), adds));
+                }
+            }
+            Some(_) => {
+                replaced_any = true;
+                c.del_sets.push(name.clone());
+            }
+            None => c.del_sets.push(name.clone()),
+        }
+    }
+    for (name, w) in &want.state.sets {
+        let keep = current
+            .sets
+            .get(name)
+            .is_some_and(|cur| w.spec.same_shape(&cur.spec));
+        if !keep {
+            c.add_sets.push(name.clone());
+            if !w.elements.is_empty() {
+                c.add_elems.push((
+                    name.clone(),
+                    w.elements
+                        .iter()
+                        .map(|(k, d)| (k.clone(), d.clone()))
+                        .collect(),
+                ));
+            }
+        }
+    }
+    let empty = Vec::new();
+    for def in CHAINS {
+        let cur = current.rules.get(def.name).unwrap_or(&empty);
+        let wanted = want.state.rules.get(def.name).unwrap_or(&empty);
+        // dnat and count rules are independent of order; snat rules are not.
+        let same = if def.name == "lb_snat" {
+            cur == wanted
+        } else {
+            let (mut a, mut b) = (cur.clone(), wanted.clone());
+            a.sort();
+            b.sort();
+            a == b
+        };
+        if !same || (replaced_any && !cur.is_empty()) {
+            if !cur.is_empty() {
+                c.flush_chains.push(def.name.to_owned());
+                c.rules_removed += cur.len();
+            }
+            if !wanted.is_empty() {
+                c.add_rules.push(def.name.to_owned());
+                c.rules_added += wanted.len();
+            }
+        }
+    }
+    c
+}
+
+/// Element-only changes for a step where just services (not SNAT rules) changed and
+/// every map they need already exists and keeps an element; `None` when a full plan
+/// and diff are needed. Plans only the changed services, so a one-backend change in
+/// a large table costs what that service costs.
+pub fn incremental(
+    current: &TableState,
+    prev: &DesiredState,
+    next: &DesiredState,
+) -> Result<Option<(Changes, Layout)>, DataplaneError> {
+    if prev.snat != next.snat {
+        return Ok(None);
+    }
+    let old: HashMap<&str, &Service> = prev.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    if old.len() != prev.services.len() {
+        return Ok(None);
+    }
+    let mut seen = HashSet::new();
+    let mut claimed = HashSet::new();
+    let (mut old_part, mut new_part) = (Vec::new(), Vec::new());
+    for s in &next.services {
+        // Duplicates: the full plan names them in its error.
+        if !seen.insert(s.name.as_str()) || !claimed.insert((s.protocol, s.vip, s.ports)) {
+            return Ok(None);
+        }
+        match old.get(s.name.as_str()) {
+            Some(o) if *o == s => {}
+            Some(o) => {
+                old_part.push((*o).clone());
+                new_part.push(s.clone());
+            }
+            None => new_part.push(s.clone()),
+        }
+    }
+    old_part.extend(
+        prev.services
+            .iter()
+            .filter(|s| !seen.contains(s.name.as_str()))
+            .cloned(),
+    );
+    let a = plan(&DesiredState {
+        services: old_part,
+        snat: Vec::new(),
+    })?;
+    let b = plan(&DesiredState {
+        services: new_part,
+        snat: Vec::new(),
+    })?;
+    let mut c = Changes::default();
+    // Maps the changed services need that do not exist yet: created with their rule
+    // (dnat chains are order-free, so the rule is appended).
+    let mut extra = Layout::default();
+    for (name, set) in &b.state.sets {
+        if current.sets.contains_key(name) {
+            continue;
+        }
+        let comment = format!("dnat @{name}");
+        let found = b
+            .rules
+            .iter()
+            .find_map(|(chain, rs)| rs.iter().find(|r| r.comment == comment).map(|r| (chain, r)));
+        let Some((chain, rule)) = found else {
+            return Ok(None);
+        };
+        c.add_sets.push(name.clone());
+        extra.state.sets.insert(
+            name.clone(),
+            SetState {
+                elements: BTreeMap::new(),
+                ..set.clone()
+            },
+        );
+        extra
+            .rules
+            .entry(chain.clone())
+            .or_default()
+            .push(rule.clone());
+        if !c.add_rules.contains(chain) {
+            c.add_rules.push(chain.clone());
+        }
+        c.rules_added += 1;
+    }
+    let names: BTreeSet<&String> = a.state.sets.keys().chain(b.state.sets.keys()).collect();
+    let empty = BTreeMap::new();
+    for name in names {
+        let fresh_set = extra.state.sets.get(name);
+        let Some(cur) = current.sets.get(name).or(fresh_set) else {
+            return Ok(None);
+        };
+        let ea = a.state.sets.get(name).map_or(&empty, |s| &s.elements);
+        let eb = b.state.sets.get(name).map_or(&empty, |s| &s.elements);
+        let dels: Vec<ElemKey> = ea
+            .iter()
+            .filter(|(k, d)| eb.get(*k) != Some(*d))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let adds: Vec<(ElemKey, Vec<u8>)> = eb
+            .iter()
+            .filter(|(k, d)| ea.get(*k) != Some(*d))
+            .map(|(k, d)| (k.clone(), d.clone()))
+            .collect();
+        let gone = dels.iter().filter(|k| !eb.contains_key(*k)).count();
+        let new = adds.iter().filter(|(k, _)| !ea.contains_key(k)).count();
+        if cur.elements.len() + new <= gone {
+            // The map would be empty: the full path deletes it and its rule.
+            return Ok(None);
+        }
+        let _ = fresh_set;
+        if !dels.is_empty() {
+            c.del_elems.push((name.clone(), dels));
+        }
+        if !adds.is_empty() {
+            c.add_elems.push((name.clone(), adds));
+        }
+    }
+    Ok(Some((c, extra)))
+}
+
+impl TableState {
+    /// Records committed incremental changes (new maps and rules from `extra`, then
+    /// elements).
+    pub fn apply_incremental(&mut self, c: &Changes, extra: &Layout) {
+        for (name, set) in &extra.state.sets {
+            self.sets.insert(name.clone(), set.clone());
+        }
+        for (chain, rules) in &extra.rules {
+            self.rules
+                .entry(chain.clone())
+                .or_default()
+                .extend(rules.iter().map(|r| r.comment.clone()));
+        }
+        self.apply_elements(c);
+    }
+
+    /// Records element changes that were committed.
+    pub fn apply_elements(&mut self, c: &Changes) {
+        for (name, dels) in &c.del_elems {
+            if let Some(s) = self.sets.get_mut(name) {
+                for k in dels {
+                    s.elements.remove(k);
+                }
+            }
+        }
+        for (name, adds) in &c.add_elems {
+            if let Some(s) = self.sets.get_mut(name) {
+                for (k, d) in adds {
+                    s.elements.insert(k.clone(), d.clone());
+                }
+            }
+        }
+    }
+}

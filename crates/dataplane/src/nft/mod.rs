@@ -1,0 +1,577 @@
+//! The nftables backend: one table of its own (family inet), changed by one netlink
+//! batch per apply. See [`layout`] for what the table holds.
+
+mod expr;
+pub mod layout;
+mod netlink;
+mod objects;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
+use std::mem::size_of;
+use std::time::Instant;
+
+use nftnl::nftnl_sys as sys;
+use nftnl::{MsgType, ProtoFamily};
+
+use layout::{Changes, ElemKey, Layout, SetState, TableState, CHAINS};
+use netlink::NfSocket;
+use objects::{ElemDump, RuleObj, SetObj};
+
+use crate::{AppliedState, ApplyReport, BackendCounters, Dataplane, DataplaneError, DesiredState};
+
+/// The table name lbd uses unless told otherwise.
+pub const DEFAULT_TABLE: &str = "lbsuite";
+
+/// The nftables backend.
+#[derive(Debug)]
+pub struct NftBackend {
+    table: String,
+    sock: NfSocket,
+    /// What we committed last and the ruleset generation right after.
+    record: Option<Record>,
+    /// The last desired state committed (for incremental steps and counters).
+    applied: Option<DesiredState>,
+}
+
+#[derive(Debug)]
+struct Record {
+    generation: u32,
+    state: TableState,
+}
+
+/// Batch page size: one sendmsg takes at most 1024 pages (UIO_MAXIOV); 1 MiB pages
+/// carry batches up to 1 GiB.
+const BATCH_PAGE: u32 = 1 << 20;
+
+/// NFTA_GEN_ID (nf_tables.h; not in libc).
+const NFTA_GEN_ID: u16 = 1;
+
+const FAMILY: u16 = libc::NFPROTO_INET as u16;
+
+impl NftBackend {
+    /// A backend owning table `inet <table>`, talking to the netfilter of the calling
+    /// thread's network namespace. Touches nothing until the first apply.
+    pub fn new(table: &str) -> Result<NftBackend, DataplaneError> {
+        if table.is_empty() || table.len() > 255 || table.contains('\0') {
+            return Err(DataplaneError::BadTableName(table.to_owned()));
+        }
+        Ok(NftBackend {
+            table: table.to_owned(),
+            sock: NfSocket::open()?,
+            record: None,
+            applied: None,
+        })
+    }
+
+    /// The owned table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The ruleset generation (bumped by every nf_tables commit, anyone's).
+    fn generation(&self) -> Result<u32, DataplaneError> {
+        let mut id = None;
+        let refused = self.sock.request(
+            |buf, seq| {
+                // SAFETY: buf has room for a maximal message.
+                unsafe {
+                    let h = sys::nftnl_nlmsg_build_hdr(
+                        buf.as_mut_ptr().cast(),
+                        libc::NFT_MSG_GETGEN as u16,
+                        0,
+                        libc::NLM_F_ACK as u16,
+                        seq,
+                    );
+                    (*h).nlmsg_len as usize
+                }
+            },
+            |hdr, p| {
+                if hdr.nlmsg_type & 0xff == libc::NFT_MSG_NEWGEN as u16 {
+                    // SAFETY: p is a complete message of hdr.nlmsg_len bytes.
+                    let msg = unsafe {
+                        std::slice::from_raw_parts(p.cast::<u8>(), hdr.nlmsg_len as usize)
+                    };
+                    id = gen_id(msg);
+                }
+            },
+        )?;
+        if let Some(errno) = refused {
+            return Err(kernel_error(
+                "ruleset generation request".into(),
+                errno,
+                String::new(),
+            ));
+        }
+        id.ok_or_else(|| DataplaneError::Malformed("NEWGEN without NFTA_GEN_ID".into()))
+    }
+
+    fn dump(
+        &self,
+        msg: i32,
+        flags: i32,
+        payload: impl FnOnce(*mut libc::nlmsghdr),
+        mut each: impl FnMut(*const libc::nlmsghdr),
+    ) -> Result<Option<i32>, DataplaneError> {
+        self.sock.request(
+            |buf, seq| {
+                // SAFETY: buf has room for a maximal message; payload writes into it.
+                unsafe {
+                    let h = sys::nftnl_nlmsg_build_hdr(
+                        buf.as_mut_ptr().cast(),
+                        msg as u16,
+                        FAMILY,
+                        (libc::NLM_F_ACK | flags) as u16,
+                        seq,
+                    );
+                    payload(h);
+                    (*h).nlmsg_len as usize
+                }
+            },
+            |_, p| each(p),
+        )
+    }
+
+    /// Reads our table from the kernel (elements and counters included).
+    fn kernel_state(&self) -> Result<TableState, DataplaneError> {
+        let mut st = TableState::default();
+        let mut tables = Vec::new();
+        let r = self.dump(
+            libc::NFT_MSG_GETTABLE,
+            libc::NLM_F_DUMP,
+            |_| {},
+            |p| {
+                // SAFETY: p is a complete message from the kernel.
+                if let Some(t) = unsafe { objects::parse_table(p) } {
+                    tables.push(t);
+                }
+            },
+        )?;
+        if let Some(errno) = r {
+            return Err(kernel_error("table list".into(), errno, String::new()));
+        }
+        if !tables.contains(&self.table) {
+            return Ok(st);
+        }
+        st.exists = true;
+        let r = self.dump(
+            libc::NFT_MSG_GETCHAIN,
+            libc::NLM_F_DUMP,
+            |_| {},
+            |p| {
+                // SAFETY: as above.
+                if let Some((t, c)) = unsafe { objects::parse_chain(p) } {
+                    if t == self.table {
+                        st.chains.insert(c);
+                    }
+                }
+            },
+        )?;
+        if let Some(errno) = r {
+            return Err(kernel_error(
+                format!("chain list of {}", self.table),
+                errno,
+                String::new(),
+            ));
+        }
+        let probe = SetObj::new(&self.table, "");
+        // SAFETY: the name attribute is dropped so the dump covers the whole table.
+        unsafe { sys::nftnl_set_unset(probe.ptr(), sys::NFTNL_SET_NAME as u16) };
+        let mut sets = Vec::new();
+        let r = self.dump(
+            libc::NFT_MSG_GETSET,
+            libc::NLM_F_DUMP,
+            // SAFETY: building the payload of a live set into the request.
+            |h| unsafe { sys::nftnl_set_nlmsg_build_payload(h, probe.ptr()) },
+            |p| {
+                // SAFETY: complete message.
+                if let Some(s) = unsafe { objects::parse_set(p) } {
+                    if s.table == self.table {
+                        sets.push(s);
+                    }
+                }
+            },
+        )?;
+        if let Some(errno) = r {
+            return Err(kernel_error(
+                format!("set list of {}", self.table),
+                errno,
+                String::new(),
+            ));
+        }
+        for s in sets {
+            let mut dump = ElemDump::new(&self.table, &s.name);
+            let mut ok = true;
+            let req = ElemDump::new(&self.table, &s.name);
+            let r = self.dump(
+                libc::NFT_MSG_GETSETELEM,
+                libc::NLM_F_DUMP,
+                // SAFETY: payload of a live set without elements.
+                |h| unsafe { sys::nftnl_set_elems_nlmsg_build_payload(h, req.set().ptr()) },
+                // SAFETY: complete message.
+                |p| ok &= unsafe { dump.parse(p) },
+            )?;
+            if let Some(errno) = r {
+                return Err(kernel_error(
+                    format!("elements of {}", s.name),
+                    errno,
+                    String::new(),
+                ));
+            }
+            if !ok {
+                return Err(DataplaneError::Malformed(format!("elements of {}", s.name)));
+            }
+            let mut set = SetState {
+                spec: s.spec,
+                elements: BTreeMap::new(),
+                counters: HashMap::new(),
+            };
+            for e in dump.elements() {
+                if let Some(c) = e.counter {
+                    set.counters.insert(e.key.clone(), c);
+                }
+                set.elements.insert(e.key, e.data);
+            }
+            st.sets.insert(s.name, set);
+        }
+        let probe = RuleObj::new(&self.table, "");
+        // SAFETY: drop the chain attribute: all chains of the table.
+        unsafe { sys::nftnl_rule_unset(probe.ptr(), sys::NFTNL_RULE_CHAIN as u16) };
+        let mut rules = Vec::new();
+        let r = self.dump(
+            libc::NFT_MSG_GETRULE,
+            libc::NLM_F_DUMP,
+            // SAFETY: payload of a live rule.
+            |h| unsafe { sys::nftnl_rule_nlmsg_build_payload(h, probe.ptr()) },
+            |p| {
+                // SAFETY: complete message.
+                if let Some(r) = unsafe { objects::parse_rule(p) } {
+                    if r.table == self.table {
+                        rules.push(r);
+                    }
+                }
+            },
+        )?;
+        if let Some(errno) = r {
+            return Err(kernel_error(
+                format!("rule list of {}", self.table),
+                errno,
+                String::new(),
+            ));
+        }
+        // Dumps come in chain order, by handle within a chain.
+        for r in rules {
+            st.rules.entry(r.chain).or_default().push(r.comment);
+        }
+        Ok(st)
+    }
+
+    /// Builds and sends the batch for `c`; Ok(report) or the first refusal as error.
+    fn send(&self, c: &Changes, want: &Layout) -> Result<ApplyReport, DataplaneError> {
+        let ctable = CString::new(self.table.as_str())
+            .map_err(|_| DataplaneError::BadTableName(self.table.clone()))?;
+        let table = nftnl::Table::new(&ctable, ProtoFamily::Inet);
+        let mut batch = nftnl::Batch::with_page_size(BATCH_PAGE);
+        let mut what: Vec<String> = Vec::new();
+        if c.create_table {
+            batch.add(&table, MsgType::Add);
+            what.push(format!("table inet {}", self.table));
+        }
+        for def in &c.add_chains {
+            let name = CString::new(def.name).unwrap_or_default();
+            let mut chain = nftnl::Chain::new(&name, &table);
+            chain.set_hook(def.hook, def.priority);
+            chain.set_type(if def.nat {
+                nftnl::ChainType::Nat
+            } else {
+                nftnl::ChainType::Filter
+            });
+            batch.add(&chain, MsgType::Add);
+            what.push(format!(
+                "chain {} (base chain, hook {:?} priority {})",
+                def.name, def.hook, def.priority
+            ));
+        }
+        for chain in &c.flush_chains {
+            batch.add(&RuleObj::new(&self.table, chain), MsgType::Del);
+            what.push(format!("flush of chain {chain}"));
+        }
+        for name in &c.del_sets {
+            batch.add(&SetObj::new(&self.table, name), MsgType::Del);
+            what.push(format!("deletion of map {name}"));
+        }
+        for (id, name) in c.add_sets.iter().enumerate() {
+            let Some(spec) = want.state.sets.get(name).map(|s| &s.spec) else {
+                continue;
+            };
+            batch.add(
+                &SetObj::new(&self.table, name).with_spec(spec, id as u32 + 1),
+                MsgType::Add,
+            );
+            what.push(format!("creation of map {name}"));
+        }
+        for (name, elems) in &c.del_elems {
+            self.write_elems(&mut batch, &mut what, MsgType::Del, name, elems);
+        }
+        for (name, elems) in &c.add_elems {
+            self.write_elems(&mut batch, &mut what, MsgType::Add, name, elems);
+        }
+        for chain in &c.add_rules {
+            for r in want.rules.get(chain).into_iter().flatten() {
+                batch.add(
+                    &RuleObj::new(&self.table, chain).with(&r.exprs, &r.comment),
+                    MsgType::Add,
+                );
+                what.push(format!("rule \"{}\" in chain {chain}", r.comment));
+            }
+        }
+        let batch = batch.finalize();
+        let seqs = batch.sequence_numbers();
+        let pages: Vec<&[u8]> = batch.iter().collect();
+        let bytes: usize = pages.iter().map(|p| p.len()).sum();
+        let refusals = self.sock.send_batch(&pages, seqs.clone())?;
+        // Batch begin/end carry a sequence number only where the kernel acks them.
+        let span = (seqs.end - seqs.start) as usize;
+        let first = seqs.start + u32::from(span > what.len());
+        if let Some(r) = refusals.first() {
+            let idx = r.seq.checked_sub(first).map(|i| i as usize);
+            let desc = match idx.and_then(|i| what.get(i)) {
+                Some(d) => d.clone(),
+                None => format!("the batch ({} messages)", what.len()),
+            };
+            return Err(kernel_error(desc, r.errno, r.extack.clone()));
+        }
+        let mut report = c.report();
+        report.messages = what.len();
+        report.batch_bytes = bytes;
+        Ok(report)
+    }
+}
+
+impl NftBackend {
+    fn write_elems<E: ElemPair>(
+        &self,
+        batch: &mut nftnl::Batch,
+        what: &mut Vec<String>,
+        kind: MsgType,
+        name: &str,
+        elems: &[E],
+    ) {
+        let mut set = SetObj::new(&self.table, name);
+        for e in elems {
+            let (k, d) = e.pair();
+            set.add_elem(k, d);
+        }
+        let n = set.write_elems(batch, kind);
+        let verb = if kind == MsgType::Add {
+            "adding"
+        } else {
+            "deleting"
+        };
+        for i in 0..n {
+            what.push(format!(
+                "{verb} elements of map {name} (message {} of {n}, {} elements in all)",
+                i + 1,
+                elems.len()
+            ));
+        }
+    }
+}
+
+trait ElemPair {
+    fn pair(&self) -> (&ElemKey, Option<&[u8]>);
+}
+
+impl ElemPair for ElemKey {
+    fn pair(&self) -> (&ElemKey, Option<&[u8]>) {
+        (self, None)
+    }
+}
+
+impl ElemPair for (ElemKey, Vec<u8>) {
+    fn pair(&self) -> (&ElemKey, Option<&[u8]>) {
+        (&self.0, Some(&self.1))
+    }
+}
+
+fn kernel_error(what: String, errno: i32, extack: String) -> DataplaneError {
+    DataplaneError::Kernel {
+        what,
+        reason: std::io::Error::from_raw_os_error(errno).to_string(),
+        extack: if extack.is_empty() {
+            extack
+        } else {
+            format!(": {extack}")
+        },
+        hint: DataplaneError::hint_for(errno),
+        errno,
+    }
+}
+
+/// NFTA_GEN_ID from a NEWGEN message.
+fn gen_id(msg: &[u8]) -> Option<u32> {
+    // nlmsghdr, nfgenmsg (4 bytes), then attributes.
+    let mut attrs = msg.get(size_of::<libc::nlmsghdr>() + 4..)?;
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let ty = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if ty == NFTA_GEN_ID && len >= 8 {
+            return Some(u32::from_be_bytes(attrs[4..8].try_into().ok()?));
+        }
+        attrs = &attrs[((len + 3) & !3).min(attrs.len())..];
+    }
+    None
+}
+
+impl Dataplane for NftBackend {
+    fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        let start = Instant::now();
+        // Trust our record only if nobody committed anything since our last batch.
+        let generation = self.generation()?;
+        if let (Some(rec), Some(prev)) = (&self.record, &self.applied) {
+            if rec.generation == generation {
+                if prev == desired {
+                    return Ok(ApplyReport {
+                        duration: start.elapsed(),
+                        ..ApplyReport::default()
+                    });
+                }
+                if let Some((changes, extra)) = layout::incremental(&rec.state, prev, desired)? {
+                    let mut report = self.send(&changes, &extra);
+                    if let Ok(r) = &mut report {
+                        let generation = self.generation()?;
+                        if let Some(rec) = &mut self.record {
+                            rec.state.apply_incremental(&changes, &extra);
+                            rec.generation = generation;
+                        }
+                        self.applied = Some(desired.clone());
+                        r.duration = start.elapsed();
+                        return Ok(r.clone());
+                    }
+                    // Refused: fall through to a full read-back and diff.
+                    self.record = None;
+                }
+            }
+        }
+        let want = layout::plan(desired)?;
+        let fresh;
+        let (current, mut reread) = match &self.record {
+            Some(r) if r.generation == generation => (&r.state, false),
+            _ => {
+                fresh = self.kernel_state()?;
+                (&fresh, true)
+            }
+        };
+        let changes = layout::diff(current, &want);
+        let mut report = if changes.is_empty() {
+            ApplyReport::default()
+        } else {
+            match self.send(&changes, &want) {
+                Ok(r) => r,
+                // A stale record: read the kernel and try once more.
+                Err(DataplaneError::Kernel { .. }) if !reread => {
+                    self.record = None;
+                    reread = true;
+                    let fresh = self.kernel_state()?;
+                    let changes = layout::diff(&fresh, &want);
+                    self.send(&changes, &want)?
+                }
+                Err(e) => {
+                    self.record = None;
+                    return Err(e);
+                }
+            }
+        };
+        let generation = if report.messages > 0 {
+            self.generation()?
+        } else {
+            generation
+        };
+        self.applied = Some(desired.clone());
+        self.record = Some(Record {
+            generation,
+            state: want.state,
+        });
+        report.reread = reread;
+        report.duration = start.elapsed();
+        tracing::debug!(table = %self.table, changes = report.changes(), ?report.duration, "nft apply");
+        Ok(report)
+    }
+
+    fn read_back(&self) -> Result<AppliedState, DataplaneError> {
+        Ok(self.kernel_state()?.to_applied())
+    }
+
+    fn counters(&self) -> Result<Vec<BackendCounters>, DataplaneError> {
+        let Some(applied) = &self.applied else {
+            return Ok(Vec::new());
+        };
+        let want = layout::plan(applied)?;
+        let st = self.kernel_state()?;
+        let mut out: Vec<BackendCounters> = want
+            .owners
+            .iter()
+            .map(|o| BackendCounters {
+                service: o.service.clone(),
+                backend: o.backend.clone(),
+                addr: o.addr,
+                port: o.port,
+                connections: 0,
+                packets: o.single.then_some(0),
+                bytes: o.single.then_some(0),
+            })
+            .collect();
+        for (name, set) in &st.sets {
+            let counting = name.starts_with("count");
+            for (k, (packets, bytes)) in &set.counters {
+                let Some(&i) = want.owner_of.get(&(name.clone(), k.clone())) else {
+                    continue;
+                };
+                let Some(c) = out.get_mut(i) else { continue };
+                if counting {
+                    c.packets = Some(c.packets.unwrap_or(0) + packets);
+                    c.bytes = Some(c.bytes.unwrap_or(0) + bytes);
+                } else if name.starts_with("dnat") {
+                    // The nat chain sees only a connection's first packet.
+                    c.connections += packets;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn teardown(&mut self) -> Result<(), DataplaneError> {
+        self.record = None;
+        self.applied = None;
+        let ctable = CString::new(self.table.as_str())
+            .map_err(|_| DataplaneError::BadTableName(self.table.clone()))?;
+        let table = nftnl::Table::new(&ctable, ProtoFamily::Inet);
+        let mut batch = nftnl::Batch::new();
+        batch.add(&table, MsgType::Del);
+        let batch = batch.finalize();
+        let pages: Vec<&[u8]> = batch.iter().collect();
+        let refusals = self.sock.send_batch(&pages, batch.sequence_numbers())?;
+        match refusals.first() {
+            None => Ok(()),
+            // Already gone.
+            Some(r) if r.errno == libc::ENOENT => Ok(()),
+            Some(r) => Err(kernel_error(
+                format!("deletion of table inet {}", self.table),
+                r.errno,
+                r.extack.clone(),
+            )),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "nft"
+    }
+}
+
+/// Chains the backend creates (for documentation and tests).
+pub fn chain_names() -> Vec<&'static str> {
+    CHAINS.iter().map(|c| c.name).collect()
+}

@@ -1,0 +1,454 @@
+//! The nft backend against the kernel, inside network namespaces (needs root).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use dataplane::{
+    Backend, Dataplane, DesiredState, DnatSlot, NftBackend, PortSpec, Protocol, Scheduler, Service,
+    SnatProtocol, SnatRule, SnatSource,
+};
+use integration::{Host, Lab, Prefix};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn backend(name: &str, addr: &str, weight: u32) -> Backend {
+    Backend {
+        name: name.into(),
+        addr: ip(addr),
+        port: Some(80),
+        weight,
+    }
+}
+
+fn web(scheduler: Scheduler, w1: u32, w2: u32) -> Service {
+    Service {
+        name: "web".into(),
+        vip: ip("198.18.0.100"),
+        ports: PortSpec::Single(80),
+        protocol: Protocol::Tcp,
+        scheduler,
+        backends: vec![
+            backend("srv1", "198.18.1.21", w1),
+            backend("srv2", "198.18.1.22", w2),
+        ],
+    }
+}
+
+fn snat_web(source: SnatSource) -> SnatRule {
+    SnatRule {
+        name: "web-out".into(),
+        in_iface: Some("eth0".into()),
+        out_iface: Some("eth1".into()),
+        protocol: SnatProtocol::Tcp,
+        orig_daddr: ip("198.18.0.100"),
+        orig_dports: Some(PortSpec::Single(80)),
+        source,
+    }
+}
+
+fn backend_in(host: &Host) -> NftBackend {
+    host.run_in(|| NftBackend::new("lbsuite")).unwrap().unwrap()
+}
+
+/// Top-level objects of `nft -j list table inet <t>`: kind -> names.
+fn objects(host: &Host, table: &str) -> BTreeMap<String, Vec<String>> {
+    let out = host
+        .exec_ok(&["nft", "-j", "list", "table", "inet", table])
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for o in v["nftables"].as_array().unwrap() {
+        for (kind, body) in o.as_object().unwrap() {
+            if let Some(name) = body.get("name").and_then(|n| n.as_str()) {
+                m.entry(kind.clone()).or_default().push(name.to_owned());
+            }
+            if kind == "rule" {
+                let c = body.get("comment").and_then(|c| c.as_str()).unwrap_or("");
+                m.entry("rule".into()).or_default().push(c.to_owned());
+            }
+        }
+    }
+    m
+}
+
+fn slots_of<'a>(slots: &'a [DnatSlot], vip: &str) -> Vec<&'a DnatSlot> {
+    slots.iter().filter(|s| s.vip == ip(vip)).collect()
+}
+
+#[test]
+fn layout_diff_and_foreign_table_in_namespace() {
+    if !integration::have_root("layout_diff_and_foreign_table_in_namespace") {
+        return;
+    }
+    let lab = Lab::one_arm().unwrap();
+    let lb = &lab["lb1"];
+    lb.exec_ok(&["nft", "add", "table", "inet", "testown"])
+        .unwrap();
+    lb.exec_ok(&[
+        "nft",
+        "add chain inet testown input { type filter hook input priority 0; }",
+    ])
+    .unwrap();
+    lb.exec_ok(&[
+        "nft",
+        "add rule inet testown input tcp dport 22 counter accept",
+    ])
+    .unwrap();
+    let foreign_before = lb
+        .exec_ok(&["nft", "-j", "list", "table", "inet", "testown"])
+        .unwrap();
+
+    let dns = Service {
+        name: "dns".into(),
+        vip: ip("198.18.0.101"),
+        ports: PortSpec::Single(53),
+        protocol: Protocol::Udp,
+        scheduler: Scheduler::Rr,
+        backends: vec![
+            backend("srv1", "198.18.1.21", 1),
+            backend("srv2", "198.18.1.22", 1),
+        ],
+    };
+    let ftp = Service {
+        name: "passive".into(),
+        vip: ip("198.18.0.102"),
+        ports: PortSpec::Range(10000, 10010),
+        protocol: Protocol::Tcp,
+        scheduler: Scheduler::Sh,
+        backends: vec![Backend {
+            port: None,
+            ..backend("srv1", "198.18.1.21", 1)
+        }],
+    };
+    let state = DesiredState {
+        services: vec![web(Scheduler::Wrr, 3, 1), dns, ftp],
+        snat: vec![snat_web(SnatSource::Pool(vec![
+            (ip("198.18.1.100"), Some((20000, 29999))),
+            (ip("198.18.1.101"), Some((20000, 29999))),
+        ]))],
+    };
+    let mut nft = backend_in(lb);
+    let first = nft.apply(&state).unwrap();
+    println!("first apply: {first:?}");
+    assert!(first.table_created);
+    assert_eq!(first.chains_added, 4);
+    // web 4 + dns 2 + range 1 DNAT slots, 4 counter keys (single-port backends), 2 pool entries.
+    assert_eq!(first.elements_added, 4 + 2 + 1 + 4 + 2);
+
+    let objs = objects(lb, "lbsuite");
+    println!("nft -j list table inet lbsuite: {objs:?}");
+    assert_eq!(
+        objs["chain"],
+        vec!["lb_dnat", "lb_dnat_range", "lb_snat", "lb_count"]
+    );
+    let mut maps = objs["map"].clone();
+    maps.sort();
+    assert_eq!(
+        maps,
+        vec![
+            "dnat4_inc_2",
+            "dnat4_inc_4",
+            "dnatr4_hash_1",
+            "snat_web_out"
+        ]
+    );
+    assert_eq!(objs["set"], vec!["count4"]);
+    assert_eq!(objs["rule"].len(), 5, "{:?}", objs["rule"]);
+    let listing = lb
+        .exec_ok(&["nft", "list", "table", "inet", "lbsuite"])
+        .unwrap();
+    println!("{listing}");
+    assert!(
+        listing.contains("numgen inc mod 4 map @dnat4_inc_4"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("jhash ip saddr mod 1 seed 0x4c425355 map @dnatr4_hash_1"),
+        "{listing}"
+    );
+
+    let before = nft.read_back().unwrap().dnat_slots();
+    let web_slots = slots_of(&before, "198.18.0.100");
+    assert_eq!(web_slots.len(), 4);
+    assert_eq!(
+        web_slots
+            .iter()
+            .filter(|s| s.backend == ip("198.18.1.21"))
+            .count(),
+        3
+    );
+    let range = slots_of(&before, "198.18.0.102");
+    assert_eq!(range[0].ports, PortSpec::Range(10000, 10010));
+    assert_eq!(range[0].backend_port, None);
+
+    let again = nft.apply(&state).unwrap();
+    println!("same state again: {again:?}");
+    assert_eq!(again.changes(), 0);
+    assert_eq!(again.messages, 0);
+
+    // A restarted lbd adopts the table: it diffs against the kernel, changes nothing.
+    let mut adopted = backend_in(lb);
+    let adopt = adopted.apply(&state).unwrap();
+    println!("adopting apply: {adopt:?}");
+    assert!(adopt.reread);
+    assert_eq!(adopt.changes(), 0);
+
+    // One weight change (3:1 -> 1:3, same slot count) touches web's slots only.
+    let mut changed = state.clone();
+    changed.services[0] = web(Scheduler::Wrr, 1, 3);
+    let report = nft.apply(&changed).unwrap();
+    println!("weight change: {report:?}");
+    assert_eq!(
+        report.sets_added + report.sets_removed + report.rules_added + report.rules_removed,
+        0
+    );
+    assert!(report.elements_added > 0 && report.elements_added == report.elements_removed);
+    let after = nft.read_back().unwrap().dnat_slots();
+    let others = |v: &[DnatSlot]| {
+        v.iter()
+            .filter(|s| s.vip != ip("198.18.0.100"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(others(&before), others(&after));
+    let web_after = slots_of(&after, "198.18.0.100");
+    assert_eq!(
+        web_after
+            .iter()
+            .filter(|s| s.backend == ip("198.18.1.22"))
+            .count(),
+        3
+    );
+
+    // A drained backend (weight 0) leaves the slots; dns moves to a 1-slot map.
+    let mut drained = changed.clone();
+    drained.services[1].backends[1].weight = 0;
+    let report = nft.apply(&drained).unwrap();
+    println!("drain: {report:?}");
+    let objs = objects(lb, "lbsuite");
+    assert!(objs["map"].contains(&"dnat4_inc_1".to_owned()), "{objs:?}");
+    assert!(!objs["map"].contains(&"dnat4_inc_2".to_owned()), "{objs:?}");
+
+    assert_eq!(
+        foreign_before,
+        lb.exec_ok(&["nft", "-j", "list", "table", "inet", "testown"])
+            .unwrap()
+    );
+    nft.teardown().unwrap();
+    assert!(lb
+        .exec(&["nft", "list", "table", "inet", "lbsuite"])
+        .map(|o| !o.status.success())
+        .unwrap());
+    assert_eq!(
+        foreign_before,
+        lb.exec_ok(&["nft", "-j", "list", "table", "inet", "testown"])
+            .unwrap()
+    );
+    // Tearing down twice is fine.
+    nft.teardown().unwrap();
+}
+
+#[test]
+fn refused_scheduler_and_bad_state_change_nothing() {
+    let mut null = dataplane::NullBackend::new();
+    let mut s = web(Scheduler::Lc, 1, 1);
+    let err = null
+        .apply(&DesiredState {
+            services: vec![s.clone()],
+            snat: vec![],
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("scheduler lc"), "{err}");
+    s.scheduler = Scheduler::Rr;
+    s.backends[0].addr = ip("2001:db8::1");
+    let err = null
+        .apply(&DesiredState {
+            services: vec![s],
+            snat: vec![],
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("same family"), "{err}");
+    assert!(null.applied().is_none());
+}
+
+/// A server thread answering "<name> <peer address>" to each connection.
+struct PeerServer {
+    stop: Arc<AtomicBool>,
+}
+
+impl PeerServer {
+    fn start(host: &Host, addr: SocketAddr, name: &str) -> PeerServer {
+        let listener: TcpListener = host.tcp_listen(addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, name) = (Arc::clone(&stop), name.to_owned());
+        thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut s, peer)) => {
+                        let _ = s.set_nonblocking(false);
+                        let _ = write!(s, "{name} {}", peer.ip());
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        PeerServer { stop }
+    }
+}
+
+impl Drop for PeerServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn fetch(client: &Host) -> (String, String) {
+    let mut s = client
+        .tcp_connect("198.18.0.100:80".parse().unwrap(), Duration::from_secs(5))
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let mut it = out.split_whitespace();
+    (
+        it.next().unwrap_or("").to_owned(),
+        it.next().unwrap_or("").to_owned(),
+    )
+}
+
+fn two_arm_with_vips() -> Lab {
+    let lab = Lab::two_arm().unwrap();
+    let lb = &lab["lb1"];
+    lb.add_address("eth0", Prefix::new(ip("198.18.0.100"), 24))
+        .unwrap();
+    lb.add_address("eth1", Prefix::new(ip("198.18.1.100"), 24))
+        .unwrap();
+    lb.add_address("eth1", Prefix::new(ip("198.18.1.101"), 24))
+        .unwrap();
+    lab
+}
+
+#[test]
+fn end_to_end_balancing_and_snat() {
+    if !integration::have_root("end_to_end_balancing_and_snat") {
+        return;
+    }
+    let lab = two_arm_with_vips();
+    let _s1 = PeerServer::start(&lab["srv1"], "198.18.1.21:80".parse().unwrap(), "srv1");
+    let _s2 = PeerServer::start(&lab["srv2"], "198.18.1.22:80".parse().unwrap(), "srv2");
+    let mut nft = backend_in(&lab["lb1"]);
+    let snat = vec![snat_web(SnatSource::Address(ip("198.18.1.100")))];
+    let client = &lab["client"];
+
+    nft.apply(&DesiredState {
+        services: vec![web(Scheduler::Rr, 1, 1)],
+        snat: snat.clone(),
+    })
+    .unwrap();
+    let listing = lab["lb1"]
+        .exec_ok(&["nft", "list", "chain", "inet", "lbsuite", "lb_snat"])
+        .unwrap();
+    println!("{listing}");
+    let replies: Vec<(String, String)> = (0..10).map(|_| fetch(client)).collect();
+    println!("rr replies: {replies:?}");
+    for pair in replies.windows(2) {
+        assert_ne!(pair[0].0, pair[1].0, "rr alternates: {replies:?}");
+    }
+    assert!(
+        replies.iter().all(|(_, peer)| peer == "198.18.1.100"),
+        "servers see the SNAT address: {replies:?}"
+    );
+    let counters = nft.counters().unwrap();
+    println!("counters after 10 rr connections: {counters:?}");
+    assert_eq!(counters.iter().map(|c| c.connections).sum::<u64>(), 10);
+    assert!(counters
+        .iter()
+        .all(|c| c.connections == 5 && c.packets.unwrap_or(0) > 0));
+
+    nft.apply(&DesiredState {
+        services: vec![web(Scheduler::Wrr, 3, 1)],
+        snat: snat.clone(),
+    })
+    .unwrap();
+    let n = 400;
+    let srv1 = (0..n).filter(|_| fetch(client).0 == "srv1").count();
+    let share = srv1 as f64 / n as f64;
+    println!("wrr 3:1 over {n} connections: srv1 {srv1} ({share:.3})");
+    assert!((share - 0.75).abs() <= 0.075, "srv1 share {share}");
+
+    for sched in [Scheduler::Sh, Scheduler::Mh] {
+        nft.apply(&DesiredState {
+            services: vec![web(sched, 1, 1)],
+            snat: snat.clone(),
+        })
+        .unwrap();
+        let seen: std::collections::BTreeSet<String> = (0..20).map(|_| fetch(client).0).collect();
+        println!("{sched}: one client reached {seen:?}");
+        assert_eq!(seen.len(), 1, "{sched} keeps one client on one server");
+    }
+}
+
+/// Opens up to `n` connections through the VIP and keeps them; returns how many got up.
+fn hold_connections(client: &Host, n: usize) -> Vec<std::net::TcpStream> {
+    let addr: SocketAddr = "198.18.0.100:80".parse().unwrap();
+    (0..n)
+        .filter_map(|_| client.tcp_connect(addr, Duration::from_millis(700)).ok())
+        .collect()
+}
+
+#[test]
+fn snat_pool_lets_more_connections_through() {
+    if !integration::have_root("snat_pool_lets_more_connections_through") {
+        return;
+    }
+    let lab = two_arm_with_vips();
+    // Connections are held, never accepted: the backlog completes the handshakes.
+    let _listener = lab["srv1"]
+        .tcp_listen("198.18.1.21:80".parse().unwrap())
+        .unwrap();
+    let one_server = Service {
+        backends: vec![backend("srv1", "198.18.1.21", 1)],
+        ..web(Scheduler::Rr, 1, 1)
+    };
+    let mut nft = backend_in(&lab["lb1"]);
+    let client = &lab["client"];
+
+    let single = SnatSource::Pool(vec![(ip("198.18.1.100"), Some((20000, 20003)))]);
+    nft.apply(&DesiredState {
+        services: vec![one_server.clone()],
+        snat: vec![snat_web(single)],
+    })
+    .unwrap();
+    let held_single = hold_connections(client, 10);
+    println!(
+        "1 address x 4 ports: {} of 10 concurrent connections",
+        held_single.len()
+    );
+    assert_eq!(held_single.len(), 4);
+    drop(held_single);
+
+    // Fresh client ports and a second address: the old mappings stay in conntrack,
+    // the new address brings 4 more ports.
+    let pool = SnatSource::Pool(vec![
+        (ip("198.18.1.100"), Some((20004, 20007))),
+        (ip("198.18.1.101"), Some((20004, 20007))),
+    ]);
+    nft.apply(&DesiredState {
+        services: vec![one_server],
+        snat: vec![snat_web(pool)],
+    })
+    .unwrap();
+    let held_pool = hold_connections(client, 10);
+    println!(
+        "2 addresses x 4 ports: {} of 10 concurrent connections",
+        held_pool.len()
+    );
+    assert_eq!(held_pool.len(), 8);
+}
