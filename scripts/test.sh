@@ -29,11 +29,27 @@ if [[ $(id -u) -eq 0 ]]; then
     target/debug/lab sweep
 fi
 echo "== cargo test"
-cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
-status=${PIPESTATUS[0]}
+status=0
+cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt || status=$?
 
-passed=$(grep -Eo '^test result: .*' target/test-output.txt | awk '{p+=$4; f+=$6} END {print p+0}')
-failed=$(grep -Eo '^test result: .*' target/test-output.txt | awk '{p+=$4; f+=$6} END {print f+0}')
+vm_status=0
+if [[ $(id -u) -eq 0 ]]; then
+    # Real IPVS: a stock Debian kernel under qemu (this machine's kernel has none).
+    echo "== VM stage (IPVS in Debian's kernel under qemu)"
+    integration/vm/ipvs-tests.sh 2>&1 | tee target/vm-output.txt || vm_status=$?
+fi
+
+passed=$(grep -Eo '^test result: .*' target/test-output.txt | awk '{p+=$4} END {print p+0}')
+failed=$(grep -Eo '^test result: .*' target/test-output.txt | awk '{f+=$6} END {print f+0}')
+if [[ -f target/vm-output.txt && $(id -u) -eq 0 ]]; then
+    passed=$((passed + $(grep -c '^TEST .* PASS' target/vm-output.txt || true)))
+    failed=$((failed + $(grep -c '^TEST .* FAIL' target/vm-output.txt || true)))
+    if [[ $vm_status -ne 0 ]] && ! grep -q '^TEST .* FAIL' target/vm-output.txt; then
+        failed=$((failed + 1))   # the VM itself failed (boot, timeout)
+    fi
+fi
 echo
 echo "suite: $passed passed, $failed failed"
-exit "$status"
+if [[ $status -ne 0 || $vm_status -ne 0 ]]; then
+    exit 1
+fi

@@ -84,7 +84,9 @@ for bin in /opt/lbsuite/bin/*; do
     [ -x "$bin" ] || continue
     name=$(basename "$bin" | sed 's/-[0-9a-f]\{16\}$//')
     log=/tmp/$name.log
-    LBSUITE_VM=1 RUST_BACKTRACE=1 in_lb "$bin" --ignored --test-threads=1 >"$log" 2>&1
+    # stderr apart: what a test writes there directly (the lab's notes) would
+    # split libtest's `test <name> ... ok` lines.
+    LBSUITE_VM=1 RUST_BACKTRACE=1 in_lb "$bin" --ignored --test-threads=1 >"$log" 2>"$log.stderr"
     rc=$?
     # libtest prints `test <path> ... ok|FAILED|ignored`.
     ran=0
@@ -97,10 +99,12 @@ for bin in /opt/lbsuite/bin/*; do
             *) fail "$name::$tname" "$result" ;;
         esac
     done <"$log"
+    # The summary, with libtest's wall time.
+    grep '^test result' "$log" | sed "s/^/  | $name: /"
     if [ $rc -ne 0 ]; then
         # The failures' messages, for the host log.
         sed -n '/^failures:/,/^test result/p' "$log" | head -n 60 | sed 's/^/  | /'
-        [ $ran -gt 0 ] || fail "$name" "exit $rc, no test ran: $(tail -n 5 "$log" | tr '\n' ' ')"
+        [ $ran -gt 0 ] || fail "$name" "exit $rc, no test ran: $(tail -n 5 "$log" "$log.stderr" | tr '\n' ' ')"
     elif [ $ran -eq 0 ]; then
         fail "$name" "no test ran"
     fi

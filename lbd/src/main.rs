@@ -1,11 +1,17 @@
-//! lbd: Layer-4 balancer daemon: services, SNAT rules, health checks, connection sync.
+//! lbd: Layer-4 balancer daemon: services, SNAT rules, health checks.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
 
-/// Layer-4 balancer daemon: services, SNAT rules, health checks, connection sync.
+use lbd::daemon::{self, Options};
+
+/// Layer-4 balancer daemon: services, SNAT rules, health checks.
+///
+/// On SIGTERM lbd stops and leaves its ruleset in place, so that established and new
+/// connections keep flowing until the next start adopts it; `--teardown` removes it.
 #[derive(Debug, Parser)]
 #[command(name = "lbd", version, about)]
 struct Cli {
@@ -15,33 +21,74 @@ struct Cli {
     /// This member's node name (default: the hostname).
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
+    /// Remove the dataplane lbd owns (its nftables table) and exit.
+    #[arg(long)]
+    teardown: bool,
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        // Plain text for journald and log files; colours on a terminal only.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
     let cli = Cli::parse();
-    let cluster = match config::load(&cli.config) {
-        Ok(cluster) => cluster,
-        Err(err) => {
-            eprintln!("{err}");
-            eprintln!("lbd: {}: refused, nothing applied", cli.config.display());
+    let options = Options {
+        config_path: cli.config,
+        node: cli.node,
+    };
+    let loaded = match daemon::load(&options) {
+        Ok(loaded) => loaded,
+        Err(diagnostics) => {
+            eprintln!("{diagnostics}");
+            eprintln!(
+                "lbd: {}: refused, nothing applied",
+                options.config_path.display()
+            );
             return ExitCode::from(1);
         }
     };
-    let view = match cluster.node_view(cli.node.as_deref()) {
-        Ok(view) => view,
-        Err(err) => {
-            eprintln!("{err}");
+    tracing::info!(config = %options.config_path.display(), node = %loaded.view.name, "{}", loaded.view.summary());
+    if cli.teardown {
+        return match daemon::teardown(&loaded.view) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lbd: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lbd: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    tracing::info!(config = %cli.config.display(), node = %view.name, "{}", view.summary());
-    // Honest stub: the config is loaded and valid, but nothing is applied yet.
-    eprintln!("lbd: the dataplane (nftables/IPVS services, SNAT rules, health checks, state sync) is not built yet; the configuration is valid and nothing was applied");
-    ExitCode::from(3)
+    let result = runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = int.recv() => tracing::info!("SIGINT"),
+            }
+        };
+        daemon::run(options, loaded, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("lbd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

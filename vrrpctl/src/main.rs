@@ -3,6 +3,7 @@
 mod check_config;
 mod daemon;
 mod decode;
+mod services;
 mod status_table;
 
 use std::path::PathBuf;
@@ -44,15 +45,18 @@ enum Command {
     Priority(daemon::PriorityCommand),
     /// Make vrrpd re-read its configuration and apply the difference.
     Reload,
+    /// lbd's services and servers (--socket is lbd's socket here; default: --config's
+    /// control.lbd_socket, else /run/lbsuite/lbd.sock).
+    Services(services::ServicesArgs),
 }
 
 fn main() -> ExitCode {
     let Cli {
-        socket,
+        socket: socket_arg,
         config,
         command,
     } = Cli::parse();
-    let socket = || daemon::socket_path(socket.as_deref(), config.as_deref());
+    let socket = || daemon::socket_path(socket_arg.as_deref(), config.as_deref());
     let result = match command {
         Command::CheckConfig(args) => check_config::run(&args),
         Command::Decode(args) => decode::run(args),
@@ -62,6 +66,8 @@ fn main() -> ExitCode {
         Command::Maintenance(args) => socket().and_then(|s| daemon::maintenance(&s, &args)),
         Command::Priority(c) => socket().and_then(|s| daemon::priority(&s, &c)),
         Command::Reload => socket().and_then(|s| daemon::reload(&s)),
+        Command::Services(args) => services::socket_path(socket_arg.as_deref(), config.as_deref())
+            .and_then(|s| services::run(&s, &args)),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

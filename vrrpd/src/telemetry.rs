@@ -35,7 +35,7 @@ pub const PHASES: [&str; 4] = ["prepare", "vips_added", "first_advert", "garp_se
 /// The label set of one instance.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct InstanceLabels {
-    /// Instance name.
+    /// Instance name (the `vrrp_instance` label).
     pub instance: String,
     /// Sync group.
     pub group: String,
@@ -51,7 +51,9 @@ impl InstanceLabels {
     }
 }
 
-const INSTANCE: [&str; 4] = ["instance", "group", "interface", "vrid"];
+// `vrrp_instance`, not `instance`: Prometheus sets `instance` on every
+// scraped series (the target), and a clash would rename ours.
+const INSTANCE: [&str; 4] = ["vrrp_instance", "group", "interface", "vrid"];
 
 /// The metric families vrrpd exports.
 #[derive(Clone)]
@@ -379,9 +381,9 @@ mod tests {
         t.register_group("edge");
         let text = t.render();
         assert!(text.contains(
-            r#"vrrp_instance_state{group="edge",instance="public",interface="eth0",state="master",vrid="51"} 0"#
+            r#"vrrp_instance_state{group="edge",interface="eth0",state="master",vrid="51",vrrp_instance="public"} 0"#
         ));
-        assert!(text.contains(r#"vrrp_instance_priority{group="edge",instance="public",interface="eth0",vrid="51"} 150"#));
+        assert!(text.contains(r#"vrrp_instance_priority{group="edge",interface="eth0",vrid="51",vrrp_instance="public"} 150"#));
         for kind in vrrp::error::DecodeError::KINDS {
             assert!(
                 text.contains(&format!(
@@ -401,10 +403,10 @@ mod tests {
         t.transition(&l, State::Initialize, State::Backup, 1.0);
         t.transition(&l, State::Backup, State::Master, 2.0);
         let text = t.render();
-        assert!(text.contains(r#"state="master",vrid="51"} 1"#));
-        assert!(text.contains(r#"state="backup",vrid="51"} 0"#));
-        assert!(text.contains(r#"vrrp_transitions_total{from="backup",group="edge",instance="public",interface="eth0",to="master",vrid="51"} 1"#));
-        assert!(text.contains(r#"vrrp_last_transition_timestamp_seconds{group="edge",instance="public",interface="eth0",vrid="51"} 2"#));
+        assert!(text.contains(r#"state="master",vrid="51",vrrp_instance="public"} 1"#));
+        assert!(text.contains(r#"state="backup",vrid="51",vrrp_instance="public"} 0"#));
+        assert!(text.contains(r#"vrrp_transitions_total{from="backup",group="edge",interface="eth0",to="master",vrid="51",vrrp_instance="public"} 1"#));
+        assert!(text.contains(r#"vrrp_last_transition_timestamp_seconds{group="edge",interface="eth0",vrid="51",vrrp_instance="public"} 2"#));
         t.decode_error("eth0", "bad_ttl");
         let text = t.render();
         assert!(text.contains(r#"vrrp_ttl_errors_total{interface="eth0"} 1"#));
@@ -424,7 +426,7 @@ mod tests {
         t.counters(&l, &before, &now);
         t.counters(&l, &now, &now);
         let text = t.render();
-        assert!(text.contains(r#"vrrp_adverts_received_total{group="edge",instance="public",interface="eth0",vrid="51"} 3"#));
-        assert!(text.contains(r#"kind="address_list",vrid="51"} 1"#));
+        assert!(text.contains(r#"vrrp_adverts_received_total{group="edge",interface="eth0",vrid="51",vrrp_instance="public"} 3"#));
+        assert!(text.contains(r#"kind="address_list",vrid="51",vrrp_instance="public"} 1"#));
     }
 }

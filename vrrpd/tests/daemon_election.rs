@@ -52,7 +52,7 @@ fn metrics_show_the_master_and_its_adverts() {
     let _lb2 = c.start("lb2");
     wait_for("lb1 holds both VIPs", PATIENCE, || has_both(c.host("lb1")));
     let public = [
-        ("instance", "public"),
+        ("vrrp_instance", "public"),
         ("group", "edge"),
         ("interface", "eth0"),
         ("vrid", "51"),
@@ -93,7 +93,11 @@ fn metrics_show_the_master_and_its_adverts() {
         sample(
             &text,
             "vrrp_transitions_total",
-            &[("instance", "server"), ("from", "backup"), ("to", "master")]
+            &[
+                ("vrrp_instance", "server"),
+                ("from", "backup"),
+                ("to", "master")
+            ]
         ) == Some(1.0),
         "{text}"
     );

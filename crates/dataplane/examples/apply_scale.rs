@@ -32,6 +32,8 @@ fn state(services: usize, scheduler: Scheduler) -> DesiredState {
                     weight: 1,
                 })
                 .collect(),
+            forward: Default::default(),
+            persistence: None,
         })
         .collect();
     DesiredState {

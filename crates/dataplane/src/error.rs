@@ -102,6 +102,9 @@ pub enum DataplaneError {
     /// The kernel answered something this crate cannot read.
     #[error("unreadable netlink answer: {0}")]
     Malformed(String),
+    /// The IPVS backend failed (the error says what to fix).
+    #[error(transparent)]
+    Ipvs(#[from] Box<crate::ipvs::IpvsBackendError>),
 }
 
 impl DataplaneError {

@@ -7,6 +7,7 @@
 //! kernel holds.
 
 mod error;
+pub mod ipvs;
 mod model;
 pub mod nft;
 mod null;
@@ -17,10 +18,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::ipvs::{
+    select_backend, BackendChoice, ChosenBackend, IpvsBackend, IpvsSettings, Selection, SyncRole,
+};
 pub use error::DataplaneError;
 pub use model::{
-    Backend, DesiredState, PortSpec, Protocol, Scheduler, Service, SnatProtocol, SnatRule,
-    SnatSource,
+    Backend, DesiredState, Forwarding, Persistence, PortSpec, Protocol, Scheduler, Service,
+    SnatProtocol, SnatRule, SnatSource,
 };
 pub use nft::{NftBackend, DEFAULT_TABLE};
 pub use null::NullBackend;
@@ -64,6 +68,10 @@ pub struct ApplyReport {
     pub batch_bytes: usize,
     /// Whether the kernel's table had to be read back (first apply, or changed by others).
     pub reread: bool,
+    /// IPVS services added, changed or deleted (ipvs backend).
+    pub ipvs_services_changed: usize,
+    /// IPVS real servers added, changed or deleted (ipvs backend).
+    pub ipvs_destinations_changed: usize,
     /// Wall time of the apply.
     pub duration: Duration,
 }
@@ -79,6 +87,8 @@ impl ApplyReport {
             + self.elements_removed
             + self.rules_added
             + self.rules_removed
+            + self.ipvs_services_changed
+            + self.ipvs_destinations_changed
     }
 }
 

@@ -16,7 +16,7 @@ pub struct DesiredState {
 }
 
 /// One balanced service: a VIP, ports, a protocol, a scheduler and its backends.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Service {
     /// Service name (for counters and errors).
     pub name: String,
@@ -30,10 +30,37 @@ pub struct Service {
     pub scheduler: Scheduler,
     /// Backends; weight 0 drains one (no new connections, existing ones continue).
     pub backends: Vec<Backend>,
+    /// How packets reach the backends (IPVS); the nft backend always NATs.
+    #[serde(default)]
+    pub forward: Forwarding,
+    /// Client persistence (IPVS); `None`: every connection is scheduled afresh.
+    #[serde(default)]
+    pub persistence: Option<Persistence>,
+}
+
+/// How the balancer forwards a connection to a backend (IPVS's forwarding methods).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Forwarding {
+    /// Destination NAT (IPVS masquerading); SNAT rules make the return path.
+    #[default]
+    Nat,
+    /// Direct routing: the backend shares a link and holds the VIP itself.
+    DirectRoute,
+    /// IP-in-IP tunnel to the backend.
+    Tunnel,
+}
+
+/// Client persistence: a client (network) keeps its backend between connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Persistence {
+    /// Seconds a client stays with its backend after its last connection.
+    pub timeout_s: u32,
+    /// Clients in one network of this prefix length share a backend (32/128: per address).
+    pub prefix_len: u8,
 }
 
 /// One real server of a service.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Backend {
     /// Backend name (stable identity: Maglev hashes it).
     pub name: String,

@@ -9,8 +9,8 @@ use std::thread;
 use std::time::Duration;
 
 use dataplane::{
-    Backend, Dataplane, DesiredState, DnatSlot, NftBackend, PortSpec, Protocol, Scheduler, Service,
-    SnatProtocol, SnatRule, SnatSource,
+    Backend, Dataplane, DesiredState, DnatSlot, Forwarding, NftBackend, PortSpec, Protocol,
+    Scheduler, Service, SnatProtocol, SnatRule, SnatSource,
 };
 use integration::{Host, Lab, Prefix};
 
@@ -38,6 +38,8 @@ fn web(scheduler: Scheduler, w1: u32, w2: u32) -> Service {
             backend("srv1", "198.18.1.21", w1),
             backend("srv2", "198.18.1.22", w2),
         ],
+        forward: Forwarding::Nat,
+        persistence: None,
     }
 }
 
@@ -115,6 +117,8 @@ fn layout_diff_and_foreign_table_in_namespace() {
             backend("srv1", "198.18.1.21", 1),
             backend("srv2", "198.18.1.22", 1),
         ],
+        forward: Forwarding::Nat,
+        persistence: None,
     };
     let ftp = Service {
         name: "passive".into(),
@@ -126,6 +130,8 @@ fn layout_diff_and_foreign_table_in_namespace() {
             port: None,
             ..backend("srv1", "198.18.1.21", 1)
         }],
+        forward: Forwarding::Nat,
+        persistence: None,
     };
     let state = DesiredState {
         services: vec![web(Scheduler::Wrr, 3, 1), dns, ftp],

@@ -2,6 +2,10 @@
 //! derived from cluster.toml.example, the real vrrpd binary, and polling.
 #![allow(dead_code)]
 
+pub mod capture;
+pub mod inject;
+pub mod keepalived;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,17 +40,29 @@ pub fn example_with(edits: &[(&str, &str)]) -> String {
 impl Cluster {
     /// Brings up the two-arm lab; `edits` change the example for both nodes.
     pub fn up(edits: &[(&str, &str)]) -> Cluster {
+        Cluster::up_with(edits, |_| {})
+    }
+
+    /// Like [`Cluster::up`], with `edit` applied to both nodes' file text
+    /// after `edits` (for changes the plain replacements cannot express).
+    pub fn up_with(edits: &[(&str, &str)], edit: impl Fn(&mut String)) -> Cluster {
         let lab = Lab::two_arm().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let cluster = Cluster { lab, dir };
-        cluster.write_config(edits);
+        cluster.write_config_with(edits, edit);
         cluster
     }
 
     /// (Re)writes both nodes' files: the same cluster, but each node's control
     /// sockets in the test's directory (the lab's hosts share one filesystem).
     pub fn write_config(&self, edits: &[(&str, &str)]) {
-        let text = example_with(edits);
+        self.write_config_with(edits, |_| {});
+    }
+
+    /// [`Cluster::write_config`] with a final edit of the text.
+    pub fn write_config_with(&self, edits: &[(&str, &str)], edit: impl Fn(&mut String)) {
+        let mut text = example_with(edits);
+        edit(&mut text);
         for node in ["lb1", "lb2"] {
             let node_text = text
                 .replacen(
@@ -107,6 +123,33 @@ impl Cluster {
             }
             None => request(&socket, "status", Value::Null),
         }
+    }
+}
+
+impl Cluster {
+    /// The state of `node`'s first group, or "" while its vrrpd is not
+    /// answering yet (just started, or gone).
+    pub fn state_of(&self, node: &str) -> String {
+        let socket = self.socket(node);
+        if !socket.exists() {
+            return String::new();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let Ok(client) = ctl::Client::connect(&socket).await else {
+                return String::new();
+            };
+            match client
+                .request_with_timeout("status", Value::Null, Duration::from_secs(10))
+                .await
+            {
+                Ok(status) => group_state(&status),
+                Err(_) => String::new(),
+            }
+        })
     }
 }
 
@@ -219,4 +262,31 @@ pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64>
             .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
         all.then(|| value.parse().ok()).flatten()
     })
+}
+
+/// Every sample of metric `name` (any labels), as (label text, value).
+pub fn samples(metrics: &str, name: &str) -> Vec<(String, f64)> {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            (n == name).then(|| (rest.to_owned(), value.parse().unwrap_or(f64::NAN)))
+        })
+        .collect()
+}
+
+/// Asserts that every series of each error metric of vrrpd is 0 (and exists).
+pub fn assert_no_receive_errors(metrics: &str) {
+    for name in [
+        "vrrp_decode_errors_total",
+        "vrrp_advert_check_errors_total",
+        "vrrp_unknown_vrid_total",
+        "vrrp_ttl_errors_total",
+    ] {
+        let all = samples(metrics, name);
+        assert!(!all.is_empty(), "{name} missing:\n{metrics}");
+        let bad: Vec<_> = all.iter().filter(|(_, v)| *v != 0.0).collect();
+        assert!(bad.is_empty(), "{name} not 0: {bad:?}");
+    }
 }

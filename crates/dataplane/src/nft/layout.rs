@@ -30,7 +30,7 @@
 //! Each rule carries a comment that names it completely (map name, or SNAT rule name
 //! and a digest of its match), so rules are compared by comment.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use super::expr::{reg, Expr};
@@ -205,21 +205,6 @@ pub struct PlannedRule {
     pub exprs: Vec<Expr>,
 }
 
-/// Which service backend an element belongs to (for counters).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Owner {
-    /// Service name.
-    pub service: String,
-    /// Backend name.
-    pub backend: String,
-    /// Backend address.
-    pub addr: IpAddr,
-    /// Backend port.
-    pub port: Option<u16>,
-    /// Single-port service (has packet/byte counters).
-    pub single: bool,
-}
-
 /// The full wanted table.
 #[derive(Clone, Debug, Default)]
 pub struct Layout {
@@ -227,10 +212,175 @@ pub struct Layout {
     pub state: TableState,
     /// Rules per chain, in order.
     pub rules: BTreeMap<String, Vec<PlannedRule>>,
-    /// Backends (index = owner id).
-    pub owners: Vec<Owner>,
-    /// (set, key) to owner id.
-    pub owner_of: HashMap<(String, ElemKey), usize>,
+}
+
+/// What picks a DNAT map: (IPv4?, port range?, selector, slot count M).
+pub type MapKind = (bool, bool, &'static str, u32);
+
+/// The DNAT map of a kind: `dnat[r]{4|6}_{selector}_{M}`.
+pub fn dnat_map_name(kind: MapKind) -> String {
+    let (v4, range, selector, m) = kind;
+    format!(
+        "dnat{}{}_{}_{}",
+        if range { "r" } else { "" },
+        if v4 { 4 } else { 6 },
+        selector,
+        m
+    )
+}
+
+/// The kind of a DNAT map from its name (inverse of [`dnat_map_name`]).
+fn dnat_map_kind(name: &str) -> Option<MapKind> {
+    let rest = name.strip_prefix("dnat")?;
+    let (range, rest) = match rest.strip_prefix('r') {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
+    let (fam, rest) = rest.split_once('_')?;
+    let (sel, m) = rest.split_once('_')?;
+    let v4 = match fam {
+        "4" => true,
+        "6" => false,
+        _ => return None,
+    };
+    let selector = ["inc", "rand", "hash"].into_iter().find(|k| *k == sel)?;
+    Some((v4, range, selector, m.parse().ok()?))
+}
+
+/// The one rule that uses a DNAT map or counter set of the layout: its chain and the
+/// rule (None for other sets, e.g. SNAT pools, whose rules belong to SNAT rules).
+pub fn rule_of_set(name: &str) -> Option<(&'static str, PlannedRule)> {
+    if let Some((v4, range, selector, m)) = dnat_map_kind(name) {
+        let chain = if range { "lb_dnat_range" } else { "lb_dnat" };
+        return Some((
+            chain,
+            PlannedRule {
+                comment: format!("dnat @{name}"),
+                exprs: dnat_rule(v4, range, selector, m, name),
+            },
+        ));
+    }
+    let v4 = match name {
+        "count4" => true,
+        "count6" => false,
+        _ => return None,
+    };
+    Some((
+        "lb_count",
+        PlannedRule {
+            comment: format!("count @{name}"),
+            exprs: count_rule(v4, name),
+        },
+    ))
+}
+
+/// An empty map or set of the layout with its shape, by name (None for SNAT pools).
+pub fn empty_set(name: &str) -> Option<SetState> {
+    if let Some((v4, range, _, _)) = dnat_map_kind(name) {
+        return Some(dnat_map(v4, range));
+    }
+    match name {
+        "count4" => Some(count_set(true)),
+        "count6" => Some(count_set(false)),
+        _ => None,
+    }
+}
+
+/// One DNAT slot of a service: key, data, backend index.
+pub type PlannedSlot = (ElemKey, Vec<u8>, usize);
+
+/// What one service puts into the table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServicePlan {
+    /// DNAT map and its slots; None without a positive weight.
+    pub dnat: Option<(MapKind, String, Vec<PlannedSlot>)>,
+    /// Counter set and its keys (key, backend index); None for port ranges.
+    pub count: Option<(&'static str, Vec<(ElemKey, usize)>)>,
+}
+
+impl ServicePlan {
+    /// Every element as (set, key, data, backend index).
+    pub fn elements(&self) -> impl Iterator<Item = (&str, &ElemKey, &[u8], usize)> {
+        let dnat = self.dnat.iter().flat_map(|(_, name, elems)| {
+            elems
+                .iter()
+                .map(move |(k, d, b)| (name.as_str(), k, d.as_slice(), *b))
+        });
+        let count = self
+            .count
+            .iter()
+            .flat_map(|(name, elems)| elems.iter().map(move |(k, b)| (*name, k, &[][..], *b)));
+        dnat.chain(count)
+    }
+}
+
+/// The claim a service makes: no two services may share it.
+pub type Claim = (Protocol, IpAddr, PortSpec);
+
+/// The claim of `s`.
+pub fn claim(s: &Service) -> Claim {
+    (s.protocol, s.vip, s.ports)
+}
+
+/// The elements `s` needs (validated), independent of every other service.
+pub fn plan_service(s: &Service) -> Result<ServicePlan, DataplaneError> {
+    validate_service(s)?;
+    let kind = selector(s)?;
+    let v4 = s.vip.is_ipv4();
+    let range = matches!(s.ports, PortSpec::Range(..));
+    let mut plan = ServicePlan::default();
+    // Per-backend packet/byte counters (every backend, draining ones included).
+    if let PortSpec::Single(port) = s.ports {
+        let set = if v4 { "count4" } else { "count6" };
+        let mut elems: Vec<(ElemKey, usize)> = Vec::with_capacity(s.backends.len());
+        for (i, b) in s.backends.iter().enumerate() {
+            let mut key = Vec::with_capacity(4 + 2 * family_len(&s.vip) + 8);
+            key.extend(proto_reg(s.protocol.number()));
+            key.extend(addr_bytes(&s.vip));
+            key.extend(port_reg(port));
+            key.extend(addr_bytes(&b.addr));
+            key.extend(port_reg(b.port.unwrap_or(port)));
+            let k = ElemKey { key, key_end: None };
+            // Two backends with one address and port share a key: the last one owns it.
+            match elems.iter_mut().find(|(e, _)| *e == k) {
+                Some(e) => e.1 = i,
+                None => elems.push((k, i)),
+            }
+        }
+        plan.count = Some((set, elems));
+    }
+    let table = service_slots(s);
+    if table.is_empty() {
+        return Ok(plan);
+    }
+    let mk: MapKind = (v4, range, kind, table.len() as u32);
+    let (lo, hi) = s.ports.bounds();
+    let key_of = |port: u16, slot: usize| {
+        let mut key = Vec::with_capacity(12 + family_len(&s.vip));
+        key.extend(proto_reg(s.protocol.number()));
+        key.extend(addr_bytes(&s.vip));
+        key.extend(port_reg(port));
+        key.extend((slot as u32).to_ne_bytes());
+        key
+    };
+    let elems = table
+        .iter()
+        .enumerate()
+        .map(|(slot, &bi)| {
+            let b = &s.backends[bi];
+            let k = ElemKey {
+                key: key_of(lo, slot),
+                key_end: range.then(|| key_of(hi, slot)),
+            };
+            let mut data = addr_bytes(&b.addr);
+            if !range {
+                data.extend(port_reg(b.port.unwrap_or(lo)));
+            }
+            (k, data, bi)
+        })
+        .collect();
+    plan.dnat = Some((mk, dnat_map_name(mk), elems));
+    Ok(plan)
 }
 
 fn family_len(addr: &IpAddr) -> usize {
@@ -318,115 +468,43 @@ pub fn plan(desired: &DesiredState) -> Result<Layout, DataplaneError> {
     let mut layout = Layout::default();
     layout.state.exists = true;
     layout.state.chains = CHAINS.iter().map(|c| c.name.to_owned()).collect();
-    let mut claimed: HashMap<(Protocol, IpAddr, PortSpec), &str> = HashMap::new();
-    // (family v4?, range?, selector, M) -> map name
-    let mut maps: BTreeMap<(bool, bool, &'static str, u32), String> = BTreeMap::new();
+    let mut claimed: HashMap<Claim, &str> = HashMap::with_capacity(desired.services.len());
+    let mut maps: BTreeSet<MapKind> = BTreeSet::new();
     for s in &desired.services {
-        validate_service(s)?;
-        if let Some(first) = claimed.insert((s.protocol, s.vip, s.ports), &s.name) {
+        if let Some(first) = claimed.insert(claim(s), &s.name) {
             return Err(DataplaneError::DuplicateService {
                 first: first.to_owned(),
                 second: s.name.clone(),
                 key: format!("{} {}:{}", s.protocol, s.vip, s.ports),
             });
         }
-        let kind = selector(s)?;
-        let v4 = s.vip.is_ipv4();
-        let range = matches!(s.ports, PortSpec::Range(..));
-        let owner_base = layout.owners.len();
-        for b in &s.backends {
-            layout.owners.push(Owner {
-                service: s.name.clone(),
-                backend: b.name.clone(),
-                addr: b.addr,
-                port: b.port,
-                single: !range,
-            });
+        let p = plan_service(s)?;
+        if let Some((mk, _, _)) = &p.dnat {
+            maps.insert(*mk);
         }
-        // Per-backend packet/byte counters (every backend, draining ones included).
-        if let PortSpec::Single(port) = s.ports {
-            let set = if v4 { "count4" } else { "count6" };
-            let st = layout
-                .state
-                .sets
-                .entry(set.to_owned())
-                .or_insert_with(|| count_set(v4));
-            for (i, b) in s.backends.iter().enumerate() {
-                let mut key = proto_reg(s.protocol.number()).to_vec();
-                key.extend(addr_bytes(&s.vip));
-                key.extend(port_reg(port));
-                key.extend(addr_bytes(&b.addr));
-                key.extend(port_reg(b.port.unwrap_or(port)));
-                let k = ElemKey { key, key_end: None };
-                st.elements.insert(k.clone(), Vec::new());
-                layout.owner_of.insert((set.to_owned(), k), owner_base + i);
-            }
-        }
-        let table = service_slots(s);
-        if table.is_empty() {
-            continue;
-        }
-        let m = table.len() as u32;
-        let name = maps
-            .entry((v4, range, kind, m))
-            .or_insert_with(|| {
-                format!(
-                    "dnat{}{}_{}_{}",
-                    if range { "r" } else { "" },
-                    if v4 { 4 } else { 6 },
-                    kind,
-                    m
-                )
-            })
-            .clone();
-        let st = layout
-            .state
-            .sets
-            .entry(name.clone())
-            .or_insert_with(|| dnat_map(v4, range));
-        let (lo, hi) = s.ports.bounds();
-        for (slot, &bi) in table.iter().enumerate() {
-            let b = &s.backends[bi];
-            let key_of = |port: u16| {
-                let mut key = proto_reg(s.protocol.number()).to_vec();
-                key.extend(addr_bytes(&s.vip));
-                key.extend(port_reg(port));
-                key.extend((slot as u32).to_ne_bytes());
-                key
+        for (set, k, d, _) in p.elements() {
+            let st = match layout.state.sets.get_mut(set) {
+                Some(st) => st,
+                None => {
+                    let Some(empty) = empty_set(set) else {
+                        continue;
+                    };
+                    layout.state.sets.entry(set.to_owned()).or_insert(empty)
+                }
             };
-            let k = ElemKey {
-                key: key_of(lo),
-                key_end: range.then(|| key_of(hi)),
-            };
-            let mut data = addr_bytes(&b.addr);
-            if !range {
-                data.extend(port_reg(b.port.unwrap_or(lo)));
-            }
-            st.elements.insert(k.clone(), data);
-            layout.owner_of.insert((name.clone(), k), owner_base + bi);
+            st.elements.insert(k.clone(), d.to_vec());
         }
     }
-    for ((v4, range, kind, m), name) in &maps {
-        let chain = if *range { "lb_dnat_range" } else { "lb_dnat" };
-        layout
-            .rules
-            .entry(chain.to_owned())
-            .or_default()
-            .push(PlannedRule {
-                comment: format!("dnat @{name}"),
-                exprs: dnat_rule(*v4, *range, kind, *m, name),
-            });
+    for mk in &maps {
+        if let Some((chain, rule)) = rule_of_set(&dnat_map_name(*mk)) {
+            layout.rules.entry(chain.to_owned()).or_default().push(rule);
+        }
     }
-    for (v4, set) in [(true, "count4"), (false, "count6")] {
+    for set in ["count4", "count6"] {
         if layout.state.sets.contains_key(set) {
-            layout
-                .rules
-                .entry("lb_count".to_owned())
-                .or_default()
-                .push(PlannedRule {
-                    comment: format!("count @{set}"),
-                    exprs: count_rule(v4, set),
-                });
+            if let Some((chain, rule)) = rule_of_set(set) {
+                layout.rules.entry(chain.to_owned()).or_default().push(rule);
+            }
         }
     }
     let mut pool_names = BTreeSet::new();
@@ -1037,139 +1115,7 @@ pub fn diff(current: &TableState, want: &Layout) -> Changes {
     c
 }
 
-/// Element-only changes for a step where just services (not SNAT rules) changed and
-/// every map they need already exists and keeps an element; `None` when a full plan
-/// and diff are needed. Plans only the changed services, so a one-backend change in
-/// a large table costs what that service costs.
-pub fn incremental(
-    current: &TableState,
-    prev: &DesiredState,
-    next: &DesiredState,
-) -> Result<Option<(Changes, Layout)>, DataplaneError> {
-    if prev.snat != next.snat {
-        return Ok(None);
-    }
-    let old: HashMap<&str, &Service> = prev.services.iter().map(|s| (s.name.as_str(), s)).collect();
-    if old.len() != prev.services.len() {
-        return Ok(None);
-    }
-    let mut seen = HashSet::new();
-    let mut claimed = HashSet::new();
-    let (mut old_part, mut new_part) = (Vec::new(), Vec::new());
-    for s in &next.services {
-        // Duplicates: the full plan names them in its error.
-        if !seen.insert(s.name.as_str()) || !claimed.insert((s.protocol, s.vip, s.ports)) {
-            return Ok(None);
-        }
-        match old.get(s.name.as_str()) {
-            Some(o) if *o == s => {}
-            Some(o) => {
-                old_part.push((*o).clone());
-                new_part.push(s.clone());
-            }
-            None => new_part.push(s.clone()),
-        }
-    }
-    old_part.extend(
-        prev.services
-            .iter()
-            .filter(|s| !seen.contains(s.name.as_str()))
-            .cloned(),
-    );
-    let a = plan(&DesiredState {
-        services: old_part,
-        snat: Vec::new(),
-    })?;
-    let b = plan(&DesiredState {
-        services: new_part,
-        snat: Vec::new(),
-    })?;
-    let mut c = Changes::default();
-    // Maps the changed services need that do not exist yet: created with their rule
-    // (dnat chains are order-free, so the rule is appended).
-    let mut extra = Layout::default();
-    for (name, set) in &b.state.sets {
-        if current.sets.contains_key(name) {
-            continue;
-        }
-        let comment = format!("dnat @{name}");
-        let found = b
-            .rules
-            .iter()
-            .find_map(|(chain, rs)| rs.iter().find(|r| r.comment == comment).map(|r| (chain, r)));
-        let Some((chain, rule)) = found else {
-            return Ok(None);
-        };
-        c.add_sets.push(name.clone());
-        extra.state.sets.insert(
-            name.clone(),
-            SetState {
-                elements: BTreeMap::new(),
-                ..set.clone()
-            },
-        );
-        extra
-            .rules
-            .entry(chain.clone())
-            .or_default()
-            .push(rule.clone());
-        if !c.add_rules.contains(chain) {
-            c.add_rules.push(chain.clone());
-        }
-        c.rules_added += 1;
-    }
-    let names: BTreeSet<&String> = a.state.sets.keys().chain(b.state.sets.keys()).collect();
-    let empty = BTreeMap::new();
-    for name in names {
-        let fresh_set = extra.state.sets.get(name);
-        let Some(cur) = current.sets.get(name).or(fresh_set) else {
-            return Ok(None);
-        };
-        let ea = a.state.sets.get(name).map_or(&empty, |s| &s.elements);
-        let eb = b.state.sets.get(name).map_or(&empty, |s| &s.elements);
-        let dels: Vec<ElemKey> = ea
-            .iter()
-            .filter(|(k, d)| eb.get(*k) != Some(*d))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let adds: Vec<(ElemKey, Vec<u8>)> = eb
-            .iter()
-            .filter(|(k, d)| ea.get(*k) != Some(*d))
-            .map(|(k, d)| (k.clone(), d.clone()))
-            .collect();
-        let gone = dels.iter().filter(|k| !eb.contains_key(*k)).count();
-        let new = adds.iter().filter(|(k, _)| !ea.contains_key(k)).count();
-        if cur.elements.len() + new <= gone {
-            // The map would be empty: the full path deletes it and its rule.
-            return Ok(None);
-        }
-        let _ = fresh_set;
-        if !dels.is_empty() {
-            c.del_elems.push((name.clone(), dels));
-        }
-        if !adds.is_empty() {
-            c.add_elems.push((name.clone(), adds));
-        }
-    }
-    Ok(Some((c, extra)))
-}
-
 impl TableState {
-    /// Records committed incremental changes (new maps and rules from `extra`, then
-    /// elements).
-    pub fn apply_incremental(&mut self, c: &Changes, extra: &Layout) {
-        for (name, set) in &extra.state.sets {
-            self.sets.insert(name.clone(), set.clone());
-        }
-        for (chain, rules) in &extra.rules {
-            self.rules
-                .entry(chain.clone())
-                .or_default()
-                .extend(rules.iter().map(|r| r.comment.clone()));
-        }
-        self.apply_elements(c);
-    }
-
     /// Records element changes that were committed.
     pub fn apply_elements(&mut self, c: &Changes) {
         for (name, dels) in &c.del_elems {

@@ -5,6 +5,7 @@ mod expr;
 pub mod layout;
 mod netlink;
 mod objects;
+mod record;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
@@ -17,6 +18,7 @@ use nftnl::{MsgType, ProtoFamily};
 use layout::{Changes, ElemKey, Layout, SetState, TableState, CHAINS};
 use netlink::NfSocket;
 use objects::{ElemDump, RuleObj, SetObj};
+use record::{Committed, Plan};
 
 use crate::{AppliedState, ApplyReport, BackendCounters, Dataplane, DataplaneError, DesiredState};
 
@@ -28,16 +30,11 @@ pub const DEFAULT_TABLE: &str = "lbsuite";
 pub struct NftBackend {
     table: String,
     sock: NfSocket,
-    /// What we committed last and the ruleset generation right after.
-    record: Option<Record>,
-    /// The last desired state committed (for incremental steps and counters).
-    applied: Option<DesiredState>,
-}
-
-#[derive(Debug)]
-struct Record {
-    generation: u32,
-    state: TableState,
+    /// What the last successful apply committed.
+    committed: Option<Box<Committed>>,
+    /// The ruleset generation right after our last commit: while the kernel reports
+    /// it unchanged, nobody else touched nf_tables and the record is the truth.
+    generation: Option<u32>,
 }
 
 /// Batch page size: one sendmsg takes at most 1024 pages (UIO_MAXIOV); 1 MiB pages
@@ -59,8 +56,8 @@ impl NftBackend {
         Ok(NftBackend {
             table: table.to_owned(),
             sock: NfSocket::open()?,
-            record: None,
-            applied: None,
+            committed: None,
+            generation: None,
         })
     }
 
@@ -426,40 +423,68 @@ fn gen_id(msg: &[u8]) -> Option<u32> {
     None
 }
 
+impl NftBackend {
+    /// Tries the incremental step against the committed record; `Ok(None)` when the
+    /// full path must run.
+    fn apply_step(
+        &mut self,
+        desired: &DesiredState,
+        start: Instant,
+    ) -> Result<Option<ApplyReport>, DataplaneError> {
+        let Some(committed) = &self.committed else {
+            return Ok(None);
+        };
+        let step = match committed.plan(desired)? {
+            Plan::Unchanged => {
+                return Ok(Some(ApplyReport {
+                    duration: start.elapsed(),
+                    ..ApplyReport::default()
+                }))
+            }
+            Plan::Full => return Ok(None),
+            Plan::Step(step) => step,
+        };
+        let mut report = if step.changes.is_empty() {
+            ApplyReport::default()
+        } else {
+            match self.send(&step.changes, &step.extra) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Refused: read the kernel and diff in full.
+                    tracing::debug!(table = %self.table, error = %e, "incremental nft batch refused");
+                    self.generation = None;
+                    return Ok(None);
+                }
+            }
+        };
+        if report.messages > 0 {
+            self.generation = Some(self.generation()?);
+        }
+        if let Some(c) = &mut self.committed {
+            c.commit(*step, desired);
+        }
+        report.duration = start.elapsed();
+        tracing::debug!(table = %self.table, changes = report.changes(), ?report.duration, "nft apply (incremental)");
+        Ok(Some(report))
+    }
+}
+
 impl Dataplane for NftBackend {
     fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         let start = Instant::now();
         // Trust our record only if nobody committed anything since our last batch.
         let generation = self.generation()?;
-        if let (Some(rec), Some(prev)) = (&self.record, &self.applied) {
-            if rec.generation == generation {
-                if prev == desired {
-                    return Ok(ApplyReport {
-                        duration: start.elapsed(),
-                        ..ApplyReport::default()
-                    });
-                }
-                if let Some((changes, extra)) = layout::incremental(&rec.state, prev, desired)? {
-                    let mut report = self.send(&changes, &extra);
-                    if let Ok(r) = &mut report {
-                        let generation = self.generation()?;
-                        if let Some(rec) = &mut self.record {
-                            rec.state.apply_incremental(&changes, &extra);
-                            rec.generation = generation;
-                        }
-                        self.applied = Some(desired.clone());
-                        r.duration = start.elapsed();
-                        return Ok(r.clone());
-                    }
-                    // Refused: fall through to a full read-back and diff.
-                    self.record = None;
-                }
+        let trusted = self.generation == Some(generation) && self.committed.is_some();
+        if trusted {
+            if let Some(report) = self.apply_step(desired, start)? {
+                return Ok(report);
             }
         }
+        let trusted = trusted && self.generation.is_some();
         let want = layout::plan(desired)?;
         let fresh;
-        let (current, mut reread) = match &self.record {
-            Some(r) if r.generation == generation => (&r.state, false),
+        let (current, mut reread) = match &self.committed {
+            Some(c) if trusted => (&c.state, false),
             _ => {
                 fresh = self.kernel_state()?;
                 (&fresh, true)
@@ -473,14 +498,14 @@ impl Dataplane for NftBackend {
                 Ok(r) => r,
                 // A stale record: read the kernel and try once more.
                 Err(DataplaneError::Kernel { .. }) if !reread => {
-                    self.record = None;
+                    self.generation = None;
                     reread = true;
                     let fresh = self.kernel_state()?;
                     let changes = layout::diff(&fresh, &want);
                     self.send(&changes, &want)?
                 }
                 Err(e) => {
-                    self.record = None;
+                    self.generation = None;
                     return Err(e);
                 }
             }
@@ -490,11 +515,8 @@ impl Dataplane for NftBackend {
         } else {
             generation
         };
-        self.applied = Some(desired.clone());
-        self.record = Some(Record {
-            generation,
-            state: want.state,
-        });
+        self.generation = Some(generation);
+        self.committed = Some(Box::new(Committed::new(desired, want.state)));
         report.reread = reread;
         report.duration = start.elapsed();
         tracing::debug!(table = %self.table, changes = report.changes(), ?report.duration, "nft apply");
@@ -506,35 +528,36 @@ impl Dataplane for NftBackend {
     }
 
     fn counters(&self) -> Result<Vec<BackendCounters>, DataplaneError> {
-        let Some(applied) = &self.applied else {
+        let Some(committed) = &self.committed else {
             return Ok(Vec::new());
         };
-        let want = layout::plan(applied)?;
         let st = self.kernel_state()?;
-        let mut out: Vec<BackendCounters> = want
-            .owners
-            .iter()
-            .map(|o| BackendCounters {
-                service: o.service.clone(),
-                backend: o.backend.clone(),
-                addr: o.addr,
-                port: o.port,
+        let mut out = Vec::new();
+        for s in committed.services() {
+            let plan = layout::plan_service(s)?;
+            let single = plan.count.is_some();
+            let base = out.len();
+            out.extend(s.backends.iter().map(|b| BackendCounters {
+                service: s.name.clone(),
+                backend: b.name.clone(),
+                addr: b.addr,
+                port: b.port,
                 connections: 0,
-                packets: o.single.then_some(0),
-                bytes: o.single.then_some(0),
-            })
-            .collect();
-        for (name, set) in &st.sets {
-            let counting = name.starts_with("count");
-            for (k, (packets, bytes)) in &set.counters {
-                let Some(&i) = want.owner_of.get(&(name.clone(), k.clone())) else {
+                packets: single.then_some(0),
+                bytes: single.then_some(0),
+            }));
+            for (set, k, _, bi) in plan.elements() {
+                let Some(&(packets, bytes)) = st.sets.get(set).and_then(|c| c.counters.get(k))
+                else {
                     continue;
                 };
-                let Some(c) = out.get_mut(i) else { continue };
-                if counting {
+                let Some(c) = out.get_mut(base + bi) else {
+                    continue;
+                };
+                if set.starts_with("count") {
                     c.packets = Some(c.packets.unwrap_or(0) + packets);
                     c.bytes = Some(c.bytes.unwrap_or(0) + bytes);
-                } else if name.starts_with("dnat") {
+                } else {
                     // The nat chain sees only a connection's first packet.
                     c.connections += packets;
                 }
@@ -544,8 +567,8 @@ impl Dataplane for NftBackend {
     }
 
     fn teardown(&mut self) -> Result<(), DataplaneError> {
-        self.record = None;
-        self.applied = None;
+        self.committed = None;
+        self.generation = None;
         let ctable = CString::new(self.table.as_str())
             .map_err(|_| DataplaneError::BadTableName(self.table.clone()))?;
         let table = nftnl::Table::new(&ctable, ProtoFamily::Inet);

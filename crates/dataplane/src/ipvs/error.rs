@@ -1,0 +1,130 @@
+//! Errors of the IPVS backend, each saying what to fix.
+
+use std::io;
+use std::path::PathBuf;
+
+use ::ipvs::IpvsError;
+
+use crate::DataplaneError;
+
+/// Why the IPVS backend could not apply, read or sync.
+#[derive(Debug, thiserror::Error)]
+pub enum IpvsBackendError {
+    /// The IPVS generic-netlink family could not be used.
+    #[error("cannot use IPVS: {0}")]
+    Connect(#[source] IpvsError),
+    /// The kernel refused a change to one service (the source names the fix).
+    #[error("service {service}: {source}")]
+    Kernel {
+        /// Service name from the desired state (or the kernel's key for an orphan).
+        service: String,
+        /// The client's error.
+        #[source]
+        source: IpvsError,
+    },
+    /// Reading IPVS state failed.
+    #[error("reading IPVS state: {0}")]
+    Read(#[source] IpvsError),
+    /// IPVS has no random scheduler.
+    #[error("service {service}: IPVS has no `random` scheduler; use rr or wrr (the nearest), or the nft backend")]
+    RandomScheduler {
+        /// Service name.
+        service: String,
+    },
+    /// IPVS services are keyed by one port.
+    #[error("service {service}: an IPVS service has one port, not the range {first}-{last}; use the nft backend for port ranges, or one service per port")]
+    PortRange {
+        /// Service name.
+        service: String,
+        /// First port.
+        first: u16,
+        /// Last port.
+        last: u16,
+    },
+    /// Direct routing and tunnelling deliver the packet unchanged.
+    #[error("service {service}: backend {backend} has port {port} but the service's port is {service_port}; {forward} forwarding cannot change the destination port: drop the backend port or use nat")]
+    PortChangeWithoutNat {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+        /// The backend's port.
+        port: u16,
+        /// The service's port.
+        service_port: u16,
+        /// "direct-route" or "tunnel".
+        forward: &'static str,
+    },
+    /// Two backends of one service at the same address and port.
+    #[error("service {service}: backends {first} and {second} are both {addr}; IPVS keys real servers by address and port")]
+    DuplicateBackend {
+        /// Service name.
+        service: String,
+        /// First backend.
+        first: String,
+        /// Second backend.
+        second: String,
+        /// The shared address and port.
+        addr: String,
+    },
+    /// A persistence the kernel would refuse.
+    #[error("service {service}: persistence {what}")]
+    BadPersistence {
+        /// Service name.
+        service: String,
+        /// What is wrong, and the fix.
+        what: String,
+    },
+    /// A backend weight above what the kernel takes.
+    #[error("service {service}: backend {backend} weight {weight} is above {max}")]
+    WeightTooLarge {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+        /// The weight.
+        weight: u32,
+        /// The largest weight IPVS takes.
+        max: u32,
+    },
+    /// `net.ipv4.vs.conntrack` could not be set.
+    #[error("cannot set net.ipv4.vs.conntrack=1 through {path}: {source}; without it netfilter does not see IPVS connections and the SNAT rules never apply: load ip_vs (`modprobe ip_vs`) and run lbd as root in the network namespace of the services")]
+    Conntrack {
+        /// The sysctl file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The ownership record could not be read or written.
+    #[error("IPVS ownership record {path}: {source}; lbd keeps there the services it created (to delete them later, and never others): make its directory writable by lbd")]
+    Record {
+        /// The record file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The ownership record holds a line this backend cannot read.
+    #[error("IPVS ownership record {path} line {line}: cannot read {text:?}; delete the file (lbd then owns only the services of its configuration)")]
+    RecordSyntax {
+        /// The record file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The line.
+        text: String,
+    },
+    /// The sync daemon could not be started or stopped.
+    #[error("IPVS sync daemon: {0}")]
+    Sync(#[source] IpvsError),
+    /// A sync interface name the kernel cannot hold.
+    #[error("IPVS sync daemon: interface name {0:?} is empty or longer than 15 bytes")]
+    SyncInterface(String),
+}
+
+impl From<IpvsBackendError> for DataplaneError {
+    fn from(e: IpvsBackendError) -> DataplaneError {
+        DataplaneError::Ipvs(Box::new(e))
+    }
+}

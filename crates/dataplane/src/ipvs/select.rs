@@ -1,0 +1,146 @@
+//! Choosing the backend: `auto` takes IPVS when the kernel has it, else nftables,
+//! and says why (for the log and `status`).
+
+use std::fmt;
+
+use ::ipvs::IpvsError;
+
+use super::error::IpvsBackendError;
+use super::{plan, IpvsBackend, IpvsSettings};
+use crate::{
+    AppliedState, ApplyReport, BackendCounters, Dataplane, DataplaneError, DesiredState, NftBackend,
+};
+
+/// The configured backend preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendChoice {
+    /// IPVS when the kernel has it (and the services need nothing only nft does).
+    Auto,
+    /// IPVS, or fail.
+    Ipvs,
+    /// nftables.
+    Nft,
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Ipvs => "ipvs",
+            BackendChoice::Nft => "nft",
+        })
+    }
+}
+
+/// The backend in use.
+#[derive(Debug)]
+pub enum ChosenBackend {
+    /// IPVS (with SNAT through nftables).
+    Ipvs(Box<IpvsBackend>),
+    /// nftables.
+    Nft(NftBackend),
+}
+
+impl ChosenBackend {
+    /// The IPVS backend, for what only it does (the sync daemon).
+    pub fn ipvs(&mut self) -> Option<&mut IpvsBackend> {
+        match self {
+            ChosenBackend::Ipvs(b) => Some(b),
+            ChosenBackend::Nft(_) => None,
+        }
+    }
+
+    fn inner(&self) -> &dyn Dataplane {
+        match self {
+            ChosenBackend::Ipvs(b) => b.as_ref(),
+            ChosenBackend::Nft(b) => b,
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut dyn Dataplane {
+        match self {
+            ChosenBackend::Ipvs(b) => b.as_mut(),
+            ChosenBackend::Nft(b) => b,
+        }
+    }
+}
+
+impl Dataplane for ChosenBackend {
+    fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        self.inner_mut().apply(desired)
+    }
+
+    fn read_back(&self) -> Result<AppliedState, DataplaneError> {
+        self.inner().read_back()
+    }
+
+    fn counters(&self) -> Result<Vec<BackendCounters>, DataplaneError> {
+        self.inner().counters()
+    }
+
+    fn teardown(&mut self) -> Result<(), DataplaneError> {
+        self.inner_mut().teardown()
+    }
+
+    fn name(&self) -> &'static str {
+        self.inner().name()
+    }
+}
+
+/// A chosen backend and the reason, in words.
+#[derive(Debug)]
+pub struct Selection {
+    /// The backend.
+    pub backend: ChosenBackend,
+    /// Why it was chosen ("auto: ipvs, the kernel has IPVS 1.2.1").
+    pub reason: String,
+}
+
+/// Creates the backend `choice` asks for, in the calling thread's network namespace.
+/// `Auto` takes IPVS when it can be used, and nft when the kernel has no IPVS or when
+/// `desired` needs what IPVS lacks (the random scheduler, port ranges); any other
+/// failure (no permission, no conntrack sysctl) is an error rather than a silent
+/// fallback.
+pub fn select_backend(
+    choice: BackendChoice,
+    settings: &IpvsSettings,
+    desired: Option<&DesiredState>,
+) -> Result<Selection, DataplaneError> {
+    let nft = |reason: String| -> Result<Selection, DataplaneError> {
+        Ok(Selection {
+            backend: ChosenBackend::Nft(NftBackend::new(&settings.nft_table)?),
+            reason,
+        })
+    };
+    match choice {
+        BackendChoice::Nft => nft("configured: nft".into()),
+        BackendChoice::Ipvs => {
+            let b = IpvsBackend::new(settings)?;
+            let reason = format!("configured: ipvs (IPVS {})", b.version()?);
+            Ok(Selection {
+                backend: ChosenBackend::Ipvs(Box::new(b)),
+                reason,
+            })
+        }
+        BackendChoice::Auto => {
+            if let Some(why) = desired.and_then(plan::unsupported) {
+                return nft(format!("auto: nft, because {why}, which IPVS cannot do"));
+            }
+            match IpvsBackend::new(settings) {
+                Ok(b) => {
+                    let reason = format!("auto: ipvs, the kernel has IPVS {}", b.version()?);
+                    Ok(Selection {
+                        backend: ChosenBackend::Ipvs(Box::new(b)),
+                        reason,
+                    })
+                }
+                Err(DataplaneError::Ipvs(e))
+                    if matches!(*e, IpvsBackendError::Connect(IpvsError::NotAvailable)) =>
+                {
+                    nft("auto: nft, the kernel has no IPVS (generic netlink family \"IPVS\" not found)".into())
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,883 @@
+//! `vrrp_bench [--runs N] [--soak-s S] [--skip-soak]`: failover times of vrrpd and
+//! keepalived 2.2.7 in the same two-arm lab, interleaved, and vrrpd's RSS and
+//! CPU with 50 instances at 100 ms adverts. Prints figures; asserts nothing.
+//! Needs root; run it with `cargo run --release -p integration --bin vrrp_bench`.
+//!
+//! Failover time: from the master's death (SIGKILL, then both cables pulled)
+//! or its SIGTERM, to the first TCP connection from the client to the public
+//! VIP answered by the backup (a responder on lb2's 0.0.0.0:8080). The client
+//! starts a non-blocking connect every millisecond, so the figure includes the
+//! GARP that redirects the client's ARP entry.
+
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use integration::{Lab, Process, ReplyServer};
+use socket2::{Domain, Socket, Type};
+
+const PUBLIC_VIP: &str = "198.18.0.100";
+const SERVER_VIP: &str = "198.18.1.100";
+const PORT: u16 = 8080;
+const KEEPALIVED: &str = "/usr/sbin/keepalived";
+/// Backup priority in every scenario (the master has 150).
+const BACKUP_PRIORITY: u32 = 100;
+/// Give up on one failover after this long.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(20);
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+/// A connect attempt whose SYN got no answer in this time is dropped (its
+/// SYN went to the dead node's MAC); a new attempt starts every millisecond.
+const ATTEMPT_LIFETIME: Duration = Duration::from_millis(300);
+const SOAK_INSTANCES: usize = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Implementation {
+    Vrrpd,
+    Keepalived,
+}
+
+impl Implementation {
+    fn name(self) -> &'static str {
+        match self {
+            Implementation::Vrrpd => "vrrpd",
+            Implementation::Keepalived => "keepalived",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// SIGKILL and both cables out.
+    Crash,
+    /// SIGTERM: a priority-0 release.
+    Graceful,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Timers {
+    label: &'static str,
+    version: u8,
+    interval_ms: u32,
+}
+
+impl Timers {
+    /// Skew_Time of the backup (RFC 3768 §6.1 for v2, RFC 9568 §6.1 for v3).
+    fn skew_ms(&self) -> f64 {
+        let p = f64::from(256 - BACKUP_PRIORITY);
+        match self.version {
+            2 => p * 1000.0 / 256.0,
+            _ => p * f64::from(self.interval_ms) / 256.0,
+        }
+    }
+
+    /// Master_Down_Interval of the backup.
+    fn master_down_ms(&self) -> f64 {
+        3.0 * f64::from(self.interval_ms) + self.skew_ms()
+    }
+
+    fn target_ms(&self, kill: Kill) -> f64 {
+        match kill {
+            Kill::Crash => self.master_down_ms() + 20.0,
+            Kill::Graceful => self.skew_ms() + 20.0,
+        }
+    }
+}
+
+const TIMERS: [Timers; 3] = [
+    Timers {
+        label: "v3 1 s",
+        version: 3,
+        interval_ms: 1000,
+    },
+    Timers {
+        label: "v2 1 s",
+        version: 2,
+        interval_ms: 1000,
+    },
+    Timers {
+        label: "v3 100 ms",
+        version: 3,
+        interval_ms: 100,
+    },
+];
+
+struct Args {
+    runs: usize,
+    soak: Duration,
+    skip_soak: bool,
+    skip_failover: bool,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        runs: 5,
+        soak: Duration::from_secs(30),
+        skip_soak: false,
+        skip_failover: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--runs" => {
+                let v = it.next().ok_or_else(|| anyhow!("--runs needs a number"))?;
+                args.runs = v.parse().with_context(|| format!("--runs {v}"))?;
+            }
+            "--soak-s" => {
+                let v = it.next().ok_or_else(|| anyhow!("--soak-s needs a number"))?;
+                args.soak = Duration::from_secs(v.parse().with_context(|| format!("--soak-s {v}"))?);
+            }
+            "--skip-soak" => args.skip_soak = true,
+            "--skip-failover" => args.skip_failover = true,
+            other => bail!(
+                "unknown argument {other:?}; usage: vrrp_bench [--runs N] [--soak-s S] [--skip-soak] [--skip-failover]"
+            ),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    if !integration::have_root("vrrp_bench") {
+        bail!("vrrp_bench needs root (network namespaces)");
+    }
+    let vrrpd = vrrpd_binary()?;
+    let keepalived = Path::new(KEEPALIVED).exists();
+    println!("vrrpd: {}", vrrpd.display());
+    if !keepalived {
+        println!("NOTE: {KEEPALIVED} not found: keepalived columns stay empty");
+    }
+    let bench = Bench::new(vrrpd)?;
+    if !args.skip_failover {
+        bench.failover(args.runs, keepalived)?;
+    }
+    if !args.skip_soak {
+        bench.soak(args.soak, keepalived)?;
+    }
+    Ok(())
+}
+
+/// vrrpd from the same target directory as this binary, built if absent.
+fn vrrpd_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating vrrp_bench")?;
+    let bin = exe.with_file_name("vrrpd");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    let release = exe
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|d| d == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", "vrrpd", "--bin", "vrrpd"]);
+    if release {
+        cmd.arg("--release");
+    }
+    println!("building vrrpd: {cmd:?}");
+    let status = cmd.status().context("running cargo build -p vrrpd")?;
+    if !status.success() || !bin.exists() {
+        bail!("vrrpd was not built at {}", bin.display());
+    }
+    Ok(bin)
+}
+
+struct Bench {
+    lab: Lab,
+    dir: tempfile::TempDir,
+    vrrpd: PathBuf,
+    _responders: Vec<ReplyServer>,
+}
+
+/// The two running members of one scenario.
+struct Pair {
+    lb1: Process,
+    _lb2: Process,
+}
+
+#[derive(Default)]
+struct Figures {
+    ms: Vec<f64>,
+    failures: usize,
+}
+
+impl Figures {
+    fn cell(&self) -> String {
+        if self.ms.is_empty() {
+            return if self.failures > 0 {
+                format!("failed x{}", self.failures)
+            } else {
+                "-".into()
+            };
+        }
+        let mut v = self.ms.clone();
+        v.sort_by(f64::total_cmp);
+        let median = if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
+        let fails = if self.failures > 0 {
+            format!(" ({} failed)", self.failures)
+        } else {
+            String::new()
+        };
+        format!("{median:7.1} [{:.1}-{:.1}]{fails}", v[0], v[v.len() - 1])
+    }
+
+    fn median(&self) -> Option<f64> {
+        let mut v = self.ms.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    }
+}
+
+impl Bench {
+    fn new(vrrpd: PathBuf) -> Result<Bench> {
+        let lab = Lab::two_arm().context("bringing up the two-arm lab")?;
+        let dir = tempfile::tempdir().context("creating the work directory")?;
+        let any: SocketAddr = SocketAddr::from(([0, 0, 0, 0], PORT));
+        let responders = vec![
+            lab["lb1"].serve_reply(any, "lb1")?,
+            lab["lb2"].serve_reply(any, "lb2")?,
+        ];
+        Ok(Bench {
+            lab,
+            dir,
+            vrrpd,
+            _responders: responders,
+        })
+    }
+
+    fn failover(&self, runs: usize, keepalived: bool) -> Result<()> {
+        let impls: Vec<Implementation> = if keepalived {
+            vec![Implementation::Vrrpd, Implementation::Keepalived]
+        } else {
+            vec![Implementation::Vrrpd]
+        };
+        let kills = [Kill::Crash, Kill::Graceful];
+        // (timers, kill, implementation) -> figures
+        let mut results: Vec<Vec<Vec<Figures>>> = TIMERS
+            .iter()
+            .map(|_| {
+                kills
+                    .iter()
+                    .map(|_| impls.iter().map(|_| Figures::default()).collect())
+                    .collect()
+            })
+            .collect();
+        let mut phases: Vec<Vec<(String, f64)>> = Vec::new();
+        for run in 1..=runs {
+            for (t, timers) in TIMERS.iter().enumerate() {
+                for (k, kill) in kills.iter().enumerate() {
+                    for (i, imp) in impls.iter().enumerate() {
+                        let outcome = self.trial(*imp, *timers, *kill);
+                        let figures = &mut results[t][k][i];
+                        match outcome {
+                            Ok((ms, p)) => {
+                                println!(
+                                    "run {run}/{runs} {:<10} {:<9} {:<8} {ms:8.1} ms",
+                                    imp.name(),
+                                    timers.label,
+                                    kill_name(*kill)
+                                );
+                                figures.ms.push(ms);
+                                if !p.is_empty() {
+                                    phases.push(p);
+                                }
+                            }
+                            Err(e) => {
+                                println!(
+                                    "run {run}/{runs} {:<10} {:<9} {:<8} FAILED: {e:#}",
+                                    imp.name(),
+                                    timers.label,
+                                    kill_name(*kill)
+                                );
+                                figures.failures += 1;
+                            }
+                        }
+                        self.reset()?;
+                    }
+                }
+            }
+        }
+
+        println!();
+        println!("Failover: time until the public VIP answers the client at the backup, ms");
+        println!("median [min-max] of {runs} runs, interleaved; backup priority {BACKUP_PRIORITY}, master 150");
+        println!();
+        println!(
+            "{:<32} {:<10} {:>9}   {:<28} {:<28}",
+            "scenario", "timers", "target", "vrrpd", "keepalived"
+        );
+        for (t, timers) in TIMERS.iter().enumerate() {
+            for (k, kill) in kills.iter().enumerate() {
+                let scenario = match kill {
+                    Kill::Crash => "crash (SIGKILL + cables out)",
+                    Kill::Graceful => "graceful (SIGTERM)",
+                };
+                let target = match kill {
+                    Kill::Crash => format!("<= {:.0}", timers.target_ms(*kill)),
+                    Kill::Graceful => format!("<= {:.0}", timers.target_ms(*kill)),
+                };
+                let cells: Vec<String> = results[t][k].iter().map(Figures::cell).collect();
+                let vrrpd_ok = results[t][k][0]
+                    .median()
+                    .is_some_and(|m| m <= timers.target_ms(*kill));
+                println!(
+                    "{:<32} {:<10} {:>9}   {:<28} {:<28} {}",
+                    scenario,
+                    timers.label,
+                    target,
+                    cells[0],
+                    cells.get(1).map_or("-", String::as_str),
+                    if vrrpd_ok {
+                        "vrrpd meets target"
+                    } else {
+                        "vrrpd MISSES target"
+                    }
+                );
+            }
+        }
+        println!();
+        println!(
+            "targets: crash <= Master_Down_Interval + 20 ms (3 x interval + Skew_Time), \
+             graceful <= Skew_Time + 20 ms; Skew_Time at priority 100 = 609 ms (1 s), 61 ms (100 ms)"
+        );
+        if !phases.is_empty() {
+            println!();
+            println!("vrrpd takeover phases on the new master (vrrp_takeover_last_phase_seconds), ms, median [min-max]:");
+            for phase in ["prepare", "vips_added", "first_advert", "garp_sent"] {
+                let f = Figures {
+                    ms: phases
+                        .iter()
+                        .filter_map(|p| p.iter().find(|(n, _)| n == phase).map(|(_, v)| *v))
+                        .collect(),
+                    failures: 0,
+                };
+                println!("  {phase:<13} {}", f.cell());
+            }
+        }
+        Ok(())
+    }
+
+    /// One failover; returns its time in ms and, for vrrpd, the backup's
+    /// takeover phases.
+    fn trial(
+        &self,
+        imp: Implementation,
+        timers: Timers,
+        kill: Kill,
+    ) -> Result<(f64, Vec<(String, f64)>)> {
+        let mut pair = self.start(imp, timers)?;
+        // lb1 MASTER, answering the client (whose ARP entry now names lb1).
+        self.wait_answer("lb1", SETTLE_LIMIT)?;
+        if has_vip(&self.lab, "lb2", "eth0", PUBLIC_VIP)? {
+            bail!("both nodes hold the VIP");
+        }
+        // lb2 hears a few adverts and settles in BACKUP.
+        std::thread::sleep(Duration::from_millis(
+            u64::from(timers.interval_ms) * 3 + 200,
+        ));
+
+        let (go_tx, go_rx) = mpsc::channel::<Instant>();
+        let vip: SocketAddr = SocketAddr::new(parse_ip(PUBLIC_VIP)?, PORT);
+        let poller = self.lab["client"].thread_in(move || -> Result<Instant> {
+            let t0 = go_rx.recv().context("no start signal")?;
+            poll_until_answer(vip, "lb2", t0 + FAILOVER_LIMIT)
+        })?;
+        let t0 = Instant::now();
+        match kill {
+            Kill::Crash => {
+                pair.lb1.signal(libc::SIGKILL)?;
+                let _ = go_tx.send(t0);
+                self.lab.set_cable("lb1", "eth0", false)?;
+                self.lab.set_cable("lb1", "eth1", false)?;
+            }
+            Kill::Graceful => {
+                pair.lb1.signal(libc::SIGTERM)?;
+                let _ = go_tx.send(t0);
+            }
+        }
+        let answered = poller
+            .join()
+            .map_err(|_| anyhow!("the client's poller panicked"))??;
+        let ms = answered.duration_since(t0).as_secs_f64() * 1000.0;
+        let phases = if imp == Implementation::Vrrpd {
+            // The takeover's record is written before the GARP: wait a little.
+            std::thread::sleep(Duration::from_millis(50));
+            takeover_phases(&self.lab).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let _ = pair.lb1.wait_timeout(Duration::from_secs(5));
+        drop(pair);
+        Ok((ms, phases))
+    }
+
+    /// Both members of `imp` with `timers`: lb1 150, lb2 100.
+    fn start(&self, imp: Implementation, timers: Timers) -> Result<Pair> {
+        match imp {
+            Implementation::Vrrpd => {
+                let text = vrrpd_config(timers, self.dir.path())?;
+                let mut started = Vec::new();
+                for node in ["lb1", "lb2"] {
+                    let path = self.dir.path().join(format!("{node}.toml"));
+                    let node_text = text.replace("@NODE@", node);
+                    std::fs::write(&path, node_text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    let mut cmd = self.lab[node].command(&self.vrrpd);
+                    cmd.args(["--config", &path.to_string_lossy(), "--node", node])
+                        .env("RUST_LOG", "info");
+                    started.push(self.lab[node].spawn_command(cmd, "vrrpd")?);
+                }
+                let lb2 = started.pop().ok_or_else(|| anyhow!("lb2 not started"))?;
+                let lb1 = started.pop().ok_or_else(|| anyhow!("lb1 not started"))?;
+                Ok(Pair { lb1, _lb2: lb2 })
+            }
+            Implementation::Keepalived => {
+                let lb1 = self.keepalived("lb1", &keepalived_config("lb1", 150, timers))?;
+                let lb2 = self.keepalived("lb2", &keepalived_config("lb2", 100, timers))?;
+                Ok(Pair { lb1, _lb2: lb2 })
+            }
+        }
+    }
+
+    fn keepalived(&self, node: &str, conf: &str) -> Result<Process> {
+        let d = self.dir.path();
+        let conf_path = d.join(format!("{node}-keepalived.conf"));
+        std::fs::write(&conf_path, conf)
+            .with_context(|| format!("writing {}", conf_path.display()))?;
+        let pid = d.join(format!("{node}-keepalived.pid"));
+        let vrrp_pid = d.join(format!("{node}-keepalived-vrrp.pid"));
+        Ok(self.lab[node].spawn(
+            KEEPALIVED,
+            [
+                "-P".as_ref(),
+                "-n".as_ref(),
+                "-l".as_ref(),
+                "-G".as_ref(),
+                "-f".as_ref(),
+                conf_path.as_os_str(),
+                "-p".as_ref(),
+                pid.as_os_str(),
+                "-r".as_ref(),
+                vrrp_pid.as_os_str(),
+            ],
+        )?)
+    }
+
+    /// Cables in, VIPs gone: the state before each trial.
+    fn reset(&self) -> Result<()> {
+        for node in ["lb1", "lb2"] {
+            self.lab.set_cable(node, "eth0", true)?;
+            self.lab.set_cable(node, "eth1", true)?;
+            for (iface, vip) in [("eth0", PUBLIC_VIP), ("eth1", SERVER_VIP)] {
+                if has_vip(&self.lab, node, iface, vip)? {
+                    self.lab[node].ip(&["addr", "del", &format!("{vip}/24"), "dev", iface])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the client's connection to the VIP is answered by `node`.
+    fn wait_answer(&self, node: &str, limit: Duration) -> Result<()> {
+        let vip = SocketAddr::new(parse_ip(PUBLIC_VIP)?, PORT);
+        let start = Instant::now();
+        loop {
+            if let Ok(reply) = self.lab["client"].tcp_fetch(vip, Duration::from_millis(300)) {
+                if reply == node {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > limit {
+                bail!("the VIP did not answer from {node} within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// vrrpd with 50 instances at 100 ms on each node (lb1 MASTER of all):
+    /// RSS and CPU over `span`.
+    fn soak(&self, span: Duration, keepalived: bool) -> Result<()> {
+        println!();
+        println!(
+            "Soak: {SOAK_INSTANCES} instances ({} sync groups of 2, eth0 + eth1), VRRPv3 100 ms adverts, {} s",
+            SOAK_INSTANCES / 2,
+            span.as_secs()
+        );
+        let mut rows = Vec::new();
+        let text = soak_config(self.dir.path());
+        let mut started = Vec::new();
+        for node in ["lb1", "lb2"] {
+            let path = self.dir.path().join(format!("soak-{node}.toml"));
+            std::fs::write(&path, text.replace("@NODE@", node))
+                .with_context(|| format!("writing {}", path.display()))?;
+            let mut cmd = self.lab[node].command(&self.vrrpd);
+            cmd.args(["--config", &path.to_string_lossy(), "--node", node])
+                .env("RUST_LOG", "info");
+            started.push(self.lab[node].spawn_command(cmd, "vrrpd-soak")?);
+        }
+        self.wait_all_vips("lb1")?;
+        rows.push((
+            "vrrpd",
+            measure(
+                &started.iter().map(|p| vec![p.pid()]).collect::<Vec<_>>(),
+                span,
+            )?,
+        ));
+        drop(started);
+        self.flush_soak_vips()?;
+        if keepalived {
+            let lb1 = self.keepalived("lb1", &soak_keepalived_config("lb1", 150))?;
+            let lb2 = self.keepalived("lb2", &soak_keepalived_config("lb2", 100))?;
+            self.wait_all_vips("lb1")?;
+            // keepalived runs a parent and a VRRP child: both count.
+            let group = |p: &Process| -> Vec<u32> {
+                let mut pids = vec![p.pid()];
+                pids.extend(children(p.pid()));
+                pids
+            };
+            let pids = vec![group(&lb1), group(&lb2)];
+            rows.push(("keepalived", measure(&pids, span)?));
+            drop((lb1, lb2));
+            self.flush_soak_vips()?;
+        }
+        println!();
+        println!(
+            "{:<12} {:>16} {:>16} {:>14} {:>14}",
+            "", "RSS master (MB)", "RSS backup (MB)", "CPU master %", "CPU backup %"
+        );
+        for (name, m) in &rows {
+            println!(
+                "{name:<12} {:>16.1} {:>16.1} {:>14.2} {:>14.2}",
+                m[0].0, m[1].0, m[0].1, m[1].1
+            );
+        }
+        println!("targets (vrrpd): RSS < 15 MB, CPU < 2 % of one core (release build)");
+        Ok(())
+    }
+
+    fn wait_all_vips(&self, node: &str) -> Result<()> {
+        let vips: Vec<IpAddr> = (1..=SOAK_INSTANCES / 2)
+            .flat_map(|i| {
+                let last = (100 + i) as u8;
+                [
+                    IpAddr::from([198, 18, 0, last]),
+                    IpAddr::from([198, 18, 1, last]),
+                ]
+            })
+            .collect();
+        let start = Instant::now();
+        loop {
+            let mut held = self.lab[node].addresses("eth0")?;
+            held.extend(self.lab[node].addresses("eth1")?);
+            if vips.iter().all(|v| held.iter().any(|p| p.addr == *v)) {
+                return Ok(());
+            }
+            if start.elapsed() > SETTLE_LIMIT {
+                bail!("{node} did not get all {SOAK_INSTANCES} VIPs");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn flush_soak_vips(&self) -> Result<()> {
+        for node in ["lb1", "lb2"] {
+            for (iface, net) in [("eth0", 0), ("eth1", 1)] {
+                for i in 1..=SOAK_INSTANCES / 2 {
+                    let vip = format!("198.18.{net}.{}", 100 + i);
+                    if has_vip(&self.lab, node, iface, &vip)? {
+                        self.lab[node].ip(&["addr", "del", &format!("{vip}/24"), "dev", iface])?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn kill_name(kill: Kill) -> &'static str {
+    match kill {
+        Kill::Crash => "crash",
+        Kill::Graceful => "graceful",
+    }
+}
+
+fn parse_ip(s: &str) -> Result<IpAddr> {
+    s.parse().with_context(|| format!("address {s}"))
+}
+
+fn has_vip(lab: &Lab, node: &str, iface: &str, vip: &str) -> Result<bool> {
+    let vip = parse_ip(vip)?;
+    Ok(lab[node].addresses(iface)?.iter().any(|p| p.addr == vip))
+}
+
+/// From the client's namespace: a non-blocking connect to `vip` every
+/// millisecond until one is answered with `reply`; returns when.
+fn poll_until_answer(vip: SocketAddr, reply: &str, deadline: Instant) -> Result<Instant> {
+    let mut pending: Vec<(Instant, Socket)> = Vec::new();
+    loop {
+        let now = Instant::now();
+        if now > deadline {
+            bail!("no answer from {reply} at {vip}");
+        }
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).context("socket")?;
+        socket.set_nonblocking(true).context("non-blocking")?;
+        match socket.connect(&vip.into()) {
+            Ok(()) => pending.push((now, socket)),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => pending.push((now, socket)),
+            Err(_) => {}
+        }
+        let mut i = 0;
+        while i < pending.len() {
+            let (born, s) = &pending[i];
+            let failed = !matches!(s.take_error(), Ok(None));
+            if failed || born.elapsed() > ATTEMPT_LIFETIME {
+                pending.swap_remove(i);
+                continue;
+            }
+            if s.peer_addr().is_ok() {
+                let answered = Instant::now();
+                let (_, s) = pending.swap_remove(i);
+                if read_reply(s).as_deref() == Some(reply) {
+                    return Ok(answered);
+                }
+                continue;
+            }
+            i += 1;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn read_reply(socket: Socket) -> Option<String> {
+    socket.set_nonblocking(false).ok()?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    let mut stream: std::net::TcpStream = socket.into();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// The last takeover's phases from lb2's /metrics, in ms.
+fn takeover_phases(lab: &Lab) -> Result<Vec<(String, f64)>> {
+    use std::io::Write;
+    let addr = SocketAddr::from(([127, 0, 0, 1], 9612));
+    let mut stream = lab["lb2"].tcp_connect(addr, Duration::from_secs(2))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with("vrrp_takeover_last_phase_seconds{"))
+        .filter_map(|l| {
+            let phase = l.split("phase=\"").nth(1)?.split('"').next()?.to_owned();
+            let v: f64 = l.rsplit_once(' ')?.1.parse().ok()?;
+            Some((phase, v * 1000.0))
+        })
+        .collect())
+}
+
+/// cluster.toml.example with `timers`, the node's sockets in `dir` (lbd's
+/// socket absent: the prepare is a miss at once), `@NODE@` for the node name.
+fn vrrpd_config(timers: Timers, dir: &Path) -> Result<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml.example");
+    let mut text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let mut edit = |from: &str, to: &str| -> Result<()> {
+        if !text.contains(from) {
+            bail!("cluster.toml.example lacks {from:?}");
+        }
+        text = text.replacen(from, to, 1);
+        Ok(())
+    };
+    let d = dir.display();
+    edit(
+        "vrrpd_socket = \"/run/lbsuite/vrrpd.sock\"",
+        &format!("vrrpd_socket = \"{d}/@NODE@-vrrpd.sock\""),
+    )?;
+    edit(
+        "lbd_socket = \"/run/lbsuite/lbd.sock\"",
+        &format!("lbd_socket = \"{d}/@NODE@-lbd.sock\""),
+    )?;
+    if timers.version == 2 {
+        edit("version = 3\n", "version = 2\n")?;
+        edit("checksum = \"pseudo-header\"\n", "")?;
+        edit(
+            "name = \"server\"\ninterface = \"eth1\"\n",
+            "name = \"server\"\ninterface = \"eth1\"\nversion = 2\n",
+        )?;
+    }
+    let interval = format!("advert_interval_ms = {}\n", timers.interval_ms);
+    edit("advert_interval_ms = 1000\n", &interval)?;
+    edit("advert_interval_ms = 1000\n", &interval)?;
+    Ok(text)
+}
+
+fn advert_int(interval_ms: u32) -> String {
+    if interval_ms % 1000 == 0 {
+        format!("{}", interval_ms / 1000)
+    } else {
+        format!("{:.2}", f64::from(interval_ms) / 1000.0)
+    }
+}
+
+fn keepalived_instance(
+    name: &str,
+    iface: &str,
+    vrid: u32,
+    priority: u32,
+    timers: Timers,
+    vip: &str,
+) -> String {
+    format!(
+        "vrrp_instance {name} {{\n    state BACKUP\n    interface {iface}\n    virtual_router_id {vrid}\n    \
+         priority {priority}\n    advert_int {}\n    version {}\n    virtual_ipaddress {{\n        {vip}\n    }}\n}}\n",
+        advert_int(timers.interval_ms),
+        timers.version
+    )
+}
+
+/// keepalived's equivalent of cluster.toml.example: sync group `edge` with
+/// `public` (eth0, VRID 51) and `server` (eth1, VRID 52); defaults otherwise.
+fn keepalived_config(router_id: &str, priority: u32, timers: Timers) -> String {
+    format!(
+        "global_defs {{\n    router_id {router_id}\n}}\n\
+         vrrp_sync_group edge {{\n    group {{\n        public\n        server\n    }}\n}}\n{}{}",
+        keepalived_instance("public", "eth0", 51, priority, timers, "198.18.0.100/24"),
+        keepalived_instance("server", "eth1", 52, priority, timers, "198.18.1.100/24"),
+    )
+}
+
+/// The soak's cluster.toml: 25 groups of (eth0, eth1) instances, VRIDs 1-25,
+/// VRRPv3 at 100 ms, no services.
+fn soak_config(dir: &Path) -> String {
+    let groups = SOAK_INSTANCES / 2;
+    let prio = |p: u32| {
+        (1..=groups)
+            .map(|g| format!("g{g:02} = {p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let d = dir.display();
+    let mut t = format!(
+        "[cluster]\nname = \"soak\"\n\n\
+         [[node]]\nname = \"lb1\"\npriority = {{ {} }}\n\
+         addresses = {{ eth0 = [\"198.18.0.11/24\"], eth1 = [\"198.18.1.11/24\"] }}\n\n\
+         [[node]]\nname = \"lb2\"\npriority = {{ {} }}\n\
+         addresses = {{ eth0 = [\"198.18.0.12/24\"], eth1 = [\"198.18.1.12/24\"] }}\n\n\
+         [control]\nvrrpd_socket = \"{d}/soak-vrrpd-@NODE@.sock\"\nlbd_socket = \"{d}/soak-lbd.sock\"\n\n",
+        prio(150),
+        prio(100)
+    );
+    for g in 1..=groups {
+        t.push_str(&format!(
+            "[[sync_group]]\nname = \"g{g:02}\"\ninstances = [\"p{g:02}\", \"s{g:02}\"]\n\n\
+             [[instance]]\nname = \"p{g:02}\"\ninterface = \"eth0\"\nvrid = {g}\nadvert_interval_ms = 100\n\
+             vips = [\"198.18.0.{}/24\"]\n\n\
+             [[instance]]\nname = \"s{g:02}\"\ninterface = \"eth1\"\nvrid = {g}\nadvert_interval_ms = 100\n\
+             vips = [\"198.18.1.{}/24\"]\n\n",
+            100 + g,
+            100 + g
+        ));
+    }
+    t
+}
+
+fn soak_keepalived_config(router_id: &str, priority: u32) -> String {
+    let timers = Timers {
+        label: "v3 100 ms",
+        version: 3,
+        interval_ms: 100,
+    };
+    let mut t = format!("global_defs {{\n    router_id {router_id}\n}}\n");
+    for g in 1..=SOAK_INSTANCES / 2 {
+        t.push_str(&format!(
+            "vrrp_sync_group g{g:02} {{\n    group {{\n        p{g:02}\n        s{g:02}\n    }}\n}}\n"
+        ));
+        t.push_str(&keepalived_instance(
+            &format!("p{g:02}"),
+            "eth0",
+            g as u32,
+            priority,
+            timers,
+            &format!("198.18.0.{}/24", 100 + g),
+        ));
+        t.push_str(&keepalived_instance(
+            &format!("s{g:02}"),
+            "eth1",
+            g as u32,
+            priority,
+            timers,
+            &format!("198.18.1.{}/24", 100 + g),
+        ));
+    }
+    t
+}
+
+/// The direct children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// CPU seconds (user + system) of `pid`.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("{path}: no command name"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .ok_or_else(|| anyhow!("{path}: field {} unreadable", i + 3))
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((ticks(11)? + ticks(12)?) / hz)
+}
+
+/// VmRSS of `pid` in MB.
+fn rss_mb(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("{path}: no VmRSS"))?;
+    Ok(kb / 1024.0)
+}
+
+/// (RSS MB at the end, CPU % of one core over `span`) per process group.
+fn measure(groups: &[Vec<u32>], span: Duration) -> Result<Vec<(f64, f64)>> {
+    let sum_cpu = |pids: &Vec<u32>| -> Result<f64> { pids.iter().map(|&p| cpu_seconds(p)).sum() };
+    let before: Vec<f64> = groups.iter().map(sum_cpu).collect::<Result<_>>()?;
+    let t0 = Instant::now();
+    std::thread::sleep(span);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let mut out = Vec::new();
+    for (pids, b) in groups.iter().zip(before) {
+        let cpu = (sum_cpu(pids)? - b) / elapsed * 100.0;
+        let rss: f64 = pids.iter().map(|&p| rss_mb(p)).sum::<Result<f64>>()?;
+        out.push((rss, cpu));
+    }
+    Ok(out)
+}

@@ -1,0 +1,239 @@
+//! Which dataplane backend lbd runs, and the thread that owns it.
+//!
+//! The backends are synchronous and keep a netlink socket opened in the namespace of
+//! the thread that created them; [`DataplaneThread`] creates the backend on a thread
+//! of its own (in the daemon's namespace) and runs every operation there, one at a
+//! time, for async and blocking callers alike.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use std::path::PathBuf;
+
+use config::NodeView;
+use dataplane::{BackendChoice, ChosenBackend, DataplaneError, DesiredState, IpvsSettings};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::desired::Capabilities;
+
+/// A backend kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The nftables balancer (crates/dataplane `NftBackend`).
+    Nft,
+    /// IPVS, with SNAT rules through nftables.
+    Ipvs,
+}
+
+impl BackendKind {
+    /// What the backend can do, for planning.
+    pub fn capabilities(self) -> Capabilities {
+        match self {
+            BackendKind::Nft => Capabilities::nft(),
+            BackendKind::Ipvs => Capabilities::ipvs(),
+        }
+    }
+
+    /// "nft" or "ipvs".
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Nft => "nft",
+            BackendKind::Ipvs => "ipvs",
+        }
+    }
+}
+
+/// The chosen backend and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Selection {
+    /// The backend.
+    pub kind: BackendKind,
+    /// One sentence: the setting and what decided.
+    pub reason: String,
+}
+
+/// Why no backend could be chosen or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The configured backend could not be opened (no IPVS in the kernel, no
+    /// permission, no netlink).
+    #[error("dataplane.backend = \"{choice}\": {source}")]
+    Open {
+        /// The setting.
+        choice: BackendChoice,
+        /// What the dataplane said.
+        #[source]
+        source: DataplaneError,
+    },
+    /// The backend thread could not be started or died while opening.
+    #[error("starting the dataplane thread: {0}")]
+    Thread(String),
+}
+
+/// The dataplane's backend preference for the `dataplane.backend` setting.
+pub fn backend_choice(setting: config::Backend) -> BackendChoice {
+    match setting {
+        config::Backend::Auto => BackendChoice::Auto,
+        config::Backend::Ipvs => BackendChoice::Ipvs,
+        config::Backend::Nft => BackendChoice::Nft,
+    }
+}
+
+/// Where the backends keep what they own: the nftables table, and the IPVS
+/// ownership record beside lbd's control socket (`/run/lbsuite/ipvs-owned` by
+/// default), so that two lbds on one filesystem (test namespaces) keep theirs apart.
+pub fn backend_settings(view: &NodeView) -> IpvsSettings {
+    let dir = view
+        .control
+        .lbd_socket
+        .parent()
+        .map_or_else(|| PathBuf::from("/run/lbsuite"), PathBuf::from);
+    IpvsSettings {
+        nft_table: view.dataplane.nft_table.clone(),
+        ownership_record: dir.join("ipvs-owned"),
+    }
+}
+
+/// Chooses and opens the backend, in the calling thread's network namespace:
+/// `nft` and `ipvs` as configured (`ipvs` fails clearly without IPVS in the
+/// kernel); `auto` takes IPVS when the kernel has it and `desired` needs nothing
+/// only nft does, else nft (`dataplane::select_backend` decides).
+pub fn select_backend(
+    setting: config::Backend,
+    settings: &IpvsSettings,
+    desired: Option<&DesiredState>,
+) -> Result<(ChosenBackend, Selection), BackendError> {
+    let choice = backend_choice(setting);
+    let chosen = dataplane::select_backend(choice, settings, desired)
+        .map_err(|source| BackendError::Open { choice, source })?;
+    let kind = match chosen.backend {
+        ChosenBackend::Ipvs(_) => BackendKind::Ipvs,
+        ChosenBackend::Nft(_) => BackendKind::Nft,
+    };
+    Ok((
+        chosen.backend,
+        Selection {
+            kind,
+            reason: chosen.reason,
+        },
+    ))
+}
+
+type Job = Box<dyn FnOnce(&mut ChosenBackend) + Send>;
+
+/// The dataplane thread went away (it ends only when every handle is dropped, or if
+/// a backend call panicked).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the dataplane thread is gone")]
+pub struct ThreadGone;
+
+/// A handle on the thread that owns the backend; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DataplaneThread {
+    jobs: mpsc::Sender<Job>,
+    kind: BackendKind,
+}
+
+impl DataplaneThread {
+    /// Starts the thread and chooses and opens the backend there (see
+    /// [`select_backend`]); returns once it is open.
+    pub fn start(
+        setting: config::Backend,
+        settings: IpvsSettings,
+        desired: Option<DesiredState>,
+    ) -> Result<(DataplaneThread, Selection), BackendError> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (opened, open_result) = mpsc::channel();
+        thread::Builder::new()
+            .name("dataplane".into())
+            .spawn(move || {
+                let mut backend = match select_backend(setting, &settings, desired.as_ref()) {
+                    Ok((b, selection)) => {
+                        let _ = opened.send(Ok(selection));
+                        b
+                    }
+                    Err(e) => {
+                        let _ = opened.send(Err(e));
+                        return;
+                    }
+                };
+                for job in queue {
+                    job(&mut backend);
+                }
+            })
+            .map_err(|e| BackendError::Thread(e.to_string()))?;
+        match open_result.recv() {
+            Ok(Ok(selection)) => Ok((
+                DataplaneThread {
+                    jobs,
+                    kind: selection.kind,
+                },
+                selection,
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(BackendError::Thread(
+                "the thread ended while opening the backend".into(),
+            )),
+        }
+    }
+
+    /// The backend kind.
+    pub fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// Runs `f` on the backend and waits for it without blocking the runtime.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, ThreadGone>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut ChosenBackend) -> T + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |dp| {
+                let _ = tx.send(f(dp));
+            }))
+            .map_err(|_| ThreadGone)?;
+        rx.await.map_err(|_| ThreadGone)
+    }
+
+    /// Runs `f` on the backend, blocking the calling (non-async) thread at most
+    /// `timeout`; `None` if it took longer or the thread is gone.
+    pub fn run_blocking<T, F>(&self, timeout: Duration, f: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut ChosenBackend) -> T + Send + 'static,
+    {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move |dp| {
+                let _ = tx.send(f(dp));
+            }))
+            .ok()?;
+        rx.recv_timeout(timeout).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_follow_the_config() {
+        assert_eq!(backend_choice(config::Backend::Auto), BackendChoice::Auto);
+        assert_eq!(backend_choice(config::Backend::Ipvs), BackendChoice::Ipvs);
+        let text = include_str!("../../cluster.toml.example")
+            .replace("\"/run/lbsuite/lbd.sock\"", "\"/tmp/x/lbd.sock\"")
+            .replace("nft_table = \"lbsuite\"", "nft_table = \"mine\"");
+        let view = config::parse(&text, "t.toml")
+            .unwrap()
+            .node_view(Some("lb1"))
+            .unwrap();
+        let s = backend_settings(&view);
+        assert_eq!(s.nft_table, "mine");
+        assert_eq!(s.ownership_record, PathBuf::from("/tmp/x/ipvs-owned"));
+    }
+}

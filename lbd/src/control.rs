@@ -1,0 +1,116 @@
+//! lbd's control-socket methods: parsed here, answered by the daemon loop (which
+//! owns the state) through a channel.
+
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use ctl::wire::{decode_params, ReplyError};
+use ctl::RequestHandler;
+
+/// Parameters of `prepare` (sent by vrrpd at takeover).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct PrepareParams {
+    /// The sync group taking over (`None`: an instance outside groups).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Its member instances.
+    #[serde(default)]
+    pub instances: Vec<String>,
+}
+
+/// A parsed control request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `status`: backend, vrrpd roles, services and servers, last apply.
+    Status,
+    /// `reload`: re-read cluster.toml; refused files change nothing.
+    Reload,
+    /// `prepare`: make sure the dataplane is applied and current, fast.
+    Prepare(PrepareParams),
+}
+
+impl Command {
+    /// Parses a request; unknown methods and bad parameters are reply errors.
+    pub fn parse(method: &str, params: Value) -> Result<Command, ReplyError> {
+        let empty = |p: &Value| p.is_null() || p.as_object().is_some_and(|o| o.is_empty());
+        match method {
+            ctl::methods::STATUS | ctl::methods::RELOAD if !empty(&params) => Err(
+                ReplyError::invalid_params(format!("{method} takes no parameters")),
+            ),
+            ctl::methods::STATUS => Ok(Command::Status),
+            ctl::methods::RELOAD => Ok(Command::Reload),
+            ctl::methods::PREPARE => Ok(Command::Prepare(if params.is_null() {
+                PrepareParams::default()
+            } else {
+                decode_params(params)?
+            })),
+            other => Err(ReplyError::method_not_found(other)),
+        }
+    }
+}
+
+/// A request on its way to the daemon loop, with where to send the answer.
+#[derive(Debug)]
+pub struct ControlRequest {
+    /// What is asked.
+    pub command: Command,
+    /// The answer.
+    pub reply: oneshot::Sender<Result<Value, ReplyError>>,
+}
+
+/// lbd's [`RequestHandler`]: parses, forwards to the loop, waits.
+#[derive(Debug, Clone)]
+pub struct ControlHandler {
+    requests: mpsc::Sender<ControlRequest>,
+}
+
+impl ControlHandler {
+    /// A handler forwarding to `requests`.
+    pub fn new(requests: mpsc::Sender<ControlRequest>) -> Self {
+        ControlHandler { requests }
+    }
+}
+
+impl RequestHandler for ControlHandler {
+    async fn handle(&self, method: &str, params: Value) -> Result<Value, ReplyError> {
+        let command = Command::parse(method, params)?;
+        let (reply, answer) = oneshot::channel();
+        let gone = || ReplyError::failed("lbd is shutting down");
+        self.requests
+            .send(ControlRequest { command, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_methods() {
+        assert_eq!(Command::parse("status", Value::Null), Ok(Command::Status));
+        assert_eq!(Command::parse("reload", json!({})), Ok(Command::Reload));
+        assert!(Command::parse("reload", json!({"x": 1})).is_err());
+        assert_eq!(
+            Command::parse(
+                "prepare",
+                json!({"group": "edge", "instances": ["public", "server"]})
+            ),
+            Ok(Command::Prepare(PrepareParams {
+                group: Some("edge".into()),
+                instances: vec!["public".into(), "server".into()]
+            }))
+        );
+        assert_eq!(
+            Command::parse("prepare", json!({"group": null, "instances": []})),
+            Ok(Command::Prepare(PrepareParams::default()))
+        );
+        assert!(Command::parse("prepare", json!({"group": 3})).is_err());
+        let err = Command::parse("nope", Value::Null).unwrap_err();
+        assert_eq!(err.code, ctl::wire::codes::METHOD_NOT_FOUND);
+    }
+}

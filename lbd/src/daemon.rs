@@ -1,0 +1,724 @@
+//! The daemon: start-up (backend, health, sockets), the reconcile loop, reload,
+//! prepare, status, shutdown.
+//!
+//! One task owns the state. Whatever changes an input of the desired state (a health
+//! transition, a reload, a failed apply's retry, vrrpd's prepare) makes it plan again
+//! from (configuration, health) and hand the result to the backend, which diffs it
+//! against the kernel and sends one batch. The plan does not depend on the VRRP role:
+//! the backup holds the same rules (no VIP traffic reaches it), so a takeover only
+//! has to check that they are current. Roles are followed for status and logs.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use config::{ClusterConfig, NodeView};
+use ctl::wire::ReplyError;
+use dataplane::{ApplyReport, BackendCounters, Dataplane, NullBackend, SyncRole};
+use health::{HealthEvent, HealthRunner, HealthState, RunnerSettings, Target, TargetName};
+
+use crate::backend::{backend_settings, DataplaneThread, Selection};
+use crate::control::{Command, ControlHandler, ControlRequest, PrepareParams};
+use crate::desired::{self, Capabilities, Plan, ServerHealth};
+use crate::roles::{self, RoleUpdate, Roles};
+use crate::telemetry::Telemetry;
+
+/// How the daemon was started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The cluster.toml.
+    pub config_path: PathBuf,
+    /// `--node`, else the hostname picks the node.
+    pub node: Option<String>,
+}
+
+/// A configuration read and resolved for this node.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The whole file.
+    pub cluster: ClusterConfig,
+    /// This node's view of it.
+    pub view: NodeView,
+}
+
+/// Reads and validates the configuration; the error text is the config crate's
+/// diagnostics (file, line, key, fix).
+pub fn load(options: &Options) -> Result<Loaded, String> {
+    let cluster = config::load(&options.config_path).map_err(|e| e.to_string())?;
+    let view = cluster
+        .node_view(options.node.as_deref())
+        .map_err(|e| e.to_string())?;
+    Ok(Loaded { cluster, view })
+}
+
+/// First retry delay after a failed apply; doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+/// Longest retry delay.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Recent errors kept for status.
+const ERRORS_KEPT: usize = 10;
+
+/// This node's own address whose subnet holds `server`: health checks leave from
+/// it, on the interface that reaches the server.
+pub fn check_source(view: &NodeView, server: IpAddr) -> Option<IpAddr> {
+    view.node
+        .addresses
+        .values()
+        .flatten()
+        .find(|a| a.contains(server))
+        .map(|a| a.address)
+}
+
+/// Health-check targets of `view`.
+pub fn health_targets(view: &NodeView) -> Vec<Target> {
+    health::targets_from_config(&view.services, &view.checks, |_, server| {
+        check_source(view, server.address)
+    })
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The last apply, for status.
+#[derive(Debug, Clone)]
+struct ApplyRecord {
+    why: String,
+    unix_ms: u64,
+    result: Result<ApplyReport, String>,
+}
+
+impl ApplyRecord {
+    fn to_json(&self) -> Value {
+        match &self.result {
+            Ok(r) => json!({
+                "ok": true, "why": self.why, "unix_ms": self.unix_ms,
+                "duration_ms": r.duration.as_secs_f64() * 1e3, "changes": r.changes(),
+                "messages": r.messages, "batch_bytes": r.batch_bytes, "reread": r.reread,
+                "report": r,
+            }),
+            Err(e) => json!({"ok": false, "why": self.why, "unix_ms": self.unix_ms, "error": e}),
+        }
+    }
+}
+
+/// Everything the loop owns.
+struct Daemon {
+    options: Options,
+    view: NodeView,
+    selection: Selection,
+    dataplane: DataplaneThread,
+    telemetry: Telemetry,
+    health: HealthRunner,
+    plan: Plan,
+    /// The desired state differs from what was last applied successfully.
+    dirty: bool,
+    last_apply: Option<ApplyRecord>,
+    applies: u64,
+    apply_errors: u64,
+    errors: VecDeque<String>,
+    retry: Option<(Instant, Duration)>,
+    roles: Roles,
+    prepares: u64,
+    last_prepare: Option<Value>,
+    checks_seen: HashMap<TargetName, u64>,
+    loaded_unix_ms: u64,
+}
+
+/// Runs lbd until `shutdown` resolves. SIGHUP reloads. Fails only at start-up
+/// (backend, control socket, metrics listener); the ruleset is left in place on exit.
+pub async fn run(
+    options: Options,
+    loaded: Loaded,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let view = loaded.view;
+    // `auto` needs to know whether the services ask for what only nft does.
+    let wanted = desired::plan(&view, |_, _| ServerHealth::Up, Capabilities::ipvs()).state;
+    let (dataplane, selection) = DataplaneThread::start(
+        view.dataplane.backend,
+        backend_settings(&view),
+        Some(wanted),
+    )?;
+    tracing::info!(backend = selection.kind.name(), reason = %selection.reason, table = %view.dataplane.nft_table, "dataplane backend chosen");
+    let telemetry = Telemetry::new(Some(dataplane.clone()));
+    let _metrics = if view.metrics.enabled {
+        Some(
+            metrics::MetricsServer::start(view.metrics.lbd_listen, telemetry.registry().clone())
+                .context("starting the metrics endpoint")?,
+        )
+    } else {
+        None
+    };
+
+    let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(64);
+    let perms = ctl::SocketPerms {
+        group: view.control.group.as_deref().map(ctl::SocketGroup::parse),
+    };
+    let server = ctl::Server::bind(&view.control.lbd_socket, perms)
+        .await
+        .context("binding the control socket")?
+        .with_identity("lbd", env!("CARGO_PKG_VERSION"));
+    let (stop_server, server_stopped) = watch::channel(false);
+    let serving = tokio::spawn(server.serve(
+        Arc::new(ControlHandler::new(control_tx)),
+        ctl::EventBus::new(ctl::DEFAULT_BACKLOG),
+        server_stopped,
+    ));
+
+    // Servers count as up until their checks say otherwise.
+    let (health, mut health_rx) =
+        HealthRunner::new(health_targets(&view), RunnerSettings::default())
+            .context("starting health checks")?;
+
+    let (roles_tx, mut roles_rx) = mpsc::unbounded_channel();
+    let follower = tokio::spawn(roles::follow(view.control.vrrpd_socket.clone(), roles_tx));
+    telemetry.vrrpd_connected(false);
+
+    let mut daemon = Daemon {
+        options,
+        view,
+        selection,
+        dataplane,
+        telemetry,
+        health,
+        plan: Plan::default(),
+        dirty: true,
+        last_apply: None,
+        applies: 0,
+        apply_errors: 0,
+        errors: VecDeque::new(),
+        retry: None,
+        roles: Roles::default(),
+        prepares: 0,
+        last_prepare: None,
+        checks_seen: HashMap::new(),
+        loaded_unix_ms: unix_ms(),
+    };
+    // Adopts the table a previous lbd left (the backend reads it back and diffs).
+    let _ = daemon.reconcile("start").await;
+    tracing::info!(node = %daemon.view.name, services = daemon.view.services.len(), snat_rules = daemon.view.nat.len(), "lbd running");
+
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut sample = tokio::time::interval(Duration::from_secs(1));
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        let retry_at = daemon.retry.map(|(at, _)| at);
+        let retry = async {
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = hangup.recv() => match daemon.reload().await {
+                Ok(report) => tracing::info!(%report, "reloaded on SIGHUP"),
+                Err(why) => tracing::error!("reload refused, running configuration unchanged:\n{why}"),
+            },
+            Some(request) = control_rx.recv() => daemon.on_control(request).await,
+            Some(event) = health_rx.recv() => {
+                daemon.on_health(event);
+                // A burst of transitions becomes one apply.
+                while let Ok(more) = health_rx.try_recv() {
+                    daemon.on_health(more);
+                }
+                let _ = daemon.reconcile("health").await;
+            }
+            Some(update) = roles_rx.recv() => daemon.on_role(update).await,
+            () = retry => {
+                daemon.retry_due();
+                let _ = daemon.reconcile("retry").await;
+            }
+            _ = sample.tick() => daemon.sample_checks(),
+        }
+    }
+
+    tracing::info!("stopping; the dataplane stays in place so that connections continue (the next start adopts it; `lbd --teardown` removes it)");
+    follower.abort();
+    let _ = stop_server.send(true);
+    if tokio::time::timeout(Duration::from_secs(2), serving)
+        .await
+        .is_err()
+    {
+        tracing::warn!("control server did not stop within 2 s");
+    }
+    daemon.health.shutdown().await;
+    tracing::info!("lbd stopped");
+    Ok(())
+}
+
+/// `lbd --teardown`: removes the table lbd owns (and nothing else).
+pub fn teardown(view: &NodeView) -> anyhow::Result<()> {
+    let (dataplane, selection) =
+        DataplaneThread::start(view.dataplane.backend, backend_settings(view), None)?;
+    dataplane
+        .run_blocking(Duration::from_secs(30), |dp| {
+            dp.teardown().map_err(|e| e.to_string())
+        })
+        .ok_or_else(|| anyhow::anyhow!("the dataplane did not answer within 30 s"))?
+        .map_err(|e| anyhow::anyhow!("teardown: {e}"))?;
+    tracing::info!(table = %view.dataplane.nft_table, backend = selection.kind.name(), "dataplane removed");
+    Ok(())
+}
+
+/// Plans `view` with every server up and validates the result as the backend would
+/// (without touching the kernel): a reload that fails here is refused.
+pub fn check_view(view: &NodeView, selection: &Selection) -> Result<Plan, String> {
+    let plan = desired::plan(view, |_, _| ServerHealth::Up, selection.kind.capabilities());
+    NullBackend::new()
+        .apply(&plan.state)
+        .map_err(|e| format!("the dataplane would refuse it: {e}"))?;
+    Ok(plan)
+}
+
+/// The IPVS sync role for the known VRRP roles: master while any group is MASTER,
+/// else backup (receiving the peer's connections, ready for a takeover).
+pub fn sync_role(roles: &Roles) -> SyncRole {
+    if roles.groups.values().any(|s| s == "MASTER") {
+        SyncRole::Master
+    } else {
+        SyncRole::Backup
+    }
+}
+
+impl Daemon {
+    fn health_of(&self) -> HashMap<(String, String), HealthState> {
+        self.health
+            .statuses()
+            .into_iter()
+            .map(|s| {
+                let n = &s.target.name;
+                ((n.service.clone(), n.server.clone()), s.state)
+            })
+            .collect()
+    }
+
+    fn replan(&mut self) {
+        let states = self.health_of();
+        let plan = desired::plan(
+            &self.view,
+            |service, server| match states.get(&(service.to_owned(), server.to_owned())) {
+                Some(HealthState::Down) => ServerHealth::Down,
+                _ => ServerHealth::Up,
+            },
+            self.selection.kind.capabilities(),
+        );
+        for note in &plan.notes {
+            if !self.plan.notes.contains(note) {
+                tracing::warn!("{note}");
+            }
+        }
+        if plan.state != self.plan.state {
+            self.dirty = true;
+        }
+        self.telemetry.plan(&plan.services);
+        self.telemetry
+            .snat_capacity(desired::snat_capacity(&self.view.nat));
+        self.plan = plan;
+    }
+
+    /// Plans and applies; the backend sends only the difference (nothing if none).
+    async fn reconcile(&mut self, why: &str) -> Result<ApplyReport, String> {
+        self.replan();
+        let state = self.plan.state.clone();
+        let result = match self
+            .dataplane
+            .run(move |dp| dp.apply(&state).map_err(|e| e.to_string()))
+            .await
+        {
+            Ok(r) => r,
+            Err(gone) => Err(gone.to_string()),
+        };
+        self.record_apply(why, &result);
+        result
+    }
+
+    fn record_apply(&mut self, why: &str, result: &Result<ApplyReport, String>) {
+        match result {
+            Ok(report) => {
+                self.applies += 1;
+                self.dirty = false;
+                self.retry = None;
+                self.telemetry
+                    .applied(report.duration, unix_ms() as f64 / 1000.0);
+                if report.changes() > 0 || report.reread {
+                    tracing::info!(
+                        why,
+                        changes = report.changes(),
+                        elements_added = report.elements_added,
+                        elements_removed = report.elements_removed,
+                        messages = report.messages,
+                        reread = report.reread,
+                        duration_ms = report.duration.as_secs_f64() * 1e3,
+                        "dataplane applied"
+                    );
+                } else {
+                    tracing::debug!(
+                        why,
+                        duration_ms = report.duration.as_secs_f64() * 1e3,
+                        "dataplane current"
+                    );
+                }
+            }
+            Err(e) => {
+                self.apply_errors += 1;
+                self.dirty = true;
+                self.telemetry.apply_failed();
+                let delay = self
+                    .retry
+                    .map_or(RETRY_FIRST, |(_, d)| (d * 2).min(RETRY_MAX));
+                self.retry = Some((Instant::now() + delay, delay));
+                tracing::error!(why, error = %e, retry_in_ms = delay.as_millis() as u64, "dataplane apply failed; the previous state stays");
+                self.errors
+                    .push_back(format!("{}: apply ({why}): {e}", unix_ms()));
+                while self.errors.len() > ERRORS_KEPT {
+                    self.errors.pop_front();
+                }
+            }
+        }
+        self.last_apply = Some(ApplyRecord {
+            why: why.to_owned(),
+            unix_ms: unix_ms(),
+            result: result.clone(),
+        });
+    }
+
+    /// Keeps the backoff delay for the next failure while the retry runs.
+    fn retry_due(&mut self) {
+        if let Some((_, d)) = self.retry {
+            self.retry = Some((Instant::now() + RETRY_MAX, d));
+        }
+    }
+
+    fn on_health(&mut self, event: HealthEvent) {
+        if let HealthEvent::StateChanged(t) = event {
+            self.telemetry
+                .transition(&t.target.service, &t.target.server, &t.to.to_string());
+        }
+    }
+
+    fn sample_checks(&mut self) {
+        for s in self.health.statuses() {
+            let seen = self.checks_seen.entry(s.target.name.clone()).or_insert(0);
+            if s.checks > *seen {
+                *seen = s.checks;
+                if let Some((result, _)) = &s.last {
+                    self.telemetry.check_done(
+                        &s.target.name.service,
+                        &s.target.name.server,
+                        result.duration,
+                    );
+                }
+            }
+        }
+    }
+
+    async fn on_role(&mut self, update: RoleUpdate) {
+        let changes = self.roles.update(update);
+        for (group, from, to) in &changes {
+            tracing::info!(group = %group, from = from.as_deref().unwrap_or("unknown"), to = %to, "sync group role");
+        }
+        self.telemetry.vrrpd_connected(self.roles.connected);
+        if !changes.is_empty() {
+            let role = sync_role(&self.roles);
+            self.set_sync_role(role).await;
+        }
+    }
+
+    /// The IPVS connection-sync daemon follows the role (IPVS backend with [sync]
+    /// enabled only; the nft backend has no kernel sync daemon).
+    async fn set_sync_role(&mut self, role: SyncRole) {
+        let (Some(iface), true) = (self.view.sync.interface.clone(), self.view.sync.enabled) else {
+            return;
+        };
+        let id = self.view.sync.ipvs_sync_id;
+        let result = self
+            .dataplane
+            .run(move |b| {
+                b.ipvs()
+                    .map(|i| i.set_sync_role(role, &iface, id).map_err(|e| e.to_string()))
+            })
+            .await;
+        if let Ok(Some(Err(e))) = result {
+            tracing::error!(error = %e, ?role, "IPVS sync daemon");
+            self.errors
+                .push_back(format!("{}: IPVS sync daemon ({role:?}): {e}", unix_ms()));
+            while self.errors.len() > ERRORS_KEPT {
+                self.errors.pop_front();
+            }
+        }
+    }
+
+    async fn on_control(&mut self, request: ControlRequest) {
+        let answer = match request.command {
+            Command::Status => Ok(self.status().await),
+            Command::Reload => self.reload().await.map_err(|why| {
+                tracing::error!("reload refused, running configuration unchanged:\n{why}");
+                ReplyError::failed(format!(
+                    "reload refused, running configuration unchanged:\n{why}"
+                ))
+            }),
+            Command::Prepare(p) => self.prepare(p).await,
+        };
+        // The requester may have given up (vrrpd's budget): nothing to do then.
+        let _ = request.reply.send(answer);
+    }
+
+    /// Takeover: make sure the dataplane holds the current desired state. The apply
+    /// checks the kernel's ruleset generation and sends nothing if all is current.
+    async fn prepare(&mut self, p: PrepareParams) -> Result<Value, ReplyError> {
+        let started = std::time::Instant::now();
+        let was_dirty = self.dirty;
+        let result = self.reconcile("prepare").await;
+        // This node is taking over: it sends connection state from now on.
+        self.set_sync_role(SyncRole::Master).await;
+        let took = started.elapsed();
+        self.prepares += 1;
+        self.telemetry.prepared(result.is_ok(), took);
+        let group = p.group.clone();
+        match result {
+            Ok(report) => {
+                let done = if report.changes() > 0 {
+                    format!("dataplane applied: {} changes", report.changes())
+                } else if report.reread {
+                    "dataplane read back and found current".to_owned()
+                } else {
+                    "dataplane verified current".to_owned()
+                };
+                let reply = json!({
+                    "prepared": true, "group": group, "instances": p.instances,
+                    "was_dirty": was_dirty, "done": done, "changes": report.changes(),
+                    "duration_ms": took.as_secs_f64() * 1e3, "backend": self.selection.kind.name(),
+                });
+                tracing::info!(group = group.as_deref().unwrap_or("-"), done = %done, duration_ms = took.as_secs_f64() * 1e3, "prepared for takeover");
+                self.last_prepare = Some(json!({"unix_ms": unix_ms(), "reply": reply.clone()}));
+                Ok(reply)
+            }
+            Err(e) => {
+                self.last_prepare =
+                    Some(json!({"unix_ms": unix_ms(), "group": group, "error": e.clone()}));
+                Err(ReplyError::failed(format!(
+                    "the dataplane could not be applied: {e}"
+                )))
+            }
+        }
+    }
+
+    /// Re-reads the configuration; refused files change nothing (neither here nor in
+    /// the kernel). Accepted ones update health targets (unchanged targets keep
+    /// their state) and apply the difference.
+    async fn reload(&mut self) -> Result<Value, String> {
+        let loaded = load(&self.options)?;
+        let new = loaded.view;
+        check_view(&new, &self.selection)?;
+        self.health
+            .update_targets(health_targets(&new), HealthState::Up)
+            .map_err(|e| format!("health targets: {e}"))?;
+        let mut restart_needed = Vec::new();
+        if new.control != self.view.control {
+            restart_needed.push("[control] socket paths and group");
+        }
+        if new.metrics != self.view.metrics {
+            restart_needed.push("[metrics]");
+        }
+        if new.dataplane != self.view.dataplane {
+            restart_needed.push("[dataplane] backend and table");
+        }
+        for what in &restart_needed {
+            tracing::warn!("{what} changed: takes effect at the next restart");
+        }
+        let names =
+            |v: &NodeView| -> Vec<String> { v.services.iter().map(|s| s.name.clone()).collect() };
+        let (old_names, new_names) = (names(&self.view), names(&new));
+        let added: Vec<&String> = new_names
+            .iter()
+            .filter(|n| !old_names.contains(n))
+            .collect();
+        let removed: Vec<&String> = old_names
+            .iter()
+            .filter(|n| !new_names.contains(n))
+            .collect();
+        let changed: Vec<&String> = new
+            .services
+            .iter()
+            .filter(|s| {
+                self.view
+                    .services
+                    .iter()
+                    .any(|o| o.name == s.name && o != *s)
+            })
+            .map(|s| &s.name)
+            .collect();
+        let summary = json!({
+            "services_added": added, "services_removed": removed, "services_changed": changed,
+            "nat_changed": new.nat != self.view.nat, "restart_needed": restart_needed,
+        });
+        // Keep the running settings that only a restart changes.
+        let mut new = new;
+        new.control = self.view.control.clone();
+        new.metrics = self.view.metrics.clone();
+        new.dataplane = self.view.dataplane.clone();
+        self.view = new;
+        self.loaded_unix_ms = unix_ms();
+        let apply = self.reconcile("reload").await;
+        let mut reply = summary;
+        reply["reloaded"] = json!(true);
+        reply["apply"] = match &apply {
+            Ok(r) => {
+                json!({"ok": true, "changes": r.changes(), "duration_ms": r.duration.as_secs_f64() * 1e3})
+            }
+            Err(e) => {
+                json!({"ok": false, "error": e, "note": "configuration accepted; the apply is retried"})
+            }
+        };
+        Ok(reply)
+    }
+
+    async fn status(&mut self) -> Value {
+        let counters: Vec<BackendCounters> = match self
+            .dataplane
+            .run(|dp| dp.counters().map_err(|e| e.to_string()))
+            .await
+        {
+            Ok(Ok(c)) => {
+                self.telemetry.counters(c.clone());
+                c
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "counters unavailable");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        };
+        let statuses: HashMap<TargetName, health::TargetStatus> = self
+            .health
+            .statuses()
+            .into_iter()
+            .map(|s| (s.target.name.clone(), s))
+            .collect();
+        let services: Vec<Value> = self
+            .plan
+            .services
+            .iter()
+            .map(|s| {
+                let counter = |backend: &str| counters.iter().find(|c| c.service == s.name && c.backend == backend);
+                let servers: Vec<Value> = s
+                    .servers
+                    .iter()
+                    .map(|b| {
+                        let c = counter(&b.name);
+                        let st = statuses.get(&TargetName::new(&s.name, &b.name));
+                        let last = st.and_then(|st| st.last.as_ref()).map(|(r, at)| {
+                            json!({
+                                "ok": r.outcome.is_ok(), "result": r.outcome.to_string(),
+                                "reason": r.outcome.reason().map(|x| x.to_string()),
+                                "duration_ms": r.duration.as_secs_f64() * 1e3,
+                                "ago_ms": self.health.instant(*at).elapsed().as_millis() as u64,
+                            })
+                        });
+                        json!({
+                            "name": b.name, "address": b.address, "port": b.port,
+                            "weight": b.weight, "effective_weight": b.effective_weight,
+                            "health": b.health, "check": b.check, "last_check": last,
+                            "checks": st.map(|s| s.checks), "transitions": st.map(|s| s.transitions),
+                            "connections": c.map(|c| c.connections),
+                            "packets": c.and_then(|c| c.packets), "bytes": c.and_then(|c| c.bytes),
+                        })
+                    })
+                    .collect();
+                let sorry = s.sorry_server.map(|(address, port)| {
+                    let c = counter(desired::SORRY_BACKEND);
+                    json!({"address": address, "port": port, "connections": c.map(|c| c.connections),
+                           "packets": c.and_then(|c| c.packets), "bytes": c.and_then(|c| c.bytes)})
+                });
+                json!({
+                    "name": s.name, "vip": s.vip, "ports": s.ports, "protocol": s.protocol,
+                    "scheduler": s.scheduler, "effective_scheduler": s.effective_scheduler,
+                    "serving": s.serving, "servers": servers, "sorry_server": sorry,
+                })
+            })
+            .collect();
+        let snat: Vec<Value> = self
+            .plan
+            .state
+            .snat
+            .iter()
+            .map(|r| json!({"name": r.name, "destination": r.orig_daddr, "source": r.source}))
+            .collect();
+        json!({
+            "node": self.view.name,
+            "config": {"file": self.options.config_path, "loaded_unix_ms": self.loaded_unix_ms},
+            "backend": {
+                "name": self.selection.kind.name(), "reason": self.selection.reason,
+                "table": self.view.dataplane.nft_table,
+            },
+            "vrrpd": {
+                "socket": self.view.control.vrrpd_socket, "connected": self.roles.connected,
+                "error": self.roles.error, "groups": self.roles.groups,
+            },
+            "services": services,
+            "snat": snat,
+            "dataplane": {
+                "dirty": self.dirty, "applies": self.applies, "apply_errors": self.apply_errors,
+                "last_apply": self.last_apply.as_ref().map(ApplyRecord::to_json),
+                "retry_in_ms": self.retry.map(|(at, _)| at.saturating_duration_since(Instant::now()).as_millis() as u64),
+            },
+            "prepare": {"count": self.prepares, "last": self.last_prepare},
+            "notes": self.plan.notes,
+            "errors": self.errors,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_role_follows_vrrp_roles() {
+        let mut roles = Roles::default();
+        assert_eq!(sync_role(&roles), SyncRole::Backup);
+        roles.update(RoleUpdate::Snapshot(
+            [
+                ("a".to_owned(), "BACKUP".to_owned()),
+                ("b".to_owned(), "MASTER".to_owned()),
+            ]
+            .into(),
+        ));
+        assert_eq!(sync_role(&roles), SyncRole::Master);
+        roles.update(RoleUpdate::Snapshot(
+            [("b".to_owned(), "FAULT".to_owned())].into(),
+        ));
+        assert_eq!(sync_role(&roles), SyncRole::Backup);
+    }
+
+    #[test]
+    fn checks_leave_from_the_address_that_reaches_the_server() {
+        let text = include_str!("../../cluster.toml.example");
+        let view = config::parse(text, "t.toml")
+            .unwrap()
+            .node_view(Some("lb2"))
+            .unwrap();
+        assert_eq!(
+            check_source(&view, "198.18.1.21".parse().unwrap()),
+            Some("198.18.1.12".parse().unwrap())
+        );
+        assert_eq!(check_source(&view, "198.18.9.1".parse().unwrap()), None);
+        let targets = health_targets(&view);
+        assert_eq!(targets.len(), 2);
+        assert_eq!(targets[0].source, Some("198.18.1.12".parse().unwrap()));
+    }
+}

@@ -1,0 +1,575 @@
+//! From (configuration, health) to the dataplane's desired state. Pure: no I/O, no
+//! clock; the daemon calls [`plan`] after every change and hands the result to the
+//! backend, which applies the difference.
+//!
+//! Rules:
+//! - a server whose check says Down leaves balancing: it stays in the service with
+//!   weight 0 (no new connections, established ones continue, counters kept);
+//!   the configuration has no key to remove it outright;
+//! - a server without a check, or whose check has not run yet, counts as up;
+//! - when no server can take traffic (each is down or has weight 0) and the service
+//!   has a sorry server, the sorry server gets it;
+//! - what the backend cannot do is translated to the closest thing it can, with a
+//!   note (shown in `status` and logged).
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use config::{ForwardingMode, NatProtocol, NatRule, NodeView, PortRange, SnatTarget};
+use dataplane::{
+    Backend, DesiredState, Forwarding, Persistence, PortSpec, Protocol, Scheduler, Service,
+    SnatProtocol, SnatRule, SnatSource,
+};
+
+/// Backend name of a service's sorry server (parentheses: no configured server name
+/// can be mistaken for it in status output).
+pub const SORRY_BACKEND: &str = "(sorry)";
+
+/// What the chosen backend can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// lc, wlc, sed, nq (the kernel counts connections per server).
+    pub connection_schedulers: bool,
+    /// dr and tunnel forwarding.
+    pub non_nat_modes: bool,
+    /// Persistence with a timeout and a client prefix.
+    pub persistence: bool,
+}
+
+impl Capabilities {
+    /// The nftables balancer: NAT only, slot-map schedulers, no persistence timeout.
+    pub fn nft() -> Self {
+        Capabilities {
+            connection_schedulers: false,
+            non_nat_modes: false,
+            persistence: false,
+        }
+    }
+
+    /// IPVS: everything the configuration can say.
+    pub fn ipvs() -> Self {
+        Capabilities {
+            connection_schedulers: true,
+            non_nat_modes: true,
+            persistence: true,
+        }
+    }
+}
+
+/// A server's health as lbd uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerHealth {
+    /// Its check passes (or has not run yet: servers start up).
+    Up,
+    /// Its check failed `fall` times.
+    Down,
+    /// No check configured: always up.
+    Unchecked,
+}
+
+impl ServerHealth {
+    /// Whether the server may take traffic.
+    pub fn is_up(self) -> bool {
+        self != ServerHealth::Down
+    }
+}
+
+/// Who serves a service now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Serving {
+    /// Its real servers (at least one up with a positive weight).
+    Servers,
+    /// The sorry server: no real server can take traffic.
+    Sorry,
+    /// Nobody: no server can take traffic and there is no sorry server.
+    Nobody,
+    /// The backend cannot forward this service at all (see the notes).
+    NotBalanced,
+}
+
+/// One server of a planned service, for status and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerPlan {
+    /// Server name.
+    pub name: String,
+    /// Address.
+    pub address: IpAddr,
+    /// Port (`None`: the client's destination port).
+    pub port: Option<u16>,
+    /// Weight from the configuration.
+    pub weight: u32,
+    /// Weight given to the dataplane (0 while down).
+    pub effective_weight: u32,
+    /// Health as used.
+    pub health: ServerHealth,
+    /// The check's name, if any.
+    pub check: Option<String>,
+}
+
+/// One planned service, for status and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServicePlan {
+    /// Service name.
+    pub name: String,
+    /// VIP.
+    pub vip: IpAddr,
+    /// Port or range.
+    pub ports: String,
+    /// "tcp" or "udp".
+    pub protocol: String,
+    /// Scheduler as configured.
+    pub scheduler: String,
+    /// Scheduler the dataplane uses (differs when the backend lacks the configured one).
+    pub effective_scheduler: String,
+    /// Who gets new connections.
+    pub serving: Serving,
+    /// Real servers.
+    pub servers: Vec<ServerPlan>,
+    /// The sorry server (address, port), if configured.
+    pub sorry_server: Option<(IpAddr, Option<u16>)>,
+}
+
+/// The result of planning: the desired state, plus what status needs to explain it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// What the dataplane should hold.
+    pub state: DesiredState,
+    /// Per service, in configuration order.
+    pub services: Vec<ServicePlan>,
+    /// What could not be done as configured, one sentence each.
+    pub notes: Vec<String>,
+}
+
+/// Plans the desired state of `view`'s services and SNAT rules. `health(service,
+/// server)` is consulted only for servers that name a check.
+pub fn plan(
+    view: &NodeView,
+    health: impl Fn(&str, &str) -> ServerHealth,
+    caps: Capabilities,
+) -> Plan {
+    let mut out = Plan::default();
+    for s in &view.services {
+        let servers: Vec<ServerPlan> = s
+            .servers
+            .iter()
+            .map(|r| {
+                let h = match &r.check {
+                    Some(_) => health(&s.name, &r.name),
+                    None => ServerHealth::Unchecked,
+                };
+                ServerPlan {
+                    name: r.name.clone(),
+                    address: r.address,
+                    port: r.port,
+                    weight: r.weight,
+                    effective_weight: if h.is_up() { r.weight } else { 0 },
+                    health: h,
+                    check: r.check.clone(),
+                }
+            })
+            .collect();
+        let scheduler = scheduler_of(s.scheduler);
+        let mut effective = scheduler;
+        if !caps.connection_schedulers
+            && matches!(
+                effective,
+                Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq
+            )
+        {
+            out.notes.push(format!(
+                "service {}: scheduler {scheduler} needs per-server connection counts, which this backend does not keep; using wrr",
+                s.name
+            ));
+            effective = Scheduler::Wrr;
+        }
+        if s.persistence.is_some() && !caps.persistence {
+            out.notes.push(format!(
+                "service {}: persistence has no timeout in this backend; using source hashing (sh), which keeps a client on one server while the server set is unchanged",
+                s.name
+            ));
+            effective = Scheduler::Sh;
+        }
+        let sorry = s.sorry_server.map(|z| (z.address, z.port));
+        let mut plan = ServicePlan {
+            name: s.name.clone(),
+            vip: s.vip,
+            ports: s.ports.to_string(),
+            protocol: protocol_name(s.protocol).to_owned(),
+            scheduler: scheduler.to_string(),
+            effective_scheduler: effective.to_string(),
+            serving: Serving::Servers,
+            servers,
+            sorry_server: sorry,
+        };
+        if s.mode != ForwardingMode::Nat && !caps.non_nat_modes {
+            out.notes.push(format!(
+                "service {}: mode {} is not available in this backend (NAT only); the service is not balanced",
+                s.name,
+                mode_name(s.mode)
+            ));
+            plan.serving = Serving::NotBalanced;
+            out.services.push(plan);
+            continue;
+        }
+        let mut backends: Vec<Backend> = plan
+            .servers
+            .iter()
+            .map(|p| Backend {
+                name: p.name.clone(),
+                addr: p.address,
+                port: p.port,
+                weight: p.effective_weight,
+            })
+            .collect();
+        if backends.iter().all(|b| b.weight == 0) {
+            plan.serving = match sorry {
+                Some((addr, port)) => {
+                    backends.push(Backend {
+                        name: SORRY_BACKEND.to_owned(),
+                        addr,
+                        port,
+                        weight: 1,
+                    });
+                    Serving::Sorry
+                }
+                None => Serving::Nobody,
+            };
+        }
+        out.state.services.push(Service {
+            name: s.name.clone(),
+            vip: s.vip,
+            ports: port_spec(s.ports),
+            protocol: protocol_of(s.protocol),
+            scheduler: effective,
+            backends,
+            forward: match s.mode {
+                ForwardingMode::Nat => Forwarding::Nat,
+                ForwardingMode::Dr => Forwarding::DirectRoute,
+                ForwardingMode::Tunnel => Forwarding::Tunnel,
+            },
+            persistence: s
+                .persistence
+                .filter(|_| caps.persistence)
+                .map(|p| Persistence {
+                    timeout_s: p.timeout_s,
+                    prefix_len: p.prefix_len,
+                }),
+        });
+        out.services.push(plan);
+    }
+    out.state.snat = view.nat.iter().map(snat_rule).collect();
+    out
+}
+
+fn snat_rule(n: &NatRule) -> SnatRule {
+    SnatRule {
+        name: n.name.clone(),
+        in_iface: n.in_interface.clone(),
+        out_iface: n.out_interface.clone(),
+        protocol: match n.protocol {
+            NatProtocol::Tcp => SnatProtocol::Tcp,
+            NatProtocol::Udp => SnatProtocol::Udp,
+            NatProtocol::Any => SnatProtocol::Any,
+        },
+        orig_daddr: n.destination,
+        orig_dports: n.destination_ports.map(port_spec),
+        source: match &n.snat {
+            SnatTarget::Address(a) => SnatSource::Address(*a),
+            SnatTarget::Pool(p) => SnatSource::Pool(
+                p.iter()
+                    .map(|e| (e.address, e.ports.map(|r| (r.start, r.end))))
+                    .collect(),
+            ),
+        },
+    }
+}
+
+/// Ports one SNAT address may use, over every rule that names it: the union of its
+/// port ranges, or 64512 (1024-65535, where the kernel picks for clients' ephemeral
+/// ports) when any rule leaves the choice to the kernel.
+pub fn snat_capacity(nat: &[NatRule]) -> Vec<(IpAddr, u32)> {
+    const KERNEL_CHOICE: u32 = 65535 - 1024 + 1;
+    let mut ranges: Vec<(IpAddr, Option<PortRange>)> = Vec::new();
+    for n in nat {
+        match &n.snat {
+            SnatTarget::Address(a) => ranges.push((*a, None)),
+            SnatTarget::Pool(p) => ranges.extend(p.iter().map(|e| (e.address, e.ports))),
+        }
+    }
+    let mut addrs: Vec<IpAddr> = ranges.iter().map(|(a, _)| *a).collect();
+    addrs.sort();
+    addrs.dedup();
+    addrs
+        .into_iter()
+        .map(|a| {
+            let mine: Vec<Option<PortRange>> = ranges
+                .iter()
+                .filter(|(x, _)| *x == a)
+                .map(|(_, r)| *r)
+                .collect();
+            if mine.iter().any(Option::is_none) {
+                return (a, KERNEL_CHOICE);
+            }
+            let mut spans: Vec<(u32, u32)> = mine
+                .into_iter()
+                .flatten()
+                .map(|r| (u32::from(r.start), u32::from(r.end)))
+                .collect();
+            spans.sort();
+            let mut total = 0;
+            let mut cur: Option<(u32, u32)> = None;
+            for (s, e) in spans {
+                cur = match cur {
+                    Some((cs, ce)) if s <= ce + 1 => Some((cs, ce.max(e))),
+                    Some((cs, ce)) => {
+                        total += ce - cs + 1;
+                        Some((s, e))
+                    }
+                    None => Some((s, e)),
+                };
+            }
+            if let Some((cs, ce)) = cur {
+                total += ce - cs + 1;
+            }
+            (a, total)
+        })
+        .collect()
+}
+
+fn port_spec(r: PortRange) -> PortSpec {
+    if r.is_single() {
+        PortSpec::Single(r.start)
+    } else {
+        PortSpec::Range(r.start, r.end)
+    }
+}
+
+fn protocol_of(p: config::Protocol) -> Protocol {
+    match p {
+        config::Protocol::Tcp => Protocol::Tcp,
+        config::Protocol::Udp => Protocol::Udp,
+    }
+}
+
+fn protocol_name(p: config::Protocol) -> &'static str {
+    match p {
+        config::Protocol::Tcp => "tcp",
+        config::Protocol::Udp => "udp",
+    }
+}
+
+fn mode_name(m: ForwardingMode) -> &'static str {
+    match m {
+        ForwardingMode::Nat => "nat",
+        ForwardingMode::Dr => "dr",
+        ForwardingMode::Tunnel => "tunnel",
+    }
+}
+
+fn scheduler_of(s: config::Scheduler) -> Scheduler {
+    match s {
+        config::Scheduler::Rr => Scheduler::Rr,
+        config::Scheduler::Wrr => Scheduler::Wrr,
+        config::Scheduler::Lc => Scheduler::Lc,
+        config::Scheduler::Wlc => Scheduler::Wlc,
+        config::Scheduler::Sh => Scheduler::Sh,
+        config::Scheduler::Mh => Scheduler::Mh,
+        config::Scheduler::Sed => Scheduler::Sed,
+        config::Scheduler::Nq => Scheduler::Nq,
+        config::Scheduler::Random => Scheduler::Random,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../cluster.toml.example");
+
+    fn view(edits: &[(&str, &str)]) -> NodeView {
+        let mut text = EXAMPLE.to_owned();
+        for (from, to) in edits {
+            assert!(text.contains(from), "example lacks {from:?}");
+            text = text.replacen(from, to, 1);
+        }
+        config::parse(&text, "test.toml")
+            .unwrap()
+            .node_view(Some("lb1"))
+            .unwrap()
+    }
+
+    fn all_up(_: &str, _: &str) -> ServerHealth {
+        ServerHealth::Up
+    }
+
+    fn weights(p: &Plan) -> Vec<(String, u32)> {
+        p.state.services[0]
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), b.weight))
+            .collect()
+    }
+
+    #[test]
+    fn example_becomes_one_service_and_one_snat_rule() {
+        let p = plan(&view(&[]), all_up, Capabilities::nft());
+        assert_eq!(p.state.services.len(), 1);
+        let s = &p.state.services[0];
+        assert_eq!(s.vip, "198.18.0.100".parse::<IpAddr>().unwrap());
+        assert_eq!(s.ports, PortSpec::Single(80));
+        assert_eq!(s.protocol, Protocol::Tcp);
+        assert_eq!(s.scheduler, Scheduler::Rr);
+        assert_eq!(s.backends[0].port, Some(80));
+        assert_eq!(
+            weights(&p),
+            vec![("srv1".to_owned(), 1), ("srv2".to_owned(), 1)]
+        );
+        assert_eq!(p.state.snat.len(), 1);
+        let n = &p.state.snat[0];
+        assert_eq!(n.in_iface.as_deref(), Some("eth0"));
+        assert_eq!(n.out_iface.as_deref(), Some("eth1"));
+        assert_eq!(n.orig_dports, Some(PortSpec::Single(80)));
+        assert_eq!(
+            n.source,
+            SnatSource::Address("198.18.1.100".parse().unwrap())
+        );
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+        assert_eq!(p.services[0].serving, Serving::Servers);
+    }
+
+    #[test]
+    fn a_down_server_gets_weight_zero_and_keeps_its_place() {
+        let p = plan(
+            // srv2's weight is followed directly by its check in the example.
+            &view(&[("weight = 1\ncheck", "weight = 3\ncheck")]),
+            |_, server| {
+                if server == "srv2" {
+                    ServerHealth::Down
+                } else {
+                    ServerHealth::Up
+                }
+            },
+            Capabilities::nft(),
+        );
+        assert_eq!(
+            weights(&p),
+            vec![("srv1".to_owned(), 1), ("srv2".to_owned(), 0)]
+        );
+        let srv2 = &p.services[0].servers[1];
+        assert_eq!((srv2.weight, srv2.effective_weight), (3, 0));
+        assert_eq!(srv2.health, ServerHealth::Down);
+    }
+
+    #[test]
+    fn a_server_without_check_is_always_up() {
+        let v = view(&[(
+            "check = \"web-http\"\n\n[[service.server]]",
+            "\n[[service.server]]",
+        )]);
+        let p = plan(&v, |_, _| ServerHealth::Down, Capabilities::nft());
+        assert_eq!(p.services[0].servers[0].health, ServerHealth::Unchecked);
+        assert_eq!(
+            weights(&p),
+            vec![("srv1".to_owned(), 1), ("srv2".to_owned(), 0)]
+        );
+    }
+
+    #[test]
+    fn sorry_server_takes_over_when_every_server_is_down() {
+        let v = view(&[(
+            "# sorry_server = { address = \"198.18.1.30\", port = 80 }",
+            "sorry_server = { address = \"198.18.1.30\" }",
+        )]);
+        let up = plan(&v, all_up, Capabilities::nft());
+        assert_eq!(up.services[0].serving, Serving::Servers);
+        assert_eq!(up.state.services[0].backends.len(), 2);
+
+        let down = plan(&v, |_, _| ServerHealth::Down, Capabilities::nft());
+        assert_eq!(down.services[0].serving, Serving::Sorry);
+        let b = &down.state.services[0].backends;
+        assert_eq!(b.len(), 3);
+        assert_eq!(b[2].name, SORRY_BACKEND);
+        assert_eq!(b[2].addr, "198.18.1.30".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            b[2].port,
+            Some(80),
+            "the sorry port defaults to the service's"
+        );
+        assert_eq!((b[0].weight, b[1].weight, b[2].weight), (0, 0, 1));
+
+        let nobody = plan(&view(&[]), |_, _| ServerHealth::Down, Capabilities::nft());
+        assert_eq!(nobody.services[0].serving, Serving::Nobody);
+        assert!(nobody.state.services[0]
+            .backends
+            .iter()
+            .all(|b| b.weight == 0));
+    }
+
+    #[test]
+    fn backend_limits_become_notes() {
+        let v = view(&[("scheduler = \"rr\"", "scheduler = \"wlc\"")]);
+        let p = plan(&v, all_up, Capabilities::nft());
+        assert_eq!(p.state.services[0].scheduler, Scheduler::Wrr);
+        assert_eq!(p.services[0].scheduler, "wlc");
+        assert_eq!(p.services[0].effective_scheduler, "wrr");
+        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+        assert!(p.notes[0].contains("wlc"), "{:?}", p.notes);
+
+        let ipvs = plan(&v, all_up, Capabilities::ipvs());
+        assert_eq!(ipvs.state.services[0].scheduler, Scheduler::Wlc);
+        assert!(ipvs.notes.is_empty());
+
+        let sticky = view(&[(
+            "# persistence = { timeout_s = 300, prefix_len = 24 }",
+            "persistence = { timeout_s = 300, prefix_len = 24 }",
+        )]);
+        let p = plan(&sticky, all_up, Capabilities::nft());
+        assert_eq!(p.state.services[0].scheduler, Scheduler::Sh);
+        assert_eq!(p.state.services[0].persistence, None);
+        assert!(p.notes[0].contains("persistence"), "{:?}", p.notes);
+        let p = plan(&sticky, all_up, Capabilities::ipvs());
+        assert_eq!(p.state.services[0].scheduler, Scheduler::Rr);
+        assert_eq!(
+            p.state.services[0].persistence,
+            Some(Persistence {
+                timeout_s: 300,
+                prefix_len: 24
+            })
+        );
+
+        let dr = view(&[("mode = \"nat\"", "mode = \"dr\"")]);
+        let p = plan(&dr, all_up, Capabilities::ipvs());
+        assert_eq!(p.state.services[0].forward, Forwarding::DirectRoute);
+        let p = plan(&dr, all_up, Capabilities::nft());
+        assert!(p.state.services.is_empty());
+        assert_eq!(p.services[0].serving, Serving::NotBalanced);
+        assert!(p.notes[0].contains("mode dr"), "{:?}", p.notes);
+    }
+
+    #[test]
+    fn snat_pool_and_capacity() {
+        let v = view(&[(
+            "snat = { address = \"198.18.1.100\" }",
+            "snat = { pool = [{ address = \"198.18.1.100\", ports = \"20000-20003\" }, { address = \"198.18.1.100\", ports = \"20002-20009\" }] }",
+        )]);
+        let p = plan(&v, all_up, Capabilities::nft());
+        assert_eq!(
+            p.state.snat[0].source,
+            SnatSource::Pool(vec![
+                ("198.18.1.100".parse().unwrap(), Some((20000, 20003))),
+                ("198.18.1.100".parse().unwrap(), Some((20002, 20009))),
+            ])
+        );
+        assert_eq!(
+            snat_capacity(&v.nat),
+            vec![("198.18.1.100".parse().unwrap(), 10)]
+        );
+        assert_eq!(
+            snat_capacity(&view(&[]).nat),
+            vec![("198.18.1.100".parse().unwrap(), 64512)]
+        );
+    }
+}

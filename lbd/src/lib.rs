@@ -1,0 +1,16 @@
+//! lbd: the load balancer daemon, a reconcile loop around `crates/dataplane`.
+//!
+//! - [`desired`]: configuration and health to the dataplane's desired state (pure);
+//! - [`backend`]: backend selection and the thread that owns the backend;
+//! - [`daemon`]: start-up, the reconcile loop, reload, prepare, status, shutdown;
+//! - [`roles`]: following vrrpd's sync-group states;
+//! - [`control`]: the control socket's methods;
+//! - [`telemetry`], [`conntrack`]: Prometheus metrics and SNAT port usage.
+
+pub mod backend;
+pub mod conntrack;
+pub mod control;
+pub mod daemon;
+pub mod desired;
+pub mod roles;
+pub mod telemetry;

@@ -1,0 +1,224 @@
+//! Following vrrpd: the VRRP role of each sync group on this node.
+//!
+//! Two paths, both to the daemon loop as [`RoleUpdate`]s: `group.state` events from
+//! a [`ctl::ResumingSubscription`] (prompt), and vrrpd's `status` every
+//! [`POLL`] (whether vrrpd is there at all, and the truth after missed events).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// How often vrrpd's status is read.
+pub const POLL: Duration = Duration::from_secs(2);
+/// How long one status request may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the vrrpd watcher tells the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleUpdate {
+    /// vrrpd answered: every group's state now.
+    Snapshot(BTreeMap<String, String>),
+    /// A group (instance `None`) or instance changed state.
+    Changed {
+        /// Sync group.
+        group: String,
+        /// Instance, `None` for the group as a whole.
+        instance: Option<String>,
+        /// State before.
+        from: String,
+        /// State now (upper case, as vrrpd says it: "MASTER").
+        to: String,
+        /// vrrpd's reason.
+        reason: String,
+    },
+    /// vrrpd cannot be reached.
+    Unreachable(String),
+}
+
+/// Roles as lbd knows them, and whether vrrpd is reachable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roles {
+    /// Group -> state ("MASTER", "BACKUP", "FAULT", ...); kept while vrrpd is away.
+    pub groups: BTreeMap<String, String>,
+    /// Whether the last contact succeeded.
+    pub connected: bool,
+    /// Why the last contact failed.
+    pub error: Option<String>,
+    /// Whether the absence was already logged (once per outage).
+    warned: bool,
+}
+
+impl Roles {
+    /// Applies an update; returns group role changes `(group, from, to)` to log.
+    pub fn update(&mut self, u: RoleUpdate) -> Vec<(String, Option<String>, String)> {
+        let mut changes = Vec::new();
+        match u {
+            RoleUpdate::Snapshot(groups) => {
+                if !self.connected {
+                    tracing::info!(groups = ?groups, "vrrpd reachable");
+                }
+                self.connected = true;
+                self.error = None;
+                self.warned = false;
+                for (g, s) in groups {
+                    let old = self.groups.insert(g.clone(), s.clone());
+                    if old.as_deref() != Some(s.as_str()) {
+                        changes.push((g, old, s));
+                    }
+                }
+            }
+            RoleUpdate::Changed {
+                group,
+                instance: None,
+                to,
+                ..
+            } => {
+                self.connected = true;
+                let old = self.groups.insert(group.clone(), to.clone());
+                if old.as_deref() != Some(to.as_str()) {
+                    changes.push((group, old, to));
+                }
+            }
+            RoleUpdate::Changed { .. } => self.connected = true,
+            RoleUpdate::Unreachable(why) => {
+                if !self.warned {
+                    tracing::warn!(error = %why, last_roles = ?self.groups, "vrrpd unreachable: keeping the dataplane and the last known roles");
+                    self.warned = true;
+                }
+                self.connected = false;
+                self.error = Some(why);
+            }
+        }
+        changes
+    }
+}
+
+/// Group states from a vrrpd `status` reply (`groups: [{name, state}]`).
+pub fn groups_of_status(status: &Value) -> BTreeMap<String, String> {
+    status["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| {
+            Some((
+                g["name"].as_str()?.to_owned(),
+                g["state"].as_str().unwrap_or("UNKNOWN").to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// A `group.state` event's data as an update.
+pub fn update_of_event(data: &Value) -> Option<RoleUpdate> {
+    let s = |k: &str| data[k].as_str().map(str::to_owned);
+    Some(RoleUpdate::Changed {
+        group: s("group")?,
+        instance: s("instance"),
+        from: s("from").unwrap_or_default(),
+        to: s("to")?,
+        reason: s("reason").unwrap_or_default(),
+    })
+}
+
+async fn status(socket: &PathBuf) -> Result<BTreeMap<String, String>, String> {
+    let exchange = async {
+        let client = ctl::Client::connect(socket).await?;
+        client
+            .request_with_timeout(ctl::methods::STATUS, Value::Null, STATUS_TIMEOUT)
+            .await
+    };
+    match tokio::time::timeout(STATUS_TIMEOUT, exchange).await {
+        Ok(Ok(v)) => Ok(groups_of_status(&v)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "{}: no status within {} ms",
+            socket.display(),
+            STATUS_TIMEOUT.as_millis()
+        )),
+    }
+}
+
+/// Follows vrrpd at `socket` until `updates` is closed.
+pub async fn follow(socket: PathBuf, updates: mpsc::UnboundedSender<RoleUpdate>) {
+    let new_sub = || {
+        ctl::ResumingSubscription::new(&socket, vec![ctl::topics::GROUP_STATE.to_owned()], None)
+            .with_retry(Duration::from_millis(200), POLL)
+            .with_timeout(STATUS_TIMEOUT)
+    };
+    let mut sub = new_sub();
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let notice = tokio::select! {
+            notice = sub.next() => Some(notice),
+            _ = poll.tick() => None,
+        };
+        let update = match notice {
+            Some(Ok(ctl::Notice::Event(e))) => match update_of_event(&e.data) {
+                Some(u) => u,
+                None => continue,
+            },
+            // Missed events: the status is the truth.
+            Some(Ok(ctl::Notice::Gap(_))) | None => match status(&socket).await {
+                Ok(groups) => RoleUpdate::Snapshot(groups),
+                Err(e) => RoleUpdate::Unreachable(e),
+            },
+            Some(Err(e)) => {
+                // Permanent (refused subscription, protocol): start over later.
+                tracing::debug!(error = %e, "vrrpd subscription failed");
+                tokio::time::sleep(POLL).await;
+                sub = new_sub();
+                RoleUpdate::Unreachable(e.to_string())
+            }
+        };
+        if updates.send(update).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_and_snapshots_track_group_roles() {
+        let mut r = Roles::default();
+        let ch = r.update(RoleUpdate::Snapshot(
+            [("edge".to_owned(), "BACKUP".to_owned())].into(),
+        ));
+        assert_eq!(ch, vec![("edge".to_owned(), None, "BACKUP".to_owned())]);
+        assert!(r.connected);
+        let ev = update_of_event(&json!({"group": "edge", "instance": "public", "from": "BACKUP", "to": "MASTER", "reason": "x", "time": 1})).unwrap();
+        assert!(
+            r.update(ev).is_empty(),
+            "instance changes are not group roles"
+        );
+        let ev = update_of_event(&json!({"group": "edge", "instance": null, "from": "BACKUP", "to": "MASTER", "reason": "x", "time": 1})).unwrap();
+        assert_eq!(
+            r.update(ev),
+            vec![(
+                "edge".to_owned(),
+                Some("BACKUP".to_owned()),
+                "MASTER".to_owned()
+            )]
+        );
+        r.update(RoleUpdate::Unreachable("gone".into()));
+        assert!(!r.connected);
+        assert_eq!(r.groups["edge"], "MASTER", "the last roles are kept");
+        assert_eq!(r.error.as_deref(), Some("gone"));
+    }
+
+    #[test]
+    fn status_reply_groups() {
+        let v =
+            json!({"groups": [{"name": "edge", "state": "MASTER"}, {"name": "b", "state": null}]});
+        let g = groups_of_status(&v);
+        assert_eq!(g["edge"], "MASTER");
+        assert_eq!(g["b"], "UNKNOWN");
+    }
+}

@@ -1,0 +1,458 @@
+//! lbd's Prometheus metrics (documented in docs/metrics.md, section "lbd").
+//!
+//! Two kinds: metrics the daemon loop sets as things happen (weights, health,
+//! applies, prepares, the vrrpd connection), and metrics read from the kernel when
+//! `/metrics` is scraped ([`KernelCollector`]: per-backend counters from the
+//! dataplane, SNAT port usage from conntrack).
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+
+use dataplane::{BackendCounters, Dataplane};
+
+use crate::backend::DataplaneThread;
+use crate::conntrack;
+use crate::desired::ServicePlan;
+
+/// How long a scrape waits for the dataplane's counters before using the last ones.
+const COUNTERS_WAIT: Duration = Duration::from_secs(2);
+
+/// The `address` label of a backend: `addr:port`, or the address alone when the
+/// client's port is kept.
+pub fn address_label(addr: IpAddr, port: Option<u16>) -> String {
+    match port {
+        Some(p) => std::net::SocketAddr::new(addr, p).to_string(),
+        None => addr.to_string(),
+    }
+}
+
+/// Shared between the daemon loop and the scrape: what to read at scrape time.
+#[derive(Debug, Default)]
+struct KernelSources {
+    /// SNAT addresses and their available port counts.
+    snat_capacity: Vec<(IpAddr, u32)>,
+    /// Last counters read (used when the dataplane is busy).
+    counters: Vec<BackendCounters>,
+}
+
+/// Every metric of lbd.
+#[derive(Clone)]
+pub struct Telemetry {
+    registry: Registry,
+    weight: GaugeVec,
+    up: GaugeVec,
+    apply_duration: Histogram,
+    apply_errors: IntCounter,
+    check_duration: HistogramVec,
+    transitions: IntCounterVec,
+    vrrpd_connected: IntGauge,
+    prepares: IntCounterVec,
+    prepare_duration: Histogram,
+    last_apply: Gauge,
+    sources: Arc<Mutex<KernelSources>>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+const BACKEND_LABELS: [&str; 3] = ["service", "backend", "address"];
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Names and labels are constants of this file: a failure is a bug found by the
+    // unit test, never a run-time condition.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("lbd metric definition: {e}"),
+    }
+}
+
+impl Telemetry {
+    /// Creates and registers every metric; `dataplane` serves counters at scrape time.
+    pub fn new(dataplane: Option<DataplaneThread>) -> Telemetry {
+        let registry = Registry::new();
+        let reg = |c: Box<dyn Collector>| must(registry.register(c));
+        let weight = must(GaugeVec::new(
+            Opts::new(
+                "lb_backend_weight",
+                "Weight given to the dataplane for a backend (0 while its health check says down).",
+            ),
+            &BACKEND_LABELS,
+        ));
+        reg(Box::new(weight.clone()));
+        let up = must(GaugeVec::new(
+            Opts::new(
+                "lb_backend_up",
+                "1 if the backend's health check says up (or it has none), 0 if down.",
+            ),
+            &BACKEND_LABELS,
+        ));
+        reg(Box::new(up.clone()));
+        let apply_duration = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "lb_apply_duration_seconds",
+                "Wall time of successful dataplane applies (one batch each).",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        ));
+        reg(Box::new(apply_duration.clone()));
+        let apply_errors = must(IntCounter::new(
+            "lb_apply_errors_total",
+            "Dataplane applies the kernel refused or that failed (the previous state stays).",
+        ));
+        reg(Box::new(apply_errors.clone()));
+        let last_apply = must(Gauge::new(
+            "lb_last_apply_timestamp_seconds",
+            "Unix time of the last successful apply.",
+        ));
+        reg(Box::new(last_apply.clone()));
+        let check_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "lb_health_check_duration_seconds",
+                "Duration of health checks (sampled: the latest result each second).",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["service", "backend"],
+        ));
+        reg(Box::new(check_duration.clone()));
+        let transitions = must(IntCounterVec::new(
+            Opts::new(
+                "lb_health_transitions_total",
+                "Health state changes of a backend.",
+            ),
+            &["service", "backend", "to"],
+        ));
+        reg(Box::new(transitions.clone()));
+        let vrrpd_connected = must(IntGauge::new(
+            "lbd_vrrpd_connected",
+            "1 while lbd reaches vrrpd's control socket, else 0.",
+        ));
+        reg(Box::new(vrrpd_connected.clone()));
+        let prepares = must(IntCounterVec::new(
+            Opts::new(
+                "lbd_prepare_total",
+                "Takeover prepare requests from vrrpd, by result (ok, error).",
+            ),
+            &["result"],
+        ));
+        reg(Box::new(prepares.clone()));
+        for r in ["ok", "error"] {
+            prepares.with_label_values(&[r]);
+        }
+        let prepare_duration = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "lbd_prepare_duration_seconds",
+                "Time lbd took to answer a prepare request.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
+        ));
+        reg(Box::new(prepare_duration.clone()));
+        let sources = Arc::new(Mutex::new(KernelSources::default()));
+        reg(Box::new(KernelCollector::new(
+            dataplane,
+            Arc::clone(&sources),
+        )));
+        Telemetry {
+            registry,
+            weight,
+            up,
+            apply_duration,
+            apply_errors,
+            check_duration,
+            transitions,
+            vrrpd_connected,
+            prepares,
+            prepare_duration,
+            last_apply,
+            sources,
+        }
+    }
+
+    /// The registry to serve.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Weights and health of every planned backend (replacing the previous set).
+    pub fn plan(&self, services: &[ServicePlan]) {
+        self.weight.reset();
+        self.up.reset();
+        for s in services {
+            for b in &s.servers {
+                let addr = address_label(b.address, b.port);
+                let labels = [s.name.as_str(), b.name.as_str(), addr.as_str()];
+                self.weight
+                    .with_label_values(&labels)
+                    .set(f64::from(b.effective_weight));
+                self.up
+                    .with_label_values(&labels)
+                    .set(if b.health.is_up() { 1.0 } else { 0.0 });
+            }
+        }
+    }
+
+    /// SNAT addresses and their capacities, for the scrape.
+    pub fn snat_capacity(&self, capacity: Vec<(IpAddr, u32)>) {
+        self.lock().snat_capacity = capacity;
+    }
+
+    /// Counters read by the daemon (status), also used by the next scrape if the
+    /// dataplane is busy then.
+    pub fn counters(&self, counters: Vec<BackendCounters>) {
+        self.lock().counters = counters;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, KernelSources> {
+        self.sources.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A successful apply.
+    pub fn applied(&self, duration: Duration, unix_s: f64) {
+        self.apply_duration.observe(duration.as_secs_f64());
+        self.last_apply.set(unix_s);
+    }
+
+    /// A failed apply.
+    pub fn apply_failed(&self) {
+        self.apply_errors.inc();
+    }
+
+    /// A health check result of `service`/`server` that took `duration`.
+    pub fn check_done(&self, service: &str, server: &str, duration: Duration) {
+        self.check_duration
+            .with_label_values(&[service, server])
+            .observe(duration.as_secs_f64());
+    }
+
+    /// A health transition to `to` ("up" or "down").
+    pub fn transition(&self, service: &str, server: &str, to: &str) {
+        self.transitions
+            .with_label_values(&[service, server, to])
+            .inc();
+    }
+
+    /// Whether vrrpd is reachable.
+    pub fn vrrpd_connected(&self, connected: bool) {
+        self.vrrpd_connected.set(i64::from(connected));
+    }
+
+    /// A prepare answered.
+    pub fn prepared(&self, ok: bool, duration: Duration) {
+        self.prepares
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+        self.prepare_duration.observe(duration.as_secs_f64());
+    }
+}
+
+/// Reads the kernel when scraped: per-backend counters and SNAT port usage.
+struct KernelCollector {
+    dataplane: Option<DataplaneThread>,
+    sources: Arc<Mutex<KernelSources>>,
+    templates: KernelMetrics,
+}
+
+/// The scrape-time metrics; built fresh on every scrape so that they hold exactly
+/// what the kernel holds then.
+struct KernelMetrics {
+    connections: IntCounterVec,
+    packets: IntCounterVec,
+    bytes: IntCounterVec,
+    ports_in_use: IntGaugeVec,
+    ports_available: IntGaugeVec,
+    utilization: GaugeVec,
+}
+
+impl KernelMetrics {
+    fn new() -> KernelMetrics {
+        KernelMetrics {
+            connections: must(IntCounterVec::new(
+                Opts::new(
+                    "lb_backend_connections_total",
+                    "New connections sent to the backend (DNAT-map hits of its slots since they were added).",
+                ),
+                &BACKEND_LABELS,
+            )),
+            packets: must(IntCounterVec::new(
+                Opts::new(
+                    "lb_backend_packets_total",
+                    "Packets of the backend's connections, both directions (single-port services).",
+                ),
+                &BACKEND_LABELS,
+            )),
+            bytes: must(IntCounterVec::new(
+                Opts::new(
+                    "lb_backend_bytes_total",
+                    "Bytes of the backend's connections, both directions (single-port services).",
+                ),
+                &BACKEND_LABELS,
+            )),
+            ports_in_use: must(IntGaugeVec::new(
+                Opts::new(
+                    "lb_snat_ports_in_use",
+                    "Distinct (protocol, port) pairs of tracked connections source-NATed to the address.",
+                ),
+                &["address"],
+            )),
+            ports_available: must(IntGaugeVec::new(
+                Opts::new(
+                    "lb_snat_ports_available",
+                    "Source ports the SNAT rules let the address use.",
+                ),
+                &["address"],
+            )),
+            utilization: must(GaugeVec::new(
+                Opts::new(
+                    "lb_snat_port_utilization_ratio",
+                    "lb_snat_ports_in_use / lb_snat_ports_available.",
+                ),
+                &["address"],
+            )),
+        }
+    }
+
+    fn families(&self) -> Vec<MetricFamily> {
+        [
+            self.connections.collect(),
+            self.packets.collect(),
+            self.bytes.collect(),
+            self.ports_in_use.collect(),
+            self.ports_available.collect(),
+            self.utilization.collect(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+impl KernelCollector {
+    fn new(dataplane: Option<DataplaneThread>, sources: Arc<Mutex<KernelSources>>) -> Self {
+        KernelCollector {
+            dataplane,
+            sources,
+            templates: KernelMetrics::new(),
+        }
+    }
+}
+
+impl Collector for KernelCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let t = &self.templates;
+        [
+            t.connections.desc(),
+            t.packets.desc(),
+            t.bytes.desc(),
+            t.ports_in_use.desc(),
+            t.ports_available.desc(),
+            t.utilization.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let fresh = self
+            .dataplane
+            .as_ref()
+            .and_then(|d| d.run_blocking(COUNTERS_WAIT, |dp| dp.counters().ok()))
+            .flatten();
+        let (counters, capacity) = {
+            let mut s = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(c) = fresh {
+                s.counters = c;
+            }
+            (s.counters.clone(), s.snat_capacity.clone())
+        };
+        let m = KernelMetrics::new();
+        for c in &counters {
+            let addr = address_label(c.addr, c.port);
+            let labels = [c.service.as_str(), c.backend.as_str(), addr.as_str()];
+            m.connections
+                .with_label_values(&labels)
+                .inc_by(c.connections);
+            if let Some(p) = c.packets {
+                m.packets.with_label_values(&labels).inc_by(p);
+            }
+            if let Some(b) = c.bytes {
+                m.bytes.with_label_values(&labels).inc_by(b);
+            }
+        }
+        match conntrack::read_usage(&capacity) {
+            Ok(usage) => {
+                for u in usage {
+                    let a = u.address.to_string();
+                    m.ports_in_use
+                        .with_label_values(&[&a])
+                        .set(i64::try_from(u.ports_in_use).unwrap_or(i64::MAX));
+                    m.ports_available
+                        .with_label_values(&[&a])
+                        .set(i64::from(u.ports_available));
+                    m.utilization.with_label_values(&[&a]).set(u.utilization());
+                }
+            }
+            Err(err) => {
+                tracing::debug!(%err, file = conntrack::PROC_CONNTRACK, "SNAT port usage unavailable");
+            }
+        }
+        m.families()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::{Encoder, TextEncoder};
+
+    #[test]
+    fn every_metric_registers_and_renders() {
+        let t = Telemetry::new(None);
+        t.counters(vec![BackendCounters {
+            service: "web".into(),
+            backend: "srv1".into(),
+            addr: "198.18.1.21".parse().unwrap(),
+            port: Some(80),
+            connections: 7,
+            packets: Some(30),
+            bytes: None,
+        }]);
+        t.applied(Duration::from_millis(3), 1.0);
+        t.apply_failed();
+        t.transition("web", "srv1", "down");
+        t.vrrpd_connected(true);
+        t.prepared(true, Duration::from_millis(1));
+        let mut body = Vec::new();
+        TextEncoder::new()
+            .encode(&t.registry().gather(), &mut body)
+            .unwrap();
+        let text = String::from_utf8(body).unwrap();
+        for line in [
+            r#"lb_backend_connections_total{address="198.18.1.21:80",backend="srv1",service="web"} 7"#,
+            r#"lb_backend_packets_total{address="198.18.1.21:80",backend="srv1",service="web"} 30"#,
+            "lb_apply_errors_total 1",
+            "lb_apply_duration_seconds_count 1",
+            r#"lb_health_transitions_total{backend="srv1",service="web",to="down"} 1"#,
+            "lbd_vrrpd_connected 1",
+            r#"lbd_prepare_total{result="ok"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+}

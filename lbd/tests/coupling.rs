@@ -1,0 +1,120 @@
+//! lbd with vrrpd on both balancers (needs root, and vrrpd and vrrpctl built next
+//! to lbd): roles in lbd's status, `vrrpctl services`, and a failover where vrrpd
+//! on the backup asks its lbd to prepare and the client is served through lb2.
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+#[test]
+fn roles_services_and_failover_with_prepare() {
+    if !integration::have_root("roles_services_and_failover_with_prepare") {
+        return;
+    }
+    let vrrpd = sibling_binary("vrrpd");
+    let vrrpctl = sibling_binary("vrrpctl");
+    let setup = Setup::two_arm();
+    let _srv1 = Responder::start(setup.host("srv1"), "198.18.1.21:80", "srv1");
+    let _srv2 = Responder::start(setup.host("srv2"), "198.18.1.22:80", "srv2");
+    for node in ["lb1", "lb2"] {
+        setup.write_config(node, &[NO_CHECKS]);
+    }
+    // lbd first, so that vrrpd's first prepare finds it.
+    let _lbd1 = setup.start_lbd("lb1");
+    let _lbd2 = setup.start_lbd("lb2");
+    setup.wait_applied("lb1");
+    setup.wait_applied("lb2");
+    let start_vrrpd = |node: &str| {
+        let config = setup.config(node);
+        let mut cmd = setup.host(node).command(&vrrpd);
+        cmd.args(["--config", config.to_str().unwrap(), "--node", node])
+            .env("RUST_LOG", "info");
+        setup.host(node).spawn_command(cmd, "vrrpd").unwrap()
+    };
+    let vrrpd1 = start_vrrpd("lb1");
+    let _vrrpd2 = start_vrrpd("lb2");
+
+    let role = |node: &str| -> Option<String> {
+        request(&setup.lbd_socket(node), "status", Value::Null)
+            .ok()
+            .and_then(|s| s["vrrpd"]["groups"]["edge"].as_str().map(str::to_owned))
+    };
+    wait_for(
+        "lb1 MASTER and lb2 BACKUP in lbd's status",
+        PATIENCE,
+        || role("lb1").as_deref() == Some("MASTER") && role("lb2").as_deref() == Some("BACKUP"),
+    );
+    let status = setup.status("lb1");
+    assert_eq!(status["vrrpd"]["connected"], true);
+
+    // vrrpctl services, JSON and table, inside lb1.
+    let sock = setup.lbd_socket("lb1");
+    let out = setup
+        .host("lb1")
+        .exec_ok(&[
+            vrrpctl.to_str().unwrap(),
+            "--socket",
+            sock.to_str().unwrap(),
+            "services",
+            "--json",
+        ])
+        .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["vrrpd"]["groups"]["edge"], "MASTER");
+    assert_eq!(v["services"][0]["servers"].as_array().unwrap().len(), 2);
+    let config = setup.config("lb1");
+    let table = setup
+        .host("lb1")
+        .exec_ok(&[
+            vrrpctl.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "services",
+        ])
+        .unwrap();
+    println!("{table}");
+    assert!(table.contains("vrrpd connected: edge MASTER"), "{table}");
+
+    let client = setup.host("client");
+    let vip = format!("{VIP}:80");
+    wait_for("an answer through the VIP on lb1", PATIENCE, || {
+        try_fetch(client, &vip).is_some()
+    });
+    let (_, peer) = fetch(client, &vip);
+    assert_eq!(peer, SNAT_VIP);
+    let prepares_before = setup.status("lb2")["prepare"]["count"].as_u64().unwrap();
+
+    // lb1 dies: vrrpd killed, cables cut.
+    vrrpd1.signal(libc::SIGKILL).unwrap();
+    setup.lab.set_cable("lb1", "eth0", false).unwrap();
+    setup.lab.set_cable("lb1", "eth1", false).unwrap();
+    let mut reply = None;
+    wait_for("an answer through the VIP from lb2", PATIENCE, || {
+        reply = try_fetch(client, &vip);
+        reply.is_some()
+    });
+    let (server, peer) = reply.unwrap();
+    println!("after failover: {server} saw {peer}");
+    assert_eq!(peer, SNAT_VIP);
+
+    wait_for("lb2 MASTER in its lbd's status", PATIENCE, || {
+        role("lb2").as_deref() == Some("MASTER")
+    });
+    let status = setup.status("lb2");
+    println!("lb2 prepare: {}", status["prepare"]);
+    assert!(status["prepare"]["count"].as_u64().unwrap() > prepares_before);
+    assert_eq!(status["prepare"]["last"]["reply"]["prepared"], true);
+    let vrrpd_status = request(&setup.vrrpd_socket("lb2"), "status", Value::Null).unwrap();
+    assert_eq!(
+        vrrpd_status["groups"][0]["last_takeover"]["prepare"],
+        "acknowledged"
+    );
+    let metrics = scrape(setup.host("lb2"), "127.0.0.1:9612");
+    let misses: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("vrrp_prepare_misses_total"))
+        .collect();
+    println!("{misses:?}");
+    assert!(misses.iter().all(|l| l.ends_with(" 0")), "{misses:?}");
+}

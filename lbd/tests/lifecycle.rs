@@ -1,0 +1,141 @@
+//! The real lbd's life in a namespace (needs root): refused reloads change nothing
+//! in the kernel; SIGKILL and SIGTERM leave the ruleset, the next start adopts it
+//! unchanged; other tables are never touched; a refused config starts nothing.
+
+mod support;
+
+use support::*;
+
+const DUPLICATE_SERVICE: (&str, &str) = (
+    "# ---------------------------------------------------------------------------\n# Health checks",
+    "[[service]]\nname = \"web-again\"\nvip = \"198.18.0.100\"\nport = 80\n\n[[service.server]]\nname = \"srv1\"\naddress = \"198.18.1.21\"\n\n# ---------------------------------------------------------------------------\n# Health checks",
+);
+
+const UNREACHABLE_SERVER: (&str, &str) = ("address = \"198.18.1.22\"", "address = \"198.18.5.22\"");
+
+#[test]
+fn refused_reload_changes_nothing_in_the_kernel() {
+    if !integration::have_root("refused_reload_changes_nothing_in_the_kernel") {
+        return;
+    }
+    let setup = Setup::two_arm();
+    setup.write_config("lb1", &[NO_CHECKS]);
+    let lbd = setup.start_lbd("lb1");
+    setup.wait_applied("lb1");
+    let lb1 = setup.host("lb1");
+    let before = ruleset(lb1);
+    assert!(before.contains("lbsuite"), "{before}");
+
+    setup.write_config("lb1", &[NO_CHECKS, DUPLICATE_SERVICE]);
+    let err = setup.reload("lb1").unwrap_err();
+    println!("duplicate VIP:port reload: {err}");
+    assert!(err.contains("reload refused"), "{err}");
+    assert!(err.contains("overlaps service `web`"), "{err}");
+    assert!(
+        err.contains(".toml:"),
+        "the diagnostic names the file and line: {err}"
+    );
+    assert_eq!(before, ruleset(lb1));
+
+    setup.write_config("lb1", &[NO_CHECKS, UNREACHABLE_SERVER]);
+    let err = setup.reload("lb1").unwrap_err();
+    println!("unreachable server reload: {err}");
+    assert!(err.contains("198.18.5.22 is in no subnet"), "{err}");
+    assert_eq!(before, ruleset(lb1));
+
+    // SIGHUP with the refused file: logged, nothing changes either.
+    lbd.signal(libc::SIGHUP).unwrap();
+    wait_for("the SIGHUP refusal in lbd's log", PATIENCE, || {
+        lbd.stdout().contains("198.18.5.22 is in no subnet")
+            || lbd.stderr().contains("198.18.5.22 is in no subnet")
+    });
+    assert_eq!(before, ruleset(lb1));
+    // The running configuration still answers.
+    assert_eq!(setup.status("lb1")["services"][0]["name"], "web");
+}
+
+#[test]
+fn restart_after_sigkill_adopts_the_ruleset_and_spares_other_tables() {
+    if !integration::have_root("restart_after_sigkill_adopts_the_ruleset_and_spares_other_tables") {
+        return;
+    }
+    let setup = Setup::two_arm();
+    let lb1 = setup.host("lb1");
+    lb1.exec_ok(&["nft", "add table inet testown"]).unwrap();
+    lb1.exec_ok(&[
+        "nft",
+        "add chain inet testown input { type filter hook input priority 0; }",
+    ])
+    .unwrap();
+    lb1.exec_ok(&[
+        "nft",
+        "add rule inet testown input tcp dport 22 counter accept",
+    ])
+    .unwrap();
+    let foreign = lb1
+        .exec_ok(&["nft", "-j", "list", "table", "inet", "testown"])
+        .unwrap();
+
+    setup.write_config("lb1", &[NO_CHECKS]);
+    let mut first = setup.start_lbd("lb1");
+    setup.wait_applied("lb1");
+    let applied = ruleset(lb1);
+    first.signal(libc::SIGKILL).unwrap();
+    first.wait_timeout(PATIENCE).unwrap();
+    assert_eq!(applied, ruleset(lb1), "SIGKILL leaves the ruleset");
+
+    let mut second = setup.start_lbd("lb1");
+    let status = setup.wait_applied("lb1");
+    let last = &status["dataplane"]["last_apply"];
+    println!("adopting apply: {last}");
+    assert_eq!(last["changes"], 0, "nothing to change: {last}");
+    assert_eq!(last["reread"], true);
+    assert_eq!(applied, ruleset(lb1), "same ruleset, nothing duplicated");
+
+    // SIGTERM: a clean stop that leaves the ruleset in place.
+    second.signal(libc::SIGTERM).unwrap();
+    let exit = second.wait_timeout(PATIENCE).unwrap().expect("lbd stopped");
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(applied, ruleset(lb1), "SIGTERM leaves the ruleset");
+    assert_eq!(
+        foreign,
+        lb1.exec_ok(&["nft", "-j", "list", "table", "inet", "testown"])
+            .unwrap()
+    );
+
+    // --teardown removes lbd's table only.
+    let config = setup.config("lb1");
+    lb1.exec_ok(&[
+        env!("CARGO_BIN_EXE_lbd"),
+        "--config",
+        config.to_str().unwrap(),
+        "--node",
+        "lb1",
+        "--teardown",
+    ])
+    .unwrap();
+    assert!(!ruleset(lb1).contains("\"lbsuite\""));
+    assert_eq!(
+        foreign,
+        lb1.exec_ok(&["nft", "-j", "list", "table", "inet", "testown"])
+            .unwrap()
+    );
+}
+
+#[test]
+fn refused_config_at_start_applies_nothing() {
+    if !integration::have_root("refused_config_at_start_applies_nothing") {
+        return;
+    }
+    let setup = Setup::two_arm();
+    setup.write_config("lb1", &[NO_CHECKS, UNREACHABLE_SERVER]);
+    let mut lbd = setup.start_lbd("lb1");
+    let exit = lbd.wait_timeout(PATIENCE).unwrap().expect("lbd exits");
+    assert_eq!(exit.code(), Some(1));
+    assert!(
+        lbd.stderr().contains("refused, nothing applied"),
+        "{}",
+        lbd.stderr()
+    );
+    assert!(!ruleset(setup.host("lb1")).contains("lbsuite"));
+}
