@@ -10,4 +10,5 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 cargo build --workspace --quiet
 target/debug/lab sweep >/dev/null
+export RUST_LIB_BACKTRACE=0
 exec target/debug/demo "${1:-cluster.toml.example}"

@@ -28,7 +28,7 @@ pub use process::{Process, STOP_GRACE};
 pub use topology::{
     HostSpec, InterfaceSpec, Prefix, Role, Route, Topology, MAX_HOSTNAME, MAX_IFNAME,
 };
-pub use traffic::ReplyServer;
+pub use traffic::{ReplyServer, PEER_PLACEHOLDER};
 
 /// Env switch making root-only tests fail instead of skipping when not root.
 pub const REQUIRE_ROOT_ENV: &str = "LBSUITE_REQUIRE_ROOT";

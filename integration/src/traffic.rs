@@ -64,11 +64,12 @@ impl ReplyServer {
 fn serve(listener: &TcpListener, reply: &[u8], stop: &AtomicBool, served: &AtomicU64) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok((mut stream, _)) => {
+            Ok((mut stream, peer)) => {
                 let _ = stream.set_nonblocking(false);
                 let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+                let body = with_peer(reply, peer);
                 // A client that went away early is its own problem, not the server's.
-                if stream.write_all(reply).is_ok() {
+                if stream.write_all(&body).is_ok() {
                     served.fetch_add(1, Ordering::Relaxed);
                 }
                 let _ = stream.shutdown(Shutdown::Write);
@@ -80,6 +81,21 @@ fn serve(listener: &TcpListener, reply: &[u8], stop: &AtomicBool, served: &Atomi
         }
     }
 }
+
+/// The reply with every `{peer}` replaced by the client's address as the server saw it
+/// (so a test can tell whose source address arrived, e.g. a SNAT VIP).
+fn with_peer(reply: &[u8], peer: SocketAddr) -> Vec<u8> {
+    let text = String::from_utf8_lossy(reply);
+    if text.contains(PEER_PLACEHOLDER) {
+        text.replace(PEER_PLACEHOLDER, &peer.ip().to_string())
+            .into_bytes()
+    } else {
+        reply.to_vec()
+    }
+}
+
+/// Placeholder in a [`ReplyServer`] reply for the client address the server saw.
+pub const PEER_PLACEHOLDER: &str = "{peer}";
 
 impl Drop for ReplyServer {
     fn drop(&mut self) {

@@ -8,7 +8,10 @@
 #   rs0   (dummy) 198.18.1.1/24  -- real servers 198.18.1.0/24 are routable
 #   sync0 (dummy) 198.18.2.1/24  -- an interface for the IPVS sync daemon
 # and nothing else is routed (198.19.0.0/16 has no route: IPVS says EINVAL).
-# LBSUITE_VM=1 is set for them.
+# LBSUITE_VM=1 is set for them, and LBSUITE_DAEMON_DIR=/opt/lbsuite/daemons:
+# the programs (lbd, vrrpd, vrrpctl) given to run.sh with --daemon. What a
+# test appends to the file $LBSUITE_VM_NOTES (findings worth a line in the host
+# log; libtest swallows a passing test's output) is shown after its results.
 
 # Always the real iproute2: busybox sh would run its own `ip` applet.
 IP=/usr/sbin/ip
@@ -86,7 +89,8 @@ for bin in /opt/lbsuite/bin/*; do
     log=/tmp/$name.log
     # stderr apart: what a test writes there directly (the lab's notes) would
     # split libtest's `test <name> ... ok` lines.
-    LBSUITE_VM=1 RUST_BACKTRACE=1 in_lb "$bin" --ignored --test-threads=1 >"$log" 2>"$log.stderr"
+    LBSUITE_VM=1 LBSUITE_DAEMON_DIR=/opt/lbsuite/daemons LBSUITE_VM_NOTES=/tmp/$name.notes \
+        RUST_BACKTRACE=1 in_lb "$bin" --ignored --test-threads=1 >"$log" 2>"$log.stderr"
     rc=$?
     # libtest prints `test <path> ... ok|FAILED|ignored`.
     ran=0
@@ -99,8 +103,9 @@ for bin in /opt/lbsuite/bin/*; do
             *) fail "$name::$tname" "$result" ;;
         esac
     done <"$log"
-    # The summary, with libtest's wall time.
+    # The summary, with libtest's wall time, and the tests' notes.
     grep '^test result' "$log" | sed "s/^/  | $name: /"
+    [ -f "/tmp/$name.notes" ] && sed "s/^/  | $name: /" "/tmp/$name.notes"
     if [ $rc -ne 0 ]; then
         # The failures' messages, for the host log.
         sed -n '/^failures:/,/^test result/p' "$log" | head -n 60 | sed 's/^/  | /'

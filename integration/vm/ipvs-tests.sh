@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the VM tests of IPVS -- the ipvs crate's client (crates/ipvs/tests/vm.rs)
-# and the dataplane's IPVS backend (crates/dataplane/tests/ipvs_vm.rs) -- and runs
-# them, with the shell tests of guest-tests.sh, in the VM (run.sh).
+# Builds the VM tests of IPVS -- the ipvs crate's client (crates/ipvs/tests/vm.rs),
+# the dataplane's IPVS backend (crates/dataplane/tests/ipvs_vm.rs) and the real
+# daemons on IPVS (lbd/tests/vm_daemons.rs, with lbd, vrrpd and vrrpctl) -- and
+# runs them, with the shell tests of guest-tests.sh, in the VM (run.sh).
 # Exit code: run.sh's.
 #
 #   integration/vm/ipvs-tests.sh [extra run.sh arguments]
@@ -23,6 +24,22 @@ test_binary() { # PACKAGE TARGET
     fi
     echo "$bin"
 }
+# The executable of a package's binary, built as `cargo build` does.
+program() { # PACKAGE BIN
+    local bin
+    bin="$(cargo build -p "$1" --bin "$2" --message-format=json 2>/dev/null \
+        | grep "\"name\":\"$2\"" | grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | tail -n 1)"
+    if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+        cargo build -p "$1" --bin "$2" >&2
+        echo "ipvs-tests: no executable for $1 --bin $2" >&2
+        exit 2
+    fi
+    echo "$bin"
+}
 client="$(test_binary ipvs vm)"
 backend="$(test_binary dataplane ipvs_vm)"
-exec "$here/run.sh" "$@" "$client" "$backend"
+daemons="$(test_binary lbd vm_daemons)"
+# The daemons run from the guest's /opt/lbsuite/daemons (LBSUITE_DAEMON_DIR).
+exec "$here/run.sh" --timeout "${VM_TIMEOUT:-420}" \
+    --daemon "$(program lbd lbd)" --daemon "$(program vrrpd vrrpd)" \
+    --daemon "$(program vrrpctl vrrpctl)" "$@" "$client" "$backend" "$daemons"

@@ -3,13 +3,16 @@
 # initramfs and runs a guest test script against the real IPVS, nftables and
 # conntrack of that kernel: this machine's own kernel has no CONFIG_IP_VS.
 #
-#   integration/vm/run.sh [--script GUEST_SCRIPT] [--timeout SECS] [FILES...]
+#   integration/vm/run.sh [--script GUEST_SCRIPT] [--timeout SECS]
+#                         [--daemon PROGRAM]... [FILES...]
 #
 # FILES (test binaries, scripts) are copied into the guest's /opt/lbsuite/bin,
-# with the shared libraries they need. The guest script (default:
-# guest-tests.sh beside this file) prints `TEST <name> PASS|FAIL [detail]`
-# lines and a final `VERDICT PASS|FAIL`; this script prints those lines and
-# exits 0 only on `VERDICT PASS` (1 on FAIL, 2 on a timeout or a crash).
+# with the shared libraries they need; each PROGRAM (lbd, vrrpd, vrrpctl: what
+# the tests start, not tests themselves) into /opt/lbsuite/daemons, likewise.
+# The guest script (default: guest-tests.sh beside this file) prints
+# `TEST <name> PASS|FAIL [detail]` lines and a final `VERDICT PASS|FAIL`;
+# this script prints those lines and exits 0 only on `VERDICT PASS` (1 on
+# FAIL, 2 on a timeout or a crash).
 #
 # Nothing is installed on the host: the Debian packages (kernel, busybox-static,
 # ipvsadm, iproute2, nftables, their libraries, and qemu itself when no
@@ -28,11 +31,13 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 script="$here/guest-tests.sh"
 timeout_s="${VM_TIMEOUT:-240}"
 files=()
+daemons=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --script) script="$2"; shift 2 ;;
         --timeout) timeout_s="$2"; shift 2 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        --daemon) daemons+=("$2"); shift 2 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) files+=("$1"); shift ;;
     esac
 done
@@ -180,7 +185,7 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/lbsuite-vm.XXXXXX")"
 cleanup() { if [ "${VM_KEEP:-0}" = 1 ]; then log "kept $work"; else rm -rf "$work"; fi; }
 trap cleanup EXIT
 root="$work/root"
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib64,lib/x86_64-linux-gnu,etc,proc,sys,dev,run,tmp,opt/lbsuite/bin,var}
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib64,lib/x86_64-linux-gnu,etc,proc,sys,dev,run,tmp,opt/lbsuite/bin,opt/lbsuite/daemons,var}
 ln -s ../run "$root/var/run"
 
 cp "$busybox" "$root/bin/busybox"
@@ -202,6 +207,10 @@ for f in ${files[@]+"${files[@]}"}; do
     [ -f "$f" ] || die "no such file: $f"
     cp "$f" "$root/opt/lbsuite/bin/"
 done
+for f in ${daemons[@]+"${daemons[@]}"}; do
+    [ -f "$f" ] || die "no such program: $f"
+    cp "$f" "$root/opt/lbsuite/daemons/"
+done
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\n' > "$root/etc/group"
 printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"
@@ -212,7 +221,7 @@ printf 'hosts: files\n' > "$root/etc/nsswitch.conf"
 ldso=/lib64/ld-linux-x86-64.so.2
 [ -x "$ldso" ] || die "no $ldso on this host"
 libpath="$sysroot/lib/x86_64-linux-gnu:$sysroot/usr/lib/x86_64-linux-gnu"
-for bin in "$root/usr/sbin/"* "$root/opt/lbsuite/bin/"*; do
+for bin in "$root/usr/sbin/"* "$root/opt/lbsuite/bin/"* "$root/opt/lbsuite/daemons/"*; do
     [ -f "$bin" ] && head -c 4 "$bin" | grep -q ELF || continue
     out="$(LD_LIBRARY_PATH="$libpath" "$ldso" --list "$bin" 2>&1)" || {
         # A static binary: nothing to copy.
