@@ -13,6 +13,8 @@ LBSUITE_DEBS=(
     gcc
     libc6-dev
     procps          # sysctl
+    keepalived      # the foreign VRRP peer in the interop tests
+    tcpdump         # captures asserted by the wire tests
 )
 
 missing=()
