@@ -102,6 +102,12 @@ pub enum DataplaneError {
     /// The kernel answered something this crate cannot read.
     #[error("unreadable netlink answer: {0}")]
     Malformed(String),
+    /// A change hint left out something that changed (found when hints are verified).
+    #[error("the change hint is wrong: {what}; name every added, removed or changed service in the hint, or call apply")]
+    WrongHint {
+        /// What changed without being named.
+        what: String,
+    },
     /// The IPVS backend failed (the error says what to fix).
     #[error(transparent)]
     Ipvs(#[from] Box<crate::ipvs::IpvsBackendError>),

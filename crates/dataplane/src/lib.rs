@@ -13,6 +13,7 @@ pub mod nft;
 mod null;
 pub mod slots;
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -26,13 +27,24 @@ pub use model::{
     Backend, DesiredState, Forwarding, Persistence, PortSpec, Protocol, Scheduler, Service,
     SnatProtocol, SnatRule, SnatSource,
 };
-pub use nft::{NftBackend, DEFAULT_TABLE};
+pub use nft::{Counting, NftBackend, DEFAULT_TABLE};
 pub use null::NullBackend;
 
 /// A dataplane backend: applies desired states, reads back, counts.
 pub trait Dataplane {
     /// Makes the kernel hold `desired`, changing only what differs, all or nothing.
     fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError>;
+    /// Like [`apply`](Dataplane::apply), trusting `hint` to name everything that may
+    /// differ from the last desired state this backend applied successfully, so that a
+    /// backend can look at those services only. The default ignores the hint.
+    fn apply_changed(
+        &mut self,
+        desired: &DesiredState,
+        hint: &ChangeHint,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let _ = hint;
+        self.apply(desired)
+    }
     /// What the kernel holds now (the objects this backend owns).
     fn read_back(&self) -> Result<AppliedState, DataplaneError>;
     /// Per-backend counters of the last applied state.
@@ -43,6 +55,46 @@ pub trait Dataplane {
     fn name(&self) -> &'static str;
 }
 
+/// What may differ between a desired state and the one last applied successfully
+/// through the same backend: the caller's promise for [`Dataplane::apply_changed`].
+///
+/// A service that is not named must be in the new state exactly as it was in the last
+/// one (same name, same value; its position may move). After an apply fails, the next
+/// hint must still cover what the failed one covered (or call `apply`); the nft backend
+/// also falls back to a full comparison by itself after a failure.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeHint {
+    /// Names of the services that may have been added, removed or modified.
+    pub services: BTreeSet<String>,
+    /// Whether the SNAT rules may have changed.
+    pub snat: bool,
+}
+
+impl ChangeHint {
+    /// A hint naming one service (a health change, a weight set by hand).
+    pub fn for_service(name: &str) -> ChangeHint {
+        ChangeHint::for_services([name])
+    }
+
+    /// A hint naming these services (a reload's added, removed and changed ones).
+    pub fn for_services<I, S>(names: I) -> ChangeHint
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ChangeHint {
+            services: names.into_iter().map(Into::into).collect(),
+            snat: false,
+        }
+    }
+
+    /// The same hint, with the SNAT rules marked as possibly changed.
+    pub fn with_snat(mut self) -> ChangeHint {
+        self.snat = true;
+        self
+    }
+}
+
 /// What one apply changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyReport {
@@ -50,6 +102,9 @@ pub struct ApplyReport {
     pub table_created: bool,
     /// Base chains created.
     pub chains_added: usize,
+    /// Base chains deleted (they had nothing left to do).
+    #[serde(default)]
+    pub chains_removed: usize,
     /// Maps and sets created.
     pub sets_added: usize,
     /// Maps and sets deleted.
@@ -68,6 +123,9 @@ pub struct ApplyReport {
     pub batch_bytes: usize,
     /// Whether the kernel's table had to be read back (first apply, or changed by others).
     pub reread: bool,
+    /// Whether a [`ChangeHint`] spared the comparison of the services it did not name.
+    #[serde(default)]
+    pub hint_used: bool,
     /// IPVS services added, changed or deleted (ipvs backend).
     pub ipvs_services_changed: usize,
     /// IPVS real servers added, changed or deleted (ipvs backend).
@@ -81,6 +139,7 @@ impl ApplyReport {
     pub fn changes(&self) -> usize {
         usize::from(self.table_created)
             + self.chains_added
+            + self.chains_removed
             + self.sets_added
             + self.sets_removed
             + self.elements_added
@@ -175,10 +234,12 @@ pub struct BackendCounters {
     pub addr: IpAddr,
     /// Backend port (`None`: the client's port).
     pub port: Option<u16>,
-    /// New connections sent to it (DNAT-map hits of its slots since they were added).
+    /// New connections sent to it since its counter was created (nft: a per-backend
+    /// counter in a nat chain, or its DNAT slots for port ranges; 0 when not counted).
     pub connections: u64,
-    /// Packets of its connections, both directions (single-port services only).
+    /// Packets of its connections, both directions (`None`: not counted: port ranges,
+    /// or the nft backend without [`Counting::Traffic`]).
     pub packets: Option<u64>,
-    /// Bytes of its connections, both directions (single-port services only).
+    /// Bytes of its connections, both directions (`None` as for `packets`).
     pub bytes: Option<u64>,
 }

@@ -31,9 +31,9 @@ impl Dataplane for NullBackend {
     fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         let start = std::time::Instant::now();
         // Validate as the nft backend would, so tests catch what the kernel would refuse.
-        let new = layout::plan(desired)?;
+        let new = layout::plan(desired, layout::Counting::default())?;
         let old = match &self.applied {
-            Some(d) => layout::plan(d)?.state,
+            Some(d) => layout::plan(d, layout::Counting::default())?.state,
             None => layout::TableState::default(),
         };
         let mut report = layout::diff(&old, &new).report();
@@ -45,7 +45,9 @@ impl Dataplane for NullBackend {
 
     fn read_back(&self) -> Result<AppliedState, DataplaneError> {
         match &self.applied {
-            Some(d) => Ok(layout::plan(d)?.state.to_applied()),
+            Some(d) => Ok(layout::plan(d, layout::Counting::default())?
+                .state
+                .to_applied()),
             None => Ok(AppliedState::default()),
         }
     }

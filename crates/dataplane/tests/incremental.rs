@@ -1,12 +1,15 @@
 //! Incremental applies must end where a fresh full apply of the same state ends: random
-//! sequences of service changes, applied one by one, compared with the kernel table a
-//! new backend builds from scratch (needs root).
+//! sequences of service changes, applied one by one (through `apply` and through
+//! `apply_changed` with a correct hint), compared with the kernel table a new backend
+//! builds from scratch (needs root).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use dataplane::{
-    AppliedState, Backend, Dataplane, DesiredState, Forwarding, NftBackend, PortSpec, Protocol,
-    Scheduler, Service, SnatProtocol, SnatRule, SnatSource,
+    AppliedState, Backend, ChangeHint, Counting, Dataplane, DataplaneError, DesiredState,
+    Forwarding, NftBackend, PortSpec, Protocol, Scheduler, Service, SnatProtocol, SnatRule,
+    SnatSource,
 };
 use integration::{Host, Lab};
 
@@ -188,6 +191,30 @@ fn mutate(rng: &mut Rng, s: &mut DesiredState, next_id: &mut usize) -> String {
     }
 }
 
+/// The correct hint from `old` to `new`: every service added, removed or changed, plus
+/// sometimes an unchanged one (naming too much is allowed).
+fn hint_between(rng: &mut Rng, old: &DesiredState, new: &DesiredState) -> ChangeHint {
+    let before: HashMap<&str, &Service> =
+        old.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    let after: HashMap<&str, &Service> =
+        new.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    let mut names: Vec<&str> = before
+        .iter()
+        .filter(|(n, s)| after.get(*n) != Some(*s))
+        .map(|(n, _)| *n)
+        .chain(after.keys().filter(|n| !before.contains_key(*n)).copied())
+        .collect();
+    if rng.below(3) == 0 && !new.services.is_empty() {
+        names.push(&new.services[rng.below(new.services.len())].name);
+    }
+    let hint = ChangeHint::for_services(names);
+    if old.snat == new.snat {
+        hint
+    } else {
+        hint.with_snat()
+    }
+}
+
 /// The read-back with order-free parts sorted and counters dropped.
 fn normalized(mut a: AppliedState) -> AppliedState {
     for set in &mut a.sets {
@@ -203,8 +230,11 @@ fn normalized(mut a: AppliedState) -> AppliedState {
     a
 }
 
-fn fresh_table(lb: &Host, state: &DesiredState) -> AppliedState {
-    let mut fresh = lb.run_in(|| NftBackend::new("lbfresh")).unwrap().unwrap();
+fn fresh_table(lb: &Host, state: &DesiredState, counting: Counting) -> AppliedState {
+    let mut fresh = lb
+        .run_in(move || NftBackend::with_counting("lbfresh", counting))
+        .unwrap()
+        .unwrap();
     fresh.teardown().unwrap();
     fresh.apply(state).unwrap();
     let back = normalized(fresh.read_back().unwrap());
@@ -222,7 +252,11 @@ fn random_changes_end_like_a_fresh_apply() {
     // The fresh tables are built in another namespace: a commit there does not bump
     // lb1's ruleset generation, so lb1's backend keeps trusting its record.
     let other = &lab["lb2"];
-    for seed in [1u64, 0x5eed, 0xdead_beef] {
+    for (seed, counting) in [
+        (1u64, Counting::Traffic),
+        (0x5eed, Counting::Connections),
+        (0xdead_beef, Counting::Off),
+    ] {
         let mut rng = Rng(seed);
         let mut next_id = 0;
         let mut state = DesiredState {
@@ -234,9 +268,15 @@ fn random_changes_end_like_a_fresh_apply() {
                 .collect(),
             snat: snat("198.18.1.100"),
         };
-        let mut nft = lb.run_in(|| NftBackend::new("lbinc")).unwrap().unwrap();
+        let mut nft = lb
+            .run_in(move || NftBackend::with_counting("lbinc", counting))
+            .unwrap()
+            .unwrap();
+        // Every hint is checked against a full comparison: a wrong one fails the step.
+        nft.set_verify_hints(true);
         nft.apply(&state).unwrap();
         let mut refused = 0;
+        let mut last_ok = true;
         for step in 0..150 {
             let mut next = state.clone();
             let what = if step % 50 == 49 {
@@ -251,9 +291,22 @@ fn random_changes_end_like_a_fresh_apply() {
             } else {
                 mutate(&mut rng, &mut next, &mut next_id)
             };
-            match nft.apply(&next) {
+            // Three steps in four go through apply_changed with the hint lbd would give.
+            let hint = (step % 4 != 3).then(|| hint_between(&mut rng, &state, &next));
+            let result = match &hint {
+                Some(h) => nft.apply_changed(&next, h),
+                None => nft.apply(&next),
+            };
+            let ok = result.is_ok();
+            match result {
                 Ok(report) => {
                     assert!(!report.reread, "seed {seed} step {step} ({what}): re-read");
+                    // The hint is used unless SNAT changed or the step before failed.
+                    let usable = hint.as_ref().is_some_and(|h| !h.snat) && last_ok;
+                    assert_eq!(
+                        report.hint_used, usable,
+                        "seed {seed} step {step} ({what}): {report:?}"
+                    );
                     state = next;
                 }
                 Err(e) => {
@@ -266,16 +319,17 @@ fn random_changes_end_like_a_fresh_apply() {
                     refused += 1;
                 }
             }
+            last_ok = ok;
             if step % 25 == 24 {
                 assert_eq!(
                     normalized(nft.read_back().unwrap()),
-                    fresh_table(other, &state),
+                    fresh_table(other, &state, counting),
                     "seed {seed} after step {step} ({what})"
                 );
             }
         }
         let incremental = normalized(nft.read_back().unwrap());
-        let fresh = fresh_table(other, &state);
+        let fresh = fresh_table(other, &state, counting);
         let elements: usize = fresh.sets.iter().map(|s| s.elements.len()).sum();
         println!(
             "seed {seed}: {} services, {} sets, {elements} elements, {} rules; {refused} refused steps",
@@ -287,7 +341,10 @@ fn random_changes_end_like_a_fresh_apply() {
         // The record matches the kernel too: applying the same state changes nothing,
         // and a new backend adopting the table finds nothing to change.
         assert_eq!(nft.apply(&state).unwrap().changes(), 0);
-        let mut adopter = lb.run_in(|| NftBackend::new("lbinc")).unwrap().unwrap();
+        let mut adopter = lb
+            .run_in(move || NftBackend::with_counting("lbinc", counting))
+            .unwrap()
+            .unwrap();
         let adopt = adopter.apply(&state).unwrap();
         assert!(adopt.reread);
         assert_eq!(adopt.changes(), 0, "seed {seed}: {adopt:?}");
@@ -361,5 +418,81 @@ fn draining_the_last_service_of_a_map_deletes_the_map_and_its_rule() {
     nft.apply(&state).unwrap();
     assert!(maps(&nft).is_empty());
     assert_eq!(nft.apply(&state).unwrap().changes(), 0);
+    nft.teardown().unwrap();
+}
+
+#[test]
+fn a_hint_that_leaves_out_a_change_is_refused() {
+    if !integration::have_root("a_hint_that_leaves_out_a_change_is_refused") {
+        return;
+    }
+    let lab = Lab::one_arm().unwrap();
+    let lb = &lab["lb1"];
+    let mut rng = Rng(11);
+    let state = DesiredState {
+        services: (0..10).map(|i| service(&mut rng, i)).collect(),
+        snat: snat("198.18.1.100"),
+    };
+    let mut nft = lb.run_in(|| NftBackend::new("lbhint")).unwrap().unwrap();
+    nft.set_verify_hints(true);
+    nft.apply(&state).unwrap();
+    let before = nft.read_back().unwrap();
+    let wrong = |nft: &mut NftBackend, next: &DesiredState, hint: ChangeHint, what: &str| match nft
+        .apply_changed(next, &hint)
+    {
+        Err(DataplaneError::WrongHint { what: w }) => {
+            assert!(w.contains(what), "{w}");
+        }
+        other => panic!("a wrong hint ({what}) was accepted: {other:?}"),
+    };
+    // A weight change in svc3, the hint names svc5.
+    let mut changed = state.clone();
+    changed.services[3].backends[0].weight += 1;
+    wrong(
+        &mut nft,
+        &changed,
+        ChangeHint::for_service("svc5"),
+        "svc3 changed",
+    );
+    // A service removed, or added, without being named.
+    let mut removed = state.clone();
+    removed.services.remove(7);
+    wrong(
+        &mut nft,
+        &removed,
+        ChangeHint::default(),
+        "svc7 was removed",
+    );
+    let mut added = state.clone();
+    added.services.push(service(&mut rng, 10));
+    wrong(
+        &mut nft,
+        &added,
+        ChangeHint::for_service("svc2"),
+        "svc10 was added",
+    );
+    // SNAT changed, the hint says it did not.
+    let mut resnat = state.clone();
+    resnat.snat = snat("198.18.1.101");
+    wrong(&mut nft, &resnat, ChangeHint::default(), "SNAT");
+    // None of them touched the kernel.
+    assert_eq!(nft.read_back().unwrap(), before);
+    // The right hint for the weight change is used, and changes only svc3's slots.
+    let r = nft
+        .apply_changed(&changed, &ChangeHint::for_service("svc3"))
+        .unwrap();
+    // After the refusals the backend compares everything once...
+    assert!(!r.hint_used, "{r:?}");
+    let mut again = changed.clone();
+    again.services[3].backends[0].weight += 1;
+    let r = nft
+        .apply_changed(&again, &ChangeHint::for_service("svc3"))
+        .unwrap();
+    // ...then trusts hints again.
+    assert!(r.hint_used, "{r:?}");
+    assert_eq!(
+        normalized(nft.read_back().unwrap()),
+        fresh_table(&lab["lb2"], &again, Counting::default())
+    );
     nft.teardown().unwrap();
 }

@@ -9,8 +9,8 @@ use std::thread;
 use std::time::Duration;
 
 use dataplane::{
-    Backend, Dataplane, DesiredState, DnatSlot, Forwarding, NftBackend, PortSpec, Protocol,
-    Scheduler, Service, SnatProtocol, SnatRule, SnatSource,
+    Backend, Counting, Dataplane, DesiredState, DnatSlot, Forwarding, NftBackend, PortSpec,
+    Protocol, Scheduler, Service, SnatProtocol, SnatRule, SnatSource,
 };
 use integration::{Host, Lab, Prefix};
 
@@ -56,7 +56,13 @@ fn snat_web(source: SnatSource) -> SnatRule {
 }
 
 fn backend_in(host: &Host) -> NftBackend {
-    host.run_in(|| NftBackend::new("lbsuite")).unwrap().unwrap()
+    backend_counting(host, Counting::Traffic)
+}
+
+fn backend_counting(host: &Host, counting: Counting) -> NftBackend {
+    host.run_in(move || NftBackend::with_counting("lbsuite", counting))
+        .unwrap()
+        .unwrap()
 }
 
 /// Top-level objects of `nft -j list table inet <t>`: kind -> names.
@@ -144,15 +150,16 @@ fn layout_diff_and_foreign_table_in_namespace() {
     let first = nft.apply(&state).unwrap();
     println!("first apply: {first:?}");
     assert!(first.table_created);
-    assert_eq!(first.chains_added, 4);
-    // web 4 + dns 2 + range 1 DNAT slots, 4 counter keys (single-port backends), 2 pool entries.
-    assert_eq!(first.elements_added, 4 + 2 + 1 + 4 + 2);
+    assert_eq!(first.chains_added, 5);
+    // web 4 + dns 2 + range 1 DNAT slots, 4 packet and 4 connection counter keys
+    // (single-port backends), 2 pool entries.
+    assert_eq!(first.elements_added, 4 + 2 + 1 + 4 + 4 + 2);
 
     let objs = objects(lb, "lbsuite");
     println!("nft -j list table inet lbsuite: {objs:?}");
     assert_eq!(
         objs["chain"],
-        vec!["lb_dnat", "lb_dnat_range", "lb_snat", "lb_count"]
+        vec!["lb_dnat", "lb_dnat_range", "lb_snat", "lb_count", "lb_conn"]
     );
     let mut maps = objs["map"].clone();
     maps.sort();
@@ -165,8 +172,8 @@ fn layout_diff_and_foreign_table_in_namespace() {
             "snat_web_out"
         ]
     );
-    assert_eq!(objs["set"], vec!["count4"]);
-    assert_eq!(objs["rule"].len(), 5, "{:?}", objs["rule"]);
+    assert_eq!(objs["set"], vec!["conn4", "count4"]);
+    assert_eq!(objs["rule"].len(), 6, "{:?}", objs["rule"]);
     let listing = lb
         .exec_ok(&["nft", "list", "table", "inet", "lbsuite"])
         .unwrap();
@@ -258,6 +265,100 @@ fn layout_diff_and_foreign_table_in_namespace() {
             .unwrap()
     );
     // Tearing down twice is fine.
+    nft.teardown().unwrap();
+}
+
+/// Whether `nft -j list map` shows a counter on the elements of map `name`.
+fn map_counts(host: &Host, table: &str, name: &str) -> bool {
+    let out = host
+        .exec_ok(&["nft", "-j", "list", "map", "inet", table, name])
+        .unwrap();
+    out.contains("\"counter\"")
+}
+
+/// Whether `nft -j list set` shows a counter on the elements of set `name`.
+fn set_counts(host: &Host, table: &str, name: &str) -> bool {
+    let out = host
+        .exec_ok(&["nft", "-j", "list", "set", "inet", table, name])
+        .unwrap();
+    out.contains("\"counter\"")
+}
+
+#[test]
+fn counting_modes_shape_the_table() {
+    if !integration::have_root("counting_modes_shape_the_table") {
+        return;
+    }
+    let lab = Lab::one_arm().unwrap();
+    let lb = &lab["lb1"];
+    // Single-port services only, no SNAT: lb_dnat and the connection count.
+    let state = DesiredState {
+        services: vec![web(Scheduler::Wrr, 3, 1)],
+        snat: vec![],
+    };
+    let mut nft = lb.run_in(|| NftBackend::new("lbsuite")).unwrap().unwrap();
+    assert_eq!(nft.counting(), Counting::Connections);
+    let r = nft.apply(&state).unwrap();
+    assert_eq!(r.chains_added, 2, "{r:?}");
+    let objs = objects(lb, "lbsuite");
+    assert_eq!(objs["chain"], vec!["lb_dnat", "lb_conn"]);
+    assert_eq!(objs["set"], vec!["conn4"], "no packet count set: {objs:?}");
+    // A counter per backend, none per slot.
+    assert!(!map_counts(lb, "lbsuite", "dnat4_inc_4"));
+    assert!(set_counts(lb, "lbsuite", "conn4"));
+    let counters = nft.counters().unwrap();
+    assert!(counters
+        .iter()
+        .all(|c| c.packets.is_none() && c.bytes.is_none()));
+
+    // Traffic adds the forward chain and its set; the maps stay.
+    nft.set_counting(Counting::Traffic);
+    let r = nft.apply(&state).unwrap();
+    println!("to traffic: {r:?}");
+    assert!(r.reread);
+    assert_eq!((r.chains_added, r.sets_added, r.sets_removed), (1, 1, 0));
+    let objs = objects(lb, "lbsuite");
+    assert_eq!(objs["chain"], vec!["lb_dnat", "lb_conn", "lb_count"]);
+    assert_eq!(objs["set"], vec!["conn4", "count4"]);
+    assert!(nft.counters().unwrap().iter().all(|c| c.packets == Some(0)));
+
+    // Off: both count chains and their sets go.
+    nft.set_counting(Counting::Off);
+    let r = nft.apply(&state).unwrap();
+    println!("to off: {r:?}");
+    assert_eq!((r.chains_removed, r.sets_removed), (2, 2), "{r:?}");
+    let objs = objects(lb, "lbsuite");
+    assert_eq!(objs["chain"], vec!["lb_dnat"]);
+    assert!(!objs.contains_key("set"), "{objs:?}");
+    assert_eq!(nft.apply(&state).unwrap().changes(), 0);
+
+    // A range service brings its chain; removing it takes the chain away again,
+    // through the incremental path.
+    let mut ranged = state.clone();
+    ranged.services.push(Service {
+        name: "passive".into(),
+        vip: ip("198.18.0.102"),
+        ports: PortSpec::Range(10000, 10010),
+        protocol: Protocol::Tcp,
+        scheduler: Scheduler::Sh,
+        backends: vec![Backend {
+            port: None,
+            ..backend("srv1", "198.18.1.21", 1)
+        }],
+        forward: Forwarding::Nat,
+        persistence: None,
+    });
+    let r = nft.apply(&ranged).unwrap();
+    assert!(!r.reread);
+    assert_eq!(r.chains_added, 1, "{r:?}");
+    assert_eq!(
+        objects(lb, "lbsuite")["chain"],
+        vec!["lb_dnat", "lb_dnat_range"]
+    );
+    let r = nft.apply(&state).unwrap();
+    assert!(!r.reread);
+    assert_eq!(r.chains_removed, 1, "{r:?}");
+    assert_eq!(objects(lb, "lbsuite")["chain"], vec!["lb_dnat"]);
     nft.teardown().unwrap();
 }
 
@@ -377,6 +478,23 @@ fn end_to_end_balancing_and_snat() {
     assert!(counters
         .iter()
         .all(|c| c.connections == 5 && c.packets.unwrap_or(0) > 0));
+
+    // The default counts connections only (no per-packet lookup), in its nat chain;
+    // the connection counters carry on across the change (same set).
+    nft.set_counting(Counting::Connections);
+    nft.apply(&DesiredState {
+        services: vec![web(Scheduler::Rr, 1, 1)],
+        snat: snat.clone(),
+    })
+    .unwrap();
+    for _ in 0..4 {
+        fetch(client);
+    }
+    let counters = nft.counters().unwrap();
+    println!("counters after 4 more rr connections, connections only: {counters:?}");
+    assert!(counters
+        .iter()
+        .all(|c| c.connections == 5 + 2 && c.packets.is_none()));
 
     nft.apply(&DesiredState {
         services: vec![web(Scheduler::Wrr, 3, 1)],

@@ -1,13 +1,19 @@
 //! Dataplane benchmark (prints figures; not a test; needs root, nginx-light and wrk):
 //! `cargo run --release -p integration --bin lb_bench -- [--runs 5] [--duration 5]
-//! [--only apply|change|traffic]`.
+//! [--only apply|change|traffic|ablation]`.
 //!
 //! 1. Full apply of 1,000 and 10,000 services x 8 servers (rr, wrr; mh at 1,000), a
-//!    fresh table each run.
-//! 2. One server change (a weight, a server removed) at 1,000 and 10,000 services.
+//!    fresh table each run, with the default counting (connections) and with packets
+//!    and bytes counted too.
+//! 2. One server change (a weight, a server removed), a service added or removed, at
+//!    1,000 and 10,000 services, through `apply` (which compares every service) and
+//!    through `apply_changed` with the hint lbd gives (the service's name).
 //! 3. Requests/s and new connections/s through the VIP (DNAT + SNAT by the nft
-//!    backend) against the same server reached directly through lb1 (routing, no
-//!    NAT), runs interleaved.
+//!    backend, counting connections only, and counting packets and bytes too)
+//!    against the same server reached directly through lb1 (routing, no NAT, no
+//!    table), runs interleaved.
+//! 4. `--only ablation` (not part of the default run): new connections/s through the
+//!    VIP with one part of the table changed at a time, interleaved with direct runs.
 //!
 //! Every figure is the median of the runs.
 
@@ -17,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use dataplane::{
-    Backend, Dataplane, DesiredState, Forwarding, NftBackend, PortSpec, Protocol, Scheduler,
-    Service, SnatProtocol, SnatRule, SnatSource,
+    Backend, ChangeHint, Counting, Dataplane, DesiredState, Forwarding, NftBackend, PortSpec,
+    Protocol, Scheduler, Service, SnatProtocol, SnatRule, SnatSource,
 };
-use integration::{Host, Lab, Prefix};
+use integration::{Host, Lab, Prefix, Process};
 
 const NGINX: &str = "/usr/sbin/nginx";
 const WRK: &str = "/usr/bin/wrk";
@@ -48,7 +54,7 @@ fn args() -> Result<Args> {
             "--duration" => a.duration = value("--duration")?.parse().context("--duration")?,
             "--only" => a.only = Some(value("--only")?),
             other => bail!(
-                "unknown argument {other}; use --runs N, --duration S, --only apply|change|traffic"
+                "unknown argument {other}; use --runs N, --duration S, --only apply|change|traffic|ablation"
             ),
         }
     }
@@ -136,16 +142,26 @@ fn print_table(title: &str, cols: [&str; 3], rows: &[Row]) {
 }
 
 fn nft_in(host: &Host, table: &str) -> Result<NftBackend> {
+    nft_counting(host, table, Counting::default())
+}
+
+fn nft_counting(host: &Host, table: &str, counting: Counting) -> Result<NftBackend> {
     let t = table.to_owned();
-    Ok(host.run_in(move || NftBackend::new(&t))??)
+    Ok(host.run_in(move || NftBackend::with_counting(&t, counting))??)
 }
 
 /// Median full-apply time (ms) of `n` services, a fresh table each run.
-fn full_apply(lb: &Host, n: usize, sched: Scheduler, runs: usize) -> Result<f64> {
+fn full_apply(
+    lb: &Host,
+    n: usize,
+    sched: Scheduler,
+    counting: Counting,
+    runs: usize,
+) -> Result<f64> {
     let s = state(n, sched);
     let mut times = Vec::new();
     for _ in 0..runs {
-        let mut nft = nft_in(lb, "lbbench")?;
+        let mut nft = nft_counting(lb, "lbbench", counting)?;
         nft.teardown()?;
         let t = Instant::now();
         nft.apply(&s)?;
@@ -155,11 +171,17 @@ fn full_apply(lb: &Host, n: usize, sched: Scheduler, runs: usize) -> Result<f64>
     Ok(median(times))
 }
 
-/// Single-change figures at `n` services (ms): weight change, server removed, same
-/// state again; plus adopt and counters once (information).
+/// Single-change figures at `n` services (ms): weight change, server removed, service
+/// added and removed, each through `apply` and through `apply_changed`; same state
+/// again; plus adopt and counters once (information).
 struct ChangeFigures {
     weight: f64,
     removed: f64,
+    hinted_weight: f64,
+    hinted_removed: f64,
+    hinted_added_service: f64,
+    hinted_removed_service: f64,
+    added_service: f64,
     same: f64,
     adopt: f64,
     counters: f64,
@@ -171,31 +193,78 @@ fn changes(lb: &Host, n: usize, runs: usize) -> Result<ChangeFigures> {
     nft.teardown()?;
     nft.apply(&s)?;
     let k = runs.max(11);
+    let check = |r: dataplane::ApplyReport, hinted: bool| -> Result<f64> {
+        if r.reread {
+            bail!("an apply re-read the table: something else changed nf_tables");
+        }
+        if hinted && !r.hint_used {
+            bail!("apply_changed did not use its hint: {r:?}");
+        }
+        Ok(ms(r.duration))
+    };
     let time = |s: &DesiredState, nft: &mut NftBackend| -> Result<f64> {
         let t = Instant::now();
         let r = nft.apply(s)?;
         let e = ms(t.elapsed());
-        if r.reread {
-            bail!("an apply re-read the table: something else changed nf_tables");
-        }
+        check(r, false)?;
+        Ok(e)
+    };
+    let time_hinted = |s: &DesiredState, name: &str, nft: &mut NftBackend| -> Result<f64> {
+        let hint = ChangeHint::for_service(name);
+        let t = Instant::now();
+        let r = nft.apply_changed(s, &hint)?;
+        let e = ms(t.elapsed());
+        check(r, true)?;
         Ok(e)
     };
     let mut same = Vec::new();
     for _ in 0..k {
         same.push(time(&s, &mut nft)?);
     }
-    let mut weight = Vec::new();
-    for i in 0..k {
+    // Interleaved: apply and apply_changed take turns on the same kind of change.
+    let (mut weight, mut hinted_weight) = (Vec::new(), Vec::new());
+    for i in 0..2 * k {
         // Spread over the table; each changes one server of one service.
         let svc = &mut s.services[(i * 7919) % n];
         svc.backends[3].weight += 1;
-        weight.push(time(&s, &mut nft)?);
+        let name = svc.name.clone();
+        if i % 2 == 0 {
+            weight.push(time(&s, &mut nft)?);
+        } else {
+            hinted_weight.push(time_hinted(&s, &name, &mut nft)?);
+        }
     }
-    let mut removed = Vec::new();
-    for i in 0..k {
+    let (mut removed, mut hinted_removed) = (Vec::new(), Vec::new());
+    for i in 0..2 * k {
         let svc = &mut s.services[(i * 104_729 + 1) % n];
-        svc.backends.remove(5);
-        removed.push(time(&s, &mut nft)?);
+        if svc.backends.len() < 2 {
+            continue;
+        }
+        svc.backends.remove(1);
+        let name = svc.name.clone();
+        if i % 2 == 0 {
+            removed.push(time(&s, &mut nft)?);
+        } else {
+            hinted_removed.push(time_hinted(&s, &name, &mut nft)?);
+        }
+    }
+    // A reload that adds a service (appended), then one that removes it again.
+    let extra = state(n + 2 * k, Scheduler::Wrr);
+    let (mut added, mut hinted_added, mut hinted_gone) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..2 * k {
+        let mut svc = extra.services[n + i].clone();
+        svc.name = format!("added{i}");
+        let name = svc.name.clone();
+        s.services.push(svc);
+        if i % 2 == 0 {
+            added.push(time(&s, &mut nft)?);
+            s.services.pop();
+            time(&s, &mut nft)?;
+        } else {
+            hinted_added.push(time_hinted(&s, &name, &mut nft)?);
+            s.services.pop();
+            hinted_gone.push(time_hinted(&s, &name, &mut nft)?);
+        }
     }
     let mut adopter = nft_in(lb, "lbbench")?;
     let t = Instant::now();
@@ -211,6 +280,11 @@ fn changes(lb: &Host, n: usize, runs: usize) -> Result<ChangeFigures> {
     Ok(ChangeFigures {
         weight: median(weight),
         removed: median(removed),
+        hinted_weight: median(hinted_weight),
+        hinted_removed: median(hinted_removed),
+        hinted_added_service: median(hinted_added),
+        hinted_removed_service: median(hinted_gone),
+        added_service: median(added),
         same: median(same),
         adopt,
         counters,
@@ -271,7 +345,18 @@ http {{
     Ok(path)
 }
 
+/// The benchmark's one service, SNAT to a pool of `snat_pool` addresses or (0) to the
+/// single address 198.18.1.120.
 fn vip_state(snat_pool: usize) -> DesiredState {
+    let source = if snat_pool == 0 {
+        SnatSource::Address(IpAddr::V4(Ipv4Addr::new(198, 18, 1, 120)))
+    } else {
+        SnatSource::Pool(
+            (0..snat_pool)
+                .map(|i| (IpAddr::V4(Ipv4Addr::new(198, 18, 1, 100 + i as u8)), None))
+                .collect(),
+        )
+    };
     DesiredState {
         services: vec![Service {
             name: "web".into(),
@@ -295,26 +380,19 @@ fn vip_state(snat_pool: usize) -> DesiredState {
             protocol: SnatProtocol::Tcp,
             orig_daddr: "198.18.0.100".parse().expect("literal"),
             orig_dports: Some(PortSpec::Single(80)),
-            source: SnatSource::Pool(
-                (0..snat_pool)
-                    .map(|i| (IpAddr::V4(Ipv4Addr::new(198, 18, 1, 100 + i as u8)), None))
-                    .collect(),
-            ),
+            source,
         }],
     }
 }
 
-struct Traffic {
-    direct_rps: f64,
-    vip_rps: f64,
-    direct_cps: f64,
-    vip_cps: f64,
-    /// Median of the per-run VIP/direct ratios (each pair ran back to back).
-    paired_rps: f64,
-    paired_cps: f64,
+/// client -> lb1 -> srv1 with nginx on srv1; lb1 holds the VIP and the SNAT addresses.
+struct TrafficLab {
+    // Dropped before the lab: nginx stops first.
+    _nginx: Process,
+    lab: Lab,
 }
 
-fn traffic(runs: usize, duration: u32) -> Result<Traffic> {
+fn traffic_lab() -> Result<TrafficLab> {
     let lab = Lab::two_arm()?;
     let (client, lb, srv) = (&lab["client"], &lab["lb1"], &lab["srv1"]);
     let p = |s: &str, len| Prefix::new(s.parse().expect("literal"), len);
@@ -322,6 +400,7 @@ fn traffic(runs: usize, duration: u32) -> Result<Traffic> {
     for i in 0..SNAT_POOL {
         lb.add_address("eth1", p(&format!("198.18.1.{}", 100 + i), 24))?;
     }
+    lb.add_address("eth1", p("198.18.1.120", 24))?;
     client.add_route(p("198.18.1.0", 24), "198.18.0.11".parse()?)?;
     let dir = lab.log_dir().join("nginx");
     let conf = nginx_conf(&dir, "198.18.1.21:80")?;
@@ -344,60 +423,180 @@ fn traffic(runs: usize, duration: u32) -> Result<Traffic> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut nft = nft_in(lb, "lbsuite")?;
-    let direct_url = "http://198.18.1.21/";
-    let vip_url = "http://198.18.0.100/";
-    let route_back = ["route", "replace", "198.18.0.0/24", "via", "198.18.1.11"];
-    let no_route_back = ["route", "del", "198.18.0.0/24"];
-    let (mut d_rps, mut v_rps, mut d_cps, mut v_cps) = (vec![], vec![], vec![], vec![]);
-    let mut vip_runs = Vec::new();
+    Ok(TrafficLab { _nginx: nginx, lab })
+}
+
+const DIRECT_URL: &str = "http://198.18.1.21/";
+const VIP_URL: &str = "http://198.18.0.100/";
+
+/// One way of reaching srv1: directly (routing through lb1, no table), or through the
+/// VIP with a table counting `counting`, SNAT to a pool or one address, and nft
+/// commands run on top (for the ablation).
+#[derive(Clone, Copy)]
+struct Path_ {
+    name: &'static str,
+    counting: Option<Counting>,
+    snat_pool: usize,
+    nft: &'static [&'static str],
+}
+
+const DIRECT: Path_ = Path_ {
+    name: "direct (routing, no table)",
+    counting: None,
+    snat_pool: SNAT_POOL,
+    nft: &[],
+};
+
+/// Sets lb1 and srv1 up for `path` and runs wrk; requests/s.
+fn run_path(
+    t: &TrafficLab,
+    nft: &mut NftBackend,
+    path: Path_,
+    close: bool,
+    duration: u32,
+) -> Result<f64> {
+    let (client, lb, srv) = (&t.lab["client"], &t.lab["lb1"], &t.lab["srv1"]);
+    nft.teardown()?;
+    let Some(counting) = path.counting else {
+        srv.ip(&["route", "replace", "198.18.0.0/24", "via", "198.18.1.11"])?;
+        return wrk(client, DIRECT_URL, close, duration);
+    };
+    nft.set_counting(counting);
+    nft.apply(&vip_state(path.snat_pool))?;
+    for cmd in path.nft {
+        lb.exec_ok(&["nft", cmd])?;
+    }
+    // srv1 has no route back to the clients: only SNAT brings the replies back.
+    srv.ip(&["route", "del", "198.18.0.0/24"]).ok();
+    wrk(client, VIP_URL, close, duration)
+}
+
+struct Traffic {
+    /// Per path (direct first): requests/s keep-alive, new connections/s (medians).
+    rps: Vec<f64>,
+    cps: Vec<f64>,
+    /// Per VIP path: median of the per-round VIP/direct ratios.
+    paired_rps: Vec<f64>,
+    paired_cps: Vec<f64>,
+}
+
+/// Runs every path `runs` times, interleaved (the order rotates each round), for
+/// keep-alive requests (unless `only_close`) and new connections.
+fn compare(paths: &[Path_], runs: usize, duration: u32, only_close: bool) -> Result<Traffic> {
+    let t = traffic_lab()?;
+    let mut nft = nft_in(&t.lab["lb1"], "lbsuite")?;
+    let n = paths.len();
+    let mut rps = vec![Vec::new(); n];
+    let mut cps = vec![Vec::new(); n];
+    let modes: &[bool] = if only_close { &[true] } else { &[false, true] };
     for run in 0..runs {
-        for close in [false, true] {
-            // Direct: plain routing through lb1, no table of ours.
-            nft.teardown()?;
-            srv.ip(&route_back)?;
-            let d = wrk(client, direct_url, close, duration)?;
-            // Via the VIP: DNAT + SNAT; srv1 has no route back to the clients, so
-            // only SNAT brings the replies back.
-            nft.apply(&vip_state(SNAT_POOL))?;
-            srv.ip(&no_route_back)?;
-            let v = wrk(client, vip_url, close, duration)?;
-            println!(
-                "    run {}: {:<22} direct {:>9.0}/s  via VIP {:>9.0}/s  ({:.3}x)",
-                run + 1,
-                if close {
-                    "new connections"
-                } else {
-                    "requests (keep-alive)"
-                },
-                d,
-                v,
-                v / d
-            );
-            if close {
-                d_cps.push(d);
-                v_cps.push(v);
-            } else {
-                d_rps.push(d);
-                v_rps.push(v);
+        for &close in modes {
+            let mut got = vec![0.0; n];
+            for k in 0..n {
+                let i = (k + run) % n;
+                got[i] = run_path(&t, &mut nft, paths[i], close, duration)?;
             }
-            vip_runs.push(v);
+            let line: Vec<String> = paths
+                .iter()
+                .zip(&got)
+                .skip(1)
+                .map(|(p, v)| format!("{}: {:.0}/s {:.3}x", p.name, v, v / got[0]))
+                .collect();
+            println!(
+                "    run {} {}: direct {:.0}/s; {}",
+                run + 1,
+                if close { "new conns" } else { "keep-alive" },
+                got[0],
+                line.join("; ")
+            );
+            for (i, v) in got.into_iter().enumerate() {
+                if v <= 0.0 {
+                    bail!("{} served nothing", paths[i].name);
+                }
+                let into = if close { &mut cps } else { &mut rps };
+                into[i].push(v);
+            }
         }
     }
     nft.teardown()?;
-    // Proof that the VIP runs went through SNAT: srv1 had no route back.
-    if vip_runs.iter().any(|&v| v <= 0.0) {
-        bail!("a VIP run served nothing");
-    }
     let paired = |v: &[f64], d: &[f64]| median(v.iter().zip(d).map(|(v, d)| v / d).collect());
     Ok(Traffic {
-        paired_rps: paired(&v_rps, &d_rps),
-        paired_cps: paired(&v_cps, &d_cps),
-        direct_rps: median(d_rps),
-        vip_rps: median(v_rps),
-        direct_cps: median(d_cps),
-        vip_cps: median(v_cps),
+        paired_rps: (1..n).map(|i| paired(&rps[i], &rps[0])).collect(),
+        paired_cps: (1..n).map(|i| paired(&cps[i], &cps[0])).collect(),
+        rps: rps.into_iter().map(median).collect(),
+        cps: cps.into_iter().map(median).collect(),
     })
+}
+
+/// New connections/s through the VIP with one part of the table changed at a time.
+fn ablation(runs: usize, duration: u32) -> Result<()> {
+    let paths = [
+        DIRECT,
+        Path_ {
+            name: "connections counted (default)",
+            counting: Some(Counting::Connections),
+            snat_pool: SNAT_POOL,
+            nft: &[],
+        },
+        Path_ {
+            name: "nothing counted",
+            counting: Some(Counting::Off),
+            snat_pool: SNAT_POOL,
+            nft: &[],
+        },
+        Path_ {
+            name: "packets/bytes: every forwarded packet",
+            counting: Some(Counting::Traffic),
+            snat_pool: SNAT_POOL,
+            nft: &[],
+        },
+        Path_ {
+            name: "packets/bytes: lookup for ct state new only",
+            counting: Some(Counting::Traffic),
+            snat_pool: SNAT_POOL,
+            nft: &["insert rule inet lbsuite lb_count ct state != new accept"],
+        },
+        Path_ {
+            name: "packets/bytes: original direction only",
+            counting: Some(Counting::Traffic),
+            snat_pool: SNAT_POOL,
+            nft: &["insert rule inet lbsuite lb_count ct direction reply accept"],
+        },
+        Path_ {
+            name: "connections + an empty lb_dnat_range chain",
+            counting: Some(Counting::Connections),
+            snat_pool: SNAT_POOL,
+            nft: &["add chain inet lbsuite lb_dnat_range { type nat hook prerouting priority dstnat + 1 ; }"],
+        },
+        Path_ {
+            name: "connections, SNAT to one address",
+            counting: Some(Counting::Connections),
+            snat_pool: 0,
+            nft: &[],
+        },
+    ];
+    println!("\nAblation: new connections/s, wrk -t1 -c32 -d{duration}s, interleaved");
+    let t = compare(&paths, runs, duration, true)?;
+    let rows: Vec<Row> = paths
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, p)| {
+            row(
+                p.name,
+                format!("{:.0}", t.cps[0]),
+                format!("{:.0}", t.cps[i]),
+                format!("{:.3}x", t.paired_cps[i - 1]),
+                "",
+            )
+        })
+        .collect();
+    print_table(
+        &format!("Ablation, new connections/s (ratio: median of paired runs, {runs} runs)"),
+        ["direct", "via VIP", "VIP/dir"],
+        &rows,
+    );
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -414,18 +613,27 @@ fn main() -> Result<()> {
         let lb = &lab["lb1"];
         if want("apply") {
             let mut rows = Vec::new();
-            for sched in [Scheduler::Rr, Scheduler::Wrr] {
-                let t1 = full_apply(lb, 1000, sched, runs)?;
-                let t10 = full_apply(lb, 10000, sched, runs)?;
+            for (sched, counting, what) in [
+                (Scheduler::Rr, Counting::Connections, "rr"),
+                (Scheduler::Wrr, Counting::Connections, "wrr (15 slots each)"),
+                (
+                    Scheduler::Wrr,
+                    Counting::Traffic,
+                    "wrr, packets/bytes counted too",
+                ),
+                (Scheduler::Wrr, Counting::Off, "wrr, nothing counted"),
+            ] {
+                let t1 = full_apply(lb, 1000, sched, counting, runs)?;
+                let t10 = full_apply(lb, 10000, sched, counting, runs)?;
                 rows.push(row(
-                    &format!("full apply, 8 servers, {sched}"),
+                    &format!("full apply, 8 servers, {what}"),
                     format!("{t1:.1} ms"),
                     format!("{t10:.1} ms"),
                     format!("{:.1}x", t10 / t1),
                     "10,000 services < 1 s",
                 ));
             }
-            let mh = full_apply(lb, 1000, Scheduler::Mh, runs)?;
+            let mh = full_apply(lb, 1000, Scheduler::Mh, Counting::Connections, runs)?;
             rows.push(row(
                 "full apply, 8 servers, mh (251 slots each)",
                 format!("{mh:.1} ms"),
@@ -445,21 +653,56 @@ fn main() -> Result<()> {
             let r = |a: f64, b: f64| format!("{:.2}x", b / a);
             let rows = vec![
                 row(
-                    "one server's weight changed (wrr)",
+                    "apply_changed: one server's weight changed (wrr)",
+                    format!("{:.3} ms", c1.hinted_weight),
+                    format!("{:.3} ms", c10.hinted_weight),
+                    r(c1.hinted_weight, c10.hinted_weight),
+                    "< 5 ms; 10k/1k <= 2x",
+                ),
+                row(
+                    "apply_changed: one server removed",
+                    format!("{:.3} ms", c1.hinted_removed),
+                    format!("{:.3} ms", c10.hinted_removed),
+                    r(c1.hinted_removed, c10.hinted_removed),
+                    "< 5 ms; 10k/1k <= 2x",
+                ),
+                row(
+                    "apply_changed: a service added (reload)",
+                    format!("{:.3} ms", c1.hinted_added_service),
+                    format!("{:.3} ms", c10.hinted_added_service),
+                    r(c1.hinted_added_service, c10.hinted_added_service),
+                    "information",
+                ),
+                row(
+                    "apply_changed: a service removed (reload)",
+                    format!("{:.3} ms", c1.hinted_removed_service),
+                    format!("{:.3} ms", c10.hinted_removed_service),
+                    r(c1.hinted_removed_service, c10.hinted_removed_service),
+                    "information",
+                ),
+                row(
+                    "apply: one server's weight changed (wrr)",
                     format!("{:.3} ms", c1.weight),
                     format!("{:.3} ms", c10.weight),
                     r(c1.weight, c10.weight),
-                    "< 5 ms; 10k/1k <= 2x",
+                    "< 5 ms",
                 ),
                 row(
-                    "one server removed",
+                    "apply: one server removed",
                     format!("{:.3} ms", c1.removed),
                     format!("{:.3} ms", c10.removed),
                     r(c1.removed, c10.removed),
-                    "< 5 ms; 10k/1k <= 2x",
+                    "< 5 ms",
                 ),
                 row(
-                    "same state again (no change)",
+                    "apply: a service added",
+                    format!("{:.3} ms", c1.added_service),
+                    format!("{:.3} ms", c10.added_service),
+                    r(c1.added_service, c10.added_service),
+                    "information",
+                ),
+                row(
+                    "apply: same state again (no change)",
                     format!("{:.3} ms", c1.same),
                     format!("{:.3} ms", c10.same),
                     r(c1.same, c10.same),
@@ -482,7 +725,7 @@ fn main() -> Result<()> {
             ];
             print_table(
                 &format!(
-                    "One change at N services x 8 servers (apply() end to end, median of {})",
+                    "One change at N services x 8 servers (end to end, median of {})",
                     runs.max(11)
                 ),
                 ["1,000 svc", "10,000 svc", "10k/1k"],
@@ -491,7 +734,7 @@ fn main() -> Result<()> {
         }
     }
 
-    if want("traffic") {
+    if want("traffic") || a.only.as_deref() == Some("ablation") {
         let missing: Vec<&str> = [NGINX, WRK]
             .into_iter()
             .filter(|p| !Path::new(p).exists())
@@ -503,41 +746,62 @@ fn main() -> Result<()> {
             );
             return Ok(());
         }
+        if a.only.as_deref() == Some("ablation") {
+            return ablation(runs, a.duration);
+        }
         println!(
             "\nThroughput: client -> lb1 -> srv1 (nginx, 1 worker), wrk -t1 -c32 -d{}s, interleaved",
             a.duration
         );
-        let t = traffic(runs, a.duration)?;
-        let rows = vec![
-            row(
-                "requests/s, keep-alive",
-                format!("{:.0}", t.direct_rps),
-                format!("{:.0}", t.vip_rps),
-                format!("{:.3}x", t.vip_rps / t.direct_rps),
-                "VIP >= 0.9x direct",
-            ),
-            row(
-                "  median of paired run ratios",
-                "".into(),
-                "".into(),
-                format!("{:.3}x", t.paired_rps),
-                "",
-            ),
-            row(
-                "new connections/s (Connection: close)",
-                format!("{:.0}", t.direct_cps),
-                format!("{:.0}", t.vip_cps),
-                format!("{:.3}x", t.vip_cps / t.direct_cps),
-                "VIP >= 0.9x direct",
-            ),
-            row(
-                "  median of paired run ratios",
-                "".into(),
-                "".into(),
-                format!("{:.3}x", t.paired_cps),
-                "",
-            ),
+        let paths = [
+            DIRECT,
+            Path_ {
+                name: "VIP, connections counted (default)",
+                counting: Some(Counting::Connections),
+                snat_pool: SNAT_POOL,
+                nft: &[],
+            },
+            Path_ {
+                name: "VIP, packets/bytes too",
+                counting: Some(Counting::Traffic),
+                snat_pool: SNAT_POOL,
+                nft: &[],
+            },
         ];
+        let t = compare(&paths, runs, a.duration, false)?;
+        let mut rows = Vec::new();
+        for (i, p) in paths.iter().enumerate().skip(1) {
+            rows.push(row(
+                &format!("requests/s, keep-alive; {}", p.name),
+                format!("{:.0}", t.rps[0]),
+                format!("{:.0}", t.rps[i]),
+                format!("{:.3}x", t.rps[i] / t.rps[0]),
+                "VIP >= 0.9x direct",
+            ));
+            rows.push(row(
+                "  median of paired run ratios",
+                "".into(),
+                "".into(),
+                format!("{:.3}x", t.paired_rps[i - 1]),
+                "",
+            ));
+        }
+        for (i, p) in paths.iter().enumerate().skip(1) {
+            rows.push(row(
+                &format!("new connections/s; {}", p.name),
+                format!("{:.0}", t.cps[0]),
+                format!("{:.0}", t.cps[i]),
+                format!("{:.3}x", t.cps[i] / t.cps[0]),
+                "VIP >= 0.9x direct",
+            ));
+            rows.push(row(
+                "  median of paired run ratios",
+                "".into(),
+                "".into(),
+                format!("{:.3}x", t.paired_cps[i - 1]),
+                "",
+            ));
+        }
         print_table(
             &format!(
                 "Throughput through the VIP (DNAT + SNAT to a pool of {SNAT_POOL} addresses) vs direct (routing, no NAT), medians of {runs}"

@@ -8,7 +8,8 @@ use ::ipvs::IpvsError;
 use super::error::IpvsBackendError;
 use super::{plan, IpvsBackend, IpvsSettings};
 use crate::{
-    AppliedState, ApplyReport, BackendCounters, Dataplane, DataplaneError, DesiredState, NftBackend,
+    AppliedState, ApplyReport, BackendCounters, ChangeHint, Dataplane, DataplaneError,
+    DesiredState, NftBackend,
 };
 
 /// The configured backend preference.
@@ -68,6 +69,14 @@ impl ChosenBackend {
 impl Dataplane for ChosenBackend {
     fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         self.inner_mut().apply(desired)
+    }
+
+    fn apply_changed(
+        &mut self,
+        desired: &DesiredState,
+        changed: &ChangeHint,
+    ) -> Result<ApplyReport, DataplaneError> {
+        self.inner_mut().apply_changed(desired, changed)
     }
 
     fn read_back(&self) -> Result<AppliedState, DataplaneError> {

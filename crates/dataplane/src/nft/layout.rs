@@ -8,9 +8,10 @@
 //! chain lb_dnat_range { type nat hook prerouting priority dstnat + 1; }  # port ranges
 //! chain lb_snat       { type nat hook postrouting priority srcnat; }
 //! chain lb_count      { type filter hook forward priority filter; }
+//! chain lb_conn       { type nat hook postrouting priority srcnat - 1; }
 //!
 //! # one map per (family, selector, slot count M), one rule per map:
-//! map dnat4_inc_4 { type inet_proto . ipv4_addr . inet_service . mark : ipv4_addr . inet_service; counter; }
+//! map dnat4_inc_4 { type inet_proto . ipv4_addr . inet_service . mark : ipv4_addr . inet_service; }
 //! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 4 map @dnat4_inc_4
 //! #   selectors: inc = numgen inc (rr, wrr); rand = numgen random (random);
 //! #   hash = jhash ip saddr mod M seed 0x4c425355 (sh, and mh with M = Maglev size)
@@ -18,9 +19,18 @@
 //! map dnatr4_inc_2 { type ... : ipv4_addr; flags interval; counter; }
 //! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 2 map @dnatr4_inc_2
 //!
-//! # per-backend packets/bytes, both directions, one lookup per forwarded packet:
-//! set count4 { type inet_proto . ipv4_addr . inet_service . ipv4_addr . inet_service; counter; }
+//! # per-backend new connections (Counting::Connections, the default, and Traffic):
+//! # a nat chain sees only a connection's first packet, so no per-packet work
+//! set conn4 { type inet_proto . ipv4_addr . inet_service . ipv4_addr . inet_service; counter; }
+//! meta nfproto ipv4 meta l4proto . ct original ip daddr . ct original proto-dst . ct reply ip saddr . ct reply proto-src @conn4
+//! # (port-range services count connections on their DNAT slots instead: `counter` on dnatr maps)
+//!
+//! # per-backend packets/bytes (Counting::Traffic only), both directions, one lookup per
+//! # forwarded packet:
+//! set count4 { (as conn4) }
 //! meta nfproto ipv4 meta l4proto . ct original ip daddr . ct original proto-dst . ct reply ip saddr . ct reply proto-src @count4
+//!
+//! # A base chain exists only while it has rules: an empty one still costs its hook.
 //!
 //! # SNAT, in order:
 //! meta nfproto ipv4 meta l4proto tcp iifname "eth0" oifname "eth1" ct original ip daddr 198.18.0.100 ct original proto-dst 80 snat ip to 198.18.1.100
@@ -32,6 +42,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
 
 use super::expr::{reg, Expr};
 use crate::model::{PortSpec, Scheduler, Service, SnatProtocol, SnatRule, SnatSource};
@@ -58,7 +70,7 @@ pub struct ChainDef {
 }
 
 /// The chains, in creation order.
-pub const CHAINS: [ChainDef; 4] = [
+pub const CHAINS: [ChainDef; 5] = [
     ChainDef {
         name: "lb_dnat",
         nat: true,
@@ -83,7 +95,43 @@ pub const CHAINS: [ChainDef; 4] = [
         hook: nftnl::Hook::Forward,
         priority: 0,
     },
+    // A nat chain sees a connection's first packet only; before lb_snat so that the
+    // SNAT statement (which ends the nat hook) comes after the count.
+    ChainDef {
+        name: "lb_conn",
+        nat: true,
+        hook: nftnl::Hook::PostRouting,
+        priority: 99,
+    },
 ];
+
+/// The base chain called `name`.
+pub fn chain_def(name: &str) -> Option<ChainDef> {
+    CHAINS.iter().find(|c| c.name == name).copied()
+}
+
+/// What the nft backend counts per backend of a service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Counting {
+    /// Nothing: DNAT maps without element counters, no per-packet lookup.
+    Off,
+    /// New connections per backend: a counter on each DNAT slot, touched by a
+    /// connection's first packet only (no per-packet work).
+    #[default]
+    Connections,
+    /// Connections, plus packets and bytes per backend (both directions, single-port
+    /// services): one set lookup in the forward hook per forwarded packet, which costs
+    /// new-connection throughput (see the lb_bench figures).
+    Traffic,
+}
+
+impl Counting {
+    /// Whether the slots of a DNAT map count (port ranges only: single-port services
+    /// count per backend in the conn sets, a counter per backend instead of per slot).
+    fn dnat_counters(self, range: bool) -> bool {
+        range && self != Counting::Off
+    }
+}
 
 /// NFT_SET_CONCAT (nf_tables.h; not in libc): a concatenation with intervals.
 const NFT_SET_CONCAT: u32 = 0x80;
@@ -260,28 +308,30 @@ pub fn rule_of_set(name: &str) -> Option<(&'static str, PlannedRule)> {
             },
         ));
     }
-    let v4 = match name {
-        "count4" => true,
-        "count6" => false,
+    let (chain, verb, v4) = match name {
+        "count4" => ("lb_count", "count", true),
+        "count6" => ("lb_count", "count", false),
+        "conn4" => ("lb_conn", "conn", true),
+        "conn6" => ("lb_conn", "conn", false),
         _ => return None,
     };
     Some((
-        "lb_count",
+        chain,
         PlannedRule {
-            comment: format!("count @{name}"),
+            comment: format!("{verb} @{name}"),
             exprs: count_rule(v4, name),
         },
     ))
 }
 
 /// An empty map or set of the layout with its shape, by name (None for SNAT pools).
-pub fn empty_set(name: &str) -> Option<SetState> {
+pub fn empty_set(name: &str, counting: Counting) -> Option<SetState> {
     if let Some((v4, range, _, _)) = dnat_map_kind(name) {
-        return Some(dnat_map(v4, range));
+        return Some(dnat_map(v4, range, counting.dnat_counters(range)));
     }
     match name {
-        "count4" => Some(count_set(true)),
-        "count6" => Some(count_set(false)),
+        "count4" | "conn4" => Some(count_set(true)),
+        "count6" | "conn6" => Some(count_set(false)),
         _ => None,
     }
 }
@@ -294,8 +344,10 @@ pub type PlannedSlot = (ElemKey, Vec<u8>, usize);
 pub struct ServicePlan {
     /// DNAT map and its slots; None without a positive weight.
     pub dnat: Option<(MapKind, String, Vec<PlannedSlot>)>,
-    /// Counter set and its keys (key, backend index); None for port ranges.
+    /// Packet/byte counter set and its keys (key, backend index); None for port ranges.
     pub count: Option<(&'static str, Vec<(ElemKey, usize)>)>,
+    /// Connection counter set and its keys; None for port ranges (their DNAT slots count).
+    pub conn: Option<(&'static str, Vec<(ElemKey, usize)>)>,
 }
 
 impl ServicePlan {
@@ -309,6 +361,7 @@ impl ServicePlan {
         let count = self
             .count
             .iter()
+            .chain(&self.conn)
             .flat_map(|(name, elems)| elems.iter().map(move |(k, b)| (*name, k, &[][..], *b)));
         dnat.chain(count)
     }
@@ -323,15 +376,15 @@ pub fn claim(s: &Service) -> Claim {
 }
 
 /// The elements `s` needs (validated), independent of every other service.
-pub fn plan_service(s: &Service) -> Result<ServicePlan, DataplaneError> {
+pub fn plan_service(s: &Service, counting: Counting) -> Result<ServicePlan, DataplaneError> {
     validate_service(s)?;
     let kind = selector(s)?;
     let v4 = s.vip.is_ipv4();
     let range = matches!(s.ports, PortSpec::Range(..));
     let mut plan = ServicePlan::default();
-    // Per-backend packet/byte counters (every backend, draining ones included).
-    if let PortSpec::Single(port) = s.ports {
-        let set = if v4 { "count4" } else { "count6" };
+    // Per-backend counters (every backend, draining ones included): connections in
+    // a nat chain (first packets only), packets and bytes in the forward hook.
+    if let (PortSpec::Single(port), true) = (s.ports, counting != Counting::Off) {
         let mut elems: Vec<(ElemKey, usize)> = Vec::with_capacity(s.backends.len());
         for (i, b) in s.backends.iter().enumerate() {
             let mut key = Vec::with_capacity(4 + 2 * family_len(&s.vip) + 8);
@@ -347,7 +400,10 @@ pub fn plan_service(s: &Service) -> Result<ServicePlan, DataplaneError> {
                 None => elems.push((k, i)),
             }
         }
-        plan.count = Some((set, elems));
+        if counting == Counting::Traffic {
+            plan.count = Some((if v4 { "count4" } else { "count6" }, elems.clone()));
+        }
+        plan.conn = Some((if v4 { "conn4" } else { "conn6" }, elems));
     }
     let table = service_slots(s);
     if table.is_empty() {
@@ -464,10 +520,9 @@ fn validate_service(s: &Service) -> Result<(), DataplaneError> {
 }
 
 /// The layout for `desired`, or why it cannot be built.
-pub fn plan(desired: &DesiredState) -> Result<Layout, DataplaneError> {
+pub fn plan(desired: &DesiredState, counting: Counting) -> Result<Layout, DataplaneError> {
     let mut layout = Layout::default();
     layout.state.exists = true;
-    layout.state.chains = CHAINS.iter().map(|c| c.name.to_owned()).collect();
     let mut claimed: HashMap<Claim, &str> = HashMap::with_capacity(desired.services.len());
     let mut maps: BTreeSet<MapKind> = BTreeSet::new();
     for s in &desired.services {
@@ -478,7 +533,7 @@ pub fn plan(desired: &DesiredState) -> Result<Layout, DataplaneError> {
                 key: format!("{} {}:{}", s.protocol, s.vip, s.ports),
             });
         }
-        let p = plan_service(s)?;
+        let p = plan_service(s, counting)?;
         if let Some((mk, _, _)) = &p.dnat {
             maps.insert(*mk);
         }
@@ -486,7 +541,7 @@ pub fn plan(desired: &DesiredState) -> Result<Layout, DataplaneError> {
             let st = match layout.state.sets.get_mut(set) {
                 Some(st) => st,
                 None => {
-                    let Some(empty) = empty_set(set) else {
+                    let Some(empty) = empty_set(set, counting) else {
                         continue;
                     };
                     layout.state.sets.entry(set.to_owned()).or_insert(empty)
@@ -500,7 +555,7 @@ pub fn plan(desired: &DesiredState) -> Result<Layout, DataplaneError> {
             layout.rules.entry(chain.to_owned()).or_default().push(rule);
         }
     }
-    for set in ["count4", "count6"] {
+    for set in ["count4", "count6", "conn4", "conn6"] {
         if layout.state.sets.contains_key(set) {
             if let Some((chain, rule)) = rule_of_set(set) {
                 layout.rules.entry(chain.to_owned()).or_default().push(rule);
@@ -524,10 +579,12 @@ pub fn plan(desired: &DesiredState) -> Result<Layout, DataplaneError> {
         .iter()
         .map(|(c, rs)| (c.clone(), rs.iter().map(|r| r.comment.clone()).collect()))
         .collect();
+    // Only chains with rules: an empty base chain still costs each packet its hook.
+    layout.state.chains = layout.rules.keys().cloned().collect();
     Ok(layout)
 }
 
-fn dnat_map(v4: bool, range: bool) -> SetState {
+fn dnat_map(v4: bool, range: bool, counter: bool) -> SetState {
     let alen = if v4 { 4 } else { 16 };
     let ta = if v4 { T_IPV4 } else { T_IPV6 };
     let mut flags = libc::NFT_SET_MAP as u32;
@@ -548,7 +605,7 @@ fn dnat_map(v4: bool, range: bool) -> SetState {
                 concat_type(&[ta, T_SERVICE])
             },
             concat,
-            counter: true,
+            counter,
         },
         elements: BTreeMap::new(),
         counters: HashMap::new(),
@@ -991,6 +1048,8 @@ pub struct Changes {
     pub add_chains: Vec<ChainDef>,
     /// Chains whose rules are all deleted (then re-added from the layout).
     pub flush_chains: Vec<String>,
+    /// Chains deleted (after their flush).
+    pub del_chains: Vec<String>,
     /// Rules deleted by the flushes.
     pub rules_removed: usize,
     /// Sets to delete.
@@ -1018,6 +1077,7 @@ impl Changes {
         ApplyReport {
             table_created: self.create_table,
             chains_added: self.add_chains.len(),
+            chains_removed: self.del_chains.len(),
             sets_added: self.add_sets.len(),
             sets_removed: self.del_sets.len(),
             elements_added: self.add_elems.iter().map(|(_, e)| e.len()).sum(),
@@ -1036,7 +1096,9 @@ pub fn diff(current: &TableState, want: &Layout) -> Changes {
         ..Changes::default()
     };
     for def in CHAINS {
-        if !current.exists || !current.chains.contains(def.name) {
+        let wanted = want.state.chains.contains(def.name);
+        let held = current.exists && current.chains.contains(def.name);
+        if wanted && !held {
             c.add_chains.push(def);
         }
     }
@@ -1110,6 +1172,13 @@ pub fn diff(current: &TableState, want: &Layout) -> Changes {
                 c.add_rules.push(def.name.to_owned());
                 c.rules_added += wanted.len();
             }
+        }
+        // A chain with nothing to do goes (its rules, if any, were flushed above).
+        if current.exists
+            && current.chains.contains(def.name)
+            && !want.state.chains.contains(def.name)
+        {
+            c.del_chains.push(def.name.to_owned());
         }
     }
     c

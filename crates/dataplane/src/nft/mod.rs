@@ -15,12 +15,15 @@ use std::time::Instant;
 use nftnl::nftnl_sys as sys;
 use nftnl::{MsgType, ProtoFamily};
 
+pub use layout::Counting;
 use layout::{Changes, ElemKey, Layout, SetState, TableState, CHAINS};
 use netlink::NfSocket;
 use objects::{ElemDump, RuleObj, SetObj};
 use record::{Committed, Plan};
 
-use crate::{AppliedState, ApplyReport, BackendCounters, Dataplane, DataplaneError, DesiredState};
+use crate::{
+    AppliedState, ApplyReport, BackendCounters, ChangeHint, Dataplane, DataplaneError, DesiredState,
+};
 
 /// The table name lbd uses unless told otherwise.
 pub const DEFAULT_TABLE: &str = "lbsuite";
@@ -35,6 +38,12 @@ pub struct NftBackend {
     /// The ruleset generation right after our last commit: while the kernel reports
     /// it unchanged, nobody else touched nf_tables and the record is the truth.
     generation: Option<u32>,
+    /// The last apply succeeded, so a change hint is relative to the record.
+    hints_usable: bool,
+    /// Check every change hint against a full comparison (tests, debug builds).
+    verify_hints: bool,
+    /// What the table counts.
+    counting: Counting,
 }
 
 /// Batch page size: one sendmsg takes at most 1024 pages (UIO_MAXIOV); 1 MiB pages
@@ -58,12 +67,45 @@ impl NftBackend {
             sock: NfSocket::open()?,
             committed: None,
             generation: None,
+            hints_usable: false,
+            verify_hints: cfg!(debug_assertions),
+            counting: Counting::default(),
         })
+    }
+
+    /// A backend as [`NftBackend::new`] makes, counting `counting`.
+    pub fn with_counting(table: &str, counting: Counting) -> Result<NftBackend, DataplaneError> {
+        let mut b = NftBackend::new(table)?;
+        b.counting = counting;
+        Ok(b)
+    }
+
+    /// Changes what the table counts from the next apply on (which then re-reads the
+    /// table and changes what differs: maps with or without counters, the count sets).
+    pub fn set_counting(&mut self, counting: Counting) {
+        if counting != self.counting {
+            self.counting = counting;
+            self.committed = None;
+            self.generation = None;
+            self.hints_usable = false;
+        }
+    }
+
+    /// What the table counts.
+    pub fn counting(&self) -> Counting {
+        self.counting
     }
 
     /// The owned table's name.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// Whether [`Dataplane::apply_changed`] checks each hint against a full comparison
+    /// and fails with [`DataplaneError::WrongHint`] on one that leaves out a change
+    /// (on in debug builds; costs what a plain `apply` costs).
+    pub fn set_verify_hints(&mut self, on: bool) {
+        self.verify_hints = on;
     }
 
     /// The ruleset generation (bumped by every nf_tables commit, anyone's).
@@ -131,6 +173,14 @@ impl NftBackend {
 
     /// Reads our table from the kernel (elements and counters included).
     fn kernel_state(&self) -> Result<TableState, DataplaneError> {
+        self.kernel_read(&|_| true)
+    }
+
+    /// Reads our table, the elements only of the sets `elements_of` names.
+    fn kernel_read(
+        &self,
+        elements_of: &dyn Fn(&str) -> bool,
+    ) -> Result<TableState, DataplaneError> {
         let mut st = TableState::default();
         let mut tables = Vec::new();
         let r = self.dump(
@@ -197,6 +247,17 @@ impl NftBackend {
             ));
         }
         for s in sets {
+            if !elements_of(&s.name) {
+                st.sets.insert(
+                    s.name,
+                    SetState {
+                        spec: s.spec,
+                        elements: BTreeMap::new(),
+                        counters: HashMap::new(),
+                    },
+                );
+                continue;
+            }
             let mut dump = ElemDump::new(&self.table, &s.name);
             let mut ok = true;
             let req = ElemDump::new(&self.table, &s.name);
@@ -296,6 +357,11 @@ impl NftBackend {
         for name in &c.del_sets {
             batch.add(&SetObj::new(&self.table, name), MsgType::Del);
             what.push(format!("deletion of map {name}"));
+        }
+        for name in &c.del_chains {
+            let name = CString::new(name.as_str()).unwrap_or_default();
+            batch.add(&nftnl::Chain::new(&name, &table), MsgType::Del);
+            what.push(format!("deletion of chain {}", name.to_string_lossy()));
         }
         for (id, name) in c.add_sets.iter().enumerate() {
             let Some(spec) = want.state.sets.get(name).map(|s| &s.spec) else {
@@ -424,17 +490,14 @@ fn gen_id(msg: &[u8]) -> Option<u32> {
 }
 
 impl NftBackend {
-    /// Tries the incremental step against the committed record; `Ok(None)` when the
-    /// full path must run.
-    fn apply_step(
+    /// Sends an incremental plan and records it; `Ok(None)` when the full path must run.
+    fn run_plan(
         &mut self,
+        plan: Plan,
         desired: &DesiredState,
         start: Instant,
     ) -> Result<Option<ApplyReport>, DataplaneError> {
-        let Some(committed) = &self.committed else {
-            return Ok(None);
-        };
-        let step = match committed.plan(desired)? {
+        let step = match plan {
             Plan::Unchanged => {
                 return Ok(Some(ApplyReport {
                     duration: start.elapsed(),
@@ -467,21 +530,60 @@ impl NftBackend {
         tracing::debug!(table = %self.table, changes = report.changes(), ?report.duration, "nft apply (incremental)");
         Ok(Some(report))
     }
-}
 
-impl Dataplane for NftBackend {
-    fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+    /// Whether the record may be trusted: ours, and nobody committed since.
+    fn record_trusted(&self) -> Result<bool, DataplaneError> {
+        if self.committed.is_none() || self.generation.is_none() {
+            return Ok(false);
+        }
+        Ok(self.generation == Some(self.generation()?))
+    }
+
+    fn apply_hinted(
+        &mut self,
+        desired: &DesiredState,
+        hint: &ChangeHint,
+    ) -> Result<ApplyReport, DataplaneError> {
         let start = Instant::now();
+        if self.verify_hints {
+            if let Some(c) = &self.committed {
+                c.verify_hint(desired, hint)?;
+            }
+        }
+        if self.hints_usable && self.record_trusted()? {
+            let plan = match &self.committed {
+                Some(c) => c.plan_hinted(desired, hint)?,
+                None => None,
+            };
+            if let Some(plan) = plan {
+                if let Some(mut report) = self.run_plan(plan, desired, start)? {
+                    report.hint_used = true;
+                    return Ok(report);
+                }
+            }
+        }
+        self.apply_full(desired, start)
+    }
+
+    fn apply_full(
+        &mut self,
+        desired: &DesiredState,
+        start: Instant,
+    ) -> Result<ApplyReport, DataplaneError> {
         // Trust our record only if nobody committed anything since our last batch.
         let generation = self.generation()?;
         let trusted = self.generation == Some(generation) && self.committed.is_some();
         if trusted {
-            if let Some(report) = self.apply_step(desired, start)? {
+            let plan = match &self.committed {
+                Some(c) => c.plan(desired)?,
+                None => Plan::Full,
+            };
+            if let Some(report) = self.run_plan(plan, desired, start)? {
                 return Ok(report);
             }
         }
         let trusted = trusted && self.generation.is_some();
-        let want = layout::plan(desired)?;
+        let want = layout::plan(desired, self.counting)?;
         let fresh;
         let (current, mut reread) = match &self.committed {
             Some(c) if trusted => (&c.state, false),
@@ -516,11 +618,29 @@ impl Dataplane for NftBackend {
             generation
         };
         self.generation = Some(generation);
-        self.committed = Some(Box::new(Committed::new(desired, want.state)));
+        self.committed = Some(Box::new(Committed::new(desired, want.state, self.counting)));
         report.reread = reread;
         report.duration = start.elapsed();
         tracing::debug!(table = %self.table, changes = report.changes(), ?report.duration, "nft apply");
         Ok(report)
+    }
+}
+
+impl Dataplane for NftBackend {
+    fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        let r = self.apply_full(desired, Instant::now());
+        self.hints_usable = r.is_ok();
+        r
+    }
+
+    fn apply_changed(
+        &mut self,
+        desired: &DesiredState,
+        hint: &ChangeHint,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let r = self.apply_hinted(desired, hint);
+        self.hints_usable = r.is_ok();
+        r
     }
 
     fn read_back(&self) -> Result<AppliedState, DataplaneError> {
@@ -531,10 +651,15 @@ impl Dataplane for NftBackend {
         let Some(committed) = &self.committed else {
             return Ok(Vec::new());
         };
-        let st = self.kernel_state()?;
+        // Only the sets that count: the DNAT maps of single-port services do not.
+        let st = self.kernel_read(&|name| {
+            ["count", "conn", "dnatr"]
+                .iter()
+                .any(|p| name.starts_with(p))
+        })?;
         let mut out = Vec::new();
         for s in committed.services() {
-            let plan = layout::plan_service(s)?;
+            let plan = layout::plan_service(s, committed.counting())?;
             let single = plan.count.is_some();
             let base = out.len();
             out.extend(s.backends.iter().map(|b| BackendCounters {
@@ -558,7 +683,8 @@ impl Dataplane for NftBackend {
                     c.packets = Some(c.packets.unwrap_or(0) + packets);
                     c.bytes = Some(c.bytes.unwrap_or(0) + bytes);
                 } else {
-                    // The nat chain sees only a connection's first packet.
+                    // conn sets and range DNAT slots: nat chains see only a
+                    // connection's first packet.
                     c.connections += packets;
                 }
             }
@@ -569,6 +695,7 @@ impl Dataplane for NftBackend {
     fn teardown(&mut self) -> Result<(), DataplaneError> {
         self.committed = None;
         self.generation = None;
+        self.hints_usable = false;
         let ctable = CString::new(self.table.as_str())
             .map_err(|_| DataplaneError::BadTableName(self.table.clone()))?;
         let table = nftnl::Table::new(&ctable, ProtoFamily::Inet);

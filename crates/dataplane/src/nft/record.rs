@@ -12,10 +12,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use super::layout::{
-    self, claim, Changes, Claim, ElemKey, Layout, PlannedRule, ServicePlan, TableState, CHAINS,
+    self, claim, Changes, Claim, Counting, ElemKey, Layout, PlannedRule, ServicePlan, TableState,
+    CHAINS,
 };
 use crate::model::{Service, SnatRule};
-use crate::{DataplaneError, DesiredState};
+use crate::{ChangeHint, DataplaneError, DesiredState};
 
 /// A 128-bit fingerprint of a value's `Hash` feed: two independent lanes over 8-byte
 /// words (each word multiplied by an odd constant, so a change of one word always
@@ -120,6 +121,8 @@ pub struct Committed {
     index: Option<HashMap<String, usize>>,
     /// Claim to position.
     claims: HashMap<Claim, usize>,
+    /// What the table counts.
+    counting: Counting,
 }
 
 /// Where a desired service stands against the committed ones.
@@ -139,9 +142,20 @@ pub struct Step {
     pub changes: Changes,
     /// Shapes of the sets it creates and the rules it (re-)adds, per chain.
     pub extra: Layout,
-    matches: Vec<Match>,
-    in_place: bool,
+    record: RecordUpdate,
 }
+
+/// How the record follows a step.
+enum RecordUpdate {
+    /// Every desired service matched against the record.
+    Dense { matches: Vec<Match>, in_place: bool },
+    /// Only these positions changed, in place: (position, new fingerprint).
+    Sparse(Vec<(usize, u128)>),
+}
+
+/// A service the step touches: its committed position (None: new) and desired
+/// position (None: removed).
+type Touched = (Option<usize>, Option<usize>);
 
 /// What an apply against the committed state needs.
 pub enum Plan {
@@ -155,7 +169,7 @@ pub enum Plan {
 
 impl Committed {
     /// The record of `desired` committed as `state`.
-    pub fn new(desired: &DesiredState, state: TableState) -> Committed {
+    pub fn new(desired: &DesiredState, state: TableState, counting: Counting) -> Committed {
         let entries: Vec<Entry> = desired
             .services
             .iter()
@@ -170,6 +184,7 @@ impl Committed {
             entries,
             index: None,
             claims: HashMap::new(),
+            counting,
         };
         c.reindex();
         c
@@ -188,6 +203,11 @@ impl Committed {
             .enumerate()
             .map(|(i, e)| (claim(&e.service), i))
             .collect();
+    }
+
+    /// What the committed table counts.
+    pub fn counting(&self) -> Counting {
+        self.counting
     }
 
     /// The committed services, in order.
@@ -250,8 +270,7 @@ impl Committed {
                 Plan::Step(Box::new(Step {
                     changes: Changes::default(),
                     extra: Layout::default(),
-                    matches,
-                    in_place,
+                    record: RecordUpdate::Dense { matches, in_place },
                 }))
             });
         }
@@ -259,19 +278,213 @@ impl Committed {
         if changed + removed > self.entries.len().max(64) / 2 {
             return Ok(Plan::Full);
         }
-        // Claims of changed and new services: unique among themselves, and not held by
-        // a committed service that stays unchanged.
-        let mut new_claims: HashMap<Claim, usize> = HashMap::new();
+        let mut touched: Vec<Touched> = Vec::with_capacity(changed + removed);
         for (i, m) in matches.iter().enumerate() {
-            if matches!(m, Match::Same(_)) {
+            match *m {
+                Match::Same(_) => {}
+                Match::Changed(j, _) => touched.push((Some(j), Some(i))),
+                Match::New(_) => touched.push((None, Some(i))),
+            }
+        }
+        touched.extend(
+            fate.iter()
+                .enumerate()
+                .filter(|(_, &f)| f == 0)
+                .map(|(j, _)| (Some(j), None)),
+        );
+        self.element_step(desired, &touched, RecordUpdate::Dense { matches, in_place })
+    }
+
+    /// What it takes to go from the committed state to `desired` when only the
+    /// services `hint` names may differ: O(named services) when they changed in place,
+    /// one pass over the names when services were added or removed. `None` when the
+    /// hint does not fit the record (a name neither committed nor desired, counts that
+    /// do not add up, SNAT changes): the caller then compares everything.
+    pub fn plan_hinted(
+        &self,
+        desired: &DesiredState,
+        hint: &ChangeHint,
+    ) -> Result<Option<Plan>, DataplaneError> {
+        if hint.snat || desired.snat != self.snat {
+            return Ok(None);
+        }
+        let Some(index) = &self.index else {
+            return Ok(None);
+        };
+        let names: Vec<&str> = hint.services.iter().map(String::as_str).collect();
+        // (committed position, desired position) of each named service.
+        let mut located: Vec<Touched> = names
+            .iter()
+            .map(|name| (index.get(*name).copied(), None))
+            .collect();
+        let mut in_place = desired.services.len() == self.entries.len();
+        for (name, l) in names.iter().zip(located.iter_mut()) {
+            match l.0 {
+                Some(j) if in_place && desired.services.get(j).is_some_and(|s| s.name == *name) => {
+                    l.1 = Some(j)
+                }
+                _ => in_place = false,
+            }
+        }
+        if in_place {
+            let mut touched = Vec::new();
+            let mut update = Vec::new();
+            for &(j, _) in &located {
+                let Some(j) = j else { continue };
+                let fp = Fingerprint::of(&desired.services[j]);
+                if fp != self.entries[j].fingerprint {
+                    touched.push((Some(j), Some(j)));
+                    update.push((j, fp));
+                }
+            }
+            if touched.is_empty() {
+                return Ok(Some(Plan::Unchanged));
+            }
+            return self
+                .element_step(desired, &touched, RecordUpdate::Sparse(update))
+                .map(Some);
+        }
+        // Services came or went: find the named ones among the desired by name, and
+        // match every other one to its committed position.
+        for l in &mut located {
+            l.1 = None;
+        }
+        let mut matches = Vec::with_capacity(desired.services.len());
+        let mut fate = vec![0u8; self.entries.len()];
+        for (i, s) in desired.services.iter().enumerate() {
+            let m = match names.binary_search(&s.name.as_str()) {
+                Ok(k) => {
+                    if located[k].1.replace(i).is_some() {
+                        return Ok(None);
+                    }
+                    let fp = Fingerprint::of(s);
+                    match located[k].0 {
+                        Some(j) if self.entries[j].fingerprint == fp => Match::Same(j),
+                        Some(j) => Match::Changed(j, fp),
+                        None => Match::New(fp),
+                    }
+                }
+                // Not named: the caller promises it is committed as it is.
+                Err(_) => match index.get(s.name.as_str()) {
+                    Some(&j) => Match::Same(j),
+                    None => return Ok(None),
+                },
+            };
+            if let Match::Same(j) | Match::Changed(j, _) = m {
+                if fate[j] != 0 {
+                    return Ok(None);
+                }
+                fate[j] = 1;
+            }
+            matches.push(m);
+        }
+        if located.contains(&(None, None)) {
+            return Ok(None);
+        }
+        let in_place = matches
+            .iter()
+            .enumerate()
+            .all(|(i, m)| matches!(m, Match::Same(j) | Match::Changed(j, _) if *j == i))
+            && matches.len() == self.entries.len();
+        let mut touched: Vec<Touched> = Vec::new();
+        for (i, m) in matches.iter().enumerate() {
+            match *m {
+                Match::Same(_) => {}
+                Match::Changed(j, _) => touched.push((Some(j), Some(i))),
+                Match::New(_) => touched.push((None, Some(i))),
+            }
+        }
+        // Named services that are gone.
+        touched.extend(
+            located
+                .iter()
+                .filter(|l| l.1.is_none())
+                .map(|l| (l.0, None)),
+        );
+        // Unnamed committed services that are gone: the hint was wrong.
+        if fate.iter().enumerate().any(|(j, &f)| {
+            f == 0
+                && names
+                    .binary_search(&self.entries[j].service.name.as_str())
+                    .is_err()
+        }) {
+            return Ok(None);
+        }
+        if touched.is_empty() {
+            return Ok(Some(if in_place {
+                Plan::Unchanged
+            } else {
+                Plan::Step(Box::new(Step {
+                    changes: Changes::default(),
+                    extra: Layout::default(),
+                    record: RecordUpdate::Dense { matches, in_place },
+                }))
+            }));
+        }
+        self.element_step(desired, &touched, RecordUpdate::Dense { matches, in_place })
+            .map(Some)
+    }
+
+    /// Checks `hint` against a full comparison: every service it does not name must be
+    /// committed as it is desired, and the SNAT rules unchanged unless it says so.
+    pub fn verify_hint(
+        &self,
+        desired: &DesiredState,
+        hint: &ChangeHint,
+    ) -> Result<(), DataplaneError> {
+        let wrong = |what: String| Err(DataplaneError::WrongHint { what });
+        if !hint.snat && desired.snat != self.snat {
+            return wrong("the SNAT rules changed, but the hint says they did not".into());
+        }
+        let committed: HashMap<&str, u128> = self
+            .entries
+            .iter()
+            .map(|e| (e.service.name.as_str(), e.fingerprint))
+            .collect();
+        let mut seen: HashSet<&str> = HashSet::with_capacity(desired.services.len());
+        for s in &desired.services {
+            seen.insert(s.name.as_str());
+            if hint.services.contains(&s.name) {
                 continue;
             }
+            match committed.get(s.name.as_str()) {
+                None => return wrong(format!("service {} was added but is not named", s.name)),
+                Some(&fp) if fp != Fingerprint::of(s) => {
+                    return wrong(format!("service {} changed but is not named", s.name))
+                }
+                Some(_) => {}
+            }
+        }
+        for e in &self.entries {
+            let name = &e.service.name;
+            if !seen.contains(name.as_str()) && !hint.services.contains(name) {
+                return wrong(format!("service {name} was removed but is not named"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The step for the services in `touched`: their claims checked against the
+    /// services that stay, their old elements deleted and new ones added.
+    fn element_step(
+        &self,
+        desired: &DesiredState,
+        touched: &[Touched],
+        record: RecordUpdate,
+    ) -> Result<Plan, DataplaneError> {
+        // Committed positions that change or go: their claims are free.
+        let freed: HashSet<usize> = touched.iter().filter_map(|t| t.0).collect();
+        // Claims of changed and new services: unique among themselves, and not held by
+        // a committed service that stays unchanged.
+        let mut new_claims: HashSet<Claim> = HashSet::new();
+        for &(_, i) in touched {
+            let Some(i) = i else { continue };
             let c = claim(&desired.services[i]);
-            if new_claims.insert(c, i).is_some() {
+            if !new_claims.insert(c) {
                 return Ok(Plan::Full);
             }
             if let Some(&j) = self.claims.get(&c) {
-                if fate[j] == 1 {
+                if !freed.contains(&j) {
                     return Ok(Plan::Full);
                 }
             }
@@ -285,20 +498,19 @@ impl Committed {
                     .insert(k.clone(), d.to_vec());
             }
         };
-        for (i, m) in matches.iter().enumerate() {
-            match *m {
-                Match::Same(_) => {}
-                Match::Changed(j, _) => {
-                    let old = layout::plan_service(&self.entries[j].service)?;
-                    let new = layout::plan_service(&desired.services[i])?;
-                    collect(&old, &mut dels);
-                    collect(&new, &mut adds);
-                }
-                Match::New(_) => collect(&layout::plan_service(&desired.services[i])?, &mut adds),
+        for &(j, i) in touched {
+            if let Some(j) = j {
+                collect(
+                    &layout::plan_service(&self.entries[j].service, self.counting)?,
+                    &mut dels,
+                );
             }
-        }
-        for (j, _) in fate.iter().enumerate().filter(|(_, &f)| f == 0) {
-            collect(&layout::plan_service(&self.entries[j].service)?, &mut dels);
+            if let Some(i) = i {
+                collect(
+                    &layout::plan_service(&desired.services[i], self.counting)?,
+                    &mut adds,
+                );
+            }
         }
         // An element deleted and added with the same data stays as it is.
         for (set, a) in adds.iter_mut() {
@@ -319,8 +531,7 @@ impl Committed {
             Some((changes, extra)) => Ok(Plan::Step(Box::new(Step {
                 changes,
                 extra,
-                matches,
-                in_place,
+                record,
             }))),
             None => Ok(Plan::Full),
         }
@@ -360,7 +571,7 @@ impl Committed {
                     extra
                         .state
                         .sets
-                        .insert(name.clone(), layout::empty_set(name)?);
+                        .insert(name.clone(), layout::empty_set(name, self.counting)?);
                     created.insert(chain);
                     final_sets.insert(name.clone());
                 }
@@ -418,6 +629,20 @@ impl Committed {
                 c.rules_added += rules.len();
                 extra.rules.insert(chain.to_owned(), rules);
             }
+            // Base chains exist while they have rules (SNAT rules do not change here).
+            let needed = final_sets
+                .iter()
+                .filter_map(|s| layout::rule_of_set(s))
+                .any(|(ch, _)| ch == chain)
+                || self.state.rules.get(chain).is_some_and(|r| !r.is_empty())
+                    && !emptied.contains(chain);
+            let held = self.state.chains.contains(chain);
+            if needed && !held {
+                c.add_chains.push(def);
+                extra.state.chains.insert(chain.to_owned());
+            } else if !needed && held {
+                c.del_chains.push(chain.to_owned());
+            }
         }
         Some((c, extra))
     }
@@ -427,12 +652,15 @@ impl Committed {
         let Step {
             changes: c,
             extra,
-            matches,
-            in_place,
+            record,
         } = step;
         for name in &c.del_sets {
             self.state.sets.remove(name);
         }
+        for chain in &c.del_chains {
+            self.state.chains.remove(chain);
+        }
+        self.state.chains.extend(extra.state.chains);
         for chain in &c.flush_chains {
             self.state.rules.insert(chain.clone(), Vec::new());
         }
@@ -448,30 +676,52 @@ impl Committed {
                 .extend(rules.iter().map(|r| r.comment.clone()));
         }
         self.state.rules.retain(|_, r| !r.is_empty());
-        if in_place {
-            for (i, m) in matches.iter().enumerate() {
-                if let Match::Changed(_, fp) = *m {
-                    let s = &desired.services[i];
-                    let old = std::mem::replace(
-                        &mut self.entries[i],
-                        Entry {
-                            fingerprint: fp,
-                            service: s.clone(),
-                        },
-                    );
-                    let (was, now) = (claim(&old.service), claim(s));
-                    if was != now {
-                        self.claims.remove(&was);
-                        self.claims.insert(now, i);
-                    }
-                }
+        let changed: Vec<(usize, u128)> = match record {
+            RecordUpdate::Sparse(changed) => changed,
+            RecordUpdate::Dense {
+                matches,
+                in_place: true,
+            } => matches
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| match *m {
+                    Match::Changed(_, fp) => Some((i, fp)),
+                    _ => None,
+                })
+                .collect(),
+            RecordUpdate::Dense {
+                matches,
+                in_place: false,
+            } => {
+                self.reorder(&matches, desired);
+                return;
             }
-            return;
+        };
+        for (i, fp) in changed {
+            let s = &desired.services[i];
+            let old = std::mem::replace(
+                &mut self.entries[i],
+                Entry {
+                    fingerprint: fp,
+                    service: s.clone(),
+                },
+            );
+            let (was, now) = (claim(&old.service), claim(s));
+            if was != now {
+                self.claims.remove(&was);
+                self.claims.insert(now, i);
+            }
         }
+    }
+
+    /// Rebuilds the record in the desired order from `matches`. The maps are updated
+    /// in place (no name is cloned but the new ones).
+    fn reorder(&mut self, matches: &[Match], desired: &DesiredState) {
         let mut old: Vec<Option<Entry>> = std::mem::take(&mut self.entries)
             .into_iter()
             .map(Some)
             .collect();
+        let mut replaced: Vec<Entry> = Vec::new();
         self.entries = matches
             .iter()
             .enumerate()
@@ -485,11 +735,34 @@ impl Committed {
                     Match::Same(j) => old[j]
                         .take()
                         .unwrap_or_else(|| fresh(Fingerprint::of(&desired.services[i]))),
-                    Match::Changed(_, fp) | Match::New(fp) => fresh(fp),
+                    Match::Changed(j, fp) => {
+                        replaced.extend(old[j].take());
+                        fresh(fp)
+                    }
+                    Match::New(fp) => fresh(fp),
                 }
             })
             .collect();
-        self.reindex();
+        let Some(index) = &mut self.index else {
+            self.reindex();
+            return;
+        };
+        // What is left in `old` was removed.
+        for gone in old.iter().flatten() {
+            index.remove(gone.service.name.as_str());
+        }
+        for e in old.iter().flatten().chain(&replaced) {
+            self.claims.remove(&claim(&e.service));
+        }
+        for (i, e) in self.entries.iter().enumerate() {
+            match index.get_mut(e.service.name.as_str()) {
+                Some(at) => *at = i,
+                None => {
+                    index.insert(e.service.name.clone(), i);
+                }
+            }
+            self.claims.insert(claim(&e.service), i);
+        }
     }
 }
 
