@@ -209,7 +209,10 @@ for f in ${files[@]+"${files[@]}"}; do
 done
 for f in ${daemons[@]+"${daemons[@]}"}; do
     [ -f "$f" ] || die "no such program: $f"
-    cp "$f" "$root/opt/lbsuite/daemons/"
+    # Debug builds carry ~100 MB of debug info each: the guest holds the
+    # initramfs in RAM and unpacks it under emulation. Symbols stay.
+    out="$root/opt/lbsuite/daemons/$(basename "$f")"
+    strip --strip-debug -o "$out" "$f" 2>/dev/null || cp "$f" "$out"
 done
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\n' > "$root/etc/group"

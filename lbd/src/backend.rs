@@ -12,7 +12,10 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use config::NodeView;
-use dataplane::{BackendChoice, ChosenBackend, DataplaneError, DesiredState, IpvsSettings};
+use dataplane::{
+    BackendChoice, ChosenBackend, Dataplane, DataplaneError, DesiredState, IpvsSettings,
+    NullBackend,
+};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -42,6 +45,25 @@ impl BackendKind {
         match self {
             BackendKind::Nft => "nft",
             BackendKind::Ipvs => "ipvs",
+        }
+    }
+
+    /// What this backend would refuse in `state`, found without touching the
+    /// kernel (a reload is refused on it). The nft rules of either backend are
+    /// checked by laying them out; IPVS services by planning them, so that IPVS-only
+    /// features (wlc, lc, sed, nq) pass under IPVS.
+    pub fn validate(self, state: &DesiredState) -> Result<(), DataplaneError> {
+        match self {
+            BackendKind::Nft => NullBackend::new().apply(state).map(drop),
+            BackendKind::Ipvs => {
+                dataplane::ipvs::plan::wanted(state)?;
+                // The IPVS backend's SNAT rules are nftables rules.
+                let snat = DesiredState {
+                    services: Vec::new(),
+                    snat: state.snat.clone(),
+                };
+                NullBackend::new().apply(&snat).map(drop)
+            }
         }
     }
 }
@@ -220,6 +242,38 @@ impl DataplaneThread {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desired::{self, Capabilities, ServerHealth};
+
+    /// The example's plan under IPVS, with service `web` on wlc (least connections).
+    fn wlc_state() -> DesiredState {
+        let text = include_str!("../../cluster.toml.example")
+            .replace("scheduler = \"rr\"", "scheduler = \"wlc\"");
+        let view = config::parse(&text, "t.toml")
+            .unwrap()
+            .node_view(Some("lb1"))
+            .unwrap();
+        desired::plan(&view, |_, _| ServerHealth::Up, Capabilities::ipvs()).state
+    }
+
+    #[test]
+    fn validation_follows_the_backend() {
+        // wlc needs connection counts: IPVS keeps them, the nft layout refuses it
+        // (lbd's nft plan would have turned it into wrr).
+        let state = wlc_state();
+        BackendKind::Ipvs.validate(&state).unwrap();
+        let err = BackendKind::Nft.validate(&state).unwrap_err();
+        assert!(err.to_string().contains("needs connection counts"), "{err}");
+        // A port range is nft's only.
+        let mut state = wlc_state();
+        state.services[0].ports = dataplane::PortSpec::Range(8000, 8010);
+        state.services[0].scheduler = dataplane::Scheduler::Wrr;
+        for b in &mut state.services[0].backends {
+            b.port = None;
+        }
+        let err = BackendKind::Ipvs.validate(&state).unwrap_err();
+        assert!(err.to_string().contains("8000"), "{err}");
+        BackendKind::Nft.validate(&state).unwrap();
+    }
 
     #[test]
     fn settings_follow_the_config() {

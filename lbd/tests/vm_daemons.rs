@@ -1,0 +1,732 @@
+//! The real daemons on a real IPVS: run inside the VM by integration/vm/ipvs-tests.sh
+//! (`--ignored`; this machine's kernel has no IPVS). lbd, vrrpd and vrrpctl come
+//! from `$LBSUITE_DAEMON_DIR` (the guest's /opt/lbsuite/daemons), else from beside
+//! this test's lbd. Each test builds its own two-arm lab (client, lb1, lb2, srv1,
+//! srv2); `ipvsadm` is the independent reader of what lbd did.
+//!
+//! Findings worth a line in the VM log go to `$LBSUITE_VM_NOTES` (printed by the
+//! guest script), else to stdout.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use integration::{Host, Lab, Process};
+use serde_json::Value;
+use support::{request, wait_for, NO_CHECKS, SNAT_VIP, VIP};
+
+/// Bound for anything the daemons do: software emulation is slow.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+/// A daemon program: from `$LBSUITE_DAEMON_DIR` in the VM, else built beside lbd.
+fn program(name: &str) -> PathBuf {
+    let path = match std::env::var_os("LBSUITE_DAEMON_DIR") {
+        Some(dir) => Path::new(&dir).join(name),
+        None => Path::new(env!("CARGO_BIN_EXE_lbd")).with_file_name(name),
+    };
+    assert!(path.exists(), "{} is missing", path.display());
+    path
+}
+
+/// cluster.toml.example, compiled in (the source tree is not in the VM), with
+/// `edits` applied in order (each `from` must occur; every occurrence is replaced).
+fn example_with(edits: &[(&str, &str)]) -> String {
+    let mut text = include_str!("../../cluster.toml.example").to_owned();
+    for (from, to) in edits {
+        assert!(text.contains(from), "example lacks {from:?}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// The tail of a daemon's log, for failure messages.
+fn log_tail(process: &Process) -> String {
+    let log = process.stdout() + &process.stderr();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Writes a finding for the VM log.
+fn note(text: &str) {
+    println!("{text}");
+    if let Some(path) = std::env::var_os("LBSUITE_VM_NOTES") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(f, "{text}").unwrap();
+    }
+}
+
+/// The lab, and a directory per node for its config, sockets and IPVS ownership
+/// record (lbd keeps the record beside its socket).
+struct Cluster {
+    lab: Lab,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let cluster = Cluster {
+            lab: Lab::two_arm().unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for node in ["lb1", "lb2"] {
+            std::fs::create_dir(cluster.dir.path().join(node)).unwrap();
+        }
+        cluster
+    }
+
+    fn host(&self, name: &str) -> &Host {
+        &self.lab[name]
+    }
+
+    fn path(&self, node: &str, file: &str) -> PathBuf {
+        self.dir.path().join(node).join(file)
+    }
+
+    fn lbd_socket(&self, node: &str) -> PathBuf {
+        self.path(node, "lbd.sock")
+    }
+
+    /// Writes `node`'s cluster.toml: the example with `edits`, `extra` inserted
+    /// before the health checks, its sockets in its directory, no metrics listeners.
+    fn write_config(&self, node: &str, edits: &[(&str, &str)], extra: &str) {
+        let text = example_with(edits)
+            .replacen(
+                "\"/run/lbsuite/vrrpd.sock\"",
+                &format!("{:?}", self.path(node, "vrrpd.sock")),
+                1,
+            )
+            .replacen(
+                "\"/run/lbsuite/lbd.sock\"",
+                &format!("{:?}", self.lbd_socket(node)),
+                1,
+            )
+            .replacen(
+                "serve /metrics (default true).\nenabled = true",
+                "serve /metrics (default true).\nenabled = false",
+                1,
+            )
+            .replacen(
+                "# ---------------------------------------------------------------------------\n# Health checks",
+                &format!("{extra}\n# ---------------------------------------------------------------------------\n# Health checks"),
+                1,
+            );
+        std::fs::write(self.path(node, "cluster.toml"), text).unwrap();
+    }
+
+    fn start(&self, node: &str, program_name: &str) -> Process {
+        let config = self.path(node, "cluster.toml");
+        let mut cmd = self.host(node).command(program(program_name));
+        cmd.args(["--config", config.to_str().unwrap(), "--node", node])
+            .env("RUST_LOG", "info");
+        self.host(node).spawn_command(cmd, program_name).unwrap()
+    }
+
+    fn status(&self, node: &str) -> Value {
+        request(&self.lbd_socket(node), "status", Value::Null).unwrap()
+    }
+
+    /// Waits until lbd in `node` answers and its last apply succeeded.
+    fn wait_applied(&self, node: &str) -> Value {
+        let socket = self.lbd_socket(node);
+        let mut last = Value::Null;
+        wait_for("lbd applied its dataplane", PATIENCE, || {
+            match request(&socket, "status", Value::Null) {
+                Ok(s) if s["dataplane"]["last_apply"]["ok"] == true => {
+                    last = s;
+                    true
+                }
+                _ => false,
+            }
+        });
+        last
+    }
+
+    /// The role of sync group `edge` in lbd's status (what lbd learnt from vrrpd).
+    fn role(&self, node: &str) -> Option<String> {
+        request(&self.lbd_socket(node), "status", Value::Null)
+            .ok()
+            .and_then(|s| s["vrrpd"]["groups"]["edge"].as_str().map(str::to_owned))
+    }
+}
+
+impl Drop for Cluster {
+    /// On a failure, the daemons' last log lines go to the notes (the lab's log
+    /// directory dies with the VM).
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.lab.log_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if !(name.contains(".lbd.") || name.contains(".vrrpd.")) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            for line in &lines[lines.len().saturating_sub(15)..] {
+                note(&format!("{name}: {line}"));
+            }
+        }
+    }
+}
+
+/// `ipvsadm -Ln` in a host as service line → its real-server lines, whitespace
+/// collapsed, connection counters dropped: `TCP 198.18.0.100:80 rr` →
+/// {`198.18.1.21:80 Masq 1`, ...}.
+fn ipvsadm(host: &Host) -> BTreeMap<String, BTreeSet<String>> {
+    let out = host.exec_ok(&["ipvsadm", "-Ln"]).unwrap();
+    let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut current = String::new();
+    // Three header lines: version, column names for services and real servers.
+    for line in out.lines().skip(3) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["->", addr, fwd, weight, ..] => {
+                map.entry(current.clone())
+                    .or_default()
+                    .insert(format!("{addr} {fwd} {weight}"));
+            }
+            [] => {}
+            _ => {
+                current = f.join(" ");
+                map.entry(current.clone()).or_default();
+            }
+        }
+    }
+    map
+}
+
+/// `ipvsadm -Sn`: the rules alone, in ipvsadm's own save format (no counters).
+fn ipvsadm_rules(host: &Host) -> String {
+    host.exec_ok(&["ipvsadm", "-Sn"]).unwrap()
+}
+
+fn table(entries: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
+    entries
+        .iter()
+        .map(|(s, d)| (s.to_string(), d.iter().map(|x| x.to_string()).collect()))
+        .collect()
+}
+
+/// Serves on `addr` in `host`: each connection gets `<name> <peer ip>:<peer port>\n`,
+/// then every line it sends is echoed back until it closes.
+fn responder(host: &Host, addr: &str, name: &'static str) -> TcpListener {
+    let listener = host.tcp_listen(addr.parse().unwrap()).unwrap();
+    let accepting = listener.try_clone().unwrap();
+    thread::spawn(move || {
+        for stream in accepting.incoming() {
+            let Ok(mut stream) = stream else { return };
+            thread::spawn(move || {
+                let peer = stream.peer_addr().map(|p| p.to_string());
+                let hello = format!("{name} {}\n", peer.unwrap_or_default());
+                if stream.write_all(hello.as_bytes()).is_err() {
+                    return;
+                }
+                let Ok(read) = stream.try_clone() else { return };
+                for line in BufReader::new(read).lines() {
+                    let Ok(line) = line else { return };
+                    if stream.write_all(format!("{line}\n").as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    listener
+}
+
+/// A connection from the client through a VIP.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    stream: TcpStream,
+    /// The server's name.
+    server: String,
+    /// The source the server saw, `ip:port`.
+    seen_from: SocketAddr,
+}
+
+impl Conn {
+    fn open(client: &Host, addr: &str) -> Conn {
+        let stream = client
+            .tcp_connect(addr.parse().unwrap(), Duration::from_secs(20))
+            .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut hello = String::new();
+        reader.read_line(&mut hello).unwrap();
+        let mut words = hello.split_whitespace();
+        let server = words.next().unwrap().to_owned();
+        let seen_from = words.next().unwrap().parse().unwrap();
+        Conn {
+            reader,
+            stream,
+            server,
+            seen_from,
+        }
+    }
+
+    /// Sends a line and reads the echo: the line, or what went wrong.
+    fn echo(&mut self, text: &str) -> Result<String, String> {
+        self.stream
+            .write_all(format!("{text}\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => Err("closed by the peer".into()),
+            Ok(_) => Ok(line.trim().to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The client's `ip:port`.
+    fn local(&self) -> String {
+        self.stream.local_addr().unwrap().to_string()
+    }
+}
+
+/// `ipvsadm -Lnc` line of the connection from `client` to `vip`, if listed.
+fn ipvs_conn(host: &Host, client: &str, vip: &str) -> Option<String> {
+    let out = host.exec_ok(&["ipvsadm", "-Lnc"]).unwrap();
+    out.lines()
+        .find(|l| l.contains(client) && l.contains(vip))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// Conntrack lines of `host` that mention `client` (`ip:port`), from
+/// /proc/net/nf_conntrack; `None` when the kernel does not list it there.
+fn conntrack(host: &Host, client: &str) -> Option<Vec<String>> {
+    let (ip, port) = client.rsplit_once(':').unwrap();
+    let (src, sport) = (format!("src={ip} "), format!("sport={port} "));
+    // /proc/net is the process's (main thread's) namespace; thread-self is ours.
+    let text = host
+        .run_in(|| std::fs::read_to_string("/proc/thread-self/net/nf_conntrack").ok())
+        .unwrap()?;
+    Some(
+        text.lines()
+            .filter(|l| l.contains(&src) && l.contains(&sport))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect(),
+    )
+}
+
+/// TCP resets `host` has sent (`OutRsts` of /proc/net/snmp).
+fn out_resets(host: &Host) -> u64 {
+    let text = host
+        .run_in(|| std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap())
+        .unwrap();
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
+    let column = names
+        .split_whitespace()
+        .position(|n| n == "OutRsts")
+        .unwrap();
+    values
+        .split_whitespace()
+        .nth(column)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The SNAT port of a conntrack line: the reply direction's destination port.
+fn snat_port(line: &str) -> Option<u16> {
+    line.split_whitespace()
+        .filter_map(|w| w.strip_prefix("dport="))
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+}
+
+/// Drops the destination-port limit of the example's SNAT rule: it covers every
+/// TCP port of the VIP then.
+const ALL_PORTS_SNAT: (&str, &str) = ("\ndestination_port = 80\n", "\n");
+
+/// Services beside the example's `web` (rr over srv1, srv2, NAT, port 80): weighted
+/// round robin with weights 3 and `api_srv2_weight`; direct routing with wlc (srv2
+/// only when `direct_srv2`); UDP over IP-in-IP with source hashing and persistence.
+fn extra_services(api_srv2_weight: u32, direct_srv2: bool) -> String {
+    let server = |name: &str, addr: &str, weight: u32| {
+        format!(
+            "[[service.server]]\nname = \"{name}\"\naddress = \"{addr}\"\nweight = {weight}\n\n"
+        )
+    };
+    let mut s = String::new();
+    s +=
+        "[[service]]\nname = \"api\"\nvip = \"198.18.0.100\"\nport = 8080\nscheduler = \"wrr\"\n\n";
+    s += &server("srv1", "198.18.1.21", 3);
+    s += &server("srv2", "198.18.1.22", api_srv2_weight);
+    s += "[[service]]\nname = \"direct\"\nvip = \"198.18.0.100\"\nport = 443\nscheduler = \"wlc\"\nmode = \"dr\"\n\n";
+    s += &server("srv1", "198.18.1.21", 1);
+    if direct_srv2 {
+        s += &server("srv2", "198.18.1.22", 1);
+    }
+    s += "[[service]]\nname = \"dns\"\nvip = \"198.18.0.100\"\nport = 53\nprotocol = \"udp\"\nscheduler = \"sh\"\nmode = \"tunnel\"\npersistence = { timeout_s = 300, prefix_len = 24 }\n\n";
+    s += &server("srv1", "198.18.1.21", 1);
+    s += &server("srv2", "198.18.1.22", 1);
+    s
+}
+
+#[test]
+#[ignore = "needs IPVS: run in the VM"]
+fn vm_lbd_applies_cluster_services_to_ipvs_reloads_alone_and_restarts_without_change() {
+    let cluster = Cluster::new();
+    let (lb1, client) = (cluster.host("lb1"), cluster.host("client"));
+    // No vrrpd here: the VIPs are placed by hand.
+    lb1.add_address("eth0", format!("{VIP}/32").parse().unwrap())
+        .unwrap();
+    lb1.add_address("eth1", format!("{SNAT_VIP}/32").parse().unwrap())
+        .unwrap();
+    let mut servers = Vec::new();
+    for port in [80, 8080] {
+        servers.push(responder(
+            cluster.host("srv1"),
+            &format!("198.18.1.21:{port}"),
+            "srv1",
+        ));
+        servers.push(responder(
+            cluster.host("srv2"),
+            &format!("198.18.1.22:{port}"),
+            "srv2",
+        ));
+    }
+    let edits = [NO_CHECKS, ALL_PORTS_SNAT];
+    cluster.write_config("lb1", &edits, &extra_services(1, true));
+    let mut lbd = cluster.start("lb1", "lbd");
+    let status = cluster.wait_applied("lb1");
+
+    // backend = "auto" (the example's) picks IPVS in this kernel, and says so.
+    assert_eq!(status["backend"]["name"], "ipvs", "{}", status["backend"]);
+    let reason = status["backend"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("auto: ipvs"), "{reason}");
+    wait_for("the backend choice in lbd's log", PATIENCE, || {
+        let log = lbd.stdout() + &lbd.stderr();
+        log.contains("dataplane backend chosen") && log.contains("auto: ipvs")
+    });
+    note(&format!("lbd status backend: ipvs ({reason})"));
+
+    let pair = |port: &str, fwd: &str, w1: u32, w2: u32| {
+        [
+            format!("198.18.1.21{port} {fwd} {w1}"),
+            format!("198.18.1.22{port} {fwd} {w2}"),
+        ]
+    };
+    let mut want: BTreeMap<String, BTreeSet<String>> = [
+        ("TCP 198.18.0.100:80 rr", pair(":80", "Masq", 1, 1)),
+        ("TCP 198.18.0.100:8080 wrr", pair(":8080", "Masq", 3, 1)),
+        ("TCP 198.18.0.100:443 wlc", pair(":443", "Route", 1, 1)),
+        (
+            "UDP 198.18.0.100:53 sh persistent 300 mask 255.255.255.0",
+            pair(":53", "Tunnel", 1, 1),
+        ),
+    ]
+    .into_iter()
+    .map(|(s, d)| (s.to_owned(), d.into_iter().collect()))
+    .collect();
+    assert_eq!(
+        ipvsadm(lb1),
+        want,
+        "ipvsadm -Ln:\n{}",
+        lb1.exec_ok(&["ipvsadm", "-Ln"]).unwrap()
+    );
+    assert_eq!(lb1.sysctl("net.ipv4.vs.conntrack").unwrap(), "1");
+
+    // rr alternates; wrr 3:1 gives srv1 three of every four; every server sees
+    // the server-side VIP (it has no route to the client at all).
+    let web: Vec<Conn> = (0..4)
+        .map(|_| Conn::open(client, &format!("{VIP}:80")))
+        .collect();
+    let names: Vec<&str> = web.iter().map(|c| c.server.as_str()).collect();
+    assert!(names.windows(2).all(|w| w[0] != w[1]), "rr: {names:?}");
+    let api: Vec<Conn> = (0..8)
+        .map(|_| Conn::open(client, &format!("{VIP}:8080")))
+        .collect();
+    let srv1 = api.iter().filter(|c| c.server == "srv1").count();
+    assert_eq!(srv1, 6, "wrr 3:1 over 8 connections: {srv1} to srv1");
+    for c in web.iter().chain(&api) {
+        assert_eq!(c.seen_from.ip().to_string(), SNAT_VIP);
+    }
+    drop((web, api));
+
+    // A weight change by SIGHUP: that one real server changes, nothing else.
+    let before = ipvsadm(lb1);
+    cluster.write_config("lb1", &edits, &extra_services(2, true));
+    lbd.signal(libc::SIGHUP).unwrap();
+    let api_key = "TCP 198.18.0.100:8080 wrr".to_owned();
+    let api_set = want.get_mut(&api_key).unwrap();
+    api_set.remove("198.18.1.22:8080 Masq 1");
+    api_set.insert("198.18.1.22:8080 Masq 2".into());
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while ipvsadm(lb1) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new weight after SIGHUP; ipvsadm -Ln:\n{}\nlbd:\n{}",
+            lb1.exec_ok(&["ipvsadm", "-Ln"]).unwrap(),
+            log_tail(&lbd)
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    let last = &cluster.status("lb1")["dataplane"]["last_apply"];
+    assert_eq!(last["why"], "reload", "{last}");
+    assert_eq!(last["changes"], 1, "{last}");
+    note(&format!(
+        "SIGHUP weight 1->2: one change; ipvsadm line before {:?}",
+        before[&api_key]
+    ));
+
+    // A removed server by `vrrpctl --socket <lbd's socket> reload`: one delete.
+    cluster.write_config("lb1", &edits, &extra_services(2, false));
+    let socket = cluster.lbd_socket("lb1");
+    let out = lb1
+        .exec_ok(&[
+            program("vrrpctl").to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+            "reload",
+        ])
+        .unwrap();
+    assert!(out.contains("reloaded"), "{out}");
+    want.get_mut("TCP 198.18.0.100:443 wlc")
+        .unwrap()
+        .remove("198.18.1.22:443 Route 1");
+    assert_eq!(ipvsadm(lb1), want);
+    let last = &cluster.status("lb1")["dataplane"]["last_apply"];
+    assert_eq!(last["changes"], 1, "{last}");
+
+    // A service made by hand survives lbd's reconciles.
+    lb1.exec_ok(&["ipvsadm", "-A", "-t", "198.18.0.200:80", "-s", "wlc"])
+        .unwrap();
+    lb1.exec_ok(&[
+        "ipvsadm",
+        "-a",
+        "-t",
+        "198.18.0.200:80",
+        "-r",
+        "198.18.1.30:80",
+        "-m",
+    ])
+    .unwrap();
+    want.extend(table(&[(
+        "TCP 198.18.0.200:80 wlc",
+        &["198.18.1.30:80 Masq 1"],
+    )]));
+    let reply = request(&socket, "reload", Value::Null).unwrap();
+    assert_eq!(reply["apply"]["ok"], true, "{reply}");
+    assert_eq!(reply["apply"]["changes"], 0, "{reply}");
+    assert_eq!(ipvsadm(lb1), want);
+
+    // A restart leaves IPVS exactly as it was (and applies nothing).
+    let rules = ipvsadm_rules(lb1);
+    lbd.signal(libc::SIGTERM).unwrap();
+    assert!(lbd.wait_timeout(PATIENCE).unwrap().is_some(), "lbd stopped");
+    assert_eq!(ipvsadm_rules(lb1), rules, "lbd stopped");
+    let lbd = cluster.start("lb1", "lbd");
+    let status = cluster.wait_applied("lb1");
+    assert_eq!(status["dataplane"]["last_apply"]["why"], "start");
+    assert_eq!(
+        status["dataplane"]["last_apply"]["changes"], 0,
+        "{}",
+        status["dataplane"]["last_apply"]
+    );
+    assert_eq!(ipvsadm_rules(lb1), rules, "after the restart");
+    assert_eq!(ipvsadm(lb1), want);
+    let again = Conn::open(client, &format!("{VIP}:80"));
+    assert_eq!(again.seen_from.ip().to_string(), SNAT_VIP);
+    note(&format!(
+        "restart: ipvsadm -Sn identical ({} lines), hand-made 198.18.0.200:80 kept",
+        rules.lines().count()
+    ));
+    drop(lbd);
+}
+
+/// A second SNAT rule for port 81 with a port pool (the example's rule keeps port 80
+/// and the client's source port when it is free).
+const POOLED: &str = "[[service]]\nname = \"pooled\"\nvip = \"198.18.0.100\"\nport = 81\nscheduler = \"rr\"\n\n[[service.server]]\nname = \"srv1\"\naddress = \"198.18.1.21\"\n\n[[service.server]]\nname = \"srv2\"\naddress = \"198.18.1.22\"\n\n[[nat]]\nname = \"pooled-snat\"\nin_interface = \"eth0\"\nout_interface = \"eth1\"\nprotocol = \"tcp\"\ndestination = \"198.18.0.100\"\ndestination_port = 81\nsnat = { pool = [{ address = \"198.18.1.100\", ports = \"20000-29999\" }] }\n";
+
+#[test]
+#[ignore = "needs IPVS: run in the VM"]
+fn vm_failover_with_vrrpd_and_lbd_moves_synced_connections_to_lb2() {
+    let cluster = Cluster::new();
+    let (lb1, lb2, client) = (
+        cluster.host("lb1"),
+        cluster.host("lb2"),
+        cluster.host("client"),
+    );
+    let mut servers = Vec::new();
+    for port in [80, 81] {
+        servers.push(responder(
+            cluster.host("srv1"),
+            &format!("198.18.1.21:{port}"),
+            "srv1",
+        ));
+        servers.push(responder(
+            cluster.host("srv2"),
+            &format!("198.18.1.22:{port}"),
+            "srv2",
+        ));
+    }
+    let edits = [
+        NO_CHECKS,
+        ("backend = \"auto\"", "backend = \"ipvs\""),
+        // 50 ms is a real machine's budget; under emulation a prepare takes ~200 ms.
+        ("prepare_budget_ms = 50", "prepare_budget_ms = 5000"),
+    ];
+    for node in ["lb1", "lb2"] {
+        cluster.write_config(node, &edits, POOLED);
+    }
+    // lbd first, so that vrrpd's first prepare finds it.
+    let mut lbd1 = cluster.start("lb1", "lbd");
+    let _lbd2 = cluster.start("lb2", "lbd");
+    for node in ["lb1", "lb2"] {
+        let status = cluster.wait_applied(node);
+        assert_eq!(status["backend"]["name"], "ipvs");
+    }
+    let vrrpd1 = cluster.start("lb1", "vrrpd");
+    let _vrrpd2 = cluster.start("lb2", "vrrpd");
+    wait_for(
+        "lb1 MASTER and lb2 BACKUP in lbd's status",
+        PATIENCE,
+        || {
+            cluster.role("lb1").as_deref() == Some("MASTER")
+                && cluster.role("lb2").as_deref() == Some("BACKUP")
+        },
+    );
+    // lbd runs the sync daemons as the roles say ([sync]: eth1, id 0).
+    let daemon = |host: &Host, role: &str| {
+        let want = format!("{role} sync daemon (mcast=eth1, syncid=0");
+        wait_for(&format!("{role} sync daemon"), PATIENCE, || {
+            host.exec_ok(&["ipvsadm", "-L", "--daemon"])
+                .unwrap()
+                .contains(&want)
+        });
+    };
+    daemon(lb1, "master");
+    daemon(lb2, "backup");
+
+    // Long-lived connections through lb1: the example's SNAT (address only) and
+    // the pooled one.
+    let mut plain = Conn::open(client, &format!("{VIP}:80"));
+    let mut pooled = Conn::open(client, &format!("{VIP}:81"));
+    for c in [&plain, &pooled] {
+        assert_eq!(c.seen_from.ip().to_string(), SNAT_VIP);
+    }
+    let client_port = |c: &Conn| c.local().rsplit_once(':').unwrap().1.to_owned();
+    note(&format!(
+        "through lb1: client {} -> {} sees {} (SNAT address only); client {} -> {} sees {} (pool 20000-29999)",
+        plain.local(),
+        plain.server,
+        plain.seen_from,
+        pooled.local(),
+        pooled.server,
+        pooled.seen_from
+    ));
+    assert_eq!(
+        plain.seen_from.port().to_string(),
+        client_port(&plain),
+        "nf_nat keeps a free source port"
+    );
+    assert!((20000..=29999).contains(&pooled.seen_from.port()));
+    for i in 0..5 {
+        for c in [&mut plain, &mut pooled] {
+            assert_eq!(c.echo(&format!("before {i}")), Ok(format!("before {i}")));
+        }
+    }
+
+    // The backup learns both connections from the sync daemon.
+    for c in [&plain, &pooled] {
+        let vip = format!("{VIP}:{}", c.stream.peer_addr().unwrap().port());
+        let mut line = None;
+        wait_for("the connection in lb2's ipvsadm -Lnc", PATIENCE, || {
+            line = ipvs_conn(lb2, &c.local(), &vip);
+            line.is_some()
+        });
+        let line = line.unwrap();
+        assert!(line.contains("ESTABLISHED"), "{line}");
+        note(&format!("lb2 ipvsadm -Lnc: {line}"));
+    }
+    // ... but not the conntrack entries (with their NAT mappings): IPVS syncs its
+    // own connection table only.
+    match conntrack(lb2, &plain.local()) {
+        Some(lines) => {
+            note(&format!(
+                "lb2 conntrack for {} before failover: {lines:?}",
+                plain.local()
+            ));
+            assert!(lines.is_empty(), "{lines:?}");
+        }
+        None => note("no /proc/net/nf_conntrack in this kernel"),
+    }
+    if let Some(lines) = conntrack(lb1, &pooled.local()) {
+        note(&format!("lb1 conntrack (pooled): {lines:?}"));
+    }
+
+    // lb1 dies: its daemons killed, its cables cut.
+    let prepares = cluster.status("lb2")["prepare"]["count"].as_u64().unwrap();
+    vrrpd1.signal(libc::SIGKILL).unwrap();
+    lbd1.signal(libc::SIGKILL).unwrap();
+    assert!(lbd1.wait_timeout(PATIENCE).unwrap().is_some());
+    cluster.lab.set_cable("lb1", "eth0", false).unwrap();
+    cluster.lab.set_cable("lb1", "eth1", false).unwrap();
+    wait_for("lb2 MASTER in its lbd's status", PATIENCE, || {
+        cluster.role("lb2").as_deref() == Some("MASTER")
+    });
+    let status = cluster.status("lb2");
+    assert!(status["prepare"]["count"].as_u64().unwrap() > prepares);
+    assert_eq!(status["prepare"]["last"]["reply"]["prepared"], true);
+    daemon(lb2, "master");
+    let daemons = lb2.exec_ok(&["ipvsadm", "-L", "--daemon"]).unwrap();
+    assert!(!daemons.contains("backup sync daemon"), "{daemons}");
+
+    // The address-only SNAT connection goes on through lb2: lb2's IPVS has the
+    // synced connection (same real server), and lb2's conntrack, picking the
+    // connection up mid-stream, maps it to the SNAT VIP with the client's port
+    // again, as lb1 did: the server sees the same 4-tuple.
+    let after = plain.echo("after failover");
+    note(&format!("address-only SNAT after failover: {after:?}"));
+    assert_eq!(after, Ok("after failover".into()));
+    if let Some(lines) = conntrack(lb2, &plain.local()) {
+        note(&format!("lb2 conntrack after failover: {lines:?}"));
+        let port = lines.iter().find_map(|l| snat_port(l));
+        assert_eq!(port, Some(plain.seen_from.port()), "{lines:?}");
+    }
+
+    // The pooled connection does not survive: lb2 picks a new port from the pool
+    // for the picked-up connection (the mapping lb1 made is not synced), the server
+    // sees an unknown 4-tuple and resets it. Keeping it needs the conntrack entry
+    // (its NAT mapping) synced to lb2, e.g. by conntrackd over ctnetlink.
+    let server = cluster.host(&pooled.server);
+    let resets = out_resets(server);
+    let after = pooled.echo("after failover");
+    let sent = out_resets(server) - resets;
+    let lb2_mapping = conntrack(lb2, &pooled.local());
+    note(&format!(
+        "pooled SNAT after failover: {after:?}; {} sent {sent} resets; lb2 conntrack: {lb2_mapping:?}",
+        pooled.server
+    ));
+    match after {
+        Err(_) => assert!(sent >= 1, "the server reset the connection"),
+        // One chance in 10000: lb2 drew lb1's port again.
+        Ok(_) => {
+            let port = lb2_mapping.iter().flatten().find_map(|l| snat_port(l));
+            assert_eq!(port, Some(pooled.seen_from.port()), "{lb2_mapping:?}");
+        }
+    }
+
+    // New connections go through lb2.
+    let fresh = Conn::open(client, &format!("{VIP}:80"));
+    assert_eq!(fresh.seen_from.ip().to_string(), SNAT_VIP);
+    assert!(ipvs_conn(lb2, &fresh.local(), &format!("{VIP}:80")).is_some());
+}
