@@ -23,14 +23,17 @@ use tokio::time::Instant;
 
 use config::{ClusterConfig, NodeView};
 use ctl::wire::ReplyError;
-use dataplane::{ApplyReport, BackendCounters, Dataplane, NullBackend, SyncRole};
-use health::{HealthEvent, HealthRunner, HealthState, RunnerSettings, Target, TargetName};
+use dataplane::{ApplyReport, BackendCounters, Dataplane, SyncRole};
+use health::{
+    HealthEvent, HealthRunner, HealthState, RunnerCounters, RunnerSettings, Target, TargetName,
+};
 
 use crate::backend::{backend_settings, DataplaneThread, Selection};
 use crate::control::{Command, ControlHandler, ControlRequest, PrepareParams};
 use crate::desired::{self, Capabilities, Plan, ServerHealth};
 use crate::roles::{self, RoleUpdate, Roles};
 use crate::telemetry::Telemetry;
+use crate::tracking::TrackSender;
 
 /// How the daemon was started.
 #[derive(Debug, Clone)]
@@ -133,6 +136,12 @@ struct Daemon {
     prepares: u64,
     last_prepare: Option<Value>,
     checks_seen: HashMap<TargetName, u64>,
+    /// The runner's counters as last exported to metrics.
+    runner_seen: RunnerCounters,
+    /// The last health transition of each server, for status.
+    last_transitions: HashMap<TargetName, Value>,
+    /// Service quorums on their way to vrrpd.
+    tracks: TrackSender,
     loaded_unix_ms: u64,
 }
 
@@ -178,12 +187,19 @@ pub async fn run(
     ));
 
     // Servers count as up until their checks say otherwise.
+    // Each node its own seed: the two members' checks of one server do not
+    // arrive at the same moments.
+    let seed = view.name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let mut settings = RunnerSettings::default();
+    settings.scheduler.seed = seed;
     let (health, mut health_rx) =
-        HealthRunner::new(health_targets(&view), RunnerSettings::default())
-            .context("starting health checks")?;
+        HealthRunner::new(health_targets(&view), settings).context("starting health checks")?;
 
     let (roles_tx, mut roles_rx) = mpsc::unbounded_channel();
     let follower = tokio::spawn(roles::follow(view.control.vrrpd_socket.clone(), roles_tx));
+    let tracks = TrackSender::start(view.control.vrrpd_socket.clone());
     telemetry.vrrpd_connected(false);
 
     let mut daemon = Daemon {
@@ -204,6 +220,9 @@ pub async fn run(
         prepares: 0,
         last_prepare: None,
         checks_seen: HashMap::new(),
+        runner_seen: RunnerCounters::default(),
+        last_transitions: HashMap::new(),
+        tracks,
         loaded_unix_ms: unix_ms(),
     };
     // Adopts the table a previous lbd left (the backend reads it back and diffs).
@@ -278,8 +297,9 @@ pub fn teardown(view: &NodeView) -> anyhow::Result<()> {
 /// (without touching the kernel): a reload that fails here is refused.
 pub fn check_view(view: &NodeView, selection: &Selection) -> Result<Plan, String> {
     let plan = desired::plan(view, |_, _| ServerHealth::Up, selection.kind.capabilities());
-    NullBackend::new()
-        .apply(&plan.state)
+    selection
+        .kind
+        .validate(&plan.state)
         .map_err(|e| format!("the dataplane would refuse it: {e}"))?;
     Ok(plan)
 }
@@ -327,6 +347,22 @@ impl Daemon {
         self.telemetry.plan(&plan.services);
         self.telemetry
             .snat_capacity(desired::snat_capacity(&self.view.nat));
+        self.tracks.set(desired::priority_tracks(&plan));
+        for s in &plan.services {
+            let (Some(q), Some(old)) = (
+                &s.quorum,
+                self.plan.services.iter().find(|o| o.name == s.name),
+            ) else {
+                continue;
+            };
+            if old.quorum.as_ref().map(|o| o.met) != Some(q.met) {
+                if q.met {
+                    tracing::info!(service = %s.name, up = q.up, quorum = q.min, "quorum met");
+                } else {
+                    tracing::warn!(service = %s.name, up = q.up, quorum = q.min, group = q.group.as_deref().unwrap_or("-"), delta = q.priority_delta, "quorum lost: asking vrrpd to lower the group's priority");
+                }
+            }
+        }
         self.plan = plan;
     }
 
@@ -404,23 +440,53 @@ impl Daemon {
     }
 
     fn on_health(&mut self, event: HealthEvent) {
-        if let HealthEvent::StateChanged(t) = event {
-            self.telemetry
-                .transition(&t.target.service, &t.target.server, &t.to.to_string());
+        match event {
+            HealthEvent::StateChanged(t) => {
+                self.telemetry
+                    .transition(&t.target.service, &t.target.server, &t.to.to_string());
+                let record = json!({
+                    "from": t.from.to_string(), "to": t.to.to_string(),
+                    "reason": t.reason.to_string(), "last": t.last.to_string(),
+                    "unix_ms": unix_ms(), "at": t.at.as_micros(),
+                });
+                self.last_transitions.insert(t.target, record);
+            }
+            HealthEvent::Dampened(d) => {
+                self.telemetry.dampened(&d.target.service, &d.target.server);
+            }
         }
     }
 
     fn sample_checks(&mut self) {
-        for s in self.health.statuses() {
+        let counters = self.health.counters();
+        let statuses = self.health.statuses();
+        self.telemetry
+            .health_runner(&counters, &self.runner_seen, statuses.len());
+        self.runner_seen = counters;
+        let check_of: HashMap<(&str, &str), &str> = self
+            .plan
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.servers.iter().filter_map(move |b| {
+                    b.check
+                        .as_deref()
+                        .map(|c| ((s.name.as_str(), b.name.as_str()), c))
+                })
+            })
+            .collect();
+        for s in statuses {
             let seen = self.checks_seen.entry(s.target.name.clone()).or_insert(0);
             if s.checks > *seen {
                 *seen = s.checks;
+                let name = &s.target.name;
                 if let Some((result, _)) = &s.last {
-                    self.telemetry.check_done(
-                        &s.target.name.service,
-                        &s.target.name.server,
-                        result.duration,
-                    );
+                    let check = check_of
+                        .get(&(name.service.as_str(), name.server.as_str()))
+                        .copied()
+                        .unwrap_or("-");
+                    self.telemetry
+                        .check_done(&name.service, &name.server, check, result.duration);
                 }
             }
         }
@@ -573,6 +639,8 @@ impl Daemon {
         new.dataplane = self.view.dataplane.clone();
         self.view = new;
         self.loaded_unix_ms = unix_ms();
+        self.telemetry.checks_reconfigured();
+        self.checks_seen.clear();
         let apply = self.reconcile("reload").await;
         let mut reply = summary;
         reply["reloaded"] = json!(true);
@@ -603,6 +671,7 @@ impl Daemon {
             }
             Err(_) => Vec::new(),
         };
+        let runner = self.health.counters();
         let statuses: HashMap<TargetName, health::TargetStatus> = self
             .health
             .statuses()
@@ -629,10 +698,24 @@ impl Daemon {
                                 "ago_ms": self.health.instant(*at).elapsed().as_millis() as u64,
                             })
                         });
+                        let name = TargetName::new(&s.name, &b.name);
+                        let transition = self.last_transitions.get(&name).map(|t| {
+                            let mut t = t.clone();
+                            let at = health::Time::from_micros(t["at"].as_u64().unwrap_or(0));
+                            t["ago_ms"] = json!(self.health.instant(at).elapsed().as_millis() as u64);
+                            t
+                        });
                         json!({
                             "name": b.name, "address": b.address, "port": b.port,
                             "weight": b.weight, "effective_weight": b.effective_weight,
                             "health": b.health, "check": b.check, "last_check": last,
+                            "in_dataplane": b.in_dataplane,
+                            "held": st.map(|s| s.held),
+                            "consecutive_ok": st.map(|s| s.consecutive_ok),
+                            "consecutive_fail": st.map(|s| s.consecutive_fail),
+                            "state_for_ms": st.map(|s| self.health.instant(s.since).elapsed().as_millis() as u64),
+                            "check_source": st.map(|s| s.target.source),
+                            "last_transition": transition,
                             "checks": st.map(|s| s.checks), "transitions": st.map(|s| s.transitions),
                             "connections": c.map(|c| c.connections),
                             "packets": c.and_then(|c| c.packets), "bytes": c.and_then(|c| c.bytes),
@@ -648,6 +731,8 @@ impl Daemon {
                     "name": s.name, "vip": s.vip, "ports": s.ports, "protocol": s.protocol,
                     "scheduler": s.scheduler, "effective_scheduler": s.effective_scheduler,
                     "serving": s.serving, "servers": servers, "sorry_server": sorry,
+                    "inhibit_on_failure": self.view.services.iter().find(|c| c.name == s.name).map(|c| c.inhibit_on_failure),
+                    "quorum": s.quorum,
                 })
             })
             .collect();
@@ -677,6 +762,23 @@ impl Daemon {
                 "retry_in_ms": self.retry.map(|(at, _)| at.saturating_duration_since(Instant::now()).as_millis() as u64),
             },
             "prepare": {"count": self.prepares, "last": self.last_prepare},
+            "health": {
+                "targets": statuses.len(),
+                "counters": {
+                    "checks_started": runner.scheduler.checks_started,
+                    "checks_ok": runner.scheduler.checks_ok,
+                    "checks_failed": runner.scheduler.checks_failed,
+                    "overruns": runner.scheduler.overruns,
+                    "transitions_up": runner.scheduler.transitions_up,
+                    "transitions_down": runner.scheduler.transitions_down,
+                    "dampened": runner.scheduler.dampened,
+                    "in_flight": runner.pending,
+                },
+            },
+            "priority_tracks": {
+                "wanted": desired::priority_tracks(&self.plan),
+                "vrrpd": self.tracks.report(),
+            },
             "notes": self.plan.notes,
             "errors": self.errors,
         })

@@ -3,9 +3,13 @@
 //! backend, which applies the difference.
 //!
 //! Rules:
-//! - a server whose check says Down leaves balancing: it stays in the service with
-//!   weight 0 (no new connections, established ones continue, counters kept);
-//!   the configuration has no key to remove it outright;
+//! - a server whose check says Down leaves balancing. With `inhibit_on_failure =
+//!   true` (the default) it stays in the service with weight 0: no new
+//!   connections, established ones continue, counters kept (nft: no slots; IPVS: a
+//!   quiescent destination). With `false` it is removed from the dataplane's
+//!   service until it is up again (nft: its slots and counter element go,
+//!   established connections still continue through conntrack; IPVS: the
+//!   destination is deleted, so its established connections stop);
 //! - a server without a check, or whose check has not run yet, counts as up;
 //! - when no server can take traffic (each is down or has weight 0) and the service
 //!   has a sorry server, the sorry server gets it;
@@ -107,6 +111,24 @@ pub struct ServerPlan {
     pub health: ServerHealth,
     /// The check's name, if any.
     pub check: Option<String>,
+    /// Whether the dataplane's service holds it (false: down and removed, as
+    /// `inhibit_on_failure = false` asks).
+    pub in_dataplane: bool,
+}
+
+/// A service's quorum as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuorumPlan {
+    /// Servers needed.
+    pub min: u32,
+    /// Servers up with a weight above 0.
+    pub up: u32,
+    /// `up >= min`.
+    pub met: bool,
+    /// Priority change asked of vrrpd while lost.
+    pub priority_delta: i16,
+    /// The sync group holding the VIP (`None`: no group holds it).
+    pub group: Option<String>,
 }
 
 /// One planned service, for status and metrics.
@@ -130,6 +152,8 @@ pub struct ServicePlan {
     pub servers: Vec<ServerPlan>,
     /// The sorry server (address, port), if configured.
     pub sorry_server: Option<(IpAddr, Option<u16>)>,
+    /// Quorum, if configured.
+    pub quorum: Option<QuorumPlan>,
 }
 
 /// The result of planning: the desired state, plus what status needs to explain it.
@@ -168,9 +192,25 @@ pub fn plan(
                     effective_weight: if h.is_up() { r.weight } else { 0 },
                     health: h,
                     check: r.check.clone(),
+                    in_dataplane: h.is_up() || s.inhibit_on_failure,
                 }
             })
             .collect();
+        let quorum = s.quorum.map(|min| {
+            let up = servers.iter().filter(|p| p.effective_weight > 0).count();
+            let up = u32::try_from(up).unwrap_or(u32::MAX);
+            QuorumPlan {
+                min,
+                up,
+                met: up >= min,
+                priority_delta: s.quorum_priority_delta,
+                group: view
+                    .groups
+                    .iter()
+                    .find(|g| g.instances.iter().any(|i| i.config.holds(s.vip)))
+                    .map(|g| g.name.clone()),
+            }
+        });
         let scheduler = scheduler_of(s.scheduler);
         let mut effective = scheduler;
         if !caps.connection_schedulers
@@ -203,6 +243,7 @@ pub fn plan(
             serving: Serving::Servers,
             servers,
             sorry_server: sorry,
+            quorum,
         };
         if s.mode != ForwardingMode::Nat && !caps.non_nat_modes {
             out.notes.push(format!(
@@ -217,6 +258,7 @@ pub fn plan(
         let mut backends: Vec<Backend> = plan
             .servers
             .iter()
+            .filter(|p| p.in_dataplane)
             .map(|p| Backend {
                 name: p.name.clone(),
                 addr: p.address,
@@ -262,6 +304,32 @@ pub fn plan(
     }
     out.state.snat = view.nat.iter().map(snat_rule).collect();
     out
+}
+
+/// One service's effect on a sync group's priority, as vrrpd's `track.set` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PriorityTrack {
+    /// Sync group holding the service's VIP.
+    pub group: String,
+    /// `service <name>`.
+    pub name: String,
+    /// `quorum_priority_delta` while the quorum is lost, else 0.
+    pub weight_delta: i16,
+}
+
+/// The priority tracks of every service with a quorum (met ones with delta 0).
+pub fn priority_tracks(plan: &Plan) -> Vec<PriorityTrack> {
+    plan.services
+        .iter()
+        .filter_map(|s| {
+            let q = s.quorum.as_ref()?;
+            Some(PriorityTrack {
+                group: q.group.clone()?,
+                name: format!("service {}", s.name),
+                weight_delta: if q.met { 0 } else { q.priority_delta },
+            })
+        })
+        .collect()
 }
 
 fn snat_rule(n: &NatRule) -> SnatRule {
@@ -461,6 +529,65 @@ mod tests {
         let srv2 = &p.services[0].servers[1];
         assert_eq!((srv2.weight, srv2.effective_weight), (3, 0));
         assert_eq!(srv2.health, ServerHealth::Down);
+    }
+
+    #[test]
+    fn without_inhibit_a_down_server_leaves_the_service() {
+        let v = view(&[("inhibit_on_failure = true", "inhibit_on_failure = false")]);
+        let srv2_down = |_: &str, server: &str| {
+            if server == "srv2" {
+                ServerHealth::Down
+            } else {
+                ServerHealth::Up
+            }
+        };
+        let p = plan(&v, srv2_down, Capabilities::nft());
+        assert_eq!(weights(&p), vec![("srv1".to_owned(), 1)]);
+        let srv2 = &p.services[0].servers[1];
+        assert!(!srv2.in_dataplane);
+        assert_eq!(srv2.effective_weight, 0);
+        // Everyone down and removed: no backend at all, or the sorry server alone.
+        let p = plan(&v, |_, _| ServerHealth::Down, Capabilities::nft());
+        assert!(p.state.services[0].backends.is_empty());
+        assert_eq!(p.services[0].serving, Serving::Nobody);
+    }
+
+    #[test]
+    fn quorum_becomes_a_priority_track_of_the_vips_group() {
+        let v = view(&[("# quorum = 1\n", "quorum = 2\n")]);
+        let up = plan(&v, all_up, Capabilities::nft());
+        let q = up.services[0].quorum.clone().unwrap();
+        assert_eq!((q.min, q.up, q.met), (2, 2, true));
+        assert_eq!(q.group.as_deref(), Some("edge"));
+        assert_eq!(
+            priority_tracks(&up),
+            vec![PriorityTrack {
+                group: "edge".into(),
+                name: "service web".into(),
+                weight_delta: 0
+            }]
+        );
+        let one_down = plan(
+            &v,
+            |_, server| {
+                if server == "srv1" {
+                    ServerHealth::Down
+                } else {
+                    ServerHealth::Up
+                }
+            },
+            Capabilities::nft(),
+        );
+        assert_eq!(priority_tracks(&one_down)[0].weight_delta, -60);
+        // A drained server does not count either.
+        let drained = view(&[
+            ("# quorum = 1\n", "quorum = 2\n"),
+            ("weight = 1\ncheck", "weight = 0\ncheck"),
+        ]);
+        let p = plan(&drained, all_up, Capabilities::nft());
+        assert!(!p.services[0].quorum.as_ref().unwrap().met);
+        // No quorum configured: no track.
+        assert!(priority_tracks(&plan(&view(&[]), all_up, Capabilities::nft())).is_empty());
     }
 
     #[test]

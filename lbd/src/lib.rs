@@ -4,6 +4,7 @@
 //! - [`backend`]: backend selection and the thread that owns the backend;
 //! - [`daemon`]: start-up, the reconcile loop, reload, prepare, status, shutdown;
 //! - [`roles`]: following vrrpd's sync-group states;
+//! - [`tracking`]: service quorums sent to vrrpd as priority tracks;
 //! - [`control`]: the control socket's methods;
 //! - [`telemetry`], [`conntrack`]: Prometheus metrics and SNAT port usage.
 
@@ -14,3 +15,4 @@ pub mod daemon;
 pub mod desired;
 pub mod roles;
 pub mod telemetry;
+pub mod tracking;

@@ -17,6 +17,7 @@ use prometheus::{
 };
 
 use dataplane::{BackendCounters, Dataplane};
+use health::RunnerCounters;
 
 use crate::backend::DataplaneThread;
 use crate::conntrack;
@@ -52,11 +53,19 @@ pub struct Telemetry {
     apply_duration: Histogram,
     apply_errors: IntCounter,
     check_duration: HistogramVec,
+    check_last_duration: GaugeVec,
     transitions: IntCounterVec,
     vrrpd_connected: IntGauge,
     prepares: IntCounterVec,
     prepare_duration: Histogram,
     last_apply: Gauge,
+    checks: IntCounterVec,
+    overruns: IntCounter,
+    in_flight: IntGauge,
+    targets: IntGauge,
+    dampened: IntCounterVec,
+    quorum_met: IntGaugeVec,
+    priority_delta: IntGaugeVec,
     sources: Arc<Mutex<KernelSources>>,
 }
 
@@ -121,14 +130,24 @@ impl Telemetry {
         let check_duration = must(HistogramVec::new(
             HistogramOpts::new(
                 "lb_health_check_duration_seconds",
-                "Duration of health checks (sampled: the latest result each second).",
+                "Duration of health checks by check name (sampled: each server's latest result each second).",
             )
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ]),
-            &["service", "backend"],
+            // By check, not by backend: a histogram per backend is 16 series each,
+            // 160,000 at 10,000 backends, and a scrape then costs ~100 MB.
+            &["check"],
         ));
         reg(Box::new(check_duration.clone()));
+        let check_last_duration = must(GaugeVec::new(
+            Opts::new(
+                "lb_health_check_last_duration_seconds",
+                "Duration of the backend's latest health check.",
+            ),
+            &["service", "backend"],
+        ));
+        reg(Box::new(check_last_duration.clone()));
         let transitions = must(IntCounterVec::new(
             Opts::new(
                 "lb_health_transitions_total",
@@ -163,6 +182,56 @@ impl Telemetry {
             ]),
         ));
         reg(Box::new(prepare_duration.clone()));
+        let checks = must(IntCounterVec::new(
+            Opts::new(
+                "lb_health_checks_total",
+                "Health checks finished, by result (ok, failed).",
+            ),
+            &["result"],
+        ));
+        reg(Box::new(checks.clone()));
+        for r in ["ok", "failed"] {
+            checks.with_label_values(&[r]);
+        }
+        let overruns = must(IntCounter::new(
+            "lb_health_check_overruns_total",
+            "Checks not started because the previous one of the same server was still running.",
+        ));
+        reg(Box::new(overruns.clone()));
+        let in_flight = must(IntGauge::new(
+            "lb_health_checks_in_flight",
+            "Checks started and not finished.",
+        ));
+        reg(Box::new(in_flight.clone()));
+        let targets = must(IntGauge::new(
+            "lb_health_targets",
+            "Servers with a health check.",
+        ));
+        reg(Box::new(targets.clone()));
+        let dampened = must(IntCounterVec::new(
+            Opts::new(
+                "lb_health_dampened_total",
+                "Times a flapping backend passed its rise count but was held down by flap dampening.",
+            ),
+            &["service", "backend"],
+        ));
+        reg(Box::new(dampened.clone()));
+        let quorum_met = must(IntGaugeVec::new(
+            Opts::new(
+                "lb_service_quorum_met",
+                "1 while a service with a quorum has at least that many servers up (weight above 0), else 0.",
+            ),
+            &["service"],
+        ));
+        reg(Box::new(quorum_met.clone()));
+        let priority_delta = must(IntGaugeVec::new(
+            Opts::new(
+                "lbd_priority_track_delta",
+                "Sum of the priority deltas lbd asks vrrpd to apply to a sync group (lost quorums).",
+            ),
+            &["group"],
+        ));
+        reg(Box::new(priority_delta.clone()));
         let sources = Arc::new(Mutex::new(KernelSources::default()));
         reg(Box::new(KernelCollector::new(
             dataplane,
@@ -175,13 +244,47 @@ impl Telemetry {
             apply_duration,
             apply_errors,
             check_duration,
+            check_last_duration,
             transitions,
             vrrpd_connected,
             prepares,
             prepare_duration,
             last_apply,
+            checks,
+            overruns,
+            in_flight,
+            targets,
+            dampened,
+            quorum_met,
+            priority_delta,
             sources,
         }
+    }
+
+    /// The health runner's counters now, and as last exported (`before`).
+    pub fn health_runner(&self, now: &RunnerCounters, before: &RunnerCounters, targets: usize) {
+        let (n, b) = (&now.scheduler, &before.scheduler);
+        self.checks
+            .with_label_values(&["ok"])
+            .inc_by(n.checks_ok.saturating_sub(b.checks_ok));
+        self.checks
+            .with_label_values(&["failed"])
+            .inc_by(n.checks_failed.saturating_sub(b.checks_failed));
+        self.overruns.inc_by(n.overruns.saturating_sub(b.overruns));
+        self.in_flight
+            .set(i64::try_from(now.pending).unwrap_or(i64::MAX));
+        self.targets.set(i64::try_from(targets).unwrap_or(i64::MAX));
+    }
+
+    /// After a reload: servers that are gone lose their latest-duration series
+    /// (the others reappear at the next sample, within a second).
+    pub fn checks_reconfigured(&self) {
+        self.check_last_duration.reset();
+    }
+
+    /// A flapping backend held down by dampening.
+    pub fn dampened(&self, service: &str, server: &str) {
+        self.dampened.with_label_values(&[service, server]).inc();
     }
 
     /// The registry to serve.
@@ -193,6 +296,23 @@ impl Telemetry {
     pub fn plan(&self, services: &[ServicePlan]) {
         self.weight.reset();
         self.up.reset();
+        self.quorum_met.reset();
+        self.priority_delta.reset();
+
+        for s in services {
+            let Some(q) = &s.quorum else { continue };
+            self.quorum_met
+                .with_label_values(&[&s.name])
+                .set(i64::from(q.met));
+            if let Some(g) = &q.group {
+                let delta = if q.met {
+                    0
+                } else {
+                    i64::from(q.priority_delta)
+                };
+                self.priority_delta.with_label_values(&[g]).add(delta);
+            }
+        }
         for s in services {
             for b in &s.servers {
                 let addr = address_label(b.address, b.port);
@@ -233,10 +353,13 @@ impl Telemetry {
         self.apply_errors.inc();
     }
 
-    /// A health check result of `service`/`server` that took `duration`.
-    pub fn check_done(&self, service: &str, server: &str, duration: Duration) {
-        self.check_duration
+    /// A health check result of `service`/`server` (checked by `check`) that took `duration`.
+    pub fn check_done(&self, service: &str, server: &str, check: &str, duration: Duration) {
+        self.check_last_duration
             .with_label_values(&[service, server])
+            .set(duration.as_secs_f64());
+        self.check_duration
+            .with_label_values(&[check])
             .observe(duration.as_secs_f64());
     }
 
@@ -436,8 +559,18 @@ mod tests {
         t.applied(Duration::from_millis(3), 1.0);
         t.apply_failed();
         t.transition("web", "srv1", "down");
+        t.check_done("web", "srv1", "web-http", Duration::from_millis(2));
         t.vrrpd_connected(true);
         t.prepared(true, Duration::from_millis(1));
+        let mut counters = RunnerCounters::default();
+        counters.scheduler.checks_ok = 5;
+        counters.scheduler.checks_failed = 2;
+        counters.pending = 3;
+        t.health_runner(&counters, &RunnerCounters::default(), 4);
+        let mut later = counters;
+        later.scheduler.checks_ok = 9;
+        t.health_runner(&later, &counters, 4);
+        t.dampened("web", "srv2");
         let mut body = Vec::new();
         TextEncoder::new()
             .encode(&t.registry().gather(), &mut body)
@@ -451,6 +584,13 @@ mod tests {
             r#"lb_health_transitions_total{backend="srv1",service="web",to="down"} 1"#,
             "lbd_vrrpd_connected 1",
             r#"lbd_prepare_total{result="ok"} 1"#,
+            r#"lb_health_checks_total{result="ok"} 9"#,
+            r#"lb_health_checks_total{result="failed"} 2"#,
+            "lb_health_checks_in_flight 3",
+            "lb_health_targets 4",
+            r#"lb_health_check_duration_seconds_count{check="web-http"} 1"#,
+            r#"lb_health_check_last_duration_seconds{backend="srv1",service="web"} 0.002"#,
+            r#"lb_health_dampened_total{backend="srv2",service="web"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

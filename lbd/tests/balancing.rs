@@ -120,8 +120,10 @@ fn two_arm_schedulers_snat_and_health() {
     )
     .unwrap();
     assert!(conns >= 10.0, "srv1 connections {conns}");
-    assert!(metrics
-        .contains("lb_health_check_duration_seconds_count{backend=\"srv1\",service=\"web\"}"));
+    assert!(metrics.contains("lb_health_check_duration_seconds_count{check=\"web-http\"}"));
+    assert!(
+        metrics.contains("lb_health_check_last_duration_seconds{backend=\"srv1\",service=\"web\"}")
+    );
 }
 
 #[test]

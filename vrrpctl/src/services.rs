@@ -68,13 +68,37 @@ fn addr_port(addr: &Value, port: &Value) -> String {
     }
 }
 
+/// A server's last check: `ok 0.4ms`, or the failure reason.
+fn last_check(c: &Value) -> String {
+    if !c.is_object() {
+        return "-".to_owned();
+    }
+    let ms = c["duration_ms"].as_f64().unwrap_or(f64::NAN);
+    if c["ok"] == Value::Bool(true) {
+        format!("ok {ms:.1}ms")
+    } else {
+        format!("{} {ms:.1}ms", text(&c["reason"]))
+    }
+}
+
 /// The table: one row per server (and sorry server), then the backend, vrrpd and
 /// the last apply.
 pub fn render(status: &Value) -> String {
     let header = [
-        "SERVICE", "VIP", "SCHED", "SERVER", "ADDRESS", "WEIGHT", "HEALTH", "CONNS", "PACKETS",
+        "SERVICE",
+        "VIP",
+        "SCHED",
+        "SERVER",
+        "ADDRESS",
+        "WEIGHT",
+        "HEALTH",
+        "LAST CHECK",
+        "TRANS",
+        "CONNS",
+        "PACKETS",
         "BYTES",
     ];
+    let mut quorums = Vec::new();
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for s in status["services"].as_array().into_iter().flatten() {
         let vip = {
@@ -96,6 +120,12 @@ pub fn render(status: &Value) -> String {
                     text(&b["weight"])
                 )
             };
+            let mut health = text(&b["health"]);
+            if b["held"] == Value::Bool(true) {
+                health.push_str(" (flapping: held)");
+            } else if b["in_dataplane"] == Value::Bool(false) {
+                health.push_str(" (removed)");
+            }
             rows.push(vec![
                 text(&s["name"]),
                 vip.clone(),
@@ -103,7 +133,9 @@ pub fn render(status: &Value) -> String {
                 text(&b["name"]),
                 addr_port(&b["address"], &b["port"]),
                 weight,
-                text(&b["health"]),
+                health,
+                last_check(&b["last_check"]),
+                text(&b["transitions"]),
                 text(&b["connections"]),
                 text(&b["packets"]),
                 text(&b["bytes"]),
@@ -120,10 +152,31 @@ pub fn render(status: &Value) -> String {
                 addr_port(&z["address"], &z["port"]),
                 if serving { "1" } else { "0" }.to_owned(),
                 if serving { "serving" } else { "standby" }.to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
                 text(&z["connections"]),
                 text(&z["packets"]),
                 text(&z["bytes"]),
             ]);
+        }
+        let q = &s["quorum"];
+        if q.is_object() {
+            let met = q["met"] == Value::Bool(true);
+            quorums.push(format!(
+                "quorum {}: {} of {} needed servers up: {}\n",
+                text(&s["name"]),
+                text(&q["up"]),
+                text(&q["min"]),
+                if met {
+                    "met".to_owned()
+                } else {
+                    format!(
+                        "LOST (priority of {} {})",
+                        text(&q["group"]),
+                        text(&q["priority_delta"])
+                    )
+                }
+            ));
         }
     }
     let widths: Vec<usize> = (0..header.len())
@@ -138,6 +191,9 @@ pub fn render(status: &Value) -> String {
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
+    }
+    for q in quorums {
+        out.push_str(&q);
     }
     let b = &status["backend"];
     out.push_str(&format!(
@@ -189,4 +245,40 @@ pub fn render(status: &Value) -> String {
         out.push_str(&format!("note: {}\n", text(n)));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn table_shows_health_checks_and_quorum() {
+        let status = json!({
+            "services": [{
+                "name": "web", "vip": "198.18.0.100", "ports": "80", "protocol": "tcp",
+                "scheduler": "rr", "effective_scheduler": "rr", "serving": "servers",
+                "servers": [
+                    {"name": "srv1", "address": "198.18.1.21", "port": 80, "weight": 1,
+                     "effective_weight": 1, "health": "up", "transitions": 0,
+                     "last_check": {"ok": true, "duration_ms": 0.42, "reason": null}},
+                    {"name": "srv2", "address": "198.18.1.22", "port": 80, "weight": 1,
+                     "effective_weight": 0, "health": "down", "held": true, "transitions": 3,
+                     "last_check": {"ok": false, "duration_ms": 1.0, "reason": "connection refused"}},
+                ],
+                "quorum": {"min": 2, "up": 1, "met": false, "priority_delta": -60, "group": "edge"},
+            }],
+            "backend": {"name": "nft", "table": "lbsuite", "reason": "configured"},
+            "vrrpd": {"connected": true, "groups": {"edge": "MASTER"}},
+        });
+        let table = render(&status);
+        assert!(table.contains("LAST CHECK"), "{table}");
+        assert!(table.contains("ok 0.4ms"), "{table}");
+        assert!(table.contains("down (flapping: held)"), "{table}");
+        assert!(table.contains("connection refused 1.0ms"), "{table}");
+        assert!(
+            table.contains("quorum web: 1 of 2 needed servers up: LOST (priority of edge -60)"),
+            "{table}"
+        );
+    }
 }

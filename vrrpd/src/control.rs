@@ -22,6 +22,8 @@ pub mod methods {
     pub const MAINTENANCE: &str = "maintenance";
     /// Set the configured priority of an instance or a group.
     pub const PRIORITY_SET: &str = "priority.set";
+    /// Replace one source's priority deltas (lbd's service quorums).
+    pub const TRACK_SET: &str = "track.set";
 }
 
 /// Parameters of `drill.failover`.
@@ -74,6 +76,28 @@ pub struct PriorityParams {
     pub priority: u8,
 }
 
+/// Parameters of `track.set`: the complete list of one source.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackParams {
+    /// Who sends it (such as `lbd`); its previous list is replaced.
+    pub source: String,
+    /// Every entry of the source (empty: it has none).
+    pub tracks: Vec<TrackEntry>,
+}
+
+/// One tracked object's effect on a sync group's priority.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackEntry {
+    /// The sync group.
+    pub group: String,
+    /// What is tracked (such as `service web`), unique within the source.
+    pub name: String,
+    /// Added to the group's priority now (-254..=254; 0 while all is well).
+    pub weight_delta: i16,
+}
+
 /// A parsed control request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -89,6 +113,8 @@ pub enum Command {
     Maintenance(MaintenanceParams),
     /// `priority.set`.
     PrioritySet(PriorityParams),
+    /// `track.set`.
+    TrackSet(TrackParams),
 }
 
 impl Command {
@@ -131,6 +157,23 @@ impl Command {
                     ));
                 }
                 Ok(Command::PrioritySet(p))
+            }
+            methods::TRACK_SET => {
+                let p: TrackParams = decode_params(params)?;
+                if p.source.is_empty() {
+                    return Err(ReplyError::invalid_params("source must not be empty"));
+                }
+                if let Some(t) = p
+                    .tracks
+                    .iter()
+                    .find(|t| !(-254..=254).contains(&t.weight_delta))
+                {
+                    return Err(ReplyError::invalid_params(format!(
+                        "weight_delta {} of {:?} is outside -254..=254",
+                        t.weight_delta, t.name
+                    )));
+                }
+                Ok(Command::TrackSet(p))
             }
             other => Err(ReplyError::method_not_found(other)),
         }
@@ -220,5 +263,31 @@ mod tests {
         );
         let err = Command::parse("nope", Value::Null).unwrap_err();
         assert_eq!(err.code, ctl::wire::codes::METHOD_NOT_FOUND);
+    }
+
+    #[test]
+    fn parses_track_set() {
+        let p = Command::parse(
+            "track.set",
+            json!({"source": "lbd", "tracks": [{"group": "edge", "name": "service web", "weight_delta": -60}]}),
+        );
+        assert_eq!(
+            p,
+            Ok(Command::TrackSet(TrackParams {
+                source: "lbd".into(),
+                tracks: vec![TrackEntry {
+                    group: "edge".into(),
+                    name: "service web".into(),
+                    weight_delta: -60
+                }]
+            }))
+        );
+        assert!(Command::parse("track.set", json!({"source": "", "tracks": []})).is_err());
+        assert!(Command::parse("track.set", json!({"source": "lbd"})).is_err());
+        assert!(Command::parse(
+            "track.set",
+            json!({"source": "lbd", "tracks": [{"group": "g", "name": "n", "weight_delta": 300}]})
+        )
+        .is_err());
     }
 }

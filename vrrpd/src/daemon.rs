@@ -136,6 +136,10 @@ pub(crate) struct Daemon {
     pub(crate) transitions: HashMap<String, TransitionRecord>,
     pub(crate) takeovers: HashMap<String, Arc<Mutex<TakeoverRecord>>>,
     pub(crate) failover: Option<FailoverDrill>,
+    /// Priority deltas per source (`track.set`).
+    pub(crate) tracks: crate::tracking::Tracks,
+    /// Priorities set by `priority.set`, per instance (the base of tracking).
+    pub(crate) priority_overrides: HashMap<String, u8>,
 }
 
 impl Drop for Daemon {
@@ -219,6 +223,8 @@ pub async fn run(
         transitions: HashMap::new(),
         takeovers: HashMap::new(),
         failover: None,
+        tracks: Default::default(),
+        priority_overrides: HashMap::new(),
     };
     daemon.open_io(&plan).map_err(|e| anyhow!(e))?;
 
@@ -571,6 +577,7 @@ impl Daemon {
                 exported: HashMap::new(),
             },
         );
+        self.prime_tracking(&name);
         self.feed(&name, Input::Startup, Instant::now()).await;
     }
 
@@ -769,8 +776,15 @@ impl Daemon {
                             rt.plan = new;
                         }
                         for input in inputs {
+                            // The file's priority changed: it replaces priority.set's,
+                            // and tracking applies on top of it (below).
+                            if let Input::SetPriority { instance, .. } = &input {
+                                self.priority_overrides.remove(instance);
+                                continue;
+                            }
                             self.feed(&name, input, Instant::now()).await;
                         }
+                        self.apply_tracking(&name).await;
                         push(&mut report, "updated", &name);
                     }
                     None => {

@@ -4,6 +4,7 @@
 //! - [`daemon`]: start-up, the event loop, shutdown, reload;
 //! - [`execute`]: the state machine's actions turned into syscalls;
 //! - [`operate`]: the control socket's commands (status, drills, maintenance);
+//! - [`tracking`]: priority deltas other daemons ask for (lbd's service quorums);
 //! - [`timers`], [`telemetry`], [`control`], [`net`] (packet I/O).
 
 pub mod control;
@@ -13,4 +14,5 @@ pub mod net;
 pub mod operate;
 pub mod telemetry;
 pub mod timers;
+pub mod tracking;
 pub mod translate;

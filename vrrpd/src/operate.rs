@@ -75,6 +75,10 @@ impl Daemon {
                 let result = self.set_priority(p).await;
                 answer(reply, result);
             }
+            Command::TrackSet(p) => {
+                let result = self.set_tracks(p).await;
+                answer(reply, result);
+            }
             Command::DrillFault(p) => {
                 let result = self.start_fault_drill(p).await;
                 answer(reply, result);
@@ -140,6 +144,7 @@ impl Daemon {
                 "last_takeover": takeover,
                 "fault_drill": self.timers.deadline(&TimerKey::FaultDrillEnd { group: g.name.clone() })
                     .map(|at| at.saturating_since(now).as_millis() as u64),
+                "tracking": self.tracking_status(&g.name),
             }));
             for s in rt.router.instances() {
                 let plan = g.instances.iter().find(|i| i.name == s.name);
@@ -229,11 +234,14 @@ impl Daemon {
         };
         let mut out = Vec::new();
         for (g, instance) in targets {
+            // The new base; tracking deltas (track.set) still apply on top.
+            self.priority_overrides.insert(instance.clone(), p.priority);
+            let priority = self.wanted_priority(&g, &instance).unwrap_or(p.priority);
             self.feed(
                 &g,
                 Input::SetPriority {
                     instance: instance.clone(),
-                    priority: p.priority,
+                    priority,
                 },
                 Instant::now(),
             )

@@ -10,6 +10,9 @@ use support::inject::{self, advert};
 use support::*;
 use vrrp::packet::Version;
 
+/// Reads one counter from a scrape.
+type Reader = Box<dyn Fn(&str) -> Option<f64>>;
+
 /// How many of each bad packet are sent.
 const EACH: usize = 3;
 
@@ -18,7 +21,11 @@ const EACH: usize = 3;
 fn with_legacy(text: &mut String) {
     let from = "instances = [\"public\", \"server\"]\n";
     assert!(text.contains(from));
-    *text = text.replacen(from, "instances = [\"public\", \"server\", \"legacy\"]\n", 1);
+    *text = text.replacen(
+        from,
+        "instances = [\"public\", \"server\", \"legacy\"]\n",
+        1,
+    );
     text.push_str(
         "\n[[instance]]\nname = \"legacy\"\ninterface = \"eth0\"\nvrid = 53\nversion = 2\n\
          advert_interval_ms = 1000\nvips = [\"198.18.0.101/24\"]\n",
@@ -28,7 +35,11 @@ fn with_legacy(text: &mut String) {
 fn state_counts_unchanged(metrics: &str) {
     for name in ["vrrp_release_master_total", "vrrp_become_master_total"] {
         for (labels, value) in samples(metrics, name) {
-            let want = if name == "vrrp_become_master_total" { 1.0 } else { 0.0 };
+            let want = if name == "vrrp_become_master_total" {
+                1.0
+            } else {
+                0.0
+            };
             assert_eq!(value, want, "{name}{{{labels}}}");
         }
     }
@@ -56,7 +67,8 @@ fn injected_bad_packets_change_nothing_and_are_counted_by_kind() {
     let mut bad_checksum = inject::ip_packet(&advert(Version::V3, 51, 254, 100, &vip), client, 255);
     bad_checksum[20 + 6] ^= 0xff;
     // A spoofed advert "from lb2" with a higher priority and a bad checksum.
-    let mut spoofed = inject::ip_packet(&advert(Version::V3, 51, 254, 100, &vip), "198.18.0.12", 255);
+    let mut spoofed =
+        inject::ip_packet(&advert(Version::V3, 51, 254, 100, &vip), "198.18.0.12", 255);
     spoofed[20 + 7] ^= 0x01;
     // Two addresses announced, one present.
     let mut truncated = inject::ip_packet(
@@ -103,9 +115,13 @@ fn injected_bad_packets_change_nothing_and_are_counted_by_kind() {
             )
         }
     };
-    let expected: Vec<(&str, Box<dyn Fn(&str) -> Option<f64>>, f64)> = vec![
+    let expected: Vec<(&str, Reader, f64)> = vec![
         ("bad_ttl", Box::new(decode("bad_ttl")), n),
-        ("ttl_errors", Box::new(|m: &str| sample(m, "vrrp_ttl_errors_total", &[("interface", "eth0")])), n),
+        (
+            "ttl_errors",
+            Box::new(|m: &str| sample(m, "vrrp_ttl_errors_total", &[("interface", "eth0")])),
+            n,
+        ),
         ("bad_checksum", Box::new(decode("bad_checksum")), 2.0 * n),
         ("truncated", Box::new(decode("truncated")), n),
         ("bad_version", Box::new(decode("bad_version")), n),
@@ -129,7 +145,9 @@ fn injected_bad_packets_change_nothing_and_are_counted_by_kind() {
     let mut metrics = String::new();
     wait_for("every bad packet counted", PATIENCE, || {
         metrics = scrape(c.host("lb1"));
-        expected.iter().all(|(_, get, want)| get(&metrics) == Some(*want))
+        expected
+            .iter()
+            .all(|(_, get, want)| get(&metrics) == Some(*want))
     });
     // Nothing else was counted: the other kinds and the server link stay 0.
     let total: f64 = samples(&metrics, "vrrp_decode_errors_total")
@@ -147,7 +165,11 @@ fn injected_bad_packets_change_nothing_and_are_counted_by_kind() {
     // sends none), and `legacy` discarded them by its interval check.
     for (name, want) in [("public", 0.0), ("server", 0.0), ("legacy", n)] {
         assert_eq!(
-            sample(&metrics, "vrrp_adverts_received_total", &[("vrrp_instance", name)]),
+            sample(
+                &metrics,
+                "vrrp_adverts_received_total",
+                &[("vrrp_instance", name)]
+            ),
             Some(want),
             "{name}: {metrics}"
         );
@@ -155,12 +177,16 @@ fn injected_bad_packets_change_nothing_and_are_counted_by_kind() {
 
     // No state change: lb1 MASTER with every VIP, lb2 BACKUP with none,
     // for longer than lb1's Master_Down_Interval.
-    holds_for("lb1 keeps every VIP, lb2 none", Duration::from_secs(4), || {
-        has_both(c.host("lb1"))
-            && has(c.host("lb1"), "eth0", "198.18.0.101")
-            && has_neither(c.host("lb2"))
-            && !has(c.host("lb2"), "eth0", "198.18.0.101")
-    });
+    holds_for(
+        "lb1 keeps every VIP, lb2 none",
+        Duration::from_secs(4),
+        || {
+            has_both(c.host("lb1"))
+                && has(c.host("lb1"), "eth0", "198.18.0.101")
+                && has_neither(c.host("lb2"))
+                && !has(c.host("lb2"), "eth0", "198.18.0.101")
+        },
+    );
     assert_eq!(c.state_of("lb1"), "MASTER");
     assert_eq!(c.state_of("lb2"), "BACKUP");
     state_counts_unchanged(&scrape(c.host("lb1")));

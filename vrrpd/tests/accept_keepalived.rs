@@ -153,7 +153,9 @@ fn keepalived_master(params: Params) {
     assert!(ka.wait_timeout(Duration::from_secs(5)).unwrap().is_some());
     let dead_log = keepalived::log(&ka);
     cables(&c, "lb2", false);
-    wait_for("vrrpd holds both VIPs", PATIENCE, || has_both(c.host("lb1")));
+    wait_for("vrrpd holds both VIPs", PATIENCE, || {
+        has_both(c.host("lb1"))
+    });
     assert_eq!(group_state(&c.status("lb1")), "MASTER");
 
     // keepalived returns and preempts.
@@ -162,9 +164,14 @@ fn keepalived_master(params: Params) {
     wait_for("keepalived preempts back", PATIENCE, || {
         has_both(c.host("lb2")) && has_neither(c.host("lb1"))
     });
-    wait_for("vrrpd back in BACKUP", PATIENCE, || c.state_of("lb1") == "BACKUP");
+    wait_for("vrrpd back in BACKUP", PATIENCE, || {
+        c.state_of("lb1") == "BACKUP"
+    });
     let log2 = keepalived::log(&ka2);
-    assert!(keepalived::entered(&log2, "public", "MASTER") >= 1, "{log2}");
+    assert!(
+        keepalived::entered(&log2, "public", "MASTER") >= 1,
+        "{log2}"
+    );
     let metrics = scrape(c.host("lb1"));
     assert_no_receive_errors(&metrics);
     let errors = keepalived::error_lines(&format!("{dead_log}{log2}"));

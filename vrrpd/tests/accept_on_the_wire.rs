@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use support::capture::{self, Tcpdump};
 use support::*;
+use vrrp::checksum::ChecksumForm;
 
 const VIP6: &str = "2001:db8:0:a::100";
 const VIP6_LL: &str = "fe80::100";
@@ -110,9 +111,11 @@ fn ipv6_instance_fails_over_with_unsolicited_neighbour_advertisements() {
             .into_iter()
             .any(|na| na.src_mac == mac && na.target == t)
     };
-    wait_for("the client saw lb2's NA for the global VIP", PATIENCE, || {
-        from_lb2(global) && from_lb2(link_local)
-    });
+    wait_for(
+        "the client saw lb2's NA for the global VIP",
+        PATIENCE,
+        || from_lb2(global) && from_lb2(link_local),
+    );
     let nas = capture::neighbour_adverts(&tcpdump.finish());
     let ours: Vec<_> = nas.iter().filter(|na| na.src_mac == mac).collect();
     for target in [global, link_local] {
@@ -139,8 +142,20 @@ fn sigterm_sends_priority_zero_on_both_links_and_the_peer_takes_over() {
     wait_for("lb2 is BACKUP", PATIENCE, || c.state_of("lb2") == "BACKUP");
 
     // The public link seen by the client, the server link seen by lb2.
-    let public = Tcpdump::start(c.host("client"), "eth0", "ip proto 112", c.dir.path(), "public");
-    let server = Tcpdump::start(c.host("lb2"), "eth1", "ip proto 112", c.dir.path(), "server");
+    let public = Tcpdump::start(
+        c.host("client"),
+        "eth0",
+        "ip proto 112",
+        c.dir.path(),
+        "public",
+    );
+    let server = Tcpdump::start(
+        c.host("lb2"),
+        "eth1",
+        "ip proto 112",
+        c.dir.path(),
+        "server",
+    );
     lb1.signal(libc::SIGTERM).unwrap();
     wait_for("lb2 holds both VIPs", PATIENCE, || has_both(c.host("lb2")));
     let status = lb1.wait_timeout(Duration::from_secs(10)).unwrap();
@@ -163,8 +178,15 @@ fn sigterm_sends_priority_zero_on_both_links_and_the_peer_takes_over() {
             .iter()
             .map(|(_, r)| (r.ip.src, r.advert.vrid, r.advert.priority))
             .collect();
-        // Every captured advert decoded (checksum, TTL 255) and is ours.
+        // Every captured advert decoded (checksum, TTL 255) and is ours,
+        // VRRPv3 over IPv4 with keepalived's pseudo-header checksum.
         assert!(summary.iter().all(|(_, v, _)| *v == vrid), "{summary:?}");
+        assert!(
+            adverts
+                .iter()
+                .all(|(_, r)| r.checksum_form == ChecksumForm::PseudoHeader),
+            "{summary:?}"
+        );
         let release = summary
             .iter()
             .position(|&(src, _, prio)| src == old && prio == 0)
@@ -181,7 +203,9 @@ fn sigterm_sends_priority_zero_on_both_links_and_the_peer_takes_over() {
             "{summary:?}"
         );
         assert!(
-            summary[..release].iter().all(|&(src, _, prio)| src == old && prio == 150),
+            summary[..release]
+                .iter()
+                .all(|&(src, _, prio)| src == old && prio == 150),
             "{summary:?}"
         );
     }

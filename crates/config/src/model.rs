@@ -556,6 +556,28 @@ pub struct Service {
     /// Real servers.
     #[serde(rename = "server")]
     pub servers: Vec<RealServer>,
+    /// A server whose check fails keeps its place with weight 0 (established
+    /// connections continue); `false` removes it from the dataplane's service.
+    #[serde(default = "default_true")]
+    pub inhibit_on_failure: bool,
+    /// Healthy servers this node needs for the service; below it, lbd asks vrrpd
+    /// to add `quorum_priority_delta` to the priority of the VIP's sync group.
+    #[serde(default)]
+    pub quorum: Option<u32>,
+    /// Priority change while the quorum is lost (-254..=-1).
+    #[serde(default = "default_quorum_delta")]
+    pub quorum_priority_delta: i16,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Priority change while a service's quorum is lost, when not configured.
+pub const DEFAULT_QUORUM_PRIORITY_DELTA: i16 = -60;
+
+fn default_quorum_delta() -> i16 {
+    DEFAULT_QUORUM_PRIORITY_DELTA
 }
 
 /// A health-check definition.
@@ -578,6 +600,45 @@ pub struct Check {
     pub rise: u32,
     /// Consecutive failures to mark a server down.
     pub fall: u32,
+    /// Jitter of each interval, in percent of it (0..=50).
+    #[serde(default = "default_jitter")]
+    pub jitter_percent: u8,
+    /// Flap dampening; `None` turns it off.
+    #[serde(default = "default_dampening")]
+    pub dampening: Option<FlapDampening>,
+}
+
+fn default_jitter() -> u8 {
+    10
+}
+
+fn default_dampening() -> Option<FlapDampening> {
+    Some(FlapDampening::default())
+}
+
+/// Flap dampening of a check: at most `max_transitions` state changes per
+/// `window_ms`; a server over the limit is held down until it has passed every
+/// check for `hold_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlapDampening {
+    /// State changes allowed per window (2..=1000).
+    pub max_transitions: u32,
+    /// The sliding window in ms.
+    pub window_ms: u32,
+    /// Time without a failed check before a held server may come back, in ms.
+    pub hold_ms: u32,
+}
+
+impl Default for FlapDampening {
+    /// 4 changes per 60 s, then held until 30 s without a failure.
+    fn default() -> Self {
+        Self {
+            max_transitions: 4,
+            window_ms: 60_000,
+            hold_ms: 30_000,
+        }
+    }
 }
 
 /// The kind of probe and its type-specific settings.

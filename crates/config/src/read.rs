@@ -732,6 +732,9 @@ const SERVICE_KEYS: &[&str] = &[
     "persistence",
     "sorry_server",
     "server",
+    "inhibit_on_failure",
+    "quorum",
+    "quorum_priority_delta",
 ];
 
 fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service> {
@@ -809,6 +812,41 @@ fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service> {
             },
             None => Vec::new(),
         };
+        let inhibit_on_failure = t.opt_bool(r, "inhibit_on_failure").unwrap_or(true);
+        let quorum = t
+            .opt_int(
+                r,
+                "quorum",
+                1,
+                65_535,
+                "use the number of healthy servers the service needs, 1 or more",
+            )
+            .map(|n| n as u32);
+        let quorum_priority_delta = t.opt_int(
+            r,
+            "quorum_priority_delta",
+            -254,
+            -1,
+            "use -254..=-1: the priority is lowered while the quorum is lost",
+        );
+        if let Some(q) = quorum {
+            if q as usize > servers.len() {
+                r.error_value(
+                    &t.key_path("quorum"),
+                    format!(
+                        "quorum {q} is more than the number of servers ({}): it could never be met",
+                        servers.len()
+                    ),
+                    format!("use at most {}", servers.len().max(1)),
+                );
+            }
+        } else if quorum_priority_delta.is_some() {
+            r.error_key(
+                &t.key_path("quorum_priority_delta"),
+                "quorum_priority_delta has no effect without quorum",
+                "add `quorum = 1` (the healthy servers the service needs), or remove it",
+            );
+        }
         t.finish(r, SERVICE_KEYS);
 
         let ports = ports.flatten()?;
@@ -876,6 +914,10 @@ fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service> {
             persistence,
             sorry_server,
             servers,
+            inhibit_on_failure,
+            quorum,
+            quorum_priority_delta: quorum_priority_delta
+                .map_or(DEFAULT_QUORUM_PRIORITY_DELTA, |d| d as i16),
         })
     })
 }
@@ -986,6 +1028,19 @@ fn read_check(r: &mut Reader, v: &Sv, path: &str) -> Option<Check> {
             .unwrap_or(1000.min(interval));
         let rise = t.opt_int(r, "rise", 1, 100, "").unwrap_or(2);
         let fall = t.opt_int(r, "fall", 1, 100, "").unwrap_or(3);
+        let jitter_percent = t
+            .opt_int(
+                r,
+                "jitter_percent",
+                0,
+                50,
+                "use 0..=50 (percent of interval_ms)",
+            )
+            .unwrap_or(10);
+        let dampening = match t.get(r, "dampening") {
+            Some((v, p)) => read_dampening(r, v, &p),
+            None => Some(FlapDampening::default()),
+        };
         if timeout > interval {
             r.error_value(
                 &t.key_path("timeout_ms"),
@@ -1001,6 +1056,8 @@ fn read_check(r: &mut Reader, v: &Sv, path: &str) -> Option<Check> {
             "timeout_ms",
             "rise",
             "fall",
+            "jitter_percent",
+            "dampening",
         ];
         let Some(kind_word) = kind_word else {
             // Unknown type: its keys cannot be judged, so leave them alone.
@@ -1056,7 +1113,51 @@ fn read_check(r: &mut Reader, v: &Sv, path: &str) -> Option<Check> {
             timeout_ms: timeout as u32,
             rise: rise as u32,
             fall: fall as u32,
+            jitter_percent: jitter_percent as u8,
+            dampening,
         })
+    })
+}
+
+/// `dampening = { max_transitions = 4, window_ms = 60000, hold_ms = 30000 }`;
+/// `max_transitions = 0` turns dampening off (`None`).
+fn read_dampening(r: &mut Reader, v: &Sv, path: &str) -> Option<FlapDampening> {
+    let d = FlapDampening::default();
+    let mut t = Table::new(r, v, path, "the dampening table")?;
+    let max_transitions = t
+        .opt_int(
+            r,
+            "max_transitions",
+            0,
+            1000,
+            "use 2..=1000, or 0 to turn dampening off",
+        )
+        .unwrap_or(i64::from(d.max_transitions));
+    let window_ms = t
+        .opt_int(
+            r,
+            "window_ms",
+            100,
+            86_400_000,
+            "use 100..=86400000 ms (one day)",
+        )
+        .unwrap_or(i64::from(d.window_ms));
+    let hold_ms = t
+        .opt_int(r, "hold_ms", 0, 86_400_000, "use 0..=86400000 ms (one day)")
+        .unwrap_or(i64::from(d.hold_ms));
+    t.finish(r, &["max_transitions", "window_ms", "hold_ms"]);
+    if max_transitions == 1 {
+        r.error_value(
+            &join(path, "max_transitions"),
+            "max_transitions 1 would keep a server that went down from ever coming back",
+            "use 2 or more (a down and an up), or 0 to turn dampening off",
+        );
+        return None;
+    }
+    (max_transitions != 0).then_some(FlapDampening {
+        max_transitions: max_transitions as u32,
+        window_ms: window_ms as u32,
+        hold_ms: hold_ms as u32,
     })
 }
 

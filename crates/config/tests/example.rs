@@ -229,3 +229,39 @@ fn full_file_resolves_peers_defaults_and_kinds() {
     assert!(!cfg.metrics.enabled);
     assert_eq!(cfg.dataplane.backend, config::Backend::Nft);
 }
+
+#[test]
+fn example_health_settings_and_defaults() {
+    let cfg = config::load(&example_path()).unwrap();
+    let web = &cfg.services[0];
+    assert!(web.inhibit_on_failure);
+    assert_eq!(web.quorum, None);
+    assert_eq!(
+        web.quorum_priority_delta,
+        config::DEFAULT_QUORUM_PRIORITY_DELTA
+    );
+    let check = cfg.check("web-http").unwrap();
+    assert_eq!(check.jitter_percent, 10);
+    assert_eq!(check.dampening, Some(config::FlapDampening::default()));
+
+    let text = std::fs::read_to_string(example_path()).unwrap();
+    let edited = text
+        .replacen(
+            "inhibit_on_failure = true",
+            "inhibit_on_failure = false\nquorum = 2\nquorum_priority_delta = -100",
+            1,
+        )
+        .replacen(
+            "dampening = { max_transitions = 4, window_ms = 60000, hold_ms = 30000 }",
+            "dampening = { max_transitions = 0 }\njitter_percent = 0",
+            1,
+        )
+        .replacen("jitter_percent = 10\n", "", 1);
+    let cfg = config::parse(&edited, "edited.toml").unwrap();
+    let web = &cfg.services[0];
+    assert!(!web.inhibit_on_failure);
+    assert_eq!(web.quorum, Some(2));
+    assert_eq!(web.quorum_priority_delta, -100);
+    let check = cfg.check("web-http").unwrap();
+    assert_eq!((check.jitter_percent, check.dampening), (0, None));
+}

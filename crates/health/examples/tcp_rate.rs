@@ -57,6 +57,8 @@ async fn measure(n: usize, seconds: u64, ports: &[u16]) -> Result<(), Box<dyn st
                 timeout: Duration::from_millis(500),
                 rise: 2,
                 fall: 3,
+                jitter_permille: None,
+                dampening: health::TargetDampening::Scheduler,
             },
         })
         .collect();

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use config::{Check, CheckKind, HttpCheck, RealServer, Service};
 
-use crate::target::{CheckSpec, HttpProbe, Probe, Target, TargetName};
+use crate::schedule::Dampening;
+use crate::target::{CheckSpec, HttpProbe, Probe, Target, TargetDampening, TargetName};
 
 /// The probe a `[[check]]` describes.
 pub fn probe_from_config(kind: &CheckKind) -> Probe {
@@ -47,6 +48,15 @@ pub fn target_from_config(
             timeout: Duration::from_millis(u64::from(check.timeout_ms)),
             rise: check.rise,
             fall: check.fall,
+            jitter_permille: Some(u16::from(check.jitter_percent) * 10),
+            dampening: match check.dampening {
+                None => TargetDampening::Off,
+                Some(d) => TargetDampening::Limit(Dampening {
+                    max_transitions: d.max_transitions,
+                    window: Duration::from_millis(u64::from(d.window_ms)),
+                    hold: Duration::from_millis(u64::from(d.hold_ms)),
+                }),
+            },
         },
     }
 }

@@ -31,5 +31,5 @@ pub use schedule::{
     Action, CheckRequest, CheckTicket, DampenedNotice, Dampening, HealthState, Scheduler,
     SchedulerCounters, SchedulerSettings, TargetStatus, Transition, TransitionReason,
 };
-pub use target::{CheckSpec, HttpProbe, Probe, Target, TargetName};
+pub use target::{CheckSpec, HttpProbe, Probe, Target, TargetDampening, TargetName};
 pub use time::Time;

@@ -36,6 +36,8 @@
 //!   window for the Down that may follow it. A refused Up holds the target
 //!   Down ("held") until it has had no failed check for `hold` and the window
 //!   has room again; then it goes Up with reason [`TransitionReason::HoldReleased`].
+//!   The limit is the scheduler's unless a target's [`crate::TargetDampening`]
+//!   sets its own (or none); likewise a target may set its own jitter.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -46,7 +48,7 @@ use std::time::Duration;
 use crate::error::HealthError;
 use crate::jitter::{target_seed, SplitMix64};
 use crate::outcome::CheckResult;
-use crate::target::{Target, TargetName};
+use crate::target::{Target, TargetDampening, TargetName};
 use crate::time::{duration_micros, Time};
 
 /// Up or Down.
@@ -301,12 +303,7 @@ impl Scheduler {
             return Err(HealthError::Jitter(settings.jitter_permille));
         }
         if let Some(d) = settings.dampening {
-            if d.max_transitions < 2 || d.window.is_zero() {
-                return Err(HealthError::Dampening {
-                    max_transitions: d.max_transitions,
-                    window: d.window,
-                });
-            }
+            validate_dampening(d)?;
         }
         Ok(Self {
             settings,
@@ -335,6 +332,12 @@ impl Scheduler {
             let c = &t.check;
             if c.interval.is_zero() || c.timeout.is_zero() || c.rise == 0 || c.fall == 0 {
                 return Err(HealthError::Timing(t.name.clone()));
+            }
+            if let Some(j) = c.jitter_permille.filter(|j| *j > 500) {
+                return Err(HealthError::Jitter(j));
+            }
+            if let TargetDampening::Limit(d) = c.dampening {
+                validate_dampening(d)?;
             }
         }
         let wanted: HashSet<TargetName> = targets.iter().map(|t| t.name.clone()).collect();
@@ -429,10 +432,14 @@ impl Scheduler {
                 break;
             }
             self.queue.pop();
-            let jitter = self.settings.jitter_permille;
             let Some(slot) = self.slots.get_mut(&id) else {
                 continue;
             };
+            let jitter = slot
+                .target
+                .check
+                .jitter_permille
+                .unwrap_or(self.settings.jitter_permille);
             if slot.sched_seq != seq {
                 continue;
             }
@@ -498,7 +505,12 @@ impl Scheduler {
             slot.last_failure = Some(now);
         }
         slot.last = Some((result.clone(), now));
-        if let Some(d) = self.settings.dampening {
+        let dampening = match slot.target.check.dampening {
+            TargetDampening::Scheduler => self.settings.dampening,
+            TargetDampening::Off => None,
+            TargetDampening::Limit(d) => Some(d),
+        };
+        if let Some(d) = dampening {
             while slot
                 .recent
                 .front()
@@ -523,13 +535,7 @@ impl Scheduler {
                 )));
             }
             HealthState::Down if slot.consecutive_ok >= check.rise => {
-                if let Some(action) = rise(
-                    slot,
-                    &mut self.counters,
-                    self.settings.dampening,
-                    now,
-                    result,
-                ) {
+                if let Some(action) = rise(slot, &mut self.counters, dampening, now, result) {
                     actions.push(action);
                 }
             }
@@ -565,6 +571,16 @@ impl Scheduler {
     pub fn counters(&self) -> SchedulerCounters {
         self.counters
     }
+}
+
+fn validate_dampening(d: Dampening) -> Result<(), HealthError> {
+    if d.max_transitions < 2 || d.window.is_zero() {
+        return Err(HealthError::Dampening {
+            max_transitions: d.max_transitions,
+            window: d.window,
+        });
+    }
+    Ok(())
 }
 
 /// A Down target passed its rise count: go Up unless dampening holds it.

@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::schedule::Dampening;
+
 /// Identity of a target: the service and the server within it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TargetName {
@@ -56,6 +58,22 @@ pub struct CheckSpec {
     pub rise: u32,
     /// Consecutive failures that bring an Up target Down.
     pub fall: u32,
+    /// Jitter in thousandths of the interval; `None`: the scheduler's.
+    pub jitter_permille: Option<u16>,
+    /// Flap dampening of this target.
+    pub dampening: TargetDampening,
+}
+
+/// Flap dampening of one target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TargetDampening {
+    /// The scheduler's setting.
+    #[default]
+    Scheduler,
+    /// None for this target.
+    Off,
+    /// This limit.
+    Limit(Dampening),
 }
 
 /// The kind of probe with its settings.

@@ -22,6 +22,8 @@ fn target(probe: Probe, address: SocketAddr, timeout_ms: u64) -> Target {
             timeout: Duration::from_millis(timeout_ms),
             rise: 1,
             fall: 1,
+            jitter_permille: None,
+            dampening: health::TargetDampening::Scheduler,
         },
     }
 }

@@ -30,6 +30,8 @@ interval_ms = 500
 timeout_ms = 200
 rise = 1
 fall = 4
+jitter_percent = 0
+dampening = { max_transitions = 0 }
 "#;
 
 #[test]
@@ -65,6 +67,15 @@ fn targets_for_checked_servers_of_the_example() {
     assert_eq!(srv1.check.interval, Duration::from_millis(1000));
     assert_eq!(srv1.check.timeout, Duration::from_millis(500));
     assert_eq!((srv1.check.rise, srv1.check.fall), (2, 2));
+    assert_eq!(srv1.check.jitter_permille, Some(100));
+    assert_eq!(
+        srv1.check.dampening,
+        health::TargetDampening::Limit(health::Dampening {
+            max_transitions: 4,
+            window: Duration::from_secs(60),
+            hold: Duration::from_secs(30),
+        })
+    );
 
     let ns1 = targets
         .iter()
@@ -77,4 +88,6 @@ fn targets_for_checked_servers_of_the_example() {
         }
     );
     assert_eq!((ns1.check.rise, ns1.check.fall), (1, 4));
+    assert_eq!(ns1.check.jitter_permille, Some(0));
+    assert_eq!(ns1.check.dampening, health::TargetDampening::Off);
 }

@@ -27,6 +27,8 @@ fn target(server: &str, probe: Probe, address: SocketAddr, rise: u32, fall: u32)
             timeout: Duration::from_millis(1000),
             rise,
             fall,
+            jitter_permille: None,
+            dampening: health::TargetDampening::Scheduler,
         },
     }
 }

@@ -18,6 +18,8 @@ fn target(server: &str, interval_ms: u64, rise: u32, fall: u32) -> Target {
             timeout: Duration::from_millis(interval_ms / 2),
             rise,
             fall,
+            jitter_permille: None,
+            dampening: health::TargetDampening::Scheduler,
         },
     }
 }
@@ -410,4 +412,71 @@ fn dampening_cap_holds_over_bursts_of_flapping() {
             "max {max}: calm spells longer than the hold release it"
         );
     }
+}
+
+#[test]
+fn a_target_may_set_its_own_dampening_and_jitter() {
+    // The scheduler dampens; one target opts out, another sets a tighter limit.
+    let mut s = Scheduler::new(SchedulerSettings::default()).unwrap();
+    let mut free = target("free", 100, 1, 1);
+    free.check.dampening = health::TargetDampening::Off;
+    let tight = Dampening {
+        max_transitions: 2,
+        window: Duration::from_secs(60),
+        hold: Duration::from_secs(30),
+    };
+    let mut capped = target("capped", 100, 1, 1);
+    capped.check.dampening = health::TargetDampening::Limit(tight);
+    s.set_targets(
+        Time::ZERO,
+        vec![free, capped, target("default", 100, 1, 1)],
+        HealthState::Up,
+    )
+    .unwrap();
+    let (tr, _) = drive(&mut s, Time::from_millis(30_000), |_, t| flapping(t));
+    let count = |server: &str| tr.iter().filter(|t| t.target.server == server).count();
+    assert!(count("free") > 50, "free flaps: {}", count("free"));
+    assert!(count("capped") <= 2, "capped: {}", count("capped"));
+    assert!(count("default") <= 4, "default: {}", count("default"));
+
+    // Without jitter, checks come exactly one interval apart.
+    let mut s = Scheduler::new(SchedulerSettings::default()).unwrap();
+    let mut exact = target("exact", 100, 1, 1);
+    exact.check.jitter_permille = Some(0);
+    s.set_targets(Time::ZERO, vec![exact], HealthState::Up)
+        .unwrap();
+    let mut starts = Vec::new();
+    while let Some(t) = s.next_deadline() {
+        if t > Time::from_millis(2_000) {
+            break;
+        }
+        for action in s.poll(t) {
+            if let Action::RunCheck(req) = action {
+                starts.push(t);
+                s.on_result(t, req.ticket, ok());
+            }
+        }
+    }
+    for pair in starts.windows(2) {
+        assert_eq!(
+            pair[1].saturating_since(pair[0]),
+            Duration::from_millis(100)
+        );
+    }
+
+    // Bad per-target settings are refused.
+    let mut s = Scheduler::new(SchedulerSettings::default()).unwrap();
+    let mut bad = target("bad", 100, 1, 1);
+    bad.check.jitter_permille = Some(501);
+    assert!(s
+        .set_targets(Time::ZERO, vec![bad], HealthState::Up)
+        .is_err());
+    let mut bad = target("bad", 100, 1, 1);
+    bad.check.dampening = health::TargetDampening::Limit(Dampening {
+        max_transitions: 1,
+        ..tight
+    });
+    assert!(s
+        .set_targets(Time::ZERO, vec![bad], HealthState::Up)
+        .is_err());
 }

@@ -110,6 +110,8 @@ struct Args {
     soak: Duration,
     skip_soak: bool,
     skip_failover: bool,
+    /// Only the timers whose label contains this (e.g. "100 ms").
+    only: Option<String>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -118,6 +120,7 @@ fn parse_args() -> Result<Args> {
         soak: Duration::from_secs(30),
         skip_soak: false,
         skip_failover: false,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -132,8 +135,9 @@ fn parse_args() -> Result<Args> {
             }
             "--skip-soak" => args.skip_soak = true,
             "--skip-failover" => args.skip_failover = true,
+            "--only" => args.only = Some(it.next().ok_or_else(|| anyhow!("--only needs a label"))?),
             other => bail!(
-                "unknown argument {other:?}; usage: vrrp_bench [--runs N] [--soak-s S] [--skip-soak] [--skip-failover]"
+                "unknown argument {other:?}; usage: vrrp_bench [--runs N] [--only TIMERS] [--soak-s S] [--skip-soak] [--skip-failover]"
             ),
         }
     }
@@ -153,7 +157,7 @@ fn main() -> Result<()> {
     }
     let bench = Bench::new(vrrpd)?;
     if !args.skip_failover {
-        bench.failover(args.runs, keepalived)?;
+        bench.failover(args.runs, keepalived, args.only.as_deref())?;
     }
     if !args.skip_soak {
         bench.soak(args.soak, keepalived)?;
@@ -253,7 +257,7 @@ impl Bench {
         })
     }
 
-    fn failover(&self, runs: usize, keepalived: bool) -> Result<()> {
+    fn failover(&self, runs: usize, keepalived: bool, only: Option<&str>) -> Result<()> {
         let impls: Vec<Implementation> = if keepalived {
             vec![Implementation::Vrrpd, Implementation::Keepalived]
         } else {
@@ -273,6 +277,9 @@ impl Bench {
         let mut phases: Vec<Vec<(String, f64)>> = Vec::new();
         for run in 1..=runs {
             for (t, timers) in TIMERS.iter().enumerate() {
+                if only.is_some_and(|o| !timers.label.contains(o)) {
+                    continue;
+                }
                 for (k, kill) in kills.iter().enumerate() {
                     for (i, imp) in impls.iter().enumerate() {
                         let outcome = self.trial(*imp, *timers, *kill);
@@ -315,6 +322,9 @@ impl Bench {
             "scenario", "timers", "target", "vrrpd", "keepalived"
         );
         for (t, timers) in TIMERS.iter().enumerate() {
+            if only.is_some_and(|o| !timers.label.contains(o)) {
+                continue;
+            }
             for (k, kill) in kills.iter().enumerate() {
                 let scenario = match kill {
                     Kill::Crash => "crash (SIGKILL + cables out)",
@@ -423,7 +433,7 @@ impl Bench {
     fn start(&self, imp: Implementation, timers: Timers) -> Result<Pair> {
         match imp {
             Implementation::Vrrpd => {
-                let text = vrrpd_config(timers, self.dir.path())?;
+                let text = vrrpd_config(timers, self.dir.path());
                 let mut started = Vec::new();
                 for node in ["lb1", "lb2"] {
                     let path = self.dir.path().join(format!("{node}.toml"));
@@ -618,10 +628,21 @@ fn has_vip(lab: &Lab, node: &str, iface: &str, vip: &str) -> Result<bool> {
     Ok(lab[node].addresses(iface)?.iter().any(|p| p.addr == vip))
 }
 
+/// One connection attempt of the poller.
+struct Attempt {
+    born: Instant,
+    socket: Socket,
+    /// When the handshake completed, and what was read since.
+    established: Option<(Instant, Vec<u8>)>,
+}
+
 /// From the client's namespace: a non-blocking connect to `vip` every
-/// millisecond until one is answered with `reply`; returns when.
+/// millisecond until one is answered with `reply`; returns when its handshake
+/// completed. Nothing blocks: a connection that the old master accepted but
+/// can no longer answer (its VIP gone) must not hold up the next attempts.
 fn poll_until_answer(vip: SocketAddr, reply: &str, deadline: Instant) -> Result<Instant> {
-    let mut pending: Vec<(Instant, Socket)> = Vec::new();
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut buf = [0u8; 64];
     loop {
         let now = Instant::now();
         if now > deadline {
@@ -630,41 +651,46 @@ fn poll_until_answer(vip: SocketAddr, reply: &str, deadline: Instant) -> Result<
         let socket = Socket::new(Domain::IPV4, Type::STREAM, None).context("socket")?;
         socket.set_nonblocking(true).context("non-blocking")?;
         match socket.connect(&vip.into()) {
-            Ok(()) => pending.push((now, socket)),
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => pending.push((now, socket)),
-            Err(_) => {}
+            Err(e) if e.raw_os_error() != Some(libc::EINPROGRESS) => {}
+            _ => attempts.push(Attempt {
+                born: now,
+                socket,
+                established: None,
+            }),
         }
         let mut i = 0;
-        while i < pending.len() {
-            let (born, s) = &pending[i];
-            let failed = !matches!(s.take_error(), Ok(None));
-            if failed || born.elapsed() > ATTEMPT_LIFETIME {
-                pending.swap_remove(i);
+        while i < attempts.len() {
+            let a = &mut attempts[i];
+            let failed = !matches!(a.socket.take_error(), Ok(None));
+            if failed || a.born.elapsed() > ATTEMPT_LIFETIME {
+                attempts.swap_remove(i);
                 continue;
             }
-            if s.peer_addr().is_ok() {
-                let answered = Instant::now();
-                let (_, s) = pending.swap_remove(i);
-                if read_reply(s).as_deref() == Some(reply) {
-                    return Ok(answered);
+            if a.established.is_none() && a.socket.peer_addr().is_ok() {
+                a.established = Some((Instant::now(), Vec::new()));
+            }
+            if let Some((at, got)) = a.established.as_mut() {
+                match std::io::Read::read(&mut a.socket, &mut buf) {
+                    Ok(0) => {
+                        // The responder wrote its name and closed.
+                        if got.as_slice() == reply.as_bytes() {
+                            return Ok(*at);
+                        }
+                        attempts.swap_remove(i);
+                        continue;
+                    }
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        attempts.swap_remove(i);
+                        continue;
+                    }
                 }
-                continue;
             }
             i += 1;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-fn read_reply(socket: Socket) -> Option<String> {
-    socket.set_nonblocking(false).ok()?;
-    socket
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .ok()?;
-    let mut stream: std::net::TcpStream = socket.into();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    Some(text)
 }
 
 /// The last takeover's phases from lb2's /metrics, in ms.
@@ -686,39 +712,32 @@ fn takeover_phases(lab: &Lab) -> Result<Vec<(String, f64)>> {
         .collect())
 }
 
-/// cluster.toml.example with `timers`, the node's sockets in `dir` (lbd's
-/// socket absent: the prepare is a miss at once), `@NODE@` for the node name.
-fn vrrpd_config(timers: Timers, dir: &Path) -> Result<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml.example");
-    let mut text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    let mut edit = |from: &str, to: &str| -> Result<()> {
-        if !text.contains(from) {
-            bail!("cluster.toml.example lacks {from:?}");
-        }
-        text = text.replacen(from, to, 1);
-        Ok(())
-    };
+/// The cluster of cluster.toml.example reduced to its VRRP part (sync group
+/// `edge`: `public` on eth0, VRID 51, and `server` on eth1, VRID 52; lb1 150,
+/// lb2 100; every other setting at its default) with `timers`. The node's
+/// sockets are in `dir` (`@NODE@` stands for the node); lbd's is absent, so
+/// the prepare is a miss at once.
+fn vrrpd_config(timers: Timers, dir: &Path) -> String {
     let d = dir.display();
-    edit(
-        "vrrpd_socket = \"/run/lbsuite/vrrpd.sock\"",
-        &format!("vrrpd_socket = \"{d}/@NODE@-vrrpd.sock\""),
-    )?;
-    edit(
-        "lbd_socket = \"/run/lbsuite/lbd.sock\"",
-        &format!("lbd_socket = \"{d}/@NODE@-lbd.sock\""),
-    )?;
-    if timers.version == 2 {
-        edit("version = 3\n", "version = 2\n")?;
-        edit("checksum = \"pseudo-header\"\n", "")?;
-        edit(
-            "name = \"server\"\ninterface = \"eth1\"\n",
-            "name = \"server\"\ninterface = \"eth1\"\nversion = 2\n",
-        )?;
-    }
-    let interval = format!("advert_interval_ms = {}\n", timers.interval_ms);
-    edit("advert_interval_ms = 1000\n", &interval)?;
-    edit("advert_interval_ms = 1000\n", &interval)?;
-    Ok(text)
+    let instance = |name: &str, iface: &str, vrid: u8, vip: &str| {
+        format!(
+            "[[instance]]\nname = \"{name}\"\ninterface = \"{iface}\"\nvrid = {vrid}\n\
+             version = {}\nadvert_interval_ms = {}\nvips = [\"{vip}\"]\n\n",
+            timers.version, timers.interval_ms
+        )
+    };
+    format!(
+        "[cluster]\nname = \"edge\"\n\n\
+         [[node]]\nname = \"lb1\"\npriority = {{ edge = 150 }}\n\
+         addresses = {{ eth0 = [\"198.18.0.11/24\"], eth1 = [\"198.18.1.11/24\"] }}\n\n\
+         [[node]]\nname = \"lb2\"\npriority = {{ edge = 100 }}\n\
+         addresses = {{ eth0 = [\"198.18.0.12/24\"], eth1 = [\"198.18.1.12/24\"] }}\n\n\
+         [[sync_group]]\nname = \"edge\"\ninstances = [\"public\", \"server\"]\n\n\
+         {}{}\
+         [control]\nvrrpd_socket = \"{d}/@NODE@-vrrpd.sock\"\nlbd_socket = \"{d}/@NODE@-lbd.sock\"\n",
+        instance("public", "eth0", 51, "198.18.0.100/24"),
+        instance("server", "eth1", 52, "198.18.1.100/24"),
+    )
 }
 
 fn advert_int(interval_ms: u32) -> String {

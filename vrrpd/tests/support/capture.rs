@@ -66,7 +66,10 @@ impl Tcpdump {
         let data = std::fs::read(&self.path).unwrap();
         let capture = Capture::parse(&data).unwrap();
         assert_eq!(capture.link_type, LinkType::Ethernet);
-        capture.records().map(|r| r.unwrap().data.to_vec()).collect()
+        capture
+            .records()
+            .map(|r| r.unwrap().data.to_vec())
+            .collect()
     }
 }
 

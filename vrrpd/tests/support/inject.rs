@@ -15,7 +15,13 @@ use vrrp::packet::{Advertisement, Auth, IpContext, Version};
 pub const GROUP: IpAddr = IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18));
 
 /// An IPv4 advert as a peer would send it (TTL 255, valid checksums).
-pub fn advert(version: Version, vrid: u8, priority: u8, interval_cs: u16, vips: &[&str]) -> Advertisement {
+pub fn advert(
+    version: Version,
+    vrid: u8,
+    priority: u8,
+    interval_cs: u16,
+    vips: &[&str],
+) -> Advertisement {
     Advertisement {
         version,
         vrid,
@@ -77,7 +83,12 @@ pub fn send_frames(host: &Host, iface: &str, frames: &[Vec<u8>]) {
                     size_of::<libc::sockaddr_ll>() as libc::socklen_t,
                 )
             };
-            assert_eq!(sent, f.len() as isize, "{}", std::io::Error::last_os_error());
+            assert_eq!(
+                sent,
+                f.len() as isize,
+                "{}",
+                std::io::Error::last_os_error()
+            );
         }
     })
     .unwrap();
