@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use config::{ClusterConfig, NodeView};
 use ctl::wire::ReplyError;
-use dataplane::{ApplyReport, BackendCounters, Dataplane, SyncRole};
+use dataplane::{ApplyReport, BackendCounters, ChangeHint, Dataplane, SyncRole};
 use health::{
     HealthEvent, HealthRunner, HealthState, RunnerCounters, RunnerSettings, Target, TargetName,
 };
@@ -127,6 +127,9 @@ struct Daemon {
     plan: Plan,
     /// The desired state differs from what was last applied successfully.
     dirty: bool,
+    /// Services whose health changed since the last successful apply, so the backend
+    /// plans only those; `None` when that is not known (start, failure, reload).
+    changed: Option<ChangeHint>,
     last_apply: Option<ApplyRecord>,
     applies: u64,
     apply_errors: u64,
@@ -171,6 +174,9 @@ pub async fn run(
         None
     };
 
+    // Installed before the control socket answers: a SIGHUP from a tool that saw the
+    // socket must reload, not kill the daemon (the signal's default action).
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(64);
     let perms = ctl::SocketPerms {
         group: view.control.group.as_deref().map(ctl::SocketGroup::parse),
@@ -211,6 +217,7 @@ pub async fn run(
         health,
         plan: Plan::default(),
         dirty: true,
+        changed: None,
         last_apply: None,
         applies: 0,
         apply_errors: 0,
@@ -229,7 +236,6 @@ pub async fn run(
     let _ = daemon.reconcile("start").await;
     tracing::info!(node = %daemon.view.name, services = daemon.view.services.len(), snat_rules = daemon.view.nat.len(), "lbd running");
 
-    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut sample = tokio::time::interval(Duration::from_secs(1));
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -370,14 +376,24 @@ impl Daemon {
     async fn reconcile(&mut self, why: &str) -> Result<ApplyReport, String> {
         self.replan();
         let state = self.plan.state.clone();
+        let hint = self.changed.take();
         let result = match self
             .dataplane
-            .run(move |dp| dp.apply(&state).map_err(|e| e.to_string()))
+            .run(move |dp| {
+                match &hint {
+                    Some(hint) => dp.apply_changed(&state, hint),
+                    None => dp.apply(&state),
+                }
+                .map_err(|e| e.to_string())
+            })
             .await
         {
             Ok(r) => r,
             Err(gone) => Err(gone.to_string()),
         };
+        // After a success only later health changes need planning; after a failure
+        // nobody knows what the kernel holds, so the next apply compares everything.
+        self.changed = result.as_ref().ok().map(|_| ChangeHint::default());
         self.record_apply(why, &result);
         result
     }
@@ -442,6 +458,9 @@ impl Daemon {
     fn on_health(&mut self, event: HealthEvent) {
         match event {
             HealthEvent::StateChanged(t) => {
+                if let Some(hint) = &mut self.changed {
+                    hint.services.insert(t.target.service.clone());
+                }
                 self.telemetry
                     .transition(&t.target.service, &t.target.server, &t.to.to_string());
                 let record = json!({
@@ -638,6 +657,8 @@ impl Daemon {
         new.metrics = self.view.metrics.clone();
         new.dataplane = self.view.dataplane.clone();
         self.view = new;
+        // The whole configuration may have changed: compare everything once.
+        self.changed = None;
         self.loaded_unix_ms = unix_ms();
         self.telemetry.checks_reconfigured();
         self.checks_seen.clear();

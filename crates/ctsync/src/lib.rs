@@ -1,0 +1,22 @@
+//! Connection-state sync for the nftables dataplane: read the active node's conntrack
+//! entries (dump and events) over ctnetlink, carry them to the backup as JSON lines,
+//! keep them there in a [`SyncStore`] and commit them into the backup's kernel at
+//! takeover, NAT mappings included, so balanced connections survive a failover.
+
+mod attr;
+mod entry;
+mod filter;
+mod netlink;
+mod store;
+mod wire;
+
+pub use entry::{DecodeError, Entry, Status, TcpFlags, TcpInfo, TcpState, Tuple, L4};
+pub use filter::FlowFilter;
+pub use netlink::{
+    subscribe, BatchReport, Conntrack, Error, Event, EventKind, Events, InsertOutcome,
+};
+pub use store::{CommitReport, SyncStore};
+pub use wire::{decode_line, encode_line, WireError, WIRE_VERSION};
+
+#[cfg(test)]
+mod tests;

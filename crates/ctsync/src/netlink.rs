@@ -1,0 +1,556 @@
+//! A ctnetlink socket (NETLINK_NETFILTER): dump, insert, events.
+//!
+//! ```text
+//! struct nlmsghdr { u32 len; u16 type; u16 flags; u32 seq; u32 pid; }   host order
+//! struct nfgenmsg { u8 family; u8 version (0); be16 res_id (0); }
+//! type = NFNL_SUBSYS_CTNETLINK (1) << 8 | IPCTNL_MSG_CT_{NEW 0, GET 1, DELETE 2}
+//! ```
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use crate::attr::align4;
+use crate::entry::{DecodeError, Entry, Tuple};
+use crate::filter::FlowFilter;
+
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_NEW: u16 = 0;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const NLMSG_HDRLEN: usize = 16;
+const NFGEN_HDRLEN: usize = 4;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+/// Legacy group bits of NFNLGRP_CONNTRACK_NEW, _UPDATE, _DESTROY.
+const GROUPS_CONNTRACK: u32 = 0x1 | 0x2 | 0x4;
+const NETLINK_CAP_ACK: libc::c_int = 10;
+/// Messages per send when inserting: their acks must fit the receive buffer.
+const BATCH: usize = 64;
+const RCVBUF: usize = 4 << 20;
+
+/// A ctnetlink failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The netlink socket could not be opened or bound.
+    #[error("opening the ctnetlink socket: {0}")]
+    Open(#[source] io::Error),
+    /// Sending a request failed.
+    #[error("sending to ctnetlink: {0}")]
+    Send(#[source] io::Error),
+    /// Receiving failed.
+    #[error("receiving from ctnetlink: {0}")]
+    Recv(#[source] io::Error),
+    /// The kernel refused a request.
+    #[error("ctnetlink {op}: {source}")]
+    Kernel {
+        /// The request.
+        op: &'static str,
+        /// The errno the kernel returned.
+        #[source]
+        source: io::Error,
+    },
+    /// The event socket overflowed: events were lost, a full dump is needed.
+    #[error("conntrack events lost (receive buffer overflow): resynchronise with a dump")]
+    EventsLost,
+    /// No event arrived within the read timeout.
+    #[error("no conntrack event within the read timeout")]
+    TimedOut,
+    /// A message from the kernel could not be read.
+    #[error("decoding a ctnetlink message: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+/// What happened to a connection, as ctnetlink events report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A new connection was confirmed.
+    New,
+    /// Status, TCP state, mark or timeout changed.
+    Update,
+    /// The connection is gone.
+    Destroy,
+}
+
+/// One conntrack event: its kind and the entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The entry as the kernel reported it.
+    pub entry: Entry,
+}
+
+/// Result of inserting one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// The entry was created with its NAT mapping.
+    Created,
+    /// An entry with this original tuple existed; timeout, mark and TCP state refreshed.
+    Updated,
+    /// The kernel refused it (errno).
+    Failed(i32),
+}
+
+/// Counts of an [`Conntrack::insert_batch`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Entries created.
+    pub created: usize,
+    /// Entries that existed and were refreshed.
+    pub updated: usize,
+    /// Entries the kernel refused, with the errno.
+    pub failed: Vec<(Tuple, i32)>,
+}
+
+/// A ctnetlink request socket of the current network namespace.
+#[derive(Debug)]
+pub struct Conntrack {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+fn open_socket(groups: u32) -> Result<OwnedFd, Error> {
+    // SAFETY: plain socket(2); the result is checked and owned right away.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_NETFILTER,
+        )
+    };
+    if raw < 0 {
+        return Err(Error::Open(io::Error::last_os_error()));
+    }
+    // SAFETY: raw is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    set_opt(
+        &fd,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        RCVBUF as libc::c_int,
+    )
+    .or_else(|_| {
+        set_opt(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            RCVBUF as libc::c_int,
+        )
+    })
+    .map_err(Error::Open)?;
+    // Acks without the echoed request keep batches small; older kernels lack it.
+    let _ = set_opt(&fd, libc::SOL_NETLINK, NETLINK_CAP_ACK, 1);
+    // SAFETY: sockaddr_nl is plain data; zeroed is a valid value.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    sa.nl_groups = groups;
+    // SAFETY: sa is a valid sockaddr_nl of the given size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            std::ptr::addr_of!(sa).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::Open(io::Error::last_os_error()));
+    }
+    Ok(fd)
+}
+
+fn set_opt(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: v outlives the call; the size matches.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            std::ptr::addr_of!(v).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Appends one ctnetlink message to `out`.
+pub(crate) fn push_message(
+    out: &mut Vec<u8>,
+    msg: u16,
+    flags: u16,
+    seq: u32,
+    family: u8,
+    attrs: &[u8],
+) {
+    let len = NLMSG_HDRLEN + NFGEN_HDRLEN + attrs.len();
+    out.extend_from_slice(&(len as u32).to_ne_bytes());
+    out.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | msg).to_ne_bytes());
+    out.extend_from_slice(&flags.to_ne_bytes());
+    out.extend_from_slice(&seq.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes());
+    out.extend_from_slice(&[family, 0, 0, 0]);
+    out.extend_from_slice(attrs);
+    out.resize(align4(out.len()), 0);
+}
+
+/// A netlink message seen by the reader.
+struct Message<'a> {
+    ty: u16,
+    flags: u16,
+    seq: u32,
+    payload: &'a [u8],
+}
+
+fn messages(buf: &[u8]) -> impl Iterator<Item = Message<'_>> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        if rest.len() < NLMSG_HDRLEN {
+            return None;
+        }
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return None;
+        }
+        let m = Message {
+            ty: u16::from_ne_bytes([rest[4], rest[5]]),
+            flags: u16::from_ne_bytes([rest[6], rest[7]]),
+            seq: u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]),
+            payload: &rest[NLMSG_HDRLEN..len],
+        };
+        rest = &rest[align4(len).min(rest.len())..];
+        Some(m)
+    })
+}
+
+/// The errno of an NLMSG_ERROR payload (0 = ack).
+fn error_code(payload: &[u8]) -> Result<i32, DecodeError> {
+    let b: [u8; 4] = payload
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(DecodeError::Truncated)?;
+    Ok(-i32::from_ne_bytes(b))
+}
+
+/// Decodes a CT message payload (nfgenmsg + attributes).
+fn decode_ct(payload: &[u8]) -> Result<Entry, DecodeError> {
+    let attrs = payload.get(NFGEN_HDRLEN..).ok_or(DecodeError::Truncated)?;
+    Entry::decode_attrs(attrs)
+}
+
+fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: buf is valid for writes of its length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+impl Conntrack {
+    /// Opens a ctnetlink socket in the calling thread's network namespace.
+    pub fn open() -> Result<Self, Error> {
+        Ok(Self {
+            fd: open_socket(0)?,
+            seq: 1,
+        })
+    }
+
+    fn send(&self, buf: &[u8]) -> Result<(), Error> {
+        // SAFETY: sockaddr_nl is plain data; pid 0 is the kernel.
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: buf and sa are valid for the given sizes.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                0,
+                std::ptr::addr_of!(sa).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(Error::Send(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    fn next_seq(&mut self, n: usize) -> u32 {
+        let s = self.seq;
+        self.seq = self.seq.wrapping_add(n as u32);
+        s
+    }
+
+    /// Dumps the entries of this namespace that `filter` selects.
+    pub fn dump(&mut self, filter: &FlowFilter) -> Result<Vec<Entry>, Error> {
+        let seq = self.next_seq(1);
+        let mut req = Vec::new();
+        push_message(
+            &mut req,
+            IPCTNL_MSG_CT_GET,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            libc::AF_UNSPEC as u8,
+            &[],
+        );
+        self.send(&req)?;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut out = Vec::new();
+        loop {
+            let n = recv(&self.fd, &mut buf).map_err(Error::Recv)?;
+            for m in messages(&buf[..n]) {
+                if m.seq != seq {
+                    continue;
+                }
+                match m.ty {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let errno = error_code(m.payload)?;
+                        return Err(Error::Kernel {
+                            op: "dump",
+                            source: io::Error::from_raw_os_error(errno),
+                        });
+                    }
+                    _ => {
+                        let e = decode_ct(m.payload)?;
+                        if filter.matches(&e) {
+                            out.push(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Inserts one entry with its NAT mapping; refreshes it if it exists.
+    pub fn insert(&mut self, entry: &Entry) -> Result<InsertOutcome, Error> {
+        let r = self.insert_batch(std::slice::from_ref(entry))?;
+        Ok(if r.created == 1 {
+            InsertOutcome::Created
+        } else if r.updated == 1 {
+            InsertOutcome::Updated
+        } else {
+            InsertOutcome::Failed(r.failed.first().map_or(0, |f| f.1))
+        })
+    }
+
+    /// Inserts entries: IPCTNL_MSG_CT_NEW with NLM_F_CREATE|NLM_F_EXCL each; on EEXIST
+    /// the existing entry is refreshed instead (timeout, mark, TCP state).
+    pub fn insert_batch(&mut self, entries: &[Entry]) -> Result<BatchReport, Error> {
+        let mut report = BatchReport::default();
+        for chunk in entries.chunks(BATCH) {
+            let codes =
+                self.request_batch(chunk, NLM_F_CREATE | NLM_F_EXCL, Entry::encode_create)?;
+            let mut existing = Vec::new();
+            for (e, code) in chunk.iter().zip(codes) {
+                match code {
+                    0 => report.created += 1,
+                    libc::EEXIST => existing.push(e.clone()),
+                    errno => report.failed.push((e.orig, errno)),
+                }
+            }
+            if existing.is_empty() {
+                continue;
+            }
+            let codes = self.request_batch(&existing, 0, Entry::encode_update)?;
+            for (e, code) in existing.iter().zip(codes) {
+                match code {
+                    0 => report.updated += 1,
+                    errno => report.failed.push((e.orig, errno)),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sends one CT_NEW per entry in one datagram and returns each one's errno.
+    fn request_batch(
+        &mut self,
+        entries: &[Entry],
+        flags: u16,
+        encode: fn(&Entry) -> Vec<u8>,
+    ) -> Result<Vec<i32>, Error> {
+        let base = self.next_seq(entries.len());
+        let mut req = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let seq = base.wrapping_add(i as u32);
+            push_message(
+                &mut req,
+                IPCTNL_MSG_CT_NEW,
+                NLM_F_REQUEST | NLM_F_ACK | flags,
+                seq,
+                e.family(),
+                &encode(e),
+            );
+        }
+        self.send(&req)?;
+        let mut codes: Vec<Option<i32>> = vec![None; entries.len()];
+        let mut pending = entries.len();
+        let mut buf = vec![0u8; 1 << 16];
+        while pending > 0 {
+            let n = recv(&self.fd, &mut buf).map_err(Error::Recv)?;
+            for m in messages(&buf[..n]) {
+                let i = m.seq.wrapping_sub(base) as usize;
+                if m.ty != NLMSG_ERROR || i >= entries.len() {
+                    continue;
+                }
+                if codes[i].is_none() {
+                    codes[i] = Some(error_code(m.payload)?);
+                    pending -= 1;
+                }
+            }
+        }
+        Ok(codes.into_iter().map(|c| c.unwrap_or(0)).collect())
+    }
+
+    /// Deletes the entry with this original tuple.
+    pub fn delete(&mut self, orig: &Tuple) -> Result<(), Error> {
+        let seq = self.next_seq(1);
+        let mut w = crate::attr::AttrWriter::default();
+        orig.encode(&mut w, crate::entry::CTA_TUPLE_ORIG);
+        let mut req = Vec::new();
+        push_message(
+            &mut req,
+            IPCTNL_MSG_CT_DELETE,
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            orig.family(),
+            &w.buf,
+        );
+        self.send(&req)?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = recv(&self.fd, &mut buf).map_err(Error::Recv)?;
+            for m in messages(&buf[..n]) {
+                if m.seq == seq && m.ty == NLMSG_ERROR {
+                    return match error_code(m.payload)? {
+                        0 => Ok(()),
+                        errno => Err(Error::Kernel {
+                            op: "delete",
+                            source: io::Error::from_raw_os_error(errno),
+                        }),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// A subscription to conntrack events (new, update, destroy) of this namespace.
+///
+/// Iterating blocks for the next event; with a read timeout set an idle period yields
+/// `Err(Error::TimedOut)`. `Err(Error::EventsLost)` means the kernel dropped events:
+/// the stream is still usable but the peer needs a fresh dump.
+#[derive(Debug)]
+pub struct Events {
+    fd: OwnedFd,
+    filter: FlowFilter,
+    buf: Vec<u8>,
+    queue: std::collections::VecDeque<Event>,
+}
+
+/// Subscribes to NFNLGRP_CONNTRACK_NEW | UPDATE | DESTROY in the calling thread's
+/// namespace, keeping the events whose entry `filter` selects.
+pub fn subscribe(filter: FlowFilter) -> Result<Events, Error> {
+    Ok(Events {
+        fd: open_socket(GROUPS_CONNTRACK)?,
+        filter,
+        buf: vec![0u8; 1 << 16],
+        queue: std::collections::VecDeque::new(),
+    })
+}
+
+impl Events {
+    /// Sets how long a read waits for an event (None: forever).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        let d = timeout.unwrap_or(Duration::ZERO);
+        let tv = libc::timeval {
+            tv_sec: d.as_secs() as libc::time_t,
+            tv_usec: libc::suseconds_t::from(d.subsec_micros() as i32),
+        };
+        // SAFETY: tv outlives the call; the size matches.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                std::ptr::addr_of!(tv).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(Error::Open(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Reads one datagram and queues its events.
+    fn fill(&mut self) -> Result<(), Error> {
+        let n = match recv(&self.fd, &mut self.buf) {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Err(Error::EventsLost),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(Error::TimedOut)
+            }
+            Err(e) => return Err(Error::Recv(e)),
+        };
+        for m in messages(&self.buf[..n]) {
+            let kind = match m.ty & 0xff {
+                IPCTNL_MSG_CT_NEW if m.flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => EventKind::New,
+                IPCTNL_MSG_CT_NEW => EventKind::Update,
+                IPCTNL_MSG_CT_DELETE => EventKind::Destroy,
+                _ => continue,
+            };
+            if m.ty >> 8 != NFNL_SUBSYS_CTNETLINK {
+                continue;
+            }
+            let entry = decode_ct(m.payload)?;
+            if self.filter.matches(&entry) {
+                self.queue.push_back(Event { kind, entry });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for Events {
+    type Item = Result<Event, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                return Some(Ok(e));
+            }
+            if let Err(e) = self.fill() {
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+impl AsRawFd for Events {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}

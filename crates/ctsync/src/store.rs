@@ -1,0 +1,223 @@
+//! The backup's copy of the active node's connections.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::entry::{Entry, Tuple};
+use crate::netlink::{BatchReport, Conntrack, Error, Event, EventKind};
+
+/// Entries received from the active node, keyed by original tuple.
+#[derive(Debug, Default)]
+pub struct SyncStore {
+    entries: HashMap<Tuple, (Entry, Instant)>,
+}
+
+/// What a [`SyncStore::commit`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// Per-entry counts from the kernel.
+    pub batch: BatchReport,
+    /// Entries dropped because their timeout ran out while stored.
+    pub expired: usize,
+    /// Time spent inserting.
+    pub elapsed: Duration,
+}
+
+impl SyncStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies one event: new/update replace the entry, destroy removes it.
+    pub fn apply(&mut self, event: Event) {
+        self.apply_at(event, Instant::now());
+    }
+
+    fn apply_at(&mut self, event: Event, now: Instant) {
+        match event.kind {
+            EventKind::New | EventKind::Update => {
+                let mut entry = event.entry;
+                // Update events carry TCP info and mark only when those changed.
+                if let Some((old, _)) = self.entries.get(&entry.orig) {
+                    entry.tcp = entry.tcp.or(old.tcp);
+                    entry.mark = entry.mark.or(old.mark);
+                }
+                self.entries.insert(entry.orig, (entry, now));
+            }
+            EventKind::Destroy => {
+                self.entries.remove(&event.entry.orig);
+            }
+        }
+    }
+
+    /// Forgets everything (before a full resynchronisation).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Number of entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entry with this original tuple.
+    pub fn get(&self, orig: &Tuple) -> Option<&Entry> {
+        self.entries.get(orig).map(|(e, _)| e)
+    }
+
+    /// Entries still alive at `now`, their timeout reduced by the time spent stored;
+    /// also the number that expired.
+    fn live_at(&self, now: Instant) -> (Vec<Entry>, usize) {
+        let mut live = Vec::with_capacity(self.entries.len());
+        let mut expired = 0;
+        for (e, at) in self.entries.values() {
+            let age = now.saturating_duration_since(*at).as_secs();
+            let mut e = e.clone();
+            match e.timeout {
+                Some(t) if u64::from(t) <= age => {
+                    expired += 1;
+                    continue;
+                }
+                Some(t) => e.timeout = Some(t - age as u32),
+                None => {}
+            }
+            e.id = None;
+            live.push(e);
+        }
+        (live, expired)
+    }
+
+    /// Inserts every live entry into the kernel (at takeover, during prepare).
+    pub fn commit(&self, conntrack: &mut Conntrack) -> Result<CommitReport, Error> {
+        let start = Instant::now();
+        let (live, expired) = self.live_at(start);
+        let batch = conntrack.insert_batch(&live)?;
+        Ok(CommitReport {
+            batch,
+            expired,
+            elapsed: start.elapsed(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Status;
+
+    fn entry(port: u16, timeout: u32) -> Entry {
+        let orig = Tuple::tcp(
+            "198.18.0.10".parse().unwrap(),
+            port,
+            "198.18.0.100".parse().unwrap(),
+            80,
+        );
+        Entry {
+            orig,
+            reply: orig.inverted(),
+            status: Status(Status::ASSURED),
+            timeout: Some(timeout),
+            mark: None,
+            zone: None,
+            tcp: None,
+            id: Some(7),
+        }
+    }
+
+    #[test]
+    fn new_update_destroy() {
+        let mut s = SyncStore::new();
+        let t0 = Instant::now();
+        s.apply_at(
+            Event {
+                kind: EventKind::New,
+                entry: entry(1000, 100),
+            },
+            t0,
+        );
+        s.apply_at(
+            Event {
+                kind: EventKind::New,
+                entry: entry(1001, 100),
+            },
+            t0,
+        );
+        let mut first = entry(1001, 100);
+        first.tcp = Some(crate::entry::TcpInfo {
+            state: crate::entry::TcpState::ESTABLISHED,
+            wscale_orig: None,
+            wscale_reply: None,
+            flags_orig: None,
+            flags_reply: None,
+        });
+        s.apply_at(
+            Event {
+                kind: EventKind::Update,
+                entry: first,
+            },
+            t0,
+        );
+        s.apply_at(
+            Event {
+                kind: EventKind::Update,
+                entry: entry(1001, 200),
+            },
+            t0,
+        );
+        let kept = s.get(&entry(1001, 0).orig).unwrap();
+        assert_eq!(kept.timeout, Some(200));
+        assert!(
+            kept.tcp.is_some(),
+            "an update without protoinfo keeps the known TCP state"
+        );
+        s.apply_at(
+            Event {
+                kind: EventKind::Update,
+                entry: entry(1000, 300),
+            },
+            t0,
+        );
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.get(&entry(1000, 0).orig).unwrap().timeout, Some(300));
+        s.apply_at(
+            Event {
+                kind: EventKind::Destroy,
+                entry: entry(1001, 0),
+            },
+            t0,
+        );
+        assert_eq!(s.len(), 1);
+        assert!(s.get(&entry(1001, 0).orig).is_none());
+    }
+
+    #[test]
+    fn live_entries_age_and_expire() {
+        let mut s = SyncStore::new();
+        let t0 = Instant::now();
+        s.apply_at(
+            Event {
+                kind: EventKind::New,
+                entry: entry(1000, 100),
+            },
+            t0,
+        );
+        s.apply_at(
+            Event {
+                kind: EventKind::New,
+                entry: entry(1001, 10),
+            },
+            t0,
+        );
+        let (live, expired) = s.live_at(t0 + Duration::from_secs(30));
+        assert_eq!(expired, 1);
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].timeout, Some(70));
+        assert_eq!(live[0].id, None, "kernel ids are local to a node");
+    }
+}
