@@ -28,10 +28,11 @@ use health::{
     HealthEvent, HealthRunner, HealthState, RunnerCounters, RunnerSettings, Target, TargetName,
 };
 
-use crate::backend::{backend_settings, DataplaneThread, Selection};
+use crate::backend::{backend_settings, BackendKind, DataplaneThread, Selection};
 use crate::control::{Command, ControlHandler, ControlRequest, PrepareParams};
 use crate::desired::{self, Capabilities, Plan, ServerHealth};
 use crate::roles::{self, RoleUpdate, Roles};
+use crate::sync::{self, SyncLink};
 use crate::telemetry::Telemetry;
 use crate::tracking::TrackSender;
 
@@ -146,6 +147,10 @@ struct Daemon {
     /// Service quorums on their way to vrrpd.
     tracks: TrackSender,
     loaded_unix_ms: u64,
+    /// Connection-state sync with the peer (nft backend with `[sync]` enabled).
+    sync: Option<SyncLink>,
+    /// The last commit of the peer's entries (at prepare), for status.
+    last_commit: Option<Value>,
 }
 
 /// Runs lbd until `shutdown` resolves. SIGHUP reloads. Fails only at start-up
@@ -165,6 +170,12 @@ pub async fn run(
     )?;
     tracing::info!(backend = selection.kind.name(), reason = %selection.reason, table = %view.dataplane.nft_table, "dataplane backend chosen");
     let telemetry = Telemetry::new(Some(dataplane.clone()));
+    // With IPVS the kernel's sync daemon carries connection state (set_sync_role).
+    let sync = if view.sync.enabled && selection.kind == BackendKind::Nft {
+        Some(SyncLink::start(&view, telemetry.registry()).context("starting connection sync")?)
+    } else {
+        None
+    };
     let _metrics = if view.metrics.enabled {
         Some(
             metrics::MetricsServer::start(view.metrics.lbd_listen, telemetry.registry().clone())
@@ -231,6 +242,8 @@ pub async fn run(
         last_transitions: HashMap::new(),
         tracks,
         loaded_unix_ms: unix_ms(),
+        sync,
+        last_commit: None,
     };
     // Adopts the table a previous lbd left (the backend reads it back and diffs).
     let _ = daemon.reconcile("start").await;
@@ -570,6 +583,12 @@ impl Daemon {
         let result = self.reconcile("prepare").await;
         // This node is taking over: it sends connection state from now on.
         self.set_sync_role(SyncRole::Master).await;
+        // The peer's connections go in only once the rules that match them are there.
+        let committed = if result.is_ok() {
+            self.commit_synced().await
+        } else {
+            None
+        };
         let took = started.elapsed();
         self.prepares += 1;
         self.telemetry.prepared(result.is_ok(), took);
@@ -587,6 +606,7 @@ impl Daemon {
                     "prepared": true, "group": group, "instances": p.instances,
                     "was_dirty": was_dirty, "done": done, "changes": report.changes(),
                     "duration_ms": took.as_secs_f64() * 1e3, "backend": self.selection.kind.name(),
+                    "sync": committed,
                 });
                 tracing::info!(group = group.as_deref().unwrap_or("-"), done = %done, duration_ms = took.as_secs_f64() * 1e3, "prepared for takeover");
                 self.last_prepare = Some(json!({"unix_ms": unix_ms(), "reply": reply.clone()}));
@@ -600,6 +620,40 @@ impl Daemon {
                 )))
             }
         }
+    }
+
+    /// Commits the connection entries received from the peer into the kernel; the
+    /// report (or error) for the prepare reply. `None` without a sync link.
+    async fn commit_synced(&mut self) -> Option<Value> {
+        let link = self.sync.clone()?;
+        let result = tokio::task::spawn_blocking(move || link.commit())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let value = match result {
+            Ok(report) => {
+                let failed: Vec<String> = report
+                    .batch
+                    .failed
+                    .iter()
+                    .take(3)
+                    .map(|(t, errno)| format!("{t:?}: errno {errno}"))
+                    .collect();
+                tracing::info!(created = report.batch.created, updated = report.batch.updated, failed = report.batch.failed.len(), expired = report.expired, elapsed_ms = report.elapsed.as_secs_f64() * 1e3, first_failures = ?failed, "committed the peer's connections");
+                sync::report_json(&report)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "committing the peer's connections failed");
+                self.errors
+                    .push_back(format!("{}: sync commit: {e}", unix_ms()));
+                while self.errors.len() > ERRORS_KEPT {
+                    self.errors.pop_front();
+                }
+                json!({"error": e})
+            }
+        };
+        self.last_commit = Some(json!({"unix_ms": unix_ms(), "report": value.clone()}));
+        Some(value)
     }
 
     /// Re-reads the configuration; refused files change nothing (neither here nor in
@@ -621,6 +675,17 @@ impl Daemon {
         }
         if new.dataplane != self.view.dataplane {
             restart_needed.push("[dataplane] backend and table");
+        }
+        let link = |v: &NodeView| {
+            (
+                v.sync.enabled,
+                v.sync.local_address,
+                v.sync.peer_address,
+                v.sync.port,
+            )
+        };
+        if self.selection.kind == BackendKind::Nft && link(&new) != link(&self.view) {
+            restart_needed.push("[sync] enabled, addresses and port of the nft sync link");
         }
         for what in &restart_needed {
             tracing::warn!("{what} changed: takes effect at the next restart");
@@ -656,6 +721,9 @@ impl Daemon {
         new.control = self.view.control.clone();
         new.metrics = self.view.metrics.clone();
         new.dataplane = self.view.dataplane.clone();
+        if let Some(link) = &self.sync {
+            link.set_filter(&new);
+        }
         self.view = new;
         // The whole configuration may have changed: compare everything once.
         self.changed = None;
@@ -674,6 +742,22 @@ impl Daemon {
             }
         };
         Ok(reply)
+    }
+
+    fn sync_status(&self) -> Value {
+        let mode = match (&self.sync, self.view.sync.enabled) {
+            (Some(_), _) => "conntrack",
+            (None, true) => "ipvs",
+            (None, false) => "off",
+        };
+        let mut v = self
+            .sync
+            .as_ref()
+            .map_or_else(|| json!({}), SyncLink::status);
+        v["enabled"] = json!(self.view.sync.enabled);
+        v["mode"] = json!(mode);
+        v["last_commit"] = json!(self.last_commit);
+        v
     }
 
     async fn status(&mut self) -> Value {
@@ -783,6 +867,7 @@ impl Daemon {
                 "retry_in_ms": self.retry.map(|(at, _)| at.saturating_duration_since(Instant::now()).as_millis() as u64),
             },
             "prepare": {"count": self.prepares, "last": self.last_prepare},
+            "sync": self.sync_status(),
             "health": {
                 "targets": statuses.len(),
                 "counters": {

@@ -6,6 +6,7 @@
 //! - [`roles`]: following vrrpd's sync-group states;
 //! - [`tracking`]: service quorums sent to vrrpd as priority tracks;
 //! - [`control`]: the control socket's methods;
+//! - [`sync`]: connection-state sync with the peer (nft backend);
 //! - [`telemetry`], [`conntrack`]: Prometheus metrics and SNAT port usage.
 
 pub mod backend;
@@ -14,5 +15,6 @@ pub mod control;
 pub mod daemon;
 pub mod desired;
 pub mod roles;
+pub mod sync;
 pub mod telemetry;
 pub mod tracking;

@@ -393,6 +393,14 @@ impl Bench {
         std::thread::sleep(Duration::from_millis(
             u64::from(timers.interval_ms) * 3 + 200,
         ));
+        // Kill at a random point of the advert cycle: a crash's failover time
+        // is Master_Down_Interval minus the time since the last advert, so a
+        // fixed phase would favour whichever implementation it happens to suit.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let phase = u64::from(timers.interval_ms) * u64::from(nanos % 1000) / 1000;
+        std::thread::sleep(Duration::from_millis(phase));
 
         let (go_tx, go_rx) = mpsc::channel::<Instant>();
         let vip: SocketAddr = SocketAddr::new(parse_ip(PUBLIC_VIP)?, PORT);

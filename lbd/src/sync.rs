@@ -1,0 +1,513 @@
+//! Connection-state sync for the nft backend (with IPVS the kernel sync daemon does
+//! it): each node streams its own balanced flows to the peer's lbd over TCP and keeps
+//! what the peer sends in a [`SyncStore`], committed into the kernel at takeover.
+//!
+//! Symmetric, so neither side needs to know the roles: every node connects to the
+//! peer (`peer_address:port`) and sends, and accepts the peer's connection on
+//! `local_address:port` and receives. A sending connection starts with a resync line
+//! (the receiver clears its store) and a full dump, then follows conntrack events;
+//! when the kernel drops events, it sends a resync and a dump again. An idle sender
+//! sends a heartbeat every second, so each side notices a dead peer within seconds
+//! (the receiver keeps the entries it holds: that is when they are needed).
+//!
+//! ```text
+//! {"resync":true}
+//! {"heartbeat":true}
+//! {"v":1,"kind":"new","entry":{...}}        ctsync's wire format, one per line
+//! ```
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use ctsync::{
+    decode_line, encode_line, subscribe, CommitReport, Conntrack, Event, EventKind, FlowFilter,
+    SyncStore,
+};
+use prometheus::{Histogram, HistogramOpts, IntGauge, Registry};
+use serde_json::{json, Value};
+
+use config::NodeView;
+
+/// The line that tells the receiver to forget what it holds (a full dump follows).
+pub const RESYNC_LINE: &str = "{\"resync\":true}\n";
+/// The line an idle sender sends every [`HEARTBEAT`].
+pub const HEARTBEAT_LINE: &str = "{\"heartbeat\":true}\n";
+/// Idle interval between heartbeats.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Silence after which the receiver drops the peer's stream (its entries stay).
+const SILENCE: Duration = Duration::from_secs(5);
+/// First reconnect delay; doubles up to [`BACKOFF_MAX`].
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+/// Longest reconnect delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a connect, a write or unacknowledged data may take before the link
+/// counts as down.
+const IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why the link cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// `[sync]` gives no address for this node or the peer on the sync interface.
+    #[error("[sync] has no {0} address on the sync interface")]
+    NoAddress(&'static str),
+    /// A sync thread could not be started.
+    #[error("starting a sync thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// One line received from the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// Forget everything: a full dump follows.
+    Resync,
+    /// The sender is alive and idle.
+    Heartbeat,
+    /// A connection event.
+    Event(Event),
+}
+
+/// Parses one received line.
+pub fn parse_line(line: &str) -> Result<Line, ctsync::WireError> {
+    if line.trim_end() == RESYNC_LINE.trim_end() {
+        return Ok(Line::Resync);
+    }
+    if line.trim_end() == HEARTBEAT_LINE.trim_end() {
+        return Ok(Line::Heartbeat);
+    }
+    decode_line(line).map(Line::Event)
+}
+
+/// The suite's flows: to a service VIP, or source-NATed to a SNAT address.
+pub fn flow_filter(view: &NodeView) -> FlowFilter {
+    let mut orig_dst: Vec<IpAddr> = view.services.iter().map(|s| s.vip).collect();
+    let mut reply_dst: Vec<IpAddr> = view.nat.iter().flat_map(|n| n.snat.addresses()).collect();
+    orig_dst.sort();
+    orig_dst.dedup();
+    reply_dst.sort();
+    reply_dst.dedup();
+    FlowFilter {
+        mark: None,
+        orig_dst,
+        reply_dst,
+    }
+}
+
+/// State shared by the link's threads and the daemon.
+#[derive(Debug)]
+struct Shared {
+    store: Mutex<SyncStore>,
+    /// The flows to send, and a generation bumped when they change (reload).
+    filter: Mutex<(FlowFilter, u64)>,
+    sending: AtomicBool,
+    receiving: AtomicU64,
+    events_sent: AtomicU64,
+    dumps_sent: AtomicU64,
+    lines_received: AtomicU64,
+    stored_gauge: IntGauge,
+    connected_gauge: IntGauge,
+    commit_duration: Histogram,
+}
+
+impl Shared {
+    fn store(&self) -> MutexGuard<'_, SyncStore> {
+        // A panicked receiver leaves a usable map; keep going with it.
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn filter(&self) -> (FlowFilter, u64) {
+        self.filter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn filter_generation(&self) -> u64 {
+        self.filter.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    fn set_sending(&self, up: bool) {
+        self.sending.store(up, Ordering::Relaxed);
+        self.connected_gauge.set(i64::from(up));
+    }
+}
+
+/// The running sync link: a sender to the peer, a listener for the peer's stream.
+#[derive(Debug, Clone)]
+pub struct SyncLink {
+    shared: Arc<Shared>,
+    listen: SocketAddr,
+    peer: SocketAddr,
+}
+
+impl SyncLink {
+    /// Starts the sender and the listener threads (in the calling process's network
+    /// namespace) and registers the `lb_sync_*` metrics in `registry`.
+    pub fn start(view: &NodeView, registry: &Registry) -> Result<SyncLink, SyncError> {
+        let local = view
+            .sync
+            .local_address
+            .ok_or(SyncError::NoAddress("local"))?;
+        let peer = view.sync.peer_address.ok_or(SyncError::NoAddress("peer"))?;
+        let stored_gauge = metric(IntGauge::new(
+            "lb_sync_entries_stored",
+            "Connection entries received from the peer and held for a takeover",
+        ));
+        let connected_gauge = metric(IntGauge::new(
+            "lb_sync_connected",
+            "1 while this node's connection-state stream to the peer is up",
+        ));
+        let commit_duration = metric(Histogram::with_opts(
+            HistogramOpts::new(
+                "lb_sync_commit_duration_seconds",
+                "Time to commit the peer's connection entries into the kernel at prepare",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        ));
+        for m in [
+            Box::new(stored_gauge.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connected_gauge.clone()),
+            Box::new(commit_duration.clone()),
+        ] {
+            // Registered once per process; a second registration is a harmless no-op.
+            let _ = registry.register(m);
+        }
+        let link = SyncLink {
+            shared: Arc::new(Shared {
+                store: Mutex::new(SyncStore::new()),
+                filter: Mutex::new((flow_filter(view), 0)),
+                sending: AtomicBool::new(false),
+                receiving: AtomicU64::new(0),
+                events_sent: AtomicU64::new(0),
+                dumps_sent: AtomicU64::new(0),
+                lines_received: AtomicU64::new(0),
+                stored_gauge,
+                connected_gauge,
+                commit_duration,
+            }),
+            listen: SocketAddr::new(local, view.sync.port),
+            peer: SocketAddr::new(peer, view.sync.port),
+        };
+        let (shared, to) = (Arc::clone(&link.shared), link.peer);
+        thread::Builder::new()
+            .name("sync-send".into())
+            .spawn(move || send_loop(&shared, to))
+            .map_err(SyncError::Thread)?;
+        let (shared, listen) = (Arc::clone(&link.shared), link.listen);
+        thread::Builder::new()
+            .name("sync-listen".into())
+            .spawn(move || listen_loop(&shared, listen, peer))
+            .map_err(SyncError::Thread)?;
+        tracing::info!(listen = %link.listen, peer = %link.peer, "connection-state sync started");
+        Ok(link)
+    }
+
+    /// Follows a reloaded configuration's VIPs and SNAT addresses: when they changed,
+    /// the stream restarts with a resync and a dump of the new selection.
+    pub fn set_filter(&self, view: &NodeView) {
+        let new = flow_filter(view);
+        let mut f = self.shared.filter.lock().unwrap_or_else(|p| p.into_inner());
+        if f.0 != new {
+            *f = (new, f.1 + 1);
+        }
+    }
+
+    /// Entries held from the peer.
+    pub fn stored(&self) -> usize {
+        self.shared.store().len()
+    }
+
+    /// Commits the peer's entries into this namespace's conntrack table (blocking;
+    /// the store is locked meanwhile so no event interleaves).
+    pub fn commit(&self) -> Result<CommitReport, ctsync::Error> {
+        let store = self.shared.store();
+        let mut conntrack = Conntrack::open()?;
+        let report = store.commit(&mut conntrack)?;
+        self.shared
+            .commit_duration
+            .observe(report.elapsed.as_secs_f64());
+        Ok(report)
+    }
+
+    /// For status: link state and counts.
+    pub fn status(&self) -> Value {
+        let s = &self.shared;
+        json!({
+            "listen": self.listen, "peer": self.peer,
+            "connected": s.sending.load(Ordering::Relaxed),
+            "receiving": s.receiving.load(Ordering::Relaxed) > 0,
+            "entries_stored": self.stored(),
+            "events_sent": s.events_sent.load(Ordering::Relaxed),
+            "dumps_sent": s.dumps_sent.load(Ordering::Relaxed),
+            "lines_received": s.lines_received.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// A commit report as JSON (prepare reply, status).
+pub fn report_json(r: &CommitReport) -> Value {
+    json!({
+        "created": r.batch.created, "updated": r.batch.updated,
+        "failed": r.batch.failed.len(), "expired": r.expired,
+        "elapsed_ms": r.elapsed.as_secs_f64() * 1e3,
+    })
+}
+
+fn metric<T>(r: prometheus::Result<T>) -> T {
+    // Names are constants of this file: a failure is a bug the tests find.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("lbd sync metric definition: {e}"),
+    }
+}
+
+/// Connects to the peer and streams, forever; reconnects with backoff.
+fn send_loop(shared: &Shared, peer: SocketAddr) {
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        match TcpStream::connect_timeout(&peer, IO_TIMEOUT) {
+            Ok(stream) => {
+                backoff = BACKOFF_FIRST;
+                shared.set_sending(true);
+                tracing::info!(%peer, "sync stream to the peer connected");
+                let why = stream_to(shared, stream);
+                shared.set_sending(false);
+                tracing::warn!(%peer, error = %why, "sync stream to the peer down; reconnecting");
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "sync connect failed"),
+        }
+        thread::sleep(backoff);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Streams dump and events into `stream` until something fails; returns why.
+fn stream_to(shared: &Shared, stream: TcpStream) -> String {
+    let _ = stream.set_nodelay(true);
+    if let Err(e) = stream.set_write_timeout(Some(IO_TIMEOUT)) {
+        return e.to_string();
+    }
+    // Data the peer does not acknowledge in time fails the next write: a dead peer
+    // is noticed within seconds, not after the kernel's retransmissions (minutes).
+    if let Err(e) = set_user_timeout(&stream, IO_TIMEOUT) {
+        return e.to_string();
+    }
+    let mut out = BufWriter::new(stream);
+    let (filter, generation) = shared.filter();
+    // Subscribe before dumping: an event between the two is then sent, not lost.
+    let events = match subscribe(filter.clone()) {
+        Ok(ev) => ev,
+        Err(e) => return e.to_string(),
+    };
+    if let Err(e) = events.set_read_timeout(Some(HEARTBEAT)) {
+        return e.to_string();
+    }
+    if let Err(e) = send_dump(shared, &mut out, &filter) {
+        return e;
+    }
+    for event in events {
+        if shared.filter_generation() != generation {
+            return "the selection of flows changed (reload): resynchronising".to_owned();
+        }
+        let sent = match event {
+            Ok(ev) => out
+                .write_all(encode_line(&ev).as_bytes())
+                .and_then(|()| out.flush())
+                .map(|()| {
+                    shared.events_sent.fetch_add(1, Ordering::Relaxed);
+                })
+                .map_err(|e| e.to_string()),
+            Err(ctsync::Error::TimedOut) => out
+                .write_all(HEARTBEAT_LINE.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| e.to_string()),
+            Err(ctsync::Error::EventsLost) => {
+                tracing::warn!("conntrack events lost: sending a full dump again");
+                send_dump(shared, &mut out, &filter)
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = sent {
+            return e;
+        }
+    }
+    "the conntrack event stream ended".to_owned()
+}
+
+/// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged.
+fn set_user_timeout(stream: &TcpStream, timeout: Duration) -> std::io::Result<()> {
+    let ms = libc::c_uint::try_from(timeout.as_millis()).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: ms outlives the call; the size matches; the descriptor is the stream's.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            std::ptr::addr_of!(ms).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Sends a resync line and every matching entry as a `new` event.
+fn send_dump(shared: &Shared, out: &mut impl Write, filter: &FlowFilter) -> Result<(), String> {
+    let entries = Conntrack::open()
+        .and_then(|mut c| c.dump(filter))
+        .map_err(|e| e.to_string())?;
+    out.write_all(RESYNC_LINE.as_bytes())
+        .map_err(|e| e.to_string())?;
+    for entry in entries {
+        let line = encode_line(&Event {
+            kind: EventKind::New,
+            entry,
+        });
+        out.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    out.flush().map_err(|e| e.to_string())?;
+    shared.dumps_sent.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Accepts the peer's stream, forever; binding is retried with backoff.
+fn listen_loop(shared: &Arc<Shared>, listen: SocketAddr, peer: IpAddr) {
+    let mut backoff = BACKOFF_FIRST;
+    let listener = loop {
+        match TcpListener::bind(listen) {
+            Ok(l) => break l,
+            Err(e) => {
+                tracing::warn!(%listen, error = %e, "cannot listen for the peer's sync stream; retrying");
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    };
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "sync accept failed");
+                continue;
+            }
+        };
+        let from = stream.peer_addr().map(|a| a.ip()).ok();
+        if from != Some(peer) {
+            tracing::warn!(from = ?from, "sync connection from a host that is not the peer: refused");
+            continue;
+        }
+        let shared = Arc::clone(shared);
+        let spawned = thread::Builder::new()
+            .name("sync-recv".into())
+            .spawn(move || {
+                shared.receiving.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%peer, "receiving the peer's sync stream");
+                let why = receive(&shared, stream);
+                shared.receiving.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(%peer, why = %why, "the peer's sync stream ended; its entries are kept");
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a sync receiver");
+        }
+    }
+}
+
+/// Applies the peer's lines to the store until the stream ends; returns why.
+fn receive(shared: &Shared, stream: TcpStream) -> String {
+    if let Err(e) = stream.set_read_timeout(Some(SILENCE)) {
+        return e.to_string();
+    }
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => return "closed by the peer".to_owned(),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return format!("no heartbeat for {} s", SILENCE.as_secs())
+            }
+            Err(e) => return e.to_string(),
+        }
+        let parsed = match parse_line(&line) {
+            Ok(p) => p,
+            Err(e) => return e.to_string(),
+        };
+        shared.lines_received.fetch_add(1, Ordering::Relaxed);
+        let mut store = shared.store();
+        match parsed {
+            Line::Resync => store.clear(),
+            Line::Heartbeat => {}
+            Line::Event(ev) => store.apply(ev),
+        }
+        shared.stored_gauge.set(store.len() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resync_and_event_lines() {
+        assert_eq!(parse_line(RESYNC_LINE).unwrap(), Line::Resync);
+        assert_eq!(parse_line("{\"resync\":true}").unwrap(), Line::Resync);
+        assert_eq!(parse_line(HEARTBEAT_LINE).unwrap(), Line::Heartbeat);
+        assert!(parse_line("{\"resync\":false}").is_err());
+        assert!(parse_line("not json").is_err());
+        let orig = ctsync::Tuple::tcp(
+            "198.18.0.10".parse().unwrap(),
+            40000,
+            "198.18.0.100".parse().unwrap(),
+            80,
+        );
+        let event = Event {
+            kind: EventKind::Update,
+            entry: ctsync::Entry {
+                orig,
+                reply: orig.inverted(),
+                status: ctsync::Status(ctsync::Status::ASSURED),
+                timeout: Some(120),
+                mark: None,
+                zone: None,
+                tcp: None,
+                id: None,
+            },
+        };
+        assert_eq!(
+            parse_line(&encode_line(&event)).unwrap(),
+            Line::Event(event)
+        );
+    }
+
+    #[test]
+    fn filter_holds_vips_and_snat_addresses() {
+        let text = include_str!("../../cluster.toml.example");
+        let view = config::parse(text, "t.toml")
+            .unwrap()
+            .node_view(Some("lb1"))
+            .unwrap();
+        let f = flow_filter(&view);
+        assert_eq!(f.orig_dst, vec!["198.18.0.100".parse::<IpAddr>().unwrap()]);
+        assert_eq!(f.reply_dst, vec!["198.18.1.100".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            view.sync.local_address,
+            Some("198.18.1.11".parse().unwrap())
+        );
+        assert_eq!(view.sync.peer_address, Some("198.18.1.12".parse().unwrap()));
+    }
+}
