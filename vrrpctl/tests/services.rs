@@ -98,7 +98,17 @@ fn services_table_and_json() {
     println!("{out}");
     let lines: Vec<&str> = out.lines().collect();
     for col in [
-        "SERVICE", "VIP", "SCHED", "SERVER", "ADDRESS", "WEIGHT", "HEALTH", "CONNS", "PACKETS",
+        "SERVICE",
+        "VIP",
+        "SCHED",
+        "SERVER",
+        "ADDRESS",
+        "WEIGHT",
+        "HEALTH",
+        "LAST CHECK",
+        "TRANS",
+        "CONNS",
+        "PACKETS",
         "BYTES",
     ] {
         assert!(lines[0].contains(col), "{col} missing: {}", lines[0]);
@@ -114,6 +124,8 @@ fn services_table_and_json() {
             "198.18.1.21:80",
             "3",
             "up",
+            "-",
+            "-",
             "12",
             "140",
             "9000"
@@ -132,6 +144,8 @@ fn services_table_and_json() {
             "(of",
             "1)",
             "down",
+            "-",
+            "-",
             "4",
             "-",
             "-"
