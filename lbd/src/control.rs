@@ -3,10 +3,9 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use ctl::wire::{decode_params, ReplyError};
-use ctl::RequestHandler;
 
 /// Parameters of `prepare` (sent by vrrpd at takeover).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -51,38 +50,14 @@ impl Command {
 }
 
 /// A request on its way to the daemon loop, with where to send the answer.
-#[derive(Debug)]
-pub struct ControlRequest {
-    /// What is asked.
-    pub command: Command,
-    /// The answer.
-    pub reply: oneshot::Sender<Result<Value, ReplyError>>,
-}
+pub type ControlRequest = ctl::Forwarded<Command>;
 
-/// lbd's [`RequestHandler`]: parses, forwards to the loop, waits.
-#[derive(Debug, Clone)]
-pub struct ControlHandler {
-    requests: mpsc::Sender<ControlRequest>,
-}
+/// lbd's [`ctl::RequestHandler`]: parses, forwards to the loop, waits.
+pub type ControlHandler = ctl::Forwarder<Command>;
 
-impl ControlHandler {
-    /// A handler forwarding to `requests`.
-    pub fn new(requests: mpsc::Sender<ControlRequest>) -> Self {
-        ControlHandler { requests }
-    }
-}
-
-impl RequestHandler for ControlHandler {
-    async fn handle(&self, method: &str, params: Value) -> Result<Value, ReplyError> {
-        let command = Command::parse(method, params)?;
-        let (reply, answer) = oneshot::channel();
-        let gone = || ReplyError::failed("lbd is shutting down");
-        self.requests
-            .send(ControlRequest { command, reply })
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
-    }
+/// The handler of lbd's control socket, forwarding to `requests`.
+pub fn control_handler(requests: mpsc::Sender<ControlRequest>) -> ControlHandler {
+    ctl::Forwarder::new("lbd", Command::parse, requests)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use health::{
 };
 
 use crate::backend::{backend_settings, BackendKind, DataplaneThread, Selection};
-use crate::control::{Command, ControlHandler, ControlRequest, PrepareParams};
+use crate::control::{control_handler, Command, ControlRequest, PrepareParams};
 use crate::desired::{self, Capabilities, Plan, ServerHealth};
 use crate::roles::{self, RoleUpdate, Roles};
 use crate::sync::{self, SyncLink};
@@ -198,7 +198,7 @@ pub async fn run(
         .with_identity("lbd", env!("CARGO_PKG_VERSION"));
     let (stop_server, server_stopped) = watch::channel(false);
     let serving = tokio::spawn(server.serve(
-        Arc::new(ControlHandler::new(control_tx)),
+        Arc::new(control_handler(control_tx)),
         ctl::EventBus::new(ctl::DEFAULT_BACKLOG),
         server_stopped,
     ));

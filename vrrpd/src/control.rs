@@ -3,10 +3,9 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use ctl::wire::{decode_params, ReplyError};
-use ctl::RequestHandler;
 
 /// Method names vrrpd answers besides the built-in ones.
 pub mod methods {
@@ -180,39 +179,15 @@ impl Command {
     }
 }
 
-/// A request on its way to the event loop, with where to send the answer.
-#[derive(Debug)]
-pub struct ControlRequest {
-    /// What is asked.
-    pub command: Command,
-    /// The answer.
-    pub reply: oneshot::Sender<Result<Value, ReplyError>>,
-}
+/// A request on its way to the daemon loop, with where to send the answer.
+pub type ControlRequest = ctl::Forwarded<Command>;
 
-/// The [`RequestHandler`] of vrrpd: parses, forwards to the loop, waits.
-#[derive(Debug, Clone)]
-pub struct ControlHandler {
-    requests: mpsc::Sender<ControlRequest>,
-}
+/// vrrpd's [`ctl::RequestHandler`]: parses, forwards to the loop, waits.
+pub type ControlHandler = ctl::Forwarder<Command>;
 
-impl ControlHandler {
-    /// A handler forwarding to `requests`.
-    pub fn new(requests: mpsc::Sender<ControlRequest>) -> Self {
-        ControlHandler { requests }
-    }
-}
-
-impl RequestHandler for ControlHandler {
-    async fn handle(&self, method: &str, params: Value) -> Result<Value, ReplyError> {
-        let command = Command::parse(method, params)?;
-        let (reply, answer) = oneshot::channel();
-        let gone = || ReplyError::failed("vrrpd is shutting down");
-        self.requests
-            .send(ControlRequest { command, reply })
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
-    }
+/// The handler of vrrpd's control socket, forwarding to `requests`.
+pub fn control_handler(requests: mpsc::Sender<ControlRequest>) -> ControlHandler {
+    ctl::Forwarder::new("vrrpd", Command::parse, requests)
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use vrrp::router::Router;
 
 use config::{ClusterConfig, NodeView};
 
-use crate::control::{ControlHandler, ControlRequest};
+use crate::control::{control_handler, ControlRequest};
 use crate::net::{Announcer, IpFamily, Received, SocketError, VrrpSocket};
 use crate::operate::FailoverDrill;
 use crate::telemetry::{InstanceLabels, Telemetry};
@@ -243,7 +243,7 @@ pub async fn run(
         .with_identity("vrrpd", env!("CARGO_PKG_VERSION"));
     let (stop_server, server_stopped) = watch::channel(false);
     let serving = tokio::spawn(server.serve(
-        Arc::new(ControlHandler::new(control_tx)),
+        Arc::new(control_handler(control_tx)),
         events,
         server_stopped,
     ));

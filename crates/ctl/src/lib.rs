@@ -10,6 +10,7 @@
 mod client;
 mod error;
 mod events;
+mod forward;
 mod line;
 mod server;
 pub mod wire;
@@ -17,6 +18,7 @@ pub mod wire;
 pub use client::{Client, Notice, ResumingSubscription, Subscription, DEFAULT_TIMEOUT};
 pub use error::CtlError;
 pub use events::{EventBus, DEFAULT_BACKLOG};
+pub use forward::{Forwarded, Forwarder, ParseCommand};
 pub use server::{RequestHandler, Server, SocketGroup, SocketPerms};
 pub use wire::{
     methods, topics, Event, Gap, GapReason, Reply, ReplyError, Request, SubscribeParams,
