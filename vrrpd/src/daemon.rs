@@ -29,7 +29,7 @@ use crate::control::{control_handler, ControlRequest};
 use crate::net::{Announcer, IpFamily, Received, SocketError, VrrpSocket};
 use crate::operate::FailoverDrill;
 use crate::telemetry::{InstanceLabels, Telemetry};
-use crate::timers::{Clock, TimerKey, TimerTable};
+use crate::timers::{Clock, PreciseSleep, TimerKey, TimerTable};
 use crate::translate::{translate, GroupPlan, Translation};
 
 /// How the daemon was started.
@@ -257,12 +257,25 @@ pub async fn run(
 
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     tokio::pin!(shutdown);
+    let precise = match PreciseSleep::new() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(error = %e, "no timerfd: timers may fire up to 2 ms late");
+            None
+        }
+    };
     loop {
         let deadline = daemon.timers.earliest().map(|t| daemon.clock.instant(t));
         let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+            match (deadline, &precise) {
+                (Some(at), Some(p)) => {
+                    if let Err(e) = p.until(at).await {
+                        tracing::debug!(error = %e, "timerfd sleep failed; tokio's timer instead");
+                        tokio::time::sleep_until(at).await;
+                    }
+                }
+                (Some(at), None) => tokio::time::sleep_until(at).await,
+                (None, _) => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -596,9 +609,11 @@ impl Daemon {
 
     /// Feeds one input to a group's state machine and carries out its actions.
     /// `started` is when the cause happened (a packet's arrival), for the
-    /// takeover phase timings.
+    /// takeover phase timings; it is also the state machine's `now`, so that
+    /// the timers an advert re-arms (Master_Down_Interval, Skew_Time) run
+    /// from its arrival rather than from when the loop got to it.
     pub(crate) async fn feed(&mut self, group: &str, input: Input, started: Instant) {
-        let now = self.clock.now();
+        let now = self.clock.time_of(started);
         let Some(rt) = self.groups.get_mut(group) else {
             return;
         };

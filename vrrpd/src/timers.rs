@@ -3,8 +3,12 @@
 //! drills). The event loop sleeps until the earliest deadline.
 
 use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::time::Instant;
 use vrrp::timer::{Time, TimerKind};
 
@@ -41,6 +45,104 @@ impl Clock {
         self.start
             .checked_add(offset)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365))
+    }
+}
+
+/// A sleep on a timerfd (CLOCK_MONOTONIC, absolute deadline). The event
+/// loop waits on it rather than on tokio's timer, whose wheel rounds every
+/// deadline up to its next 1 ms tick and then waits in whole milliseconds:
+/// the Master_Down_Timer fired 1-2 ms late, which a takeover after a
+/// priority-0 advert (Skew_Time) showed as extra failover time.
+#[derive(Debug)]
+pub struct PreciseSleep {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl PreciseSleep {
+    /// A disarmed timerfd registered with the runtime.
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: timerfd_create takes no pointers; a non-negative result is
+        // a new descriptor that nothing else owns.
+        let raw = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: an OwnedFd keeps its descriptor open until dropped and
+        // always reports the same one; the AsyncFd owns the OwnedFd.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
+        Ok(PreciseSleep { fd })
+    }
+
+    /// Returns at `at` (at once if it has passed).
+    pub async fn until(&self, at: Instant) -> io::Result<()> {
+        // std's Instant is CLOCK_MONOTONIC on Linux: the deadline is now's
+        // reading plus what is left.
+        let left = at
+            .into_std()
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a valid timespec to write.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let nanos = now.tv_nsec as u64 + u64::from(left.subsec_nanos());
+        let deadline = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: now.tv_sec
+                    + libc::time_t::try_from(left.as_secs() + nanos / 1_000_000_000)
+                        .unwrap_or(libc::time_t::MAX / 2),
+                tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+            },
+        };
+        // SAFETY: the descriptor is a timerfd we own; `deadline` is valid
+        // and the old value is not asked for. Re-arming also clears an
+        // expiry left by a sleep that was dropped before it was read.
+        let rc = unsafe {
+            libc::timerfd_settime(
+                self.fd.as_raw_fd(),
+                libc::TFD_TIMER_ABSTIME,
+                &deadline,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let read = guard.try_io(|fd| {
+                let mut expirations = [0u8; 8];
+                // SAFETY: reads at most 8 bytes into an 8-byte buffer.
+                let n = unsafe { libc::read(fd.as_raw_fd(), expirations.as_mut_ptr().cast(), 8) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            });
+            match read {
+                Ok(result) => return result,
+                // Readiness from an earlier, dropped sleep: wait again.
+                Err(_would_block) => continue,
+            }
+        }
     }
 }
 
@@ -230,6 +332,20 @@ mod tests {
         assert_eq!(fired[0].2, Time::from_micros(1_000_000));
         assert_eq!(fired[1].0, router("a", TimerKind::MasterDown));
         assert_eq!(fired[1].2, Time::from_micros(3_600_000));
+    }
+
+    #[tokio::test]
+    async fn a_precise_sleep_ends_at_its_deadline_and_survives_a_dropped_one() {
+        let sleep = PreciseSleep::new().unwrap();
+        // A sleep dropped before its deadline must not end the next one early.
+        let dropped = Instant::now() + Duration::from_millis(1);
+        let _ = tokio::time::timeout(Duration::from_micros(100), sleep.until(dropped)).await;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let at = Instant::now() + Duration::from_millis(20);
+        sleep.until(at).await.unwrap();
+        assert!(Instant::now() >= at);
+        // A deadline that has passed returns.
+        sleep.until(at).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
