@@ -182,9 +182,17 @@ impl Daemon {
                             })
                         }))
                     });
-                    self.spawn_gratuitous(
-                        &instance, &interface, addresses, count, spacing, tracker,
-                    );
+                    if spacing.is_zero() {
+                        if let Some(burst) = self.gratuitous_burst(
+                            &instance, &interface, addresses, count, spacing, tracker,
+                        ) {
+                            burst.await;
+                        }
+                    } else {
+                        self.spawn_gratuitous(
+                            &instance, &interface, addresses, count, spacing, tracker,
+                        );
+                    }
                 }
                 Action::StateChanged {
                     instance,
@@ -369,18 +377,37 @@ impl Daemon {
         spacing: Duration,
         tracker: Option<Arc<GarpTracker>>,
     ) {
+        if let Some(burst) =
+            self.gratuitous_burst(instance, interface, addresses, count, spacing, tracker)
+        {
+            tokio::spawn(burst);
+        }
+    }
+
+    /// The burst as a future that owns what it needs: spawned when it must wait between
+    /// rounds, awaited in place when it goes out back to back (no task hand-off on the
+    /// takeover path: the neighbours learn the new MAC sooner).
+    fn gratuitous_burst(
+        &self,
+        instance: &str,
+        interface: &str,
+        addresses: Vec<IpAddr>,
+        count: u8,
+        spacing: Duration,
+        tracker: Option<Arc<GarpTracker>>,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         let Some(announcer) = self.announcers.get(interface).cloned() else {
             tracing::error!(
                 instance,
                 iface = interface,
                 "no announcer for the interface"
             );
-            return;
+            return None;
         };
         let telemetry = self.telemetry.clone();
         let labels = self.labels(instance);
         let instance = instance.to_owned();
-        tokio::spawn(async move {
+        Some(async move {
             match announcer
                 .send_burst(&addresses, u32::from(count), spacing)
                 .await
@@ -396,7 +423,7 @@ impl Daemon {
             if let Some(t) = tracker {
                 t.burst_done(&telemetry);
             }
-        });
+        })
     }
 
     /// The periodic refresh burst of a MASTER instance (`garp.refresh_s`).
