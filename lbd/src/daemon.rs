@@ -11,7 +11,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use config::{ClusterConfig, NodeView};
+use config::NodeView;
 use ctl::wire::ReplyError;
 use dataplane::{ApplyReport, BackendCounters, ChangeHint, Dataplane, SyncRole};
 use health::{
@@ -36,32 +35,16 @@ use crate::sync::{self, SyncLink};
 use crate::telemetry::Telemetry;
 use crate::tracking::TrackSender;
 
-/// How the daemon was started.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// The cluster.toml.
-    pub config_path: PathBuf,
-    /// `--node`, else the hostname picks the node.
-    pub node: Option<String>,
-}
+/// How the daemon was started: the file and the node.
+pub type Options = config::NodeSource;
 
-/// A configuration read and resolved for this node.
-#[derive(Debug, Clone)]
-pub struct Loaded {
-    /// The whole file.
-    pub cluster: ClusterConfig,
-    /// This node's view of it.
-    pub view: NodeView,
-}
+/// The configuration read and resolved for this node.
+pub type Loaded = config::LoadedNode;
 
 /// Reads and validates the configuration; the error text is the config crate's
 /// diagnostics (file, line, key, fix).
 pub fn load(options: &Options) -> Result<Loaded, String> {
-    let cluster = config::load(&options.config_path).map_err(|e| e.to_string())?;
-    let view = cluster
-        .node_view(options.node.as_deref())
-        .map_err(|e| e.to_string())?;
-    Ok(Loaded { cluster, view })
+    options.load().map_err(|e| e.to_string())
 }
 
 /// First retry delay after a failed apply; doubles up to [`RETRY_MAX`].

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,32 +31,16 @@ use crate::telemetry::{InstanceLabels, Telemetry};
 use crate::timers::{Clock, PreciseSleep, TimerKey, TimerTable};
 use crate::translate::{translate, GroupPlan, Translation};
 
-/// How the daemon was started.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// The cluster.toml.
-    pub config_path: PathBuf,
-    /// `--node`, else the hostname picks the node.
-    pub node: Option<String>,
-}
+/// How the daemon was started: the file and the node.
+pub type Options = config::NodeSource;
 
-/// A configuration read and resolved for this node.
-#[derive(Debug, Clone)]
-pub struct Loaded {
-    /// The whole file.
-    pub cluster: ClusterConfig,
-    /// This node's view of it.
-    pub view: NodeView,
-}
+/// The configuration read and resolved for this node.
+pub type Loaded = config::LoadedNode;
 
-/// Reads and validates the configuration; the error text is the config
-/// crate's diagnostics (file, line, key, fix).
+/// Reads and validates the configuration; the error text is the config crate's
+/// diagnostics (file, line, key, fix).
 pub fn load(options: &Options) -> Result<Loaded, String> {
-    let cluster = config::load(&options.config_path).map_err(|e| e.to_string())?;
-    let view = cluster
-        .node_view(options.node.as_deref())
-        .map_err(|e| e.to_string())?;
-    Ok(Loaded { cluster, view })
+    options.load().map_err(|e| e.to_string())
 }
 
 /// One received VRRP packet and the interface it came in on.

@@ -91,3 +91,32 @@ pub fn parse(text: &str, file_name: &str) -> Result<ClusterConfig, ConfigError> 
     }
     Err(ConfigError::invalid(out))
 }
+
+/// Where a daemon reads its configuration: the file and its node (`--node`, else the
+/// hostname picks it).
+#[derive(Debug, Clone)]
+pub struct NodeSource {
+    /// The cluster.toml.
+    pub config_path: std::path::PathBuf,
+    /// `--node`, else the hostname picks the node.
+    pub node: Option<String>,
+}
+
+/// A configuration read, validated and resolved for one node.
+#[derive(Debug, Clone)]
+pub struct LoadedNode {
+    /// The whole file.
+    pub cluster: ClusterConfig,
+    /// This node's view of it.
+    pub view: NodeView,
+}
+
+impl NodeSource {
+    /// Reads and validates the file and resolves this node's view; the error is the
+    /// diagnostics (file, line, key, fix).
+    pub fn load(&self) -> Result<LoadedNode, ConfigError> {
+        let cluster = load(&self.config_path)?;
+        let view = cluster.node_view(self.node.as_deref())?;
+        Ok(LoadedNode { cluster, view })
+    }
+}
