@@ -1,6 +1,8 @@
 //! Carrying out the state machine's actions, in the order it gives them:
-//! adverts, lbd's prepare, VIPs, GARP / NA bursts, timers, state reports.
+//! lbd's prepare, VIPs, adverts, GARP / NA bursts, timers; the state reports
+//! (logs, events, transition records) after the batch, off the takeover's path.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +50,15 @@ pub async fn prepare(
     group: Option<&str>,
     instances: &[String],
 ) -> Result<serde_json::Value, (PrepareMiss, String)> {
+    // No socket file, no lbd: say so without a connect (this is a takeover's path).
+    if let Err(e) = std::fs::symlink_metadata(lbd_socket) {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return Err((
+                PrepareMiss::Absent,
+                format!("no lbd socket at {}", lbd_socket.display()),
+            ));
+        }
+    }
     let params = json!({"group": group, "instances": instances});
     let exchange = async {
         let client = ctl::Client::connect(lbd_socket).await?;
@@ -104,6 +115,10 @@ impl Daemon {
             .filter(|a| matches!(a, Action::SendGratuitous { .. }))
             .count();
         let mut takeover: Option<Takeover> = None;
+        // Logs, events and records of transitions wait until the batch's packets and
+        // VIPs are out: they cost a write each, and a takeover must not wait on them.
+        let mut notices: Vec<Action> = Vec::new();
+        let mut missed: Option<(PrepareMiss, Duration, String)> = None;
         for action in actions {
             match action {
                 Action::SendAdvert {
@@ -146,9 +161,9 @@ impl Daemon {
                     let text = match outcome {
                         Ok(_) => "acknowledged".to_owned(),
                         Err((miss, why)) => {
-                            self.telemetry.prepare_miss(group, miss.label());
-                            tracing::warn!(group, reason = miss.label(), budget_ms = budget.as_millis() as u64, error = %why, "lbd did not prepare the takeover; going on without it");
-                            format!("missed: {}", miss.label())
+                            let text = format!("missed: {}", miss.label());
+                            missed = Some((miss, budget, why));
+                            text
                         }
                     };
                     if let Ok(mut r) = t.record.lock() {
@@ -194,6 +209,31 @@ impl Daemon {
                         );
                     }
                 }
+                notice @ Action::StateChanged { .. } => notices.push(notice),
+                Action::GroupStateChanged {
+                    group: g,
+                    from,
+                    to,
+                    reason,
+                } => {
+                    if to == State::Master {
+                        takeover.get_or_insert_with(|| self.begin_takeover(group));
+                    }
+                    notices.push(Action::GroupStateChanged {
+                        group: g,
+                        from,
+                        to,
+                        reason,
+                    });
+                }
+            }
+        }
+        if let Some((miss, budget, why)) = missed {
+            self.telemetry.prepare_miss(group, miss.label());
+            tracing::warn!(group, reason = miss.label(), budget_ms = budget.as_millis() as u64, error = %why, "lbd did not prepare the takeover; went on without it");
+        }
+        for notice in notices {
+            match notice {
                 Action::StateChanged {
                     instance,
                     group: g,
@@ -221,10 +261,8 @@ impl Daemon {
                             "to": state_name(to), "reason": format!("{reason:?}"), "time": unix_ms(),
                         }),
                     );
-                    if to == State::Master {
-                        takeover.get_or_insert_with(|| self.begin_takeover(group));
-                    }
                 }
+                _ => {}
             }
         }
         if let Some(t) = takeover {
@@ -324,11 +362,13 @@ impl Daemon {
     /// Adds or removes every VIP of the sets in one netlink step.
     async fn change_vips(&mut self, group: &str, sets: &[VipSet], add: bool) {
         let mut specs = Vec::new();
+        let mut names = HashMap::new();
         for set in sets {
             let Some(index) = self.links.get(&set.interface).map(|l| l.index) else {
                 tracing::error!(group, iface = %set.interface, "VIP interface unknown");
                 continue;
             };
+            names.insert(index, set.interface.clone());
             let plan = self.plan.instance(&set.instance);
             for &addr in &set.addresses {
                 let vip = plan.and_then(|p| p.vips.iter().find(|v| v.address == addr));
@@ -349,7 +389,13 @@ impl Daemon {
             .map(|s| format!("{}/{}", s.addr, s.prefix_len))
             .collect();
         let (op, result) = if add {
-            ("add", self.netif.add_addresses(&specs).await.map(drop))
+            (
+                "add",
+                self.netif
+                    .add_addresses_known(&specs, &names)
+                    .await
+                    .map(drop),
+            )
         } else {
             (
                 "remove",

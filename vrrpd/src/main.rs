@@ -46,8 +46,11 @@ fn main() -> ExitCode {
         }
     };
     tracing::info!(config = %options.config_path.display(), node = %loaded.view.name, "{}", loaded.view.summary());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the daemon loop, the netlink connection task and the control
+    // server hand work to each other on a takeover's path, and on one thread that
+    // is a task switch instead of a cross-thread wake-up (the metrics server has a
+    // thread of its own).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -9,6 +9,7 @@
 mod address;
 mod error;
 mod link;
+mod quick;
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -69,6 +70,7 @@ where
 pub struct Netif {
     handle: rtnetlink::Handle,
     netns: Option<(u64, u64)>,
+    quick: Arc<quick::QuickSocket>,
     _task: Arc<TaskGuard>,
 }
 
@@ -91,6 +93,7 @@ impl Netif {
         Ok(Netif {
             handle,
             netns,
+            quick: Arc::new(quick::QuickSocket::open()),
             _task: Arc::new(task),
         })
     }
@@ -227,14 +230,38 @@ impl Netif {
     /// error (naming interface and address) is returned. Addresses that were
     /// already present are left alone.
     pub async fn add_addresses(&self, set: &[AddressSpec]) -> Result<Vec<AddOutcome>, NetifError> {
-        let names = self.interface_names(set).await?;
+        self.add_addresses_known(set, &HashMap::new()).await
+    }
+
+    /// [`add_addresses`](Self::add_addresses) for a caller that already knows the
+    /// interfaces' names by index (a daemon that watches its links): no lookup
+    /// round trip before the adds, which matters on a takeover's path. Indices not
+    /// in `known` are looked up; a stale index is still refused by the kernel.
+    pub async fn add_addresses_known(
+        &self,
+        set: &[AddressSpec],
+        known: &HashMap<u32, String>,
+    ) -> Result<Vec<AddOutcome>, NetifError> {
+        let names = self.interface_names_known(set, known).await?;
         for spec in set {
             validate(spec, &names[&spec.ifindex])?;
         }
-        let results = join_all(
-            set.iter()
-                .map(|spec| self.add_checked(&names[&spec.ifindex], spec)),
-        )
+        // First in one synchronous batch (the kernel adds during the send; no task
+        // hand-off); whatever that did not add cleanly (EEXIST, errors, no socket)
+        // goes the checked way, which tells a present address from a conflict.
+        let quick = self.quick.add(set);
+        let results = join_all(set.iter().enumerate().map(|(i, spec)| {
+            let done = quick.as_ref().is_some_and(|q| q[i] == 0);
+            let name = &names[&spec.ifindex];
+            async move {
+                if done {
+                    tracing::debug!(iface = %name, addr = %spec.addr, prefix_len = spec.prefix_len, "address added");
+                    Ok(AddOutcome::Added)
+                } else {
+                    self.add_checked(name, spec).await
+                }
+            }
+        }))
         .await;
         let mut outcomes = Vec::with_capacity(set.len());
         let mut added: Vec<&AddressSpec> = Vec::new();
@@ -327,10 +354,23 @@ impl Netif {
         &self,
         set: &[AddressSpec],
     ) -> Result<HashMap<u32, String>, NetifError> {
+        self.interface_names_known(set, &HashMap::new()).await
+    }
+
+    /// The names of the set's interfaces, from `known` where it has them.
+    async fn interface_names_known(
+        &self,
+        set: &[AddressSpec],
+        known: &HashMap<u32, String>,
+    ) -> Result<HashMap<u32, String>, NetifError> {
         let mut names = HashMap::new();
         for spec in set {
             if let Entry::Vacant(slot) = names.entry(spec.ifindex) {
-                slot.insert(self.link_by_index(spec.ifindex).await?.name);
+                let name = match known.get(&spec.ifindex) {
+                    Some(name) => name.clone(),
+                    None => self.link_by_index(spec.ifindex).await?.name,
+                };
+                slot.insert(name);
             }
         }
         Ok(names)
