@@ -15,6 +15,7 @@ LBSUITE_DEBS=(
     procps          # sysctl
     keepalived      # the foreign VRRP peer in the interop tests
     tcpdump         # captures asserted by the wire tests
+    ethtool         # health_bench: GRO for veth NAPI threads
 )
 
 missing=()

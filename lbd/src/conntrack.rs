@@ -43,17 +43,49 @@ pub fn read_usage(capacity: &[(IpAddr, u32)]) -> io::Result<Vec<SnatUsage>> {
     if capacity.is_empty() {
         return Ok(Vec::new());
     }
-    let text = std::fs::read_to_string(PROC_CONNTRACK)?;
-    Ok(usage(&text, capacity))
+    // Line by line: the table's text is ~250 bytes an entry, tens of MB when health
+    // checks alone keep 100,000 entries in CLOSE; never hold it whole.
+    let file = std::fs::File::open(PROC_CONNTRACK)?;
+    let mut reader = io::BufReader::with_capacity(64 * 1024, file);
+    let mut counter = UsageCounter::new(capacity);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if io::BufRead::read_line(&mut reader, &mut line)? == 0 {
+            break;
+        }
+        counter.line(&line);
+    }
+    Ok(counter.finish(capacity))
 }
 
 /// Counts from the text of `/proc/net/nf_conntrack`.
 pub fn usage(text: &str, capacity: &[(IpAddr, u32)]) -> Vec<SnatUsage> {
-    let wanted: BTreeSet<IpAddr> = capacity.iter().map(|(a, _)| *a).collect();
-    let mut ports: BTreeMap<IpAddr, BTreeSet<(String, u16)>> = BTreeMap::new();
+    let mut counter = UsageCounter::new(capacity);
     for line in text.lines() {
-        let Some((proto, addr, port)) = reply_destination(line) else {
-            continue;
+        counter.line(line);
+    }
+    counter.finish(capacity)
+}
+
+/// The distinct reply-destination ports per wanted address, a line at a time.
+struct UsageCounter {
+    wanted: BTreeSet<IpAddr>,
+    ports: BTreeMap<IpAddr, BTreeSet<(String, u16)>>,
+}
+
+impl UsageCounter {
+    fn new(capacity: &[(IpAddr, u32)]) -> UsageCounter {
+        UsageCounter {
+            wanted: capacity.iter().map(|(a, _)| *a).collect(),
+            ports: BTreeMap::new(),
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        let (wanted, ports) = (&self.wanted, &mut self.ports);
+        let Some((proto, addr, port)) = reply_destination(line.trim_end()) else {
+            return;
         };
         if wanted.contains(&addr) {
             ports
@@ -62,14 +94,17 @@ pub fn usage(text: &str, capacity: &[(IpAddr, u32)]) -> Vec<SnatUsage> {
                 .insert((proto.to_owned(), port));
         }
     }
-    capacity
-        .iter()
-        .map(|&(address, ports_available)| SnatUsage {
-            address,
-            ports_in_use: ports.get(&address).map_or(0, |s| s.len() as u64),
-            ports_available,
-        })
-        .collect()
+
+    fn finish(self, capacity: &[(IpAddr, u32)]) -> Vec<SnatUsage> {
+        capacity
+            .iter()
+            .map(|&(address, ports_available)| SnatUsage {
+                address,
+                ports_in_use: self.ports.get(&address).map_or(0, |s| s.len() as u64),
+                ports_available,
+            })
+            .collect()
+    }
 }
 
 /// (protocol name, reply destination address, reply destination port) of one line:
