@@ -438,6 +438,9 @@ struct Path_ {
     counting: Option<Counting>,
     snat_pool: usize,
     nft: &'static [&'static str],
+    /// With a table: still reach srv1 at its own address (the table loaded, so
+    /// conntrack runs, but no NAT on this path).
+    direct: bool,
 }
 
 const DIRECT: Path_ = Path_ {
@@ -445,6 +448,7 @@ const DIRECT: Path_ = Path_ {
     counting: None,
     snat_pool: SNAT_POOL,
     nft: &[],
+    direct: false,
 };
 
 /// Sets lb1 and srv1 up for `path` and runs wrk; requests/s.
@@ -465,6 +469,10 @@ fn run_path(
     nft.apply(&vip_state(path.snat_pool))?;
     for cmd in path.nft {
         lb.exec_ok(&["nft", cmd])?;
+    }
+    if path.direct {
+        srv.ip(&["route", "replace", "198.18.0.0/24", "via", "198.18.1.11"])?;
+        return wrk(client, DIRECT_URL, close, duration);
     }
     // srv1 has no route back to the clients: only SNAT brings the replies back.
     srv.ip(&["route", "del", "198.18.0.0/24"]).ok();
@@ -537,42 +545,49 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
             counting: Some(Counting::Connections),
             snat_pool: SNAT_POOL,
             nft: &[],
+            direct: false,
         },
         Path_ {
             name: "nothing counted",
             counting: Some(Counting::Off),
             snat_pool: SNAT_POOL,
             nft: &[],
+            direct: false,
         },
         Path_ {
             name: "packets/bytes: every forwarded packet",
             counting: Some(Counting::Traffic),
             snat_pool: SNAT_POOL,
             nft: &[],
+            direct: false,
         },
         Path_ {
             name: "packets/bytes: lookup for ct state new only",
             counting: Some(Counting::Traffic),
             snat_pool: SNAT_POOL,
             nft: &["insert rule inet lbsuite lb_count ct state != new accept"],
+            direct: false,
         },
         Path_ {
             name: "packets/bytes: original direction only",
             counting: Some(Counting::Traffic),
             snat_pool: SNAT_POOL,
             nft: &["insert rule inet lbsuite lb_count ct direction reply accept"],
+            direct: false,
         },
         Path_ {
             name: "connections + an empty lb_dnat_range chain",
             counting: Some(Counting::Connections),
             snat_pool: SNAT_POOL,
             nft: &["add chain inet lbsuite lb_dnat_range { type nat hook prerouting priority dstnat + 1 ; }"],
+            direct: false,
         },
         Path_ {
             name: "connections, SNAT to one address",
             counting: Some(Counting::Connections),
             snat_pool: 0,
             nft: &[],
+            direct: false,
         },
     ];
     println!("\nAblation: new connections/s, wrk -t1 -c32 -d{duration}s, interleaved");
@@ -756,16 +771,25 @@ fn main() -> Result<()> {
         let paths = [
             DIRECT,
             Path_ {
+                name: "direct, lbd's table loaded (conntrack on)",
+                counting: Some(Counting::Connections),
+                snat_pool: SNAT_POOL,
+                nft: &[],
+                direct: true,
+            },
+            Path_ {
                 name: "VIP, connections counted (default)",
                 counting: Some(Counting::Connections),
                 snat_pool: SNAT_POOL,
                 nft: &[],
+                direct: false,
             },
             Path_ {
                 name: "VIP, packets/bytes too",
                 counting: Some(Counting::Traffic),
                 snat_pool: SNAT_POOL,
                 nft: &[],
+                direct: false,
             },
         ];
         let t = compare(&paths, runs, a.duration, false)?;
@@ -799,6 +823,25 @@ fn main() -> Result<()> {
                 "".into(),
                 "".into(),
                 format!("{:.3}x", t.paired_cps[i - 1]),
+                "",
+            ));
+        }
+        // The same VIP figures against srv1 reached directly through a node that has
+        // lbd's table loaded (conntrack tracking every connection, as on any node
+        // running lbd): what the VIP itself costs, DNAT + SNAT + the maps.
+        for (i, p) in paths.iter().enumerate().skip(2) {
+            rows.push(row(
+                &format!("requests/s, keep-alive; {} vs direct with table", p.name),
+                format!("{:.0}", t.rps[1]),
+                format!("{:.0}", t.rps[i]),
+                format!("{:.3}x", t.rps[i] / t.rps[1]),
+                "",
+            ));
+            rows.push(row(
+                &format!("new connections/s; {} vs direct with table", p.name),
+                format!("{:.0}", t.cps[1]),
+                format!("{:.0}", t.cps[i]),
+                format!("{:.3}x", t.cps[i] / t.cps[1]),
                 "",
             ));
         }
