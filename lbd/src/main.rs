@@ -61,8 +61,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for the async side (control, vrrpd link, health checks): at 10,000
+    // checks/s the cross-thread wake-ups of a work-stealing runtime cost a third of
+    // lbd's CPU (health_bench: 34 % of a core with two workers, 26 % with one).
+    // Blocking work has threads of its own: the dataplane, conntrack sync, metrics.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

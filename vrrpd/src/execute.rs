@@ -119,6 +119,7 @@ impl Daemon {
         // VIPs are out: they cost a write each, and a takeover must not wait on them.
         let mut notices: Vec<Action> = Vec::new();
         let mut missed: Option<(PrepareMiss, Duration, String)> = None;
+        let mut vips_changed: Vec<(bool, Vec<String>)> = Vec::new();
         for action in actions {
             match action {
                 Action::SendAdvert {
@@ -173,13 +174,19 @@ impl Daemon {
                     self.phase(group, &record, "prepare", started);
                 }
                 Action::AddVips { sets, .. } => {
-                    self.change_vips(group, &sets, true).await;
+                    if let Some(done) = self.change_vips(group, &sets, true).await {
+                        vips_changed.push(done);
+                    }
                     if let Some(t) = &takeover {
                         let record = Arc::clone(&t.record);
                         self.phase(group, &record, "vips_added", started);
                     }
                 }
-                Action::RemoveVips { sets, .. } => self.change_vips(group, &sets, false).await,
+                Action::RemoveVips { sets, .. } => {
+                    if let Some(done) = self.change_vips(group, &sets, false).await {
+                        vips_changed.push(done);
+                    }
+                }
                 Action::SendGratuitous {
                     instance,
                     interface,
@@ -227,6 +234,9 @@ impl Daemon {
                     });
                 }
             }
+        }
+        for (added, vips) in vips_changed {
+            tracing::info!(group, vips = ?vips, "VIPs {}", if added { "added" } else { "removed" });
         }
         if let Some((miss, budget, why)) = missed {
             self.telemetry.prepare_miss(group, miss.label());
@@ -359,8 +369,14 @@ impl Daemon {
         any
     }
 
-    /// Adds or removes every VIP of the sets in one netlink step.
-    async fn change_vips(&mut self, group: &str, sets: &[VipSet], add: bool) {
+    /// Adds or removes every VIP of the sets in one netlink step; on success, what to
+    /// log once the batch is done (failures are logged at once).
+    async fn change_vips(
+        &mut self,
+        group: &str,
+        sets: &[VipSet],
+        add: bool,
+    ) -> Option<(bool, Vec<String>)> {
         let mut specs = Vec::new();
         let mut names = HashMap::new();
         for set in sets {
@@ -403,12 +419,11 @@ impl Daemon {
             )
         };
         match result {
-            Ok(()) => {
-                tracing::info!(group, vips = ?list, "VIPs {}", if add { "added" } else { "removed" })
-            }
+            Ok(()) => Some((add, list)),
             Err(e) => {
                 self.telemetry.vip_error(group, op);
                 tracing::error!(group, vips = ?list, error = %e, "VIP {op} failed");
+                None
             }
         }
     }

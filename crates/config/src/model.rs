@@ -647,6 +647,8 @@ impl Default for FlapDampening {
 pub enum CheckKind {
     /// TCP connect.
     Tcp,
+    /// Half-open TCP: SYN, then SYN-ACK (up) or RST (down); needs CAP_NET_RAW.
+    TcpSyn,
     /// HTTP request.
     Http(HttpCheck),
     /// HTTPS request.

@@ -1006,6 +1006,7 @@ fn read_check(r: &mut Reader, v: &Sv, path: &str) -> Option<Check> {
                 &p,
                 &[
                     ("tcp", "tcp"),
+                    ("tcp_syn", "tcp_syn"),
                     ("http", "http"),
                     ("https", "https"),
                     ("udp_dns", "udp_dns"),
@@ -1081,6 +1082,7 @@ fn read_check(r: &mut Reader, v: &Sv, path: &str) -> Option<Check> {
         }
         let kind = match kind_word {
             "tcp" => Some(CheckKind::Tcp),
+            "tcp_syn" => Some(CheckKind::TcpSyn),
             "http" | "https" => read_http(r, &mut t, kind_word == "https").map(|h| {
                 if kind_word == "https" {
                     CheckKind::Https(h)

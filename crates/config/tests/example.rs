@@ -213,6 +213,10 @@ fn full_file_resolves_peers_defaults_and_kinds() {
         "a port-range service keeps the destination port"
     );
     assert_eq!(cfg.check("dns").unwrap().rise, 2);
+    assert_eq!(
+        cfg.check("half-open").unwrap().kind,
+        config::CheckKind::TcpSyn
+    );
     assert_eq!(cfg.check("dns").unwrap().fall, 3);
     match &cfg.check("https").unwrap().kind {
         config::CheckKind::Https(h) => assert!(!h.verify_cert && h.path == "/"),

@@ -19,6 +19,7 @@ pub fn probe_from_config(kind: &CheckKind) -> Probe {
     };
     match kind {
         CheckKind::Tcp => Probe::Tcp,
+        CheckKind::TcpSyn => Probe::TcpSyn,
         CheckKind::Http(h) => Probe::Http(http(h, false)),
         CheckKind::Https(h) => Probe::Https(http(h, true)),
         CheckKind::UdpDns { query_name } => Probe::UdpDns {

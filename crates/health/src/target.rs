@@ -81,6 +81,9 @@ pub enum TargetDampening {
 pub enum Probe {
     /// TCP connect; the connection is then reset (no TIME_WAIT on our side).
     Tcp,
+    /// Half-open TCP: a SYN from a raw socket, up on SYN-ACK, down on RST (the
+    /// server never sees a connection; needs CAP_NET_RAW).
+    TcpSyn,
     /// HTTP/1.0 GET over TCP.
     Http(HttpProbe),
     /// HTTP/1.0 GET over TLS.

@@ -31,6 +31,8 @@ use anyhow::{bail, Context, Result};
 use integration::{Host, Lab, Prefix};
 
 struct Args {
+    /// The check type: tcp (connect) or tcp_syn (half-open).
+    check: String,
     shared_softirq: bool,
     seconds: u64,
     addresses: usize,
@@ -40,6 +42,7 @@ struct Args {
 
 fn args() -> Result<Args> {
     let mut a = Args {
+        check: "tcp".into(),
         shared_softirq: false,
         seconds: 30,
         addresses: 100,
@@ -51,6 +54,7 @@ fn args() -> Result<Args> {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--shared-softirq" => a.shared_softirq = true,
+            "--check" => a.check = value("--check")?,
             "--seconds" => a.seconds = value("--seconds")?.parse().context("--seconds")?,
             "--addresses" => a.addresses = value("--addresses")?.parse().context("--addresses")?,
             "--ports" => a.ports = value("--ports")?.parse().context("--ports")?,
@@ -58,9 +62,12 @@ fn args() -> Result<Args> {
                 a.interval_ms = value("--interval-ms")?.parse().context("--interval-ms")?
             }
             other => bail!(
-                "unknown argument {other}; use --seconds S, --addresses N (at most 100), --ports N, --interval-ms MS, --shared-softirq"
+                "unknown argument {other}; use --seconds S, --addresses N (at most 100), --ports N, --interval-ms MS, --check tcp|tcp_syn, --shared-softirq"
             ),
         }
+    }
+    if a.check != "tcp" && a.check != "tcp_syn" {
+        bail!("--check must be tcp or tcp_syn");
     }
     if a.addresses == 0 || a.addresses > 100 || a.ports == 0 || a.ports > 1000 {
         bail!("--addresses must be 1..=100 and --ports 1..=1000");
@@ -158,7 +165,7 @@ vips = ["198.18.1.100/24"]
 
 [[check]]
 name = "tcp"
-type = "tcp"
+type = "{}"
 interval_ms = {}
 timeout_ms = {}
 rise = 2
@@ -179,6 +186,7 @@ lbd_socket = "{}/lbd.sock"
 backend = "nft"
 nft_table = "lbbench"
 "#,
+        a.check,
         a.interval_ms,
         (a.interval_ms / 2).max(10),
         dir.display(),
@@ -398,8 +406,9 @@ fn main() -> Result<()> {
     let proc = lb1.spawn_command(cmd, "lbd")?;
     let pid = proc.pid();
     println!(
-        "lbd pid {pid}: {} services x 10 servers = {targets} TCP check targets ({} addresses x {} ports), interval {} ms",
+        "lbd pid {pid}: {} services x 10 servers = {targets} {} check targets ({} addresses x {} ports), interval {} ms",
         targets / 10,
+        a.check,
         a.addresses,
         a.ports,
         a.interval_ms

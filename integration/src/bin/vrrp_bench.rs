@@ -6,7 +6,7 @@
 //! Failover time: from the master's death (SIGKILL, then both cables pulled)
 //! or its SIGTERM, to the first TCP connection from the client to the public
 //! VIP answered by the backup (a responder on lb2's 0.0.0.0:8080). The client
-//! starts a non-blocking connect every millisecond, so the figure includes the
+//! starts a non-blocking connect every 250 µs, so the figure includes the
 //! GARP that redirects the client's ARP entry. A second figure starts at the
 //! advert that starts the protocol's clock, as lb2 received it (a raw socket
 //! in lb2): the master's last advert (crash) or its priority-0 advert
@@ -35,9 +35,12 @@ const BACKUP_PRIORITY: u32 = 100;
 const FAILOVER_LIMIT: Duration = Duration::from_secs(20);
 const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 /// A connect attempt whose SYN got no answer in this time is dropped (its
-/// SYN went to the dead node's MAC); a new attempt starts every millisecond.
+/// SYN went to the dead node's MAC); a new attempt starts every [`ATTEMPT_EVERY`].
 const ATTEMPT_LIFETIME: Duration = Duration::from_millis(300);
 const SOAK_INSTANCES: usize = 50;
+/// How often the client starts a connect attempt: the resolution of every failover
+/// figure (the two implementations differ by less than a millisecond).
+const ATTEMPT_EVERY: Duration = Duration::from_micros(250);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Implementation {
@@ -214,6 +217,9 @@ struct Trial {
     ms: f64,
     /// From the advert that starts the protocol's clock (see `Adverts`).
     from_advert: f64,
+    /// From that advert to the first ARP frame from lb2 naming the VIP (its GARP)
+    /// at the client: the daemon's part, without the client's next attempt.
+    garp: Option<f64>,
 }
 
 #[derive(Default)]
@@ -277,8 +283,8 @@ impl Bench {
             vec![Implementation::Vrrpd]
         };
         let kills = [Kill::Crash, Kill::Graceful];
-        // (timers, kill, implementation) -> (from the kill, from the advert)
-        let mut results: Vec<Vec<Vec<(Figures, Figures)>>> = TIMERS
+        // (timers, kill, implementation) -> (from the kill, from the advert, GARP)
+        let mut results: Vec<Vec<Vec<(Figures, Figures, Figures)>>> = TIMERS
             .iter()
             .map(|_| {
                 kills
@@ -296,20 +302,22 @@ impl Bench {
                 for (k, kill) in kills.iter().enumerate() {
                     for (i, imp) in impls.iter().enumerate() {
                         let outcome = self.trial(*imp, *timers, *kill);
-                        let (figures, from_advert) = &mut results[t][k][i];
+                        let (figures, from_advert, garp) = &mut results[t][k][i];
                         match outcome {
                             Ok((trial, p)) => {
                                 println!(
-                                    "run {run}/{runs} {:<10} {:<9} {:<8} {:8.1} ms ({:.1} ms from the {})",
+                                    "run {run}/{runs} {:<10} {:<9} {:<8} {:8.1} ms ({:.1} ms from the {}; its GARP at the client after {})",
                                     imp.name(),
                                     timers.label,
                                     kill_name(*kill),
                                     trial.ms,
                                     trial.from_advert,
-                                    reference_name(*kill)
+                                    reference_name(*kill),
+                                    trial.garp.map_or("-".to_owned(), |g| format!("{g:.1} ms"))
                                 );
                                 figures.ms.push(trial.ms);
                                 from_advert.ms.push(trial.from_advert);
+                                garp.ms.extend(trial.garp);
                                 if !p.is_empty() {
                                     phases.push(p);
                                 }
@@ -323,6 +331,7 @@ impl Bench {
                                 );
                                 figures.failures += 1;
                                 from_advert.failures += 1;
+                                garp.failures += 1;
                             }
                         }
                         self.reset()?;
@@ -348,7 +357,8 @@ impl Bench {
                     Kill::Crash => ("crash (SIGKILL + cables out)", "  from the last advert"),
                     Kill::Graceful => ("graceful (SIGTERM)", "  from the priority-0 advert"),
                 };
-                let kill_cells: Vec<String> = results[t][k].iter().map(|(f, _)| f.cell()).collect();
+                let kill_cells: Vec<String> =
+                    results[t][k].iter().map(|(f, _, _)| f.cell()).collect();
                 println!(
                     "{:<46} {:<10} {:>9}   {:<28} {:<28}",
                     format!("{scenario}, from the signal"),
@@ -358,7 +368,7 @@ impl Bench {
                     kill_cells.get(1).map_or("-", String::as_str),
                 );
                 let advert_cells: Vec<String> =
-                    results[t][k].iter().map(|(_, f)| f.cell()).collect();
+                    results[t][k].iter().map(|(_, f, _)| f.cell()).collect();
                 let vrrpd_ok = results[t][k][0]
                     .1
                     .median()
@@ -375,6 +385,16 @@ impl Bench {
                     } else {
                         "vrrpd MISSES target"
                     }
+                );
+                let garp_cells: Vec<String> =
+                    results[t][k].iter().map(|(_, _, f)| f.cell()).collect();
+                println!(
+                    "{:<46} {:<10} {:>9}   {:<28} {:<28}",
+                    "    of which: to its GARP at the client",
+                    timers.label,
+                    "",
+                    garp_cells[0],
+                    garp_cells.get(1).map_or("-", String::as_str),
                 );
             }
         }
@@ -438,6 +458,11 @@ impl Bench {
         let phase = u64::from(timers.interval_ms) * u64::from(nanos % 1000) / 1000;
         std::thread::sleep(Duration::from_millis(phase));
 
+        let lb2_mac = mac_of(&self.lab, "lb2", "eth0")?;
+        let garps = {
+            let stop = Arc::clone(&stop);
+            self.lab["client"].thread_in(move || capture_garp(&stop, lb2_mac))?
+        };
         let (go_tx, go_rx) = mpsc::channel::<Instant>();
         let vip: SocketAddr = SocketAddr::new(parse_ip(PUBLIC_VIP)?, PORT);
         let poller = self.lab["client"].thread_in(move || -> Result<Instant> {
@@ -465,6 +490,9 @@ impl Bench {
             .join()
             .map_err(|_| anyhow!("the advert capture panicked"))??;
         let answered = answered??;
+        let garp_at = garps
+            .join()
+            .map_err(|_| anyhow!("the ARP capture panicked"))??;
         let ms = answered.duration_since(t0).as_secs_f64() * 1000.0;
         // The protocol's clock starts at the last advert the backup heard
         // (crash) or at the priority-0 advert (graceful).
@@ -474,6 +502,9 @@ impl Bench {
         }
         .ok_or_else(|| anyhow!("lb2 captured no {} advert from lb1", kill_name(kill)))?;
         let from_advert = answered.duration_since(reference).as_secs_f64() * 1000.0;
+        let garp = garp_at
+            .filter(|g| *g >= reference)
+            .map(|g| g.duration_since(reference).as_secs_f64() * 1000.0);
         let phases = if imp == Implementation::Vrrpd {
             // The takeover's record is written before the GARP: wait a little.
             std::thread::sleep(Duration::from_millis(50));
@@ -483,7 +514,14 @@ impl Bench {
         };
         let _ = pair.lb1.wait_timeout(Duration::from_secs(5));
         drop(pair);
-        Ok((Trial { ms, from_advert }, phases))
+        Ok((
+            Trial {
+                ms,
+                from_advert,
+                garp,
+            },
+            phases,
+        ))
     }
 
     /// Both members of `imp` with `timers`: lb1 150, lb2 100.
@@ -727,6 +765,59 @@ fn capture_adverts(stop: &AtomicBool) -> Result<Adverts> {
     Ok(adverts)
 }
 
+/// lb2's MAC address on `iface`.
+fn mac_of(lab: &Lab, node: &str, iface: &str) -> Result<[u8; 6]> {
+    let text = lab[node].ip(&["-o", "link", "show", iface])?;
+    let mac = text
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .ok_or_else(|| anyhow!("no MAC in {text:?}"))?;
+    let mut out = [0u8; 6];
+    for (o, part) in out.iter_mut().zip(mac.split(':')) {
+        *o = u8::from_str_radix(part, 16).with_context(|| format!("MAC {mac}"))?;
+    }
+    Ok(out)
+}
+
+/// In the client: when the first ARP frame from `mac` naming the public VIP as its
+/// sender arrived (lb2's GARP, or its reply to the client's request).
+fn capture_garp(stop: &AtomicBool, mac: [u8; 6]) -> Result<Option<Instant>> {
+    let vip: std::net::Ipv4Addr = PUBLIC_VIP.parse()?;
+    let eth_p_arp = (libc::ETH_P_ARP as u16).to_be();
+    let socket = Socket::new(
+        Domain::PACKET,
+        Type::RAW,
+        Some(socket2::Protocol::from(i32::from(eth_p_arp))),
+    )
+    .context("packet socket for ARP")?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .context("read timeout")?;
+    let mut socket = std::fs::File::from(std::os::fd::OwnedFd::from(socket));
+    let mut buf = [0u8; 1500];
+    while !stop.load(Ordering::Relaxed) {
+        let n = match socket.read(&mut buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e).context("reading ARP"),
+        };
+        let at = Instant::now();
+        // Ethernet (14), then ARP: sender MAC at 8..14, sender IPv4 at 14..18.
+        if n >= 42 && buf[22..28] == mac && buf[28..32] == vip.octets() {
+            return Ok(Some(at));
+        }
+    }
+    Ok(None)
+}
+
 fn kill_name(kill: Kill) -> &'static str {
     match kill {
         Kill::Crash => "crash",
@@ -752,7 +843,7 @@ struct Attempt {
 }
 
 /// From the client's namespace: a non-blocking connect to `vip` every
-/// millisecond until one is answered with `reply`; returns when its handshake
+/// [`ATTEMPT_EVERY`] until one is answered with `reply`; returns when its handshake
 /// completed. Nothing blocks: a connection that the old master accepted but
 /// can no longer answer (its VIP gone) must not hold up the next attempts.
 fn poll_until_answer(vip: SocketAddr, reply: &str, deadline: Instant) -> Result<Instant> {
@@ -804,7 +895,7 @@ fn poll_until_answer(vip: SocketAddr, reply: &str, deadline: Instant) -> Result<
             }
             i += 1;
         }
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(ATTEMPT_EVERY);
     }
 }
 

@@ -3,6 +3,7 @@
 mod dns;
 mod exec;
 mod http;
+mod syn;
 mod tcp;
 mod tls;
 
@@ -63,6 +64,7 @@ impl Checker {
         let addr = target.address;
         match &target.check.probe {
             Probe::Tcp => tcp::probe(addr, target.source).await,
+            Probe::TcpSyn => syn::probe(addr, target.source).await,
             Probe::Http(p) => {
                 let request = http::request(p, &http::host_header(p, addr, 80))?;
                 let stream = tcp::connect(addr, target.source).await?;
