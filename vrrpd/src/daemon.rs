@@ -858,6 +858,19 @@ pub(crate) fn run_time_changes(old: &GroupPlan, new: &GroupPlan) -> Option<Vec<I
     Some(inputs)
 }
 
+/// When a packet arrived, on the monotonic clock: the kernel's receive timestamp
+/// carried over from the real-time clock, so that a packet read late (the loop was
+/// busy with another) still starts its timers at its arrival; now if the kernel gave
+/// none or the clocks disagree by more than a second.
+fn arrival(kernel: Option<std::time::SystemTime>) -> Instant {
+    let now = Instant::now();
+    let Some(at) = kernel else { return now };
+    match std::time::SystemTime::now().duration_since(at) {
+        Ok(ago) if ago <= Duration::from_secs(1) => now.checked_sub(ago).unwrap_or(now),
+        _ => now,
+    }
+}
+
 /// Reads packets from one socket into the loop's channel.
 fn spawn_receiver(
     socket: Arc<VrrpSocket>,
@@ -871,7 +884,7 @@ fn spawn_receiver(
                 Ok(received) => {
                     let packet = Packet {
                         iface: iface.clone(),
-                        at: Instant::now(),
+                        at: arrival(received.arrived),
                         received,
                     };
                     if packets.send(packet).await.is_err() {

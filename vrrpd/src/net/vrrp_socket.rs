@@ -222,6 +222,8 @@ pub struct Received {
     pub ttl: u8,
     /// The interface the packet arrived on.
     pub ifindex: u32,
+    /// When the kernel received it (SO_TIMESTAMPNS, the real-time clock), if it said.
+    pub arrived: Option<std::time::SystemTime>,
 }
 
 /// A raw VRRP socket bound to one interface and one family.
@@ -334,6 +336,10 @@ impl VrrpSocket {
                     "IP_PKTINFO",
                     set_int(&socket, libc::IPPROTO_IP, libc::IP_PKTINFO, 1),
                 )?;
+                opt(
+                    "SO_TIMESTAMPNS",
+                    set_int(&socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1),
+                )?;
                 if multicast {
                     socket
                         .join_multicast_v4_n(
@@ -368,6 +374,10 @@ impl VrrpSocket {
                 opt(
                     "IPV6_RECVPKTINFO",
                     set_int(&socket, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1),
+                )?;
+                opt(
+                    "SO_TIMESTAMPNS",
+                    set_int(&socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1),
                 )?;
                 if multicast {
                     socket
@@ -526,6 +536,7 @@ impl VrrpSocket {
             dst: IpAddr::V4(dst),
             ttl,
             ifindex: raw.ifindex.unwrap_or(self.ifindex),
+            arrived: raw.arrived,
         })
     }
 
@@ -543,6 +554,7 @@ impl VrrpSocket {
             dst,
             ttl,
             ifindex: raw.ifindex.unwrap_or(self.ifindex),
+            arrived: raw.arrived,
         })
     }
 }
@@ -730,6 +742,7 @@ struct RawReceive {
     dst: Option<IpAddr>,
     hop_limit: Option<u8>,
     ifindex: Option<u32>,
+    arrived: Option<std::time::SystemTime>,
 }
 
 fn recv_with_ancillary(fd: RawFd, buf: &mut [u8]) -> io::Result<RawReceive> {
@@ -789,6 +802,16 @@ fn recv_with_ancillary(fd: RawFd, buf: &mut [u8]) -> io::Result<RawReceive> {
                     let info: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
                     raw.dst = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
                     raw.ifindex = Some(info.ipi6_ifindex);
+                }
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
+                    let ts: libc::timespec = std::ptr::read_unaligned(data.cast());
+                    raw.arrived = u64::try_from(ts.tv_sec).ok().map(|secs| {
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::new(
+                                secs,
+                                ts.tv_nsec.clamp(0, 999_999_999) as u32,
+                            )
+                    });
                 }
                 (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => {
                     let hops: libc::c_int = std::ptr::read_unaligned(data.cast());
