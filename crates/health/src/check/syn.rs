@@ -73,6 +73,23 @@ impl SynProber {
                         _ => format!("raw TCP socket: {e}"),
                     }
                 })?;
+            // Every TCP segment delivered to this host is queued here until the reader
+            // takes it (at most a millisecond later); room for bursts of thousands.
+            // SO_RCVBUFFORCE needs CAP_NET_ADMIN (lbd has it); else the usual cap.
+            let want: libc::c_int = 4 << 20;
+            // SAFETY: a valid socket and a pointer to an int of the size given.
+            let forced = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&socket),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&want as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if forced != 0 {
+                let _ = socket.set_recv_buffer_size(want as usize);
+            }
             let family = Arc::new(Family {
                 socket,
                 waiters: Mutex::new(HashMap::new()),
