@@ -6,8 +6,9 @@
 //! Needs CAP_NET_RAW.
 //!
 //! Probes go out from ports 61000..=65535, above Linux's default ephemeral range, so
-//! that the kernel's own connections do not reuse them meanwhile; a reply counts only
-//! if it acknowledges the probe's random initial sequence number.
+//! that the kernel's own connections do not reuse them meanwhile; each server's probes
+//! take those ports in turn; a reply counts only if it acknowledges the probe's random
+//! initial sequence number.
 
 use std::collections::HashMap;
 use std::io;
@@ -42,6 +43,12 @@ struct Waiter {
 struct Family {
     socket: Socket,
     waiters: Mutex<HashMap<Key, Waiter>>,
+    /// The next probe port per server: each server's probes walk the range one port
+    /// at a time, so a server sees a connection tuple again only after 4,536 of its
+    /// own probes (with one counter for all probes the same tuple came back for a
+    /// server about once in 4,536 probes, while connection tracking on either side
+    /// may still remember the last one).
+    ports: Mutex<HashMap<(IpAddr, u16), u16>>,
 }
 
 /// The prober of a process: its sockets open on first use, and a thread per family
@@ -93,6 +100,7 @@ impl SynProber {
             let family = Arc::new(Family {
                 socket,
                 waiters: Mutex::new(HashMap::new()),
+                ports: Mutex::new(HashMap::new()),
             });
             let reader = Arc::clone(&family);
             let v6 = domain == Domain::IPV6;
@@ -124,14 +132,24 @@ impl SynProber {
             }
             None => route_source(addr).map_err(|e| FailReason::Io(e.to_string()))?,
         };
-        // A probe still waiting on the same server and port from 4,536 probes ago
-        // (a slow one) keeps its port: take the next.
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let first = {
+            let mut ports = family.ports.lock().unwrap_or_else(PoisonError::into_inner);
+            let next = ports
+                .entry((addr.ip(), addr.port()))
+                .or_insert((n % PORTS) as u16);
+            let port = *next;
+            *next = ((u32::from(port) + 1) % PORTS) as u16;
+            port
+        };
+        // A probe still waiting on the same server and port (a slow one) keeps its
+        // port: take the next.
         let (key, isn, rx) = {
             let mut waiters = family.lock();
             let mut free = None;
-            for _ in 0..8 {
-                let n = self.next.fetch_add(1, Ordering::Relaxed);
-                let key = (addr.ip(), addr.port(), FIRST_PORT + (n % PORTS) as u16);
+            for k in 0..8u32 {
+                let port = FIRST_PORT + ((u32::from(first) + k) % PORTS) as u16;
+                let key = (addr.ip(), addr.port(), port);
                 if !waiters.contains_key(&key) {
                     free = Some((key, mix(self.seed ^ u64::from(n)) as u32));
                     break;
