@@ -282,21 +282,11 @@ impl Daemon {
                     }
                 }
                 notice @ Action::StateChanged { .. } => notices.push(notice),
-                Action::GroupStateChanged {
-                    group: g,
-                    from,
-                    to,
-                    reason,
-                } => {
+                notice @ Action::GroupStateChanged { to, .. } => {
                     if to == State::Master {
                         takeover.get_or_insert_with(|| self.begin_takeover(group));
                     }
-                    notices.push(Action::GroupStateChanged {
-                        group: g,
-                        from,
-                        to,
-                        reason,
-                    });
+                    notices.push(notice);
                 }
             }
         }

@@ -731,11 +731,35 @@ fn capture_adverts(stop: &AtomicBool) -> Result<Adverts> {
     const VRID: u8 = 51;
     let socket = Socket::new(Domain::IPV4, Type::RAW, Some(socket2::Protocol::from(112)))
         .context("raw VRRP socket")?;
+    let mut adverts = Adverts::default();
+    read_frames(socket, stop, "the raw VRRP socket", |buf, at| {
+        let ihl = usize::from(buf[0] & 0x0f) * 4;
+        // IPv4 source at 12..16; VRRP's VRID and priority follow its first byte.
+        if buf.len() < ihl + 3 || buf[12..16] != LB1 || buf[ihl + 1] != VRID {
+            return false;
+        }
+        if buf[ihl + 2] == 0 {
+            adverts.first_release.get_or_insert(at);
+        } else {
+            adverts.last_live = Some(at);
+        }
+        false
+    })?;
+    Ok(adverts)
+}
+
+/// Reads `socket` until `stop` is set, handing each packet and when it was read to
+/// `seen`; returns early when `seen` says it has what it wanted.
+fn read_frames(
+    socket: Socket,
+    stop: &AtomicBool,
+    what: &str,
+    mut seen: impl FnMut(&[u8], Instant) -> bool,
+) -> Result<()> {
     socket
         .set_read_timeout(Some(Duration::from_millis(20)))
         .context("read timeout")?;
     let mut socket = std::fs::File::from(std::os::fd::OwnedFd::from(socket));
-    let mut adverts = Adverts::default();
     let mut buf = [0u8; 1500];
     while !stop.load(Ordering::Relaxed) {
         let n = match socket.read(&mut buf) {
@@ -748,21 +772,13 @@ fn capture_adverts(stop: &AtomicBool) -> Result<Adverts> {
             {
                 continue
             }
-            Err(e) => return Err(e).context("reading the raw VRRP socket"),
+            Err(e) => return Err(e).with_context(|| format!("reading {what}")),
         };
-        let at = Instant::now();
-        let ihl = usize::from(buf[0] & 0x0f) * 4;
-        // IPv4 source at 12..16; VRRP's VRID and priority follow its first byte.
-        if n < ihl + 3 || buf[12..16] != LB1 || buf[ihl + 1] != VRID {
-            continue;
-        }
-        if buf[ihl + 2] == 0 {
-            adverts.first_release.get_or_insert(at);
-        } else {
-            adverts.last_live = Some(at);
+        if n > 0 && seen(&buf[..n], Instant::now()) {
+            break;
         }
     }
-    Ok(adverts)
+    Ok(())
 }
 
 /// lb2's MAC address on `iface`.
@@ -791,31 +807,16 @@ fn capture_garp(stop: &AtomicBool, mac: [u8; 6]) -> Result<Option<Instant>> {
         Some(socket2::Protocol::from(i32::from(eth_p_arp))),
     )
     .context("packet socket for ARP")?;
-    socket
-        .set_read_timeout(Some(Duration::from_millis(20)))
-        .context("read timeout")?;
-    let mut socket = std::fs::File::from(std::os::fd::OwnedFd::from(socket));
-    let mut buf = [0u8; 1500];
-    while !stop.load(Ordering::Relaxed) {
-        let n = match socket.read(&mut buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(e) => return Err(e).context("reading ARP"),
-        };
-        let at = Instant::now();
+    let mut first = None;
+    read_frames(socket, stop, "ARP", |buf, at| {
         // Ethernet (14), then ARP: sender MAC at 8..14, sender IPv4 at 14..18.
-        if n >= 42 && buf[22..28] == mac && buf[28..32] == vip.octets() {
-            return Ok(Some(at));
+        let hit = buf.len() >= 42 && buf[22..28] == mac && buf[28..32] == vip.octets();
+        if hit {
+            first = Some(at);
         }
-    }
-    Ok(None)
+        hit
+    })?;
+    Ok(first)
 }
 
 fn kill_name(kill: Kill) -> &'static str {
