@@ -72,6 +72,23 @@ pub fn health_targets(view: &NodeView) -> Vec<Target> {
     })
 }
 
+/// Half-open (`tcp_syn`) checks need a raw socket: without one every server they check
+/// would go down, so a configuration that uses them is refused where they cannot run.
+pub fn check_health_needs(view: &NodeView) -> Result<(), String> {
+    let targets = health_targets(view);
+    let syn = targets
+        .iter()
+        .filter(|t| t.check.probe == health::Probe::TcpSyn);
+    let (v4, v6) = syn.fold((false, false), |(v4, v6), t| {
+        (v4 || t.address.is_ipv4(), v6 || t.address.is_ipv6())
+    });
+    if !(v4 || v6) {
+        return Ok(());
+    }
+    health::check::tcp_syn_ready(v4, v6)
+        .map_err(|e| format!("the configuration has tcp_syn checks, but {e}"))
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -144,6 +161,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let view = loaded.view;
+    check_health_needs(&view).map_err(|e| anyhow::anyhow!(e))?;
     // `auto` needs to know whether the services ask for what only nft does.
     let wanted = desired::plan(&view, |_, _| ServerHealth::Up, Capabilities::ipvs()).state;
     let (dataplane, selection) = DataplaneThread::start(
@@ -298,6 +316,7 @@ pub fn teardown(view: &NodeView) -> anyhow::Result<()> {
 /// Plans `view` with every server up and validates the result as the backend would
 /// (without touching the kernel): a reload that fails here is refused.
 pub fn check_view(view: &NodeView, selection: &Selection) -> Result<Plan, String> {
+    check_health_needs(view)?;
     let plan = desired::plan(view, |_, _| ServerHealth::Up, selection.kind.capabilities());
     selection
         .kind

@@ -139,3 +139,45 @@ fn refused_config_at_start_applies_nothing() {
     );
     assert!(!ruleset(setup.host("lb1")).contains("lbsuite"));
 }
+
+/// The example's check made half-open: it needs a raw socket.
+const SYN_CHECK: &[(&str, &str)] = &[
+    ("type = \"http\"", "type = \"tcp_syn\""),
+    ("path = \"/\"\n", ""),
+    ("expect_status = [200]\n", ""),
+];
+
+#[test]
+fn tcp_syn_checks_without_cap_net_raw_refuse_the_config_before_anything_is_applied() {
+    if !integration::have_root(
+        "tcp_syn_checks_without_cap_net_raw_refuse_the_config_before_anything_is_applied",
+    ) {
+        return;
+    }
+    let setup = Setup::two_arm();
+    setup.write_config("lb1", SYN_CHECK);
+    let config = setup.config("lb1");
+    // lbd as root, but with CAP_NET_RAW out of its bounding set (as a unit file
+    // without it would run it).
+    let mut cmd = setup.host("lb1").command("setpriv");
+    cmd.args(["--bounding-set", "-net_raw", "--"])
+        .arg(env!("CARGO_BIN_EXE_lbd"))
+        .args(["--config", config.to_str().unwrap(), "--node", "lb1"])
+        .env("RUST_LOG", "info");
+    let mut lbd = setup.host("lb1").spawn_command(cmd, "lbd").unwrap();
+    let exit = lbd.wait_timeout(PATIENCE).unwrap().expect("lbd exits");
+    assert_eq!(exit.code(), Some(1), "{}", lbd.stderr());
+    assert!(
+        lbd.stderr().contains("tcp_syn checks need CAP_NET_RAW"),
+        "{}",
+        lbd.stderr()
+    );
+    assert!(!ruleset(setup.host("lb1")).contains("lbsuite"));
+
+    // With the capability the same file starts and applies its dataplane.
+    let mut lbd = setup.start_lbd("lb1");
+    let status = setup.wait_applied("lb1");
+    assert_eq!(status["dataplane"]["last_apply"]["ok"], true, "{status}");
+    lbd.signal(libc::SIGTERM).unwrap();
+    let _ = lbd.wait_timeout(PATIENCE);
+}

@@ -4,6 +4,8 @@ mod dns;
 mod exec;
 mod http;
 mod syn;
+
+pub use syn::ready as tcp_syn_ready;
 mod tcp;
 mod tls;
 

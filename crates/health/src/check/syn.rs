@@ -62,6 +62,20 @@ pub(crate) struct SynProber {
 
 static PROBER: OnceLock<SynProber> = OnceLock::new();
 
+/// Whether half-open probes can run here for the families asked: opens the prober's
+/// raw sockets now (in the calling thread's network namespace) and says why not, so a
+/// daemon can refuse a configuration instead of marking every such server down.
+pub fn ready(v4: bool, v6: bool) -> Result<(), String> {
+    let prober = PROBER.get_or_init(SynProber::open);
+    if v4 {
+        prober.v4.as_ref().map(drop).map_err(Clone::clone)?;
+    }
+    if v6 {
+        prober.v6.as_ref().map(drop).map_err(Clone::clone)?;
+    }
+    Ok(())
+}
+
 /// A half-open probe of `addr` from `source` (the kernel's choice of source if none).
 pub(crate) async fn probe(addr: SocketAddr, source: Option<IpAddr>) -> Result<(), FailReason> {
     let prober = PROBER.get_or_init(SynProber::open);
