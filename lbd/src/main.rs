@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokio::signal::unix::{signal, SignalKind};
 
 use lbd::daemon::{self, Options};
 
@@ -61,37 +60,5 @@ fn main() -> ExitCode {
             }
         };
     }
-    // One thread for the async side (control, vrrpd link, health checks): at 10,000
-    // checks/s the cross-thread wake-ups of a work-stealing runtime cost a third of
-    // lbd's CPU (health_bench: 34 % of a core with two workers, 26 % with one).
-    // Blocking work has threads of its own: the dataplane, conntrack sync, metrics.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("lbd: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let result = runtime.block_on(async {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM"),
-                _ = int.recv() => tracing::info!("SIGINT"),
-            }
-        };
-        daemon::run(options, loaded, shutdown).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("lbd: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    ctl::daemon::run("lbd", |shutdown| daemon::run(options, loaded, shutdown))
 }

@@ -12,7 +12,6 @@ fn roles_services_and_failover_with_prepare() {
     if !integration::have_root("roles_services_and_failover_with_prepare") {
         return;
     }
-    let vrrpd = sibling_binary("vrrpd");
     let vrrpctl = sibling_binary("vrrpctl");
     let setup = Setup::two_arm();
     let _srv1 = Responder::start(setup.host("srv1"), "198.18.1.21:80", "srv1");
@@ -25,25 +24,16 @@ fn roles_services_and_failover_with_prepare() {
     let _lbd2 = setup.start_lbd("lb2");
     setup.wait_applied("lb1");
     setup.wait_applied("lb2");
-    let start_vrrpd = |node: &str| {
-        let config = setup.config(node);
-        let mut cmd = setup.host(node).command(&vrrpd);
-        cmd.args(["--config", config.to_str().unwrap(), "--node", node])
-            .env("RUST_LOG", "info");
-        setup.host(node).spawn_command(cmd, "vrrpd").unwrap()
-    };
-    let vrrpd1 = start_vrrpd("lb1");
-    let _vrrpd2 = start_vrrpd("lb2");
+    let vrrpd1 = setup.start_vrrpd("lb1");
+    let _vrrpd2 = setup.start_vrrpd("lb2");
 
-    let role = |node: &str| -> Option<String> {
-        request(&setup.lbd_socket(node), "status", Value::Null)
-            .ok()
-            .and_then(|s| s["vrrpd"]["groups"]["edge"].as_str().map(str::to_owned))
-    };
     wait_for(
         "lb1 MASTER and lb2 BACKUP in lbd's status",
         PATIENCE,
-        || role("lb1").as_deref() == Some("MASTER") && role("lb2").as_deref() == Some("BACKUP"),
+        || {
+            setup.role("lb1").as_deref() == Some("MASTER")
+                && setup.role("lb2").as_deref() == Some("BACKUP")
+        },
     );
     let status = setup.status("lb1");
     assert_eq!(status["vrrpd"]["connected"], true);
@@ -99,7 +89,7 @@ fn roles_services_and_failover_with_prepare() {
     assert_eq!(peer, SNAT_VIP);
 
     wait_for("lb2 MASTER in its lbd's status", PATIENCE, || {
-        role("lb2").as_deref() == Some("MASTER")
+        setup.role("lb2").as_deref() == Some("MASTER")
     });
     let status = setup.status("lb2");
     println!("lb2 prepare: {}", status["prepare"]);

@@ -71,7 +71,6 @@ fn lost_quorum_moves_the_vips_to_the_peer_and_back() {
     if !integration::have_root("lost_quorum_moves_the_vips_to_the_peer_and_back") {
         return;
     }
-    let vrrpd = sibling_binary("vrrpd");
     let setup = Setup::two_arm();
     let _srv1 = TestServer::start(setup.host("srv1"), "198.18.1.21:80", "srv1");
     let _srv2 = TestServer::start(setup.host("srv2"), "198.18.1.22:80", "srv2");
@@ -82,27 +81,16 @@ fn lost_quorum_moves_the_vips_to_the_peer_and_back() {
     let _lbd2 = setup.start_lbd("lb2");
     setup.wait_applied("lb1");
     setup.wait_applied("lb2");
-    let start_vrrpd = |node: &str| {
-        let config = setup.config(node);
-        let mut cmd = setup.host(node).command(&vrrpd);
-        cmd.args(["--config", config.to_str().unwrap(), "--node", node])
-            .env("RUST_LOG", "info");
-        setup.host(node).spawn_command(cmd, "vrrpd").unwrap()
-    };
-    let _vrrpd1 = start_vrrpd("lb1");
-    let _vrrpd2 = start_vrrpd("lb2");
-    let role = |node: &str| -> Option<String> {
-        request(&setup.lbd_socket(node), "status", Value::Null)
-            .ok()
-            .and_then(|s| s["vrrpd"]["groups"]["edge"].as_str().map(str::to_owned))
-    };
+    let _vrrpd1 = setup.start_vrrpd("lb1");
+    let _vrrpd2 = setup.start_vrrpd("lb2");
     let priority = |node: &str| -> Option<u64> {
         request(&setup.vrrpd_socket(node), "status", Value::Null)
             .ok()
             .and_then(|s| s["instances"][0]["priority"].as_u64())
     };
     wait_for("lb1 MASTER, lb2 BACKUP", PATIENCE, || {
-        role("lb1").as_deref() == Some("MASTER") && role("lb2").as_deref() == Some("BACKUP")
+        setup.role("lb1").as_deref() == Some("MASTER")
+            && setup.role("lb2").as_deref() == Some("BACKUP")
     });
     assert!(has_vip(&setup, "lb1"));
 
@@ -114,7 +102,7 @@ fn lost_quorum_moves_the_vips_to_the_peer_and_back() {
             b["checks"].as_u64().unwrap_or(0) >= 3 && b["last_check"]["ok"] == true
         })
     });
-    assert_eq!(role("lb2").as_deref(), Some("BACKUP"));
+    assert_eq!(setup.role("lb2").as_deref(), Some("BACKUP"));
     let s = setup.status("lb2");
     println!("lb2 (BACKUP) sees srv1: {}", server(&s, "web", "srv1"));
     assert_eq!(s["services"][0]["quorum"]["met"], true);
@@ -141,7 +129,8 @@ fn lost_quorum_moves_the_vips_to_the_peer_and_back() {
         moved.as_secs_f64() * 1e3
     );
     wait_for("lb2 MASTER, lb1 BACKUP", PATIENCE, || {
-        role("lb2").as_deref() == Some("MASTER") && role("lb1").as_deref() == Some("BACKUP")
+        setup.role("lb2").as_deref() == Some("MASTER")
+            && setup.role("lb1").as_deref() == Some("BACKUP")
     });
     let s1 = setup.status("lb1");
     println!("lb1 (BACKUP) sees srv1: {}", server(&s1, "web", "srv1"));
@@ -174,7 +163,7 @@ fn lost_quorum_moves_the_vips_to_the_peer_and_back() {
     block_lb1_checks(&setup, "srv1", false);
     block_lb1_checks(&setup, "srv2", false);
     wait_for("lb1 MASTER again", PATIENCE, || {
-        role("lb1").as_deref() == Some("MASTER") && has_vip(&setup, "lb1")
+        setup.role("lb1").as_deref() == Some("MASTER") && has_vip(&setup, "lb1")
     });
     println!(
         "checks unblocked: lb1 MASTER again after {:.0} ms",
@@ -182,7 +171,7 @@ fn lost_quorum_moves_the_vips_to_the_peer_and_back() {
     );
     assert_eq!(priority("lb1"), Some(150));
     wait_for("lb2 BACKUP without the VIP", PATIENCE, || {
-        role("lb2").as_deref() == Some("BACKUP") && !has_vip(&setup, "lb2")
+        setup.role("lb2").as_deref() == Some("BACKUP") && !has_vip(&setup, "lb2")
     });
     let m = scrape(setup.host("lb1"), "127.0.0.1:9613");
     assert_eq!(

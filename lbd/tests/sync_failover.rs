@@ -53,7 +53,6 @@ fn echo(s: &mut TcpStream, msg: &str) -> std::io::Result<String> {
 /// Brings up both nodes (sync on or off), holds a connection through lb1, kills lb1 and
 /// returns what the held connection answers through lb2, lb2's status and metrics.
 fn held_connection_after_failover(sync: bool) -> (std::io::Result<String>, Value, String) {
-    let vrrpd = sibling_binary("vrrpd");
     let setup = Setup::two_arm();
     echo_server(setup.host("srv1"), "198.18.1.21:80");
     echo_server(setup.host("srv2"), "198.18.1.22:80");
@@ -68,22 +67,11 @@ fn held_connection_after_failover(sync: bool) -> (std::io::Result<String>, Value
     let _lbd2 = setup.start_lbd("lb2");
     setup.wait_applied("lb1");
     setup.wait_applied("lb2");
-    let start_vrrpd = |node: &str| {
-        let config = setup.config(node);
-        let mut cmd = setup.host(node).command(&vrrpd);
-        cmd.args(["--config", config.to_str().unwrap(), "--node", node])
-            .env("RUST_LOG", "info");
-        setup.host(node).spawn_command(cmd, "vrrpd").unwrap()
-    };
-    let vrrpd1 = start_vrrpd("lb1");
-    let _vrrpd2 = start_vrrpd("lb2");
-    let role = |node: &str| -> Option<String> {
-        request(&setup.lbd_socket(node), "status", Value::Null)
-            .ok()
-            .and_then(|s| s["vrrpd"]["groups"]["edge"].as_str().map(str::to_owned))
-    };
+    let vrrpd1 = setup.start_vrrpd("lb1");
+    let _vrrpd2 = setup.start_vrrpd("lb2");
     wait_for("lb1 MASTER and lb2 BACKUP", PATIENCE, || {
-        role("lb1").as_deref() == Some("MASTER") && role("lb2").as_deref() == Some("BACKUP")
+        setup.role("lb1").as_deref() == Some("MASTER")
+            && setup.role("lb2").as_deref() == Some("BACKUP")
     });
     if sync {
         wait_for("both sync streams up", PATIENCE, || {
@@ -125,7 +113,7 @@ fn held_connection_after_failover(sync: bool) -> (std::io::Result<String>, Value
     setup.lab.set_cable("lb1", "eth0", false).unwrap();
     setup.lab.set_cable("lb1", "eth1", false).unwrap();
     wait_for("lb2 MASTER", PATIENCE, || {
-        role("lb2").as_deref() == Some("MASTER")
+        setup.role("lb2").as_deref() == Some("MASTER")
     });
     held.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

@@ -455,10 +455,6 @@ impl Daemon {
                 specs.push(spec);
             }
         }
-        let list: Vec<String> = specs
-            .iter()
-            .map(|s| format!("{}/{}", s.addr, s.prefix_len))
-            .collect();
         let (op, result) = if add {
             (
                 "add",
@@ -473,6 +469,11 @@ impl Daemon {
                 self.netif.remove_addresses(&specs).await.map(drop),
             )
         };
+        // Formatted after the change: the add is on a takeover's path.
+        let list: Vec<String> = specs
+            .iter()
+            .map(|s| format!("{}/{}", s.addr, s.prefix_len))
+            .collect();
         match result {
             Ok(()) => Some((add, list)),
             Err(e) => {

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokio::signal::unix::{signal, SignalKind};
 
 use vrrpd::daemon::{self, Options};
 
@@ -46,37 +45,5 @@ fn main() -> ExitCode {
         }
     };
     tracing::info!(config = %options.config_path.display(), node = %loaded.view.name, "{}", loaded.view.summary());
-    // One thread: the daemon loop, the netlink connection task and the control
-    // server hand work to each other on a takeover's path, and on one thread that
-    // is a task switch instead of a cross-thread wake-up (the metrics server has a
-    // thread of its own).
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("vrrpd: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let result = runtime.block_on(async {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM"),
-                _ = int.recv() => tracing::info!("SIGINT"),
-            }
-        };
-        daemon::run(options, loaded, shutdown).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("vrrpd: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    ctl::daemon::run("vrrpd", |shutdown| daemon::run(options, loaded, shutdown))
 }

@@ -8,6 +8,7 @@
 //! - [`Client`], [`Subscription`], [`ResumingSubscription`]: the client side.
 
 mod client;
+pub mod daemon;
 mod error;
 mod events;
 mod forward;

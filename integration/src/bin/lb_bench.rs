@@ -794,56 +794,41 @@ fn main() -> Result<()> {
         ];
         let t = compare(&paths, runs, a.duration, false)?;
         let mut rows = Vec::new();
-        for (i, p) in paths.iter().enumerate().skip(1) {
-            rows.push(row(
-                &format!("requests/s, keep-alive; {}", p.name),
-                format!("{:.0}", t.rps[0]),
-                format!("{:.0}", t.rps[i]),
-                format!("{:.3}x", t.rps[i] / t.rps[0]),
-                "VIP >= 0.9x direct",
-            ));
-            rows.push(row(
-                "  median of paired run ratios",
-                "".into(),
-                "".into(),
-                format!("{:.3}x", t.paired_rps[i - 1]),
-                "",
-            ));
-        }
-        for (i, p) in paths.iter().enumerate().skip(1) {
-            rows.push(row(
-                &format!("new connections/s; {}", p.name),
-                format!("{:.0}", t.cps[0]),
-                format!("{:.0}", t.cps[i]),
-                format!("{:.3}x", t.cps[i] / t.cps[0]),
-                "VIP >= 0.9x direct",
-            ));
-            rows.push(row(
-                "  median of paired run ratios",
-                "".into(),
-                "".into(),
-                format!("{:.3}x", t.paired_cps[i - 1]),
-                "",
-            ));
+        let measures = [
+            ("requests/s, keep-alive", &t.rps, &t.paired_rps),
+            ("new connections/s", &t.cps, &t.paired_cps),
+        ];
+        for (what, medians, paired) in measures {
+            for (i, p) in paths.iter().enumerate().skip(1) {
+                rows.push(row(
+                    &format!("{what}; {}", p.name),
+                    format!("{:.0}", medians[0]),
+                    format!("{:.0}", medians[i]),
+                    format!("{:.3}x", medians[i] / medians[0]),
+                    "VIP >= 0.9x direct",
+                ));
+                rows.push(row(
+                    "  median of paired run ratios",
+                    "".into(),
+                    "".into(),
+                    format!("{:.3}x", paired[i - 1]),
+                    "",
+                ));
+            }
         }
         // The same VIP figures against srv1 reached directly through a node that has
         // lbd's table loaded (conntrack tracking every connection, as on any node
         // running lbd): what the VIP itself costs, DNAT + SNAT + the maps.
         for (i, p) in paths.iter().enumerate().skip(2) {
-            rows.push(row(
-                &format!("requests/s, keep-alive; {} vs direct with table", p.name),
-                format!("{:.0}", t.rps[1]),
-                format!("{:.0}", t.rps[i]),
-                format!("{:.3}x", t.rps[i] / t.rps[1]),
-                "",
-            ));
-            rows.push(row(
-                &format!("new connections/s; {} vs direct with table", p.name),
-                format!("{:.0}", t.cps[1]),
-                format!("{:.0}", t.cps[i]),
-                format!("{:.3}x", t.cps[i] / t.cps[1]),
-                "",
-            ));
+            for (what, medians, _) in measures {
+                rows.push(row(
+                    &format!("{what}; {} vs direct with table", p.name),
+                    format!("{:.0}", medians[1]),
+                    format!("{:.0}", medians[i]),
+                    format!("{:.3}x", medians[i] / medians[1]),
+                    "",
+                ));
+            }
         }
         print_table(
             &format!(

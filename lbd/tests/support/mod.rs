@@ -139,6 +139,22 @@ impl Setup {
         self.lab[node].spawn_command(cmd, "lbd").unwrap()
     }
 
+    /// Starts the real vrrpd (built next to lbd) in `node`.
+    pub fn start_vrrpd(&self, node: &str) -> Process {
+        let config = self.config(node);
+        let mut cmd = self.lab[node].command(sibling_binary("vrrpd"));
+        cmd.args(["--config", config.to_str().unwrap(), "--node", node])
+            .env("RUST_LOG", "info");
+        self.lab[node].spawn_command(cmd, "vrrpd").unwrap()
+    }
+
+    /// The role lbd in `node` has from vrrpd for sync group `edge`, if any yet.
+    pub fn role(&self, node: &str) -> Option<String> {
+        request(&self.lbd_socket(node), "status", Value::Null)
+            .ok()
+            .and_then(|s| s["vrrpd"]["groups"]["edge"].as_str().map(str::to_owned))
+    }
+
     /// lbd's status in `node` (waits for the socket to answer).
     pub fn status(&self, node: &str) -> Value {
         request(&self.lbd_socket(node), "status", Value::Null).unwrap()

@@ -390,7 +390,9 @@ impl SendFrom for Socket {
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
-        let (level, kind, data): (i32, i32, Vec<u8>) = match source {
+        // The control message's payload, built in place: this runs once per probe.
+        let mut payload = [0u8; std::mem::size_of::<libc::in6_pktinfo>()];
+        let (level, kind, len) = match source {
             IpAddr::V4(s) => {
                 let info = libc::in_pktinfo {
                     ipi_ifindex: 0,
@@ -399,7 +401,11 @@ impl SendFrom for Socket {
                     },
                     ipi_addr: libc::in_addr { s_addr: 0 },
                 };
-                (libc::IPPROTO_IP, libc::IP_PKTINFO, as_bytes(&info))
+                (
+                    libc::IPPROTO_IP,
+                    libc::IP_PKTINFO,
+                    copy_into(&mut payload, &info),
+                )
             }
             IpAddr::V6(s) => {
                 let info = libc::in6_pktinfo {
@@ -408,9 +414,14 @@ impl SendFrom for Socket {
                     },
                     ipi6_ifindex: 0,
                 };
-                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, as_bytes(&info))
+                (
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_PKTINFO,
+                    copy_into(&mut payload, &info),
+                )
             }
         };
+        let data = &payload[..len];
         // SAFETY: CMSG_SPACE/CMSG_LEN are pure computations.
         let space = unsafe { libc::CMSG_SPACE(data.len() as u32) } as usize;
         if space > std::mem::size_of_val(&control) {
@@ -436,11 +447,13 @@ impl SendFrom for Socket {
     }
 }
 
-fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
-    // SAFETY: T is a plain C struct without padding-sensitive invariants; reading its
-    // bytes is fine.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-        .to_vec()
+/// Copies the bytes of the plain C struct `v` to the start of `out`; their length.
+fn copy_into<T: Copy>(out: &mut [u8], v: &T) -> usize {
+    let n = std::mem::size_of::<T>().min(out.len());
+    // SAFETY: T is a plain C struct (no pointers, no invariants); its first n bytes are
+    // readable and `out` has room for them.
+    unsafe { std::ptr::copy_nonoverlapping((v as *const T).cast::<u8>(), out.as_mut_ptr(), n) };
+    n
 }
 
 #[cfg(test)]
