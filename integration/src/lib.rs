@@ -7,6 +7,7 @@
 //! down on drop, including while a failing test unwinds; [`sweep`] removes what runs
 //! that were killed outright left behind.
 
+pub mod bench;
 mod cluster_lab;
 mod command;
 mod error;

@@ -28,6 +28,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use integration::bench::{
+    cpu_seconds, cpu_seconds_of, napi_pids, napi_switch, napi_thread, rss_mib,
+};
 use integration::{Host, Lab, Prefix};
 
 struct Args {
@@ -76,48 +79,6 @@ fn args() -> Result<Args> {
         bail!("addresses x ports must be a multiple of 10 (10 servers per service)");
     }
     Ok(a)
-}
-
-/// Gives `iface` in namespace `netns` a NAPI poll thread of its own: veth polls
-/// through NAPI once GRO is on, and `threaded` moves the poll into a kernel thread.
-fn napi_thread(netns: &str, iface: &str) -> Result<()> {
-    let run = |argv: &[&str], input: Option<&str>| -> Result<()> {
-        let mut cmd = std::process::Command::new("ip");
-        cmd.args(["netns", "exec", netns]).args(argv);
-        cmd.stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null());
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("running {argv:?} in {netns}"))?;
-        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin.write_all(text.as_bytes())?;
-        }
-        let status = child.wait()?;
-        if !status.success() {
-            bail!("{argv:?} in {netns} failed ({status}); is ethtool installed?");
-        }
-        Ok(())
-    };
-    // veth takes the NAPI path only for packets it may GRO: with TSO on at the
-    // sender, a forwarded or locally sent packet goes the softirq way instead.
-    run(&["ethtool", "-K", iface, "gro", "on", "tso", "off"], None)?;
-    let path = format!("/sys/class/net/{iface}/threaded");
-    run(&["tee", &path], Some("1"))
-}
-
-/// Total CPU seconds of the kernel's NAPI poll threads (`napi/<dev>-<id>`).
-fn napi_cpu_seconds() -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.starts_with("napi/"))
-        })
-        .filter_map(|pid| cpu_seconds(pid).ok())
-        .map(|(u, s)| u + s)
-        .sum()
 }
 
 /// Server addresses: 198.18.1.130.. inside lb1's eth1 subnet (checks leave from
@@ -311,35 +272,6 @@ fn sample(metrics: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// (utime, stime) of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> Result<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) closing parenthesis.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed /proc/pid/stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime is field 14, stime 15.
-    let utime: f64 = f.get(11).context("utime")?.parse()?;
-    let stime: f64 = f.get(12).context("stime")?.parse()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok((utime / hz, stime / hz))
-}
-
-/// VmRSS of `pid` in MiB.
-fn rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .context("VmRSS")?
-        .parse()?;
-    Ok(kb / 1024.0)
-}
-
 fn checks_total(m: &str) -> (f64, f64) {
     (
         sample(m, r#"lb_health_checks_total{result="ok"}"#).unwrap_or(0.0),
@@ -364,16 +296,7 @@ fn main() -> Result<()> {
     if !a.shared_softirq {
         napi_thread(lb1.netns(), "eth1")?;
         napi_thread(srv.netns(), "eth0")?;
-        let switch = lab.switch_netns().to_owned();
-        let out = std::process::Command::new("ip")
-            .args(["-n", &switch, "-o", "link", "show", "type", "veth"])
-            .output()?;
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Some(name) = line.split(": ").nth(1).and_then(|n| n.split('@').next()) else {
-                continue;
-            };
-            napi_thread(&switch, name)?;
-        }
+        napi_switch(&lab)?;
     }
     lb1.add_address("eth0", Prefix::new("198.18.0.100".parse()?, 24))?;
     lb1.add_address("eth1", Prefix::new("198.18.1.100".parse()?, 24))?;
@@ -442,7 +365,7 @@ fn main() -> Result<()> {
     let m0 = scrape(lb1)?;
     let t0 = Instant::now();
     let cpu0 = cpu_seconds(pid)?;
-    let napi0 = napi_cpu_seconds();
+    let napi0 = cpu_seconds_of(&napi_pids());
     let mut rss_max: f64 = 0.0;
     let end = t0 + Duration::from_secs(a.seconds);
     while Instant::now() < end {
@@ -450,7 +373,7 @@ fn main() -> Result<()> {
         std::thread::sleep(Duration::from_millis(500));
     }
     let cpu1 = cpu_seconds(pid)?;
-    let napi1 = napi_cpu_seconds();
+    let napi1 = cpu_seconds_of(&napi_pids());
     let wall = t0.elapsed().as_secs_f64();
     let rss_end = rss_mib(pid)?;
     let m1 = scrape(lb1)?;

@@ -1,6 +1,6 @@
 //! Dataplane benchmark (prints figures; not a test; needs root, nginx-light and wrk):
 //! `cargo run --release -p integration --bin lb_bench -- [--runs 5] [--duration 5]
-//! [--only apply|change|traffic|ablation]`.
+//! [--only apply|change|traffic|ablation] [--placement separate|shared|plain|both]`.
 //!
 //! 1. Full apply of 1,000 and 10,000 services x 8 servers (rr, wrr; mh at 1,000), a
 //!    fresh table each run, with the default counting (connections) and with packets
@@ -11,12 +11,22 @@
 //! 3. Requests/s and new connections/s through the VIP (DNAT + SNAT by the nft
 //!    backend, counting connections only, and counting packets and bytes too)
 //!    against the same server reached directly through lb1 (routing, no NAT, no
-//!    table), runs interleaved.
+//!    table), runs interleaved; with lb1's CPU per request (its receive threads).
+//!    Placements (`--placement`, default `both` = separate, then plain):
+//!    - separate: every veth receives in a NAPI thread of its own; lb1's on CPU 1,
+//!      the rest (wrk, nginx, the client's, server's and bridge's receives) on CPU 0,
+//!      so the balancer is a machine of its own as deployed, and the ratio says
+//!      whether it holds the traffic back;
+//!    - plain: plain veths, all on both CPUs; every hop (lb1's forwarding, conntrack
+//!      and NAT included) runs in the sender's context, wrk's or nginx's, so the
+//!      ratio is the whole path's CPU per request;
+//!    - shared: NAPI threads as in separate, nothing pinned.
 //! 4. `--only ablation` (not part of the default run): new connections/s through the
 //!    VIP with one part of the table changed at a time, interleaved with direct runs.
 //!
 //! Every figure is the median of the runs.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -26,6 +36,7 @@ use dataplane::{
     Backend, ChangeHint, Counting, Dataplane, DesiredState, Forwarding, NftBackend, PortSpec,
     Protocol, Scheduler, Service, SnatProtocol, SnatRule, SnatSource,
 };
+use integration::bench::{cpu_seconds_of, cpus_available, napi_switch, napi_thread, pin};
 use integration::{Host, Lab, Prefix, Process};
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -38,6 +49,48 @@ struct Args {
     runs: usize,
     duration: u32,
     only: Option<String>,
+    placements: Vec<Placement>,
+}
+
+/// Where the traffic runs' work is done.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Every veth receives in a NAPI thread of its own; lb1's two threads on CPU 1,
+    /// everything else (wrk, nginx, the client's, server's and bridge's receives) on
+    /// CPU 0: the balancer is a machine of its own, as deployed.
+    Separate,
+    /// The same threads, nothing pinned: everything shares both CPUs, so the figure
+    /// is the whole path's CPU per request (the balancer's share included).
+    Shared,
+    /// Plain veths (no NAPI threads): every hop, the balancer's forwarding included,
+    /// runs in the sender's context (wrk's or nginx's), as in session 1's figures.
+    Plain,
+}
+
+impl Placement {
+    fn parse(s: &str) -> Result<Vec<Placement>> {
+        Ok(match s {
+            "separate" => vec![Placement::Separate],
+            "shared" => vec![Placement::Shared],
+            "plain" => vec![Placement::Plain],
+            "both" => vec![Placement::Separate, Placement::Plain],
+            other => bail!("unknown placement {other}; use separate, shared, plain or both"),
+        })
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Placement::Separate => {
+                "lb1's receive threads on CPU 1; client, server, bridge on CPU 0 (separate machines)"
+            }
+            Placement::Shared => {
+                "every receive in its own thread, all sharing both CPUs (whole-path CPU cost)"
+            }
+            Placement::Plain => {
+                "plain veths: every hop in the sender's context, all sharing both CPUs"
+            }
+        }
+    }
 }
 
 fn args() -> Result<Args> {
@@ -45,6 +98,7 @@ fn args() -> Result<Args> {
         runs: 5,
         duration: 5,
         only: None,
+        placements: vec![Placement::Separate, Placement::Plain],
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -53,8 +107,9 @@ fn args() -> Result<Args> {
             "--runs" => a.runs = value("--runs")?.parse().context("--runs")?,
             "--duration" => a.duration = value("--duration")?.parse().context("--duration")?,
             "--only" => a.only = Some(value("--only")?),
+            "--placement" => a.placements = Placement::parse(&value("--placement")?)?,
             other => bail!(
-                "unknown argument {other}; use --runs N, --duration S, --only apply|change|traffic|ablation"
+                "unknown argument {other}; use --runs N, --duration S, --only apply|change|traffic|ablation, --placement separate|shared|plain|both"
             ),
         }
     }
@@ -291,10 +346,15 @@ fn changes(lb: &Host, n: usize, runs: usize) -> Result<ChangeFigures> {
     })
 }
 
-/// Requests/s reported by one wrk run in `client` against `url`.
-fn wrk(client: &Host, url: &str, close: bool, duration: u32) -> Result<f64> {
+/// Requests/s reported by one wrk run in `client` against `url` (on CPU 0 when the
+/// placement is `Separate`).
+fn wrk(client: &Host, url: &str, close: bool, duration: u32, placement: Placement) -> Result<f64> {
     let d = format!("{duration}s");
-    let mut argv = vec![WRK, "-t1", "-c32", "-d", &d, "--timeout", "2s"];
+    let mut argv = Vec::new();
+    if placement == Placement::Separate {
+        argv.extend(["taskset", "-c", "0"]);
+    }
+    argv.extend([WRK, "-t1", "-c32", "-d", &d, "--timeout", "2s"]);
     if close {
         argv.extend(["-H", "Connection: close"]);
     }
@@ -390,9 +450,38 @@ struct TrafficLab {
     // Dropped before the lab: nginx stops first.
     _nginx: Process,
     lab: Lab,
+    placement: Placement,
+    /// lb1's NAPI threads (eth0, eth1); empty with plain veths.
+    lb_threads: BTreeSet<u32>,
 }
 
-fn traffic_lab() -> Result<TrafficLab> {
+/// Gives every veth of the lab a receive thread; with `Separate`, puts lb1's on CPU 1
+/// and the others on CPU 0. Returns lb1's.
+fn place_receives(lab: &Lab, placement: Placement) -> Result<BTreeSet<u32>> {
+    if placement == Placement::Plain {
+        return Ok(BTreeSet::new());
+    }
+    let (client, lb, srv) = (&lab["client"], &lab["lb1"], &lab["srv1"]);
+    let mut lb_threads = napi_thread(lb.netns(), "eth0")?;
+    lb_threads.extend(napi_thread(lb.netns(), "eth1")?);
+    let mut others = napi_thread(client.netns(), "eth0")?;
+    others.extend(napi_thread(srv.netns(), "eth0")?);
+    others.extend(napi_switch(lab)?);
+    if placement == Placement::Separate {
+        if cpus_available() < 2 {
+            bail!("--placement separate needs 2 CPUs");
+        }
+        for &pid in &lb_threads {
+            pin(pid, &[1])?;
+        }
+        for &pid in &others {
+            pin(pid, &[0])?;
+        }
+    }
+    Ok(lb_threads)
+}
+
+fn traffic_lab(placement: Placement) -> Result<TrafficLab> {
     let lab = Lab::two_arm()?;
     let (client, lb, srv) = (&lab["client"], &lab["lb1"], &lab["srv1"]);
     let p = |s: &str, len| Prefix::new(s.parse().expect("literal"), len);
@@ -407,7 +496,16 @@ fn traffic_lab() -> Result<TrafficLab> {
     let errlog = dir.join("error.log");
     let conf_s = conf.display().to_string();
     let err_s = errlog.display().to_string();
-    let nginx = srv.spawn(NGINX, ["-c", &conf_s, "-e", &err_s, "-g", "daemon off;"])?;
+    let lb_threads = place_receives(&lab, placement)?;
+    let nginx_args = ["-c", &conf_s, "-e", &err_s, "-g", "daemon off;"];
+    let nginx = if placement == Placement::Separate {
+        // taskset execs nginx in place: the pid is nginx's, and its worker inherits.
+        let mut argv = vec!["-c", "0", NGINX];
+        argv.extend(nginx_args);
+        srv.spawn("taskset", argv)?
+    } else {
+        srv.spawn(NGINX, nginx_args)?
+    };
     // Wait for nginx to listen.
     let started = Instant::now();
     while srv
@@ -423,7 +521,12 @@ fn traffic_lab() -> Result<TrafficLab> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(TrafficLab { _nginx: nginx, lab })
+    Ok(TrafficLab {
+        _nginx: nginx,
+        lab,
+        placement,
+        lb_threads,
+    })
 }
 
 const DIRECT_URL: &str = "http://198.18.1.21/";
@@ -451,38 +554,61 @@ const DIRECT: Path_ = Path_ {
     direct: false,
 };
 
-/// Sets lb1 and srv1 up for `path` and runs wrk; requests/s.
+/// One wrk run: requests/s, and lb1's receive threads' CPU seconds per request.
+struct Run {
+    rate: f64,
+    lb_cpu_per_request: Option<f64>,
+}
+
+/// Sets lb1 and srv1 up for `path` and runs wrk.
 fn run_path(
     t: &TrafficLab,
     nft: &mut NftBackend,
     path: Path_,
     close: bool,
     duration: u32,
-) -> Result<f64> {
+) -> Result<Run> {
     let (client, lb, srv) = (&t.lab["client"], &t.lab["lb1"], &t.lab["srv1"]);
     nft.teardown()?;
-    let Some(counting) = path.counting else {
-        srv.ip(&["route", "replace", "198.18.0.0/24", "via", "198.18.1.11"])?;
-        return wrk(client, DIRECT_URL, close, duration);
+    let url = match path.counting {
+        None => {
+            srv.ip(&["route", "replace", "198.18.0.0/24", "via", "198.18.1.11"])?;
+            DIRECT_URL
+        }
+        Some(counting) => {
+            nft.set_counting(counting);
+            nft.apply(&vip_state(path.snat_pool))?;
+            for cmd in path.nft {
+                lb.exec_ok(&["nft", cmd])?;
+            }
+            if path.direct {
+                srv.ip(&["route", "replace", "198.18.0.0/24", "via", "198.18.1.11"])?;
+                DIRECT_URL
+            } else {
+                // srv1 has no route back to the clients: only SNAT brings the replies back.
+                srv.ip(&["route", "del", "198.18.0.0/24"]).ok();
+                VIP_URL
+            }
+        }
     };
-    nft.set_counting(counting);
-    nft.apply(&vip_state(path.snat_pool))?;
-    for cmd in path.nft {
-        lb.exec_ok(&["nft", cmd])?;
-    }
-    if path.direct {
-        srv.ip(&["route", "replace", "198.18.0.0/24", "via", "198.18.1.11"])?;
-        return wrk(client, DIRECT_URL, close, duration);
-    }
-    // srv1 has no route back to the clients: only SNAT brings the replies back.
-    srv.ip(&["route", "del", "198.18.0.0/24"]).ok();
-    wrk(client, VIP_URL, close, duration)
+    let cpu0 = cpu_seconds_of(&t.lb_threads);
+    let rate = wrk(client, url, close, duration, t.placement)?;
+    let cpu = cpu_seconds_of(&t.lb_threads) - cpu0;
+    let requests = rate * f64::from(duration);
+    Ok(Run {
+        rate,
+        lb_cpu_per_request: (!t.lb_threads.is_empty() && requests > 0.0).then(|| cpu / requests),
+    })
 }
 
 struct Traffic {
     /// Per path (direct first): requests/s keep-alive, new connections/s (medians).
     rps: Vec<f64>,
     cps: Vec<f64>,
+    /// Per path: lb1's CPU microseconds per keep-alive request and per new
+    /// connection (medians; None with plain veths).
+    lb_us_rps: Vec<Option<f64>>,
+    lb_us_cps: Vec<Option<f64>>,
     /// Per VIP path: median of the per-round VIP/direct ratios.
     paired_rps: Vec<f64>,
     paired_cps: Vec<f64>,
@@ -490,19 +616,32 @@ struct Traffic {
 
 /// Runs every path `runs` times, interleaved (the order rotates each round), for
 /// keep-alive requests (unless `only_close`) and new connections.
-fn compare(paths: &[Path_], runs: usize, duration: u32, only_close: bool) -> Result<Traffic> {
-    let t = traffic_lab()?;
+fn compare(
+    paths: &[Path_],
+    runs: usize,
+    duration: u32,
+    only_close: bool,
+    placement: Placement,
+) -> Result<Traffic> {
+    let t = traffic_lab(placement)?;
     let mut nft = nft_in(&t.lab["lb1"], "lbsuite")?;
     let n = paths.len();
     let mut rps = vec![Vec::new(); n];
     let mut cps = vec![Vec::new(); n];
+    let mut lb_rps = vec![Vec::new(); n];
+    let mut lb_cps = vec![Vec::new(); n];
     let modes: &[bool] = if only_close { &[true] } else { &[false, true] };
     for run in 0..runs {
         for &close in modes {
             let mut got = vec![0.0; n];
             for k in 0..n {
                 let i = (k + run) % n;
-                got[i] = run_path(&t, &mut nft, paths[i], close, duration)?;
+                let r = run_path(&t, &mut nft, paths[i], close, duration)?;
+                got[i] = r.rate;
+                if let Some(c) = r.lb_cpu_per_request {
+                    let into = if close { &mut lb_cps } else { &mut lb_rps };
+                    into[i].push(c * 1e6);
+                }
             }
             let line: Vec<String> = paths
                 .iter()
@@ -533,6 +672,14 @@ fn compare(paths: &[Path_], runs: usize, duration: u32, only_close: bool) -> Res
         paired_cps: (1..n).map(|i| paired(&cps[i], &cps[0])).collect(),
         rps: rps.into_iter().map(median).collect(),
         cps: cps.into_iter().map(median).collect(),
+        lb_us_rps: lb_rps
+            .into_iter()
+            .map(|v| (!v.is_empty()).then(|| median(v)))
+            .collect(),
+        lb_us_cps: lb_cps
+            .into_iter()
+            .map(|v| (!v.is_empty()).then(|| median(v)))
+            .collect(),
     })
 }
 
@@ -590,20 +737,34 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
             direct: false,
         },
     ];
-    println!("\nAblation: new connections/s, wrk -t1 -c32 -d{duration}s, interleaved");
-    let t = compare(&paths, runs, duration, true)?;
+    let placement = Placement::Separate;
+    println!(
+        "\nAblation: new connections/s, wrk -t1 -c32 -d{duration}s, interleaved; {}",
+        placement.describe()
+    );
+    let t = compare(&paths, runs, duration, true, placement)?;
+    let us = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
     let rows: Vec<Row> = paths
         .iter()
         .enumerate()
         .skip(1)
-        .map(|(i, p)| {
-            row(
-                p.name,
-                format!("{:.0}", t.cps[0]),
-                format!("{:.0}", t.cps[i]),
-                format!("{:.3}x", t.paired_cps[i - 1]),
-                "",
-            )
+        .flat_map(|(i, p)| {
+            [
+                row(
+                    p.name,
+                    format!("{:.0}", t.cps[0]),
+                    format!("{:.0}", t.cps[i]),
+                    format!("{:.3}x", t.paired_cps[i - 1]),
+                    "",
+                ),
+                row(
+                    "  lb1 CPU per connection, us",
+                    us(t.lb_us_cps[0]),
+                    us(t.lb_us_cps[i]),
+                    ratio_of(t.lb_us_cps[i], t.lb_us_cps[0]),
+                    "",
+                ),
+            ]
         })
         .collect();
     print_table(
@@ -764,79 +925,109 @@ fn main() -> Result<()> {
         if a.only.as_deref() == Some("ablation") {
             return ablation(runs, a.duration);
         }
-        println!(
-            "\nThroughput: client -> lb1 -> srv1 (nginx, 1 worker), wrk -t1 -c32 -d{}s, interleaved",
-            a.duration
-        );
-        let paths = [
-            DIRECT,
-            Path_ {
-                name: "direct, lbd's table loaded (conntrack on)",
-                counting: Some(Counting::Connections),
-                snat_pool: SNAT_POOL,
-                nft: &[],
-                direct: true,
-            },
-            Path_ {
-                name: "VIP, connections counted (default)",
-                counting: Some(Counting::Connections),
-                snat_pool: SNAT_POOL,
-                nft: &[],
-                direct: false,
-            },
-            Path_ {
-                name: "VIP, packets/bytes too",
-                counting: Some(Counting::Traffic),
-                snat_pool: SNAT_POOL,
-                nft: &[],
-                direct: false,
-            },
-        ];
-        let t = compare(&paths, runs, a.duration, false)?;
-        let mut rows = Vec::new();
-        let measures = [
-            ("requests/s, keep-alive", &t.rps, &t.paired_rps),
-            ("new connections/s", &t.cps, &t.paired_cps),
-        ];
-        for (what, medians, paired) in measures {
-            for (i, p) in paths.iter().enumerate().skip(1) {
-                rows.push(row(
-                    &format!("{what}; {}", p.name),
-                    format!("{:.0}", medians[0]),
-                    format!("{:.0}", medians[i]),
-                    format!("{:.3}x", medians[i] / medians[0]),
-                    "VIP >= 0.9x direct",
-                ));
-                rows.push(row(
-                    "  median of paired run ratios",
-                    "".into(),
-                    "".into(),
-                    format!("{:.3}x", paired[i - 1]),
-                    "",
-                ));
-            }
+        for &placement in &a.placements {
+            traffic(runs, a.duration, placement)?;
         }
-        // The same VIP figures against srv1 reached directly through a node that has
-        // lbd's table loaded (conntrack tracking every connection, as on any node
-        // running lbd): what the VIP itself costs, DNAT + SNAT + the maps.
-        for (i, p) in paths.iter().enumerate().skip(2) {
-            for (what, medians, _) in measures {
-                rows.push(row(
-                    &format!("{what}; {} vs direct with table", p.name),
-                    format!("{:.0}", medians[1]),
-                    format!("{:.0}", medians[i]),
-                    format!("{:.3}x", medians[i] / medians[1]),
-                    "",
-                ));
-            }
-        }
-        print_table(
-            &format!(
-                "Throughput through the VIP (DNAT + SNAT to a pool of {SNAT_POOL} addresses) vs direct (routing, no NAT), medians of {runs}"
-            ),
-            ["direct", "via VIP", "VIP/dir"],
-            &rows,
-        );
     }
+    Ok(())
+}
+
+/// "a/b" as a ratio, or "-" when either is missing.
+fn ratio_of(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".into(),
+    }
+}
+
+/// Requests/s and new connections/s through the VIP against direct, with lb1's CPU
+/// per request, for one placement.
+fn traffic(runs: usize, duration: u32, placement: Placement) -> Result<()> {
+    println!(
+        "\nThroughput: client -> lb1 -> srv1 (nginx, 1 worker), wrk -t1 -c32 -d{duration}s, interleaved;\n  {}",
+        placement.describe()
+    );
+    let paths = [
+        DIRECT,
+        Path_ {
+            name: "direct, lbd's table loaded (conntrack on)",
+            counting: Some(Counting::Connections),
+            snat_pool: SNAT_POOL,
+            nft: &[],
+            direct: true,
+        },
+        Path_ {
+            name: "VIP, connections counted (default)",
+            counting: Some(Counting::Connections),
+            snat_pool: SNAT_POOL,
+            nft: &[],
+            direct: false,
+        },
+        Path_ {
+            name: "VIP, packets/bytes too",
+            counting: Some(Counting::Traffic),
+            snat_pool: SNAT_POOL,
+            nft: &[],
+            direct: false,
+        },
+    ];
+    let t = compare(&paths, runs, duration, false, placement)?;
+    let mut rows = Vec::new();
+    let measures = [
+        (
+            "requests/s, keep-alive",
+            &t.rps,
+            &t.paired_rps,
+            &t.lb_us_rps,
+        ),
+        ("new connections/s", &t.cps, &t.paired_cps, &t.lb_us_cps),
+    ];
+    let us = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+    for (what, medians, paired, lb_us) in measures {
+        for (i, p) in paths.iter().enumerate().skip(1) {
+            rows.push(row(
+                &format!("{what}; {}", p.name),
+                format!("{:.0}", medians[0]),
+                format!("{:.0}", medians[i]),
+                format!("{:.3}x", medians[i] / medians[0]),
+                "VIP >= 0.9x direct",
+            ));
+            rows.push(row(
+                "  median of paired run ratios",
+                "".into(),
+                "".into(),
+                format!("{:.3}x", paired[i - 1]),
+                "",
+            ));
+            rows.push(row(
+                "  lb1 CPU per request, us (its receive threads)",
+                us(lb_us[0]),
+                us(lb_us[i]),
+                ratio_of(lb_us[i], lb_us[0]),
+                "",
+            ));
+        }
+    }
+    // The same VIP figures against srv1 reached directly through a node that has
+    // lbd's table loaded (conntrack tracking every connection, as on any node
+    // running lbd): what the VIP itself costs, DNAT + SNAT + the maps.
+    for (i, p) in paths.iter().enumerate().skip(2) {
+        for (what, medians, _, _) in measures {
+            rows.push(row(
+                &format!("{what}; {} vs direct with table", p.name),
+                format!("{:.0}", medians[1]),
+                format!("{:.0}", medians[i]),
+                format!("{:.3}x", medians[i] / medians[1]),
+                "",
+            ));
+        }
+    }
+    print_table(
+        &format!(
+            "Throughput through the VIP (DNAT + SNAT to a pool of {SNAT_POOL} addresses) vs direct (routing, no NAT), medians of {runs}"
+        ),
+        ["direct", "via VIP", "VIP/dir"],
+        &rows,
+    );
     Ok(())
 }

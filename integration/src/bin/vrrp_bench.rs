@@ -1060,36 +1060,8 @@ fn children(pid: u32) -> Vec<u32> {
 
 /// CPU seconds (user + system) of `pid`.
 fn cpu_seconds(pid: u32) -> Result<f64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| anyhow!("{path}: no command name"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<f64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .ok_or_else(|| anyhow!("{path}: field {} unreadable", i + 3))
-    };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok((ticks(11)? + ticks(12)?) / hz)
-}
-
-/// VmRSS of `pid` in MB.
-fn rss_mb(pid: u32) -> Result<f64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow!("{path}: no VmRSS"))?;
-    Ok(kb / 1024.0)
+    let (user, system) = integration::bench::cpu_seconds(pid)?;
+    Ok(user + system)
 }
 
 /// (RSS MB at the end, CPU % of one core over `span`) per process group.
@@ -1102,7 +1074,10 @@ fn measure(groups: &[Vec<u32>], span: Duration) -> Result<Vec<(f64, f64)>> {
     let mut out = Vec::new();
     for (pids, b) in groups.iter().zip(before) {
         let cpu = (sum_cpu(pids)? - b) / elapsed * 100.0;
-        let rss: f64 = pids.iter().map(|&p| rss_mb(p)).sum::<Result<f64>>()?;
+        let rss: f64 = pids
+            .iter()
+            .map(|&p| integration::bench::rss_mib(p))
+            .sum::<Result<f64>>()?;
         out.push((rss, cpu));
     }
     Ok(out)

@@ -1,0 +1,163 @@
+//! Helpers the benchmark binaries share: a process's CPU time and memory, and receive
+//! threads for the lab's veths so that each "machine" does its own receive work.
+//!
+//! A plain veth hands a packet to its peer in the sender's context: the client's
+//! `send` then runs the bridge, the balancer's forwarding and the server's TCP receive
+//! on the client's CPU time. On real hardware each machine's NIC raises its own
+//! interrupts. [`napi_thread`] gets close to that: with GRO on, veth receives through
+//! NAPI, and `threaded` moves that poll into a kernel thread of its own per interface,
+//! which a benchmark can measure and place on a CPU ([`pin`]).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::Lab;
+
+/// Clock ticks per second of /proc/<pid>/stat.
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// (user, system) CPU seconds of `pid`.
+pub fn cpu_seconds(pid: u32) -> Result<(f64, f64)> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // Fields after the parenthesised command name (which may hold spaces); utime
+    // and stime are fields 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("{path}: no command name"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .ok_or_else(|| anyhow!("{path}: field {} unreadable", i + 3))
+    };
+    let hz = clock_ticks();
+    Ok((ticks(11)? / hz, ticks(12)? / hz))
+}
+
+/// VmRSS of `pid` in MiB.
+pub fn rss_mib(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("{path}: no VmRSS"))?;
+    Ok(kb / 1024.0)
+}
+
+/// Pids of the kernel's NAPI poll threads (`napi/<dev>-<id>`).
+pub fn napi_pids() -> BTreeSet<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return BTreeSet::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.starts_with("napi/"))
+        })
+        .collect()
+}
+
+/// Total CPU seconds of `pids` (threads that are gone count nothing).
+pub fn cpu_seconds_of(pids: &BTreeSet<u32>) -> f64 {
+    pids.iter()
+        .filter_map(|&pid| cpu_seconds(pid).ok())
+        .map(|(u, s)| u + s)
+        .sum()
+}
+
+/// Runs `argv` in `netns`, with `input` on its standard input.
+fn run_in(netns: &str, argv: &[&str], input: Option<&str>) -> Result<()> {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns]).args(argv);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::null());
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("running {argv:?} in {netns}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        if let Some(text) = input {
+            stdin.write_all(text.as_bytes())?;
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{argv:?} in {netns} failed ({status}); is ethtool installed?");
+    }
+    Ok(())
+}
+
+/// Gives `iface` in namespace `netns` a NAPI poll thread of its own (veth polls
+/// through NAPI once GRO is on; `threaded` moves the poll into a kernel thread) and
+/// returns the pids of the threads this made.
+pub fn napi_thread(netns: &str, iface: &str) -> Result<BTreeSet<u32>> {
+    let before = napi_pids();
+    // veth takes the NAPI path only for packets it may GRO: with TSO on at the
+    // sender, a forwarded or locally sent packet goes the softirq way instead.
+    run_in(
+        netns,
+        &["ethtool", "-K", iface, "gro", "on", "tso", "off"],
+        None,
+    )?;
+    let path = format!("/sys/class/net/{iface}/threaded");
+    run_in(netns, &["tee", &path], Some("1"))?;
+    Ok(napi_pids().difference(&before).copied().collect())
+}
+
+/// Names of the veths in the lab's switch namespace (the bridge ports).
+pub fn switch_ports(lab: &Lab) -> Result<Vec<String>> {
+    let switch = lab.switch_netns();
+    let out = Command::new("ip")
+        .args(["-n", switch, "-o", "link", "show", "type", "veth"])
+        .output()
+        .with_context(|| format!("listing the veths of {switch}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split(": ").nth(1)?.split('@').next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Gives every bridge port of the lab a NAPI thread; returns their pids.
+pub fn napi_switch(lab: &Lab) -> Result<BTreeSet<u32>> {
+    let mut pids = BTreeSet::new();
+    for port in switch_ports(lab)? {
+        pids.extend(napi_thread(lab.switch_netns(), &port)?);
+    }
+    Ok(pids)
+}
+
+/// Restricts `pid` (a process, or a kernel thread that allows it) to the CPUs `cpus`.
+pub fn pin(pid: u32, cpus: &[usize]) -> Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        // SAFETY: `set` is a valid cpu_set_t; CPU_SET ignores CPUs beyond its size.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    let pid_t = libc::pid_t::try_from(pid).context("pid out of range")?;
+    // SAFETY: `set` outlives the call, and its size is passed with it.
+    let rc = unsafe { libc::sched_setaffinity(pid_t, std::mem::size_of_val(&set), &set) };
+    if rc != 0 {
+        bail!(
+            "pinning pid {pid} to CPUs {cpus:?}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// The number of CPUs this process may run on.
+pub fn cpus_available() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
