@@ -217,7 +217,10 @@ pub async fn run(
 
     let (roles_tx, mut roles_rx) = mpsc::unbounded_channel();
     let follower = tokio::spawn(roles::follow(view.control.vrrpd_socket.clone(), roles_tx));
-    let tracks = TrackSender::start(view.control.vrrpd_socket.clone());
+    let tracks = TrackSender::start(
+        view.control.vrrpd_socket.clone(),
+        sync.as_ref().map(SyncLink::incomplete),
+    );
     telemetry.vrrpd_connected(false);
 
     let mut daemon = Daemon {

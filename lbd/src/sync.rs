@@ -5,13 +5,17 @@
 //! Symmetric, so neither side needs to know the roles: every node connects to the
 //! peer (`peer_address:port`) and sends, and accepts the peer's connection on
 //! `local_address:port` and receives. A sending connection starts with a resync line
-//! (the receiver clears its store) and a full dump, then follows conntrack events;
-//! when the kernel drops events, it sends a resync and a dump again. An idle sender
+//! (the receiver clears its store), a full dump and a line that ends the dump, then
+//! follows conntrack events; when the kernel drops events, it sends a resync and a
+//! dump again. Until a dump has ended on a live stream from the peer, the receiver
+//! asks vrrpd (through lbd's `track.set`) to hold back preemption: a node that comes
+//! back takes over only once it can carry the peer's connections. An idle sender
 //! sends a heartbeat every second, so each side notices a dead peer within seconds
 //! (the receiver keeps the entries it holds: that is when they are needed).
 //!
 //! ```text
 //! {"resync":true}
+//! {"dumped":true}                            the dump is complete
 //! {"heartbeat":true}
 //! {"v":1,"kind":"new","entry":{...}}        ctsync's wire format, one per line
 //! ```
@@ -30,15 +34,23 @@ use ctsync::{
 };
 use prometheus::{Histogram, HistogramOpts, IntGauge, Registry};
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
 use config::NodeView;
 
 /// The line that tells the receiver to forget what it holds (a full dump follows).
 pub const RESYNC_LINE: &str = "{\"resync\":true}\n";
+/// The line that ends a dump: the receiver now holds the peer's complete state.
+pub const DUMPED_LINE: &str = "{\"dumped\":true}\n";
 /// The line an idle sender sends every [`HEARTBEAT`].
 pub const HEARTBEAT_LINE: &str = "{\"heartbeat\":true}\n";
 /// Idle interval between heartbeats.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Why the peer's state is not complete here: no stream yet, a dump under way, the
+/// stream down.
+const NO_STREAM_YET: &str = "no connection-state stream from the peer yet";
+const DUMP_UNDER_WAY: &str = "the peer's connection-state dump is under way";
+const STREAM_DOWN: &str = "the connection-state stream from the peer is down";
 /// Silence after which the receiver drops the peer's stream (its entries stay).
 const SILENCE: Duration = Duration::from_secs(5);
 /// First reconnect delay; doubles up to [`BACKOFF_MAX`].
@@ -65,6 +77,8 @@ pub enum SyncError {
 pub enum Line {
     /// Forget everything: a full dump follows.
     Resync,
+    /// The dump is complete.
+    Dumped,
     /// The sender is alive and idle.
     Heartbeat,
     /// A connection event.
@@ -78,6 +92,9 @@ pub fn parse_line(line: &str) -> Result<Line, ctsync::WireError> {
     }
     if line.trim_end() == HEARTBEAT_LINE.trim_end() {
         return Ok(Line::Heartbeat);
+    }
+    if line.trim_end() == DUMPED_LINE.trim_end() {
+        return Ok(Line::Dumped);
     }
     decode_line(line).map(Line::Event)
 }
@@ -104,13 +121,20 @@ struct Shared {
     /// The flows to send, and a generation bumped when they change (reload).
     filter: Mutex<(FlowFilter, u64)>,
     sending: AtomicBool,
+    /// Set when the peer's stream arrives: the peer is back, so the sender stops
+    /// waiting out its reconnect backoff.
+    peer_back: AtomicBool,
     receiving: AtomicU64,
     events_sent: AtomicU64,
     dumps_sent: AtomicU64,
     lines_received: AtomicU64,
     stored_gauge: IntGauge,
     connected_gauge: IntGauge,
+    complete_gauge: IntGauge,
     commit_duration: Histogram,
+    /// Why this node lacks the peer's complete state (None: it has it); what lbd
+    /// tells vrrpd as `preempt_hold`.
+    incomplete: watch::Sender<Option<String>>,
 }
 
 impl Shared {
@@ -133,6 +157,17 @@ impl Shared {
     fn set_sending(&self, up: bool) {
         self.sending.store(up, Ordering::Relaxed);
         self.connected_gauge.set(i64::from(up));
+    }
+
+    /// Records whether the peer's state is complete here (None) or why not.
+    fn set_incomplete(&self, why: Option<&str>) {
+        self.complete_gauge.set(i64::from(why.is_none()));
+        let why = why.map(str::to_owned);
+        self.incomplete.send_if_modified(|old| {
+            let changed = *old != why;
+            *old = why;
+            changed
+        });
     }
 }
 
@@ -161,6 +196,10 @@ impl SyncLink {
             "lb_sync_connected",
             "1 while this node's connection-state stream to the peer is up",
         ));
+        let complete_gauge = metric(IntGauge::new(
+            "lb_sync_peer_complete",
+            "1 while a live stream from the peer has delivered a complete dump (vrrpd holds back preemption until then)",
+        ));
         let commit_duration = metric(Histogram::with_opts(
             HistogramOpts::new(
                 "lb_sync_commit_duration_seconds",
@@ -173,6 +212,7 @@ impl SyncLink {
         for m in [
             Box::new(stored_gauge.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(connected_gauge.clone()),
+            Box::new(complete_gauge.clone()),
             Box::new(commit_duration.clone()),
         ] {
             // Registered once per process; a second registration is a harmless no-op.
@@ -183,13 +223,16 @@ impl SyncLink {
                 store: Mutex::new(SyncStore::new()),
                 filter: Mutex::new((flow_filter(view), 0)),
                 sending: AtomicBool::new(false),
+                peer_back: AtomicBool::new(false),
                 receiving: AtomicU64::new(0),
                 events_sent: AtomicU64::new(0),
                 dumps_sent: AtomicU64::new(0),
                 lines_received: AtomicU64::new(0),
                 stored_gauge,
                 connected_gauge,
+                complete_gauge,
                 commit_duration,
+                incomplete: watch::channel(Some(NO_STREAM_YET.to_owned())).0,
             }),
             listen: SocketAddr::new(local, view.sync.port),
             peer: SocketAddr::new(peer, view.sync.port),
@@ -218,6 +261,12 @@ impl SyncLink {
         }
     }
 
+    /// Why this node lacks the peer's complete connection state (None: it has it),
+    /// as it changes.
+    pub fn incomplete(&self) -> watch::Receiver<Option<String>> {
+        self.shared.incomplete.subscribe()
+    }
+
     /// Entries held from the peer.
     pub fn stored(&self) -> usize {
         self.shared.store().len()
@@ -242,6 +291,8 @@ impl SyncLink {
             "listen": self.listen, "peer": self.peer,
             "connected": s.sending.load(Ordering::Relaxed),
             "receiving": s.receiving.load(Ordering::Relaxed) > 0,
+            "peer_complete": s.incomplete.borrow().is_none(),
+            "incomplete_because": *s.incomplete.borrow(),
             "entries_stored": self.stored(),
             "events_sent": s.events_sent.load(Ordering::Relaxed),
             "dumps_sent": s.dumps_sent.load(Ordering::Relaxed),
@@ -282,8 +333,28 @@ fn send_loop(shared: &Shared, peer: SocketAddr) {
             }
             Err(e) => tracing::debug!(%peer, error = %e, "sync connect failed"),
         }
-        thread::sleep(backoff);
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        if wait_for_peer(shared, backoff) {
+            backoff = BACKOFF_FIRST;
+        } else {
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+/// Sleeps `backoff`, or less if the peer's stream arrives meanwhile (true then): a
+/// peer that comes back gets this node's state without waiting out the backoff.
+fn wait_for_peer(shared: &Shared, backoff: Duration) -> bool {
+    const SLICE: Duration = Duration::from_millis(50);
+    let end = std::time::Instant::now() + backoff;
+    loop {
+        if shared.peer_back.swap(false, Ordering::Relaxed) {
+            return true;
+        }
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        thread::sleep(left.min(SLICE));
     }
 }
 
@@ -301,7 +372,7 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
     let mut out = BufWriter::new(stream);
     let (filter, generation) = shared.filter();
     // Subscribe before dumping: an event between the two is then sent, not lost.
-    let events = match subscribe(filter.clone()) {
+    let mut events = match subscribe(filter.clone()) {
         Ok(ev) => ev,
         Err(e) => return e.to_string(),
     };
@@ -374,6 +445,8 @@ fn send_dump(shared: &Shared, out: &mut impl Write, filter: &FlowFilter) -> Resu
         });
         out.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
     }
+    out.write_all(DUMPED_LINE.as_bytes())
+        .map_err(|e| e.to_string())?;
     out.flush().map_err(|e| e.to_string())?;
     shared.dumps_sent.fetch_add(1, Ordering::Relaxed);
     Ok(())
@@ -405,6 +478,7 @@ fn listen_loop(shared: &Arc<Shared>, listen: SocketAddr, peer: IpAddr) {
             tracing::warn!(from = ?from, "sync connection from a host that is not the peer: refused");
             continue;
         }
+        shared.peer_back.store(true, Ordering::Relaxed);
         let shared = Arc::clone(shared);
         let spawned = thread::Builder::new()
             .name("sync-recv".into())
@@ -412,7 +486,10 @@ fn listen_loop(shared: &Arc<Shared>, listen: SocketAddr, peer: IpAddr) {
                 shared.receiving.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%peer, "receiving the peer's sync stream");
                 let why = receive(&shared, stream);
-                shared.receiving.fetch_sub(1, Ordering::Relaxed);
+                // A stream that ends while a newer one runs leaves that one's word.
+                if shared.receiving.fetch_sub(1, Ordering::Relaxed) == 1 {
+                    shared.set_incomplete(Some(STREAM_DOWN));
+                }
                 tracing::warn!(%peer, why = %why, "the peer's sync stream ended; its entries are kept");
             });
         if let Err(e) = spawned {
@@ -450,7 +527,17 @@ fn receive(shared: &Shared, stream: TcpStream) -> String {
         shared.lines_received.fetch_add(1, Ordering::Relaxed);
         let mut store = shared.store();
         match parsed {
-            Line::Resync => store.clear(),
+            Line::Resync => {
+                store.clear();
+                shared.set_incomplete(Some(DUMP_UNDER_WAY));
+            }
+            Line::Dumped => {
+                shared.set_incomplete(None);
+                tracing::info!(
+                    entries = store.len(),
+                    "the peer's connection state is complete here"
+                );
+            }
             Line::Heartbeat => {}
             Line::Event(ev) => store.apply(ev),
         }
@@ -467,6 +554,7 @@ mod tests {
         assert_eq!(parse_line(RESYNC_LINE).unwrap(), Line::Resync);
         assert_eq!(parse_line("{\"resync\":true}").unwrap(), Line::Resync);
         assert_eq!(parse_line(HEARTBEAT_LINE).unwrap(), Line::Heartbeat);
+        assert_eq!(parse_line(DUMPED_LINE).unwrap(), Line::Dumped);
         assert!(parse_line("{\"resync\":false}").is_err());
         assert!(parse_line("not json").is_err());
         let orig = ctsync::Tuple::tcp(

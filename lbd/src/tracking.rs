@@ -2,7 +2,9 @@
 //! (one per service with a `quorum`) with vrrpd's `track.set`, source `lbd`,
 //! whenever the list changes and again every [`REASSERT`], so that a vrrpd that
 //! restarted learns it within one period. vrrpd adds the deltas of a sync group
-//! to its configured priority (see vrrpd's `tracking` module).
+//! to its configured priority (see vrrpd's `tracking` module). The same request
+//! carries `preempt_hold`: why vrrpd should hold back preemption (this node lacks
+//! the peer's connection state, see the `sync` module), or null.
 //!
 //! A separate task sends, so that the daemon loop never waits for vrrpd (which
 //! may itself be waiting for lbd's answer to `prepare`).
@@ -34,6 +36,8 @@ pub struct TrackReport {
     pub accepted: Option<Vec<PriorityTrack>>,
     /// When (Unix ms).
     pub accepted_unix_ms: Option<u64>,
+    /// The preemption hold vrrpd last accepted (null: none).
+    pub accepted_preempt_hold: Option<String>,
     /// Why the last request failed, if it did.
     pub error: Option<String>,
     /// Requests sent.
@@ -49,11 +53,13 @@ pub struct TrackSender {
 }
 
 impl TrackSender {
-    /// Starts sending to vrrpd's control socket `socket` (inside a tokio runtime).
-    pub fn start(socket: PathBuf) -> TrackSender {
+    /// Starts sending to vrrpd's control socket `socket` (inside a tokio runtime);
+    /// `hold` gives the preemption hold as it changes (None: never holds).
+    pub fn start(socket: PathBuf, hold: Option<watch::Receiver<Option<String>>>) -> TrackSender {
         let (wanted, rx) = watch::channel(Vec::new());
         let report = Arc::new(Mutex::new(TrackReport::default()));
-        let task = tokio::spawn(run(socket, rx, Arc::clone(&report)));
+        let hold = hold.unwrap_or_else(|| watch::channel(None).1);
+        let task = tokio::spawn(run(socket, rx, hold, Arc::clone(&report)));
         TrackSender {
             wanted,
             report,
@@ -94,12 +100,16 @@ fn unix_ms() -> u64 {
 async fn run(
     socket: PathBuf,
     mut wanted: watch::Receiver<Vec<PriorityTrack>>,
+    mut hold: watch::Receiver<Option<String>>,
     report: Arc<Mutex<TrackReport>>,
 ) {
     let mut failing = false;
+    // With the sender of `hold` gone (no sync link), its last value stands.
+    let mut hold_open = true;
     loop {
         let tracks = wanted.borrow_and_update().clone();
-        let result = send(&socket, &tracks).await;
+        let preempt_hold = hold.borrow_and_update().clone();
+        let result = send(&socket, &tracks, preempt_hold.as_deref()).await;
         {
             let mut r = report.lock().unwrap_or_else(PoisonError::into_inner);
             r.requests += 1;
@@ -108,7 +118,11 @@ async fn run(
                     if r.accepted.as_ref() != Some(&tracks) {
                         tracing::info!(tracks = ?tracks, "vrrpd accepted the priority tracks");
                     }
+                    if r.accepted_preempt_hold != preempt_hold {
+                        tracing::info!(preempt_hold = ?preempt_hold, "vrrpd accepted the preemption hold");
+                    }
                     r.accepted = Some(tracks.clone());
+                    r.accepted_preempt_hold = preempt_hold.clone();
                     r.accepted_unix_ms = Some(unix_ms());
                     r.error = None;
                 }
@@ -119,7 +133,10 @@ async fn run(
             Ok(_) => failing = false,
             // A lost quorum that vrrpd does not hear of is worth a warning; an
             // absent vrrpd with nothing to say is not.
-            Err(e) if !failing && tracks.iter().any(|t| t.weight_delta != 0) => {
+            Err(e)
+                if !failing
+                    && (preempt_hold.is_some() || tracks.iter().any(|t| t.weight_delta != 0)) =>
+            {
                 failing = true;
                 tracing::warn!(error = %e, socket = %socket.display(), "cannot tell vrrpd the priority tracks; retrying");
             }
@@ -127,17 +144,23 @@ async fn run(
         }
         tokio::select! {
             changed = wanted.changed() => if changed.is_err() { return },
+            changed = hold.changed(), if hold_open => hold_open = changed.is_ok(),
             () = tokio::time::sleep(REASSERT) => {}
         }
     }
 }
 
-async fn send(socket: &PathBuf, tracks: &[PriorityTrack]) -> Result<Value, String> {
+async fn send(
+    socket: &PathBuf,
+    tracks: &[PriorityTrack],
+    preempt_hold: Option<&str>,
+) -> Result<Value, String> {
     let client = ctl::Client::connect(socket)
         .await
         .map_err(|e| e.to_string())?;
+    let params = json!({"source": SOURCE, "tracks": tracks, "preempt_hold": preempt_hold});
     client
-        .request_with_timeout(METHOD, json!({"source": SOURCE, "tracks": tracks}), TIMEOUT)
+        .request_with_timeout(METHOD, params, TIMEOUT)
         .await
         .map_err(|e| e.to_string())
 }

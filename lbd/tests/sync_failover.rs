@@ -2,6 +2,8 @@
 //! lbd): a TCP connection held through lb1, source-NATed from a port pool, keeps
 //! echoing through lb2 after lb1 dies, because lb2 committed lb1's entry at prepare.
 //! Without sync lb2 picks another pool port and the server resets the connection.
+//! When lb1 comes back it preempts only once its lbd has lb2's complete state (or
+//! `[sync] preempt_wait_ms` runs out), so connections made through lb2 survive too.
 
 mod support;
 
@@ -10,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use integration::Host;
+use integration::{Host, Process};
 use serde_json::Value;
 use support::*;
 
@@ -50,9 +52,17 @@ fn echo(s: &mut TcpStream, msg: &str) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// Brings up both nodes (sync on or off), holds a connection through lb1, kills lb1 and
-/// returns what the held connection answers through lb2, lb2's status and metrics.
-fn held_connection_after_failover(sync: bool) -> (std::io::Result<String>, Value, String) {
+/// The daemons of both nodes.
+struct Daemons {
+    lbd1: Process,
+    vrrpd1: Process,
+    _lbd2: Process,
+    _vrrpd2: Process,
+}
+
+/// Brings up both nodes (sync on or off; `more` edits to the config) until lb1 is
+/// MASTER and lb2 BACKUP.
+fn two_nodes(sync: bool, more: &[(&str, &str)]) -> (Setup, Daemons) {
     let setup = Setup::two_arm();
     echo_server(setup.host("srv1"), "198.18.1.21:80");
     echo_server(setup.host("srv2"), "198.18.1.22:80");
@@ -60,15 +70,16 @@ fn held_connection_after_failover(sync: bool) -> (std::io::Result<String>, Value
     if !sync {
         edits.push(SYNC_OFF);
     }
+    edits.extend_from_slice(more);
     for node in ["lb1", "lb2"] {
         setup.write_config(node, &edits);
     }
     let lbd1 = setup.start_lbd("lb1");
-    let _lbd2 = setup.start_lbd("lb2");
+    let lbd2 = setup.start_lbd("lb2");
     setup.wait_applied("lb1");
     setup.wait_applied("lb2");
     let vrrpd1 = setup.start_vrrpd("lb1");
-    let _vrrpd2 = setup.start_vrrpd("lb2");
+    let vrrpd2 = setup.start_vrrpd("lb2");
     wait_for("lb1 MASTER and lb2 BACKUP", PATIENCE, || {
         setup.role("lb1").as_deref() == Some("MASTER")
             && setup.role("lb2").as_deref() == Some("BACKUP")
@@ -79,11 +90,21 @@ fn held_connection_after_failover(sync: bool) -> (std::io::Result<String>, Value
                 && setup.status("lb2")["sync"]["connected"] == true
         });
     }
+    let daemons = Daemons {
+        lbd1,
+        vrrpd1,
+        _lbd2: lbd2,
+        _vrrpd2: vrrpd2,
+    };
+    (setup, daemons)
+}
 
+/// A connection from the client through the VIP that has echoed once.
+fn connect_through_vip(setup: &Setup) -> TcpStream {
     let client = setup.host("client");
     let vip: SocketAddr = format!("{VIP}:80").parse().unwrap();
     let mut held = None;
-    wait_for("a connection through the VIP on lb1", PATIENCE, || {
+    wait_for("a connection through the VIP", PATIENCE, || {
         held = client
             .tcp_connect(vip, Duration::from_secs(1))
             .ok()
@@ -91,13 +112,24 @@ fn held_connection_after_failover(sync: bool) -> (std::io::Result<String>, Value
             .and_then(|mut s| echo(&mut s, "one").ok().filter(|r| r == "one").map(|_| s));
         held.is_some()
     });
-    let mut held = held.unwrap();
-    let port = held.local_addr().unwrap().port();
-    let listed = setup
-        .host("lb1")
-        .exec_ok(&["conntrack", "-L", "-p", "tcp", "--sport", &port.to_string()])
-        .unwrap();
-    println!("lb1 conntrack: {listed}");
+    held.unwrap()
+}
+
+/// conntrack's entries in `node` for the client's source port of `held`.
+fn conntrack_of(setup: &Setup, node: &str, held: &TcpStream) -> String {
+    let port = held.local_addr().unwrap().port().to_string();
+    setup
+        .host(node)
+        .exec_ok(&["conntrack", "-L", "-p", "tcp", "--sport", &port])
+        .unwrap()
+}
+
+/// Brings up both nodes (sync on or off), holds a connection through lb1, kills lb1 and
+/// returns what the held connection answers through lb2, lb2's status and metrics.
+fn held_connection_after_failover(sync: bool) -> (std::io::Result<String>, Value, String) {
+    let (setup, daemons) = two_nodes(sync, &[]);
+    let mut held = connect_through_vip(&setup);
+    println!("lb1 conntrack: {}", conntrack_of(&setup, "lb1", &held));
     if sync {
         wait_for("lb2 holds lb1's connection entry", PATIENCE, || {
             setup.status("lb2")["sync"]["entries_stored"]
@@ -106,26 +138,25 @@ fn held_connection_after_failover(sync: bool) -> (std::io::Result<String>, Value
         });
         println!("lb2 sync: {}", setup.status("lb2")["sync"]);
     }
+    kill_lb1(&setup, &daemons);
+    held.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let answer = echo(&mut held, "two");
+    let status = setup.status("lb2");
+    println!("lb2 conntrack: {}", conntrack_of(&setup, "lb2", &held));
+    let metrics = scrape(setup.host("lb2"), "127.0.0.1:9613");
+    (answer, status, metrics)
+}
 
-    // lb1 dies: both daemons killed, cables cut.
-    vrrpd1.signal(libc::SIGKILL).unwrap();
-    lbd1.signal(libc::SIGKILL).unwrap();
+/// lb1 dies (both daemons killed, cables cut); returns once lb2 is MASTER.
+fn kill_lb1(setup: &Setup, daemons: &Daemons) {
+    daemons.vrrpd1.signal(libc::SIGKILL).unwrap();
+    daemons.lbd1.signal(libc::SIGKILL).unwrap();
     setup.lab.set_cable("lb1", "eth0", false).unwrap();
     setup.lab.set_cable("lb1", "eth1", false).unwrap();
     wait_for("lb2 MASTER", PATIENCE, || {
         setup.role("lb2").as_deref() == Some("MASTER")
     });
-    held.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let answer = echo(&mut held, "two");
-    let status = setup.status("lb2");
-    let listed = setup
-        .host("lb2")
-        .exec_ok(&["conntrack", "-L", "-p", "tcp", "--sport", &port.to_string()])
-        .unwrap();
-    println!("lb2 conntrack: {listed}");
-    let metrics = scrape(setup.host("lb2"), "127.0.0.1:9613");
-    (answer, status, metrics)
 }
 
 #[test]
@@ -179,4 +210,119 @@ fn unsynced_pooled_connection_is_reset_by_the_server() {
         Err(std::io::ErrorKind::ConnectionReset),
         "without sync the server resets the re-NATed connection"
     );
+}
+
+/// vrrpd's status in `node`.
+fn vrrpd_status(setup: &Setup, node: &str) -> Value {
+    request(&setup.vrrpd_socket(node), "status", Value::Null).unwrap()
+}
+
+/// lb1 dies, a connection is made through lb2 (lb1 never saw it), and lb1 comes back
+/// while lb2's sync stream cannot reach it; returns once lb1's vrrpd is BACKUP.
+fn lb1_returns_with_sync_blocked(more: &[(&str, &str)]) -> (Setup, Daemons, TcpStream) {
+    let (setup, mut daemons) = two_nodes(true, more);
+    kill_lb1(&setup, &daemons);
+    // lb2 chooses this connection's SNAT port from the pool.
+    let held = connect_through_vip(&setup);
+    println!("lb2 conntrack: {}", conntrack_of(&setup, "lb2", &held));
+    let lb1 = setup.host("lb1");
+    lb1.exec_ok(&["nft", "add table inet test_block"]).unwrap();
+    lb1.exec_ok(&[
+        "nft",
+        "add chain inet test_block input { type filter hook input priority 0 ; }",
+    ])
+    .unwrap();
+    lb1.exec_ok(&["nft", "add rule inet test_block input tcp dport 8848 drop"])
+        .unwrap();
+    setup.lab.set_cable("lb1", "eth0", true).unwrap();
+    setup.lab.set_cable("lb1", "eth1", true).unwrap();
+    daemons.lbd1 = setup.start_lbd("lb1");
+    setup.wait_applied("lb1");
+    daemons.vrrpd1 = setup.start_vrrpd("lb1");
+    wait_for("lb1 BACKUP", PATIENCE, || {
+        setup.role("lb1").as_deref() == Some("BACKUP")
+    });
+    (setup, daemons, held)
+}
+
+#[test]
+fn returning_node_preempts_only_once_it_has_the_peers_connections() {
+    if !integration::have_root("returning_node_preempts_only_once_it_has_the_peers_connections") {
+        return;
+    }
+    let (setup, _daemons, mut held) = lb1_returns_with_sync_blocked(&[]);
+    let lb1 = setup.host("lb1");
+    // Well past Master_Down_Interval (3.4 s at priority 150): lb1 (150) would have
+    // preempted lb2 (100) by now; it holds back instead.
+    thread::sleep(Duration::from_secs(6));
+    let hold = vrrpd_status(&setup, "lb1")["preempt_hold"].clone();
+    println!("lb1 preempt hold while blocked: {hold}");
+    println!("lb1 sync: {}", setup.status("lb1")["sync"]);
+    assert_eq!(setup.role("lb1").as_deref(), Some("BACKUP"));
+    assert_eq!(setup.role("lb2").as_deref(), Some("MASTER"));
+    assert_eq!(hold["held"], true, "{hold}");
+    assert!(hold["reasons"]["lbd"].is_string(), "{hold}");
+    assert_eq!(setup.status("lb1")["sync"]["peer_complete"], false);
+    let metrics = scrape(lb1, "127.0.0.1:9612");
+    assert_eq!(sample(&metrics, "vrrp_preempt_hold "), Some(1.0));
+
+    // The stream gets through: the dump completes, the hold ends, lb1 preempts and
+    // carries the connection lb2 made.
+    lb1.exec_ok(&["nft", "delete table inet test_block"])
+        .unwrap();
+    wait_for("lb1 MASTER", PATIENCE, || {
+        setup.role("lb1").as_deref() == Some("MASTER")
+    });
+    let hold = vrrpd_status(&setup, "lb1")["preempt_hold"].clone();
+    let status = setup.status("lb1");
+    println!("lb1 preempt hold after: {hold}");
+    println!("lb1 prepare: {}", status["prepare"]["last"]);
+    println!("lb1 conntrack: {}", conntrack_of(&setup, "lb1", &held));
+    assert_eq!(hold["held"], false, "{hold}");
+    assert_eq!(
+        hold["expirations"], 0,
+        "released by lbd, not by the time limit: {hold}"
+    );
+    assert_eq!(status["sync"]["peer_complete"], true);
+    let committed = &status["prepare"]["last"]["reply"]["sync"];
+    assert!(
+        committed["created"].as_u64().unwrap() + committed["updated"].as_u64().unwrap() >= 1,
+        "{committed}"
+    );
+    held.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(
+        echo(&mut held, "two").unwrap(),
+        "two",
+        "lb2's connection through lb1"
+    );
+}
+
+#[test]
+fn a_hold_that_runs_out_preempts_anyway_and_says_so() {
+    if !integration::have_root("a_hold_that_runs_out_preempts_anyway_and_says_so") {
+        return;
+    }
+    let wait = ("preempt_wait_ms = 30000", "preempt_wait_ms = 2000");
+    let (setup, _daemons, _held) = lb1_returns_with_sync_blocked(&[wait]);
+    let lb1 = setup.host("lb1");
+    // Held for 2 s, then Master_Down_Interval: lb1 preempts without lb2's state.
+    wait_for("lb1 MASTER", PATIENCE, || {
+        setup.role("lb1").as_deref() == Some("MASTER")
+    });
+    let hold = vrrpd_status(&setup, "lb1")["preempt_hold"].clone();
+    println!("lb1 preempt hold: {hold}");
+    assert_eq!(hold["held"], false, "{hold}");
+    assert_eq!(hold["expired"], true, "{hold}");
+    assert_eq!(hold["expirations"], 1, "{hold}");
+    assert!(
+        hold["reasons"]["lbd"].is_string(),
+        "lbd still lacks the state: {hold}"
+    );
+    let metrics = scrape(lb1, "127.0.0.1:9612");
+    assert_eq!(
+        sample(&metrics, "vrrp_preempt_hold_expired_total "),
+        Some(1.0)
+    );
+    assert_eq!(sample(&metrics, "vrrp_preempt_hold "), Some(0.0));
 }

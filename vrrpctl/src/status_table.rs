@@ -69,6 +69,22 @@ pub fn render(status: &Value) -> String {
         }
         out.push('\n');
     }
+    let hold = &status["preempt_hold"];
+    if hold["held"] == Value::Bool(true) {
+        let reasons: Vec<String> = hold["reasons"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(who, why)| format!("{who}: {}", text(why)))
+            .collect();
+        out.push_str(&format!(
+            "preemption held back (at most {} ms): {}\n",
+            text(&hold["wait_ms"]),
+            reasons.join("; ")
+        ));
+    } else if hold["expired"] == Value::Bool(true) {
+        out.push_str("preemption hold ran out: this node preempts without the peer's complete connection state\n");
+    }
     out
 }
 
@@ -128,6 +144,24 @@ mod tests {
             lines[2],
             "group edge: MASTER; last takeover: prepare 1.2 ms"
         );
+    }
+
+    #[test]
+    fn a_held_preemption_is_said_with_its_reasons() {
+        let mut status = json!({
+            "groups": [], "instances": [],
+            "preempt_hold": {"held": true, "wait_ms": 30000, "expired": false,
+                             "reasons": {"lbd": "the peer's connection-state dump is under way"}},
+        });
+        assert_eq!(
+            render(&status).lines().last(),
+            Some("preemption held back (at most 30000 ms): lbd: the peer's connection-state dump is under way")
+        );
+        status["preempt_hold"]["held"] = json!(false);
+        status["preempt_hold"]["expired"] = json!(true);
+        assert!(render(&status).contains("hold ran out"));
+        status["preempt_hold"]["expired"] = json!(false);
+        assert!(!render(&status).contains("preemption"));
     }
 
     #[test]

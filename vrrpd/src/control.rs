@@ -83,6 +83,10 @@ pub struct TrackParams {
     pub source: String,
     /// Every entry of the source (empty: it has none).
     pub tracks: Vec<TrackEntry>,
+    /// Hold back preemption, for this reason (lbd: it lacks the peer's connection
+    /// state); absent or null: the source does not hold it.
+    #[serde(default)]
+    pub preempt_hold: Option<String>,
 }
 
 /// One tracked object's effect on a sync group's priority.
@@ -254,9 +258,17 @@ mod tests {
                     group: "edge".into(),
                     name: "service web".into(),
                     weight_delta: -60
-                }]
+                }],
+                preempt_hold: None,
             }))
         );
+        assert!(matches!(
+            Command::parse(
+                "track.set",
+                json!({"source": "lbd", "tracks": [], "preempt_hold": "no dump yet"})
+            ),
+            Ok(Command::TrackSet(TrackParams { preempt_hold: Some(ref r), .. })) if r == "no dump yet"
+        ));
         assert!(Command::parse("track.set", json!({"source": "", "tracks": []})).is_err());
         assert!(Command::parse("track.set", json!({"source": "lbd"})).is_err());
         assert!(Command::parse(

@@ -123,6 +123,8 @@ pub(crate) struct Daemon {
     pub(crate) tracks: crate::tracking::Tracks,
     /// Priorities set by `priority.set`, per instance (the base of tracking).
     pub(crate) priority_overrides: HashMap<String, u8>,
+    /// Preemption held back for lbd's connection-state sync.
+    pub(crate) hold: crate::hold::PreemptHold,
 }
 
 impl Drop for Daemon {
@@ -208,6 +210,7 @@ pub async fn run(
         failover: None,
         tracks: Default::default(),
         priority_overrides: HashMap::new(),
+        hold: Default::default(),
     };
     daemon.open_io(&plan).map_err(|e| anyhow!(e))?;
 
@@ -233,6 +236,7 @@ pub async fn run(
 
     daemon.plan = plan.clone();
     daemon.reindex();
+    daemon.hold_at_startup().await;
     for g in plan.groups {
         daemon.start_group(g).await;
     }
@@ -574,6 +578,7 @@ impl Daemon {
             },
         );
         self.prime_tracking(&name);
+        self.prime_hold(&name);
         self.feed(&name, Input::Startup, Instant::now()).await;
     }
 
@@ -709,6 +714,7 @@ impl Daemon {
                 TimerKey::GarpRefresh { instance } => self.refresh_gratuitous(&instance),
                 TimerKey::FaultDrillEnd { group } => self.end_fault_drill(&group).await,
                 TimerKey::FailoverDrillDeadline => self.failover_deadline().await,
+                TimerKey::PreemptHoldExpiry => self.preempt_hold_expired().await,
             }
         }
     }
@@ -794,6 +800,7 @@ impl Daemon {
                 },
             }
         }
+        self.reload_hold().await;
         report["config_changed"] = serde_json::to_value(&diff).unwrap_or(Value::Null);
         Ok(report)
     }

@@ -5,11 +5,13 @@
 //! - [`execute`]: the state machine's actions turned into syscalls;
 //! - [`operate`]: the control socket's commands (status, drills, maintenance);
 //! - [`tracking`]: priority deltas other daemons ask for (lbd's service quorums);
+//! - [`hold`]: preemption held back while lbd lacks the peer's connection state;
 //! - [`timers`], [`telemetry`], [`control`], [`net`] (packet I/O).
 
 pub mod control;
 pub mod daemon;
 pub mod execute;
+pub mod hold;
 pub mod net;
 pub mod operate;
 pub mod telemetry;

@@ -195,6 +195,7 @@ impl Daemon {
             "instances": instances,
             "held_interfaces": self.held.keys().collect::<Vec<_>>(),
             "failover_drill": self.failover.as_ref().map(|d| &d.group),
+            "preempt_hold": self.hold_status(),
         })
     }
 

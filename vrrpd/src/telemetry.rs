@@ -80,6 +80,8 @@ pub struct Telemetry {
     vip_errors: IntCounterVec,
     takeover_phase: HistogramVec,
     last_takeover_phase: GaugeVec,
+    preempt_hold: IntGaugeVec,
+    preempt_hold_expired: IntCounterVec,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -139,7 +141,7 @@ impl Telemetry {
             .unwrap_or_else(|e| unreachable!("histogram: {e}"));
         r.register(Box::new(takeover_phase.clone()))
             .unwrap_or_else(|e| unreachable!("histogram: {e}"));
-        Telemetry {
+        let t = Telemetry {
             state: int_gauge(&r, "vrrp_instance_state", "1 for the instance's current state, 0 for the others.", &with(&["state"])),
             priority: int_gauge(&r, "vrrp_instance_priority", "Configured priority.", &INSTANCE),
             effective_priority: int_gauge(&r, "vrrp_instance_effective_priority", "Priority after tracked-interface weights (what adverts carry).", &INSTANCE),
@@ -160,9 +162,17 @@ impl Telemetry {
             prepare_misses: counter(&r, "vrrp_prepare_misses_total", "Takeovers that went on without lbd's prepare acknowledgement (reason: absent, timeout, error).", &["group", "reason"]),
             vip_errors: counter(&r, "vrrp_vip_errors_total", "VIP add / remove steps the kernel refused (op: add, remove).", &["group", "op"]),
             last_takeover_phase: gauge(&r, "vrrp_takeover_last_phase_seconds", "The last takeover's phase times, from the decision.", &["group", "phase"]),
+            preempt_hold: int_gauge(&r, "vrrp_preempt_hold", "1 while preemption is held back because lbd lacks the peer's connection state.", &[]),
+            preempt_hold_expired: counter(&r, "vrrp_preempt_hold_expired_total", "Preemption holds that ran out ([sync] preempt_wait_ms) before lbd had the peer's connection state.", &[]),
             takeover_phase,
             registry: r,
-        }
+        };
+        // Unlabelled series exist from the start, at 0.
+        t.preempt_hold(false);
+        t.preempt_hold_expired
+            .with_label_values(&[] as &[&str])
+            .inc_by(0);
+        t
     }
 
     /// The registry to serve.
@@ -326,6 +336,20 @@ impl Telemetry {
     pub fn prepare_miss(&self, group: &str, reason: &str) {
         self.prepare_misses
             .with_label_values(&[group, reason])
+            .inc();
+    }
+
+    /// Whether preemption is held back now.
+    pub fn preempt_hold(&self, held: bool) {
+        self.preempt_hold
+            .with_label_values(&[] as &[&str])
+            .set(i64::from(held));
+    }
+
+    /// A preemption hold ran out.
+    pub fn preempt_hold_expired(&self) {
+        self.preempt_hold_expired
+            .with_label_values(&[] as &[&str])
             .inc();
     }
 

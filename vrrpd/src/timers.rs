@@ -168,6 +168,8 @@ pub enum TimerKey {
     },
     /// The give-up time of the running `drill.failover`.
     FailoverDrillDeadline,
+    /// The end of the longest a preemption may be held back (`[sync] preempt_wait_ms`).
+    PreemptHoldExpiry,
 }
 
 /// Armed timers and their deadlines; at most one deadline per key.

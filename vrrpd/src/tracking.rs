@@ -124,13 +124,14 @@ impl Daemon {
         } else {
             self.tracks.insert(p.source.clone(), p.tracks);
         }
+        self.set_preempt_hold(&p.source, p.preempt_hold).await;
         let names: Vec<String> = self.groups.keys().cloned().collect();
         let mut out = Vec::new();
         for g in names {
             self.apply_tracking(&g).await;
             out.push(self.tracking_status(&g));
         }
-        Ok(json!({"source": p.source, "groups": out}))
+        Ok(json!({"source": p.source, "groups": out, "preempt_hold": self.hold_status()}))
     }
 
     /// Tracking of one group for status replies.

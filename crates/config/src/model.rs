@@ -754,7 +754,15 @@ pub struct SyncSettings {
     pub port: u16,
     /// IPVS sync daemon id, 0..=255.
     pub ipvs_sync_id: u8,
+    /// How long vrrpd holds back a preemption while lbd lacks the peer's connection
+    /// state, in ms (0: does not hold).
+    pub preempt_wait_ms: u32,
 }
+
+/// Default `[sync] preempt_wait_ms`.
+pub const DEFAULT_PREEMPT_WAIT_MS: u32 = 30_000;
+/// Largest `[sync] preempt_wait_ms`.
+pub const MAX_PREEMPT_WAIT_MS: u32 = 600_000;
 
 impl Default for SyncSettings {
     fn default() -> Self {
@@ -763,6 +771,7 @@ impl Default for SyncSettings {
             interface: None,
             port: 8848,
             ipvs_sync_id: 0,
+            preempt_wait_ms: DEFAULT_PREEMPT_WAIT_MS,
         }
     }
 }

@@ -84,6 +84,8 @@ pub struct SyncView {
     pub port: u16,
     /// IPVS sync id.
     pub ipvs_sync_id: u8,
+    /// How long vrrpd holds back a preemption for lbd's sync, in ms (0: never).
+    pub preempt_wait_ms: u32,
     /// This node's sync address.
     pub local_address: Option<IpAddr>,
     /// The peer's sync address.
@@ -285,6 +287,7 @@ impl ClusterConfig {
                 interface: self.sync.interface.clone(),
                 port: self.sync.port,
                 ipvs_sync_id: self.sync.ipvs_sync_id,
+                preempt_wait_ms: self.sync.preempt_wait_ms,
                 local_address: iface.and_then(|f| local_sync_address(node, f)),
                 peer_address: iface.and_then(|f| local_sync_address(peer, f)),
             },

@@ -1426,8 +1426,26 @@ fn read_sync(r: &mut Reader, v: &Sv, path: &str) -> Option<SyncSettings> {
             ipvs_sync_id: t
                 .opt_int(r, "ipvs_sync_id", 0, 255, "")
                 .map_or(d.ipvs_sync_id, |n| n as u8),
+            preempt_wait_ms: t
+                .opt_int(
+                    r,
+                    "preempt_wait_ms",
+                    0,
+                    i64::from(crate::model::MAX_PREEMPT_WAIT_MS),
+                    "",
+                )
+                .map_or(d.preempt_wait_ms, |n| n as u32),
         };
-        t.finish(r, &["enabled", "interface", "port", "ipvs_sync_id"]);
+        t.finish(
+            r,
+            &[
+                "enabled",
+                "interface",
+                "port",
+                "ipvs_sync_id",
+                "preempt_wait_ms",
+            ],
+        );
         if s.enabled && s.interface.is_none() {
             r.error_at(
                 t.start,

@@ -463,6 +463,9 @@ pub struct Events {
     filter: FlowFilter,
     buf: Vec<u8>,
     queue: std::collections::VecDeque<Event>,
+    /// The read timeout, also the longest `next` waits for an event the filter
+    /// keeps: busy traffic the filter drops must not starve the caller's idle work.
+    timeout: Option<Duration>,
 }
 
 /// Subscribes to NFNLGRP_CONNTRACK_NEW | UPDATE | DESTROY in the calling thread's
@@ -473,12 +476,14 @@ pub fn subscribe(filter: FlowFilter) -> Result<Events, Error> {
         filter,
         buf: vec![0u8; 1 << 16],
         queue: std::collections::VecDeque::new(),
+        timeout: None,
     })
 }
 
 impl Events {
-    /// Sets how long a read waits for an event (None: forever).
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<(), Error> {
+    /// Sets how long `next` waits for an event the filter keeps (None: forever).
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+        self.timeout = timeout.filter(|d| !d.is_zero());
         let d = timeout.unwrap_or(Duration::ZERO);
         let tv = libc::timeval {
             tv_sec: d.as_secs() as libc::time_t,
@@ -538,9 +543,14 @@ impl Iterator for Events {
     type Item = Result<Event, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        let started = std::time::Instant::now();
         loop {
             if let Some(e) = self.queue.pop_front() {
                 return Some(Ok(e));
+            }
+            // Events arrive but the filter keeps none: as idle as a silent socket.
+            if self.timeout.is_some_and(|t| started.elapsed() >= t) {
+                return Some(Err(Error::TimedOut));
             }
             if let Err(e) = self.fill() {
                 return Some(Err(e));

@@ -25,8 +25,9 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn load_rules(host: &Host) {
-    let path =
-        std::env::temp_dir().join(format!("ctsync-{}-{}.nft", std::process::id(), host.name()));
+    // The namespace's name is unique to the lab: tests running side by side do not
+    // share the file.
+    let path = std::env::temp_dir().join(format!("ctsync-{}.nft", host.netns()));
     std::fs::write(&path, RULES).unwrap();
     let out = host.exec_ok(&["nft", "-f", path.to_str().unwrap()]);
     let _ = std::fs::remove_file(&path);
@@ -58,6 +59,22 @@ fn echo(s: &mut TcpStream, msg: &str) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
+/// The flows of the test's service: to the VIP, or source-NATed to the SNAT address.
+fn selection() -> FlowFilter {
+    FlowFilter {
+        orig_dst: vec![ip(VIP)],
+        reply_dst: vec![ip(SNAT)],
+        ..FlowFilter::default()
+    }
+}
+
+/// `host`'s conntrack events of [`selection`], with a read timeout.
+fn subscribed(host: &Host, timeout: Duration) -> ctsync::Events {
+    let mut events = host.run_in(|| subscribe(selection())).unwrap().unwrap();
+    events.set_read_timeout(Some(timeout)).unwrap();
+    events
+}
+
 fn local_port(s: &TcpStream) -> u16 {
     s.local_addr().unwrap().port()
 }
@@ -75,15 +92,8 @@ fn balanced_connection_survives_failover_after_commit() {
     load_rules(lb2);
     echo_server(srv1);
 
-    let filter = FlowFilter {
-        orig_dst: vec![ip(VIP)],
-        reply_dst: vec![ip(SNAT)],
-        ..FlowFilter::default()
-    };
-    let events = lb1.run_in(|| subscribe(filter.clone())).unwrap().unwrap();
-    events
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    let filter = selection();
+    let events = subscribed(lb1, Duration::from_secs(5));
 
     let vip: SocketAddr = format!("{VIP}:80").parse().unwrap();
     let mut synced = client.tcp_connect(vip, Duration::from_secs(10)).unwrap();
@@ -213,4 +223,65 @@ fn balanced_connection_survives_failover_after_commit() {
         .find(|e| e.orig.src_port() == Some(port))
         .unwrap();
     assert_eq!(kept.reply, entry.reply);
+}
+
+/// Traffic the filter drops must not keep `next` from coming back idle: the sync
+/// sender heartbeats on that, and a peer that hears nothing for 5 s drops the stream.
+#[test]
+fn busy_unselected_traffic_still_yields_timeouts() {
+    if !integration::have_root("busy_unselected_traffic_still_yields_timeouts") {
+        return;
+    }
+    let lab = Lab::two_arm().unwrap();
+    let (lb1, srv1) = (&lab["lb1"], &lab["srv1"]);
+    load_rules(lb1);
+    echo_server(srv1);
+    let mut events = subscribed(lb1, Duration::from_millis(300));
+    // lb1 connects to a closed port of srv1 again and again (refused at once): each
+    // attempt makes conntrack events that the filter (VIP, SNAT address) does not
+    // select.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    let (made, outcome) = std::thread::scope(|scope| {
+        let busy = scope.spawn(|| {
+            let mut made = 0u32;
+            let closed: SocketAddr = "198.18.1.21:81".parse().unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = lb1.tcp_connect(closed, Duration::from_secs(1));
+                made += 1;
+            }
+            made
+        });
+        // Should `next` never come back while the traffic runs, the traffic stops
+        // after 5 s, `next` then times out late, and the test fails instead of hanging.
+        scope.spawn(|| {
+            let until = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < until
+                && !stop.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let mut outcome = Vec::new();
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let item = events.next().unwrap();
+            outcome.push((item.map(|_| "event"), t.elapsed()));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (busy.join().unwrap(), outcome)
+    });
+    println!(
+        "{made} unselected connection attempts in {:?}: {outcome:?}",
+        started.elapsed()
+    );
+    assert!(made > 10, "the busy loop made only {made} attempts");
+    for (item, took) in outcome {
+        assert!(
+            matches!(item, Err(ctsync::Error::TimedOut)),
+            "expected an idle timeout, got {item:?}"
+        );
+        assert!(took < Duration::from_millis(1500), "took {took:?}");
+    }
 }

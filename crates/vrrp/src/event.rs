@@ -83,6 +83,15 @@ pub enum Input {
         /// Instance name.
         instance: String,
     },
+    /// Hold back (or allow again) preemption on every instance, the address owner
+    /// excepted: while held, a preempting backup follows a lower-priority master as
+    /// if Preempt_Mode were false. vrrpd holds it while lbd lacks the peer's
+    /// connection state, so that a node that comes back does not take over before
+    /// it could carry the connections.
+    PreemptHold {
+        /// Whether preemption is held back.
+        hold: bool,
+    },
 }
 
 /// A run-time parameter change; anything else (VIPs, VRID, version) means

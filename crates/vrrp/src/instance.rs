@@ -130,6 +130,8 @@ pub(crate) struct Instance {
     pub(crate) peer_released: bool,
     /// No preemption before this time.
     pub(crate) preempt_until: Time,
+    /// No preemption while set ([`crate::event::Input::PreemptHold`]).
+    pub(crate) preempt_hold: bool,
     pub(crate) advert_deadline: Option<Time>,
     pub(crate) master_down_deadline: Option<Time>,
     pub(crate) gratuitous_deadline: Option<Time>,
@@ -162,6 +164,7 @@ impl Instance {
             lost_election: false,
             peer_released: false,
             preempt_until: Time::ZERO,
+            preempt_hold: false,
             advert_deadline: None,
             master_down_deadline: None,
             gratuitous_deadline: None,
@@ -231,7 +234,7 @@ impl Instance {
 
     fn preempts(&self, now: Time) -> bool {
         // RFC 9568 §6.1: the owner always preempts.
-        self.is_owner() || (self.config.preempt && now >= self.preempt_until)
+        self.is_owner() || (self.config.preempt && !self.preempt_hold && now >= self.preempt_until)
     }
 
     /// The advert this instance sends now.

@@ -187,6 +187,11 @@ impl Router {
             Input::MaintenanceOff { instance } => {
                 self.set_maintenance(&instance, false, now, &mut out)
             }
+            Input::PreemptHold { hold } => {
+                for inst in &mut self.instances {
+                    inst.preempt_hold = hold;
+                }
+            }
         }
         if self.running {
             self.announce_priority_changes(&before, &mut out);

@@ -60,6 +60,7 @@ enum Step {
         which: usize,
         priority: u8,
     },
+    PreemptHold(bool),
     FireNextTimer,
     Wait(u64),
     Restart,
@@ -73,6 +74,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..3usize, any::<bool>()).prop_map(|(which, on)| Step::Maintenance { which, on }),
         1 => (0..3usize, prop::sample::select(vec![1u8, 100, 150, 255]))
             .prop_map(|(which, priority)| Step::SetPriority { which, priority }),
+        1 => any::<bool>().prop_map(Step::PreemptHold),
         8 => Just(Step::FireNextTimer),
         2 => (1..3_000_000u64).prop_map(Step::Wait),
         1 => Just(Step::Restart),
@@ -231,6 +233,7 @@ fn run(steps: Vec<Step>) -> Result<(), String> {
                 instance: INSTANCES[which].0.to_owned(),
                 priority,
             },
+            Step::PreemptHold(hold) => Input::PreemptHold { hold },
             Step::FireNextTimer => {
                 let Some(((instance, timer), at)) = world
                     .timers
