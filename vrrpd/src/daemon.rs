@@ -236,7 +236,7 @@ pub async fn run(
 
     daemon.plan = plan.clone();
     daemon.reindex();
-    daemon.hold_at_startup().await;
+    daemon.hold_at_startup();
     for g in plan.groups {
         daemon.start_group(g).await;
     }
@@ -611,6 +611,7 @@ impl Daemon {
         }
         self.execute(group, actions, started).await;
         self.export(group);
+        self.refresh_hold();
     }
 
     /// Feeds an input to every group.
@@ -664,6 +665,12 @@ impl Daemon {
         };
         tracing::trace!(iface = %p.iface, src = %r.src, vrid = decoded.advert.vrid, priority = decoded.advert.priority, "advert");
         self.note_failover_advert(&group, &p.iface, r.src, &decoded.advert, p.at);
+        self.note_master_priority(
+            &group,
+            &p.iface,
+            decoded.advert.vrid,
+            decoded.advert.priority,
+        );
         let input = Input::AdvertReceived {
             interface: p.iface.clone(),
             src: r.src,
@@ -714,7 +721,7 @@ impl Daemon {
                 TimerKey::GarpRefresh { instance } => self.refresh_gratuitous(&instance),
                 TimerKey::FaultDrillEnd { group } => self.end_fault_drill(&group).await,
                 TimerKey::FailoverDrillDeadline => self.failover_deadline().await,
-                TimerKey::PreemptHoldExpiry => self.preempt_hold_expired().await,
+                TimerKey::PreemptHoldExpiry => self.preempt_hold_expired(),
             }
         }
     }
@@ -800,7 +807,7 @@ impl Daemon {
                 },
             }
         }
-        self.reload_hold().await;
+        self.reload_hold();
         report["config_changed"] = serde_json::to_value(&diff).unwrap_or(Value::Null);
         Ok(report)
     }

@@ -8,18 +8,22 @@
 //!   or null); it holds until its stream from the peer has delivered a complete dump;
 //! - at start-up, with `[sync]` enabled and lbd's socket present, vrrpd holds on its
 //!   own until lbd's first word (lbd may start later, or be slower to connect);
-//! - a hold lasts at most `[sync] preempt_wait_ms`; then the node preempts anyway,
-//!   says so and counts it (`vrrp_preempt_hold_expired_total`), until the reasons
-//!   clear and a new hold may begin.
+//! - a hold lasts at most `[sync] preempt_wait_ms` of time in which it keeps this
+//!   node from preempting: a BACKUP instance hearing adverts of a lower priority
+//!   than its own (a MASTER whose peer died, a node in FAULT, or a backup whose
+//!   master outranks it do not use it up); then the node preempts anyway, says so
+//!   and counts it (`vrrp_preempt_hold_expired_total`), until the reasons clear or
+//!   no instance would preempt any more, and a new hold may begin.
 //!
 //! Only preemption waits ([`vrrp::event::Input::PreemptHold`]): a backup whose master
 //! goes silent or releases takes over at once, held or not.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use vrrp::event::{Event, Input};
+use vrrp::instance::State;
 
 use crate::daemon::{unix_ms, Daemon};
 use crate::timers::TimerKey;
@@ -32,12 +36,17 @@ pub(crate) const STARTUP: &str = "vrrpd";
 pub(crate) struct PreemptHold {
     /// Reason per source.
     reasons: BTreeMap<String, String>,
-    /// When the current hold began (Unix ms), while there are reasons.
+    /// When the current hold began (Unix ms), while there are reasons and a group
+    /// is BACKUP.
     since_unix_ms: Option<u64>,
     /// The current hold ran out: preemption goes ahead until the reasons clear.
     expired: bool,
     /// What the state machines were last told.
     applied: bool,
+    /// Held, while an instance would preempt: the hold is what keeps it BACKUP.
+    effective: bool,
+    /// BACKUP instances whose master's last advert had a lower priority than theirs.
+    outranking: BTreeSet<String>,
     /// Holds that ran out since start-up.
     expirations: u64,
 }
@@ -50,7 +59,7 @@ impl Daemon {
     }
 
     /// Before the groups start: holds until lbd reports, if lbd is there to report.
-    pub(crate) async fn hold_at_startup(&mut self) {
+    pub(crate) fn hold_at_startup(&mut self) {
         if self.preempt_wait().is_none() {
             return;
         }
@@ -63,12 +72,12 @@ impl Daemon {
             STARTUP.to_owned(),
             "waiting for lbd to report its connection-state sync".to_owned(),
         );
-        self.apply_hold().await;
+        self.refresh_hold();
     }
 
     /// Sets `source`'s reason to hold (None: it does not hold) and tells the state
     /// machines if that changes whether preemption is held.
-    pub(crate) async fn set_preempt_hold(&mut self, source: &str, reason: Option<String>) {
+    pub(crate) fn set_preempt_hold(&mut self, source: &str, reason: Option<String>) {
         // Any word from a source replaces vrrpd's own start-up hold.
         self.hold.reasons.remove(STARTUP);
         match reason {
@@ -84,20 +93,67 @@ impl Daemon {
                 }
             }
         }
-        self.apply_hold().await;
+        self.refresh_hold();
     }
 
     /// After a reload: a hold that the new `[sync]` no longer allows ends.
-    pub(crate) async fn reload_hold(&mut self) {
+    pub(crate) fn reload_hold(&mut self) {
         if self.preempt_wait().is_none() {
             self.hold.reasons.clear();
         }
-        self.apply_hold().await;
+        self.refresh_hold();
     }
 
-    /// Starts or stops the hold's clock and tells every group when the hold changes.
-    async fn apply_hold(&mut self) {
-        if self.hold.reasons.is_empty() {
+    /// Notes, before `group` handles it, an advert of `priority` heard by the member
+    /// on (`interface`, `vrid`): whether that BACKUP member outranks its master (and
+    /// so would preempt, were it not for a hold).
+    pub(crate) fn note_master_priority(
+        &mut self,
+        group: &str,
+        interface: &str,
+        vrid: u8,
+        priority: u8,
+    ) {
+        let Some(rt) = self.groups.get(group) else {
+            return;
+        };
+        let Some(member) = rt
+            .plan
+            .instances
+            .iter()
+            .find(|i| i.interface == interface && i.vrid == vrid)
+        else {
+            return;
+        };
+        let outranks = rt.router.instance(&member.name).is_some_and(|s| {
+            s.state == State::Backup && priority != 0 && priority < s.effective_priority
+        });
+        if outranks {
+            self.hold.outranking.insert(member.name.clone());
+        } else {
+            self.hold.outranking.remove(&member.name);
+        }
+    }
+
+    /// Whether an instance would preempt now but for a hold (those that left
+    /// BACKUP are forgotten).
+    fn would_preempt(&mut self) -> bool {
+        let groups = &self.groups;
+        self.hold.outranking.retain(|name| {
+            groups.values().any(|rt| {
+                rt.router
+                    .instance(name)
+                    .is_some_and(|s| s.state == State::Backup)
+            })
+        });
+        !self.hold.outranking.is_empty()
+    }
+
+    /// Starts or stops the hold's clock and tells every group's state machine when
+    /// the hold changes. Cheap; called after every input a group handles.
+    pub(crate) fn refresh_hold(&mut self) {
+        let preempting = self.would_preempt();
+        if self.hold.reasons.is_empty() || !preempting {
             self.hold.since_unix_ms = None;
             self.hold.expired = false;
             self.timers.cancel(&TimerKey::PreemptHoldExpiry);
@@ -109,29 +165,38 @@ impl Daemon {
             }
         }
         let wanted = !self.hold.reasons.is_empty() && !self.hold.expired;
+        let effective = wanted && preempting;
+        if effective != self.hold.effective {
+            self.hold.effective = effective;
+            self.telemetry.preempt_hold(effective);
+            if effective {
+                tracing::info!(reasons = ?self.hold.reasons, wait_ms = self.view.sync.preempt_wait_ms, "preemption held back until lbd has the peer's connection state");
+            } else if preempting && !self.hold.expired {
+                tracing::info!("preemption no longer held back");
+            }
+        }
         if wanted == self.hold.applied {
             return;
         }
         self.hold.applied = wanted;
-        self.telemetry.preempt_hold(wanted);
-        if wanted {
-            tracing::info!(reasons = ?self.hold.reasons, wait_ms = self.view.sync.preempt_wait_ms, "preemption held back until lbd has the peer's connection state");
-        } else if !self.hold.expired {
-            tracing::info!("preemption no longer held back");
+        // The hold only flips a flag in each instance: no actions come back.
+        let now = self.clock.now();
+        for rt in self.groups.values_mut() {
+            rt.router
+                .handle(Event::new(now, Input::PreemptHold { hold: wanted }));
         }
-        self.feed_all(Input::PreemptHold { hold: wanted }).await;
     }
 
     /// `[sync] preempt_wait_ms` ran out with the hold still wanted.
-    pub(crate) async fn preempt_hold_expired(&mut self) {
-        if self.hold.reasons.is_empty() {
+    pub(crate) fn preempt_hold_expired(&mut self) {
+        if self.hold.reasons.is_empty() || !self.would_preempt() {
             return;
         }
         self.hold.expired = true;
         self.hold.expirations += 1;
         self.telemetry.preempt_hold_expired();
         tracing::warn!(reasons = ?self.hold.reasons, waited_ms = self.view.sync.preempt_wait_ms, "preemption hold ran out: this node may preempt without the peer's complete connection state, and connections the peer carries may be reset");
-        self.apply_hold().await;
+        self.refresh_hold();
     }
 
     /// A group about to start gets the hold as it stands (not running yet: no actions).
@@ -146,10 +211,11 @@ impl Daemon {
         }
     }
 
-    /// The hold for `status`.
+    /// The hold for `status`: `held` while it keeps a BACKUP group from preempting;
+    /// `reasons` as the sources last said (they may stand while no group is BACKUP).
     pub(crate) fn hold_status(&self) -> Value {
         json!({
-            "held": self.hold.applied,
+            "held": self.hold.effective,
             "reasons": self.hold.reasons,
             "since_unix_ms": self.hold.since_unix_ms,
             "expired": self.hold.expired,

@@ -124,7 +124,7 @@ impl Daemon {
         } else {
             self.tracks.insert(p.source.clone(), p.tracks);
         }
-        self.set_preempt_hold(&p.source, p.preempt_hold).await;
+        self.set_preempt_hold(&p.source, p.preempt_hold);
         let names: Vec<String> = self.groups.keys().cloned().collect();
         let mut out = Vec::new();
         for g in names {
