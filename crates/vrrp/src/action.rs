@@ -131,8 +131,9 @@ pub struct VipSet {
     pub interface: String,
     /// The addresses.
     pub addresses: Vec<IpAddr>,
-    /// Accept packets addressed to them (owner or Accept_Mode); when false,
-    /// the daemon keeps answering ARP/ND for them but drops packets to them.
+    /// Accept packets addressed to them (owner or Accept_Mode), per RFC 9568
+    /// §6.4.3. vrrpd does not act on it (it filters nothing, as keepalived without
+    /// vrrp_strict); it is reported for a daemon that would.
     pub accept: bool,
 }
 
