@@ -4,8 +4,9 @@
 //!
 //! Symmetric, so neither side needs to know the roles: every node connects to the
 //! peer (`peer_address:port`) and sends, and accepts the peer's connection on
-//! `local_address:port` and receives. A sending connection starts with a resync line
-//! (the receiver clears its store), a full dump and a line that ends the dump, then
+//! `local_address:port` and receives. A sending connection starts with a resync line,
+//! a full dump and a line that ends the dump (the receiver then drops what the dump
+//! did not bring; until then it keeps everything, for a takeover mid-dump), then
 //! follows conntrack events; when the kernel drops events, it sends a resync and a
 //! dump again. Until a dump has ended on a live stream from the peer, the receiver
 //! asks vrrpd (through lbd's `track.set`) to hold back preemption: a node that comes
@@ -38,7 +39,7 @@ use tokio::sync::watch;
 
 use config::NodeView;
 
-/// The line that tells the receiver to forget what it holds (a full dump follows).
+/// The line that starts a full dump (the receiver replaces what it holds with it).
 pub const RESYNC_LINE: &str = "{\"resync\":true}\n";
 /// The line that ends a dump: the receiver now holds the peer's complete state.
 pub const DUMPED_LINE: &str = "{\"dumped\":true}\n";
@@ -75,7 +76,7 @@ pub enum SyncError {
 /// One line received from the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
-    /// Forget everything: a full dump follows.
+    /// A full dump follows; what it does not bring is dropped when it ends.
     Resync,
     /// The dump is complete.
     Dumped,
@@ -528,13 +529,15 @@ fn receive(shared: &Shared, stream: TcpStream) -> String {
         let mut store = shared.store();
         match parsed {
             Line::Resync => {
-                store.clear();
+                store.begin_resync();
                 shared.set_incomplete(Some(DUMP_UNDER_WAY));
             }
             Line::Dumped => {
+                let dropped = store.end_resync();
                 shared.set_incomplete(None);
                 tracing::info!(
                     entries = store.len(),
+                    dropped,
                     "the peer's connection state is complete here"
                 );
             }

@@ -1,15 +1,22 @@
 //! The backup's copy of the active node's connections.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::entry::{Entry, Tuple};
 use crate::netlink::{BatchReport, Conntrack, Error, Event, EventKind};
 
 /// Entries received from the active node, keyed by original tuple.
+///
+/// A full resynchronisation (a new stream, or events lost) does not empty the store
+/// first: the entries held stay until the new dump has ended ([`SyncStore::end_resync`]),
+/// and only then are those the dump did not bring again dropped. A takeover in the
+/// middle of a resync so commits everything known, not half a dump.
 #[derive(Debug, Default)]
 pub struct SyncStore {
     entries: HashMap<Tuple, (Entry, Instant)>,
+    /// During a resync: the entries the new dump (and events since) brought.
+    refreshed: Option<HashSet<Tuple>>,
 }
 
 /// What a [`SyncStore::commit`] did.
@@ -43,6 +50,9 @@ impl SyncStore {
                     entry.tcp = entry.tcp.or(old.tcp);
                     entry.mark = entry.mark.or(old.mark);
                 }
+                if let Some(refreshed) = &mut self.refreshed {
+                    refreshed.insert(entry.orig);
+                }
                 self.entries.insert(entry.orig, (entry, now));
             }
             EventKind::Destroy => {
@@ -51,9 +61,26 @@ impl SyncStore {
         }
     }
 
-    /// Forgets everything (before a full resynchronisation).
+    /// A full dump follows: what it brings replaces what is held, once it has ended.
+    pub fn begin_resync(&mut self) {
+        self.refreshed = Some(HashSet::new());
+    }
+
+    /// The dump has ended: drops the entries it did not bring (connections the
+    /// active node no longer has); returns how many.
+    pub fn end_resync(&mut self) -> usize {
+        let Some(refreshed) = self.refreshed.take() else {
+            return 0;
+        };
+        let before = self.entries.len();
+        self.entries.retain(|orig, _| refreshed.contains(orig));
+        before - self.entries.len()
+    }
+
+    /// Forgets everything.
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.refreshed = None;
     }
 
     /// Number of entries held.
@@ -194,6 +221,31 @@ mod tests {
         );
         assert_eq!(s.len(), 1);
         assert!(s.get(&entry(1001, 0).orig).is_none());
+    }
+
+    #[test]
+    fn a_resync_keeps_what_is_held_until_the_dump_ends() {
+        let mut s = SyncStore::new();
+        let t0 = Instant::now();
+        let new = |port| Event {
+            kind: EventKind::New,
+            entry: entry(port, 100),
+        };
+        for port in [1000, 1001, 1002] {
+            s.apply_at(new(port), t0);
+        }
+        s.begin_resync();
+        s.apply_at(new(1000), t0);
+        s.apply_at(new(1003), t0);
+        // Mid-dump: everything known is still there for a takeover.
+        assert_eq!(s.len(), 4);
+        assert_eq!(s.end_resync(), 2, "1001 and 1002 were not in the dump");
+        let mut left: Vec<u16> = s.entries.keys().filter_map(|t| t.src_port()).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec![1000, 1003]);
+        // Without a resync under way, the end of a dump changes nothing.
+        assert_eq!(s.end_resync(), 0);
+        assert_eq!(s.len(), 2);
     }
 
     #[test]
