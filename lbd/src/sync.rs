@@ -88,16 +88,18 @@ pub enum Line {
 
 /// Parses one received line.
 pub fn parse_line(line: &str) -> Result<Line, ctsync::WireError> {
-    if line.trim_end() == RESYNC_LINE.trim_end() {
-        return Ok(Line::Resync);
+    let control = [
+        (RESYNC_LINE, Line::Resync),
+        (DUMPED_LINE, Line::Dumped),
+        (HEARTBEAT_LINE, Line::Heartbeat),
+    ];
+    match control
+        .into_iter()
+        .find(|(text, _)| line.trim_end() == text.trim_end())
+    {
+        Some((_, parsed)) => Ok(parsed),
+        None => decode_line(line).map(Line::Event),
     }
-    if line.trim_end() == HEARTBEAT_LINE.trim_end() {
-        return Ok(Line::Heartbeat);
-    }
-    if line.trim_end() == DUMPED_LINE.trim_end() {
-        return Ok(Line::Dumped);
-    }
-    decode_line(line).map(Line::Event)
 }
 
 /// The suite's flows: to a service VIP, or source-NATed to a SNAT address.

@@ -665,12 +665,6 @@ impl Daemon {
         };
         tracing::trace!(iface = %p.iface, src = %r.src, vrid = decoded.advert.vrid, priority = decoded.advert.priority, "advert");
         self.note_failover_advert(&group, &p.iface, r.src, &decoded.advert, p.at);
-        self.note_master_priority(
-            &group,
-            &p.iface,
-            decoded.advert.vrid,
-            decoded.advert.priority,
-        );
         let input = Input::AdvertReceived {
             interface: p.iface.clone(),
             src: r.src,

@@ -18,12 +18,11 @@
 //! Only preemption waits ([`vrrp::event::Input::PreemptHold`]): a backup whose master
 //! goes silent or releases takes over at once, held or not.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use vrrp::event::{Event, Input};
-use vrrp::instance::State;
 
 use crate::daemon::{unix_ms, Daemon};
 use crate::timers::TimerKey;
@@ -36,8 +35,8 @@ pub(crate) const STARTUP: &str = "vrrpd";
 pub(crate) struct PreemptHold {
     /// Reason per source.
     reasons: BTreeMap<String, String>,
-    /// When the current hold began (Unix ms), while there are reasons and a group
-    /// is BACKUP.
+    /// When the current hold began (Unix ms), while there are reasons and a member
+    /// would preempt.
     since_unix_ms: Option<u64>,
     /// The current hold ran out: preemption goes ahead until the reasons clear.
     expired: bool,
@@ -45,8 +44,6 @@ pub(crate) struct PreemptHold {
     applied: bool,
     /// Held, while an instance would preempt: the hold is what keeps it BACKUP.
     effective: bool,
-    /// BACKUP instances whose master's last advert had a lower priority than theirs.
-    outranking: BTreeSet<String>,
     /// Holds that ran out since start-up.
     expirations: u64,
 }
@@ -104,49 +101,10 @@ impl Daemon {
         self.refresh_hold();
     }
 
-    /// Notes, before `group` handles it, an advert of `priority` heard by the member
-    /// on (`interface`, `vrid`): whether that BACKUP member outranks its master (and
-    /// so would preempt, were it not for a hold).
-    pub(crate) fn note_master_priority(
-        &mut self,
-        group: &str,
-        interface: &str,
-        vrid: u8,
-        priority: u8,
-    ) {
-        let Some(rt) = self.groups.get(group) else {
-            return;
-        };
-        let Some(member) = rt
-            .plan
-            .instances
-            .iter()
-            .find(|i| i.interface == interface && i.vrid == vrid)
-        else {
-            return;
-        };
-        let outranks = rt.router.instance(&member.name).is_some_and(|s| {
-            s.state == State::Backup && priority != 0 && priority < s.effective_priority
-        });
-        if outranks {
-            self.hold.outranking.insert(member.name.clone());
-        } else {
-            self.hold.outranking.remove(&member.name);
-        }
-    }
-
-    /// Whether an instance would preempt now but for a hold (those that left
-    /// BACKUP are forgotten).
-    fn would_preempt(&mut self) -> bool {
-        let groups = &self.groups;
-        self.hold.outranking.retain(|name| {
-            groups.values().any(|rt| {
-                rt.router
-                    .instance(name)
-                    .is_some_and(|s| s.state == State::Backup)
-            })
-        });
-        !self.hold.outranking.is_empty()
+    /// Whether a BACKUP member hears a lower-priority master, so would preempt now
+    /// but for a hold.
+    fn would_preempt(&self) -> bool {
+        self.groups.values().any(|rt| rt.router.outranks_master())
     }
 
     /// Starts or stops the hold's clock and tells every group's state machine when

@@ -77,12 +77,6 @@ impl SyncStore {
         before - self.entries.len()
     }
 
-    /// Forgets everything.
-    pub fn clear(&mut self) {
-        self.entries.clear();
-        self.refreshed = None;
-    }
-
     /// Number of entries held.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -51,15 +51,13 @@ async fn measure(n: usize, seconds: u64, ports: &[u16]) -> Result<(), Box<dyn st
             name: TargetName::new("bench", format!("s{i}")),
             address: SocketAddr::from(([127, 0, 0, 1], ports[i % ports.len()])),
             source: None,
-            check: CheckSpec {
-                probe: Probe::Tcp,
-                interval: Duration::from_secs(1),
-                timeout: Duration::from_millis(500),
-                rise: 2,
-                fall: 3,
-                jitter_permille: None,
-                dampening: health::TargetDampening::Scheduler,
-            },
+            check: CheckSpec::new(
+                Probe::Tcp,
+                Duration::from_secs(1),
+                Duration::from_millis(500),
+                2,
+                3,
+            ),
         })
         .collect();
     let cpu0 = cpu_time()?;

@@ -64,6 +64,27 @@ pub struct CheckSpec {
     pub dampening: TargetDampening,
 }
 
+impl CheckSpec {
+    /// A spec with the scheduler's jitter and flap dampening.
+    pub fn new(
+        probe: Probe,
+        interval: Duration,
+        timeout: Duration,
+        rise: u32,
+        fall: u32,
+    ) -> CheckSpec {
+        CheckSpec {
+            probe,
+            interval,
+            timeout,
+            rise,
+            fall,
+            jitter_permille: None,
+            dampening: TargetDampening::Scheduler,
+        }
+    }
+}
+
 /// Flap dampening of one target.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum TargetDampening {

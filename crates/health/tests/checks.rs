@@ -16,15 +16,13 @@ fn target(probe: Probe, address: SocketAddr, timeout_ms: u64) -> Target {
         name: TargetName::new("web", "srv1"),
         address,
         source: None,
-        check: CheckSpec {
+        check: CheckSpec::new(
             probe,
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_millis(timeout_ms),
-            rise: 1,
-            fall: 1,
-            jitter_permille: None,
-            dampening: health::TargetDampening::Scheduler,
-        },
+            Duration::from_secs(1),
+            Duration::from_millis(timeout_ms),
+            1,
+            1,
+        ),
     }
 }
 

@@ -21,15 +21,13 @@ fn target(server: &str, probe: Probe, address: SocketAddr, rise: u32, fall: u32)
         name: TargetName::new("web", server),
         address,
         source: None,
-        check: CheckSpec {
+        check: CheckSpec::new(
             probe,
-            interval: Duration::from_millis(100),
-            timeout: Duration::from_millis(1000),
+            Duration::from_millis(100),
+            Duration::from_millis(1000),
             rise,
             fall,
-            jitter_permille: None,
-            dampening: health::TargetDampening::Scheduler,
-        },
+        ),
     }
 }
 

@@ -12,15 +12,13 @@ fn target(server: &str, interval_ms: u64, rise: u32, fall: u32) -> Target {
         name: TargetName::new("web", server),
         address: "127.0.0.1:80".parse().unwrap(),
         source: None,
-        check: CheckSpec {
-            probe: Probe::Tcp,
-            interval: Duration::from_millis(interval_ms),
-            timeout: Duration::from_millis(interval_ms / 2),
+        check: CheckSpec::new(
+            Probe::Tcp,
+            Duration::from_millis(interval_ms),
+            Duration::from_millis(interval_ms / 2),
             rise,
             fall,
-            jitter_permille: None,
-            dampening: health::TargetDampening::Scheduler,
-        },
+        ),
     }
 }
 

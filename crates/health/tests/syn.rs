@@ -14,15 +14,13 @@ fn target(address: &str, source: &str, timeout_ms: u64) -> Target {
         name: TargetName::new("web", "srv1"),
         address: address.parse().unwrap(),
         source: Some(source.parse().unwrap()),
-        check: CheckSpec {
-            probe: Probe::TcpSyn,
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_millis(timeout_ms),
-            rise: 1,
-            fall: 1,
-            jitter_permille: None,
-            dampening: health::TargetDampening::Scheduler,
-        },
+        check: CheckSpec::new(
+            Probe::TcpSyn,
+            Duration::from_secs(1),
+            Duration::from_millis(timeout_ms),
+            1,
+            1,
+        ),
     }
 }
 

@@ -132,6 +132,8 @@ pub(crate) struct Instance {
     pub(crate) preempt_until: Time,
     /// No preemption while set ([`crate::event::Input::PreemptHold`]).
     pub(crate) preempt_hold: bool,
+    /// BACKUP: the last advert heard came from a master of lower priority.
+    pub(crate) outranks_master: bool,
     pub(crate) advert_deadline: Option<Time>,
     pub(crate) master_down_deadline: Option<Time>,
     pub(crate) gratuitous_deadline: Option<Time>,
@@ -165,6 +167,7 @@ impl Instance {
             peer_released: false,
             preempt_until: Time::ZERO,
             preempt_hold: false,
+            outranks_master: false,
             advert_deadline: None,
             master_down_deadline: None,
             gratuitous_deadline: None,
@@ -390,6 +393,7 @@ impl Instance {
         let local = self.effective_priority();
         match self.state {
             State::Backup => {
+                self.outranks_master = advert.priority != 0 && advert.priority < local;
                 if advert.priority == 0 {
                     return AdvertVerdict::BackupReleased;
                 }

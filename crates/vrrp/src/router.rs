@@ -96,6 +96,15 @@ impl Router {
         })
     }
 
+    /// Whether a BACKUP instance hears a master of lower priority than its own: it
+    /// preempts after Master_Down_Interval, unless preemption is held back
+    /// ([`Input::PreemptHold`]).
+    pub fn outranks_master(&self) -> bool {
+        self.instances
+            .iter()
+            .any(|i| i.state == State::Backup && i.outranks_master)
+    }
+
     /// Feeds one input; returns what to do, in order.
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
         let Event { now, input } = event;
@@ -412,6 +421,28 @@ mod tests {
         assert_eq!(s.skew_time_us, 1_520_000);
         assert_eq!(s.master_down_interval_us, 9_020_000);
         assert_eq!(r.next_deadline(), Some(Time::from_micros(10_020_000)));
+    }
+
+    #[test]
+    fn a_backup_outranks_a_lower_priority_master_only() {
+        let mut r = one(150);
+        r.handle(Event::new(Time::ZERO, Input::Startup));
+        assert!(!r.outranks_master(), "no master heard yet");
+        r.handle(Event::new(Time::from_micros(1_000_000), advert(200, 100)));
+        assert!(!r.outranks_master());
+        r.handle(Event::new(Time::from_micros(2_000_000), advert(100, 100)));
+        assert!(r.outranks_master());
+        // Held back, it still outranks (it follows the master but would preempt).
+        r.handle(Event::new(
+            Time::from_micros(2_500_000),
+            Input::PreemptHold { hold: true },
+        ));
+        r.handle(Event::new(Time::from_micros(3_000_000), advert(100, 100)));
+        assert!(r.outranks_master());
+        assert_eq!(r.instance("vi1").unwrap().state, State::Backup);
+        // A release is no master to outrank.
+        r.handle(Event::new(Time::from_micros(3_500_000), advert(0, 100)));
+        assert!(!r.outranks_master());
     }
 
     #[test]

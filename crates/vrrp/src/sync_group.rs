@@ -224,6 +224,7 @@ impl SyncGroup {
                 inst.master_adver_interval_cs = inst.config.advert_interval_cs;
                 inst.master_address = None;
                 inst.peer_released = false;
+                inst.outranks_master = false;
                 inst.wants_master = inst.is_owner().then_some(enter_reason);
             }
             plans.push(plan);

@@ -672,14 +672,8 @@ fn compare(
         paired_cps: (1..n).map(|i| paired(&cps[i], &cps[0])).collect(),
         rps: rps.into_iter().map(median).collect(),
         cps: cps.into_iter().map(median).collect(),
-        lb_us_rps: lb_rps
-            .into_iter()
-            .map(|v| (!v.is_empty()).then(|| median(v)))
-            .collect(),
-        lb_us_cps: lb_cps
-            .into_iter()
-            .map(|v| (!v.is_empty()).then(|| median(v)))
-            .collect(),
+        lb_us_rps: lb_rps.into_iter().map(median_of).collect(),
+        lb_us_cps: lb_cps.into_iter().map(median_of).collect(),
     })
 }
 
@@ -743,7 +737,6 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
         placement.describe()
     );
     let t = compare(&paths, runs, duration, true, placement)?;
-    let us = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
     let rows: Vec<Row> = paths
         .iter()
         .enumerate()
@@ -932,6 +925,16 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Microseconds with one decimal, or "-" when missing.
+fn us(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.1}"))
+}
+
+/// The median, or None for no samples.
+fn median_of(v: Vec<f64>) -> Option<f64> {
+    (!v.is_empty()).then(|| median(v))
+}
+
 /// "a/b" as a ratio, or "-" when either is missing.
 fn ratio_of(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
@@ -982,7 +985,6 @@ fn traffic(runs: usize, duration: u32, placement: Placement) -> Result<()> {
         ),
         ("new connections/s", &t.cps, &t.paired_cps, &t.lb_us_cps),
     ];
-    let us = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
     for (what, medians, paired, lb_us) in measures {
         for (i, p) in paths.iter().enumerate().skip(1) {
             rows.push(row(
