@@ -285,6 +285,12 @@ impl Host {
         self.ip(&args).map(drop)
     }
 
+    /// Removes an address from `iface`.
+    pub fn del_address(&self, iface: &str, prefix: Prefix) -> Result<(), LabError> {
+        let p = prefix.to_string();
+        self.ip(&["addr", "del", &p, "dev", iface]).map(drop)
+    }
+
     /// Reads a sysctl (dotted key such as `net.ipv4.ip_forward`) in this host.
     pub fn sysctl(&self, key: &str) -> Result<String, LabError> {
         let path = sysctl_path(key);

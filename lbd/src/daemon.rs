@@ -538,6 +538,11 @@ impl Daemon {
         if !changes.is_empty() {
             let role = sync_role(&self.roles);
             self.set_sync_role(role).await;
+            if let Some(link) = self.sync.clone() {
+                let master = role == SyncRole::Master;
+                // Off the loop: becoming BACKUP writes everything held into the kernel.
+                let _ = tokio::task::spawn_blocking(move || link.follow_role(master)).await;
+            }
         }
     }
 
@@ -644,7 +649,7 @@ impl Daemon {
                     .take(3)
                     .map(|(t, errno)| format!("{t:?}: errno {errno}"))
                     .collect();
-                tracing::info!(created = report.batch.created, updated = report.batch.updated, failed = report.batch.failed.len(), expired = report.expired, elapsed_ms = report.elapsed.as_secs_f64() * 1e3, first_failures = ?failed, "committed the peer's connections");
+                tracing::info!(created = report.batch.created, replaced = report.batch.replaced, removed = report.removed, failed = report.batch.failed.len(), expired = report.expired, elapsed_ms = report.elapsed.as_secs_f64() * 1e3, first_failures = ?failed, "committed the peer's connections");
                 sync::report_json(&report)
             }
             Err(e) => {

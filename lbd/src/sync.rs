@@ -1,6 +1,17 @@
 //! Connection-state sync for the nft backend (with IPVS the kernel sync daemon does
 //! it): each node streams its own balanced flows to the peer's lbd over TCP and keeps
-//! what the peer sends in a [`SyncStore`], committed into the kernel at takeover.
+//! what the peer sends in a [`SyncStore`].
+//!
+//! A node that is not MASTER writes the peer's entries into its kernel as they arrive
+//! (they see no packets there until it takes over), so a takeover commits only the
+//! few not yet written: its cost does not grow with the table. Entries it writes
+//! replace what its kernel holds for the same connections (an entry this node kept
+//! from when it carried the connection has a stale TCP window, and the client's
+//! next segment would be INVALID), and the events its own writes cause are not sent
+//! back to the peer. A node that leaves MASTER asks the peer for a full dump
+//! (`{"want_dump":true}` on its own stream): the dump replaces every entry it kept
+//! from its time as MASTER, and what the dump does not bring is deleted from its
+//! kernel. Until that dump is complete it holds back preemption, as after a restart.
 //!
 //! Symmetric, so neither side needs to know the roles: every node connects to the
 //! peer (`peer_address:port`) and sends, and accepts the peer's connection on
@@ -18,16 +29,17 @@
 //! {"resync":true}
 //! {"dumped":true}                            the dump is complete
 //! {"heartbeat":true}
+//! {"want_dump":true}                         the sender wants the receiver's full state
 //! {"v":1,"kind":"new","entry":{...}}        ctsync's wire format, one per line
 //! ```
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ctsync::{
     decode_line, encode_line, subscribe, CommitReport, Conntrack, Event, EventKind, FlowFilter,
@@ -45,13 +57,26 @@ pub const RESYNC_LINE: &str = "{\"resync\":true}\n";
 pub const DUMPED_LINE: &str = "{\"dumped\":true}\n";
 /// The line an idle sender sends every [`HEARTBEAT`].
 pub const HEARTBEAT_LINE: &str = "{\"heartbeat\":true}\n";
-/// Idle interval between heartbeats.
+/// The line that asks the receiver for a full dump of its own state.
+pub const WANT_DUMP_LINE: &str = "{\"want_dump\":true}\n";
+/// Idle interval between heartbeats; also how often an unanswered dump request is
+/// repeated.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long the sender waits for an event before it looks at requests and heartbeats.
+const SENDER_TICK: Duration = Duration::from_millis(50);
+/// Entries written into the kernel in one go while the stream is busy.
+const FLUSH_AT: usize = 1024;
+/// What the node that asked for a dump knows of it.
+const DUMP_NOT_WANTED: u8 = 0;
+const DUMP_REQUESTED: u8 = 1;
+const DUMP_COMING: u8 = 2;
 /// Why the peer's state is not complete here: no stream yet, a dump under way, the
 /// stream down.
 const NO_STREAM_YET: &str = "no connection-state stream from the peer yet";
 const DUMP_UNDER_WAY: &str = "the peer's connection-state dump is under way";
 const STREAM_DOWN: &str = "the connection-state stream from the peer is down";
+const LEFT_MASTER: &str =
+    "waiting for the peer's full dump to replace the entries this node's kernel holds (it became BACKUP)";
 /// Silence after which the receiver drops the peer's stream (its entries stay).
 const SILENCE: Duration = Duration::from_secs(5);
 /// First reconnect delay; doubles up to [`BACKOFF_MAX`].
@@ -71,6 +96,9 @@ pub enum SyncError {
     /// A sync thread could not be started.
     #[error("starting a sync thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// The ctnetlink socket that writes the peer's entries could not be opened.
+    #[error("opening conntrack: {0}")]
+    Conntrack(#[source] ctsync::Error),
 }
 
 /// One line received from the peer.
@@ -82,6 +110,8 @@ pub enum Line {
     Dumped,
     /// The sender is alive and idle.
     Heartbeat,
+    /// The peer wants this node's full state (it left MASTER).
+    WantDump,
     /// A connection event.
     Event(Event),
 }
@@ -92,6 +122,7 @@ pub fn parse_line(line: &str) -> Result<Line, ctsync::WireError> {
         (RESYNC_LINE, Line::Resync),
         (DUMPED_LINE, Line::Dumped),
         (HEARTBEAT_LINE, Line::Heartbeat),
+        (WANT_DUMP_LINE, Line::WantDump),
     ];
     match control
         .into_iter()
@@ -117,10 +148,44 @@ pub fn flow_filter(view: &NodeView) -> FlowFilter {
     }
 }
 
+/// The peer's entries and the socket that writes them into this node's kernel.
+#[derive(Debug)]
+struct Held {
+    store: SyncStore,
+    kernel: Conntrack,
+}
+
+impl Held {
+    /// Writes what the kernel lacks, while the store tracks it; logs what failed.
+    fn flush(&mut self) -> Option<CommitReport> {
+        if !self.store.tracking() || self.store.pending() == 0 {
+            return None;
+        }
+        match self.store.flush(&mut self.kernel) {
+            Ok(r) => {
+                if !r.batch.failed.is_empty() {
+                    tracing::warn!(failed = r.batch.failed.len(), first = ?r.batch.failed.first(), "the kernel refused some of the peer's connection entries");
+                }
+                Some(r)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "writing the peer's connection entries into the kernel failed; retried with the next ones");
+                None
+            }
+        }
+    }
+}
+
 /// State shared by the link's threads and the daemon.
 #[derive(Debug)]
 struct Shared {
-    store: Mutex<SyncStore>,
+    held: Mutex<Held>,
+    /// The port id of `held.kernel`: events its writes cause are not sent.
+    writer_portid: u32,
+    /// Whether this node asked the peer for a dump: `DUMP_*`.
+    dump_wanted: AtomicU8,
+    /// The peer asked for this node's full state.
+    peer_wants_dump: AtomicBool,
     /// The flows to send, and a generation bumped when they change (reload).
     filter: Mutex<(FlowFilter, u64)>,
     sending: AtomicBool,
@@ -131,7 +196,10 @@ struct Shared {
     events_sent: AtomicU64,
     dumps_sent: AtomicU64,
     lines_received: AtomicU64,
+    /// Entries written into the kernel as they arrived.
+    written: AtomicU64,
     stored_gauge: IntGauge,
+    pending_gauge: IntGauge,
     connected_gauge: IntGauge,
     complete_gauge: IntGauge,
     commit_duration: Histogram,
@@ -141,9 +209,19 @@ struct Shared {
 }
 
 impl Shared {
-    fn store(&self) -> MutexGuard<'_, SyncStore> {
+    fn held(&self) -> MutexGuard<'_, Held> {
         // A panicked receiver leaves a usable map; keep going with it.
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gauges after a change of the store.
+    fn observe(&self, held: &Held, flushed: Option<&CommitReport>) {
+        self.stored_gauge.set(held.store.len() as i64);
+        self.pending_gauge.set(held.store.pending() as i64);
+        if let Some(r) = flushed {
+            let n = r.batch.created + r.batch.replaced + r.removed;
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 
     fn filter(&self) -> (FlowFilter, u64) {
@@ -199,6 +277,10 @@ impl SyncLink {
             "lb_sync_connected",
             "1 while this node's connection-state stream to the peer is up",
         ));
+        let pending_gauge = metric(IntGauge::new(
+            "lb_sync_entries_pending",
+            "Entries received from the peer and not yet written into this node's kernel (a takeover writes them)",
+        ));
         let complete_gauge = metric(IntGauge::new(
             "lb_sync_peer_complete",
             "1 while a live stream from the peer has delivered a complete dump (vrrpd holds back preemption until then)",
@@ -206,24 +288,34 @@ impl SyncLink {
         let commit_duration = metric(Histogram::with_opts(
             HistogramOpts::new(
                 "lb_sync_commit_duration_seconds",
-                "Time to commit the peer's connection entries into the kernel at prepare",
+                "Time to commit the peer's connection entries not yet in the kernel at prepare",
             )
             .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
             ]),
         ));
         for m in [
             Box::new(stored_gauge.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(connected_gauge.clone()),
+            Box::new(pending_gauge.clone()),
             Box::new(complete_gauge.clone()),
             Box::new(commit_duration.clone()),
         ] {
             // Registered once per process; a second registration is a harmless no-op.
             let _ = registry.register(m);
         }
+        let kernel = Conntrack::open().map_err(SyncError::Conntrack)?;
+        let writer_portid = kernel.portid().map_err(SyncError::Conntrack)?;
         let link = SyncLink {
             shared: Arc::new(Shared {
-                store: Mutex::new(SyncStore::new()),
+                held: Mutex::new(Held {
+                    store: SyncStore::new(),
+                    kernel,
+                }),
+                writer_portid,
+                dump_wanted: AtomicU8::new(DUMP_NOT_WANTED),
+                peer_wants_dump: AtomicBool::new(false),
                 filter: Mutex::new((flow_filter(view), 0)),
                 sending: AtomicBool::new(false),
                 peer_back: AtomicBool::new(false),
@@ -231,7 +323,9 @@ impl SyncLink {
                 events_sent: AtomicU64::new(0),
                 dumps_sent: AtomicU64::new(0),
                 lines_received: AtomicU64::new(0),
+                written: AtomicU64::new(0),
                 stored_gauge,
+                pending_gauge,
                 connected_gauge,
                 complete_gauge,
                 commit_duration,
@@ -272,19 +366,65 @@ impl SyncLink {
 
     /// Entries held from the peer.
     pub fn stored(&self) -> usize {
-        self.shared.store().len()
+        self.shared.held().store.len()
     }
 
-    /// Commits the peer's entries into this namespace's conntrack table (blocking;
-    /// the store is locked meanwhile so no event interleaves).
+    /// Takeover (prepare): writes the peer's entries that are not yet in this
+    /// namespace's kernel (all of them if this node was not writing them as they
+    /// arrived), and stops writing them as they arrive. Blocking; the store is
+    /// locked meanwhile so no event interleaves.
     pub fn commit(&self) -> Result<CommitReport, ctsync::Error> {
-        let store = self.shared.store();
-        let mut conntrack = Conntrack::open()?;
-        let report = store.commit(&mut conntrack)?;
+        let mut held = self.shared.held();
+        let Held { store, kernel } = &mut *held;
+        let report = if store.tracking() {
+            store.flush(kernel)?
+        } else {
+            store.commit(kernel)?
+        };
+        store.set_tracking(false);
+        self.shared
+            .dump_wanted
+            .store(DUMP_NOT_WANTED, Ordering::Relaxed);
+        self.shared.observe(&held, Some(&report));
         self.shared
             .commit_duration
             .observe(report.elapsed.as_secs_f64());
         Ok(report)
+    }
+
+    /// Follows this node's VRRP role (blocking). MASTER: the peer's entries are only
+    /// held (they would replace live connections), and those not yet written go in
+    /// now. Not MASTER: they are written into the kernel as they arrive; a node that
+    /// was MASTER writes everything held and asks the peer for a full dump, which
+    /// replaces what it kept of its own, and holds back preemption until it has it.
+    pub fn follow_role(&self, master: bool) -> Option<CommitReport> {
+        let mut held = self.shared.held();
+        if held.store.tracking() != master {
+            return None;
+        }
+        let report = if master {
+            let r = held.flush();
+            held.store.set_tracking(false);
+            self.shared
+                .dump_wanted
+                .store(DUMP_NOT_WANTED, Ordering::Relaxed);
+            r
+        } else {
+            held.store.set_tracking(true);
+            self.shared
+                .dump_wanted
+                .store(DUMP_REQUESTED, Ordering::Relaxed);
+            self.shared.set_incomplete(Some(LEFT_MASTER));
+            held.flush()
+        };
+        self.shared.observe(&held, report.as_ref());
+        tracing::info!(
+            writing = !master,
+            written = ?report.as_ref().map(|r| r.batch.created + r.batch.replaced),
+            "the peer's connection entries: {}",
+            if master { "held only (MASTER)" } else { "written into the kernel as they arrive; full dump asked of the peer" }
+        );
+        report
     }
 
     /// For status: link state and counts.
@@ -297,6 +437,9 @@ impl SyncLink {
             "peer_complete": s.incomplete.borrow().is_none(),
             "incomplete_because": *s.incomplete.borrow(),
             "entries_stored": self.stored(),
+            "entries_pending": s.held().store.pending(),
+            "writing_to_kernel": s.held().store.tracking(),
+            "entries_written": s.written.load(Ordering::Relaxed),
             "events_sent": s.events_sent.load(Ordering::Relaxed),
             "dumps_sent": s.dumps_sent.load(Ordering::Relaxed),
             "lines_received": s.lines_received.load(Ordering::Relaxed),
@@ -307,7 +450,7 @@ impl SyncLink {
 /// A commit report as JSON (prepare reply, status).
 pub fn report_json(r: &CommitReport) -> Value {
     json!({
-        "created": r.batch.created, "updated": r.batch.updated,
+        "created": r.batch.created, "replaced": r.batch.replaced, "removed": r.removed,
         "failed": r.batch.failed.len(), "expired": r.expired,
         "elapsed_ms": r.elapsed.as_secs_f64() * 1e3,
     })
@@ -379,35 +522,59 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
         Ok(ev) => ev,
         Err(e) => return e.to_string(),
     };
-    if let Err(e) = events.set_read_timeout(Some(HEARTBEAT)) {
+    // The peer's entries this node writes are the peer's, not news for it.
+    events.ignore_portid(shared.writer_portid);
+    if let Err(e) = events.set_read_timeout(Some(SENDER_TICK)) {
         return e.to_string();
     }
+    // A new stream starts with a full dump: whatever the peer asked before is answered.
+    shared.peer_wants_dump.store(false, Ordering::Relaxed);
     if let Err(e) = send_dump(shared, &mut out, &filter) {
         return e;
     }
+    let mut last_write = Instant::now();
+    let mut last_want: Option<Instant> = None;
     for event in events {
         if shared.filter_generation() != generation {
             return "the selection of flows changed (reload): resynchronising".to_owned();
         }
-        let sent = match event {
+        let mut sent = match event {
             Ok(ev) => out
                 .write_all(encode_line(&ev).as_bytes())
-                .and_then(|()| out.flush())
                 .map(|()| {
                     shared.events_sent.fetch_add(1, Ordering::Relaxed);
                 })
                 .map_err(|e| e.to_string()),
-            Err(ctsync::Error::TimedOut) => out
-                .write_all(HEARTBEAT_LINE.as_bytes())
-                .and_then(|()| out.flush())
-                .map_err(|e| e.to_string()),
+            Err(ctsync::Error::TimedOut) => Ok(()),
             Err(ctsync::Error::EventsLost) => {
                 tracing::warn!("conntrack events lost: sending a full dump again");
                 send_dump(shared, &mut out, &filter)
             }
             Err(e) => Err(e.to_string()),
         };
-        if let Err(e) = sent {
+        if sent.is_ok() && shared.peer_wants_dump.swap(false, Ordering::Relaxed) {
+            tracing::info!("the peer asked for this node's full connection state: dumping");
+            sent = send_dump(shared, &mut out, &filter);
+        }
+        // Asked for the peer's dump and it has not started: ask (again) once a second.
+        if sent.is_ok()
+            && shared.dump_wanted.load(Ordering::Relaxed) == DUMP_REQUESTED
+            && last_want.is_none_or(|t| t.elapsed() >= HEARTBEAT)
+        {
+            last_want = Some(Instant::now());
+            sent = out
+                .write_all(WANT_DUMP_LINE.as_bytes())
+                .map_err(|e| e.to_string());
+        }
+        if sent.is_ok() && !out.buffer().is_empty() {
+            last_write = Instant::now();
+        } else if sent.is_ok() && last_write.elapsed() >= HEARTBEAT {
+            last_write = Instant::now();
+            sent = out
+                .write_all(HEARTBEAT_LINE.as_bytes())
+                .map_err(|e| e.to_string());
+        }
+        if let Err(e) = sent.and_then(|()| out.flush().map_err(|e| e.to_string())) {
             return e;
         }
     }
@@ -491,6 +658,13 @@ fn listen_loop(shared: &Arc<Shared>, listen: SocketAddr, peer: IpAddr) {
                 let why = receive(&shared, stream);
                 // A stream that ends while a newer one runs leaves that one's word.
                 if shared.receiving.fetch_sub(1, Ordering::Relaxed) == 1 {
+                    // A dump asked for and cut off: the request stands.
+                    let _ = shared.dump_wanted.compare_exchange(
+                        DUMP_COMING,
+                        DUMP_REQUESTED,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                     shared.set_incomplete(Some(STREAM_DOWN));
                 }
                 tracing::warn!(%peer, why = %why, "the peer's sync stream ended; its entries are kept");
@@ -501,7 +675,9 @@ fn listen_loop(shared: &Arc<Shared>, listen: SocketAddr, peer: IpAddr) {
     }
 }
 
-/// Applies the peer's lines to the store until the stream ends; returns why.
+/// Applies the peer's lines to the store until the stream ends; returns why. While
+/// this node is not MASTER, what arrives is written into the kernel whenever the
+/// peer pauses (or every [`FLUSH_AT`] entries).
 fn receive(shared: &Shared, stream: TcpStream) -> String {
     if let Err(e) = stream.set_read_timeout(Some(SILENCE)) {
         return e.to_string();
@@ -528,26 +704,79 @@ fn receive(shared: &Shared, stream: TcpStream) -> String {
             Err(e) => return e.to_string(),
         };
         shared.lines_received.fetch_add(1, Ordering::Relaxed);
-        let mut store = shared.store();
+        if parsed == Line::Dumped {
+            dump_ended(shared);
+            continue;
+        }
+        let mut held = shared.held();
         match parsed {
             Line::Resync => {
-                store.begin_resync();
-                shared.set_incomplete(Some(DUMP_UNDER_WAY));
-            }
-            Line::Dumped => {
-                let dropped = store.end_resync();
-                shared.set_incomplete(None);
-                tracing::info!(
-                    entries = store.len(),
-                    dropped,
-                    "the peer's connection state is complete here"
+                held.store.begin_resync();
+                let _ = shared.dump_wanted.compare_exchange(
+                    DUMP_REQUESTED,
+                    DUMP_COMING,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
                 );
+                if shared.dump_wanted.load(Ordering::Relaxed) == DUMP_NOT_WANTED {
+                    shared.set_incomplete(Some(DUMP_UNDER_WAY));
+                }
             }
-            Line::Heartbeat => {}
-            Line::Event(ev) => store.apply(ev),
+            Line::WantDump => shared.peer_wants_dump.store(true, Ordering::Relaxed),
+            Line::Event(ev) => held.store.apply(ev),
+            Line::Heartbeat | Line::Dumped => {}
         }
-        shared.stored_gauge.set(store.len() as i64);
+        let flushed = if reader.buffer().is_empty() || held.store.pending() >= FLUSH_AT {
+            held.flush()
+        } else {
+            None
+        };
+        shared.observe(&held, flushed.as_ref());
     }
+}
+
+/// The peer's dump has ended: what it did not bring is dropped from the store and,
+/// while this node writes the peer's entries, from the kernel (the connections this
+/// node carried that the peer no longer has); the peer's state is complete here.
+fn dump_ended(shared: &Shared) {
+    let (filter, _) = shared.filter();
+    // This node's own view of the kernel, read without holding the store: a
+    // takeover meanwhile must not wait for a dump of the whole table.
+    let kernel_now = Conntrack::open().and_then(|mut c| c.dump(&filter));
+    let mut held = shared.held();
+    let dropped = held.store.end_resync();
+    let flushed = held.flush();
+    let mut purged = 0;
+    if held.store.tracking() {
+        match kernel_now {
+            Ok(entries) => {
+                let stale: Vec<ctsync::Tuple> = entries
+                    .into_iter()
+                    .map(|e| e.orig)
+                    .filter(|o| held.store.get(o).is_none())
+                    .collect();
+                match held.kernel.delete_batch(&stale) {
+                    Ok(r) => purged = r.replaced,
+                    Err(e) => tracing::warn!(error = %e, "deleting entries the peer no longer has"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading this node's connection entries"),
+        }
+        shared.dump_wanted.store(DUMP_NOT_WANTED, Ordering::Relaxed);
+    }
+    shared.observe(&held, flushed.as_ref());
+    let store_len = held.store.len();
+    drop(held);
+    if shared.dump_wanted.load(Ordering::Relaxed) == DUMP_NOT_WANTED {
+        shared.set_incomplete(None);
+    }
+    tracing::info!(
+        entries = store_len,
+        dropped,
+        purged,
+        written = ?flushed.map(|r| r.batch.created + r.batch.replaced),
+        "the peer's connection state is complete here"
+    );
 }
 
 #[cfg(test)]
@@ -560,6 +789,7 @@ mod tests {
         assert_eq!(parse_line("{\"resync\":true}").unwrap(), Line::Resync);
         assert_eq!(parse_line(HEARTBEAT_LINE).unwrap(), Line::Heartbeat);
         assert_eq!(parse_line(DUMPED_LINE).unwrap(), Line::Dumped);
+        assert_eq!(parse_line(WANT_DUMP_LINE).unwrap(), Line::WantDump);
         assert!(parse_line("{\"resync\":false}").is_err());
         assert!(parse_line("not json").is_err());
         let orig = ctsync::Tuple::tcp(

@@ -1,6 +1,7 @@
 //! Connection-state sync between the two lbds (needs root, and vrrpd built next to
 //! lbd): a TCP connection held through lb1, source-NATed from a port pool, keeps
-//! echoing through lb2 after lb1 dies, because lb2 committed lb1's entry at prepare.
+//! echoing through lb2 after lb1 dies, because lb2 wrote lb1's entry into its kernel
+//! as it arrived (while BACKUP).
 //! Without sync lb2 picks another pool port and the server resets the connection.
 //! When lb1 comes back it preempts only once its lbd has lb2's complete state (or
 //! `[sync] preempt_wait_ms` runs out), so connections made through lb2 survive too.
@@ -131,12 +132,18 @@ fn held_connection_after_failover(sync: bool) -> (std::io::Result<String>, Value
     let mut held = connect_through_vip(&setup);
     println!("lb1 conntrack: {}", conntrack_of(&setup, "lb1", &held));
     if sync {
-        wait_for("lb2 holds lb1's connection entry", PATIENCE, || {
-            setup.status("lb2")["sync"]["entries_stored"]
-                .as_u64()
-                .is_some_and(|n| n >= 1)
-        });
+        // Written into lb2's kernel as it arrived, before any takeover.
+        wait_for(
+            "lb2's kernel holds lb1's connection entry",
+            PATIENCE,
+            || conntrack_of(&setup, "lb2", &held).contains("dport=80"),
+        );
+        println!(
+            "lb2 conntrack before: {}",
+            conntrack_of(&setup, "lb2", &held)
+        );
         println!("lb2 sync: {}", setup.status("lb2")["sync"]);
+        assert_eq!(setup.status("lb2")["sync"]["writing_to_kernel"], true);
     }
     kill_lb1(&setup, &daemons);
     held.set_read_timeout(Some(Duration::from_secs(10)))
@@ -169,9 +176,18 @@ fn synced_connection_survives_failover() {
     println!("lb2 sync: {}", status["sync"]);
     assert_eq!(answer.unwrap(), "two", "held connection through lb2");
     let committed = &status["prepare"]["last"]["reply"]["sync"];
+    assert!(committed["elapsed_ms"].is_number(), "{committed}");
+    assert_eq!(committed["failed"], 0, "{committed}");
     assert!(
-        committed["created"].as_u64().unwrap() + committed["updated"].as_u64().unwrap() >= 1,
-        "{committed}"
+        status["sync"]["entries_written"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{}",
+        status["sync"]
+    );
+    assert_eq!(
+        status["sync"]["writing_to_kernel"], false,
+        "MASTER now: the peer's entries are held only"
     );
     assert_eq!(status["sync"]["mode"], "conntrack");
     assert_eq!(status["sync"]["last_commit"]["report"], *committed);
@@ -284,10 +300,12 @@ fn returning_node_preempts_only_once_it_has_the_peers_connections() {
         "released by lbd, not by the time limit: {hold}"
     );
     assert_eq!(status["sync"]["peer_complete"], true);
-    let committed = &status["prepare"]["last"]["reply"]["sync"];
     assert!(
-        committed["created"].as_u64().unwrap() + committed["updated"].as_u64().unwrap() >= 1,
-        "{committed}"
+        status["sync"]["entries_written"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "lb2's entry went into lb1's kernel: {}",
+        status["sync"]
     );
     held.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();

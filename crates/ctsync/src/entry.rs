@@ -194,6 +194,14 @@ impl Tuple {
         }
     }
 
+    /// Encodes the attributes of a request that names an entry by this original
+    /// tuple (a delete).
+    pub(crate) fn encode_orig(&self) -> Vec<u8> {
+        let mut w = AttrWriter::default();
+        self.encode(&mut w, CTA_TUPLE_ORIG);
+        w.buf
+    }
+
     pub(crate) fn encode(&self, w: &mut AttrWriter, ty: u16) {
         let t = w.begin(ty);
         let ip = w.begin(CTA_TUPLE_IP);
@@ -379,6 +387,8 @@ impl TcpFlags {
     pub const SACK_PERM: u8 = 0x02;
     /// Do not check sequence numbers against the window.
     pub const BE_LIBERAL: u8 = 0x08;
+    /// Every flag: the mask that sets the flags to exactly the given ones.
+    pub const ALL: u8 = 0xff;
 }
 
 /// TCP protocol information (CTA_PROTOINFO_TCP).
@@ -407,11 +417,15 @@ impl TcpInfo {
         if let Some(s) = self.wscale_reply {
             w.put_u8(CTA_PROTOINFO_TCP_WSCALE_REPLY, s);
         }
+        // The kernel reports flags with a zero mask, and applies only the bits a
+        // request's mask names: without a full mask, WINDOW_SCALE stays unset, the
+        // window scales above are ignored, and a created entry tracks the windows
+        // unscaled (a segment past 64 KiB of unscaled window is then INVALID).
         if let Some(f) = self.flags_orig {
-            w.put(CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, &[f.flags, f.mask]);
+            w.put(CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, &[f.flags, TcpFlags::ALL]);
         }
         if let Some(f) = self.flags_reply {
-            w.put(CTA_PROTOINFO_TCP_FLAGS_REPLY, &[f.flags, f.mask]);
+            w.put(CTA_PROTOINFO_TCP_FLAGS_REPLY, &[f.flags, TcpFlags::ALL]);
         }
         w.end(t);
         w.end(p);
@@ -532,6 +546,17 @@ impl Entry {
         let status = (self.status.0 | Status::CONFIRMED) & !(Status::EXPECTED | Status::DYING);
         w.put_be32(CTA_STATUS, status);
         self.encode_common(&mut w);
+        w.buf
+    }
+
+    /// Encodes the attributes of a request that names this entry by its original
+    /// tuple and zone (a delete).
+    pub(crate) fn encode_orig(&self) -> Vec<u8> {
+        let mut w = AttrWriter::default();
+        self.orig.encode(&mut w, CTA_TUPLE_ORIG);
+        if let Some(z) = self.zone {
+            w.put_be16(CTA_ZONE, z);
+        }
         w.buf
     }
 

@@ -14,6 +14,7 @@ pub use entry::{DecodeError, Entry, Status, TcpFlags, TcpInfo, TcpState, Tuple, 
 pub use filter::FlowFilter;
 pub use netlink::{
     subscribe, BatchReport, Conntrack, Error, Event, EventKind, Events, InsertOutcome,
+    ReplaceReport,
 };
 pub use store::{CommitReport, SyncStore};
 pub use wire::{decode_line, encode_line, WireError, WIRE_VERSION};

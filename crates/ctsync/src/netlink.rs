@@ -87,6 +87,30 @@ pub struct Event {
     pub entry: Entry,
 }
 
+/// Counts of a [`Conntrack::replace_batch`] or [`Conntrack::delete_batch`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplaceReport {
+    /// Entries created where none existed.
+    pub created: usize,
+    /// Entries that existed and were deleted and created anew (or deleted, for a
+    /// delete batch).
+    pub replaced: usize,
+    /// Deletes of entries that were not there (already gone: nothing to do).
+    pub missing: usize,
+    /// Entries the kernel refused, with the errno.
+    pub failed: Vec<(Tuple, i32)>,
+}
+
+impl ReplaceReport {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: ReplaceReport) {
+        self.created += other.created;
+        self.replaced += other.replaced;
+        self.missing += other.missing;
+        self.failed.extend(other.failed);
+    }
+}
+
 /// Result of inserting one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertOutcome {
@@ -107,6 +131,23 @@ pub struct BatchReport {
     pub updated: usize,
     /// Entries the kernel refused, with the errno.
     pub failed: Vec<(Tuple, i32)>,
+}
+
+/// What a batched request is about: something with an address family.
+trait Keyed {
+    fn family(&self) -> u8;
+}
+
+impl Keyed for Entry {
+    fn family(&self) -> u8 {
+        Entry::family(self)
+    }
+}
+
+impl Keyed for Tuple {
+    fn family(&self) -> u8 {
+        Tuple::family(self)
+    }
 }
 
 /// A ctnetlink request socket of the current network namespace.
@@ -208,6 +249,9 @@ struct Message<'a> {
     ty: u16,
     flags: u16,
     seq: u32,
+    /// The port id of the socket whose request caused an event (0: the kernel's own,
+    /// a packet or a timeout).
+    pid: u32,
     payload: &'a [u8],
 }
 
@@ -225,6 +269,7 @@ fn messages(buf: &[u8]) -> impl Iterator<Item = Message<'_>> {
             ty: u16::from_ne_bytes([rest[4], rest[5]]),
             flags: u16::from_ne_bytes([rest[6], rest[7]]),
             seq: u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]),
+            pid: u32::from_ne_bytes([rest[12], rest[13], rest[14], rest[15]]),
             payload: &rest[NLMSG_HDRLEN..len],
         };
         rest = &rest[align4(len).min(rest.len())..];
@@ -268,6 +313,26 @@ impl Conntrack {
             fd: open_socket(0)?,
             seq: 1,
         })
+    }
+
+    /// This socket's netlink port id: the kernel stamps it on the conntrack events
+    /// that this socket's requests cause (see [`Events::ignore_portid`]).
+    pub fn portid(&self) -> Result<u32, Error> {
+        // SAFETY: sockaddr_nl is plain data; getsockname fills at most its size.
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: sa and len are valid for writes; the descriptor is ours.
+        let rc = unsafe {
+            libc::getsockname(
+                self.fd.as_raw_fd(),
+                std::ptr::addr_of_mut!(sa).cast(),
+                &mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(Error::Open(io::Error::last_os_error()));
+        }
+        Ok(sa.nl_pid)
     }
 
     fn send(&self, buf: &[u8]) -> Result<(), Error> {
@@ -355,8 +420,12 @@ impl Conntrack {
     pub fn insert_batch(&mut self, entries: &[Entry]) -> Result<BatchReport, Error> {
         let mut report = BatchReport::default();
         for chunk in entries.chunks(BATCH) {
-            let codes =
-                self.request_batch(chunk, NLM_F_CREATE | NLM_F_EXCL, Entry::encode_create)?;
+            let codes = self.request_batch(
+                chunk,
+                IPCTNL_MSG_CT_NEW,
+                NLM_F_CREATE | NLM_F_EXCL,
+                Entry::encode_create,
+            )?;
             let mut existing = Vec::new();
             for (e, code) in chunk.iter().zip(codes) {
                 match code {
@@ -368,7 +437,8 @@ impl Conntrack {
             if existing.is_empty() {
                 continue;
             }
-            let codes = self.request_batch(&existing, 0, Entry::encode_update)?;
+            let codes =
+                self.request_batch(&existing, IPCTNL_MSG_CT_NEW, 0, Entry::encode_update)?;
             for (e, code) in existing.iter().zip(codes) {
                 match code {
                     0 => report.updated += 1,
@@ -379,12 +449,75 @@ impl Conntrack {
         Ok(report)
     }
 
-    /// Sends one CT_NEW per entry in one datagram and returns each one's errno.
-    fn request_batch(
+    /// Puts entries in as this node's own, replacing what the kernel holds for their
+    /// original tuples: an existing entry is deleted and the entry created anew.
+    /// Unlike an update, this drops the TCP window the kernel tracked for the old
+    /// entry (a node that carried the connection before holds a stale one, and the
+    /// peer's next segment would be INVALID); a created entry picks up the window
+    /// from the first segment it sees. Only for entries that see no packets meanwhile
+    /// (a node that is not MASTER, or before its VIPs are added).
+    pub fn replace_batch(&mut self, entries: &[Entry]) -> Result<ReplaceReport, Error> {
+        let mut report = ReplaceReport::default();
+        for chunk in entries.chunks(BATCH) {
+            let create = NLM_F_CREATE | NLM_F_EXCL;
+            let codes =
+                self.request_batch(chunk, IPCTNL_MSG_CT_NEW, create, Entry::encode_create)?;
+            let mut existing = Vec::new();
+            for (e, code) in chunk.iter().zip(codes) {
+                match code {
+                    0 => report.created += 1,
+                    libc::EEXIST => existing.push(e.clone()),
+                    errno => report.failed.push((e.orig, errno)),
+                }
+            }
+            if existing.is_empty() {
+                continue;
+            }
+            let codes =
+                self.request_batch(&existing, IPCTNL_MSG_CT_DELETE, 0, Entry::encode_orig)?;
+            let mut gone = Vec::with_capacity(existing.len());
+            for (e, code) in existing.into_iter().zip(codes) {
+                match code {
+                    0 | libc::ENOENT => gone.push(e),
+                    errno => report.failed.push((e.orig, errno)),
+                }
+            }
+            let codes =
+                self.request_batch(&gone, IPCTNL_MSG_CT_NEW, create, Entry::encode_create)?;
+            for (e, code) in gone.iter().zip(codes) {
+                match code {
+                    0 => report.replaced += 1,
+                    errno => report.failed.push((e.orig, errno)),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Deletes the entries with these original tuples; those already gone count as
+    /// `missing`, the deleted ones as `replaced`.
+    pub fn delete_batch(&mut self, origs: &[Tuple]) -> Result<ReplaceReport, Error> {
+        let mut report = ReplaceReport::default();
+        for chunk in origs.chunks(BATCH) {
+            let codes = self.request_batch(chunk, IPCTNL_MSG_CT_DELETE, 0, Tuple::encode_orig)?;
+            for (t, code) in chunk.iter().zip(codes) {
+                match code {
+                    0 => report.replaced += 1,
+                    libc::ENOENT => report.missing += 1,
+                    errno => report.failed.push((*t, errno)),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Sends one `msg` request per item in one datagram and returns each one's errno.
+    fn request_batch<T: Keyed>(
         &mut self,
-        entries: &[Entry],
+        entries: &[T],
+        msg: u16,
         flags: u16,
-        encode: fn(&Entry) -> Vec<u8>,
+        encode: fn(&T) -> Vec<u8>,
     ) -> Result<Vec<i32>, Error> {
         let base = self.next_seq(entries.len());
         let mut req = Vec::new();
@@ -392,7 +525,7 @@ impl Conntrack {
             let seq = base.wrapping_add(i as u32);
             push_message(
                 &mut req,
-                IPCTNL_MSG_CT_NEW,
+                msg,
                 NLM_F_REQUEST | NLM_F_ACK | flags,
                 seq,
                 e.family(),
@@ -466,6 +599,8 @@ pub struct Events {
     /// The read timeout, also the longest `next` waits for an event the filter
     /// keeps: busy traffic the filter drops must not starve the caller's idle work.
     timeout: Option<Duration>,
+    /// Events caused by requests of the socket with this port id are dropped.
+    ignored_portid: Option<u32>,
 }
 
 /// Subscribes to NFNLGRP_CONNTRACK_NEW | UPDATE | DESTROY in the calling thread's
@@ -477,6 +612,7 @@ pub fn subscribe(filter: FlowFilter) -> Result<Events, Error> {
         buf: vec![0u8; 1 << 16],
         queue: std::collections::VecDeque::new(),
         timeout: None,
+        ignored_portid: None,
     })
 }
 
@@ -505,6 +641,13 @@ impl Events {
         Ok(())
     }
 
+    /// Drops the events caused by requests of the [`Conntrack`] socket with this port
+    /// id: a node that writes the peer's entries into its kernel must not send them
+    /// back as its own.
+    pub fn ignore_portid(&mut self, portid: u32) {
+        self.ignored_portid = Some(portid);
+    }
+
     /// Reads one datagram and queues its events.
     fn fill(&mut self) -> Result<(), Error> {
         let n = match recv(&self.fd, &mut self.buf) {
@@ -527,7 +670,9 @@ impl Events {
                 IPCTNL_MSG_CT_DELETE => EventKind::Destroy,
                 _ => continue,
             };
-            if m.ty >> 8 != NFNL_SUBSYS_CTNETLINK {
+            if m.ty >> 8 != NFNL_SUBSYS_CTNETLINK
+                || (m.pid != 0 && self.ignored_portid == Some(m.pid))
+            {
                 continue;
             }
             let entry = decode_ct(m.payload)?;

@@ -1,10 +1,10 @@
-//! The backup's copy of the active node's connections.
+//! The backup's copy of the active node's connections, and its way into the kernel.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::entry::{Entry, Tuple};
-use crate::netlink::{BatchReport, Conntrack, Error, Event, EventKind};
+use crate::netlink::{Conntrack, Error, Event, EventKind, ReplaceReport};
 
 /// Entries received from the active node, keyed by original tuple.
 ///
@@ -12,22 +12,43 @@ use crate::netlink::{BatchReport, Conntrack, Error, Event, EventKind};
 /// first: the entries held stay until the new dump has ended ([`SyncStore::end_resync`]),
 /// and only then are those the dump did not bring again dropped. A takeover in the
 /// middle of a resync so commits everything known, not half a dump.
+///
+/// While the store *tracks the kernel* ([`SyncStore::set_tracking`], a node that is
+/// not MASTER), it remembers which entries are not yet in this node's kernel and which
+/// the kernel may hold although the peer no longer has them; [`SyncStore::flush`]
+/// writes just that difference. A backup flushes as entries arrive, so a takeover
+/// finds the state already in its kernel and commits only the tail.
 #[derive(Debug, Default)]
 pub struct SyncStore {
     entries: HashMap<Tuple, (Entry, Instant)>,
     /// During a resync: the entries the new dump (and events since) brought.
     refreshed: Option<HashSet<Tuple>>,
+    /// Whether `unapplied` and `removed` are kept.
+    tracking: bool,
+    /// Entries received (new or changed) that are not yet in this node's kernel.
+    unapplied: HashSet<Tuple>,
+    /// Entries the peer no longer has that this node's kernel may still hold.
+    removed: HashSet<Tuple>,
 }
 
-/// What a [`SyncStore::commit`] did.
+/// What a [`SyncStore::commit`] or [`SyncStore::flush`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitReport {
-    /// Per-entry counts from the kernel.
-    pub batch: BatchReport,
+    /// Entries created or replaced, and the kernel's refusals.
+    pub batch: ReplaceReport,
+    /// Entries deleted from the kernel because the peer no longer has them.
+    pub removed: usize,
     /// Entries dropped because their timeout ran out while stored.
     pub expired: usize,
-    /// Time spent inserting.
+    /// Time spent writing into the kernel.
     pub elapsed: Duration,
+}
+
+impl CommitReport {
+    /// Whether the kernel was not touched.
+    pub fn is_empty(&self) -> bool {
+        self.batch == ReplaceReport::default() && self.removed == 0 && self.expired == 0
+    }
 }
 
 impl SyncStore {
@@ -53,10 +74,19 @@ impl SyncStore {
                 if let Some(refreshed) = &mut self.refreshed {
                     refreshed.insert(entry.orig);
                 }
+                if self.tracking {
+                    self.removed.remove(&entry.orig);
+                    self.unapplied.insert(entry.orig);
+                }
                 self.entries.insert(entry.orig, (entry, now));
             }
             EventKind::Destroy => {
-                self.entries.remove(&event.entry.orig);
+                let orig = event.entry.orig;
+                self.entries.remove(&orig);
+                if self.tracking {
+                    self.unapplied.remove(&orig);
+                    self.removed.insert(orig);
+                }
             }
         }
     }
@@ -66,6 +96,11 @@ impl SyncStore {
         self.refreshed = Some(HashSet::new());
     }
 
+    /// Whether a dump is under way.
+    pub fn resyncing(&self) -> bool {
+        self.refreshed.is_some()
+    }
+
     /// The dump has ended: drops the entries it did not bring (connections the
     /// active node no longer has); returns how many.
     pub fn end_resync(&mut self) -> usize {
@@ -73,8 +108,38 @@ impl SyncStore {
             return 0;
         };
         let before = self.entries.len();
-        self.entries.retain(|orig, _| refreshed.contains(orig));
+        let tracking = self.tracking;
+        let (unapplied, removed) = (&mut self.unapplied, &mut self.removed);
+        self.entries.retain(|orig, _| {
+            let keep = refreshed.contains(orig);
+            if !keep && tracking {
+                unapplied.remove(orig);
+                removed.insert(*orig);
+            }
+            keep
+        });
         before - self.entries.len()
+    }
+
+    /// Starts (every entry held counts as not yet in the kernel) or stops keeping
+    /// track of what this node's kernel lacks.
+    pub fn set_tracking(&mut self, on: bool) {
+        self.tracking = on;
+        self.removed.clear();
+        self.unapplied.clear();
+        if on {
+            self.unapplied.extend(self.entries.keys().copied());
+        }
+    }
+
+    /// Whether the store keeps track of what the kernel lacks.
+    pub fn tracking(&self) -> bool {
+        self.tracking
+    }
+
+    /// Entries (and removals) not yet written into the kernel.
+    pub fn pending(&self) -> usize {
+        self.unapplied.len() + self.removed.len()
     }
 
     /// Number of entries held.
@@ -92,35 +157,67 @@ impl SyncStore {
         self.entries.get(orig).map(|(e, _)| e)
     }
 
+    /// The entry as it goes into the kernel at `now`: its timeout reduced by the time
+    /// spent stored; None if that ran out.
+    fn live(entry: &Entry, at: Instant, now: Instant) -> Option<Entry> {
+        let age = now.saturating_duration_since(at).as_secs();
+        let mut e = entry.clone();
+        match e.timeout {
+            Some(t) if u64::from(t) <= age => return None,
+            Some(t) => e.timeout = Some(t - age as u32),
+            None => {}
+        }
+        e.id = None;
+        Some(e)
+    }
+
     /// Entries still alive at `now`, their timeout reduced by the time spent stored;
     /// also the number that expired.
-    fn live_at(&self, now: Instant) -> (Vec<Entry>, usize) {
-        let mut live = Vec::with_capacity(self.entries.len());
+    fn live_at<'a>(
+        &self,
+        origs: impl Iterator<Item = &'a Tuple>,
+        now: Instant,
+    ) -> (Vec<Entry>, usize) {
+        let mut live = Vec::new();
         let mut expired = 0;
-        for (e, at) in self.entries.values() {
-            let age = now.saturating_duration_since(*at).as_secs();
-            let mut e = e.clone();
-            match e.timeout {
-                Some(t) if u64::from(t) <= age => {
-                    expired += 1;
-                    continue;
-                }
-                Some(t) => e.timeout = Some(t - age as u32),
-                None => {}
+        for (e, at) in origs.filter_map(|o| self.entries.get(o)) {
+            match Self::live(e, *at, now) {
+                Some(e) => live.push(e),
+                None => expired += 1,
             }
-            e.id = None;
-            live.push(e);
         }
         (live, expired)
     }
 
-    /// Inserts every live entry into the kernel (at takeover, during prepare).
-    pub fn commit(&self, conntrack: &mut Conntrack) -> Result<CommitReport, Error> {
+    /// Writes every live entry into the kernel, replacing what it holds for the same
+    /// connections (at a takeover when the store did not track the kernel).
+    pub fn commit(&mut self, conntrack: &mut Conntrack) -> Result<CommitReport, Error> {
         let start = Instant::now();
-        let (live, expired) = self.live_at(start);
-        let batch = conntrack.insert_batch(&live)?;
+        let (live, expired) = self.live_at(self.entries.keys(), start);
+        let batch = conntrack.replace_batch(&live)?;
+        self.unapplied.clear();
         Ok(CommitReport {
             batch,
+            removed: 0,
+            expired,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    /// Writes what the kernel lacks (tracking only): entries not yet in it replace what
+    /// it holds for their connections, and entries the peer no longer has are deleted.
+    pub fn flush(&mut self, conntrack: &mut Conntrack) -> Result<CommitReport, Error> {
+        let start = Instant::now();
+        let (live, expired) = self.live_at(self.unapplied.iter(), start);
+        let removed: Vec<Tuple> = self.removed.iter().copied().collect();
+        let mut batch = conntrack.replace_batch(&live)?;
+        let deleted = conntrack.delete_batch(&removed)?;
+        batch.failed.extend(deleted.failed);
+        self.unapplied.clear();
+        self.removed.clear();
+        Ok(CommitReport {
+            batch,
+            removed: deleted.replaced,
             expired,
             elapsed: start.elapsed(),
         })
@@ -260,7 +357,7 @@ mod tests {
             },
             t0,
         );
-        let (live, expired) = s.live_at(t0 + Duration::from_secs(30));
+        let (live, expired) = s.live_at(s.entries.keys(), t0 + Duration::from_secs(30));
         assert_eq!(expired, 1);
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].timeout, Some(70));

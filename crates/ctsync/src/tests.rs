@@ -82,7 +82,9 @@ fn balanced() -> Entry {
     }
 }
 
-fn tail_bytes() -> Vec<u8> {
+/// Timeout, mark and TCP info; the flags' mask as given (the kernel reports the
+/// entry's own; requests send a full mask).
+fn tail_bytes(mask: u8) -> Vec<u8> {
     cat(&[
         &h(8, 7),
         &431999u32.to_be_bytes(),
@@ -98,9 +100,9 @@ fn tail_bytes() -> Vec<u8> {
         &h(5, 3),
         &[7, 0, 0, 0],
         &h(6, 4),
-        &[0x23, 0x23, 0, 0],
+        &[0x23, mask, 0, 0],
         &h(6, 5),
-        &[0x23, 0x23, 0, 0],
+        &[0x23, mask, 0, 0],
     ])
 }
 
@@ -111,7 +113,7 @@ fn encode_attrs_matches_hand_built_bytes() {
         &tuple_bytes(2, SRV, 80, SNAT, 20001),
         &h(8, 3),
         &0x1beu32.to_be_bytes(),
-        &tail_bytes(),
+        &tail_bytes(0xff),
     ]);
     assert_eq!(balanced().encode_attrs(), expected);
 }
@@ -142,7 +144,7 @@ fn encode_create_sends_unnatted_reply_and_nat_ranges() {
         // As dumped: CONFIRMED is required, NAT bits are ignored by the kernel.
         &h(8, 3),
         &0x1beu32.to_be_bytes(),
-        &tail_bytes(),
+        &tail_bytes(0xff),
     ]);
     assert_eq!(balanced().encode_create(), expected);
 }
@@ -154,7 +156,7 @@ fn decode_reads_a_kernel_style_message_and_skips_unknown_attributes() {
         &tuple_bytes(2, SRV, 80, SNAT, 20001),
         &h(8, 3),
         &0x1beu32.to_be_bytes(),
-        &tail_bytes(),
+        &tail_bytes(0x23),
         // CTA_USE (unknown to the decoder) and CTA_ID.
         &h(8, 11),
         &1u32.to_be_bytes(),

@@ -75,6 +75,149 @@ fn subscribed(host: &Host, timeout: Duration) -> ctsync::Events {
     events
 }
 
+/// Moves the VIP and the SNAT address from `from` to `to`, and makes the client and
+/// the server re-resolve them.
+fn move_addresses(lab: &Lab, from: &str, to: &str) {
+    let prefix = |a: &str| Prefix::new(ip(a), 24);
+    lab[from].del_address("eth0", prefix(VIP)).unwrap();
+    lab[from].del_address("eth1", prefix(SNAT)).unwrap();
+    lab[to].add_address("eth0", prefix(VIP)).unwrap();
+    lab[to].add_address("eth1", prefix(SNAT)).unwrap();
+    for h in ["client", "srv1"] {
+        lab[h].exec_ok(&["ip", "neigh", "flush", "all"]).unwrap();
+    }
+}
+
+/// `node`'s entries of the test's service.
+fn entries_of(host: &Host) -> Vec<ctsync::Entry> {
+    host.run_in(|| Conntrack::open().and_then(|mut c| c.dump(&selection())))
+        .unwrap()
+        .unwrap()
+}
+
+/// A connection goes out to lb2 and comes back to lb1, which still holds its own
+/// entry from before: written with `replace`, lb2's entry takes its place (and the
+/// stale TCP window with it) and the connection goes on; refreshed in place, as an
+/// update does, the stale window makes the client's next segments INVALID on lb1.
+fn out_and_back(replace: bool) -> std::io::Result<String> {
+    let lab = Lab::two_arm().unwrap();
+    let (client, lb1, lb2, srv1) = (&lab["client"], &lab["lb1"], &lab["lb2"], &lab["srv1"]);
+    lb1.add_address("eth0", Prefix::new(ip(VIP), 24)).unwrap();
+    lb1.add_address("eth1", Prefix::new(ip(SNAT), 24)).unwrap();
+    load_rules(lb1);
+    load_rules(lb2);
+    echo_server(srv1);
+    let vip: SocketAddr = format!("{VIP}:80").parse().unwrap();
+    let mut held = client.tcp_connect(vip, Duration::from_secs(10)).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    assert_eq!(echo(&mut held, "one").unwrap(), "one");
+
+    // Out: lb1's entry goes into lb2, the addresses follow; the window moves on there.
+    let mut ct2 = lb2.run_in(Conntrack::open).unwrap().unwrap();
+    let r = ct2.replace_batch(&entries_of(lb1)).unwrap();
+    assert_eq!(r.created, 1, "{r:?}");
+    move_addresses(&lab, "lb1", "lb2");
+    let big = "x".repeat(60_000);
+    // Segments far larger than 64 KiB of unscaled window: the entry written into
+    // lb2 must carry the window scales.
+    for _ in 0..20 {
+        assert_eq!(echo(&mut held, &big).unwrap().len(), big.len());
+    }
+    // Back: lb2's entry goes into lb1, which still holds its own from before.
+    assert_eq!(entries_of(lb1).len(), 1, "lb1 kept its own entry");
+    let mut ct1 = lb1.run_in(Conntrack::open).unwrap().unwrap();
+    let from_lb2 = entries_of(lb2);
+    if replace {
+        let r = ct1.replace_batch(&from_lb2).unwrap();
+        assert_eq!((r.created, r.replaced), (0, 1), "{r:?}");
+    } else {
+        let r = ct1.insert_batch(&from_lb2).unwrap();
+        assert_eq!((r.created, r.updated), (0, 1), "{r:?}");
+    }
+    move_addresses(&lab, "lb2", "lb1");
+    echo(&mut held, &big).and_then(|_| echo(&mut held, "three"))
+}
+
+#[test]
+fn out_and_back_the_peers_entry_replaces_the_stale_one() {
+    if !integration::have_root("out_and_back_the_peers_entry_replaces_the_stale_one") {
+        return;
+    }
+    assert_eq!(out_and_back(true).unwrap(), "three");
+}
+
+#[test]
+fn out_and_back_an_entry_refreshed_in_place_breaks_the_connection() {
+    if !integration::have_root("out_and_back_an_entry_refreshed_in_place_breaks_the_connection") {
+        return;
+    }
+    let answer = out_and_back(false);
+    println!("refreshed in place: {answer:?}");
+    assert!(
+        answer.is_err(),
+        "the stale window should break it: {answer:?}"
+    );
+}
+
+/// Events caused by the writer socket's own requests are not reported to a
+/// subscriber that ignores its port id; the kernel's own (and other sockets') are.
+#[test]
+fn events_of_the_own_writes_are_not_reported() {
+    if !integration::have_root("events_of_the_own_writes_are_not_reported") {
+        return;
+    }
+    let lab = Lab::two_arm().unwrap();
+    let lb2 = &lab["lb2"];
+    load_rules(lb2);
+    let entry = |port: u16| {
+        let orig = ctsync::Tuple::tcp(ip("198.18.0.10"), port, ip(VIP), 80);
+        ctsync::Entry {
+            orig,
+            reply: orig.inverted(),
+            status: Status(Status::ASSURED | Status::SEEN_REPLY),
+            timeout: Some(300),
+            mark: None,
+            zone: None,
+            tcp: None,
+            id: None,
+        }
+    };
+    let mut events = subscribed(lb2, Duration::from_millis(300));
+    let mut writer = lb2.run_in(Conntrack::open).unwrap().unwrap();
+    let mut other = lb2.run_in(Conntrack::open).unwrap().unwrap();
+    events.ignore_portid(writer.portid().unwrap());
+    let r = writer.replace_batch(&[entry(40001)]).unwrap();
+    assert_eq!(r.created, 1);
+    let r = writer.replace_batch(&[entry(40001)]).unwrap();
+    assert_eq!(r.replaced, 1);
+    let r = other.replace_batch(&[entry(40002)]).unwrap();
+    assert_eq!(r.created, 1);
+    let mut seen = Vec::new();
+    loop {
+        match events.next() {
+            Some(Ok(ev)) => seen.push((ev.kind, ev.entry.orig.src_port())),
+            Some(Err(ctsync::Error::TimedOut)) | None => break,
+            Some(Err(e)) => panic!("{e}"),
+        }
+    }
+    println!("{seen:?}");
+    assert!(
+        seen.iter().all(|(_, port)| *port == Some(40002)),
+        "the writer's own entries were reported: {seen:?}"
+    );
+    assert!(
+        seen.contains(&(ctsync::EventKind::New, Some(40002))),
+        "{seen:?}"
+    );
+    // The kernel's own delete (a timeout, or here another socket) is reported.
+    other.delete(&entry(40001).orig).unwrap();
+    let ev = events.next().unwrap().unwrap();
+    assert_eq!(
+        (ev.kind, ev.entry.orig.src_port()),
+        (ctsync::EventKind::Destroy, Some(40001))
+    );
+}
+
 fn local_port(s: &TcpStream) -> u16 {
     s.local_addr().unwrap().port()
 }
@@ -162,16 +305,16 @@ fn balanced_connection_survives_failover_after_commit() {
     let mut ct2 = lb2.run_in(Conntrack::open).unwrap().unwrap();
     let report = store.commit(&mut ct2).unwrap();
     assert_eq!(
-        (report.batch.created, report.batch.updated),
+        (report.batch.created, report.batch.replaced),
         (1, 0),
         "{report:?}"
     );
     assert!(report.batch.failed.is_empty(), "{report:?}");
     println!("commit of {} entry: {:?}", store.len(), report.elapsed);
-    // Idempotent: a second commit refreshes.
+    // A second commit replaces the entry (deleted and created anew).
     let again = store.commit(&mut ct2).unwrap();
     assert_eq!(
-        (again.batch.created, again.batch.updated),
+        (again.batch.created, again.batch.replaced),
         (0, 1),
         "{again:?}"
     );
