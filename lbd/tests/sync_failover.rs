@@ -8,122 +8,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
-use integration::{Host, Process};
 use serde_json::Value;
+use support::held::*;
 use support::*;
-
-/// The example's single SNAT address becomes a pool with a port range: a fresh
-/// mapping on lb2 would then pick another port than lb1 did.
-const POOL: (&str, &str) = (
-    "snat = { address = \"198.18.1.100\" }",
-    "snat = { pool = [{ address = \"198.18.1.100\", ports = \"20000-29999\" }] }",
-);
-const SYNC_OFF: (&str, &str) = (
-    "enabled = true\n# Interface carrying",
-    "enabled = false\n# Interface carrying",
-);
-
-/// Echoes every byte back on each accepted connection.
-fn echo_server(host: &Host, addr: &str) {
-    let listener = host.tcp_listen(addr.parse().unwrap()).unwrap();
-    thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            thread::spawn(move || {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-}
-
-/// Sends `msg` and returns what came back (an error on reset or timeout).
-fn echo(s: &mut TcpStream, msg: &str) -> std::io::Result<String> {
-    s.write_all(msg.as_bytes())?;
-    let mut buf = vec![0u8; msg.len()];
-    s.read_exact(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
-/// The daemons of both nodes.
-struct Daemons {
-    lbd1: Process,
-    vrrpd1: Process,
-    _lbd2: Process,
-    _vrrpd2: Process,
-}
-
-/// Brings up both nodes (sync on or off; `more` edits to the config) until lb1 is
-/// MASTER and lb2 BACKUP.
-fn two_nodes(sync: bool, more: &[(&str, &str)]) -> (Setup, Daemons) {
-    let setup = Setup::two_arm();
-    echo_server(setup.host("srv1"), "198.18.1.21:80");
-    echo_server(setup.host("srv2"), "198.18.1.22:80");
-    let mut edits = vec![NO_CHECKS, POOL];
-    if !sync {
-        edits.push(SYNC_OFF);
-    }
-    edits.extend_from_slice(more);
-    for node in ["lb1", "lb2"] {
-        setup.write_config(node, &edits);
-    }
-    let lbd1 = setup.start_lbd("lb1");
-    let lbd2 = setup.start_lbd("lb2");
-    setup.wait_applied("lb1");
-    setup.wait_applied("lb2");
-    let vrrpd1 = setup.start_vrrpd("lb1");
-    let vrrpd2 = setup.start_vrrpd("lb2");
-    wait_for("lb1 MASTER and lb2 BACKUP", PATIENCE, || {
-        setup.role("lb1").as_deref() == Some("MASTER")
-            && setup.role("lb2").as_deref() == Some("BACKUP")
-    });
-    if sync {
-        wait_for("both sync streams up", PATIENCE, || {
-            setup.status("lb1")["sync"]["connected"] == true
-                && setup.status("lb2")["sync"]["connected"] == true
-        });
-    }
-    let daemons = Daemons {
-        lbd1,
-        vrrpd1,
-        _lbd2: lbd2,
-        _vrrpd2: vrrpd2,
-    };
-    (setup, daemons)
-}
-
-/// A connection from the client through the VIP that has echoed once.
-fn connect_through_vip(setup: &Setup) -> TcpStream {
-    let client = setup.host("client");
-    let vip: SocketAddr = format!("{VIP}:80").parse().unwrap();
-    let mut held = None;
-    wait_for("a connection through the VIP", PATIENCE, || {
-        held = client
-            .tcp_connect(vip, Duration::from_secs(1))
-            .ok()
-            .filter(|s| s.set_read_timeout(Some(Duration::from_secs(2))).is_ok())
-            .and_then(|mut s| echo(&mut s, "one").ok().filter(|r| r == "one").map(|_| s));
-        held.is_some()
-    });
-    held.unwrap()
-}
-
-/// conntrack's entries in `node` for the client's source port of `held`.
-fn conntrack_of(setup: &Setup, node: &str, held: &TcpStream) -> String {
-    let port = held.local_addr().unwrap().port().to_string();
-    setup
-        .host(node)
-        .exec_ok(&["conntrack", "-L", "-p", "tcp", "--sport", &port])
-        .unwrap()
-}
 
 /// Brings up both nodes (sync on or off), holds a connection through lb1, kills lb1 and
 /// returns what the held connection answers through lb2, lb2's status and metrics.
@@ -153,17 +44,6 @@ fn held_connection_after_failover(sync: bool) -> (std::io::Result<String>, Value
     println!("lb2 conntrack: {}", conntrack_of(&setup, "lb2", &held));
     let metrics = scrape(setup.host("lb2"), "127.0.0.1:9613");
     (answer, status, metrics)
-}
-
-/// lb1 dies (both daemons killed, cables cut); returns once lb2 is MASTER.
-fn kill_lb1(setup: &Setup, daemons: &Daemons) {
-    daemons.vrrpd1.signal(libc::SIGKILL).unwrap();
-    daemons.lbd1.signal(libc::SIGKILL).unwrap();
-    setup.lab.set_cable("lb1", "eth0", false).unwrap();
-    setup.lab.set_cable("lb1", "eth1", false).unwrap();
-    wait_for("lb2 MASTER", PATIENCE, || {
-        setup.role("lb2").as_deref() == Some("MASTER")
-    });
 }
 
 #[test]
@@ -226,11 +106,6 @@ fn unsynced_pooled_connection_is_reset_by_the_server() {
         Err(std::io::ErrorKind::ConnectionReset),
         "without sync the server resets the re-NATed connection"
     );
-}
-
-/// vrrpd's status in `node`.
-fn vrrpd_status(setup: &Setup, node: &str) -> Value {
-    request(&setup.vrrpd_socket(node), "status", Value::Null).unwrap()
 }
 
 /// lb1 dies, a connection is made through lb2 (lb1 never saw it), and lb1 comes back

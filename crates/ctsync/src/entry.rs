@@ -497,6 +497,26 @@ impl Entry {
         self.orig.family()
     }
 
+    /// Whether `other` describes the connection as this does: everything but the
+    /// remaining timeout and the node-local id.
+    pub fn same_state(&self, other: &Entry) -> bool {
+        (
+            self.orig,
+            self.reply,
+            self.status,
+            self.mark,
+            self.zone,
+            self.tcp,
+        ) == (
+            other.orig,
+            other.reply,
+            other.status,
+            other.mark,
+            other.zone,
+            other.tcp,
+        )
+    }
+
     /// The source NAT mapping (address, port) this entry applies, if any.
     pub fn snat(&self) -> Option<(IpAddr, Option<u16>)> {
         self.status

@@ -652,7 +652,10 @@ impl Events {
     fn fill(&mut self) -> Result<(), Error> {
         let n = match recv(&self.fd, &mut self.buf) {
             Ok(n) => n,
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Err(Error::EventsLost),
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                self.drain();
+                return Err(Error::EventsLost);
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -681,6 +684,30 @@ impl Events {
             }
         }
         Ok(())
+    }
+}
+
+impl Events {
+    /// Discards every event queued: after an overflow the kernel drops all further
+    /// events for this socket, without reporting it again, until its queue has been
+    /// read empty. The caller dumps next, so what is discarded is not needed.
+    fn drain(&mut self) {
+        self.queue.clear();
+        loop {
+            // SAFETY: buf is valid for writes of its length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                // EAGAIN: empty (any other error: nothing more to read either).
+                return;
+            }
+        }
     }
 }
 

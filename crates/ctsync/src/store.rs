@@ -66,15 +66,19 @@ impl SyncStore {
         match event.kind {
             EventKind::New | EventKind::Update => {
                 let mut entry = event.entry;
+                let mut unchanged = false;
                 // Update events carry TCP info and mark only when those changed.
                 if let Some((old, _)) = self.entries.get(&entry.orig) {
                     entry.tcp = entry.tcp.or(old.tcp);
                     entry.mark = entry.mark.or(old.mark);
+                    unchanged = old.same_state(&entry);
                 }
                 if let Some(refreshed) = &mut self.refreshed {
                     refreshed.insert(entry.orig);
                 }
-                if self.tracking {
+                // A dump brings every entry again: what the kernel already holds as
+                // it is is not written twice.
+                if self.tracking && !unchanged {
                     self.removed.remove(&entry.orig);
                     self.unapplied.insert(entry.orig);
                 }
@@ -312,6 +316,43 @@ mod tests {
         );
         assert_eq!(s.len(), 1);
         assert!(s.get(&entry(1001, 0).orig).is_none());
+    }
+
+    #[test]
+    fn tracking_the_kernel_writes_only_what_changed() {
+        let mut s = SyncStore::new();
+        let t0 = Instant::now();
+        let ev = |kind, port, timeout| Event {
+            kind,
+            entry: entry(port, timeout),
+        };
+        s.apply_at(ev(EventKind::New, 1000, 100), t0);
+        assert_eq!(s.pending(), 0, "not tracking: nothing pending");
+        s.set_tracking(true);
+        assert_eq!(s.pending(), 1, "tracking starts with everything held");
+        s.unapplied.clear();
+        // The same entry again (a dump), with another timeout: already in the kernel.
+        s.apply_at(ev(EventKind::New, 1000, 90), t0);
+        assert_eq!(s.pending(), 0);
+        let mut changed = entry(1000, 90);
+        changed.status = Status(Status::ASSURED | Status::SEEN_REPLY);
+        s.apply_at(
+            Event {
+                kind: EventKind::Update,
+                entry: changed,
+            },
+            t0,
+        );
+        s.apply_at(ev(EventKind::New, 1001, 100), t0);
+        assert_eq!(s.unapplied.len(), 2);
+        s.apply_at(ev(EventKind::Destroy, 1001, 0), t0);
+        assert_eq!((s.unapplied.len(), s.removed.len()), (1, 1));
+        s.begin_resync();
+        s.apply_at(ev(EventKind::New, 1002, 100), t0);
+        assert_eq!(s.end_resync(), 1, "1000 was not in the dump");
+        assert_eq!((s.unapplied.len(), s.removed.len()), (1, 2));
+        s.set_tracking(false);
+        assert_eq!(s.pending(), 0);
     }
 
     #[test]

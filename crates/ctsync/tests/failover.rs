@@ -218,6 +218,52 @@ fn events_of_the_own_writes_are_not_reported() {
     );
 }
 
+/// An established connection of another client to the VIP (DNAT only).
+fn background_entry(i: usize) -> ctsync::Entry {
+    let client = std::net::Ipv4Addr::new(198, 19, (i / 50_000) as u8, (i % 250) as u8 + 1);
+    let sport = 1024 + ((i / 250) % 200) as u16;
+    let orig = ctsync::Tuple::tcp(client.into(), sport, ip(VIP), 80);
+    ctsync::Entry {
+        orig,
+        reply: ctsync::Tuple::tcp(ip("198.18.1.21"), 80, client.into(), sport),
+        status: Status(Status::ASSURED | Status::SEEN_REPLY | Status::DST_NAT),
+        timeout: Some(600),
+        mark: None,
+        zone: None,
+        tcp: None,
+        id: None,
+    }
+}
+
+/// After the kernel dropped events (the subscriber did not read), the subscriber is
+/// told once, and the events that follow are reported again: the kernel keeps
+/// dropping silently until the socket's queue has been read empty.
+#[test]
+fn events_after_an_overflow_are_reported_again() {
+    if !integration::have_root("events_after_an_overflow_are_reported_again") {
+        return;
+    }
+    let lab = Lab::two_arm().unwrap();
+    let lb1 = &lab["lb1"];
+    let mut events = subscribed(lb1, Duration::from_millis(500));
+    let mut ct = lb1.run_in(Conntrack::open).unwrap().unwrap();
+    // Far more than the 4 MiB receive buffer holds.
+    let burst: Vec<_> = (0..40_000).map(background_entry).collect();
+    assert_eq!(ct.replace_batch(&burst).unwrap().created, burst.len());
+    let first = events.next().unwrap();
+    assert!(matches!(first, Err(ctsync::Error::EventsLost)), "{first:?}");
+    // What the caller dumps now is complete; what follows must be reported.
+    let later: Vec<_> = (40_000..40_010).map(background_entry).collect();
+    assert_eq!(ct.replace_batch(&later).unwrap().created, later.len());
+    let mut seen = 0;
+    while let Some(Ok(ev)) = events.next() {
+        if later.iter().any(|e| e.orig == ev.entry.orig) {
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, later.len(), "events after the overflow");
+}
+
 fn local_port(s: &TcpStream) -> u16 {
     s.local_addr().unwrap().port()
 }

@@ -3,6 +3,8 @@
 //! control requests, metrics scrapes, nft listings.
 #![allow(dead_code)]
 
+pub mod held;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,304 @@
+//! Every connection survives every failover (needs root, and vrrpd built next to
+//! lbd): 200 echo connections through the VIP, source-NATed from a port pool, held
+//! through a crash, a SIGTERM of vrrpd and its restart, a failover drill out and back
+//! (twice), maintenance on and off, a fail-back after lb1's reboot, lbd crashing
+//! alone on either node, and a takeover with 100,000 other synced entries. With sync
+//! off (the controls) the pool gives the moved connections new ports and the servers
+//! reset them.
+
+mod support;
+
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::held::*;
+use support::*;
+
+const CONNECTIONS: usize = 200;
+/// How long one connection may take to answer after a takeover: TCP's retransmission
+/// backoff over a 3.6 s Master_Down_Interval is up to ~7 s.
+const ANSWER: Duration = Duration::from_secs(15);
+
+/// Holds [`CONNECTIONS`] through lb1 and checks they all answer before anything moves.
+fn held_through_lb1(setup: &Setup) -> HeldConnections {
+    let mut held = HeldConnections::open(setup, CONNECTIONS);
+    assert_eq!(held.survivors(ANSWER), CONNECTIONS, "before any failover");
+    held
+}
+
+/// Waits until `node` holds a complete copy of its peer's entries (at least `n`),
+/// all of them written into its kernel.
+fn wait_synced(setup: &Setup, node: &str, n: u64) {
+    wait_synced_within(setup, node, n, PATIENCE);
+}
+
+fn wait_synced_within(setup: &Setup, node: &str, n: u64, patience: Duration) {
+    wait_for(
+        &format!("{node} holds {n} entries, none pending"),
+        patience,
+        || {
+            let s = &setup.status(node)["sync"];
+            s["entries_stored"].as_u64().is_some_and(|k| k >= n)
+                && s["entries_pending"] == 0
+                && s["peer_complete"] == true
+        },
+    );
+}
+
+/// Prints and returns how many of `held` answer; `what` names the moment.
+fn count(held: &mut HeldConnections, what: &str) -> usize {
+    let n = held.survivors(ANSWER);
+    println!("{what}: {n}/{} connections answer", held.len());
+    n
+}
+
+fn lbd_sync(setup: &Setup, node: &str) -> Value {
+    setup.status(node)["sync"].clone()
+}
+
+#[test]
+fn crash_keeps_every_connection() {
+    if !integration::have_root("crash_keeps_every_connection") {
+        return;
+    }
+    let (setup, daemons) = two_nodes(true, &[]);
+    let mut held = held_through_lb1(&setup);
+    wait_synced(&setup, "lb2", CONNECTIONS as u64);
+    kill_lb1(&setup, &daemons);
+    assert_eq!(count(&mut held, "after lb1's crash"), CONNECTIONS);
+    let prepare = &setup.status("lb2")["prepare"]["last"]["reply"]["sync"];
+    println!("lb2's prepare: {prepare}");
+    assert_eq!(prepare["failed"], 0, "{prepare}");
+}
+
+#[test]
+fn crash_without_sync_loses_connections() {
+    if !integration::have_root("crash_without_sync_loses_connections") {
+        return;
+    }
+    let (setup, daemons) = two_nodes(false, &[]);
+    let mut held = held_through_lb1(&setup);
+    kill_lb1(&setup, &daemons);
+    let n = count(&mut held, "after lb1's crash, sync off");
+    assert!(n < CONNECTIONS, "without sync the pool re-maps them: {n}");
+}
+
+/// A failover drill on lb1 while the connections carry data through lb2, then back.
+fn drill_out_and_back(setup: &Setup, held: &mut HeldConnections, round: u32) -> (usize, usize) {
+    let drill = thread::scope(|scope| {
+        let drill = scope.spawn(|| drill_failover(setup));
+        wait_until_master(setup, "lb2");
+        let out = count(held, &format!("drill {round}: through lb2"));
+        (out, drill.join().unwrap())
+    });
+    let (out, reply) = drill;
+    println!("drill {round}: {reply}");
+    wait_until_master(setup, "lb1");
+    let back = count(held, &format!("drill {round}: back through lb1"));
+    (out, back)
+}
+
+#[test]
+fn drill_out_and_back_twice_keeps_every_connection() {
+    if !integration::have_root("drill_out_and_back_twice_keeps_every_connection") {
+        return;
+    }
+    let (setup, _daemons) = two_nodes(true, &[]);
+    let mut held = held_through_lb1(&setup);
+    wait_synced(&setup, "lb2", CONNECTIONS as u64);
+    for round in 1..=2 {
+        let (out, back) = drill_out_and_back(&setup, &mut held, round);
+        println!("lb1 sync after round {round}: {}", lbd_sync(&setup, "lb1"));
+        assert_eq!((out, back), (CONNECTIONS, CONNECTIONS), "round {round}");
+        let hold = vrrpd_status(&setup, "lb1")["preempt_hold"].clone();
+        assert_eq!(hold["expirations"], 0, "lb1 waited for lb2's dump: {hold}");
+    }
+}
+
+#[test]
+fn drill_out_and_back_without_sync_loses_connections() {
+    if !integration::have_root("drill_out_and_back_without_sync_loses_connections") {
+        return;
+    }
+    let (setup, _daemons) = two_nodes(false, &[]);
+    let mut held = held_through_lb1(&setup);
+    let (out, back) = drill_out_and_back(&setup, &mut held, 1);
+    assert!(back < CONNECTIONS, "without sync: {out} out, {back} back");
+}
+
+#[test]
+fn maintenance_on_and_off_keeps_every_connection() {
+    if !integration::have_root("maintenance_on_and_off_keeps_every_connection") {
+        return;
+    }
+    let (setup, _daemons) = two_nodes(true, &[]);
+    let mut held = held_through_lb1(&setup);
+    wait_synced(&setup, "lb2", CONNECTIONS as u64);
+    maintenance(&setup, "lb1", true);
+    wait_until_master(&setup, "lb2");
+    assert_eq!(count(&mut held, "maintenance on: through lb2"), CONNECTIONS);
+    // Connections made during the maintenance window come back too.
+    let mut during = HeldConnections::open(&setup, CONNECTIONS / 2);
+    wait_synced(&setup, "lb1", (CONNECTIONS + CONNECTIONS / 2) as u64);
+    println!("lb1 sync while BACKUP: {}", lbd_sync(&setup, "lb1"));
+    assert_eq!(lbd_sync(&setup, "lb1")["writing_to_kernel"], true);
+    maintenance(&setup, "lb1", false);
+    wait_until_master(&setup, "lb1");
+    assert_eq!(
+        count(&mut held, "maintenance off: through lb1"),
+        CONNECTIONS
+    );
+    assert_eq!(
+        count(&mut during, "made during maintenance"),
+        CONNECTIONS / 2
+    );
+}
+
+#[test]
+fn sigterm_of_vrrpd_and_its_restart_keep_every_connection() {
+    if !integration::have_root("sigterm_of_vrrpd_and_its_restart_keep_every_connection") {
+        return;
+    }
+    let (setup, mut daemons) = two_nodes(true, &[]);
+    let mut held = held_through_lb1(&setup);
+    wait_synced(&setup, "lb2", CONNECTIONS as u64);
+    daemons.vrrpd1.signal(libc::SIGTERM).unwrap();
+    let _ = daemons.vrrpd1.wait_timeout(PATIENCE);
+    wait_until_master(&setup, "lb2");
+    assert_eq!(count(&mut held, "vrrpd on lb1 stopped"), CONNECTIONS);
+    daemons.vrrpd1 = setup.start_vrrpd("lb1");
+    wait_until_master(&setup, "lb1");
+    assert_eq!(count(&mut held, "vrrpd on lb1 restarted"), CONNECTIONS);
+}
+
+#[test]
+fn fail_back_after_a_reboot_keeps_every_connection() {
+    if !integration::have_root("fail_back_after_a_reboot_keeps_every_connection") {
+        return;
+    }
+    let (setup, mut daemons) = two_nodes(true, &[]);
+    let mut held = held_through_lb1(&setup);
+    wait_synced(&setup, "lb2", CONNECTIONS as u64);
+    kill_lb1(&setup, &daemons);
+    assert_eq!(count(&mut held, "after lb1's crash"), CONNECTIONS);
+    // Connections lb1 never saw, with pool ports lb2 chose.
+    let through_lb2 = HeldConnections::open(&setup, CONNECTIONS);
+    held.extend(through_lb2);
+    // The reboot: lb1's kernel loses its connections and its ruleset.
+    let lb1 = setup.host("lb1");
+    lb1.exec_ok(&["conntrack", "-F"]).unwrap();
+    lb1.exec_ok(&["nft", "flush", "ruleset"]).unwrap();
+    setup.lab.set_cable("lb1", "eth0", true).unwrap();
+    setup.lab.set_cable("lb1", "eth1", true).unwrap();
+    daemons.lbd1 = setup.start_lbd("lb1");
+    setup.wait_applied("lb1");
+    daemons.vrrpd1 = setup.start_vrrpd("lb1");
+    wait_until_master(&setup, "lb1");
+    println!("lb1 sync: {}", lbd_sync(&setup, "lb1"));
+    assert_eq!(count(&mut held, "back through lb1"), 2 * CONNECTIONS);
+}
+
+#[test]
+fn lbd_crashing_alone_on_either_node_keeps_every_connection() {
+    if !integration::have_root("lbd_crashing_alone_on_either_node_keeps_every_connection") {
+        return;
+    }
+    let (setup, mut daemons) = two_nodes(true, &[]);
+    let mut held = held_through_lb1(&setup);
+    wait_synced(&setup, "lb2", CONNECTIONS as u64);
+    // The backup's lbd dies and comes back: it gets lb1's state again.
+    daemons.lbd2.signal(libc::SIGKILL).unwrap();
+    let _ = daemons.lbd2.wait_timeout(PATIENCE);
+    daemons.lbd2 = setup.start_lbd("lb2");
+    setup.wait_applied("lb2");
+    wait_synced(&setup, "lb2", CONNECTIONS as u64);
+    // The master's lbd dies and comes back: traffic never stops (the kernel keeps
+    // the ruleset) and the new lbd streams its connections again.
+    daemons.lbd1.signal(libc::SIGKILL).unwrap();
+    let _ = daemons.lbd1.wait_timeout(PATIENCE);
+    assert_eq!(count(&mut held, "lbd on lb1 dead"), CONNECTIONS);
+    daemons.lbd1 = setup.start_lbd("lb1");
+    setup.wait_applied("lb1");
+    wait_until_master(&setup, "lb1");
+    wait_synced(&setup, "lb2", CONNECTIONS as u64);
+    kill_lb1(&setup, &daemons);
+    assert_eq!(count(&mut held, "after lb1's crash"), CONNECTIONS);
+}
+
+/// `n` established connections of other clients to the VIP (DNAT to srv1, no SNAT),
+/// written straight into `node`'s kernel: lb1's lbd syncs them as its own.
+fn background_entries(setup: &Setup, node: &str, n: usize) {
+    let srv: std::net::IpAddr = "198.18.1.21".parse().unwrap();
+    let vip: std::net::IpAddr = VIP.parse().unwrap();
+    let entries: Vec<ctsync::Entry> = (0..n)
+        .map(|i| {
+            let client = std::net::Ipv4Addr::new(198, 19, (i / 50_000) as u8, (i % 250) as u8 + 1);
+            let sport = 1024 + ((i / 250) % 200) as u16;
+            let orig = ctsync::Tuple::tcp(client.into(), sport, vip, 80);
+            ctsync::Entry {
+                orig,
+                reply: ctsync::Tuple::tcp(srv, 80, client.into(), sport),
+                status: ctsync::Status(
+                    ctsync::Status::ASSURED | ctsync::Status::SEEN_REPLY | ctsync::Status::DST_NAT,
+                ),
+                timeout: Some(3600),
+                mark: None,
+                zone: None,
+                tcp: Some(ctsync::TcpInfo {
+                    state: ctsync::TcpState::ESTABLISHED,
+                    wscale_orig: None,
+                    wscale_reply: None,
+                    flags_orig: None,
+                    flags_reply: None,
+                }),
+                id: None,
+            }
+        })
+        .collect();
+    let report = setup
+        .host(node)
+        .run_in(|| ctsync::Conntrack::open().and_then(|mut c| c.replace_batch(&entries)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.created, n, "{:?}", report.failed.first());
+}
+
+#[test]
+fn takeover_with_100000_other_entries_keeps_every_connection() {
+    if !integration::have_root("takeover_with_100000_other_entries_keeps_every_connection") {
+        return;
+    }
+    const BACKGROUND: usize = 100_000;
+    let (setup, mut daemons) = two_nodes(true, &[]);
+    let mut held = held_through_lb1(&setup);
+    background_entries(&setup, "lb1", BACKGROUND);
+    let total = (BACKGROUND + CONNECTIONS) as u64;
+    wait_synced_within(&setup, "lb2", total, Duration::from_secs(120));
+    let in_kernel: u64 = setup
+        .host("lb2")
+        .exec_ok(&["conntrack", "-C"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    println!(
+        "lb2 (BACKUP): {in_kernel} entries in its kernel; sync {}",
+        lbd_sync(&setup, "lb2")
+    );
+    assert!(
+        in_kernel >= total,
+        "written before the takeover: {in_kernel}"
+    );
+    daemons.vrrpd1.signal(libc::SIGTERM).unwrap();
+    let _ = daemons.vrrpd1.wait_timeout(PATIENCE);
+    wait_until_master(&setup, "lb2");
+    assert_eq!(count(&mut held, "after the takeover"), CONNECTIONS);
+    let prepare = setup.status("lb2")["prepare"]["last"]["reply"]["sync"].clone();
+    println!("lb2's prepare: {prepare}");
+    let written = prepare["created"].as_u64().unwrap() + prepare["replaced"].as_u64().unwrap();
+    assert!(
+        written < 1000,
+        "the takeover wrote only what was not yet in the kernel, not the table: {prepare}"
+    );
+}
