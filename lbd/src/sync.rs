@@ -13,17 +13,20 @@
 //! from its time as MASTER, and what the dump does not bring is deleted from its
 //! kernel. Until that dump is complete it holds back preemption, as after a restart.
 //!
-//! Symmetric, so neither side needs to know the roles: every node connects to the
-//! peer (`peer_address:port`) and sends, and accepts the peer's connection on
-//! `local_address:port` and receives. A sending connection starts with a resync line,
-//! a full dump and a line that ends the dump (the receiver then drops what the dump
-//! did not bring; until then it keeps everything, for a takeover mid-dump), then
-//! follows conntrack events; when the kernel drops events, it sends a resync and a
-//! dump again. Until a dump has ended on a live stream from the peer, the receiver
-//! asks vrrpd (through lbd's `track.set`) to hold back preemption: a node that comes
-//! back takes over only once it can carry the peer's connections. An idle sender
-//! sends a heartbeat every second, so each side notices a dead peer within seconds
-//! (the receiver keeps the entries it holds: that is when they are needed).
+//! Every node connects to the peer (`peer_address:port`) and sends, and accepts the
+//! peer's connection on `local_address:port` and receives. A sending connection
+//! starts with a resync line, a full dump and a line that ends the dump (the receiver
+//! then drops what the dump did not bring; until then it keeps everything, for a
+//! takeover mid-dump). A MASTER (or a node whose role is not known yet) then follows
+//! its conntrack events; a node that is not MASTER has no connections of its own and
+//! does not subscribe (conntrack builds no events while nobody listens), so writing
+//! the peer's entries costs it no events; it streams again, from a new dump, once it
+//! becomes MASTER. When the kernel drops events, the sender sends a resync and a dump
+//! again. Until a dump has ended on a live stream from the peer, the receiver asks
+//! vrrpd (through lbd's `track.set`) to hold back preemption: a node that comes back
+//! takes over only once it can carry the peer's connections. An idle sender sends a
+//! heartbeat every second, so each side notices a dead peer within seconds (the
+//! receiver keeps the entries it holds: that is when they are needed).
 //!
 //! ```text
 //! {"resync":true}
@@ -66,6 +69,8 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const SENDER_TICK: Duration = Duration::from_millis(50);
 /// Entries written into the kernel in one go while the stream is busy.
 const FLUSH_AT: usize = 1024;
+/// Bytes of lines the sender gathers before it writes them out.
+const FLUSH_BYTES: usize = 32 << 10;
 /// What the node that asked for a dump knows of it.
 const DUMP_NOT_WANTED: u8 = 0;
 const DUMP_REQUESTED: u8 = 1;
@@ -186,6 +191,9 @@ struct Shared {
     dump_wanted: AtomicU8,
     /// The peer asked for this node's full state.
     peer_wants_dump: AtomicBool,
+    /// Whether this node is MASTER (or its role is not known yet): it streams its
+    /// conntrack events then.
+    master: AtomicBool,
     /// The flows to send, and a generation bumped when they change (reload).
     filter: Mutex<(FlowFilter, u64)>,
     sending: AtomicBool,
@@ -316,6 +324,7 @@ impl SyncLink {
                 writer_portid,
                 dump_wanted: AtomicU8::new(DUMP_NOT_WANTED),
                 peer_wants_dump: AtomicBool::new(false),
+                master: AtomicBool::new(true),
                 filter: Mutex::new((flow_filter(view), 0)),
                 sending: AtomicBool::new(false),
                 peer_back: AtomicBool::new(false),
@@ -382,6 +391,7 @@ impl SyncLink {
             store.commit(kernel)?
         };
         store.set_tracking(false);
+        self.shared.master.store(true, Ordering::Relaxed);
         self.shared
             .dump_wanted
             .store(DUMP_NOT_WANTED, Ordering::Relaxed);
@@ -398,6 +408,7 @@ impl SyncLink {
     /// was MASTER writes everything held and asks the peer for a full dump, which
     /// replaces what it kept of its own, and holds back preemption until it has it.
     pub fn follow_role(&self, master: bool) -> Option<CommitReport> {
+        self.shared.master.store(master, Ordering::Relaxed);
         let mut held = self.shared.held();
         if held.store.tracking() != master {
             return None;
@@ -515,18 +526,20 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
     if let Err(e) = set_user_timeout(&stream, IO_TIMEOUT) {
         return e.to_string();
     }
-    let mut out = BufWriter::new(stream);
+    let mut out = BufWriter::with_capacity(64 << 10, stream);
     let (filter, generation) = shared.filter();
-    // Subscribe before dumping: an event between the two is then sent, not lost.
-    let mut events = match subscribe(filter.clone()) {
-        Ok(ev) => ev,
-        Err(e) => return e.to_string(),
+    // Only a MASTER has connections of its own to stream: a node that is not writes
+    // the peer's into its kernel, and conntrack builds no events at all while nobody
+    // listens. Subscribe before dumping: an event between the two is then sent.
+    let mut streaming_events = shared.master.load(Ordering::Relaxed);
+    let mut events = if streaming_events {
+        match subscribe_events(shared, &filter) {
+            Ok(ev) => Some(ev),
+            Err(e) => return e,
+        }
+    } else {
+        None
     };
-    // The peer's entries this node writes are the peer's, not news for it.
-    events.ignore_portid(shared.writer_portid);
-    if let Err(e) = events.set_read_timeout(Some(SENDER_TICK)) {
-        return e.to_string();
-    }
     // A new stream starts with a full dump: whatever the peer asked before is answered.
     shared.peer_wants_dump.store(false, Ordering::Relaxed);
     if let Err(e) = send_dump(shared, &mut out, &filter) {
@@ -534,9 +547,28 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
     }
     let mut last_write = Instant::now();
     let mut last_want: Option<Instant> = None;
-    for event in events {
+    loop {
+        let event = match events.as_mut() {
+            Some(ev) => match ev.next() {
+                Some(e) => e,
+                None => break,
+            },
+            None => {
+                thread::sleep(SENDER_TICK);
+                Err(ctsync::Error::TimedOut)
+            }
+        };
         if shared.filter_generation() != generation {
             return "the selection of flows changed (reload): resynchronising".to_owned();
+        }
+        if shared.master.load(Ordering::Relaxed) != streaming_events {
+            if streaming_events {
+                // Not MASTER any more: nothing of its own to send.
+                events = None;
+                streaming_events = false;
+            } else {
+                return "this node became MASTER: streaming its connections".to_owned();
+            }
         }
         let mut sent = match event {
             Ok(ev) => out
@@ -566,6 +598,11 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
                 .write_all(WANT_DUMP_LINE.as_bytes())
                 .map_err(|e| e.to_string());
         }
+        // More events already read: they go out in the same write.
+        let queued = events.as_ref().map_or(0, ctsync::Events::queued);
+        if sent.is_ok() && queued > 0 && out.buffer().len() < FLUSH_BYTES {
+            continue;
+        }
         if sent.is_ok() && !out.buffer().is_empty() {
             last_write = Instant::now();
         } else if sent.is_ok() && last_write.elapsed() >= HEARTBEAT {
@@ -579,6 +616,19 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
         }
     }
     "the conntrack event stream ended".to_owned()
+}
+
+/// This node's conntrack events of the flows `filter` selects, without those its own
+/// writes of the peer's entries cause.
+fn subscribe_events(shared: &Shared, filter: &FlowFilter) -> Result<ctsync::Events, String> {
+    let mut events = subscribe(filter.clone()).map_err(|e| e.to_string())?;
+    if let Err(e) = events.ignore_portid(shared.writer_portid) {
+        tracing::debug!(error = %e, "no socket filter for the events of this node's own writes: dropped after reading");
+    }
+    events
+        .set_read_timeout(Some(SENDER_TICK))
+        .map_err(|e| e.to_string())?;
+    Ok(events)
 }
 
 /// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged.
@@ -682,7 +732,7 @@ fn receive(shared: &Shared, stream: TcpStream) -> String {
     if let Err(e) = stream.set_read_timeout(Some(SILENCE)) {
         return e.to_string();
     }
-    let mut reader = BufReader::new(stream);
+    let mut reader = BufReader::with_capacity(64 << 10, stream);
     let mut line = String::new();
     loop {
         line.clear();

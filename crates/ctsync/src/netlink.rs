@@ -155,6 +155,8 @@ impl Keyed for Tuple {
 pub struct Conntrack {
     fd: OwnedFd,
     seq: u32,
+    /// Buffers for batch acks, made on first use.
+    acks: Option<Box<Datagrams>>,
 }
 
 fn open_socket(groups: u32) -> Result<OwnedFd, Error> {
@@ -306,12 +308,88 @@ fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// Datagrams read per system call by [`Datagrams::recv`].
+const SLOTS: usize = 64;
+/// Room for one datagram: events and acks are far smaller; a dump's are up to 16 KiB.
+const SLOT: usize = 32 << 10;
+
+/// Buffers for reading many netlink datagrams in one `recvmmsg` (each event and each
+/// ack is a datagram of its own: one `recv` per entry otherwise).
+struct Datagrams {
+    buf: Vec<u8>,
+    lens: [usize; SLOTS],
+    count: usize,
+}
+
+impl std::fmt::Debug for Datagrams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datagrams")
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl Datagrams {
+    fn new() -> Self {
+        Self {
+            buf: vec![0u8; SLOTS * SLOT],
+            lens: [0; SLOTS],
+            count: 0,
+        }
+    }
+
+    /// Waits for one datagram (as the socket's timeout allows), then takes whatever
+    /// else is queued, up to [`SLOTS`].
+    fn recv(&mut self, fd: &OwnedFd) -> io::Result<()> {
+        // SAFETY: plain data; zeroed is a valid value for both.
+        let mut iov: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut msgs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
+        for (i, (v, m)) in iov.iter_mut().zip(msgs.iter_mut()).enumerate() {
+            // SAFETY: slot i lies within buf (SLOTS * SLOT bytes).
+            v.iov_base = unsafe { self.buf.as_mut_ptr().add(i * SLOT) }.cast();
+            v.iov_len = SLOT;
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        loop {
+            // SAFETY: msgs and the buffers they point into live through the call.
+            let n = unsafe {
+                libc::recvmmsg(
+                    fd.as_raw_fd(),
+                    msgs.as_mut_ptr(),
+                    SLOTS as libc::c_uint,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n >= 0 {
+                self.count = n as usize;
+                for (len, m) in self.lens.iter_mut().zip(&msgs).take(self.count) {
+                    *len = (m.msg_len as usize).min(SLOT);
+                }
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    /// The datagrams of the last [`Datagrams::recv`].
+    fn each(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.count).map(|i| &self.buf[i * SLOT..i * SLOT + self.lens[i]])
+    }
+}
+
 impl Conntrack {
     /// Opens a ctnetlink socket in the calling thread's network namespace.
     pub fn open() -> Result<Self, Error> {
         Ok(Self {
             fd: open_socket(0)?,
             seq: 1,
+            acks: None,
         })
     }
 
@@ -535,10 +613,10 @@ impl Conntrack {
         self.send(&req)?;
         let mut codes: Vec<Option<i32>> = vec![None; entries.len()];
         let mut pending = entries.len();
-        let mut buf = vec![0u8; 1 << 16];
+        let acks = self.acks.get_or_insert_with(|| Box::new(Datagrams::new()));
         while pending > 0 {
-            let n = recv(&self.fd, &mut buf).map_err(Error::Recv)?;
-            for m in messages(&buf[..n]) {
+            acks.recv(&self.fd).map_err(Error::Recv)?;
+            for m in acks.each().flat_map(messages) {
                 let i = m.seq.wrapping_sub(base) as usize;
                 if m.ty != NLMSG_ERROR || i >= entries.len() {
                     continue;
@@ -594,7 +672,7 @@ impl Conntrack {
 pub struct Events {
     fd: OwnedFd,
     filter: FlowFilter,
-    buf: Vec<u8>,
+    datagrams: Box<Datagrams>,
     queue: std::collections::VecDeque<Event>,
     /// The read timeout, also the longest `next` waits for an event the filter
     /// keeps: busy traffic the filter drops must not starve the caller's idle work.
@@ -609,7 +687,7 @@ pub fn subscribe(filter: FlowFilter) -> Result<Events, Error> {
     Ok(Events {
         fd: open_socket(GROUPS_CONNTRACK)?,
         filter,
-        buf: vec![0u8; 1 << 16],
+        datagrams: Box::new(Datagrams::new()),
         queue: std::collections::VecDeque::new(),
         timeout: None,
         ignored_portid: None,
@@ -644,14 +722,73 @@ impl Events {
     /// Drops the events caused by requests of the [`Conntrack`] socket with this port
     /// id: a node that writes the peer's entries into its kernel must not send them
     /// back as its own.
-    pub fn ignore_portid(&mut self, portid: u32) {
+    ///
+    /// A socket filter drops them in the kernel already (no copy, no wake-up); should
+    /// the kernel refuse the filter (the error returned), they are dropped here after
+    /// reading, all the same.
+    pub fn ignore_portid(&mut self, portid: u32) -> io::Result<()> {
         self.ignored_portid = Some(portid);
+        self.attach_portid_filter(portid)
     }
 
-    /// Reads one datagram and queues its events.
+    /// Classic BPF on the datagram (one event each): drop when nlmsg_pid (bytes 12..16,
+    /// host order; BPF loads big-endian) is `portid`.
+    fn attach_portid_filter(&self, portid: u32) -> io::Result<()> {
+        const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+        const BPF_JEQ_K: u16 = 0x05 | 0x10 | 0x00;
+        const BPF_RET_K: u16 = 0x06;
+        let as_loaded = u32::from_be_bytes(portid.to_ne_bytes());
+        let mut program = [
+            libc::sock_filter {
+                code: BPF_LD_W_ABS,
+                jt: 0,
+                jf: 0,
+                k: 12,
+            },
+            libc::sock_filter {
+                code: BPF_JEQ_K,
+                jt: 0,
+                jf: 1,
+                k: as_loaded,
+            },
+            libc::sock_filter {
+                code: BPF_RET_K,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+            libc::sock_filter {
+                code: BPF_RET_K,
+                jt: 0,
+                jf: 0,
+                k: u32::MAX,
+            },
+        ];
+        let fprog = libc::sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_mut_ptr(),
+        };
+        // SAFETY: fprog and the program it points to outlive the call; the size matches.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                std::ptr::addr_of!(fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads what is queued (at least one datagram) and queues its events.
     fn fill(&mut self) -> Result<(), Error> {
-        let n = match recv(&self.fd, &mut self.buf) {
-            Ok(n) => n,
+        match self.datagrams.recv(&self.fd) {
+            Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                 self.drain();
                 return Err(Error::EventsLost);
@@ -665,8 +802,8 @@ impl Events {
                 return Err(Error::TimedOut)
             }
             Err(e) => return Err(Error::Recv(e)),
-        };
-        for m in messages(&self.buf[..n]) {
+        }
+        for m in self.datagrams.each().flat_map(messages) {
             let kind = match m.ty & 0xff {
                 IPCTNL_MSG_CT_NEW if m.flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => EventKind::New,
                 IPCTNL_MSG_CT_NEW => EventKind::Update,
@@ -685,6 +822,12 @@ impl Events {
         }
         Ok(())
     }
+
+    /// Events read and not yet returned by `next` (a caller that batches its output
+    /// writes it out when none are left).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
 }
 
 impl Events {
@@ -693,14 +836,15 @@ impl Events {
     /// read empty. The caller dumps next, so what is discarded is not needed.
     fn drain(&mut self) {
         self.queue.clear();
+        let mut scratch = [0u8; 4096];
         loop {
-            // SAFETY: buf is valid for writes of its length.
+            // SAFETY: scratch is valid for writes of its length.
             let n = unsafe {
                 libc::recv(
                     self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    libc::MSG_DONTWAIT,
+                    scratch.as_mut_ptr().cast(),
+                    scratch.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
                 )
             };
             if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {

@@ -6,7 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::netlink::Event;
+use crate::entry::Entry;
+use crate::netlink::{Event, EventKind};
 
 /// The version this crate writes and reads.
 pub const WIRE_VERSION: u32 = 1;
@@ -22,11 +23,13 @@ pub enum WireError {
     Version(u32),
 }
 
+// Plain fields, no `flatten`: that makes serde buffer every record as a map of
+// values first, which cost more than the rest of the receiver's work.
 #[derive(Serialize)]
 struct RecordOut<'a> {
     v: u32,
-    #[serde(flatten)]
-    event: &'a Event,
+    kind: EventKind,
+    entry: &'a Entry,
 }
 
 #[derive(Deserialize)]
@@ -36,15 +39,17 @@ struct Version {
 
 #[derive(Deserialize)]
 struct RecordIn {
-    #[serde(flatten)]
-    event: Event,
+    v: u32,
+    kind: EventKind,
+    entry: Entry,
 }
 
 /// Encodes an event as one line, newline included.
 pub fn encode_line(event: &Event) -> String {
     let rec = RecordOut {
         v: WIRE_VERSION,
-        event,
+        kind: event.kind,
+        entry: &event.entry,
     };
     // Serializing plain data to a String cannot fail; fall back to an empty record.
     let mut s = serde_json::to_string(&rec).unwrap_or_default();
@@ -54,10 +59,13 @@ pub fn encode_line(event: &Event) -> String {
 
 /// Decodes one line (with or without its newline).
 pub fn decode_line(line: &str) -> Result<Event, WireError> {
-    let Version { v } = serde_json::from_str(line)?;
-    if v != WIRE_VERSION {
-        return Err(WireError::Version(v));
+    match serde_json::from_str::<RecordIn>(line) {
+        Ok(RecordIn { v, kind, entry }) if v == WIRE_VERSION => Ok(Event { kind, entry }),
+        Ok(RecordIn { v, .. }) => Err(WireError::Version(v)),
+        // Another version may well have another shape: say which version it is.
+        Err(e) => match serde_json::from_str::<Version>(line) {
+            Ok(Version { v }) if v != WIRE_VERSION => Err(WireError::Version(v)),
+            _ => Err(WireError::Json(e)),
+        },
     }
-    let rec: RecordIn = serde_json::from_str(line)?;
-    Ok(rec.event)
 }

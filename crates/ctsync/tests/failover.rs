@@ -185,7 +185,7 @@ fn events_of_the_own_writes_are_not_reported() {
     let mut events = subscribed(lb2, Duration::from_millis(300));
     let mut writer = lb2.run_in(Conntrack::open).unwrap().unwrap();
     let mut other = lb2.run_in(Conntrack::open).unwrap().unwrap();
-    events.ignore_portid(writer.portid().unwrap());
+    events.ignore_portid(writer.portid().unwrap()).unwrap();
     let r = writer.replace_batch(&[entry(40001)]).unwrap();
     assert_eq!(r.created, 1);
     let r = writer.replace_batch(&[entry(40001)]).unwrap();

@@ -1,0 +1,846 @@
+//! Connection-state sync benchmark: lbd's sync beside conntrackd (FTFW) on the same
+//! two-node lab, in the same run.
+//!
+//! ```text
+//! sync_bench [--runs N] [--only commit|rate|stall] [--sizes 10000,100000,200000]
+//!            [--rates 5000,10000,20000,40000] [--intervals-ms 1000,100,30,10]
+//! ```
+//!
+//! - commit: the takeover's commit of the peer's entries at 10,000 / 100,000 /
+//!   200,000 synced entries: lbd's prepare (drill out and back; the backup wrote the
+//!   entries as they arrived) against `conntrackd -c` (the external cache into an
+//!   empty kernel table, as at a keepalived notify_master).
+//! - rate: new flows per second replicated without loss (no event overflow, the
+//!   backup holds every flow) and the CPU it costs sender and receiver.
+//! - stall: 200 connections echo every 20 ms through the VIP; lb1 crashes; the
+//!   longest pause each connection saw, at each advert interval.
+//!
+//! Needs root; builds on the release binaries next to it (`cargo build --release
+//! -p lbd -p vrrpd`). Entries of "other clients" are written into lb1's kernel
+//! through ctnetlink (established, DNAT to srv1), so both daemons see conntrack events
+//! exactly as from real flows.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+use integration::bench::cpu_seconds;
+use integration::{Host, Lab, Process};
+
+const VIP: &str = "198.18.0.100";
+const SERVER: &str = "198.18.1.21";
+const CONNECTIONS: usize = 200;
+
+#[derive(Debug)]
+struct Args {
+    runs: usize,
+    only: Option<String>,
+    sizes: Vec<usize>,
+    rates: Vec<usize>,
+    intervals: Vec<u32>,
+}
+
+fn list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>> {
+    s.split(',')
+        .map(|x| x.trim().parse().map_err(|_| anyhow!("not a number: {x}")))
+        .collect()
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        runs: 5,
+        only: None,
+        sizes: vec![10_000, 100_000, 200_000],
+        rates: vec![5_000, 10_000, 20_000, 40_000],
+        intervals: vec![1000, 100, 30, 10],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| anyhow!("{a} needs a value"));
+        match a.as_str() {
+            "--runs" => args.runs = value()?.parse()?,
+            "--only" => args.only = Some(value()?),
+            "--sizes" => args.sizes = list(&value()?)?,
+            "--rates" => args.rates = list(&value()?)?,
+            "--intervals-ms" => args.intervals = list(&value()?)?,
+            "-h" | "--help" => {
+                println!("sync_bench [--runs N] [--only commit|rate|stall] [--sizes A,B] [--rates A,B] [--intervals-ms A,B]");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    if !integration::have_root("sync_bench") {
+        bail!("sync_bench needs root (network namespaces)");
+    }
+    let bins = Binaries::find()?;
+    let conntrackd = Path::new(CONNTRACKD).exists();
+    if !conntrackd {
+        println!(
+            "NOTE: {CONNTRACKD} not found (apt-get install conntrackd): its columns stay empty"
+        );
+    }
+    let want = |s: &str| args.only.as_deref().is_none_or(|o| o == s);
+    if want("commit") {
+        commit(&bins, &args, conntrackd)?;
+    }
+    if want("rate") {
+        rate(&bins, &args, conntrackd)?;
+    }
+    if want("stall") {
+        stall(&bins, &args)?;
+    }
+    Ok(())
+}
+
+/// lbd and vrrpd next to this binary.
+struct Binaries {
+    lbd: PathBuf,
+    vrrpd: PathBuf,
+}
+
+impl Binaries {
+    fn find() -> Result<Binaries> {
+        let exe = std::env::current_exe().context("locating sync_bench")?;
+        let bin = |name: &str| {
+            let p = exe.with_file_name(name);
+            if p.exists() {
+                Ok(p)
+            } else {
+                Err(anyhow!(
+                    "{} missing: cargo build --release -p lbd -p vrrpd",
+                    p.display()
+                ))
+            }
+        };
+        Ok(Binaries {
+            lbd: bin("lbd")?,
+            vrrpd: bin("vrrpd")?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The two nodes with lbd and vrrpd
+
+/// The lab, a directory for configs and sockets, and the daemons.
+struct Ours {
+    lab: Lab,
+    dir: tempfile::TempDir,
+    daemons: BTreeMap<String, Process>,
+}
+
+impl Ours {
+    /// Both nodes up from the example (pool SNAT, no checks, sync on; adverts every
+    /// `advert_ms`), lb1 MASTER and lb2 BACKUP, both streams up.
+    fn up(bins: &Binaries, advert_ms: u32) -> Result<Ours> {
+        let lab = Lab::two_arm()?;
+        let dir = tempfile::tempdir()?;
+        let mut ours = Ours {
+            lab,
+            dir,
+            daemons: BTreeMap::new(),
+        };
+        echo_server(&ours.lab["srv1"], "198.18.1.21:80")?;
+        echo_server(&ours.lab["srv2"], "198.18.1.22:80")?;
+        for node in ["lb1", "lb2"] {
+            std::fs::write(ours.config(node), ours.config_text(node, advert_ms)?)?;
+        }
+        for node in ["lb1", "lb2"] {
+            ours.start(bins, node, "lbd")?;
+        }
+        for node in ["lb1", "lb2"] {
+            wait_for("lbd applied", Duration::from_secs(30), || {
+                ours.lbd(node)
+                    .is_ok_and(|s| s["dataplane"]["last_apply"]["ok"] == true)
+            })?;
+            ours.start(bins, node, "vrrpd")?;
+        }
+        ours.wait_master("lb1")?;
+        wait_for("both sync streams up", Duration::from_secs(30), || {
+            ["lb1", "lb2"].iter().all(|n| {
+                ours.lbd(n).is_ok_and(|s| {
+                    s["sync"]["connected"] == true && s["sync"]["peer_complete"] == true
+                })
+            })
+        })?;
+        Ok(ours)
+    }
+
+    fn config(&self, node: &str) -> PathBuf {
+        self.dir.path().join(format!("{node}.toml"))
+    }
+
+    fn socket(&self, node: &str, daemon: &str) -> PathBuf {
+        self.dir.path().join(format!("{node}-{daemon}.sock"))
+    }
+
+    fn config_text(&self, node: &str, advert_ms: u32) -> Result<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml.example");
+        let mut text = std::fs::read_to_string(path)?;
+        let edits = [
+            ("check = \"web-http\"", String::new()),
+            (
+                "snat = { address = \"198.18.1.100\" }",
+                "snat = { pool = [{ address = \"198.18.1.100\", ports = \"20000-29999\" }] }"
+                    .to_owned(),
+            ),
+            (
+                "advert_interval_ms = 1000",
+                format!("advert_interval_ms = {advert_ms}"),
+            ),
+            (
+                "vrrpd_socket = \"/run/lbsuite/vrrpd.sock\"",
+                format!("vrrpd_socket = {:?}", self.socket(node, "vrrpd")),
+            ),
+            (
+                "lbd_socket = \"/run/lbsuite/lbd.sock\"",
+                format!("lbd_socket = {:?}", self.socket(node, "lbd")),
+            ),
+        ];
+        for (from, to) in edits {
+            if !text.contains(from) {
+                bail!("cluster.toml.example lacks {from:?}");
+            }
+            text = text.replace(from, &to);
+        }
+        Ok(text)
+    }
+
+    fn start(&mut self, bins: &Binaries, node: &str, daemon: &str) -> Result<()> {
+        let bin = if daemon == "lbd" {
+            &bins.lbd
+        } else {
+            &bins.vrrpd
+        };
+        let config = self.config(node);
+        let mut cmd = self.lab[node].command(bin);
+        cmd.args(["--config", &config.to_string_lossy(), "--node", node])
+            .env("RUST_LOG", "info");
+        let p = self.lab[node].spawn_command(cmd, daemon)?;
+        self.daemons.insert(format!("{node}-{daemon}"), p);
+        Ok(())
+    }
+
+    fn pid(&self, node: &str, daemon: &str) -> Result<u32> {
+        self.daemons
+            .get(&format!("{node}-{daemon}"))
+            .map(Process::pid)
+            .ok_or_else(|| anyhow!("{node} {daemon} not running"))
+    }
+
+    fn lbd(&self, node: &str) -> Result<Value> {
+        request(&self.socket(node, "lbd"), "status", Value::Null)
+    }
+
+    fn vrrpd(&self, node: &str, method: &str, params: Value) -> Result<Value> {
+        request(&self.socket(node, "vrrpd"), method, params)
+    }
+
+    fn role(&self, node: &str) -> Option<String> {
+        self.lbd(node)
+            .ok()
+            .and_then(|s| s["vrrpd"]["groups"]["edge"].as_str().map(str::to_owned))
+    }
+
+    /// Waits until `node` is MASTER and the other node's lbd does not say MASTER.
+    fn wait_master(&self, node: &str) -> Result<()> {
+        let other = if node == "lb1" { "lb2" } else { "lb1" };
+        wait_for(&format!("{node} MASTER"), Duration::from_secs(60), || {
+            let other_master = self.lbd(other).is_ok_and(|s| {
+                s["vrrpd"]["connected"] == true && s["vrrpd"]["groups"]["edge"] == "MASTER"
+            });
+            self.role(node).as_deref() == Some("MASTER") && !other_master
+        })
+    }
+
+    /// Waits until `node` holds at least `n` of its peer's entries, all in its
+    /// kernel, from a complete dump.
+    fn wait_synced(&self, node: &str, n: usize, patience: Duration) -> Result<()> {
+        wait_for(&format!("{node} holds {n} entries"), patience, || {
+            self.lbd(node).is_ok_and(|s| {
+                let s = &s["sync"];
+                s["entries_stored"]
+                    .as_u64()
+                    .is_some_and(|k| k as usize >= n)
+                    && s["entries_pending"] == 0
+                    && s["peer_complete"] == true
+            })
+        })
+    }
+}
+
+/// One control request over `socket`.
+fn request(socket: &Path, method: &str, params: Value) -> Result<Value> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = ctl::Client::connect(socket).await?;
+        let v = client
+            .request_with_timeout(method, params, Duration::from_secs(60))
+            .await?;
+        Ok::<_, anyhow::Error>(v)
+    })
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for: {what}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Echoes every byte back on each accepted connection.
+fn echo_server(host: &Host, addr: &str) -> Result<()> {
+    let listener = host.tcp_listen(addr.parse()?)?;
+    thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Entries of other clients
+
+/// Entry `i` of the synthetic clients: 198.19.x.y, established, DNAT to srv1.
+fn entry(i: usize) -> ctsync::Entry {
+    let n = i % 64_000;
+    let client = Ipv4Addr::new(198, 19, (n / 250) as u8, (n % 250) as u8 + 1);
+    let sport = 1024 + (i / 64_000) as u16;
+    let vip: IpAddr = VIP.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let srv: IpAddr = SERVER.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let orig = ctsync::Tuple::tcp(client.into(), sport, vip, 80);
+    ctsync::Entry {
+        orig,
+        reply: ctsync::Tuple::tcp(srv, 80, client.into(), sport),
+        status: ctsync::Status(
+            ctsync::Status::ASSURED | ctsync::Status::SEEN_REPLY | ctsync::Status::DST_NAT,
+        ),
+        timeout: Some(3600),
+        mark: None,
+        zone: None,
+        tcp: Some(ctsync::TcpInfo {
+            state: ctsync::TcpState::ESTABLISHED,
+            wscale_orig: None,
+            wscale_reply: None,
+            flags_orig: None,
+            flags_reply: None,
+        }),
+        id: None,
+    }
+}
+
+/// Writes entries `range` into `host`'s kernel.
+fn inject(host: &Host, range: std::ops::Range<usize>) -> Result<()> {
+    let entries: Vec<_> = range.map(entry).collect();
+    let report =
+        host.run_in(|| ctsync::Conntrack::open().and_then(|mut c| c.replace_batch(&entries)))??;
+    if report.created + report.replaced != entries.len() {
+        bail!("injecting: {report:?}");
+    }
+    Ok(())
+}
+
+/// Writes entries `0..total` into `host`'s kernel at `per_second`, in 10 ms slices;
+/// returns how long it took.
+fn inject_at(host: &Host, total: usize, per_second: usize) -> Result<Duration> {
+    let slice = Duration::from_millis(10);
+    let per_slice = (per_second / 100).max(1);
+    let start = Instant::now();
+    let mut done = 0;
+    let mut conntrack = host.run_in(ctsync::Conntrack::open)??;
+    let mut k = 0u32;
+    while done < total {
+        let n = per_slice.min(total - done);
+        let batch: Vec<_> = (done..done + n).map(entry).collect();
+        conntrack.replace_batch(&batch)?;
+        done += n;
+        k += 1;
+        let next = start + slice * k;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+    }
+    Ok(start.elapsed())
+}
+
+/// Entries of the test's VIP in `host`'s kernel.
+fn count_in_kernel(host: &Host) -> Result<usize> {
+    let out = host.exec_ok(&["conntrack", "-L", "-d", VIP, "-o", "id"])?;
+    Ok(out.lines().filter(|l| l.contains("dst=")).count())
+}
+
+// ---------------------------------------------------------------------------
+// conntrackd
+
+const CONNTRACKD: &str = "/usr/sbin/conntrackd";
+
+/// conntrackd (FTFW over eth1, UDP) on both nodes of `lab`.
+struct Conntrackd {
+    dir: tempfile::TempDir,
+    procs: Vec<Process>,
+}
+
+impl Conntrackd {
+    fn up(lab: &Lab) -> Result<Conntrackd> {
+        let dir = tempfile::tempdir()?;
+        let mut procs = Vec::new();
+        for (node, me, peer) in [
+            ("lb1", "198.18.1.11", "198.18.1.12"),
+            ("lb2", "198.18.1.12", "198.18.1.11"),
+        ] {
+            let conf = dir.path().join(format!("{node}.conf"));
+            std::fs::write(&conf, conntrackd_conf(dir.path(), node, me, peer))?;
+            let conf = conf.to_string_lossy().into_owned();
+            procs.push(lab[node].spawn(CONNTRACKD, ["-C", conf.as_str()])?);
+        }
+        let c = Conntrackd { dir, procs };
+        thread::sleep(Duration::from_millis(500));
+        Ok(c)
+    }
+
+    fn conf(&self, node: &str) -> String {
+        self.dir
+            .path()
+            .join(format!("{node}.conf"))
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn pid(&self, node: &str) -> u32 {
+        self.procs[usize::from(node == "lb2")].pid()
+    }
+
+    /// Runs `conntrackd -C <conf> <args>` in `node`; stdout.
+    fn ctl(&self, lab: &Lab, node: &str, args: &[&str]) -> Result<String> {
+        let conf = self.conf(node);
+        let mut argv = vec![CONNTRACKD, "-C", conf.as_str()];
+        argv.extend_from_slice(args);
+        Ok(lab[node].exec_ok(&argv)?)
+    }
+
+    /// Entries in `node`'s external cache (the peer's).
+    fn external(&self, lab: &Lab, node: &str) -> Result<usize> {
+        let out = self.ctl(lab, node, &["-s"])?;
+        out.lines()
+            .skip_while(|l| !l.starts_with("cache external:"))
+            .find_map(|l| l.trim().strip_prefix("current active connections:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow!("conntrackd -s: {out}"))
+    }
+}
+
+fn conntrackd_conf(dir: &Path, node: &str, me: &str, peer: &str) -> String {
+    format!(
+        r#"Sync {{
+    Mode FTFW {{
+        DisableExternalCache off
+    }}
+    UDP {{
+        IPv4_address {me}
+        IPv4_Destination_Address {peer}
+        Port 3780
+        Interface eth1
+        SndSocketBuffer 24985600
+        RcvSocketBuffer 24985600
+        Checksum on
+    }}
+}}
+General {{
+    HashSize 65536
+    HashLimit 1048576
+    LogFile {dir}/{node}.log
+    LockFile {dir}/{node}.lock
+    UNIX {{
+        Path {dir}/{node}.ctl
+    }}
+    NetlinkBufferSize 4194304
+    NetlinkBufferSizeMaxGrowth 67108864
+    NetlinkOverrunResync on
+    Filter From Userspace {{
+        Protocol Accept {{
+            TCP
+        }}
+        Address Ignore {{
+            IPv4_address 127.0.0.1
+            IPv4_address {me}
+        }}
+    }}
+}}
+"#,
+        dir = dir.display()
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Figures
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn spread(v: &[f64]) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("[{lo:.3}-{hi:.3}]")
+}
+
+fn cpu_total(pid: u32) -> f64 {
+    cpu_seconds(pid).map(|(u, s)| u + s).unwrap_or(f64::NAN)
+}
+
+fn cpu_sys(pid: u32) -> f64 {
+    cpu_seconds(pid).map(|(_, s)| s).unwrap_or(f64::NAN)
+}
+
+// ---------------------------------------------------------------------------
+// commit
+
+fn commit(bins: &Binaries, args: &Args, conntrackd: bool) -> Result<()> {
+    println!(
+        "== takeover commit of the synced entries (ms, median [min-max] of {} takeovers)",
+        args.runs
+    );
+    println!("   lbd: the new master's prepare writes what its kernel lacks (drill out and back)");
+    println!("   conntrackd: `conntrackd -c` of the external cache into an empty table");
+    for &n in &args.sizes {
+        let (ours_commit, ours_prepare, resync) = commit_ours(bins, n, args.runs)?;
+        let theirs = if conntrackd {
+            commit_conntrackd(n, args.runs)?
+        } else {
+            Vec::new()
+        };
+        let (mut a, mut b, mut c, mut d) = (
+            ours_commit.clone(),
+            ours_prepare,
+            theirs.clone(),
+            resync.clone(),
+        );
+        println!(
+            "  {n:>7} entries   lbd commit {:>8.3} {}   (whole prepare {:.3})   conntrackd -c {:>8.1} {}   lbd backup re-sync after leaving MASTER {:.0} ms",
+            median(&mut a),
+            spread(&ours_commit),
+            median(&mut b),
+            median(&mut c),
+            spread(&theirs),
+            median(&mut d),
+        );
+    }
+    Ok(())
+}
+
+/// lbd: `runs` takeovers (drills out and back) with `n` synced entries; the prepare's
+/// commit and whole duration (ms), and how long lb1 took to hold lb2's complete state
+/// again after it left MASTER.
+fn commit_ours(bins: &Binaries, n: usize, runs: usize) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let ours = Ours::up(bins, 1000)?;
+    inject(&ours.lab["lb1"], 0..n)?;
+    ours.wait_synced("lb2", n, Duration::from_secs(300))?;
+    let (mut commits, mut prepares, mut resyncs) = (Vec::new(), Vec::new(), Vec::new());
+    while commits.len() < runs {
+        let released = Instant::now();
+        let drill = thread::scope(|scope| -> Result<Value> {
+            let d = scope.spawn(|| ours.vrrpd("lb1", "drill.failover", json!({})));
+            // lb1 holds lb2's complete state again (its re-sync after leaving MASTER).
+            let mut resynced = None;
+            wait_for("lb1 BACKUP", Duration::from_secs(30), || {
+                ours.role("lb1").as_deref() == Some("BACKUP")
+            })?;
+            wait_for("lb1 re-synced", Duration::from_secs(300), || {
+                let ok = ours.lbd("lb1").is_ok_and(|s| {
+                    s["sync"]["peer_complete"] == true && s["sync"]["entries_pending"] == 0
+                });
+                if ok {
+                    resynced = Some(released.elapsed());
+                }
+                ok
+            })?;
+            if let Some(r) = resynced {
+                resyncs.push(r.as_secs_f64() * 1e3);
+            }
+            d.join().map_err(|_| anyhow!("drill thread"))?
+        })?;
+        if drill["state"] != "MASTER" {
+            bail!("drill did not come back: {drill}");
+        }
+        for node in ["lb2", "lb1"] {
+            let p = &ours.lbd(node)?["prepare"]["last"]["reply"];
+            let (Some(c), Some(d)) = (p["sync"]["elapsed_ms"].as_f64(), p["duration_ms"].as_f64())
+            else {
+                bail!("{node}: no prepare report: {p}");
+            };
+            commits.push(c);
+            prepares.push(d);
+        }
+        ours.wait_synced("lb2", n, Duration::from_secs(300))?;
+    }
+    Ok((commits, prepares, resyncs))
+}
+
+/// conntrackd: `runs` commits of `n` entries synced from lb1 into lb2's empty table.
+fn commit_conntrackd(n: usize, runs: usize) -> Result<Vec<f64>> {
+    let lab = Lab::two_arm()?;
+    let ct = Conntrackd::up(&lab)?;
+    inject(&lab["lb1"], 0..n)?;
+    wait_for(
+        "conntrackd on lb2 holds every entry",
+        Duration::from_secs(300),
+        || ct.external(&lab, "lb2").is_ok_and(|k| k >= n),
+    )?;
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        lab["lb2"].exec_ok(&["conntrack", "-F"])?;
+        let start = Instant::now();
+        ct.ctl(&lab, "lb2", &["-c"])?;
+        out.push(start.elapsed().as_secs_f64() * 1e3);
+        let k = count_in_kernel(&lab["lb2"])?;
+        if k < n {
+            bail!("conntrackd -c left {k} of {n} entries in lb2's kernel");
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// rate
+
+fn rate(bins: &Binaries, args: &Args, conntrackd: bool) -> Result<()> {
+    const SECONDS: usize = 3;
+    println!("== new flows replicated per second ({SECONDS} s of new flows at each rate; CPU in % of one core over those seconds)");
+    println!("   lost: flows the backup did not get from events (the sender needed a full dump, or the backup lacks them)");
+    for &r in &args.rates {
+        let n = r * SECONDS;
+        let ours = rate_ours(bins, r, n)?;
+        let theirs = if conntrackd {
+            Some(rate_conntrackd(r, n)?)
+        } else {
+            None
+        };
+        let fmt = |x: &RateFigures| {
+            format!(
+                "achieved {:>6.0}/s  sender {:>5.1} % (sys {:>4.1})  receiver {:>5.1} % (sys {:>4.1})  backup had all after {:>6.0} ms  {}",
+                x.achieved,
+                x.sender_cpu * 100.0,
+                x.sender_sys * 100.0,
+                x.receiver_cpu * 100.0,
+                x.receiver_sys * 100.0,
+                x.caught_up_ms,
+                if x.lost { "LOST EVENTS (resync)" } else { "no loss" }
+            )
+        };
+        println!("  {r:>6}/s  lbd        {}", fmt(&ours));
+        if let Some(t) = theirs {
+            println!("  {r:>6}/s  conntrackd {}", fmt(&t));
+        }
+    }
+    Ok(())
+}
+
+struct RateFigures {
+    achieved: f64,
+    sender_cpu: f64,
+    receiver_cpu: f64,
+    /// Of which in the kernel (system time), sender and receiver.
+    sender_sys: f64,
+    receiver_sys: f64,
+    caught_up_ms: f64,
+    lost: bool,
+}
+
+fn rate_ours(bins: &Binaries, r: usize, n: usize) -> Result<RateFigures> {
+    let ours = Ours::up(bins, 1000)?;
+    let (p1, p2) = (ours.pid("lb1", "lbd")?, ours.pid("lb2", "lbd")?);
+    let dumps_before = ours.lbd("lb1")?["sync"]["dumps_sent"].as_u64().unwrap_or(0);
+    let (c1, c2) = (cpu_total(p1), cpu_total(p2));
+    let (s1, s2) = (cpu_sys(p1), cpu_sys(p2));
+    let start = Instant::now();
+    let took = inject_at(&ours.lab["lb1"], n, r)?;
+    ours.wait_synced("lb2", n, Duration::from_secs(300))?;
+    let caught_up = start.elapsed();
+    let (c1, c2) = (cpu_total(p1) - c1, cpu_total(p2) - c2);
+    let (s1, s2) = (cpu_sys(p1) - s1, cpu_sys(p2) - s2);
+    let dumps = ours.lbd("lb1")?["sync"]["dumps_sent"].as_u64().unwrap_or(0) - dumps_before;
+    let secs = took.as_secs_f64();
+    Ok(RateFigures {
+        achieved: n as f64 / secs,
+        sender_cpu: c1 / secs,
+        receiver_cpu: c2 / secs,
+        sender_sys: s1 / secs,
+        receiver_sys: s2 / secs,
+        caught_up_ms: caught_up.as_secs_f64() * 1e3,
+        lost: dumps > 0,
+    })
+}
+
+fn rate_conntrackd(r: usize, n: usize) -> Result<RateFigures> {
+    let lab = Lab::two_arm()?;
+    let ct = Conntrackd::up(&lab)?;
+    let (p1, p2) = (ct.pid("lb1"), ct.pid("lb2"));
+    let (c1, c2) = (cpu_total(p1), cpu_total(p2));
+    let (s1, s2) = (cpu_sys(p1), cpu_sys(p2));
+    let start = Instant::now();
+    let took = inject_at(&lab["lb1"], n, r)?;
+    let caught = wait_for(
+        "conntrackd on lb2 holds every flow",
+        Duration::from_secs(60),
+        || ct.external(&lab, "lb2").is_ok_and(|k| k >= n),
+    );
+    let caught_up = start.elapsed();
+    let (c1, c2) = (cpu_total(p1) - c1, cpu_total(p2) - c2);
+    let (s1, s2) = (cpu_sys(p1) - s1, cpu_sys(p2) - s2);
+    let secs = took.as_secs_f64();
+    Ok(RateFigures {
+        achieved: n as f64 / secs,
+        sender_cpu: c1 / secs,
+        receiver_cpu: c2 / secs,
+        sender_sys: s1 / secs,
+        receiver_sys: s2 / secs,
+        caught_up_ms: caught_up.as_secs_f64() * 1e3,
+        lost: caught.is_err(),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// stall
+
+fn stall(bins: &Binaries, args: &Args) -> Result<()> {
+    println!("== stall after a crash of lb1: the longest pause each of {CONNECTIONS} connections saw (an echo every 20 ms)");
+    println!(
+        "   ms: median / p90 / max over connections, then the median of those over {} runs",
+        args.runs
+    );
+    for &interval in &args.intervals {
+        let mut med = Vec::new();
+        let mut p90 = Vec::new();
+        let mut max = Vec::new();
+        let mut kept = Vec::new();
+        for _ in 0..args.runs {
+            let s = stall_once(bins, interval)?;
+            med.push(s.median);
+            p90.push(s.p90);
+            max.push(s.max);
+            kept.push(s.kept as f64);
+        }
+        println!(
+            "  adverts {interval:>4} ms   median {:>7.1}  p90 {:>7.1}  max {:>7.1}   kept {:.0}/{CONNECTIONS} (median; min {:.0})",
+            median(&mut med.clone()),
+            median(&mut p90.clone()),
+            median(&mut max.clone()),
+            median(&mut kept.clone()),
+            kept.iter().copied().fold(f64::INFINITY, f64::min),
+        );
+    }
+    Ok(())
+}
+
+struct Stall {
+    median: f64,
+    p90: f64,
+    max: f64,
+    kept: usize,
+}
+
+fn stall_once(bins: &Binaries, interval: u32) -> Result<Stall> {
+    let ours = Ours::up(bins, interval)?;
+    let vip: SocketAddr = format!("{VIP}:80").parse()?;
+    let mut conns = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let s = ours.lab["client"].tcp_connect(vip, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        conns.push(s);
+    }
+    ours.wait_synced("lb2", CONNECTIONS, Duration::from_secs(60))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = conns
+        .into_iter()
+        .map(|mut s| {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                // (longest gap, alive at the end)
+                let mut longest = Duration::ZERO;
+                let mut last = Instant::now();
+                let msg = [b'z'; 64];
+                let mut buf = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = s.write_all(&msg).is_ok() && s.read_exact(&mut buf).is_ok();
+                    if !ok {
+                        return (longest, false);
+                    }
+                    let now = Instant::now();
+                    longest = longest.max(now - last);
+                    last = now;
+                    thread::sleep(Duration::from_millis(20));
+                }
+                (longest, true)
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(2));
+    for d in ["vrrpd", "lbd"] {
+        if let Some(p) = ours.daemons.get(&format!("lb1-{d}")) {
+            p.signal(libc::SIGKILL)?;
+        }
+    }
+    ours.lab.set_cable("lb1", "eth0", false)?;
+    ours.lab.set_cable("lb1", "eth1", false)?;
+    // Long enough for TCP's backoff over the slowest takeover (1 s adverts: 3.6 s).
+    thread::sleep(Duration::from_secs(if interval >= 1000 { 16 } else { 6 }));
+    stop.store(true, Ordering::Relaxed);
+    let mut gaps = Vec::new();
+    let mut kept = 0;
+    for w in workers {
+        let (gap, alive) = w.join().map_err(|_| anyhow!("worker"))?;
+        if alive {
+            kept += 1;
+            gaps.push(gap.as_secs_f64() * 1e3);
+        }
+    }
+    gaps.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        gaps.get(((gaps.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Ok(Stall {
+        median: pct(0.5),
+        p90: pct(0.9),
+        max: pct(1.0),
+        kept,
+    })
+}
