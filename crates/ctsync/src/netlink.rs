@@ -734,8 +734,9 @@ impl Events {
     /// Classic BPF on the datagram (one event each): drop when nlmsg_pid (bytes 12..16,
     /// host order; BPF loads big-endian) is `portid`.
     fn attach_portid_filter(&self, portid: u32) -> io::Result<()> {
-        const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
-        const BPF_JEQ_K: u16 = 0x05 | 0x10 | 0x00;
+        // BPF_LD | BPF_W | BPF_ABS, BPF_JMP | BPF_JEQ | BPF_K, BPF_RET | BPF_K.
+        const BPF_LD_W_ABS: u16 = 0x20;
+        const BPF_JEQ_K: u16 = 0x15;
         const BPF_RET_K: u16 = 0x06;
         let as_loaded = u32::from_be_bytes(portid.to_ne_bytes());
         let mut program = [
