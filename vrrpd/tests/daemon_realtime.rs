@@ -217,6 +217,31 @@ fn without_the_capabilities_vrrpd_warns_and_runs_on() {
     assert_eq!(group_state(&c.status("lb1")), "MASTER");
 }
 
+#[test]
+fn a_reload_reports_a_vrrpd_change_and_keeps_the_running_scheduling() {
+    if !integration::have_root("a_reload_reports_a_vrrpd_change_and_keeps_the_running_scheduling") {
+        return;
+    }
+    let c = Cluster::up(&[("realtime_priority = 20", "realtime_priority = 17")]);
+    let lb1 = c.start("lb1");
+    wait_running(&c);
+    let pid = lb1.pid();
+    assert_eq!(main_thread(pid), (SCHED_RR, 17));
+    c.write_config(&[("realtime_priority = 20", "realtime_priority = 0")]);
+    let reply = request(&c.socket("lb1"), "reload", serde_json::Value::Null);
+    assert_eq!(reply["config_changed"]["vrrpd_changed"], true, "{reply:#}");
+    // Applied at the next start only.
+    assert_eq!(main_thread(pid), (SCHED_RR, 17));
+    assert_eq!(c.status("lb1")["realtime"]["priority"], 17);
+    let log = lb1.stdout() + &lb1.stderr();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("[vrrpd] changed")
+            && l.contains("next restart")),
+        "{log}"
+    );
+}
+
 fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)

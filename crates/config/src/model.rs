@@ -874,7 +874,8 @@ pub const MAX_REALTIME_PRIORITY: u8 = 99;
 #[serde(deny_unknown_fields)]
 pub struct VrrpdSettings {
     /// Real-time priority (SCHED_RR) of vrrpd's event-loop thread, 1..=99; 0 keeps
-    /// normal scheduling (SCHED_OTHER). keepalived's `vrrp_rt_priority`.
+    /// normal scheduling (vrrpd leaves the scheduling it was started with alone).
+    /// keepalived's `vrrp_rt_priority`.
     pub realtime_priority: u8,
     /// Lock vrrpd's memory into RAM (`mlockall(MCL_CURRENT | MCL_FUTURE)`), so that
     /// an advert never waits for a page to come back from swap. keepalived's
