@@ -85,6 +85,14 @@ pub fn render(status: &Value) -> String {
     } else if hold["expired"] == Value::Bool(true) {
         out.push_str("preemption hold ran out: this node preempts without the peer's complete connection state\n");
     }
+    // Said only when [vrrpd] did not get what it asked for: adverts may be late.
+    for w in status["realtime"]["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        out.push_str(&format!("[vrrpd] not applied: {}\n", text(w)));
+    }
     out
 }
 
@@ -162,6 +170,21 @@ mod tests {
         assert!(render(&status).contains("hold ran out"));
         status["preempt_hold"]["expired"] = json!(false);
         assert!(!render(&status).contains("preemption"));
+    }
+
+    #[test]
+    fn a_refused_realtime_setting_is_said() {
+        let mut status = json!({
+            "groups": [], "instances": [],
+            "realtime": {"requested_priority": 20, "policy": "SCHED_OTHER", "priority": 0,
+                         "warnings": ["real-time priority 20 refused"]},
+        });
+        assert_eq!(
+            render(&status).lines().last(),
+            Some("[vrrpd] not applied: real-time priority 20 refused")
+        );
+        status["realtime"]["warnings"] = json!([]);
+        assert!(!render(&status).contains("[vrrpd]"));
     }
 
     #[test]

@@ -27,6 +27,7 @@ use config::{ClusterConfig, NodeView};
 use crate::control::{control_handler, ControlRequest};
 use crate::net::{Announcer, IpFamily, Received, SocketError, VrrpSocket};
 use crate::operate::FailoverDrill;
+use crate::realtime::{Realtime, Scheduling};
 use crate::telemetry::{InstanceLabels, Telemetry};
 use crate::timers::{Clock, PreciseSleep, TimerKey, TimerTable};
 use crate::translate::{translate, GroupPlan, Translation};
@@ -125,6 +126,8 @@ pub(crate) struct Daemon {
     pub(crate) priority_overrides: HashMap<String, u8>,
     /// Preemption held back for lbd's connection-state sync.
     pub(crate) hold: crate::hold::PreemptHold,
+    /// What `[vrrpd]` asked for at start-up and what it got.
+    pub(crate) realtime: Realtime,
 }
 
 impl Drop for Daemon {
@@ -157,9 +160,11 @@ pub fn state_name(state: State) -> &'static str {
 /// Runs vrrpd until `shutdown` completes (SIGTERM, SIGINT): then every MASTER
 /// group releases (priority-0 adverts, VIPs removed) and the function returns.
 /// SIGHUP reloads. Fails only at start-up (netlink, sockets, control socket).
+/// `realtime` is what [`crate::realtime::apply`] got before the runtime started.
 pub async fn run(
     options: Options,
     loaded: Loaded,
+    realtime: Realtime,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let Loaded { cluster, view } = loaded;
@@ -175,6 +180,10 @@ pub async fn run(
     remove_leftover_vips(&netif, &view, &links).await;
 
     let telemetry = Telemetry::new();
+    telemetry.realtime(
+        Scheduling::current().realtime_priority(),
+        realtime.memory_locked,
+    );
     let _metrics = if view.metrics.enabled {
         Some(
             metrics::MetricsServer::start(view.metrics.vrrpd_listen, telemetry.registry().clone())
@@ -211,6 +220,7 @@ pub async fn run(
         tracks: Default::default(),
         priority_overrides: HashMap::new(),
         hold: Default::default(),
+        realtime,
     };
     daemon.open_io(&plan).map_err(|e| anyhow!(e))?;
 
@@ -739,6 +749,16 @@ impl Daemon {
         }
         if diff.metrics_changed {
             tracing::warn!("[metrics] changed: takes effect at the next restart");
+        }
+        if diff.vrrpd_changed {
+            let new = loaded.view.vrrpd;
+            tracing::warn!(
+                realtime_priority = new.realtime_priority,
+                lock_memory = new.lock_memory,
+                running_priority = Scheduling::current().realtime_priority(),
+                memory_locked = self.realtime.memory_locked,
+                "[vrrpd] changed: realtime_priority and lock_memory take effect at the next restart"
+            );
         }
         let old: BTreeMap<String, GroupPlan> = self
             .plan

@@ -6,6 +6,7 @@
 //! - [`operate`]: the control socket's commands (status, drills, maintenance);
 //! - [`tracking`]: priority deltas other daemons ask for (lbd's service quorums);
 //! - [`hold`]: preemption held back while lbd lacks the peer's connection state;
+//! - [`realtime`]: `[vrrpd]` real-time scheduling and locked memory;
 //! - [`timers`], [`telemetry`], [`control`], [`net`] (packet I/O).
 
 pub mod control;
@@ -14,6 +15,7 @@ pub mod execute;
 pub mod hold;
 pub mod net;
 pub mod operate;
+pub mod realtime;
 pub mod telemetry;
 pub mod timers;
 pub mod tracking;

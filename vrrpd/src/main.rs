@@ -45,5 +45,9 @@ fn main() -> ExitCode {
         }
     };
     tracing::info!(config = %options.config_path.display(), node = %loaded.view.name, "{}", loaded.view.summary());
-    ctl::daemon::run("vrrpd", |shutdown| daemon::run(options, loaded, shutdown))
+    // Before the runtime exists: its loop runs on this thread.
+    let realtime = vrrpd::realtime::apply(&loaded.view.vrrpd);
+    ctl::daemon::run("vrrpd", |shutdown| {
+        daemon::run(options, loaded, realtime, shutdown)
+    })
 }

@@ -196,6 +196,22 @@ impl Daemon {
             "held_interfaces": self.held.keys().collect::<Vec<_>>(),
             "failover_drill": self.failover.as_ref().map(|d| &d.group),
             "preempt_hold": self.hold_status(),
+            "realtime": self.realtime_status(),
+        })
+    }
+
+    /// `[vrrpd]`: what was asked for at start-up and what the event loop (this
+    /// thread) and the process have now.
+    fn realtime_status(&self) -> Value {
+        let now = crate::realtime::Scheduling::current();
+        json!({
+            "requested_priority": self.realtime.requested_priority,
+            "policy": now.policy,
+            "priority": now.realtime_priority(),
+            "lock_memory": self.realtime.lock_requested,
+            "memory_locked": self.realtime.memory_locked,
+            "locked_kib": crate::realtime::locked_kib(),
+            "warnings": self.realtime.warnings,
         })
     }
 

@@ -82,6 +82,8 @@ pub struct Telemetry {
     last_takeover_phase: GaugeVec,
     preempt_hold: IntGaugeVec,
     preempt_hold_expired: IntCounterVec,
+    realtime_priority: IntGaugeVec,
+    memory_locked: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -164,11 +166,14 @@ impl Telemetry {
             last_takeover_phase: gauge(&r, "vrrp_takeover_last_phase_seconds", "The last takeover's phase times, from the decision.", &["group", "phase"]),
             preempt_hold: int_gauge(&r, "vrrp_preempt_hold", "1 while preemption is held back because lbd lacks the peer's connection state.", &[]),
             preempt_hold_expired: counter(&r, "vrrp_preempt_hold_expired_total", "Preemption holds that ran out ([sync] preempt_wait_ms) before lbd had the peer's connection state.", &[]),
+            realtime_priority: int_gauge(&r, "vrrp_realtime_priority", "Real-time priority (SCHED_RR/FIFO) vrrpd's event loop runs at; 0 for normal scheduling ([vrrpd] realtime_priority).", &[]),
+            memory_locked: int_gauge(&r, "vrrp_memory_locked", "1 if vrrpd's memory is locked into RAM (mlockall; [vrrpd] lock_memory).", &[]),
             takeover_phase,
             registry: r,
         };
         // Unlabelled series exist from the start, at 0.
         t.preempt_hold(false);
+        t.realtime(0, false);
         t.preempt_hold_expired
             .with_label_values(&[] as &[&str])
             .inc_by(0);
@@ -351,6 +356,17 @@ impl Telemetry {
         self.preempt_hold_expired
             .with_label_values(&[] as &[&str])
             .inc();
+    }
+
+    /// What `[vrrpd]` got at start-up: the event loop's real-time priority (0:
+    /// normal scheduling) and whether memory is locked.
+    pub fn realtime(&self, priority: u8, memory_locked: bool) {
+        self.realtime_priority
+            .with_label_values(&[] as &[&str])
+            .set(i64::from(priority));
+        self.memory_locked
+            .with_label_values(&[] as &[&str])
+            .set(i64::from(memory_locked));
     }
 
     /// A VIP step the kernel refused.

@@ -95,6 +95,8 @@ pub struct ConfigDiff {
     pub metrics_changed: bool,
     /// Whether `[dataplane]` changed.
     pub dataplane_changed: bool,
+    /// Whether `[vrrpd]` changed (takes effect at vrrpd's next start).
+    pub vrrpd_changed: bool,
 }
 
 impl ConfigDiff {
@@ -109,13 +111,15 @@ impl ConfigDiff {
             && !self.global_changed()
     }
 
-    /// Whether any single section (`[cluster]`, `[sync]`, `[control]`, `[metrics]`, `[dataplane]`) changed.
+    /// Whether any single section (`[cluster]`, `[sync]`, `[control]`, `[metrics]`,
+    /// `[dataplane]`, `[vrrpd]`) changed.
     pub fn global_changed(&self) -> bool {
         self.cluster_changed
             || self.sync_changed
             || self.control_changed
             || self.metrics_changed
             || self.dataplane_changed
+            || self.vrrpd_changed
     }
 }
 
@@ -133,6 +137,7 @@ pub fn diff(old: &ClusterConfig, new: &ClusterConfig) -> ConfigDiff {
         control_changed: old.control != new.control,
         metrics_changed: old.metrics != new.metrics,
         dataplane_changed: old.dataplane != new.dataplane,
+        vrrpd_changed: old.vrrpd != new.vrrpd,
     }
 }
 
@@ -263,6 +268,7 @@ impl fmt::Display for ConfigDiff {
             (self.control_changed, "[control]"),
             (self.metrics_changed, "[metrics]"),
             (self.dataplane_changed, "[dataplane]"),
+            (self.vrrpd_changed, "[vrrpd]"),
         ] {
             if changed {
                 writeln!(f, "~ {what}")?;

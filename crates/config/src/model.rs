@@ -46,6 +46,9 @@ pub struct ClusterConfig {
     pub metrics: MetricsSettings,
     /// `[dataplane]`: backend selection.
     pub dataplane: DataplaneSettings,
+    /// `[vrrpd]`: how vrrpd itself runs (scheduling class, locked memory).
+    #[serde(default)]
+    pub vrrpd: VrrpdSettings,
 }
 
 /// `[cluster]`.
@@ -855,6 +858,36 @@ impl Default for DataplaneSettings {
         Self {
             backend: Backend::Auto,
             nft_table: "lbsuite".to_string(),
+        }
+    }
+}
+
+/// Default `[vrrpd] realtime_priority`: real-time, but below the kernel's own
+/// real-time threads (migration, watchdog at 99, threaded IRQs at 50).
+pub const DEFAULT_REALTIME_PRIORITY: u8 = 20;
+/// Largest `[vrrpd] realtime_priority` (the kernel's highest real-time priority).
+pub const MAX_REALTIME_PRIORITY: u8 = 99;
+
+/// `[vrrpd]`: how vrrpd itself runs, so that its adverts keep their timing while
+/// other work saturates the CPUs. Read at start-up only (a reload reports a change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpdSettings {
+    /// Real-time priority (SCHED_RR) of vrrpd's event-loop thread, 1..=99; 0 keeps
+    /// normal scheduling (vrrpd leaves the scheduling it was started with alone).
+    /// keepalived's `vrrp_rt_priority`.
+    pub realtime_priority: u8,
+    /// Lock vrrpd's memory into RAM (`mlockall(MCL_CURRENT | MCL_FUTURE)`), so that
+    /// an advert never waits for a page to come back from swap. keepalived's
+    /// `vrrp_no_swap`.
+    pub lock_memory: bool,
+}
+
+impl Default for VrrpdSettings {
+    fn default() -> Self {
+        Self {
+            realtime_priority: DEFAULT_REALTIME_PRIORITY,
+            lock_memory: true,
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct NodeView {
     pub metrics: MetricsSettings,
     /// Dataplane settings.
     pub dataplane: DataplaneSettings,
+    /// How vrrpd runs (scheduling, locked memory).
+    pub vrrpd: VrrpdSettings,
 }
 
 /// A sync group as seen by one node.
@@ -294,6 +296,7 @@ impl ClusterConfig {
             control: self.control.clone(),
             metrics: self.metrics.clone(),
             dataplane: self.dataplane.clone(),
+            vrrpd: self.vrrpd,
         }
     }
 }

@@ -25,6 +25,7 @@ pub(crate) struct Draft {
     pub(crate) control: Option<ControlSettings>,
     pub(crate) metrics: Option<MetricsSettings>,
     pub(crate) dataplane: Option<DataplaneSettings>,
+    pub(crate) vrrpd: Option<VrrpdSettings>,
     /// Names of every element, valid or not (for "unknown reference" checks).
     pub(crate) raw_names: RawNames,
 }
@@ -49,6 +50,7 @@ const TOP_KEYS: &[&str] = &[
     "control",
     "metrics",
     "dataplane",
+    "vrrpd",
 ];
 
 /// Reads the whole document.
@@ -81,6 +83,7 @@ pub(crate) fn read_document(r: &mut Reader, root: &Sv) -> Draft {
     d.control = read_section(r, &mut top, "control", read_control);
     d.metrics = read_section(r, &mut top, "metrics", read_metrics);
     d.dataplane = read_section(r, &mut top, "dataplane", read_dataplane);
+    d.vrrpd = read_section(r, &mut top, "vrrpd", read_vrrpd);
     top.finish(r, TOP_KEYS);
     d
 }
@@ -1592,5 +1595,27 @@ fn read_dataplane(r: &mut Reader, v: &Sv, path: &str) -> Option<DataplaneSetting
         };
         t.finish(r, &["backend", "nft_table"]);
         Some(DataplaneSettings { backend, nft_table })
+    })
+}
+
+fn read_vrrpd(r: &mut Reader, v: &Sv, path: &str) -> Option<VrrpdSettings> {
+    clean(r, |r| {
+        let d = VrrpdSettings::default();
+        let mut t = Table::new(r, v, path, "[vrrpd]")?;
+        let realtime_priority = t
+            .opt_int(
+                r,
+                "realtime_priority",
+                0,
+                i64::from(MAX_REALTIME_PRIORITY),
+                "use 1..=99 for real-time scheduling (20 is the default), or 0 for normal scheduling",
+            )
+            .map_or(d.realtime_priority, |n| n as u8);
+        let lock_memory = t.opt_bool(r, "lock_memory").unwrap_or(d.lock_memory);
+        t.finish(r, &["realtime_priority", "lock_memory"]);
+        Some(VrrpdSettings {
+            realtime_priority,
+            lock_memory,
+        })
     })
 }

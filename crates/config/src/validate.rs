@@ -725,5 +725,6 @@ pub(crate) fn assemble(d: Draft, file: &str) -> Option<ClusterConfig> {
         control: d.control?,
         metrics: d.metrics?,
         dataplane: d.dataplane?,
+        vrrpd: d.vrrpd?,
     })
 }

@@ -12,6 +12,16 @@
 //! in lb2): the master's last advert (crash) or its priority-0 advert
 //! (graceful). The targets apply to that one: the time from the signal also
 //! holds where in the advert cycle the SIGKILL landed, which is chance.
+//!
+//! `vrrp_bench --only false-failover [--duration-s N] [--intervals-ms 1000,100,30,10]`:
+//! lb1 MASTER and lb2 BACKUP at each advert interval while a CPU load at normal
+//! priority saturates every core (`stress-ng --cpu N`, else a busy-loop process per
+//! core), for `N` seconds (default 600) per cell: vrrpd with `[vrrpd]`
+//! realtime_priority 20 and locked memory, vrrpd at normal priority, and keepalived
+//! with `vrrp_rt_priority 20` and `vrrp_no_swap`. Counts false failovers (lb2
+//! sending adverts as MASTER while lb1 lives) and the largest gap between lb1's
+//! adverts, both from one packet socket in lb2 with kernel receive timestamps (the
+//! capture itself runs at normal priority under the same load).
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -120,7 +130,16 @@ struct Args {
     skip_failover: bool,
     /// Only the timers whose label contains this (e.g. "100 ms").
     only: Option<String>,
+    /// `--only false-failover`: the false-failover run instead of the others.
+    false_failover: bool,
+    /// Per cell of the false-failover run.
+    duration: Duration,
+    /// Advert intervals of the false-failover run.
+    intervals_ms: Vec<u32>,
 }
+
+const USAGE: &str = "usage: vrrp_bench [--runs N] [--only TIMERS] [--soak-s S] [--skip-soak] [--skip-failover]\n       \
+                     vrrp_bench --only false-failover [--duration-s N] [--intervals-ms 1000,100,30,10]";
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
@@ -129,6 +148,9 @@ fn parse_args() -> Result<Args> {
         skip_soak: false,
         skip_failover: false,
         only: None,
+        false_failover: false,
+        duration: Duration::from_secs(600),
+        intervals_ms: vec![1000, 100, 30, 10],
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -138,15 +160,49 @@ fn parse_args() -> Result<Args> {
                 args.runs = v.parse().with_context(|| format!("--runs {v}"))?;
             }
             "--soak-s" => {
-                let v = it.next().ok_or_else(|| anyhow!("--soak-s needs a number"))?;
-                args.soak = Duration::from_secs(v.parse().with_context(|| format!("--soak-s {v}"))?);
+                let v = it
+                    .next()
+                    .ok_or_else(|| anyhow!("--soak-s needs a number"))?;
+                args.soak =
+                    Duration::from_secs(v.parse().with_context(|| format!("--soak-s {v}"))?);
             }
             "--skip-soak" => args.skip_soak = true,
             "--skip-failover" => args.skip_failover = true,
-            "--only" => args.only = Some(it.next().ok_or_else(|| anyhow!("--only needs a label"))?),
-            other => bail!(
-                "unknown argument {other:?}; usage: vrrp_bench [--runs N] [--only TIMERS] [--soak-s S] [--skip-soak] [--skip-failover]"
-            ),
+            "--only" => match it.next() {
+                Some(o) if o == "false-failover" => args.false_failover = true,
+                Some(o) => args.only = Some(o),
+                None => bail!("--only needs a label or false-failover"),
+            },
+            "--duration-s" => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| anyhow!("--duration-s needs a number"))?;
+                args.duration =
+                    Duration::from_secs(v.parse().with_context(|| format!("--duration-s {v}"))?);
+            }
+            "--intervals-ms" => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| anyhow!("--intervals-ms needs a list"))?;
+                args.intervals_ms = v
+                    .split(',')
+                    .map(|ms| {
+                        ms.trim()
+                            .parse::<u32>()
+                            .with_context(|| format!("--intervals-ms {v}"))
+                    })
+                    .collect::<Result<_>>()?;
+                if let Some(bad) = args
+                    .intervals_ms
+                    .iter()
+                    .find(|&&ms| ms == 0 || ms % 10 != 0 || ms > 40_950)
+                {
+                    bail!("--intervals-ms: {bad} is not a VRRPv3 interval (10..=40950 ms in steps of 10)");
+                }
+            }
+            // A child of the false-failover run: one core's worth of load.
+            BURN_CPU => burn_cpu(),
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
     Ok(args)
@@ -164,6 +220,9 @@ fn main() -> Result<()> {
         println!("NOTE: {KEEPALIVED} not found: keepalived columns stay empty");
     }
     let bench = Bench::new(vrrpd)?;
+    if args.false_failover {
+        return bench.false_failovers(args.duration, &args.intervals_ms, keepalived);
+    }
     if !args.skip_failover {
         bench.failover(args.runs, keepalived, args.only.as_deref())?;
     }
@@ -208,7 +267,7 @@ struct Bench {
 /// The two running members of one scenario.
 struct Pair {
     lb1: Process,
-    _lb2: Process,
+    lb2: Process,
 }
 
 /// One failover's times, ms.
@@ -542,12 +601,12 @@ impl Bench {
                 }
                 let lb2 = started.pop().ok_or_else(|| anyhow!("lb2 not started"))?;
                 let lb1 = started.pop().ok_or_else(|| anyhow!("lb1 not started"))?;
-                Ok(Pair { lb1, _lb2: lb2 })
+                Ok(Pair { lb1, lb2 })
             }
             Implementation::Keepalived => {
                 let lb1 = self.keepalived("lb1", &keepalived_config("lb1", 150, timers))?;
                 let lb2 = self.keepalived("lb2", &keepalived_config("lb2", 100, timers))?;
-                Ok(Pair { lb1, _lb2: lb2 })
+                Ok(Pair { lb1, lb2 })
             }
         }
     }
@@ -1081,4 +1140,518 @@ fn measure(groups: &[Vec<u32>], span: Duration) -> Result<Vec<(f64, f64)>> {
         out.push((rss, cpu));
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// --only false-failover
+
+/// Real-time priority of vrrpd (`[vrrpd] realtime_priority`) and keepalived
+/// (`vrrp_rt_priority`) in the false-failover run: the shipped default.
+const RT_PRIORITY: u8 = 20;
+/// The argument that makes this binary one core's worth of busy loop.
+const BURN_CPU: &str = "--burn-cpu";
+
+/// What runs the pair in one column of the false-failover run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    /// vrrpd, `[vrrpd] realtime_priority = 20`, `lock_memory = true`.
+    VrrpdRealtime,
+    /// vrrpd, `realtime_priority = 0`, `lock_memory = false`.
+    VrrpdNormal,
+    /// keepalived, `vrrp_rt_priority 20`, `vrrp_no_swap`.
+    KeepalivedRealtime,
+}
+
+impl Contender {
+    fn name(self) -> &'static str {
+        match self {
+            Contender::VrrpdRealtime => "vrrpd realtime 20",
+            Contender::VrrpdNormal => "vrrpd normal priority",
+            Contender::KeepalivedRealtime => "keepalived rt_priority 20",
+        }
+    }
+}
+
+/// One cell: one contender at one interval under load.
+struct Cell {
+    /// lb2's public instance became MASTER this many times during the load, as lb2
+    /// counts it (vrrpd: `vrrp_become_master_total`; keepalived: its log).
+    false_failovers: usize,
+    /// Runs of adverts from lb2 on the wire (it was MASTER); fewer than the
+    /// transitions when lb2 went back and forth within a Master_Down_Interval.
+    wire_episodes: usize,
+    /// The largest gap between lb1's adverts as lb2 received them, ms.
+    largest_gap_ms: f64,
+    /// Gaps longer than lb2's Master_Down_Interval.
+    gaps_over_mdi: usize,
+    /// lb1's adverts lb2 received.
+    adverts: usize,
+    /// The scheduling the MASTER's VRRP process ran with.
+    scheduling: String,
+}
+
+impl Cell {
+    fn text(&self) -> String {
+        format!(
+            "{:>3} / {:>7.1} ms / {:>3}",
+            self.false_failovers, self.largest_gap_ms, self.gaps_over_mdi
+        )
+    }
+}
+
+/// Kernel receive (or transmit) times, ns, of the public instance's adverts
+/// (VRID 51 on eth0, priority above 0) seen in lb2's namespace.
+#[derive(Default)]
+struct AdvertLog {
+    /// lb1's, as lb2 received them.
+    lb1: Vec<i64>,
+    /// lb2's own, as it sent them: lb2 was MASTER.
+    lb2: Vec<i64>,
+}
+
+/// One core's worth of busy loop at normal priority, until killed or the parent
+/// (the bench) dies.
+fn burn_cpu() -> ! {
+    // SAFETY: plain prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let mut x: u64 = 1;
+    loop {
+        x = std::hint::black_box(
+            x.wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407),
+        );
+    }
+}
+
+/// A CPU load on every core at normal priority; stops (with its process group)
+/// when dropped.
+struct CpuLoad {
+    _processes: Vec<Process>,
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).exists()))
+}
+
+/// Scheduling policy and real-time priority of `pid`'s main thread, from
+/// /proc/PID/stat (fields 40 and 41).
+fn scheduling_of(pid: u32) -> Option<(&'static str, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let prio: u32 = fields.get(40 - 3)?.parse().ok()?;
+    let policy: u32 = fields.get(41 - 3)?.parse().ok()?;
+    let name = match policy {
+        0 => "SCHED_OTHER",
+        1 => "SCHED_FIFO",
+        2 => "SCHED_RR",
+        3 => "SCHED_BATCH",
+        5 => "SCHED_IDLE",
+        _ => "other",
+    };
+    Some((name, prio))
+}
+
+/// In lb2's namespace: one packet socket (every frame, both directions) with
+/// kernel timestamps notes lb1's and lb2's adverts of the public instance until
+/// `stop` is set. The kernel's timestamps, not this thread's clock: this thread
+/// runs at normal priority under the load.
+fn capture_advert_times(stop: &AtomicBool) -> Result<AdvertLog> {
+    use std::os::fd::AsRawFd;
+    const LB1: [u8; 4] = [198, 18, 0, 11];
+    const LB2: [u8; 4] = [198, 18, 0, 12];
+    const VRID: u8 = 51;
+    let eth_p_all = (libc::ETH_P_ALL as u16).to_be();
+    let socket = Socket::new(
+        Domain::PACKET,
+        Type::RAW,
+        Some(socket2::Protocol::from(i32::from(eth_p_all))),
+    )
+    .context("packet socket")?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .context("read timeout")?;
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let one: libc::c_int = 1;
+    // SAFETY: a valid int option value and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("SO_TIMESTAMPNS");
+    }
+    let mut log = AdvertLog::default();
+    let mut buf = [0u8; 2048];
+    // u64 for the alignment cmsghdr needs.
+    let mut control = [0u64; 32];
+    while !stop.load(Ordering::Relaxed) {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain data; zero is a valid empty value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: `msg` points at `iov` (into `buf`) and `control`, both alive.
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::WouldBlock
+                | std::io::ErrorKind::TimedOut
+                | std::io::ErrorKind::Interrupted => continue,
+                _ => return Err(e).context("reading the packet socket"),
+            }
+        }
+        let frame = &buf[..n as usize];
+        let mut at = None;
+        // SAFETY: the CMSG_* walk stays inside `control` as msg describes it.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    at = Some(ts.tv_sec * 1_000_000_000 + ts.tv_nsec);
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        let Some(at) = at else { continue };
+        // Ethernet II (14 bytes), IPv4, protocol 112, VRRP: VRID, priority.
+        if frame.len() < 14 + 20 || frame[12..14] != [0x08, 0x00] {
+            continue;
+        }
+        let ip = &frame[14..];
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        if ip[9] != 112 || ip.len() < ihl + 3 || ip[ihl + 1] != VRID || ip[ihl + 2] == 0 {
+            continue;
+        }
+        if ip[12..16] == LB1 {
+            log.lb1.push(at);
+        } else if ip[12..16] == LB2 {
+            log.lb2.push(at);
+        }
+    }
+    Ok(log)
+}
+
+/// The cell's figures from what lb2 captured: lb1's largest gap, and lb2's runs
+/// of adverts as MASTER. Within a run lb2 sends every interval; a new run
+/// follows at least 0.9 x Master_Down_Interval of silence.
+fn analyse(log: &AdvertLog, mdi_ms: f64) -> Cell {
+    let mdi_ns = mdi_ms * 1e6;
+    let mut lb1 = log.lb1.clone();
+    lb1.sort_unstable();
+    let gaps: Vec<f64> = lb1.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
+    let mut lb2 = log.lb2.clone();
+    lb2.sort_unstable();
+    let episodes = lb2
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| *i == 0 || (**t - lb2[i - 1]) as f64 > 0.9 * mdi_ns)
+        .count();
+    Cell {
+        false_failovers: 0,
+        wire_episodes: episodes,
+        largest_gap_ms: gaps.iter().copied().fold(0.0, f64::max) / 1e6,
+        gaps_over_mdi: gaps.iter().filter(|&&g| g > mdi_ns).count(),
+        adverts: lb1.len(),
+        scheduling: String::new(),
+    }
+}
+
+/// `/metrics` of vrrpd in `node`.
+fn scrape_metrics(lab: &Lab, node: &str) -> Result<String> {
+    use std::io::Write;
+    let addr = SocketAddr::from(([127, 0, 0, 1], 9612));
+    let mut stream = lab[node].tcp_connect(addr, Duration::from_secs(10))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+/// The value of `name` for the public instance (or unlabelled) in a scrape.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, labels) = series.split_once('{').unwrap_or((series, ""));
+        (n == name && (labels.is_empty() || labels.contains("vrrp_instance=\"public\"")))
+            .then(|| value.parse().ok())
+            .flatten()
+    })
+}
+
+impl Bench {
+    /// A CPU load at normal priority on every core for a little over `span`.
+    fn cpu_load(&self, span: Duration) -> Result<(CpuLoad, String)> {
+        let cpus = integration::bench::cpus_available();
+        // The load has no network: any namespace does; the client's is the lab's.
+        let host = &self.lab["client"];
+        if on_path("stress-ng") {
+            // --timeout: gone even if this bench is killed outright.
+            let timeout = format!("{}s", span.as_secs() + 60);
+            let p = host.spawn(
+                "stress-ng",
+                ["--cpu", &cpus.to_string(), "--timeout", &timeout, "--quiet"],
+            )?;
+            return Ok((
+                CpuLoad {
+                    _processes: vec![p],
+                },
+                format!("stress-ng --cpu {cpus}"),
+            ));
+        }
+        let exe = std::env::current_exe().context("locating vrrp_bench")?;
+        let processes = (0..cpus)
+            .map(|_| host.spawn(&exe, [BURN_CPU]))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((
+            CpuLoad {
+                _processes: processes,
+            },
+            format!("{cpus} busy-loop processes (stress-ng not installed)"),
+        ))
+    }
+
+    /// lb1 (150) and lb2 (100) of `contender` at `timers`.
+    fn start_contender(&self, contender: Contender, timers: Timers) -> Result<Pair> {
+        let rt = |node: &str| -> String {
+            format!(
+                "global_defs {{\n    router_id {node}\n    vrrp_rt_priority {RT_PRIORITY}\n    vrrp_no_swap\n}}\n"
+            )
+        };
+        match contender {
+            Contender::VrrpdRealtime | Contender::VrrpdNormal => {
+                let (priority, lock) = match contender {
+                    Contender::VrrpdRealtime => (RT_PRIORITY, true),
+                    _ => (0, false),
+                };
+                let text = format!(
+                    "{}\n[vrrpd]\nrealtime_priority = {priority}\nlock_memory = {lock}\n",
+                    vrrpd_config(timers, self.dir.path())
+                );
+                let mut started = Vec::new();
+                for node in ["lb1", "lb2"] {
+                    let path = self.dir.path().join(format!("{node}.toml"));
+                    std::fs::write(&path, text.replace("@NODE@", node))
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    let mut cmd = self.lab[node].command(&self.vrrpd);
+                    cmd.args(["--config", &path.to_string_lossy(), "--node", node])
+                        .env("RUST_LOG", "info");
+                    started.push(self.lab[node].spawn_command(cmd, "vrrpd")?);
+                }
+                let lb2 = started.pop().ok_or_else(|| anyhow!("lb2 not started"))?;
+                let lb1 = started.pop().ok_or_else(|| anyhow!("lb1 not started"))?;
+                Ok(Pair { lb1, lb2 })
+            }
+            Contender::KeepalivedRealtime => {
+                let conf = |node: &str, priority: u32| {
+                    keepalived_config(node, priority, timers).replacen(
+                        &format!("global_defs {{\n    router_id {node}\n}}\n"),
+                        &rt(node),
+                        1,
+                    )
+                };
+                let lb1 = self.keepalived("lb1", &conf("lb1", 150))?;
+                let lb2 = self.keepalived("lb2", &conf("lb2", 100))?;
+                Ok(Pair { lb1, lb2 })
+            }
+        }
+    }
+
+    /// lb1 MASTER, lb2 BACKUP, at each interval, under a CPU load on every core,
+    /// for each contender (interleaved per interval); prints a table.
+    fn false_failovers(
+        &self,
+        span: Duration,
+        intervals_ms: &[u32],
+        keepalived: bool,
+    ) -> Result<()> {
+        let contenders: Vec<Contender> = [
+            Contender::VrrpdRealtime,
+            Contender::VrrpdNormal,
+            Contender::KeepalivedRealtime,
+        ]
+        .into_iter()
+        .filter(|c| keepalived || *c != Contender::KeepalivedRealtime)
+        .collect();
+        let mut load_name = String::new();
+        let mut rows: Vec<(Timers, Vec<Result<Cell>>)> = Vec::new();
+        for &interval_ms in intervals_ms {
+            let timers = Timers {
+                label: "false-failover",
+                version: 3,
+                interval_ms,
+            };
+            let mut cells = Vec::new();
+            for &contender in &contenders {
+                let cell = self.false_failover_cell(contender, timers, span, &mut load_name);
+                match &cell {
+                    Ok(c) => println!(
+                        "{interval_ms:>5} ms  {:<26} false failovers {:>3} ({} runs of lb2 adverts on the wire), largest gap {:7.1} ms, gaps > Master_Down_Interval ({:.1} ms) {}, lb1 adverts seen {}; {}",
+                        contender.name(),
+                        c.false_failovers,
+                        c.wire_episodes,
+                        c.largest_gap_ms,
+                        timers.master_down_ms(),
+                        c.gaps_over_mdi,
+                        c.adverts,
+                        c.scheduling
+                    ),
+                    Err(e) => println!("{interval_ms:>5} ms  {:<26} FAILED: {e:#}", contender.name()),
+                }
+                cells.push(cell);
+                self.reset()?;
+            }
+            rows.push((timers, cells));
+        }
+
+        println!();
+        println!(
+            "False failovers under CPU saturation ({load_name}, normal priority), {} s per cell",
+            span.as_secs()
+        );
+        println!(
+            "lb1 MASTER (150), lb2 BACKUP ({BACKUP_PRIORITY}), VRRPv3; each cell: false failovers (lb2 \
+             became MASTER) / largest gap between lb1's adverts at lb2 / gaps over lb2's Master_Down_Interval"
+        );
+        println!();
+        print!("{:>9} {:>9}", "interval", "MDI");
+        for c in &contenders {
+            print!("   {:<29}", c.name());
+        }
+        println!();
+        for (timers, cells) in &rows {
+            print!(
+                "{:>6} ms {:>6.1} ms",
+                timers.interval_ms,
+                timers.master_down_ms()
+            );
+            for cell in cells {
+                let text = match cell {
+                    Ok(c) => c.text(),
+                    Err(_) => "failed".to_owned(),
+                };
+                print!("   {text:<29}");
+            }
+            println!();
+        }
+        println!();
+        println!(
+            "Master_Down_Interval = 3 x interval + Skew_Time ((256 - {BACKUP_PRIORITY}) / 256 x interval); \
+             a gap longer than it lets the backup take over"
+        );
+        Ok(())
+    }
+
+    /// One contender at one interval under load for `span`.
+    fn false_failover_cell(
+        &self,
+        contender: Contender,
+        timers: Timers,
+        span: Duration,
+        load_name: &mut String,
+    ) -> Result<Cell> {
+        let mut pair = self.start_contender(contender, timers)?;
+        self.wait_answer("lb1", SETTLE_LIMIT)?;
+        if has_vip(&self.lab, "lb2", "eth0", PUBLIC_VIP)? {
+            bail!("both nodes hold the VIP before the load starts");
+        }
+        // lb2 settles in BACKUP.
+        std::thread::sleep(Duration::from_millis(
+            u64::from(timers.interval_ms) * 3 + 500,
+        ));
+        let what = match contender {
+            Contender::KeepalivedRealtime => {
+                // keepalived's VRRP child is the process that should run real-time.
+                let kids = children(pair.lb1.pid());
+                kids.iter()
+                    .filter_map(|&k| {
+                        scheduling_of(k).map(|s| format!("VRRP child {k}: {} {}", s.0, s.1))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+            _ => match scheduling_of(pair.lb1.pid()) {
+                Some((p, n)) => format!("lb1 vrrpd: {p} {n}"),
+                None => String::new(),
+            },
+        };
+        let before = self.lb2_became_master(contender, &pair)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let capture = {
+            let stop = Arc::clone(&stop);
+            self.lab["lb2"].thread_in(move || capture_advert_times(&stop))?
+        };
+        let (load, name) = self.cpu_load(span)?;
+        *load_name = name;
+        std::thread::sleep(span);
+        drop(load);
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        let log = capture
+            .join()
+            .map_err(|_| anyhow!("the advert capture panicked"))??;
+        if let Some(status) = pair.lb1.try_wait()? {
+            bail!("lb1 exited during the run ({status})");
+        }
+        let after = self.lb2_became_master(contender, &pair)?;
+        let mut cell = analyse(&log, timers.master_down_ms());
+        cell.false_failovers = after.saturating_sub(before);
+        cell.scheduling = what;
+        drop(pair);
+        Ok(cell)
+    }
+
+    /// How often lb2's public instance has become MASTER so far, as lb2 counts
+    /// it: vrrpd's `vrrp_become_master_total`, keepalived's log lines.
+    fn lb2_became_master(&self, contender: Contender, pair: &Pair) -> Result<usize> {
+        match contender {
+            Contender::KeepalivedRealtime => {
+                let log = pair.lb2.stdout() + &pair.lb2.stderr();
+                Ok(log
+                    .lines()
+                    .filter(|l| l.contains("(public) Entering MASTER STATE"))
+                    .count())
+            }
+            _ => {
+                let text = scrape_metrics(&self.lab, "lb2")?;
+                let n = metric(&text, "vrrp_become_master_total")
+                    .ok_or_else(|| anyhow!("no vrrp_become_master_total in lb2's metrics"))?;
+                Ok(n as usize)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn episodes_are_separated_by_a_master_down_interval_of_silence() {
+        let ms = |v: &[i64]| v.iter().map(|m| m * 1_000_000).collect::<Vec<_>>();
+        let log = AdvertLog {
+            lb1: ms(&[0, 30, 60, 150, 180]),
+            // One episode of two adverts, then another 100 ms later.
+            lb2: ms(&[120, 150, 250]),
+        };
+        let cell = analyse(&log, 48.3);
+        assert_eq!(cell.wire_episodes, 2);
+        assert!((cell.largest_gap_ms - 90.0).abs() < 1e-9);
+        assert_eq!(cell.gaps_over_mdi, 1);
+        assert_eq!(cell.adverts, 5);
+        assert_eq!(analyse(&AdvertLog::default(), 48.3).wire_episodes, 0);
+    }
 }
