@@ -67,6 +67,17 @@ pub fn render(status: &Value) -> String {
                 .collect();
             out.push_str(&format!("; last takeover: {}", list.join(", ")));
         }
+        if let Some(miss) = g["last_takeover"]["prepare"]
+            .as_str()
+            .filter(|p| p.starts_with("missed"))
+        {
+            out.push_str(&format!(" (lbd's prepare {miss})"));
+        }
+        if let Some(n) = g["prepare_misses"].as_u64().filter(|n| *n > 0) {
+            out.push_str(&format!(
+                "; {n} takeover(s) went on without lbd's prepare (control.prepare_budget_ms)"
+            ));
+        }
         out.push('\n');
     }
     let hold = &status["preempt_hold"];
@@ -151,6 +162,14 @@ mod tests {
         assert_eq!(
             lines[2],
             "group edge: MASTER; last takeover: prepare 1.2 ms"
+        );
+        let mut missed = status.clone();
+        missed["groups"][0]["last_takeover"]["prepare"] = json!("missed: timeout");
+        missed["groups"][0]["prepare_misses"] = json!(2);
+        assert_eq!(
+            render(&missed).lines().nth(2).unwrap(),
+            "group edge: MASTER; last takeover: prepare 1.2 ms (lbd's prepare missed: timeout); \
+             2 takeover(s) went on without lbd's prepare (control.prepare_budget_ms)"
         );
     }
 

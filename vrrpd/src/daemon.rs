@@ -119,6 +119,8 @@ pub(crate) struct Daemon {
     pub(crate) events: ctl::EventBus,
     pub(crate) transitions: HashMap<String, TransitionRecord>,
     pub(crate) takeovers: HashMap<String, Arc<Mutex<TakeoverRecord>>>,
+    /// Takeovers per group that went on without lbd's prepare (for status).
+    pub(crate) prepare_misses: HashMap<String, u64>,
     pub(crate) failover: Option<FailoverDrill>,
     /// Priority deltas per source (`track.set`).
     pub(crate) tracks: crate::tracking::Tracks,
@@ -216,6 +218,7 @@ pub async fn run(
         events: events.clone(),
         transitions: HashMap::new(),
         takeovers: HashMap::new(),
+        prepare_misses: HashMap::new(),
         failover: None,
         tracks: Default::default(),
         priority_overrides: HashMap::new(),

@@ -295,6 +295,7 @@ impl Daemon {
         }
         if let Some((miss, budget, why)) = missed {
             self.telemetry.prepare_miss(group, miss.label());
+            *self.prepare_misses.entry(group.to_owned()).or_default() += 1;
             tracing::warn!(group, reason = miss.label(), budget_ms = budget.as_millis() as u64, error = %why, "lbd did not prepare the takeover; went on without it");
         }
         for notice in notices {

@@ -142,6 +142,7 @@ impl Daemon {
                 "priority": g.priority,
                 "members": g.instances.iter().map(|i| &i.name).collect::<Vec<_>>(),
                 "last_takeover": takeover,
+                "prepare_misses": self.prepare_misses.get(&g.name).copied().unwrap_or(0),
                 "fault_drill": self.timers.deadline(&TimerKey::FaultDrillEnd { group: g.name.clone() })
                     .map(|at| at.saturating_since(now).as_millis() as u64),
                 "tracking": self.tracking_status(&g.name),

@@ -740,33 +740,203 @@ fn rate_conntrackd(r: usize, n: usize) -> Result<RateFigures> {
 // stall
 
 fn stall(bins: &Binaries, args: &Args) -> Result<()> {
+    let keepalived = Path::new(KEEPALIVED).exists() && Path::new(CONNTRACKD).exists();
     println!("== stall after a crash of lb1: the longest pause each of {CONNECTIONS} connections saw (an echo every 20 ms)");
-    println!(
-        "   ms: median / p90 / max over connections, then the median of those over {} runs",
-        args.runs
-    );
+    println!("   ms: median / p90 / max over connections, each the median over {} runs; kept: connections alive after", args.runs);
+    println!("   theirs: keepalived (sync group, VRRPv3) + conntrackd FTFW (notify_master: -c -f -R -B) + nft DNAT/SNAT-pool rules");
     for &interval in &args.intervals {
-        let mut med = Vec::new();
-        let mut p90 = Vec::new();
-        let mut max = Vec::new();
-        let mut kept = Vec::new();
-        for _ in 0..args.runs {
-            let s = stall_once(bins, interval)?;
-            med.push(s.median);
-            p90.push(s.p90);
-            max.push(s.max);
-            kept.push(s.kept as f64);
+        let ours = stall_runs(args.runs, || {
+            Ours::up(bins, interval).map(|o| Box::new(o) as Box<dyn Stack>)
+        })?;
+        println!("  adverts {interval:>4} ms   lbd + vrrpd              {ours}");
+        if keepalived {
+            let theirs = stall_runs(args.runs, || {
+                Theirs::up(interval).map(|t| Box::new(t) as Box<dyn Stack>)
+            })?;
+            println!("  adverts {interval:>4} ms   keepalived + conntrackd  {theirs}");
         }
-        println!(
-            "  adverts {interval:>4} ms   median {:>7.1}  p90 {:>7.1}  max {:>7.1}   kept {:.0}/{CONNECTIONS} (median; min {:.0})",
-            median(&mut med.clone()),
-            median(&mut p90.clone()),
-            median(&mut max.clone()),
-            median(&mut kept.clone()),
-            kept.iter().copied().fold(f64::INFINITY, f64::min),
-        );
     }
     Ok(())
+}
+
+/// `runs` crashes of a freshly started stack, summarised.
+fn stall_runs(runs: usize, mut up: impl FnMut() -> Result<Box<dyn Stack>>) -> Result<String> {
+    let (mut med, mut p90, mut max, mut kept) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let mut stack = up()?;
+        let s = stall_once(stack.as_mut())?;
+        med.push(s.median);
+        p90.push(s.p90);
+        max.push(s.max);
+        kept.push(s.kept as f64);
+    }
+    let min_kept = kept.iter().copied().fold(f64::INFINITY, f64::min);
+    Ok(format!(
+        "median {:>7.1}  p90 {:>7.1}  max {:>7.1}  (medians {})  kept {:.0}/{CONNECTIONS} (min {min_kept:.0})",
+        median(&mut med.clone()),
+        median(&mut p90),
+        median(&mut max),
+        spread(&med),
+        median(&mut kept),
+    ))
+}
+
+/// A two-node stack under test: the lab, its sync, and lb1's crash.
+trait Stack {
+    fn lab(&self) -> &Lab;
+    /// Waits until lb2 holds `n` of lb1's connections.
+    fn wait_synced(&self, n: usize) -> Result<()>;
+    /// Kills lb1's daemons (SIGKILL) and cuts its cables.
+    fn crash_lb1(&mut self) -> Result<()>;
+}
+
+impl Stack for Ours {
+    fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    fn wait_synced(&self, n: usize) -> Result<()> {
+        Ours::wait_synced(self, "lb2", n, Duration::from_secs(60))
+    }
+
+    fn crash_lb1(&mut self) -> Result<()> {
+        for d in ["vrrpd", "lbd"] {
+            if let Some(p) = self.daemons.get(&format!("lb1-{d}")) {
+                p.signal(libc::SIGKILL)?;
+            }
+        }
+        cut_lb1(&self.lab)
+    }
+}
+
+fn cut_lb1(lab: &Lab) -> Result<()> {
+    lab.set_cable("lb1", "eth0", false)?;
+    lab.set_cable("lb1", "eth1", false)?;
+    Ok(())
+}
+
+const KEEPALIVED: &str = "/usr/sbin/keepalived";
+/// The balancing rules of the example's service, as plain nftables.
+const NFT_RULES: &str = "table ip bench {
+  chain pre { type nat hook prerouting priority -100; ip daddr 198.18.0.100 tcp dport 80 dnat to numgen inc mod 2 map { 0 : 198.18.1.21, 1 : 198.18.1.22 } : 80; }
+  chain post { type nat hook postrouting priority 100; ip daddr { 198.18.1.21, 198.18.1.22 } tcp dport 80 snat to 198.18.1.100:20000-29999 random; }
+}
+";
+
+/// keepalived + conntrackd (+ nftables rules) on both nodes.
+struct Theirs {
+    lab: Lab,
+    conntrackd: Conntrackd,
+    keepalived: Vec<Process>,
+    _dir: tempfile::TempDir,
+}
+
+impl Theirs {
+    fn up(interval: u32) -> Result<Theirs> {
+        let lab = Lab::two_arm()?;
+        let dir = tempfile::tempdir()?;
+        echo_server(&lab["srv1"], "198.18.1.21:80")?;
+        echo_server(&lab["srv2"], "198.18.1.22:80")?;
+        let rules = dir.path().join("rules.nft");
+        std::fs::write(&rules, NFT_RULES)?;
+        for node in ["lb1", "lb2"] {
+            lab[node].exec_ok(&["nft", "-f", &rules.to_string_lossy()])?;
+        }
+        let conntrackd = Conntrackd::up(&lab)?;
+        let mut keepalived = Vec::new();
+        for (node, priority) in [("lb1", 150), ("lb2", 100)] {
+            let notify = dir.path().join(format!("{node}-notify.sh"));
+            std::fs::write(&notify, notify_script(&conntrackd.conf(node)))?;
+            std::fs::set_permissions(&notify, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+            let conf = dir.path().join(format!("{node}-keepalived.conf"));
+            std::fs::write(&conf, keepalived_conf(node, priority, interval, &notify))?;
+            let pid = dir.path().join(format!("{node}-keepalived.pid"));
+            let vrrp_pid = dir.path().join(format!("{node}-keepalived-vrrp.pid"));
+            keepalived.push(lab[node].spawn(
+                KEEPALIVED,
+                [
+                    "-P".as_ref(),
+                    "-n".as_ref(),
+                    "-l".as_ref(),
+                    "-f".as_ref(),
+                    conf.as_os_str(),
+                    "-p".as_ref(),
+                    pid.as_os_str(),
+                    "-r".as_ref(),
+                    vrrp_pid.as_os_str(),
+                ],
+            )?);
+        }
+        let theirs = Theirs {
+            lab,
+            conntrackd,
+            keepalived,
+            _dir: dir,
+        };
+        wait_for(
+            "keepalived on lb1 holds the VIP",
+            Duration::from_secs(30),
+            || {
+                theirs.lab["lb1"]
+                    .exec_ok(&["ip", "-o", "addr", "show", "dev", "eth0"])
+                    .is_ok_and(|o| o.contains(VIP))
+            },
+        )?;
+        Ok(theirs)
+    }
+}
+
+impl Stack for Theirs {
+    fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    fn wait_synced(&self, n: usize) -> Result<()> {
+        wait_for(
+            "conntrackd on lb2 holds the connections",
+            Duration::from_secs(60),
+            || {
+                self.conntrackd
+                    .external(&self.lab, "lb2")
+                    .is_ok_and(|k| k >= n)
+            },
+        )
+    }
+
+    fn crash_lb1(&mut self) -> Result<()> {
+        self.keepalived[0].signal(libc::SIGKILL)?;
+        self.conntrackd.procs[0].signal(libc::SIGKILL)?;
+        cut_lb1(&self.lab)
+    }
+}
+
+/// keepalived's notify script for a sync group, as conntrackd's primary-backup.sh.
+fn notify_script(conntrackd_conf: &str) -> String {
+    format!(
+        "#!/bin/sh\nC=\"{CONNTRACKD} -C {conntrackd_conf}\"\ncase \"$1\" in\n  master) $C -c; $C -f; $C -R; $C -B ;;\n  backup|fault) $C -n ;;\nesac\n"
+    )
+}
+
+fn keepalived_conf(node: &str, priority: u32, interval_ms: u32, notify: &Path) -> String {
+    let advert = if interval_ms % 1000 == 0 {
+        format!("{}", interval_ms / 1000)
+    } else {
+        format!("{:.2}", f64::from(interval_ms) / 1000.0)
+    };
+    let instance = |name: &str, iface: &str, vrid: u32, vip: &str| {
+        format!(
+            "vrrp_instance {name} {{\n    state BACKUP\n    interface {iface}\n    virtual_router_id {vrid}\n    \
+             priority {priority}\n    advert_int {advert}\n    version 3\n    virtual_ipaddress {{\n        {vip}\n    }}\n}}\n"
+        )
+    };
+    let n = notify.display();
+    format!(
+        "global_defs {{\n    router_id {node}\n    script_user root\n}}\n\
+         vrrp_sync_group edge {{\n    group {{\n        public\n        server\n    }}\n    \
+         notify_master \"{n} master\"\n    notify_backup \"{n} backup\"\n    notify_fault \"{n} fault\"\n}}\n{}{}",
+        instance("public", "eth0", 51, "198.18.0.100/24"),
+        instance("server", "eth1", 52, "198.18.1.100/24"),
+    )
 }
 
 struct Stall {
@@ -776,16 +946,15 @@ struct Stall {
     kept: usize,
 }
 
-fn stall_once(bins: &Binaries, interval: u32) -> Result<Stall> {
-    let ours = Ours::up(bins, interval)?;
+fn stall_once(stack: &mut dyn Stack) -> Result<Stall> {
     let vip: SocketAddr = format!("{VIP}:80").parse()?;
     let mut conns = Vec::new();
     for _ in 0..CONNECTIONS {
-        let s = ours.lab["client"].tcp_connect(vip, Duration::from_secs(2))?;
+        let s = stack.lab()["client"].tcp_connect(vip, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(20)))?;
         conns.push(s);
     }
-    ours.wait_synced("lb2", CONNECTIONS, Duration::from_secs(60))?;
+    stack.wait_synced(CONNECTIONS)?;
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = conns
         .into_iter()
@@ -812,15 +981,10 @@ fn stall_once(bins: &Binaries, interval: u32) -> Result<Stall> {
         })
         .collect();
     thread::sleep(Duration::from_secs(2));
-    for d in ["vrrpd", "lbd"] {
-        if let Some(p) = ours.daemons.get(&format!("lb1-{d}")) {
-            p.signal(libc::SIGKILL)?;
-        }
-    }
-    ours.lab.set_cable("lb1", "eth0", false)?;
-    ours.lab.set_cable("lb1", "eth1", false)?;
-    // Long enough for TCP's backoff over the slowest takeover (1 s adverts: 3.6 s).
-    thread::sleep(Duration::from_secs(if interval >= 1000 { 16 } else { 6 }));
+    stack.crash_lb1()?;
+    // Long enough for TCP's backoff over the slowest takeover (1 s adverts: 3.6 s,
+    // retransmissions at 3.2 s then 6.4 s).
+    thread::sleep(Duration::from_secs(14));
     stop.store(true, Ordering::Relaxed);
     let mut gaps = Vec::new();
     let mut kept = 0;
