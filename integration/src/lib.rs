@@ -10,6 +10,7 @@
 pub mod bench;
 mod cluster_lab;
 mod command;
+pub mod connections;
 mod error;
 mod host;
 mod lab;

@@ -540,7 +540,9 @@ impl Daemon {
             self.set_sync_role(role).await;
             if let Some(link) = self.sync.clone() {
                 let master = role == SyncRole::Master;
-                // Off the loop: becoming BACKUP writes everything held into the kernel.
+                // Blocking (becoming BACKUP writes everything held into the kernel), so
+                // on the blocking pool; awaited, so that role changes and prepares reach
+                // the link in the order they happened.
                 let _ = tokio::task::spawn_blocking(move || link.follow_role(master)).await;
             }
         }

@@ -48,7 +48,7 @@ use ctsync::{
     decode_line, encode_line, subscribe, CommitReport, Conntrack, Event, EventKind, FlowFilter,
     SyncStore,
 };
-use prometheus::{Histogram, HistogramOpts, IntGauge, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -203,11 +203,16 @@ struct Shared {
     receiving: AtomicU64,
     events_sent: AtomicU64,
     dumps_sent: AtomicU64,
+    /// Times the kernel dropped events for this node's stream (each cost a dump).
+    events_lost: AtomicU64,
+    /// Whether the stream to the peer carries this node's events (MASTER).
+    streaming_events: AtomicBool,
     lines_received: AtomicU64,
     /// Entries written into the kernel as they arrived.
     written: AtomicU64,
     stored_gauge: IntGauge,
     pending_gauge: IntGauge,
+    lost_counter: IntCounter,
     connected_gauge: IntGauge,
     complete_gauge: IntGauge,
     commit_duration: Histogram,
@@ -285,6 +290,10 @@ impl SyncLink {
             "lb_sync_connected",
             "1 while this node's connection-state stream to the peer is up",
         ));
+        let lost_counter = metric(IntCounter::new(
+            "lb_sync_events_lost_total",
+            "Times the kernel dropped conntrack events for this node's stream (each is answered with a full dump)",
+        ));
         let pending_gauge = metric(IntGauge::new(
             "lb_sync_entries_pending",
             "Entries received from the peer and not yet written into this node's kernel (a takeover writes them)",
@@ -307,6 +316,7 @@ impl SyncLink {
             Box::new(stored_gauge.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(connected_gauge.clone()),
             Box::new(pending_gauge.clone()),
+            Box::new(lost_counter.clone()),
             Box::new(complete_gauge.clone()),
             Box::new(commit_duration.clone()),
         ] {
@@ -331,10 +341,13 @@ impl SyncLink {
                 receiving: AtomicU64::new(0),
                 events_sent: AtomicU64::new(0),
                 dumps_sent: AtomicU64::new(0),
+                events_lost: AtomicU64::new(0),
+                streaming_events: AtomicBool::new(false),
                 lines_received: AtomicU64::new(0),
                 written: AtomicU64::new(0),
                 stored_gauge,
                 pending_gauge,
+                lost_counter,
                 connected_gauge,
                 complete_gauge,
                 commit_duration,
@@ -385,16 +398,19 @@ impl SyncLink {
     pub fn commit(&self) -> Result<CommitReport, ctsync::Error> {
         let mut held = self.shared.held();
         let Held { store, kernel } = &mut *held;
-        let report = if store.tracking() {
-            store.flush(kernel)?
+        let result = if store.tracking() {
+            store.flush(kernel)
         } else {
-            store.commit(kernel)?
+            store.commit(kernel)
         };
+        // Whatever the kernel said: from now on nothing is written behind the
+        // connections this node carries.
         store.set_tracking(false);
         self.shared.master.store(true, Ordering::Relaxed);
         self.shared
             .dump_wanted
             .store(DUMP_NOT_WANTED, Ordering::Relaxed);
+        let report = result?;
         self.shared.observe(&held, Some(&report));
         self.shared
             .commit_duration
@@ -453,6 +469,8 @@ impl SyncLink {
             "entries_written": s.written.load(Ordering::Relaxed),
             "events_sent": s.events_sent.load(Ordering::Relaxed),
             "dumps_sent": s.dumps_sent.load(Ordering::Relaxed),
+            "events_lost": s.events_lost.load(Ordering::Relaxed),
+            "streaming_events": s.streaming_events.load(Ordering::Relaxed),
             "lines_received": s.lines_received.load(Ordering::Relaxed),
         })
     }
@@ -540,6 +558,9 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
     } else {
         None
     };
+    shared
+        .streaming_events
+        .store(events.is_some(), Ordering::Relaxed);
     // A new stream starts with a full dump: whatever the peer asked before is answered.
     shared.peer_wants_dump.store(false, Ordering::Relaxed);
     if let Err(e) = send_dump(shared, &mut out, &filter) {
@@ -566,6 +587,7 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
                 // Not MASTER any more: nothing of its own to send.
                 events = None;
                 streaming_events = false;
+                shared.streaming_events.store(false, Ordering::Relaxed);
             } else {
                 return "this node became MASTER: streaming its connections".to_owned();
             }
@@ -579,6 +601,8 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
                 .map_err(|e| e.to_string()),
             Err(ctsync::Error::TimedOut) => Ok(()),
             Err(ctsync::Error::EventsLost) => {
+                shared.events_lost.fetch_add(1, Ordering::Relaxed);
+                shared.lost_counter.inc();
                 tracing::warn!("conntrack events lost: sending a full dump again");
                 send_dump(shared, &mut out, &filter)
             }

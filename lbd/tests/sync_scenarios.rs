@@ -232,29 +232,7 @@ fn background_entries(setup: &Setup, node: &str, n: usize) {
     let srv: std::net::IpAddr = "198.18.1.21".parse().unwrap();
     let vip: std::net::IpAddr = VIP.parse().unwrap();
     let entries: Vec<ctsync::Entry> = (0..n)
-        .map(|i| {
-            let client = std::net::Ipv4Addr::new(198, 19, (i / 50_000) as u8, (i % 250) as u8 + 1);
-            let sport = 1024 + ((i / 250) % 200) as u16;
-            let orig = ctsync::Tuple::tcp(client.into(), sport, vip, 80);
-            ctsync::Entry {
-                orig,
-                reply: ctsync::Tuple::tcp(srv, 80, client.into(), sport),
-                status: ctsync::Status(
-                    ctsync::Status::ASSURED | ctsync::Status::SEEN_REPLY | ctsync::Status::DST_NAT,
-                ),
-                timeout: Some(3600),
-                mark: None,
-                zone: None,
-                tcp: Some(ctsync::TcpInfo {
-                    state: ctsync::TcpState::ESTABLISHED,
-                    wscale_orig: None,
-                    wscale_reply: None,
-                    flags_orig: None,
-                    flags_reply: None,
-                }),
-                id: None,
-            }
-        })
+        .map(|i| integration::connections::background_entry(i, vip, srv))
         .collect();
     let report = setup
         .host(node)

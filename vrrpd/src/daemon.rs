@@ -295,7 +295,17 @@ pub async fn run(
                 }
             },
             Some(request) = control_rx.recv() => daemon.on_control(request).await,
-            () = sleep => daemon.on_timers().await,
+            () = sleep => {
+                // A loop woken late (a busy machine, a stolen CPU) finds the timer due
+                // and adverts waiting alike: the adverts go first, or a master-down
+                // timer fires although the master's advert arrived in time (each
+                // advert restarts it from its kernel receive time).
+                tokio::task::yield_now().await;
+                while let Ok(p) = packets_rx.try_recv() {
+                    daemon.on_packet(p).await;
+                }
+                daemon.on_timers().await;
+            }
         }
         daemon.advance_failover_drill().await;
     }

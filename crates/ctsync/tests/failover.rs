@@ -220,19 +220,7 @@ fn events_of_the_own_writes_are_not_reported() {
 
 /// An established connection of another client to the VIP (DNAT only).
 fn background_entry(i: usize) -> ctsync::Entry {
-    let client = std::net::Ipv4Addr::new(198, 19, (i / 50_000) as u8, (i % 250) as u8 + 1);
-    let sport = 1024 + ((i / 250) % 200) as u16;
-    let orig = ctsync::Tuple::tcp(client.into(), sport, ip(VIP), 80);
-    ctsync::Entry {
-        orig,
-        reply: ctsync::Tuple::tcp(ip("198.18.1.21"), 80, client.into(), sport),
-        status: Status(Status::ASSURED | Status::SEEN_REPLY | Status::DST_NAT),
-        timeout: Some(600),
-        mark: None,
-        zone: None,
-        tcp: None,
-        id: None,
-    }
+    integration::connections::background_entry(i, ip(VIP), ip("198.18.1.21"))
 }
 
 /// After the kernel dropped events (the subscriber did not read), the subscriber is

@@ -329,32 +329,11 @@ fn echo_server(host: &Host, addr: &str) -> Result<()> {
 // ---------------------------------------------------------------------------
 // Entries of other clients
 
-/// Entry `i` of the synthetic clients: 198.19.x.y, established, DNAT to srv1.
+/// Entry `i` of the made-up clients of the VIP (DNAT to srv1).
 fn entry(i: usize) -> ctsync::Entry {
-    let n = i % 64_000;
-    let client = Ipv4Addr::new(198, 19, (n / 250) as u8, (n % 250) as u8 + 1);
-    let sport = 1024 + (i / 64_000) as u16;
     let vip: IpAddr = VIP.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let srv: IpAddr = SERVER.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let orig = ctsync::Tuple::tcp(client.into(), sport, vip, 80);
-    ctsync::Entry {
-        orig,
-        reply: ctsync::Tuple::tcp(srv, 80, client.into(), sport),
-        status: ctsync::Status(
-            ctsync::Status::ASSURED | ctsync::Status::SEEN_REPLY | ctsync::Status::DST_NAT,
-        ),
-        timeout: Some(3600),
-        mark: None,
-        zone: None,
-        tcp: Some(ctsync::TcpInfo {
-            state: ctsync::TcpState::ESTABLISHED,
-            wscale_orig: None,
-            wscale_reply: None,
-            flags_orig: None,
-            flags_reply: None,
-        }),
-        id: None,
-    }
+    integration::connections::background_entry(i, vip, srv)
 }
 
 /// Writes entries `range` into `host`'s kernel.
@@ -642,34 +621,46 @@ fn commit_conntrackd(n: usize, runs: usize) -> Result<Vec<f64>> {
 
 fn rate(bins: &Binaries, args: &Args, conntrackd: bool) -> Result<()> {
     const SECONDS: usize = 3;
-    println!("== new flows replicated per second ({SECONDS} s of new flows at each rate; CPU in % of one core over those seconds)");
-    println!("   lost: flows the backup did not get from events (the sender needed a full dump, or the backup lacks them)");
+    println!("== new flows replicated per second ({SECONDS} s of new flows at each rate; CPU in % of one core over those seconds; medians of {} runs)", args.runs);
+    println!("   lost: the kernel dropped events for the sender (lbd: it then sends a full dump; conntrackd: the backup lacks flows after 60 s)");
     for &r in &args.rates {
         let n = r * SECONDS;
-        let ours = rate_ours(bins, r, n)?;
-        let theirs = if conntrackd {
-            Some(rate_conntrackd(r, n)?)
-        } else {
-            None
-        };
-        let fmt = |x: &RateFigures| {
-            format!(
-                "achieved {:>6.0}/s  sender {:>5.1} % (sys {:>4.1})  receiver {:>5.1} % (sys {:>4.1})  backup had all after {:>6.0} ms  {}",
-                x.achieved,
-                x.sender_cpu * 100.0,
-                x.sender_sys * 100.0,
-                x.receiver_cpu * 100.0,
-                x.receiver_sys * 100.0,
-                x.caught_up_ms,
-                if x.lost { "LOST EVENTS (resync)" } else { "no loss" }
-            )
-        };
-        println!("  {r:>6}/s  lbd        {}", fmt(&ours));
-        if let Some(t) = theirs {
-            println!("  {r:>6}/s  conntrackd {}", fmt(&t));
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        for _ in 0..args.runs {
+            ours.push(rate_ours(bins, r, n)?);
+            if conntrackd {
+                theirs.push(rate_conntrackd(r, n)?);
+            }
+        }
+        println!("  {r:>6}/s  lbd        {}", RateFigures::medians(&ours));
+        if conntrackd {
+            println!("  {r:>6}/s  conntrackd {}", RateFigures::medians(&theirs));
         }
     }
     Ok(())
+}
+
+impl RateFigures {
+    /// Medians of the runs (loss: in any run).
+    fn medians(runs: &[RateFigures]) -> String {
+        let m = |f: fn(&RateFigures) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
+        let lost = runs.iter().filter(|r| r.lost).count();
+        format!(
+            "achieved {:>6.0}/s  sender {:>5.1} % (sys {:>4.1})  receiver {:>5.1} % (sys {:>4.1})  backup had all after {:>6.0} ms  {}",
+            m(|x| x.achieved),
+            m(|x| x.sender_cpu) * 100.0,
+            m(|x| x.sender_sys) * 100.0,
+            m(|x| x.receiver_cpu) * 100.0,
+            m(|x| x.receiver_sys) * 100.0,
+            m(|x| x.caught_up_ms),
+            if lost > 0 {
+                format!("LOST EVENTS in {lost} of {} runs (resync)", runs.len())
+            } else {
+                format!("no loss in {} runs", runs.len())
+            }
+        )
+    }
 }
 
 struct RateFigures {
@@ -686,7 +677,9 @@ struct RateFigures {
 fn rate_ours(bins: &Binaries, r: usize, n: usize) -> Result<RateFigures> {
     let ours = Ours::up(bins, 1000)?;
     let (p1, p2) = (ours.pid("lb1", "lbd")?, ours.pid("lb2", "lbd")?);
-    let dumps_before = ours.lbd("lb1")?["sync"]["dumps_sent"].as_u64().unwrap_or(0);
+    let lost_before = ours.lbd("lb1")?["sync"]["events_lost"]
+        .as_u64()
+        .unwrap_or(0);
     let (c1, c2) = (cpu_total(p1), cpu_total(p2));
     let (s1, s2) = (cpu_sys(p1), cpu_sys(p2));
     let start = Instant::now();
@@ -695,7 +688,10 @@ fn rate_ours(bins: &Binaries, r: usize, n: usize) -> Result<RateFigures> {
     let caught_up = start.elapsed();
     let (c1, c2) = (cpu_total(p1) - c1, cpu_total(p2) - c2);
     let (s1, s2) = (cpu_sys(p1) - s1, cpu_sys(p2) - s2);
-    let dumps = ours.lbd("lb1")?["sync"]["dumps_sent"].as_u64().unwrap_or(0) - dumps_before;
+    let lost = ours.lbd("lb1")?["sync"]["events_lost"]
+        .as_u64()
+        .unwrap_or(0)
+        - lost_before;
     let secs = took.as_secs_f64();
     Ok(RateFigures {
         achieved: n as f64 / secs,
@@ -704,7 +700,7 @@ fn rate_ours(bins: &Binaries, r: usize, n: usize) -> Result<RateFigures> {
         sender_sys: s1 / secs,
         receiver_sys: s2 / secs,
         caught_up_ms: caught_up.as_secs_f64() * 1e3,
-        lost: dumps > 0,
+        lost: lost > 0,
     })
 }
 

@@ -136,6 +136,8 @@ struct Args {
     duration: Duration,
     /// Advert intervals of the false-failover run.
     intervals_ms: Vec<u32>,
+    /// Contenders of the false-failover run (names as printed); empty: all.
+    contenders: Vec<String>,
 }
 
 const USAGE: &str = "usage: vrrp_bench [--runs N] [--only TIMERS] [--soak-s S] [--skip-soak] [--skip-failover]\n       \
@@ -151,6 +153,7 @@ fn parse_args() -> Result<Args> {
         false_failover: false,
         duration: Duration::from_secs(600),
         intervals_ms: vec![1000, 100, 30, 10],
+        contenders: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -173,6 +176,12 @@ fn parse_args() -> Result<Args> {
                 Some(o) => args.only = Some(o),
                 None => bail!("--only needs a label or false-failover"),
             },
+            "--contenders" => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| anyhow!("--contenders needs a list of names"))?;
+                args.contenders = v.split(',').map(|c| c.trim().to_owned()).collect();
+            }
             "--duration-s" => {
                 let v = it
                     .next()
@@ -221,7 +230,12 @@ fn main() -> Result<()> {
     }
     let bench = Bench::new(vrrpd)?;
     if args.false_failover {
-        return bench.false_failovers(args.duration, &args.intervals_ms, keepalived);
+        return bench.false_failovers(
+            args.duration,
+            &args.intervals_ms,
+            keepalived,
+            &args.contenders,
+        );
     }
     if !args.skip_failover {
         bench.failover(args.runs, keepalived, args.only.as_deref())?;
@@ -1477,6 +1491,7 @@ impl Bench {
         span: Duration,
         intervals_ms: &[u32],
         keepalived: bool,
+        only: &[String],
     ) -> Result<()> {
         let contenders: Vec<Contender> = [
             Contender::VrrpdRealtime,
@@ -1485,6 +1500,7 @@ impl Bench {
         ]
         .into_iter()
         .filter(|c| keepalived || *c != Contender::KeepalivedRealtime)
+        .filter(|c| only.is_empty() || only.iter().any(|o| c.name().starts_with(o.as_str())))
         .collect();
         let mut load_name = String::new();
         let mut rows: Vec<(Timers, Vec<Result<Cell>>)> = Vec::new();
