@@ -498,20 +498,7 @@ impl Conntrack {
     pub fn insert_batch(&mut self, entries: &[Entry]) -> Result<BatchReport, Error> {
         let mut report = BatchReport::default();
         for chunk in entries.chunks(BATCH) {
-            let codes = self.request_batch(
-                chunk,
-                IPCTNL_MSG_CT_NEW,
-                NLM_F_CREATE | NLM_F_EXCL,
-                Entry::encode_create,
-            )?;
-            let mut existing = Vec::new();
-            for (e, code) in chunk.iter().zip(codes) {
-                match code {
-                    0 => report.created += 1,
-                    libc::EEXIST => existing.push(e.clone()),
-                    errno => report.failed.push((e.orig, errno)),
-                }
-            }
+            let existing = self.create_batch(chunk, &mut report.created, &mut report.failed)?;
             if existing.is_empty() {
                 continue;
             }
@@ -537,17 +524,7 @@ impl Conntrack {
     pub fn replace_batch(&mut self, entries: &[Entry]) -> Result<ReplaceReport, Error> {
         let mut report = ReplaceReport::default();
         for chunk in entries.chunks(BATCH) {
-            let create = NLM_F_CREATE | NLM_F_EXCL;
-            let codes =
-                self.request_batch(chunk, IPCTNL_MSG_CT_NEW, create, Entry::encode_create)?;
-            let mut existing = Vec::new();
-            for (e, code) in chunk.iter().zip(codes) {
-                match code {
-                    0 => report.created += 1,
-                    libc::EEXIST => existing.push(e.clone()),
-                    errno => report.failed.push((e.orig, errno)),
-                }
-            }
+            let existing = self.create_batch(chunk, &mut report.created, &mut report.failed)?;
             if existing.is_empty() {
                 continue;
             }
@@ -560,16 +537,34 @@ impl Conntrack {
                     errno => report.failed.push((e.orig, errno)),
                 }
             }
-            let codes =
-                self.request_batch(&gone, IPCTNL_MSG_CT_NEW, create, Entry::encode_create)?;
-            for (e, code) in gone.iter().zip(codes) {
-                match code {
-                    0 => report.replaced += 1,
-                    errno => report.failed.push((e.orig, errno)),
-                }
-            }
+            let still = self.create_batch(&gone, &mut report.replaced, &mut report.failed)?;
+            // Created again between the delete and the create: not ours to replace.
+            report
+                .failed
+                .extend(still.iter().map(|e| (e.orig, libc::EEXIST)));
         }
         Ok(report)
+    }
+
+    /// Creates entries (with their NAT mappings) that do not exist yet: `created` and
+    /// `failed` count them; those that exist come back.
+    fn create_batch(
+        &mut self,
+        entries: &[Entry],
+        created: &mut usize,
+        failed: &mut Vec<(Tuple, i32)>,
+    ) -> Result<Vec<Entry>, Error> {
+        let create = NLM_F_CREATE | NLM_F_EXCL;
+        let codes = self.request_batch(entries, IPCTNL_MSG_CT_NEW, create, Entry::encode_create)?;
+        let mut existing = Vec::new();
+        for (e, code) in entries.iter().zip(codes) {
+            match code {
+                0 => *created += 1,
+                libc::EEXIST => existing.push(e.clone()),
+                errno => failed.push((e.orig, errno)),
+            }
+        }
+        Ok(existing)
     }
 
     /// Deletes the entries with these original tuples; those already gone count as
