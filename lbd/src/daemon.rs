@@ -147,7 +147,7 @@ struct Daemon {
     /// Service quorums on their way to vrrpd.
     tracks: TrackSender,
     loaded_unix_ms: u64,
-    /// Connection-state sync with the peer (nft backend with `[sync]` enabled).
+    /// Connection-state sync with the peer (`[sync]` enabled, either backend).
     sync: Option<SyncLink>,
     /// The last commit of the peer's entries (at prepare), for status.
     last_commit: Option<Value>,
@@ -171,8 +171,11 @@ pub async fn run(
     )?;
     tracing::info!(backend = selection.kind.name(), reason = %selection.reason, table = %view.dataplane.nft_table, "dataplane backend chosen");
     let telemetry = Telemetry::new(Some(dataplane.clone()));
-    // With IPVS the kernel's sync daemon carries connection state (set_sync_role).
-    let sync = if view.sync.enabled && selection.kind == BackendKind::Nft {
+    // Conntrack entries (with their NAT mappings) travel over the sync link on
+    // either backend; with IPVS the kernel's sync daemon carries IPVS's own
+    // connection table beside it (set_sync_role): a pooled SNAT port survives a
+    // takeover only if the backup has both.
+    let sync = if view.sync.enabled {
         Some(SyncLink::start(&view, telemetry.registry()).context("starting connection sync")?)
     } else {
         None
@@ -696,8 +699,8 @@ impl Daemon {
                 v.sync.port,
             )
         };
-        if self.selection.kind == BackendKind::Nft && link(&new) != link(&self.view) {
-            restart_needed.push("[sync] enabled, addresses and port of the nft sync link");
+        if link(&new) != link(&self.view) {
+            restart_needed.push("[sync] enabled, addresses and port of the sync link");
         }
         for what in &restart_needed {
             tracing::warn!("{what} changed: takes effect at the next restart");
@@ -757,10 +760,12 @@ impl Daemon {
     }
 
     fn sync_status(&self) -> Value {
-        let mode = match (&self.sync, self.view.sync.enabled) {
-            (Some(_), _) => "conntrack",
-            (None, true) => "ipvs",
-            (None, false) => "off",
+        // "conntrack": the sync link carries conntrack entries; with IPVS the
+        // kernel's sync daemon carries IPVS's table beside it.
+        let mode = match (&self.sync, self.selection.kind) {
+            (Some(_), BackendKind::Nft) => "conntrack",
+            (Some(_), BackendKind::Ipvs) => "ipvs+conntrack",
+            (None, _) => "off",
         };
         let mut v = self
             .sync

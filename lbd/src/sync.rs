@@ -1,6 +1,9 @@
-//! Connection-state sync for the nft backend (with IPVS the kernel sync daemon does
-//! it): each node streams its own balanced flows to the peer's lbd over TCP and keeps
-//! what the peer sends in a [`SyncStore`].
+//! Connection-state sync, either backend: each node streams its own balanced flows'
+//! conntrack entries (with their NAT mappings) to the peer's lbd over TCP and keeps
+//! what the peer sends in a [`SyncStore`]. With IPVS the kernel's sync daemon carries
+//! IPVS's own connection table beside it; a source-NATed connection survives a
+//! takeover only with both (IPVS's entry names the real server, conntrack's the
+//! SNAT address and port).
 //!
 //! A node that is not MASTER writes the peer's entries into its kernel as they arrive
 //! (they see no packets there until it takes over), so a takeover commits only the

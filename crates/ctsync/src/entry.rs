@@ -546,14 +546,14 @@ impl Entry {
     ///
     /// The kernel ignores NAT status bits from user space and requires both tuples; it
     /// sets up NAT only from CTA_NAT_SRC/CTA_NAT_DST (as conntrackd does). So the reply
-    /// tuple sent is the un-NATed inverse of the original, and the NAT attributes name
+    /// tuple sent is the reply before NAT ([`Entry::reply_before_nat`]), and the NAT attributes name
     /// the exact address and port of the mapping; the kernel then derives the same
     /// reply tuple, sets SRC_NAT/DST_NAT (+_DONE) and records the binding in its NAT
     /// table so that new connections do not reuse the port.
     pub fn encode_create(&self) -> Vec<u8> {
         let mut w = AttrWriter::default();
         self.orig.encode(&mut w, CTA_TUPLE_ORIG);
-        self.orig.inverted().encode(&mut w, CTA_TUPLE_REPLY);
+        self.reply_before_nat().encode(&mut w, CTA_TUPLE_REPLY);
         if let Some((addr, port)) = self.dnat() {
             encode_nat(&mut w, CTA_NAT_DST, addr, port);
         }
@@ -567,6 +567,49 @@ impl Entry {
         w.put_be32(CTA_STATUS, status);
         self.encode_common(&mut w);
         w.buf
+    }
+
+    /// The reply tuple as the kernel's NAT setup must find it: each side the NAT
+    /// attributes will map (destination NAT: the source; source NAT: the
+    /// destination) as the inverse of the original, the other side as the kernel
+    /// reported it. Without NAT that is the inverse of the original; under IPVS's
+    /// NAT forwarding the reply's source is the real server although no DST_NAT
+    /// bit is set (IPVS alters the reply tuple itself), and it must stay, or the
+    /// server's replies would match no entry.
+    pub fn reply_before_nat(&self) -> Tuple {
+        let inverse = self.orig.inverted();
+        let src_side = !self.status.has(Status::DST_NAT);
+        let dst_side = !self.status.has(Status::SRC_NAT);
+        let l4 = match (inverse.l4, self.reply.l4) {
+            (
+                L4::Ports {
+                    src: isrc,
+                    dst: idst,
+                },
+                L4::Ports {
+                    src: rsrc,
+                    dst: rdst,
+                },
+            ) => L4::Ports {
+                src: if src_side { rsrc } else { isrc },
+                dst: if dst_side { rdst } else { idst },
+            },
+            (l4, _) => l4,
+        };
+        Tuple {
+            src: if src_side {
+                self.reply.src
+            } else {
+                inverse.src
+            },
+            dst: if dst_side {
+                self.reply.dst
+            } else {
+                inverse.dst
+            },
+            proto: inverse.proto,
+            l4,
+        }
     }
 
     /// Encodes the attributes of a request that names this entry by its original

@@ -270,3 +270,24 @@ fn filter_matches_any_criterion() {
     };
     assert!(!other.matches(&e));
 }
+
+#[test]
+fn reply_before_nat_keeps_what_no_nat_attribute_maps() {
+    // nft DNAT + SNAT: both sides come from the NAT attributes.
+    assert_eq!(
+        balanced().reply_before_nat(),
+        Tuple::tcp(ip("198.18.0.100"), 80, ip("198.18.0.10"), 40000)
+    );
+    // IPVS NAT forwarding + nft SNAT: IPVS altered the reply's source (the real
+    // server) without a DST_NAT bit; only the destination is the SNAT's.
+    let mut ipvs = balanced();
+    ipvs.status = Status(ipvs.status.0 & !(Status::DST_NAT | Status::DST_NAT_DONE));
+    assert_eq!(ipvs.dnat(), None);
+    assert_eq!(
+        ipvs.reply_before_nat(),
+        Tuple::tcp(ip("198.18.1.21"), 80, ip("198.18.0.10"), 40000)
+    );
+    // No NAT at all: the reply as reported.
+    ipvs.status = Status(Status::SEEN_REPLY | Status::ASSURED | Status::CONFIRMED);
+    assert_eq!(ipvs.reply_before_nat(), ipvs.reply);
+}

@@ -462,3 +462,53 @@ fn busy_unselected_traffic_still_yields_timeouts() {
         assert!(took < Duration::from_millis(1500), "took {took:?}");
     }
 }
+
+/// An entry as IPVS's NAT forwarding leaves it on the master, with the suite's
+/// source NAT to a pool port: the reply's source is the real server (IPVS altered
+/// the reply tuple itself, so no DST_NAT bit), its destination the SNAT port.
+/// Written into another node's kernel it must read back the same, or the server's
+/// replies after a takeover would match no entry (and IPVS finds none to answer).
+#[test]
+fn ipvs_shaped_entry_is_written_with_its_real_server_and_snat_port() {
+    if !integration::have_root("ipvs_shaped_entry_is_written_with_its_real_server_and_snat_port") {
+        return;
+    }
+    let lab = Lab::two_arm().unwrap();
+    let lb2 = &lab["lb2"];
+    load_rules(lb2);
+    let mut entry = background_entry(7);
+    let client = entry.orig.src;
+    entry.reply = ctsync::Tuple::tcp(ip("198.18.1.21"), 80, ip(SNAT), 24_680);
+    entry.status =
+        Status(Status::ASSURED | Status::SEEN_REPLY | Status::SRC_NAT | Status::SRC_NAT_DONE);
+    assert_eq!(entry.dnat(), None);
+    let mut ct = lb2.run_in(Conntrack::open).unwrap().unwrap();
+    assert_eq!(
+        ct.replace_batch(std::slice::from_ref(&entry))
+            .unwrap()
+            .created,
+        1
+    );
+    let back: Vec<_> = entries_of(lb2)
+        .into_iter()
+        .filter(|e| e.orig.src == client)
+        .collect();
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(back[0].orig, entry.orig);
+    assert_eq!(back[0].reply, entry.reply, "reply tuple as on the master");
+    assert_eq!(back[0].snat(), Some((ip(SNAT), Some(24_680))));
+    assert_eq!(back[0].dnat(), None, "no DST_NAT bit: IPVS does the DNAT");
+    // Written again (the out-and-back path: delete + create), the same.
+    assert_eq!(
+        ct.replace_batch(std::slice::from_ref(&entry))
+            .unwrap()
+            .replaced,
+        1
+    );
+    let again: Vec<_> = entries_of(lb2)
+        .into_iter()
+        .filter(|e| e.orig.src == client)
+        .collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].reply, entry.reply);
+}
