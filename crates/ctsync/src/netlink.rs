@@ -20,6 +20,7 @@ const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const NLMSG_HDRLEN: usize = 16;
 const NFGEN_HDRLEN: usize = 4;
+const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -30,7 +31,8 @@ const NLM_F_CREATE: u16 = 0x400;
 /// Legacy group bits of NFNLGRP_CONNTRACK_NEW, _UPDATE, _DESTROY.
 const GROUPS_CONNTRACK: u32 = 0x1 | 0x2 | 0x4;
 const NETLINK_CAP_ACK: libc::c_int = 10;
-/// Messages per send when inserting: their acks must fit the receive buffer.
+/// Messages per send when inserting: the answers to those that fail must fit the
+/// receive buffer.
 const BATCH: usize = 64;
 const RCVBUF: usize = 4 << 20;
 
@@ -244,6 +246,15 @@ pub(crate) fn push_message(
     out.extend_from_slice(&[family, 0, 0, 0]);
     out.extend_from_slice(attrs);
     out.resize(align4(out.len()), 0);
+}
+
+/// Appends a NLMSG_NOOP that asks for an acknowledgement: the end of a batch.
+fn push_noop(out: &mut Vec<u8>, seq: u32) {
+    out.extend_from_slice(&(NLMSG_HDRLEN as u32).to_ne_bytes());
+    out.extend_from_slice(&NLMSG_NOOP.to_ne_bytes());
+    out.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    out.extend_from_slice(&seq.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes());
 }
 
 /// A netlink message seen by the reader.
@@ -585,6 +596,12 @@ impl Conntrack {
     }
 
     /// Sends one `msg` request per item in one datagram and returns each one's errno.
+    ///
+    /// The requests ask for no acknowledgement: the kernel answers only those that
+    /// fail, and a NLMSG_NOOP that does ask for one closes the datagram (the kernel
+    /// handles a datagram's messages in order, so its ack comes after every error).
+    /// An ack per success would cost the kernel a message and this side a read for
+    /// each entry written.
     fn request_batch<T: Keyed>(
         &mut self,
         entries: &[T],
@@ -592,37 +609,44 @@ impl Conntrack {
         flags: u16,
         encode: fn(&T) -> Vec<u8>,
     ) -> Result<Vec<i32>, Error> {
-        let base = self.next_seq(entries.len());
+        let base = self.next_seq(entries.len() + 1);
+        let barrier = base.wrapping_add(entries.len() as u32);
         let mut req = Vec::new();
         for (i, e) in entries.iter().enumerate() {
             let seq = base.wrapping_add(i as u32);
             push_message(
                 &mut req,
                 msg,
-                NLM_F_REQUEST | NLM_F_ACK | flags,
+                NLM_F_REQUEST | flags,
                 seq,
                 e.family(),
                 &encode(e),
             );
         }
+        push_noop(&mut req, barrier);
         self.send(&req)?;
-        let mut codes: Vec<Option<i32>> = vec![None; entries.len()];
-        let mut pending = entries.len();
+        let mut codes = vec![0; entries.len()];
         let acks = self.acks.get_or_insert_with(|| Box::new(Datagrams::new()));
-        while pending > 0 {
+        loop {
             acks.recv(&self.fd).map_err(Error::Recv)?;
+            let mut done = false;
             for m in acks.each().flat_map(messages) {
-                let i = m.seq.wrapping_sub(base) as usize;
-                if m.ty != NLMSG_ERROR || i >= entries.len() {
+                if m.ty != NLMSG_ERROR {
                     continue;
                 }
-                if codes[i].is_none() {
-                    codes[i] = Some(error_code(m.payload)?);
-                    pending -= 1;
+                if m.seq == barrier {
+                    done = true;
+                    continue;
+                }
+                let i = m.seq.wrapping_sub(base) as usize;
+                if i < entries.len() {
+                    codes[i] = error_code(m.payload)?;
                 }
             }
+            if done {
+                return Ok(codes);
+            }
         }
-        Ok(codes.into_iter().map(|c| c.unwrap_or(0)).collect())
     }
 
     /// Deletes the entry with this original tuple.
