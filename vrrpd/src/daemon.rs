@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use futures::StreamExt;
-use netif::{AddressSpec, LinkEvent, LinkEventKind, LinkWatch, Netif};
+use netif::{AddressSpec, IfAddrFlags, IfAddress, LinkEvent, LinkEventKind, LinkWatch, Netif};
 use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -174,7 +174,9 @@ pub async fn run(
     // Watch first: its snapshot then covers anything that changes meanwhile.
     let mut link_watch = netif.watch_links().await.context("watching link state")?;
     let links = read_links(&netif).await?;
-    let link_locals = link_locals(&netif, &view, &links).await;
+    // Leftover VIPs of a crash may still be on the interfaces: they are no
+    // candidates, whether they go before or after this.
+    let link_locals = link_locals(&netif, &view, &links, &configured_vips(&view)).await;
     let plan = translate(&view, &|iface| link_locals.get(iface).copied())
         .context("translating the configuration")?;
     check_interfaces(&plan, &links).map_err(|e| anyhow!(e))?;
@@ -355,11 +357,23 @@ async fn read_links(netif: &Netif) -> anyhow::Result<HashMap<String, LinkState>>
         .collect())
 }
 
-/// The link-local address of every interface an IPv6 instance runs on.
+/// Every VIP of `view` (all groups, all instances): never a source address.
+fn configured_vips(view: &NodeView) -> BTreeSet<IpAddr> {
+    view.groups
+        .iter()
+        .flat_map(|g| &g.instances)
+        .flat_map(|i| &i.config.vips)
+        .map(|v| v.address.address)
+        .collect()
+}
+
+/// The link-local address every interface an IPv6 instance runs on sends from
+/// (see [`choose_link_local`]); none of `vips` is ever chosen.
 async fn link_locals(
     netif: &Netif,
     view: &NodeView,
     links: &HashMap<String, LinkState>,
+    vips: &BTreeSet<IpAddr>,
 ) -> HashMap<String, Ipv6Addr> {
     let mut out = HashMap::new();
     for inst in view.instances().filter(|i| i.config.is_ipv6()) {
@@ -372,10 +386,8 @@ async fn link_locals(
         }
         match netif.addresses(link.index).await {
             Ok(addrs) => {
-                if let Some(ll) = addrs.iter().find_map(|a| match a.addr {
-                    IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => Some(v6),
-                    _ => None,
-                }) {
+                let mac = crate::net::interface_mac(iface).ok();
+                if let Some(ll) = choose_link_local(&addrs, mac, vips) {
                     out.insert(iface.clone(), ll);
                 }
             }
@@ -383,6 +395,48 @@ async fn link_locals(
         }
     }
     out
+}
+
+/// The node's own link-local address among `addrs` (one interface's, in the
+/// kernel's order): never a VIP, which a MASTER holds on the interface (and a
+/// crashed vrrpd leaves there until the next start removes it), nor an address
+/// whose duplicate address detection failed. The kernel's EUI-64 address of
+/// `mac` if it is there; else the oldest (the kernel lists the newest link-local
+/// first), so that an address added later by hand does not take over.
+fn choose_link_local(
+    addrs: &[IfAddress],
+    mac: Option<[u8; 6]>,
+    vips: &BTreeSet<IpAddr>,
+) -> Option<Ipv6Addr> {
+    let candidates: Vec<Ipv6Addr> = addrs
+        .iter()
+        .filter(|a| !vips.contains(&a.addr) && !a.flags.contains(IfAddrFlags::DADFAILED))
+        .filter_map(|a| match a.addr {
+            IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => Some(v6),
+            _ => None,
+        })
+        .collect();
+    let eui64 = mac.map(eui64_link_local);
+    candidates
+        .iter()
+        .copied()
+        .find(|a| Some(*a) == eui64)
+        .or_else(|| candidates.last().copied())
+}
+
+/// fe80::/64 with the modified EUI-64 interface identifier of `mac` (RFC 4291
+/// appendix A): what the kernel gives an Ethernet interface by default.
+fn eui64_link_local(mac: [u8; 6]) -> Ipv6Addr {
+    Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([mac[0] ^ 0x02, mac[1]]),
+        u16::from_be_bytes([mac[2], 0xff]),
+        u16::from_be_bytes([0xfe, mac[3]]),
+        u16::from_be_bytes([mac[4], mac[5]]),
+    )
 }
 
 /// Every instance interface must exist; tracked ones may be absent (down).
@@ -750,7 +804,11 @@ impl Daemon {
         let links = read_links(&self.netif)
             .await
             .map_err(|e| format!("{e:#}"))?;
-        let lls = link_locals(&self.netif, &loaded.view, &links).await;
+        // The running groups' VIPs are on the interfaces too (a MASTER's), and
+        // stay until the groups that hold them are stopped below.
+        let mut vips = configured_vips(&loaded.view);
+        vips.extend(configured_vips(&self.view));
+        let lls = link_locals(&self.netif, &loaded.view, &links, &vips).await;
         let plan =
             translate(&loaded.view, &|iface| lls.get(iface).copied()).map_err(|e| e.to_string())?;
         check_interfaces(&plan, &links)?;
@@ -977,6 +1035,68 @@ mod tests {
             .node_view(Some("lb1"))
             .unwrap();
         translate(&view, &|_| None).unwrap().groups.remove(0)
+    }
+
+    fn address(text: &str, flags: u32) -> IfAddress {
+        IfAddress {
+            ifindex: 2,
+            addr: text.parse().unwrap(),
+            prefix_len: 64,
+            label: None,
+            flags: IfAddrFlags(flags),
+        }
+    }
+
+    const MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0];
+
+    #[test]
+    fn the_eui64_link_local_is_derived_from_the_mac() {
+        assert_eq!(
+            eui64_link_local(MAC),
+            "fe80::ff:fe00:200".parse::<Ipv6Addr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_link_local_vip_is_never_the_source() {
+        let vips: BTreeSet<IpAddr> = ["fe80::c8".parse().unwrap()].into();
+        // The kernel lists the newest first: the VIP a MASTER (or a crash) left.
+        let addrs = [
+            address("2001:db8:0:a::11", IfAddrFlags::PERMANENT),
+            address("fe80::c8", IfAddrFlags::PERMANENT),
+            address("fe80::ff:fe00:200", IfAddrFlags::PERMANENT),
+        ];
+        let own = Some("fe80::ff:fe00:200".parse().unwrap());
+        assert_eq!(choose_link_local(&addrs, Some(MAC), &vips), own);
+        // Without the MAC (or another address generation mode) the VIP still loses.
+        assert_eq!(choose_link_local(&addrs, None, &vips), own);
+        assert_eq!(choose_link_local(&addrs[..2], Some(MAC), &vips), None);
+    }
+
+    #[test]
+    fn the_kernel_link_local_wins_over_one_added_later() {
+        let none = BTreeSet::new();
+        let addrs = [
+            address("fe80::1", IfAddrFlags::PERMANENT),
+            address("fe80::ff:fe00:200", IfAddrFlags::PERMANENT),
+            address("fe80::2", IfAddrFlags::PERMANENT),
+        ];
+        let eui64 = Some("fe80::ff:fe00:200".parse().unwrap());
+        assert_eq!(choose_link_local(&addrs, Some(MAC), &none), eui64);
+        // No EUI-64 address (stable privacy): the oldest, listed last.
+        let other = [0x02, 0, 0, 0, 0x09, 0];
+        let oldest = Some("fe80::2".parse().unwrap());
+        assert_eq!(choose_link_local(&addrs, Some(other), &none), oldest);
+        // A failed duplicate address detection rules an address out.
+        let addrs = [
+            address("fe80::1", IfAddrFlags::PERMANENT),
+            address(
+                "fe80::ff:fe00:200",
+                IfAddrFlags::PERMANENT | IfAddrFlags::DADFAILED,
+            ),
+        ];
+        let first = Some("fe80::1".parse().unwrap());
+        assert_eq!(choose_link_local(&addrs, Some(MAC), &none), first);
     }
 
     #[test]
