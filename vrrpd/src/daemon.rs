@@ -130,6 +130,8 @@ pub(crate) struct Daemon {
     pub(crate) hold: crate::hold::PreemptHold,
     /// What `[vrrpd]` asked for at start-up and what it got.
     pub(crate) realtime: Realtime,
+    /// MASTER instances dropping a peer's adverts for their VRID, by instance.
+    pub(crate) dual_masters: HashMap<String, crate::dual_master::DualMaster>,
 }
 
 impl Drop for Daemon {
@@ -226,6 +228,7 @@ pub async fn run(
         priority_overrides: HashMap::new(),
         hold: Default::default(),
         realtime,
+        dual_masters: HashMap::new(),
     };
     daemon.open_io(&plan).map_err(|e| anyhow!(e))?;
 
@@ -665,6 +668,7 @@ impl Daemon {
         if let Some(rt) = self.groups.remove(name) {
             for i in &rt.plan.instances {
                 self.timers.cancel_instance(&i.name);
+                self.dual_master_quiet(&i.name);
             }
         }
         self.timers.cancel(&TimerKey::FaultDrillEnd {
@@ -726,20 +730,29 @@ impl Daemon {
             dst: r.dst,
             ttl: r.ttl,
         };
-        let decoded = match packet::decode(&r.payload, &ctx) {
+        // 255 as the RFC says, unless the instance accepts less on unicast.
+        let min_ttl = if r.ttl != packet::REQUIRED_TTL && !r.dst.is_multicast() {
+            self.unicast_min_ttl(&p.iface, &r.payload, r.src)
+        } else {
+            packet::REQUIRED_TTL
+        };
+        let decoded = match packet::decode_with_min_ttl(&r.payload, &ctx, min_ttl) {
             Ok(d) => d,
             Err(e) => {
                 self.telemetry.decode_error(&p.iface, e.kind());
                 tracing::debug!(iface = %p.iface, src = %r.src, ttl = r.ttl, error = %e, kind = e.kind(), "VRRP packet dropped");
+                self.decode_dropped(&p.iface, &r.payload, r.src, r.dst, r.ttl, e.kind());
                 return;
             }
         };
-        let key = (p.iface.clone(), decoded.advert.vrid, r.src.is_ipv6());
-        let Some(group) = self.by_advert.get(&key).cloned() else {
+        let Some((group, instance)) =
+            self.instance_for(&p.iface, decoded.advert.vrid, r.src.is_ipv6())
+        else {
             self.telemetry.unknown_vrid(&p.iface);
             tracing::debug!(iface = %p.iface, vrid = decoded.advert.vrid, src = %r.src, "advert for a VRID we do not run");
             return;
         };
+        let master_counters = self.master_counters(&group, &instance);
         tracing::trace!(iface = %p.iface, src = %r.src, vrid = decoded.advert.vrid, priority = decoded.advert.priority, "advert");
         self.note_failover_advert(&group, &p.iface, r.src, &decoded.advert, p.at);
         let input = Input::AdvertReceived {
@@ -748,6 +761,9 @@ impl Daemon {
             advert: decoded.advert,
         };
         self.feed(&group, input, p.at).await;
+        if let Some(before) = master_counters {
+            self.checks_dropped(&group, &instance, &before, r.src, r.dst, r.ttl);
+        }
     }
 
     async fn on_link(&mut self, e: LinkEvent) {
@@ -793,6 +809,7 @@ impl Daemon {
                 TimerKey::FaultDrillEnd { group } => self.end_fault_drill(&group).await,
                 TimerKey::FailoverDrillDeadline => self.failover_deadline().await,
                 TimerKey::PreemptHoldExpiry => self.preempt_hold_expired(),
+                TimerKey::DualMasterQuiet { instance } => self.dual_master_quiet(&instance),
             }
         }
     }
@@ -901,7 +918,7 @@ impl Daemon {
 /// The inputs that turn group `old` into `new` without rebuilding it, if
 /// every difference is a run-time parameter (priority, preempt, preempt
 /// delay, accept mode, advert interval) or daemon-side (checksum form, GARP
-/// refresh). `None`: the group must be rebuilt.
+/// refresh, unicast minimum TTL). `None`: the group must be rebuilt.
 pub(crate) fn run_time_changes(old: &GroupPlan, new: &GroupPlan) -> Option<Vec<Input>> {
     if old.router.sync_groups != new.router.sync_groups
         || old.router.instances.len() != new.router.instances.len()
@@ -913,6 +930,7 @@ pub(crate) fn run_time_changes(old: &GroupPlan, new: &GroupPlan) -> Option<Vec<I
         let mut o = o.clone();
         o.checksum = n.checksum;
         o.garp_refresh = n.garp_refresh;
+        o.unicast_min_ttl = n.unicast_min_ttl;
         if o != *n {
             return None;
         }
