@@ -80,6 +80,23 @@ pub fn render(status: &Value) -> String {
         }
         out.push('\n');
     }
+    // Two masters: said loudly, with the fix vrrpd suggests.
+    for i in status["instances"].as_array().into_iter().flatten() {
+        let d = &i["dual_master"];
+        if d.is_null() {
+            continue;
+        }
+        out.push_str(&format!(
+            "TWO MASTERS: {} (VRID {} on {}) is MASTER and drops the adverts of {}, which claims the same VRID ({}; {} dropped). Fix: {}\n",
+            text(&i["name"]),
+            text(&i["vrid"]),
+            text(&i["interface"]),
+            text(&d["peer"]),
+            text(&d["reason"]),
+            text(&d["adverts"]),
+            text(&d["fix"]),
+        ));
+    }
     let hold = &status["preempt_hold"];
     if hold["held"] == Value::Bool(true) {
         let reasons: Vec<String> = hold["reasons"]
@@ -170,6 +187,29 @@ mod tests {
             render(&missed).lines().nth(2).unwrap(),
             "group edge: MASTER; last takeover: prepare 1.2 ms (lbd's prepare missed: timeout); \
              2 takeover(s) went on without lbd's prepare (control.prepare_budget_ms)"
+        );
+    }
+
+    #[test]
+    fn two_masters_are_said_with_the_fix() {
+        let status = json!({
+            "groups": [], "preempt_hold": {},
+            "instances": [{
+                "group": "v6", "name": "public6", "interface": "eth0", "vrid": 61,
+                "state": "MASTER", "dual_master": {
+                    "reason": "bad_ttl", "peer": "2001:db8:0:a::12", "adverts": 3,
+                    "fix": "set `unicast_ttl 255` in the peer's vrrp_instance",
+                },
+            }],
+        });
+        let out = render(&status);
+        assert!(
+            out.contains(
+                "TWO MASTERS: public6 (VRID 61 on eth0) is MASTER and drops the adverts of \
+                 2001:db8:0:a::12, which claims the same VRID (bad_ttl; 3 dropped). \
+                 Fix: set `unicast_ttl 255` in the peer's vrrp_instance"
+            ),
+            "{out}"
         );
     }
 

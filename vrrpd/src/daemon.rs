@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use futures::StreamExt;
-use netif::{AddressSpec, LinkEvent, LinkEventKind, LinkWatch, Netif};
+use netif::{AddressSpec, IfAddrFlags, IfAddress, LinkEvent, LinkEventKind, LinkWatch, Netif};
 use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -130,6 +130,8 @@ pub(crate) struct Daemon {
     pub(crate) hold: crate::hold::PreemptHold,
     /// What `[vrrpd]` asked for at start-up and what it got.
     pub(crate) realtime: Realtime,
+    /// MASTER instances dropping a peer's adverts for their VRID, by instance.
+    pub(crate) dual_masters: HashMap<String, crate::dual_master::DualMaster>,
 }
 
 impl Drop for Daemon {
@@ -174,7 +176,9 @@ pub async fn run(
     // Watch first: its snapshot then covers anything that changes meanwhile.
     let mut link_watch = netif.watch_links().await.context("watching link state")?;
     let links = read_links(&netif).await?;
-    let link_locals = link_locals(&netif, &view, &links).await;
+    // Leftover VIPs of a crash may still be on the interfaces: they are no
+    // candidates, whether they go before or after this.
+    let link_locals = link_locals(&netif, &view, &links, &configured_vips(&view)).await;
     let plan = translate(&view, &|iface| link_locals.get(iface).copied())
         .context("translating the configuration")?;
     check_interfaces(&plan, &links).map_err(|e| anyhow!(e))?;
@@ -224,6 +228,7 @@ pub async fn run(
         priority_overrides: HashMap::new(),
         hold: Default::default(),
         realtime,
+        dual_masters: HashMap::new(),
     };
     daemon.open_io(&plan).map_err(|e| anyhow!(e))?;
 
@@ -355,11 +360,23 @@ async fn read_links(netif: &Netif) -> anyhow::Result<HashMap<String, LinkState>>
         .collect())
 }
 
-/// The link-local address of every interface an IPv6 instance runs on.
+/// Every VIP of `view` (all groups, all instances): never a source address.
+fn configured_vips(view: &NodeView) -> BTreeSet<IpAddr> {
+    view.groups
+        .iter()
+        .flat_map(|g| &g.instances)
+        .flat_map(|i| &i.config.vips)
+        .map(|v| v.address.address)
+        .collect()
+}
+
+/// The link-local address every interface an IPv6 instance runs on sends from
+/// (see [`choose_link_local`]); none of `vips` is ever chosen.
 async fn link_locals(
     netif: &Netif,
     view: &NodeView,
     links: &HashMap<String, LinkState>,
+    vips: &BTreeSet<IpAddr>,
 ) -> HashMap<String, Ipv6Addr> {
     let mut out = HashMap::new();
     for inst in view.instances().filter(|i| i.config.is_ipv6()) {
@@ -372,10 +389,8 @@ async fn link_locals(
         }
         match netif.addresses(link.index).await {
             Ok(addrs) => {
-                if let Some(ll) = addrs.iter().find_map(|a| match a.addr {
-                    IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => Some(v6),
-                    _ => None,
-                }) {
+                let mac = crate::net::interface_mac(iface).ok();
+                if let Some(ll) = choose_link_local(&addrs, mac, vips) {
                     out.insert(iface.clone(), ll);
                 }
             }
@@ -383,6 +398,48 @@ async fn link_locals(
         }
     }
     out
+}
+
+/// The node's own link-local address among `addrs` (one interface's, in the
+/// kernel's order): never a VIP, which a MASTER holds on the interface (and a
+/// crashed vrrpd leaves there until the next start removes it), nor an address
+/// whose duplicate address detection failed. The kernel's EUI-64 address of
+/// `mac` if it is there; else the oldest (the kernel lists the newest link-local
+/// first), so that an address added later by hand does not take over.
+fn choose_link_local(
+    addrs: &[IfAddress],
+    mac: Option<[u8; 6]>,
+    vips: &BTreeSet<IpAddr>,
+) -> Option<Ipv6Addr> {
+    let candidates: Vec<Ipv6Addr> = addrs
+        .iter()
+        .filter(|a| !vips.contains(&a.addr) && !a.flags.contains(IfAddrFlags::DADFAILED))
+        .filter_map(|a| match a.addr {
+            IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => Some(v6),
+            _ => None,
+        })
+        .collect();
+    let eui64 = mac.map(eui64_link_local);
+    candidates
+        .iter()
+        .copied()
+        .find(|a| Some(*a) == eui64)
+        .or_else(|| candidates.last().copied())
+}
+
+/// fe80::/64 with the modified EUI-64 interface identifier of `mac` (RFC 4291
+/// appendix A): what the kernel gives an Ethernet interface by default.
+fn eui64_link_local(mac: [u8; 6]) -> Ipv6Addr {
+    Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([mac[0] ^ 0x02, mac[1]]),
+        u16::from_be_bytes([mac[2], 0xff]),
+        u16::from_be_bytes([0xfe, mac[3]]),
+        u16::from_be_bytes([mac[4], mac[5]]),
+    )
 }
 
 /// Every instance interface must exist; tracked ones may be absent (down).
@@ -611,6 +668,7 @@ impl Daemon {
         if let Some(rt) = self.groups.remove(name) {
             for i in &rt.plan.instances {
                 self.timers.cancel_instance(&i.name);
+                self.dual_master_quiet(&i.name);
             }
         }
         self.timers.cancel(&TimerKey::FaultDrillEnd {
@@ -672,20 +730,29 @@ impl Daemon {
             dst: r.dst,
             ttl: r.ttl,
         };
-        let decoded = match packet::decode(&r.payload, &ctx) {
+        // 255 as the RFC says, unless the instance accepts less on unicast.
+        let min_ttl = if r.ttl != packet::REQUIRED_TTL && !r.dst.is_multicast() {
+            self.unicast_min_ttl(&p.iface, &r.payload, r.src)
+        } else {
+            packet::REQUIRED_TTL
+        };
+        let decoded = match packet::decode_with_min_ttl(&r.payload, &ctx, min_ttl) {
             Ok(d) => d,
             Err(e) => {
                 self.telemetry.decode_error(&p.iface, e.kind());
                 tracing::debug!(iface = %p.iface, src = %r.src, ttl = r.ttl, error = %e, kind = e.kind(), "VRRP packet dropped");
+                self.decode_dropped(&p.iface, &r.payload, r.src, r.dst, r.ttl, e.kind());
                 return;
             }
         };
-        let key = (p.iface.clone(), decoded.advert.vrid, r.src.is_ipv6());
-        let Some(group) = self.by_advert.get(&key).cloned() else {
+        let Some((group, instance)) =
+            self.instance_for(&p.iface, decoded.advert.vrid, r.src.is_ipv6())
+        else {
             self.telemetry.unknown_vrid(&p.iface);
             tracing::debug!(iface = %p.iface, vrid = decoded.advert.vrid, src = %r.src, "advert for a VRID we do not run");
             return;
         };
+        let master_counters = self.master_counters(&group, &instance);
         tracing::trace!(iface = %p.iface, src = %r.src, vrid = decoded.advert.vrid, priority = decoded.advert.priority, "advert");
         self.note_failover_advert(&group, &p.iface, r.src, &decoded.advert, p.at);
         let input = Input::AdvertReceived {
@@ -694,6 +761,9 @@ impl Daemon {
             advert: decoded.advert,
         };
         self.feed(&group, input, p.at).await;
+        if let Some(before) = master_counters {
+            self.checks_dropped(&group, &instance, &before, r.src, r.dst, r.ttl);
+        }
     }
 
     async fn on_link(&mut self, e: LinkEvent) {
@@ -739,6 +809,7 @@ impl Daemon {
                 TimerKey::FaultDrillEnd { group } => self.end_fault_drill(&group).await,
                 TimerKey::FailoverDrillDeadline => self.failover_deadline().await,
                 TimerKey::PreemptHoldExpiry => self.preempt_hold_expired(),
+                TimerKey::DualMasterQuiet { instance } => self.dual_master_quiet(&instance),
             }
         }
     }
@@ -750,7 +821,11 @@ impl Daemon {
         let links = read_links(&self.netif)
             .await
             .map_err(|e| format!("{e:#}"))?;
-        let lls = link_locals(&self.netif, &loaded.view, &links).await;
+        // The running groups' VIPs are on the interfaces too (a MASTER's), and
+        // stay until the groups that hold them are stopped below.
+        let mut vips = configured_vips(&loaded.view);
+        vips.extend(configured_vips(&self.view));
+        let lls = link_locals(&self.netif, &loaded.view, &links, &vips).await;
         let plan =
             translate(&loaded.view, &|iface| lls.get(iface).copied()).map_err(|e| e.to_string())?;
         check_interfaces(&plan, &links)?;
@@ -843,7 +918,7 @@ impl Daemon {
 /// The inputs that turn group `old` into `new` without rebuilding it, if
 /// every difference is a run-time parameter (priority, preempt, preempt
 /// delay, accept mode, advert interval) or daemon-side (checksum form, GARP
-/// refresh). `None`: the group must be rebuilt.
+/// refresh, unicast minimum TTL). `None`: the group must be rebuilt.
 pub(crate) fn run_time_changes(old: &GroupPlan, new: &GroupPlan) -> Option<Vec<Input>> {
     if old.router.sync_groups != new.router.sync_groups
         || old.router.instances.len() != new.router.instances.len()
@@ -855,6 +930,7 @@ pub(crate) fn run_time_changes(old: &GroupPlan, new: &GroupPlan) -> Option<Vec<I
         let mut o = o.clone();
         o.checksum = n.checksum;
         o.garp_refresh = n.garp_refresh;
+        o.unicast_min_ttl = n.unicast_min_ttl;
         if o != *n {
             return None;
         }
@@ -977,6 +1053,68 @@ mod tests {
             .node_view(Some("lb1"))
             .unwrap();
         translate(&view, &|_| None).unwrap().groups.remove(0)
+    }
+
+    fn address(text: &str, flags: u32) -> IfAddress {
+        IfAddress {
+            ifindex: 2,
+            addr: text.parse().unwrap(),
+            prefix_len: 64,
+            label: None,
+            flags: IfAddrFlags(flags),
+        }
+    }
+
+    const MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0];
+
+    #[test]
+    fn the_eui64_link_local_is_derived_from_the_mac() {
+        assert_eq!(
+            eui64_link_local(MAC),
+            "fe80::ff:fe00:200".parse::<Ipv6Addr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_link_local_vip_is_never_the_source() {
+        let vips: BTreeSet<IpAddr> = ["fe80::c8".parse().unwrap()].into();
+        // The kernel lists the newest first: the VIP a MASTER (or a crash) left.
+        let addrs = [
+            address("2001:db8:0:a::11", IfAddrFlags::PERMANENT),
+            address("fe80::c8", IfAddrFlags::PERMANENT),
+            address("fe80::ff:fe00:200", IfAddrFlags::PERMANENT),
+        ];
+        let own = Some("fe80::ff:fe00:200".parse().unwrap());
+        assert_eq!(choose_link_local(&addrs, Some(MAC), &vips), own);
+        // Without the MAC (or another address generation mode) the VIP still loses.
+        assert_eq!(choose_link_local(&addrs, None, &vips), own);
+        assert_eq!(choose_link_local(&addrs[..2], Some(MAC), &vips), None);
+    }
+
+    #[test]
+    fn the_kernel_link_local_wins_over_one_added_later() {
+        let none = BTreeSet::new();
+        let addrs = [
+            address("fe80::1", IfAddrFlags::PERMANENT),
+            address("fe80::ff:fe00:200", IfAddrFlags::PERMANENT),
+            address("fe80::2", IfAddrFlags::PERMANENT),
+        ];
+        let eui64 = Some("fe80::ff:fe00:200".parse().unwrap());
+        assert_eq!(choose_link_local(&addrs, Some(MAC), &none), eui64);
+        // No EUI-64 address (stable privacy): the oldest, listed last.
+        let other = [0x02, 0, 0, 0, 0x09, 0];
+        let oldest = Some("fe80::2".parse().unwrap());
+        assert_eq!(choose_link_local(&addrs, Some(other), &none), oldest);
+        // A failed duplicate address detection rules an address out.
+        let addrs = [
+            address("fe80::1", IfAddrFlags::PERMANENT),
+            address(
+                "fe80::ff:fe00:200",
+                IfAddrFlags::PERMANENT | IfAddrFlags::DADFAILED,
+            ),
+        ];
+        let first = Some("fe80::1".parse().unwrap());
+        assert_eq!(choose_link_local(&addrs, Some(MAC), &none), first);
     }
 
     #[test]

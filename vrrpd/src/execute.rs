@@ -406,7 +406,7 @@ impl Daemon {
                     continue;
                 }
             };
-            match socket.send(&bytes, dst).await {
+            match socket.send_from(&bytes, source, dst).await {
                 Ok(()) => {
                     any = true;
                     self.telemetry.advert_sent(&labels);

@@ -7,10 +7,12 @@
 //! - [`tracking`]: priority deltas other daemons ask for (lbd's service quorums);
 //! - [`hold`]: preemption held back while lbd lacks the peer's connection state;
 //! - [`realtime`]: `[vrrpd]` real-time scheduling and locked memory;
+//! - [`dual_master`]: a MASTER that drops a peer's adverts for its VRID says so;
 //! - [`timers`], [`telemetry`], [`control`], [`net`] (packet I/O).
 
 pub mod control;
 pub mod daemon;
+pub mod dual_master;
 pub mod execute;
 pub mod hold;
 pub mod net;

@@ -186,6 +186,7 @@ impl Daemon {
                     "timers": timers,
                     "counters": s.counters,
                     "last_transition": last,
+                    "dual_master": self.dual_master_status(&s.name),
                 }));
             }
         }

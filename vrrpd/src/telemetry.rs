@@ -84,6 +84,8 @@ pub struct Telemetry {
     preempt_hold_expired: IntCounterVec,
     realtime_priority: IntGaugeVec,
     memory_locked: IntGaugeVec,
+    dual_master: IntGaugeVec,
+    dual_master_adverts: IntCounterVec,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -168,6 +170,8 @@ impl Telemetry {
             preempt_hold_expired: counter(&r, "vrrp_preempt_hold_expired_total", "Preemption holds that ran out ([sync] preempt_wait_ms) before lbd had the peer's connection state.", &[]),
             realtime_priority: int_gauge(&r, "vrrp_realtime_priority", "Real-time priority (SCHED_RR/FIFO) vrrpd's event loop runs at; 0 for normal scheduling ([vrrpd] realtime_priority).", &[]),
             memory_locked: int_gauge(&r, "vrrp_memory_locked", "1 if vrrpd's memory is locked into RAM (mlockall; [vrrpd] lock_memory).", &[]),
+            dual_master: int_gauge(&r, "vrrp_dual_master", "1 while this MASTER instance drops a peer's adverts for its VRID (both nodes MASTER), by reason (bad_ttl, bad_checksum, auth, interval, version, ...).", &with(&["reason"])),
+            dual_master_adverts: counter(&r, "vrrp_dual_master_adverts_total", "Adverts of a peer claiming the instance's VRID dropped while the instance was MASTER, by reason.", &with(&["reason"])),
             takeover_phase,
             registry: r,
         };
@@ -214,6 +218,26 @@ impl Telemetry {
             with.push(kind);
             self.advert_checks_failed.with_label_values(&with);
         }
+        for reason in crate::dual_master::REASONS {
+            let mut with = v.to_vec();
+            with.push(reason);
+            self.dual_master.with_label_values(&with).set(0);
+            self.dual_master_adverts.with_label_values(&with);
+        }
+    }
+
+    /// Whether an instance is MASTER beside a peer whose adverts it drops for `reason`.
+    pub fn dual_master(&self, l: &InstanceLabels, reason: &str, on: bool) {
+        let mut with = l.values().to_vec();
+        with.push(reason);
+        self.dual_master.with_label_values(&with).set(i64::from(on));
+    }
+
+    /// One such advert dropped.
+    pub fn dual_master_advert(&self, l: &InstanceLabels, reason: &str) {
+        let mut with = l.values().to_vec();
+        with.push(reason);
+        self.dual_master_adverts.with_label_values(&with).inc();
     }
 
     /// Creates every decode-error kind of an interface at 0.

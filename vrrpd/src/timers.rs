@@ -170,6 +170,12 @@ pub enum TimerKey {
     FailoverDrillDeadline,
     /// The end of the longest a preemption may be held back (`[sync] preempt_wait_ms`).
     PreemptHoldExpiry,
+    /// A MASTER instance has dropped no peer advert for a while: no longer two
+    /// masters as far as it can see.
+    DualMasterQuiet {
+        /// Instance name.
+        instance: String,
+    },
 }
 
 /// Armed timers and their deadlines; at most one deadline per key.
@@ -197,9 +203,9 @@ impl TimerTable {
     /// Forgets every timer of `instance`.
     pub fn cancel_instance(&mut self, instance: &str) {
         self.deadlines.retain(|k, _| match k {
-            TimerKey::Router { instance: i, .. } | TimerKey::GarpRefresh { instance: i } => {
-                i != instance
-            }
+            TimerKey::Router { instance: i, .. }
+            | TimerKey::GarpRefresh { instance: i }
+            | TimerKey::DualMasterQuiet { instance: i } => i != instance,
             _ => true,
         });
     }

@@ -78,6 +78,8 @@ pub struct InstancePlan {
     pub vips: Vec<VipPlan>,
     /// Periodic GARP / NA burst while MASTER (daemon-side timer).
     pub garp_refresh: Option<Duration>,
+    /// Lowest TTL / hop limit accepted on unicast adverts (daemon-side check).
+    pub unicast_min_ttl: u8,
 }
 
 /// One sync group: its state machine configuration and the daemon's extras.
@@ -267,6 +269,7 @@ fn translate_instance(
             })
             .collect(),
         garp_refresh: (inst.garp.refresh_s > 0).then(|| secs(inst.garp.refresh_s)),
+        unicast_min_ttl: inst.unicast_min_ttl,
     };
     Ok((config, plan))
 }

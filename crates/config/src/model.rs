@@ -320,6 +320,15 @@ pub struct Instance {
     pub checksum: ChecksumMode,
     /// Send adverts unicast to the peer instead of multicast.
     pub unicast: bool,
+    /// Lowest TTL / hop limit accepted on unicast adverts (255: RFC 9568 §7.1;
+    /// lower only to hear a peer that sends less, such as keepalived without
+    /// `unicast_ttl 255`). Multicast adverts always need 255.
+    #[serde(default = "strict_ttl")]
+    pub unicast_min_ttl: u8,
+}
+
+fn strict_ttl() -> u8 {
+    255
 }
 
 impl Instance {

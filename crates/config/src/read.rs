@@ -360,6 +360,7 @@ const INSTANCE_KEYS: &[&str] = &[
     "auth_pass",
     "checksum",
     "unicast",
+    "unicast_min_ttl",
 ];
 
 fn read_instance(r: &mut Reader, v: &Sv, path: &str) -> Option<Instance> {
@@ -425,7 +426,21 @@ fn read_instance(r: &mut Reader, v: &Sv, path: &str) -> Option<Instance> {
             ],
         );
         let unicast = t.opt_bool(r, "unicast").unwrap_or(false);
+        let unicast_min_ttl = t.opt_int(
+            r,
+            "unicast_min_ttl",
+            1,
+            255,
+            "use 1..=255: 255 (the default) as the RFC says, or the TTL / hop limit the peer sends (keepalived: 64 unless its unicast_ttl is set)",
+        );
         t.finish(r, INSTANCE_KEYS);
+        if unicast_min_ttl.is_some() && !unicast {
+            r.error_key(
+                &t.key_path("unicast_min_ttl"),
+                "unicast_min_ttl applies to unicast adverts only, and this instance sends multicast (multicast adverts always need TTL / hop limit 255)",
+                "set unicast = true on this instance, or remove unicast_min_ttl",
+            );
+        }
 
         let version = version?;
         let vips = vips?;
@@ -503,6 +518,7 @@ fn read_instance(r: &mut Reader, v: &Sv, path: &str) -> Option<Instance> {
             auth_pass,
             checksum: checksum.unwrap_or(ChecksumMode::PseudoHeader),
             unicast,
+            unicast_min_ttl: unicast_min_ttl.map_or(255, |t| t as u8),
         })
     })
 }

@@ -4,9 +4,10 @@
 //! - taking over (BACKUP -> MASTER): `GroupStateChanged`, `StateChanged` per
 //!   member, `PrepareTakeover`, one `AddVips` for every member, `SendAdvert`
 //!   per member, `SendGratuitous` per member, then the timers;
-//! - leaving MASTER: one `RemoveVips` for every member first, then
-//!   `GroupStateChanged`, `StateChanged` per member, priority-0 `SendAdvert`
-//!   per member that releases, then the timers;
+//! - leaving MASTER: priority-0 `SendAdvert` per member that releases first
+//!   (while its addresses are all still there), then one `RemoveVips` for every
+//!   member, then `GroupStateChanged`, `StateChanged` per member, then the
+//!   timers;
 //! - other transitions: state changes, then cancelled timers, then armed
 //!   timers. Members are listed in sync-group order.
 

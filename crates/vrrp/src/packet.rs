@@ -420,12 +420,24 @@ fn accepted_forms(version: Version, family: Family) -> &'static [ChecksumForm] {
 /// configuration are [`Advertisement::verify_auth`] and
 /// [`Advertisement::verify_interval`].
 pub fn decode(message: &[u8], ip: &IpContext) -> Result<Received, DecodeError> {
+    decode_with_min_ttl(message, ip, REQUIRED_TTL)
+}
+
+/// [`decode`], accepting any TTL / hop limit from `min_ttl` up instead of 255
+/// only. For unicast adverts from a peer that does not send 255 (keepalived
+/// without `unicast_ttl 255`), when the operator chose to accept them; the RFC's
+/// check (and so multicast) is `min_ttl` 255.
+pub fn decode_with_min_ttl(
+    message: &[u8],
+    ip: &IpContext,
+    min_ttl: u8,
+) -> Result<Received, DecodeError> {
     let family = ip.family().ok_or(DecodeError::ContextFamilyMismatch {
         src: ip.src,
         dst: ip.dst,
     })?;
     let header = parse_header(message, family)?;
-    if ip.ttl != REQUIRED_TTL {
+    if ip.ttl < min_ttl.max(1) {
         return Err(DecodeError::BadTtl(ip.ttl));
     }
     let forms = accepted_forms(header.version, family);
@@ -595,6 +607,13 @@ mod tests {
         assert_eq!(kind(&with(0, 0x41), &ctx), "bad_version");
         assert_eq!(kind(&with(0, 0x22), &ctx), "bad_type");
         assert_eq!(kind(&s1, &IpContext { ttl: 254, ..ctx }), "bad_ttl");
+        // A lower minimum lets hop limit 64 through, and nothing below it.
+        let ttl64 = IpContext { ttl: 64, ..ctx };
+        assert!(decode_with_min_ttl(&s1, &ttl64, 64).is_ok());
+        assert!(matches!(
+            decode_with_min_ttl(&s1, &IpContext { ttl: 63, ..ctx }, 64),
+            Err(DecodeError::BadTtl(63))
+        ));
         assert_eq!(kind(&with(3, 0), &ctx), "zero_address_count");
         assert_eq!(kind(&with(3, 2), &ctx), "truncated");
         assert_eq!(

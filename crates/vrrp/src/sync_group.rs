@@ -151,6 +151,18 @@ impl SyncGroup {
                 _ => p,
             })
             .collect();
+        // Priority 0 from every member that gives MASTER up (not the one that
+        // lost an election, RFC §6.4.3) and can still send on its link, so
+        // that the peer takes over after Skew_Time instead of
+        // Master_Down_Interval, on every link. Before the VIPs go: a source
+        // address must never depend on them (an IPv6 send from an address
+        // just removed fails), and the peer waits Skew_Time anyway.
+        for (&m, plan) in self.members.iter().zip(&plans) {
+            let inst = &mut instances[m];
+            if plan.reason != Reason::HigherPriority && inst.link_up {
+                inst.send_advert(0, out);
+            }
+        }
         out.push(Action::RemoveVips {
             group: self.name.clone(),
             sets: self
@@ -160,16 +172,6 @@ impl SyncGroup {
                 .collect(),
         });
         self.emit_state_changes(instances, &plans, out);
-        // Priority 0 from every member that gives MASTER up (not the one that
-        // lost an election, RFC §6.4.3) and can still send on its link, so
-        // that the peer takes over after Skew_Time instead of
-        // Master_Down_Interval, on every link.
-        for (&m, plan) in self.members.iter().zip(&plans) {
-            let inst = &mut instances[m];
-            if plan.reason != Reason::HigherPriority && inst.link_up {
-                inst.send_advert(0, out);
-            }
-        }
         for &m in &self.members {
             let inst = &mut instances[m];
             inst.cancel(TimerKind::Advertisement, out);
@@ -362,7 +364,7 @@ impl SyncGroup {
     }
 
     /// Shutdown: every member to INITIALIZE; a MASTER group releases with
-    /// priority 0 (RFC §6.4.3) after removing its VIPs.
+    /// priority 0 (RFC §6.4.3), then removes its VIPs.
     pub(crate) fn shut_down(&self, instances: &mut [Instance], out: &mut Vec<Action>) {
         let was_master = self.state(instances) == State::Master;
         let plans: Vec<Plan> = self
@@ -374,6 +376,14 @@ impl SyncGroup {
             })
             .collect();
         if was_master {
+            // The adverts first, as in a release (see `reconcile_master`).
+            for &m in &self.members {
+                let inst = &mut instances[m];
+                if inst.link_up {
+                    inst.send_advert(0, out);
+                }
+                inst.counters.left_master += 1;
+            }
             out.push(Action::RemoveVips {
                 group: self.name.clone(),
                 sets: self
@@ -384,15 +394,6 @@ impl SyncGroup {
             });
         }
         self.emit_state_changes(instances, &plans, out);
-        if was_master {
-            for &m in &self.members {
-                let inst = &mut instances[m];
-                if inst.link_up {
-                    inst.send_advert(0, out);
-                }
-                inst.counters.left_master += 1;
-            }
-        }
         for &m in &self.members {
             let inst = &mut instances[m];
             for t in [

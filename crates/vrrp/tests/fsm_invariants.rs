@@ -90,8 +90,18 @@ struct World {
 
 impl World {
     fn apply(&mut self, actions: &[Action]) -> Result<(), String> {
+        let mut removed: BTreeSet<&str> = BTreeSet::new();
         for a in actions {
             match a {
+                // A release's priority-0 adverts leave before its VIPs go (the
+                // source address must still be there; issue 11).
+                Action::SendAdvert {
+                    instance, advert, ..
+                } if advert.priority == 0 && removed.contains(instance.as_str()) => {
+                    return Err(format!(
+                        "priority 0 of {instance} after the VIPs were removed"
+                    ));
+                }
                 Action::ArmTimer {
                     instance,
                     timer,
@@ -114,6 +124,7 @@ impl World {
                 }
                 Action::RemoveVips { sets, .. } => {
                     for s in sets {
+                        removed.insert(&s.instance);
                         if !self.vips.remove(&s.instance) {
                             return Err(format!("VIPs of {} removed but not held", s.instance));
                         }

@@ -455,12 +455,26 @@ impl VrrpSocket {
     /// Sends one VRRP message (checksum already filled in) to `dst`; the kernel
     /// adds the IP header with our source address.
     pub async fn send(&self, payload: &[u8], dst: IpAddr) -> Result<(), SocketError> {
-        if IpFamily::of(dst) != self.family {
-            return Err(SocketError::WrongFamily {
-                iface: self.iface.clone(),
-                addr: dst,
-                family: self.family,
-            });
+        self.send_from(payload, self.source, dst).await
+    }
+
+    /// [`Self::send`] from `source`: the address the message's checksum was
+    /// computed with (IPv6 and v3 checksums cover it), so that the two never
+    /// disagree when the source chosen for the instance changed since the open.
+    pub async fn send_from(
+        &self,
+        payload: &[u8],
+        source: IpAddr,
+        dst: IpAddr,
+    ) -> Result<(), SocketError> {
+        for addr in [source, dst] {
+            if IpFamily::of(addr) != self.family {
+                return Err(SocketError::WrongFamily {
+                    iface: self.iface.clone(),
+                    addr,
+                    family: self.family,
+                });
+            }
         }
         if payload.len() > RECV_CAPACITY - 40 {
             return Err(SocketError::TooLong {
@@ -471,7 +485,7 @@ impl VrrpSocket {
         let sent = self
             .fd
             .async_io(Interest::WRITABLE, |socket| {
-                send_with_pktinfo(socket.as_raw_fd(), payload, self.source, dst, self.ifindex)
+                send_with_pktinfo(socket.as_raw_fd(), payload, source, dst, self.ifindex)
             })
             .await
             .map_err(|source| SocketError::Send {
