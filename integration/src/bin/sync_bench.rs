@@ -4,6 +4,7 @@
 //! ```text
 //! sync_bench [--runs N] [--only commit|rate|stall] [--sizes 10000,100000,200000]
 //!            [--rates 5000,10000,20000,40000] [--intervals-ms 1000,100,30,10]
+//!            [--endpoint-rto-min-ms N]
 //! ```
 //!
 //! - commit: the takeover's commit of the peer's entries at 10,000 / 100,000 /
@@ -46,6 +47,8 @@ struct Args {
     sizes: Vec<usize>,
     rates: Vec<usize>,
     intervals: Vec<u32>,
+    /// `rto_min` set on the client's and the servers' routes (0: the kernel's 200 ms).
+    endpoint_rto_min_ms: u32,
 }
 
 fn list<T: std::str::FromStr>(s: &str) -> Result<Vec<T>> {
@@ -61,6 +64,7 @@ fn parse_args() -> Result<Args> {
         sizes: vec![10_000, 100_000, 200_000],
         rates: vec![5_000, 10_000, 20_000, 40_000],
         intervals: vec![1000, 100, 30, 10],
+        endpoint_rto_min_ms: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -71,8 +75,9 @@ fn parse_args() -> Result<Args> {
             "--sizes" => args.sizes = list(&value()?)?,
             "--rates" => args.rates = list(&value()?)?,
             "--intervals-ms" => args.intervals = list(&value()?)?,
+            "--endpoint-rto-min-ms" => args.endpoint_rto_min_ms = value()?.parse()?,
             "-h" | "--help" => {
-                println!("sync_bench [--runs N] [--only commit|rate|stall] [--sizes A,B] [--rates A,B] [--intervals-ms A,B]");
+                println!("sync_bench [--runs N] [--only commit|rate|stall] [--sizes A,B] [--rates A,B] [--intervals-ms A,B] [--endpoint-rto-min-ms N]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}"),
@@ -640,7 +645,10 @@ fn rate(bins: &Binaries, args: &Args, conntrackd: bool) -> Result<()> {
             }
         }
         println!("  {r:>6}/s  lbd        {}", RateFigures::medians(&ours));
-        println!("  {r:>6}/s  lbd (own)  {}", RateFigures::medians(&own_kernel));
+        println!(
+            "  {r:>6}/s  lbd (own)  {}",
+            RateFigures::medians(&own_kernel)
+        );
         if conntrackd {
             println!("  {r:>6}/s  conntrackd {}", RateFigures::medians(&theirs));
         }
@@ -750,13 +758,19 @@ fn stall(bins: &Binaries, args: &Args) -> Result<()> {
     println!("== stall after a crash of lb1: the longest pause each of {CONNECTIONS} connections saw (an echo every 20 ms)");
     println!("   ms: median / p90 / max over connections, each the median over {} runs; kept: connections alive after", args.runs);
     println!("   theirs: keepalived (sync group, VRRPv3) + conntrackd FTFW (notify_master: -c -f -R -B) + nft DNAT/SNAT-pool rules");
+    let rto = args.endpoint_rto_min_ms;
+    if rto > 0 {
+        println!("   the client's and the servers' routes carry rto_min {rto}ms (an endpoint's setting: the balancer's part of the stall shows)");
+    } else {
+        println!("   the endpoints keep TCP's minimum retransmission timeout (200 ms): a segment lost in the takeover waits at least that");
+    }
     for &interval in &args.intervals {
-        let ours = stall_runs(args.runs, || {
+        let ours = stall_runs(args.runs, rto, || {
             Ours::up(bins, interval).map(|o| Box::new(o) as Box<dyn Stack>)
         })?;
         println!("  adverts {interval:>4} ms   lbd + vrrpd              {ours}");
         if keepalived {
-            let theirs = stall_runs(args.runs, || {
+            let theirs = stall_runs(args.runs, rto, || {
                 Theirs::up(interval).map(|t| Box::new(t) as Box<dyn Stack>)
             })?;
             println!("  adverts {interval:>4} ms   keepalived + conntrackd  {theirs}");
@@ -766,11 +780,15 @@ fn stall(bins: &Binaries, args: &Args) -> Result<()> {
 }
 
 /// `runs` crashes of a freshly started stack, summarised.
-fn stall_runs(runs: usize, mut up: impl FnMut() -> Result<Box<dyn Stack>>) -> Result<String> {
+fn stall_runs(
+    runs: usize,
+    rto_min_ms: u32,
+    mut up: impl FnMut() -> Result<Box<dyn Stack>>,
+) -> Result<String> {
     let (mut med, mut p90, mut max, mut kept) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let mut stack = up()?;
-        let s = stall_once(stack.as_mut())?;
+        let s = stall_once(stack.as_mut(), rto_min_ms)?;
         med.push(s.median);
         p90.push(s.p90);
         max.push(s.max);
@@ -785,6 +803,20 @@ fn stall_runs(runs: usize, mut up: impl FnMut() -> Result<Box<dyn Stack>>) -> Re
         spread(&med),
         median(&mut kept),
     ))
+}
+
+/// Sets `rto_min` on every IPv4 route of `host` (what an operator of the client or
+/// the server may do; the balancer cannot).
+fn set_rto_min(host: &Host, ms: u32) -> Result<()> {
+    let routes = host.exec_ok(&["ip", "-4", "route", "show"])?;
+    for route in routes.lines().filter(|l| !l.trim().is_empty()) {
+        let mut cmd = vec!["ip", "route", "change"];
+        cmd.extend(route.split_whitespace());
+        let rto = format!("{ms}ms");
+        cmd.extend(["rto_min", rto.as_str()]);
+        host.exec_ok(&cmd)?;
+    }
+    Ok(())
 }
 
 /// A two-node stack under test: the lab, its sync, and lb1's crash.
@@ -952,7 +984,12 @@ struct Stall {
     kept: usize,
 }
 
-fn stall_once(stack: &mut dyn Stack) -> Result<Stall> {
+fn stall_once(stack: &mut dyn Stack, rto_min_ms: u32) -> Result<Stall> {
+    if rto_min_ms > 0 {
+        for host in ["client", "srv1", "srv2"] {
+            set_rto_min(&stack.lab()[host], rto_min_ms)?;
+        }
+    }
     let vip: SocketAddr = format!("{VIP}:80").parse()?;
     let mut conns = Vec::new();
     for _ in 0..CONNECTIONS {
