@@ -147,6 +147,8 @@ struct Daemon {
     /// Service quorums on their way to vrrpd.
     tracks: TrackSender,
     loaded_unix_ms: u64,
+    /// Whether vrrpd was last seen running another configuration.
+    config_differs: bool,
     /// Connection-state sync with the peer (`[sync]` enabled, either backend).
     sync: Option<SyncLink>,
     /// The last commit of the peer's entries (at prepare), for status.
@@ -249,6 +251,7 @@ pub async fn run(
         last_transitions: HashMap::new(),
         tracks,
         loaded_unix_ms: unix_ms(),
+        config_differs: false,
         sync,
         last_commit: None,
     };
@@ -532,8 +535,37 @@ impl Daemon {
         }
     }
 
+    /// Whether vrrpd runs a configuration file other than lbd's (None: not known).
+    fn config_differs_from_vrrpd(&self) -> Option<bool> {
+        self.roles
+            .vrrpd_fingerprint
+            .as_ref()
+            .map(|f| *f != self.view.fingerprint)
+    }
+
+    /// Says once (log, metric) when vrrpd and lbd start or stop running different
+    /// configurations: a reload of one and not the other, or different files.
+    fn note_config_difference(&mut self) {
+        let differs = self.config_differs_from_vrrpd().unwrap_or(false);
+        if differs == self.config_differs {
+            return;
+        }
+        self.config_differs = differs;
+        self.telemetry.config_differs(differs);
+        if differs {
+            tracing::warn!(
+                lbd = %self.view.fingerprint,
+                vrrpd = ?self.roles.vrrpd_fingerprint,
+                "lbd and vrrpd run different configurations: reload both (vrrpctl reload) or check that they read the same file"
+            );
+        } else {
+            tracing::info!(fingerprint = %self.view.fingerprint, "lbd and vrrpd run the same configuration again");
+        }
+    }
+
     async fn on_role(&mut self, update: RoleUpdate) {
         let changes = self.roles.update(update);
+        self.note_config_difference();
         for (group, from, to) in &changes {
             tracing::info!(group = %group, from = from.as_deref().unwrap_or("unknown"), to = %to, "sync group role");
         }
@@ -743,6 +775,7 @@ impl Daemon {
         // The whole configuration may have changed: compare everything once.
         self.changed = None;
         self.loaded_unix_ms = unix_ms();
+        self.note_config_difference();
         self.telemetry.checks_reconfigured();
         self.checks_seen.clear();
         let apply = self.reconcile("reload").await;
@@ -867,7 +900,12 @@ impl Daemon {
             .collect();
         json!({
             "node": self.view.name,
-            "config": {"file": self.options.config_path, "loaded_unix_ms": self.loaded_unix_ms},
+            "config": {
+                "file": self.options.config_path, "loaded_unix_ms": self.loaded_unix_ms,
+                "fingerprint": self.view.fingerprint,
+                "vrrpd_fingerprint": self.roles.vrrpd_fingerprint,
+                "differs_from_vrrpd": self.config_differs_from_vrrpd(),
+            },
             "backend": {
                 "name": self.selection.kind.name(), "reason": self.selection.reason,
                 "table": self.view.dataplane.nft_table,

@@ -50,7 +50,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    tracing::info!(config = %options.config_path.display(), node = %loaded.view.name, "{}", loaded.view.summary());
+    tracing::info!(config = %options.config_path.display(), node = %loaded.view.name, fingerprint = %loaded.view.fingerprint, "{}", loaded.view.summary());
+    for w in &loaded.cluster.warnings {
+        tracing::warn!("configuration: {w}");
+    }
     if cli.teardown {
         return match daemon::teardown(&loaded.view) {
             Ok(()) => ExitCode::SUCCESS,

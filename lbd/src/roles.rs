@@ -36,6 +36,8 @@ pub enum RoleUpdate {
     },
     /// vrrpd cannot be reached.
     Unreachable(String),
+    /// The fingerprint of the configuration vrrpd runs (from its status).
+    Fingerprint(String),
 }
 
 /// Roles as lbd knows them, and whether vrrpd is reachable.
@@ -49,6 +51,8 @@ pub struct Roles {
     pub error: Option<String>,
     /// Whether the absence was already logged (once per outage).
     warned: bool,
+    /// The fingerprint of the configuration vrrpd runs, once known.
+    pub vrrpd_fingerprint: Option<String>,
 }
 
 impl Roles {
@@ -83,6 +87,7 @@ impl Roles {
                 }
             }
             RoleUpdate::Changed { .. } => self.connected = true,
+            RoleUpdate::Fingerprint(f) => self.vrrpd_fingerprint = Some(f),
             RoleUpdate::Unreachable(why) => {
                 if !self.warned {
                     tracing::warn!(error = %why, last_roles = ?self.groups, "vrrpd unreachable: keeping the dataplane and the last known roles");
@@ -123,7 +128,8 @@ pub fn update_of_event(data: &Value) -> Option<RoleUpdate> {
     })
 }
 
-async fn status(socket: &PathBuf) -> Result<BTreeMap<String, String>, String> {
+/// vrrpd's group states and the fingerprint of the configuration it runs.
+async fn status(socket: &PathBuf) -> Result<(BTreeMap<String, String>, Option<String>), String> {
     let exchange = async {
         let client = ctl::Client::connect(socket).await?;
         client
@@ -131,7 +137,10 @@ async fn status(socket: &PathBuf) -> Result<BTreeMap<String, String>, String> {
             .await
     };
     match tokio::time::timeout(STATUS_TIMEOUT, exchange).await {
-        Ok(Ok(v)) => Ok(groups_of_status(&v)),
+        Ok(Ok(v)) => Ok((
+            groups_of_status(&v),
+            v["config_fingerprint"].as_str().map(str::to_owned),
+        )),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!(
             "{}: no status within {} ms",
@@ -163,7 +172,14 @@ pub async fn follow(socket: PathBuf, updates: mpsc::UnboundedSender<RoleUpdate>)
             },
             // Missed events: the status is the truth.
             Some(Ok(ctl::Notice::Gap(_))) | None => match status(&socket).await {
-                Ok(groups) => RoleUpdate::Snapshot(groups),
+                Ok((groups, fingerprint)) => {
+                    if let Some(f) = fingerprint {
+                        if updates.send(RoleUpdate::Fingerprint(f)).is_err() {
+                            return;
+                        }
+                    }
+                    RoleUpdate::Snapshot(groups)
+                }
                 Err(e) => RoleUpdate::Unreachable(e),
             },
             Some(Err(e)) => {

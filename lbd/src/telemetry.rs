@@ -56,6 +56,7 @@ pub struct Telemetry {
     check_last_duration: GaugeVec,
     transitions: IntCounterVec,
     vrrpd_connected: IntGauge,
+    config_differs: IntGauge,
     prepares: IntCounterVec,
     prepare_duration: Histogram,
     last_apply: Gauge,
@@ -161,6 +162,11 @@ impl Telemetry {
             "1 while lbd reaches vrrpd's control socket, else 0.",
         ));
         reg(Box::new(vrrpd_connected.clone()));
+        let config_differs = must(IntGauge::new(
+            "lbd_config_differs_from_vrrpd",
+            "1 while vrrpd runs a configuration file other than lbd's (their fingerprints differ), else 0.",
+        ));
+        reg(Box::new(config_differs.clone()));
         let prepares = must(IntCounterVec::new(
             Opts::new(
                 "lbd_prepare_total",
@@ -247,6 +253,7 @@ impl Telemetry {
             check_last_duration,
             transitions,
             vrrpd_connected,
+            config_differs,
             prepares,
             prepare_duration,
             last_apply,
@@ -373,6 +380,11 @@ impl Telemetry {
     /// Whether vrrpd is reachable.
     pub fn vrrpd_connected(&self, connected: bool) {
         self.vrrpd_connected.set(i64::from(connected));
+    }
+
+    /// Whether vrrpd runs another configuration than lbd.
+    pub fn config_differs(&self, differs: bool) {
+        self.config_differs.set(i64::from(differs));
     }
 
     /// A prepare answered.

@@ -7,7 +7,8 @@ use clap::Args;
 /// Arguments of `vrrpctl check-config`.
 #[derive(Debug, Args)]
 pub struct CheckConfigArgs {
-    /// Check the view of this node only (default: every node in the file).
+    /// Check the view of this node only (default: every node in the file), as its
+    /// daemons will on this host: every interface it names must exist here.
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
     /// The cluster.toml to check.
@@ -24,19 +25,43 @@ pub fn run(args: &CheckConfigArgs) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
+    for w in &cluster.warnings {
+        eprintln!("warning: {w}");
+    }
     let nodes: Vec<String> = match &args.node {
         Some(node) => vec![node.clone()],
         None => cluster.node_names().iter().map(|n| n.to_string()).collect(),
     };
     for node in &nodes {
         match cluster.node_view(Some(node)) {
-            Ok(view) => println!("{}: node {node}: {}", args.path.display(), view.summary()),
+            Ok(view) => {
+                // With --node: this host is that node; its daemons will refuse a
+                // file that names interfaces it lacks, so refuse it here too.
+                if args.node.is_some() {
+                    let missing = config::host::missing_interfaces(&view, &cluster.source_file);
+                    if !missing.is_empty() {
+                        for d in &missing {
+                            eprintln!("{d}");
+                        }
+                        return Ok(1);
+                    }
+                }
+                println!("{}: node {node}: {}", args.path.display(), view.summary())
+            }
             Err(err) => {
                 eprintln!("{err}");
                 return Ok(1);
             }
         }
     }
-    println!("{}: valid", args.path.display());
+    println!(
+        "{}: valid (fingerprint {}{})",
+        args.path.display(),
+        cluster.fingerprint,
+        match cluster.warnings.len() {
+            0 => String::new(),
+            n => format!(", {n} warning{}", if n == 1 { "" } else { "s" }),
+        }
+    );
     Ok(0)
 }

@@ -44,7 +44,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    tracing::info!(config = %options.config_path.display(), node = %loaded.view.name, "{}", loaded.view.summary());
+    tracing::info!(config = %options.config_path.display(), node = %loaded.view.name, fingerprint = %loaded.view.fingerprint, "{}", loaded.view.summary());
+    for w in &loaded.cluster.warnings {
+        tracing::warn!("configuration: {w}");
+    }
     // Before the runtime exists: its loop runs on this thread.
     let realtime = vrrpd::realtime::apply(&loaded.view.vrrpd);
     ctl::daemon::run("vrrpd", |shutdown| {

@@ -193,6 +193,7 @@ impl Daemon {
         json!({
             "node": self.view.name,
             "cluster": self.view.cluster_name,
+            "config_fingerprint": self.view.fingerprint,
             "groups": groups,
             "instances": instances,
             "held_interfaces": self.held.keys().collect::<Vec<_>>(),

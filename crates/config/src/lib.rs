@@ -7,6 +7,7 @@
 
 mod diagnostic;
 mod diff;
+pub mod host;
 mod model;
 mod node_view;
 mod read;
@@ -70,7 +71,11 @@ pub fn parse(text: &str, file_name: &str) -> Result<ClusterConfig, ConfigError> 
     let draft = read::read_document(&mut reader, &root);
     validate::cross_check(&mut reader, &draft);
     if reader.diags.is_empty() {
-        if let Some(config) = validate::assemble(draft, file_name) {
+        if let Some(mut config) = validate::assemble(draft, file_name) {
+            config.fingerprint = fingerprint(text);
+            let mut warnings = std::mem::take(&mut reader.warnings);
+            warnings.sort_by_key(|d| d.offset);
+            config.warnings = warnings.into_iter().map(to_diag).collect();
             return Ok(config);
         }
     }
@@ -90,6 +95,13 @@ pub fn parse(text: &str, file_name: &str) -> Result<ClusterConfig, ConfigError> 
         });
     }
     Err(ConfigError::invalid(out))
+}
+
+/// The first 16 hex digits of the SHA-256 of a configuration's text.
+pub fn fingerprint(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where a daemon reads its configuration: the file and its node (`--node`, else the
@@ -114,9 +126,17 @@ pub struct LoadedNode {
 impl NodeSource {
     /// Reads and validates the file and resolves this node's view; the error is the
     /// diagnostics (file, line, key, fix).
+    ///
+    /// Every interface the node's view names must exist in this namespace: vrrpd and
+    /// lbd load through here, so they accept and refuse the same files (as
+    /// `vrrpctl check-config --node` does).
     pub fn load(&self) -> Result<LoadedNode, ConfigError> {
         let cluster = load(&self.config_path)?;
         let view = cluster.node_view(self.node.as_deref())?;
+        let missing = host::missing_interfaces(&view, &cluster.source_file);
+        if !missing.is_empty() {
+            return Err(ConfigError::invalid(missing));
+        }
         Ok(LoadedNode { cluster, view })
     }
 }

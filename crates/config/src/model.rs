@@ -18,6 +18,13 @@ pub struct ClusterConfig {
     /// The file the configuration was read from (for messages; not part of the schema).
     #[serde(skip)]
     pub source_file: String,
+    /// The file's fingerprint: the first 16 hex digits of the SHA-256 of its bytes
+    /// (both daemons show it, so that a difference between what each runs shows).
+    #[serde(skip)]
+    pub fingerprint: String,
+    /// What the file says that is accepted but probably not meant.
+    #[serde(skip)]
+    pub warnings: Vec<crate::Diagnostic>,
     /// `[cluster]`.
     pub cluster: ClusterSection,
     /// `[[node]]`: exactly two members.

@@ -41,6 +41,9 @@ pub struct NodeView {
     pub dataplane: DataplaneSettings,
     /// How vrrpd runs (scheduling, locked memory).
     pub vrrpd: VrrpdSettings,
+    /// The file's fingerprint ([`crate::fingerprint`]), shown by both daemons.
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 /// A sync group as seen by one node.
@@ -297,6 +300,7 @@ impl ClusterConfig {
             metrics: self.metrics.clone(),
             dataplane: self.dataplane.clone(),
             vrrpd: self.vrrpd,
+            fingerprint: self.fingerprint.clone(),
         }
     }
 }

@@ -286,6 +286,15 @@ fn interface_address(
 ) -> Option<InterfaceAddress> {
     let s = r.string(v, path)?;
     match InterfaceAddress::parse(&s, host_default) {
+        Ok(a) if a.prefix_len == 0 => {
+            r.error_at(
+                v.span.start,
+                path,
+                format!("`{s}`: a /0 prefix makes every address this link's"),
+                "write the subnet's real prefix length, such as /24 (IPv4) or /64 (IPv6)",
+            );
+            None
+        }
         Ok(a) => Some(a),
         Err(AddressParseError::MissingPrefix) => {
             r.error_at(

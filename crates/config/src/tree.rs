@@ -138,6 +138,8 @@ pub(crate) struct RawDiag {
 #[derive(Debug, Default)]
 pub(crate) struct Reader {
     pub(crate) diags: Vec<RawDiag>,
+    /// What is accepted but probably not meant.
+    pub(crate) warnings: Vec<RawDiag>,
     /// key path -> (key start, value start)
     spans: HashMap<String, (usize, usize)>,
 }
@@ -168,6 +170,22 @@ impl Reader {
     ) {
         let offset = self.value_offset(path);
         self.error_at(offset, path, message, fix);
+    }
+
+    /// Records a warning (the file is still accepted) at the value of a key path.
+    pub(crate) fn warn_value(
+        &mut self,
+        path: &str,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        let offset = self.value_offset(path);
+        self.warnings.push(RawDiag {
+            offset,
+            key: path.to_string(),
+            message: message.into(),
+            fix: fix.into(),
+        });
     }
 
     /// Records a problem at the key of a key path that was read.

@@ -423,6 +423,7 @@ pub(crate) fn cross_check(r: &mut Reader, d: &Draft) {
 
     check_services(r, d, &services, &instances, &nodes);
     check_nat(r, &nat, &instances, &member_of, instances_ok);
+    check_subnets(r, &nodes, &instances);
 
     // Connection sync.
     if let Some(s) = &d.sync {
@@ -443,6 +444,90 @@ pub(crate) fn cross_check(r: &mut Reader, d: &Draft) {
                 }
             }
         }
+    }
+}
+
+/// The members of a (multicast) instance share its link: their addresses on its
+/// interface must be in one subnet, and a VIP outside every subnet there gets no
+/// neighbour on that link to answer for it (a warning: a routed VIP can be meant).
+fn check_subnets(r: &mut Reader, nodes: &[(String, &Node)], instances: &[(String, &Instance)]) {
+    for (ip, inst) in instances {
+        let on_link = |n: &Node| -> Vec<InterfaceAddress> {
+            n.addresses
+                .get(&inst.interface)
+                .map(|l| {
+                    l.iter()
+                        .filter(|a| a.address.is_ipv6() == inst.is_ipv6())
+                        .filter(|a| !is_link_local(a.address))
+                        .copied()
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if !inst.unicast {
+            for (j, (pj, nj)) in nodes.iter().enumerate() {
+                for (_, ni) in &nodes[..j] {
+                    let (a, b) = (on_link(ni), on_link(nj));
+                    if a.is_empty() || b.is_empty() {
+                        continue;
+                    }
+                    let shared = a.iter().any(|x| {
+                        b.iter()
+                            .any(|y| x.contains(y.address) || y.contains(x.address))
+                    });
+                    if !shared {
+                        let show = |l: &[InterfaceAddress]| {
+                            l.iter()
+                                .map(|a| a.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        };
+                        r.error_value(
+                            &format!("{pj}.addresses.{}", inst.interface),
+                            format!(
+                                "nodes `{}` ({}) and `{}` ({}) have no subnet in common on {}, the link of instance `{}`",
+                                ni.name,
+                                show(&a),
+                                nj.name,
+                                show(&b),
+                                inst.interface,
+                                inst.name
+                            ),
+                            "give both members an address in the same subnet on this interface (VRRP and the VIP's ARP/NA live on one link), or set unicast = true for a routed peer",
+                        );
+                    }
+                }
+            }
+        }
+        for (k, vip) in inst.vips.iter().enumerate() {
+            if is_link_local(vip.address.address) {
+                continue;
+            }
+            for (_, n) in nodes {
+                let here = on_link(n);
+                if !here.is_empty() && !here.iter().any(|a| a.contains(vip.address.address)) {
+                    r.warn_value(
+                        &format!("{ip}.vips[{k}]"),
+                        format!(
+                            "VIP {} is outside node `{}`'s subnets on {} ({})",
+                            vip.address.address,
+                            n.name,
+                            inst.interface,
+                            here.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+                        ),
+                        "a VIP is normally in the link's subnet, so that neighbours on it resolve it; if it is routed to the nodes on purpose, ignore this",
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn is_link_local(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
     }
 }
 
@@ -611,6 +696,28 @@ fn check_nat(
             .iter()
             .find(|(_, i)| i.holds(rule.destination))
             .map(|(_, i)| *i);
+        if dest_inst.is_none() {
+            let vips: Vec<String> = instances
+                .iter()
+                .filter(|(_, i)| i.is_ipv6() == rule.destination.is_ipv6())
+                .flat_map(|(_, i)| i.vips.iter().map(|v| v.address.address.to_string()))
+                .collect();
+            r.error_value(
+                &join(np, "destination"),
+                format!(
+                    "NAT destination {} is not a VIP of any instance: its traffic does not follow the active node",
+                    rule.destination
+                ),
+                format!(
+                    "use the VIP of the service the rule is for{}",
+                    if vips.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", vips.join(", "))
+                    }
+                ),
+            );
+        }
         for (path, a) in addr_paths {
             let Some((_, inst)) = instances.iter().find(|(_, i)| i.holds(a)) else {
                 let suggestion = instances
@@ -714,6 +821,8 @@ pub(crate) fn assemble(d: Draft, file: &str) -> Option<ClusterConfig> {
     }
     Some(ClusterConfig {
         source_file: file.to_string(),
+        fingerprint: String::new(),
+        warnings: Vec::new(),
         cluster: d.cluster?,
         nodes: all(d.nodes)?,
         sync_groups: all(d.groups)?,
