@@ -23,8 +23,12 @@ pub struct PrepareParams {
 pub enum Command {
     /// `status`: backend, vrrpd roles, services and servers, last apply.
     Status,
-    /// `reload`: re-read cluster.toml; refused files change nothing.
-    Reload,
+    /// `reload`: re-read cluster.toml; refused files change nothing. `force`
+    /// accepts a file that drops most of the running services.
+    Reload {
+        /// `{"force": true}`.
+        force: bool,
+    },
     /// `prepare`: make sure the dataplane is applied and current, fast.
     Prepare(PrepareParams),
 }
@@ -34,11 +38,13 @@ impl Command {
     pub fn parse(method: &str, params: Value) -> Result<Command, ReplyError> {
         let empty = |p: &Value| p.is_null() || p.as_object().is_some_and(|o| o.is_empty());
         match method {
-            ctl::methods::STATUS | ctl::methods::RELOAD if !empty(&params) => Err(
-                ReplyError::invalid_params(format!("{method} takes no parameters")),
-            ),
+            ctl::methods::STATUS if !empty(&params) => Err(ReplyError::invalid_params(format!(
+                "{method} takes no parameters"
+            ))),
             ctl::methods::STATUS => Ok(Command::Status),
-            ctl::methods::RELOAD => Ok(Command::Reload),
+            ctl::methods::RELOAD => Ok(Command::Reload {
+                force: reload_force(&params)?,
+            }),
             ctl::methods::PREPARE => Ok(Command::Prepare(if params.is_null() {
                 PrepareParams::default()
             } else {
@@ -60,6 +66,28 @@ pub fn control_handler(requests: mpsc::Sender<ControlRequest>) -> ControlHandler
     ctl::Forwarder::new("lbd", Command::parse, requests)
 }
 
+/// `reload`'s parameters: none, or `{"force": bool}`.
+pub fn reload_force(params: &Value) -> Result<bool, ReplyError> {
+    if params.is_null() {
+        return Ok(false);
+    }
+    let Some(o) = params.as_object() else {
+        return Err(ReplyError::invalid_params("reload takes {\"force\": bool}"));
+    };
+    let mut force = false;
+    for (k, v) in o {
+        match (k.as_str(), v.as_bool()) {
+            ("force", Some(b)) => force = b,
+            _ => {
+                return Err(ReplyError::invalid_params(format!(
+                    "reload takes {{\"force\": bool}}, not {k:?}: {v}"
+                )))
+            }
+        }
+    }
+    Ok(force)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,8 +96,16 @@ mod tests {
     #[test]
     fn parses_methods() {
         assert_eq!(Command::parse("status", Value::Null), Ok(Command::Status));
-        assert_eq!(Command::parse("reload", json!({})), Ok(Command::Reload));
+        assert_eq!(
+            Command::parse("reload", json!({})),
+            Ok(Command::Reload { force: false })
+        );
+        assert_eq!(
+            Command::parse("reload", json!({"force": true})),
+            Ok(Command::Reload { force: true })
+        );
         assert!(Command::parse("reload", json!({"x": 1})).is_err());
+        assert!(Command::parse("reload", json!({"force": "yes"})).is_err());
         assert_eq!(
             Command::parse(
                 "prepare",

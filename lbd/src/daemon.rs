@@ -54,6 +54,28 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Recent errors kept for status.
 const ERRORS_KEPT: usize = 10;
 
+/// Refuses a reload that drops more than half of the running services (two at
+/// least), or every one: what a file cut short at a section boundary or a lost
+/// `[[service]]` block looks like. The error lists them and says how to force it.
+pub fn mass_removal(running: &NodeView, new: &NodeView) -> Result<(), String> {
+    let removed: Vec<&str> = running
+        .services
+        .iter()
+        .filter(|s| !new.services.iter().any(|n| n.name == s.name))
+        .map(|s| s.name.as_str())
+        .collect();
+    let all = !running.services.is_empty() && new.services.is_empty();
+    if all || (removed.len() >= 2 && removed.len() * 2 > running.services.len()) {
+        return Err(format!(
+            "the new file removes {} of the {} running services ({}); if that is meant, reload with force: `vrrpctl --socket <lbd socket> reload --force`",
+            removed.len(),
+            running.services.len(),
+            removed.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// This node's own address whose subnet holds `server`: health checks leave from
 /// it, on the interface that reaches the server.
 pub fn check_source(view: &NodeView, server: IpAddr) -> Option<IpAddr> {
@@ -272,7 +294,7 @@ pub async fn run(
         };
         tokio::select! {
             () = &mut shutdown => break,
-            _ = hangup.recv() => match daemon.reload().await {
+            _ = hangup.recv() => match daemon.reload(false).await {
                 Ok(report) => tracing::info!(%report, "reloaded on SIGHUP"),
                 Err(why) => tracing::error!("reload refused, running configuration unchanged:\n{why}"),
             },
@@ -610,7 +632,7 @@ impl Daemon {
     async fn on_control(&mut self, request: ControlRequest) {
         let answer = match request.command {
             Command::Status => Ok(self.status().await),
-            Command::Reload => self.reload().await.map_err(|why| {
+            Command::Reload { force } => self.reload(force).await.map_err(|why| {
                 tracing::error!("reload refused, running configuration unchanged:\n{why}");
                 ReplyError::failed(format!(
                     "reload refused, running configuration unchanged:\n{why}"
@@ -706,10 +728,16 @@ impl Daemon {
     /// Re-reads the configuration; refused files change nothing (neither here nor in
     /// the kernel). Accepted ones update health targets (unchanged targets keep
     /// their state) and apply the difference.
-    async fn reload(&mut self) -> Result<Value, String> {
+    ///
+    /// A file that drops most of the running services (a file cut short, a section
+    /// lost in an edit) is refused unless `force`: [`mass_removal`].
+    async fn reload(&mut self, force: bool) -> Result<Value, String> {
         let loaded = load(&self.options)?;
         let new = loaded.view;
         check_view(&new, &self.selection)?;
+        if !force {
+            mass_removal(&self.view, &new)?;
+        }
         self.health
             .update_targets(health_targets(&new), HealthState::Up)
             .map_err(|e| format!("health targets: {e}"))?;

@@ -138,3 +138,56 @@ fn lbd_says_when_vrrpd_runs_another_configuration() {
     );
     assert_eq!(seen["fingerprint"], seen["vrrpd_fingerprint"], "{seen}");
 }
+
+/// A file whose services vanished (cut at a section boundary) is refused by a
+/// reload, SIGHUP included, with the services it would drop; `force` accepts it.
+#[test]
+fn a_reload_that_drops_every_service_needs_force() {
+    if !integration::have_root("a_reload_that_drops_every_service_needs_force") {
+        return;
+    }
+    let setup = Setup::two_arm();
+    setup.write_config("lb1", &[NO_CHECKS]);
+    let lbd = setup.start_lbd("lb1");
+    setup.wait_applied("lb1");
+    let before = ruleset(setup.host("lb1"));
+    assert!(before.contains("198.18.0.100"), "{before}");
+
+    // The [[service]] block gone, as a cut or a bad merge leaves it.
+    let text = std::fs::read_to_string(setup.config("lb1")).unwrap();
+    let start = text.find("[[service]]").unwrap();
+    let end = start + text[start..].find("# Health checks").unwrap();
+    std::fs::write(
+        setup.config("lb1"),
+        format!("{}{}", &text[..start], &text[end..]),
+    )
+    .unwrap();
+
+    lbd.signal(libc::SIGHUP).unwrap();
+    wait_for("lbd refused the SIGHUP reload", PATIENCE, || {
+        (lbd.stdout() + &lbd.stderr()).contains("removes 1 of the 1 running services (web)")
+    });
+    let refused = request(&setup.lbd_socket("lb1"), "reload", Value::Null).unwrap_err();
+    assert!(refused.contains("reload --force"), "{refused}");
+    assert_eq!(ruleset(setup.host("lb1")), before, "nothing applied");
+    assert_eq!(
+        setup.status("lb1")["services"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    let forced = request(
+        &setup.lbd_socket("lb1"),
+        "reload",
+        serde_json::json!({"force": true}),
+    )
+    .unwrap();
+    assert_eq!(
+        forced["services_removed"],
+        serde_json::json!(["web"]),
+        "{forced}"
+    );
+    wait_for("the service is gone from the kernel", PATIENCE, || {
+        !ruleset(setup.host("lb1")).contains("198.18.0.100 . tcp . 80")
+            && ruleset(setup.host("lb1")) != before
+    });
+}

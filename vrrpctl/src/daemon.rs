@@ -34,6 +34,15 @@ pub struct StatusArgs {
     json: bool,
 }
 
+/// Arguments of `vrrpctl reload`.
+#[derive(Debug, clap::Args)]
+pub struct ReloadArgs {
+    /// Accept a file that removes most of the running services (lbd refuses one
+    /// otherwise: it looks like a file cut short).
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// `vrrpctl drill ...`.
 #[derive(Debug, Subcommand)]
 pub enum DrillCommand {
@@ -133,13 +142,13 @@ pub fn status(socket: &Path, args: &StatusArgs) -> anyhow::Result<i32> {
 }
 
 /// `vrrpctl reload`.
-pub fn reload(socket: &Path) -> anyhow::Result<i32> {
-    let reply = block_on(request(
-        socket,
-        "reload",
-        Value::Null,
-        Duration::from_secs(30),
-    ))??;
+pub fn reload(socket: &Path, args: &ReloadArgs) -> anyhow::Result<i32> {
+    let params = if args.force {
+        serde_json::json!({"force": true})
+    } else {
+        Value::Null
+    };
+    let reply = block_on(request(socket, "reload", params, Duration::from_secs(30)))??;
     for key in ["unchanged", "updated", "restarted", "added", "removed"] {
         let names: Vec<&str> = reply[key]
             .as_array()

@@ -43,8 +43,9 @@ enum Command {
     /// Run-time priority changes.
     #[command(subcommand)]
     Priority(daemon::PriorityCommand),
-    /// Make vrrpd re-read its configuration and apply the difference.
-    Reload,
+    /// Make vrrpd re-read its configuration and apply the difference (with
+    /// --socket <lbd socket>: lbd).
+    Reload(daemon::ReloadArgs),
     /// lbd's services and servers (--socket is lbd's socket here; default: --config's
     /// control.lbd_socket, else /run/lbsuite/lbd.sock).
     Services(services::ServicesArgs),
@@ -65,7 +66,7 @@ fn main() -> ExitCode {
         Command::Drill(c) => socket().and_then(|s| daemon::drill(&s, &c)),
         Command::Maintenance(args) => socket().and_then(|s| daemon::maintenance(&s, &args)),
         Command::Priority(c) => socket().and_then(|s| daemon::priority(&s, &c)),
-        Command::Reload => socket().and_then(|s| daemon::reload(&s)),
+        Command::Reload(args) => socket().and_then(|s| daemon::reload(&s, &args)),
         Command::Services(args) => services::socket_path(socket_arg.as_deref(), config.as_deref())
             .and_then(|s| services::run(&s, &args)),
     };

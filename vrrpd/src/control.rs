@@ -126,9 +126,21 @@ impl Command {
         // Methods without parameters accept null or {}.
         let empty = |p: &Value| p.is_null() || p.as_object().is_some_and(|o| o.is_empty());
         match method {
-            methods::STATUS | methods::RELOAD if !empty(&params) => Err(
-                ReplyError::invalid_params(format!("{method} takes no parameters")),
-            ),
+            methods::STATUS if !empty(&params) => Err(ReplyError::invalid_params(format!(
+                "{method} takes no parameters"
+            ))),
+            // `force` is lbd's (a file that drops most services); vrrpd has nothing
+            // to guard that way, and takes it so that one command line serves both.
+            methods::RELOAD
+                if !empty(&params)
+                    && !params.as_object().is_some_and(|o| {
+                        o.len() == 1 && o.get("force").is_some_and(Value::is_boolean)
+                    }) =>
+            {
+                Err(ReplyError::invalid_params(
+                    "reload takes no parameters but {\"force\": bool}",
+                ))
+            }
             methods::STATUS => Ok(Command::Status),
             methods::RELOAD => Ok(Command::Reload),
             methods::DRILL_FAILOVER => {
