@@ -49,8 +49,8 @@ pub const ONE_ARM: &[(&str, &str)] = &[
     ("address = \"198.18.1.22\"", "address = \"198.18.0.22\""),
     ("out_interface = \"eth1\"", "out_interface = \"eth0\""),
     (
-        "interface = \"eth1\"\n# Port of the sync stream",
-        "interface = \"eth0\"\n# Port of the sync stream",
+        "interface = \"eth1\"\n# TCP port of the sync stream",
+        "interface = \"eth0\"\n# TCP port of the sync stream",
     ),
     (
         "snat = { address = \"198.18.1.100\" }",
