@@ -175,6 +175,8 @@ struct Daemon {
     sync: Option<SyncLink>,
     /// The last commit of the peer's entries (at prepare), for status.
     last_commit: Option<Value>,
+    /// The control socket's connection counters (for status).
+    control_stats: Arc<ctl::ServerStats>,
 }
 
 /// Runs lbd until `shutdown` resolves. SIGHUP reloads. Fails only at start-up
@@ -223,7 +225,17 @@ pub async fn run(
     let server = ctl::Server::bind(&view.control.lbd_socket, perms)
         .await
         .context("binding the control socket")?
-        .with_identity("lbd", env!("CARGO_PKG_VERSION"));
+        .with_identity("lbd", env!("CARGO_PKG_VERSION"))
+        .with_limits(ctl::ServerLimits {
+            max_connections: view.control.max_connections as usize,
+            // vrrpd's prepare at a takeover, and its track.set answers, never wait
+            // behind other clients.
+            peer_daemon: Some("vrrpd".to_owned()),
+            idle_timeout: Duration::from_millis(u64::from(view.control.idle_timeout_ms)),
+            ..ctl::ServerLimits::default()
+        });
+    let control_stats = server.stats();
+    telemetry.control_socket(Arc::clone(&control_stats));
     let (stop_server, server_stopped) = watch::channel(false);
     let serving = tokio::spawn(server.serve(
         Arc::new(control_handler(control_tx)),
@@ -276,6 +288,7 @@ pub async fn run(
         config_differs: false,
         sync,
         last_commit: None,
+        control_stats,
     };
     // Adopts the table a previous lbd left (the backend reads it back and diffs).
     let _ = daemon.reconcile("start").await;
@@ -743,7 +756,7 @@ impl Daemon {
             .map_err(|e| format!("health targets: {e}"))?;
         let mut restart_needed = Vec::new();
         if new.control != self.view.control {
-            restart_needed.push("[control] socket paths and group");
+            restart_needed.push("[control] socket paths, group and connection limits");
         }
         if new.metrics != self.view.metrics {
             restart_needed.push("[metrics]");
@@ -970,6 +983,7 @@ impl Daemon {
             },
             "notes": self.plan.notes,
             "errors": self.errors,
+            "control": self.control_stats.snapshot(),
         })
     }
 }

@@ -50,6 +50,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Before anything touches the kernel; `--teardown` too, so that it never removes
+    // the dataplane of a running lbd.
+    let _instance = match ctl::daemon::InstanceLock::acquire("lbd", &loaded.view.control.lbd_socket)
+    {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("lbd: {e}");
+            return ExitCode::from(1);
+        }
+    };
     tracing::info!(config = %options.config_path.display(), node = %loaded.view.name, fingerprint = %loaded.view.fingerprint, "{}", loaded.view.summary());
     for w in &loaded.cluster.warnings {
         tracing::warn!("configuration: {w}");

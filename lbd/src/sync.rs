@@ -17,7 +17,9 @@
 //! kernel. Until that dump is complete it holds back preemption, as after a restart.
 //!
 //! Every node connects to the peer (`peer_address:port`) and sends, and accepts the
-//! peer's connection on `local_address:port` and receives. A sending connection
+//! peer's connection on `local_address:port` and receives: from the peer's address
+//! only, at most `MAX_RECEIVERS` (4) streams at once, lines of at most [`MAX_LINE`]
+//! bytes (a longer one drops its connection); each refusal is counted. A sending connection
 //! starts with a resync line, a full dump and a line that ends the dump (the receiver
 //! then drops what the dump did not bring; until then it keeps everything, for a
 //! takeover mid-dump). A MASTER (or a node whose role is not known yet) then follows
@@ -39,7 +41,7 @@
 //! {"v":1,"kind":"new","entry":{...}}        ctsync's wire format, one per line
 //! ```
 
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -51,7 +53,7 @@ use ctsync::{
     decode_line, encode_line, subscribe, CommitReport, Conntrack, Event, EventKind, FlowFilter,
     SyncStore,
 };
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -94,6 +96,15 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a connect, a write or unacknowledged data may take before the link
 /// counts as down.
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest line accepted from the peer, newline included. An entry's line is well
+/// under 4 KiB; a longer one is a broken or hostile sender, whose connection is
+/// dropped before it costs more memory than this.
+pub const MAX_LINE: usize = 64 << 10;
+/// Streams received at once. The peer sends one; a reconnect may overlap the old
+/// one until its silence is noticed. More is not the peer behaving.
+const MAX_RECEIVERS: u64 = 4;
+/// Least time between two log lines about refused sync connections.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Why the link cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -211,11 +222,18 @@ struct Shared {
     /// Whether the stream to the peer carries this node's events (MASTER).
     streaming_events: AtomicBool,
     lines_received: AtomicU64,
+    /// Lines longer than [`MAX_LINE`] (each dropped its connection).
+    lines_too_long: AtomicU64,
+    /// Connections refused: not from the peer's address, or too many at once.
+    refused_not_peer: AtomicU64,
+    refused_too_many: AtomicU64,
     /// Entries written into the kernel as they arrived.
     written: AtomicU64,
     stored_gauge: IntGauge,
     pending_gauge: IntGauge,
     lost_counter: IntCounter,
+    too_long_counter: IntCounter,
+    refused_counter: IntCounterVec,
     connected_gauge: IntGauge,
     complete_gauge: IntGauge,
     commit_duration: Histogram,
@@ -301,6 +319,20 @@ impl SyncLink {
             "lb_sync_entries_pending",
             "Entries received from the peer and not yet written into this node's kernel (a takeover writes them)",
         ));
+        let too_long_counter = metric(IntCounter::new(
+            "lb_sync_lines_too_long_total",
+            "Lines from the peer's address longer than the sync line bound (64 KiB); each dropped its connection",
+        ));
+        let refused_counter = metric(IntCounterVec::new(
+            Opts::new(
+                "lb_sync_connections_refused_total",
+                "Connections to the sync port refused: reason=not_peer (another source address), too_many (more streams at once than a peer opens)",
+            ),
+            &["reason"],
+        ));
+        for reason in ["not_peer", "too_many"] {
+            refused_counter.with_label_values(&[reason]).inc_by(0);
+        }
         let complete_gauge = metric(IntGauge::new(
             "lb_sync_peer_complete",
             "1 while a live stream from the peer has delivered a complete dump (vrrpd holds back preemption until then)",
@@ -320,6 +352,8 @@ impl SyncLink {
             Box::new(connected_gauge.clone()),
             Box::new(pending_gauge.clone()),
             Box::new(lost_counter.clone()),
+            Box::new(too_long_counter.clone()),
+            Box::new(refused_counter.clone()),
             Box::new(complete_gauge.clone()),
             Box::new(commit_duration.clone()),
         ] {
@@ -347,10 +381,15 @@ impl SyncLink {
                 events_lost: AtomicU64::new(0),
                 streaming_events: AtomicBool::new(false),
                 lines_received: AtomicU64::new(0),
+                lines_too_long: AtomicU64::new(0),
+                refused_not_peer: AtomicU64::new(0),
+                refused_too_many: AtomicU64::new(0),
                 written: AtomicU64::new(0),
                 stored_gauge,
                 pending_gauge,
                 lost_counter,
+                too_long_counter,
+                refused_counter,
                 connected_gauge,
                 complete_gauge,
                 commit_duration,
@@ -475,6 +514,11 @@ impl SyncLink {
             "events_lost": s.events_lost.load(Ordering::Relaxed),
             "streaming_events": s.streaming_events.load(Ordering::Relaxed),
             "lines_received": s.lines_received.load(Ordering::Relaxed),
+            "lines_too_long": s.lines_too_long.load(Ordering::Relaxed),
+            "connections_refused": {
+                "not_peer": s.refused_not_peer.load(Ordering::Relaxed),
+                "too_many": s.refused_too_many.load(Ordering::Relaxed),
+            },
         })
     }
 }
@@ -712,25 +756,48 @@ fn listen_loop(shared: &Arc<Shared>, listen: SocketAddr, peer: IpAddr) {
             }
         }
     };
+    let mut last_refusal_log: Option<Instant> = None;
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(error = %e, "sync accept failed");
+                // EMFILE and the like: do not spin on a listener that stays readable.
+                thread::sleep(Duration::from_millis(10));
                 continue;
             }
         };
         let from = stream.peer_addr().map(|a| a.ip()).ok();
-        if from != Some(peer) {
-            tracing::warn!(from = ?from, "sync connection from a host that is not the peer: refused");
+        let refused = if from != Some(peer) {
+            shared.refused_not_peer.fetch_add(1, Ordering::Relaxed);
+            Some(("not_peer", "not from the peer's address"))
+        } else if shared.receiving.load(Ordering::Relaxed) >= MAX_RECEIVERS {
+            shared.refused_too_many.fetch_add(1, Ordering::Relaxed);
+            Some((
+                "too_many",
+                "more streams from the peer at once than it opens",
+            ))
+        } else {
+            None
+        };
+        if let Some((reason, why)) = refused {
+            shared.refused_counter.with_label_values(&[reason]).inc();
+            // Dropping the stream closes it. Logged at most every 10 s: a flood of
+            // connections must not become a flood of log lines.
+            if last_refusal_log.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+                last_refusal_log = Some(Instant::now());
+                tracing::warn!(from = ?from, %peer, reason, "sync connection refused: {why} (logged at most every 10 s)");
+            }
             continue;
         }
         shared.peer_back.store(true, Ordering::Relaxed);
-        let shared = Arc::clone(shared);
+        // Counted here, not in the thread: the next accept must see it.
+        shared.receiving.fetch_add(1, Ordering::Relaxed);
+        let receiver = Arc::clone(shared);
         let spawned = thread::Builder::new()
             .name("sync-recv".into())
             .spawn(move || {
-                shared.receiving.fetch_add(1, Ordering::Relaxed);
+                let shared = receiver;
                 tracing::info!(%peer, "receiving the peer's sync stream");
                 let why = receive(&shared, stream);
                 // A stream that ends while a newer one runs leaves that one's word.
@@ -747,6 +814,7 @@ fn listen_loop(shared: &Arc<Shared>, listen: SocketAddr, peer: IpAddr) {
                 tracing::warn!(%peer, why = %why, "the peer's sync stream ended; its entries are kept");
             });
         if let Err(e) = spawned {
+            shared.receiving.fetch_sub(1, Ordering::Relaxed);
             tracing::error!(error = %e, "cannot start a sync receiver");
         }
     }
@@ -760,10 +828,12 @@ fn receive(shared: &Shared, stream: TcpStream) -> String {
         return e.to_string();
     }
     let mut reader = BufReader::with_capacity(64 << 10, stream);
-    let mut line = String::new();
+    let mut line = Vec::new();
     loop {
         line.clear();
-        match reader.read_line(&mut line) {
+        // At most one byte past the bound, so a line without end costs no more.
+        let mut bounded = (&mut reader).take(MAX_LINE as u64 + 1);
+        match bounded.read_until(b'\n', &mut line) {
             Ok(0) => return "closed by the peer".to_owned(),
             Ok(_) => {}
             Err(e)
@@ -776,9 +846,20 @@ fn receive(shared: &Shared, stream: TcpStream) -> String {
             }
             Err(e) => return e.to_string(),
         }
-        let parsed = match parse_line(&line) {
+        if line.len() > MAX_LINE {
+            shared.lines_too_long.fetch_add(1, Ordering::Relaxed);
+            shared.too_long_counter.inc();
+            return format!(
+                "a line longer than {} KiB (no entry is): connection dropped",
+                MAX_LINE >> 10
+            );
+        }
+        let parsed = match std::str::from_utf8(&line)
+            .map_err(|e| e.to_string())
+            .and_then(|text| parse_line(text).map_err(|e| e.to_string()))
+        {
             Ok(p) => p,
-            Err(e) => return e.to_string(),
+            Err(e) => return e,
         };
         shared.lines_received.fetch_add(1, Ordering::Relaxed);
         if parsed == Line::Dumped {

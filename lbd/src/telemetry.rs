@@ -294,6 +294,15 @@ impl Telemetry {
         self.dampened.with_label_values(&[service, server]).inc();
     }
 
+    /// Serves the control socket's connection counters (`lbd_control_*`).
+    pub fn control_socket(&self, stats: std::sync::Arc<ctl::ServerStats>) {
+        match ctl::StatsCollector::new("lbd", stats) {
+            // Registered once per process; a second registration is a harmless no-op.
+            Ok(c) => drop(self.registry.register(Box::new(c))),
+            Err(e) => tracing::warn!(error = %e, "control socket metrics unavailable"),
+        }
+    }
+
     /// The registry to serve.
     pub fn registry(&self) -> &Registry {
         &self.registry

@@ -132,6 +132,8 @@ pub(crate) struct Daemon {
     pub(crate) realtime: Realtime,
     /// MASTER instances dropping a peer's adverts for their VRID, by instance.
     pub(crate) dual_masters: HashMap<String, crate::dual_master::DualMaster>,
+    /// The control socket's connection counters (for status).
+    pub(crate) control_stats: Arc<ctl::ServerStats>,
 }
 
 impl Drop for Daemon {
@@ -229,6 +231,7 @@ pub async fn run(
         hold: Default::default(),
         realtime,
         dual_masters: HashMap::new(),
+        control_stats: Arc::default(),
     };
     daemon.open_io(&plan).map_err(|e| anyhow!(e))?;
 
@@ -244,7 +247,12 @@ pub async fn run(
     let server = ctl::Server::bind(&daemon.view.control.vrrpd_socket, perms)
         .await
         .context("binding the control socket")?
-        .with_identity("vrrpd", env!("CARGO_PKG_VERSION"));
+        .with_identity("vrrpd", env!("CARGO_PKG_VERSION"))
+        .with_limits(ctl_limits(&daemon.view.control, "lbd"));
+    daemon.control_stats = server.stats();
+    daemon
+        .telemetry
+        .control_socket(Arc::clone(&daemon.control_stats));
     let (stop_server, server_stopped) = watch::channel(false);
     let serving = tokio::spawn(server.serve(
         Arc::new(control_handler(control_tx)),
@@ -330,6 +338,17 @@ pub async fn run(
     }
     tracing::info!("vrrpd stopped");
     Ok(())
+}
+
+/// The control socket's limits from `[control]`; `peer` is the other daemon, whose
+/// connections (lbd's event stream and track.set) keep a reserve beyond the cap.
+pub(crate) fn ctl_limits(control: &config::ControlSettings, peer: &str) -> ctl::ServerLimits {
+    ctl::ServerLimits {
+        max_connections: control.max_connections as usize,
+        peer_daemon: Some(peer.to_owned()),
+        idle_timeout: Duration::from_millis(u64::from(control.idle_timeout_ms)),
+        ..ctl::ServerLimits::default()
+    }
 }
 
 async fn restart_watch(netif: &Netif) -> LinkWatch {
@@ -833,7 +852,7 @@ impl Daemon {
         self.open_io(&plan)?;
         let diff = config::diff(&self.cluster, &loaded.cluster);
         if diff.control_changed {
-            tracing::warn!("[control] changed: the socket path and group take effect at the next restart; lbd_socket and prepare_budget_ms apply now");
+            tracing::warn!("[control] changed: the socket path, group and connection limits take effect at the next restart; lbd_socket and prepare_budget_ms apply now");
         }
         if diff.metrics_changed {
             tracing::warn!("[metrics] changed: takes effect at the next restart");

@@ -44,6 +44,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Before anything touches the kernel: a second vrrpd on a running master would
+    // remove the live VIPs as leftovers of a crash.
+    let _instance =
+        match ctl::daemon::InstanceLock::acquire("vrrpd", &loaded.view.control.vrrpd_socket) {
+            Ok(lock) => lock,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("vrrpd: {e}");
+                return ExitCode::from(1);
+            }
+        };
     tracing::info!(config = %options.config_path.display(), node = %loaded.view.name, fingerprint = %loaded.view.fingerprint, "{}", loaded.view.summary());
     for w in &loaded.cluster.warnings {
         tracing::warn!("configuration: {w}");

@@ -200,6 +200,7 @@ impl Daemon {
             "failover_drill": self.failover.as_ref().map(|d| &d.group),
             "preempt_hold": self.hold_status(),
             "realtime": self.realtime_status(),
+            "control": self.control_stats.snapshot(),
         })
     }
 

@@ -184,6 +184,15 @@ impl Telemetry {
         t
     }
 
+    /// Serves the control socket's connection counters (`vrrp_control_*`).
+    pub fn control_socket(&self, stats: std::sync::Arc<ctl::ServerStats>) {
+        match ctl::StatsCollector::new("vrrp", stats) {
+            // Registered once per process; a second registration is a harmless no-op.
+            Ok(c) => drop(self.registry.register(Box::new(c))),
+            Err(e) => tracing::warn!(error = %e, "control socket metrics unavailable"),
+        }
+    }
+
     /// The registry to serve.
     pub fn registry(&self) -> &Registry {
         &self.registry

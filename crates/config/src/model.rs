@@ -812,7 +812,18 @@ pub struct ControlSettings {
     pub group: Option<String>,
     /// How long vrrpd waits for lbd's prepare acknowledgement on takeover, in ms.
     pub prepare_budget_ms: u32,
+    /// Connections each socket serves at once; more are refused (the peer
+    /// daemon's connections have a reserve of their own beyond this).
+    pub max_connections: u32,
+    /// How long a connection may send nothing (no request under way, not
+    /// subscribed) before the daemon closes it, in ms.
+    pub idle_timeout_ms: u32,
 }
+
+/// Default `control.max_connections`.
+pub const DEFAULT_CONTROL_MAX_CONNECTIONS: u32 = 64;
+/// Default `control.idle_timeout_ms`.
+pub const DEFAULT_CONTROL_IDLE_TIMEOUT_MS: u32 = 30_000;
 
 impl Default for ControlSettings {
     fn default() -> Self {
@@ -821,6 +832,8 @@ impl Default for ControlSettings {
             lbd_socket: PathBuf::from(DEFAULT_LBD_SOCKET),
             group: None,
             prepare_budget_ms: 50,
+            max_connections: DEFAULT_CONTROL_MAX_CONNECTIONS,
+            idle_timeout_ms: DEFAULT_CONTROL_IDLE_TIMEOUT_MS,
         }
     }
 }

@@ -1524,10 +1524,35 @@ fn read_control(r: &mut Reader, v: &Sv, path: &str) -> Option<ControlSettings> {
                     "use 0..=10000 ms (tens of ms is typical)",
                 )
                 .map_or(d.prepare_budget_ms, |n| n as u32),
+            max_connections: t
+                .opt_int(
+                    r,
+                    "max_connections",
+                    1,
+                    4096,
+                    "use 1..=4096 connections (the default 64 is plenty for operators and tools)",
+                )
+                .map_or(d.max_connections, |n| n as u32),
+            idle_timeout_ms: t
+                .opt_int(
+                    r,
+                    "idle_timeout_ms",
+                    100,
+                    3_600_000,
+                    "use 100..=3600000 ms (default 30000)",
+                )
+                .map_or(d.idle_timeout_ms, |n| n as u32),
         };
         t.finish(
             r,
-            &["vrrpd_socket", "lbd_socket", "group", "prepare_budget_ms"],
+            &[
+                "vrrpd_socket",
+                "lbd_socket",
+                "group",
+                "prepare_budget_ms",
+                "max_connections",
+                "idle_timeout_ms",
+            ],
         );
         if c.vrrpd_socket == c.lbd_socket {
             r.error_value(

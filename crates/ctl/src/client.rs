@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::error::CtlError;
 use crate::line::{Line, LineReader};
 use crate::wire::{
-    codes, methods, Event, Gap, Outcome, Reply, Request, ServerLine, SubscribeParams,
+    codes, methods, Event, Gap, Outcome, Reply, ReplyError, Request, ServerLine, SubscribeParams,
     SubscribeResult, MAX_SERVER_LINE, PROTOCOL_VERSION,
 };
 
@@ -40,6 +40,8 @@ pub enum Notice {
 #[derive(Debug, Clone)]
 enum Closed {
     Eof,
+    /// The server's last word, a reply to no request (id 0): why it closes.
+    Dropped(ReplyError),
     Io(io::ErrorKind, String),
     Protocol(String),
 }
@@ -49,6 +51,10 @@ impl Closed {
         let path = path.to_path_buf();
         match self {
             Closed::Eof => CtlError::ConnectionClosed { path },
+            Closed::Dropped(error) => CtlError::Dropped {
+                path,
+                error: error.clone(),
+            },
             Closed::Io(kind, msg) => CtlError::Io {
                 path,
                 source: io::Error::new(*kind, msg.clone()),
@@ -311,6 +317,14 @@ async fn write_lines(
             out.flush().await
         };
         if let Err(err) = written.await {
+            // A server that closes says why first (too many connections, idle): let
+            // the reader deliver that before the bare broken pipe.
+            for _ in 0..10 {
+                if shared.lock().closed.is_some() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             shared.close(Closed::Io(err.kind(), err.to_string()));
             return;
         }
@@ -331,6 +345,17 @@ async fn read_lines(read: OwnedReadHalf, shared: Arc<Shared>, pushes: mpsc::Send
         };
         let notice = match ServerLine::parse(&bytes) {
             Err(err) => break Closed::Protocol(err.to_string()),
+            Ok(ServerLine::Reply(Reply {
+                id: 0,
+                outcome: Outcome::Error(error),
+            })) if matches!(
+                error.code,
+                codes::TOO_MANY_CONNECTIONS | codes::IDLE_TIMEOUT
+            ) =>
+            {
+                // The server closes this connection: every waiter gets its reason.
+                break Closed::Dropped(error);
+            }
             Ok(ServerLine::Reply(reply)) => {
                 let waiter = shared.lock().pending.remove(&reply.id);
                 match waiter {

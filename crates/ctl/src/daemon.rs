@@ -56,3 +56,208 @@ where
         }
     }
 }
+
+/// What keeps a second daemon off one node: an exclusive `flock` on
+/// `<control socket>.lock`, held for the daemon's life and released by the kernel
+/// when the process ends, however it ends. The holder writes its pid into the file,
+/// so that a second start can name it.
+///
+/// Taken before the daemon touches anything: a second vrrpd on a running master
+/// would otherwise remove the live VIPs as leftovers of a crash. Per socket path,
+/// so nodes that share a machine (tests, labs) each have their own. The file stays
+/// after the daemon stops (removing it would race with the next start); its text is
+/// the pid of the last holder; the lock is what counts.
+#[derive(Debug)]
+pub struct InstanceLock {
+    // Never read: holding the descriptor holds the lock.
+    _file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+/// Why [`InstanceLock::acquire`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds the lock: the same daemon already runs for this node.
+    #[error(
+        "another {daemon} (pid {}) is already running for this node: it holds {}; \
+         nothing was changed. Stop that one first, or give this one its own control socket",
+        pid.map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+        path.display()
+    )]
+    Held {
+        /// The daemon's name.
+        daemon: String,
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// The holder's pid, as it wrote it into the file.
+        pid: Option<i32>,
+    },
+    /// The lock file (or its directory) could not be created or opened.
+    #[error("{}: cannot open the instance lock file: {source}", path.display())]
+    Open {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Locking failed for another reason than a holder.
+    #[error("{}: cannot lock: {source}", path.display())]
+    Lock {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl LockError {
+    /// The holder's pid, when another daemon holds the lock.
+    pub fn holder(&self) -> Option<i32> {
+        match self {
+            LockError::Held { pid, .. } => *pid,
+            _ => None,
+        }
+    }
+}
+
+impl InstanceLock {
+    /// The lock file of the daemon whose control socket is `socket`: beside it,
+    /// the socket's file name with `.lock` appended.
+    pub fn path_for(socket: &std::path::Path) -> std::path::PathBuf {
+        let mut name = socket.as_os_str().to_owned();
+        name.push(".lock");
+        std::path::PathBuf::from(name)
+    }
+
+    /// Takes the lock of the daemon `daemon` serving `socket`, without waiting;
+    /// creates the socket's directory (0755) and the lock file (0644) if missing.
+    pub fn acquire(daemon: &str, socket: &std::path::Path) -> Result<InstanceLock, LockError> {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+        let path = Self::path_for(socket);
+        let open_err = |source| LockError::Open {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(parent)
+                    .map_err(open_err)?;
+            }
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            // A symlink planted in a shared directory must not redirect our writes.
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(open_err)?;
+        // SAFETY: the descriptor is open for the whole call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            // For operators (`cat`) and for a second start's message.
+            let _ = file.set_len(0);
+            let _ = writeln!(file, "{}", std::process::id());
+            let _ = file.flush();
+            return Ok(InstanceLock { _file: file, path });
+        }
+        let source = std::io::Error::last_os_error();
+        if source.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Err(LockError::Held {
+                daemon: daemon.to_string(),
+                pid: holder_pid(&mut file),
+                path,
+            })
+        } else {
+            Err(LockError::Lock { path, source })
+        }
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+/// The pid the holder wrote into the lock file; it writes it right after taking
+/// the lock, so an empty file is read again for a moment.
+fn holder_pid(file: &mut std::fs::File) -> Option<i32> {
+    use std::io::{Read, Seek};
+    for _ in 0..20 {
+        let mut text = String::new();
+        if file.rewind().is_ok() && file.read_to_string(&mut text).is_ok() {
+            if let Ok(pid) = text.trim().parse::<i32>() {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_path_is_beside_the_socket() {
+        assert_eq!(
+            InstanceLock::path_for(std::path::Path::new("/run/lbsuite/vrrpd.sock")),
+            std::path::Path::new("/run/lbsuite/vrrpd.sock.lock")
+        );
+    }
+
+    /// Run by [`a_second_holder_is_refused_and_told_the_first_pid`] as another
+    /// process: tries the lock, prints the outcome.
+    #[test]
+    fn second_process_helper() {
+        let Some(socket) = std::env::var_os("CTL_LOCK_HELPER_SOCKET") else {
+            return;
+        };
+        match InstanceLock::acquire("vrrpd", std::path::Path::new(&socket)) {
+            Ok(_) => println!("HELPER acquired"),
+            Err(e) => println!("HELPER holder={:?} message={e}", e.holder()),
+        }
+    }
+
+    #[test]
+    fn a_second_holder_is_refused_and_told_the_first_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("sub/vrrpd.sock");
+        let first = InstanceLock::acquire("vrrpd", &socket).unwrap();
+        let text = std::fs::read_to_string(first.path()).unwrap();
+        assert_eq!(text.trim(), std::process::id().to_string());
+        let second = || {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "daemon::tests::second_process_helper",
+                    "--nocapture",
+                ])
+                .env("CTL_LOCK_HELPER_SOCKET", &socket)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let refused = second();
+        println!("{refused}");
+        let ours = format!("holder=Some({})", std::process::id());
+        assert!(refused.contains(&ours), "{refused}");
+        assert!(
+            refused.contains(&format!("another vrrpd (pid {})", std::process::id())),
+            "{refused}"
+        );
+        drop(first);
+        // Released with its holder: the next start takes it.
+        assert!(second().contains("HELPER acquired"));
+    }
+}

@@ -82,6 +82,15 @@ pub enum CtlError {
         #[source]
         error: ReplyError,
     },
+    /// The daemon closed the connection and said why (too many connections, idle).
+    #[error("{}: the daemon closed the connection: {}", path.display(), error)]
+    Dropped {
+        /// Socket path.
+        path: PathBuf,
+        /// Code and message from the daemon.
+        #[source]
+        error: ReplyError,
+    },
     /// The daemon sent something that is not a valid protocol line.
     #[error("{}: invalid message from the daemon: {reason}", path.display())]
     Protocol {
@@ -182,6 +191,7 @@ impl CtlError {
                 | CtlError::Connect { .. }
                 | CtlError::Io { .. }
                 | CtlError::ConnectionClosed { .. }
+                | CtlError::Dropped { .. }
                 | CtlError::Timeout { .. }
         )
     }

@@ -12,6 +12,7 @@ pub mod daemon;
 mod error;
 mod events;
 mod forward;
+mod limits;
 mod line;
 mod server;
 pub mod wire;
@@ -20,6 +21,12 @@ pub use client::{Client, Notice, ResumingSubscription, Subscription, DEFAULT_TIM
 pub use error::CtlError;
 pub use events::{EventBus, DEFAULT_BACKLOG};
 pub use forward::{Forwarded, Forwarder, ParseCommand};
+#[cfg(feature = "prometheus")]
+pub use limits::StatsCollector;
+pub use limits::{
+    ServerCounters, ServerLimits, ServerStats, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PEER_RESERVE, DEFAULT_WRITE_STALL_TIMEOUT,
+};
 pub use server::{RequestHandler, Server, SocketGroup, SocketPerms};
 pub use wire::{
     methods, topics, Event, Gap, GapReason, Reply, ReplyError, Request, SubscribeParams,

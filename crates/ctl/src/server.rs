@@ -19,16 +19,19 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::error::CtlError;
 use crate::events::{EventBus, Published, Start};
+use crate::limits::{is_peer_daemon, ServerLimits, ServerStats, Slot};
 use crate::line::{Line, LineReader};
 use crate::wire::{
-    codes, methods, topic_matches, Reply, ReplyError, Request, SubscribeParams, SubscribeResult,
-    VersionInfo, MAX_REQUEST_LINE, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    codes, methods, parse_unique_keys, topic_matches, Reply, ReplyError, Request, SubscribeParams,
+    SubscribeResult, VersionInfo, MAX_REQUEST_LINE, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
 /// Lines queued per connection before the connection's tasks wait for the socket.
 const OUTGOING_QUEUE: usize = 256;
 /// How long `bind` waits for an existing socket to answer before calling it live.
 const LIVENESS_PROBE: Duration = Duration::from_secs(1);
+/// Least time between two log lines about refused connections.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Answers the daemon-specific methods (`status`, `reload`, `prepare`, ...).
 ///
@@ -112,6 +115,8 @@ pub struct Server {
     listener: UnixListener,
     socket: SocketFile,
     identity: Arc<(String, String)>,
+    limits: ServerLimits,
+    stats: Arc<ServerStats>,
 }
 
 impl std::fmt::Debug for Server {
@@ -194,7 +199,21 @@ impl Server {
                 ino: meta.ino(),
             },
             identity: Arc::new(("unknown".to_string(), "unknown".to_string())),
+            limits: ServerLimits::default(),
+            stats: Arc::new(ServerStats::default()),
         })
+    }
+
+    /// Sets the limits on clients (connection cap, peer reserve, timeouts).
+    pub fn with_limits(mut self, limits: ServerLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The socket's live counters (open connections, refusals, ...), for status and
+    /// metrics; they keep counting while the server runs.
+    pub fn stats(&self) -> Arc<ServerStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Sets the daemon name and version reported by the `version` method.
@@ -223,8 +242,12 @@ impl Server {
             listener,
             socket,
             identity,
+            limits,
+            stats,
         } = self;
+        let limits = Arc::new(limits);
         let mut connections = JoinSet::new();
+        let mut last_refusal_log: Option<tokio::time::Instant> = None;
         let result = loop {
             tokio::select! {
                 _ = wait_shutdown(&mut shutdown) => break Ok(()),
@@ -234,13 +257,32 @@ impl Server {
                         if let Ok(cred) = stream.peer_cred() {
                             tracing::debug!(uid = cred.uid(), pid = cred.pid(), "control connection");
                         }
+                        let peer = limits.peer_daemon.as_deref();
+                        let Some(slot) = Slot::take(&stats, &limits, || {
+                            peer.is_some_and(|name| is_peer_daemon(&stream, name))
+                        }) else {
+                            refuse(&stream, limits.max_connections);
+                            ServerStats::bump(&stats.refused);
+                            if last_refusal_log.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+                                last_refusal_log = Some(tokio::time::Instant::now());
+                                tracing::warn!(
+                                    path = %socket.path.display(),
+                                    max_connections = limits.max_connections,
+                                    refused_total = stats.snapshot().refused,
+                                    "control socket full: refusing connections (logged at most every 10 s)"
+                                );
+                            }
+                            continue;
+                        };
                         let conn = Connection {
                             handler: Arc::clone(&handler),
                             events: events.clone(),
                             identity: Arc::clone(&identity),
                             shutdown: shutdown.clone(),
+                            limits: Arc::clone(&limits),
+                            stats: Arc::clone(&stats),
                         };
-                        connections.spawn(conn.run(stream));
+                        connections.spawn(conn.run(stream, slot));
                     }
                     Err(err) if is_transient_accept(&err) => {
                         tracing::warn!(path = %socket.path.display(), %err, "accept failed; retrying");
@@ -256,6 +298,23 @@ impl Server {
         connections.shutdown().await;
         result
     }
+}
+
+/// Tells a connection over the cap why it is closed, without ever waiting for it.
+fn refuse(stream: &UnixStream, max: usize) {
+    let reply = Reply::error(
+        0,
+        ReplyError::new(
+            codes::TOO_MANY_CONNECTIONS,
+            format!(
+                "too many control connections (this socket serves {max} at once); try again later"
+            ),
+        ),
+    );
+    let mut line = encode_reply(&reply);
+    line.push('\n');
+    // A fresh socket's buffer takes one short line; if not, closing says enough.
+    let _ = stream.try_write(line.as_bytes());
 }
 
 fn is_transient_accept(err: &io::Error) -> bool {
@@ -401,23 +460,61 @@ struct Connection<H> {
     events: EventBus,
     identity: Arc<(String, String)>,
     shutdown: watch::Receiver<bool>,
+    limits: Arc<ServerLimits>,
+    stats: Arc<ServerStats>,
 }
 
 impl<H: RequestHandler> Connection<H> {
-    async fn run(self, stream: UnixStream) {
+    /// Serves one connection; `_slot` is its place under the cap, given back at the end.
+    async fn run(self, stream: UnixStream, _slot: Slot) {
         let mut shutdown = self.shutdown.clone();
         let (read, write) = stream.into_split();
         let (tx, rx) = mpsc::channel(OUTGOING_QUEUE);
         // Guards, so that aborting this task (server shutdown) also ends its helpers,
         // which hold the socket open.
-        let mut writer = TaskGuard(tokio::spawn(write_lines(write, rx)));
+        let mut writer = TaskGuard(tokio::spawn(write_lines(
+            write,
+            rx,
+            self.limits.write_stall_timeout,
+            Arc::clone(&self.stats),
+        )));
+        let mut writer_done = false;
         let mut reader = LineReader::new(read, MAX_REQUEST_LINE);
         let mut forwarder: Option<TaskGuard> = None;
         let mut shutting_down = false;
         loop {
+            // Subscribers only read, so silence is what they do; others must speak.
+            let idle = forwarder.is_none().then_some(self.limits.idle_timeout);
+            let next = async {
+                match idle {
+                    Some(limit) => tokio::time::timeout(limit, reader.next_line()).await.ok(),
+                    None => Some(reader.next_line().await),
+                }
+            };
             let line = tokio::select! {
                 _ = wait_shutdown(&mut shutdown) => { shutting_down = true; break }
-                line = reader.next_line() => line,
+                // The writer gave up (the client does not read): nothing more to say.
+                _ = &mut writer.0 => { writer_done = true; break }
+                line = next => line,
+            };
+            let Some(line) = line else {
+                ServerStats::bump(&self.stats.idle_closed);
+                tracing::debug!(
+                    idle_ms = self.limits.idle_timeout.as_millis(),
+                    "closing an idle control connection"
+                );
+                let reply = Reply::error(
+                    0,
+                    ReplyError::new(
+                        codes::IDLE_TIMEOUT,
+                        format!(
+                            "no request for {} ms: connection closed",
+                            self.limits.idle_timeout.as_millis()
+                        ),
+                    ),
+                );
+                let _ = tx.send(Outgoing::Text(encode_reply(&reply))).await;
+                break;
             };
             let reply = match line {
                 Ok(None) => break,
@@ -425,19 +522,25 @@ impl<H: RequestHandler> Connection<H> {
                     tracing::debug!(%err, "control connection read error");
                     break;
                 }
-                Ok(Some(Line::TooLong)) => Reply::error(
-                    0,
-                    ReplyError::new(
-                        codes::LINE_TOO_LONG,
-                        format!("request line longer than {MAX_REQUEST_LINE} bytes"),
-                    ),
-                ),
+                Ok(Some(Line::TooLong)) => {
+                    ServerStats::bump(&self.stats.bad_requests);
+                    Reply::error(
+                        0,
+                        ReplyError::new(
+                            codes::LINE_TOO_LONG,
+                            format!("request line longer than {MAX_REQUEST_LINE} bytes"),
+                        ),
+                    )
+                }
                 Ok(Some(Line::Complete(bytes))) => {
                     if bytes.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
                     match parse_request(&bytes) {
-                        Err(reply) => reply,
+                        Err(reply) => {
+                            ServerStats::bump(&self.stats.bad_requests);
+                            reply
+                        }
                         Ok(req) if req.method == methods::SUBSCRIBE => {
                             match self.subscribe(req, &tx, &mut forwarder).await {
                                 Some(reply) => reply,
@@ -463,7 +566,7 @@ impl<H: RequestHandler> Connection<H> {
         }
         drop(forwarder);
         drop(tx);
-        if !shutting_down {
+        if !shutting_down && !writer_done {
             // Flush replies already queued, unless the server shuts down meanwhile.
             tokio::select! {
                 _ = &mut writer.0 => {}
@@ -528,11 +631,22 @@ impl<H: RequestHandler> Connection<H> {
 
 /// Reads a request line: a reply explaining the problem if it is not a valid request.
 fn parse_request(bytes: &[u8]) -> Result<Request, Reply> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|err| {
-        Reply::error(
-            0,
-            ReplyError::new(codes::PARSE_ERROR, format!("not valid JSON: {err}")),
-        )
+    let value: Value = parse_unique_keys(bytes).map_err(|err| {
+        if err.is_data() {
+            // Valid JSON, but a key given twice: which one was meant is anyone's guess.
+            Reply::error(
+                0,
+                ReplyError::new(
+                    codes::INVALID_REQUEST,
+                    format!("{err}: each key may appear once in a request"),
+                ),
+            )
+        } else {
+            Reply::error(
+                0,
+                ReplyError::new(codes::PARSE_ERROR, format!("not valid JSON: {err}")),
+            )
+        }
     })?;
     let id = value.get("id").and_then(Value::as_u64).unwrap_or(0);
     let invalid = |msg: String| Reply::error(id, ReplyError::new(codes::INVALID_REQUEST, msg));
@@ -619,20 +733,43 @@ async fn forward_events(
     }
 }
 
-/// Writes queued lines, flushing whenever the queue runs empty.
-async fn write_lines(write: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
+/// Writes queued lines, flushing whenever the queue runs empty; gives up on a client
+/// that leaves them unread for `stall` (the queue is bounded, so until then what
+/// waits for it is too).
+async fn write_lines(
+    write: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outgoing>,
+    stall: Duration,
+    stats: Arc<ServerStats>,
+) {
     let mut out = BufWriter::new(write);
+    let stalled = || {
+        ServerStats::bump(&stats.stalled_closed);
+        tracing::debug!(
+            stall_ms = stall.as_millis(),
+            "closing a control connection that does not read"
+        );
+    };
     while let Some(item) = rx.recv().await {
         let bytes = match &item {
             Outgoing::Text(text) => text.as_bytes(),
             Outgoing::Event(event) => event.line.as_bytes(),
         };
-        if out.write_all(bytes).await.is_err() || out.write_all(b"\n").await.is_err() {
-            return;
-        }
-        if rx.is_empty() && out.flush().await.is_err() {
-            return;
+        let write = async {
+            out.write_all(bytes).await?;
+            out.write_all(b"\n").await?;
+            if rx.is_empty() {
+                out.flush().await?;
+            }
+            io::Result::Ok(())
+        };
+        match tokio::time::timeout(stall, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => return stalled(),
         }
     }
-    let _ = out.flush().await;
+    if tokio::time::timeout(stall, out.flush()).await.is_err() {
+        stalled();
+    }
 }

@@ -64,6 +64,10 @@ pub mod codes {
     pub const LINE_TOO_LONG: i64 = -32001;
     /// The daemon understood the request but refuses or fails it (a domain error).
     pub const FAILED: i64 = -32002;
+    /// The socket serves as many connections as it may: this one is closed at once.
+    pub const TOO_MANY_CONNECTIONS: i64 = -32003;
+    /// The connection sent nothing for too long and is closed.
+    pub const IDLE_TIMEOUT: i64 = -32004;
 }
 
 /// A request from a client.
@@ -133,6 +137,87 @@ impl ReplyError {
     /// The daemon hit an internal error.
     pub fn internal(why: impl std::fmt::Display) -> Self {
         Self::new(codes::INTERNAL_ERROR, format!("internal error: {why}"))
+    }
+}
+
+/// Parses JSON like `serde_json::from_slice::<Value>`, but refuses an object that
+/// names a key twice, at any depth (a data error naming the key): serde_json keeps
+/// the last one, so `{"method":"status","method":"reload"}` would run a reload that
+/// a reader of the line, or a filter in front of the socket, took for a status.
+pub fn parse_unique_keys(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<UniqueKeys>(bytes).map(|u| u.0)
+}
+
+/// A JSON value whose objects have no duplicate keys.
+struct UniqueKeys(Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key {key:?}"
+                )));
+            }
+            let UniqueKeys(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -306,6 +391,19 @@ impl Gap {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let e = parse_unique_keys(br#"{"v":1,"id":1,"method":"status","method":"reload"}"#)
+            .unwrap_err();
+        assert!(e.is_data(), "{e}");
+        assert!(e.to_string().contains("duplicate key \"method\""), "{e}");
+        let e = parse_unique_keys(br#"{"params":[{"a":1,"a":2}]}"#).unwrap_err();
+        assert!(e.to_string().contains("duplicate key \"a\""), "{e}");
+        let ok = parse_unique_keys(br#"{"a":{"b":1},"b":[1,2.5,null,true,"s",-3]}"#).unwrap();
+        assert_eq!(ok, json!({"a":{"b":1},"b":[1,2.5,null,true,"s",-3]}));
+        assert!(parse_unique_keys(b"{").unwrap_err().is_eof());
+    }
 
     #[test]
     fn reply_has_result_or_error_key() {

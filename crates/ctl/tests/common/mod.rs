@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ctl::{CtlError, EventBus, ReplyError, RequestHandler, Server, SocketPerms};
+use ctl::{
+    CtlError, EventBus, ReplyError, RequestHandler, Server, ServerLimits, ServerStats, SocketPerms,
+};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -47,18 +49,32 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// Serves `bus` at `path`.
     pub async fn start(path: PathBuf, bus: EventBus) -> TestDaemon {
+        Self::start_with(path, bus, ServerLimits::default()).await.0
+    }
+
+    /// Serves `bus` at `path` with `limits`; also returns the socket's counters.
+    pub async fn start_with(
+        path: PathBuf,
+        bus: EventBus,
+        limits: ServerLimits,
+    ) -> (TestDaemon, Arc<ServerStats>) {
         let server = Server::bind(&path, SocketPerms::default())
             .await
             .unwrap()
-            .with_identity("testd", "9.9.9");
+            .with_identity("testd", "9.9.9")
+            .with_limits(limits);
+        let stats = server.stats();
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(server.serve(Arc::new(TestHandler), bus.clone(), rx));
-        TestDaemon {
-            path,
-            bus,
-            shutdown,
-            task,
-        }
+        (
+            TestDaemon {
+                path,
+                bus,
+                shutdown,
+                task,
+            },
+            stats,
+        )
     }
 
     /// Stops serving (as a daemon does on SIGTERM) and waits until it has.
@@ -92,6 +108,15 @@ impl RawConn {
 
     pub async fn send(&mut self, bytes: &[u8]) {
         within(self.write.write_all(bytes)).await.unwrap();
+    }
+
+    /// The next line, or `None` once the server has closed the connection.
+    pub async fn recv_or_eof(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        match within(self.read.read_line(&mut line)).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(serde_json::from_str(&line).unwrap()),
+        }
     }
 
     pub async fn recv(&mut self) -> Value {
