@@ -763,6 +763,8 @@ impl Daemon {
         self.feed(&group, input, p.at).await;
         if let Some(before) = master_counters {
             self.checks_dropped(&group, &instance, &before, r.src, r.dst, r.ttl);
+            let unicast = !r.dst.is_multicast();
+            self.other_master_heard(&group, &instance, &before, r.src, r.ttl, unicast);
         }
     }
 

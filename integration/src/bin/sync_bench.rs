@@ -640,7 +640,10 @@ fn rate(bins: &Binaries, args: &Args, conntrackd: bool) -> Result<()> {
             }
         }
         println!("  {r:>6}/s  lbd        {}", RateFigures::medians(&ours));
-        println!("  {r:>6}/s  lbd (own)  {}", RateFigures::medians(&own_kernel));
+        println!(
+            "  {r:>6}/s  lbd (own)  {}",
+            RateFigures::medians(&own_kernel)
+        );
         if conntrackd {
             println!("  {r:>6}/s  conntrackd {}", RateFigures::medians(&theirs));
         }
