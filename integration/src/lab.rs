@@ -314,6 +314,39 @@ impl Lab {
         ip(&["-n", &self.switch, "link", "set", &port, state]).map(drop)
     }
 
+    /// Cuts or rejoins a host interface's segment without the host noticing: its
+    /// bridge port leaves the bridge (or joins it again) and stays up, so the host
+    /// keeps its carrier but hears nobody and is heard by nobody on that segment (a
+    /// partition between switches, as opposed to [`Lab::set_cable`]).
+    pub fn set_partitioned(&self, host: &str, iface: &str, cut: bool) -> Result<(), LabError> {
+        let h = self.host(host)?;
+        let (k, spec) = h
+            .interfaces
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.name == iface)
+            .ok_or_else(|| LabError::UnknownInterface {
+                host: host.to_owned(),
+                iface: iface.to_owned(),
+            })?;
+        let port = port_name(&h.name, h.number, iface, k);
+        if cut {
+            ip(&["-n", &self.switch, "link", "set", &port, "nomaster"]).map(drop)
+        } else {
+            ip(&[
+                "-n",
+                &self.switch,
+                "link",
+                "set",
+                &port,
+                "master",
+                &spec.bridge,
+                "up",
+            ])
+            .map(drop)
+        }
+    }
+
     /// Tears down now, reporting the first failure (dropping does the same silently).
     pub fn down(mut self) -> Result<(), LabError> {
         self.teardown()

@@ -73,8 +73,45 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(err) => {
-            eprintln!("vrrpctl: {err:#}");
+            eprintln!("vrrpctl: {}", error_text(&err));
             ExitCode::from(1)
         }
+    }
+}
+
+/// The error and its causes, each said once: the control client's errors
+/// already carry their cause in their own message (`{:#}` said it twice).
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daemon_error_is_said_once() {
+        let err = anyhow::Error::new(ctl::CtlError::Remote {
+            path: "/run/lbsuite/vrrpd.sock".into(),
+            method: "maintenance".into(),
+            error: ctl::ReplyError::failed("no sync group \"x\"; groups: edge"),
+        });
+        let text = error_text(&err);
+        assert_eq!(text.matches("no sync group").count(), 1, "{text}");
+        assert!(text.starts_with("/run/lbsuite/vrrpd.sock: maintenance failed: "));
+    }
+
+    #[test]
+    fn causes_not_in_the_message_are_kept() {
+        let err = anyhow::anyhow!("disk on fire").context("reading x.pcap");
+        assert_eq!(error_text(&err), "reading x.pcap: disk on fire");
     }
 }

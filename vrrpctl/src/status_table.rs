@@ -86,6 +86,18 @@ pub fn render(status: &Value) -> String {
         if d.is_null() {
             continue;
         }
+        if d["reason"] == "peer_master" {
+            out.push_str(&format!(
+                "SPLIT BRAIN: {} (VRID {} on {}) heard {} as MASTER too ({} advert(s)); it stays MASTER and re-announced the VIPs. {}\n",
+                text(&i["name"]),
+                text(&i["vrid"]),
+                text(&i["interface"]),
+                text(&d["peer"]),
+                text(&d["adverts"]),
+                text(&d["fix"]),
+            ));
+            continue;
+        }
         out.push_str(&format!(
             "TWO MASTERS: {} (VRID {} on {}) is MASTER and drops the adverts of {}, which claims the same VRID ({}; {} dropped). Fix: {}\n",
             text(&i["name"]),
@@ -211,6 +223,29 @@ mod tests {
             ),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_healed_split_brain_is_said() {
+        let status = json!({
+            "groups": [], "preempt_hold": {},
+            "instances": [{
+                "group": "edge", "name": "public", "interface": "eth0", "vrid": 51,
+                "state": "MASTER", "dual_master": {
+                    "reason": "peer_master", "peer": "198.18.0.12", "adverts": 2,
+                    "fix": "find what cut the path",
+                },
+            }],
+        });
+        let out = render(&status);
+        assert!(
+            out.contains(
+                "SPLIT BRAIN: public (VRID 51 on eth0) heard 198.18.0.12 as MASTER too \
+                 (2 advert(s)); it stays MASTER and re-announced the VIPs. find what cut the path"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("TWO MASTERS"), "{out}");
     }
 
     #[test]

@@ -189,6 +189,8 @@ fn commands_send_their_parameters() {
         err.contains("reload refused") && err.contains("x.toml:1:1"),
         "{err}"
     );
+    // Said once: the control error's message already holds the daemon's.
+    assert_eq!(err.matches("x.toml:1:1").count(), 1, "{err}");
     assert_eq!(
         daemon.seen(),
         vec![

@@ -163,6 +163,10 @@ pub fn state_name(state: State) -> &'static str {
     }
 }
 
+/// How long the control server stays up after the shutdown transitions are
+/// published, so that subscribers receive them (a local socket needs far less).
+const SHUTDOWN_EVENTS_GRACE: Duration = Duration::from_millis(100);
+
 /// Runs vrrpd until `shutdown` completes (SIGTERM, SIGINT): then every MASTER
 /// group releases (priority-0 adverts, VIPs removed) and the function returns.
 /// SIGHUP reloads. Fails only at start-up (netlink, sockets, control socket).
@@ -329,6 +333,10 @@ pub async fn run(
     for name in names {
         daemon.feed(&name, Input::Shutdown, Instant::now()).await;
     }
+    // The transitions just published (MASTER -> INIT) are still on their way to
+    // subscribers (`vrrpctl watch`, lbd): stopping the server now would end their
+    // connections before the lines are written.
+    tokio::time::sleep(SHUTDOWN_EVENTS_GRACE).await;
     let _ = stop_server.send(true);
     if tokio::time::timeout(Duration::from_secs(2), serving)
         .await
@@ -782,6 +790,8 @@ impl Daemon {
         self.feed(&group, input, p.at).await;
         if let Some(before) = master_counters {
             self.checks_dropped(&group, &instance, &before, r.src, r.dst, r.ttl);
+            let unicast = !r.dst.is_multicast();
+            self.other_master_heard(&group, &instance, &before, r.src, r.ttl, unicast);
         }
     }
 

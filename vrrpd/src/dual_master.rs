@@ -5,6 +5,12 @@
 //! Dropping stays right (the RFC says so), but it is said: in `status`
 //! (`instances[].dual_master`), in `vrrp_dual_master` / `vrrp_dual_master_adverts_total`,
 //! and in one warning a minute per instance and reason that names the fix.
+//!
+//! And a split brain that heals (reason `peer_master`): a MASTER instance hears
+//! another master of its VRID after having been MASTER for a while (the nodes
+//! could not hear each other) and stays MASTER; the state machine has the group
+//! re-announce its VIPs and counts the period (`vrrp_split_brain_total`). It is
+//! reported the same way, with one warning per period.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -22,7 +28,17 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The reasons pre-registered in metrics (others appear when seen): decode
 /// kinds of the packet, and the instance checks' kinds.
-pub(crate) const REASONS: [&str; 5] = ["bad_ttl", "bad_checksum", "auth", "interval", "version"];
+pub(crate) const REASONS: [&str; 6] = [
+    "bad_ttl",
+    "bad_checksum",
+    "auth",
+    "interval",
+    "version",
+    PEER_MASTER,
+];
+
+/// The reason of a healed split brain: another master heard, outranked.
+pub(crate) const PEER_MASTER: &str = "peer_master";
 
 /// What one MASTER instance saw of a peer whose adverts it drops.
 #[derive(Debug, Clone)]
@@ -66,6 +82,12 @@ pub(crate) fn fix(reason: &str, ttl: u8, unicast: bool, instance: &str) -> Strin
         "version" => format!(
             "the peer speaks another VRRP version: set the same version on instance {instance} \
              and on the peer (keepalived: version)"
+        ),
+        PEER_MASTER => format!(
+            "nothing to change in the configuration: the nodes could not hear each other's \
+             adverts for a while (a link or switch between them), so both were MASTER; instance \
+             {instance} stays MASTER and re-announced the group's VIPs on every member link. Find \
+             what cut the path between the nodes"
         ),
         other => format!("the peer's adverts are refused ({other}): compare its configuration"),
     }
@@ -183,9 +205,55 @@ impl Daemon {
         }
     }
 
+    /// After the state machine saw an advert: another master heard by a MASTER
+    /// instance that stays MASTER (`before`: its counters until then). A new
+    /// split-brain period opens a `peer_master` record; further adverts of the
+    /// same period keep it open.
+    pub(crate) fn other_master_heard(
+        &mut self,
+        group: &str,
+        instance: &str,
+        before: &Counters,
+        src: IpAddr,
+        ttl: u8,
+        unicast: bool,
+    ) {
+        let Some(after) = self
+            .groups
+            .get(group)
+            .and_then(|rt| rt.router.instance(instance))
+            .map(|s| s.counters)
+        else {
+            return;
+        };
+        let new_period = after.split_brains > before.split_brains;
+        let open = self
+            .dual_masters
+            .get(instance)
+            .is_some_and(|d| d.reason == PEER_MASTER);
+        if new_period || (open && after.other_master_adverts > before.other_master_adverts) {
+            self.record_dual_master(instance, PEER_MASTER, src, ttl, unicast, new_period);
+        }
+    }
+
     /// Records, exports and (rate-limited) logs one dropped advert of a peer
     /// while `instance` is MASTER.
     fn peer_dropped(&mut self, instance: &str, reason: &str, peer: IpAddr, ttl: u8, unicast: bool) {
+        self.record_dual_master(instance, reason, peer, ttl, unicast, false);
+    }
+
+    /// One advert of a second master for `instance`'s VRID: the record, the
+    /// metrics, a warning (once a minute per reason, or at each new split-brain
+    /// period), and the timer that ends it once the peer is quiet.
+    fn record_dual_master(
+        &mut self,
+        instance: &str,
+        reason: &str,
+        peer: IpAddr,
+        ttl: u8,
+        unicast: bool,
+        new_period: bool,
+    ) {
         let now_ms = unix_ms();
         let labels = self.labels(instance);
         let record = self
@@ -201,10 +269,11 @@ impl Daemon {
                 last_unix_ms: now_ms,
                 logged: None,
             });
-        if record.reason != reason {
+        if record.reason != reason || new_period {
             self.telemetry.dual_master(&labels, &record.reason, false);
             record.reason = reason.to_owned();
             record.since_unix_ms = now_ms;
+            record.adverts = 0;
             record.logged = None;
         }
         record.peer = peer;
@@ -218,7 +287,20 @@ impl Daemon {
         }
         self.telemetry.dual_master(&labels, reason, true);
         self.telemetry.dual_master_advert(&labels, reason);
-        if log {
+        if log && reason == PEER_MASTER {
+            tracing::warn!(
+                instance,
+                group = %labels.group,
+                iface = %labels.interface,
+                vrid = %labels.vrid,
+                peer = %peer,
+                reason,
+                "two masters: {peer} was MASTER of this VRID too (split brain); this node \
+                 outranks it and stays MASTER, the group's VIPs re-announced on every member link. \
+                 {}",
+                fix(reason, ttl, unicast, instance)
+            );
+        } else if log {
             tracing::warn!(
                 instance,
                 group = %labels.group,
@@ -254,7 +336,7 @@ impl Daemon {
         if let Some(record) = self.dual_masters.remove(instance) {
             let labels = self.labels(instance);
             self.telemetry.dual_master(&labels, &record.reason, false);
-            tracing::info!(instance, peer = %record.peer, reason = %record.reason, adverts = record.adverts, "two masters: no more dropped adverts from the peer");
+            tracing::info!(instance, peer = %record.peer, reason = %record.reason, adverts = record.adverts, "two masters: no more adverts from the other master");
         }
     }
 
@@ -291,5 +373,6 @@ mod tests {
         let text = fix("bad_ttl", 254, false, "public");
         assert!(!text.contains("unicast_min_ttl"), "{text}");
         assert!(fix("auth", 255, false, "public").contains("auth_pass"));
+        assert!(fix(PEER_MASTER, 255, false, "public").contains("re-announced"));
     }
 }

@@ -86,6 +86,7 @@ pub struct Telemetry {
     memory_locked: IntGaugeVec,
     dual_master: IntGaugeVec,
     dual_master_adverts: IntCounterVec,
+    split_brains: IntCounterVec,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -170,8 +171,9 @@ impl Telemetry {
             preempt_hold_expired: counter(&r, "vrrp_preempt_hold_expired_total", "Preemption holds that ran out ([sync] preempt_wait_ms) before lbd had the peer's connection state.", &[]),
             realtime_priority: int_gauge(&r, "vrrp_realtime_priority", "Real-time priority (SCHED_RR/FIFO) vrrpd's event loop runs at; 0 for normal scheduling ([vrrpd] realtime_priority).", &[]),
             memory_locked: int_gauge(&r, "vrrp_memory_locked", "1 if vrrpd's memory is locked into RAM (mlockall; [vrrpd] lock_memory).", &[]),
-            dual_master: int_gauge(&r, "vrrp_dual_master", "1 while this MASTER instance drops a peer's adverts for its VRID (both nodes MASTER), by reason (bad_ttl, bad_checksum, auth, interval, version, ...).", &with(&["reason"])),
-            dual_master_adverts: counter(&r, "vrrp_dual_master_adverts_total", "Adverts of a peer claiming the instance's VRID dropped while the instance was MASTER, by reason.", &with(&["reason"])),
+            dual_master: int_gauge(&r, "vrrp_dual_master", "1 while this MASTER instance drops a peer's adverts for its VRID (both nodes MASTER), by reason (bad_ttl, bad_checksum, auth, interval, version, ...); reason peer_master: it heard another master it outranks (a split brain healing).", &with(&["reason"])),
+            dual_master_adverts: counter(&r, "vrrp_dual_master_adverts_total", "Adverts of a peer claiming the instance's VRID dropped while the instance was MASTER, by reason; peer_master: adverts of another master heard during a split brain.", &with(&["reason"])),
+            split_brains: counter(&r, "vrrp_split_brain_total", "Split brains healed with this instance staying MASTER: periods in which it heard another master of its VRID after being MASTER for a Master_Down_Interval or more (the group's VIPs re-announced each time).", &INSTANCE),
             takeover_phase,
             registry: r,
         };
@@ -219,6 +221,7 @@ impl Telemetry {
             &self.became_master,
             &self.left_master,
             &self.gratuitous_sent,
+            &self.split_brains,
         ] {
             c.with_label_values(&v);
         }
@@ -318,6 +321,7 @@ impl Telemetry {
         );
         add(&self.became_master, before.became_master, now.became_master);
         add(&self.left_master, before.left_master, now.left_master);
+        add(&self.split_brains, before.split_brains, now.split_brains);
         for (kind, b, n) in [
             ("version", before.version_errors, now.version_errors),
             ("interval", before.interval_errors, now.interval_errors),

@@ -188,3 +188,78 @@ fn fault_drill_holds_the_group_in_fault_then_releases_it() {
         has_both(c.host("lb1")) && has_neither(c.host("lb2"))
     });
 }
+
+/// Issue 11: `vrrpctl watch` shows the shutdown transitions the log has
+/// (MASTER -> INIT on SIGTERM), not only those of a running daemon.
+#[test]
+fn watch_shows_the_shutdown_transition() {
+    if !integration::have_root("watch_shows_the_shutdown_transition") {
+        return;
+    }
+    let Some(bin) = vrrpctl() else {
+        println!("SKIP (needs vrrpctl built next to vrrpd): watch_shows_the_shutdown_transition");
+        return;
+    };
+    let c = Cluster::up(&[]);
+    let mut lb1 = c.start("lb1");
+    wait_for("lb1 holds both VIPs", PATIENCE, || has_both(c.host("lb1")));
+    let socket = c.socket("lb1");
+    let watch = c
+        .host("lb1")
+        .spawn(&bin, ["--socket", socket.to_str().unwrap(), "watch"])
+        .unwrap();
+    wait_for("watch prints the status", PATIENCE, || {
+        watch.stdout().contains("group edge: MASTER")
+    });
+
+    lb1.signal(libc::SIGTERM).unwrap();
+    let status = lb1.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{}", lb1.stderr());
+    let log = lb1.stdout();
+    assert!(log.contains("INIT"), "the log has the transition: {log}");
+    wait_for(
+        "watch prints the shutdown transitions",
+        Duration::from_secs(5),
+        || {
+            let out = watch.stdout();
+            out.contains("edge (group): MASTER -> INIT (Shutdown)")
+                && out.contains("edge public: MASTER -> INIT (Shutdown)")
+                && out.contains("edge server: MASTER -> INIT (Shutdown)")
+        },
+    );
+    println!("watch:\n{}", watch.stdout());
+    drop(watch.stop());
+}
+
+/// Issue 11: an error from the daemon is printed once, not once per cause.
+#[test]
+fn a_daemon_error_is_printed_once() {
+    if !integration::have_root("a_daemon_error_is_printed_once") {
+        return;
+    }
+    let Some(bin) = vrrpctl() else {
+        println!("SKIP (needs vrrpctl built next to vrrpd): a_daemon_error_is_printed_once");
+        return;
+    };
+    let c = Cluster::up(&[]);
+    let _lb1 = c.start("lb1");
+    wait_for("lb1 holds both VIPs", PATIENCE, || has_both(c.host("lb1")));
+    let socket = c.socket("lb1");
+    let out = c
+        .host("lb1")
+        .exec(&[
+            bin.to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+            "maintenance",
+            "on",
+            "--group",
+            "nosuchgroup",
+        ])
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("nosuchgroup").count(), 1, "{err}");
+    assert!(err.contains("maintenance failed"), "{err}");
+}

@@ -7,7 +7,10 @@
 //! - leaving MASTER: priority-0 `SendAdvert` per member that releases first
 //!   (while its addresses are all still there), then one `RemoveVips` for every
 //!   member, then `GroupStateChanged`, `StateChanged` per member, then the
-//!   timers;
+//!   timers; when another master won, `RemoveVips` comes first and then the
+//!   priority-0 `SendAdvert` of every member, the one that lost included;
+//! - MASTER hearing another master it outlasts: `SendAdvert` on that member,
+//!   then `SendGratuitous` per member of the group, then the timers;
 //! - other transitions: state changes, then cancelled timers, then armed
 //!   timers. Members are listed in sync-group order.
 

@@ -17,6 +17,7 @@ const ETHERTYPE_VLAN: u16 = 0x8100;
 const ETHERTYPE_QINQ: u16 = 0x88a8;
 const ETHERNET_HEADER_LEN: usize = 14;
 const LINUX_SLL_HEADER_LEN: usize = 16;
+const LINUX_SLL2_HEADER_LEN: usize = 20;
 const IPV4_MIN_HEADER_LEN: usize = 20;
 const IPV6_HEADER_LEN: usize = 40;
 /// DSCP CS6 (network control), as keepalived sends adverts.
@@ -40,8 +41,12 @@ pub enum LinkType {
     Ethernet,
     /// A bare IPv4 or IPv6 packet (pcap LINKTYPE_RAW, IPV4, IPV6).
     RawIp,
-    /// Linux cooked capture v1 (`tcpdump -i any`, pcap DLT_LINUX_SLL).
+    /// Linux cooked capture v1 (`tcpdump -i any` before libpcap 1.10, pcap
+    /// DLT_LINUX_SLL, 113).
     LinuxSll,
+    /// Linux cooked capture v2 (`tcpdump -i any` with libpcap 1.10 and later,
+    /// as on Debian bookworm; pcap DLT_LINUX_SLL2, 276).
+    LinuxSll2,
 }
 
 /// The IP packet inside an Ethernet II frame (VLAN tags skipped).
@@ -73,18 +78,59 @@ pub fn ip_from_link(link: LinkType, frame: &[u8]) -> Result<&[u8], DecodeError> 
     match link {
         LinkType::Ethernet => ip_from_ethernet(frame),
         LinkType::RawIp => Ok(frame),
-        LinkType::LinuxSll => {
-            let header = frame
-                .get(..LINUX_SLL_HEADER_LEN)
-                .ok_or(DecodeError::FrameTruncated {
-                    layer: "Linux cooked",
-                    len: frame.len(),
-                })?;
-            match u16::from_be_bytes([header[14], header[15]]) {
-                ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => Ok(&frame[LINUX_SLL_HEADER_LEN..]),
-                other => Err(DecodeError::NotIp(other)),
+        // v1: packet type, ARPHRD, address length, 8 address bytes, protocol.
+        LinkType::LinuxSll => cooked(frame, LINUX_SLL_HEADER_LEN, 14, "Linux cooked"),
+        // v2: protocol, reserved, interface index, ARPHRD, packet type, address
+        // length, 8 address bytes.
+        LinkType::LinuxSll2 => cooked(frame, LINUX_SLL2_HEADER_LEN, 0, "Linux cooked v2"),
+    }
+}
+
+/// The IP packet after a Linux cooked header of `len` bytes whose protocol
+/// (an ethertype) is at `protocol_at`.
+fn cooked<'a>(
+    frame: &'a [u8],
+    len: usize,
+    protocol_at: usize,
+    layer: &'static str,
+) -> Result<&'a [u8], DecodeError> {
+    let header = frame.get(..len).ok_or(DecodeError::FrameTruncated {
+        layer,
+        len: frame.len(),
+    })?;
+    match u16::from_be_bytes([header[protocol_at], header[protocol_at + 1]]) {
+        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => Ok(&frame[len..]),
+        other => Err(DecodeError::NotIp(other)),
+    }
+}
+
+/// The upper-layer protocol of an IPv4 or IPv6 packet, read without checking
+/// the header (checksum, lengths, fragmentation): what a capture reader needs to
+/// tell a damaged or partial VRRP packet from another protocol's. IPv6
+/// extension headers are followed as far as the bytes go, a fragment header's
+/// next header included. None when the bytes end before the answer.
+pub fn ip_protocol(packet: &[u8]) -> Option<u8> {
+    match packet.first()? >> 4 {
+        4 => packet.get(9).copied(),
+        6 => {
+            let mut next = *packet.get(6)?;
+            let mut at = IPV6_HEADER_LEN;
+            loop {
+                match next {
+                    0 | 43 | 60 => {
+                        let units = *packet.get(at + 1)?;
+                        next = *packet.get(at)?;
+                        at += (usize::from(units) + 1) * 8;
+                    }
+                    44 => {
+                        next = *packet.get(at)?;
+                        at += 8;
+                    }
+                    other => return Some(other),
+                }
             }
         }
+        _ => None,
     }
 }
 
@@ -294,6 +340,48 @@ mod tests {
     /// s3c frame 1, unicast, old_unicast_checksum.
     const S3C_FRAME: &str =
         "020000000200020000000100080045c00024000e0000ff702e74c6120001c6120002310f9602000a04e9c6120097c6120098";
+
+    #[test]
+    fn cooked_v2_and_the_protocol_of_damaged_packets() {
+        let advert = Advertisement {
+            version: crate::packet::Version::V3,
+            vrid: 5,
+            priority: 100,
+            interval_cs: 100,
+            addresses: vec!["198.18.0.100".parse().unwrap()],
+            auth: crate::packet::Auth::None,
+        };
+        let ctx = IpContext::new("198.18.0.1".parse().unwrap(), "224.0.0.18".parse().unwrap());
+        let ip = encode_ip(&advert, &ctx, ChecksumForm::PseudoHeader).unwrap();
+        // protocol 0x0800, reserved, ifindex 2, ARPHRD_ETHER, outgoing, 6, MAC + 2 pad.
+        let mut sll2 = vec![0x08, 0x00, 0, 0, 0, 0, 0, 2, 0, 1, 4, 6];
+        sll2.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0, 0]);
+        sll2.extend_from_slice(&ip);
+        assert_eq!(
+            decode_frame(LinkType::LinuxSll2, &sll2).unwrap().advert,
+            advert
+        );
+        sll2[1] = 0x06;
+        assert_eq!(
+            ip_from_link(LinkType::LinuxSll2, &sll2).unwrap_err(),
+            DecodeError::NotIp(0x0806)
+        );
+        // A bad header checksum, a fragment, a cut: the protocol is still read.
+        let mut bad = ip.clone();
+        bad[10] ^= 0xff;
+        assert_eq!(parse_ip(&bad).unwrap_err(), DecodeError::BadIpChecksum);
+        assert_eq!(ip_protocol(&bad), Some(IPPROTO_VRRP));
+        assert_eq!(ip_protocol(&ip[..10]), Some(IPPROTO_VRRP));
+        assert_eq!(ip_protocol(&ip[..9]), None);
+        // IPv6: hop-by-hop, then a fragment header of UDP.
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 16, 0, 64];
+        v6.extend_from_slice(&[0; 32]);
+        v6.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]);
+        v6.extend_from_slice(&[17, 0, 0, 1, 0, 0, 0, 9]);
+        assert_eq!(ip_protocol(&v6), Some(17));
+        assert_eq!(parse_ip(&v6).unwrap_err(), DecodeError::Fragmented);
+        assert_eq!(ip_protocol(&v6[..48]), None);
+    }
 
     #[test]
     fn padded_frame_is_bounded_by_ip_length() {

@@ -61,6 +61,18 @@ pub struct Counters {
     pub own_adverts_ignored: u64,
     /// Lower-priority adverts discarded by a preempting backup.
     pub lower_priority_discarded: u64,
+    /// Adverts of another master heard while MASTER that this instance
+    /// outlasts (a lower priority, or priority 0: the other one released): each
+    /// re-announces the VIPs of the whole sync group.
+    #[serde(default)]
+    pub other_master_adverts: u64,
+    /// Split brains healed with this instance staying MASTER: periods in which
+    /// it heard another master of its VRID after being MASTER for at least a
+    /// Master_Down_Interval (sooner is its own preemption of a master it heard,
+    /// not a split brain). Adverts less than a Master_Down_Interval apart are
+    /// one period.
+    #[serde(default)]
+    pub split_brains: u64,
 }
 
 /// A snapshot of one instance for status displays and tests.
@@ -137,6 +149,11 @@ pub(crate) struct Instance {
     pub(crate) advert_deadline: Option<Time>,
     pub(crate) master_down_deadline: Option<Time>,
     pub(crate) gratuitous_deadline: Option<Time>,
+    /// MASTER: since when.
+    pub(crate) master_since: Option<Time>,
+    /// MASTER: when another master was last heard (see
+    /// [`Counters::split_brains`]).
+    pub(crate) other_master_at: Option<Time>,
     pub(crate) counters: Counters,
 }
 
@@ -146,6 +163,9 @@ pub(crate) enum AdvertVerdict {
     Discarded,
     /// Priority 0 heard in BACKUP: the group shortens its timers to skew.
     BackupReleased,
+    /// MASTER heard another master and stays MASTER: the group re-announces
+    /// its VIPs on every member link.
+    OtherMasterOutlasted,
     /// Everything else: handled here (actions pushed).
     Handled,
 }
@@ -171,6 +191,8 @@ impl Instance {
             advert_deadline: None,
             master_down_deadline: None,
             gratuitous_deadline: None,
+            master_since: None,
+            other_master_at: None,
             counters: Counters::default(),
         }
     }
@@ -413,10 +435,13 @@ impl Instance {
             }
             State::Master => {
                 if advert.priority == 0 {
-                    // The other master released: assert ourselves at once.
+                    // RFC 9568 §6.4.3: another master released: send an advert
+                    // and reset Adver_Timer.
                     self.send_advert(local, out);
                     let at = now + timer::interval(self.config.advert_interval_cs);
                     self.arm(TimerKind::Advertisement, at, out);
+                    self.other_master_heard(now);
+                    AdvertVerdict::OtherMasterOutlasted
                 } else if advert.priority > local
                     || (advert.priority == local && src > self.config.primary_address)
                 {
@@ -425,19 +450,36 @@ impl Instance {
                     }
                     self.master_address = Some(src);
                     self.lost_election = true;
+                    AdvertVerdict::Handled
                 } else {
                     // RFC 9568 §6.4.3: discard, and send an advert at once to
                     // assert MASTER to the sender and to learning bridges.
                     // RFC 3768 only discards; doing the same for v2 ends a
-                    // split brain sooner. The gratuitous burst re-points
-                    // neighbours that followed the other master.
+                    // split brain sooner. The group then re-announces its VIPs
+                    // (as keepalived does on a lower-priority advert).
                     self.send_advert(local, out);
-                    self.send_gratuitous(out);
+                    self.other_master_heard(now);
+                    AdvertVerdict::OtherMasterOutlasted
                 }
-                AdvertVerdict::Handled
             }
             State::Initialize | State::Fault | State::Maintenance => AdvertVerdict::Handled,
         }
+    }
+
+    /// Counts another master heard while MASTER (see [`Counters::split_brains`]).
+    fn other_master_heard(&mut self, now: Time) {
+        self.counters.other_master_adverts += 1;
+        let window = self.master_down_interval();
+        let same_period = self
+            .other_master_at
+            .is_some_and(|at| now.saturating_since(at) < window);
+        let settled = self
+            .master_since
+            .is_some_and(|since| now.saturating_since(since) >= window);
+        if settled && !same_period {
+            self.counters.split_brains += 1;
+        }
+        self.other_master_at = Some(now);
     }
 
     /// Applies a run-time change; returns false if the value is refused.

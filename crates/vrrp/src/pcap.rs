@@ -28,7 +28,7 @@ pub enum PcapError {
     BadMagic(u32),
     /// A link type this crate cannot take IP packets out of.
     #[error(
-        "unsupported pcap link type {0} (Ethernet 1, raw IP 101/228/229 and Linux cooked 113 are)"
+        "unsupported pcap link type {0} (Ethernet 1, raw IP 101/228/229, Linux cooked 113 and 276 are)"
     )]
     UnsupportedLinkType(u32),
     /// A record header or its data runs past the end of the file.
@@ -97,6 +97,7 @@ impl<'a> Capture<'a> {
             1 => LinkType::Ethernet,
             101 | 228 | 229 => LinkType::RawIp,
             113 => LinkType::LinuxSll,
+            276 => LinkType::LinuxSll2,
             other => return Err(PcapError::UnsupportedLinkType(other)),
         };
         Ok(Capture {
@@ -116,6 +117,11 @@ impl<'a> Capture<'a> {
             index: 0,
             failed: false,
         }
+    }
+
+    /// Whether timestamps have nanosecond resolution (else microseconds).
+    pub fn nanosecond_timestamps(&self) -> bool {
+        self.nanos
     }
 
     fn read_u32(&self, b: &[u8]) -> u32 {

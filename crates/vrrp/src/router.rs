@@ -145,8 +145,14 @@ impl Router {
                 };
                 let verdict = self.instances[idx].receive_advert(now, src, &advert, &mut out);
                 let g = self.group_of[idx];
-                if let AdvertVerdict::BackupReleased = verdict {
-                    self.groups[g].peer_released(idx, now, &mut self.instances, &mut out);
+                match verdict {
+                    AdvertVerdict::BackupReleased => {
+                        self.groups[g].peer_released(idx, now, &mut self.instances, &mut out)
+                    }
+                    AdvertVerdict::OtherMasterOutlasted => {
+                        self.groups[g].reannounce(now, &mut self.instances, &mut out)
+                    }
+                    AdvertVerdict::Discarded | AdvertVerdict::Handled => {}
                 }
                 self.groups[g].reconcile(now, &mut self.instances, &mut out);
             }

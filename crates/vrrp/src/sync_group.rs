@@ -7,7 +7,11 @@
 //! - a fault, maintenance or a lost election in any member takes the whole
 //!   group out of MASTER in one step;
 //! - a priority-0 advert on any member link shortens every backup member's
-//!   Master_Down_Timer to its Skew_Time (the peer is releasing the group).
+//!   Master_Down_Timer to its Skew_Time (the peer is releasing the group);
+//! - a MASTER member that hears another master and stays MASTER (a lower
+//!   priority, or a priority-0 release) has every member re-announce its VIPs;
+//!   a group that yields to another master removes its VIPs, then sends
+//!   priority 0 on every member link so that the winner hears of it.
 
 use crate::action::{Action, Reason};
 use crate::instance::{Instance, State};
@@ -151,26 +155,45 @@ impl SyncGroup {
                 _ => p,
             })
             .collect();
-        // Priority 0 from every member that gives MASTER up (not the one that
-        // lost an election, RFC §6.4.3) and can still send on its link, so
-        // that the peer takes over after Skew_Time instead of
-        // Master_Down_Interval, on every link. Before the VIPs go: a source
-        // address must never depend on them (an IPv6 send from an address
-        // just removed fails), and the peer waits Skew_Time anyway.
-        for (&m, plan) in self.members.iter().zip(&plans) {
-            let inst = &mut instances[m];
-            if plan.reason != Reason::HigherPriority && inst.link_up {
-                inst.send_advert(0, out);
-            }
-        }
-        out.push(Action::RemoveVips {
+        let remove = Action::RemoveVips {
             group: self.name.clone(),
             sets: self
                 .members
                 .iter()
                 .map(|&m| instances[m].vip_set())
                 .collect(),
-        });
+        };
+        if plans.iter().any(|p| p.reason == Reason::HigherPriority) {
+            // Another master won (two masters: a split brain healing, or a
+            // preemption). The VIPs go first, then priority 0 from every member
+            // that can send, the one that lost included: the winner may not
+            // have heard any advert of ours (we heard its advert first), and a
+            // priority 0 is what makes it re-announce the VIPs on every member
+            // link (RFC 9568 §6.4.3 has a master answer it with an advert at
+            // once, which also keeps any other backup waiting). By then no
+            // address here answers for a VIP any more.
+            out.push(remove);
+            for &m in &self.members {
+                let inst = &mut instances[m];
+                if inst.link_up {
+                    inst.send_advert(0, out);
+                }
+            }
+        } else {
+            // Priority 0 from every member that gives MASTER up and can still
+            // send on its link, so that the peer takes over after Skew_Time
+            // instead of Master_Down_Interval, on every link. Before the VIPs
+            // go: a source address must never depend on them (an IPv6 send
+            // from an address just removed fails), and the peer waits
+            // Skew_Time anyway.
+            for &m in &self.members {
+                let inst = &mut instances[m];
+                if inst.link_up {
+                    inst.send_advert(0, out);
+                }
+            }
+            out.push(remove);
+        }
         self.emit_state_changes(instances, &plans, out);
         for &m in &self.members {
             let inst = &mut instances[m];
@@ -184,6 +207,8 @@ impl SyncGroup {
             inst.lost_election = false;
             inst.wants_master = None;
             inst.peer_released = false;
+            inst.master_since = None;
+            inst.other_master_at = None;
             inst.state = plan.to;
             if plan.to == State::Backup {
                 if !lost {
@@ -320,6 +345,8 @@ impl SyncGroup {
             inst.wants_master = None;
             inst.peer_released = false;
             inst.lost_election = false;
+            inst.master_since = Some(now);
+            inst.other_master_at = None;
             inst.master_adver_interval_cs = inst.config.advert_interval_cs;
             inst.master_address = Some(inst.config.primary_address);
             let at = now + timer::interval(inst.config.advert_interval_cs);
@@ -410,8 +437,30 @@ impl SyncGroup {
             inst.wants_master = None;
             inst.lost_election = false;
             inst.peer_released = false;
+            inst.master_since = None;
+            inst.other_master_at = None;
             inst.master_address = None;
             inst.master_adver_interval_cs = inst.config.advert_interval_cs;
+        }
+    }
+
+    /// A MASTER member heard another master of its VRID and stays MASTER (it
+    /// outranks it, or it released): neighbours may have followed the other
+    /// one, on any member link, whether or not an advert of it reached us on
+    /// that link. Every member sends its gratuitous ARP / NA burst again (and
+    /// its repeat, if configured), as at a takeover.
+    pub(crate) fn reannounce(&self, now: Time, instances: &mut [Instance], out: &mut Vec<Action>) {
+        if self.state(instances) != State::Master {
+            return;
+        }
+        for &m in &self.members {
+            instances[m].send_gratuitous(out);
+        }
+        for &m in &self.members {
+            let inst = &mut instances[m];
+            if let Some(after) = inst.config.gratuitous.repeat_after {
+                inst.arm(TimerKind::GratuitousRepeat, now + after, out);
+            }
         }
     }
 }

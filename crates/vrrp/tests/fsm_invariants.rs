@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use vrrp::action::Action;
+use vrrp::action::{Action, Reason};
 use vrrp::config::RouterConfig;
 use vrrp::event::{Event, Input};
 use vrrp::instance::State;
@@ -91,15 +91,34 @@ struct World {
 impl World {
     fn apply(&mut self, actions: &[Action]) -> Result<(), String> {
         let mut removed: BTreeSet<&str> = BTreeSet::new();
+        // A group that yields to another master removes its VIPs before its
+        // priority-0 adverts: they make the winner re-announce the VIPs, and
+        // nothing here may answer for them by then (issue 11).
+        let yields = actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::StateChanged {
+                    reason: Reason::HigherPriority,
+                    ..
+                }
+            )
+        });
         for a in actions {
             match a {
-                // A release's priority-0 adverts leave before its VIPs go (the
-                // source address must still be there; issue 11).
+                // Any other release's priority-0 adverts leave before its VIPs
+                // go (the source address must still be there; issue 11).
                 Action::SendAdvert {
                     instance, advert, ..
-                } if advert.priority == 0 && removed.contains(instance.as_str()) => {
+                } if advert.priority == 0 && !yields && removed.contains(instance.as_str()) => {
                     return Err(format!(
                         "priority 0 of {instance} after the VIPs were removed"
+                    ));
+                }
+                Action::SendAdvert {
+                    instance, advert, ..
+                } if advert.priority == 0 && yields && !removed.contains(instance.as_str()) => {
+                    return Err(format!(
+                        "priority 0 of {instance} before the VIPs were removed, yielding to another master"
                     ));
                 }
                 Action::ArmTimer {

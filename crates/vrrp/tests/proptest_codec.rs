@@ -168,7 +168,13 @@ proptest! {
         }
         let _ = packet::decode_unverified(&bytes, Family::Ipv4);
         let _ = packet::decode_unverified(&bytes, Family::Ipv6);
-        for link in [LinkType::Ethernet, LinkType::RawIp, LinkType::LinuxSll] {
+        let _ = frame::ip_protocol(&bytes);
+        for link in [
+        LinkType::Ethernet,
+        LinkType::RawIp,
+        LinkType::LinuxSll,
+        LinkType::LinuxSll2,
+    ] {
             let _ = frame::decode_frame(link, &bytes);
         }
         let _ = vrrp::pcap::Capture::parse(&bytes).map(|c| c.records().count());

@@ -31,7 +31,13 @@ fuzz_target!(|data: &[u8]| {
     let _ = packet::decode_unverified(rest, Family::Ipv4);
     let _ = packet::decode_unverified(rest, Family::Ipv6);
     let _ = Family::infer_from_message(rest);
-    for link in [LinkType::Ethernet, LinkType::RawIp, LinkType::LinuxSll] {
+    let _ = frame::ip_protocol(rest);
+    for link in [
+        LinkType::Ethernet,
+        LinkType::RawIp,
+        LinkType::LinuxSll,
+        LinkType::LinuxSll2,
+    ] {
         let _ = frame::decode_frame(link, rest);
     }
     if let Ok(capture) = Capture::parse(data) {
