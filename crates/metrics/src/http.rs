@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -17,16 +17,53 @@ use tokio::time::Instant;
 use crate::render::Renderer;
 use crate::Limits;
 
+/// What the accept loop and the idle watchdog know of one connection.
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    /// Set at the first request head: the connection is no longer a quiet one.
+    asked: AtomicBool,
+    /// Scrapes of this connection waiting for a render: the server is slow, not
+    /// the client.
+    waiting: AtomicUsize,
+}
+
+impl Activity {
+    /// Whether the client has sent a complete request head.
+    pub(crate) fn asked(&self) -> bool {
+        self.asked.load(Ordering::Relaxed)
+    }
+
+    /// Whether a scrape of this connection waits for a render.
+    pub(crate) fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// Counts a scrape as waiting while it lives.
+struct Waiting(Arc<Activity>);
+
+impl Waiting {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(activity)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The hyper service of one connection.
 pub(crate) struct Endpoint {
     renderer: Renderer,
     bucket: Mutex<TokenBucket>,
-    /// Set at the first request head: the connection is no longer a quiet one.
-    asked: Arc<AtomicBool>,
+    activity: Arc<Activity>,
 }
 
 impl Endpoint {
-    pub(crate) fn new(renderer: Renderer, limits: &Limits, asked: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(renderer: Renderer, limits: &Limits, activity: Arc<Activity>) -> Self {
         Endpoint {
             renderer,
             bucket: Mutex::new(TokenBucket::new(
@@ -34,7 +71,7 @@ impl Endpoint {
                 limits.requests_per_second,
                 Instant::now(),
             )),
-            asked,
+            activity,
         }
     }
 }
@@ -47,7 +84,7 @@ impl hyper::service::Service<Request<Incoming>> for Endpoint {
     type Future = Pin<Box<dyn Future<Output = Result<Reply, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        self.asked.store(true, Ordering::Relaxed);
+        self.activity.asked.store(true, Ordering::Relaxed);
         let allowed = self
             .bucket
             .lock()
@@ -59,8 +96,11 @@ impl hyper::service::Service<Request<Incoming>> for Endpoint {
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/metrics") => {
                 let renderer = self.renderer.clone();
+                let waiting = Waiting::new(Arc::clone(&self.activity));
                 Box::pin(async move {
-                    Ok(match renderer.scrape().await {
+                    let rendered = renderer.scrape().await;
+                    drop(waiting);
+                    Ok(match rendered {
                         Ok(body) => {
                             let mut reply = Response::new(Full::new(body));
                             reply.headers_mut().insert(

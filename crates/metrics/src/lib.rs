@@ -8,8 +8,8 @@
 //! Any local user can connect, so every resource a client can make the server hold
 //! is bounded by [`Limits`]: connections (a new one past the cap closes the oldest,
 //! idle ones first), the request head's size, the time a connection may make no
-//! progress, and requests per connection. Whatever clients do, the server keeps one
-//! thread and at most `max_connections` sockets. Renders are shared: a scrape waits
+//! progress, and requests per connection. Whatever clients do, the server keeps two
+//! threads (one serves, one renders) and at most `max_connections` sockets. Renders are shared: a scrape waits
 //! for at most the render under way and the next one, however many clients ask.
 //!
 //! Why its own thread and not the daemon's runtime: the daemons run one-thread
@@ -61,7 +61,7 @@ pub struct Limits {
     /// A request head must be complete this long after the server starts waiting
     /// for it (keep-alive idle time included), and a connection that neither reads
     /// nor writes a byte for this long (a client that does not read its
-    /// responses) is closed.
+    /// responses) is closed; waiting for a render does not count.
     pub idle_timeout: Duration,
     /// Requests one connection may send at once ...
     pub request_burst: u32,

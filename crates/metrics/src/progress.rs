@@ -20,7 +20,8 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    fn touch(&self) {
+    /// Notes progress now.
+    pub(crate) fn touch(&self) {
         let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }

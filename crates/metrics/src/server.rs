@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +18,7 @@ use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, Id, JoinSet};
 use tokio::time::Instant;
 
-use crate::http::Endpoint;
+use crate::http::{Activity, Endpoint};
 use crate::progress::ProgressStream;
 use crate::render::Renderer;
 use crate::{Limits, MetricsError};
@@ -95,8 +94,7 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 struct Held {
     /// Order of acceptance: lower is older.
     seq: u64,
-    /// Set once the client has sent a complete request head.
-    asked: Arc<AtomicBool>,
+    activity: Arc<Activity>,
     abort: AbortHandle,
 }
 
@@ -114,7 +112,7 @@ impl ConnectionTable {
         let oldest = |quiet_only: bool| {
             self.held
                 .iter()
-                .filter(|(_, h)| !quiet_only || !h.asked.load(Ordering::Relaxed))
+                .filter(|(_, h)| !quiet_only || !h.activity.asked())
                 .min_by_key(|(_, h)| h.seq)
                 .map(|(id, _)| *id)
         };
@@ -134,7 +132,7 @@ impl ConnectionTable {
         let quiet: Vec<Id> = self
             .held
             .iter()
-            .filter(|(_, h)| !h.asked.load(Ordering::Relaxed))
+            .filter(|(_, h)| !h.activity.asked())
             .map(|(id, _)| *id)
             .collect();
         let victims = if quiet.is_empty() {
@@ -179,17 +177,23 @@ async fn accept_loop(listener: TcpListener, renderer: Renderer, limits: Limits) 
                             None => break,
                         }
                     }
-                    let asked = Arc::new(AtomicBool::new(false));
-                    let endpoint = Endpoint::new(renderer.clone(), &limits, Arc::clone(&asked));
+                    let activity = Arc::new(Activity::default());
+                    let endpoint =
+                        Endpoint::new(renderer.clone(), &limits, Arc::clone(&activity));
                     let abort = tasks.spawn(serve_connection(
                         http.clone(),
                         stream,
                         endpoint,
+                        Arc::clone(&activity),
                         limits.idle_timeout,
                     ));
                     let seq = table.next_seq;
                     table.next_seq += 1;
-                    table.held.insert(abort.id(), Held { seq, asked, abort });
+                    table.held.insert(abort.id(), Held {
+                        seq,
+                        activity,
+                        abort,
+                    });
                 }
                 Err(err) if is_shortage(&err) => {
                     let shed = table.shed();
@@ -221,11 +225,12 @@ fn is_shortage(err: &io::Error) -> bool {
 }
 
 /// Serves one connection until it ends, fails, or makes no progress (reads or
-/// writes no byte) for `idle`.
+/// writes no byte) for `idle` while it waits for no render.
 async fn serve_connection(
     http: http1::Builder,
     stream: TcpStream,
     endpoint: Endpoint,
+    activity: Arc<Activity>,
     idle: Duration,
 ) {
     let (stream, progress) = ProgressStream::new(stream);
@@ -241,7 +246,11 @@ async fn serve_connection(
                 return;
             }
             () = tokio::time::sleep_until(deadline) => {
-                if progress.last() + idle <= Instant::now() {
+                if activity.waiting() {
+                    // A slow render (lbd walks the conntrack table) is not the
+                    // client's stall.
+                    progress.touch();
+                } else if progress.last() + idle <= Instant::now() {
                     tracing::debug!("metrics: connection made no progress; closed");
                     return;
                 }

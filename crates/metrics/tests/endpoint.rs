@@ -124,3 +124,42 @@ fn read_response(reader: &mut impl std::io::BufRead) -> (String, String) {
     reader.read_exact(&mut body).unwrap();
     (head, String::from_utf8(body).unwrap())
 }
+
+/// A collector as slow as lbd's on a huge conntrack table.
+struct SlowCollector {
+    gauge: metrics::prometheus::IntGauge,
+    delay: std::time::Duration,
+}
+
+impl metrics::prometheus::core::Collector for SlowCollector {
+    fn desc(&self) -> Vec<&metrics::prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<metrics::prometheus::proto::MetricFamily> {
+        std::thread::sleep(self.delay);
+        self.gauge.collect()
+    }
+}
+
+#[test]
+fn a_render_slower_than_the_idle_timeout_is_still_answered() {
+    let registry = Registry::new();
+    let gauge = metrics::prometheus::IntGauge::new("lb_slow", "Slow to collect").unwrap();
+    gauge.set(5);
+    let idle = std::time::Duration::from_millis(500);
+    registry
+        .register(Box::new(SlowCollector {
+            gauge,
+            delay: idle * 3,
+        }))
+        .unwrap();
+    let limits = metrics::Limits {
+        idle_timeout: idle,
+        ..metrics::Limits::default()
+    };
+    let server =
+        MetricsServer::start_with("127.0.0.1:0".parse().unwrap(), registry, limits).unwrap();
+    let reply = get(server.addr(), "/metrics");
+    assert!(reply.contains("lb_slow 5"), "{reply}");
+}
