@@ -1,14 +1,33 @@
-//! The Prometheus `/metrics` endpoint of vrrpd and lbd: a small HTTP server on its
-//! own thread that renders a [`prometheus::Registry`] in the text format.
+//! The Prometheus `/metrics` endpoint of vrrpd and lbd: a small HTTP/1.1 server
+//! (hyper on a one-thread tokio runtime of its own) that renders a
+//! [`prometheus::Registry`] in the text format.
 //!
 //! Loopback by default (the daemons' config says where); anything but `GET /metrics`
 //! (and `/` for a pointer) gets 404, so the port exposes nothing else.
+//!
+//! Any local user can connect, so every resource a client can make the server hold
+//! is bounded by [`Limits`]: connections (a new one past the cap closes the oldest,
+//! idle ones first), the request head's size, the time a connection may make no
+//! progress, and requests per connection. Whatever clients do, the server keeps two
+//! threads (one serves, one renders) and at most `max_connections` sockets. Renders are shared: a scrape waits
+//! for at most the render under way and the next one, however many clients ask.
+//!
+//! Why its own thread and not the daemon's runtime: the daemons run one-thread
+//! runtimes whose loop sends vrrpd's adverts (at real-time priority) and runs lbd's
+//! health checks, and a scrape may block (lbd reads the kernel's counters through
+//! its dataplane thread, up to 2 s). Nothing a metrics client does runs there.
+
+mod http;
+mod progress;
+mod render;
+mod server;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
 use std::thread;
+use std::time::Duration;
 
-use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::sync::oneshot;
 
 pub use prometheus;
 
@@ -20,18 +39,53 @@ pub enum MetricsError {
     Bind {
         /// The configured address.
         addr: SocketAddr,
-        /// What the server library said.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        /// What the kernel said.
+        source: std::io::Error,
     },
-    /// The serving thread could not be started.
+    /// The serving thread or its runtime could not be started.
     #[error("metrics: cannot start the server thread: {0}")]
     Thread(#[source] std::io::Error),
 }
 
+/// What one client, or all of them together, can make the endpoint hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections held at once. A new connection past this closes the oldest one
+    /// that has not sent a request yet, or else the oldest one: the newest client,
+    /// which is the scraper more often than not, is served.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers), bytes; larger gets 431 and
+    /// the connection is closed. Never less than 8192 in effect (hyper's floor for
+    /// its read buffer), which is also what one connection buffers at most.
+    pub max_header_bytes: usize,
+    /// A request head must be complete this long after the server starts waiting
+    /// for it (keep-alive idle time included), and a connection that neither reads
+    /// nor writes a byte for this long (a client that does not read its
+    /// responses) is closed; waiting for a render does not count.
+    pub idle_timeout: Duration,
+    /// Requests one connection may send at once ...
+    pub request_burst: u32,
+    /// ... and per second after that; past it a request gets 429 and the connection
+    /// is closed.
+    pub requests_per_second: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 64,
+            max_header_bytes: 8192,
+            idle_timeout: Duration::from_secs(10),
+            request_burst: 8,
+            requests_per_second: 2,
+        }
+    }
+}
+
 /// A running `/metrics` endpoint; stops when dropped.
 pub struct MetricsServer {
-    server: Arc<tiny_http::Server>,
     addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -44,21 +98,42 @@ impl std::fmt::Debug for MetricsServer {
 }
 
 impl MetricsServer {
-    /// Serves `registry` at `http://addr/metrics` (port 0 picks a free port).
-    pub fn start(addr: SocketAddr, registry: Registry) -> Result<Self, MetricsError> {
-        let server =
-            tiny_http::Server::http(addr).map_err(|source| MetricsError::Bind { addr, source })?;
-        let addr = server.server_addr().to_ip().unwrap_or(addr);
-        let server = Arc::new(server);
-        let serving = Arc::clone(&server);
+    /// Serves `registry` at `http://addr/metrics` (port 0 picks a free port) with
+    /// the default [`Limits`].
+    pub fn start(addr: SocketAddr, registry: prometheus::Registry) -> Result<Self, MetricsError> {
+        Self::start_with(addr, registry, Limits::default())
+    }
+
+    /// Serves `registry` at `http://addr/metrics` within `limits`. Returns once
+    /// the address is bound (or could not be). Callable from inside or outside a
+    /// tokio runtime: the server runs on a thread and runtime of its own.
+    pub fn start_with(
+        addr: SocketAddr,
+        registry: prometheus::Registry,
+        limits: Limits,
+    ) -> Result<Self, MetricsError> {
+        let (bound_tx, bound_rx) = std_mpsc::channel();
+        let (stop, stopped) = oneshot::channel();
         let thread = thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || serve(&serving, &registry))
+            .spawn(move || server::run(addr, registry, limits, bound_tx, stopped))
             .map_err(MetricsError::Thread)?;
+        let bound = bound_rx.recv().unwrap_or_else(|_| {
+            Err(MetricsError::Thread(std::io::Error::other(
+                "the server thread ended before binding",
+            )))
+        });
+        let addr = match bound {
+            Ok(addr) => addr,
+            Err(err) => {
+                let _ = thread.join();
+                return Err(err);
+            }
+        };
         tracing::info!(%addr, "metrics: serving /metrics");
         Ok(MetricsServer {
-            server,
             addr,
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
@@ -71,58 +146,11 @@ impl MetricsServer {
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.server.unblock();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
-}
-
-fn serve(server: &tiny_http::Server, registry: &Registry) {
-    for request in server.incoming_requests() {
-        let response = respond(request.method(), request.url(), registry);
-        // A client that hung up is not the daemon's problem.
-        let _ = request.respond(response);
-        release_freed_memory();
-    }
-}
-
-/// A scrape of a large registry builds every metric family and the whole text at
-/// once (tens of MB at 10,000 backends) and frees it all after the response; glibc
-/// keeps freed pages of this thread's arena resident unless asked to give them back.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-fn respond(
-    method: &tiny_http::Method,
-    url: &str,
-    registry: &Registry,
-) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    let path = url.split('?').next().unwrap_or(url);
-    match (method, path) {
-        (tiny_http::Method::Get, "/metrics") => {
-            let encoder = TextEncoder::new();
-            let mut body = Vec::new();
-            if let Err(err) = encoder.encode(&registry.gather(), &mut body) {
-                return text(500, format!("encoding metrics failed: {err}\n"));
-            }
-            let mut response = tiny_http::Response::from_data(body);
-            if let Ok(header) = tiny_http::Header::from_bytes("Content-Type", encoder.format_type())
-            {
-                response.add_header(header);
-            }
-            response
-        }
-        (tiny_http::Method::Get, "/") => text(200, "see /metrics\n".into()),
-        _ => text(404, "not found; try GET /metrics\n".into()),
-    }
-}
-
-fn text(code: u16, body: String) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    tiny_http::Response::from_string(body).with_status_code(code)
 }
