@@ -74,52 +74,6 @@ fn main() -> ExitCode {
             }
         };
     }
-    raise_descriptor_limit();
+    ctl::daemon::raise_descriptor_limit();
     ctl::daemon::run("lbd", |shutdown| daemon::run(options, loaded, shutdown))
-}
-
-/// Raises the soft descriptor limit to the hard one (systemd's default soft limit
-/// is 1024). Whatever else runs short, the /metrics server sheds its own clients
-/// first; this leaves room for the dataplane, health checks, connection sync and
-/// control clients.
-fn raise_descriptor_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes only the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        let error = std::io::Error::last_os_error();
-        tracing::warn!(%error, "cannot read the descriptor limit (RLIMIT_NOFILE)");
-        return;
-    }
-    let hard = if limit.rlim_max == libc::RLIM_INFINITY {
-        // The kernel refuses more than fs.nr_open descriptors, whatever the limit.
-        std::fs::read_to_string("/proc/sys/fs/nr_open")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(1 << 20)
-    } else {
-        limit.rlim_max
-    };
-    if limit.rlim_cur >= hard {
-        tracing::debug!(
-            soft = limit.rlim_cur,
-            "descriptor limit already at the hard limit"
-        );
-        return;
-    }
-    let from = limit.rlim_cur;
-    limit.rlim_cur = hard;
-    // SAFETY: setrlimit reads only the struct it is given.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
-        tracing::info!(
-            from,
-            to = hard,
-            "descriptor limit (RLIMIT_NOFILE) raised to the hard limit"
-        );
-    } else {
-        let error = std::io::Error::last_os_error();
-        tracing::warn!(%error, soft = from, hard, "cannot raise the descriptor limit (RLIMIT_NOFILE)");
-    }
 }

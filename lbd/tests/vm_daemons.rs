@@ -257,6 +257,24 @@ fn responder(host: &Host, addr: &str, name: &'static str) -> TcpListener {
     listener
 }
 
+/// [`responder`]s on srv1 (198.18.1.21) and srv2 (198.18.1.22) at each of `ports`.
+fn responders(cluster: &Cluster, ports: &[u16]) -> Vec<TcpListener> {
+    let mut servers = Vec::new();
+    for port in ports {
+        servers.push(responder(
+            cluster.host("srv1"),
+            &format!("198.18.1.21:{port}"),
+            "srv1",
+        ));
+        servers.push(responder(
+            cluster.host("srv2"),
+            &format!("198.18.1.22:{port}"),
+            "srv2",
+        ));
+    }
+    servers
+}
+
 /// A connection from the client through a VIP.
 struct Conn {
     reader: BufReader<TcpStream>,
@@ -399,19 +417,7 @@ fn vm_lbd_applies_cluster_services_to_ipvs_reloads_alone_and_restarts_without_ch
         .unwrap();
     lb1.add_address("eth1", format!("{SNAT_VIP}/32").parse().unwrap())
         .unwrap();
-    let mut servers = Vec::new();
-    for port in [80, 8080] {
-        servers.push(responder(
-            cluster.host("srv1"),
-            &format!("198.18.1.21:{port}"),
-            "srv1",
-        ));
-        servers.push(responder(
-            cluster.host("srv2"),
-            &format!("198.18.1.22:{port}"),
-            "srv2",
-        ));
-    }
+    let _servers = responders(&cluster, &[80, 8080]);
     let edits = [NO_CHECKS, ALL_PORTS_SNAT];
     cluster.write_config("lb1", &edits, &extra_services(1, true));
     let mut lbd = cluster.start("lb1", "lbd");
@@ -594,19 +600,7 @@ struct Scenario {
 impl Scenario {
     fn start(sync: bool) -> Scenario {
         let cluster = Cluster::new();
-        let mut servers = Vec::new();
-        for port in [80, 81] {
-            servers.push(responder(
-                cluster.host("srv1"),
-                &format!("198.18.1.21:{port}"),
-                "srv1",
-            ));
-            servers.push(responder(
-                cluster.host("srv2"),
-                &format!("198.18.1.22:{port}"),
-                "srv2",
-            ));
-        }
+        let servers = responders(&cluster, &[80, 81]);
         let mut edits = vec![
             NO_CHECKS,
             ("backend = \"auto\"", "backend = \"ipvs\""),

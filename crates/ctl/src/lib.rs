@@ -27,7 +27,7 @@ pub use limits::{
     ServerCounters, ServerLimits, ServerStats, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PEER_RESERVE, DEFAULT_WRITE_STALL_TIMEOUT,
 };
-pub use server::{RequestHandler, Server, SocketGroup, SocketPerms};
+pub use server::{parse_request, RequestHandler, Server, SocketGroup, SocketPerms};
 pub use wire::{
     methods, topics, Event, Gap, GapReason, Reply, ReplyError, Request, SubscribeParams,
     PROTOCOL_VERSION,

@@ -630,7 +630,8 @@ impl<H: RequestHandler> Connection<H> {
 }
 
 /// Reads a request line: a reply explaining the problem if it is not a valid request.
-fn parse_request(bytes: &[u8]) -> Result<Request, Reply> {
+/// (Public for the fuzz target in `fuzz/`.)
+pub fn parse_request(bytes: &[u8]) -> Result<Request, Reply> {
     let value: Value = parse_unique_keys(bytes).map_err(|err| {
         if err.is_data() {
             // Valid JSON, but a key given twice: which one was meant is anyone's guess.
