@@ -218,6 +218,8 @@ pub async fn run(
     // Installed before the control socket answers: a SIGHUP from a tool that saw the
     // socket must reload, not kill the daemon (the signal's default action).
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    let mut usr2 = signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
     let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(64);
     let perms = ctl::SocketPerms {
         group: view.control.group.as_deref().map(ctl::SocketGroup::parse),
@@ -311,6 +313,21 @@ pub async fn run(
                 Ok(report) => tracing::info!(%report, "reloaded on SIGHUP"),
                 Err(why) => tracing::error!("reload refused, running configuration unchanged:\n{why}"),
             },
+            _ = usr1.recv() => {
+                let text = serde_json::to_string_pretty(&daemon.status().await).unwrap_or_default();
+                ctl::daemon::write_dump("SIGUSR1", "state", &daemon.view.control.lbd_socket, "data", &text);
+            }
+            _ = usr2.recv() => {
+                // Rendering may read kernel counters (seconds at worst): off the loop.
+                let registry = daemon.telemetry.registry().clone();
+                let socket = daemon.view.control.lbd_socket.clone();
+                tokio::task::spawn_blocking(move || {
+                    use prometheus::Encoder;
+                    let mut out = Vec::new();
+                    let _ = prometheus::TextEncoder::new().encode(&registry.gather(), &mut out);
+                    ctl::daemon::write_dump("SIGUSR2", "statistics", &socket, "stats", &String::from_utf8_lossy(&out));
+                });
+            }
             Some(request) = control_rx.recv() => daemon.on_control(request).await,
             Some(event) = health_rx.recv() => {
                 daemon.on_health(event);

@@ -273,6 +273,8 @@ pub async fn run(
     tracing::info!(node = %daemon.view.name, groups = daemon.groups.len(), "vrrpd running");
 
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    let mut usr2 = signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
     tokio::pin!(shutdown);
     let precise = match PreciseSleep::new() {
         Ok(p) => Some(p),
@@ -302,6 +304,14 @@ pub async fn run(
                     Ok(report) => tracing::info!(%report, "reloaded on SIGHUP"),
                     Err(why) => tracing::error!("reload refused, running configuration unchanged:\n{why}"),
                 }
+            }
+            _ = usr1.recv() => {
+                let text = serde_json::to_string_pretty(&daemon.status()).unwrap_or_default();
+                ctl::daemon::write_dump("SIGUSR1", "state", &daemon.view.control.vrrpd_socket, "data", &text);
+            }
+            _ = usr2.recv() => {
+                let text = daemon.telemetry.render();
+                ctl::daemon::write_dump("SIGUSR2", "statistics", &daemon.view.control.vrrpd_socket, "stats", &text);
             }
             Some(p) = packets_rx.recv() => daemon.on_packet(p).await,
             event = link_watch.next() => match event {

@@ -1,5 +1,6 @@
 //! The process shell both daemons share: a one-thread tokio runtime, SIGTERM / SIGINT
-//! as the shutdown signal, and the exit status.
+//! / SIGQUIT as the shutdown signal, no other catchable signal that ends the process,
+//! and the exit status.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,17 +33,24 @@ where
         }
     };
     let result = runtime.block_on(async {
-        let (mut term, mut int) = match (
+        let (mut term, mut int, mut quit) = match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
         ) {
-            (Ok(t), Ok(i)) => (t, i),
-            (Err(e), _) | (_, Err(e)) => return Err(format!("installing signal handlers: {e}")),
+            (Ok(t), Ok(i), Ok(q)) => (t, i, q),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                return Err(format!("installing signal handlers: {e}"))
+            }
         };
+        if let Err(e) = keep_alive_on_other_signals() {
+            return Err(format!("installing signal handlers: {e}"));
+        }
         let shutdown: Shutdown = Box::pin(async move {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM"),
                 _ = int.recv() => tracing::info!("SIGINT"),
+                _ = quit.recv() => tracing::info!("SIGQUIT: shutting down as on SIGTERM"),
             }
         });
         body(shutdown).await.map_err(|e| format!("{e:#}"))
@@ -55,6 +63,86 @@ where
             ExitCode::from(1)
         }
     }
+}
+
+/// Signals whose default action would end the daemon (and leave its VIPs on the
+/// interfaces while the peer takes them too) and that it does not act on itself.
+/// SIGUSR1 and SIGUSR2 are the daemons' (state and statistics dumps, as keepalived
+/// has them); the others are logged and ignored.
+const KEPT_ALIVE: &[(libc::c_int, &str)] = &[
+    (libc::SIGUSR1, "SIGUSR1"),
+    (libc::SIGUSR2, "SIGUSR2"),
+    (libc::SIGALRM, "SIGALRM"),
+    (libc::SIGVTALRM, "SIGVTALRM"),
+    (libc::SIGPROF, "SIGPROF"),
+    (libc::SIGIO, "SIGIO"),
+    (libc::SIGPWR, "SIGPWR"),
+    (libc::SIGSTKFLT, "SIGSTKFLT"),
+    (libc::SIGXCPU, "SIGXCPU"),
+    (libc::SIGXFSZ, "SIGXFSZ"),
+];
+
+/// Installs handlers for [`KEPT_ALIVE`] and the real-time signals: once tokio
+/// handles a signal, its default action is gone for the life of the process. Each
+/// one that arrives is logged (SIGUSR1/SIGUSR2 at debug: the daemon answers them).
+fn keep_alive_on_other_signals() -> std::io::Result<()> {
+    let mut kinds: Vec<(libc::c_int, String)> = KEPT_ALIVE
+        .iter()
+        .map(|(n, name)| (*n, (*name).to_owned()))
+        .collect();
+    for n in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        kinds.push((n, format!("SIGRTMIN+{}", n - libc::SIGRTMIN())));
+    }
+    for (n, name) in kinds {
+        let mut stream = match signal(SignalKind::from_raw(n)) {
+            Ok(s) => s,
+            // The C library keeps some real-time signals for itself.
+            Err(_) if n >= libc::SIGRTMIN() => continue,
+            Err(e) => return Err(e),
+        };
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if n == libc::SIGUSR1 || n == libc::SIGUSR2 {
+                    tracing::debug!("{name} received");
+                } else {
+                    tracing::warn!("{name} received and ignored (its default action would end the daemon and leave its addresses behind)");
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Writes what SIGUSR1 (`.data`: the state) or SIGUSR2 (`.stats`: the counters)
+/// asks for beside the control socket, and logs where (or why not).
+pub fn write_dump(signal: &str, what: &str, socket: &std::path::Path, extension: &str, text: &str) {
+    match dump_to(socket, extension, text) {
+        Ok(path) => tracing::info!(path = %path.display(), "{signal}: {what} written"),
+        Err(e) => tracing::warn!(error = %e, "{signal}: cannot write the {what}"),
+    }
+}
+
+/// Where a daemon writes what SIGUSR1 (`.data`) or SIGUSR2 (`.stats`) asks for:
+/// beside its control socket, owner-only, replaced whole.
+fn dump_to(
+    socket: &std::path::Path,
+    extension: &str,
+    text: &str,
+) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = socket.with_extension(extension);
+    let tmp = socket.with_extension(format!("{extension}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
 }
 
 /// What keeps a second daemon off one node: an exclusive `flock` on
