@@ -20,8 +20,10 @@ pub fn socket_path(socket: Option<&Path>, config: Option<&Path>) -> anyhow::Resu
         return Ok(s.to_path_buf());
     }
     if let Some(c) = config {
-        let cluster = config::load(c).map_err(|e| anyhow::anyhow!("{e}"))?;
-        return Ok(cluster.control.vrrpd_socket);
+        // Only the socket is needed: a file being edited (invalid) still names it.
+        return config::control_sockets(c)
+            .map(|(vrrpd, _)| vrrpd)
+            .map_err(|e| anyhow::anyhow!(e));
     }
     Ok(PathBuf::from(DEFAULT_SOCKET))
 }

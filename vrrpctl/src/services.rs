@@ -22,8 +22,9 @@ pub fn socket_path(socket: Option<&Path>, config: Option<&Path>) -> anyhow::Resu
         return Ok(s.to_path_buf());
     }
     if let Some(c) = config {
-        let cluster = config::load(c).map_err(|e| anyhow::anyhow!("{e}"))?;
-        return Ok(cluster.control.lbd_socket);
+        return config::control_sockets(c)
+            .map(|(_, lbd)| lbd)
+            .map_err(|e| anyhow::anyhow!(e));
     }
     Ok(PathBuf::from(config::DEFAULT_LBD_SOCKET))
 }
@@ -40,6 +41,14 @@ pub fn run(socket: &Path, args: &ServicesArgs) -> anyhow::Result<i32> {
             .request_with_timeout(ctl::methods::STATUS, Value::Null, ctl::DEFAULT_TIMEOUT)
             .await
     })?;
+    // vrrpd's status has no dataplane: an empty table would say "no services".
+    if reply.get("backend").is_none() {
+        anyhow::bail!(
+            "{} is not lbd's socket (it answers without a dataplane; vrrpd's?): give lbd's with --socket, e.g. {}",
+            socket.display(),
+            config::DEFAULT_LBD_SOCKET
+        );
+    }
     if args.json {
         println!(
             "{}",

@@ -160,6 +160,45 @@ fn the_socket_can_come_from_the_config() {
     daemon.stop();
 }
 
+/// A file in the middle of an edit (valid TOML, invalid configuration) still names
+/// the socket: status needs nothing else from it.
+#[test]
+fn the_socket_comes_from_a_file_being_edited() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket(&dir);
+    let daemon = Daemon::start(&path);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster.toml.example");
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replacen(
+            "vrrpd_socket = \"/run/lbsuite/vrrpd.sock\"",
+            &format!("vrrpd_socket = {path:?}"),
+            1,
+        )
+        .replacen("vrid = 51", "vrid = 0", 1);
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(&config, text).unwrap();
+    let (code, _, err) = vrrpctl(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "the file is invalid: {err}");
+    let (code, out, err) = vrrpctl(&["--config", config.to_str().unwrap(), "status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("public"), "{out}");
+    daemon.stop();
+}
+
+/// `services` is lbd's; vrrpd's socket answers status without a dataplane, and an
+/// empty table would say "no services".
+#[test]
+fn services_on_vrrpds_socket_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket(&dir);
+    let daemon = Daemon::start(&path);
+    let (code, out, err) = vrrpctl(&["--socket", path.to_str().unwrap(), "services"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("is not lbd's socket"), "{err}");
+    daemon.stop();
+}
+
 #[test]
 fn commands_send_their_parameters() {
     let dir = tempfile::tempdir().unwrap();

@@ -97,6 +97,39 @@ pub fn parse(text: &str, file_name: &str) -> Result<ClusterConfig, ConfigError> 
     Err(ConfigError::invalid(out))
 }
 
+/// The control sockets a file names (`[control] vrrpd_socket`, `lbd_socket`, else
+/// the defaults), read even when the rest of the file does not validate: a tool
+/// that only needs to reach the running daemons must not depend on a file being
+/// edited. Only a file that is not TOML at all (or unreadable) is an error.
+pub fn control_sockets(path: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "{}: cannot read the configuration file: {e}",
+            path.display()
+        )
+    })?;
+    let doc = toml_edit::ImDocument::parse(text.as_str()).map_err(|e| {
+        format!(
+            "{}: not TOML ({}), so the control socket is unknown: give --socket",
+            path.display(),
+            e.message().lines().next().unwrap_or("syntax error")
+        )
+    })?;
+    let get = |key: &str, default: &str| {
+        doc.get("control")
+            .and_then(|c| c.get(key))
+            .and_then(|v| v.as_str())
+            .map_or_else(
+                || std::path::PathBuf::from(default),
+                std::path::PathBuf::from,
+            )
+    };
+    Ok((
+        get("vrrpd_socket", model::DEFAULT_VRRPD_SOCKET),
+        get("lbd_socket", model::DEFAULT_LBD_SOCKET),
+    ))
+}
+
 /// The first 16 hex digits of the SHA-256 of a configuration's text.
 pub fn fingerprint(text: &str) -> String {
     use sha2::{Digest, Sha256};
