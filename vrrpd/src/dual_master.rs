@@ -187,12 +187,7 @@ impl Daemon {
         dst: IpAddr,
         ttl: u8,
     ) {
-        let Some(after) = self
-            .groups
-            .get(group)
-            .and_then(|rt| rt.router.instance(instance))
-            .map(|s| s.counters)
-        else {
+        let Some(after) = self.counters_of(group, instance) else {
             return;
         };
         let rose = check_drops(before)
@@ -203,6 +198,14 @@ impl Daemon {
         if let Some(reason) = rose {
             self.peer_dropped(instance, reason, src, ttl, !dst.is_multicast());
         }
+    }
+
+    /// An instance's counters now, if the group and instance exist.
+    fn counters_of(&self, group: &str, instance: &str) -> Option<Counters> {
+        self.groups
+            .get(group)
+            .and_then(|rt| rt.router.instance(instance))
+            .map(|s| s.counters)
     }
 
     /// After the state machine saw an advert: another master heard by a MASTER
@@ -218,12 +221,7 @@ impl Daemon {
         ttl: u8,
         unicast: bool,
     ) {
-        let Some(after) = self
-            .groups
-            .get(group)
-            .and_then(|rt| rt.router.instance(instance))
-            .map(|s| s.counters)
-        else {
+        let Some(after) = self.counters_of(group, instance) else {
             return;
         };
         let new_period = after.split_brains > before.split_brains;
