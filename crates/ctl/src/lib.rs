@@ -5,9 +5,12 @@
 //!   `version` and `subscribe` itself and hands other methods to a [`RequestHandler`].
 //! - [`EventBus`]: what a daemon publishes to; sequence numbers and a bounded backlog
 //!   so that subscribers resume after a reconnect, or learn explicitly what they lost.
+//! - [`contract`]: the typed messages between vrrpd, lbd and vrrpctl (status, prepare,
+//!   reload, events, operator commands).
 //! - [`Client`], [`Subscription`], [`ResumingSubscription`]: the client side.
 
 mod client;
+pub mod contract;
 pub mod daemon;
 mod error;
 mod events;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Default [`ServerLimits::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
@@ -73,7 +73,8 @@ pub struct ServerStats {
 }
 
 /// A snapshot of [`ServerStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ServerCounters {
     /// Connections open now (the peer daemon's reserved ones included).
     pub open: usize,
