@@ -1,22 +1,12 @@
 //! lbd's control-socket methods: parsed here, answered by the daemon loop (which
 //! owns the state) through a channel.
 
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use ctl::wire::{decode_params, ReplyError};
 
-/// Parameters of `prepare` (sent by vrrpd at takeover).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct PrepareParams {
-    /// The sync group taking over (`None`: an instance outside groups).
-    #[serde(default)]
-    pub group: Option<String>,
-    /// Its member instances.
-    #[serde(default)]
-    pub instances: Vec<String>,
-}
+pub use ctl::contract::lbd::PrepareParams;
 
 /// A parsed control request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,21 +8,28 @@
 //! the backup holds the same rules (no VIP traffic reaches it), so a takeover only
 //! has to check that they are current. Roles are followed for status and logs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use config::NodeView;
+use ctl::contract::lbd::{
+    ApplyOutcome, BackendStatus, ConfigStatus, DataplaneStatus, HealthStatus, HealthTransition,
+    LastApply, LastCheck, LastCommit, LastPrepare, LbdReloadReply, LbdStatus, PrepareReply,
+    PrepareStatus, PriorityTracksStatus, QuorumStatus, ServerStatus, ServiceStatus, SnatAddress,
+    SnatStatus, SorryServerStatus, SyncCommit, SyncStatus, VrrpdLink,
+};
+use ctl::contract::{ms, VrrpState};
 use ctl::wire::ReplyError;
-use dataplane::{ApplyReport, BackendCounters, ChangeHint, Dataplane, SyncRole};
+use dataplane::{ApplyReport, BackendCounters, ChangeHint, Dataplane, SnatSource, SyncRole};
 use health::{
     HealthEvent, HealthRunner, HealthState, RunnerCounters, RunnerSettings, Target, TargetName,
 };
@@ -126,16 +133,29 @@ struct ApplyRecord {
 }
 
 impl ApplyRecord {
-    fn to_json(&self) -> Value {
+    fn to_status(&self) -> LastApply {
+        let mut status = LastApply {
+            ok: self.result.is_ok(),
+            why: self.why.clone(),
+            unix_ms: self.unix_ms,
+            ..LastApply::default()
+        };
         match &self.result {
-            Ok(r) => json!({
-                "ok": true, "why": self.why, "unix_ms": self.unix_ms,
-                "duration_ms": r.duration.as_secs_f64() * 1e3, "changes": r.changes(),
-                "messages": r.messages, "batch_bytes": r.batch_bytes, "reread": r.reread,
-                "report": r,
-            }),
-            Err(e) => json!({"ok": false, "why": self.why, "unix_ms": self.unix_ms, "error": e}),
+            Ok(r) => {
+                status.duration_ms = Some(ms(r.duration));
+                status.changes = Some(r.changes());
+                status.messages = Some(r.messages);
+                status.batch_bytes = Some(r.batch_bytes);
+                status.reread = Some(r.reread);
+                // The counts by kind; the duration is `duration_ms` above.
+                status.report = serde_json::to_value(r)
+                    .and_then(serde_json::from_value::<BTreeMap<String, Value>>)
+                    .unwrap_or_default();
+                status.report.remove("duration");
+            }
+            Err(e) => status.error = Some(e.clone()),
         }
+        status
     }
 }
 
@@ -160,12 +180,12 @@ struct Daemon {
     retry: Option<(Instant, Duration)>,
     roles: Roles,
     prepares: u64,
-    last_prepare: Option<Value>,
+    last_prepare: Option<LastPrepare>,
     checks_seen: HashMap<TargetName, u64>,
     /// The runner's counters as last exported to metrics.
     runner_seen: RunnerCounters,
     /// The last health transition of each server, for status.
-    last_transitions: HashMap<TargetName, Value>,
+    last_transitions: HashMap<TargetName, (HealthTransition, health::Time)>,
     /// Service quorums on their way to vrrpd.
     tracks: TrackSender,
     loaded_unix_ms: u64,
@@ -174,7 +194,7 @@ struct Daemon {
     /// Connection-state sync with the peer (`[sync]` enabled, either backend).
     sync: Option<SyncLink>,
     /// The last commit of the peer's entries (at prepare), for status.
-    last_commit: Option<Value>,
+    last_commit: Option<LastCommit>,
     /// The control socket's connection counters (for status).
     control_stats: Arc<ctl::ServerStats>,
 }
@@ -310,7 +330,7 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             _ = hangup.recv() => match daemon.reload(false).await {
-                Ok(report) => tracing::info!(%report, "reloaded on SIGHUP"),
+                Ok(report) => tracing::info!(changed = %report.summary(), "reloaded on SIGHUP"),
                 Err(why) => tracing::error!("reload refused, running configuration unchanged:\n{why}"),
             },
             _ = usr1.recv() => {
@@ -389,7 +409,7 @@ pub fn check_view(view: &NodeView, selection: &Selection) -> Result<Plan, String
 /// The IPVS sync role for the known VRRP roles: master while any group is MASTER,
 /// else backup (receiving the peer's connections, ready for a takeover).
 pub fn sync_role(roles: &Roles) -> SyncRole {
-    if roles.groups.values().any(|s| s == "MASTER") {
+    if roles.groups.values().any(|s| *s == VrrpState::Master) {
         SyncRole::Master
     } else {
         SyncRole::Backup
@@ -539,12 +559,15 @@ impl Daemon {
                 }
                 self.telemetry
                     .transition(&t.target.service, &t.target.server, &t.to.to_string());
-                let record = json!({
-                    "from": t.from.to_string(), "to": t.to.to_string(),
-                    "reason": t.reason.to_string(), "last": t.last.to_string(),
-                    "unix_ms": unix_ms(), "at": t.at.as_micros(),
-                });
-                self.last_transitions.insert(t.target, record);
+                let record = HealthTransition {
+                    from: t.from.to_string(),
+                    to: t.to.to_string(),
+                    reason: t.reason.to_string(),
+                    last: t.last.to_string(),
+                    unix_ms: unix_ms(),
+                    ago_ms: 0,
+                };
+                self.last_transitions.insert(t.target, (record, t.at));
             }
             HealthEvent::Dampened(d) => {
                 self.telemetry.dampened(&d.target.service, &d.target.server);
@@ -619,7 +642,7 @@ impl Daemon {
         let changes = self.roles.update(update);
         self.note_config_difference();
         for (group, from, to) in &changes {
-            tracing::info!(group = %group, from = from.as_deref().unwrap_or("unknown"), to = %to, "sync group role");
+            tracing::info!(group = %group, from = from.map_or("unknown", VrrpState::name), to = %to, "sync group role");
         }
         self.telemetry.vrrpd_connected(self.roles.connected);
         if !changes.is_empty() {
@@ -661,14 +684,20 @@ impl Daemon {
 
     async fn on_control(&mut self, request: ControlRequest) {
         let answer = match request.command {
-            Command::Status => Ok(self.status().await),
-            Command::Reload { force } => self.reload(force).await.map_err(|why| {
-                tracing::error!("reload refused, running configuration unchanged:\n{why}");
-                ReplyError::failed(format!(
-                    "reload refused, running configuration unchanged:\n{why}"
-                ))
-            }),
-            Command::Prepare(p) => self.prepare(p).await,
+            Command::Status => reply_value(&self.status().await),
+            Command::Reload { force } => match self.reload(force).await {
+                Ok(report) => {
+                    tracing::info!(changed = %report.summary(), force, "reloaded on request");
+                    reply_value(&report)
+                }
+                Err(why) => {
+                    tracing::error!("reload refused, running configuration unchanged:\n{why}");
+                    Err(ReplyError::failed(format!(
+                        "reload refused, running configuration unchanged:\n{why}"
+                    )))
+                }
+            },
+            Command::Prepare(p) => self.prepare(p).await.and_then(|r| reply_value(&r)),
         };
         // The requester may have given up (vrrpd's budget): nothing to do then.
         let _ = request.reply.send(answer);
@@ -676,7 +705,7 @@ impl Daemon {
 
     /// Takeover: make sure the dataplane holds the current desired state. The apply
     /// checks the kernel's ruleset generation and sends nothing if all is current.
-    async fn prepare(&mut self, p: PrepareParams) -> Result<Value, ReplyError> {
+    async fn prepare(&mut self, p: PrepareParams) -> Result<PrepareReply, ReplyError> {
         let started = std::time::Instant::now();
         let was_dirty = self.dirty;
         let result = self.reconcile("prepare").await;
@@ -701,19 +730,33 @@ impl Daemon {
                 } else {
                     "dataplane verified current".to_owned()
                 };
-                let reply = json!({
-                    "prepared": true, "group": group, "instances": p.instances,
-                    "was_dirty": was_dirty, "done": done, "changes": report.changes(),
-                    "duration_ms": took.as_secs_f64() * 1e3, "backend": self.selection.kind.name(),
-                    "sync": committed,
+                let reply = PrepareReply {
+                    prepared: true,
+                    group: group.clone(),
+                    instances: p.instances,
+                    was_dirty,
+                    done,
+                    changes: report.changes(),
+                    duration_ms: ms(took),
+                    backend: self.selection.kind.name().to_owned(),
+                    sync: committed,
+                };
+                tracing::info!(group = group.as_deref().unwrap_or("-"), done = %reply.done, duration_ms = reply.duration_ms, "prepared for takeover");
+                self.last_prepare = Some(LastPrepare {
+                    unix_ms: unix_ms(),
+                    group,
+                    reply: Some(reply.clone()),
+                    error: None,
                 });
-                tracing::info!(group = group.as_deref().unwrap_or("-"), done = %done, duration_ms = took.as_secs_f64() * 1e3, "prepared for takeover");
-                self.last_prepare = Some(json!({"unix_ms": unix_ms(), "reply": reply.clone()}));
                 Ok(reply)
             }
             Err(e) => {
-                self.last_prepare =
-                    Some(json!({"unix_ms": unix_ms(), "group": group, "error": e.clone()}));
+                self.last_prepare = Some(LastPrepare {
+                    unix_ms: unix_ms(),
+                    group,
+                    reply: None,
+                    error: Some(e.clone()),
+                });
                 Err(ReplyError::failed(format!(
                     "the dataplane could not be applied: {e}"
                 )))
@@ -723,7 +766,7 @@ impl Daemon {
 
     /// Commits the connection entries received from the peer into the kernel; the
     /// report (or error) for the prepare reply. `None` without a sync link.
-    async fn commit_synced(&mut self) -> Option<Value> {
+    async fn commit_synced(&mut self) -> Option<SyncCommit> {
         let link = self.sync.clone()?;
         let result = tokio::task::spawn_blocking(move || link.commit())
             .await
@@ -739,7 +782,7 @@ impl Daemon {
                     .map(|(t, errno)| format!("{t:?}: errno {errno}"))
                     .collect();
                 tracing::info!(created = report.batch.created, replaced = report.batch.replaced, removed = report.removed, failed = report.batch.failed.len(), expired = report.expired, elapsed_ms = report.elapsed.as_secs_f64() * 1e3, first_failures = ?failed, "committed the peer's connections");
-                sync::report_json(&report)
+                sync::commit_status(&report)
             }
             Err(e) => {
                 tracing::error!(error = %e, "committing the peer's connections failed");
@@ -748,10 +791,16 @@ impl Daemon {
                 while self.errors.len() > ERRORS_KEPT {
                     self.errors.pop_front();
                 }
-                json!({"error": e})
+                SyncCommit {
+                    error: Some(e),
+                    ..SyncCommit::default()
+                }
             }
         };
-        self.last_commit = Some(json!({"unix_ms": unix_ms(), "report": value.clone()}));
+        self.last_commit = Some(LastCommit {
+            unix_ms: unix_ms(),
+            report: value.clone(),
+        });
         Some(value)
     }
 
@@ -761,7 +810,7 @@ impl Daemon {
     ///
     /// A file that drops most of the running services (a file cut short, a section
     /// lost in an edit) is refused unless `force`: [`mass_removal`].
-    async fn reload(&mut self, force: bool) -> Result<Value, String> {
+    async fn reload(&mut self, force: bool) -> Result<LbdReloadReply, String> {
         let loaded = load(&self.options)?;
         let new = loaded.view;
         check_view(&new, &self.selection)?;
@@ -798,15 +847,17 @@ impl Daemon {
         let names =
             |v: &NodeView| -> Vec<String> { v.services.iter().map(|s| s.name.clone()).collect() };
         let (old_names, new_names) = (names(&self.view), names(&new));
-        let added: Vec<&String> = new_names
+        let services_added: Vec<String> = new_names
             .iter()
             .filter(|n| !old_names.contains(n))
+            .cloned()
             .collect();
-        let removed: Vec<&String> = old_names
+        let services_removed: Vec<String> = old_names
             .iter()
             .filter(|n| !new_names.contains(n))
+            .cloned()
             .collect();
-        let changed: Vec<&String> = new
+        let services_changed: Vec<String> = new
             .services
             .iter()
             .filter(|s| {
@@ -815,12 +866,17 @@ impl Daemon {
                     .iter()
                     .any(|o| o.name == s.name && o != *s)
             })
-            .map(|s| &s.name)
+            .map(|s| s.name.clone())
             .collect();
-        let summary = json!({
-            "services_added": added, "services_removed": removed, "services_changed": changed,
-            "nat_changed": new.nat != self.view.nat, "restart_needed": restart_needed,
-        });
+        let mut reply = LbdReloadReply {
+            reloaded: true,
+            services_added,
+            services_removed,
+            services_changed,
+            nat_changed: new.nat != self.view.nat,
+            restart_needed: restart_needed.iter().map(|s| (*s).to_owned()).collect(),
+            apply: ApplyOutcome::default(),
+        };
         // Keep the running settings that only a restart changes.
         let mut new = new;
         new.control = self.view.control.clone();
@@ -837,20 +893,25 @@ impl Daemon {
         self.telemetry.checks_reconfigured();
         self.checks_seen.clear();
         let apply = self.reconcile("reload").await;
-        let mut reply = summary;
-        reply["reloaded"] = json!(true);
-        reply["apply"] = match &apply {
-            Ok(r) => {
-                json!({"ok": true, "changes": r.changes(), "duration_ms": r.duration.as_secs_f64() * 1e3})
-            }
-            Err(e) => {
-                json!({"ok": false, "error": e, "note": "configuration accepted; the apply is retried"})
-            }
+        reply.apply = match &apply {
+            Ok(r) => ApplyOutcome {
+                ok: true,
+                changes: Some(r.changes()),
+                duration_ms: Some(ms(r.duration)),
+                error: None,
+            },
+            Err(e) => ApplyOutcome {
+                ok: false,
+                error: Some(format!(
+                    "{e} (configuration accepted; the apply is retried)"
+                )),
+                ..ApplyOutcome::default()
+            },
         };
         Ok(reply)
     }
 
-    fn sync_status(&self) -> Value {
+    fn sync_status(&self) -> SyncStatus {
         // "conntrack": the sync link carries conntrack entries; with IPVS the
         // kernel's sync daemon carries IPVS's table beside it.
         let mode = match (&self.sync, self.selection.kind) {
@@ -858,17 +919,17 @@ impl Daemon {
             (Some(_), BackendKind::Ipvs) => "ipvs+conntrack",
             (None, _) => "off",
         };
-        let mut v = self
-            .sync
-            .as_ref()
-            .map_or_else(|| json!({}), SyncLink::status);
-        v["enabled"] = json!(self.view.sync.enabled);
-        v["mode"] = json!(mode);
-        v["last_commit"] = json!(self.last_commit);
-        v
+        SyncStatus {
+            enabled: self.view.sync.enabled,
+            mode: mode.to_owned(),
+            link: self.sync.as_ref().map(SyncLink::status),
+            last_commit: self.last_commit.clone(),
+        }
     }
 
-    async fn status(&mut self) -> Value {
+    /// `status`: the one place lbd's status is built; its shape is
+    /// `ctl::contract::lbd::LbdStatus`.
+    async fn status(&mut self) -> LbdStatus {
         let counters: Vec<BackendCounters> = match self
             .dataplane
             .run(|dp| dp.counters().map_err(|e| e.to_string()))
@@ -891,117 +952,206 @@ impl Daemon {
             .into_iter()
             .map(|s| (s.target.name.clone(), s))
             .collect();
-        let services: Vec<Value> = self
+        let services = self
             .plan
             .services
             .iter()
-            .map(|s| {
-                let counter = |backend: &str| counters.iter().find(|c| c.service == s.name && c.backend == backend);
-                let servers: Vec<Value> = s
-                    .servers
-                    .iter()
-                    .map(|b| {
-                        let c = counter(&b.name);
-                        let st = statuses.get(&TargetName::new(&s.name, &b.name));
-                        let last = st.and_then(|st| st.last.as_ref()).map(|(r, at)| {
-                            json!({
-                                "ok": r.outcome.is_ok(), "result": r.outcome.to_string(),
-                                "reason": r.outcome.reason().map(|x| x.to_string()),
-                                "duration_ms": r.duration.as_secs_f64() * 1e3,
-                                "ago_ms": self.health.instant(*at).elapsed().as_millis() as u64,
-                            })
-                        });
-                        let name = TargetName::new(&s.name, &b.name);
-                        let transition = self.last_transitions.get(&name).map(|t| {
-                            let mut t = t.clone();
-                            let at = health::Time::from_micros(t["at"].as_u64().unwrap_or(0));
-                            t["ago_ms"] = json!(self.health.instant(at).elapsed().as_millis() as u64);
-                            t
-                        });
-                        json!({
-                            "name": b.name, "address": b.address, "port": b.port,
-                            "weight": b.weight, "effective_weight": b.effective_weight,
-                            "health": b.health, "check": b.check, "last_check": last,
-                            "in_dataplane": b.in_dataplane,
-                            "held": st.map(|s| s.held),
-                            "consecutive_ok": st.map(|s| s.consecutive_ok),
-                            "consecutive_fail": st.map(|s| s.consecutive_fail),
-                            "state_for_ms": st.map(|s| self.health.instant(s.since).elapsed().as_millis() as u64),
-                            "check_source": st.map(|s| s.target.source),
-                            "last_transition": transition,
-                            "checks": st.map(|s| s.checks), "transitions": st.map(|s| s.transitions),
-                            "connections": c.map(|c| c.connections),
-                            "packets": c.and_then(|c| c.packets), "bytes": c.and_then(|c| c.bytes),
-                        })
-                    })
-                    .collect();
-                let sorry = s.sorry_server.map(|(address, port)| {
-                    let c = counter(desired::SORRY_BACKEND);
-                    json!({"address": address, "port": port, "connections": c.map(|c| c.connections),
-                           "packets": c.and_then(|c| c.packets), "bytes": c.and_then(|c| c.bytes)})
-                });
-                json!({
-                    "name": s.name, "vip": s.vip, "ports": s.ports, "protocol": s.protocol,
-                    "scheduler": s.scheduler, "effective_scheduler": s.effective_scheduler,
-                    "serving": s.serving, "servers": servers, "sorry_server": sorry,
-                    "inhibit_on_failure": self.view.services.iter().find(|c| c.name == s.name).map(|c| c.inhibit_on_failure),
-                    "quorum": s.quorum,
-                })
-            })
+            .map(|s| self.service_status(s, &counters, &statuses))
             .collect();
-        let snat: Vec<Value> = self
+        let snat = self
             .plan
             .state
             .snat
             .iter()
-            .map(|r| json!({"name": r.name, "destination": r.orig_daddr, "source": r.source}))
+            .map(|r| SnatStatus {
+                name: r.name.clone(),
+                destination: r.orig_daddr,
+                source: snat_addresses(&r.source),
+            })
             .collect();
-        json!({
-            "node": self.view.name,
-            "config": {
-                "file": self.options.config_path, "loaded_unix_ms": self.loaded_unix_ms,
-                "fingerprint": self.view.fingerprint,
-                "vrrpd_fingerprint": self.roles.vrrpd_fingerprint,
-                "differs_from_vrrpd": self.config_differs_from_vrrpd(),
+        let health_counters = [
+            ("checks_started", runner.scheduler.checks_started),
+            ("checks_ok", runner.scheduler.checks_ok),
+            ("checks_failed", runner.scheduler.checks_failed),
+            ("overruns", runner.scheduler.overruns),
+            ("transitions_up", runner.scheduler.transitions_up),
+            ("transitions_down", runner.scheduler.transitions_down),
+            ("dampened", runner.scheduler.dampened),
+            ("in_flight", runner.pending as u64),
+        ];
+        LbdStatus {
+            node: self.view.name.clone(),
+            config: ConfigStatus {
+                file: self.options.config_path.display().to_string(),
+                loaded_unix_ms: self.loaded_unix_ms,
+                fingerprint: self.view.fingerprint.clone(),
+                vrrpd_fingerprint: self.roles.vrrpd_fingerprint.clone(),
+                differs_from_vrrpd: self.config_differs_from_vrrpd(),
             },
-            "backend": {
-                "name": self.selection.kind.name(), "reason": self.selection.reason,
-                "table": self.view.dataplane.nft_table,
+            backend: BackendStatus {
+                name: self.selection.kind.name().to_owned(),
+                reason: self.selection.reason.to_string(),
+                table: self.view.dataplane.nft_table.clone(),
             },
-            "vrrpd": {
-                "socket": self.view.control.vrrpd_socket, "connected": self.roles.connected,
-                "error": self.roles.error, "groups": self.roles.groups,
+            vrrpd: VrrpdLink {
+                socket: self.view.control.vrrpd_socket.display().to_string(),
+                connected: self.roles.connected,
+                error: self.roles.error.clone(),
+                groups: self.roles.groups.clone(),
             },
-            "services": services,
-            "snat": snat,
-            "dataplane": {
-                "dirty": self.dirty, "applies": self.applies, "apply_errors": self.apply_errors,
-                "last_apply": self.last_apply.as_ref().map(ApplyRecord::to_json),
-                "retry_in_ms": self.retry.map(|(at, _)| at.saturating_duration_since(Instant::now()).as_millis() as u64),
+            services,
+            snat,
+            dataplane: DataplaneStatus {
+                dirty: self.dirty,
+                applies: self.applies,
+                apply_errors: self.apply_errors,
+                last_apply: self.last_apply.as_ref().map(ApplyRecord::to_status),
+                retry_in_ms: self
+                    .retry
+                    .map(|(at, _)| at.saturating_duration_since(Instant::now()).as_millis() as u64),
             },
-            "prepare": {"count": self.prepares, "last": self.last_prepare},
-            "sync": self.sync_status(),
-            "health": {
-                "targets": statuses.len(),
-                "counters": {
-                    "checks_started": runner.scheduler.checks_started,
-                    "checks_ok": runner.scheduler.checks_ok,
-                    "checks_failed": runner.scheduler.checks_failed,
-                    "overruns": runner.scheduler.overruns,
-                    "transitions_up": runner.scheduler.transitions_up,
-                    "transitions_down": runner.scheduler.transitions_down,
-                    "dampened": runner.scheduler.dampened,
-                    "in_flight": runner.pending,
-                },
+            prepare: PrepareStatus {
+                count: self.prepares,
+                last: self.last_prepare.clone(),
             },
-            "priority_tracks": {
-                "wanted": desired::priority_tracks(&self.plan),
-                "vrrpd": self.tracks.report(),
+            sync: self.sync_status(),
+            health: HealthStatus {
+                targets: statuses.len(),
+                counters: health_counters
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
             },
-            "notes": self.plan.notes,
-            "errors": self.errors,
-            "control": self.control_stats.snapshot(),
-        })
+            priority_tracks: PriorityTracksStatus {
+                wanted: desired::priority_tracks(&self.plan),
+                vrrpd: self.tracks.report(),
+            },
+            notes: self.plan.notes.clone(),
+            errors: self.errors.iter().cloned().collect(),
+            control: self.control_stats.snapshot(),
+        }
+    }
+
+    /// One service in `status`: its servers with health and counters.
+    fn service_status(
+        &self,
+        s: &desired::ServicePlan,
+        counters: &[BackendCounters],
+        statuses: &HashMap<TargetName, health::TargetStatus>,
+    ) -> ServiceStatus {
+        let counter = |backend: &str| {
+            counters
+                .iter()
+                .find(|c| c.service == s.name && c.backend == backend)
+        };
+        let since = |at: health::Time| self.health.instant(at).elapsed().as_millis() as u64;
+        let servers = s
+            .servers
+            .iter()
+            .map(|b| {
+                let c = counter(&b.name);
+                let name = TargetName::new(&s.name, &b.name);
+                let st = statuses.get(&name);
+                let last_check = st.and_then(|st| st.last.as_ref()).map(|(r, at)| LastCheck {
+                    ok: r.outcome.is_ok(),
+                    result: r.outcome.to_string(),
+                    reason: r.outcome.reason().map(|x| x.to_string()),
+                    duration_ms: ms(r.duration),
+                    ago_ms: since(*at),
+                });
+                let last_transition = self.last_transitions.get(&name).map(|(t, at)| {
+                    let mut t = t.clone();
+                    t.ago_ms = since(*at);
+                    t
+                });
+                ServerStatus {
+                    name: b.name.clone(),
+                    address: b.address,
+                    port: b.port,
+                    weight: b.weight,
+                    effective_weight: b.effective_weight,
+                    health: name_of(&b.health),
+                    check: b.check.clone(),
+                    last_check,
+                    in_dataplane: b.in_dataplane,
+                    held: st.map(|s| s.held),
+                    consecutive_ok: st.map(|s| s.consecutive_ok),
+                    consecutive_fail: st.map(|s| s.consecutive_fail),
+                    state_for_ms: st.map(|s| since(s.since)),
+                    check_source: st.and_then(|s| s.target.source),
+                    last_transition,
+                    checks: st.map(|s| s.checks),
+                    transitions: st.map(|s| s.transitions),
+                    connections: c.map(|c| c.connections),
+                    packets: c.and_then(|c| c.packets),
+                    bytes: c.and_then(|c| c.bytes),
+                }
+            })
+            .collect();
+        let sorry_server = s.sorry_server.map(|(address, port)| {
+            let c = counter(desired::SORRY_BACKEND);
+            SorryServerStatus {
+                address,
+                port,
+                connections: c.map(|c| c.connections),
+                packets: c.and_then(|c| c.packets),
+                bytes: c.and_then(|c| c.bytes),
+            }
+        });
+        ServiceStatus {
+            name: s.name.clone(),
+            vip: s.vip,
+            ports: s.ports.clone(),
+            protocol: s.protocol.clone(),
+            scheduler: s.scheduler.clone(),
+            effective_scheduler: Some(s.effective_scheduler.clone()),
+            serving: name_of(&s.serving),
+            servers,
+            sorry_server,
+            inhibit_on_failure: self
+                .view
+                .services
+                .iter()
+                .find(|c| c.name == s.name)
+                .map(|c| c.inhibit_on_failure),
+            quorum: s.quorum.as_ref().map(|q| QuorumStatus {
+                min: q.min,
+                up: q.up,
+                met: q.met,
+                priority_delta: q.priority_delta,
+                group: q.group.clone(),
+            }),
+        }
+    }
+}
+
+/// A contract struct as a reply's result.
+fn reply_value<T: serde::Serialize>(reply: &T) -> Result<Value, ReplyError> {
+    serde_json::to_value(reply).map_err(ReplyError::internal)
+}
+
+/// The snake_case name a unit enum serialises to (`up`, `not_balanced`).
+fn name_of<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// A SNAT rule's new source as plain addresses (and port ranges).
+fn snat_addresses(source: &SnatSource) -> Vec<SnatAddress> {
+    match source {
+        SnatSource::Address(address) => vec![SnatAddress {
+            address: *address,
+            ports: None,
+        }],
+        SnatSource::Pool(pool) => pool
+            .iter()
+            .map(|(address, ports)| SnatAddress {
+                address: *address,
+                ports: ports.map(|(lo, hi)| [lo, hi]),
+            })
+            .collect(),
     }
 }
 
@@ -1015,14 +1165,14 @@ mod tests {
         assert_eq!(sync_role(&roles), SyncRole::Backup);
         roles.update(RoleUpdate::Snapshot(
             [
-                ("a".to_owned(), "BACKUP".to_owned()),
-                ("b".to_owned(), "MASTER".to_owned()),
+                ("a".to_owned(), VrrpState::Backup),
+                ("b".to_owned(), VrrpState::Master),
             ]
             .into(),
         ));
         assert_eq!(sync_role(&roles), SyncRole::Master);
         roles.update(RoleUpdate::Snapshot(
-            [("b".to_owned(), "FAULT".to_owned())].into(),
+            [("b".to_owned(), VrrpState::Fault)].into(),
         ));
         assert_eq!(sync_role(&roles), SyncRole::Backup);
     }

@@ -306,16 +306,9 @@ pub fn plan(
     out
 }
 
-/// One service's effect on a sync group's priority, as vrrpd's `track.set` takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PriorityTrack {
-    /// Sync group holding the service's VIP.
-    pub group: String,
-    /// `service <name>`.
-    pub name: String,
-    /// `quorum_priority_delta` while the quorum is lost, else 0.
-    pub weight_delta: i16,
-}
+/// One service quorum as vrrpd's `track.set` carries it: group, `service <name>`,
+/// `quorum_priority_delta` while the quorum is lost (else 0).
+pub use ctl::contract::vrrpd::TrackEntry as PriorityTrack;
 
 /// The priority tracks of every service with a quorum (met ones with delta 0).
 pub fn priority_tracks(plan: &Plan) -> Vec<PriorityTrack> {

@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ctl::contract::vrrpd::{GroupStateEvent, VrrpdStatus};
+use ctl::contract::VrrpState;
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -20,7 +23,7 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoleUpdate {
     /// vrrpd answered: every group's state now.
-    Snapshot(BTreeMap<String, String>),
+    Snapshot(BTreeMap<String, VrrpState>),
     /// A group (instance `None`) or instance changed state.
     Changed {
         /// Sync group.
@@ -28,9 +31,9 @@ pub enum RoleUpdate {
         /// Instance, `None` for the group as a whole.
         instance: Option<String>,
         /// State before.
-        from: String,
-        /// State now (upper case, as vrrpd says it: "MASTER").
-        to: String,
+        from: VrrpState,
+        /// State now.
+        to: VrrpState,
         /// vrrpd's reason.
         reason: String,
     },
@@ -43,8 +46,8 @@ pub enum RoleUpdate {
 /// Roles as lbd knows them, and whether vrrpd is reachable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Roles {
-    /// Group -> state ("MASTER", "BACKUP", "FAULT", ...); kept while vrrpd is away.
-    pub groups: BTreeMap<String, String>,
+    /// Group -> state; kept while vrrpd is away.
+    pub groups: BTreeMap<String, VrrpState>,
     /// Whether the last contact succeeded.
     pub connected: bool,
     /// Why the last contact failed.
@@ -57,7 +60,7 @@ pub struct Roles {
 
 impl Roles {
     /// Applies an update; returns group role changes `(group, from, to)` to log.
-    pub fn update(&mut self, u: RoleUpdate) -> Vec<(String, Option<String>, String)> {
+    pub fn update(&mut self, u: RoleUpdate) -> Vec<(String, Option<VrrpState>, VrrpState)> {
         let mut changes = Vec::new();
         match u {
             RoleUpdate::Snapshot(groups) => {
@@ -68,8 +71,8 @@ impl Roles {
                 self.error = None;
                 self.warned = false;
                 for (g, s) in groups {
-                    let old = self.groups.insert(g.clone(), s.clone());
-                    if old.as_deref() != Some(s.as_str()) {
+                    let old = self.groups.insert(g.clone(), s);
+                    if old != Some(s) {
                         changes.push((g, old, s));
                     }
                 }
@@ -81,8 +84,8 @@ impl Roles {
                 ..
             } => {
                 self.connected = true;
-                let old = self.groups.insert(group.clone(), to.clone());
-                if old.as_deref() != Some(to.as_str()) {
+                let old = self.groups.insert(group.clone(), to);
+                if old != Some(to) {
                     changes.push((group, old, to));
                 }
             }
@@ -101,46 +104,37 @@ impl Roles {
     }
 }
 
-/// Group states from a vrrpd `status` reply (`groups: [{name, state}]`).
-pub fn groups_of_status(status: &Value) -> BTreeMap<String, String> {
-    status["groups"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|g| {
-            Some((
-                g["name"].as_str()?.to_owned(),
-                g["state"].as_str().unwrap_or("UNKNOWN").to_owned(),
-            ))
-        })
+/// Group states from a vrrpd `status` reply (a group not started yet: `UNKNOWN`).
+pub fn groups_of_status(status: &VrrpdStatus) -> BTreeMap<String, VrrpState> {
+    status
+        .groups
+        .iter()
+        .map(|g| (g.name.clone(), g.state.unwrap_or(VrrpState::Unknown)))
         .collect()
 }
 
-/// A `group.state` event's data as an update.
+/// A `group.state` event's data as an update (`None`: not an event of the contract).
 pub fn update_of_event(data: &Value) -> Option<RoleUpdate> {
-    let s = |k: &str| data[k].as_str().map(str::to_owned);
+    let e = GroupStateEvent::deserialize(data).ok()?;
     Some(RoleUpdate::Changed {
-        group: s("group")?,
-        instance: s("instance"),
-        from: s("from").unwrap_or_default(),
-        to: s("to")?,
-        reason: s("reason").unwrap_or_default(),
+        group: e.group,
+        instance: e.instance,
+        from: e.from,
+        to: e.to,
+        reason: e.reason,
     })
 }
 
 /// vrrpd's group states and the fingerprint of the configuration it runs.
-async fn status(socket: &PathBuf) -> Result<(BTreeMap<String, String>, Option<String>), String> {
+async fn status(socket: &PathBuf) -> Result<(BTreeMap<String, VrrpState>, Option<String>), String> {
     let exchange = async {
         let client = ctl::Client::connect(socket).await?;
         client
-            .request_with_timeout(ctl::methods::STATUS, Value::Null, STATUS_TIMEOUT)
+            .call_with_timeout::<_, VrrpdStatus>(ctl::methods::STATUS, &(), STATUS_TIMEOUT)
             .await
     };
     match tokio::time::timeout(STATUS_TIMEOUT, exchange).await {
-        Ok(Ok(v)) => Ok((
-            groups_of_status(&v),
-            v["config_fingerprint"].as_str().map(str::to_owned),
-        )),
+        Ok(Ok(v)) => Ok((groups_of_status(&v), v.config_fingerprint)),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!(
             "{}: no status within {} ms",
@@ -205,36 +199,43 @@ mod tests {
     fn events_and_snapshots_track_group_roles() {
         let mut r = Roles::default();
         let ch = r.update(RoleUpdate::Snapshot(
-            [("edge".to_owned(), "BACKUP".to_owned())].into(),
+            [("edge".to_owned(), VrrpState::Backup)].into(),
         ));
-        assert_eq!(ch, vec![("edge".to_owned(), None, "BACKUP".to_owned())]);
+        assert_eq!(ch, vec![("edge".to_owned(), None, VrrpState::Backup)]);
         assert!(r.connected);
         let ev = update_of_event(&json!({"group": "edge", "instance": "public", "from": "BACKUP", "to": "MASTER", "reason": "x", "time": 1})).unwrap();
         assert!(
             r.update(ev).is_empty(),
             "instance changes are not group roles"
         );
-        let ev = update_of_event(&json!({"group": "edge", "instance": null, "from": "BACKUP", "to": "MASTER", "reason": "x", "time": 1})).unwrap();
+        let ev = update_of_event(&json!({"group": "edge", "instance": null, "from": "BACKUP", "to": "MASTER", "reason": "x", "time": 1, "newer_field": 3})).unwrap();
         assert_eq!(
             r.update(ev),
             vec![(
                 "edge".to_owned(),
-                Some("BACKUP".to_owned()),
-                "MASTER".to_owned()
+                Some(VrrpState::Backup),
+                VrrpState::Master
             )]
         );
         r.update(RoleUpdate::Unreachable("gone".into()));
         assert!(!r.connected);
-        assert_eq!(r.groups["edge"], "MASTER", "the last roles are kept");
+        assert_eq!(
+            r.groups["edge"],
+            VrrpState::Master,
+            "the last roles are kept"
+        );
         assert_eq!(r.error.as_deref(), Some("gone"));
     }
 
     #[test]
     fn status_reply_groups() {
-        let v =
-            json!({"groups": [{"name": "edge", "state": "MASTER"}, {"name": "b", "state": null}]});
+        let v: VrrpdStatus = serde_json::from_value(json!({
+            "node": "lb1",
+            "groups": [{"name": "edge", "state": "MASTER"}, {"name": "b", "state": null}],
+        }))
+        .unwrap();
         let g = groups_of_status(&v);
-        assert_eq!(g["edge"], "MASTER");
-        assert_eq!(g["b"], "UNKNOWN");
+        assert_eq!(g["edge"], VrrpState::Master);
+        assert_eq!(g["b"], VrrpState::Unknown);
     }
 }

@@ -49,12 +49,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use ctl::contract::lbd::{RefusedConnections, SyncCommit, SyncLinkStatus};
 use ctsync::{
     decode_line, encode_line, subscribe, CommitReport, Conntrack, Event, EventKind, FlowFilter,
     SyncStore,
 };
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
-use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use config::NodeView;
@@ -497,39 +497,44 @@ impl SyncLink {
     }
 
     /// For status: link state and counts.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> SyncLinkStatus {
         let s = &self.shared;
-        json!({
-            "listen": self.listen, "peer": self.peer,
-            "connected": s.sending.load(Ordering::Relaxed),
-            "receiving": s.receiving.load(Ordering::Relaxed) > 0,
-            "peer_complete": s.incomplete.borrow().is_none(),
-            "incomplete_because": *s.incomplete.borrow(),
-            "entries_stored": self.stored(),
-            "entries_pending": s.held().store.pending(),
-            "writing_to_kernel": s.held().store.tracking(),
-            "entries_written": s.written.load(Ordering::Relaxed),
-            "events_sent": s.events_sent.load(Ordering::Relaxed),
-            "dumps_sent": s.dumps_sent.load(Ordering::Relaxed),
-            "events_lost": s.events_lost.load(Ordering::Relaxed),
-            "streaming_events": s.streaming_events.load(Ordering::Relaxed),
-            "lines_received": s.lines_received.load(Ordering::Relaxed),
-            "lines_too_long": s.lines_too_long.load(Ordering::Relaxed),
-            "connections_refused": {
-                "not_peer": s.refused_not_peer.load(Ordering::Relaxed),
-                "too_many": s.refused_too_many.load(Ordering::Relaxed),
+        SyncLinkStatus {
+            listen: self.listen,
+            peer: self.peer,
+            connected: s.sending.load(Ordering::Relaxed),
+            receiving: s.receiving.load(Ordering::Relaxed) > 0,
+            peer_complete: s.incomplete.borrow().is_none(),
+            incomplete_because: s.incomplete.borrow().clone(),
+            entries_stored: self.stored() as u64,
+            entries_pending: s.held().store.pending() as u64,
+            writing_to_kernel: s.held().store.tracking(),
+            entries_written: s.written.load(Ordering::Relaxed),
+            events_sent: s.events_sent.load(Ordering::Relaxed),
+            dumps_sent: s.dumps_sent.load(Ordering::Relaxed),
+            events_lost: s.events_lost.load(Ordering::Relaxed),
+            streaming_events: s.streaming_events.load(Ordering::Relaxed),
+            lines_received: s.lines_received.load(Ordering::Relaxed),
+            lines_too_long: s.lines_too_long.load(Ordering::Relaxed),
+            connections_refused: RefusedConnections {
+                not_peer: s.refused_not_peer.load(Ordering::Relaxed),
+                too_many: s.refused_too_many.load(Ordering::Relaxed),
             },
-        })
+        }
     }
 }
 
-/// A commit report as JSON (prepare reply, status).
-pub fn report_json(r: &CommitReport) -> Value {
-    json!({
-        "created": r.batch.created, "replaced": r.batch.replaced, "removed": r.removed,
-        "failed": r.batch.failed.len(), "expired": r.expired,
-        "elapsed_ms": r.elapsed.as_secs_f64() * 1e3,
-    })
+/// A commit report as the contract carries it (prepare reply, status).
+pub fn commit_status(r: &CommitReport) -> SyncCommit {
+    SyncCommit {
+        created: r.batch.created as u64,
+        replaced: r.batch.replaced as u64,
+        removed: r.removed as u64,
+        failed: r.batch.failed.len() as u64,
+        expired: r.expired as u64,
+        elapsed_ms: ctl::contract::ms(r.elapsed),
+        error: None,
+    }
 }
 
 fn metric<T>(r: prometheus::Result<T>) -> T {

@@ -13,8 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use ctl::contract::vrrpd::{TrackParams, TrackSetReply};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -30,19 +29,7 @@ pub const REASSERT: Duration = Duration::from_secs(2);
 const TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the sender last did, for status.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TrackReport {
-    /// The list vrrpd last accepted.
-    pub accepted: Option<Vec<PriorityTrack>>,
-    /// When (Unix ms).
-    pub accepted_unix_ms: Option<u64>,
-    /// The preemption hold vrrpd last accepted (null: none).
-    pub accepted_preempt_hold: Option<String>,
-    /// Why the last request failed, if it did.
-    pub error: Option<String>,
-    /// Requests sent.
-    pub requests: u64,
-}
+pub use ctl::contract::lbd::TrackReport;
 
 /// The task that keeps vrrpd's copy of lbd's tracks current. Dropping it stops it.
 #[derive(Debug)]
@@ -154,13 +141,17 @@ async fn send(
     socket: &PathBuf,
     tracks: &[PriorityTrack],
     preempt_hold: Option<&str>,
-) -> Result<Value, String> {
+) -> Result<TrackSetReply, String> {
     let client = ctl::Client::connect(socket)
         .await
         .map_err(|e| e.to_string())?;
-    let params = json!({"source": SOURCE, "tracks": tracks, "preempt_hold": preempt_hold});
+    let params = TrackParams {
+        source: SOURCE.to_owned(),
+        tracks: tracks.to_vec(),
+        preempt_hold: preempt_hold.map(str::to_owned),
+    };
     client
-        .request_with_timeout(METHOD, params, TIMEOUT)
+        .call_with_timeout(METHOD, &params, TIMEOUT)
         .await
         .map_err(|e| e.to_string())
 }

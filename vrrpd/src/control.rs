@@ -1,7 +1,6 @@
 //! The control socket's daemon-specific methods: parsed here, answered by the
 //! event loop (which owns the state machines) through a channel.
 
-use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -25,81 +24,10 @@ pub mod methods {
     pub const TRACK_SET: &str = "track.set";
 }
 
-/// Parameters of `drill.failover`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FailoverParams {
-    /// The group (default: the only one, or the one this node is MASTER of).
-    #[serde(default)]
-    pub group: Option<String>,
-}
-
-/// Parameters of `drill.fault`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaultParams {
-    /// The group (default: every group).
-    #[serde(default)]
-    pub group: Option<String>,
-    /// How long to hold FAULT.
-    #[serde(default = "default_fault_seconds")]
-    pub seconds: u32,
-}
-
-fn default_fault_seconds() -> u32 {
-    10
-}
-
-/// Parameters of `maintenance`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MaintenanceParams {
-    /// On or off.
-    pub on: bool,
-    /// The group (default: every group).
-    #[serde(default)]
-    pub group: Option<String>,
-}
-
-/// Parameters of `priority.set`: exactly one of `instance` and `group`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PriorityParams {
-    /// One instance.
-    #[serde(default)]
-    pub instance: Option<String>,
-    /// Every member of a group.
-    #[serde(default)]
-    pub group: Option<String>,
-    /// The new configured priority, 1..=255.
-    pub priority: u8,
-}
-
-/// Parameters of `track.set`: the complete list of one source.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrackParams {
-    /// Who sends it (such as `lbd`); its previous list is replaced.
-    pub source: String,
-    /// Every entry of the source (empty: it has none).
-    pub tracks: Vec<TrackEntry>,
-    /// Hold back preemption, for this reason (lbd: it lacks the peer's connection
-    /// state); absent or null: the source does not hold it.
-    #[serde(default)]
-    pub preempt_hold: Option<String>,
-}
-
-/// One tracked object's effect on a sync group's priority.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrackEntry {
-    /// The sync group.
-    pub group: String,
-    /// What is tracked (such as `service web`), unique within the source.
-    pub name: String,
-    /// Added to the group's priority now (-254..=254; 0 while all is well).
-    pub weight_delta: i16,
-}
+pub use ctl::contract::vrrpd::{
+    FailoverParams, FaultParams, MaintenanceParams, PriorityParams, ReloadParams, TrackEntry,
+    TrackParams,
+};
 
 /// A parsed control request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,20 +57,15 @@ impl Command {
             methods::STATUS if !empty(&params) => Err(ReplyError::invalid_params(format!(
                 "{method} takes no parameters"
             ))),
-            // `force` is lbd's (a file that drops most services); vrrpd has nothing
-            // to guard that way, and takes it so that one command line serves both.
-            methods::RELOAD
-                if !empty(&params)
-                    && !params.as_object().is_some_and(|o| {
-                        o.len() == 1 && o.get("force").is_some_and(Value::is_boolean)
-                    }) =>
-            {
-                Err(ReplyError::invalid_params(
-                    "reload takes no parameters but {\"force\": bool}",
-                ))
-            }
             methods::STATUS => Ok(Command::Status),
-            methods::RELOAD => Ok(Command::Reload),
+            // `force` is lbd's (a file that drops most services); vrrpd has nothing
+            // to guard that way, and takes it so that one request serves both.
+            methods::RELOAD if empty(&params) => Ok(Command::Reload),
+            methods::RELOAD => decode_params::<ReloadParams>(params)
+                .map(|_| Command::Reload)
+                .map_err(|_| {
+                    ReplyError::invalid_params("reload takes no parameters but {\"force\": bool}")
+                }),
             methods::DRILL_FAILOVER => {
                 let p = if params.is_null() {
                     FailoverParams::default()

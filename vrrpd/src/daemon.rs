@@ -10,17 +10,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use ctl::contract::vrrpd::VrrpdReloadReply;
+use ctl::contract::VrrpState;
 use futures::StreamExt;
 use netif::{AddressSpec, IfAddrFlags, IfAddress, LinkEvent, LinkEventKind, LinkWatch, Netif};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use vrrp::action::Reason;
 use vrrp::event::{ConfigChange, Event, Input};
 use vrrp::instance::{Counters, State};
 use vrrp::packet::{self, IpContext};
 use vrrp::router::Router;
+use vrrp::timer::TimerKind;
 
 use config::{ClusterConfig, NodeView};
 
@@ -77,13 +81,8 @@ pub(crate) struct TransitionRecord {
     pub(crate) at: Instant,
 }
 
-/// The phases of one takeover, in ms from the decision.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub(crate) struct TakeoverRecord {
-    pub(crate) started_unix_ms: u64,
-    pub(crate) phases_ms: BTreeMap<String, f64>,
-    pub(crate) prepare: String,
-}
+/// The phases of one takeover, in ms from the decision (as `status` reports them).
+pub(crate) use ctl::contract::vrrpd::TakeoverRecord;
 
 /// What a VRRP socket on one (interface, family) must do.
 struct SocketNeed {
@@ -121,6 +120,9 @@ pub(crate) struct Daemon {
     pub(crate) takeovers: HashMap<String, Arc<Mutex<TakeoverRecord>>>,
     /// Takeovers per group that went on without lbd's prepare (for status).
     pub(crate) prepare_misses: HashMap<String, u64>,
+    /// The last advert accepted per instance: its source and priority (status
+    /// reports the master's priority from it).
+    pub(crate) last_heard: HashMap<String, (IpAddr, u8)>,
     pub(crate) failover: Option<FailoverDrill>,
     /// Priority deltas per source (`track.set`).
     pub(crate) tracks: crate::tracking::Tracks,
@@ -152,14 +154,45 @@ pub(crate) fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A state as the control contract carries it (events, status).
+pub fn vrrp_state(state: State) -> VrrpState {
+    match state {
+        State::Initialize => VrrpState::Init,
+        State::Backup => VrrpState::Backup,
+        State::Master => VrrpState::Master,
+        State::Fault => VrrpState::Fault,
+        State::Maintenance => VrrpState::Maintenance,
+    }
+}
+
 /// The name of a state in logs, events and status.
 pub fn state_name(state: State) -> &'static str {
-    match state {
-        State::Initialize => "INIT",
-        State::Backup => "BACKUP",
-        State::Master => "MASTER",
-        State::Fault => "FAULT",
-        State::Maintenance => "MAINTENANCE",
+    vrrp_state(state).name()
+}
+
+/// The name of a transition's reason in events and status: snake_case.
+pub fn reason_name(reason: Reason) -> &'static str {
+    match reason {
+        Reason::Startup => "startup",
+        Reason::Shutdown => "shutdown",
+        Reason::MasterDown => "master_down",
+        Reason::PeerReleased => "peer_released",
+        Reason::HigherPriority => "higher_priority",
+        Reason::LinkDown => "link_down",
+        Reason::TrackedInterfaceDown => "tracked_interface_down",
+        Reason::FaultCleared => "fault_cleared",
+        Reason::MaintenanceOn => "maintenance_on",
+        Reason::MaintenanceOff => "maintenance_off",
+        Reason::SyncGroup => "sync_group",
+    }
+}
+
+/// The name of a timer in status: snake_case.
+pub fn timer_name(timer: TimerKind) -> &'static str {
+    match timer {
+        TimerKind::Advertisement => "advertisement",
+        TimerKind::MasterDown => "master_down",
+        TimerKind::GratuitousRepeat => "gratuitous_repeat",
     }
 }
 
@@ -229,6 +262,7 @@ pub async fn run(
         transitions: HashMap::new(),
         takeovers: HashMap::new(),
         prepare_misses: HashMap::new(),
+        last_heard: HashMap::new(),
         failover: None,
         tracks: Default::default(),
         priority_overrides: HashMap::new(),
@@ -301,7 +335,7 @@ pub async fn run(
             () = &mut shutdown => break,
             _ = hangup.recv() => {
                 match daemon.reload().await {
-                    Ok(report) => tracing::info!(%report, "reloaded on SIGHUP"),
+                    Ok(report) => tracing::info!(report = %report.summary(), "reloaded on SIGHUP"),
                     Err(why) => tracing::error!("reload refused, running configuration unchanged:\n{why}"),
                 }
             }
@@ -791,6 +825,13 @@ impl Daemon {
         };
         let master_counters = self.master_counters(&group, &instance);
         tracing::trace!(iface = %p.iface, src = %r.src, vrid = decoded.advert.vrid, priority = decoded.advert.priority, "advert");
+        let heard = (r.src, decoded.advert.priority);
+        match self.last_heard.get_mut(&instance) {
+            Some(last) => *last = heard,
+            None => {
+                self.last_heard.insert(instance.clone(), heard);
+            }
+        }
         self.note_failover_advert(&group, &p.iface, r.src, &decoded.advert, p.at);
         let input = Input::AdvertReceived {
             interface: p.iface.clone(),
@@ -855,7 +896,7 @@ impl Daemon {
 
     /// Re-reads the configuration and applies the difference. Refused: the
     /// running configuration stays and the diagnostics come back.
-    pub(crate) async fn reload(&mut self) -> Result<Value, String> {
+    pub(crate) async fn reload(&mut self) -> Result<VrrpdReloadReply, String> {
         let loaded = load(&self.options)?;
         let links = read_links(&self.netif)
             .await
@@ -893,19 +934,12 @@ impl Daemon {
             .iter()
             .map(|g| (g.name.clone(), g.clone()))
             .collect();
-        let mut report = json!({
-            "unchanged": [], "updated": [], "restarted": [], "added": [], "removed": [],
-        });
-        let push = |report: &mut Value, key: &str, name: &str| {
-            if let Some(list) = report[key].as_array_mut() {
-                list.push(json!(name));
-            }
-        };
+        let mut report = VrrpdReloadReply::default();
         for name in old.keys() {
             if plan.group(name).is_none() {
                 tracing::info!(group = %name, "reload: group removed");
                 self.stop_group(name).await;
-                push(&mut report, "removed", name);
+                report.removed.push(name.clone());
             }
         }
         self.cluster = loaded.cluster;
@@ -918,9 +952,9 @@ impl Daemon {
                 None => {
                     tracing::info!(group = %name, "reload: group added");
                     self.start_group(new).await;
-                    push(&mut report, "added", &name);
+                    report.added.push(name.clone());
                 }
-                Some(o) if *o == new => push(&mut report, "unchanged", &name),
+                Some(o) if *o == new => report.unchanged.push(name.clone()),
                 Some(o) => match run_time_changes(o, &new) {
                     Some(inputs) => {
                         tracing::info!(group = %name, changes = inputs.len(), "reload: group updated in place");
@@ -937,19 +971,19 @@ impl Daemon {
                             self.feed(&name, input, Instant::now()).await;
                         }
                         self.apply_tracking(&name).await;
-                        push(&mut report, "updated", &name);
+                        report.updated.push(name.clone());
                     }
                     None => {
                         tracing::warn!(group = %name, "reload: group changed beyond run-time parameters; restarting this group");
                         self.stop_group(&name).await;
                         self.start_group(new).await;
-                        push(&mut report, "restarted", &name);
+                        report.restarted.push(name.clone());
                     }
                 },
             }
         }
         self.reload_hold();
-        report["config_changed"] = serde_json::to_value(&diff).unwrap_or(Value::Null);
+        report.config_changed = serde_json::to_value(&diff).unwrap_or(Value::Null);
         Ok(report)
     }
 }

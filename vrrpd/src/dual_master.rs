@@ -15,7 +15,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use ctl::contract::vrrpd::DualMasterStatus;
 use tokio::time::Instant;
 use vrrp::instance::{Counters, State};
 use vrrp::packet::{self, Family};
@@ -339,19 +339,17 @@ impl Daemon {
     }
 
     /// `status` of an instance's two-master suspicion (null when none).
-    pub(crate) fn dual_master_status(&self, instance: &str) -> Value {
-        let Some(d) = self.dual_masters.get(instance) else {
-            return Value::Null;
-        };
-        json!({
-            "reason": d.reason,
-            "peer": d.peer,
-            "ttl": d.ttl,
-            "unicast": d.unicast,
-            "adverts": d.adverts,
-            "since_unix_ms": d.since_unix_ms,
-            "last_unix_ms": d.last_unix_ms,
-            "fix": fix(&d.reason, d.ttl, d.unicast, instance),
+    pub(crate) fn dual_master_status(&self, instance: &str) -> Option<DualMasterStatus> {
+        let d = self.dual_masters.get(instance)?;
+        Some(DualMasterStatus {
+            reason: d.reason.clone(),
+            peer: d.peer,
+            ttl: d.ttl,
+            unicast: d.unicast,
+            adverts: d.adverts,
+            since_unix_ms: d.since_unix_ms,
+            last_unix_ms: d.last_unix_ms,
+            fix: fix(&d.reason, d.ttl, d.unicast, instance),
         })
     }
 }

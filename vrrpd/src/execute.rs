@@ -8,14 +8,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ctl::contract::lbd::{PrepareParams, PrepareReply};
+use ctl::contract::vrrpd::GroupStateEvent;
 use netif::AddressSpec;
-use serde_json::json;
 use tokio::time::Instant;
 use vrrp::action::{Action, Destination, Reason, VipSet};
 use vrrp::instance::State;
 use vrrp::packet::{self, Advertisement, IpContext};
 
-use crate::daemon::{state_name, unix_ms, Daemon, TakeoverRecord, TransitionRecord};
+use crate::daemon::{
+    reason_name, state_name, unix_ms, vrrp_state, Daemon, TakeoverRecord, TransitionRecord,
+};
 use crate::net::IpFamily;
 use crate::telemetry::Telemetry;
 use crate::timers::TimerKey;
@@ -49,7 +52,7 @@ pub async fn prepare(
     budget: Duration,
     group: Option<&str>,
     instances: &[String],
-) -> Result<serde_json::Value, (PrepareMiss, String)> {
+) -> Result<PrepareReply, (PrepareMiss, String)> {
     // No socket file, no lbd: say so without a connect (this is a takeover's path).
     if let Err(e) = std::fs::symlink_metadata(lbd_socket) {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -59,15 +62,18 @@ pub async fn prepare(
             ));
         }
     }
-    let params = json!({"group": group, "instances": instances});
+    let params = PrepareParams {
+        group: group.map(str::to_owned),
+        instances: instances.to_vec(),
+    };
     let exchange = async {
         let client = ctl::Client::connect(lbd_socket).await?;
         client
-            .request_with_timeout(ctl::methods::PREPARE, params, budget)
+            .call_with_timeout(ctl::methods::PREPARE, &params, budget)
             .await
     };
     match tokio::time::timeout(budget, exchange).await {
-        Ok(Ok(v)) => Ok(v),
+        Ok(Ok(reply)) => Ok(reply),
         Ok(Err(e @ ctl::CtlError::NotRunning { .. })) => Err((PrepareMiss::Absent, e.to_string())),
         Ok(Err(e @ ctl::CtlError::Timeout { .. })) => Err((PrepareMiss::Timeout, e.to_string())),
         Ok(Err(e)) => Err((PrepareMiss::Error, e.to_string())),
@@ -93,8 +99,7 @@ impl GarpTracker {
             let elapsed = self.started.elapsed();
             telemetry.phase(&self.group, "garp_sent", elapsed);
             if let Ok(mut r) = self.record.lock() {
-                r.phases_ms
-                    .insert("garp_sent".into(), elapsed.as_secs_f64() * 1000.0);
+                r.phases_ms.set("garp_sent", elapsed.as_secs_f64() * 1000.0);
             }
         }
     }
@@ -319,14 +324,15 @@ impl Daemon {
                     to,
                     reason,
                 } => {
-                    tracing::info!(group = %g, from = state_name(from), to = state_name(to), reason = ?reason, "sync group state changed");
-                    self.events.publish(
-                        ctl::topics::GROUP_STATE,
-                        json!({
-                            "group": g, "instance": null, "from": state_name(from),
-                            "to": state_name(to), "reason": format!("{reason:?}"), "time": unix_ms(),
-                        }),
-                    );
+                    tracing::info!(group = %g, from = state_name(from), to = state_name(to), reason = reason_name(reason), "sync group state changed");
+                    self.publish_state(GroupStateEvent {
+                        group: g,
+                        instance: None,
+                        from: vrrp_state(from),
+                        to: vrrp_state(to),
+                        reason: reason_name(reason).to_owned(),
+                        time: unix_ms(),
+                    });
                 }
                 _ => {}
             }
@@ -335,6 +341,16 @@ impl Daemon {
             if let Ok(r) = t.record.lock() {
                 tracing::info!(group, phases_ms = ?r.phases_ms, prepare = %r.prepare, "takeover done (garp_sent follows when the bursts end)");
             }
+        }
+    }
+
+    /// Publishes a `group.state` event.
+    fn publish_state(&self, event: GroupStateEvent) {
+        match serde_json::to_value(&event) {
+            Ok(data) => {
+                self.events.publish(ctl::topics::GROUP_STATE, data);
+            }
+            Err(e) => tracing::error!(error = %e, "group.state event not published"),
         }
     }
 
@@ -361,8 +377,7 @@ impl Daemon {
         let elapsed = started.elapsed();
         self.telemetry.phase(group, phase, elapsed);
         if let Ok(mut r) = record.lock() {
-            r.phases_ms
-                .insert(phase.to_owned(), elapsed.as_secs_f64() * 1000.0);
+            r.phases_ms.set(phase, elapsed.as_secs_f64() * 1000.0);
         }
     }
 
@@ -599,7 +614,7 @@ impl Daemon {
             vrid = %labels.vrid,
             from = state_name(from),
             to = state_name(to),
-            reason = ?reason,
+            reason = reason_name(reason),
             "state changed"
         );
         let now_ms = unix_ms();
@@ -610,18 +625,19 @@ impl Daemon {
             TransitionRecord {
                 from,
                 to,
-                reason: format!("{reason:?}"),
+                reason: reason_name(reason).to_owned(),
                 unix_ms: now_ms,
                 at: Instant::now(),
             },
         );
-        self.events.publish(
-            ctl::topics::GROUP_STATE,
-            json!({
-                "group": group, "instance": instance, "from": state_name(from),
-                "to": state_name(to), "reason": format!("{reason:?}"), "time": now_ms,
-            }),
-        );
+        self.publish_state(GroupStateEvent {
+            group: group.to_owned(),
+            instance: Some(instance.to_owned()),
+            from: vrrp_state(from),
+            to: vrrp_state(to),
+            reason: reason_name(reason).to_owned(),
+            time: now_ms,
+        });
         let key = TimerKey::GarpRefresh {
             instance: instance.to_owned(),
         };
@@ -640,7 +656,7 @@ impl Daemon {
 mod tests {
     use super::*;
     use ctl::{EventBus, ReplyError, RequestHandler, Server, SocketPerms};
-    use serde_json::Value;
+    use serde_json::{json, Value};
     use tokio::sync::watch;
     use vrrp::timer::TimerKind;
 
@@ -757,7 +773,7 @@ mod tests {
         let ok = prepare(&path, BUDGET, Some("edge"), &instances)
             .await
             .unwrap();
-        assert_eq!(ok["prepared"], true);
+        assert!(ok.prepared);
         drop(_stop);
         let dir = tempfile::tempdir().unwrap();
         let (path, _stop) = lbd(dir.path(), Duration::ZERO, true).await;

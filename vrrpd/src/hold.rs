@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use ctl::contract::vrrpd::PreemptHoldStatus;
 use vrrp::event::{Event, Input};
 
 use crate::daemon::{unix_ms, Daemon};
@@ -171,14 +171,14 @@ impl Daemon {
 
     /// The hold for `status`: `held` while it keeps a BACKUP group from preempting;
     /// `reasons` as the sources last said (they may stand while no group is BACKUP).
-    pub(crate) fn hold_status(&self) -> Value {
-        json!({
-            "held": self.hold.effective,
-            "reasons": self.hold.reasons,
-            "since_unix_ms": self.hold.since_unix_ms,
-            "expired": self.hold.expired,
-            "expirations": self.hold.expirations,
-            "wait_ms": self.preempt_wait().map_or(0, |d| d.as_millis() as u64),
-        })
+    pub(crate) fn hold_status(&self) -> PreemptHoldStatus {
+        PreemptHoldStatus {
+            held: self.hold.effective,
+            reasons: self.hold.reasons.clone(),
+            since_unix_ms: self.hold.since_unix_ms,
+            expired: self.hold.expired,
+            expirations: self.hold.expirations,
+            wait_ms: self.preempt_wait().map_or(0, |d| d.as_millis() as u64),
+        }
     }
 }

@@ -5,8 +5,14 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use ctl::contract::ms;
+use ctl::contract::vrrpd::{
+    DrillLink, FailoverDrillReply, FaultDrillReply, GroupState, GroupStatus, InstanceStatus,
+    MaintenanceReply, MemberPriority, PriorityReply, RealtimeStatus, TimerStatus, TransitionStatus,
+    VrrpdStatus,
+};
 use ctl::ReplyError;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use vrrp::event::Input;
@@ -16,8 +22,9 @@ use vrrp::packet::Advertisement;
 use crate::control::{
     Command, ControlRequest, FailoverParams, FaultParams, MaintenanceParams, PriorityParams,
 };
-use crate::daemon::{answer, state_name, Daemon};
+use crate::daemon::{answer, state_name, timer_name, vrrp_state, Daemon};
 use crate::timers::TimerKey;
+use crate::translate::{GroupPlan, InstancePlan};
 
 type Reply = oneshot::Sender<Result<Value, ReplyError>>;
 
@@ -28,6 +35,26 @@ pub(crate) struct Heard {
     from: IpAddr,
     priority: u8,
     after_ms: f64,
+}
+
+/// A contract struct as a reply's result.
+fn reply_value<T: serde::Serialize>(reply: &T) -> Result<Value, ReplyError> {
+    serde_json::to_value(reply).map_err(ReplyError::internal)
+}
+
+/// An instance's VIPs as `address/prefix`.
+fn vip_names(plan: &InstancePlan) -> Vec<String> {
+    plan.vips
+        .iter()
+        .map(|v| format!("{}/{}", v.address, v.prefix_len))
+        .collect()
+}
+
+/// An instance's counters by name.
+fn counter_map(counters: &vrrp::instance::Counters) -> BTreeMap<String, u64> {
+    serde_json::to_value(counters)
+        .and_then(serde_json::from_value)
+        .unwrap_or_default()
 }
 
 #[derive(Debug)]
@@ -47,14 +74,14 @@ pub(crate) struct FailoverDrill {
     heard: BTreeMap<String, Heard>,
     stage: DrillStage,
     reply: Option<Reply>,
-    result: Value,
+    result: FailoverDrillReply,
 }
 
 impl Daemon {
     pub(crate) async fn on_control(&mut self, request: ControlRequest) {
         let ControlRequest { command, reply } = request;
         match command {
-            Command::Status => answer(reply, Ok(self.status())),
+            Command::Status => answer(reply, reply_value(&self.status())),
             Command::Reload => {
                 let result = self.reload().await.map_err(|why| {
                     tracing::error!("reload refused, running configuration unchanged:\n{why}");
@@ -62,26 +89,29 @@ impl Daemon {
                         "reload refused, running configuration unchanged:\n{why}"
                     ))
                 });
-                if let Ok(report) = &result {
-                    tracing::info!(%report, "reloaded on request");
+                match result {
+                    Ok(report) => {
+                        tracing::info!(report = %report.summary(), "reloaded on request");
+                        answer(reply, reply_value(&report));
+                    }
+                    Err(e) => answer(reply, Err(e)),
                 }
-                answer(reply, result);
             }
             Command::Maintenance(p) => {
                 let result = self.maintenance(p).await;
-                answer(reply, result);
+                answer(reply, result.and_then(|r| reply_value(&r)));
             }
             Command::PrioritySet(p) => {
                 let result = self.set_priority(p).await;
-                answer(reply, result);
+                answer(reply, result.and_then(|r| reply_value(&r)));
             }
             Command::TrackSet(p) => {
                 let result = self.set_tracks(p).await;
-                answer(reply, result);
+                answer(reply, result.and_then(|r| reply_value(&r)));
             }
             Command::DrillFault(p) => {
                 let result = self.start_fault_drill(p).await;
-                answer(reply, result);
+                answer(reply, result.and_then(|r| reply_value(&r)));
             }
             Command::DrillFailover(p) => self.start_failover_drill(p, reply).await,
         }
@@ -113,113 +143,140 @@ impl Daemon {
             .map(|g| g.state)
     }
 
-    fn group_states(&self, groups: &[String]) -> Value {
-        Value::Array(
-            groups
-                .iter()
-                .map(|g| json!({"group": g, "state": self.group_state(g).map(state_name)}))
-                .collect(),
-        )
+    fn group_states(&self, groups: &[String]) -> Vec<GroupState> {
+        groups
+            .iter()
+            .map(|g| GroupState {
+                group: g.clone(),
+                state: self.group_state(g).map(vrrp_state),
+            })
+            .collect()
     }
 
-    /// `status`: every group and instance.
-    pub(crate) fn status(&self) -> Value {
-        let now = self.clock.now();
+    /// `status`: the node, every group and instance. The one place vrrpd's status
+    /// is built; its shape is `ctl::contract::vrrpd::VrrpdStatus`.
+    pub(crate) fn status(&self) -> VrrpdStatus {
         let mut groups = Vec::new();
         let mut instances = Vec::new();
         for g in &self.plan.groups {
             let Some(rt) = self.groups.get(&g.name) else {
                 continue;
             };
-            let takeover = self.takeovers.get(&g.name).and_then(|r| {
-                r.lock()
-                    .ok()
-                    .map(|r| serde_json::to_value(&*r).unwrap_or(Value::Null))
-            });
-            groups.push(json!({
-                "name": g.name,
-                "state": self.group_state(&g.name).map(state_name),
-                "priority": g.priority,
-                "members": g.instances.iter().map(|i| &i.name).collect::<Vec<_>>(),
-                "last_takeover": takeover,
-                "prepare_misses": self.prepare_misses.get(&g.name).copied().unwrap_or(0),
-                "fault_drill": self.timers.deadline(&TimerKey::FaultDrillEnd { group: g.name.clone() })
-                    .map(|at| at.saturating_since(now).as_millis() as u64),
-                "tracking": self.tracking_status(&g.name),
-            }));
+            groups.push(self.group_status(g));
             for s in rt.router.instances() {
-                let plan = g.instances.iter().find(|i| i.name == s.name);
-                let config = g.instance_config(&s.name);
-                let last = self.transitions.get(&s.name).map(|t| {
-                    json!({
-                        "from": state_name(t.from), "to": state_name(t.to), "reason": t.reason,
-                        "unix_ms": t.unix_ms, "ago_ms": t.at.elapsed().as_millis() as u64,
-                    })
-                });
-                let timers: Vec<Value> = s
-                    .timers
-                    .iter()
-                    .map(|t| json!({"timer": format!("{:?}", t.timer), "in_ms": t.at.saturating_since(now).as_millis() as u64}))
-                    .collect();
-                instances.push(json!({
-                    "name": s.name,
-                    "group": g.name,
-                    "interface": plan.map(|p| p.interface.as_str()),
-                    "vrid": plan.map(|p| p.vrid),
-                    "family": plan.map(|p| p.family.to_string()),
-                    "version": config.map(|c| c.version.number()),
-                    "state": state_name(s.state),
-                    "priority": s.priority,
-                    "effective_priority": s.effective_priority,
-                    "master_address": s.master_address,
-                    "primary_address": config.map(|c| c.primary_address),
-                    "advert_interval_ms": config.map(|c| u32::from(c.advert_interval_cs) * 10),
-                    "master_advert_interval_ms": u32::from(s.master_adver_interval_cs) * 10,
-                    "master_down_interval_ms": s.master_down_interval_us as f64 / 1000.0,
-                    "skew_time_ms": s.skew_time_us as f64 / 1000.0,
-                    "preempt": config.map(|c| c.preempt),
-                    "maintenance": s.maintenance,
-                    "link_up": s.link_up,
-                    "tracked_down": s.tracked_down,
-                    "ready_for_master": s.ready_for_master,
-                    "vips": plan.map(|p| p.vips.iter().map(|v| format!("{}/{}", v.address, v.prefix_len)).collect::<Vec<_>>()),
-                    "timers": timers,
-                    "counters": s.counters,
-                    "last_transition": last,
-                    "dual_master": self.dual_master_status(&s.name),
-                }));
+                instances.push(self.instance_status(g, s));
             }
         }
-        json!({
-            "node": self.view.name,
-            "cluster": self.view.cluster_name,
-            "config_fingerprint": self.view.fingerprint,
-            "groups": groups,
-            "instances": instances,
-            "held_interfaces": self.held.keys().collect::<Vec<_>>(),
-            "failover_drill": self.failover.as_ref().map(|d| &d.group),
-            "preempt_hold": self.hold_status(),
-            "realtime": self.realtime_status(),
-            "control": self.control_stats.snapshot(),
-        })
+        VrrpdStatus {
+            node: self.view.name.clone(),
+            cluster: self.view.cluster_name.clone(),
+            config_fingerprint: Some(self.view.fingerprint.clone()),
+            groups,
+            instances,
+            held_interfaces: self.held.keys().cloned().collect(),
+            failover_drill: self.failover.as_ref().map(|d| d.group.clone()),
+            preempt_hold: self.hold_status(),
+            realtime: self.realtime_status(),
+            control: self.control_stats.snapshot(),
+        }
+    }
+
+    /// One sync group in `status`.
+    fn group_status(&self, g: &GroupPlan) -> GroupStatus {
+        let now = self.clock.now();
+        GroupStatus {
+            name: g.name.clone(),
+            state: self.group_state(&g.name).map(vrrp_state),
+            priority: Some(g.priority),
+            members: g.instances.iter().map(|i| i.name.clone()).collect(),
+            vips: g.instances.iter().flat_map(|i| vip_names(i)).collect(),
+            last_takeover: self
+                .takeovers
+                .get(&g.name)
+                .and_then(|r| r.lock().ok().map(|r| r.clone())),
+            prepare_misses: self.prepare_misses.get(&g.name).copied().unwrap_or(0),
+            fault_drill_ends_in_ms: self
+                .timers
+                .deadline(&TimerKey::FaultDrillEnd {
+                    group: g.name.clone(),
+                })
+                .map(|at| at.saturating_since(now).as_millis() as u64),
+            tracking: self.tracking_status(&g.name),
+        }
+    }
+
+    /// One instance in `status`.
+    fn instance_status(&self, g: &GroupPlan, s: vrrp::instance::InstanceStatus) -> InstanceStatus {
+        let now = self.clock.now();
+        let plan = g.instances.iter().find(|i| i.name == s.name);
+        let config = g.instance_config(&s.name);
+        let master_priority = if s.state == State::Master {
+            Some(s.effective_priority)
+        } else {
+            self.last_heard
+                .get(&s.name)
+                .filter(|(from, _)| Some(*from) == s.master_address)
+                .map(|&(_, priority)| priority)
+        };
+        InstanceStatus {
+            group: g.name.clone(),
+            interface: plan.map(|p| p.interface.clone()),
+            vrid: plan.map(|p| p.vrid),
+            family: plan.map(|p| p.family.to_string()),
+            version: config.map(|c| c.version.number()),
+            state: vrrp_state(s.state),
+            priority: s.priority,
+            effective_priority: s.effective_priority,
+            master_address: s.master_address,
+            master_priority,
+            primary_address: config.map(|c| c.primary_address),
+            advert_interval_ms: config.map(|c| u32::from(c.advert_interval_cs) * 10),
+            master_advert_interval_ms: u32::from(s.master_adver_interval_cs) * 10,
+            master_down_interval_ms: ms(Duration::from_micros(s.master_down_interval_us)),
+            skew_time_ms: ms(Duration::from_micros(s.skew_time_us)),
+            preempt: config.map(|c| c.preempt),
+            maintenance: s.maintenance,
+            link_up: s.link_up,
+            tracked_down: s.tracked_down.clone(),
+            ready_for_master: s.ready_for_master,
+            vips: plan.map(vip_names).unwrap_or_default(),
+            timers: s
+                .timers
+                .iter()
+                .map(|t| TimerStatus {
+                    timer: timer_name(t.timer).to_owned(),
+                    in_ms: t.at.saturating_since(now).as_millis() as u64,
+                })
+                .collect(),
+            counters: counter_map(&s.counters),
+            last_transition: self.transitions.get(&s.name).map(|t| TransitionStatus {
+                from: vrrp_state(t.from),
+                to: vrrp_state(t.to),
+                reason: t.reason.clone(),
+                unix_ms: t.unix_ms,
+                ago_ms: t.at.elapsed().as_millis() as u64,
+            }),
+            dual_master: self.dual_master_status(&s.name),
+            name: s.name,
+        }
     }
 
     /// `[vrrpd]`: what was asked for at start-up and what the event loop (this
     /// thread) and the process have now.
-    fn realtime_status(&self) -> Value {
+    fn realtime_status(&self) -> RealtimeStatus {
         let now = crate::realtime::Scheduling::current();
-        json!({
-            "requested_priority": self.realtime.requested_priority,
-            "policy": now.policy,
-            "priority": now.realtime_priority(),
-            "lock_memory": self.realtime.lock_requested,
-            "memory_locked": self.realtime.memory_locked,
-            "locked_kib": crate::realtime::locked_kib(),
-            "warnings": self.realtime.warnings,
-        })
+        RealtimeStatus {
+            requested_priority: self.realtime.requested_priority,
+            policy: now.policy.to_owned(),
+            priority: now.realtime_priority(),
+            lock_memory: self.realtime.lock_requested,
+            memory_locked: self.realtime.memory_locked,
+            locked_kib: crate::realtime::locked_kib(),
+            warnings: self.realtime.warnings.clone(),
+        }
     }
 
-    async fn maintenance(&mut self, p: MaintenanceParams) -> Result<Value, ReplyError> {
+    async fn maintenance(&mut self, p: MaintenanceParams) -> Result<MaintenanceReply, ReplyError> {
         let groups = self.target_groups(p.group.as_deref())?;
         for g in &groups {
             for instance in self.members(g) {
@@ -232,10 +289,13 @@ impl Daemon {
             }
             tracing::info!(group = %g, on = p.on, "maintenance");
         }
-        Ok(json!({"maintenance": p.on, "groups": self.group_states(&groups)}))
+        Ok(MaintenanceReply {
+            maintenance: p.on,
+            groups: self.group_states(&groups),
+        })
     }
 
-    async fn set_priority(&mut self, p: PriorityParams) -> Result<Value, ReplyError> {
+    async fn set_priority(&mut self, p: PriorityParams) -> Result<PriorityReply, ReplyError> {
         let targets: Vec<(String, String)> = match (&p.instance, &p.group) {
             (Some(i), _) => {
                 let g = self
@@ -272,17 +332,17 @@ impl Daemon {
                 .groups
                 .get(&g)
                 .and_then(|rt| rt.router.instance(&instance));
-            out.push(json!({
-                "instance": instance,
-                "priority": s.as_ref().map(|s| s.priority),
-                "effective_priority": s.as_ref().map(|s| s.effective_priority),
-                "state": s.as_ref().map(|s| state_name(s.state)),
-            }));
+            out.push(MemberPriority {
+                instance,
+                priority: s.as_ref().map(|s| s.priority),
+                effective_priority: s.as_ref().map(|s| s.effective_priority),
+                state: s.as_ref().map(|s| vrrp_state(s.state)),
+            });
         }
-        Ok(json!({"instances": out}))
+        Ok(PriorityReply { instances: out })
     }
 
-    async fn start_fault_drill(&mut self, p: FaultParams) -> Result<Value, ReplyError> {
+    async fn start_fault_drill(&mut self, p: FaultParams) -> Result<FaultDrillReply, ReplyError> {
         let groups = self.target_groups(p.group.as_deref())?;
         let until = self.clock.now() + Duration::from_secs(u64::from(p.seconds));
         let mut interfaces = Vec::new();
@@ -314,11 +374,11 @@ impl Daemon {
             self.timers
                 .arm(TimerKey::FaultDrillEnd { group: g.clone() }, until);
         }
-        Ok(json!({
-            "seconds": p.seconds,
-            "interfaces": interfaces,
-            "groups": self.group_states(&groups),
-        }))
+        Ok(FaultDrillReply {
+            seconds: p.seconds,
+            interfaces,
+            groups: self.group_states(&groups),
+        })
     }
 
     pub(crate) async fn end_fault_drill(&mut self, group: &str) {
@@ -416,7 +476,7 @@ impl Daemon {
             heard: BTreeMap::new(),
             stage: DrillStage::AwaitPeer,
             reply: Some(reply),
-            result: Value::Null,
+            result: FailoverDrillReply::default(),
         });
     }
 
@@ -468,7 +528,7 @@ impl Daemon {
                 iface: iface.to_owned(),
                 from: src,
                 priority: advert.priority,
-                after_ms: at.saturating_duration_since(drill.released).as_secs_f64() * 1000.0,
+                after_ms: ms(at.saturating_duration_since(drill.released)),
             });
     }
 
@@ -485,14 +545,15 @@ impl Daemon {
                 let group = drill.group.clone();
                 let members = drill.members.clone();
                 let heard = drill.heard.clone();
-                let links: Vec<Value> = members
+                let links: Vec<DrillLink> = members
                     .iter()
                     .filter_map(|m| heard.get(m).map(|h| (m, h)))
-                    .map(|(m, h)| {
-                        json!({
-                            "instance": m, "interface": h.iface, "peer": h.from,
-                            "peer_priority": h.priority, "takeover_ms": h.after_ms,
-                        })
+                    .map(|(m, h)| DrillLink {
+                        instance: m.clone(),
+                        interface: h.iface.clone(),
+                        peer: h.from,
+                        peer_priority: h.priority,
+                        takeover_ms: h.after_ms,
                     })
                     .collect();
                 tracing::warn!(group = %group, links = ?links, "drill.failover: peer took over; maintenance off");
@@ -524,11 +585,12 @@ impl Daemon {
                 let Some(drill) = self.failover.as_mut() else {
                     return;
                 };
-                drill.result = json!({
-                    "group": group,
-                    "links": links,
-                    "expect_preempt_back": expect_preempt,
-                });
+                drill.result = FailoverDrillReply {
+                    group: group.clone(),
+                    links,
+                    expect_preempt_back: expect_preempt,
+                    ..FailoverDrillReply::default()
+                };
                 if expect_preempt {
                     drill.stage = DrillStage::AwaitReturn {
                         since: Instant::now(),
@@ -550,28 +612,28 @@ impl Daemon {
                         now + mdi * 2 + preempt_delay + Duration::from_secs(2),
                     );
                 } else {
-                    self.finish_failover_drill(json!(null));
+                    self.finish_failover_drill(None);
                 }
             }
             DrillStage::AwaitReturn { since } => {
                 if self.group_state(&drill.group) == Some(State::Master) {
-                    let ms = since.elapsed().as_secs_f64() * 1000.0;
-                    tracing::warn!(group = %drill.group, after_ms = ms, "drill.failover: preempted back to MASTER");
-                    self.finish_failover_drill(json!(ms));
+                    let after = ms(since.elapsed());
+                    tracing::warn!(group = %drill.group, after_ms = after, "drill.failover: preempted back to MASTER");
+                    self.finish_failover_drill(Some(after));
                 }
             }
         }
     }
 
-    fn finish_failover_drill(&mut self, preempted_back_ms: Value) {
+    fn finish_failover_drill(&mut self, preempted_back_ms: Option<f64>) {
         self.timers.cancel(&TimerKey::FailoverDrillDeadline);
         let Some(mut drill) = self.failover.take() else {
             return;
         };
-        drill.result["preempted_back_ms"] = preempted_back_ms;
-        drill.result["state"] = json!(self.group_state(&drill.group).map(state_name));
+        drill.result.preempted_back_ms = preempted_back_ms;
+        drill.result.state = self.group_state(&drill.group).map(vrrp_state);
         if let Some(reply) = drill.reply.take() {
-            answer(reply, Ok(drill.result));
+            answer(reply, reply_value(&drill.result));
         }
     }
 
@@ -607,7 +669,7 @@ impl Daemon {
             }
             DrillStage::AwaitReturn { .. } => {
                 tracing::warn!(group = %drill.group, "drill.failover: expected to preempt back, but did not in time");
-                self.finish_failover_drill(json!(null));
+                self.finish_failover_drill(None);
             }
         }
     }

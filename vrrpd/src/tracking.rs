@@ -16,13 +16,13 @@
 
 use std::collections::BTreeMap;
 
+use ctl::contract::vrrpd::{GroupTracking, MemberPriority, TrackSetReply, TrackStatus};
 use ctl::ReplyError;
-use serde_json::{json, Value};
 use tokio::time::Instant;
 use vrrp::event::{Event, Input};
 
 use crate::control::{TrackEntry, TrackParams};
-use crate::daemon::{state_name, Daemon};
+use crate::daemon::{vrrp_state, Daemon};
 
 /// Sources and their entries, as vrrpd holds them.
 pub(crate) type Tracks = BTreeMap<String, Vec<TrackEntry>>;
@@ -101,7 +101,7 @@ impl Daemon {
     }
 
     /// `track.set`: replaces the source's entries and applies the result.
-    pub(crate) async fn set_tracks(&mut self, p: TrackParams) -> Result<Value, ReplyError> {
+    pub(crate) async fn set_tracks(&mut self, p: TrackParams) -> Result<TrackSetReply, ReplyError> {
         let unknown: Vec<&str> = p
             .tracks
             .iter()
@@ -131,35 +131,49 @@ impl Daemon {
             self.apply_tracking(&g).await;
             out.push(self.tracking_status(&g));
         }
-        Ok(json!({"source": p.source, "groups": out, "preempt_hold": self.hold_status()}))
+        Ok(TrackSetReply {
+            source: p.source,
+            groups: out,
+            preempt_hold: self.hold_status(),
+        })
     }
 
     /// Tracking of one group for status replies.
-    pub(crate) fn tracking_status(&self, group: &str) -> Value {
-        let entries: Vec<Value> = self
+    pub(crate) fn tracking_status(&self, group: &str) -> GroupTracking {
+        let tracks: Vec<TrackStatus> = self
             .tracks
             .iter()
             .flat_map(|(source, list)| {
                 list.iter()
                     .filter(|t| t.group == group)
-                    .map(move |t| json!({"source": source, "name": t.name, "weight_delta": t.weight_delta}))
+                    .map(move |t| TrackStatus {
+                        source: source.clone(),
+                        name: t.name.clone(),
+                        weight_delta: t.weight_delta,
+                    })
             })
             .collect();
-        let members: Vec<Value> = self
+        let instances: Vec<MemberPriority> = self
             .groups
             .get(group)
             .map(|rt| {
                 rt.router
                     .instances()
                     .into_iter()
-                    .map(|s| {
-                        json!({"instance": s.name, "priority": s.priority,
-                               "effective_priority": s.effective_priority,
-                               "state": state_name(s.state)})
+                    .map(|s| MemberPriority {
+                        instance: s.name,
+                        priority: Some(s.priority),
+                        effective_priority: Some(s.effective_priority),
+                        state: Some(vrrp_state(s.state)),
                     })
                     .collect()
             })
             .unwrap_or_default();
-        json!({"group": group, "delta": self.group_delta(group), "tracks": entries, "instances": members})
+        GroupTracking {
+            group: group.to_owned(),
+            delta: self.group_delta(group),
+            tracks,
+            instances,
+        }
     }
 }

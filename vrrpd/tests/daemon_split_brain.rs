@@ -77,7 +77,7 @@ fn next_adverts(c: &Cluster, node: &str) -> Vec<Instant> {
         .into_iter()
         .flatten()
         .flat_map(|i| i["timers"].as_array().into_iter().flatten())
-        .filter(|t| t["timer"] == "Advertisement")
+        .filter(|t| t["timer"] == "advertisement")
         .filter_map(|t| t["in_ms"].as_u64())
         .map(|ms| now + Duration::from_millis(ms))
         .collect()

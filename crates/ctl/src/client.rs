@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -198,6 +200,35 @@ impl Client {
     pub async fn request(&self, method: &str, params: Value) -> Result<Value, CtlError> {
         self.request_with_timeout(method, params, self.timeout)
             .await
+    }
+
+    /// Sends typed params and reads the result as `R` (a [`crate::contract`] reply),
+    /// waiting at most the client's timeout.
+    pub async fn call<P: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: &P,
+    ) -> Result<R, CtlError> {
+        self.call_with_timeout(method, params, self.timeout).await
+    }
+
+    /// [`Client::call`] with its own timeout.
+    pub async fn call_with_timeout<P: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: &P,
+        timeout: Duration,
+    ) -> Result<R, CtlError> {
+        let params = serde_json::to_value(params).map_err(|source| CtlError::Encode {
+            method: method.to_string(),
+            source,
+        })?;
+        let value = self.request_with_timeout(method, params, timeout).await?;
+        serde_json::from_value(value).map_err(|source| CtlError::Decode {
+            path: self.path.clone(),
+            method: method.to_string(),
+            source,
+        })
     }
 
     /// Sends a request and waits at most `timeout` for its result (e.g. a `prepare` budget).

@@ -99,6 +99,18 @@ pub enum CtlError {
         /// What was wrong.
         reason: String,
     },
+    /// The daemon's result does not fit the contract (`crate::contract`): a
+    /// daemon of another version that changed a field it should not have.
+    #[error("{}: the reply to {method} does not fit the control contract: {source}", path.display())]
+    Decode {
+        /// Socket path.
+        path: PathBuf,
+        /// Method answered.
+        method: String,
+        /// What did not fit.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A request could not be encoded.
     #[error("cannot encode request {method:?}: {source}")]
     Encode {

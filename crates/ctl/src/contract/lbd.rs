@@ -102,6 +102,35 @@ pub struct LbdReloadReply {
     pub apply: ApplyOutcome,
 }
 
+impl LbdReloadReply {
+    /// One line for logs and vrrpctl: what changed, or `nothing changed`.
+    pub fn summary(&self) -> String {
+        let lists = [
+            ("services added", &self.services_added),
+            ("services removed", &self.services_removed),
+            ("services changed", &self.services_changed),
+            ("at the next restart", &self.restart_needed),
+        ];
+        let mut parts: Vec<String> = lists
+            .iter()
+            .filter(|(_, names)| !names.is_empty())
+            .map(|(what, names)| format!("{what}: {}", names.join(", ")))
+            .collect();
+        if self.nat_changed {
+            parts.push("NAT rules changed".to_owned());
+        }
+        if parts.is_empty() {
+            parts.push("nothing changed".to_owned());
+        }
+        match (&self.apply.error, self.apply.changes) {
+            (Some(e), _) => parts.push(format!("apply failed: {e}")),
+            (None, Some(n)) => parts.push(format!("{n} dataplane changes")),
+            (None, None) => {}
+        }
+        parts.join("; ")
+    }
+}
+
 /// The outcome of a dataplane apply after a reload.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ApplyOutcome {
@@ -386,8 +415,7 @@ pub struct SnatStatus {
     /// The rule's name.
     pub name: String,
     /// The original destination it matches.
-    #[serde(default)]
-    pub destination: Option<IpAddr>,
+    pub destination: IpAddr,
     /// The new source: one entry per address, used in turn.
     #[serde(default)]
     pub source: Vec<SnatAddress>,

@@ -418,6 +418,30 @@ pub struct VrrpdReloadReply {
     pub config_changed: serde_json::Value,
 }
 
+impl VrrpdReloadReply {
+    /// One line for logs and vrrpctl: `updated: edge; unchanged: core` (the lists
+    /// that are not empty), or `nothing changed`.
+    pub fn summary(&self) -> String {
+        let lists = [
+            ("added", &self.added),
+            ("removed", &self.removed),
+            ("updated", &self.updated),
+            ("restarted", &self.restarted),
+            ("unchanged", &self.unchanged),
+        ];
+        let parts: Vec<String> = lists
+            .iter()
+            .filter(|(_, names)| !names.is_empty())
+            .map(|(what, names)| format!("{what}: {}", names.join(", ")))
+            .collect();
+        if parts.is_empty() {
+            "no groups".to_owned()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
 /// Params of `drill.failover`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -491,6 +515,20 @@ pub struct TrackEntry {
     pub name: String,
     /// Added to the group's priority now (-254..=254; 0 while all is well).
     pub weight_delta: i16,
+}
+
+/// Reply to `track.set`: every group's tracking after the change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackSetReply {
+    /// The source, as sent.
+    #[serde(default)]
+    pub source: String,
+    /// Each group's tracking now.
+    #[serde(default)]
+    pub groups: Vec<GroupTracking>,
+    /// The preemption hold now.
+    #[serde(default)]
+    pub preempt_hold: PreemptHoldStatus,
 }
 
 /// A group and its state, in operator replies.
