@@ -1,6 +1,6 @@
 //! `vrrpctl check-config`: validate cluster.toml the way the daemons will.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -15,50 +15,71 @@ pub struct CheckConfigArgs {
     path: PathBuf,
 }
 
+/// A file that validated: what `check-config` prints about it.
+#[derive(Debug)]
+pub struct Valid {
+    /// The file's fingerprint (the daemons report the one they run).
+    pub fingerprint: String,
+    /// Warnings, one line each.
+    pub warnings: Vec<String>,
+    /// `node NAME: summary` per node checked.
+    pub nodes: Vec<String>,
+}
+
+/// Validates `path` as the daemons will: the whole file, then each node's view
+/// (`node`: only that one, and its interfaces must exist on this host). Refused:
+/// one line per problem, `file:line:col: message`.
+pub fn validate(path: &Path, node: Option<&str>) -> Result<Valid, Vec<String>> {
+    let cluster = config::load(path).map_err(|err| vec![err.to_string()])?;
+    let names: Vec<String> = match node {
+        Some(node) => vec![node.to_owned()],
+        None => cluster.node_names().iter().map(|n| n.to_string()).collect(),
+    };
+    let mut nodes = Vec::new();
+    for name in &names {
+        let view = cluster
+            .node_view(Some(name))
+            .map_err(|err| vec![err.to_string()])?;
+        // With a node: this host is that node; its daemons will refuse a file
+        // that names interfaces it lacks, so refuse it here too.
+        if node.is_some() {
+            let missing = config::host::missing_interfaces(&view, &cluster.source_file);
+            if !missing.is_empty() {
+                return Err(missing.iter().map(ToString::to_string).collect());
+            }
+        }
+        nodes.push(format!("node {name}: {}", view.summary()));
+    }
+    Ok(Valid {
+        fingerprint: cluster.fingerprint.clone(),
+        warnings: cluster.warnings.iter().map(ToString::to_string).collect(),
+        nodes,
+    })
+}
+
 /// Prints a summary on stdout and exits 0 when valid; prints every error as
 /// `file:line:col: message` on stderr and exits 1 when refused.
 pub fn run(args: &CheckConfigArgs) -> anyhow::Result<i32> {
-    let cluster = match config::load(&args.path) {
-        Ok(cluster) => cluster,
-        Err(err) => {
-            eprintln!("{err}");
+    let valid = match validate(&args.path, args.node.as_deref()) {
+        Ok(valid) => valid,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{e}");
+            }
             return Ok(1);
         }
     };
-    for w in &cluster.warnings {
+    for w in &valid.warnings {
         eprintln!("warning: {w}");
     }
-    let nodes: Vec<String> = match &args.node {
-        Some(node) => vec![node.clone()],
-        None => cluster.node_names().iter().map(|n| n.to_string()).collect(),
-    };
-    for node in &nodes {
-        match cluster.node_view(Some(node)) {
-            Ok(view) => {
-                // With --node: this host is that node; its daemons will refuse a
-                // file that names interfaces it lacks, so refuse it here too.
-                if args.node.is_some() {
-                    let missing = config::host::missing_interfaces(&view, &cluster.source_file);
-                    if !missing.is_empty() {
-                        for d in &missing {
-                            eprintln!("{d}");
-                        }
-                        return Ok(1);
-                    }
-                }
-                println!("{}: node {node}: {}", args.path.display(), view.summary())
-            }
-            Err(err) => {
-                eprintln!("{err}");
-                return Ok(1);
-            }
-        }
+    for node in &valid.nodes {
+        println!("{}: {node}", args.path.display());
     }
     println!(
         "{}: valid (fingerprint {}{})",
         args.path.display(),
-        cluster.fingerprint,
-        match cluster.warnings.len() {
+        valid.fingerprint,
+        match valid.warnings.len() {
             0 => String::new(),
             n => format!(", {n} warning{}", if n == 1 { "" } else { "s" }),
         }

@@ -1,12 +1,19 @@
 //! The commands that talk to a running vrrpd over its control socket:
-//! status, watch, drills, maintenance, priority, reload.
+//! status, watch, drills, maintenance, priority (reload: `reload.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::{json, Value};
+use ctl::contract::vrrpd::{
+    FailoverDrillReply, FailoverParams, FaultDrillReply, FaultParams, MaintenanceParams,
+    MaintenanceReply, PriorityParams, PriorityReply, VrrpdStatus,
+};
+use ctl::contract::VrrpState;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::status_table;
 
@@ -34,15 +41,6 @@ pub struct StatusArgs {
     /// Print the daemon's reply as JSON.
     #[arg(long)]
     json: bool,
-}
-
-/// Arguments of `vrrpctl reload`.
-#[derive(Debug, clap::Args)]
-pub struct ReloadArgs {
-    /// Accept a file that removes most of the running services (lbd refuses one
-    /// otherwise: it looks like a file cut short).
-    #[arg(long)]
-    pub force: bool,
 }
 
 /// `vrrpctl drill ...`.
@@ -107,7 +105,7 @@ pub struct PrioritySetArgs {
 }
 
 /// Sends one request and returns its result.
-async fn request(
+pub(crate) async fn request(
     socket: &Path,
     method: &str,
     params: Value,
@@ -117,7 +115,18 @@ async fn request(
     Ok(client.request_with_timeout(method, params, timeout).await?)
 }
 
-fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
+/// Sends typed params and reads the typed reply (`ctl::contract`).
+pub(crate) async fn call<P: Serialize, R: DeserializeOwned>(
+    socket: &Path,
+    method: &str,
+    params: &P,
+    timeout: Duration,
+) -> anyhow::Result<R> {
+    let client = ctl::Client::connect(socket).await?;
+    Ok(client.call_with_timeout(method, params, timeout).await?)
+}
+
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -125,7 +134,8 @@ fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
     Ok(rt.block_on(f))
 }
 
-fn print_json(v: &Value) {
+/// The daemon's reply as it came (fields this version does not know included).
+pub(crate) fn print_json(v: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
@@ -138,82 +148,67 @@ pub fn status(socket: &Path, args: &StatusArgs) -> anyhow::Result<i32> {
     if args.json {
         print_json(&reply);
     } else {
-        print!("{}", status_table::render(&reply));
+        print!("{}", status_table::render(&parse_status(socket, reply)?));
     }
     Ok(0)
 }
 
-/// `vrrpctl reload`.
-pub fn reload(socket: &Path, args: &ReloadArgs) -> anyhow::Result<i32> {
-    let params = if args.force {
-        serde_json::json!({"force": true})
-    } else {
-        Value::Null
-    };
-    let reply = block_on(request(socket, "reload", params, Duration::from_secs(30)))??;
-    for key in ["unchanged", "updated", "restarted", "added", "removed"] {
-        let names: Vec<&str> = reply[key]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        if !names.is_empty() {
-            println!("{key}: {}", names.join(", "));
-        }
-    }
-    println!("reloaded");
-    Ok(0)
+/// vrrpd's status reply as the contract has it.
+fn parse_status(socket: &Path, reply: Value) -> anyhow::Result<VrrpdStatus> {
+    serde_json::from_value(reply).with_context(|| {
+        format!(
+            "{}: the status reply does not fit vrrpd's (lbd's socket? use `vrrpctl services`)",
+            socket.display()
+        )
+    })
 }
 
 /// `vrrpctl drill ...`.
 pub fn drill(socket: &Path, command: &DrillCommand) -> anyhow::Result<i32> {
     match command {
         DrillCommand::Failover { group } => {
-            let reply = block_on(request(
+            let reply: FailoverDrillReply = block_on(call(
                 socket,
                 "drill.failover",
-                json!({ "group": group }),
+                &FailoverParams {
+                    group: group.clone(),
+                },
                 Duration::from_secs(120),
             ))??;
-            let group = reply["group"].as_str().unwrap_or("?");
-            for link in reply["links"].as_array().into_iter().flatten() {
+            let group = &reply.group;
+            for link in &reply.links {
                 println!(
                     "{group}: {} on {}: peer {} (priority {}) advertised {:.1} ms after the release",
-                    link["instance"].as_str().unwrap_or("?"),
-                    link["interface"].as_str().unwrap_or("?"),
-                    link["peer"].as_str().unwrap_or("?"),
-                    link["peer_priority"],
-                    link["takeover_ms"].as_f64().unwrap_or(f64::NAN),
+                    link.instance, link.interface, link.peer, link.peer_priority, link.takeover_ms,
                 );
             }
-            match reply["preempted_back_ms"].as_f64() {
+            let state = reply.state.map_or("?", VrrpState::name);
+            match reply.preempted_back_ms {
                 Some(ms) => {
                     println!("{group}: preempted back to MASTER {ms:.1} ms after maintenance off")
                 }
-                None if reply["expect_preempt_back"] == json!(true) => {
-                    println!(
-                        "{group}: expected to preempt back but has not (state {})",
-                        reply["state"]
-                    )
+                None if reply.expect_preempt_back => {
+                    println!("{group}: expected to preempt back but has not (state {state})")
                 }
-                None => println!(
-                    "{group}: stays {} (no preemption back)",
-                    reply["state"].as_str().unwrap_or("?")
-                ),
+                None => println!("{group}: stays {state} (no preemption back)"),
             }
             Ok(0)
         }
         DrillCommand::Fault { group, seconds } => {
-            let reply = block_on(request(
+            let reply: FaultDrillReply = block_on(call(
                 socket,
                 "drill.fault",
-                json!({ "group": group, "seconds": seconds }),
+                &FaultParams {
+                    group: group.clone(),
+                    seconds: *seconds,
+                },
                 ctl::DEFAULT_TIMEOUT,
             ))??;
-            for g in reply["groups"].as_array().into_iter().flatten() {
+            for g in &reply.groups {
                 println!(
                     "{}: {} for {seconds} s",
-                    g["group"].as_str().unwrap_or("?"),
-                    g["state"].as_str().unwrap_or("?")
+                    g.group,
+                    g.state.map_or("?", VrrpState::name)
                 );
             }
             Ok(0)
@@ -224,18 +219,21 @@ pub fn drill(socket: &Path, command: &DrillCommand) -> anyhow::Result<i32> {
 /// `vrrpctl maintenance on|off`.
 pub fn maintenance(socket: &Path, args: &MaintenanceArgs) -> anyhow::Result<i32> {
     let on = args.switch == Switch::On;
-    let reply = block_on(request(
+    let reply: MaintenanceReply = block_on(call(
         socket,
         "maintenance",
-        json!({ "on": on, "group": args.group }),
+        &MaintenanceParams {
+            on,
+            group: args.group.clone(),
+        },
         ctl::DEFAULT_TIMEOUT,
     ))??;
-    for g in reply["groups"].as_array().into_iter().flatten() {
+    for g in &reply.groups {
         println!(
             "{}: maintenance {}, now {}",
-            g["group"].as_str().unwrap_or("?"),
+            g.group,
             if on { "on" } else { "off" },
-            g["state"].as_str().unwrap_or("?")
+            g.state.map_or("?", VrrpState::name)
         );
     }
     Ok(0)
@@ -244,19 +242,24 @@ pub fn maintenance(socket: &Path, args: &MaintenanceArgs) -> anyhow::Result<i32>
 /// `vrrpctl priority set`.
 pub fn priority(socket: &Path, command: &PriorityCommand) -> anyhow::Result<i32> {
     let PriorityCommand::Set(args) = command;
-    let reply = block_on(request(
+    let reply: PriorityReply = block_on(call(
         socket,
         "priority.set",
-        json!({ "instance": args.instance, "group": args.group, "priority": args.priority }),
+        &PriorityParams {
+            instance: args.instance.clone(),
+            group: args.group.clone(),
+            priority: args.priority,
+        },
         ctl::DEFAULT_TIMEOUT,
     ))??;
-    for i in reply["instances"].as_array().into_iter().flatten() {
+    let or_dash = |v: Option<u8>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    for i in &reply.instances {
         println!(
             "{}: priority {} (effective {}), {}",
-            i["instance"].as_str().unwrap_or("?"),
-            i["priority"],
-            i["effective_priority"],
-            i["state"].as_str().unwrap_or("?")
+            i.instance,
+            or_dash(i.priority),
+            or_dash(i.effective_priority),
+            i.state.map_or("?", VrrpState::name)
         );
     }
     Ok(0)
@@ -266,7 +269,7 @@ pub fn priority(socket: &Path, command: &PriorityCommand) -> anyhow::Result<i32>
 pub fn watch(socket: &Path) -> anyhow::Result<i32> {
     block_on(async {
         let status = request(socket, "status", Value::Null, ctl::DEFAULT_TIMEOUT).await?;
-        print!("{}", status_table::render(&status));
+        print!("{}", status_table::render(&parse_status(socket, status)?));
         let mut sub =
             ctl::ResumingSubscription::new(socket, vec![ctl::topics::GROUP_STATE.to_owned()], None)
                 .with_retry(Duration::from_millis(200), Duration::from_secs(2));
@@ -275,7 +278,10 @@ pub fn watch(socket: &Path) -> anyhow::Result<i32> {
                 ctl::Notice::Event(e) => println!("{}", status_table::transition_line(&e)),
                 ctl::Notice::Gap(_) => {
                     println!("missed events: re-reading status");
-                    match request(socket, "status", Value::Null, ctl::DEFAULT_TIMEOUT).await {
+                    let status = request(socket, "status", Value::Null, ctl::DEFAULT_TIMEOUT)
+                        .await
+                        .and_then(|s| parse_status(socket, s));
+                    match status {
                         Ok(s) => print!("{}", status_table::render(&s)),
                         Err(e) => println!("status unavailable: {e:#}"),
                     }

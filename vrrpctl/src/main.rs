@@ -3,6 +3,7 @@
 mod check_config;
 mod daemon;
 mod decode;
+mod reload;
 mod services;
 mod status_table;
 
@@ -43,9 +44,10 @@ enum Command {
     /// Run-time priority changes.
     #[command(subcommand)]
     Priority(daemon::PriorityCommand),
-    /// Make vrrpd re-read its configuration and apply the difference (with
-    /// --socket <lbd socket>: lbd).
-    Reload(daemon::ReloadArgs),
+    /// Check the file (--config, default /etc/lbsuite/cluster.toml) as check-config
+    /// does, then make vrrpd and lbd re-read it; each daemon's result on its own
+    /// line; exit 1 if the file or a daemon refused. With --socket: that daemon only.
+    Reload(reload::ReloadArgs),
     /// lbd's services and servers (--socket is lbd's socket here; default: --config's
     /// control.lbd_socket, else /run/lbsuite/lbd.sock).
     Services(services::ServicesArgs),
@@ -66,7 +68,7 @@ fn main() -> ExitCode {
         Command::Drill(c) => socket().and_then(|s| daemon::drill(&s, &c)),
         Command::Maintenance(args) => socket().and_then(|s| daemon::maintenance(&s, &args)),
         Command::Priority(c) => socket().and_then(|s| daemon::priority(&s, &c)),
-        Command::Reload(args) => socket().and_then(|s| daemon::reload(&s, &args)),
+        Command::Reload(args) => reload::run(socket_arg.as_deref(), config.as_deref(), &args),
         Command::Services(args) => services::socket_path(socket_arg.as_deref(), config.as_deref())
             .and_then(|s| services::run(&s, &args)),
     };

@@ -1,10 +1,12 @@
 //! `vrrpctl services`: lbd's services and servers (weights, health, counters) as a
 //! table, or lbd's `status` reply as JSON.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
+use ctl::contract::lbd::{LastCheck, LbdStatus, SyncStatus};
 use serde_json::Value;
 
 /// `vrrpctl services`.
@@ -50,49 +52,74 @@ pub fn run(socket: &Path, args: &ServicesArgs) -> anyhow::Result<i32> {
         );
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&reply).unwrap_or_else(|_| reply.to_string())
-        );
+        crate::daemon::print_json(&reply);
     } else {
-        print!("{}", render(&reply));
+        let status: LbdStatus = serde_json::from_value(reply).with_context(|| {
+            format!("{}: the status reply does not fit lbd's", socket.display())
+        })?;
+        print!("{}", render(&status));
     }
     Ok(0)
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
-    }
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
-fn addr_port(addr: &Value, port: &Value) -> String {
-    let a = text(addr);
-    match port.as_u64() {
-        Some(p) if a.contains(':') => format!("[{a}]:{p}"),
-        Some(p) => format!("{a}:{p}"),
-        None => a,
+fn addr_port(addr: IpAddr, port: Option<u16>) -> String {
+    match port {
+        Some(p) if addr.is_ipv6() => format!("[{addr}]:{p}"),
+        Some(p) => format!("{addr}:{p}"),
+        None => addr.to_string(),
     }
 }
 
 /// A server's last check: `ok 0.4ms`, or the failure reason.
-fn last_check(c: &Value) -> String {
-    if !c.is_object() {
-        return "-".to_owned();
-    }
-    let ms = c["duration_ms"].as_f64().unwrap_or(f64::NAN);
-    if c["ok"] == Value::Bool(true) {
-        format!("ok {ms:.1}ms")
-    } else {
-        format!("{} {ms:.1}ms", text(&c["reason"]))
+fn last_check(c: Option<&LastCheck>) -> String {
+    match c {
+        None => "-".to_owned(),
+        Some(c) if c.ok => format!("ok {:.1}ms", c.duration_ms),
+        Some(c) => format!("{} {:.1}ms", or_dash(c.reason.as_ref()), c.duration_ms),
     }
 }
 
-/// The table: one row per server (and sorry server), then the backend, vrrpd and
-/// the last apply.
-pub fn render(status: &Value) -> String {
+/// The sync line: the state one checks before a planned failover.
+fn sync_line(sync: &SyncStatus) -> String {
+    let Some(link) = &sync.link else {
+        return format!(
+            "sync {}: connections do not survive a failover\n",
+            if sync.enabled { "not running" } else { "off" }
+        );
+    };
+    let mut out = format!(
+        "sync {} with {}: sending {}, receiving {}; {} entries from the peer, {} pending; ",
+        sync.mode,
+        link.peer,
+        if link.connected { "yes" } else { "no" },
+        if link.receiving { "yes" } else { "no" },
+        link.entries_stored,
+        link.entries_pending,
+    );
+    if sync.ready() == Some(true) {
+        out.push_str("peer's state complete: ready for a planned failover");
+    } else {
+        out.push_str(&format!(
+            "NOT ready for a planned failover ({})",
+            link.incomplete_because
+                .as_deref()
+                .unwrap_or("entries not yet in the kernel")
+        ));
+    }
+    if link.events_lost > 0 {
+        out.push_str(&format!("; {} events lost", link.events_lost));
+    }
+    out.push('\n');
+    out
+}
+
+/// The table: one row per server (and sorry server), then the node and backend,
+/// vrrpd, sync and the last apply.
+pub fn render(status: &LbdStatus) -> String {
     let header = [
         "SERVICE",
         "VIP",
@@ -109,80 +136,80 @@ pub fn render(status: &Value) -> String {
     ];
     let mut quorums = Vec::new();
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for s in status["services"].as_array().into_iter().flatten() {
+    for s in &status.services {
         let vip = {
-            let v = text(&s["vip"]);
-            let v = if v.contains(':') { format!("[{v}]") } else { v };
-            format!("{v}:{}/{}", text(&s["ports"]), text(&s["protocol"]))
-        };
-        let mut sched = text(&s["scheduler"]);
-        if s["effective_scheduler"] != s["scheduler"] && !s["effective_scheduler"].is_null() {
-            sched = format!("{sched}->{}", text(&s["effective_scheduler"]));
-        }
-        for b in s["servers"].as_array().into_iter().flatten() {
-            let weight = if b["weight"] == b["effective_weight"] {
-                text(&b["weight"])
+            let v = if s.vip.is_ipv6() {
+                format!("[{}]", s.vip)
             } else {
-                format!(
-                    "{} (of {})",
-                    text(&b["effective_weight"]),
-                    text(&b["weight"])
-                )
+                s.vip.to_string()
             };
-            let mut health = text(&b["health"]);
-            if b["held"] == Value::Bool(true) {
+            format!("{v}:{}/{}", s.ports, s.protocol)
+        };
+        let mut sched = s.scheduler.clone();
+        if let Some(eff) = s
+            .effective_scheduler
+            .as_ref()
+            .filter(|e| **e != s.scheduler)
+        {
+            sched = format!("{sched}->{eff}");
+        }
+        for b in &s.servers {
+            let weight = if b.weight == b.effective_weight {
+                b.weight.to_string()
+            } else {
+                format!("{} (of {})", b.effective_weight, b.weight)
+            };
+            let mut health = b.health.clone();
+            if b.held == Some(true) {
                 health.push_str(" (flapping: held)");
-            } else if b["in_dataplane"] == Value::Bool(false) {
+            } else if !b.in_dataplane {
                 health.push_str(" (removed)");
             }
             rows.push(vec![
-                text(&s["name"]),
+                s.name.clone(),
                 vip.clone(),
                 sched.clone(),
-                text(&b["name"]),
-                addr_port(&b["address"], &b["port"]),
+                b.name.clone(),
+                addr_port(b.address, b.port),
                 weight,
                 health,
-                last_check(&b["last_check"]),
-                text(&b["transitions"]),
-                text(&b["connections"]),
-                text(&b["packets"]),
-                text(&b["bytes"]),
+                last_check(b.last_check.as_ref()),
+                or_dash(b.transitions),
+                or_dash(b.connections),
+                or_dash(b.packets),
+                or_dash(b.bytes),
             ]);
         }
-        let z = &s["sorry_server"];
-        if z.is_object() {
-            let serving = s["serving"] == "sorry";
+        if let Some(z) = &s.sorry_server {
+            let serving = s.serving == "sorry";
             rows.push(vec![
-                text(&s["name"]),
+                s.name.clone(),
                 vip.clone(),
                 sched.clone(),
                 "(sorry)".to_owned(),
-                addr_port(&z["address"], &z["port"]),
+                addr_port(z.address, z.port),
                 if serving { "1" } else { "0" }.to_owned(),
                 if serving { "serving" } else { "standby" }.to_owned(),
                 "-".to_owned(),
                 "-".to_owned(),
-                text(&z["connections"]),
-                text(&z["packets"]),
-                text(&z["bytes"]),
+                or_dash(z.connections),
+                or_dash(z.packets),
+                or_dash(z.bytes),
             ]);
         }
-        let q = &s["quorum"];
-        if q.is_object() {
-            let met = q["met"] == Value::Bool(true);
+        if let Some(q) = &s.quorum {
             quorums.push(format!(
                 "quorum {}: {} of {} needed servers up: {}\n",
-                text(&s["name"]),
-                text(&q["up"]),
-                text(&q["min"]),
-                if met {
+                s.name,
+                q.up,
+                q.min,
+                if q.met {
                     "met".to_owned()
                 } else {
                     format!(
                         "LOST (priority of {} {})",
-                        text(&q["group"]),
-                        text(&q["priority_delta"])
+                        or_dash(q.group.as_ref()),
+                        q.priority_delta
                     )
                 }
             ));
@@ -204,54 +231,47 @@ pub fn render(status: &Value) -> String {
     for q in quorums {
         out.push_str(&q);
     }
-    let b = &status["backend"];
+    let b = &status.backend;
     out.push_str(&format!(
-        "backend {} (table {}): {}\n",
-        text(&b["name"]),
-        text(&b["table"]),
-        text(&b["reason"])
+        "node {}: backend {} (table {}): {}\n",
+        status.node, b.name, b.table, b.reason
     ));
-    let v = &status["vrrpd"];
-    let roles: Vec<String> = v["groups"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(g, s)| format!("{g} {}", text(s)))
-        .collect();
+    let v = &status.vrrpd;
+    let roles: Vec<String> = v.groups.iter().map(|(g, s)| format!("{g} {s}")).collect();
     let roles = if roles.is_empty() {
         "no roles known".to_owned()
     } else {
         roles.join(", ")
     };
-    if v["connected"] == Value::Bool(true) {
+    if v.connected {
         out.push_str(&format!("vrrpd connected: {roles}\n"));
     } else {
         out.push_str(&format!(
             "vrrpd NOT connected ({}); last known: {roles}\n",
-            text(&v["error"])
+            or_dash(v.error.as_ref())
         ));
     }
-    let d = &status["dataplane"];
-    let last = &d["last_apply"];
-    if last["ok"] == Value::Bool(true) {
-        out.push_str(&format!(
+    out.push_str(&sync_line(&status.sync));
+    let d = &status.dataplane;
+    match &d.last_apply {
+        Some(last) if last.ok => out.push_str(&format!(
             "last apply ({}): {} changes in {:.1} ms; {} applies, {} errors\n",
-            text(&last["why"]),
-            text(&last["changes"]),
-            last["duration_ms"].as_f64().unwrap_or(f64::NAN),
-            text(&d["applies"]),
-            text(&d["apply_errors"]),
-        ));
-    } else if last.is_object() {
-        out.push_str(&format!(
+            last.why,
+            or_dash(last.changes),
+            last.duration_ms.unwrap_or_default(),
+            d.applies,
+            d.apply_errors,
+        )),
+        Some(last) => out.push_str(&format!(
             "last apply ({}) FAILED: {}; {} errors\n",
-            text(&last["why"]),
-            text(&last["error"]),
-            text(&d["apply_errors"]),
-        ));
+            last.why,
+            or_dash(last.error.as_ref()),
+            d.apply_errors,
+        )),
+        None => {}
     }
-    for n in status["notes"].as_array().into_iter().flatten() {
-        out.push_str(&format!("note: {}\n", text(n)));
+    for n in &status.notes {
+        out.push_str(&format!("note: {n}\n"));
     }
     out
 }
@@ -277,10 +297,11 @@ mod tests {
                 ],
                 "quorum": {"min": 2, "up": 1, "met": false, "priority_delta": -60, "group": "edge"},
             }],
+            "node": "lb1",
             "backend": {"name": "nft", "table": "lbsuite", "reason": "configured"},
             "vrrpd": {"connected": true, "groups": {"edge": "MASTER"}},
         });
-        let table = render(&status);
+        let table = render(&serde_json::from_value(status).unwrap());
         assert!(table.contains("LAST CHECK"), "{table}");
         assert!(table.contains("ok 0.4ms"), "{table}");
         assert!(table.contains("down (flapping: held)"), "{table}");
@@ -289,5 +310,31 @@ mod tests {
             table.contains("quorum web: 1 of 2 needed servers up: LOST (priority of edge -60)"),
             "{table}"
         );
+        assert!(table.contains("node lb1: backend nft"), "{table}");
+        assert!(
+            table.contains("sync off: connections do not survive a failover"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_sync_line_says_whether_a_planned_failover_keeps_connections() {
+        let mut sync: SyncStatus = serde_json::from_value(json!({
+            "enabled": true, "mode": "conntrack", "listen": "198.18.1.11:7000",
+            "peer": "198.18.1.12:7000", "connected": false, "receiving": true,
+            "peer_complete": true, "entries_stored": 120, "entries_pending": 0,
+        }))
+        .unwrap();
+        assert_eq!(
+            sync_line(&sync),
+            "sync conntrack with 198.18.1.12:7000: sending no, receiving yes; 120 entries from \
+             the peer, 0 pending; peer's state complete: ready for a planned failover\n"
+        );
+        if let Some(link) = sync.link.as_mut() {
+            link.peer_complete = false;
+            link.incomplete_because = Some("the peer's dump is under way".into());
+        }
+        assert!(sync_line(&sync)
+            .ends_with("NOT ready for a planned failover (the peer's dump is under way)\n"));
     }
 }

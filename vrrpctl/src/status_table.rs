@@ -1,51 +1,29 @@
-//! Text rendering of vrrpd's `status` reply and `group.state` events.
+//! Text rendering of vrrpd's `status` reply and `group.state` events: what an
+//! operator asks first (this node, each group's state and VIPs, who is master with
+//! what priority, the last takeover's phases in pipeline order), then what is wrong.
 
-use serde_json::Value;
+use ctl::contract::vrrpd::{GroupStateEvent, InstanceStatus, VrrpdStatus};
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        other => other.to_string(),
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// The master column: its address, `(this node)` when it is us.
+fn master(i: &InstanceStatus) -> String {
+    match (i.master_address, i.primary_address) {
+        (Some(m), Some(own)) if m == own => format!("{m} (this node)"),
+        (m, _) => or_dash(m),
     }
 }
 
-/// One row per instance: group, instance, iface, vrid, state, prio/eff,
-/// master, interval.
-pub fn render(status: &Value) -> String {
-    let header = [
-        "GROUP", "INSTANCE", "IFACE", "VRID", "STATE", "PRIO/EFF", "MASTER", "INTERVAL",
-    ];
-    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-    for i in status["instances"].as_array().into_iter().flatten() {
-        let interval = match i["advert_interval_ms"].as_u64() {
-            Some(ms) => format!("{ms}ms"),
-            None => "-".to_owned(),
-        };
-        let mut state = text(&i["state"]);
-        if i["maintenance"] == Value::Bool(true) && state != "MAINTENANCE" {
-            state.push_str(" (maint)");
-        }
-        rows.push(vec![
-            text(&i["group"]),
-            text(&i["name"]),
-            text(&i["interface"]),
-            text(&i["vrid"]),
-            state,
-            format!(
-                "{}/{}",
-                text(&i["priority"]),
-                text(&i["effective_priority"])
-            ),
-            text(&i["master_address"]),
-            interval,
-        ]);
-    }
-    let widths: Vec<usize> = (0..header.len())
+/// Cells padded to the widest of each column, two spaces apart.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
-    for r in &rows {
+    for r in rows {
         let line: Vec<String> = r
             .iter()
             .zip(&widths)
@@ -54,84 +32,121 @@ pub fn render(status: &Value) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
-    for g in status["groups"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "group {}: {}",
-            text(&g["name"]),
-            text(&g["state"])
-        ));
-        if let Some(phases) = g["last_takeover"]["phases_ms"].as_object() {
-            let list: Vec<String> = phases
+    out
+}
+
+/// The node line, one row per instance, then a line per group and the warnings.
+pub fn render(status: &VrrpdStatus) -> String {
+    let mut out = format!("node {}", status.node);
+    if !status.cluster.is_empty() {
+        out.push_str(&format!(" (cluster {})", status.cluster));
+    }
+    out.push('\n');
+    let header = [
+        "GROUP",
+        "INSTANCE",
+        "IFACE",
+        "VRID",
+        "STATE",
+        "PRIO/EFF",
+        "MASTER",
+        "MASTER PRIO",
+        "INTERVAL",
+        "VIPS",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for i in &status.instances {
+        let mut state = i.state.to_string();
+        if i.maintenance && state != "MAINTENANCE" {
+            state.push_str(" (maint)");
+        }
+        rows.push(vec![
+            i.group.clone(),
+            i.name.clone(),
+            or_dash(i.interface.as_ref()),
+            or_dash(i.vrid),
+            state,
+            format!("{}/{}", i.priority, i.effective_priority),
+            master(i),
+            or_dash(i.master_priority),
+            or_dash(i.advert_interval_ms.map(|ms| format!("{ms}ms"))),
+            if i.vips.is_empty() {
+                "-".to_owned()
+            } else {
+                i.vips.join(",")
+            },
+        ]);
+    }
+    out.push_str(&table(&rows));
+    for g in &status.groups {
+        out.push_str(&format!("group {}: {}", g.name, or_dash(g.state)));
+        if let Some(p) = g.priority {
+            out.push_str(&format!(", priority {p}"));
+        }
+        if let Some(t) = &g.last_takeover {
+            let phases: Vec<String> = t
+                .phases_ms
+                .in_order()
                 .iter()
-                .map(|(k, v)| format!("{k} {:.1} ms", v.as_f64().unwrap_or(f64::NAN)))
+                .map(|(name, ms)| format!("{name} {ms:.1} ms"))
                 .collect();
-            out.push_str(&format!("; last takeover: {}", list.join(", ")));
+            if !phases.is_empty() {
+                out.push_str(&format!("; last takeover: {}", phases.join(", ")));
+            }
+            if t.prepare.starts_with("missed") {
+                out.push_str(&format!(" (lbd's prepare {})", t.prepare));
+            }
         }
-        if let Some(miss) = g["last_takeover"]["prepare"]
-            .as_str()
-            .filter(|p| p.starts_with("missed"))
-        {
-            out.push_str(&format!(" (lbd's prepare {miss})"));
-        }
-        if let Some(n) = g["prepare_misses"].as_u64().filter(|n| *n > 0) {
+        if g.prepare_misses > 0 {
             out.push_str(&format!(
-                "; {n} takeover(s) went on without lbd's prepare (control.prepare_budget_ms)"
+                "; {} takeover(s) went on without lbd's prepare (control.prepare_budget_ms)",
+                g.prepare_misses
+            ));
+        }
+        if let Some(ms) = g.fault_drill_ends_in_ms {
+            out.push_str(&format!(
+                "; fault drill ends in {:.1} s",
+                ms as f64 / 1000.0
             ));
         }
         out.push('\n');
     }
     // Two masters: said loudly, with the fix vrrpd suggests.
-    for i in status["instances"].as_array().into_iter().flatten() {
-        let d = &i["dual_master"];
-        if d.is_null() {
+    for i in &status.instances {
+        let Some(d) = &i.dual_master else {
             continue;
-        }
-        if d["reason"] == "peer_master" {
+        };
+        let (vrid, iface) = (or_dash(i.vrid), or_dash(i.interface.as_ref()));
+        if d.reason == "peer_master" {
             out.push_str(&format!(
-                "SPLIT BRAIN: {} (VRID {} on {}) heard {} as MASTER too ({} advert(s)); it stays MASTER and re-announced the VIPs. {}\n",
-                text(&i["name"]),
-                text(&i["vrid"]),
-                text(&i["interface"]),
-                text(&d["peer"]),
-                text(&d["adverts"]),
-                text(&d["fix"]),
+                "SPLIT BRAIN: {} (VRID {vrid} on {iface}) heard {} as MASTER too ({} advert(s)); it stays MASTER and re-announced the VIPs. {}\n",
+                i.name, d.peer, d.adverts, d.fix,
             ));
             continue;
         }
         out.push_str(&format!(
-            "TWO MASTERS: {} (VRID {} on {}) is MASTER and drops the adverts of {}, which claims the same VRID ({}; {} dropped). Fix: {}\n",
-            text(&i["name"]),
-            text(&i["vrid"]),
-            text(&i["interface"]),
-            text(&d["peer"]),
-            text(&d["reason"]),
-            text(&d["adverts"]),
-            text(&d["fix"]),
+            "TWO MASTERS: {} (VRID {vrid} on {iface}) is MASTER and drops the adverts of {}, which claims the same VRID ({}; {} dropped). Fix: {}\n",
+            i.name, d.peer, d.reason, d.adverts, d.fix,
         ));
     }
-    let hold = &status["preempt_hold"];
-    if hold["held"] == Value::Bool(true) {
-        let reasons: Vec<String> = hold["reasons"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(who, why)| format!("{who}: {}", text(why)))
+    let hold = &status.preempt_hold;
+    if hold.held {
+        let reasons: Vec<String> = hold
+            .reasons
+            .iter()
+            .map(|(who, why)| format!("{who}: {why}"))
             .collect();
         out.push_str(&format!(
             "preemption held back (at most {} ms): {}\n",
-            text(&hold["wait_ms"]),
+            hold.wait_ms,
             reasons.join("; ")
         ));
-    } else if hold["expired"] == Value::Bool(true) {
+    } else if hold.expired {
         out.push_str("preemption hold ran out: this node preempts without the peer's complete connection state\n");
     }
     // Said only when [vrrpd] did not get what it asked for: adverts may be late.
-    for w in status["realtime"]["warnings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        out.push_str(&format!("[vrrpd] not applied: {}\n", text(w)));
+    for w in &status.realtime.warnings {
+        out.push_str(&format!("[vrrpd] not applied: {w}\n"));
     }
     out
 }
@@ -148,72 +163,122 @@ fn clock(ms: u64) -> String {
     )
 }
 
-/// One line for a `group.state` event.
+/// One line for a `group.state` event (an event this version cannot read is
+/// shown as it came).
 pub fn transition_line(e: &ctl::Event) -> String {
-    let d = &e.data;
-    let who = match d["instance"].as_str() {
-        Some(i) => format!("{} {}", text(&d["group"]), i),
-        None => format!("{} (group)", text(&d["group"])),
+    let Ok(d) = serde_json::from_value::<GroupStateEvent>(e.data.clone()) else {
+        return format!("{} {}: {}", clock(e.time), e.topic, e.data);
+    };
+    let who = match &d.instance {
+        Some(i) => format!("{} {i}", d.group),
+        None => format!("{} (group)", d.group),
     };
     format!(
         "{} {who}: {} -> {} ({})",
         clock(e.time),
-        text(&d["from"]),
-        text(&d["to"]),
-        text(&d["reason"])
+        d.from,
+        d.to,
+        d.reason
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    #[test]
-    fn table_has_a_row_per_instance() {
-        let status = json!({
-            "groups": [{"name": "edge", "state": "MASTER",
-                        "last_takeover": {"phases_ms": {"prepare": 1.25}}}],
+    fn parse(v: Value) -> VrrpdStatus {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn edge() -> Value {
+        json!({
+            "node": "lb1", "cluster": "demo",
+            "groups": [{"name": "edge", "state": "MASTER", "priority": 150,
+                        "last_takeover": {"started_unix_ms": 1, "prepare": "acknowledged",
+                            "phases_ms": {"garp_sent": 9.0, "first_advert": 2.5,
+                                          "prepare": 1.25, "vips_added": 1.5}}}],
             "instances": [{
                 "group": "edge", "name": "public", "interface": "eth0", "vrid": 51,
                 "state": "MASTER", "priority": 150, "effective_priority": 150,
-                "master_address": "198.18.0.11", "advert_interval_ms": 1000,
-                "maintenance": false,
+                "master_address": "198.18.0.11", "primary_address": "198.18.0.11",
+                "master_priority": 150, "advert_interval_ms": 1000,
+                "maintenance": false, "vips": ["198.18.0.100/24"],
+            }, {
+                "group": "edge", "name": "server", "interface": "eth1", "vrid": 52,
+                "state": "BACKUP", "priority": 100, "effective_priority": 100,
+                "master_address": "198.18.1.12", "primary_address": "198.18.1.11",
+                "master_priority": 120, "advert_interval_ms": 1000,
+                "maintenance": false, "vips": ["198.18.1.100/24", "198.18.1.101/24"],
             }],
-        });
-        let out = render(&status);
+        })
+    }
+
+    #[test]
+    fn node_instances_vips_and_the_masters_priority() {
+        let out = render(&parse(edge()));
         let lines: Vec<&str> = out.lines().collect();
-        assert!(lines[0].starts_with("GROUP"));
-        assert!(lines[1].contains("public"));
-        assert!(lines[1].contains("150/150"));
-        assert!(lines[1].contains("198.18.0.11"));
-        assert!(lines[1].contains("1000ms"));
+        assert_eq!(lines[0], "node lb1 (cluster demo)");
+        assert!(lines[1].starts_with("GROUP") && lines[1].contains("MASTER PRIO"));
+        let public: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(
-            lines[2],
-            "group edge: MASTER; last takeover: prepare 1.2 ms"
+            public,
+            [
+                "edge",
+                "public",
+                "eth0",
+                "51",
+                "MASTER",
+                "150/150",
+                "198.18.0.11",
+                "(this",
+                "node)",
+                "150",
+                "1000ms",
+                "198.18.0.100/24"
+            ]
         );
-        let mut missed = status.clone();
-        missed["groups"][0]["last_takeover"]["prepare"] = json!("missed: timeout");
-        missed["groups"][0]["prepare_misses"] = json!(2);
+        let server: Vec<&str> = lines[3].split_whitespace().collect();
         assert_eq!(
-            render(&missed).lines().nth(2).unwrap(),
-            "group edge: MASTER; last takeover: prepare 1.2 ms (lbd's prepare missed: timeout); \
-             2 takeover(s) went on without lbd's prepare (control.prepare_budget_ms)"
+            server[6..],
+            [
+                "198.18.1.12",
+                "120",
+                "1000ms",
+                "198.18.1.100/24,198.18.1.101/24"
+            ]
         );
     }
 
     #[test]
+    fn takeover_phases_are_in_pipeline_order() {
+        let out = render(&parse(edge()));
+        assert_eq!(
+            out.lines().nth(4).unwrap(),
+            "group edge: MASTER, priority 150; last takeover: prepare 1.2 ms, vips_added 1.5 ms, \
+             first_advert 2.5 ms, garp_sent 9.0 ms"
+        );
+        let mut missed = edge();
+        missed["groups"][0]["last_takeover"]["prepare"] = json!("missed: timeout");
+        missed["groups"][0]["prepare_misses"] = json!(2);
+        assert!(render(&parse(missed)).lines().nth(4).unwrap().ends_with(
+            "garp_sent 9.0 ms (lbd's prepare missed: timeout); \
+             2 takeover(s) went on without lbd's prepare (control.prepare_budget_ms)"
+        ));
+    }
+
+    #[test]
     fn two_masters_are_said_with_the_fix() {
-        let status = json!({
-            "groups": [], "preempt_hold": {},
+        let status = parse(json!({
+            "node": "lb1", "groups": [], "preempt_hold": {},
             "instances": [{
                 "group": "v6", "name": "public6", "interface": "eth0", "vrid": 61,
-                "state": "MASTER", "dual_master": {
+                "state": "MASTER", "priority": 100, "effective_priority": 100, "dual_master": {
                     "reason": "bad_ttl", "peer": "2001:db8:0:a::12", "adverts": 3,
                     "fix": "set `unicast_ttl 255` in the peer's vrrp_instance",
                 },
             }],
-        });
+        }));
         let out = render(&status);
         assert!(
             out.contains(
@@ -227,16 +292,16 @@ mod tests {
 
     #[test]
     fn a_healed_split_brain_is_said() {
-        let status = json!({
-            "groups": [], "preempt_hold": {},
+        let status = parse(json!({
+            "node": "lb1", "groups": [], "preempt_hold": {},
             "instances": [{
                 "group": "edge", "name": "public", "interface": "eth0", "vrid": 51,
-                "state": "MASTER", "dual_master": {
+                "state": "MASTER", "priority": 100, "effective_priority": 100, "dual_master": {
                     "reason": "peer_master", "peer": "198.18.0.12", "adverts": 2,
                     "fix": "find what cut the path",
                 },
             }],
-        });
+        }));
         let out = render(&status);
         assert!(
             out.contains(
@@ -251,34 +316,34 @@ mod tests {
     #[test]
     fn a_held_preemption_is_said_with_its_reasons() {
         let mut status = json!({
-            "groups": [], "instances": [],
+            "node": "lb1", "groups": [], "instances": [],
             "preempt_hold": {"held": true, "wait_ms": 30000, "expired": false,
                              "reasons": {"lbd": "the peer's connection-state dump is under way"}},
         });
         assert_eq!(
-            render(&status).lines().last(),
+            render(&parse(status.clone())).lines().last(),
             Some("preemption held back (at most 30000 ms): lbd: the peer's connection-state dump is under way")
         );
         status["preempt_hold"]["held"] = json!(false);
         status["preempt_hold"]["expired"] = json!(true);
-        assert!(render(&status).contains("hold ran out"));
+        assert!(render(&parse(status.clone())).contains("hold ran out"));
         status["preempt_hold"]["expired"] = json!(false);
-        assert!(!render(&status).contains("preemption"));
+        assert!(!render(&parse(status)).contains("preemption"));
     }
 
     #[test]
     fn a_refused_realtime_setting_is_said() {
         let mut status = json!({
-            "groups": [], "instances": [],
+            "node": "lb1", "groups": [], "instances": [],
             "realtime": {"requested_priority": 20, "policy": "SCHED_OTHER", "priority": 0,
                          "warnings": ["real-time priority 20 refused"]},
         });
         assert_eq!(
-            render(&status).lines().last(),
+            render(&parse(status.clone())).lines().last(),
             Some("[vrrpd] not applied: real-time priority 20 refused")
         );
         status["realtime"]["warnings"] = json!([]);
-        assert!(!render(&status).contains("[vrrpd]"));
+        assert!(!render(&parse(status)).contains("[vrrpd]"));
     }
 
     #[test]
@@ -287,11 +352,11 @@ mod tests {
             seq: 1,
             topic: "group.state".into(),
             time: 3_723_004,
-            data: json!({"group": "edge", "instance": "public", "from": "BACKUP", "to": "MASTER", "reason": "MasterDown"}),
+            data: json!({"group": "edge", "instance": "public", "from": "BACKUP", "to": "MASTER", "reason": "master_down"}),
         };
         assert_eq!(
             transition_line(&e),
-            "01:02:03.004 edge public: BACKUP -> MASTER (MasterDown)"
+            "01:02:03.004 edge public: BACKUP -> MASTER (master_down)"
         );
     }
 }

@@ -274,6 +274,10 @@ pub struct ServiceStatus {
     pub quorum: Option<QuorumStatus>,
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// One real server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerStatus {
@@ -296,8 +300,8 @@ pub struct ServerStatus {
     /// The last check.
     #[serde(default)]
     pub last_check: Option<LastCheck>,
-    /// The dataplane holds it.
-    #[serde(default)]
+    /// The dataplane holds it (absent: it does).
+    #[serde(default = "yes")]
     pub in_dataplane: bool,
     /// Flapping: held down.
     #[serde(default)]
