@@ -300,8 +300,8 @@ fn watch_prints_transitions_and_survives_a_restart() {
         .unwrap();
     let rx = lines_of(&mut child);
     expect_line(&rx, "group edge: MASTER", || {});
-    let event = json!({"group": "edge", "instance": "public", "from": "BACKUP", "to": "MASTER", "reason": "MasterDown"});
-    let line = expect_line(&rx, "edge public: BACKUP -> MASTER (MasterDown)", || {
+    let event = json!({"group": "edge", "instance": "public", "from": "BACKUP", "to": "MASTER", "reason": "master_down"});
+    let line = expect_line(&rx, "edge public: BACKUP -> MASTER (master_down)", || {
         daemon.bus.publish("group.state", event.clone());
     });
     assert!(line.contains(':'), "{line}");
@@ -312,10 +312,10 @@ fn watch_prints_transitions_and_survives_a_restart() {
     let daemon = Daemon::start(&path);
     expect_line(&rx, "missed events: re-reading status", || {});
     expect_line(&rx, "group edge: MASTER", || {});
-    let event = json!({"group": "edge", "instance": null, "from": "MASTER", "to": "BACKUP", "reason": "HigherPriority"});
+    let event = json!({"group": "edge", "instance": null, "from": "MASTER", "to": "BACKUP", "reason": "higher_priority"});
     expect_line(
         &rx,
-        "edge (group): MASTER -> BACKUP (HigherPriority)",
+        "edge (group): MASTER -> BACKUP (higher_priority)",
         || {
             daemon.bus.publish("group.state", event.clone());
         },

@@ -189,7 +189,7 @@ impl Daemon {
             state: self.group_state(&g.name).map(vrrp_state),
             priority: Some(g.priority),
             members: g.instances.iter().map(|i| i.name.clone()).collect(),
-            vips: g.instances.iter().flat_map(|i| vip_names(i)).collect(),
+            vips: g.instances.iter().flat_map(vip_names).collect(),
             last_takeover: self
                 .takeovers
                 .get(&g.name)

@@ -222,9 +222,9 @@ fn watch_shows_the_shutdown_transition() {
         Duration::from_secs(5),
         || {
             let out = watch.stdout();
-            out.contains("edge (group): MASTER -> INIT (Shutdown)")
-                && out.contains("edge public: MASTER -> INIT (Shutdown)")
-                && out.contains("edge server: MASTER -> INIT (Shutdown)")
+            out.contains("edge (group): MASTER -> INIT (shutdown)")
+                && out.contains("edge public: MASTER -> INIT (shutdown)")
+                && out.contains("edge server: MASTER -> INIT (shutdown)")
         },
     );
     println!("watch:\n{}", watch.stdout());
