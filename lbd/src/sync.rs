@@ -499,16 +499,23 @@ impl SyncLink {
     /// For status: link state and counts.
     pub fn status(&self) -> SyncLinkStatus {
         let s = &self.shared;
+        // One lock at a time: a guard held in the literal below would deadlock the
+        // next `held()`.
+        let (entries_pending, writing_to_kernel) = {
+            let held = s.held();
+            (held.store.pending() as u64, held.store.tracking())
+        };
+        let incomplete_because = s.incomplete.borrow().clone();
         SyncLinkStatus {
             listen: self.listen,
             peer: self.peer,
             connected: s.sending.load(Ordering::Relaxed),
             receiving: s.receiving.load(Ordering::Relaxed) > 0,
-            peer_complete: s.incomplete.borrow().is_none(),
-            incomplete_because: s.incomplete.borrow().clone(),
+            peer_complete: incomplete_because.is_none(),
+            incomplete_because,
             entries_stored: self.stored() as u64,
-            entries_pending: s.held().store.pending() as u64,
-            writing_to_kernel: s.held().store.tracking(),
+            entries_pending,
+            writing_to_kernel,
             entries_written: s.written.load(Ordering::Relaxed),
             events_sent: s.events_sent.load(Ordering::Relaxed),
             dumps_sent: s.dumps_sent.load(Ordering::Relaxed),
