@@ -108,3 +108,86 @@ fn roles_services_and_failover_with_prepare() {
     println!("{misses:?}");
     assert!(misses.iter().all(|l| l.ends_with(" 0")), "{misses:?}");
 }
+
+/// Issue 13 item 3: `vrrpctl reload` checks the file once, then reloads both
+/// daemons and says each one's result; lbd applies a weight change and logs it; a
+/// refused file reloads nothing; a daemon that is not running is said as such.
+#[test]
+fn vrrpctl_reload_checks_the_file_then_reloads_both_daemons() {
+    if !integration::have_root("vrrpctl_reload_checks_the_file_then_reloads_both_daemons") {
+        return;
+    }
+    let vrrpctl = sibling_binary("vrrpctl");
+    let setup = Setup::two_arm();
+    setup.write_config("lb1", &[NO_CHECKS]);
+    let lbd = setup.start_lbd("lb1");
+    setup.wait_applied("lb1");
+    let _vrrpd = setup.start_vrrpd("lb1");
+    wait_for("lb1 MASTER in lbd's status", PATIENCE, || {
+        setup.role("lb1").as_deref() == Some("MASTER")
+    });
+    let config = setup.config("lb1");
+    let reload = || {
+        let out = setup
+            .host("lb1")
+            .exec(&[
+                vrrpctl.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "reload",
+            ])
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let weight = |s: &Value| s["services"][0]["servers"][0]["weight"].as_u64();
+    assert_eq!(weight(&setup.status("lb1")), Some(1));
+
+    // srv1's weight 1 -> 3: one command, both daemons, lbd applies it.
+    setup.write_config("lb1", &[NO_CHECKS, ("weight = 1", "weight = 3")]);
+    let (code, out, err) = reload();
+    println!("{out}{err}");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("vrrpd: applied (unchanged: edge)"), "{out}");
+    assert!(out.contains("lbd: applied (services changed: web"), "{out}");
+    let status = setup.status("lb1");
+    assert_eq!(weight(&status), Some(3), "{}", status["services"]);
+    assert_eq!(
+        status["services"][0]["servers"][0]["effective_weight"], 3,
+        "{}",
+        status["services"]
+    );
+    assert!(
+        lbd.stdout().contains("reloaded on request"),
+        "lbd logs the reload: {}",
+        lbd.stdout()
+    );
+    let loaded = status["config"]["loaded_unix_ms"].clone();
+
+    // A refused file: said once, nothing reloaded in either daemon.
+    setup.write_config(
+        "lb1",
+        &[
+            NO_CHECKS,
+            ("weight = 1", "weight = 3"),
+            ("vrid = 51", "vrid = 0"),
+        ],
+    );
+    let (code, out, err) = reload();
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("vrid 0 is out of range"), "{err}");
+    assert!(err.contains("refused: nothing reloaded"), "{err}");
+    assert!(!out.contains("applied"), "{out}");
+    assert_eq!(setup.status("lb1")["config"]["loaded_unix_ms"], loaded);
+
+    // lbd stopped: vrrpd still reloads, lbd is said not running.
+    drop(lbd.stop());
+    setup.write_config("lb1", &[NO_CHECKS]);
+    let (code, out, err) = reload();
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("vrrpd: applied"), "{out}");
+    assert!(out.contains("lbd: not running"), "{out}");
+}
