@@ -25,7 +25,7 @@ use ctl::contract::lbd::{
     ApplyOutcome, BackendStatus, ConfigStatus, DataplaneStatus, HealthStatus, HealthTransition,
     LastApply, LastCheck, LastCommit, LastPrepare, LbdReloadReply, LbdStatus, PrepareReply,
     PrepareStatus, PriorityTracksStatus, QuorumStatus, ServerStatus, ServiceStatus, SnatAddress,
-    SnatStatus, SorryServerStatus, SyncCommit, SyncStatus, VrrpdLink,
+    SnatStatus, SorryServerStatus, SyncCommit, SyncStatus, Traffic, VrrpdLink,
 };
 use ctl::contract::{ms, VrrpState};
 use ctl::wire::ReplyError;
@@ -1082,9 +1082,7 @@ impl Daemon {
                     last_transition,
                     checks: st.map(|s| s.checks),
                     transitions: st.map(|s| s.transitions),
-                    connections: c.map(|c| c.connections),
-                    packets: c.and_then(|c| c.packets),
-                    bytes: c.and_then(|c| c.bytes),
+                    traffic: traffic(c),
                 }
             })
             .collect();
@@ -1093,9 +1091,7 @@ impl Daemon {
             SorryServerStatus {
                 address,
                 port,
-                connections: c.map(|c| c.connections),
-                packets: c.and_then(|c| c.packets),
-                bytes: c.and_then(|c| c.bytes),
+                traffic: traffic(c),
             }
         });
         ServiceStatus {
@@ -1122,6 +1118,15 @@ impl Daemon {
                 group: q.group.clone(),
             }),
         }
+    }
+}
+
+/// A dataplane counter as status carries it.
+fn traffic(c: Option<&BackendCounters>) -> Traffic {
+    Traffic {
+        connections: c.map(|c| c.connections),
+        packets: c.and_then(|c| c.packets),
+        bytes: c.and_then(|c| c.bytes),
     }
 }
 

@@ -175,9 +175,9 @@ pub fn render(status: &LbdStatus) -> String {
                 health,
                 last_check(b.last_check.as_ref()),
                 or_dash(b.transitions),
-                or_dash(b.connections),
-                or_dash(b.packets),
-                or_dash(b.bytes),
+                or_dash(b.traffic.connections),
+                or_dash(b.traffic.packets),
+                or_dash(b.traffic.bytes),
             ]);
         }
         if let Some(z) = &s.sorry_server {
@@ -192,9 +192,9 @@ pub fn render(status: &LbdStatus) -> String {
                 if serving { "serving" } else { "standby" }.to_owned(),
                 "-".to_owned(),
                 "-".to_owned(),
-                or_dash(z.connections),
-                or_dash(z.packets),
-                or_dash(z.bytes),
+                or_dash(z.traffic.connections),
+                or_dash(z.traffic.packets),
+                or_dash(z.traffic.bytes),
             ]);
         }
         if let Some(q) = &s.quorum {

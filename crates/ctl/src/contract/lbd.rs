@@ -11,66 +11,53 @@ use crate::ServerCounters;
 
 /// Params of `prepare`: vrrpd is about to make `group` MASTER on this node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PrepareParams {
     /// The sync group taking over (`None`: an instance outside groups).
-    #[serde(default)]
     pub group: Option<String>,
     /// Its member instances.
-    #[serde(default)]
     pub instances: Vec<String>,
 }
 
 /// Reply to `prepare`: the dataplane is current and the peer's connections are in.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PrepareReply {
     /// Always true in a reply (a failure is an error reply).
     pub prepared: bool,
     /// The group, as asked.
-    #[serde(default)]
     pub group: Option<String>,
     /// Its instances, as asked.
-    #[serde(default)]
     pub instances: Vec<String>,
     /// Changes were pending when the prepare came.
-    #[serde(default)]
     pub was_dirty: bool,
     /// What the prepare did, one phrase.
-    #[serde(default)]
     pub done: String,
     /// Dataplane changes applied.
-    #[serde(default)]
     pub changes: usize,
     /// How long the prepare took.
-    #[serde(default)]
     pub duration_ms: f64,
     /// `nft` or `ipvs`.
-    #[serde(default)]
     pub backend: String,
     /// The peer's connections committed into the kernel (`None`: no sync link).
-    #[serde(default)]
     pub sync: Option<SyncCommit>,
 }
 
 /// Connection entries received from the peer, committed into the kernel.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SyncCommit {
     /// Entries created.
-    #[serde(default)]
     pub created: u64,
     /// Entries that replaced this node's own.
-    #[serde(default)]
     pub replaced: u64,
     /// Entries removed (gone at the peer).
-    #[serde(default)]
     pub removed: u64,
     /// Entries the kernel refused.
-    #[serde(default)]
     pub failed: u64,
     /// Entries expired before the commit.
-    #[serde(default)]
     pub expired: u64,
     /// How long the commit took.
-    #[serde(default)]
     pub elapsed_ms: f64,
     /// Why the commit failed (then the counts are 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,26 +66,21 @@ pub struct SyncCommit {
 
 /// Reply to lbd's `reload`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LbdReloadReply {
     /// Always true in a reply (a refused file is an error reply).
     pub reloaded: bool,
     /// New services.
-    #[serde(default)]
     pub services_added: Vec<String>,
     /// Services gone.
-    #[serde(default)]
     pub services_removed: Vec<String>,
     /// Services whose settings or servers changed (weights included).
-    #[serde(default)]
     pub services_changed: Vec<String>,
     /// `[[nat]]` rules changed.
-    #[serde(default)]
     pub nat_changed: bool,
     /// Sections that changed but take effect at the next restart.
-    #[serde(default)]
     pub restart_needed: Vec<String>,
     /// The dataplane apply that followed.
-    #[serde(default)]
     pub apply: ApplyOutcome,
 }
 
@@ -133,112 +115,91 @@ impl LbdReloadReply {
 
 /// The outcome of a dataplane apply after a reload.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ApplyOutcome {
     /// Applied.
     pub ok: bool,
     /// Changes sent.
-    #[serde(default)]
     pub changes: Option<usize>,
     /// How long.
-    #[serde(default)]
     pub duration_ms: Option<f64>,
     /// Why it failed (the configuration is accepted; the apply is retried).
-    #[serde(default)]
     pub error: Option<String>,
 }
 
 /// Reply to lbd's `status` (`vrrpctl services`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LbdStatus {
     /// This node's name.
     pub node: String,
     /// The configuration lbd runs.
-    #[serde(default)]
     pub config: ConfigStatus,
     /// The dataplane backend.
     pub backend: BackendStatus,
     /// What lbd knows of vrrpd.
-    #[serde(default)]
     pub vrrpd: VrrpdLink,
     /// Services in configuration order.
-    #[serde(default)]
     pub services: Vec<ServiceStatus>,
     /// SNAT rules.
-    #[serde(default)]
     pub snat: Vec<SnatStatus>,
     /// Applies of the desired state.
-    #[serde(default)]
     pub dataplane: DataplaneStatus,
     /// `prepare` requests answered.
-    #[serde(default)]
     pub prepare: PrepareStatus,
     /// Connection-state sync with the peer.
-    #[serde(default)]
     pub sync: SyncStatus,
     /// Health checking.
-    #[serde(default)]
     pub health: HealthStatus,
     /// Service quorums as priority tracks: wanted, and what vrrpd accepted.
-    #[serde(default)]
     pub priority_tracks: PriorityTracksStatus,
     /// What could not be done as configured, one sentence each.
-    #[serde(default)]
     pub notes: Vec<String>,
     /// Recent errors, `unix_ms: text`.
-    #[serde(default)]
     pub errors: Vec<String>,
     /// The control socket's connection counters.
-    #[serde(default)]
     pub control: ServerCounters,
 }
 
 /// The configuration lbd runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ConfigStatus {
     /// The file.
-    #[serde(default)]
     pub file: String,
     /// Loaded (or reloaded) at, Unix ms.
-    #[serde(default)]
     pub loaded_unix_ms: u64,
     /// Its fingerprint.
-    #[serde(default)]
     pub fingerprint: String,
     /// vrrpd's, once known.
-    #[serde(default)]
     pub vrrpd_fingerprint: Option<String>,
     /// vrrpd runs another configuration (`None`: not known).
-    #[serde(default)]
     pub differs_from_vrrpd: Option<bool>,
 }
 
 /// The dataplane backend.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BackendStatus {
     /// `nft` or `ipvs`.
     pub name: String,
     /// Why this one.
-    #[serde(default)]
     pub reason: String,
     /// The nftables table lbd owns.
-    #[serde(default)]
     pub table: String,
 }
 
 /// What lbd knows of vrrpd.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct VrrpdLink {
     /// vrrpd's control socket.
-    #[serde(default)]
     pub socket: String,
     /// The last contact succeeded.
-    #[serde(default)]
     pub connected: bool,
     /// Why it failed.
-    #[serde(default)]
     pub error: Option<String>,
     /// Each group's state (kept while vrrpd is away).
-    #[serde(default)]
     pub groups: BTreeMap<String, VrrpState>,
 }
 
@@ -327,15 +288,9 @@ pub struct ServerStatus {
     /// Health transitions.
     #[serde(default)]
     pub transitions: Option<u64>,
-    /// Connections now (dataplane counters).
-    #[serde(default)]
-    pub connections: Option<u64>,
-    /// Packets.
-    #[serde(default)]
-    pub packets: Option<u64>,
-    /// Bytes.
-    #[serde(default)]
-    pub bytes: Option<u64>,
+    /// Its dataplane counters.
+    #[serde(flatten)]
+    pub traffic: Traffic,
 }
 
 /// A server's last check.
@@ -386,14 +341,20 @@ pub struct SorryServerStatus {
     /// Port.
     #[serde(default)]
     pub port: Option<u16>,
+    /// Its dataplane counters.
+    #[serde(flatten)]
+    pub traffic: Traffic,
+}
+
+/// A server's dataplane counters (`None`: the backend does not count it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Traffic {
     /// Connections now.
-    #[serde(default)]
     pub connections: Option<u64>,
     /// Packets.
-    #[serde(default)]
     pub packets: Option<u64>,
     /// Bytes.
-    #[serde(default)]
     pub bytes: Option<u64>,
 }
 
@@ -437,99 +398,82 @@ pub struct SnatAddress {
 
 /// Applies of the desired state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DataplaneStatus {
     /// Changes wait for the next apply.
-    #[serde(default)]
     pub dirty: bool,
     /// Applies done.
-    #[serde(default)]
     pub applies: u64,
     /// Applies failed.
-    #[serde(default)]
     pub apply_errors: u64,
     /// The last apply.
-    #[serde(default)]
     pub last_apply: Option<LastApply>,
     /// A failed apply is retried in.
-    #[serde(default)]
     pub retry_in_ms: Option<u64>,
 }
 
 /// The last apply of the desired state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LastApply {
     /// Applied.
     pub ok: bool,
     /// What caused it (`start`, `health`, `reload`, `prepare`, ...).
-    #[serde(default)]
     pub why: String,
     /// When, Unix ms.
-    #[serde(default)]
     pub unix_ms: u64,
     /// How long.
-    #[serde(default)]
     pub duration_ms: Option<f64>,
     /// Changes sent.
-    #[serde(default)]
     pub changes: Option<usize>,
     /// Netlink messages of the batch.
-    #[serde(default)]
     pub messages: Option<usize>,
     /// Bytes of the batch.
-    #[serde(default)]
     pub batch_bytes: Option<usize>,
     /// The kernel's state had to be read back.
-    #[serde(default)]
     pub reread: Option<bool>,
     /// Counts by kind of change (`rules_added`, `elements_removed`, ...).
-    #[serde(default)]
     pub report: BTreeMap<String, serde_json::Value>,
     /// Why it failed.
-    #[serde(default)]
     pub error: Option<String>,
 }
 
 /// `prepare` requests answered.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PrepareStatus {
     /// How many.
-    #[serde(default)]
     pub count: u64,
     /// The last one.
-    #[serde(default)]
     pub last: Option<LastPrepare>,
 }
 
 /// The last `prepare`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LastPrepare {
     /// When, Unix ms.
     pub unix_ms: u64,
     /// The group.
-    #[serde(default)]
     pub group: Option<String>,
     /// The reply sent.
-    #[serde(default)]
     pub reply: Option<PrepareReply>,
     /// Why it failed.
-    #[serde(default)]
     pub error: Option<String>,
 }
 
 /// Connection-state sync with the peer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SyncStatus {
     /// `[sync] enabled`.
-    #[serde(default)]
     pub enabled: bool,
     /// `conntrack`, `ipvs+conntrack` or `off`.
-    #[serde(default)]
     pub mode: String,
     /// The link, when sync runs.
     #[serde(flatten, default)]
     pub link: Option<SyncLinkStatus>,
     /// The last commit of the peer's entries (at prepare).
-    #[serde(default)]
     pub last_commit: Option<LastCommit>,
 }
 
@@ -599,63 +543,56 @@ pub struct SyncLinkStatus {
 
 /// Sync connections refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RefusedConnections {
     /// From another address than the peer's.
-    #[serde(default)]
     pub not_peer: u64,
     /// Beyond the limit.
-    #[serde(default)]
     pub too_many: u64,
 }
 
 /// The last commit of the peer's entries.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LastCommit {
     /// When, Unix ms.
     pub unix_ms: u64,
     /// What it did.
-    #[serde(default)]
     pub report: SyncCommit,
 }
 
 /// Health checking.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HealthStatus {
     /// Servers checked.
-    #[serde(default)]
     pub targets: usize,
     /// Check counters.
-    #[serde(default)]
     pub counters: BTreeMap<String, u64>,
 }
 
 /// Service quorums as priority tracks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PriorityTracksStatus {
     /// The tracks lbd wants vrrpd to apply.
-    #[serde(default)]
     pub wanted: Vec<super::vrrpd::TrackEntry>,
     /// What sending them did.
-    #[serde(default)]
     pub vrrpd: TrackReport,
 }
 
 /// What sending the tracks to vrrpd did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TrackReport {
     /// The list vrrpd last accepted.
-    #[serde(default)]
     pub accepted: Option<Vec<super::vrrpd::TrackEntry>>,
     /// When, Unix ms.
-    #[serde(default)]
     pub accepted_unix_ms: Option<u64>,
     /// The preemption hold vrrpd last accepted.
-    #[serde(default)]
     pub accepted_preempt_hold: Option<String>,
     /// Why the last request failed.
-    #[serde(default)]
     pub error: Option<String>,
     /// Requests sent.
-    #[serde(default)]
     pub requests: u64,
 }

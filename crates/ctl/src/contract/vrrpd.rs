@@ -32,84 +32,69 @@ pub struct GroupStateEvent {
 ///
 /// Built in one place in vrrpd (`operate.rs`, `Daemon::status`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct VrrpdStatus {
     /// This node's `[[node]]` name.
     pub node: String,
     /// `[cluster] name`.
-    #[serde(default)]
     pub cluster: String,
     /// Fingerprint of the configuration vrrpd runs (lbd compares it with its own).
-    #[serde(default)]
     pub config_fingerprint: Option<String>,
     /// One entry per sync group, in configuration order.
-    #[serde(default)]
     pub groups: Vec<GroupStatus>,
     /// One entry per instance, group by group.
-    #[serde(default)]
     pub instances: Vec<InstanceStatus>,
     /// Interfaces held down by `drill.fault`.
-    #[serde(default)]
     pub held_interfaces: Vec<String>,
     /// The group of a running `drill.failover`.
-    #[serde(default)]
     pub failover_drill: Option<String>,
     /// Preemption held back for lbd's connection-state sync.
-    #[serde(default)]
     pub preempt_hold: PreemptHoldStatus,
     /// `[vrrpd]` scheduling: asked for and got.
-    #[serde(default)]
     pub realtime: RealtimeStatus,
     /// The control socket's connection counters.
-    #[serde(default)]
     pub control: ServerCounters,
 }
 
 /// One sync group in [`VrrpdStatus`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct GroupStatus {
     /// Group name.
     pub name: String,
     /// The group's state (`None` before it started).
-    #[serde(default)]
     pub state: Option<VrrpState>,
     /// The group's configured priority on this node.
-    #[serde(default)]
     pub priority: Option<u8>,
     /// Member instances.
-    #[serde(default)]
     pub members: Vec<String>,
     /// Every VIP of the group (all members), `address/prefix`.
-    #[serde(default)]
     pub vips: Vec<String>,
     /// The last BACKUP → MASTER takeover on this node.
-    #[serde(default)]
     pub last_takeover: Option<TakeoverRecord>,
     /// Takeovers that went on without lbd's prepare.
-    #[serde(default)]
     pub prepare_misses: u64,
     /// A running `drill.fault`: ms until it ends.
-    #[serde(default)]
     pub fault_drill_ends_in_ms: Option<u64>,
     /// Priority deltas applied to the group (`track.set`).
-    #[serde(default)]
     pub tracking: GroupTracking,
 }
 
 /// The phases of one takeover (ms from the decision) and lbd's prepare.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TakeoverRecord {
     /// When the decision was taken, Unix ms.
     pub started_unix_ms: u64,
     /// Each phase's end, ms from the decision, in pipeline order.
-    #[serde(default)]
     pub phases_ms: TakeoverPhases,
     /// `acknowledged`, or `missed: absent|timeout|error`.
-    #[serde(default)]
     pub prepare: String,
 }
 
 /// The takeover pipeline's phases, in the order they run (and serialise).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TakeoverPhases {
     /// lbd acknowledged (or the budget ran out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -294,18 +279,15 @@ pub struct DualMasterStatus {
 
 /// A group's priority tracking.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct GroupTracking {
     /// Group name.
-    #[serde(default)]
     pub group: String,
     /// Sum of the deltas now applied.
-    #[serde(default)]
     pub delta: i32,
     /// Each tracked object, by source.
-    #[serde(default)]
     pub tracks: Vec<TrackStatus>,
     /// Each member's priorities.
-    #[serde(default)]
     pub instances: Vec<MemberPriority>,
 }
 
@@ -338,50 +320,39 @@ pub struct MemberPriority {
 
 /// Preemption held back for lbd's connection-state sync.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PreemptHoldStatus {
     /// Held now.
-    #[serde(default)]
     pub held: bool,
     /// Why, by source.
-    #[serde(default)]
     pub reasons: BTreeMap<String, String>,
     /// Since when, Unix ms.
-    #[serde(default)]
     pub since_unix_ms: Option<u64>,
     /// The hold ran out: this node preempts without the peer's state.
-    #[serde(default)]
     pub expired: bool,
     /// Holds that ran out since start-up.
-    #[serde(default)]
     pub expirations: u64,
     /// `[sync] preempt_wait_ms` (0: no hold).
-    #[serde(default)]
     pub wait_ms: u64,
 }
 
 /// `[vrrpd]` scheduling: what was asked for at start-up and what the loop has.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RealtimeStatus {
     /// `realtime_priority` asked for (0: none).
-    #[serde(default)]
     pub requested_priority: u8,
     /// The event loop's policy now (`SCHED_FIFO`, `SCHED_OTHER`, ...).
-    #[serde(default)]
     pub policy: String,
     /// Its real-time priority now (0: none).
-    #[serde(default)]
     pub priority: u8,
     /// `lock_memory` asked for.
-    #[serde(default)]
     pub lock_memory: bool,
     /// Memory is locked.
-    #[serde(default)]
     pub memory_locked: bool,
     /// Locked memory, KiB.
-    #[serde(default)]
     pub locked_kib: Option<u64>,
     /// Each setting not applied.
-    #[serde(default)]
     pub warnings: Vec<String>,
 }
 
@@ -397,24 +368,19 @@ pub struct ReloadParams {
 
 /// Reply to vrrpd's `reload`: each group by what happened to it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct VrrpdReloadReply {
     /// Groups the file left as they were.
-    #[serde(default)]
     pub unchanged: Vec<String>,
     /// Groups changed in place (priority, preempt, interval, ...).
-    #[serde(default)]
     pub updated: Vec<String>,
     /// Groups rebuilt (changes beyond run-time parameters).
-    #[serde(default)]
     pub restarted: Vec<String>,
     /// New groups.
-    #[serde(default)]
     pub added: Vec<String>,
     /// Groups gone.
-    #[serde(default)]
     pub removed: Vec<String>,
     /// The configuration diff (the config crate's `Diff`).
-    #[serde(default)]
     pub config_changed: serde_json::Value,
 }
 
@@ -519,15 +485,13 @@ pub struct TrackEntry {
 
 /// Reply to `track.set`: every group's tracking after the change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TrackSetReply {
     /// The source, as sent.
-    #[serde(default)]
     pub source: String,
     /// Each group's tracking now.
-    #[serde(default)]
     pub groups: Vec<GroupTracking>,
     /// The preemption hold now.
-    #[serde(default)]
     pub preempt_hold: PreemptHoldStatus,
 }
 
@@ -574,20 +538,17 @@ pub struct FaultDrillReply {
 
 /// Reply to `drill.failover`, once the peer took over (and this node came back).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FailoverDrillReply {
     /// The group drilled.
     pub group: String,
     /// The peer's first advert on each member link.
-    #[serde(default)]
     pub links: Vec<DrillLink>,
     /// This node should preempt back (priority and `preempt`).
-    #[serde(default)]
     pub expect_preempt_back: bool,
     /// It did, after this long (from maintenance off).
-    #[serde(default)]
     pub preempted_back_ms: Option<f64>,
     /// The group's state at the end.
-    #[serde(default)]
     pub state: Option<VrrpState>,
 }
 
