@@ -37,6 +37,24 @@ fn roles_services_and_failover_with_prepare() {
     );
     let status = setup.status("lb1");
     assert_eq!(status["vrrpd"]["connected"], true);
+    // vrrpd's status names the master's priority on the backup, and each group's VIPs.
+    let master = request(&setup.vrrpd_socket("lb1"), "status", Value::Null).unwrap();
+    let backup = request(&setup.vrrpd_socket("lb2"), "status", Value::Null).unwrap();
+    for (m, b) in master["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(backup["instances"].as_array().unwrap())
+    {
+        assert_eq!(m["master_priority"], m["effective_priority"], "{m}");
+        assert_eq!(b["master_priority"], m["effective_priority"], "{b}");
+        assert_eq!(b["master_address"], m["primary_address"], "{b}");
+    }
+    assert_eq!(
+        backup["groups"][0]["vips"],
+        serde_json::json!(["198.18.0.100/24", "198.18.1.100/24"]),
+        "{backup:#}"
+    );
 
     // vrrpctl services, JSON and table, inside lb1.
     let sock = setup.lbd_socket("lb1");
