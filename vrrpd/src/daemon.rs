@@ -877,8 +877,12 @@ impl Daemon {
         if diff.metrics_changed {
             tracing::warn!("[metrics] changed: takes effect at the next restart");
         }
-        if diff.vrrpd_changed {
-            let new = loaded.view.vrrpd;
+        let (old_rt, new_rt) = (self.view.vrrpd, loaded.view.vrrpd);
+        if diff.vrrpd_changed
+            && (old_rt.realtime_priority, old_rt.lock_memory)
+                != (new_rt.realtime_priority, new_rt.lock_memory)
+        {
+            let new = new_rt;
             tracing::warn!(
                 realtime_priority = new.realtime_priority,
                 lock_memory = new.lock_memory,
@@ -982,6 +986,7 @@ pub(crate) fn run_time_changes(old: &GroupPlan, new: &GroupPlan) -> Option<Vec<I
         patched.preempt_delay = n.preempt_delay;
         patched.accept_mode = n.accept_mode;
         patched.advert_interval_cs = n.advert_interval_cs;
+        patched.late_timer_grace = n.late_timer_grace;
         if patched != *n {
             return None;
         }
@@ -1009,6 +1014,9 @@ pub(crate) fn run_time_changes(old: &GroupPlan, new: &GroupPlan) -> Option<Vec<I
         }
         if o.advert_interval_cs != n.advert_interval_cs {
             change(ConfigChange::AdvertInterval(n.advert_interval_cs));
+        }
+        if o.late_timer_grace != n.late_timer_grace {
+            change(ConfigChange::LateTimerGrace(n.late_timer_grace));
         }
     }
     Some(inputs)
@@ -1193,6 +1201,19 @@ mod tests {
                     change: ConfigChange::AdvertInterval(50)
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn the_late_timer_grace_changes_at_run_time() {
+        let new = plan(&[("late_timer_grace = true", "late_timer_grace = false")]);
+        let change = |instance: &str| Input::ConfigChanged {
+            instance: instance.into(),
+            change: ConfigChange::LateTimerGrace(false),
+        };
+        assert_eq!(
+            run_time_changes(&plan(&[]), &new),
+            Some(vec![change("public"), change("server")])
         );
     }
 

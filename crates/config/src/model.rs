@@ -910,6 +910,11 @@ pub struct VrrpdSettings {
     /// an advert never waits for a page to come back from swap. keepalived's
     /// `vrrp_no_swap`.
     pub lock_memory: bool,
+    /// A Master_Down_Timer that fires more than half an advert interval late (vrrpd
+    /// itself was held up: a stalled or throttled machine) waits one more advert
+    /// interval, once, for the master's adverts the same stall held up. Applies at
+    /// a reload too.
+    pub late_timer_grace: bool,
 }
 
 impl Default for VrrpdSettings {
@@ -917,6 +922,7 @@ impl Default for VrrpdSettings {
         Self {
             realtime_priority: DEFAULT_REALTIME_PRIORITY,
             lock_memory: true,
+            late_timer_grace: true,
         }
     }
 }

@@ -1662,10 +1662,14 @@ fn read_vrrpd(r: &mut Reader, v: &Sv, path: &str) -> Option<VrrpdSettings> {
             )
             .map_or(d.realtime_priority, |n| n as u8);
         let lock_memory = t.opt_bool(r, "lock_memory").unwrap_or(d.lock_memory);
-        t.finish(r, &["realtime_priority", "lock_memory"]);
+        let late_timer_grace = t
+            .opt_bool(r, "late_timer_grace")
+            .unwrap_or(d.late_timer_grace);
+        t.finish(r, &["realtime_priority", "lock_memory", "late_timer_grace"]);
         Some(VrrpdSettings {
             realtime_priority,
             lock_memory,
+            late_timer_grace,
         })
     })
 }
