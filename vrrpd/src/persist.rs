@@ -1,8 +1,8 @@
 //! The state file: the run-time state an operator set (maintenance per group,
 //! priority overrides per instance), kept on disk so that a restarted vrrpd (a
 //! crash under `Restart=on-failure`, an upgrade, a reboot) comes back as it was
-//! left. Read before the first election; written atomically (temporary file,
-//! fsync, rename, fsync of the directory), owner-only.
+//! left. Read before the first election; written atomically and owner-only
+//! ([`ctl::daemon::write_atomically`]).
 //!
 //! Where: `<dir>/<control socket file stem>.state`, `dir` being `[control]
 //! state_dir`, else systemd's `$STATE_DIRECTORY` (`StateDirectory=lbsuite`:
@@ -11,8 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -199,32 +197,10 @@ pub fn store(
     };
     let mut text = serde_json::to_vec_pretty(&contents).map_err(std::io::Error::other)?;
     text.push(b'\n');
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp_name = path
-        .file_name()
-        .unwrap_or(OsStr::new("vrrpd.state"))
-        .to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        // The rename itself is durable once the directory is.
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
     }
-    result
+    ctl::daemon::write_atomically(path, &text)
 }
 
 /// Keeps a copy of a file that could not be used, `<path>.bad`, before it is
