@@ -97,6 +97,20 @@ fn maintenance_survives_a_crash_and_its_end_survives_the_next() {
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{}", file.display());
 
+    // A reload that rebuilds the group (a VIP added) keeps it in maintenance.
+    c.write_config(&[(
+        "vips = [\"198.18.1.100/24\"]",
+        "vips = [\"198.18.1.100/24\", \"198.18.1.101/24\"]",
+    )]);
+    let reply = request(&c.socket("lb1"), "reload", Value::Null);
+    assert_eq!(reply["restarted"], json!(["edge"]), "{reply:#}");
+    holds_for(
+        "lb1 stays out after the reload",
+        Duration::from_secs(3),
+        || has_neither(c.host("lb1")),
+    );
+    assert_eq!(group_state(&c.status("lb1")), "MAINTENANCE");
+
     crash(&mut lb1);
     let mut lb1 = restart_and_stay_out(&c);
     let s1 = c.status("lb1");
