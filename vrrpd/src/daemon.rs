@@ -887,7 +887,7 @@ impl Daemon {
         self.open_io(&plan)?;
         let diff = config::diff(&self.cluster, &loaded.cluster);
         if diff.control_changed {
-            tracing::warn!("[control] changed: the socket path, group and connection limits take effect at the next restart; lbd_socket and prepare_budget_ms apply now");
+            tracing::warn!("[control] changed: the socket path, group, connection limits and state_dir take effect at the next restart; lbd_socket and prepare_budget_ms apply now");
         }
         if diff.metrics_changed {
             tracing::warn!("[metrics] changed: takes effect at the next restart");
