@@ -818,6 +818,11 @@ pub struct ControlSettings {
     /// How long a connection may send nothing (no request under way, not
     /// subscribed) before the daemon closes it, in ms.
     pub idle_timeout_ms: u32,
+    /// Where vrrpd keeps the run-time state an operator set (maintenance,
+    /// priority overrides); `None`: `$STATE_DIRECTORY` (systemd's
+    /// `StateDirectory=`), else beside the control socket.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Default `control.max_connections`.
@@ -834,6 +839,7 @@ impl Default for ControlSettings {
             prepare_budget_ms: 50,
             max_connections: DEFAULT_CONTROL_MAX_CONNECTIONS,
             idle_timeout_ms: DEFAULT_CONTROL_IDLE_TIMEOUT_MS,
+            state_dir: None,
         }
     }
 }
