@@ -4,11 +4,14 @@
 # conntrack of that kernel: this machine's own kernel has no CONFIG_IP_VS.
 #
 #   integration/vm/run.sh [--script GUEST_SCRIPT] [--timeout SECS]
-#                         [--daemon PROGRAM]... [FILES...]
+#                         [--filter WORD]... [--daemon PROGRAM]... [FILES...]
 #
 # FILES (test binaries, scripts) are copied into the guest's /opt/lbsuite/bin,
 # with the shared libraries they need; each PROGRAM (lbd, vrrpd, vrrpctl: what
 # the tests start, not tests themselves) into /opt/lbsuite/daemons, likewise.
+# Each WORD of --filter (also VM_TEST_FILTER, words split on blanks) is given to
+# every test binary as a libtest filter: only the tests whose names contain one
+# of them run.
 # The guest script (default: guest-tests.sh beside this file) prints
 # `TEST <name> PASS|FAIL [detail]` lines and a final `VERDICT PASS|FAIL`;
 # this script prints those lines and exits 0 only on `VERDICT PASS` (1 on
@@ -32,12 +35,14 @@ script="$here/guest-tests.sh"
 timeout_s="${VM_TIMEOUT:-240}"
 files=()
 daemons=()
+filters=(${VM_TEST_FILTER:-})
 while [ $# -gt 0 ]; do
     case "$1" in
         --script) script="$2"; shift 2 ;;
         --timeout) timeout_s="$2"; shift 2 ;;
         --daemon) daemons+=("$2"); shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        --filter) filters+=("$2"); shift 2 ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) files+=("$1"); shift ;;
     esac
 done
@@ -214,6 +219,7 @@ for f in ${daemons[@]+"${daemons[@]}"}; do
     out="$root/opt/lbsuite/daemons/$(basename "$f")"
     strip --strip-debug -o "$out" "$f" 2>/dev/null || cp "$f" "$out"
 done
+[ ${#filters[@]} -eq 0 ] || printf '%s\n' "${filters[@]}" > "$root/opt/lbsuite/test-filter"
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\n' > "$root/etc/group"
 printf '127.0.0.1 localhost\n::1 localhost\n' > "$root/etc/hosts"

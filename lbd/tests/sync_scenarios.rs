@@ -30,20 +30,7 @@ fn held_through_lb1(setup: &Setup) -> HeldConnections {
 /// Waits until `node` holds a complete copy of its peer's entries (at least `n`),
 /// all of them written into its kernel.
 fn wait_synced(setup: &Setup, node: &str, n: u64) {
-    wait_synced_within(setup, node, n, PATIENCE);
-}
-
-fn wait_synced_within(setup: &Setup, node: &str, n: u64, patience: Duration) {
-    wait_for(
-        &format!("{node} holds {n} entries, none pending"),
-        patience,
-        || {
-            let s = &setup.status(node)["sync"];
-            s["entries_stored"].as_u64().is_some_and(|k| k >= n)
-                && s["entries_pending"] == 0
-                && s["peer_complete"] == true
-        },
-    );
+    wait_sync_complete(&setup.lbd_socket(node), n, PATIENCE);
 }
 
 /// Prints and returns how many of `held` answer; `what` names the moment.
@@ -226,22 +213,6 @@ fn lbd_crashing_alone_on_either_node_keeps_every_connection() {
     assert_eq!(count(&mut held, "after lb1's crash"), CONNECTIONS);
 }
 
-/// `n` established connections of other clients to the VIP (DNAT to srv1, no SNAT),
-/// written straight into `node`'s kernel: lb1's lbd syncs them as its own.
-fn background_entries(setup: &Setup, node: &str, n: usize) {
-    let srv: std::net::IpAddr = "198.18.1.21".parse().unwrap();
-    let vip: std::net::IpAddr = VIP.parse().unwrap();
-    let entries: Vec<ctsync::Entry> = (0..n)
-        .map(|i| integration::connections::background_entry(i, vip, srv))
-        .collect();
-    let report = setup
-        .host(node)
-        .run_in(|| ctsync::Conntrack::open().and_then(|mut c| c.replace_batch(&entries)))
-        .unwrap()
-        .unwrap();
-    assert_eq!(report.created, n, "{:?}", report.failed.first());
-}
-
 #[test]
 fn takeover_with_100000_other_entries_keeps_every_connection() {
     if !integration::have_root("takeover_with_100000_other_entries_keeps_every_connection") {
@@ -250,16 +221,10 @@ fn takeover_with_100000_other_entries_keeps_every_connection() {
     const BACKGROUND: usize = 100_000;
     let (setup, mut daemons) = two_nodes(true, &[]);
     let mut held = held_through_lb1(&setup);
-    background_entries(&setup, "lb1", BACKGROUND);
+    background_entries(setup.host("lb1"), BACKGROUND);
     let total = (BACKGROUND + CONNECTIONS) as u64;
-    wait_synced_within(&setup, "lb2", total, Duration::from_secs(120));
-    let in_kernel: u64 = setup
-        .host("lb2")
-        .exec_ok(&["conntrack", "-C"])
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    wait_sync_complete(&setup.lbd_socket("lb2"), total, Duration::from_secs(120));
+    let in_kernel = conntrack_count(setup.host("lb2"));
     println!(
         "lb2 (BACKUP): {in_kernel} entries in its kernel; sync {}",
         lbd_sync(&setup, "lb2")

@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use ctl::contract::vrrpd::{
     FailoverDrillReply, FailoverParams, FaultDrillReply, FaultParams, MaintenanceParams,
-    MaintenanceReply, PriorityParams, PriorityReply, VrrpdStatus,
+    MaintenanceReply, Persisted, PriorityClearParams, PriorityClearReply, PriorityListReply,
+    PriorityParams, PriorityReply, VrrpdStatus,
 };
 use ctl::contract::VrrpState;
 use serde::de::DeserializeOwned;
@@ -85,8 +86,36 @@ pub struct MaintenanceArgs {
 /// `vrrpctl priority ...`.
 #[derive(Debug, Subcommand)]
 pub enum PriorityCommand {
-    /// Set the configured priority (until the next reload or restart).
+    /// Override the file's priority; kept across reloads and restarts (in vrrpd's
+    /// state file) until `priority clear`.
     Set(PrioritySetArgs),
+    /// The priority overrides and maintenance in effect, and the state file.
+    List(PriorityListArgs),
+    /// Remove overrides: the file's priority applies again.
+    Clear(PriorityClearArgs),
+}
+
+/// `vrrpctl priority list`.
+#[derive(Debug, Args)]
+pub struct PriorityListArgs {
+    /// Print the daemon's reply as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `vrrpctl priority clear`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["instance", "group", "all"])))]
+pub struct PriorityClearArgs {
+    /// One instance.
+    #[arg(long)]
+    instance: Option<String>,
+    /// Every member of a sync group.
+    #[arg(long)]
+    group: Option<String>,
+    /// Every override.
+    #[arg(long)]
+    all: bool,
 }
 
 /// `vrrpctl priority set`.
@@ -99,7 +128,8 @@ pub struct PrioritySetArgs {
     /// Every member of a sync group.
     #[arg(long)]
     group: Option<String>,
-    /// The new priority, 1..=255.
+    /// The new priority, 1..=255 (255 only where this node owns the group's VIPs,
+    /// as check-config says).
     #[arg(value_parser = clap::value_parser!(u8).range(1..=255))]
     priority: u8,
 }
@@ -228,6 +258,7 @@ pub fn maintenance(socket: &Path, args: &MaintenanceArgs) -> anyhow::Result<i32>
         },
         ctl::DEFAULT_TIMEOUT,
     ))??;
+    warn_unsaved(&reply.persisted);
     for g in &reply.groups {
         println!(
             "{}: maintenance {}, now {}",
@@ -239,28 +270,75 @@ pub fn maintenance(socket: &Path, args: &MaintenanceArgs) -> anyhow::Result<i32>
     Ok(0)
 }
 
-/// `vrrpctl priority set`.
+/// A change vrrpd applied but could not write to its state file: said on
+/// stderr, since it is lost at vrrpd's next restart.
+fn warn_unsaved(p: &Persisted) {
+    if let Some(w) = &p.warning {
+        eprintln!("vrrpctl: warning: {w}");
+    }
+}
+
+/// `vrrpctl priority set|list|clear`.
 pub fn priority(socket: &Path, command: &PriorityCommand) -> anyhow::Result<i32> {
-    let PriorityCommand::Set(args) = command;
-    let reply: PriorityReply = block_on(call(
-        socket,
-        "priority.set",
-        &PriorityParams {
-            instance: args.instance.clone(),
-            group: args.group.clone(),
-            priority: args.priority,
-        },
-        ctl::DEFAULT_TIMEOUT,
-    ))??;
-    let or_dash = |v: Option<u8>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
-    for i in &reply.instances {
-        println!(
-            "{}: priority {} (effective {}), {}",
-            i.instance,
-            or_dash(i.priority),
-            or_dash(i.effective_priority),
-            i.state.map_or("?", VrrpState::name)
-        );
+    match command {
+        PriorityCommand::Set(args) => {
+            let reply: PriorityReply = block_on(call(
+                socket,
+                "priority.set",
+                &PriorityParams {
+                    instance: args.instance.clone(),
+                    group: args.group.clone(),
+                    priority: args.priority,
+                },
+                ctl::DEFAULT_TIMEOUT,
+            ))??;
+            warn_unsaved(&reply.persisted);
+            for i in &reply.instances {
+                println!("{}", status_table::priority_line(i));
+            }
+        }
+        PriorityCommand::Clear(args) => {
+            let params = if args.all {
+                PriorityClearParams {
+                    all: true,
+                    ..Default::default()
+                }
+            } else {
+                PriorityClearParams {
+                    instance: args.instance.clone(),
+                    group: args.group.clone(),
+                    all: false,
+                }
+            };
+            let reply: PriorityClearReply = block_on(call(
+                socket,
+                "priority.clear",
+                &params,
+                ctl::DEFAULT_TIMEOUT,
+            ))??;
+            warn_unsaved(&reply.persisted);
+            if reply.cleared.is_empty() {
+                println!("no override to clear");
+            }
+            for i in &reply.cleared {
+                println!("{}", status_table::priority_line(i));
+            }
+        }
+        PriorityCommand::List(args) => {
+            let reply = block_on(request(
+                socket,
+                "priority.list",
+                Value::Null,
+                ctl::DEFAULT_TIMEOUT,
+            ))??;
+            if args.json {
+                print_json(&reply);
+            } else {
+                let list: PriorityListReply = serde_json::from_value(reply)
+                    .context("the priority.list reply does not fit vrrpd's")?;
+                print!("{}", status_table::render_overrides(&list));
+            }
+        }
     }
     Ok(0)
 }

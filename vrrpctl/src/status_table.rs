@@ -2,7 +2,10 @@
 //! operator asks first (this node, each group's state and VIPs, who is master with
 //! what priority, the last takeover's phases in pipeline order), then what is wrong.
 
-use ctl::contract::vrrpd::{GroupStateEvent, InstanceStatus, VrrpdStatus};
+use ctl::contract::vrrpd::{
+    GroupStateEvent, InstancePriority, InstanceStatus, MaintenanceStatus, PriorityListReply,
+    PriorityOverrideStatus, StateFileStatus, VrrpdStatus,
+};
 
 fn or_dash<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
@@ -57,6 +60,12 @@ pub fn render(status: &VrrpdStatus) -> String {
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for i in &status.instances {
         let mut state = i.state.to_string();
+        // `*`: an operator's override replaces the file's priority (see below).
+        let mark = if i.priority_override.is_some() {
+            "*"
+        } else {
+            ""
+        };
         if i.maintenance && state != "MAINTENANCE" {
             state.push_str(" (maint)");
         }
@@ -66,7 +75,7 @@ pub fn render(status: &VrrpdStatus) -> String {
             or_dash(i.interface.as_ref()),
             or_dash(i.vrid),
             state,
-            format!("{}/{}", i.priority, i.effective_priority),
+            format!("{}{mark}/{}", i.priority, i.effective_priority),
             master(i),
             or_dash(i.master_priority),
             or_dash(i.advert_interval_ms.map(|ms| format!("{ms}ms"))),
@@ -111,6 +120,7 @@ pub fn render(status: &VrrpdStatus) -> String {
         }
         out.push('\n');
     }
+    out.push_str(&operator_lines(status));
     // Two masters: said loudly, with the fix vrrpd suggests.
     for i in &status.instances {
         let Some(d) = &i.dual_master else {
@@ -149,6 +159,130 @@ pub fn render(status: &VrrpdStatus) -> String {
         out.push_str(&format!("[vrrpd] not applied: {w}\n"));
     }
     out
+}
+
+/// What the operator set and vrrpd keeps across restarts (maintenance, priority
+/// overrides), and what went wrong with the state file.
+fn operator_lines(status: &VrrpdStatus) -> String {
+    let mut out = String::new();
+    for g in &status.groups {
+        if let Some(m) = &g.maintenance {
+            out.push_str(&format!("group {}: {}\n", g.name, maintenance_text(m)));
+        }
+    }
+    for i in &status.instances {
+        if let Some(o) = &i.priority_override {
+            out.push_str(&format!(
+                "* {}: {}\n",
+                i.name,
+                override_text(o, i.configured_priority)
+            ));
+        }
+    }
+    out.push_str(&state_file_lines(&status.state_file));
+    out
+}
+
+fn maintenance_text(m: &MaintenanceStatus) -> String {
+    format!(
+        "maintenance since {} UTC ({} ago): {}; kept across restarts until `vrrpctl maintenance off`",
+        clock_day(m.since_unix_ms),
+        span(m.ago_s),
+        m.reason
+    )
+}
+
+fn override_text(o: &PriorityOverrideStatus, configured: Option<u8>) -> String {
+    format!(
+        "priority overridden to {} (file: {}) since {} UTC; kept across reloads and restarts until `vrrpctl priority clear`",
+        o.priority,
+        or_dash(configured),
+        clock_day(o.since_unix_ms),
+    )
+}
+
+/// The state file's problems, said loudly; nothing when all is well.
+fn state_file_lines(f: &StateFileStatus) -> String {
+    let mut out = String::new();
+    if let Some(e) = &f.load_error {
+        out.push_str(&format!(
+            "STATE FILE UNUSABLE at start-up: {e}; every group was started in maintenance (it may have been on). Check the file (a copy is beside it, .bad), then `vrrpctl maintenance off`\n"
+        ));
+    }
+    if let Some(e) = &f.last_write_error {
+        out.push_str(&format!("STATE FILE NOT WRITTEN: {e}\n"));
+    }
+    for i in &f.ignored {
+        out.push_str(&format!(
+            "state file entry ignored (the configuration has no place for it): {i}\n"
+        ));
+    }
+    out
+}
+
+/// One instance after `priority set` or `priority clear`.
+pub fn priority_line(i: &InstancePriority) -> String {
+    let over = match &i.priority_override {
+        Some(o) => format!("override {}", o.priority),
+        None => "no override".to_owned(),
+    };
+    format!(
+        "{}: priority {} (effective {}), {over}, {}",
+        i.instance,
+        or_dash(i.priority),
+        or_dash(i.effective_priority),
+        or_dash(i.state)
+    )
+}
+
+/// `vrrpctl priority list`: overrides, maintenance, the state file.
+pub fn render_overrides(list: &PriorityListReply) -> String {
+    let mut out = String::new();
+    if list.overrides.is_empty() {
+        out.push_str("no priority override\n");
+    }
+    for o in &list.overrides {
+        let text = o.priority_override.as_ref().map_or_else(
+            || "no override".to_owned(),
+            |p| override_text(p, o.configured_priority),
+        );
+        out.push_str(&format!(
+            "{} {}: {text}; now {} (effective {}), {}\n",
+            o.group,
+            o.instance,
+            or_dash(o.priority),
+            or_dash(o.effective_priority),
+            or_dash(o.state),
+        ));
+    }
+    for m in &list.maintenance {
+        out.push_str(&format!(
+            "group {}: {}\n",
+            m.group,
+            maintenance_text(&m.maintenance)
+        ));
+    }
+    out.push_str(&format!("state file: {}\n", list.state_file.path));
+    out.push_str(&state_file_lines(&list.state_file));
+    out
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of a Unix time in ms.
+fn clock_day(ms: u64) -> String {
+    let days = i64::try_from(ms / 86_400_000).unwrap_or(0);
+    let (y, m, d) = crate::decode::civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02} {}", &clock(ms)[..8])
+}
+
+/// `1d2h`, `3h4m`, `5m6s`, `7s`.
+fn span(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s}s"),
+        (0, _, _) => format!("{h}h{m}m"),
+        _ => format!("{d}d{h}h"),
+    }
 }
 
 /// `HH:MM:SS.mmm` (UTC) of a Unix time in ms.
@@ -344,6 +478,32 @@ mod tests {
         );
         status["realtime"]["warnings"] = json!([]);
         assert!(!render(&parse(status)).contains("[vrrpd]"));
+    }
+
+    #[test]
+    fn maintenance_and_overrides_are_said_with_how_to_end_them() {
+        let status = json!({
+            "groups": [{"name": "edge", "state": "MAINTENANCE",
+                        "maintenance": {"since_unix_ms": 1_700_000_000_000u64, "ago_s": 3725,
+                                        "reason": "vrrpctl maintenance on"}}],
+            "instances": [{
+                "group": "edge", "name": "public", "state": "MAINTENANCE",
+                "priority": 200, "effective_priority": 200, "configured_priority": 150,
+                "priority_override": {"priority": 200, "since_unix_ms": 1_700_000_000_000u64},
+            }],
+            "state_file": {"path": "/var/lib/lbsuite/vrrpd.state", "ignored": ["maintenance of group \"old\": no such group"]},
+        });
+        let out = render(&parse(status.clone()));
+        assert!(out.lines().nth(2).unwrap().contains("200*/200"), "{out}");
+        assert!(out.contains("group edge: maintenance since 2023-11-14 22:13:20 UTC (1h2m ago): vrrpctl maintenance on; kept across restarts until `vrrpctl maintenance off`"), "{out}");
+        assert!(out.contains("* public: priority overridden to 200 (file: 150) since 2023-11-14 22:13:20 UTC; kept across reloads and restarts until `vrrpctl priority clear`"), "{out}");
+        assert!(out.contains("state file entry ignored (the configuration has no place for it): maintenance of group \"old\""), "{out}");
+        assert!(!out.contains("UNUSABLE"), "{out}");
+        let mut bad = status.clone();
+        bad["state_file"]["load_error"] = json!("x: not a valid state file");
+        assert!(render(&parse(bad)).contains("STATE FILE UNUSABLE at start-up: x: not a valid state file; every group was started in maintenance"));
+        assert_eq!(span(59), "59s");
+        assert_eq!(span(90_061), "1d1h");
     }
 
     #[test]

@@ -26,6 +26,9 @@ fn encode_as(name: &str, example: &Value) -> Option<Result<Value, String>> {
         "MaintenanceReply" => round_trip::<vrrpd::MaintenanceReply>(example),
         "PriorityParams" => round_trip::<vrrpd::PriorityParams>(example),
         "PriorityReply" => round_trip::<vrrpd::PriorityReply>(example),
+        "PriorityClearParams" => round_trip::<vrrpd::PriorityClearParams>(example),
+        "PriorityClearReply" => round_trip::<vrrpd::PriorityClearReply>(example),
+        "PriorityListReply" => round_trip::<vrrpd::PriorityListReply>(example),
         "FaultParams" => round_trip::<vrrpd::FaultParams>(example),
         "FaultDrillReply" => round_trip::<vrrpd::FaultDrillReply>(example),
         "FailoverParams" => round_trip::<vrrpd::FailoverParams>(example),
@@ -40,7 +43,7 @@ fn encode_as(name: &str, example: &Value) -> Option<Result<Value, String>> {
     })
 }
 
-const DOCUMENTED: [&str; 18] = [
+const DOCUMENTED: [&str; 21] = [
     "VrrpdStatus",
     "GroupStateEvent",
     "ReloadParams",
@@ -49,6 +52,9 @@ const DOCUMENTED: [&str; 18] = [
     "MaintenanceReply",
     "PriorityParams",
     "PriorityReply",
+    "PriorityClearParams",
+    "PriorityClearReply",
+    "PriorityListReply",
     "FaultParams",
     "FaultDrillReply",
     "FailoverParams",
@@ -154,4 +160,29 @@ fn a_newer_peer_with_more_fields_is_read() {
 fn operator_params_refuse_what_they_do_not_know() {
     let odd = serde_json::json!({"on": true, "group": "edge", "for_hours": 2});
     assert!(serde_json::from_value::<vrrpd::MaintenanceParams>(odd).is_err());
+}
+
+#[test]
+fn an_older_vrrpd_without_a_state_file_is_read() {
+    let old = serde_json::json!({"instances": [{"instance": "public", "priority": 90}]});
+    let read: vrrpd::PriorityReply = serde_json::from_value(old).unwrap();
+    assert_eq!(read.persisted, vrrpd::Persisted::default());
+    assert_eq!(read.instances[0].priority_override, None);
+    let status: vrrpd::VrrpdStatus =
+        serde_json::from_value(serde_json::json!({"node": "lb1"})).unwrap();
+    assert_eq!(status.state_file, vrrpd::StateFileStatus::default());
+}
+
+#[test]
+fn priority_clear_sends_only_what_was_given_and_refuses_more() {
+    let all = vrrpd::PriorityClearParams {
+        all: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        serde_json::to_value(&all).unwrap(),
+        serde_json::json!({"all": true})
+    );
+    let odd = serde_json::json!({"all": true, "force": true});
+    assert!(serde_json::from_value::<vrrpd::PriorityClearParams>(odd).is_err());
 }

@@ -201,6 +201,52 @@ pub fn request(socket: &Path, method: &str, params: Value) -> Result<Value, Stri
     })
 }
 
+/// Waits until lbd at `socket` holds a complete copy of its peer's entries (at least
+/// `n`), all of them written into its kernel.
+pub fn wait_sync_complete(socket: &Path, n: u64, patience: Duration) {
+    wait_for(
+        &format!(
+            "lbd at {} holds {n} entries, none pending",
+            socket.display()
+        ),
+        patience,
+        || {
+            request(socket, "status", Value::Null).is_ok_and(|s| {
+                let s = &s["sync"];
+                s["entries_stored"].as_u64().is_some_and(|k| k >= n)
+                    && s["entries_pending"] == 0
+                    && s["peer_complete"] == true
+            })
+        },
+    );
+}
+
+/// `n` established connections of other clients to the VIP (DNAT to srv1, no SNAT),
+/// written straight into `host`'s kernel: its lbd syncs them as its own.
+pub fn background_entries(host: &Host, n: usize) {
+    let srv: std::net::IpAddr = "198.18.1.21".parse().unwrap();
+    let vip: std::net::IpAddr = VIP.parse().unwrap();
+    let entries: Vec<ctsync::Entry> = (0..n)
+        .map(|i| integration::connections::background_entry(i, vip, srv))
+        .collect();
+    let report = host
+        .run_in(|| ctsync::Conntrack::open().and_then(|mut c| c.replace_batch(&entries)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.created, n, "{:?}", report.failed.first());
+}
+
+/// Entries in `host`'s conntrack table (its network namespace's count).
+pub fn conntrack_count(host: &Host) -> u64 {
+    // /proc/sys/net is the calling thread's namespace: run_in's.
+    host.run_in(|| std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count"))
+        .unwrap()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 /// Polls `cond` every 50 ms until true; panics naming `what` after `timeout`.
 pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();

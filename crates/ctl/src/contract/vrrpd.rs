@@ -54,6 +54,8 @@ pub struct VrrpdStatus {
     pub realtime: RealtimeStatus,
     /// The control socket's connection counters.
     pub control: ServerCounters,
+    /// The state file that keeps maintenance and priority overrides.
+    pub state_file: StateFileStatus,
 }
 
 /// One sync group in [`VrrpdStatus`].
@@ -78,6 +80,8 @@ pub struct GroupStatus {
     pub fault_drill_ends_in_ms: Option<u64>,
     /// Priority deltas applied to the group (`track.set`).
     pub tracking: GroupTracking,
+    /// The operator holds the group in maintenance (kept across restarts).
+    pub maintenance: Option<MaintenanceStatus>,
 }
 
 /// The phases of one takeover (ms from the decision) and lbd's prepare.
@@ -164,10 +168,16 @@ pub struct InstanceStatus {
     pub version: Option<u8>,
     /// State.
     pub state: VrrpState,
-    /// Configured priority (as last set).
+    /// The base priority: the override, else the file's.
     pub priority: u8,
     /// Priority after tracking; what adverts carry.
     pub effective_priority: u8,
+    /// The file's priority.
+    #[serde(default)]
+    pub configured_priority: Option<u8>,
+    /// The operator's override of the file's priority (`priority.set`).
+    #[serde(default)]
+    pub priority_override: Option<PriorityOverrideStatus>,
     /// The master's address: ours when MASTER.
     #[serde(default)]
     pub master_address: Option<IpAddr>,
@@ -318,6 +328,50 @@ pub struct MemberPriority {
     pub state: Option<VrrpState>,
 }
 
+/// An instance's priority set by `priority.set`, kept until `priority.clear`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriorityOverrideStatus {
+    /// The priority that replaces the file's (tracking deltas apply on top).
+    pub priority: u8,
+    /// Since when, Unix ms.
+    #[serde(default)]
+    pub since_unix_ms: u64,
+}
+
+/// A group held in maintenance (kept across restarts until `maintenance off`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceStatus {
+    /// Since when, Unix ms.
+    #[serde(default)]
+    pub since_unix_ms: u64,
+    /// How long ago, whole seconds.
+    #[serde(default)]
+    pub ago_s: u64,
+    /// Who or what put it there (`vrrpctl maintenance on`, or why vrrpd did).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// vrrpd's state file (maintenance, priority overrides): where, and how reading
+/// and writing it went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StateFileStatus {
+    /// Where it is.
+    pub path: String,
+    /// Why it could not be used at start-up (every group then started in
+    /// maintenance).
+    pub load_error: Option<String>,
+    /// Entries dropped because the configuration has no place for them.
+    pub ignored: Vec<String>,
+    /// Writes since start-up.
+    pub writes: u64,
+    /// Writes that failed since start-up.
+    pub write_errors: u64,
+    /// The last write's error, until a write succeeds.
+    pub last_write_error: Option<String>,
+}
+
 /// Preemption held back for lbd's connection-state sync.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -454,8 +508,25 @@ pub struct PriorityParams {
     /// Every member of a group.
     #[serde(default)]
     pub group: Option<String>,
-    /// The new configured priority, 1..=255.
+    /// The override of the file's priority, 1..=255 (255 only where this node
+    /// owns the group's VIPs).
     pub priority: u8,
+}
+
+/// Params of `priority.clear`: exactly one of `instance`, `group` and `all`
+/// (the others absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityClearParams {
+    /// One instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Every member of a group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Every override.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
 }
 
 /// Params of `track.set` (sent by lbd): the complete list of one source.
@@ -505,6 +576,19 @@ pub struct GroupState {
     pub state: Option<VrrpState>,
 }
 
+/// Whether an operator's change (`maintenance`, `priority.set`,
+/// `priority.clear`) reached the state file; part of those replies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Persisted {
+    /// Written: the change outlasts a restart of vrrpd.
+    pub persisted: bool,
+    /// Why it was not written (the change applies now but is lost at the next
+    /// restart); absent when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
 /// Reply to `maintenance`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaintenanceReply {
@@ -513,6 +597,34 @@ pub struct MaintenanceReply {
     /// Each group concerned, with its state now.
     #[serde(default)]
     pub groups: Vec<GroupState>,
+    /// Whether the state file has it.
+    #[serde(flatten)]
+    pub persisted: Persisted,
+}
+
+/// One instance's priorities after a priority command, and its override.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstancePriority {
+    /// Instance name.
+    pub instance: String,
+    /// Its sync group.
+    #[serde(default)]
+    pub group: String,
+    /// The base priority: the override, else the file's.
+    #[serde(default)]
+    pub priority: Option<u8>,
+    /// What adverts carry.
+    #[serde(default)]
+    pub effective_priority: Option<u8>,
+    /// The file's priority.
+    #[serde(default)]
+    pub configured_priority: Option<u8>,
+    /// State.
+    #[serde(default)]
+    pub state: Option<VrrpState>,
+    /// The override now (`None`: the file's priority applies).
+    #[serde(default, rename = "override")]
+    pub priority_override: Option<PriorityOverrideStatus>,
 }
 
 /// Reply to `priority.set`.
@@ -520,7 +632,42 @@ pub struct MaintenanceReply {
 pub struct PriorityReply {
     /// Each instance changed.
     #[serde(default)]
-    pub instances: Vec<MemberPriority>,
+    pub instances: Vec<InstancePriority>,
+    /// Whether the state file has it.
+    #[serde(flatten)]
+    pub persisted: Persisted,
+}
+
+/// Reply to `priority.clear`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriorityClearReply {
+    /// Each instance whose override was removed (none: there was none).
+    #[serde(default)]
+    pub cleared: Vec<InstancePriority>,
+    /// Whether the state file has it.
+    #[serde(flatten)]
+    pub persisted: Persisted,
+}
+
+/// A group in maintenance, in `priority.list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMaintenance {
+    /// Group name.
+    pub group: String,
+    /// Since when and why.
+    pub maintenance: MaintenanceStatus,
+}
+
+/// Reply to `priority.list`: what the operator set and vrrpd keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PriorityListReply {
+    /// Each priority override.
+    pub overrides: Vec<InstancePriority>,
+    /// Each group in maintenance.
+    pub maintenance: Vec<GroupMaintenance>,
+    /// The state file.
+    pub state_file: StateFileStatus,
 }
 
 /// Reply to `drill.fault`.
