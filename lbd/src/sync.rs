@@ -724,9 +724,16 @@ fn set_user_timeout(stream: &TcpStream, timeout: Duration) -> std::io::Result<()
 
 /// Sends a resync line and every matching entry as a `new` event.
 fn send_dump(shared: &Shared, out: &mut impl Write, filter: &FlowFilter) -> Result<(), String> {
-    let entries = Conntrack::open()
-        .and_then(|mut c| c.dump(filter))
-        .map_err(|e| e.to_string())?;
+    let entries = {
+        // Never while this node writes the peer's entries into its kernel: a
+        // replacement deletes an entry before it creates it anew, a dump taken in
+        // between misses the connection, and the peer deletes what a dump does not
+        // bring (a drill straight after a preemption back lost 13 of 200 that way).
+        let _writes = shared.held();
+        Conntrack::open()
+            .and_then(|mut c| c.dump(filter))
+            .map_err(|e| e.to_string())?
+    };
     out.write_all(RESYNC_LINE.as_bytes())
         .map_err(|e| e.to_string())?;
     for entry in entries {
