@@ -1,0 +1,148 @@
+//! lbd as systemd sees it, without systemd: the notify protocol on a socket of the
+//! test's own (READY=1 only once the service's rules are in the kernel, WATCHDOG=1
+//! from the reconcile loop every WATCHDOG_USEC/2, RELOADING=1 / READY=1 around a
+//! reload, a refused file making `vrrpctl --socket <lbd> reload` — the unit's
+//! ExecReload — exit non-zero), and /metrics: one scrape right after start has every
+//! series docs/metrics.md names for lbd. Needs root (prints SKIP otherwise).
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use integration::{exposition, NotifySocket};
+use support::*;
+
+/// lbd's metrics address in the example config.
+const METRICS: &str = "127.0.0.1:9613";
+
+#[test]
+fn systemd_hears_ready_once_the_rules_are_in_the_kernel() {
+    if !integration::have_root("systemd_hears_ready_once_the_rules_are_in_the_kernel") {
+        return;
+    }
+    let s = Setup::two_arm();
+    s.write_config("lb1", &[NO_CHECKS]);
+    let path = s.dir.path().join("notify.sock");
+    let netns = s.host("lb1").netns().to_owned();
+    // lbd's table at the moment READY=1 arrives.
+    let notify = NotifySocket::bind_with(&path, move |lines| {
+        lines.iter().any(|l| l == "READY=1").then(|| {
+            Command::new("ip")
+                .args([
+                    "netns", "exec", &netns, "nft", "list", "table", "inet", "lbsuite",
+                ])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        })
+    })
+    .unwrap();
+    let mut lbd = s.start_lbd_with_env(
+        "lb1",
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    let (_, ready) = notify
+        .wait_for("READY=1", 0, PATIENCE)
+        .expect("lbd never said READY=1");
+    let table = ready.observed.clone().unwrap_or_default();
+    assert!(
+        table.contains(VIP) && table.contains(SNAT_VIP),
+        "READY=1 came before the service and SNAT rules were in the kernel:\n{table}"
+    );
+    let status = ready.value("STATUS").unwrap_or("");
+    assert!(
+        status.starts_with("1 services, 2 of 2 servers up"),
+        "{status}"
+    );
+
+    let pings = |n: &NotifySocket| n.received().iter().filter(|m| m.has("WATCHDOG=1")).count();
+    let before = pings(&notify);
+    std::thread::sleep(Duration::from_secs(3));
+    let during = pings(&notify) - before;
+    assert!(
+        (4..=8).contains(&during),
+        "{during} WATCHDOG=1 in 3 s with WATCHDOG_USEC=1 s"
+    );
+
+    // ExecReload with a refused file: non-zero exit, RELOADING=1 then READY=1.
+    let good = std::fs::read_to_string(s.config("lb1")).unwrap();
+    std::fs::write(
+        s.config("lb1"),
+        good.replacen("scheduler = ", "scheduler = \"no-such\"\n# ", 1),
+    )
+    .unwrap();
+    let seen = notify.received().len();
+    let vrrpctl = sibling_binary("vrrpctl");
+    let out = s
+        .host("lb1")
+        .exec(&[
+            vrrpctl.to_str().unwrap(),
+            "--socket",
+            s.lbd_socket("lb1").to_str().unwrap(),
+            "reload",
+        ])
+        .unwrap();
+    assert!(!out.status.success(), "vrrpctl reload accepted a bad file");
+    let (reloading, _) = notify
+        .wait_for("RELOADING=1", seen, PATIENCE)
+        .expect("no RELOADING=1");
+    let (_, after) = notify
+        .wait_for("READY=1", reloading, PATIENCE)
+        .expect("no READY=1 after the reload");
+    let status = after.value("STATUS").unwrap_or("");
+    assert!(status.starts_with("reload refused"), "{status}");
+    assert!(lbd.try_wait().unwrap().is_none(), "lbd exited");
+    println!(
+        "vrrpctl reload of a refused file: {}; STATUS={status}",
+        out.status
+    );
+}
+
+#[test]
+fn the_first_scrape_has_every_documented_series() {
+    if !integration::have_root("the_first_scrape_has_every_documented_series") {
+        return;
+    }
+    let s = Setup::two_arm();
+    // Every optional series: checks (in the example), SNAT and sync (in the
+    // example), a quorum.
+    s.write_config(
+        "lb1",
+        &[
+            ("# quorum = 1", "quorum = 1"),
+            (
+                "# quorum_priority_delta = -60",
+                "quorum_priority_delta = -60",
+            ),
+        ],
+    );
+    let _lbd = s.start_lbd("lb1");
+    let addr = METRICS.parse().unwrap();
+    wait_for("lbd's /metrics answers", PATIENCE, || {
+        s.host("lb1")
+            .tcp_connect(addr, Duration::from_secs(1))
+            .is_ok()
+    });
+    let text = scrape_raw(s.host("lb1"), METRICS);
+    let documented = exposition::documented(&exposition::doc_text(), "lbd");
+    let missing = exposition::missing(&text, &documented);
+    assert!(
+        missing.is_empty(),
+        "documented in docs/metrics.md but not in the first scrape: {missing:?}\n{text}"
+    );
+    let unlabelled: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("lbd_") && !l.contains("cluster=\"edge\""))
+        .collect();
+    assert!(unlabelled.is_empty(), "{unlabelled:?}");
+    assert!(!text.lines().any(|l| l.starts_with("lb_")), "{text}");
+    println!(
+        "{} documented lbd series, all in the first scrape ({} lines)",
+        documented.len(),
+        text.lines().count()
+    );
+}
