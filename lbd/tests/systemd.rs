@@ -146,3 +146,69 @@ fn the_first_scrape_has_every_documented_series() {
         text.lines().count()
     );
 }
+
+/// The syslog priority a JSON line's level must carry (sd-daemon(3)).
+fn priority_of(level: &str) -> &'static str {
+    match level {
+        "ERROR" => "<3>",
+        "WARN" => "<4>",
+        "INFO" => "<6>",
+        _ => "<7>",
+    }
+}
+
+#[test]
+fn the_journal_gets_priorities_and_json_lines_with_plain_values() {
+    if !integration::have_root("the_journal_gets_priorities_and_json_lines_with_plain_values") {
+        return;
+    }
+    let s = Setup::two_arm();
+    // The example's checks, and no server answering them: both go down.
+    s.write_config("lb1", &[]);
+    let config = s.config("lb1");
+    let mut cmd = s.host("lb1").command("sh");
+    // As systemd connects stderr to the journal: JOURNAL_STREAM names that stream.
+    cmd.args([
+        "-c",
+        "export JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2); exec \"$@\"",
+        "sh",
+        env!("CARGO_BIN_EXE_lbd"),
+        "--config",
+        config.to_str().unwrap(),
+        "--node",
+        "lb1",
+        "--log-format",
+        "json",
+    ])
+    .env("RUST_LOG", "info");
+    let lbd = s.host("lb1").spawn_command(cmd, "lbd").unwrap();
+    wait_for("both servers down in the log", PATIENCE, || {
+        lbd.stderr().matches("server health changed: down").count() >= 2
+    });
+    let log = lbd.stderr();
+    assert!(lbd.stdout().is_empty(), "stdout: {}", lbd.stdout());
+    let mut seen = std::collections::BTreeMap::new();
+    for line in log.lines() {
+        let (prefix, json) = line.split_at(line.find('{').unwrap_or(0));
+        let v: serde_json::Value =
+            serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let level = v["level"].as_str().unwrap_or("");
+        assert_eq!(prefix, priority_of(level), "{line}");
+        let message = v["message"].as_str().unwrap_or("").to_owned();
+        // Durations rounded to 0.1 ms, numbers not text.
+        for (k, x) in v.as_object().unwrap() {
+            if k.ends_with("_ms") && x.is_f64() {
+                let text = x.to_string();
+                let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+                assert!(decimals <= 1, "{k}={text} in {line}");
+            }
+        }
+        seen.insert(message, (prefix.to_owned(), line.to_owned()));
+    }
+    let down = &seen["server health changed: down"];
+    assert_eq!(down.0, "<4>", "{}", down.1);
+    let running = &seen["lbd running"];
+    assert_eq!(running.0, "<6>", "{}", running.1);
+    assert!(seen.contains_key("dataplane applied"), "{log}");
+    println!("{}", down.1);
+}
