@@ -88,6 +88,26 @@ pub fn documented(doc: &str, daemon: &str) -> BTreeSet<String> {
     names
 }
 
+/// Asserts that `scrape` (as served) has every series docs/metrics.md names for
+/// `daemon` and that each of the daemon's own series carries `cluster="<cluster>"`;
+/// returns how many names were checked.
+pub fn assert_documented_and_labelled(scrape: &str, daemon: &str, cluster: &str) -> usize {
+    let documented = documented(&doc_text(), daemon);
+    let missing = missing(scrape, &documented);
+    assert!(
+        missing.is_empty(),
+        "{daemon}: documented in docs/metrics.md but not in the scrape: {missing:?}\n{scrape}"
+    );
+    let prefix = if daemon == "vrrpd" { "vrrp_" } else { "lbd_" };
+    let label = format!("cluster=\"{cluster}\"");
+    let unlabelled: Vec<&str> = scrape
+        .lines()
+        .filter(|l| l.starts_with(prefix) && !l.contains(&label))
+        .collect();
+    assert!(unlabelled.is_empty(), "without {label}: {unlabelled:?}");
+    documented.len()
+}
+
 /// The documented names of which `scrape` (Prometheus text) has no sample: for a
 /// histogram its `_count` counts.
 pub fn missing(scrape: &str, names: &BTreeSet<String>) -> Vec<String> {

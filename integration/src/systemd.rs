@@ -91,6 +91,41 @@ impl NotifySocket {
         })
     }
 
+    /// Like [`NotifySocket::bind`]; when a datagram with `READY=1` arrives, runs
+    /// `argv` and keeps its stdout with it (what the kernel held at that moment:
+    /// `ip -n <ns> addr`, `nft list table ...`).
+    pub fn bind_observing_ready(path: &Path, argv: Vec<String>) -> std::io::Result<NotifySocket> {
+        Self::bind_with(path, move |lines| {
+            let (program, args) = argv.split_first()?;
+            lines.iter().any(|l| l == "READY=1").then(|| {
+                std::process::Command::new(program)
+                    .args(args)
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+            })
+        })
+    }
+
+    /// How many datagrams so far carry `line`.
+    pub fn count(&self, line: &str) -> usize {
+        self.received().iter().filter(|n| n.has(line)).count()
+    }
+
+    /// The `WATCHDOG=1` datagrams that arrive in the next `span` (the caller sleeps).
+    pub fn watchdog_pings_in(&self, span: Duration) -> usize {
+        let before = self.count("WATCHDOG=1");
+        thread::sleep(span);
+        self.count("WATCHDOG=1") - before
+    }
+
+    /// Waits for `RELOADING=1` after the first `skip` datagrams, then `READY=1`
+    /// after it; returns the latter.
+    pub fn wait_for_reload(&self, skip: usize, timeout: Duration) -> Option<Notification> {
+        let (reloading, _) = self.wait_for("RELOADING=1", skip, timeout)?;
+        self.wait_for("READY=1", reloading, timeout).map(|(_, n)| n)
+    }
+
     /// The socket's path (the value of `NOTIFY_SOCKET`).
     pub fn path(&self) -> &Path {
         &self.path

@@ -809,14 +809,8 @@ impl Daemon {
     async fn reload(&mut self, force: bool) -> Result<Value, String> {
         self.notifier.reloading();
         let result = self.reload_file(force).await;
-        let status = match &result {
-            Ok(_) => self.systemd_status(),
-            Err(_) => format!(
-                "reload refused, running the previous configuration; {}",
-                self.systemd_status()
-            ),
-        };
-        self.notifier.reloaded(&status);
+        let status = self.systemd_status();
+        self.notifier.reloaded(result.is_ok(), &status);
         result
     }
 

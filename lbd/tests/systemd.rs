@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use integration::{exposition, NotifySocket};
@@ -24,20 +23,13 @@ fn systemd_hears_ready_once_the_rules_are_in_the_kernel() {
     let s = Setup::two_arm();
     s.write_config("lb1", &[NO_CHECKS]);
     let path = s.dir.path().join("notify.sock");
-    let netns = s.host("lb1").netns().to_owned();
     // lbd's table at the moment READY=1 arrives.
-    let notify = NotifySocket::bind_with(&path, move |lines| {
-        lines.iter().any(|l| l == "READY=1").then(|| {
-            Command::new("ip")
-                .args([
-                    "netns", "exec", &netns, "nft", "list", "table", "inet", "lbsuite",
-                ])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default()
-        })
-    })
-    .unwrap();
+    let netns = s.host("lb1").netns();
+    let argv = [
+        "ip", "netns", "exec", netns, "nft", "list", "table", "inet", "lbsuite",
+    ];
+    let notify =
+        NotifySocket::bind_observing_ready(&path, argv.map(String::from).to_vec()).unwrap();
     let mut lbd = s.start_lbd_with_env(
         "lb1",
         &[
@@ -59,13 +51,10 @@ fn systemd_hears_ready_once_the_rules_are_in_the_kernel() {
         "{status}"
     );
 
-    let pings = |n: &NotifySocket| n.received().iter().filter(|m| m.has("WATCHDOG=1")).count();
-    let before = pings(&notify);
-    std::thread::sleep(Duration::from_secs(3));
-    let during = pings(&notify) - before;
+    let pings = notify.watchdog_pings_in(Duration::from_secs(3));
     assert!(
-        (4..=8).contains(&during),
-        "{during} WATCHDOG=1 in 3 s with WATCHDOG_USEC=1 s"
+        (4..=8).contains(&pings),
+        "{pings} WATCHDOG=1 in 3 s, WATCHDOG_USEC=1 s"
     );
 
     // ExecReload with a refused file: non-zero exit, RELOADING=1 then READY=1.
@@ -87,12 +76,7 @@ fn systemd_hears_ready_once_the_rules_are_in_the_kernel() {
         ])
         .unwrap();
     assert!(!out.status.success(), "vrrpctl reload accepted a bad file");
-    let (reloading, _) = notify
-        .wait_for("RELOADING=1", seen, PATIENCE)
-        .expect("no RELOADING=1");
-    let (_, after) = notify
-        .wait_for("READY=1", reloading, PATIENCE)
-        .expect("no READY=1 after the reload");
+    let after = notify.wait_for_reload(seen, PATIENCE).expect("no reload");
     let status = after.value("STATUS").unwrap_or("");
     assert!(status.starts_with("reload refused"), "{status}");
     assert!(lbd.try_wait().unwrap().is_none(), "lbd exited");
@@ -128,21 +112,11 @@ fn the_first_scrape_has_every_documented_series() {
             .is_ok()
     });
     let text = scrape_raw(s.host("lb1"), METRICS);
-    let documented = exposition::documented(&exposition::doc_text(), "lbd");
-    let missing = exposition::missing(&text, &documented);
-    assert!(
-        missing.is_empty(),
-        "documented in docs/metrics.md but not in the first scrape: {missing:?}\n{text}"
-    );
-    let unlabelled: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("lbd_") && !l.contains("cluster=\"edge\""))
-        .collect();
-    assert!(unlabelled.is_empty(), "{unlabelled:?}");
+    let documented = exposition::assert_documented_and_labelled(&text, "lbd", "edge");
     assert!(!text.lines().any(|l| l.starts_with("lb_")), "{text}");
     println!(
         "{} documented lbd series, all in the first scrape ({} lines)",
-        documented.len(),
+        documented,
         text.lines().count()
     );
 }

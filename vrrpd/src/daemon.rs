@@ -918,14 +918,8 @@ impl Daemon {
     pub(crate) async fn reload(&mut self) -> Result<Value, String> {
         self.notifier.reloading();
         let result = self.reload_file().await;
-        let status = match &result {
-            Ok(_) => self.systemd_status(),
-            Err(_) => format!(
-                "reload refused, running the previous configuration; {}",
-                self.systemd_status()
-            ),
-        };
-        self.notifier.reloaded(&status);
+        let status = self.systemd_status();
+        self.notifier.reloaded(result.is_ok(), &status);
         result
     }
 

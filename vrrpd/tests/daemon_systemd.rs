@@ -8,20 +8,10 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use integration::{exposition, NotifySocket};
 use support::*;
-
-/// The `WATCHDOG=1` datagrams received so far.
-fn pings(notify: &NotifySocket) -> usize {
-    notify
-        .received()
-        .iter()
-        .filter(|n| n.has("WATCHDOG=1"))
-        .count()
-}
 
 #[test]
 fn systemd_hears_ready_once_the_vips_are_up_and_the_watchdog_keeps_pinging() {
@@ -32,18 +22,10 @@ fn systemd_hears_ready_once_the_vips_are_up_and_the_watchdog_keeps_pinging() {
     }
     let c = Cluster::up(&[]);
     let path = c.dir.path().join("notify.sock");
-    let netns = c.host("lb1").netns().to_owned();
     // The addresses at the moment READY=1 arrives.
-    let notify = NotifySocket::bind_with(&path, move |lines| {
-        lines.iter().any(|l| l == "READY=1").then(|| {
-            Command::new("ip")
-                .args(["-n", &netns, "-o", "addr", "show"])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default()
-        })
-    })
-    .unwrap();
+    let netns = c.host("lb1").netns();
+    let argv = ["ip", "-n", netns, "-o", "addr", "show"].map(String::from);
+    let notify = NotifySocket::bind_observing_ready(&path, argv.to_vec()).unwrap();
     let socket = path.to_str().unwrap();
     let lb1 = c.start_with_env(
         "lb1",
@@ -62,12 +44,10 @@ fn systemd_hears_ready_once_the_vips_are_up_and_the_watchdog_keeps_pinging() {
     println!("READY=1 with STATUS={:?}", ready.value("STATUS"));
 
     // WATCHDOG=1 every 500 ms from the event loop, on and on.
-    let before = pings(&notify);
-    std::thread::sleep(Duration::from_secs(3));
-    let during = pings(&notify) - before;
+    let pings = notify.watchdog_pings_in(Duration::from_secs(3));
     assert!(
-        (4..=8).contains(&during),
-        "{during} WATCHDOG=1 in 3 s with WATCHDOG_USEC=1 s"
+        (4..=8).contains(&pings),
+        "{pings} WATCHDOG=1 in 3 s, WATCHDOG_USEC=1 s"
     );
 
     // A refused file: ExecReload (vrrpctl reload) fails, vrrpd says RELOADING=1
@@ -95,12 +75,7 @@ fn systemd_hears_ready_once_the_vips_are_up_and_the_watchdog_keeps_pinging() {
         }
         None => lb1.signal(libc::SIGHUP).unwrap(),
     }
-    let (reloading, _) = notify
-        .wait_for("RELOADING=1", seen, PATIENCE)
-        .expect("no RELOADING=1");
-    let (_, after) = notify
-        .wait_for("READY=1", reloading, PATIENCE)
-        .expect("no READY=1 after the reload");
+    let after = notify.wait_for_reload(seen, PATIENCE).expect("no reload");
     let status = after.value("STATUS").unwrap_or("");
     assert!(status.starts_with("reload refused"), "{status}");
     assert!(has_both(c.host("lb1")));
@@ -109,12 +84,7 @@ fn systemd_hears_ready_once_the_vips_are_up_and_the_watchdog_keeps_pinging() {
     std::fs::write(c.config("lb1"), &good).unwrap();
     let seen = notify.received().len();
     lb1.signal(libc::SIGHUP).unwrap();
-    let (reloading, _) = notify
-        .wait_for("RELOADING=1", seen, PATIENCE)
-        .expect("no RELOADING=1");
-    let (_, after) = notify
-        .wait_for("READY=1", reloading, PATIENCE)
-        .expect("no READY=1 after the reload");
+    let after = notify.wait_for_reload(seen, PATIENCE).expect("no reload");
     assert_eq!(after.value("STATUS"), Some("edge MASTER"));
 
     let seen = notify.received().len();
@@ -157,25 +127,14 @@ fn the_first_scrape_of_a_node_never_master_has_every_documented_series() {
         ),
         Some(0.0)
     );
-    let documented = exposition::documented(&exposition::doc_text(), "vrrpd");
-    let missing = exposition::missing(&text, &documented);
-    assert!(
-        missing.is_empty(),
-        "documented in docs/metrics.md but not in the first scrape: {missing:?}\n{text}"
-    );
-    // Every series of ours says which cluster it belongs to.
-    let unlabelled: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("vrrp_") && !l.contains("cluster=\"edge\""))
-        .collect();
-    assert!(unlabelled.is_empty(), "{unlabelled:?}");
+    let documented = exposition::assert_documented_and_labelled(&text, "vrrpd", "edge");
     assert!(
         text.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
         "{text}"
     );
     println!(
         "{} documented vrrpd series, all in the first scrape ({} lines)",
-        documented.len(),
+        documented,
         text.lines().count()
     );
 }

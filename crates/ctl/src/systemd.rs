@@ -70,15 +70,21 @@ impl Notifier {
     }
 
     /// `READY=1` after a reload, whatever its outcome (a refused file leaves the
-    /// daemon running its previous configuration), with `status` saying which;
-    /// before the daemon is ready, only the status.
-    pub fn reloaded(&mut self, status: &str) {
+    /// daemon running its previous configuration): `STATUS=` is `status`, after
+    /// `reload refused, running the previous configuration; ` unless `accepted`.
+    /// Before the daemon is ready, only the status.
+    pub fn reloaded(&mut self, accepted: bool, status: &str) {
+        let status = if accepted {
+            status.to_owned()
+        } else {
+            format!("reload refused, running the previous configuration; {status}")
+        };
         if !self.ready {
-            self.status(status);
+            self.status(&status);
             return;
         }
-        self.status = status.to_owned();
-        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+        self.send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+        self.status = status;
     }
 
     /// `STOPPING=1` when shutdown starts.
