@@ -87,8 +87,36 @@ pub struct MaintenanceArgs {
 /// `vrrpctl priority ...`.
 #[derive(Debug, Subcommand)]
 pub enum PriorityCommand {
-    /// Set the configured priority (until the next reload or restart).
+    /// Override the file's priority; kept across reloads and restarts (in vrrpd's
+    /// state file) until `priority clear`.
     Set(PrioritySetArgs),
+    /// The priority overrides and maintenance in effect, and the state file.
+    List(PriorityListArgs),
+    /// Remove overrides: the file's priority applies again.
+    Clear(PriorityClearArgs),
+}
+
+/// `vrrpctl priority list`.
+#[derive(Debug, Args)]
+pub struct PriorityListArgs {
+    /// Print the daemon's reply as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `vrrpctl priority clear`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["instance", "group", "all"])))]
+pub struct PriorityClearArgs {
+    /// One instance.
+    #[arg(long)]
+    instance: Option<String>,
+    /// Every member of a sync group.
+    #[arg(long)]
+    group: Option<String>,
+    /// Every override.
+    #[arg(long)]
+    all: bool,
 }
 
 /// `vrrpctl priority set`.
@@ -101,7 +129,8 @@ pub struct PrioritySetArgs {
     /// Every member of a sync group.
     #[arg(long)]
     group: Option<String>,
-    /// The new priority, 1..=255.
+    /// The new priority, 1..=255 (255 only where this node owns the group's VIPs,
+    /// as check-config says).
     #[arg(value_parser = clap::value_parser!(u8).range(1..=255))]
     priority: u8,
 }
@@ -230,6 +259,7 @@ pub fn maintenance(socket: &Path, args: &MaintenanceArgs) -> anyhow::Result<i32>
         json!({ "on": on, "group": args.group }),
         ctl::DEFAULT_TIMEOUT,
     ))??;
+    warn_unsaved(&reply);
     for g in reply["groups"].as_array().into_iter().flatten() {
         println!(
             "{}: maintenance {}, now {}",
@@ -241,23 +271,78 @@ pub fn maintenance(socket: &Path, args: &MaintenanceArgs) -> anyhow::Result<i32>
     Ok(0)
 }
 
-/// `vrrpctl priority set`.
+/// A change vrrpd applied but could not write to its state file: said on
+/// stderr, since it is lost at vrrpd's next restart.
+fn warn_unsaved(reply: &Value) {
+    if let Some(w) = reply["warning"].as_str() {
+        eprintln!("vrrpctl: warning: {w}");
+    }
+}
+
+/// One instance after a priority command.
+fn priority_line(i: &Value) -> String {
+    let over = match i["override"]["priority"].as_u64() {
+        Some(p) => format!("override {p}"),
+        None => "no override".to_owned(),
+    };
+    format!(
+        "{}: priority {} (effective {}), {over}, {}",
+        i["instance"].as_str().unwrap_or("?"),
+        i["priority"],
+        i["effective_priority"],
+        i["state"].as_str().unwrap_or("?")
+    )
+}
+
+/// `vrrpctl priority set|list|clear`.
 pub fn priority(socket: &Path, command: &PriorityCommand) -> anyhow::Result<i32> {
-    let PriorityCommand::Set(args) = command;
-    let reply = block_on(request(
-        socket,
-        "priority.set",
-        json!({ "instance": args.instance, "group": args.group, "priority": args.priority }),
-        ctl::DEFAULT_TIMEOUT,
-    ))??;
-    for i in reply["instances"].as_array().into_iter().flatten() {
-        println!(
-            "{}: priority {} (effective {}), {}",
-            i["instance"].as_str().unwrap_or("?"),
-            i["priority"],
-            i["effective_priority"],
-            i["state"].as_str().unwrap_or("?")
-        );
+    match command {
+        PriorityCommand::Set(args) => {
+            let reply = block_on(request(
+                socket,
+                "priority.set",
+                json!({ "instance": args.instance, "group": args.group, "priority": args.priority }),
+                ctl::DEFAULT_TIMEOUT,
+            ))??;
+            warn_unsaved(&reply);
+            for i in reply["instances"].as_array().into_iter().flatten() {
+                println!("{}", priority_line(i));
+            }
+        }
+        PriorityCommand::Clear(args) => {
+            let params = if args.all {
+                json!({ "all": true })
+            } else {
+                json!({ "instance": args.instance, "group": args.group })
+            };
+            let reply = block_on(request(
+                socket,
+                "priority.clear",
+                params,
+                ctl::DEFAULT_TIMEOUT,
+            ))??;
+            warn_unsaved(&reply);
+            let cleared = reply["cleared"].as_array().map_or(&[][..], Vec::as_slice);
+            if cleared.is_empty() {
+                println!("no override to clear");
+            }
+            for i in cleared {
+                println!("{}", priority_line(i));
+            }
+        }
+        PriorityCommand::List(args) => {
+            let reply = block_on(request(
+                socket,
+                "priority.list",
+                Value::Null,
+                ctl::DEFAULT_TIMEOUT,
+            ))??;
+            if args.json {
+                print_json(&reply);
+            } else {
+                print!("{}", status_table::render_overrides(&reply));
+            }
+        }
     }
     Ok(0)
 }

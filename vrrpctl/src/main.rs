@@ -38,9 +38,9 @@ enum Command {
     /// Failover and fault drills.
     #[command(subcommand)]
     Drill(daemon::DrillCommand),
-    /// Hold groups out of MASTER (on) or let them back (off).
+    /// Hold groups out of MASTER (on) or let them back (off); kept across vrrpd restarts.
     Maintenance(daemon::MaintenanceArgs),
-    /// Run-time priority changes.
+    /// Priority overrides: set, list, clear (kept until cleared, across reloads and restarts).
     #[command(subcommand)]
     Priority(daemon::PriorityCommand),
     /// Make vrrpd re-read its configuration and apply the difference (with

@@ -23,6 +23,12 @@ pub fn render(status: &Value) -> String {
             None => "-".to_owned(),
         };
         let mut state = text(&i["state"]);
+        // `*`: an operator's override replaces the file's priority (see below).
+        let mark = if i["priority_override"].is_null() {
+            ""
+        } else {
+            "*"
+        };
         if i["maintenance"] == Value::Bool(true) && state != "MAINTENANCE" {
             state.push_str(" (maint)");
         }
@@ -33,7 +39,7 @@ pub fn render(status: &Value) -> String {
             text(&i["vrid"]),
             state,
             format!(
-                "{}/{}",
+                "{}{mark}/{}",
                 text(&i["priority"]),
                 text(&i["effective_priority"])
             ),
@@ -80,6 +86,7 @@ pub fn render(status: &Value) -> String {
         }
         out.push('\n');
     }
+    out.push_str(&operator_lines(status));
     // Two masters: said loudly, with the fix vrrpd suggests.
     for i in status["instances"].as_array().into_iter().flatten() {
         let d = &i["dual_master"];
@@ -134,6 +141,123 @@ pub fn render(status: &Value) -> String {
         out.push_str(&format!("[vrrpd] not applied: {}\n", text(w)));
     }
     out
+}
+
+/// What the operator set and vrrpd keeps across restarts (maintenance, priority
+/// overrides), and what went wrong with the state file.
+fn operator_lines(status: &Value) -> String {
+    let mut out = String::new();
+    for g in status["groups"].as_array().into_iter().flatten() {
+        let m = &g["maintenance"];
+        if !m.is_null() {
+            out.push_str(&format!(
+                "group {}: {}\n",
+                text(&g["name"]),
+                maintenance_text(m)
+            ));
+        }
+    }
+    for i in status["instances"].as_array().into_iter().flatten() {
+        let o = &i["priority_override"];
+        if !o.is_null() {
+            out.push_str(&format!(
+                "* {}: {}\n",
+                text(&i["name"]),
+                override_text(o, &i["configured_priority"])
+            ));
+        }
+    }
+    out.push_str(&state_file_lines(&status["state_file"]));
+    out
+}
+
+fn maintenance_text(m: &Value) -> String {
+    format!(
+        "maintenance since {} UTC ({} ago): {}; kept across restarts until `vrrpctl maintenance off`",
+        m["since_unix_ms"].as_u64().map_or("?".to_owned(), clock_day),
+        m["ago_s"].as_u64().map_or("?".to_owned(), span),
+        text(&m["reason"])
+    )
+}
+
+fn override_text(o: &Value, configured: &Value) -> String {
+    format!(
+        "priority overridden to {} (file: {}) since {} UTC; kept across reloads and restarts until `vrrpctl priority clear`",
+        text(&o["priority"]),
+        text(configured),
+        o["since_unix_ms"].as_u64().map_or("?".to_owned(), clock_day),
+    )
+}
+
+/// The state file's problems, said loudly; nothing when all is well.
+fn state_file_lines(f: &Value) -> String {
+    let mut out = String::new();
+    if let Some(e) = f["load_error"].as_str() {
+        out.push_str(&format!(
+            "STATE FILE UNUSABLE at start-up: {e}; every group was started in maintenance (it may have been on). Check the file (a copy is beside it, .bad), then `vrrpctl maintenance off`\n"
+        ));
+    }
+    if let Some(e) = f["last_write_error"].as_str() {
+        out.push_str(&format!("STATE FILE NOT WRITTEN: {e}\n"));
+    }
+    for i in f["ignored"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "state file entry ignored (the configuration has no place for it): {}\n",
+            text(i)
+        ));
+    }
+    out
+}
+
+/// `vrrpctl priority list`: overrides, maintenance, the state file.
+pub fn render_overrides(list: &Value) -> String {
+    let mut out = String::new();
+    let overrides = list["overrides"].as_array().map_or(&[][..], Vec::as_slice);
+    if overrides.is_empty() {
+        out.push_str("no priority override\n");
+    }
+    for o in overrides {
+        out.push_str(&format!(
+            "{} {}: {}; now {} (effective {}), {}\n",
+            text(&o["group"]),
+            text(&o["instance"]),
+            override_text(&o["override"], &o["configured_priority"]),
+            text(&o["priority"]),
+            text(&o["effective_priority"]),
+            text(&o["state"]),
+        ));
+    }
+    for m in list["maintenance"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "group {}: {}\n",
+            text(&m["group"]),
+            maintenance_text(&m["maintenance"])
+        ));
+    }
+    out.push_str(&format!(
+        "state file: {}\n",
+        text(&list["state_file"]["path"])
+    ));
+    out.push_str(&state_file_lines(&list["state_file"]));
+    out
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of a Unix time in ms.
+fn clock_day(ms: u64) -> String {
+    let days = i64::try_from(ms / 86_400_000).unwrap_or(0);
+    let (y, m, d) = crate::decode::civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02} {}", &clock(ms)[..8])
+}
+
+/// `1d2h`, `3h4m`, `5m6s`, `7s`.
+fn span(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s}s"),
+        (0, _, _) => format!("{h}h{m}m"),
+        _ => format!("{d}d{h}h"),
+    }
 }
 
 /// `HH:MM:SS.mmm` (UTC) of a Unix time in ms.
@@ -279,6 +403,32 @@ mod tests {
         );
         status["realtime"]["warnings"] = json!([]);
         assert!(!render(&status).contains("[vrrpd]"));
+    }
+
+    #[test]
+    fn maintenance_and_overrides_are_said_with_how_to_end_them() {
+        let status = json!({
+            "groups": [{"name": "edge", "state": "MAINTENANCE",
+                        "maintenance": {"since_unix_ms": 1_700_000_000_000u64, "ago_s": 3725,
+                                        "reason": "vrrpctl maintenance on"}}],
+            "instances": [{
+                "group": "edge", "name": "public", "state": "MAINTENANCE",
+                "priority": 200, "effective_priority": 200, "configured_priority": 150,
+                "priority_override": {"priority": 200, "since_unix_ms": 1_700_000_000_000u64},
+            }],
+            "state_file": {"path": "/var/lib/lbsuite/vrrpd.state", "ignored": ["maintenance of group \"old\": no such group"]},
+        });
+        let out = render(&status);
+        assert!(out.lines().nth(1).unwrap().contains("200*/200"), "{out}");
+        assert!(out.contains("group edge: maintenance since 2023-11-14 22:13:20 UTC (1h2m ago): vrrpctl maintenance on; kept across restarts until `vrrpctl maintenance off`"), "{out}");
+        assert!(out.contains("* public: priority overridden to 200 (file: 150) since 2023-11-14 22:13:20 UTC; kept across reloads and restarts until `vrrpctl priority clear`"), "{out}");
+        assert!(out.contains("state file entry ignored (the configuration has no place for it): maintenance of group \"old\""), "{out}");
+        assert!(!out.contains("UNUSABLE"), "{out}");
+        let mut bad = status.clone();
+        bad["state_file"]["load_error"] = json!("x: not a valid state file");
+        assert!(render(&bad).contains("STATE FILE UNUSABLE at start-up: x: not a valid state file; every group was started in maintenance"));
+        assert_eq!(span(59), "59s");
+        assert_eq!(span(90_061), "1d1h");
     }
 
     #[test]

@@ -45,8 +45,10 @@ impl RequestHandler for FakeVrrpd {
                 json!({"maintenance": params["on"], "groups": [{"group": "edge", "state": "MAINTENANCE"}]}),
             ),
             "priority.set" => Ok(
-                json!({"instances": [{"instance": "public", "priority": params["priority"], "effective_priority": params["priority"], "state": "BACKUP"}]}),
+                json!({"instances": [{"instance": "public", "priority": params["priority"], "effective_priority": params["priority"], "state": "BACKUP", "override": {"priority": params["priority"], "since_unix_ms": 1}}],
+                       "persisted": false, "warning": "cannot write the state file /x/vrrpd.state: No space left on device (os error 28); the change applies now but is lost at the next restart"}),
             ),
+            "priority.clear" => Ok(json!({"cleared": [], "persisted": true})),
             "reload" => Err(ReplyError::failed(
                 "reload refused, running configuration unchanged:\nx.toml:1:1: bad",
             )),
@@ -218,6 +220,16 @@ fn commands_send_their_parameters() {
         "90",
     ]);
     assert_eq!(code, 0, "{err}");
+    // Applied but not saved: said on stderr.
+    assert!(
+        err.starts_with("vrrpctl: warning: cannot write the state file"),
+        "{err}"
+    );
+    let (code, out, err) = vrrpctl(&["--socket", s, "priority", "clear", "--all"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "no override to clear\n");
+    let (code, _, err) = vrrpctl(&["--socket", s, "priority", "clear"]);
+    assert_eq!(code, 2, "needs --instance, --group or --all: {err}");
     let (code, _, err) = vrrpctl(&["--socket", s, "priority", "set", "90"]);
     assert_eq!(code, 2, "needs --instance or --group: {err}");
     let (code, _, err) = vrrpctl(&["--socket", s, "priority", "set", "--group", "edge", "0"]);
@@ -241,6 +253,7 @@ fn commands_send_their_parameters() {
                 "priority.set".to_owned(),
                 json!({"instance": "public", "group": null, "priority": 90})
             ),
+            ("priority.clear".to_owned(), json!({"all": true})),
             ("reload".to_owned(), Value::Null),
         ]
     );

@@ -19,8 +19,13 @@ pub mod methods {
     pub const DRILL_FAULT: &str = "drill.fault";
     /// Hold groups out of MASTER (or let them back).
     pub const MAINTENANCE: &str = "maintenance";
-    /// Set the configured priority of an instance or a group.
+    /// Override the file's priority of an instance or a group (kept until
+    /// `priority.clear`, across reloads and restarts).
     pub const PRIORITY_SET: &str = "priority.set";
+    /// The priority overrides and maintenance in effect, and the state file.
+    pub const PRIORITY_LIST: &str = "priority.list";
+    /// Remove priority overrides: the file's priority applies again.
+    pub const PRIORITY_CLEAR: &str = "priority.clear";
     /// Replace one source's priority deltas (lbd's service quorums).
     pub const TRACK_SET: &str = "track.set";
 }
@@ -75,6 +80,21 @@ pub struct PriorityParams {
     pub priority: u8,
 }
 
+/// Parameters of `priority.clear`: exactly one of `instance`, `group`, `all`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityClearParams {
+    /// One instance.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// Every member of a group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Every override.
+    #[serde(default)]
+    pub all: bool,
+}
+
 /// Parameters of `track.set`: the complete list of one source.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,6 +136,10 @@ pub enum Command {
     Maintenance(MaintenanceParams),
     /// `priority.set`.
     PrioritySet(PriorityParams),
+    /// `priority.list`.
+    PriorityList,
+    /// `priority.clear`.
+    PriorityClear(PriorityClearParams),
     /// `track.set`.
     TrackSet(TrackParams),
 }
@@ -126,9 +150,9 @@ impl Command {
         // Methods without parameters accept null or {}.
         let empty = |p: &Value| p.is_null() || p.as_object().is_some_and(|o| o.is_empty());
         match method {
-            methods::STATUS if !empty(&params) => Err(ReplyError::invalid_params(format!(
-                "{method} takes no parameters"
-            ))),
+            methods::STATUS | methods::PRIORITY_LIST if !empty(&params) => Err(
+                ReplyError::invalid_params(format!("{method} takes no parameters")),
+            ),
             // `force` is lbd's (a file that drops most services); vrrpd has nothing
             // to guard that way, and takes it so that one command line serves both.
             methods::RELOAD
@@ -172,6 +196,17 @@ impl Command {
                     ));
                 }
                 Ok(Command::PrioritySet(p))
+            }
+            methods::PRIORITY_LIST => Ok(Command::PriorityList),
+            methods::PRIORITY_CLEAR => {
+                let p: PriorityClearParams = decode_params(params)?;
+                let given = [p.instance.is_some(), p.group.is_some(), p.all];
+                if given.iter().filter(|g| **g).count() != 1 {
+                    return Err(ReplyError::invalid_params(
+                        "give exactly one of `instance`, `group` and `all`",
+                    ));
+                }
+                Ok(Command::PriorityClear(p))
             }
             methods::TRACK_SET => {
                 let p: TrackParams = decode_params(params)?;
@@ -252,6 +287,21 @@ mod tests {
                 priority: 200
             }))
         );
+        assert_eq!(
+            Command::parse("priority.list", Value::Null),
+            Ok(Command::PriorityList)
+        );
+        assert!(Command::parse("priority.list", json!({"all": true})).is_err());
+        assert_eq!(
+            Command::parse("priority.clear", json!({"all": true})),
+            Ok(Command::PriorityClear(PriorityClearParams {
+                all: true,
+                ..Default::default()
+            }))
+        );
+        assert!(Command::parse("priority.clear", json!({})).is_err());
+        assert!(Command::parse("priority.clear", json!({"all": false})).is_err());
+        assert!(Command::parse("priority.clear", json!({"all": true, "group": "g"})).is_err());
         let err = Command::parse("nope", Value::Null).unwrap_err();
         assert_eq!(err.code, ctl::wire::codes::METHOD_NOT_FOUND);
     }

@@ -124,8 +124,11 @@ pub(crate) struct Daemon {
     pub(crate) failover: Option<FailoverDrill>,
     /// Priority deltas per source (`track.set`).
     pub(crate) tracks: crate::tracking::Tracks,
-    /// Priorities set by `priority.set`, per instance (the base of tracking).
-    pub(crate) priority_overrides: HashMap<String, u8>,
+    /// What the operator set (maintenance, `priority.set`, the base of
+    /// tracking), as the state file keeps it.
+    pub(crate) operator: crate::persist::OperatorState,
+    /// Where that is kept, and how reading and writing it went.
+    pub(crate) state_file: crate::overrides::StateFile,
     /// Preemption held back for lbd's connection-state sync.
     pub(crate) hold: crate::hold::PreemptHold,
     /// What `[vrrpd]` asked for at start-up and what it got.
@@ -191,13 +194,16 @@ pub async fn run(
         .context("translating the configuration")?;
     check_interfaces(&plan, &links).map_err(|e| anyhow!(e))?;
 
-    remove_leftover_vips(&netif, &view, &links).await;
+    // Before anything can be elected: a node left in maintenance stays there.
+    let (mut state_file, operator) = crate::overrides::StateFile::open(&view);
+    remove_leftover_vips(&netif, &view, &links, &operator).await;
 
     let telemetry = Telemetry::for_cluster(&view.cluster_name);
     telemetry.realtime(
         Scheduling::current().realtime_priority(),
         realtime.memory_locked,
     );
+    state_file.attach(&telemetry);
     let (packets_tx, mut packets_rx) = mpsc::channel(1024);
     let events = ctl::EventBus::new(ctl::DEFAULT_BACKLOG);
     let mut daemon = Daemon {
@@ -224,7 +230,8 @@ pub async fn run(
         prepare_misses: HashMap::new(),
         failover: None,
         tracks: Default::default(),
-        priority_overrides: HashMap::new(),
+        operator,
+        state_file,
         hold: Default::default(),
         realtime,
         dual_masters: HashMap::new(),
@@ -278,6 +285,7 @@ pub async fn run(
     };
 
     daemon.reindex();
+    daemon.settle_operator_state("start-up");
     daemon.hold_at_startup();
     for g in plan.groups {
         daemon.start_group(g).await;
@@ -512,14 +520,20 @@ fn check_interfaces(plan: &Translation, links: &HashMap<String, LinkState>) -> R
 
 /// A restarted daemon first removes configured VIPs it finds on its
 /// interfaces (left by a crash): it holds none before an election says so.
-/// Only VIPs of groups this node owns (priority 255) stay. Nothing else is
-/// touched.
-async fn remove_leftover_vips(netif: &Netif, view: &NodeView, links: &HashMap<String, LinkState>) {
+/// Only VIPs of groups this node owns (priority 255) stay, unless the operator
+/// holds the group in maintenance. Nothing else is touched.
+async fn remove_leftover_vips(
+    netif: &Netif,
+    view: &NodeView,
+    links: &HashMap<String, LinkState>,
+    operator: &crate::persist::OperatorState,
+) {
     let mut vips: HashMap<IpAddr, bool> = HashMap::new();
     for g in &view.groups {
+        let keep = g.priority == 255 && !operator.maintenance.contains_key(&g.name);
         for i in &g.instances {
             for v in &i.config.vips {
-                vips.insert(v.address.address, g.priority == 255);
+                vips.insert(v.address.address, keep);
             }
         }
     }
@@ -718,6 +732,7 @@ impl Daemon {
             },
         );
         self.prime_tracking(&name);
+        self.prime_maintenance(&name);
         self.prime_hold(&name);
         self.feed(&name, Input::Startup, Instant::now()).await;
     }
@@ -941,13 +956,17 @@ impl Daemon {
         self.open_io(&plan)?;
         let diff = config::diff(&self.cluster, &loaded.cluster);
         if diff.control_changed {
-            tracing::warn!("[control] changed: the socket path, group and connection limits take effect at the next restart; lbd_socket and prepare_budget_ms apply now");
+            tracing::warn!("[control] changed: the socket path, group, connection limits and state_dir take effect at the next restart; lbd_socket and prepare_budget_ms apply now");
         }
         if diff.metrics_changed {
             tracing::warn!("[metrics] changed: takes effect at the next restart");
         }
-        if diff.vrrpd_changed {
-            let new = loaded.view.vrrpd;
+        let (old_rt, new_rt) = (self.view.vrrpd, loaded.view.vrrpd);
+        if diff.vrrpd_changed
+            && (old_rt.realtime_priority, old_rt.lock_memory)
+                != (new_rt.realtime_priority, new_rt.lock_memory)
+        {
+            let new = new_rt;
             tracing::warn!(
                 realtime_priority = new.realtime_priority,
                 lock_memory = new.lock_memory,
@@ -981,6 +1000,7 @@ impl Daemon {
         self.view = loaded.view;
         self.plan = plan.clone();
         self.reindex();
+        self.settle_operator_state("reload");
         for new in plan.groups {
             let name = new.name.clone();
             match old.get(&name) {
@@ -997,10 +1017,13 @@ impl Daemon {
                             rt.plan = new;
                         }
                         for input in inputs {
-                            // The file's priority changed: it replaces priority.set's,
-                            // and tracking applies on top of it (below).
+                            // The file's priority changed: an override (priority.set)
+                            // stays until cleared, and tracking applies on top of
+                            // whichever is the base (below).
                             if let Input::SetPriority { instance, .. } = &input {
-                                self.priority_overrides.remove(instance);
+                                if let Some(o) = self.operator.override_of(instance) {
+                                    tracing::info!(group = %name, instance = %instance, priority_override = o, "reload: the file's priority changed; the override stays until `vrrpctl priority clear`");
+                                }
                                 continue;
                             }
                             self.feed(&name, input, Instant::now()).await;
@@ -1051,6 +1074,7 @@ pub(crate) fn run_time_changes(old: &GroupPlan, new: &GroupPlan) -> Option<Vec<I
         patched.preempt_delay = n.preempt_delay;
         patched.accept_mode = n.accept_mode;
         patched.advert_interval_cs = n.advert_interval_cs;
+        patched.late_timer_grace = n.late_timer_grace;
         if patched != *n {
             return None;
         }
@@ -1078,6 +1102,9 @@ pub(crate) fn run_time_changes(old: &GroupPlan, new: &GroupPlan) -> Option<Vec<I
         }
         if o.advert_interval_cs != n.advert_interval_cs {
             change(ConfigChange::AdvertInterval(n.advert_interval_cs));
+        }
+        if o.late_timer_grace != n.late_timer_grace {
+            change(ConfigChange::LateTimerGrace(n.late_timer_grace));
         }
     }
     Some(inputs)
@@ -1262,6 +1289,19 @@ mod tests {
                     change: ConfigChange::AdvertInterval(50)
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn the_late_timer_grace_changes_at_run_time() {
+        let new = plan(&[("late_timer_grace = true", "late_timer_grace = false")]);
+        let change = |instance: &str| Input::ConfigChanged {
+            instance: instance.into(),
+            change: ConfigChange::LateTimerGrace(false),
+        };
+        assert_eq!(
+            run_time_changes(&plan(&[]), &new),
+            Some(vec![change("public"), change("server")])
         );
     }
 

@@ -4,6 +4,8 @@
 //! - [`daemon`]: start-up, the event loop, shutdown, reload;
 //! - [`execute`]: the state machine's actions turned into syscalls;
 //! - [`operate`]: the control socket's commands (status, drills, maintenance);
+//! - [`overrides`], [`persist`]: maintenance and priority overrides, kept in the
+//!   state file across reloads and restarts;
 //! - [`tracking`]: priority deltas other daemons ask for (lbd's service quorums);
 //! - [`hold`]: preemption held back while lbd lacks the peer's connection state;
 //! - [`realtime`]: `[vrrpd]` real-time scheduling and locked memory;
@@ -17,6 +19,8 @@ pub mod execute;
 pub mod hold;
 pub mod net;
 pub mod operate;
+pub mod overrides;
+pub mod persist;
 pub mod realtime;
 pub mod telemetry;
 pub mod timers;

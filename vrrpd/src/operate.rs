@@ -13,9 +13,7 @@ use vrrp::event::Input;
 use vrrp::instance::State;
 use vrrp::packet::Advertisement;
 
-use crate::control::{
-    Command, ControlRequest, FailoverParams, FaultParams, MaintenanceParams, PriorityParams,
-};
+use crate::control::{Command, ControlRequest, FailoverParams, FaultParams};
 use crate::daemon::{answer, state_name, Daemon};
 use crate::timers::TimerKey;
 
@@ -75,6 +73,11 @@ impl Daemon {
                 let result = self.set_priority(p).await;
                 answer(reply, result);
             }
+            Command::PriorityList => answer(reply, Ok(self.list_overrides())),
+            Command::PriorityClear(p) => {
+                let result = self.clear_priority(p).await;
+                answer(reply, result);
+            }
             Command::TrackSet(p) => {
                 let result = self.set_tracks(p).await;
                 answer(reply, result);
@@ -88,7 +91,7 @@ impl Daemon {
     }
 
     /// Names of the groups a command applies to.
-    fn target_groups(&self, group: Option<&str>) -> Result<Vec<String>, ReplyError> {
+    pub(crate) fn target_groups(&self, group: Option<&str>) -> Result<Vec<String>, ReplyError> {
         match group {
             Some(g) if self.groups.contains_key(g) => Ok(vec![g.to_owned()]),
             Some(g) => Err(ReplyError::failed(format!(
@@ -99,7 +102,7 @@ impl Daemon {
         }
     }
 
-    fn members(&self, group: &str) -> Vec<String> {
+    pub(crate) fn members(&self, group: &str) -> Vec<String> {
         self.groups
             .get(group)
             .map(|rt| rt.plan.instances.iter().map(|i| i.name.clone()).collect())
@@ -113,7 +116,7 @@ impl Daemon {
             .map(|g| g.state)
     }
 
-    fn group_states(&self, groups: &[String]) -> Value {
+    pub(crate) fn group_states(&self, groups: &[String]) -> Value {
         Value::Array(
             groups
                 .iter()
@@ -146,6 +149,7 @@ impl Daemon {
                 "fault_drill": self.timers.deadline(&TimerKey::FaultDrillEnd { group: g.name.clone() })
                     .map(|at| at.saturating_since(now).as_millis() as u64),
                 "tracking": self.tracking_status(&g.name),
+                "maintenance": self.maintenance_status(&g.name),
             }));
             for s in rt.router.instances() {
                 let plan = g.instances.iter().find(|i| i.name == s.name);
@@ -171,6 +175,8 @@ impl Daemon {
                     "state": state_name(s.state),
                     "priority": s.priority,
                     "effective_priority": s.effective_priority,
+                    "configured_priority": config.map(|c| c.priority),
+                    "priority_override": self.override_status(&s.name),
                     "master_address": s.master_address,
                     "primary_address": config.map(|c| c.primary_address),
                     "advert_interval_ms": config.map(|c| u32::from(c.advert_interval_cs) * 10),
@@ -201,6 +207,7 @@ impl Daemon {
             "preempt_hold": self.hold_status(),
             "realtime": self.realtime_status(),
             "control": self.control_stats.snapshot(),
+            "state_file": self.state_file_status(),
         })
     }
 
@@ -217,69 +224,6 @@ impl Daemon {
             "locked_kib": crate::realtime::locked_kib(),
             "warnings": self.realtime.warnings,
         })
-    }
-
-    async fn maintenance(&mut self, p: MaintenanceParams) -> Result<Value, ReplyError> {
-        let groups = self.target_groups(p.group.as_deref())?;
-        for g in &groups {
-            for instance in self.members(g) {
-                let input = if p.on {
-                    Input::MaintenanceOn { instance }
-                } else {
-                    Input::MaintenanceOff { instance }
-                };
-                self.feed(g, input, Instant::now()).await;
-            }
-            tracing::info!(group = %g, on = p.on, "maintenance");
-        }
-        Ok(json!({"maintenance": p.on, "groups": self.group_states(&groups)}))
-    }
-
-    async fn set_priority(&mut self, p: PriorityParams) -> Result<Value, ReplyError> {
-        let targets: Vec<(String, String)> = match (&p.instance, &p.group) {
-            (Some(i), _) => {
-                let g = self
-                    .by_instance
-                    .get(i)
-                    .cloned()
-                    .ok_or_else(|| ReplyError::failed(format!("no instance {i:?}")))?;
-                vec![(g, i.clone())]
-            }
-            (None, g) => {
-                let groups = self.target_groups(g.as_deref())?;
-                groups
-                    .into_iter()
-                    .flat_map(|g| self.members(&g).into_iter().map(move |i| (g.clone(), i)))
-                    .collect()
-            }
-        };
-        let mut out = Vec::new();
-        for (g, instance) in targets {
-            // The new base; tracking deltas (track.set) still apply on top.
-            self.priority_overrides.insert(instance.clone(), p.priority);
-            let priority = self.wanted_priority(&g, &instance).unwrap_or(p.priority);
-            self.feed(
-                &g,
-                Input::SetPriority {
-                    instance: instance.clone(),
-                    priority,
-                },
-                Instant::now(),
-            )
-            .await;
-            tracing::info!(group = %g, instance = %instance, priority = p.priority, "priority set");
-            let s = self
-                .groups
-                .get(&g)
-                .and_then(|rt| rt.router.instance(&instance));
-            out.push(json!({
-                "instance": instance,
-                "priority": s.as_ref().map(|s| s.priority),
-                "effective_priority": s.as_ref().map(|s| s.effective_priority),
-                "state": s.as_ref().map(|s| state_name(s.state)),
-            }));
-        }
-        Ok(json!({"instances": out}))
     }
 
     async fn start_fault_drill(&mut self, p: FaultParams) -> Result<Value, ReplyError> {
@@ -496,7 +440,9 @@ impl Daemon {
                     })
                     .collect();
                 tracing::warn!(group = %group, links = %ctl::logging::list(links.iter().map(|l| format!("{} on {}: peer {} after {:.1} ms", l["instance"].as_str().unwrap_or("?"), l["interface"].as_str().unwrap_or("?"), l["peer"], l["takeover_ms"].as_f64().unwrap_or(f64::NAN)))), "drill.failover: peer took over; maintenance off");
-                for instance in &members {
+                // The operator's `maintenance on` during the drill outlasts it.
+                let back = !self.operator_maintenance(&group);
+                for instance in members.iter().filter(|_| back) {
                     self.feed(
                         &group,
                         Input::MaintenanceOff {
@@ -597,7 +543,8 @@ impl Daemon {
                 );
                 tracing::error!("drill.failover: {why}");
                 let group = drill.group.clone();
-                for instance in drill.members.clone() {
+                let back = !self.operator_maintenance(&group);
+                for instance in drill.members.clone().into_iter().filter(|_| back) {
                     self.feed(&group, Input::MaintenanceOff { instance }, Instant::now())
                         .await;
                 }

@@ -8,8 +8,8 @@
 //!   resending the same list changes nothing;
 //! - a member's priority is `base + sum of its group's deltas`, clamped to
 //!   1..=254 while the sum is not 0 (a tracked node is never the address owner);
-//!   `base` is the file's priority, or the one `priority.set` gave (kept until a
-//!   reload changes the file's);
+//!   `base` is the file's priority, or the one `priority.set` gave (kept until
+//!   `priority.clear`, across reloads and restarts: [`crate::overrides`]);
 //! - the result goes to the state machine as `SetPriority`: a MASTER announces it
 //!   in an advert at once, and preemption (or its absence) decides the rest, as
 //!   for any priority change. Reloads and rebuilt groups get the same priority.
@@ -46,11 +46,7 @@ impl Daemon {
             .plan
             .instance_config(instance)?
             .priority;
-        let base = self
-            .priority_overrides
-            .get(instance)
-            .copied()
-            .unwrap_or(file);
+        let base = self.operator.override_of(instance).unwrap_or(file);
         let delta = self.group_delta(group);
         if delta == 0 {
             return Some(base);

@@ -149,19 +149,21 @@ pub fn translate(
     let groups = view
         .groups
         .iter()
-        .map(|g| translate_group(g, link_local))
+        .map(|g| translate_group(g, view.vrrpd.late_timer_grace, link_local))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Translation { groups })
 }
 
 fn translate_group(
     group: &GroupView,
+    late_timer_grace: bool,
     link_local: &dyn Fn(&str) -> Option<Ipv6Addr>,
 ) -> Result<GroupPlan, TranslateError> {
     let mut configs = Vec::new();
     let mut plans = Vec::new();
     for inst in &group.instances {
-        let (config, plan) = translate_instance(inst, group.priority, link_local)?;
+        let (config, plan) =
+            translate_instance(inst, group.priority, late_timer_grace, link_local)?;
         configs.push(config);
         plans.push(plan);
     }
@@ -187,6 +189,7 @@ fn translate_group(
 fn translate_instance(
     view: &InstanceView,
     priority: u8,
+    late_timer_grace: bool,
     link_local: &dyn Fn(&str) -> Option<Ipv6Addr>,
 ) -> Result<(InstanceConfig, InstancePlan), TranslateError> {
     let inst = &view.config;
@@ -248,6 +251,7 @@ fn translate_instance(
             spacing: ms(inst.garp.spacing_ms),
             repeat_after: (inst.garp.repeat_after_s > 0).then(|| secs(inst.garp.repeat_after_s)),
         },
+        late_timer_grace,
     };
     let plan = InstancePlan {
         name: inst.name.clone(),

@@ -10,6 +10,7 @@ mod diff;
 pub mod host;
 mod model;
 mod node_view;
+mod owner;
 mod read;
 mod tree;
 mod validate;
@@ -20,6 +21,7 @@ pub use diagnostic::{ConfigError, Diagnostic};
 pub use diff::{diff, ConfigDiff, FieldChanges, NamedChanges, ServiceChange, ServiceChanges};
 pub use model::*;
 pub use node_view::{GroupView, InstanceView, NodeView, SyncView};
+pub use owner::{owner_priority_problem, OwnerPriorityProblem};
 
 /// Reads, parses and validates a configuration file.
 pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {

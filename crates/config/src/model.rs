@@ -818,6 +818,11 @@ pub struct ControlSettings {
     /// How long a connection may send nothing (no request under way, not
     /// subscribed) before the daemon closes it, in ms.
     pub idle_timeout_ms: u32,
+    /// Where vrrpd keeps the run-time state an operator set (maintenance,
+    /// priority overrides); `None`: `$STATE_DIRECTORY` (systemd's
+    /// `StateDirectory=`), else beside the control socket.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Default `control.max_connections`.
@@ -834,6 +839,7 @@ impl Default for ControlSettings {
             prepare_budget_ms: 50,
             max_connections: DEFAULT_CONTROL_MAX_CONNECTIONS,
             idle_timeout_ms: DEFAULT_CONTROL_IDLE_TIMEOUT_MS,
+            state_dir: None,
         }
     }
 }
@@ -910,6 +916,11 @@ pub struct VrrpdSettings {
     /// an advert never waits for a page to come back from swap. keepalived's
     /// `vrrp_no_swap`.
     pub lock_memory: bool,
+    /// A Master_Down_Timer that fires more than half an advert interval late (vrrpd
+    /// itself was held up: a stalled or throttled machine) waits one more advert
+    /// interval, once, for the master's adverts the same stall held up. Applies at
+    /// a reload too.
+    pub late_timer_grace: bool,
 }
 
 impl Default for VrrpdSettings {
@@ -917,6 +928,7 @@ impl Default for VrrpdSettings {
         Self {
             realtime_priority: DEFAULT_REALTIME_PRIORITY,
             lock_memory: true,
+            late_timer_grace: true,
         }
     }
 }

@@ -1504,6 +1504,23 @@ fn socket_path(r: &mut Reader, t: &mut Table<'_>, key: &str, default: &str) -> P
     }
 }
 
+/// `control.state_dir`: an absolute directory, if given.
+fn state_dir(r: &mut Reader, t: &mut Table<'_>) -> Option<PathBuf> {
+    let (v, p) = t.get(r, "state_dir")?;
+    match r.string(v, &p) {
+        Some(s) if s.starts_with('/') => Some(PathBuf::from(s)),
+        Some(s) => {
+            r.error_value(
+                &p,
+                format!("state_dir `{s}` must be an absolute path"),
+                "use a directory such as \"/var/lib/lbsuite\" (systemd: StateDirectory=lbsuite)",
+            );
+            None
+        }
+        None => None,
+    }
+}
+
 fn read_control(r: &mut Reader, v: &Sv, path: &str) -> Option<ControlSettings> {
     clean(r, |r| {
         let d = ControlSettings::default();
@@ -1542,6 +1559,7 @@ fn read_control(r: &mut Reader, v: &Sv, path: &str) -> Option<ControlSettings> {
                     "use 100..=3600000 ms (default 30000)",
                 )
                 .map_or(d.idle_timeout_ms, |n| n as u32),
+            state_dir: state_dir(r, &mut t),
         };
         t.finish(
             r,
@@ -1552,6 +1570,7 @@ fn read_control(r: &mut Reader, v: &Sv, path: &str) -> Option<ControlSettings> {
                 "prepare_budget_ms",
                 "max_connections",
                 "idle_timeout_ms",
+                "state_dir",
             ],
         );
         if c.vrrpd_socket == c.lbd_socket {
@@ -1662,10 +1681,14 @@ fn read_vrrpd(r: &mut Reader, v: &Sv, path: &str) -> Option<VrrpdSettings> {
             )
             .map_or(d.realtime_priority, |n| n as u8);
         let lock_memory = t.opt_bool(r, "lock_memory").unwrap_or(d.lock_memory);
-        t.finish(r, &["realtime_priority", "lock_memory"]);
+        let late_timer_grace = t
+            .opt_bool(r, "late_timer_grace")
+            .unwrap_or(d.late_timer_grace);
+        t.finish(r, &["realtime_priority", "lock_memory", "late_timer_grace"]);
         Some(VrrpdSettings {
             realtime_priority,
             lock_memory,
+            late_timer_grace,
         })
     })
 }

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use crate::diagnostic::did_you_mean;
 use crate::model::*;
+use crate::owner::{owner_priority_problem, OwnerPriorityProblem};
 use crate::read::Draft;
 use crate::tree::{join, Reader};
 
@@ -312,7 +313,7 @@ pub(crate) fn cross_check(r: &mut Reader, d: &Draft) {
         }
     }
 
-    // Priority 255 means "owns the VIPs" (RFC 5798 §5.2.4).
+    // Priority 255 means "owns the VIPs" (RFC 5798 §5.2.4): crate::owner.
     for (_, g) in &groups {
         let vips: Vec<IpAddr> = instances
             .iter()
@@ -320,15 +321,11 @@ pub(crate) fn cross_check(r: &mut Reader, d: &Draft) {
             .flat_map(|(_, i)| i.vips.iter().map(|v| v.address.address))
             .collect();
         for (np, n) in &nodes {
-            let owns = vips
-                .iter()
-                .any(|v| n.addresses.values().flatten().any(|a| a.address == *v));
-            if n.priority.get(&g.name) == Some(&255) && !owns {
-                r.error_value(
-                    &format!("{np}.priority.{}", g.name),
-                    format!("priority 255 is for the owner of the VIPs, but node `{}` owns none of group `{}`'s VIPs", n.name, g.name),
-                    "use 1..=254",
-                );
+            if n.priority.get(&g.name) != Some(&255) {
+                continue;
+            }
+            if let Some(p) = owner_priority_problem(n, &g.name, &vips, 255) {
+                r.error_value(&format!("{np}.priority.{}", g.name), p.message(), p.fix());
             }
         }
     }
@@ -336,21 +333,14 @@ pub(crate) fn cross_check(r: &mut Reader, d: &Draft) {
         let group = member_of.get(i.name.as_str()).copied();
         for (k, v) in i.vips.iter().enumerate() {
             for (_, n) in &nodes {
-                let own = n
-                    .addresses
-                    .values()
-                    .flatten()
-                    .any(|a| a.address == v.address.address);
-                let prio = group.and_then(|g| n.priority.get(g)).copied();
-                if own && prio.is_some() && prio != Some(255) {
-                    r.error_value(
-                        &format!("{ip}.vips[{k}]"),
-                        format!("VIP {} is node `{}`'s own address", v.address.address, n.name),
-                        format!(
-                            "use a free address for the VIP, or give node {} priority 255 (address owner) for its group",
-                            n.name
-                        ),
-                    );
+                let Some(g) = group else { continue };
+                let Some(&prio) = n.priority.get(g) else {
+                    continue;
+                };
+                if let Some(p @ OwnerPriorityProblem::OwnAddress { .. }) =
+                    owner_priority_problem(n, g, &[v.address.address], prio)
+                {
+                    r.error_value(&format!("{ip}.vips[{k}]"), p.message(), p.fix());
                 }
             }
         }

@@ -21,6 +21,7 @@ fn the_example_runs_vrrpd_at_real_time_priority_20_with_locked_memory() {
     let cfg = with_vrrpd("[vrrpd]\nrealtime_priority = 20\nlock_memory = true\n").unwrap();
     assert_eq!(cfg.vrrpd.realtime_priority, 20);
     assert!(cfg.vrrpd.lock_memory);
+    assert!(cfg.vrrpd.late_timer_grace);
     let view = cfg.node_view(Some("lb1")).unwrap();
     assert_eq!(view.vrrpd, cfg.vrrpd);
 }
@@ -33,6 +34,7 @@ fn without_the_section_the_defaults_apply() {
         config::VrrpdSettings {
             realtime_priority: config::DEFAULT_REALTIME_PRIORITY,
             lock_memory: true,
+            late_timer_grace: true,
         }
     );
     assert_eq!(config::DEFAULT_REALTIME_PRIORITY, 20);
@@ -72,6 +74,11 @@ fn out_of_range_and_mistyped_values_are_refused_with_the_key_and_a_fix() {
         ),
         ("[vrrpd]\nlock_memory = 1\n", "vrrpd.lock_memory", "boolean"),
         (
+            "[vrrpd]\nlate_timer_grace = \"yes\"\n",
+            "vrrpd.late_timer_grace",
+            "boolean",
+        ),
+        (
             "[vrrpd]\nrt_priority = 20\n",
             "vrrpd.rt_priority",
             "rt_priority",
@@ -94,4 +101,15 @@ fn a_changed_section_shows_in_the_diff() {
     assert!(d.vrrpd_changed && d.global_changed());
     assert!(d.to_string().contains("~ [vrrpd]"), "{d}");
     assert!(!config::diff(&old, &old).vrrpd_changed);
+}
+
+#[test]
+fn the_late_timer_grace_can_be_turned_off_and_reaches_the_node_view() {
+    let cfg = with_vrrpd("[vrrpd]\nlate_timer_grace = false\n").unwrap();
+    assert!(!cfg.vrrpd.late_timer_grace);
+    assert_eq!(
+        cfg.vrrpd.realtime_priority,
+        config::DEFAULT_REALTIME_PRIORITY
+    );
+    assert!(!cfg.node_view(Some("lb2")).unwrap().vrrpd.late_timer_grace);
 }

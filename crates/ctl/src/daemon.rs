@@ -129,20 +129,41 @@ fn dump_to(
     extension: &str,
     text: &str,
 ) -> std::io::Result<std::path::PathBuf> {
+    let path = socket.with_extension(extension);
+    write_atomically(&path, text.as_bytes())?;
+    Ok(path)
+}
+
+/// Replaces `path` whole with `bytes`, owner-only (0600): written to `<path>.tmp`,
+/// synced, renamed over `path`, then the directory synced, so that a reader or a
+/// crash sees the old contents or the new ones, never a part.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let path = socket.with_extension(extension);
-    let tmp = socket.with_extension(format!("{extension}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// What keeps a second daemon off one node: an exclusive `flock` on

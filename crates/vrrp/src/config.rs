@@ -71,6 +71,12 @@ pub struct InstanceConfig {
     /// Gratuitous ARP / unsolicited NA on taking over.
     #[serde(default)]
     pub gratuitous: GratuitousConfig,
+    /// A Master_Down_Timer that fires more than half an advert interval late
+    /// (this router was held up: a stalled machine, a throttled VM) waits one
+    /// more Master_Adver_Interval, once, for the adverts the same stall held up.
+    /// Off: the RFC's timer exactly.
+    #[serde(default = "default_true")]
+    pub late_timer_grace: bool,
 }
 
 /// A tracked interface and what its being down costs.
@@ -331,6 +337,7 @@ mod tests {
             track_interfaces: vec![],
             auth: Auth::None,
             gratuitous: GratuitousConfig::default(),
+            late_timer_grace: true,
         }
     }
 

@@ -107,4 +107,7 @@ pub enum ConfigChange {
     /// Advertisement_Interval in centiseconds; takes effect when the timer
     /// is next armed (must be valid for the version, else ignored).
     AdvertInterval(u16),
+    /// [`crate::config::InstanceConfig::late_timer_grace`]; applies from the
+    /// next Master_Down_Timer.
+    LateTimerGrace(bool),
 }

@@ -45,6 +45,10 @@ pub struct Counters {
     pub priority_zero_received: u64,
     /// Priority-0 adverts sent.
     pub priority_zero_sent: u64,
+    /// Master_Down_Timers that fired late and waited one more advert interval
+    /// ([`crate::config::InstanceConfig::late_timer_grace`]).
+    #[serde(default)]
+    pub late_master_down_graces: u64,
     /// Transitions to MASTER.
     pub became_master: u64,
     /// Transitions out of MASTER.
@@ -148,6 +152,9 @@ pub(crate) struct Instance {
     pub(crate) outranks_master: bool,
     pub(crate) advert_deadline: Option<Time>,
     pub(crate) master_down_deadline: Option<Time>,
+    /// BACKUP: the running Master_Down_Timer is the one grace a late timer
+    /// gets ([`Instance::grace_for_late_master_down`]).
+    pub(crate) master_down_grace: bool,
     pub(crate) gratuitous_deadline: Option<Time>,
     /// MASTER: since when.
     pub(crate) master_since: Option<Time>,
@@ -190,6 +197,7 @@ impl Instance {
             outranks_master: false,
             advert_deadline: None,
             master_down_deadline: None,
+            master_down_grace: false,
             gratuitous_deadline: None,
             master_since: None,
             other_master_at: None,
@@ -347,7 +355,35 @@ impl Instance {
     /// Master_Adver_Interval.
     pub(crate) fn arm_master_down(&mut self, now: Time, out: &mut Vec<Action>) {
         let at = now + self.master_down_interval();
+        self.master_down_grace = false;
         self.arm(TimerKind::MasterDown, at, out);
+    }
+
+    /// The Master_Down_Timer due at `due` fired at `now`. A router that runs
+    /// that late was held up itself (a stalled machine or VM), and the master's
+    /// adverts that would have reset the timer may be held up by the same stall:
+    /// more than half an advert interval late, the timer waits one more
+    /// Master_Adver_Interval, once per silence. Returns whether it did. Not after
+    /// a priority-0 advert: the master said it is leaving. At most one interval
+    /// later than the RFC's takeover, and only when the router was late anyway.
+    pub(crate) fn grace_for_late_master_down(
+        &mut self,
+        due: Time,
+        now: Time,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let interval = timer::interval(self.master_adver_interval_cs);
+        if !self.config.late_timer_grace
+            || self.peer_released
+            || self.master_down_grace
+            || now.saturating_since(due) <= interval / 2
+        {
+            return false;
+        }
+        self.master_down_grace = true;
+        self.counters.late_master_down_graces += 1;
+        self.arm(TimerKind::MasterDown, now + interval, out);
+        true
     }
 
     /// RFC 3768 / RFC 9568 §7.1 receive checks that need the configuration

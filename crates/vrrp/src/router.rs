@@ -189,6 +189,7 @@ impl Router {
                     ConfigChange::Preempt(p) => inst.config.preempt = p,
                     ConfigChange::PreemptDelay(d) => inst.config.preempt_delay = d,
                     ConfigChange::AcceptMode(a) => inst.config.accept_mode = a,
+                    ConfigChange::LateTimerGrace(g) => inst.config.late_timer_grace = g,
                     ConfigChange::AdvertInterval(cs) => {
                         if !inst.set_interval(cs) {
                             self.counters.refused_changes += 1;
@@ -239,14 +240,17 @@ impl Router {
     fn timer_expired(&mut self, idx: usize, timer: TimerKind, now: Time, out: &mut Vec<Action>) {
         let inst = &mut self.instances[idx];
         let slot = inst.deadline_mut(timer);
-        match *slot {
-            Some(at) if at <= now => *slot = None,
+        let due = match *slot {
+            Some(at) if at <= now => {
+                *slot = None;
+                at
+            }
             // Re-armed, cancelled, or delivered early: not this timer.
             _ => {
                 self.counters.stale_timers += 1;
                 return;
             }
-        }
+        };
         match (timer, inst.state) {
             (TimerKind::Advertisement, State::Master) => {
                 let p = inst.effective_priority();
@@ -255,6 +259,9 @@ impl Router {
                 inst.arm(TimerKind::Advertisement, at, out);
             }
             (TimerKind::MasterDown, State::Backup) => {
+                if inst.grace_for_late_master_down(due, now, out) {
+                    return;
+                }
                 inst.wants_master = Some(if inst.peer_released {
                     crate::action::Reason::PeerReleased
                 } else {

@@ -17,11 +17,15 @@
 //! lb1 MASTER and lb2 BACKUP at each advert interval while a CPU load at normal
 //! priority saturates every core (`stress-ng --cpu N`, else a busy-loop process per
 //! core), for `N` seconds (default 600) per cell: vrrpd with `[vrrpd]`
-//! realtime_priority 20 and locked memory, vrrpd at normal priority, and keepalived
-//! with `vrrp_rt_priority 20` and `vrrp_no_swap`. Counts false failovers (lb2
+//! realtime_priority 20 and locked memory, the same with `late_timer_grace = false`,
+//! vrrpd at normal priority, and keepalived with `vrrp_rt_priority 20` and
+//! `vrrp_no_swap` (`--contenders` picks by name prefix). Counts false failovers (lb2
 //! sending adverts as MASTER while lb1 lives) and the largest gap between lb1's
 //! adverts, both from one packet socket in lb2 with kernel receive timestamps (the
-//! capture itself runs at normal priority under the same load).
+//! capture itself runs at normal priority under the same load). Beside each cell:
+//! how late a SCHED_FIFO 99 thread's 1 ms wake-ups came and the hypervisor's steal
+//! (a stall no priority inside the machine avoids), and for each run of lb2's
+//! adverts the pauses that preceded it, in lb1's sending and at lb2.
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -1168,8 +1172,11 @@ const BURN_CPU: &str = "--burn-cpu";
 /// What runs the pair in one column of the false-failover run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Contender {
-    /// vrrpd, `[vrrpd] realtime_priority = 20`, `lock_memory = true`.
+    /// vrrpd, `[vrrpd] realtime_priority = 20`, `lock_memory = true` (and
+    /// `late_timer_grace = true`, the default).
     VrrpdRealtime,
+    /// The same with `late_timer_grace = false`: the RFC's timer exactly.
+    VrrpdRealtimeNoGrace,
     /// vrrpd, `realtime_priority = 0`, `lock_memory = false`.
     VrrpdNormal,
     /// keepalived, `vrrp_rt_priority 20`, `vrrp_no_swap`.
@@ -1180,6 +1187,7 @@ impl Contender {
     fn name(self) -> &'static str {
         match self {
             Contender::VrrpdRealtime => "vrrpd realtime 20",
+            Contender::VrrpdRealtimeNoGrace => "vrrpd rt 20, no late grace",
             Contender::VrrpdNormal => "vrrpd normal priority",
             Contender::KeepalivedRealtime => "keepalived rt_priority 20",
         }
@@ -1202,6 +1210,10 @@ struct Cell {
     adverts: usize,
     /// The scheduling the MASTER's VRRP process ran with.
     scheduling: String,
+    /// What the machine itself did meanwhile (the real-time probe, steal).
+    machine: String,
+    /// One line per run of lb2's adverts: what preceded it.
+    episodes: Vec<String>,
 }
 
 impl Cell {
@@ -1221,6 +1233,9 @@ struct AdvertLog {
     lb1: Vec<i64>,
     /// lb2's own, as it sent them: lb2 was MASTER.
     lb2: Vec<i64>,
+    /// lb1's adverts of the server-side instance (VRID 52 on eth1), the other
+    /// member of the sync group: its silence alone lets lb2's group take over.
+    lb1_server: Vec<i64>,
 }
 
 /// One core's worth of busy loop at normal priority, until killed or the parent
@@ -1275,7 +1290,9 @@ fn capture_advert_times(stop: &AtomicBool) -> Result<AdvertLog> {
     use std::os::fd::AsRawFd;
     const LB1: [u8; 4] = [198, 18, 0, 11];
     const LB2: [u8; 4] = [198, 18, 0, 12];
+    const LB1_SERVER_SIDE: [u8; 4] = [198, 18, 1, 11];
     const VRID: u8 = 51;
+    const SERVER_VRID: u8 = 52;
     let eth_p_all = (libc::ETH_P_ALL as u16).to_be();
     let socket = Socket::new(
         Domain::PACKET,
@@ -1347,7 +1364,13 @@ fn capture_advert_times(stop: &AtomicBool) -> Result<AdvertLog> {
         }
         let ip = &frame[14..];
         let ihl = usize::from(ip[0] & 0x0f) * 4;
-        if ip[9] != 112 || ip.len() < ihl + 3 || ip[ihl + 1] != VRID || ip[ihl + 2] == 0 {
+        if ip[9] != 112 || ip.len() < ihl + 3 || ip[ihl + 2] == 0 {
+            continue;
+        }
+        if ip[ihl + 1] == SERVER_VRID && ip[12..16] == LB1_SERVER_SIDE {
+            log.lb1_server.push(at);
+        }
+        if ip[ihl + 1] != VRID {
             continue;
         }
         if ip[12..16] == LB1 {
@@ -1381,7 +1404,175 @@ fn analyse(log: &AdvertLog, mdi_ms: f64) -> Cell {
         gaps_over_mdi: gaps.iter().filter(|&&g| g > mdi_ns).count(),
         adverts: lb1.len(),
         scheduling: String::new(),
+        machine: String::new(),
+        episodes: Vec::new(),
     }
+}
+
+/// Wall-clock now, ns (the clock the kernel's packet timestamps use).
+fn realtime_ns() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// The machine's steal time so far (all CPUs), in USER_HZ ticks: time the
+/// hypervisor ran something else while this VM's CPUs wanted to run.
+fn steal_ticks() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().next()?.split_whitespace().nth(8)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What a thread at the highest real-time priority saw while the cell ran: how
+/// late its 1 ms wake-ups came, and the hypervisor's steal. A stall this thread
+/// sees no priority inside the machine can avoid.
+#[derive(Default)]
+struct MachineProbe {
+    /// (wall-clock ns, lateness ns) of every wake-up later than [`PROBE_LATE`].
+    late: Vec<(i64, i64)>,
+    largest_late_ns: i64,
+    wakeups: u64,
+    /// Steal ticks over the run, and the most in one 100 ms window.
+    steal_ticks: u64,
+    largest_steal_window_ticks: u64,
+    /// SCHED_FIFO 99 could not be set: the figures are at normal priority.
+    normal_priority: bool,
+}
+
+const PROBE_PERIOD_NS: i64 = 1_000_000;
+const PROBE_LATE: i64 = 5_000_000;
+
+impl MachineProbe {
+    fn summary(&self) -> String {
+        format!(
+            "machine: SCHED_FIFO 99 probe{} woke up to {:.1} ms late ({} of {} wake-ups > {} ms late), steal {:.2} s (at most {} ms in one 100 ms window)",
+            if self.normal_priority { " (normal priority: not permitted)" } else { "" },
+            self.largest_late_ns as f64 / 1e6,
+            self.late.len(),
+            self.wakeups,
+            PROBE_LATE / 1_000_000,
+            self.steal_ticks as f64 / 100.0,
+            self.largest_steal_window_ticks * 10,
+        )
+    }
+
+    /// The latest wake-up lateness, ns, of any late wake-up ending in `[from, to]`.
+    fn largest_late_in(&self, from: i64, to: i64) -> i64 {
+        self.late
+            .iter()
+            .filter(|(at, _)| (from..=to).contains(at))
+            .map(|&(_, late)| late)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// A 1 ms periodic wake-up at SCHED_FIFO 99 until `stop`, noting lateness.
+fn machine_probe(stop: &AtomicBool) -> MachineProbe {
+    let mut probe = MachineProbe::default();
+    let param = libc::sched_param { sched_priority: 99 };
+    // SAFETY: plain syscall on this thread with a valid parameter.
+    probe.normal_priority = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0;
+    let mut next = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut next) };
+    let start_steal = steal_ticks();
+    let mut window_steal = start_steal;
+    while !stop.load(Ordering::Relaxed) {
+        next.tv_nsec += PROBE_PERIOD_NS;
+        if next.tv_nsec >= 1_000_000_000 {
+            next.tv_nsec -= 1_000_000_000;
+            next.tv_sec += 1;
+        }
+        // SAFETY: absolute sleep to a valid timespec.
+        unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &next,
+                std::ptr::null_mut(),
+            )
+        };
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec to fill.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let late = (now.tv_sec - next.tv_sec) * 1_000_000_000 + (now.tv_nsec - next.tv_nsec);
+        probe.wakeups += 1;
+        probe.largest_late_ns = probe.largest_late_ns.max(late);
+        if late > PROBE_LATE {
+            probe.late.push((realtime_ns(), late));
+            // Catch up instead of firing a burst of overdue wake-ups.
+            next = now;
+        }
+        if probe.wakeups % 100 == 0 {
+            let steal = steal_ticks();
+            probe.largest_steal_window_ticks = probe
+                .largest_steal_window_ticks
+                .max(steal.saturating_sub(window_steal));
+            window_steal = steal;
+        }
+    }
+    probe.steal_ticks = steal_ticks().saturating_sub(start_steal);
+    probe
+}
+
+/// For each run of lb2's adverts as MASTER: the gap in lb1's adverts lb2 saw
+/// before it, the gap in what lb1 itself sent over the same span, and how late
+/// the real-time probe woke meanwhile.
+fn attribute_episodes(
+    log: &AdvertLog,
+    sent: &[i64],
+    probe: &MachineProbe,
+    mdi_ms: f64,
+) -> Vec<String> {
+    let mdi_ns = (mdi_ms * 1e6) as i64;
+    let mut received = log.lb1.clone();
+    received.sort_unstable();
+    let mut server_side = log.lb1_server.clone();
+    server_side.sort_unstable();
+    let mut sent = sent.to_vec();
+    sent.sort_unstable();
+    let mut lb2 = log.lb2.clone();
+    lb2.sort_unstable();
+    let largest_gap = |times: &[i64], from: i64, to: i64| -> f64 {
+        // The last event before `from` starts the first gap.
+        let first = times.partition_point(|&t| t < from).saturating_sub(1);
+        let last = times.partition_point(|&t| t <= to);
+        times[first..last]
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .chain(times.get(last.saturating_sub(1)).map(|&t| to - t))
+            .max()
+            .unwrap_or(0) as f64
+            / 1e6
+    };
+    lb2.iter()
+        .enumerate()
+        .filter(|(i, t)| *i == 0 || (**t - lb2[i - 1]) as f64 > 0.9 * mdi_ns as f64)
+        .map(|(_, &t)| {
+            let from = t - 2 * mdi_ns;
+            format!(
+                "lb2 MASTER at {:.3}: before it, lb1's adverts at lb2 paused {:.1} ms (server side {:.1} ms), lb1 sent with a pause of {:.1} ms, the real-time probe woke {:.1} ms late",
+                t as f64 / 1e9,
+                largest_gap(&received, from, t),
+                largest_gap(&server_side, from, t),
+                largest_gap(&sent, from, t),
+                probe.largest_late_in(from, t) as f64 / 1e6,
+            )
+        })
+        .collect()
 }
 
 /// `/metrics` of vrrpd in `node`.
@@ -1446,13 +1637,14 @@ impl Bench {
             )
         };
         match contender {
-            Contender::VrrpdRealtime | Contender::VrrpdNormal => {
-                let (priority, lock) = match contender {
-                    Contender::VrrpdRealtime => (RT_PRIORITY, true),
-                    _ => (0, false),
+            Contender::VrrpdRealtime | Contender::VrrpdRealtimeNoGrace | Contender::VrrpdNormal => {
+                let (priority, lock, grace) = match contender {
+                    Contender::VrrpdRealtime => (RT_PRIORITY, true, true),
+                    Contender::VrrpdRealtimeNoGrace => (RT_PRIORITY, true, false),
+                    _ => (0, false, true),
                 };
                 let text = format!(
-                    "{}\n[vrrpd]\nrealtime_priority = {priority}\nlock_memory = {lock}\n",
+                    "{}\n[vrrpd]\nrealtime_priority = {priority}\nlock_memory = {lock}\nlate_timer_grace = {grace}\n",
                     vrrpd_config(timers, self.dir.path())
                 );
                 let mut started = Vec::new();
@@ -1495,6 +1687,7 @@ impl Bench {
     ) -> Result<()> {
         let contenders: Vec<Contender> = [
             Contender::VrrpdRealtime,
+            Contender::VrrpdRealtimeNoGrace,
             Contender::VrrpdNormal,
             Contender::KeepalivedRealtime,
         ]
@@ -1514,18 +1707,27 @@ impl Bench {
             for &contender in &contenders {
                 let cell = self.false_failover_cell(contender, timers, span, &mut load_name);
                 match &cell {
-                    Ok(c) => println!(
-                        "{interval_ms:>5} ms  {:<26} false failovers {:>3} ({} runs of lb2 adverts on the wire), largest gap {:7.1} ms, gaps > Master_Down_Interval ({:.1} ms) {}, lb1 adverts seen {}; {}",
-                        contender.name(),
-                        c.false_failovers,
-                        c.wire_episodes,
-                        c.largest_gap_ms,
-                        timers.master_down_ms(),
-                        c.gaps_over_mdi,
-                        c.adverts,
-                        c.scheduling
+                    Ok(c) => {
+                        println!(
+                            "{interval_ms:>5} ms  {:<26} false failovers {:>3} ({} runs of lb2 adverts on the wire), largest gap {:7.1} ms, gaps > Master_Down_Interval ({:.1} ms) {}, lb1 adverts seen {}; {}",
+                            contender.name(),
+                            c.false_failovers,
+                            c.wire_episodes,
+                            c.largest_gap_ms,
+                            timers.master_down_ms(),
+                            c.gaps_over_mdi,
+                            c.adverts,
+                            c.scheduling
+                        );
+                        println!("          {}", c.machine);
+                        for e in &c.episodes {
+                            println!("          {e}");
+                        }
+                    }
+                    Err(e) => println!(
+                        "{interval_ms:>5} ms  {:<26} FAILED: {e:#}",
+                        contender.name()
                     ),
-                    Err(e) => println!("{interval_ms:>5} ms  {:<26} FAILED: {e:#}", contender.name()),
                 }
                 cells.push(cell);
                 self.reset()?;
@@ -1606,9 +1808,17 @@ impl Bench {
         };
         let before = self.lb2_became_master(contender, &pair)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let capture = {
+        let capture_in = |node: &str| {
             let stop = Arc::clone(&stop);
-            self.lab["lb2"].thread_in(move || capture_advert_times(&stop))?
+            self.lab[node].thread_in(move || capture_advert_times(&stop))
+        };
+        let capture = capture_in("lb2")?;
+        // lb1's own adverts as lb1's kernel sent them: a gap here is the sender's,
+        // a gap only at lb2 is the path's.
+        let sent = capture_in("lb1")?;
+        let probe = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || machine_probe(&stop))
         };
         let (load, name) = self.cpu_load(span)?;
         *load_name = name;
@@ -1619,6 +1829,12 @@ impl Bench {
         let log = capture
             .join()
             .map_err(|_| anyhow!("the advert capture panicked"))??;
+        let sent = sent
+            .join()
+            .map_err(|_| anyhow!("lb1's advert capture panicked"))??;
+        let probe = probe
+            .join()
+            .map_err(|_| anyhow!("the machine probe panicked"))?;
         if let Some(status) = pair.lb1.try_wait()? {
             bail!("lb1 exited during the run ({status})");
         }
@@ -1626,6 +1842,8 @@ impl Bench {
         let mut cell = analyse(&log, timers.master_down_ms());
         cell.false_failovers = after.saturating_sub(before);
         cell.scheduling = what;
+        cell.machine = probe.summary();
+        cell.episodes = attribute_episodes(&log, &sent.lb1, &probe, timers.master_down_ms());
         drop(pair);
         Ok(cell)
     }
@@ -1662,6 +1880,7 @@ mod tests {
             lb1: ms(&[0, 30, 60, 150, 180]),
             // One episode of two adverts, then another 100 ms later.
             lb2: ms(&[120, 150, 250]),
+            ..AdvertLog::default()
         };
         let cell = analyse(&log, 48.3);
         assert_eq!(cell.wire_episodes, 2);
