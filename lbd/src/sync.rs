@@ -792,7 +792,7 @@ fn listen_loop(shared: &Arc<Shared>, listen: SocketAddr, peer: IpAddr) {
             // connections must not become a flood of log lines.
             if last_refusal_log.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
                 last_refusal_log = Some(Instant::now());
-                tracing::warn!(from = ?from, %peer, reason, "sync connection refused: {why} (logged at most every 10 s)");
+                tracing::warn!(from = %from.map_or_else(|| "unknown".to_owned(), |a| a.to_string()), %peer, reason, "sync connection refused: {why} (logged at most every 10 s)");
             }
             continue;
         }
