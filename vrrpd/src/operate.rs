@@ -439,7 +439,7 @@ impl Daemon {
                         })
                     })
                     .collect();
-                tracing::warn!(group = %group, links = ?links, "drill.failover: peer took over; maintenance off");
+                tracing::warn!(group = %group, links = %ctl::logging::list(links.iter().map(|l| format!("{} on {}: peer {} after {:.1} ms", l["instance"].as_str().unwrap_or("?"), l["interface"].as_str().unwrap_or("?"), l["peer"], l["takeover_ms"].as_f64().unwrap_or(f64::NAN)))), "drill.failover: peer took over; maintenance off");
                 // The operator's `maintenance on` during the drill outlasts it.
                 let back = !self.operator_maintenance(&group);
                 for instance in members.iter().filter(|_| back) {

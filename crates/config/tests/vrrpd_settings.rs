@@ -107,6 +107,9 @@ fn a_changed_section_shows_in_the_diff() {
 fn the_late_timer_grace_can_be_turned_off_and_reaches_the_node_view() {
     let cfg = with_vrrpd("[vrrpd]\nlate_timer_grace = false\n").unwrap();
     assert!(!cfg.vrrpd.late_timer_grace);
-    assert_eq!(cfg.vrrpd.realtime_priority, config::DEFAULT_REALTIME_PRIORITY);
+    assert_eq!(
+        cfg.vrrpd.realtime_priority,
+        config::DEFAULT_REALTIME_PRIORITY
+    );
     assert!(!cfg.node_view(Some("lb2")).unwrap().vrrpd.late_timer_grace);
 }

@@ -6,6 +6,8 @@
 //! - [`EventBus`]: what a daemon publishes to; sequence numbers and a bounded backlog
 //!   so that subscribers resume after a reconnect, or learn explicitly what they lost.
 //! - [`Client`], [`Subscription`], [`ResumingSubscription`]: the client side.
+//! - [`daemon`] (and, with the `daemon` feature, `logging` and `systemd`): the process
+//!   plumbing both daemons share.
 
 mod client;
 pub mod daemon;
@@ -14,7 +16,11 @@ mod events;
 mod forward;
 mod limits;
 mod line;
+#[cfg(feature = "daemon")]
+pub mod logging;
 mod server;
+#[cfg(feature = "daemon")]
+pub mod systemd;
 pub mod wire;
 
 pub use client::{Client, Notice, ResumingSubscription, Subscription, DEFAULT_TIMEOUT};
