@@ -12,11 +12,13 @@ mod cluster_lab;
 mod command;
 pub mod connections;
 mod error;
+pub mod exposition;
 mod host;
 mod lab;
 mod logs;
 mod netns;
 mod process;
+mod systemd;
 mod topology;
 mod traffic;
 
@@ -27,6 +29,7 @@ pub use lab::Lab;
 pub use logs::{LogDir, KEEP_LOGS_ENV};
 pub use netns::{list_namespaces, namespace_exists, owner_pid, sweep, NETNS_DIR, PREFIX};
 pub use process::{Process, STOP_GRACE};
+pub use systemd::{Notification, NotifySocket};
 pub use topology::{
     HostSpec, InterfaceSpec, Prefix, Role, Route, Topology, MAX_HOSTNAME, MAX_IFNAME,
 };

@@ -45,7 +45,12 @@ pub fn read_usage(capacity: &[(IpAddr, u32)]) -> io::Result<Vec<SnatUsage>> {
     }
     // Line by line: the table's text is ~250 bytes an entry, tens of MB when health
     // checks alone keep 100,000 entries in CLOSE; never hold it whole.
-    let file = std::fs::File::open(PROC_CONNTRACK)?;
+    let file = match std::fs::File::open(PROC_CONNTRACK) {
+        Ok(f) => f,
+        // No conntrack module yet: nothing is tracked, so no port is in use.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(usage("", capacity)),
+        Err(e) => return Err(e),
+    };
     let mut reader = io::BufReader::with_capacity(64 * 1024, file);
     let mut counter = UsageCounter::new(capacity);
     let mut line = String::new();

@@ -197,6 +197,8 @@ struct Daemon {
     last_commit: Option<LastCommit>,
     /// The control socket's connection counters (for status).
     control_stats: Arc<ctl::ServerStats>,
+    /// What systemd has been told (`Type=notify`).
+    notifier: ctl::systemd::Notifier,
 }
 
 /// Runs lbd until `shutdown` resolves. SIGHUP reloads. Fails only at start-up
@@ -216,21 +218,24 @@ pub async fn run(
         Some(wanted),
     )?;
     tracing::info!(backend = selection.kind.name(), reason = %selection.reason, table = %view.dataplane.nft_table, "dataplane backend chosen");
-    let telemetry = Telemetry::new(Some(dataplane.clone()));
+    let telemetry = Telemetry::new(&view.cluster_name, Some(dataplane.clone()));
+    // Every documented series exists from the first scrape on, before the first
+    // apply: the services' and servers' series from the plan with every server up.
+    telemetry.plan(
+        &desired::plan(
+            &view,
+            |_, _| ServerHealth::Up,
+            selection.kind.capabilities(),
+        )
+        .services,
+    );
+    telemetry.snat_capacity(desired::snat_capacity(&view.nat));
     // Conntrack entries (with their NAT mappings) travel over the sync link on
     // either backend; with IPVS the kernel's sync daemon carries IPVS's own
     // connection table beside it (set_sync_role): a pooled SNAT port survives a
     // takeover only if the backup has both.
     let sync = if view.sync.enabled {
         Some(SyncLink::start(&view, telemetry.registry()).context("starting connection sync")?)
-    } else {
-        None
-    };
-    let _metrics = if view.metrics.enabled {
-        Some(
-            metrics::MetricsServer::start(view.metrics.lbd_listen, telemetry.registry().clone())
-                .context("starting the metrics endpoint")?,
-        )
     } else {
         None
     };
@@ -258,6 +263,15 @@ pub async fn run(
         });
     let control_stats = server.stats();
     telemetry.control_socket(Arc::clone(&control_stats));
+    // After every collector is registered: all series are there at the first scrape.
+    let _metrics = if view.metrics.enabled {
+        Some(
+            metrics::MetricsServer::start(view.metrics.lbd_listen, telemetry.registry().clone())
+                .context("starting the metrics endpoint")?,
+        )
+    } else {
+        None
+    };
     let (stop_server, server_stopped) = watch::channel(false);
     let serving = tokio::spawn(server.serve(
         Arc::new(control_handler(control_tx)),
@@ -311,10 +325,13 @@ pub async fn run(
         sync,
         last_commit: None,
         control_stats,
+        notifier: ctl::systemd::Notifier::new(),
     };
-    // Adopts the table a previous lbd left (the backend reads it back and diffs).
+    // Adopts the table a previous lbd left (the backend reads it back and diffs);
+    // systemd hears READY=1 once an apply has succeeded (see `record_apply`).
     let _ = daemon.reconcile("start").await;
     tracing::info!(node = %daemon.view.name, services = daemon.view.services.len(), snat_rules = daemon.view.nat.len(), "lbd running");
+    let mut watchdog = daemon.notifier.watchdog();
 
     let mut sample = tokio::time::interval(Duration::from_secs(1));
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -363,8 +380,12 @@ pub async fn run(
                 let _ = daemon.reconcile("retry").await;
             }
             _ = sample.tick() => daemon.sample_checks(),
+            // Pinged from this loop: a loop stuck in a handler stops the pings.
+            () = watchdog.tick() => {}
         }
     }
+
+    daemon.notifier.stopping();
 
     tracing::info!("stopping; the dataplane stays in place so that connections continue (the next start adopts it; `lbd --teardown` removes it)");
     follower.abort();
@@ -510,13 +531,13 @@ impl Daemon {
                         elements_removed = report.elements_removed,
                         messages = report.messages,
                         reread = report.reread,
-                        duration_ms = report.duration.as_secs_f64() * 1e3,
+                        duration_ms = ctl::logging::ms(report.duration),
                         "dataplane applied"
                     );
                 } else {
                     tracing::debug!(
                         why,
-                        duration_ms = report.duration.as_secs_f64() * 1e3,
+                        duration_ms = ctl::logging::ms(report.duration),
                         "dataplane current"
                     );
                 }
@@ -542,6 +563,30 @@ impl Daemon {
             unix_ms: unix_ms(),
             result: result.clone(),
         });
+        if result.is_ok() {
+            let status = self.systemd_status();
+            self.notifier.ready(&status);
+        } else if self.notifier.is_ready() {
+            let status = self.systemd_status();
+            self.notifier.status(&status);
+        }
+    }
+
+    /// STATUS= for systemd: what is served, or that the dataplane apply failed.
+    fn systemd_status(&self) -> String {
+        let servers = self.plan.services.iter().flat_map(|s| &s.servers);
+        let (up, total) = servers.fold((0, 0), |(up, total), b| {
+            (up + usize::from(b.health.is_up()), total + 1)
+        });
+        let serving = format!(
+            "{} services, {up} of {total} servers up, backend {}",
+            self.plan.services.len(),
+            self.selection.kind.name()
+        );
+        match self.last_apply.as_ref().map(|a| &a.result) {
+            Some(Err(e)) => format!("dataplane apply failed, retrying: {e}; {serving}"),
+            _ => serving,
+        }
     }
 
     /// Keeps the backoff delay for the next failure while the retry runs.
@@ -630,7 +675,7 @@ impl Daemon {
         if differs {
             tracing::warn!(
                 lbd = %self.view.fingerprint,
-                vrrpd = ?self.roles.vrrpd_fingerprint,
+                vrrpd = self.roles.vrrpd_fingerprint.as_deref().unwrap_or("unknown"),
                 "lbd and vrrpd run different configurations: reload both (vrrpctl reload) or check that they read the same file"
             );
         } else {
@@ -781,7 +826,7 @@ impl Daemon {
                     .take(3)
                     .map(|(t, errno)| format!("{t:?}: errno {errno}"))
                     .collect();
-                tracing::info!(created = report.batch.created, replaced = report.batch.replaced, removed = report.removed, failed = report.batch.failed.len(), expired = report.expired, elapsed_ms = report.elapsed.as_secs_f64() * 1e3, first_failures = ?failed, "committed the peer's connections");
+                tracing::info!(created = report.batch.created, replaced = report.batch.replaced, removed = report.removed, failed = report.batch.failed.len(), expired = report.expired, elapsed_ms = ctl::logging::ms(report.elapsed), first_failures = %failed.join("; "), "committed the peer's connections");
                 sync::commit_status(&report)
             }
             Err(e) => {
@@ -811,6 +856,15 @@ impl Daemon {
     /// A file that drops most of the running services (a file cut short, a section
     /// lost in an edit) is refused unless `force`: [`mass_removal`].
     async fn reload(&mut self, force: bool) -> Result<LbdReloadReply, String> {
+        self.notifier.reloading();
+        let result = self.reload_file(force).await;
+        let status = self.systemd_status();
+        self.notifier.reloaded(result.is_ok(), &status);
+        result
+    }
+
+    /// [`Daemon::reload`] without the systemd notifications.
+    async fn reload_file(&mut self, force: bool) -> Result<LbdReloadReply, String> {
         let loaded = load(&self.options)?;
         let new = loaded.view;
         check_view(&new, &self.selection)?;

@@ -20,21 +20,18 @@ struct Cli {
     /// This member's node name (default: the hostname).
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
+    /// Log line format on stderr: `text` or `json` (one object a line). Under
+    /// systemd each line starts with its syslog priority for the journal.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: ctl::logging::LogFormat,
     /// Remove the dataplane lbd owns (its nftables table) and exit.
     #[arg(long)]
     teardown: bool,
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        // Plain text for journald and log files; colours on a terminal only.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    ctl::logging::init(cli.log_format);
     let options = Options {
         config_path: cli.config,
         node: cli.node,

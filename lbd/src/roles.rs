@@ -65,7 +65,7 @@ impl Roles {
         match u {
             RoleUpdate::Snapshot(groups) => {
                 if !self.connected {
-                    tracing::info!(groups = ?groups, "vrrpd reachable");
+                    tracing::info!(groups = %ctl::logging::pairs(&groups), "vrrpd reachable");
                 }
                 self.connected = true;
                 self.error = None;
@@ -93,7 +93,7 @@ impl Roles {
             RoleUpdate::Fingerprint(f) => self.vrrpd_fingerprint = Some(f),
             RoleUpdate::Unreachable(why) => {
                 if !self.warned {
-                    tracing::warn!(error = %why, last_roles = ?self.groups, "vrrpd unreachable: keeping the dataplane and the last known roles");
+                    tracing::warn!(error = %why, last_roles = %ctl::logging::pairs(&self.groups), "vrrpd unreachable: keeping the dataplane and the last known roles");
                     self.warned = true;
                 }
                 self.connected = false;

@@ -183,7 +183,7 @@ impl Held {
         match self.store.flush(&mut self.kernel) {
             Ok(r) => {
                 if !r.batch.failed.is_empty() {
-                    tracing::warn!(failed = r.batch.failed.len(), first = ?r.batch.failed.first(), "the kernel refused some of the peer's connection entries");
+                    tracing::warn!(failed = r.batch.failed.len(), first = %r.batch.failed.first().map(|(t, errno)| format!("{t:?}: errno {errno}")).unwrap_or_default(), "the kernel refused some of the peer's connection entries");
                 }
                 Some(r)
             }
@@ -296,7 +296,7 @@ pub struct SyncLink {
 
 impl SyncLink {
     /// Starts the sender and the listener threads (in the calling process's network
-    /// namespace) and registers the `lb_sync_*` metrics in `registry`.
+    /// namespace) and registers the `lbd_sync_*` metrics in `registry`.
     pub fn start(view: &NodeView, registry: &Registry) -> Result<SyncLink, SyncError> {
         let local = view
             .sync
@@ -304,28 +304,28 @@ impl SyncLink {
             .ok_or(SyncError::NoAddress("local"))?;
         let peer = view.sync.peer_address.ok_or(SyncError::NoAddress("peer"))?;
         let stored_gauge = metric(IntGauge::new(
-            "lb_sync_entries_stored",
+            "lbd_sync_entries_stored",
             "Connection entries received from the peer and held for a takeover",
         ));
         let connected_gauge = metric(IntGauge::new(
-            "lb_sync_connected",
+            "lbd_sync_connected",
             "1 while this node's connection-state stream to the peer is up",
         ));
         let lost_counter = metric(IntCounter::new(
-            "lb_sync_events_lost_total",
+            "lbd_sync_events_lost_total",
             "Times the kernel dropped conntrack events for this node's stream (each is answered with a full dump)",
         ));
         let pending_gauge = metric(IntGauge::new(
-            "lb_sync_entries_pending",
+            "lbd_sync_entries_pending",
             "Entries received from the peer and not yet written into this node's kernel (a takeover writes them)",
         ));
         let too_long_counter = metric(IntCounter::new(
-            "lb_sync_lines_too_long_total",
+            "lbd_sync_lines_too_long_total",
             "Lines from the peer's address longer than the sync line bound (64 KiB); each dropped its connection",
         ));
         let refused_counter = metric(IntCounterVec::new(
             Opts::new(
-                "lb_sync_connections_refused_total",
+                "lbd_sync_connections_refused_total",
                 "Connections to the sync port refused: reason=not_peer (another source address), too_many (more streams at once than a peer opens)",
             ),
             &["reason"],
@@ -334,12 +334,12 @@ impl SyncLink {
             refused_counter.with_label_values(&[reason]).inc_by(0);
         }
         let complete_gauge = metric(IntGauge::new(
-            "lb_sync_peer_complete",
+            "lbd_sync_peer_complete",
             "1 while a live stream from the peer has delivered a complete dump (vrrpd holds back preemption until then)",
         ));
         let commit_duration = metric(Histogram::with_opts(
             HistogramOpts::new(
-                "lb_sync_commit_duration_seconds",
+                "lbd_sync_commit_duration_seconds",
                 "Time to commit the peer's connection entries not yet in the kernel at prepare",
             )
             .buckets(vec![
@@ -489,9 +489,15 @@ impl SyncLink {
         self.shared.observe(&held, report.as_ref());
         tracing::info!(
             writing = !master,
-            written = ?report.as_ref().map(|r| r.batch.created + r.batch.replaced),
+            written = report
+                .as_ref()
+                .map_or(0, |r| r.batch.created + r.batch.replaced),
             "the peer's connection entries: {}",
-            if master { "held only (MASTER)" } else { "written into the kernel as they arrive; full dump asked of the peer" }
+            if master {
+                "held only (MASTER)"
+            } else {
+                "written into the kernel as they arrive; full dump asked of the peer"
+            }
         );
         report
     }
@@ -736,9 +742,16 @@ fn set_user_timeout(stream: &TcpStream, timeout: Duration) -> std::io::Result<()
 
 /// Sends a resync line and every matching entry as a `new` event.
 fn send_dump(shared: &Shared, out: &mut impl Write, filter: &FlowFilter) -> Result<(), String> {
-    let entries = Conntrack::open()
-        .and_then(|mut c| c.dump(filter))
-        .map_err(|e| e.to_string())?;
+    let entries = {
+        // Never while this node writes the peer's entries into its kernel: a
+        // replacement deletes an entry before it creates it anew, a dump taken in
+        // between misses the connection, and the peer deletes what a dump does not
+        // bring (a drill straight after a preemption back lost 13 of 200 that way).
+        let _writes = shared.held();
+        Conntrack::open()
+            .and_then(|mut c| c.dump(filter))
+            .map_err(|e| e.to_string())?
+    };
     out.write_all(RESYNC_LINE.as_bytes())
         .map_err(|e| e.to_string())?;
     for entry in entries {
@@ -798,7 +811,7 @@ fn listen_loop(shared: &Arc<Shared>, listen: SocketAddr, peer: IpAddr) {
             // connections must not become a flood of log lines.
             if last_refusal_log.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
                 last_refusal_log = Some(Instant::now());
-                tracing::warn!(from = ?from, %peer, reason, "sync connection refused: {why} (logged at most every 10 s)");
+                tracing::warn!(from = %from.map_or_else(|| "unknown".to_owned(), |a| a.to_string()), %peer, reason, "sync connection refused: {why} (logged at most every 10 s)");
             }
             continue;
         }
@@ -944,7 +957,7 @@ fn dump_ended(shared: &Shared) {
         entries = store_len,
         dropped,
         purged,
-        written = ?flushed.map(|r| r.batch.created + r.batch.replaced),
+        written = flushed.map_or(0, |r| r.batch.created + r.batch.replaced),
         "the peer's connection state is complete here"
     );
 }

@@ -42,6 +42,9 @@ struct KernelSources {
     snat_capacity: Vec<(IpAddr, u32)>,
     /// Last counters read (used when the dataplane is busy).
     counters: Vec<BackendCounters>,
+    /// The planned backends, as (service, backend, address label, single port):
+    /// those the kernel has no counters for yet (before the first apply) count 0.
+    planned: Vec<(String, String, String, bool)>,
 }
 
 /// Every metric of lbd.
@@ -88,13 +91,19 @@ fn must<T>(r: prometheus::Result<T>) -> T {
 }
 
 impl Telemetry {
-    /// Creates and registers every metric; `dataplane` serves counters at scrape time.
-    pub fn new(dataplane: Option<DataplaneThread>) -> Telemetry {
-        let registry = Registry::new();
+    /// Creates and registers every metric, each series labelled
+    /// `cluster="<cluster>"` (none if empty), beside `lbd_build_info` and the
+    /// process metrics; `dataplane` serves counters at scrape time.
+    pub fn new(cluster: &str, dataplane: Option<DataplaneThread>) -> Telemetry {
+        let registry = metrics::daemon_registry(metrics::DaemonInfo {
+            prefix: "lbd",
+            version: env!("CARGO_PKG_VERSION"),
+            cluster,
+        });
         let reg = |c: Box<dyn Collector>| must(registry.register(c));
         let weight = must(GaugeVec::new(
             Opts::new(
-                "lb_backend_weight",
+                "lbd_backend_weight",
                 "Weight given to the dataplane for a backend (0 while its health check says down).",
             ),
             &BACKEND_LABELS,
@@ -102,7 +111,7 @@ impl Telemetry {
         reg(Box::new(weight.clone()));
         let up = must(GaugeVec::new(
             Opts::new(
-                "lb_backend_up",
+                "lbd_backend_up",
                 "1 if the backend's health check says up (or it has none), 0 if down.",
             ),
             &BACKEND_LABELS,
@@ -110,7 +119,7 @@ impl Telemetry {
         reg(Box::new(up.clone()));
         let apply_duration = must(Histogram::with_opts(
             HistogramOpts::new(
-                "lb_apply_duration_seconds",
+                "lbd_apply_duration_seconds",
                 "Wall time of successful dataplane applies (one batch each).",
             )
             .buckets(vec![
@@ -119,18 +128,18 @@ impl Telemetry {
         ));
         reg(Box::new(apply_duration.clone()));
         let apply_errors = must(IntCounter::new(
-            "lb_apply_errors_total",
+            "lbd_apply_errors_total",
             "Dataplane applies the kernel refused or that failed (the previous state stays).",
         ));
         reg(Box::new(apply_errors.clone()));
         let last_apply = must(Gauge::new(
-            "lb_last_apply_timestamp_seconds",
+            "lbd_last_apply_timestamp_seconds",
             "Unix time of the last successful apply.",
         ));
         reg(Box::new(last_apply.clone()));
         let check_duration = must(HistogramVec::new(
             HistogramOpts::new(
-                "lb_health_check_duration_seconds",
+                "lbd_health_check_duration_seconds",
                 "Duration of health checks by check name (sampled: each server's latest result each second).",
             )
             .buckets(vec![
@@ -143,7 +152,7 @@ impl Telemetry {
         reg(Box::new(check_duration.clone()));
         let check_last_duration = must(GaugeVec::new(
             Opts::new(
-                "lb_health_check_last_duration_seconds",
+                "lbd_health_check_last_duration_seconds",
                 "Duration of the backend's latest health check.",
             ),
             &["service", "backend"],
@@ -151,7 +160,7 @@ impl Telemetry {
         reg(Box::new(check_last_duration.clone()));
         let transitions = must(IntCounterVec::new(
             Opts::new(
-                "lb_health_transitions_total",
+                "lbd_health_transitions_total",
                 "Health state changes of a backend.",
             ),
             &["service", "backend", "to"],
@@ -190,7 +199,7 @@ impl Telemetry {
         reg(Box::new(prepare_duration.clone()));
         let checks = must(IntCounterVec::new(
             Opts::new(
-                "lb_health_checks_total",
+                "lbd_health_checks_total",
                 "Health checks finished, by result (ok, failed).",
             ),
             &["result"],
@@ -200,23 +209,23 @@ impl Telemetry {
             checks.with_label_values(&[r]);
         }
         let overruns = must(IntCounter::new(
-            "lb_health_check_overruns_total",
+            "lbd_health_check_overruns_total",
             "Checks not started because the previous one of the same server was still running.",
         ));
         reg(Box::new(overruns.clone()));
         let in_flight = must(IntGauge::new(
-            "lb_health_checks_in_flight",
+            "lbd_health_checks_in_flight",
             "Checks started and not finished.",
         ));
         reg(Box::new(in_flight.clone()));
         let targets = must(IntGauge::new(
-            "lb_health_targets",
+            "lbd_health_targets",
             "Servers with a health check.",
         ));
         reg(Box::new(targets.clone()));
         let dampened = must(IntCounterVec::new(
             Opts::new(
-                "lb_health_dampened_total",
+                "lbd_health_dampened_total",
                 "Times a flapping backend passed its rise count but was held down by flap dampening.",
             ),
             &["service", "backend"],
@@ -224,7 +233,7 @@ impl Telemetry {
         reg(Box::new(dampened.clone()));
         let quorum_met = must(IntGaugeVec::new(
             Opts::new(
-                "lb_service_quorum_met",
+                "lbd_service_quorum_met",
                 "1 while a service with a quorum has at least that many servers up (weight above 0), else 0.",
             ),
             &["service"],
@@ -308,7 +317,9 @@ impl Telemetry {
         &self.registry
     }
 
-    /// Weights and health of every planned backend (replacing the previous set).
+    /// Weights and health of every planned backend (replacing the previous set);
+    /// the health series of every checked backend and check exist from then on, at 0
+    /// until something happens (values already there are kept).
     pub fn plan(&self, services: &[ServicePlan]) {
         self.weight.reset();
         self.up.reset();
@@ -329,6 +340,15 @@ impl Telemetry {
                 self.priority_delta.with_label_values(&[g]).add(delta);
             }
         }
+        self.lock().planned = services
+            .iter()
+            .flat_map(|s| {
+                s.servers.iter().map(|b| {
+                    let addr = address_label(b.address, b.port);
+                    (s.name.clone(), b.name.clone(), addr, b.port.is_some())
+                })
+            })
+            .collect();
         for s in services {
             for b in &s.servers {
                 let addr = address_label(b.address, b.port);
@@ -339,6 +359,16 @@ impl Telemetry {
                 self.up
                     .with_label_values(&labels)
                     .set(if b.health.is_up() { 1.0 } else { 0.0 });
+                if let Some(check) = &b.check {
+                    let backend = [s.name.as_str(), b.name.as_str()];
+                    for to in ["up", "down"] {
+                        self.transitions
+                            .with_label_values(&[s.name.as_str(), b.name.as_str(), to]);
+                    }
+                    self.dampened.with_label_values(&backend);
+                    self.check_last_duration.with_label_values(&backend);
+                    self.check_duration.with_label_values(&[check.as_str()]);
+                }
             }
         }
     }
@@ -428,43 +458,43 @@ impl KernelMetrics {
         KernelMetrics {
             connections: must(IntCounterVec::new(
                 Opts::new(
-                    "lb_backend_connections_total",
+                    "lbd_backend_connections_total",
                     "New connections sent to the backend (DNAT-map hits of its slots since they were added).",
                 ),
                 &BACKEND_LABELS,
             )),
             packets: must(IntCounterVec::new(
                 Opts::new(
-                    "lb_backend_packets_total",
+                    "lbd_backend_packets_total",
                     "Packets of the backend's connections, both directions (single-port services).",
                 ),
                 &BACKEND_LABELS,
             )),
             bytes: must(IntCounterVec::new(
                 Opts::new(
-                    "lb_backend_bytes_total",
+                    "lbd_backend_bytes_total",
                     "Bytes of the backend's connections, both directions (single-port services).",
                 ),
                 &BACKEND_LABELS,
             )),
             ports_in_use: must(IntGaugeVec::new(
                 Opts::new(
-                    "lb_snat_ports_in_use",
+                    "lbd_snat_ports_in_use",
                     "Distinct (protocol, port) pairs of tracked connections source-NATed to the address.",
                 ),
                 &["address"],
             )),
             ports_available: must(IntGaugeVec::new(
                 Opts::new(
-                    "lb_snat_ports_available",
+                    "lbd_snat_ports_available",
                     "Source ports the SNAT rules let the address use.",
                 ),
                 &["address"],
             )),
             utilization: must(GaugeVec::new(
                 Opts::new(
-                    "lb_snat_port_utilization_ratio",
-                    "lb_snat_ports_in_use / lb_snat_ports_available.",
+                    "lbd_snat_port_utilization_ratio",
+                    "lbd_snat_ports_in_use / lbd_snat_ports_available.",
                 ),
                 &["address"],
             )),
@@ -518,14 +548,26 @@ impl Collector for KernelCollector {
             .as_ref()
             .and_then(|d| d.run_blocking(COUNTERS_WAIT, |dp| dp.counters().ok()))
             .flatten();
-        let (counters, capacity) = {
+        let (counters, capacity, planned) = {
             let mut s = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(c) = fresh {
                 s.counters = c;
             }
-            (s.counters.clone(), s.snat_capacity.clone())
+            (
+                s.counters.clone(),
+                s.snat_capacity.clone(),
+                s.planned.clone(),
+            )
         };
         let m = KernelMetrics::new();
+        for (service, backend, addr, single_port) in &planned {
+            let labels = [service.as_str(), backend.as_str(), addr.as_str()];
+            m.connections.with_label_values(&labels);
+            if *single_port {
+                m.packets.with_label_values(&labels);
+                m.bytes.with_label_values(&labels);
+            }
+        }
         for c in &counters {
             let addr = address_label(c.addr, c.port);
             let labels = [c.service.as_str(), c.backend.as_str(), addr.as_str()];
@@ -567,7 +609,7 @@ mod tests {
 
     #[test]
     fn every_metric_registers_and_renders() {
-        let t = Telemetry::new(None);
+        let t = Telemetry::new("", None);
         t.counters(vec![BackendCounters {
             service: "web".into(),
             backend: "srv1".into(),
@@ -598,20 +640,20 @@ mod tests {
             .unwrap();
         let text = String::from_utf8(body).unwrap();
         for line in [
-            r#"lb_backend_connections_total{address="198.18.1.21:80",backend="srv1",service="web"} 7"#,
-            r#"lb_backend_packets_total{address="198.18.1.21:80",backend="srv1",service="web"} 30"#,
-            "lb_apply_errors_total 1",
-            "lb_apply_duration_seconds_count 1",
-            r#"lb_health_transitions_total{backend="srv1",service="web",to="down"} 1"#,
+            r#"lbd_backend_connections_total{address="198.18.1.21:80",backend="srv1",service="web"} 7"#,
+            r#"lbd_backend_packets_total{address="198.18.1.21:80",backend="srv1",service="web"} 30"#,
+            "lbd_apply_errors_total 1",
+            "lbd_apply_duration_seconds_count 1",
+            r#"lbd_health_transitions_total{backend="srv1",service="web",to="down"} 1"#,
             "lbd_vrrpd_connected 1",
             r#"lbd_prepare_total{result="ok"} 1"#,
-            r#"lb_health_checks_total{result="ok"} 9"#,
-            r#"lb_health_checks_total{result="failed"} 2"#,
-            "lb_health_checks_in_flight 3",
-            "lb_health_targets 4",
-            r#"lb_health_check_duration_seconds_count{check="web-http"} 1"#,
-            r#"lb_health_check_last_duration_seconds{backend="srv1",service="web"} 0.002"#,
-            r#"lb_health_dampened_total{backend="srv2",service="web"} 1"#,
+            r#"lbd_health_checks_total{result="ok"} 9"#,
+            r#"lbd_health_checks_total{result="failed"} 2"#,
+            "lbd_health_checks_in_flight 3",
+            "lbd_health_targets 4",
+            r#"lbd_health_check_duration_seconds_count{check="web-http"} 1"#,
+            r#"lbd_health_check_last_duration_seconds{backend="srv1",service="web"} 0.002"#,
+            r#"lbd_health_dampened_total{backend="srv2",service="web"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

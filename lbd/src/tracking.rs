@@ -103,10 +103,13 @@ async fn run(
             match &result {
                 Ok(_) => {
                     if r.accepted.as_ref() != Some(&tracks) {
-                        tracing::info!(tracks = ?tracks, "vrrpd accepted the priority tracks");
+                        tracing::info!(tracks = %ctl::logging::list(tracks.iter().map(|t| format!("{}: {} {}", t.group, t.name, t.weight_delta))), "vrrpd accepted the priority tracks");
                     }
                     if r.accepted_preempt_hold != preempt_hold {
-                        tracing::info!(preempt_hold = ?preempt_hold, "vrrpd accepted the preemption hold");
+                        tracing::info!(
+                            preempt_hold = preempt_hold.as_deref().unwrap_or("none"),
+                            "vrrpd accepted the preemption hold"
+                        );
                     }
                     r.accepted = Some(tracks.clone());
                     r.accepted_preempt_hold = preempt_hold.clone();

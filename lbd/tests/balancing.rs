@@ -100,30 +100,29 @@ fn two_arm_schedulers_snat_and_health() {
     let metrics = scrape(setup.host("lb1"), METRICS);
     let labels = r#"{address="198.18.1.22:80",backend="srv2",service="web"}"#;
     assert_eq!(
-        sample(&metrics, &format!("lb_backend_up{labels}")),
+        sample(&metrics, &format!("lbd_backend_up{labels}")),
         Some(0.0)
     );
     assert_eq!(
-        sample(&metrics, &format!("lb_backend_weight{labels}")),
+        sample(&metrics, &format!("lbd_backend_weight{labels}")),
         Some(0.0)
     );
     assert_eq!(
         sample(
             &metrics,
-            r#"lb_health_transitions_total{backend="srv2",service="web",to="down"}"#
+            r#"lbd_health_transitions_total{backend="srv2",service="web",to="down"}"#
         ),
         Some(1.0)
     );
     let conns = sample(
         &metrics,
-        r#"lb_backend_connections_total{address="198.18.1.21:80",backend="srv1",service="web"}"#,
+        r#"lbd_backend_connections_total{address="198.18.1.21:80",backend="srv1",service="web"}"#,
     )
     .unwrap();
     assert!(conns >= 10.0, "srv1 connections {conns}");
-    assert!(metrics.contains("lb_health_check_duration_seconds_count{check=\"web-http\"}"));
-    assert!(
-        metrics.contains("lb_health_check_last_duration_seconds{backend=\"srv1\",service=\"web\"}")
-    );
+    assert!(metrics.contains("lbd_health_check_duration_seconds_count{check=\"web-http\"}"));
+    assert!(metrics
+        .contains("lbd_health_check_last_duration_seconds{backend=\"srv1\",service=\"web\"}"));
 }
 
 #[test]
@@ -211,7 +210,7 @@ fn maglev_removal_moves_about_one_nth() {
 }
 
 /// A small SNAT port range: one address lets 4 connections through, two let 8;
-/// exhaustion shows in lb_snat_port_utilization_ratio.
+/// exhaustion shows in lbd_snat_port_utilization_ratio.
 #[test]
 fn snat_pool_capacity_and_utilization() {
     if !integration::have_root("snat_pool_capacity_and_utilization") {
@@ -266,9 +265,9 @@ fn snat_pool_capacity_and_utilization() {
     let metrics = scrape(setup.host("lb1"), METRICS);
     let ratio = sample(
         &metrics,
-        r#"lb_snat_port_utilization_ratio{address="198.18.1.100"}"#,
+        r#"lbd_snat_port_utilization_ratio{address="198.18.1.100"}"#,
     );
-    let in_use = sample(&metrics, r#"lb_snat_ports_in_use{address="198.18.1.100"}"#);
+    let in_use = sample(&metrics, r#"lbd_snat_ports_in_use{address="198.18.1.100"}"#);
     println!("utilization {ratio:?}, in use {in_use:?}");
     assert!(ratio.unwrap() >= 1.0, "{metrics}");
     assert_eq!(in_use, Some(4.0));
@@ -289,7 +288,7 @@ fn snat_pool_capacity_and_utilization() {
     let metrics = scrape(setup.host("lb1"), METRICS);
     let ratio101 = sample(
         &metrics,
-        r#"lb_snat_port_utilization_ratio{address="198.18.1.101"}"#,
+        r#"lbd_snat_port_utilization_ratio{address="198.18.1.101"}"#,
     );
     println!("198.18.1.101 utilization {ratio101:?}");
     assert_eq!(ratio101, Some(1.0));

@@ -179,9 +179,9 @@ fn vrrpctl_reload_checks_the_file_then_reloads_both_daemons() {
         status["services"]
     );
     assert!(
-        lbd.stdout().contains("reloaded on request"),
+        lbd.stderr().contains("reloaded on request"),
         "lbd logs the reload: {}",
-        lbd.stdout()
+        lbd.stderr()
     );
     let loaded = status["config"]["loaded_unix_ms"].clone();
 

@@ -35,7 +35,7 @@ fn transitions(setup: &Setup) -> f64 {
             sample(
                 &m,
                 &format!(
-                    r#"lb_health_transitions_total{{backend="srv2",service="web",to="{to}"}}"#
+                    r#"lbd_health_transitions_total{{backend="srv2",service="web",to="{to}"}}"#
                 ),
             )
             .unwrap_or(0.0)
@@ -120,7 +120,7 @@ fn flapping_server_is_dampened() {
     assert!(
         sample(
             &m,
-            r#"lb_health_dampened_total{backend="srv2",service="web"}"#
+            r#"lbd_health_dampened_total{backend="srv2",service="web"}"#
         )
         .unwrap()
             >= 1.0

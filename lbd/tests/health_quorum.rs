@@ -148,7 +148,7 @@ fn lost_quorum_moves_the_vips_to_the_peer_and_back() {
     assert_eq!(v1["groups"][0]["tracking"]["delta"], -60);
     let m = scrape(setup.host("lb1"), "127.0.0.1:9613");
     assert_eq!(
-        sample(&m, r#"lb_service_quorum_met{service="web"}"#),
+        sample(&m, r#"lbd_service_quorum_met{service="web"}"#),
         Some(0.0)
     );
     assert_eq!(

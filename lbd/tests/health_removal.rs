@@ -144,12 +144,12 @@ fn dead_server_leaves_fast_returns_after_rise_and_gets_no_connection_meanwhile()
             sample(
                 &metrics,
                 &format!(
-                    r#"lb_health_transitions_total{{backend="srv2",service="web",to="{to}"}}"#
+                    r#"lbd_health_transitions_total{{backend="srv2",service="web",to="{to}"}}"#
                 )
             ),
             Some(1.0),
             "{to}"
         );
     }
-    assert!(sample(&metrics, r#"lb_health_checks_total{result="failed"}"#).unwrap() >= 2.0);
+    assert!(sample(&metrics, r#"lbd_health_checks_total{result="failed"}"#).unwrap() >= 2.0);
 }

@@ -46,7 +46,7 @@ fn refused_reload_changes_nothing_in_the_kernel() {
     // SIGHUP with the refused file: logged, nothing changes either.
     lbd.signal(libc::SIGHUP).unwrap();
     wait_for("the SIGHUP refusal in lbd's log", PATIENCE, || {
-        lbd.stdout().contains("198.18.5.22 is in no subnet")
+        lbd.stderr().contains("198.18.5.22 is in no subnet")
             || lbd.stderr().contains("198.18.5.22 is in no subnet")
     });
     assert_eq!(before, ruleset(lb1));

@@ -73,22 +73,22 @@ fn synced_connection_survives_failover() {
     assert_eq!(status["sync"]["last_commit"]["report"], *committed);
     let lines: Vec<&str> = metrics
         .lines()
-        .filter(|l| l.starts_with("lb_sync_"))
+        .filter(|l| l.starts_with("lbd_sync_"))
         .collect();
     println!("{lines:?}");
     let commits = lines
         .iter()
-        .find_map(|l| l.strip_prefix("lb_sync_commit_duration_seconds_count "))
+        .find_map(|l| l.strip_prefix("lbd_sync_commit_duration_seconds_count "))
         .and_then(|n| n.parse::<u64>().ok());
     assert!(commits.is_some_and(|n| n >= 1), "{lines:?}");
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("lb_sync_entries_stored ")),
+            .any(|l| l.starts_with("lbd_sync_entries_stored ")),
         "{lines:?}"
     );
     assert!(
-        lines.iter().any(|l| l.starts_with("lb_sync_connected ")),
+        lines.iter().any(|l| l.starts_with("lbd_sync_connected ")),
         "{lines:?}"
     );
 }

@@ -71,7 +71,7 @@ fn an_endless_line_on_the_sync_port_is_cut_off_and_sync_goes_on() {
     println!("lb2 sync: {sync}");
     assert_eq!(sync["lines_too_long"], 1, "{sync}");
     let metrics = scrape(setup.host("lb2"), "127.0.0.1:9613");
-    assert_eq!(sample(&metrics, "lb_sync_lines_too_long_total"), Some(1.0));
+    assert_eq!(sample(&metrics, "lbd_sync_lines_too_long_total"), Some(1.0));
 
     // Another address is refused, counted, and closed.
     let (_, end) = setup

@@ -139,6 +139,8 @@ pub(crate) struct Daemon {
     pub(crate) dual_masters: HashMap<String, crate::dual_master::DualMaster>,
     /// The control socket's connection counters (for status).
     pub(crate) control_stats: Arc<ctl::ServerStats>,
+    /// What systemd has been told (`Type=notify`).
+    pub(crate) notifier: ctl::systemd::Notifier,
 }
 
 impl Drop for Daemon {
@@ -229,20 +231,11 @@ pub async fn run(
     let (mut state_file, operator) = crate::overrides::StateFile::open(&view);
     remove_leftover_vips(&netif, &view, &links, &operator).await;
 
-    let telemetry = Telemetry::new();
+    let telemetry = Telemetry::for_cluster(&view.cluster_name);
     telemetry.realtime(
         Scheduling::current().realtime_priority(),
         realtime.memory_locked,
     );
-    let _metrics = if view.metrics.enabled {
-        Some(
-            metrics::MetricsServer::start(view.metrics.vrrpd_listen, telemetry.registry().clone())
-                .context("starting the metrics endpoint")?,
-        )
-    } else {
-        None
-    };
-
     state_file.attach(&telemetry);
     let (packets_tx, mut packets_rx) = mpsc::channel(1024);
     let events = ctl::EventBus::new(ctl::DEFAULT_BACKLOG);
@@ -277,8 +270,14 @@ pub async fn run(
         realtime,
         dual_masters: HashMap::new(),
         control_stats: Arc::default(),
+        notifier: ctl::systemd::Notifier::new(),
     };
     daemon.open_io(&plan).map_err(|e| anyhow!(e))?;
+    // Every series of every group exists from the first scrape on.
+    daemon.plan = plan.clone();
+    for g in &plan.groups {
+        daemon.register_series(g);
+    }
 
     let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(16);
     let perms = ctl::SocketPerms {
@@ -304,8 +303,21 @@ pub async fn run(
         events,
         server_stopped,
     ));
+    // Last before the groups start (nothing has changed in the kernel yet if the
+    // port is taken): every series, the control socket's too, is there at the
+    // first scrape.
+    let _metrics = if daemon.view.metrics.enabled {
+        Some(
+            metrics::MetricsServer::start(
+                daemon.view.metrics.vrrpd_listen,
+                daemon.telemetry.registry().clone(),
+            )
+            .context("starting the metrics endpoint")?,
+        )
+    } else {
+        None
+    };
 
-    daemon.plan = plan.clone();
     daemon.reindex();
     daemon.settle_operator_state("start-up");
     daemon.hold_at_startup();
@@ -313,6 +325,8 @@ pub async fn run(
         daemon.start_group(g).await;
     }
     tracing::info!(node = %daemon.view.name, groups = daemon.groups.len(), "vrrpd running");
+    daemon.notify_systemd();
+    let mut watchdog = daemon.notifier.watchdog();
 
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
@@ -364,6 +378,8 @@ pub async fn run(
                 }
             },
             Some(request) = control_rx.recv() => daemon.on_control(request).await,
+            // Pinged from this loop: a loop stuck in a handler stops the pings.
+            () = watchdog.tick() => {}
             () = sleep => {
                 // A loop woken late (a busy machine, a stolen CPU) finds the timer due
                 // and adverts waiting alike: the adverts go first, or a master-down
@@ -377,8 +393,10 @@ pub async fn run(
             }
         }
         daemon.advance_failover_drill().await;
+        daemon.notify_systemd();
     }
 
+    daemon.notifier.stopping();
     tracing::info!("shutting down: releasing every group");
     daemon.fail_drill_requests("vrrpd is shutting down");
     let names: Vec<String> = daemon.groups.keys().cloned().collect();
@@ -701,6 +719,15 @@ impl Daemon {
         Ok(())
     }
 
+    /// Creates the series of a group and its instances (at 0; those there stay).
+    fn register_series(&self, plan: &GroupPlan) {
+        self.telemetry.register_group(&plan.name);
+        for i in &plan.instances {
+            let l = self.labels(&i.name);
+            self.telemetry.register_instance(&l, plan.priority);
+        }
+    }
+
     /// Builds and starts a group's state machine.
     pub(crate) async fn start_group(&mut self, plan: GroupPlan) {
         let mut router = match Router::new(plan.router.clone()) {
@@ -710,11 +737,7 @@ impl Daemon {
                 return;
             }
         };
-        self.telemetry.register_group(&plan.name);
-        for i in &plan.instances {
-            let l = self.labels(&i.name);
-            self.telemetry.register_instance(&l, plan.priority);
-        }
+        self.register_series(&plan);
         let now = self.clock.now();
         // Links down at start-up are reported before Startup (the Router
         // then starts those instances in FAULT).
@@ -909,9 +932,55 @@ impl Daemon {
         }
     }
 
+    /// READY=1 once every instance's first state is decided (MASTER with its VIPs,
+    /// BACKUP that has heard a master or whose Master_Down_Timer ran out, FAULT,
+    /// MAINTENANCE), then STATUS= with the groups' states as they change.
+    pub(crate) fn notify_systemd(&mut self) {
+        if !self.notifier.is_ready() && !self.first_states_decided() {
+            return;
+        }
+        let status = self.systemd_status();
+        self.notifier.ready(&status);
+    }
+
+    fn first_states_decided(&self) -> bool {
+        self.groups.values().all(|g| {
+            g.router.instances().iter().all(|i| match i.state {
+                State::Initialize => false,
+                State::Backup => i.master_address.is_some() || i.ready_for_master,
+                State::Master | State::Fault | State::Maintenance => true,
+            })
+        })
+    }
+
+    /// The groups and their states, for STATUS=.
+    fn systemd_status(&self) -> String {
+        let groups: Vec<String> = self
+            .groups
+            .values()
+            .flat_map(|g| g.router.groups())
+            .map(|g| format!("{} {}", g.name, state_name(g.state)))
+            .collect();
+        if groups.is_empty() {
+            "no sync groups".to_owned()
+        } else {
+            groups.join(", ")
+        }
+    }
+
     /// Re-reads the configuration and applies the difference. Refused: the
-    /// running configuration stays and the diagnostics come back.
+    /// running configuration stays and the diagnostics come back. systemd hears
+    /// RELOADING=1 before and READY=1 after, with the outcome in STATUS=.
     pub(crate) async fn reload(&mut self) -> Result<VrrpdReloadReply, String> {
+        self.notifier.reloading();
+        let result = self.reload_file().await;
+        let status = self.systemd_status();
+        self.notifier.reloaded(result.is_ok(), &status);
+        result
+    }
+
+    /// [`Daemon::reload`] without the systemd notifications.
+    async fn reload_file(&mut self) -> Result<VrrpdReloadReply, String> {
         let loaded = load(&self.options)?;
         let links = read_links(&self.netif)
             .await

@@ -296,7 +296,7 @@ impl Daemon {
             }
         }
         for (added, vips) in vips_changed {
-            tracing::info!(group, vips = ?vips, "VIPs {}", if added { "added" } else { "removed" });
+            tracing::info!(group, vips = %ctl::logging::list(&vips), "VIPs {}", if added { "added" } else { "removed" });
         }
         if let Some((miss, budget, why)) = missed {
             self.telemetry.prepare_miss(group, miss.label());
@@ -339,7 +339,7 @@ impl Daemon {
         }
         if let Some(t) = takeover {
             if let Ok(r) = t.record.lock() {
-                tracing::info!(group, phases_ms = ?r.phases_ms, prepare = %r.prepare, "takeover done (garp_sent follows when the bursts end)");
+                tracing::info!(group, phases_ms = %ctl::logging::pairs(r.phases_ms.in_order().into_iter().map(|(p, ms)| (p, format!("{ms:.1}")))), prepare = %r.prepare, "takeover done (garp_sent follows when the bursts end)");
             }
         }
     }
@@ -494,7 +494,7 @@ impl Daemon {
             Ok(()) => Some((add, list)),
             Err(e) => {
                 self.telemetry.vip_error(group, op);
-                tracing::error!(group, vips = ?list, error = %e, "VIP {op} failed");
+                tracing::error!(group, vips = %ctl::logging::list(list), error = %e, "VIP {op} failed");
                 None
             }
         }

@@ -128,7 +128,7 @@ impl Daemon {
             self.hold.effective = effective;
             self.telemetry.preempt_hold(effective);
             if effective {
-                tracing::info!(reasons = ?self.hold.reasons, wait_ms = self.view.sync.preempt_wait_ms, "preemption held back until lbd has the peer's connection state");
+                tracing::info!(reasons = %ctl::logging::pairs(&self.hold.reasons), wait_ms = self.view.sync.preempt_wait_ms, "preemption held back until lbd has the peer's connection state");
             } else if preempting && !self.hold.expired {
                 tracing::info!("preemption no longer held back");
             }
@@ -153,7 +153,7 @@ impl Daemon {
         self.hold.expired = true;
         self.hold.expirations += 1;
         self.telemetry.preempt_hold_expired();
-        tracing::warn!(reasons = ?self.hold.reasons, waited_ms = self.view.sync.preempt_wait_ms, "preemption hold ran out: this node may preempt without the peer's complete connection state, and connections the peer carries may be reset");
+        tracing::warn!(reasons = %ctl::logging::pairs(&self.hold.reasons), waited_ms = self.view.sync.preempt_wait_ms, "preemption hold ran out: this node may preempt without the peer's complete connection state, and connections the peer carries may be reset");
         self.refresh_hold();
     }
 

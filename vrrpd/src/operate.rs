@@ -496,7 +496,7 @@ impl Daemon {
                         takeover_ms: h.after_ms,
                     })
                     .collect();
-                tracing::warn!(group = %group, links = ?links, "drill.failover: peer took over; maintenance off");
+                tracing::warn!(group = %group, links = %ctl::logging::list(links.iter().map(|l| format!("{} on {}: peer {} after {:.1} ms", l.instance, l.interface, l.peer, l.takeover_ms))), "drill.failover: peer took over; maintenance off");
                 // The operator's `maintenance on` during the drill outlasts it.
                 let back = !self.operator_maintenance(&group);
                 for instance in members.iter().filter(|_| back) {

@@ -76,7 +76,7 @@ impl StateFile {
         };
         let state = match persist::load(&file.path, &view.name) {
             Ok(Some(state)) => {
-                tracing::info!(path = %file.path.display(), maintenance = ?state.maintenance.keys().collect::<Vec<_>>(), priority_overrides = state.priority_overrides.len(), "state file read");
+                tracing::info!(path = %file.path.display(), maintenance = %ctl::logging::list(state.maintenance.keys()), priority_overrides = state.priority_overrides.len(), "state file read");
                 state
             }
             Ok(None) => {

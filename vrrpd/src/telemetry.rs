@@ -132,9 +132,19 @@ impl Default for Telemetry {
 }
 
 impl Telemetry {
-    /// Registers every family in a fresh registry.
+    /// Registers every family in a fresh registry (no `cluster` label).
     pub fn new() -> Self {
-        let r = Registry::new();
+        Telemetry::for_cluster("")
+    }
+
+    /// Registers every family in a fresh registry whose series carry
+    /// `cluster="<cluster>"`, beside `vrrp_build_info` and the process metrics.
+    pub fn for_cluster(cluster: &str) -> Self {
+        let r = metrics::daemon_registry(metrics::DaemonInfo {
+            prefix: "vrrp",
+            version: env!("CARGO_PKG_VERSION"),
+            cluster,
+        });
         let with = |extra: &[&'static str]| -> Vec<&'static str> {
             INSTANCE.iter().chain(extra).copied().collect()
         };
@@ -214,6 +224,14 @@ impl Telemetry {
         self.effective_priority
             .with_label_values(&v)
             .set(i64::from(priority));
+        self.last_transition.with_label_values(&v);
+        for from in STATES {
+            for to in STATES.into_iter().filter(|to| *to != from) {
+                let mut with = v.to_vec();
+                with.extend([state_label(from), state_label(to)]);
+                self.transitions.with_label_values(&with);
+            }
+        }
         for c in [
             &self.adverts_sent,
             &self.advert_send_errors,
@@ -264,8 +282,14 @@ impl Telemetry {
         self.unknown_vrid.with_label_values(&[interface]);
     }
 
-    /// Creates a group's takeover series at 0.
+    /// Creates a group's takeover series at 0 (the phase histograms empty).
     pub fn register_group(&self, group: &str) {
+        for phase in PHASES {
+            self.takeover_phase.with_label_values(&[group, phase]);
+            self.last_takeover_phase
+                .with_label_values(&[group, phase])
+                .set(0.0);
+        }
         for reason in ["absent", "timeout", "error"] {
             self.prepare_misses.with_label_values(&[group, reason]);
         }

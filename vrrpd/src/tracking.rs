@@ -113,7 +113,7 @@ impl Daemon {
         }
         let before = self.tracks.get(&p.source).cloned().unwrap_or_default();
         if before != p.tracks {
-            tracing::info!(source = %p.source, tracks = ?p.tracks, "track.set");
+            tracing::info!(source = %p.source, tracks = %ctl::logging::list(p.tracks.iter().map(|t| format!("{}: {} {}", t.group, t.name, t.weight_delta))), "track.set");
         }
         if p.tracks.is_empty() {
             self.tracks.remove(&p.source);

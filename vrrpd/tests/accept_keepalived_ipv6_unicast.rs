@@ -143,12 +143,12 @@ fn keepalived_unicast_hop_limit_64_is_two_masters_said_and_unicast_min_ttl_ends_
     // A few more adverts dropped: still one warning (rate-limited), naming the fix.
     std::thread::sleep(Duration::from_secs(3));
     let warnings = lb1
-        .stdout()
+        .stderr()
         .lines()
         .filter(|l| l.contains("two masters:") && l.contains("WARN"))
         .count();
-    assert_eq!(warnings, 1, "{}", lb1.stdout());
-    assert!(lb1.stdout().contains("set `unicast_ttl 255`"));
+    assert_eq!(warnings, 1, "{}", lb1.stderr());
+    assert!(lb1.stderr().contains("set `unicast_ttl 255`"));
     let log = keepalived::log(&ka);
     assert_eq!(keepalived::entered(&log, "public6", "BACKUP"), 1, "{log}");
 

@@ -46,7 +46,7 @@ fn bring_back(c: &Cluster) -> integration::Process {
         "lb2 lost the VIPs before lb1 cleaned up"
     );
     wait_for("lb1 logged the leftovers", PATIENCE, || {
-        lb1.stdout().contains("removing leftover VIP")
+        lb1.stderr().contains("removing leftover VIP")
     });
     lb1
 }
@@ -131,6 +131,6 @@ fn sigterm_releases_at_once_and_exits_zero() {
         lb1.stderr()
     );
     assert!(has_neither(c.host("lb1")));
-    let out = lb1.stdout();
+    let out = lb1.stderr();
     assert!(out.contains("vrrpd stopped"), "{out}");
 }

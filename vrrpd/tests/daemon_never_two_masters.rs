@@ -229,8 +229,8 @@ fn sigterm_release_on_ipv6_reaches_the_peer_within_skew_time() {
     let status = lb1.wait_timeout(Duration::from_secs(10)).unwrap();
     assert!(status.is_some_and(|s| s.success()), "{}", lb1.stderr());
     assert!(has_no_v6(&c, "lb1"));
-    let stdout = lb1.stdout();
-    assert!(!stdout.contains("advert not sent"), "{stdout}");
+    let log = lb1.stderr();
+    assert!(!log.contains("advert not sent"), "{log}");
 
     assert_released_from(tcpdump, lb1_ll);
     // Skew_Time at priority 100 and 1 s adverts is 0.61 s; Master_Down_Interval
@@ -267,8 +267,8 @@ fn reload_on_a_master_with_a_link_local_vip_changes_nothing() {
     );
     assert_eq!(v6_state(&c, "lb1"), "MASTER");
     assert_eq!(v6_state(&c, "lb2"), "BACKUP");
-    let stdout = lb1.stdout();
-    assert!(!stdout.contains("VIPs removed"), "{stdout}");
+    let log = lb1.stderr();
+    assert!(!log.contains("VIPs removed"), "{log}");
     let adverts = vrid61(&tcpdump.finish());
     assert!(adverts.len() >= 2, "{adverts:?}");
     assert!(
@@ -302,10 +302,10 @@ fn restart_after_sigkill_with_a_leftover_link_local_vip_uses_the_real_link_local
         v6_state(&c, "lb1") == "MASTER" && has_v6(&c, "lb1") && has_no_v6(&c, "lb2")
     });
     println!("lb1 back {took:?} after its restart");
-    let stdout = lb1.stdout();
+    let log = lb1.stderr();
     let opened = format!("family=IPv6 source={lb1_ll}");
-    assert!(stdout.contains(&opened), "{stdout}");
-    assert!(!stdout.contains("advert not sent"), "{stdout}");
+    assert!(log.contains(&opened), "{log}");
+    assert!(!log.contains("advert not sent"), "{log}");
     wait_for("lb2 BACKUP of v6", PATIENCE, || {
         v6_state(&c, "lb2") == "BACKUP"
     });
@@ -319,8 +319,8 @@ fn restart_after_sigkill_with_a_leftover_link_local_vip_uses_the_real_link_local
     println!("lb2 took the IPv6 VIPs {took:?} after lb1's SIGTERM");
     let status = lb1.wait_timeout(Duration::from_secs(10)).unwrap();
     assert!(status.is_some_and(|s| s.success()), "{}", lb1.stderr());
-    let stdout = lb1.stdout();
-    assert!(!stdout.contains("advert not sent"), "{stdout}");
+    let log = lb1.stderr();
+    assert!(!log.contains("advert not sent"), "{log}");
     assert_released_from(tcpdump, lb1_ll);
     assert!(
         took < Duration::from_secs(2),

@@ -215,7 +215,7 @@ fn watch_shows_the_shutdown_transition() {
     lb1.signal(libc::SIGTERM).unwrap();
     let status = lb1.wait_timeout(Duration::from_secs(10)).unwrap();
     assert!(status.is_some_and(|s| s.success()), "{}", lb1.stderr());
-    let log = lb1.stdout();
+    let log = lb1.stderr();
     assert!(log.contains("INIT"), "the log has the transition: {log}");
     wait_for(
         "watch prints the shutdown transitions",

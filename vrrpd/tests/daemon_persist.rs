@@ -74,7 +74,7 @@ fn restart_and_stay_out(c: &Cluster) -> integration::Process {
     });
     let s1 = c.status("lb1");
     assert_eq!(became_master(&s1), 0, "{s1:#}");
-    assert!(!lb1.stdout().contains("VIPs added"), "{}", lb1.stdout());
+    assert!(!lb1.stderr().contains("VIPs added"), "{}", lb1.stderr());
     lb1
 }
 
@@ -280,9 +280,9 @@ fn an_unusable_state_file_starts_the_node_in_maintenance() {
     let err = s1["state_file"]["load_error"].as_str().unwrap();
     assert!(err.contains("not a valid state file"), "{s1:#}");
     assert!(
-        lb1.stdout().contains("state file unusable"),
+        lb1.stderr().contains("state file unusable"),
         "{}",
-        lb1.stdout()
+        lb1.stderr()
     );
     let metrics = scrape(c.host("lb1"));
     assert_eq!(
@@ -330,5 +330,5 @@ fn an_unusable_state_file_starts_the_node_in_maintenance() {
             .contains("\"gone\": no such group"),
         "{s1:#}"
     );
-    assert!(lb1.stdout().contains("state file entry ignored"));
+    assert!(lb1.stderr().contains("state file entry ignored"));
 }

@@ -52,7 +52,7 @@ fn signals_never_leave_the_vips_behind() {
     assert!(vrrpd.try_wait().unwrap().is_none(), "vrrpd still runs");
     assert_eq!(c.state_of("lb1"), "MASTER");
     wait_for("the ignored signals logged", PATIENCE, || {
-        vrrpd.stdout().matches("received and ignored").count() >= 4
+        vrrpd.stderr().matches("received and ignored").count() >= 4
     });
 
     // SIGQUIT: an orderly shutdown that releases the VIPs.
@@ -60,5 +60,5 @@ fn signals_never_leave_the_vips_behind() {
     let exit = vrrpd.wait_timeout(PATIENCE).unwrap().expect("vrrpd exits");
     assert!(exit.success(), "{exit:?}: {}", vrrpd.stderr());
     assert!(!has_both(c.host("lb1")), "the VIPs were released");
-    assert!(vrrpd.stdout().contains("SIGQUIT"), "{}", vrrpd.stdout());
+    assert!(vrrpd.stderr().contains("SIGQUIT"), "{}", vrrpd.stderr());
 }

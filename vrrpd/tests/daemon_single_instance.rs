@@ -34,9 +34,9 @@ fn a_second_vrrpd_on_the_master_changes_nothing() {
     });
     assert_eq!(c.state_of("lb1"), "MASTER");
     assert!(
-        !second.stdout().contains("removing leftover VIP"),
+        !second.stderr().contains("removing leftover VIP"),
         "{}",
-        second.stdout()
+        second.stderr()
     );
     assert!(
         stderr.contains(&format!("another vrrpd (pid {})", first.pid())),

@@ -8,6 +8,8 @@
 //! - [`contract`]: the typed messages between vrrpd, lbd and vrrpctl (status, prepare,
 //!   reload, events, operator commands).
 //! - [`Client`], [`Subscription`], [`ResumingSubscription`]: the client side.
+//! - [`daemon`] (and, with the `daemon` feature, `logging` and `systemd`): the process
+//!   plumbing both daemons share.
 
 mod client;
 pub mod contract;
@@ -17,7 +19,11 @@ mod events;
 mod forward;
 mod limits;
 mod line;
+#[cfg(feature = "daemon")]
+pub mod logging;
 mod server;
+#[cfg(feature = "daemon")]
+pub mod systemd;
 pub mod wire;
 
 pub use client::{Client, Notice, ResumingSubscription, Subscription, DEFAULT_TIMEOUT};

@@ -268,14 +268,25 @@ async fn drive(shared: Arc<Shared>, checker: Checker, events: UnboundedSender<He
 fn emit(events: &UnboundedSender<HealthEvent>, action: Action) {
     let event = match action {
         Action::StateChanged(t) => {
-            tracing::info!(
-                service = %t.target.service,
-                server = %t.target.server,
-                state = %t.to,
-                reason = %t.reason,
-                last = %t.last,
-                "server health changed"
-            );
+            macro_rules! changed {
+                ($level:ident, $message:literal) => {
+                    tracing::$level!(
+                        service = %t.target.service,
+                        server = %t.target.server,
+                        state = %t.to,
+                        reason = %t.reason,
+                        last = %t.last,
+                        $message
+                    )
+                };
+            }
+            // A server going down is what an operator filters for
+            // (`journalctl -p warning`); its recovery is routine.
+            if t.to == HealthState::Down {
+                changed!(warn, "server health changed: down");
+            } else {
+                changed!(info, "server health changed: up");
+            }
             HealthEvent::StateChanged(t)
         }
         Action::Dampened(d) => {

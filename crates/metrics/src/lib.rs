@@ -31,6 +31,64 @@ use tokio::sync::oneshot;
 
 pub use prometheus;
 
+/// The commit the daemons were built from, if known (`git rev-parse` at build time,
+/// or `LBSUITE_COMMIT`).
+pub const COMMIT: Option<&str> = option_env!("LBSUITE_COMMIT");
+
+/// Who serves a registry: what [`daemon_registry`] labels every series with and
+/// says in `<prefix>_build_info`.
+#[derive(Debug, Clone, Copy)]
+pub struct DaemonInfo<'a> {
+    /// The daemon's metric prefix without the underscore (`vrrp`, `lbd`).
+    pub prefix: &'a str,
+    /// Its version (`CARGO_PKG_VERSION`).
+    pub version: &'a str,
+    /// `[cluster] name`: the `cluster` label of every series (none when empty).
+    pub cluster: &'a str,
+}
+
+/// A registry for a daemon: every series carries `cluster="<name>"`; it holds
+/// `<prefix>_build_info{version,commit}` = 1 and the process metrics
+/// (`process_start_time_seconds`, CPU, resident memory, descriptors, threads), so
+/// that a restart and an upgrade are visible.
+pub fn daemon_registry(info: DaemonInfo<'_>) -> prometheus::Registry {
+    let labels = (!info.cluster.is_empty()).then(|| {
+        std::collections::HashMap::from([("cluster".to_owned(), info.cluster.to_owned())])
+    });
+    let registry = match prometheus::Registry::new_custom(None, labels) {
+        Ok(r) => r,
+        Err(e) => {
+            // A label value cannot be invalid, so this is unreachable in practice;
+            // the series then go without the label rather than the daemon without metrics.
+            tracing::warn!(error = %e, "metrics: no cluster label");
+            prometheus::Registry::new()
+        }
+    };
+    let build = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            format!("{}_build_info", info.prefix),
+            "Always 1; the labels say which build runs (version, git commit).",
+        ),
+        &["version", "commit"],
+    );
+    match build {
+        Ok(build) => {
+            build
+                .with_label_values(&[info.version, COMMIT.unwrap_or("")])
+                .set(1);
+            if let Err(e) = registry.register(Box::new(build)) {
+                tracing::warn!(error = %e, "metrics: no build_info");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: no build_info"),
+    }
+    let process = prometheus::process_collector::ProcessCollector::for_self();
+    if let Err(e) = registry.register(Box::new(process)) {
+        tracing::warn!(error = %e, "metrics: no process metrics");
+    }
+    registry
+}
+
 /// Failures of the metrics endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {

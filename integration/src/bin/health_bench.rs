@@ -9,7 +9,7 @@
 //! (default shape: 100 addresses x 100 ports = 10,000 targets at a 1 s interval,
 //! 10,000 checks/s). It measures, over `--seconds`, lbd's CPU time as a share of
 //! one core and its resident memory (from /proc/<pid>/stat and status), and the
-//! checks per second it achieved (from its lb_health_checks_total).
+//! checks per second it achieved (from its lbd_health_checks_total).
 //!
 //! Client and servers share this machine's kernel. A plain veth hands each packet
 //! to the receiving namespace's stack in the sender's own softirq, so lbd would be
@@ -261,7 +261,7 @@ fn scrape(host: &Host) -> Result<String> {
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
-    Ok(out)
+    Ok(integration::exposition::without_cluster(&out))
 }
 
 fn sample(metrics: &str, prefix: &str) -> Option<f64> {
@@ -274,8 +274,8 @@ fn sample(metrics: &str, prefix: &str) -> Option<f64> {
 
 fn checks_total(m: &str) -> (f64, f64) {
     (
-        sample(m, r#"lb_health_checks_total{result="ok"}"#).unwrap_or(0.0),
-        sample(m, r#"lb_health_checks_total{result="failed"}"#).unwrap_or(0.0),
+        sample(m, r#"lbd_health_checks_total{result="ok"}"#).unwrap_or(0.0),
+        sample(m, r#"lbd_health_checks_total{result="failed"}"#).unwrap_or(0.0),
     )
 }
 
@@ -380,11 +380,11 @@ fn main() -> Result<()> {
     let wall_checks = t0.elapsed().as_secs_f64();
     let (ok0, failed0) = checks_total(&m0);
     let (ok1, failed1) = checks_total(&m1);
-    let overruns = sample(&m1, "lb_health_check_overruns_total").unwrap_or(0.0)
-        - sample(&m0, "lb_health_check_overruns_total").unwrap_or(0.0);
+    let overruns = sample(&m1, "lbd_health_check_overruns_total").unwrap_or(0.0)
+        - sample(&m0, "lbd_health_check_overruns_total").unwrap_or(0.0);
     let down = m1
         .lines()
-        .filter(|l| l.starts_with("lb_backend_up{") && l.ends_with(" 0"))
+        .filter(|l| l.starts_with("lbd_backend_up{") && l.ends_with(" 0"))
         .count();
     let user_share = (cpu1.0 - cpu0.0) / wall * 100.0;
     let sys_share = (cpu1.1 - cpu0.1) / wall * 100.0;

@@ -134,10 +134,16 @@ impl Setup {
 
     /// Starts the real lbd in `node`.
     pub fn start_lbd(&self, node: &str) -> Process {
+        self.start_lbd_with_env(node, &[])
+    }
+
+    /// Starts the real lbd in `node` with `env` added to its environment.
+    pub fn start_lbd_with_env(&self, node: &str, env: &[(&str, &str)]) -> Process {
         let config = self.config(node);
         let mut cmd = self.lab[node].command(env!("CARGO_BIN_EXE_lbd"));
         cmd.args(["--config", config.to_str().unwrap(), "--node", node])
-            .env("RUST_LOG", "info,lbd=debug");
+            .env("RUST_LOG", "info,lbd=debug")
+            .envs(env.iter().copied());
         self.lab[node].spawn_command(cmd, "lbd").unwrap()
     }
 
@@ -335,8 +341,14 @@ pub fn fetch(client: &Host, addr: &str) -> (String, String) {
     )
 }
 
-/// GET /metrics from `addr` inside `host`.
+/// GET /metrics from `addr` inside `host`, without the `cluster` label every series
+/// carries.
 pub fn scrape(host: &Host, addr: &str) -> String {
+    integration::exposition::without_cluster(&scrape_raw(host, addr))
+}
+
+/// GET /metrics from `addr` inside `host` as served.
+pub fn scrape_raw(host: &Host, addr: &str) -> String {
     let mut s = host
         .tcp_connect(addr.parse().unwrap(), Duration::from_secs(5))
         .unwrap();

@@ -96,10 +96,16 @@ impl Cluster {
 
     /// Starts the real vrrpd in `node`.
     pub fn start(&self, node: &str) -> Process {
+        self.start_with_env(node, &[])
+    }
+
+    /// Starts the real vrrpd in `node` with `env` added to its environment.
+    pub fn start_with_env(&self, node: &str, env: &[(&str, &str)]) -> Process {
         let config = self.config(node);
         let mut cmd = self.lab[node].command(env!("CARGO_BIN_EXE_vrrpd"));
         cmd.args(["--config", config.to_str().unwrap(), "--node", node])
-            .env("RUST_LOG", "info,vrrpd=debug");
+            .env("RUST_LOG", "info,vrrpd=debug")
+            .envs(env.iter().copied());
         self.lab[node].spawn_command(cmd, "vrrpd").unwrap()
     }
 
@@ -236,8 +242,14 @@ pub fn group_state(status: &Value) -> String {
         .to_owned()
 }
 
-/// A metrics scrape inside `host` (plain HTTP/1.0 GET).
+/// A metrics scrape inside `host` (plain HTTP/1.0 GET), without the `cluster`
+/// label every series carries.
 pub fn scrape(host: &Host) -> String {
+    integration::exposition::without_cluster(&scrape_raw(host))
+}
+
+/// A metrics scrape inside `host` as served.
+pub fn scrape_raw(host: &Host) -> String {
     use std::io::{Read, Write};
     let addr = "127.0.0.1:9612".parse().unwrap();
     let mut stream = host.tcp_connect(addr, Duration::from_secs(5)).unwrap();
