@@ -384,11 +384,13 @@ pub async fn run(
                 // A loop woken late (a busy machine, a stolen CPU) finds the timer due
                 // and adverts waiting alike: the adverts go first, or a master-down
                 // timer fires although the master's advert arrived in time (each
-                // advert restarts it from its kernel receive time).
-                tokio::task::yield_now().await;
+                // advert restarts it from its kernel receive time). Those the
+                // receivers have read, then those still on the sockets: read here,
+                // because the receivers' turn may come only after this branch.
                 while let Ok(p) = packets_rx.try_recv() {
                     daemon.on_packet(p).await;
                 }
+                daemon.read_queued_adverts().await;
                 daemon.on_timers().await;
             }
         }
@@ -1157,6 +1159,39 @@ fn arrival(kernel: Option<std::time::SystemTime>) -> Instant {
     }
 }
 
+/// What a socket received, as the event loop takes it.
+fn packet(iface: &str, received: Received) -> Packet {
+    Packet {
+        iface: iface.to_owned(),
+        at: arrival(received.arrived),
+        received,
+    }
+}
+
+/// At most this many packets per socket in one [`Daemon::read_queued_adverts`]: a
+/// flood must not hold the timers back.
+const QUEUED_READ_LIMIT: usize = 64;
+
+impl Daemon {
+    /// Handles the packets already queued on the sockets, before a timer is acted on.
+    async fn read_queued_adverts(&mut self) {
+        let sockets: Vec<Arc<VrrpSocket>> = self.sockets.values().cloned().collect();
+        for socket in sockets {
+            for _ in 0..QUEUED_READ_LIMIT {
+                match socket.recv_queued() {
+                    None => break,
+                    Some(Ok(received)) => self.on_packet(packet(socket.iface(), received)).await,
+                    Some(Err(SocketError::MalformedHeader { .. })) => {
+                        self.telemetry.decode_error(socket.iface(), "bad_ip_header");
+                    }
+                    // The receiver task meets it too, and logs it.
+                    Some(Err(_)) => break,
+                }
+            }
+        }
+    }
+}
+
 /// Reads packets from one socket into the loop's channel.
 fn spawn_receiver(
     socket: Arc<VrrpSocket>,
@@ -1168,12 +1203,7 @@ fn spawn_receiver(
         loop {
             match socket.recv().await {
                 Ok(received) => {
-                    let packet = Packet {
-                        iface: iface.clone(),
-                        at: arrival(received.arrived),
-                        received,
-                    };
-                    if packets.send(packet).await.is_err() {
+                    if packets.send(packet(&iface, received)).await.is_err() {
                         return;
                     }
                 }

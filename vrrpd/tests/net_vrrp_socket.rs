@@ -513,3 +513,51 @@ fn a_unicast_socket_ignores_multicast_adverts() {
     let got = lb2.join().unwrap();
     assert_eq!((got.payload, got.dst), (vec![0x21, 0x02, 2], ip(LB2_V4)));
 }
+
+/// Before it acts on a timer the event loop reads the adverts queued on a socket
+/// itself: a packet the runtime never saw arrive (its reactor was not polled) is
+/// read at once, and an empty socket answers "nothing" instead of blocking.
+#[test]
+fn a_queued_advert_is_read_without_the_runtime_polling_the_socket() {
+    if !integration::have_root("a_queued_advert_is_read_without_the_runtime_polling_the_socket") {
+        return;
+    }
+    let lab = lab();
+    let payload = unhex(S1_PAYLOAD);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let receiver = lab["lb2"]
+        .thread_in(move || {
+            block_on(async move {
+                let socket = VrrpSocket::open(
+                    "eth0",
+                    interface_index("eth0").unwrap(),
+                    IpFamily::V4,
+                    ip(LB2_V4),
+                    &[],
+                )
+                .unwrap();
+                ready_tx.send(()).unwrap();
+                // Never awaits: the runtime cannot learn that the socket is readable.
+                let deadline = std::time::Instant::now() + PATIENCE;
+                let got = loop {
+                    if let Some(r) = socket.recv_queued() {
+                        break r.unwrap();
+                    }
+                    assert!(std::time::Instant::now() < deadline, "nothing queued");
+                    std::thread::sleep(Duration::from_millis(5));
+                };
+                let mut more = 0;
+                while socket.recv_queued().is_some() {
+                    more += 1;
+                    assert!(more < 1000, "the queue never ends");
+                }
+                got
+            })
+        })
+        .unwrap();
+    ready_rx.recv().expect("receiver failed to open its socket");
+    vrrp_send_until_received(&lab, &receiver, IpFamily::V4, ip(LB1_V4), vec![], &payload);
+    let got = receiver.join().unwrap();
+    assert_eq!(got.payload, payload);
+    assert_eq!((got.src, got.dst, got.ttl), (ip(LB1_V4), ip(GROUP_V4), 255));
+}

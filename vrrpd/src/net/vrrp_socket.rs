@@ -504,6 +504,27 @@ impl VrrpSocket {
         Ok(())
     }
 
+    /// The next VRRP packet already queued on the socket, without waiting and
+    /// whatever the runtime believes of the socket's readiness; `None` if there is
+    /// none. For the event loop to read adverts before it acts on a timer.
+    pub fn recv_queued(&self) -> Option<Result<Received, SocketError>> {
+        let raw = {
+            let mut buf = self.recv_buf.lock().unwrap_or_else(PoisonError::into_inner);
+            match recv_with_ancillary(self.fd.get_ref().as_raw_fd(), &mut buf) {
+                Ok(raw) => Ok((buf.get(..raw.len).unwrap_or(&buf[..]).to_vec(), raw)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(source) => Err(SocketError::Receive {
+                    iface: self.iface.clone(),
+                    source,
+                }),
+            }
+        };
+        Some(raw.and_then(|(buf, raw)| match self.family {
+            IpFamily::V4 => self.received_v4(buf, &raw),
+            IpFamily::V6 => self.received_v6(buf, &raw),
+        }))
+    }
+
     /// Waits for the next VRRP packet on this interface. Packets with a TTL / hop
     /// limit other than 255 are returned too; see [`Received::ttl`].
     pub async fn recv(&self) -> Result<Received, SocketError> {
