@@ -530,7 +530,7 @@ fn vm_lbd_applies_cluster_services_to_ipvs_reloads_alone_and_restarts_without_ch
             "reload",
         ])
         .unwrap();
-    assert!(out.contains("reloaded"), "{out}");
+    assert!(out.contains(": applied ("), "{out}");
     want.get_mut("TCP 198.18.0.100:443 wlc")
         .unwrap()
         .remove("198.18.1.22:443 Route 1");

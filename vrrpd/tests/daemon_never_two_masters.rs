@@ -171,8 +171,12 @@ fn reload(c: &Cluster, node: &str) -> Vec<(String, Vec<String>)> {
                 ])
                 .unwrap();
             println!("vrrpctl reload:\n{out}");
-            assert!(out.contains("reloaded"), "{out}");
-            out.lines()
+            // "<socket>: applied (updated: edge; unchanged: v6)", or "(nothing changed)".
+            let what = out
+                .split_once(": applied (")
+                .and_then(|(_, rest)| rest.trim_end().strip_suffix(')'))
+                .unwrap_or_else(|| panic!("not applied: {out}"));
+            what.split("; ")
                 .filter_map(|l| l.split_once(": "))
                 .map(|(k, v)| (k.to_owned(), v.split(", ").map(str::to_owned).collect()))
                 .collect()
