@@ -34,6 +34,9 @@ const NETLINK_CAP_ACK: libc::c_int = 10;
 /// Messages per send when inserting: the answers to those that fail must fit the
 /// receive buffer.
 const BATCH: usize = 64;
+/// How often [`Conntrack::replace_batch`] deletes and creates again an entry that
+/// traffic re-created in between.
+const REPLACE_RETRIES: usize = 2;
 const RCVBUF: usize = 4 << 20;
 
 /// A ctnetlink failure.
@@ -548,8 +551,26 @@ impl Conntrack {
                     errno => report.failed.push((e.orig, errno)),
                 }
             }
-            let still = self.create_batch(&gone, &mut report.replaced, &mut report.failed)?;
-            // Created again between the delete and the create: not ours to replace.
+            let mut still = self.create_batch(&gone, &mut report.replaced, &mut report.failed)?;
+            // Created again between the delete and the create: a packet of the
+            // connection passed (a node still forwards a moment after it left MASTER,
+            // until the peer's gratuitous ARP). The few are tried again at once, and
+            // those still re-created are reported EEXIST for the caller to retry.
+            for _ in 0..REPLACE_RETRIES {
+                if still.is_empty() {
+                    break;
+                }
+                let codes =
+                    self.request_batch(&still, IPCTNL_MSG_CT_DELETE, 0, Entry::encode_orig)?;
+                let mut gone = Vec::with_capacity(still.len());
+                for (e, code) in still.into_iter().zip(codes) {
+                    match code {
+                        0 | libc::ENOENT => gone.push(e),
+                        errno => report.failed.push((e.orig, errno)),
+                    }
+                }
+                still = self.create_batch(&gone, &mut report.replaced, &mut report.failed)?;
+            }
             report
                 .failed
                 .extend(still.iter().map(|e| (e.orig, libc::EEXIST)));

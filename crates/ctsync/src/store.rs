@@ -76,9 +76,14 @@ impl SyncStore {
                 if let Some(refreshed) = &mut self.refreshed {
                     refreshed.insert(entry.orig);
                 }
-                // A dump brings every entry again: what the kernel already holds as
-                // it is is not written twice.
-                if self.tracking && !unchanged {
+                // Events: what the kernel already holds as it is is not written twice.
+                // A dump is written whole: it comes when the peer's stream (re)starts,
+                // at the latest when the peer has become MASTER, and replaces what this
+                // node's kernel made of the connections meanwhile (a node that has left
+                // MASTER forwards a moment longer, until the peer's gratuitous ARP:
+                // its entries then learn windows, or are re-created by the traffic,
+                // that a later takeover back would carry).
+                if self.tracking && (!unchanged || self.refreshed.is_some()) {
                     self.removed.remove(&entry.orig);
                     self.unapplied.insert(entry.orig);
                 }
@@ -200,12 +205,33 @@ impl SyncStore {
         let (live, expired) = self.live_at(self.entries.keys(), start);
         let batch = conntrack.replace_batch(&live)?;
         self.unapplied.clear();
+        self.keep_recreated(&batch);
         Ok(CommitReport {
             batch,
             removed: 0,
             expired,
             elapsed: start.elapsed(),
         })
+    }
+
+    /// Entries that traffic re-created between their delete and their create stay
+    /// unwritten, for the next flush: the kernel holds the node's own version of the
+    /// connection (its stale TCP window, maybe another SNAT port), which a takeover
+    /// would carry. The next flush comes with the peer's next lines, when the node
+    /// no longer forwards; at the latest the takeover's prepare writes them, before
+    /// the VIPs come.
+    fn keep_recreated(&mut self, batch: &ReplaceReport) {
+        if !self.tracking {
+            return;
+        }
+        let entries = &self.entries;
+        self.unapplied.extend(
+            batch
+                .failed
+                .iter()
+                .filter(|(orig, errno)| *errno == libc::EEXIST && entries.contains_key(orig))
+                .map(|(orig, _)| *orig),
+        );
     }
 
     /// Writes what the kernel lacks (tracking only): entries not yet in it replace what
@@ -219,6 +245,7 @@ impl SyncStore {
         batch.failed.extend(deleted.failed);
         self.unapplied.clear();
         self.removed.clear();
+        self.keep_recreated(&batch);
         Ok(CommitReport {
             batch,
             removed: deleted.replaced,
@@ -250,6 +277,26 @@ mod tests {
             tcp: None,
             id: Some(7),
         }
+    }
+
+    #[test]
+    fn a_dump_is_written_whole_and_events_only_when_they_change_something() {
+        let mut s = SyncStore::new();
+        s.set_tracking(true);
+        let new = |e: Entry| Event {
+            kind: EventKind::New,
+            entry: e,
+        };
+        s.apply(new(entry(1000, 60)));
+        assert_eq!(s.pending(), 1);
+        // As if flushed into the kernel.
+        s.unapplied.clear();
+        s.apply(new(entry(1000, 60)));
+        assert_eq!(s.pending(), 0, "an unchanged event is not written again");
+        s.begin_resync();
+        s.apply(new(entry(1000, 60)));
+        assert_eq!(s.pending(), 1, "a dump replaces what the kernel made of it");
+        assert_eq!(s.end_resync(), 0);
     }
 
     #[test]
