@@ -11,7 +11,7 @@ use crate::error::LabError;
 use crate::host::{set_sysctls, Host};
 use crate::logs::LogDir;
 use crate::netns::{self, next_lab_id};
-use crate::topology::{Role, Topology, MAX_IFNAME, SWITCH};
+use crate::topology::{HostSpec, Role, Topology, MAX_IFNAME, SWITCH};
 
 /// Hosts, each in its own namespace, plugged by veth pairs into bridges that live in
 /// a switch namespace. Dropping it (also while unwinding) kills what runs inside and
@@ -189,59 +189,91 @@ impl Lab {
             let number = u8::try_from(i + 1).unwrap_or(u8::MAX);
             let netns = format!("{}-{}", self.id, spec.name);
             self.create_netns(&netns)?;
-            set_sysctls(&netns, &host_sysctls(spec.role))?;
-            let host = Host {
-                name: spec.name.clone(),
-                netns,
-                role: spec.role,
-                number,
-                interfaces: spec.interfaces.clone(),
-                logs: Arc::clone(&self.logs),
-            };
-            for (k, iface) in spec.interfaces.iter().enumerate() {
-                let port = port_name(&spec.name, number, &iface.name, k);
-                // Created in the switch namespace with its peer placed straight into
-                // the host: nothing ever appears in the root namespace.
-                ip(&[
-                    "-n",
-                    &switch,
-                    "link",
-                    "add",
-                    &port,
-                    "address",
-                    &port_mac(number, k),
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &iface.name,
-                    "address",
-                    &host_mac(number, k),
-                    "netns",
-                    &host.netns,
-                ])?;
-                ip(&[
-                    "-n",
-                    &switch,
-                    "link",
-                    "set",
-                    &port,
-                    "master",
-                    &iface.bridge,
-                    "up",
-                ])?;
-                host.set_link(&iface.name, true)?;
-                for addr in &iface.addrs {
-                    host.add_address(&iface.name, *addr)?;
-                }
-            }
-            for route in &spec.routes {
-                host.add_route(route.dest, route.via)?;
-            }
+            let host = self.plug(spec, number, netns)?;
             self.hosts.push(host);
         }
         self.logs.write("lab.txt", &self.describe())?;
         Ok(())
+    }
+
+    /// Sets up `spec`'s freshly created namespace `netns`: sysctls, interfaces
+    /// cabled to their bridges, addresses, routes.
+    fn plug(&self, spec: &HostSpec, number: u8, netns: String) -> Result<Host, LabError> {
+        set_sysctls(&netns, &host_sysctls(spec.role))?;
+        let host = Host {
+            name: spec.name.clone(),
+            netns,
+            role: spec.role,
+            number,
+            interfaces: spec.interfaces.clone(),
+            logs: Arc::clone(&self.logs),
+        };
+        for (k, iface) in spec.interfaces.iter().enumerate() {
+            let port = port_name(&spec.name, number, &iface.name, k);
+            // Created in the switch namespace with its peer placed straight into
+            // the host: nothing ever appears in the root namespace.
+            ip(&[
+                "-n",
+                &self.switch,
+                "link",
+                "add",
+                &port,
+                "address",
+                &port_mac(number, k),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &iface.name,
+                "address",
+                &host_mac(number, k),
+                "netns",
+                &host.netns,
+            ])?;
+            ip(&[
+                "-n",
+                &self.switch,
+                "link",
+                "set",
+                &port,
+                "master",
+                &iface.bridge,
+                "up",
+            ])?;
+            host.set_link(&iface.name, true)?;
+            for addr in &iface.addrs {
+                host.add_address(&iface.name, *addr)?;
+            }
+        }
+        for route in &spec.routes {
+            host.add_route(route.dest, route.via)?;
+        }
+        Ok(host)
+    }
+
+    /// A reboot of `host`: its processes are killed and its namespace is destroyed
+    /// with everything the kernel held for it (connections, conntrack, IPVS,
+    /// rulesets, addresses), then made anew as the topology describes it, cables
+    /// plugged in. Files on disk stay, as a disk would.
+    pub fn reboot(&self, host: &str) -> Result<(), LabError> {
+        let h = self.host(host)?;
+        let spec = self
+            .topology
+            .hosts
+            .iter()
+            .find(|s| s.name == host)
+            .ok_or_else(|| LabError::UnknownHost(host.to_owned()))?;
+        netns::kill_processes(&h.netns)?;
+        // The cables first: a socket still open in the old namespace (a thread of
+        // the test's own) keeps that namespace, and with it its veths, alive.
+        for (k, iface) in spec.interfaces.iter().enumerate() {
+            let port = port_name(&spec.name, h.number, &iface.name, k);
+            ip(&["-n", &self.switch, "link", "del", &port])?;
+        }
+        netns::destroy(&h.netns)?;
+        netns::create(&h.netns)?;
+        ip(&["-n", &h.netns, "link", "set", "lo", "up"])?;
+        self.plug(spec, h.number, h.netns.clone()).map(drop)
     }
 
     /// A human-readable list of namespaces, interfaces and addresses.

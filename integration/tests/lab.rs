@@ -501,3 +501,47 @@ fn sweep_touches_only_prefixed_namespaces_of_dead_pids() {
         "a live run's namespace was touched"
     );
 }
+
+#[test]
+fn a_rebooted_host_comes_back_empty_with_its_addresses_and_cables() {
+    if !have_root("a_rebooted_host_comes_back_empty_with_its_addresses_and_cables") {
+        return;
+    }
+    let _serial = serial();
+    let lab = Lab::two_arm().unwrap();
+    let (client, lb1) = (&lab["client"], &lab["lb1"]);
+    let server = lb1.serve_reply(sock("198.18.0.11", 8080), "lb1").unwrap();
+    assert_eq!(client.tcp_fetch(server.addr(), TIMEOUT).unwrap(), "lb1");
+    lb1.exec_ok(&["nft", "add", "table", "inet", "before_reboot"])
+        .unwrap();
+    lb1.exec_ok(&["ip", "addr", "add", "198.18.0.99/32", "dev", "eth0"])
+        .unwrap();
+    let mut sleeper = lb1.spawn("sleep", ["600"]).unwrap();
+    let addrs_before = global(lb1.addresses("eth0").unwrap());
+    let forwarding = sysctl(&lab, "lb1", "net.ipv4.ip_forward");
+
+    lab.reboot("lb1").unwrap();
+
+    // The kernel's state is gone: the process, the ruleset, the extra address.
+    assert!(sleeper.wait_timeout(TIMEOUT).unwrap().is_some());
+    assert_eq!(lb1.exec_ok(&["nft", "list", "tables"]).unwrap().trim(), "");
+    let addrs_after = global(lb1.addresses("eth0").unwrap());
+    assert!(!addrs_after.contains("198.18.0.99/32"), "{addrs_after:?}");
+    assert_eq!(
+        addrs_after,
+        addrs_before
+            .into_iter()
+            .filter(|a| a != "198.18.0.99/32")
+            .collect()
+    );
+    // The topology is: the same sysctls, cables plugged, reachable again.
+    assert_eq!(sysctl(&lab, "lb1", "net.ipv4.ip_forward"), forwarding);
+    let server = lb1
+        .serve_reply(sock("198.18.0.11", 8080), "lb1 again")
+        .unwrap();
+    assert_eq!(
+        client.tcp_fetch(server.addr(), TIMEOUT).unwrap(),
+        "lb1 again"
+    );
+    drop(lab);
+}

@@ -717,6 +717,9 @@ impl Daemon {
                     .map(|i| i.set_sync_role(role, &iface, id).map_err(|e| e.to_string()))
             })
             .await;
+        if let (Ok(Some(Ok(true))), SyncRole::Backup, Some(link)) = (&result, role, &self.sync) {
+            link.want_full_dump(crate::sync::IPVS_BACKUP_STARTED);
+        }
         if let Ok(Some(Err(e))) = result {
             tracing::error!(error = %e, ?role, "IPVS sync daemon");
             self.errors

@@ -85,6 +85,9 @@ const DUMP_COMING: u8 = 2;
 const NO_STREAM_YET: &str = "no connection-state stream from the peer yet";
 const DUMP_UNDER_WAY: &str = "the peer's connection-state dump is under way";
 const STREAM_DOWN: &str = "the connection-state stream from the peer is down";
+/// Why a node whose IPVS backup sync daemon just started waits for the peer's dump.
+pub const IPVS_BACKUP_STARTED: &str =
+    "waiting for the peer's full dump: this node's IPVS backup sync daemon started with an empty connection table";
 const LEFT_MASTER: &str =
     "waiting for the peer's full dump to replace the entries this node's kernel holds (it became BACKUP)";
 /// Silence after which the receiver drops the peer's stream (its entries stay).
@@ -233,6 +236,10 @@ struct Shared {
     pending_gauge: IntGauge,
     lost_counter: IntCounter,
     too_long_counter: IntCounter,
+    /// IPVS connections sent to the peer's backup sync daemon in full resyncs.
+    ipvs_resynced: IntCounter,
+    /// Full IPVS resyncs that failed.
+    ipvs_resync_errors: IntCounter,
     refused_counter: IntCounterVec,
     connected_gauge: IntGauge,
     complete_gauge: IntGauge,
@@ -323,6 +330,14 @@ impl SyncLink {
             "lbd_sync_lines_too_long_total",
             "Lines from the peer's address longer than the sync line bound (64 KiB); each dropped its connection",
         ));
+        let ipvs_resynced = metric(IntCounter::new(
+            "lbd_sync_ipvs_resync_connections_total",
+            "IPVS connections this node (MASTER, IPVS backend) sent to the peer's backup sync daemon in full resyncs, one per dump the peer asked for",
+        ));
+        let ipvs_resync_errors = metric(IntCounter::new(
+            "lbd_sync_ipvs_resync_errors_total",
+            "Full IPVS resyncs to the peer that failed (reading the table or sending to the sync group)",
+        ));
         let refused_counter = metric(IntCounterVec::new(
             Opts::new(
                 "lbd_sync_connections_refused_total",
@@ -353,6 +368,8 @@ impl SyncLink {
             Box::new(pending_gauge.clone()),
             Box::new(lost_counter.clone()),
             Box::new(too_long_counter.clone()),
+            Box::new(ipvs_resynced.clone()),
+            Box::new(ipvs_resync_errors.clone()),
             Box::new(refused_counter.clone()),
             Box::new(complete_gauge.clone()),
             Box::new(commit_duration.clone()),
@@ -389,6 +406,8 @@ impl SyncLink {
                 pending_gauge,
                 lost_counter,
                 too_long_counter,
+                ipvs_resynced,
+                ipvs_resync_errors,
                 refused_counter,
                 connected_gauge,
                 complete_gauge,
@@ -500,6 +519,25 @@ impl SyncLink {
             }
         );
         report
+    }
+
+    /// Asks the peer for its full state (blocking nothing): this node's kernel lost
+    /// what it held of the peer's connections, `why`. Preemption waits for the dump.
+    pub fn want_full_dump(&self, why: &'static str) {
+        let asked = self
+            .shared
+            .dump_wanted
+            .compare_exchange(
+                DUMP_NOT_WANTED,
+                DUMP_REQUESTED,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if asked {
+            self.shared.set_incomplete(Some(why));
+            tracing::info!(why, "full dump asked of the peer");
+        }
     }
 
     /// For status: link state and counts.
@@ -765,7 +803,33 @@ fn send_dump(shared: &Shared, out: &mut impl Write, filter: &FlowFilter) -> Resu
         .map_err(|e| e.to_string())?;
     out.flush().map_err(|e| e.to_string())?;
     shared.dumps_sent.fetch_add(1, Ordering::Relaxed);
+    if shared.master.load(Ordering::Relaxed) {
+        resync_ipvs(shared);
+    }
     Ok(())
+}
+
+/// With the IPVS backend, a MASTER's dump comes with its IPVS connection table,
+/// sent to the peer's backup sync daemon: the kernel's own daemon sends a
+/// connection only when it changes state or carries more packets, so a peer that
+/// starts (a reboot) would otherwise lack every idle established connection.
+fn resync_ipvs(shared: &Shared) {
+    match dataplane::ipvs::resync::resync_backup() {
+        Ok(None) => {}
+        Ok(Some(r)) => {
+            shared.ipvs_resynced.inc_by(r.connections as u64);
+            tracing::info!(
+                connections = r.connections,
+                messages = r.messages,
+                skipped = r.skipped,
+                "IPVS connection table sent to the peer's backup sync daemon"
+            );
+        }
+        Err(e) => {
+            shared.ipvs_resync_errors.inc();
+            tracing::warn!(error = %e, "IPVS connection table not sent to the peer");
+        }
+    }
 }
 
 /// Accepts the peer's stream, forever; binding is retried with backoff.

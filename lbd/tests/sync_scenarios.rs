@@ -172,12 +172,10 @@ fn fail_back_after_a_reboot_keeps_every_connection() {
     // Connections lb1 never saw, with pool ports lb2 chose.
     let through_lb2 = HeldConnections::open(&setup, CONNECTIONS);
     held.extend(through_lb2);
-    // The reboot: lb1's kernel loses its connections and its ruleset.
-    let lb1 = setup.host("lb1");
-    lb1.exec_ok(&["conntrack", "-F"]).unwrap();
-    lb1.exec_ok(&["nft", "flush", "ruleset"]).unwrap();
-    setup.lab.set_cable("lb1", "eth0", true).unwrap();
-    setup.lab.set_cable("lb1", "eth1", true).unwrap();
+    // The reboot: lb1's namespace is made anew, its kernel state lost (connections,
+    // conntrack, ruleset, addresses), its cables plugged in again.
+    setup.lab.reboot("lb1").unwrap();
+    assert_eq!(conntrack_count(setup.host("lb1")), 0);
     daemons.lbd1 = setup.start_lbd("lb1");
     setup.wait_applied("lb1");
     daemons.vrrpd1 = setup.start_vrrpd("lb1");

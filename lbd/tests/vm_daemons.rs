@@ -292,6 +292,10 @@ fn responders(cluster: &Cluster, ports: &[u16]) -> Vec<TcpListener> {
     servers
 }
 
+/// How long an echo may take under emulation; a count of many connections waits
+/// this long in all, not per connection.
+const ECHO_WAIT: Duration = Duration::from_secs(30);
+
 /// A connection from the client through a VIP.
 struct Conn {
     reader: BufReader<TcpStream>,
@@ -307,9 +311,7 @@ impl Conn {
         let stream = client
             .tcp_connect(addr.parse().unwrap(), Duration::from_secs(20))
             .unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
+        stream.set_read_timeout(Some(ECHO_WAIT)).unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut hello = String::new();
         reader.read_line(&mut hello).unwrap();
@@ -326,8 +328,22 @@ impl Conn {
 
     /// Sends a line and reads the echo: the line, or what went wrong.
     fn echo(&mut self, text: &str) -> Result<String, String> {
+        self.send(text)?;
+        self.receive(Instant::now() + ECHO_WAIT)
+    }
+
+    /// Sends a line.
+    fn send(&mut self, text: &str) -> Result<(), String> {
         self.stream
             .write_all(format!("{text}\n").as_bytes())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Reads a line by `deadline`: the line, or what went wrong.
+    fn receive(&mut self, deadline: Instant) -> Result<String, String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
             .map_err(|e| e.to_string())?;
         let mut line = String::new();
         match self.reader.read_line(&mut line) {
@@ -653,14 +669,25 @@ impl Held {
     /// Sends a line on every connection; counts those that echo it, and notes the
     /// count (`label` names the moment) with the resets the servers sent.
     fn count(&mut self, cluster: &Cluster, label: &str) -> Kept {
-        let mut resets = 0;
+        let servers: BTreeSet<String> = self.iter().map(|c| c.server.clone()).collect();
+        let resets_of = |cluster: &Cluster| -> u64 {
+            servers.iter().map(|s| out_resets(cluster.host(s))).sum()
+        };
+        let before = resets_of(cluster);
+        // Every line sent first, then every echo awaited by one deadline: a lost
+        // connection costs the wait once, not once per connection.
+        let mut sent: Vec<Vec<Result<(), String>>> = Vec::new();
+        for conns in [&mut self.plain, &mut self.pooled] {
+            sent.push(conns.iter_mut().map(|c| c.send(label)).collect());
+        }
+        let deadline = Instant::now() + ECHO_WAIT;
         let mut kept = [0, 0];
         for (kind, conns) in [&mut self.plain, &mut self.pooled].into_iter().enumerate() {
             for (i, c) in conns.iter_mut().enumerate() {
-                let server = cluster.host(&c.server);
-                let before = out_resets(server);
-                let after = c.echo(label);
-                resets += out_resets(server) - before;
+                let after = match &sent[kind][i] {
+                    Ok(()) => c.receive(deadline),
+                    Err(e) => Err(e.clone()),
+                };
                 if after.as_deref() == Ok(label) {
                     kept[kind] += 1;
                 } else if i == 0 {
@@ -668,6 +695,7 @@ impl Held {
                 }
             }
         }
+        let resets = resets_of(cluster) - before;
         note(&format!(
             "{label}: {}/{} address-only SNAT, {}/{} pooled SNAT kept; the servers sent {resets} resets",
             kept[0],
@@ -690,7 +718,7 @@ struct Scenario {
     sync: bool,
     lbd1: Process,
     vrrpd1: Process,
-    _lbd2: Process,
+    lbd2: Process,
     _vrrpd2: Process,
     held: Held,
     _servers: Vec<TcpListener>,
@@ -756,7 +784,7 @@ impl Scenario {
             sync,
             lbd1,
             vrrpd1,
-            _lbd2: lbd2,
+            lbd2,
             _vrrpd2: vrrpd2,
             held,
             _servers: servers,
@@ -982,6 +1010,70 @@ fn vm_sigterm_of_vrrpd_and_lbd_dying_alone_keep_every_synced_connection() {
         [stopped, restarted, lbd_dead, crashed],
         [Kept::ALL, Kept::ALL, Kept::ALL, Kept::ALL]
     );
+}
+
+/// lb1 crashes, connections are opened through lb2, and lb1 reboots: its namespace
+/// is made anew, so its kernel has no IPVS connection, no conntrack entry and no
+/// ruleset. Its lbd and vrrpd start, get lb2's state, and lb1 preempts back: the
+/// connections lb1 held before its crash and those it never saw survive.
+#[test]
+#[ignore = "needs IPVS: run in the VM"]
+fn vm_fail_back_after_a_reboot_keeps_every_synced_connection() {
+    let mut s = Scenario::start(true);
+    s.crash_lb1();
+    let crashed = s.count("after lb1's crash: through lb2");
+    let mut through_lb2 = Held::open(s.cluster.host("client"), HELD);
+    s.cluster.lab.reboot("lb1").unwrap();
+    let lb1 = s.cluster.host("lb1");
+    assert_eq!(
+        conntrack_count(lb1),
+        0,
+        "the rebooted kernel holds no entry"
+    );
+    s.lbd1 = s.cluster.start("lb1", "lbd");
+    s.cluster.wait_applied("lb1");
+    s.vrrpd1 = s.cluster.start("lb1", "vrrpd");
+    s.cluster.wait_master("lb1");
+    sync_daemon(s.cluster.host("lb1"), "master");
+    note(&format!(
+        "lb1 after its reboot: sync {}; ipvsadm -Lnc lists {} connections",
+        s.cluster.status("lb1")["sync"],
+        s.cluster
+            .host("lb1")
+            .exec_ok(&["ipvsadm", "-Lnc"])
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("ESTABLISHED"))
+            .count()
+    ));
+    let back = s.count("after lb1's reboot: back through lb1");
+    let new = through_lb2.count(
+        &s.cluster,
+        "sync true: opened through lb2: back through lb1",
+    );
+    assert_eq!(
+        (crashed, back, new),
+        (Kept::ALL, Kept::ALL, through_lb2.all())
+    );
+}
+
+/// lb2's lbd (the backup's) is killed and started again: it gets lb1's state anew
+/// (its kernel kept IPVS's synced connections; lbd's link sends a dump), and lb1's
+/// crash then keeps every connection.
+#[test]
+#[ignore = "needs IPVS: run in the VM"]
+fn vm_lbd_dying_alone_on_the_backup_keeps_every_synced_connection() {
+    let mut s = Scenario::start(true);
+    s.lbd2.signal(libc::SIGKILL).unwrap();
+    assert!(s.lbd2.wait_timeout(PATIENCE).unwrap().is_some());
+    s.lbd2 = s.cluster.start("lb2", "lbd");
+    s.cluster.wait_applied("lb2");
+    sync_daemon(s.cluster.host("lb2"), "backup");
+    wait_sync_complete(&s.cluster.lbd_socket("lb2"), 2 * HELD as u64, PATIENCE);
+    let still = s.count("lbd on lb2 restarted: through lb1");
+    s.crash_lb1();
+    let crashed = s.count("lbd on lb2 restarted, then lb1's crash: through lb2");
+    assert_eq!((still, crashed), (Kept::ALL, Kept::ALL));
 }
 
 /// Other synced entries lb2 holds at the takeover. The namespace scenario holds

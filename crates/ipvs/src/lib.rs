@@ -20,6 +20,7 @@ pub mod constants;
 mod error;
 pub mod message;
 mod model;
+pub mod resync;
 
 pub use client::{decode_dest, decode_info, decode_service, decode_timeouts, IpvsClient};
 pub use error::IpvsError;

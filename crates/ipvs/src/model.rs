@@ -328,6 +328,12 @@ pub enum Forward {
 }
 
 impl Forward {
+    /// The forwarding method's IP_VS_CONN_F_* value, as a connection's flags and
+    /// the sync protocol carry it.
+    pub fn conn_flag(self) -> u32 {
+        self.number()
+    }
+
     fn number(self) -> u32 {
         match self {
             Forward::Masq => IP_VS_CONN_F_MASQ,

@@ -26,6 +26,9 @@
 //! how late a SCHED_FIFO 99 thread's 1 ms wake-ups came and the hypervisor's steal
 //! (a stall no priority inside the machine avoids), and for each run of lb2's
 //! adverts the pauses that preceded it, in lb1's sending and at lb2.
+//! `--softirq default,fifo` runs each contender also with the kernel's ksoftirqd
+//! threads at SCHED_FIFO 1 (restored after the cell), the host setting
+//! docs/operations.md describes: the cells alternate, so both see the same load.
 
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -142,10 +145,12 @@ struct Args {
     intervals_ms: Vec<u32>,
     /// Contenders of the false-failover run (names as printed); empty: all.
     contenders: Vec<String>,
+    /// How the ksoftirqd threads run in each cell of the false-failover run.
+    softirq: Vec<Softirq>,
 }
 
 const USAGE: &str = "usage: vrrp_bench [--runs N] [--only TIMERS] [--soak-s S] [--skip-soak] [--skip-failover]\n       \
-                     vrrp_bench --only false-failover [--duration-s N] [--intervals-ms 1000,100,30,10]";
+                     vrrp_bench --only false-failover [--duration-s N] [--intervals-ms 1000,100,30,10] [--contenders A,B] [--softirq default,fifo]";
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
@@ -158,6 +163,7 @@ fn parse_args() -> Result<Args> {
         duration: Duration::from_secs(600),
         intervals_ms: vec![1000, 100, 30, 10],
         contenders: Vec::new(),
+        softirq: vec![Softirq::Default],
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -213,6 +219,19 @@ fn parse_args() -> Result<Args> {
                     bail!("--intervals-ms: {bad} is not a VRRPv3 interval (10..=40950 ms in steps of 10)");
                 }
             }
+            "--softirq" => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| anyhow!("--softirq needs a list (default,fifo)"))?;
+                args.softirq = v
+                    .split(',')
+                    .map(|w| match w.trim() {
+                        "default" => Ok(Softirq::Default),
+                        "fifo" => Ok(Softirq::Fifo),
+                        other => Err(anyhow!("--softirq: {other:?} is neither default nor fifo")),
+                    })
+                    .collect::<Result<_>>()?;
+            }
             // A child of the false-failover run: one core's worth of load.
             BURN_CPU => burn_cpu(),
             other => bail!("unknown argument {other:?}\n{USAGE}"),
@@ -239,6 +258,7 @@ fn main() -> Result<()> {
             &args.intervals_ms,
             keepalived,
             &args.contenders,
+            &args.softirq,
         );
     }
     if !args.skip_failover {
@@ -1194,6 +1214,109 @@ impl Contender {
     }
 }
 
+/// How the kernel's ksoftirqd threads run during a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Softirq {
+    /// As the machine has them (SCHED_OTHER on a stock kernel).
+    Default,
+    /// SCHED_FIFO 1: receive work the kernel defers to them after a stall waits
+    /// behind no normal-priority load, only behind real-time threads.
+    Fifo,
+}
+
+impl Softirq {
+    fn name(self) -> &'static str {
+        match self {
+            Softirq::Default => "ksoftirqd default",
+            Softirq::Fifo => "ksoftirqd FIFO 1",
+        }
+    }
+}
+
+/// The ksoftirqd threads' scheduling as found, put back by `restore` (or, at
+/// worst, on drop).
+struct SoftirqGuard {
+    saved: Vec<(libc::pid_t, libc::c_int, libc::c_int)>,
+}
+
+impl SoftirqGuard {
+    fn set(how: Softirq) -> Result<SoftirqGuard> {
+        let mut guard = SoftirqGuard { saved: Vec::new() };
+        if how == Softirq::Default {
+            return Ok(guard);
+        }
+        for pid in ksoftirqd_pids()? {
+            // SAFETY: plain syscalls on a pid with a parameter struct we own.
+            let (policy, prio) = unsafe {
+                let policy = libc::sched_getscheduler(pid);
+                let mut p = libc::sched_param { sched_priority: 0 };
+                if policy < 0 || libc::sched_getparam(pid, &mut p) != 0 {
+                    continue; // gone meanwhile (CPU hot-unplugged)
+                }
+                (policy, p.sched_priority)
+            };
+            set_scheduler(pid, libc::SCHED_FIFO, 1)
+                .with_context(|| format!("ksoftirqd {pid} to SCHED_FIFO 1"))?;
+            guard.saved.push((pid, policy, prio));
+        }
+        if guard.saved.is_empty() {
+            bail!("no ksoftirqd thread found in /proc");
+        }
+        Ok(guard)
+    }
+
+    fn restore(mut self) -> Result<()> {
+        let mut first = Ok(());
+        for (pid, policy, prio) in std::mem::take(&mut self.saved) {
+            if let Err(e) = set_scheduler(pid, policy, prio) {
+                if first.is_ok() {
+                    first = Err(e.context(format!("restoring ksoftirqd {pid}")));
+                }
+            }
+        }
+        first
+    }
+}
+
+impl Drop for SoftirqGuard {
+    fn drop(&mut self) {
+        for &(pid, policy, prio) in &self.saved {
+            let _ = set_scheduler(pid, policy, prio);
+        }
+    }
+}
+
+fn set_scheduler(pid: libc::pid_t, policy: libc::c_int, prio: libc::c_int) -> Result<()> {
+    let p = libc::sched_param {
+        sched_priority: prio,
+    };
+    // SAFETY: plain syscall with a parameter struct we own.
+    if unsafe { libc::sched_setscheduler(pid, policy, &p) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+/// The pids of the kernel's `ksoftirqd/N` threads.
+fn ksoftirqd_pids() -> Result<Vec<libc::pid_t>> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").context("reading /proc")? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim_end().starts_with("ksoftirqd/") {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
+}
+
 /// One cell: one contender at one interval under load.
 struct Cell {
     /// lb2's public instance became MASTER this many times during the load, as lb2
@@ -1684,6 +1807,7 @@ impl Bench {
         intervals_ms: &[u32],
         keepalived: bool,
         only: &[String],
+        softirq: &[Softirq],
     ) -> Result<()> {
         let contenders: Vec<Contender> = [
             Contender::VrrpdRealtime,
@@ -1695,6 +1819,14 @@ impl Bench {
         .filter(|c| keepalived || *c != Contender::KeepalivedRealtime)
         .filter(|c| only.is_empty() || only.iter().any(|o| c.name().starts_with(o.as_str())))
         .collect();
+        let columns: Vec<(Contender, Softirq)> = contenders
+            .iter()
+            .flat_map(|&c| softirq.iter().map(move |&s| (c, s)))
+            .collect();
+        let column_name = |(c, s): (Contender, Softirq)| match s {
+            Softirq::Default if softirq.len() == 1 => c.name().to_owned(),
+            s => format!("{}, {}", c.name(), s.name()),
+        };
         let mut load_name = String::new();
         let mut rows: Vec<(Timers, Vec<Result<Cell>>)> = Vec::new();
         for &interval_ms in intervals_ms {
@@ -1704,13 +1836,17 @@ impl Bench {
                 interval_ms,
             };
             let mut cells = Vec::new();
-            for &contender in &contenders {
-                let cell = self.false_failover_cell(contender, timers, span, &mut load_name);
+            for &(contender, host) in &columns {
+                let cell = SoftirqGuard::set(host).and_then(|guard| {
+                    let cell = self.false_failover_cell(contender, timers, span, &mut load_name);
+                    guard.restore()?;
+                    cell
+                });
                 match &cell {
                     Ok(c) => {
                         println!(
                             "{interval_ms:>5} ms  {:<26} false failovers {:>3} ({} runs of lb2 adverts on the wire), largest gap {:7.1} ms, gaps > Master_Down_Interval ({:.1} ms) {}, lb1 adverts seen {}; {}",
-                            contender.name(),
+                            column_name((contender, host)),
                             c.false_failovers,
                             c.wire_episodes,
                             c.largest_gap_ms,
@@ -1726,7 +1862,7 @@ impl Bench {
                     }
                     Err(e) => println!(
                         "{interval_ms:>5} ms  {:<26} FAILED: {e:#}",
-                        contender.name()
+                        column_name((contender, host))
                     ),
                 }
                 cells.push(cell);
@@ -1746,8 +1882,8 @@ impl Bench {
         );
         println!();
         print!("{:>9} {:>9}", "interval", "MDI");
-        for c in &contenders {
-            print!("   {:<29}", c.name());
+        for &c in &columns {
+            print!("   {:<29}", column_name(c));
         }
         println!();
         for (timers, cells) in &rows {

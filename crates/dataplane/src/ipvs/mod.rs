@@ -22,6 +22,7 @@
 mod error;
 pub mod owned;
 pub mod plan;
+pub mod resync;
 mod select;
 
 use std::collections::BTreeSet;
@@ -146,13 +147,14 @@ impl IpvsBackend {
     /// Starts or stops the kernel's connection sync daemon: `Master` sends the
     /// connections of this node on `iface` with `sync_id`, `Backup` receives them,
     /// `Off` stops both. A daemon of the other role, or with another interface or id,
-    /// is stopped first; one already as asked is left running.
+    /// is stopped first; one already as asked is left running. True when a daemon
+    /// was started (a new backup daemon's table holds nothing yet).
     pub fn set_sync_role(
         &mut self,
         role: SyncRole,
         iface: &str,
         sync_id: u8,
-    ) -> Result<(), DataplaneError> {
+    ) -> Result<bool, DataplaneError> {
         let want = match role {
             SyncRole::Master => Some(DaemonRole::Master),
             SyncRole::Backup => Some(DaemonRole::Backup),
@@ -179,15 +181,17 @@ impl IpvsBackend {
             }
             tracing::info!(role = %d.role, iface = %d.ifname, sync_id = d.sync_id, "IPVS sync daemon stopped");
         }
+        let mut started = false;
         if let Some(w) = &want {
             if !keep {
                 client.start_daemon(w).map_err(IpvsBackendError::Sync)?;
+                started = true;
                 tracing::info!(role = %w.role, iface = %w.ifname, sync_id = w.sync_id, "IPVS sync daemon started");
             }
         }
         drop(client);
         self.sync = want;
-        Ok(())
+        Ok(started)
     }
 
     /// The running sync daemons as the kernel reports them.
@@ -374,7 +378,7 @@ impl Dataplane for IpvsBackend {
         self.last_ops = doomed.into_iter().map(Op::DelService).collect();
         self.snat.teardown()?;
         if self.sync.is_some() {
-            self.set_sync_role(SyncRole::Off, "", 0)?;
+            self.set_sync_role(SyncRole::Off, "", 0).map(drop)?;
         }
         Ok(())
     }
