@@ -100,12 +100,7 @@ pub fn store(
         written_unix_ms: now_unix_ms,
         servers: entries.to_vec(),
     };
-    let mut text = serde_json::to_vec_pretty(&contents).map_err(std::io::Error::other)?;
-    text.push(b'\n');
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    ctl::daemon::write_atomically(path, &text)
+    ctl::daemon::store_json(path, &contents)
 }
 
 /// Checks that `service` has a server `server`; the error names what exists.

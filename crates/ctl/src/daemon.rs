@@ -198,6 +198,17 @@ pub fn state_path(
     dir.join(name)
 }
 
+/// Writes `value` to the state file `path` as pretty JSON (with a final newline),
+/// creating its directory, atomically and owner-only ([`write_atomically`]).
+pub fn store_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> std::io::Result<()> {
+    let mut text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    text.push(b'\n');
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_atomically(path, &text)
+}
+
 /// Keeps a copy of a state file that could not be used, `<path>.bad`, before it is
 /// replaced; returns the copy's path.
 pub fn keep_aside(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
