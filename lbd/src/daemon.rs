@@ -42,7 +42,7 @@ use crate::backend::{backend_settings, BackendKind, DataplaneThread, Selection};
 use crate::control::{control_handler, Command, ControlRequest, PrepareParams};
 use crate::desired::{self, Capabilities, Plan, ServerHealth};
 use crate::roles::{self, RoleUpdate, Roles};
-use crate::servers::{self, ConnCounts, CountedService, ServerControl};
+use crate::servers::{self, CountedService, ServerControl};
 use crate::sync::{self, SyncLink};
 use crate::telemetry::Telemetry;
 use crate::tracking::TrackSender;
@@ -383,7 +383,8 @@ pub async fn run(
                 Err(why) => tracing::error!("reload refused, running configuration unchanged:\n{why}"),
             },
             _ = usr1.recv() => {
-                let text = serde_json::to_string_pretty(&daemon.status().await).unwrap_or_default();
+                let status = servers::with_connection_counts(daemon.status().await, daemon.counted_services()).await;
+                let text = serde_json::to_string_pretty(&status).unwrap_or_default();
                 ctl::daemon::write_dump("SIGUSR1", "state", &daemon.view.control.lbd_socket, "data", &text);
             }
             _ = usr2.recv() => {
@@ -780,7 +781,17 @@ impl Daemon {
 
     async fn on_control(&mut self, request: ControlRequest) {
         let answer = match request.command {
-            Command::Status => reply_value(&self.status().await),
+            Command::Status => {
+                // The conntrack dump (a large table takes a while) runs beside the
+                // loop: a prepare arriving meanwhile is not held up by it.
+                let status = self.status().await;
+                let counted = self.counted_services();
+                tokio::spawn(async move {
+                    let status = servers::with_connection_counts(status, counted).await;
+                    let _ = request.reply.send(reply_value(&status));
+                });
+                return;
+            }
             Command::Reload { force } => match self.reload(force).await {
                 Ok(report) => {
                     tracing::info!(changed = %report.summary(), force, "reloaded on request");
@@ -815,6 +826,15 @@ impl Daemon {
         };
         // The requester may have given up (vrrpd's budget): nothing to do then.
         let _ = request.reply.send(answer);
+    }
+
+    /// What the connection counts look for: each planned service and its servers.
+    fn counted_services(&self) -> Vec<CountedService> {
+        self.plan
+            .services
+            .iter()
+            .filter_map(CountedService::of)
+            .collect()
     }
 
     /// `server.drain|disable|weight|enable`: one server's override, kept in the
@@ -1120,35 +1140,6 @@ impl Daemon {
             }
             Err(_) => Vec::new(),
         };
-        // One conntrack dump for every service, off the loop.
-        let counted: Vec<CountedService> = self
-            .plan
-            .services
-            .iter()
-            .filter_map(CountedService::of)
-            .collect();
-        let (conns, connection_count) = match tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::task::spawn_blocking(move || servers::count_connections(&counted)),
-        )
-        .await
-        {
-            Ok(Ok(counted)) => counted,
-            Ok(Err(e)) => (
-                HashMap::new(),
-                ctl::contract::lbd::ConnectionCount {
-                    error: Some(format!("conntrack dump: {e}")),
-                    ..Default::default()
-                },
-            ),
-            Err(_) => (
-                HashMap::new(),
-                ctl::contract::lbd::ConnectionCount {
-                    error: Some("conntrack dump: no answer within 5 s".to_owned()),
-                    ..Default::default()
-                },
-            ),
-        };
         let runner = self.health.counters();
         let statuses: HashMap<TargetName, health::TargetStatus> = self
             .health
@@ -1160,15 +1151,7 @@ impl Daemon {
             .plan
             .services
             .iter()
-            .map(|s| {
-                self.service_status(
-                    s,
-                    &counters,
-                    &statuses,
-                    &conns,
-                    connection_count.error.is_none(),
-                )
-            })
+            .map(|s| self.service_status(s, &counters, &statuses))
             .collect();
         let snat = self
             .plan
@@ -1239,7 +1222,8 @@ impl Daemon {
                 vrrpd: self.tracks.report(),
             },
             server_overrides: self.servers.status(),
-            connection_count,
+            // Filled in off the loop: `servers::with_connection_counts`.
+            connection_count: ctl::contract::lbd::ConnectionCount::default(),
             notes: self.plan.notes.clone(),
             errors: self.errors.iter().cloned().collect(),
             control: self.control_stats.snapshot(),
@@ -1252,8 +1236,6 @@ impl Daemon {
         s: &desired::ServicePlan,
         counters: &[BackendCounters],
         statuses: &HashMap<TargetName, health::TargetStatus>,
-        conns: &HashMap<(String, String), ConnCounts>,
-        counted: bool,
     ) -> ServiceStatus {
         let counter = |backend: &str| {
             counters
@@ -1275,12 +1257,6 @@ impl Daemon {
                     duration_ms: ms(r.duration),
                     ago_ms: since(*at),
                 });
-                let conn = counted.then(|| {
-                    conns
-                        .get(&(s.name.clone(), b.name.clone()))
-                        .copied()
-                        .unwrap_or_default()
-                });
                 let last_transition = self.last_transitions.get(&name).map(|(t, at)| {
                     let mut t = t.clone();
                     t.ago_ms = since(*at);
@@ -1295,8 +1271,8 @@ impl Daemon {
                     health: name_of(&b.health),
                     state: Some(name_of(&b.state)),
                     server_override: b.server_override,
-                    active_connections: conn.map(|c| c.active),
-                    inactive_connections: conn.map(|c| c.inactive),
+                    active_connections: None,
+                    inactive_connections: None,
                     check: b.check.clone(),
                     last_check,
                     in_dataplane: b.in_dataplane,

@@ -502,6 +502,47 @@ pub fn count_connections(
     }
 }
 
+/// `status` with each server's active and inactive connections filled in, from
+/// one conntrack dump (on the blocking pool, at most 5 s).
+pub async fn with_connection_counts(
+    mut status: ctl::contract::lbd::LbdStatus,
+    services: Vec<CountedService>,
+) -> ctl::contract::lbd::LbdStatus {
+    let dump = tokio::task::spawn_blocking(move || count_connections(&services));
+    let (counts, result) = match tokio::time::timeout(std::time::Duration::from_secs(5), dump).await
+    {
+        Ok(Ok(counted)) => counted,
+        Ok(Err(e)) => (
+            HashMap::new(),
+            ConnectionCount {
+                error: Some(format!("conntrack dump: {e}")),
+                ..ConnectionCount::default()
+            },
+        ),
+        Err(_) => (
+            HashMap::new(),
+            ConnectionCount {
+                error: Some("conntrack dump: no answer within 5 s".to_owned()),
+                ..ConnectionCount::default()
+            },
+        ),
+    };
+    if result.error.is_none() {
+        for s in &mut status.services {
+            for b in &mut s.servers {
+                let c = counts
+                    .get(&(s.name.clone(), b.name.clone()))
+                    .copied()
+                    .unwrap_or_default();
+                b.active_connections = Some(c.active);
+                b.inactive_connections = Some(c.inactive);
+            }
+        }
+    }
+    status.connection_count = result;
+    status
+}
+
 /// `lbd_backend_connections_active` and `_inactive`, counted from one conntrack
 /// dump per scrape (in the scrape's thread, not the daemon loop's).
 #[derive(Debug, Clone)]

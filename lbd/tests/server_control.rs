@@ -163,6 +163,20 @@ fn drain_disable_weight_survive_restart_and_reload() {
     let table = ok(&vrrpctl(&socket, &["services"]));
     let row = table.lines().find(|l| l.contains("srv2")).unwrap();
     assert!(row.contains("drain (override)"), "{row}");
+    let metrics = scrape(setup.host("lb1"), "127.0.0.1:9613");
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("backend=\"srv2\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(
+        gauge("lbd_backend_connections_active{"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(gauge("lbd_backend_weight{"), Some(0.0));
     assert!(table.contains("THIS NODE ONLY (web/srv2 drain)"), "{table}");
 
     // The state file: owner-only, beside the socket (no state_dir here).
