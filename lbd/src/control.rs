@@ -7,6 +7,9 @@ use tokio::sync::mpsc;
 use ctl::wire::{decode_params, ReplyError};
 
 pub use ctl::contract::lbd::PrepareParams;
+use ctl::contract::lbd::{
+    methods, ServerClearParams, ServerOverride, ServerParams, ServerWeightParams,
+};
 
 /// A parsed control request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,12 +24,30 @@ pub enum Command {
     },
     /// `prepare`: make sure the dataplane is applied and current, fast.
     Prepare(PrepareParams),
+    /// `server.drain`, `server.disable`, `server.weight` (`Some`) and
+    /// `server.enable` (`None`): one server's run-time override.
+    ServerSet {
+        /// The service.
+        service: String,
+        /// The server.
+        server: String,
+        /// The override, or none (back to the configuration).
+        value: Option<ServerOverride>,
+    },
+    /// `server.list`: the overrides in force.
+    ServerList,
+    /// `server.clear` with `{"all": true}`: every override.
+    ServerClear,
+    /// A `server.*` request with bad parameters: refused by the daemon, which
+    /// counts it.
+    ServerRefused(ReplyError),
 }
 
 impl Command {
     /// Parses a request; unknown methods and bad parameters are reply errors.
     pub fn parse(method: &str, params: Value) -> Result<Command, ReplyError> {
         let empty = |p: &Value| p.is_null() || p.as_object().is_some_and(|o| o.is_empty());
+        let no_params = empty(&params);
         match method {
             ctl::methods::STATUS if !empty(&params) => Err(ReplyError::invalid_params(format!(
                 "{method} takes no parameters"
@@ -40,8 +61,59 @@ impl Command {
             } else {
                 decode_params(params)?
             })),
+            methods::SERVER_DRAIN
+            | methods::SERVER_DISABLE
+            | methods::SERVER_ENABLE
+            | methods::SERVER_WEIGHT
+            | methods::SERVER_LIST
+            | methods::SERVER_CLEAR => {
+                Ok(parse_server(method, params, no_params).unwrap_or_else(Command::ServerRefused))
+            }
             other => Err(ReplyError::method_not_found(other)),
         }
+    }
+}
+
+/// A `server.*` request; refused ones reach the daemon as
+/// [`Command::ServerRefused`] (it counts them).
+fn parse_server(method: &str, params: Value, no_params: bool) -> Result<Command, ReplyError> {
+    match method {
+        methods::SERVER_DRAIN | methods::SERVER_DISABLE | methods::SERVER_ENABLE => {
+            let p: ServerParams = decode_params(params)?;
+            let value = match method {
+                methods::SERVER_DRAIN => Some(ServerOverride::Drain),
+                methods::SERVER_DISABLE => Some(ServerOverride::Disable),
+                _ => None,
+            };
+            Ok(Command::ServerSet {
+                service: p.service,
+                server: p.server,
+                value,
+            })
+        }
+        methods::SERVER_WEIGHT => {
+            let p: ServerWeightParams = decode_params(params)?;
+            crate::servers::check_weight(p.weight).map_err(ReplyError::invalid_params)?;
+            Ok(Command::ServerSet {
+                service: p.service,
+                server: p.server,
+                value: Some(ServerOverride::Weight { weight: p.weight }),
+            })
+        }
+        methods::SERVER_LIST if !no_params => Err(ReplyError::invalid_params(format!(
+            "{method} takes no parameters"
+        ))),
+        methods::SERVER_LIST => Ok(Command::ServerList),
+        methods::SERVER_CLEAR => {
+            let p: ServerClearParams = decode_params(params)?;
+            if !p.all {
+                return Err(ReplyError::invalid_params(
+                    "server.clear takes {\"all\": true}; one server: server.enable",
+                ));
+            }
+            Ok(Command::ServerClear)
+        }
+        other => Err(ReplyError::method_not_found(other)),
     }
 }
 
@@ -111,6 +183,67 @@ mod tests {
             Ok(Command::Prepare(PrepareParams::default()))
         );
         assert!(Command::parse("prepare", json!({"group": 3})).is_err());
+        assert_eq!(
+            Command::parse("server.drain", json!({"service": "web", "server": "srv2"})),
+            Ok(Command::ServerSet {
+                service: "web".into(),
+                server: "srv2".into(),
+                value: Some(ServerOverride::Drain)
+            })
+        );
+        assert_eq!(
+            Command::parse("server.enable", json!({"service": "web", "server": "srv2"})),
+            Ok(Command::ServerSet {
+                service: "web".into(),
+                server: "srv2".into(),
+                value: None
+            })
+        );
+        assert_eq!(
+            Command::parse(
+                "server.weight",
+                json!({"service": "web", "server": "srv2", "weight": 3})
+            ),
+            Ok(Command::ServerSet {
+                service: "web".into(),
+                server: "srv2".into(),
+                value: Some(ServerOverride::Weight { weight: 3 })
+            })
+        );
+        // Unknown fields, a weight the file would refuse, a missing name.
+        for (m, p) in [
+            (
+                "server.drain",
+                json!({"service": "web", "server": "srv2", "now": true}),
+            ),
+            (
+                "server.weight",
+                json!({"service": "web", "server": "srv2", "weight": 65536}),
+            ),
+            (
+                "server.weight",
+                json!({"service": "web", "server": "srv2", "weight": -1}),
+            ),
+            ("server.disable", json!({"service": "web"})),
+            ("server.clear", json!({})),
+            ("server.clear", json!({"all": false})),
+            ("server.list", json!({"x": 1})),
+        ] {
+            match Command::parse(m, p.clone()) {
+                Ok(Command::ServerRefused(e)) => {
+                    assert_eq!(e.code, ctl::wire::codes::INVALID_PARAMS, "{m} {p}")
+                }
+                other => panic!("{m} {p}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            Command::parse("server.clear", json!({"all": true})),
+            Ok(Command::ServerClear)
+        );
+        assert_eq!(
+            Command::parse("server.list", Value::Null),
+            Ok(Command::ServerList)
+        );
         let err = Command::parse("nope", Value::Null).unwrap_err();
         assert_eq!(err.code, ctl::wire::codes::METHOD_NOT_FOUND);
     }

@@ -24,12 +24,16 @@ use config::NodeView;
 use ctl::contract::lbd::{
     ApplyOutcome, BackendStatus, ConfigStatus, DataplaneStatus, HealthStatus, HealthTransition,
     LastApply, LastCheck, LastCommit, LastPrepare, LbdReloadReply, LbdStatus, PrepareReply,
-    PrepareStatus, PriorityTracksStatus, QuorumStatus, ServerStatus, ServiceStatus, SnatAddress,
-    SnatStatus, SorryServerStatus, SyncCommit, SyncStatus, Traffic, VrrpdLink,
+    PrepareStatus, PriorityTracksStatus, QuorumStatus, ServerClearReply, ServerListReply,
+    ServerOverride, ServerReply, ServerStatus, ServiceStatus, SnatAddress, SnatStatus,
+    SorryServerStatus, SyncCommit, SyncStatus, Traffic, VrrpdLink,
 };
 use ctl::contract::{ms, VrrpState};
 use ctl::wire::ReplyError;
-use dataplane::{ApplyReport, BackendCounters, ChangeHint, Dataplane, SnatSource, SyncRole};
+use dataplane::{
+    ApplyReport, BackendCounters, ChangeHint, ChosenBackend, Counting, Dataplane, SnatSource,
+    SyncRole,
+};
 use health::{
     HealthEvent, HealthRunner, HealthState, RunnerCounters, RunnerSettings, Target, TargetName,
 };
@@ -38,6 +42,7 @@ use crate::backend::{backend_settings, BackendKind, DataplaneThread, Selection};
 use crate::control::{control_handler, Command, ControlRequest, PrepareParams};
 use crate::desired::{self, Capabilities, Plan, ServerHealth};
 use crate::roles::{self, RoleUpdate, Roles};
+use crate::servers::{self, CountedService, ServerControl};
 use crate::sync::{self, SyncLink};
 use crate::telemetry::Telemetry;
 use crate::tracking::TrackSender;
@@ -199,6 +204,10 @@ struct Daemon {
     control_stats: Arc<ctl::ServerStats>,
     /// What systemd has been told (`Type=notify`).
     notifier: ctl::systemd::Notifier,
+    /// Run-time server overrides (`vrrpctl server`) and their state file.
+    servers: ServerControl,
+    /// Active/inactive connections per server, counted at scrape time.
+    connection_gauges: Option<servers::ConnectionGauges>,
 }
 
 /// Runs lbd until `shutdown` resolves. SIGHUP reloads. Fails only at start-up
@@ -263,6 +272,26 @@ pub async fn run(
         });
     let control_stats = server.stats();
     telemetry.control_socket(Arc::clone(&control_stats));
+    // Read before the first apply: a drained server gets no new connection from
+    // a restarted lbd, not even briefly.
+    let mut servers = ServerControl::open(&view, std::env::var_os("STATE_DIRECTORY").as_deref());
+    servers.attach(telemetry.registry());
+    let connection_gauges = servers::ConnectionGauges::register(telemetry.registry());
+    // Their series exist from the first scrape on (every server up until planned).
+    if let Some(g) = &connection_gauges {
+        let planned = desired::plan(
+            &view,
+            |_, _| ServerHealth::Up,
+            selection.kind.capabilities(),
+        );
+        g.set_services(
+            planned
+                .services
+                .iter()
+                .filter_map(CountedService::of)
+                .collect(),
+        );
+    }
     // After every collector is registered: all series are there at the first scrape.
     let _metrics = if view.metrics.enabled {
         Some(
@@ -326,7 +355,10 @@ pub async fn run(
         last_commit: None,
         control_stats,
         notifier: ctl::systemd::Notifier::new(),
+        servers,
+        connection_gauges,
     };
+
     // Adopts the table a previous lbd left (the backend reads it back and diffs);
     // systemd hears READY=1 once an apply has succeeded (see `record_apply`).
     let _ = daemon.reconcile("start").await;
@@ -351,7 +383,8 @@ pub async fn run(
                 Err(why) => tracing::error!("reload refused, running configuration unchanged:\n{why}"),
             },
             _ = usr1.recv() => {
-                let text = serde_json::to_string_pretty(&daemon.status().await).unwrap_or_default();
+                let status = servers::with_connection_counts(daemon.status().await, daemon.counted_services()).await;
+                let text = serde_json::to_string_pretty(&status).unwrap_or_default();
                 ctl::daemon::write_dump("SIGUSR1", "state", &daemon.view.control.lbd_socket, "data", &text);
             }
             _ = usr2.recv() => {
@@ -451,12 +484,13 @@ impl Daemon {
 
     fn replan(&mut self) {
         let states = self.health_of();
-        let plan = desired::plan(
+        let plan = desired::plan_with(
             &self.view,
             |service, server| match states.get(&(service.to_owned(), server.to_owned())) {
                 Some(HealthState::Down) => ServerHealth::Down,
                 _ => ServerHealth::Up,
             },
+            &self.servers.overrides(),
             self.selection.kind.capabilities(),
         );
         for note in &plan.notes {
@@ -468,6 +502,14 @@ impl Daemon {
             self.dirty = true;
         }
         self.telemetry.plan(&plan.services);
+        if let Some(g) = &self.connection_gauges {
+            g.set_services(
+                plan.services
+                    .iter()
+                    .filter_map(CountedService::of)
+                    .collect(),
+            );
+        }
         self.telemetry
             .snat_capacity(desired::snat_capacity(&self.view.nat));
         self.tracks.set(desired::priority_tracks(&plan));
@@ -494,9 +536,19 @@ impl Daemon {
         self.replan();
         let state = self.plan.state.clone();
         let hint = self.changed.take();
+        // `[[service]] counters = true` anywhere: the nft table counts packets and
+        // bytes (a change re-reads the table and applies what differs).
+        let counting = if self.view.services.iter().any(|s| s.counters) {
+            Counting::Traffic
+        } else {
+            Counting::default()
+        };
         let result = match self
             .dataplane
             .run(move |dp| {
+                if let ChosenBackend::Nft(nft) = dp {
+                    nft.set_counting(counting);
+                }
                 match &hint {
                     Some(hint) => dp.apply_changed(&state, hint),
                     None => dp.apply(&state),
@@ -732,7 +784,17 @@ impl Daemon {
 
     async fn on_control(&mut self, request: ControlRequest) {
         let answer = match request.command {
-            Command::Status => reply_value(&self.status().await),
+            Command::Status => {
+                // The conntrack dump (a large table takes a while) runs beside the
+                // loop: a prepare arriving meanwhile is not held up by it.
+                let status = self.status().await;
+                let counted = self.counted_services();
+                tokio::spawn(async move {
+                    let status = servers::with_connection_counts(status, counted).await;
+                    let _ = request.reply.send(reply_value(&status));
+                });
+                return;
+            }
             Command::Reload { force } => match self.reload(force).await {
                 Ok(report) => {
                     tracing::info!(changed = %report.summary(), force, "reloaded on request");
@@ -746,9 +808,97 @@ impl Daemon {
                 }
             },
             Command::Prepare(p) => self.prepare(p).await.and_then(|r| reply_value(&r)),
+            Command::ServerSet {
+                service,
+                server,
+                value,
+            } => self
+                .server_set(&service, &server, value)
+                .await
+                .and_then(|r| reply_value(&r)),
+            Command::ServerList => reply_value(&ServerListReply {
+                node: self.view.name.clone(),
+                overrides: self.servers.entries(),
+            }),
+            Command::ServerClear => reply_value(&self.server_clear().await),
+            Command::ServerRefused(e) => {
+                self.servers.rejected();
+                tracing::warn!(error = %e.message, "server command refused");
+                Err(e)
+            }
         };
         // The requester may have given up (vrrpd's budget): nothing to do then.
         let _ = request.reply.send(answer);
+    }
+
+    /// What the connection counts look for: each planned service and its servers.
+    fn counted_services(&self) -> Vec<CountedService> {
+        self.plan
+            .services
+            .iter()
+            .filter_map(CountedService::of)
+            .collect()
+    }
+
+    /// `server.drain|disable|weight|enable`: one server's override, kept in the
+    /// state file, applied through the normal apply (one batch).
+    async fn server_set(
+        &mut self,
+        service: &str,
+        server: &str,
+        value: Option<ServerOverride>,
+    ) -> Result<ServerReply, ReplyError> {
+        if let Err(why) = servers::resolve(&self.view, service, server) {
+            return Err(servers::refuse(&self.servers, why));
+        }
+        let previous = self.servers.set(service, server, value, unix_ms());
+        let persisted = self.servers.store();
+        if let Some(hint) = &mut self.changed {
+            hint.services.insert(service.to_owned());
+        }
+        let apply = self.reconcile("server").await;
+        let planned = self
+            .plan
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .and_then(|s| s.servers.iter().find(|b| b.name == server));
+        let reply = ServerReply {
+            node: self.view.name.clone(),
+            service: service.to_owned(),
+            server: server.to_owned(),
+            server_override: value,
+            previous,
+            state: planned.map(|b| name_of(&b.state)).unwrap_or_default(),
+            weight: planned.map_or(0, |b| b.weight),
+            effective_weight: planned.map_or(0, |b| b.effective_weight),
+            persisted,
+            apply: apply_outcome(&apply),
+        };
+        tracing::info!(service, server, what = value.map_or_else(|| "enable (configuration)".to_owned(), |o| o.to_string()), state = %reply.state, effective_weight = reply.effective_weight, persisted, "server override set on this node");
+        Ok(reply)
+    }
+
+    /// `server.clear`: every override goes; the configuration rules again.
+    async fn server_clear(&mut self) -> ServerClearReply {
+        let cleared = self.servers.clear_all();
+        let persisted = self.servers.store();
+        if let Some(hint) = &mut self.changed {
+            hint.services
+                .extend(cleared.iter().map(|e| e.service.clone()));
+        }
+        let apply = self.reconcile("server").await;
+        tracing::info!(
+            cleared = cleared.len(),
+            persisted,
+            "server overrides cleared on this node"
+        );
+        ServerClearReply {
+            node: self.view.name.clone(),
+            cleared,
+            persisted,
+            apply: apply_outcome(&apply),
+        }
     }
 
     /// Takeover: make sure the dataplane holds the current desired state. The apply
@@ -932,6 +1082,7 @@ impl Daemon {
             services_changed,
             nat_changed: new.nat != self.view.nat,
             restart_needed: restart_needed.iter().map(|s| (*s).to_owned()).collect(),
+            overrides_dropped: Vec::new(),
             apply: ApplyOutcome::default(),
         };
         // Keep the running settings that only a restart changes.
@@ -943,6 +1094,7 @@ impl Daemon {
             link.set_filter(&new);
         }
         self.view = new;
+        reply.overrides_dropped = self.servers.retain(&self.view);
         // The whole configuration may have changed: compare everything once.
         self.changed = None;
         self.loaded_unix_ms = unix_ms();
@@ -950,21 +1102,10 @@ impl Daemon {
         self.telemetry.checks_reconfigured();
         self.checks_seen.clear();
         let apply = self.reconcile("reload").await;
-        reply.apply = match &apply {
-            Ok(r) => ApplyOutcome {
-                ok: true,
-                changes: Some(r.changes()),
-                duration_ms: Some(ms(r.duration)),
-                error: None,
-            },
-            Err(e) => ApplyOutcome {
-                ok: false,
-                error: Some(format!(
-                    "{e} (configuration accepted; the apply is retried)"
-                )),
-                ..ApplyOutcome::default()
-            },
-        };
+        reply.apply = apply_outcome(&apply);
+        if let Some(e) = &mut reply.apply.error {
+            e.push_str(" (configuration accepted; the apply is retried)");
+        }
         Ok(reply)
     }
 
@@ -1083,6 +1224,9 @@ impl Daemon {
                 wanted: desired::priority_tracks(&self.plan),
                 vrrpd: self.tracks.report(),
             },
+            server_overrides: self.servers.status(),
+            // Filled in off the loop: `servers::with_connection_counts`.
+            connection_count: ctl::contract::lbd::ConnectionCount::default(),
             notes: self.plan.notes.clone(),
             errors: self.errors.iter().cloned().collect(),
             control: self.control_stats.snapshot(),
@@ -1128,6 +1272,10 @@ impl Daemon {
                     weight: b.weight,
                     effective_weight: b.effective_weight,
                     health: name_of(&b.health),
+                    state: Some(name_of(&b.state)),
+                    server_override: b.server_override,
+                    active_connections: None,
+                    inactive_connections: None,
                     check: b.check.clone(),
                     last_check,
                     in_dataplane: b.in_dataplane,
@@ -1175,6 +1323,23 @@ impl Daemon {
                 group: q.group.clone(),
             }),
         }
+    }
+}
+
+/// An apply's outcome as replies carry it.
+fn apply_outcome(apply: &Result<ApplyReport, String>) -> ApplyOutcome {
+    match apply {
+        Ok(r) => ApplyOutcome {
+            ok: true,
+            changes: Some(r.changes()),
+            duration_ms: Some(ms(r.duration)),
+            error: None,
+        },
+        Err(e) => ApplyOutcome {
+            ok: false,
+            error: Some(e.clone()),
+            ..ApplyOutcome::default()
+        },
     }
 }
 

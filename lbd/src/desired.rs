@@ -11,11 +11,17 @@
 //!   established connections still continue through conntrack; IPVS: the
 //!   destination is deleted, so its established connections stop);
 //! - a server without a check, or whose check has not run yet, counts as up;
+//! - a run-time override (`vrrpctl server`, [`Overrides`]) lies over the
+//!   configuration: `drain` gives weight 0 and keeps the server in the dataplane
+//!   whatever `inhibit_on_failure` says (established connections continue);
+//!   `disable` treats it as a failed check would; `weight` replaces the configured
+//!   weight while the server is up;
 //! - when no server can take traffic (each is down or has weight 0) and the service
 //!   has a sorry server, the sorry server gets it;
 //! - what the backend cannot do is translated to the closest thing it can, with a
 //!   note (shown in `status` and logged).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -59,6 +65,26 @@ impl Capabilities {
             persistence: true,
         }
     }
+}
+
+pub use ctl::contract::lbd::ServerOverride;
+
+/// Run-time overrides by (service, server).
+pub type Overrides = BTreeMap<(String, String), ServerOverride>;
+
+/// What a server does now, health and override together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerState {
+    /// Takes new connections.
+    Up,
+    /// Its check failed.
+    Down,
+    /// Weight 0 (drained at run time, or weighted 0): no new connections,
+    /// established ones continue.
+    Drain,
+    /// Disabled at run time: out of service as if its check failed.
+    Disabled,
 }
 
 /// A server's health as lbd uses it.
@@ -114,6 +140,10 @@ pub struct ServerPlan {
     /// Whether the dataplane's service holds it (false: down and removed, as
     /// `inhibit_on_failure = false` asks).
     pub in_dataplane: bool,
+    /// The run-time override in force.
+    pub server_override: Option<ServerOverride>,
+    /// What it does now.
+    pub state: ServerState,
 }
 
 /// A service's quorum as this node sees it.
@@ -174,6 +204,17 @@ pub fn plan(
     health: impl Fn(&str, &str) -> ServerHealth,
     caps: Capabilities,
 ) -> Plan {
+    plan_with(view, health, &Overrides::new(), caps)
+}
+
+/// [`plan`] with run-time `overrides` over the configuration (entries for
+/// servers the configuration lacks are ignored).
+pub fn plan_with(
+    view: &NodeView,
+    health: impl Fn(&str, &str) -> ServerHealth,
+    overrides: &Overrides,
+    caps: Capabilities,
+) -> Plan {
     let mut out = Plan::default();
     for s in &view.services {
         let servers: Vec<ServerPlan> = s
@@ -184,15 +225,36 @@ pub fn plan(
                     Some(_) => health(&s.name, &r.name),
                     None => ServerHealth::Unchecked,
                 };
+                // No key built while there is no override (10,000s of servers).
+                let o = if overrides.is_empty() {
+                    None
+                } else {
+                    overrides.get(&(s.name.clone(), r.name.clone())).copied()
+                };
+                let (effective_weight, in_dataplane) = match o {
+                    Some(ServerOverride::Drain) => (0, true),
+                    Some(ServerOverride::Disable) => (0, s.inhibit_on_failure),
+                    Some(ServerOverride::Weight { weight }) if h.is_up() => (weight, true),
+                    None if h.is_up() => (r.weight, true),
+                    _ => (0, s.inhibit_on_failure),
+                };
+                let state = match o {
+                    Some(ServerOverride::Disable) => ServerState::Disabled,
+                    _ if !h.is_up() => ServerState::Down,
+                    _ if effective_weight == 0 => ServerState::Drain,
+                    _ => ServerState::Up,
+                };
                 ServerPlan {
                     name: r.name.clone(),
                     address: r.address,
                     port: r.port,
                     weight: r.weight,
-                    effective_weight: if h.is_up() { r.weight } else { 0 },
+                    effective_weight,
                     health: h,
                     check: r.check.clone(),
-                    in_dataplane: h.is_up() || s.inhibit_on_failure,
+                    in_dataplane,
+                    server_override: o,
+                    state,
                 }
             })
             .collect();
@@ -581,6 +643,84 @@ mod tests {
         assert!(!p.services[0].quorum.as_ref().unwrap().met);
         // No quorum configured: no track.
         assert!(priority_tracks(&plan(&view(&[]), all_up, Capabilities::nft())).is_empty());
+    }
+
+    fn overrides(list: &[(&str, ServerOverride)]) -> Overrides {
+        list.iter()
+            .map(|(server, o)| (("web".to_owned(), (*server).to_owned()), *o))
+            .collect()
+    }
+
+    #[test]
+    fn overrides_lie_over_the_configuration() {
+        let srv2_down = |_: &str, server: &str| {
+            if server == "srv2" {
+                ServerHealth::Down
+            } else {
+                ServerHealth::Up
+            }
+        };
+        // Drain: weight 0, kept in the dataplane even where a failure would remove it.
+        let removing = view(&[("inhibit_on_failure = true", "inhibit_on_failure = false")]);
+        let drained = overrides(&[("srv1", ServerOverride::Drain)]);
+        let p = plan_with(&removing, all_up, &drained, Capabilities::nft());
+        assert_eq!(
+            weights(&p),
+            vec![("srv1".to_owned(), 0), ("srv2".to_owned(), 1)]
+        );
+        let srv1 = &p.services[0].servers[0];
+        assert_eq!(
+            (srv1.state, srv1.in_dataplane, srv1.weight),
+            (ServerState::Drain, true, 1)
+        );
+        assert_eq!(srv1.server_override, Some(ServerOverride::Drain));
+        assert_eq!(p.services[0].servers[1].state, ServerState::Up);
+
+        // Disable: as a failed check (removed here, since inhibit_on_failure = false).
+        let disabled = overrides(&[("srv1", ServerOverride::Disable)]);
+        let p = plan_with(&removing, all_up, &disabled, Capabilities::nft());
+        assert_eq!(weights(&p), vec![("srv2".to_owned(), 1)]);
+        assert_eq!(p.services[0].servers[0].state, ServerState::Disabled);
+        let p = plan_with(&view(&[]), all_up, &disabled, Capabilities::nft());
+        assert_eq!(
+            weights(&p),
+            vec![("srv1".to_owned(), 0), ("srv2".to_owned(), 1)]
+        );
+
+        // Weight: replaces the configured one while up; a down server stays at 0.
+        let weighted = overrides(&[
+            ("srv1", ServerOverride::Weight { weight: 3 }),
+            ("srv2", ServerOverride::Weight { weight: 5 }),
+        ]);
+        let p = plan_with(&view(&[]), srv2_down, &weighted, Capabilities::nft());
+        assert_eq!(
+            weights(&p),
+            vec![("srv1".to_owned(), 3), ("srv2".to_owned(), 0)]
+        );
+        assert_eq!(p.services[0].servers[1].state, ServerState::Down);
+        let zero = overrides(&[("srv1", ServerOverride::Weight { weight: 0 })]);
+        let p = plan_with(&view(&[]), all_up, &zero, Capabilities::nft());
+        assert_eq!(p.services[0].servers[0].state, ServerState::Drain);
+
+        // Every server drained: the sorry server takes new connections.
+        let sorry = view(&[(
+            "# sorry_server = { address = \"198.18.1.30\", port = 80 }",
+            "sorry_server = { address = \"198.18.1.30\" }",
+        )]);
+        let both = overrides(&[
+            ("srv1", ServerOverride::Drain),
+            ("srv2", ServerOverride::Disable),
+        ]);
+        let p = plan_with(&sorry, all_up, &both, Capabilities::nft());
+        assert_eq!(p.services[0].serving, Serving::Sorry);
+
+        // An override of a server the file lacks changes nothing.
+        let stale: Overrides =
+            [(("web".to_owned(), "gone".to_owned()), ServerOverride::Drain)].into();
+        assert_eq!(
+            plan_with(&view(&[]), all_up, &stale, Capabilities::nft()),
+            plan(&view(&[]), all_up, Capabilities::nft())
+        );
     }
 
     #[test]

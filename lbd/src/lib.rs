@@ -6,6 +6,8 @@
 //! - [`roles`]: following vrrpd's sync-group states;
 //! - [`tracking`]: service quorums sent to vrrpd as priority tracks;
 //! - [`control`]: the control socket's methods;
+//! - [`servers`]: run-time server overrides (drain, disable, weight) and their
+//!   state file, and active/inactive connection counts;
 //! - [`sync`]: connection-state sync with the peer (nft backend);
 //! - [`telemetry`], [`conntrack`]: Prometheus metrics and SNAT port usage.
 
@@ -15,6 +17,7 @@ pub mod control;
 pub mod daemon;
 pub mod desired;
 pub mod roles;
+pub mod servers;
 pub mod sync;
 pub mod telemetry;
 pub mod tracking;

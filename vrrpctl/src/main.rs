@@ -4,6 +4,7 @@ mod check_config;
 mod daemon;
 mod decode;
 mod reload;
+mod server;
 mod services;
 mod status_table;
 
@@ -51,6 +52,11 @@ enum Command {
     /// lbd's services and servers (--socket is lbd's socket here; default: --config's
     /// control.lbd_socket, else /run/lbsuite/lbd.sock).
     Services(services::ServicesArgs),
+    /// Run-time control of one server on this node's lbd: drain, disable, enable,
+    /// weight (kept until cleared, across reloads and lbd restarts; this node only).
+    /// --socket is lbd's socket here.
+    #[command(subcommand)]
+    Server(server::ServerCommand),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +77,8 @@ fn main() -> ExitCode {
         Command::Reload(args) => reload::run(socket_arg.as_deref(), config.as_deref(), &args),
         Command::Services(args) => services::socket_path(socket_arg.as_deref(), config.as_deref())
             .and_then(|s| services::run(&s, &args)),
+        Command::Server(c) => services::socket_path(socket_arg.as_deref(), config.as_deref())
+            .and_then(|s| server::run(&s, &c)),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -127,9 +127,12 @@ pub fn render(status: &LbdStatus) -> String {
         "SERVER",
         "ADDRESS",
         "WEIGHT",
+        "STATE",
         "HEALTH",
         "LAST CHECK",
         "TRANS",
+        "ACTIVE",
+        "INACTIVE",
         "CONNS",
         "PACKETS",
         "BYTES",
@@ -159,6 +162,10 @@ pub fn render(status: &LbdStatus) -> String {
             } else {
                 format!("{} (of {})", b.effective_weight, b.weight)
             };
+            let mut state = b.state.clone().unwrap_or_else(|| "-".to_owned());
+            if b.server_override.is_some() {
+                state.push_str(" (override)");
+            }
             let mut health = b.health.clone();
             if b.held == Some(true) {
                 health.push_str(" (flapping: held)");
@@ -172,9 +179,12 @@ pub fn render(status: &LbdStatus) -> String {
                 b.name.clone(),
                 addr_port(b.address, b.port),
                 weight,
+                state,
                 health,
                 last_check(b.last_check.as_ref()),
                 or_dash(b.transitions),
+                or_dash(b.active_connections),
+                or_dash(b.inactive_connections),
                 or_dash(b.traffic.connections),
                 or_dash(b.traffic.packets),
                 or_dash(b.traffic.bytes),
@@ -190,6 +200,9 @@ pub fn render(status: &LbdStatus) -> String {
                 addr_port(z.address, z.port),
                 if serving { "1" } else { "0" }.to_owned(),
                 if serving { "serving" } else { "standby" }.to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
+                "-".to_owned(),
                 "-".to_owned(),
                 "-".to_owned(),
                 or_dash(z.traffic.connections),
@@ -230,6 +243,32 @@ pub fn render(status: &LbdStatus) -> String {
     }
     for q in quorums {
         out.push_str(&q);
+    }
+    let o = &status.server_overrides;
+    if !o.entries.is_empty() {
+        let list: Vec<String> = o
+            .entries
+            .iter()
+            .map(|e| format!("{}/{} {}", e.service, e.server, e.server_override))
+            .collect();
+        out.push_str(&format!(
+            "server overrides on THIS NODE ONLY ({}): set them on the peer too, or a failover serves these servers as configured\n",
+            list.join(", ")
+        ));
+    }
+    if let Some(e) = &o.load_error {
+        out.push_str(&format!(
+            "server state file UNUSABLE at start-up, started without overrides: {e}\n"
+        ));
+    }
+    if let Some(e) = &o.last_write_error {
+        out.push_str(&format!(
+            "server state file NOT written ({} errors): {e}; overrides are lost at a restart\n",
+            o.write_errors
+        ));
+    }
+    if let Some(e) = &status.connection_count.error {
+        out.push_str(&format!("active/inactive connections unknown: {e}\n"));
     }
     let b = &status.backend;
     out.push_str(&format!(
@@ -289,7 +328,9 @@ mod tests {
                 "scheduler": "rr", "effective_scheduler": "rr", "serving": "servers",
                 "servers": [
                     {"name": "srv1", "address": "198.18.1.21", "port": 80, "weight": 1,
-                     "effective_weight": 1, "health": "up", "transitions": 0,
+                     "effective_weight": 0, "health": "up", "transitions": 0,
+                     "state": "drain", "override": {"kind": "drain"},
+                     "active_connections": 1, "inactive_connections": 4,
                      "last_check": {"ok": true, "duration_ms": 0.42, "reason": null}},
                     {"name": "srv2", "address": "198.18.1.22", "port": 80, "weight": 1,
                      "effective_weight": 0, "health": "down", "held": true, "transitions": 3,
@@ -300,10 +341,28 @@ mod tests {
             "node": "lb1",
             "backend": {"name": "nft", "table": "lbsuite", "reason": "configured"},
             "vrrpd": {"connected": true, "groups": {"edge": "MASTER"}},
+            "server_overrides": {"entries": [
+                {"service": "web", "server": "srv1", "override": {"kind": "drain"}, "since_unix_ms": 1}
+            ]},
         });
         let table = render(&serde_json::from_value(status).unwrap());
         assert!(table.contains("LAST CHECK"), "{table}");
         assert!(table.contains("ok 0.4ms"), "{table}");
+        let srv1 = table.lines().find(|l| l.contains("srv1")).unwrap();
+        let cells: Vec<&str> = srv1
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert!(cells.contains(&"drain (override)"), "{srv1}");
+        assert!(
+            cells.windows(2).any(|w| w == ["1", "4"]),
+            "ACTIVE 1 INACTIVE 4: {srv1}"
+        );
+        assert!(
+            table.contains("server overrides on THIS NODE ONLY (web/srv1 drain)"),
+            "{table}"
+        );
         assert!(table.contains("down (flapping: held)"), "{table}");
         assert!(table.contains("connection refused 1.0ms"), "{table}");
         assert!(

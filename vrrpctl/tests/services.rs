@@ -20,23 +20,56 @@ fn status_reply() -> Value {
             "scheduler": "wlc", "effective_scheduler": "wrr", "serving": "servers",
             "servers": [
                 {"name": "srv1", "address": "198.18.1.21", "port": 80, "weight": 3,
-                 "effective_weight": 3, "health": "up", "connections": 12, "packets": 140, "bytes": 9000},
+                 "effective_weight": 3, "health": "up", "state": "up", "active_connections": 7,
+                 "inactive_connections": 2, "connections": 12, "packets": 140, "bytes": 9000},
                 {"name": "srv2", "address": "198.18.1.22", "port": 80, "weight": 1,
-                 "effective_weight": 0, "health": "down", "connections": 4, "packets": null, "bytes": null}
+                 "effective_weight": 0, "health": "up", "state": "drain", "override": {"kind": "drain"},
+                 "active_connections": 1, "inactive_connections": 0,
+                 "connections": 4, "packets": null, "bytes": null}
             ],
             "sorry_server": {"address": "198.18.1.30", "port": 80, "connections": null}
         }],
         "dataplane": {"applies": 3, "apply_errors": 1, "last_apply": {"ok": true, "why": "health", "changes": 2, "duration_ms": 0.8}},
         "notes": ["service web: scheduler wlc ...; using wrr"],
+        "server_overrides": {"entries": [
+            {"service": "web", "server": "srv2", "override": {"kind": "drain"}, "since_unix_ms": 1}
+        ]},
+    })
+}
+
+fn server_reply(params: &Value, kind: Value) -> Value {
+    json!({
+        "node": "lb1", "service": params["service"], "server": params["server"],
+        "override": kind, "previous": null, "state": "drain", "weight": 1,
+        "effective_weight": 0, "persisted": true,
+        "apply": {"ok": true, "changes": 2, "duration_ms": 0.5, "error": null},
     })
 }
 
 struct FakeLbd;
 
 impl RequestHandler for FakeLbd {
-    async fn handle(&self, method: &str, _params: Value) -> Result<Value, ReplyError> {
+    async fn handle(&self, method: &str, params: Value) -> Result<Value, ReplyError> {
+        if method.starts_with("server.") && params["server"] == "srv9" {
+            return Err(ReplyError::failed(
+                "service `web` has no server `srv9`; its servers: srv1, srv2",
+            ));
+        }
         match method {
             "status" => Ok(status_reply()),
+            "server.drain" => Ok(server_reply(&params, json!({"kind": "drain"}))),
+            "server.weight" if params["weight"] == 5 => Ok(server_reply(
+                &params,
+                json!({"kind": "weight", "weight": 5}),
+            )),
+            "server.list" => Ok(json!({"node": "lb1", "overrides": [
+                {"service": "web", "server": "srv2", "override": {"kind": "drain"}, "since_unix_ms": 1}
+            ]})),
+            "server.clear" if params == json!({"all": true}) => Ok(json!({
+                "node": "lb1", "persisted": true,
+                "cleared": [{"service": "web", "server": "srv2", "override": {"kind": "drain"}, "since_unix_ms": 1}],
+                "apply": {"ok": false, "error": "kernel said no"},
+            })),
             other => Err(ReplyError::method_not_found(other)),
         }
     }
@@ -104,9 +137,12 @@ fn services_table_and_json() {
         "SERVER",
         "ADDRESS",
         "WEIGHT",
+        "STATE",
         "HEALTH",
         "LAST CHECK",
         "TRANS",
+        "ACTIVE",
+        "INACTIVE",
         "CONNS",
         "PACKETS",
         "BYTES",
@@ -124,8 +160,11 @@ fn services_table_and_json() {
             "198.18.1.21:80",
             "3",
             "up",
+            "up",
             "-",
             "-",
+            "7",
+            "2",
             "12",
             "140",
             "9000"
@@ -143,9 +182,13 @@ fn services_table_and_json() {
             "0",
             "(of",
             "1)",
-            "down",
+            "drain",
+            "(override)",
+            "up",
             "-",
             "-",
+            "1",
+            "0",
             "4",
             "-",
             "-"
@@ -193,4 +236,58 @@ fn services_socket_from_config_and_absent_lbd() {
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["node"], "lb1");
+}
+
+#[test]
+fn server_commands_print_what_lbd_did_and_fail_on_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lbd.sock");
+    let _lbd = Lbd::start(&path);
+    let s = path.to_str().unwrap();
+
+    let (code, out, err) = vrrpctl(&["--socket", s, "server", "drain", "web/srv2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("web/srv2 on lb1: drain (was none); state drain, weight 0 (configured 1); applied (2 dataplane changes)"),
+        "{out}"
+    );
+    assert!(out.contains("this node's lbd only"), "{out}");
+
+    let (code, out, _) = vrrpctl(&["--socket", s, "server", "weight", "web/srv2", "5"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(": weight 5 (was none)"), "{out}");
+
+    let (code, _, err) = vrrpctl(&["--socket", s, "server", "drain", "web/srv9"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("its servers: srv1, srv2"), "{err}");
+    let (code, _, err) = vrrpctl(&["--socket", s, "server", "drain", "srv2"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("SERVICE/SERVER"), "{err}");
+    let (code, _, err) = vrrpctl(&["--socket", s, "server", "weight", "web/srv2", "-1"]);
+    assert_ne!(code, 0, "{err}");
+
+    let (code, out, _) = vrrpctl(&["--socket", s, "server", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("server overrides on lb1 (this node only):\nweb/srv2: drain"),
+        "{out}"
+    );
+
+    // clear needs --all; a failed apply is exit status 1.
+    let (code, _, _) = vrrpctl(&["--socket", s, "server", "clear"]);
+    assert_ne!(code, 0);
+    let (code, out, _) = vrrpctl(&["--socket", s, "server", "clear", "--all"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("cleared web/srv2: drain"), "{out}");
+    assert!(
+        out.contains("dataplane apply FAILED: kernel said no"),
+        "{out}"
+    );
+
+    let (code, out, _) = vrrpctl(&["--socket", s, "services"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("server overrides on THIS NODE ONLY (web/srv2 drain)"),
+        "{out}"
+    );
 }

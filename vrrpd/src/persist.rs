@@ -119,23 +119,7 @@ impl LoadError {
 /// `state_dir` is `[control] state_dir`, `env_dir` systemd's `$STATE_DIRECTORY`
 /// (a colon-separated list: the first).
 pub fn state_path(socket: &Path, state_dir: Option<&Path>, env_dir: Option<&OsStr>) -> PathBuf {
-    let stem = socket
-        .file_stem()
-        .filter(|s| !s.is_empty())
-        .unwrap_or(OsStr::new("vrrpd"));
-    let mut name = stem.to_os_string();
-    name.push(".state");
-    let env_dir = env_dir
-        .and_then(|d| d.to_str())
-        .and_then(|d| d.split(':').next())
-        .filter(|d| d.starts_with('/'))
-        .map(PathBuf::from);
-    let dir = state_dir
-        .map(Path::to_path_buf)
-        .or(env_dir)
-        .or_else(|| socket.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("/"));
-    dir.join(name)
+    ctl::daemon::state_path(socket, state_dir, env_dir, "vrrpd")
 }
 
 /// Reads the state file of node `node`: `Ok(None)` when there is none.
@@ -206,11 +190,7 @@ pub fn store(
 /// Keeps a copy of a file that could not be used, `<path>.bad`, before it is
 /// replaced; returns the copy's path.
 pub fn keep_aside(path: &Path) -> std::io::Result<PathBuf> {
-    let mut name = path.as_os_str().to_os_string();
-    name.push(".bad");
-    let bad = PathBuf::from(name);
-    std::fs::copy(path, &bad)?;
-    Ok(bad)
+    ctl::daemon::keep_aside(path)
 }
 
 #[cfg(test)]

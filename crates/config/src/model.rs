@@ -546,11 +546,14 @@ pub struct RealServer {
     pub address: IpAddr,
     /// Port (`None` for a port-range service: the destination port is kept).
     pub port: Option<u16>,
-    /// Weight 0..=65535; 0 drains the server.
+    /// Weight 0..=[`MAX_WEIGHT`]; 0 drains the server.
     pub weight: u32,
     /// Name of a `[[check]]`; no check means always up.
     pub check: Option<String>,
 }
+
+/// The highest weight a server may have (in the file and set at run time).
+pub const MAX_WEIGHT: u32 = 65_535;
 
 /// A balanced virtual service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -579,6 +582,11 @@ pub struct Service {
     /// connections continue); `false` removes it from the dataplane's service.
     #[serde(default = "default_true")]
     pub inhibit_on_failure: bool,
+    /// Count packets and bytes per server (`vrrpctl services`, metrics). The nft
+    /// backend then looks each forwarded packet up in a counter set (for every
+    /// single-port service: the lookup is per table); off by default.
+    #[serde(default)]
+    pub counters: bool,
     /// Healthy servers this node needs for the service; below it, lbd asks vrrpd
     /// to add `quorum_priority_delta` to the priority of the VIP's sync group.
     #[serde(default)]

@@ -763,6 +763,7 @@ const SERVICE_KEYS: &[&str] = &[
     "inhibit_on_failure",
     "quorum",
     "quorum_priority_delta",
+    "counters",
 ];
 
 fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service> {
@@ -841,6 +842,7 @@ fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service> {
             None => Vec::new(),
         };
         let inhibit_on_failure = t.opt_bool(r, "inhibit_on_failure").unwrap_or(true);
+        let counters = t.opt_bool(r, "counters").unwrap_or(false);
         let quorum = t
             .opt_int(
                 r,
@@ -943,6 +945,7 @@ fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service> {
             sorry_server,
             servers,
             inhibit_on_failure,
+            counters,
             quorum,
             quorum_priority_delta: quorum_priority_delta
                 .map_or(DEFAULT_QUORUM_PRIORITY_DELTA, |d| d as i16),
@@ -994,7 +997,7 @@ fn read_server(r: &mut Reader, v: &Sv, path: &str) -> Option<RealServer> {
                 r,
                 "weight",
                 0,
-                65_535,
+                i64::from(MAX_WEIGHT),
                 "use 0..=65535 (0 drains the server)",
             )
             .unwrap_or(1);

@@ -242,6 +242,7 @@ fn example_health_settings_and_defaults() {
     let cfg = config::load(&example_path()).unwrap();
     let web = &cfg.services[0];
     assert!(web.inhibit_on_failure);
+    assert!(!web.counters, "packet and byte counters are off by default");
     assert_eq!(web.quorum, None);
     assert_eq!(
         web.quorum_priority_delta,
@@ -255,7 +256,7 @@ fn example_health_settings_and_defaults() {
     let edited = text
         .replacen(
             "inhibit_on_failure = true",
-            "inhibit_on_failure = false\nquorum = 2\nquorum_priority_delta = -100",
+            "inhibit_on_failure = false\nquorum = 2\nquorum_priority_delta = -100\ncounters = true",
             1,
         )
         .replacen(
@@ -267,6 +268,10 @@ fn example_health_settings_and_defaults() {
     let cfg = config::parse(&edited, "edited.toml").unwrap();
     let web = &cfg.services[0];
     assert!(!web.inhibit_on_failure);
+    assert!(web.counters);
+    let wrong = text.replacen("inhibit_on_failure = true", "counters = \"yes\"", 1);
+    let err = config::parse(&wrong, "wrong.toml").unwrap_err().to_string();
+    assert!(err.contains("counters"), "{err}");
     assert_eq!(web.quorum, Some(2));
     assert_eq!(web.quorum_priority_delta, -100);
     let check = cfg.check("web-http").unwrap();

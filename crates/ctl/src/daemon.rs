@@ -166,6 +166,59 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result
     result
 }
 
+/// Where a daemon whose control socket is `socket` keeps its state file (what an
+/// operator set at run time): `<dir>/<socket's file stem>.state`, `dir` being
+/// `state_dir` (`[control] state_dir`), else `env_dir` (systemd's
+/// `$STATE_DIRECTORY`, a colon-separated list: the first, if absolute), else the
+/// socket's directory. The stem keeps two nodes sharing one machine (test labs)
+/// apart; `default_stem` serves a socket path without one.
+pub fn state_path(
+    socket: &std::path::Path,
+    state_dir: Option<&std::path::Path>,
+    env_dir: Option<&std::ffi::OsStr>,
+    default_stem: &str,
+) -> std::path::PathBuf {
+    use std::path::{Path, PathBuf};
+    let stem = socket
+        .file_stem()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(std::ffi::OsStr::new(default_stem));
+    let mut name = stem.to_os_string();
+    name.push(".state");
+    let env_dir = env_dir
+        .and_then(|d| d.to_str())
+        .and_then(|d| d.split(':').next())
+        .filter(|d| d.starts_with('/'))
+        .map(PathBuf::from);
+    let dir = state_dir
+        .map(Path::to_path_buf)
+        .or(env_dir)
+        .or_else(|| socket.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("/"));
+    dir.join(name)
+}
+
+/// Writes `value` to the state file `path` as pretty JSON (with a final newline),
+/// creating its directory, atomically and owner-only ([`write_atomically`]).
+pub fn store_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> std::io::Result<()> {
+    let mut text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    text.push(b'\n');
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_atomically(path, &text)
+}
+
+/// Keeps a copy of a state file that could not be used, `<path>.bad`, before it is
+/// replaced; returns the copy's path.
+pub fn keep_aside(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".bad");
+    let bad = std::path::PathBuf::from(name);
+    std::fs::copy(path, &bad)?;
+    Ok(bad)
+}
+
 /// What keeps a second daemon off one node: an exclusive `flock` on
 /// `<control socket>.lock`, held for the daemon's life and released by the kernel
 /// when the process ends, however it ends. The holder writes its pid into the file,

@@ -39,11 +39,17 @@ fn encode_as(name: &str, example: &Value) -> Option<Result<Value, String>> {
         "PrepareReply" => round_trip::<lbd::PrepareReply>(example),
         "LbdReloadReply" => round_trip::<lbd::LbdReloadReply>(example),
         "LbdStatus" => round_trip::<lbd::LbdStatus>(example),
+        "ServerParams" => round_trip::<lbd::ServerParams>(example),
+        "ServerWeightParams" => round_trip::<lbd::ServerWeightParams>(example),
+        "ServerReply" => round_trip::<lbd::ServerReply>(example),
+        "ServerListReply" => round_trip::<lbd::ServerListReply>(example),
+        "ServerClearParams" => round_trip::<lbd::ServerClearParams>(example),
+        "ServerClearReply" => round_trip::<lbd::ServerClearReply>(example),
         _ => return None,
     })
 }
 
-const DOCUMENTED: [&str; 21] = [
+const DOCUMENTED: [&str; 27] = [
     "VrrpdStatus",
     "GroupStateEvent",
     "ReloadParams",
@@ -65,6 +71,12 @@ const DOCUMENTED: [&str; 21] = [
     "PrepareReply",
     "LbdReloadReply",
     "LbdStatus",
+    "ServerParams",
+    "ServerWeightParams",
+    "ServerReply",
+    "ServerListReply",
+    "ServerClearParams",
+    "ServerClearReply",
 ];
 
 /// Each ```json NAME block of the page: (NAME, text).
@@ -160,6 +172,16 @@ fn a_newer_peer_with_more_fields_is_read() {
 fn operator_params_refuse_what_they_do_not_know() {
     let odd = serde_json::json!({"on": true, "group": "edge", "for_hours": 2});
     assert!(serde_json::from_value::<vrrpd::MaintenanceParams>(odd).is_err());
+    let odd = serde_json::json!({"service": "web", "server": "srv2", "now": true});
+    assert!(serde_json::from_value::<lbd::ServerParams>(odd.clone()).is_err());
+    let odd = serde_json::json!({"service": "web", "server": "srv2", "weight": 2, "now": true});
+    assert!(serde_json::from_value::<lbd::ServerWeightParams>(odd).is_err());
+    let odd = serde_json::json!({"all": true, "node": "lb2"});
+    assert!(serde_json::from_value::<lbd::ServerClearParams>(odd).is_err());
+    let odd = serde_json::json!({"kind": "weight", "weight": 2, "for": 60});
+    assert!(serde_json::from_value::<lbd::ServerOverride>(odd).is_err());
+    let odd = serde_json::json!({"kind": "maint"});
+    assert!(serde_json::from_value::<lbd::ServerOverride>(odd).is_err());
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! What lbd answers: `prepare` (asked by vrrpd), `status` (`vrrpctl services`),
-//! `reload`.
+//! `reload`, and the run-time control of one server (`server.*`, `vrrpctl server`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -80,6 +80,9 @@ pub struct LbdReloadReply {
     pub nat_changed: bool,
     /// Sections that changed but take effect at the next restart.
     pub restart_needed: Vec<String>,
+    /// Run-time server overrides dropped because the new file has no such server
+    /// (`service/server: override`).
+    pub overrides_dropped: Vec<String>,
     /// The dataplane apply that followed.
     pub apply: ApplyOutcome,
 }
@@ -100,6 +103,12 @@ impl LbdReloadReply {
             .collect();
         if self.nat_changed {
             parts.push("NAT rules changed".to_owned());
+        }
+        if !self.overrides_dropped.is_empty() {
+            parts.push(format!(
+                "server overrides dropped (no such server now): {}",
+                self.overrides_dropped.join(", ")
+            ));
         }
         if parts.is_empty() {
             parts.push("nothing changed".to_owned());
@@ -153,6 +162,10 @@ pub struct LbdStatus {
     pub health: HealthStatus,
     /// Service quorums as priority tracks: wanted, and what vrrpd accepted.
     pub priority_tracks: PriorityTracksStatus,
+    /// Run-time server overrides (`vrrpctl server`) and their state file.
+    pub server_overrides: ServerOverridesStatus,
+    /// The conntrack dump that counted active and inactive connections.
+    pub connection_count: ConnectionCount,
     /// What could not be done as configured, one sentence each.
     pub notes: Vec<String>,
     /// Recent errors, `unix_ms: text`.
@@ -251,10 +264,25 @@ pub struct ServerStatus {
     pub port: Option<u16>,
     /// Configured weight.
     pub weight: u32,
-    /// Weight in the dataplane (0 while down).
+    /// Weight in the dataplane (0 while down, drained or disabled; a run-time
+    /// weight while one is set).
     pub effective_weight: u32,
     /// `up`, `down` or `unchecked`.
     pub health: String,
+    /// What it does now: `up`, `down` (its check failed), `drain` (weight 0:
+    /// no new connections, established ones continue) or `disabled` (out of
+    /// service as if its check failed).
+    #[serde(default)]
+    pub state: Option<String>,
+    /// The run-time override in force on this node (`vrrpctl server`).
+    #[serde(default, rename = "override")]
+    pub server_override: Option<ServerOverride>,
+    /// Established TCP connections to it in conntrack now (IPVS's ActConn).
+    #[serde(default)]
+    pub active_connections: Option<u64>,
+    /// Its other tracked connections: TCP opening or closing, and UDP (InActConn).
+    #[serde(default)]
+    pub inactive_connections: Option<u64>,
     /// The check's name.
     #[serde(default)]
     pub check: Option<String>,
@@ -595,4 +623,174 @@ pub struct TrackReport {
     pub error: Option<String>,
     /// Requests sent.
     pub requests: u64,
+}
+
+/// lbd's method names for the run-time control of one server.
+pub mod methods {
+    /// Weight 0 until enabled: no new connections, established ones continue.
+    pub const SERVER_DRAIN: &str = "server.drain";
+    /// Out of service as if its check failed, until enabled.
+    pub const SERVER_DISABLE: &str = "server.disable";
+    /// Clears the server's override: back to the configuration.
+    pub const SERVER_ENABLE: &str = "server.enable";
+    /// A run-time weight until enabled.
+    pub const SERVER_WEIGHT: &str = "server.weight";
+    /// The overrides in force.
+    pub const SERVER_LIST: &str = "server.list";
+    /// Clears every override.
+    pub const SERVER_CLEAR: &str = "server.clear";
+}
+
+/// What an operator set for one server at run time (kept until cleared, across
+/// reloads and restarts, on this node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ServerOverride {
+    /// Weight 0: no new connections, established ones continue.
+    Drain,
+    /// Out of service as if its check failed.
+    Disable,
+    /// This weight instead of the configured one (0..=65535).
+    Weight {
+        /// The weight.
+        weight: u32,
+    },
+}
+
+impl std::fmt::Display for ServerOverride {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerOverride::Drain => f.write_str("drain"),
+            ServerOverride::Disable => f.write_str("disable"),
+            ServerOverride::Weight { weight } => write!(f, "weight {weight}"),
+        }
+    }
+}
+
+/// Params of `server.drain`, `server.disable` and `server.enable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerParams {
+    /// The service's name.
+    pub service: String,
+    /// The server's name within it.
+    pub server: String,
+}
+
+/// Params of `server.weight`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerWeightParams {
+    /// The service's name.
+    pub service: String,
+    /// The server's name within it.
+    pub server: String,
+    /// The run-time weight, 0..=65535 as in the file (0 drains).
+    pub weight: u32,
+}
+
+/// Params of `server.clear`: `all` must be true (one server: `server.enable`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerClearParams {
+    /// Every override.
+    pub all: bool,
+}
+
+/// One override in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerOverrideEntry {
+    /// The service.
+    pub service: String,
+    /// The server.
+    pub server: String,
+    /// What was set.
+    #[serde(rename = "override")]
+    pub server_override: ServerOverride,
+    /// Since when, Unix ms.
+    pub since_unix_ms: u64,
+}
+
+/// Reply to `server.drain`, `server.disable`, `server.enable`, `server.weight`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerReply {
+    /// This node (an override applies to this node's lbd only).
+    pub node: String,
+    /// The service.
+    pub service: String,
+    /// The server.
+    pub server: String,
+    /// The override now (`None`: the configuration rules).
+    #[serde(rename = "override")]
+    pub server_override: Option<ServerOverride>,
+    /// The override before.
+    pub previous: Option<ServerOverride>,
+    /// The server's state now: `up`, `down`, `drain`, `disabled`.
+    pub state: String,
+    /// Its configured weight.
+    pub weight: u32,
+    /// The weight the dataplane gives it now.
+    pub effective_weight: u32,
+    /// The override is in the state file (a restart keeps it).
+    pub persisted: bool,
+    /// The dataplane apply.
+    pub apply: ApplyOutcome,
+}
+
+/// Reply to `server.list`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerListReply {
+    /// This node.
+    pub node: String,
+    /// The overrides in force, by service and server.
+    pub overrides: Vec<ServerOverrideEntry>,
+}
+
+/// Reply to `server.clear`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerClearReply {
+    /// This node.
+    pub node: String,
+    /// The overrides cleared.
+    pub cleared: Vec<ServerOverrideEntry>,
+    /// The state file holds no override now.
+    pub persisted: bool,
+    /// The dataplane apply.
+    pub apply: ApplyOutcome,
+}
+
+/// Run-time server overrides in `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerOverridesStatus {
+    /// The overrides in force (they apply to this node only: set them on the
+    /// peer too, or a failover serves the server as configured).
+    pub entries: Vec<ServerOverrideEntry>,
+    /// The state file that keeps them across restarts.
+    pub state_file: String,
+    /// Why the state file could not be used at start-up (lbd then started
+    /// without overrides and kept the file aside as `<file>.bad`).
+    pub load_error: Option<String>,
+    /// Entries dropped at start-up or reload: no such server in the configuration.
+    pub dropped: Vec<String>,
+    /// Writes of the state file that failed.
+    pub write_errors: u64,
+    /// Why the last write failed.
+    pub last_write_error: Option<String>,
+}
+
+/// The conntrack dump behind the active and inactive connection counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConnectionCount {
+    /// Entries of the services' VIPs counted.
+    pub entries: u64,
+    /// How long the dump took.
+    pub duration_ms: f64,
+    /// Why there are no counts (then every server's are absent).
+    pub error: Option<String>,
 }

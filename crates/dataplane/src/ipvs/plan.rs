@@ -617,6 +617,30 @@ mod tests {
         );
     }
 
+    /// `vrrpctl server drain` then `enable` (weight 0 and back), and `disable` with
+    /// `inhibit_on_failure = false` then `enable` (deleted and back): each a
+    /// change of that destination alone, the other one untouched.
+    #[test]
+    fn a_drained_destination_returns_by_an_edit_and_a_removed_one_by_an_add() {
+        let configured = wanted(&state(vec![web(Scheduler::Wrr)])).unwrap();
+        let mut s = web(Scheduler::Wrr);
+        s.backends[1].weight = 0;
+        let drained = wanted(&state(vec![s])).unwrap();
+        let ops = plan(&configured, &as_current(&drained), &BTreeSet::new());
+        assert_eq!(
+            ops.iter().map(Op::to_string).collect::<Vec<_>>(),
+            vec!["edit 198.18.1.22:80 of tcp 198.18.0.100:80 weight 2"]
+        );
+        let mut s = web(Scheduler::Wrr);
+        s.backends.remove(1);
+        let removed = wanted(&state(vec![s])).unwrap();
+        let ops = plan(&configured, &as_current(&removed), &BTreeSet::new());
+        assert_eq!(
+            ops.iter().map(Op::to_string).collect::<Vec<_>>(),
+            vec!["add 198.18.1.22:80 to tcp 198.18.0.100:80 weight 2"]
+        );
+    }
+
     #[test]
     fn a_scheduler_or_persistence_change_edits_the_service_only() {
         let before = wanted(&state(vec![web(Scheduler::Rr)])).unwrap();

@@ -1,0 +1,794 @@
+//! Run-time control of one server (`vrrpctl server drain|disable|enable|weight`):
+//! the overrides lbd keeps until they are cleared, across reloads and restarts,
+//! and the active/inactive connection counts that show when a drain is done.
+//!
+//! Rules:
+//! - an override lies over the configuration in the planner
+//!   ([`crate::desired::plan_with`]) and goes through the normal apply: one batch;
+//! - it applies to this node only: the peer's lbd serves the server as its own
+//!   configuration and overrides say, so an operator drains on both nodes (the
+//!   command's output and `vrrpctl services` say so);
+//! - it is kept in a state file, `<dir>/<lbd socket stem>.state` (the directory
+//!   as vrrpd's: `[control] state_dir`, `$STATE_DIRECTORY`, the socket's),
+//!   written atomically and owner-only before the reply;
+//! - a state file that cannot be used is logged, counted
+//!   (`lbd_server_state_file_errors_total{operation="read"}`), kept aside as
+//!   `<file>.bad`, and lbd starts without overrides, saying so in `status`;
+//! - an override of a server the configuration no longer has is dropped (at
+//!   start-up or reload), logged and reported.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use serde::{Deserialize, Serialize};
+
+use config::NodeView;
+use ctl::contract::lbd::{
+    ConnectionCount, ServerOverride, ServerOverrideEntry, ServerOverridesStatus,
+};
+use ctl::wire::ReplyError;
+
+use crate::desired::{Overrides, ServicePlan};
+
+/// The state file's format version.
+pub const VERSION: u32 = 1;
+
+/// The state file as written.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileContents {
+    version: u32,
+    node: String,
+    written_unix_ms: u64,
+    #[serde(default)]
+    servers: Vec<ServerOverrideEntry>,
+}
+
+/// Reads the state file of node `node`: `Ok(None)` when there is none; the error
+/// says why it cannot be used, and whether its bytes were read.
+pub fn load(path: &Path, node: &str) -> Result<Option<Vec<ServerOverrideEntry>>, (String, bool)> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err((format!("{}: cannot be read: {e}", path.display()), false)),
+    };
+    let file: FileContents = serde_json::from_slice(&bytes).map_err(|e| {
+        (
+            format!("{}: not a valid lbd state file: {e}", path.display()),
+            true,
+        )
+    })?;
+    if file.version != VERSION {
+        return Err((
+            format!(
+                "{}: format version {}, this lbd reads version {VERSION}",
+                path.display(),
+                file.version
+            ),
+            true,
+        ));
+    }
+    if file.node != node {
+        return Err((
+            format!(
+                "{}: written by node `{}`, this is node `{node}`",
+                path.display(),
+                file.node
+            ),
+            true,
+        ));
+    }
+    Ok(Some(file.servers))
+}
+
+/// Writes `entries` for node `node` atomically, owner-only (0600).
+pub fn store(
+    path: &Path,
+    node: &str,
+    entries: &[ServerOverrideEntry],
+    now_unix_ms: u64,
+) -> std::io::Result<()> {
+    let contents = FileContents {
+        version: VERSION,
+        node: node.to_owned(),
+        written_unix_ms: now_unix_ms,
+        servers: entries.to_vec(),
+    };
+    ctl::daemon::store_json(path, &contents)
+}
+
+/// Checks that `service` has a server `server`; the error names what exists.
+pub fn resolve(view: &NodeView, service: &str, server: &str) -> Result<(), String> {
+    let Some(s) = view.services.iter().find(|s| s.name == service) else {
+        let names: Vec<&str> = view.services.iter().map(|s| s.name.as_str()).collect();
+        return Err(format!(
+            "no service `{service}`; services: {}",
+            list_or_none(&names)
+        ));
+    };
+    if s.servers.iter().any(|r| r.name == server) {
+        return Ok(());
+    }
+    let names: Vec<&str> = s.servers.iter().map(|r| r.name.as_str()).collect();
+    Err(format!(
+        "service `{service}` has no server `{server}`; its servers: {}",
+        list_or_none(&names)
+    ))
+}
+
+/// Checks a run-time weight against the configuration's rule.
+pub fn check_weight(weight: u32) -> Result<(), String> {
+    if weight > config::MAX_WEIGHT {
+        return Err(format!(
+            "weight {weight}: use 0..={} as in the file (0 drains the server)",
+            config::MAX_WEIGHT
+        ));
+    }
+    Ok(())
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The overrides this lbd holds, and their state file.
+#[derive(Debug)]
+pub struct ServerControl {
+    path: PathBuf,
+    node: String,
+    entries: BTreeMap<(String, String), ServerOverrideEntry>,
+    load_error: Option<String>,
+    dropped: Vec<String>,
+    write_errors: u64,
+    last_write_error: Option<String>,
+    metrics: Option<Metrics>,
+}
+
+#[derive(Debug, Clone)]
+struct Metrics {
+    rejected: IntCounter,
+    file_errors: IntCounterVec,
+}
+
+impl ServerControl {
+    /// Reads this node's state file (see the module's rules); `env_dir` is
+    /// `$STATE_DIRECTORY`.
+    pub fn open(view: &NodeView, env_dir: Option<&std::ffi::OsStr>) -> ServerControl {
+        let path = ctl::daemon::state_path(
+            &view.control.lbd_socket,
+            view.control.state_dir.as_deref(),
+            env_dir,
+            "lbd",
+        );
+        let mut control = ServerControl {
+            path,
+            node: view.name.clone(),
+            entries: BTreeMap::new(),
+            load_error: None,
+            dropped: Vec::new(),
+            write_errors: 0,
+            last_write_error: None,
+            metrics: None,
+        };
+        match load(&control.path, &view.name) {
+            Ok(Some(entries)) => {
+                control.entries = entries
+                    .into_iter()
+                    .map(|e| ((e.service.clone(), e.server.clone()), e))
+                    .collect();
+                tracing::info!(path = %control.path.display(), overrides = control.entries.len(), "server overrides read");
+            }
+            Ok(None) => {
+                tracing::debug!(path = %control.path.display(), "no server state file: no overrides");
+            }
+            Err((why, was_read)) => {
+                tracing::error!("server state file unusable: {why}; lbd starts without server overrides (drains and disables set before are NOT in force): check the file, then set them again with `vrrpctl server`");
+                if was_read {
+                    match ctl::daemon::keep_aside(&control.path) {
+                        Ok(bad) => {
+                            tracing::warn!(copy = %bad.display(), "the unusable server state file is kept aside");
+                            let _ = control.store();
+                        }
+                        Err(e) => {
+                            tracing::error!(path = %control.path.display(), error = %e, "cannot keep the unusable server state file aside; leaving it as it is")
+                        }
+                    }
+                }
+                control.load_error = Some(why);
+            }
+        }
+        control.retain(view);
+        control
+    }
+
+    /// Registers the command and state file counters with `registry`.
+    pub fn attach(&mut self, registry: &Registry) {
+        let rejected = IntCounter::new(
+            "lbd_server_commands_rejected_total",
+            "Run-time server commands (vrrpctl server) refused: an unknown service or server, a bad weight or parameters.",
+        );
+        let file_errors = IntCounterVec::new(
+            Opts::new(
+                "lbd_server_state_file_errors_total",
+                "Server state file (run-time overrides) reads and writes that failed.",
+            ),
+            &["operation"],
+        );
+        let (Ok(rejected), Ok(file_errors)) = (rejected, file_errors) else {
+            return;
+        };
+        if registry.register(Box::new(rejected.clone())).is_err()
+            || registry.register(Box::new(file_errors.clone())).is_err()
+        {
+            return;
+        }
+        file_errors
+            .with_label_values(&["read"])
+            .inc_by(u64::from(self.load_error.is_some()));
+        file_errors
+            .with_label_values(&["write"])
+            .inc_by(self.write_errors);
+        self.metrics = Some(Metrics {
+            rejected,
+            file_errors,
+        });
+    }
+
+    /// Counts a refused command.
+    pub fn rejected(&self) {
+        if let Some(m) = &self.metrics {
+            m.rejected.inc();
+        }
+    }
+
+    /// The overrides for the planner.
+    pub fn overrides(&self) -> Overrides {
+        self.entries
+            .iter()
+            .map(|(k, e)| (k.clone(), e.server_override))
+            .collect()
+    }
+
+    /// The override of one server.
+    pub fn get(&self, service: &str, server: &str) -> Option<ServerOverride> {
+        self.entries
+            .get(&(service.to_owned(), server.to_owned()))
+            .map(|e| e.server_override)
+    }
+
+    /// Every override, by service and server.
+    pub fn entries(&self) -> Vec<ServerOverrideEntry> {
+        self.entries.values().cloned().collect()
+    }
+
+    /// Sets (`Some`) or clears (`None`) one server's override; the previous one.
+    /// The caller has resolved the names.
+    pub fn set(
+        &mut self,
+        service: &str,
+        server: &str,
+        value: Option<ServerOverride>,
+        now_unix_ms: u64,
+    ) -> Option<ServerOverride> {
+        let key = (service.to_owned(), server.to_owned());
+        let previous = match value {
+            Some(o) => {
+                let since = match self.entries.get(&key) {
+                    Some(e) if e.server_override == o => e.since_unix_ms,
+                    _ => now_unix_ms,
+                };
+                self.entries.insert(
+                    key,
+                    ServerOverrideEntry {
+                        service: service.to_owned(),
+                        server: server.to_owned(),
+                        server_override: o,
+                        since_unix_ms: since,
+                    },
+                )
+            }
+            None => self.entries.remove(&key),
+        };
+        previous.map(|e| e.server_override)
+    }
+
+    /// Clears every override; the ones cleared.
+    pub fn clear_all(&mut self) -> Vec<ServerOverrideEntry> {
+        std::mem::take(&mut self.entries).into_values().collect()
+    }
+
+    /// Drops the overrides of servers `view` does not have; what was dropped, as
+    /// `service/server: override` (also kept for status).
+    pub fn retain(&mut self, view: &NodeView) -> Vec<String> {
+        let gone: Vec<(String, String)> = self
+            .entries
+            .keys()
+            .filter(|(service, server)| resolve(view, service, server).is_err())
+            .cloned()
+            .collect();
+        let mut dropped = Vec::new();
+        for key in gone {
+            if let Some(e) = self.entries.remove(&key) {
+                let text = format!("{}/{}: {}", e.service, e.server, e.server_override);
+                tracing::warn!(service = %e.service, server = %e.server, what = %e.server_override, "server override dropped: the configuration has no such server now");
+                dropped.push(text);
+            }
+        }
+        if !dropped.is_empty() {
+            self.dropped.extend(dropped.iter().cloned());
+            let _ = self.store();
+        }
+        dropped
+    }
+
+    /// Writes the state file; false (logged, counted, in status) if it failed.
+    pub fn store(&mut self) -> bool {
+        let now = crate::servers::unix_ms();
+        match store(&self.path, &self.node, &self.entries(), now) {
+            Ok(()) => true,
+            Err(e) => {
+                self.write_errors += 1;
+                let why = format!("{}: {e}", self.path.display());
+                tracing::error!(error = %why, "cannot write the server state file: the overrides hold until lbd restarts, not after");
+                self.last_write_error = Some(why);
+                if let Some(m) = &self.metrics {
+                    m.file_errors.with_label_values(&["write"]).inc();
+                }
+                false
+            }
+        }
+    }
+
+    /// For `status`.
+    pub fn status(&self) -> ServerOverridesStatus {
+        ServerOverridesStatus {
+            entries: self.entries(),
+            state_file: self.path.display().to_string(),
+            load_error: self.load_error.clone(),
+            dropped: self.dropped.clone(),
+            write_errors: self.write_errors,
+            last_write_error: self.last_write_error.clone(),
+        }
+    }
+}
+
+/// A refused server command, counted.
+pub fn refuse(control: &ServerControl, why: String) -> ReplyError {
+    control.rejected();
+    tracing::warn!(error = %why, "server command refused");
+    ReplyError::failed(why)
+}
+
+/// Unix time in ms.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Active (TCP established) and inactive (every other state; UDP) connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnCounts {
+    /// TCP ESTABLISHED.
+    pub active: u64,
+    /// The others.
+    pub inactive: u64,
+}
+
+/// What identifies a service's connections in conntrack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountedService {
+    /// The service.
+    pub name: String,
+    /// Its VIP.
+    pub vip: IpAddr,
+    /// IP protocol number.
+    pub proto: u8,
+    /// First and last port.
+    pub ports: (u16, u16),
+    /// Its servers: name, address, port (`None`: the client's destination port).
+    pub servers: Vec<(String, IpAddr, Option<u16>)>,
+}
+
+impl CountedService {
+    /// From a planned service (`None` for a port spec that does not parse).
+    pub fn of(s: &ServicePlan) -> Option<CountedService> {
+        let ports = match s.ports.split_once('-') {
+            Some((lo, hi)) => (lo.parse().ok()?, hi.parse().ok()?),
+            None => {
+                let p = s.ports.parse().ok()?;
+                (p, p)
+            }
+        };
+        Some(CountedService {
+            name: s.name.clone(),
+            vip: s.vip,
+            proto: if s.protocol == "udp" { 17 } else { 6 },
+            ports,
+            servers: s
+                .servers
+                .iter()
+                .map(|b| (b.name.clone(), b.address, b.port))
+                .collect(),
+        })
+    }
+}
+
+/// Counts `entries` per (service, server): an entry belongs to a server when its
+/// original destination is the service's VIP, protocol and port, and its reply
+/// comes from the server's address and port (the DNAT mapping).
+pub fn tally(
+    services: &[CountedService],
+    entries: &[ctsync::Entry],
+) -> HashMap<(String, String), ConnCounts> {
+    let mut out: HashMap<(String, String), ConnCounts> = HashMap::new();
+    for e in entries {
+        let Some(dport) = e.orig.dst_port() else {
+            continue;
+        };
+        let Some(s) = services.iter().find(|s| {
+            s.vip == e.orig.dst
+                && s.proto == e.orig.proto
+                && (s.ports.0..=s.ports.1).contains(&dport)
+        }) else {
+            continue;
+        };
+        let from = (e.reply.src, e.reply.src_port());
+        let Some((server, _, _)) = s
+            .servers
+            .iter()
+            .find(|(_, addr, port)| (*addr, Some(port.unwrap_or(dport))) == from)
+        else {
+            continue;
+        };
+        let c = out.entry((s.name.clone(), server.clone())).or_default();
+        if e.tcp
+            .is_some_and(|t| t.state == ctsync::TcpState::ESTABLISHED)
+        {
+            c.active += 1;
+        } else {
+            c.inactive += 1;
+        }
+    }
+    out
+}
+
+/// One conntrack dump of the services' VIPs, counted per server (blocking).
+pub fn count_connections(
+    services: &[CountedService],
+) -> (HashMap<(String, String), ConnCounts>, ConnectionCount) {
+    let started = Instant::now();
+    let mut vips: Vec<IpAddr> = services.iter().map(|s| s.vip).collect();
+    vips.sort();
+    vips.dedup();
+    if vips.is_empty() {
+        return (HashMap::new(), ConnectionCount::default());
+    }
+    let filter = ctsync::FlowFilter {
+        orig_dst: vips,
+        ..ctsync::FlowFilter::default()
+    };
+    let dumped = ctsync::Conntrack::open().and_then(|mut ct| ct.dump(&filter));
+    match dumped {
+        Ok(entries) => {
+            let counts = tally(services, &entries);
+            (
+                counts,
+                ConnectionCount {
+                    entries: entries.len() as u64,
+                    duration_ms: ctl::contract::ms(started.elapsed()),
+                    error: None,
+                },
+            )
+        }
+        Err(e) => (
+            HashMap::new(),
+            ConnectionCount {
+                entries: 0,
+                duration_ms: ctl::contract::ms(started.elapsed()),
+                error: Some(format!("conntrack dump: {e}")),
+            },
+        ),
+    }
+}
+
+/// `status` with each server's active and inactive connections filled in, from
+/// one conntrack dump (on the blocking pool, at most 5 s).
+pub async fn with_connection_counts(
+    mut status: ctl::contract::lbd::LbdStatus,
+    services: Vec<CountedService>,
+) -> ctl::contract::lbd::LbdStatus {
+    let dump = tokio::task::spawn_blocking(move || count_connections(&services));
+    let (counts, result) = match tokio::time::timeout(std::time::Duration::from_secs(5), dump).await
+    {
+        Ok(Ok(counted)) => counted,
+        Ok(Err(e)) => (
+            HashMap::new(),
+            ConnectionCount {
+                error: Some(format!("conntrack dump: {e}")),
+                ..ConnectionCount::default()
+            },
+        ),
+        Err(_) => (
+            HashMap::new(),
+            ConnectionCount {
+                error: Some("conntrack dump: no answer within 5 s".to_owned()),
+                ..ConnectionCount::default()
+            },
+        ),
+    };
+    if result.error.is_none() {
+        for s in &mut status.services {
+            for b in &mut s.servers {
+                let c = counts
+                    .get(&(s.name.clone(), b.name.clone()))
+                    .copied()
+                    .unwrap_or_default();
+                b.active_connections = Some(c.active);
+                b.inactive_connections = Some(c.inactive);
+            }
+        }
+    }
+    status.connection_count = result;
+    status
+}
+
+/// `lbd_backend_connections_active` and `_inactive`, counted from one conntrack
+/// dump per scrape (in the scrape's thread, not the daemon loop's).
+#[derive(Debug, Clone)]
+pub struct ConnectionGauges {
+    services: Arc<Mutex<Vec<CountedService>>>,
+    templates: (IntGaugeVec, IntGaugeVec),
+}
+
+impl ConnectionGauges {
+    /// Registers the gauges with `registry`; `None` if that failed (logged).
+    pub fn register(registry: &Registry) -> Option<ConnectionGauges> {
+        let gauges = ConnectionGauges {
+            services: Arc::default(),
+            templates: Self::gauges()?,
+        };
+        match registry.register(Box::new(gauges.clone())) {
+            Ok(()) => Some(gauges),
+            Err(e) => {
+                tracing::warn!(error = %e, "active/inactive connection gauges not registered");
+                None
+            }
+        }
+    }
+
+    fn gauges() -> Option<(IntGaugeVec, IntGaugeVec)> {
+        let labels = ["service", "backend", "address"];
+        let active = IntGaugeVec::new(
+            Opts::new(
+                "lbd_backend_connections_active",
+                "Established TCP connections to the backend in conntrack (IPVS's ActConn), counted at scrape time.",
+            ),
+            &labels,
+        );
+        let inactive = IntGaugeVec::new(
+            Opts::new(
+                "lbd_backend_connections_inactive",
+                "The backend's other conntrack entries: TCP opening or closing, UDP (IPVS's InActConn), counted at scrape time.",
+            ),
+            &labels,
+        );
+        Some((active.ok()?, inactive.ok()?))
+    }
+
+    /// The services to count from now on (after each plan).
+    pub fn set_services(&self, services: Vec<CountedService>) {
+        *self.services.lock().unwrap_or_else(PoisonError::into_inner) = services;
+    }
+}
+
+impl Collector for ConnectionGauges {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = self.templates.0.desc();
+        d.extend(self.templates.1.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let services = self
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some((active, inactive)) = Self::gauges() else {
+            return Vec::new();
+        };
+        let (counts, result) = count_connections(&services);
+        if let Some(e) = result.error {
+            tracing::debug!(error = %e, "active/inactive connections unavailable");
+            return Vec::new();
+        }
+        for s in &services {
+            for (server, addr, port) in &s.servers {
+                let c = counts
+                    .get(&(s.name.clone(), server.clone()))
+                    .copied()
+                    .unwrap_or_default();
+                let address = crate::telemetry::address_label(*addr, *port);
+                let labels = [s.name.as_str(), server.as_str(), address.as_str()];
+                active
+                    .with_label_values(&labels)
+                    .set(i64::try_from(c.active).unwrap_or(i64::MAX));
+                inactive
+                    .with_label_values(&labels)
+                    .set(i64::try_from(c.inactive).unwrap_or(i64::MAX));
+            }
+        }
+        let mut out = active.collect();
+        out.extend(inactive.collect());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn view() -> NodeView {
+        config::parse(include_str!("../../cluster.toml.example"), "t.toml")
+            .unwrap()
+            .node_view(Some("lb1"))
+            .unwrap()
+    }
+
+    fn entry(service: &str, server: &str, o: ServerOverride) -> ServerOverrideEntry {
+        ServerOverrideEntry {
+            service: service.into(),
+            server: server.into(),
+            server_override: o,
+            since_unix_ms: 1,
+        }
+    }
+
+    #[test]
+    fn names_are_resolved_and_errors_name_what_exists() {
+        let v = view();
+        assert_eq!(resolve(&v, "web", "srv2"), Ok(()));
+        let e = resolve(&v, "webb", "srv2").unwrap_err();
+        assert!(e.contains("no service `webb`; services: web"), "{e}");
+        let e = resolve(&v, "web", "srv9").unwrap_err();
+        assert!(e.contains("its servers: srv1, srv2"), "{e}");
+        assert!(check_weight(65_535).is_ok());
+        assert!(check_weight(65_536).unwrap_err().contains("0..=65535"));
+    }
+
+    #[test]
+    fn the_state_file_round_trips_owner_only_and_refuses_garbage() {
+        let dir = std::env::temp_dir().join(format!("lbd-servers-{}", std::process::id()));
+        let path = dir.join("lbd.state");
+        let entries = vec![
+            entry("web", "srv1", ServerOverride::Drain),
+            entry("web", "srv2", ServerOverride::Weight { weight: 7 }),
+        ];
+        store(&path, "lb1", &entries, 5).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(load(&path, "lb1").unwrap(), Some(entries));
+        assert!(load(&path, "lb2").unwrap_err().0.contains("node `lb1`"));
+        std::fs::write(&path, b"{\"version\": 1, \"node\": ").unwrap();
+        let (why, read) = load(&path, "lb1").unwrap_err();
+        assert!(why.contains("not a valid lbd state file") && read, "{why}");
+        assert_eq!(load(&dir.join("absent.state"), "lb1").unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_kept_aside_and_lbd_starts_without_overrides() {
+        let dir = std::env::temp_dir().join(format!("lbd-servers-bad-{}", std::process::id()));
+        let mut v = view();
+        v.control.state_dir = Some(dir.clone());
+        let path = dir.join("lbd.state");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&path, b"not json").unwrap();
+        let c = ServerControl::open(&v, None);
+        assert!(c.overrides().is_empty());
+        assert!(c.status().load_error.unwrap().contains("not a valid"));
+        assert_eq!(
+            std::fs::read(dir.join("lbd.state.bad")).unwrap(),
+            b"not json"
+        );
+        assert_eq!(load(&path, "lb1").unwrap(), Some(Vec::new()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn overrides_of_servers_gone_are_dropped() {
+        let dir = std::env::temp_dir().join(format!("lbd-servers-gone-{}", std::process::id()));
+        let mut v = view();
+        v.control.state_dir = Some(dir.clone());
+        let mut c = ServerControl::open(&v, None);
+        assert_eq!(c.set("web", "srv2", Some(ServerOverride::Drain), 3), None);
+        assert_eq!(
+            c.set("web", "srv2", Some(ServerOverride::Disable), 4),
+            Some(ServerOverride::Drain)
+        );
+        assert!(c.store());
+        v.services[0].servers.retain(|s| s.name != "srv2");
+        assert_eq!(c.retain(&v), vec!["web/srv2: disable".to_owned()]);
+        assert!(c.overrides().is_empty());
+        assert_eq!(
+            load(&dir.join("lbd.state"), "lb1").unwrap(),
+            Some(Vec::new())
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn connections_are_counted_per_server_by_state() {
+        use ctsync::{Entry, Status, TcpInfo, TcpState, Tuple};
+        let vip: IpAddr = "198.18.0.100".parse().unwrap();
+        let snat: IpAddr = "198.18.1.100".parse().unwrap();
+        let client: IpAddr = "198.18.0.50".parse().unwrap();
+        let conn = |port: u16, server: &str, state: TcpState| {
+            let server: IpAddr = server.parse().unwrap();
+            Entry {
+                orig: Tuple::tcp(client, port, vip, 80),
+                reply: Tuple::tcp(server, 80, snat, port),
+                status: Status(0),
+                timeout: Some(100),
+                mark: None,
+                zone: None,
+                tcp: Some(TcpInfo {
+                    state,
+                    wscale_orig: None,
+                    wscale_reply: None,
+                    flags_orig: None,
+                    flags_reply: None,
+                }),
+                id: None,
+            }
+        };
+        let services = vec![CountedService {
+            name: "web".into(),
+            vip,
+            proto: 6,
+            ports: (80, 80),
+            servers: vec![
+                ("srv1".into(), "198.18.1.21".parse().unwrap(), Some(80)),
+                ("srv2".into(), "198.18.1.22".parse().unwrap(), None),
+            ],
+        }];
+        let entries = vec![
+            conn(1000, "198.18.1.21", TcpState::ESTABLISHED),
+            conn(1001, "198.18.1.21", TcpState::TIME_WAIT),
+            conn(1002, "198.18.1.22", TcpState::ESTABLISHED),
+            conn(1003, "198.18.1.22", TcpState::ESTABLISHED),
+            conn(1004, "198.18.1.22", TcpState::SYN_SENT),
+            // Not NATed to a server of the service: not counted.
+            conn(1005, "198.18.1.99", TcpState::ESTABLISHED),
+        ];
+        let c = tally(&services, &entries);
+        let of = |s: &str| c.get(&("web".to_owned(), s.to_owned())).copied();
+        assert_eq!(
+            of("srv1"),
+            Some(ConnCounts {
+                active: 1,
+                inactive: 1
+            })
+        );
+        assert_eq!(
+            of("srv2"),
+            Some(ConnCounts {
+                active: 2,
+                inactive: 1
+            })
+        );
+        assert_eq!(c.len(), 2);
+    }
+}
