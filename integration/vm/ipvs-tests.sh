@@ -40,6 +40,6 @@ client="$(test_binary ipvs vm)"
 backend="$(test_binary dataplane ipvs_vm)"
 daemons="$(test_binary lbd vm_daemons)"
 # The daemons run from the guest's /opt/lbsuite/daemons (LBSUITE_DAEMON_DIR).
-exec "$here/run.sh" --timeout "${VM_TIMEOUT:-720}" \
+exec "$here/run.sh" --timeout "${VM_TIMEOUT:-1500}" \
     --daemon "$(program lbd lbd)" --daemon "$(program vrrpd vrrpd)" \
     --daemon "$(program vrrpctl vrrpctl)" "$@" "$client" "$backend" "$daemons"
