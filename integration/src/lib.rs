@@ -7,10 +7,8 @@
 //! down on drop, including while a failing test unwinds; [`sweep`] removes what runs
 //! that were killed outright left behind.
 
-pub mod bench;
 mod cluster_lab;
 mod command;
-pub mod connections;
 mod error;
 pub mod exposition;
 mod host;

@@ -1,20 +1,18 @@
 //! SNAT port usage from the connection-tracking table.
 //!
-//! The kernel lists its table in `/proc/net/nf_conntrack` (of the reading thread's
-//! network namespace) when nf_conntrack is built with procfs support, as it is here;
-//! the reply direction of a source-NATed connection goes *to* the SNAT address and
-//! port, so the ports in use for an address are the distinct (protocol, reply
-//! destination port) pairs whose reply destination is that address.
+//! The table is dumped over ctnetlink (through `ctsync`, the suite's one conntrack
+//! client) in the calling thread's network namespace. The reply direction of a
+//! source-NATed connection goes *to* the SNAT address and port, so the ports in use
+//! for an address are the distinct (protocol, reply destination port) pairs whose
+//! reply destination is that address.
 //!
-//! Reading the file walks the whole table: the cost grows with the number of
-//! tracked connections (about 1 s per million entries).
+//! A dump walks the whole table: the cost grows with the number of tracked
+//! connections; only the entries whose reply goes to a wanted address are kept.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
 use std::net::IpAddr;
 
-/// Where the kernel lists tracked connections.
-pub const PROC_CONNTRACK: &str = "/proc/net/nf_conntrack";
+use ctsync::{Conntrack, Entry, FlowFilter};
 
 /// Ports in use per SNAT address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,126 +36,122 @@ impl SnatUsage {
     }
 }
 
-/// Reads the table and counts, for each `(address, ports available)`.
-pub fn read_usage(capacity: &[(IpAddr, u32)]) -> io::Result<Vec<SnatUsage>> {
+/// Dumps the table and counts, for each `(address, ports available)`.
+pub fn read_usage(capacity: &[(IpAddr, u32)]) -> Result<Vec<SnatUsage>, ctsync::Error> {
     if capacity.is_empty() {
         return Ok(Vec::new());
     }
-    // Line by line: the table's text is ~250 bytes an entry, tens of MB when health
-    // checks alone keep 100,000 entries in CLOSE; never hold it whole.
-    let file = match std::fs::File::open(PROC_CONNTRACK) {
-        Ok(f) => f,
-        // No conntrack module yet: nothing is tracked, so no port is in use.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(usage("", capacity)),
-        Err(e) => return Err(e),
+    let filter = FlowFilter {
+        reply_dst: capacity.iter().map(|(a, _)| *a).collect(),
+        ..FlowFilter::default()
     };
-    let mut reader = io::BufReader::with_capacity(64 * 1024, file);
-    let mut counter = UsageCounter::new(capacity);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if io::BufRead::read_line(&mut reader, &mut line)? == 0 {
-            break;
-        }
-        counter.line(&line);
-    }
-    Ok(counter.finish(capacity))
+    let entries = Conntrack::open()?.dump(&filter)?;
+    Ok(usage(&entries, capacity))
 }
 
-/// Counts from the text of `/proc/net/nf_conntrack`.
-pub fn usage(text: &str, capacity: &[(IpAddr, u32)]) -> Vec<SnatUsage> {
-    let mut counter = UsageCounter::new(capacity);
-    for line in text.lines() {
-        counter.line(line);
-    }
-    counter.finish(capacity)
-}
+/// Protocols whose source NAT allocates a port (those the kernel's table lists with
+/// ports): TCP, UDP, DCCP, SCTP, UDP-Lite. GRE keys and ICMP ids are not counted.
+const PORTED: [u8; 5] = [6, 17, 33, 132, 136];
 
-/// The distinct reply-destination ports per wanted address, a line at a time.
-struct UsageCounter {
-    wanted: BTreeSet<IpAddr>,
-    ports: BTreeMap<IpAddr, BTreeSet<(String, u16)>>,
-}
-
-impl UsageCounter {
-    fn new(capacity: &[(IpAddr, u32)]) -> UsageCounter {
-        UsageCounter {
-            wanted: capacity.iter().map(|(a, _)| *a).collect(),
-            ports: BTreeMap::new(),
-        }
-    }
-
-    fn line(&mut self, line: &str) {
-        let (wanted, ports) = (&self.wanted, &mut self.ports);
-        let Some((proto, addr, port)) = reply_destination(line.trim_end()) else {
-            return;
+/// Counts the distinct (protocol, reply destination port) pairs per wanted address.
+pub fn usage<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+    capacity: &[(IpAddr, u32)],
+) -> Vec<SnatUsage> {
+    let wanted: BTreeSet<IpAddr> = capacity.iter().map(|(a, _)| *a).collect();
+    let mut ports: BTreeMap<IpAddr, BTreeSet<(u8, u16)>> = BTreeMap::new();
+    for e in entries {
+        let reply = &e.reply;
+        let Some(port) = reply.dst_port() else {
+            continue;
         };
-        if wanted.contains(&addr) {
+        if PORTED.contains(&reply.proto) && wanted.contains(&reply.dst) {
             ports
-                .entry(addr)
+                .entry(reply.dst)
                 .or_default()
-                .insert((proto.to_owned(), port));
+                .insert((reply.proto, port));
         }
     }
-
-    fn finish(self, capacity: &[(IpAddr, u32)]) -> Vec<SnatUsage> {
-        capacity
-            .iter()
-            .map(|&(address, ports_available)| SnatUsage {
-                address,
-                ports_in_use: self.ports.get(&address).map_or(0, |s| s.len() as u64),
-                ports_available,
-            })
-            .collect()
-    }
-}
-
-/// (protocol name, reply destination address, reply destination port) of one line:
-/// `ipv4 2 tcp 6 117 TIME_WAIT src= dst= sport= dport= src= dst= sport= dport= ...`
-/// (the second `dst=`/`dport=` pair is the reply direction). Lines without ports
-/// (ICMP) yield nothing.
-fn reply_destination(line: &str) -> Option<(&str, IpAddr, u16)> {
-    let mut fields = line.split_whitespace();
-    let proto = fields.nth(2)?;
-    let mut dsts = 0;
-    let mut dports = 0;
-    let mut addr = None;
-    let mut port = None;
-    for f in fields {
-        if let Some(v) = f.strip_prefix("dst=") {
-            dsts += 1;
-            if dsts == 2 {
-                addr = v.parse().ok();
-            }
-        } else if let Some(v) = f.strip_prefix("dport=") {
-            dports += 1;
-            if dports == 2 {
-                port = v.parse().ok();
-            }
-        }
-    }
-    Some((proto, addr?, port?))
+    capacity
+        .iter()
+        .map(|&(address, ports_available)| SnatUsage {
+            address,
+            ports_in_use: ports.get(&address).map_or(0, |s| s.len() as u64),
+            ports_available,
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use ctsync::{Status, Tuple, L4};
+
     use super::*;
 
-    const TABLE: &str = "\
-ipv4     2 tcp      6 431999 ESTABLISHED src=198.18.0.10 dst=198.18.0.100 sport=40001 dport=80 src=198.18.1.21 dst=198.18.1.100 sport=80 dport=20000 [ASSURED] mark=0 zone=0 use=2
-ipv4     2 tcp      6 431999 ESTABLISHED src=198.18.0.10 dst=198.18.0.100 sport=40002 dport=80 src=198.18.1.22 dst=198.18.1.100 sport=80 dport=20000 [ASSURED] mark=0 zone=0 use=2
-ipv4     2 tcp      6 117 TIME_WAIT src=198.18.0.10 dst=198.18.0.100 sport=40003 dport=80 src=198.18.1.21 dst=198.18.1.101 sport=80 dport=20001 [ASSURED] mark=0 zone=0 use=2
-ipv4     2 udp      17 29 src=198.18.0.10 dst=198.18.0.100 sport=5353 dport=53 [UNREPLIED] src=198.18.1.21 dst=198.18.1.100 sport=53 dport=20000 mark=0 zone=0 use=2
-ipv4     2 icmp     1 29 src=198.18.0.10 dst=198.18.0.100 type=8 code=0 id=7 src=198.18.1.21 dst=198.18.1.100 type=0 code=0 id=7 mark=0 zone=0 use=2
-ipv4     2 tcp      6 100 ESTABLISHED src=198.18.1.11 dst=198.18.1.21 sport=50000 dport=80 src=198.18.1.21 dst=198.18.1.11 sport=80 dport=50000 [ASSURED] mark=0 zone=0 use=2
-";
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// An entry from `client` to `vip`, NATed to `server` and `snat`.
+    fn entry(proto: u8, l4: (u16, u16), vip: &str, server: &str, snat: &str, port: u16) -> Entry {
+        let ported = |src, dst| match proto {
+            1 | 58 => L4::Icmp {
+                id: src,
+                kind: 8,
+                code: 0,
+            },
+            47 => L4::None,
+            _ => L4::Ports { src, dst },
+        };
+        let orig = Tuple {
+            src: ip("198.18.0.10"),
+            dst: ip(vip),
+            proto,
+            l4: ported(l4.0, l4.1),
+        };
+        let reply = Tuple {
+            src: ip(server),
+            dst: ip(snat),
+            proto,
+            l4: ported(l4.1, port),
+        };
+        Entry {
+            orig,
+            reply,
+            status: Status(Status::ASSURED | Status::SEEN_REPLY),
+            timeout: Some(100),
+            mark: None,
+            zone: None,
+            tcp: None,
+            id: None,
+        }
+    }
 
     #[test]
     fn counts_distinct_reply_ports_per_snat_address() {
-        let a: IpAddr = "198.18.1.100".parse().unwrap();
-        let b: IpAddr = "198.18.1.101".parse().unwrap();
-        let c: IpAddr = "198.18.1.102".parse().unwrap();
-        let u = usage(TABLE, &[(a, 4), (b, 4), (c, 4)]);
+        let (vip, s1, s2) = ("198.18.0.100", "198.18.1.21", "198.18.1.22");
+        let table = [
+            entry(6, (40001, 80), vip, s1, "198.18.1.100", 20000),
+            entry(6, (40002, 80), vip, s2, "198.18.1.100", 20000),
+            entry(6, (40003, 80), vip, s1, "198.18.1.101", 20001),
+            entry(17, (5353, 53), vip, s1, "198.18.1.100", 20000),
+            entry(1, (7, 0), vip, s1, "198.18.1.100", 0),
+            entry(47, (0, 0), vip, s1, "198.18.1.100", 0),
+            // Not NATed: the reply goes to the client.
+            entry(
+                6,
+                (50000, 80),
+                "198.18.1.21",
+                "198.18.1.21",
+                "198.18.1.11",
+                50000,
+            ),
+        ];
+        let (a, b, c) = (ip("198.18.1.100"), ip("198.18.1.101"), ip("198.18.1.102"));
+        let u = usage(&table, &[(a, 4), (b, 4), (c, 4)]);
         // a: tcp 20000 (twice, two servers: one port) and udp 20000; icmp has no port.
         assert_eq!(u[0].ports_in_use, 2);
         assert_eq!(u[1].ports_in_use, 1);
@@ -167,10 +161,112 @@ ipv4     2 tcp      6 100 ESTABLISHED src=198.18.1.11 dst=198.18.1.21 sport=5000
     }
 
     #[test]
-    fn ipv6_lines_and_garbage() {
-        let text = "ipv6     10 tcp      6 50 ESTABLISHED src=2001:db8:0:a::10 dst=2001:db8:0:a::100 sport=1 dport=80 src=2001:db8:0:b::21 dst=2001:db8:0:b::100 sport=80 dport=30000 [ASSURED] use=1\nnonsense\n\n";
-        let a: IpAddr = "2001:db8:0:b::100".parse().unwrap();
-        assert_eq!(usage(text, &[(a, 0)])[0].ports_in_use, 1);
-        assert_eq!(usage(text, &[(a, 0)])[0].utilization(), 0.0);
+    fn ipv6_entries_and_nothing_available() {
+        let e = entry(
+            6,
+            (1, 80),
+            "2001:db8:0:a::100",
+            "2001:db8:0:b::21",
+            "2001:db8:0:b::100",
+            30000,
+        );
+        let a = ip("2001:db8:0:b::100");
+        assert_eq!(usage([&e], &[(a, 0)])[0].ports_in_use, 1);
+        assert_eq!(usage([&e], &[(a, 0)])[0].utilization(), 0.0);
+    }
+
+    /// What the kernel's text listing says (`/proc/net/nf_conntrack`, the source this
+    /// module read before ctnetlink): distinct (protocol, second `dport=`) per second
+    /// `dst=`.
+    fn usage_of_text(text: &str, address: IpAddr) -> u64 {
+        let mut seen = BTreeSet::new();
+        for line in text.lines() {
+            let mut fields = line.split_whitespace();
+            let Some(proto) = fields.nth(2) else { continue };
+            let dsts: Vec<&str> = line
+                .split_whitespace()
+                .filter_map(|f| f.strip_prefix("dst="))
+                .collect();
+            let dports: Vec<&str> = line
+                .split_whitespace()
+                .filter_map(|f| f.strip_prefix("dport="))
+                .collect();
+            if let (Some(d), Some(p)) = (dsts.get(1), dports.get(1)) {
+                if d.parse::<IpAddr>().ok() == Some(address) {
+                    seen.insert((proto.to_owned(), (*p).to_owned()));
+                }
+            }
+        }
+        seen.len() as u64
+    }
+
+    /// Real balanced connections (TCP, UDP) through lb1's DNAT + pool SNAT, in
+    /// a lab: the ctnetlink count equals the count from the kernel's text listing.
+    #[test]
+    fn ctnetlink_counts_what_the_text_listing_shows() {
+        if !integration::have_root("ctnetlink_counts_what_the_text_listing_shows") {
+            return;
+        }
+        const RULES: &str = "table ip lbd_conntrack_test {
+  chain pre { type nat hook prerouting priority -100; ip daddr 198.18.0.100 meta l4proto { tcp, udp } th dport 80 dnat to 198.18.1.21:80; ip daddr 198.18.0.100 icmp type echo-request dnat to 198.18.1.21; }
+  chain post { type nat hook postrouting priority 100; ip daddr 198.18.1.21 meta l4proto { tcp, udp } snat to 198.18.1.100-198.18.1.101:20000-29999 random; }
+}
+";
+        let lab = integration::Lab::two_arm().unwrap();
+        let (client, lb1, srv1) = (&lab["client"], &lab["lb1"], &lab["srv1"]);
+        lb1.add_address("eth0", integration::Prefix::new(ip("198.18.0.100"), 24))
+            .unwrap();
+        for a in ["198.18.1.100", "198.18.1.101"] {
+            lb1.add_address("eth1", integration::Prefix::new(ip(a), 24))
+                .unwrap();
+        }
+        let path = std::env::temp_dir().join(format!("lbd-conntrack-{}.nft", lb1.netns()));
+        std::fs::write(&path, RULES).unwrap();
+        let loaded = lb1.exec_ok(&["nft", "-f", path.to_str().unwrap()]);
+        let _ = std::fs::remove_file(&path);
+        loaded.unwrap();
+        let listener = srv1.tcp_listen("198.18.1.21:80".parse().unwrap()).unwrap();
+        let vip: SocketAddr = "198.18.0.100:80".parse().unwrap();
+        let held: Vec<_> = (0..6)
+            .map(|_| client.tcp_connect(vip, Duration::from_secs(10)).unwrap())
+            .collect();
+        let accepted: Vec<_> = (0..held.len())
+            .map(|_| listener.accept().unwrap())
+            .collect();
+        let udp = client
+            .run_in(|| std::net::UdpSocket::bind("198.18.0.10:0"))
+            .unwrap()
+            .unwrap();
+        for _ in 0..3 {
+            udp.send_to(b"x", vip).unwrap();
+        }
+
+        let capacity = [
+            (ip("198.18.1.100"), 20_000),
+            (ip("198.18.1.101"), 20_000),
+            (ip("198.18.1.102"), 20_000),
+        ];
+        let (counted, text) = lb1
+            .run_in(|| {
+                (
+                    read_usage(&capacity),
+                    std::fs::read_to_string("/proc/thread-self/net/nf_conntrack"),
+                )
+            })
+            .unwrap();
+        let counted = counted.unwrap();
+        let text = text.unwrap();
+        let total: u64 = counted.iter().map(|u| u.ports_in_use).sum();
+        // 6 TCP connections and one UDP flow, each with a port of the pool.
+        assert_eq!(total, 7, "{counted:?}\n{text}");
+        for u in &counted {
+            assert_eq!(
+                u.ports_in_use,
+                usage_of_text(&text, u.address),
+                "{}:\n{text}",
+                u.address
+            );
+        }
+        drop((held, accepted));
     }
 }

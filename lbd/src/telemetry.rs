@@ -595,7 +595,7 @@ impl Collector for KernelCollector {
                 }
             }
             Err(err) => {
-                tracing::debug!(%err, file = conntrack::PROC_CONNTRACK, "SNAT port usage unavailable");
+                tracing::debug!(%err, "SNAT port usage unavailable (conntrack dump)");
             }
         }
         m.families()

@@ -4,9 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Duration;
 
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd;
+use nix::time::ClockId;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::time::Instant;
@@ -55,28 +58,29 @@ impl Clock {
 /// priority-0 advert (Skew_Time) showed as extra failover time.
 #[derive(Debug)]
 pub struct PreciseSleep {
-    fd: AsyncFd<OwnedFd>,
+    fd: AsyncFd<Timerfd>,
+}
+
+/// nix's timerfd, for tokio's AsyncFd (which wants `AsRawFd`).
+#[derive(Debug)]
+struct Timerfd(timerfd::TimerFd);
+
+impl AsRawFd for Timerfd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
 }
 
 impl PreciseSleep {
     /// A disarmed timerfd registered with the runtime.
     pub fn new() -> io::Result<Self> {
-        // SAFETY: timerfd_create takes no pointers; a non-negative result is
-        // a new descriptor that nothing else owns.
-        let raw = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: an OwnedFd keeps its descriptor open until dropped and
-        // always reports the same one; the AsyncFd owns the OwnedFd.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
+        let timer = timerfd::TimerFd::new(
+            timerfd::ClockId::CLOCK_MONOTONIC,
+            timerfd::TimerFlags::TFD_NONBLOCK | timerfd::TimerFlags::TFD_CLOEXEC,
+        )?;
+        // SAFETY: a TimerFd owns its descriptor, keeps it open until dropped and
+        // always reports the same one; the AsyncFd owns the TimerFd.
+        let fd = unsafe { AsyncFd::register_with_interest(Timerfd(timer), Interest::READABLE) }?;
         Ok(PreciseSleep { fd })
     }
 
@@ -90,54 +94,17 @@ impl PreciseSleep {
         if left.is_zero() {
             return Ok(());
         }
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `now` is a valid timespec to write.
-        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let nanos = now.tv_nsec as u64 + u64::from(left.subsec_nanos());
-        let deadline = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: now.tv_sec
-                    + libc::time_t::try_from(left.as_secs() + nanos / 1_000_000_000)
-                        .unwrap_or(libc::time_t::MAX / 2),
-                tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
-            },
-        };
-        // SAFETY: the descriptor is a timerfd we own; `deadline` is valid
-        // and the old value is not asked for. Re-arming also clears an
-        // expiry left by a sleep that was dropped before it was read.
-        let rc = unsafe {
-            libc::timerfd_settime(
-                self.fd.as_raw_fd(),
-                libc::TFD_TIMER_ABSTIME,
-                &deadline,
-                std::ptr::null_mut(),
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let now = nix::time::clock_gettime(ClockId::CLOCK_MONOTONIC)?;
+        let deadline = now + TimeSpec::from_duration(left);
+        // Re-arming also clears an expiry left by a sleep that was dropped before
+        // it was read.
+        self.fd.get_ref().0.set(
+            timerfd::Expiration::OneShot(deadline),
+            timerfd::TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+        )?;
         loop {
             let mut guard = self.fd.readable().await?;
-            let read = guard.try_io(|fd| {
-                let mut expirations = [0u8; 8];
-                // SAFETY: reads at most 8 bytes into an 8-byte buffer.
-                let n = unsafe { libc::read(fd.as_raw_fd(), expirations.as_mut_ptr().cast(), 8) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            });
-            match read {
+            match guard.try_io(|fd| fd.get_ref().0.wait().map_err(io::Error::from)) {
                 Ok(result) => return result,
                 // Readiness from an earlier, dropped sleep: wait again.
                 Err(_would_block) => continue,

@@ -175,6 +175,16 @@ fn ipv4_multicast_advert_arrives_intact_with_ttl_255() {
     assert_eq!(got.payload, payload);
     assert_eq!((got.src, got.dst, got.ttl), (ip(LB1_V4), ip(GROUP_V4), 255));
     assert_eq!(got.ifindex, lb2_eth0);
+    assert_arrived_just_now(got.arrived);
+}
+
+/// The kernel's receive timestamp (SO_TIMESTAMPNS) is there and of the last seconds.
+fn assert_arrived_just_now(arrived: Option<std::time::SystemTime>) {
+    let arrived = arrived.expect("a receive timestamp");
+    let age = std::time::SystemTime::now()
+        .duration_since(arrived)
+        .expect("a timestamp not in the future");
+    assert!(age < Duration::from_secs(30), "received {age:?} ago");
 }
 
 #[test]
@@ -214,6 +224,11 @@ fn ipv6_multicast_advert_arrives_unaltered_from_the_link_local_with_hop_limit_25
     // The checksum bytes (2..4) too: without IPV6_CHECKSUM the kernel leaves them be.
     assert_eq!(got.payload, payload);
     assert_eq!((got.src, got.dst, got.ttl), (lb1_ll, ip(GROUP_V6), 255));
+    let lb2_eth0 = lab["lb2"]
+        .run_in(|| interface_index("eth0").unwrap())
+        .unwrap();
+    assert_eq!(got.ifindex, lb2_eth0);
+    assert_arrived_just_now(got.arrived);
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod entry;
 mod filter;
 mod netlink;
 mod store;
+pub mod synthetic;
 mod wire;
 
 pub use entry::{DecodeError, Entry, Status, TcpFlags, TcpInfo, TcpState, Tuple, L4};

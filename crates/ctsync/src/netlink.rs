@@ -7,10 +7,14 @@
 //! ```
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use crate::attr::align4;
+use nfnetlink::{
+    Datagrams, NfSocket, Options, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
+};
+
 use crate::entry::{DecodeError, Entry, Tuple};
 use crate::filter::FlowFilter;
 
@@ -18,19 +22,8 @@ const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NLMSG_HDRLEN: usize = 16;
-const NFGEN_HDRLEN: usize = 4;
-const NLMSG_NOOP: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
 /// Legacy group bits of NFNLGRP_CONNTRACK_NEW, _UPDATE, _DESTROY.
 const GROUPS_CONNTRACK: u32 = 0x1 | 0x2 | 0x4;
-const NETLINK_CAP_ACK: libc::c_int = 10;
 /// Messages per send when inserting: the answers to those that fail must fit the
 /// receive buffer.
 const BATCH: usize = 64;
@@ -38,6 +31,8 @@ const BATCH: usize = 64;
 /// traffic re-created in between.
 const REPLACE_RETRIES: usize = 2;
 const RCVBUF: usize = 4 << 20;
+/// Room for one datagram of a dump or an answer.
+const READ_SIZE: usize = 1 << 16;
 
 /// A ctnetlink failure.
 #[derive(Debug, thiserror::Error)]
@@ -158,77 +153,29 @@ impl Keyed for Tuple {
 /// A ctnetlink request socket of the current network namespace.
 #[derive(Debug)]
 pub struct Conntrack {
-    fd: OwnedFd,
+    sock: NfSocket,
     seq: u32,
     /// Buffers for batch acks, made on first use.
     acks: Option<Box<Datagrams>>,
 }
 
-fn open_socket(groups: u32) -> Result<OwnedFd, Error> {
-    // SAFETY: plain socket(2); the result is checked and owned right away.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_NETFILTER,
-        )
-    };
-    if raw < 0 {
-        return Err(Error::Open(io::Error::last_os_error()));
+impl From<nfnetlink::Error> for Error {
+    fn from(e: nfnetlink::Error) -> Self {
+        match e {
+            nfnetlink::Error::Open { source, .. } => Error::Open(source),
+            nfnetlink::Error::Send(e) => Error::Send(e),
+            nfnetlink::Error::Recv(e) => Error::Recv(e),
+        }
     }
-    // SAFETY: raw is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    set_opt(
-        &fd,
-        libc::SOL_SOCKET,
-        libc::SO_RCVBUFFORCE,
-        RCVBUF as libc::c_int,
-    )
-    .or_else(|_| {
-        set_opt(
-            &fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            RCVBUF as libc::c_int,
-        )
-    })
-    .map_err(Error::Open)?;
-    // Acks without the echoed request keep batches small; older kernels lack it.
-    let _ = set_opt(&fd, libc::SOL_NETLINK, NETLINK_CAP_ACK, 1);
-    // SAFETY: sockaddr_nl is plain data; zeroed is a valid value.
-    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    sa.nl_groups = groups;
-    // SAFETY: sa is a valid sockaddr_nl of the given size.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            std::ptr::addr_of!(sa).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(Error::Open(io::Error::last_os_error()));
-    }
-    Ok(fd)
 }
 
-fn set_opt(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: v outlives the call; the size matches.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            std::ptr::addr_of!(v).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+fn open_socket(groups: u32) -> Result<NfSocket, Error> {
+    Ok(NfSocket::open(&Options {
+        groups,
+        recv_buffer: RCVBUF,
+        read_timeout: None,
+        read_size: READ_SIZE,
+    })?)
 }
 
 /// Appends one ctnetlink message to `out`.
@@ -240,168 +187,28 @@ pub(crate) fn push_message(
     family: u8,
     attrs: &[u8],
 ) {
-    let len = NLMSG_HDRLEN + NFGEN_HDRLEN + attrs.len();
-    out.extend_from_slice(&(len as u32).to_ne_bytes());
-    out.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | msg).to_ne_bytes());
-    out.extend_from_slice(&flags.to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    out.extend_from_slice(&[family, 0, 0, 0]);
-    out.extend_from_slice(attrs);
-    out.resize(align4(out.len()), 0);
+    let ty = (NFNL_SUBSYS_CTNETLINK << 8) | msg;
+    nfnetlink::push_message(out, ty, flags, seq, family, attrs);
 }
 
-/// Appends a NLMSG_NOOP that asks for an acknowledgement: the end of a batch.
-fn push_noop(out: &mut Vec<u8>, seq: u32) {
-    out.extend_from_slice(&(NLMSG_HDRLEN as u32).to_ne_bytes());
-    out.extend_from_slice(&NLMSG_NOOP.to_ne_bytes());
-    out.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
-}
-
-/// A netlink message seen by the reader.
-struct Message<'a> {
-    ty: u16,
-    flags: u16,
-    seq: u32,
-    /// The port id of the socket whose request caused an event (0: the kernel's own,
-    /// a packet or a timeout).
-    pid: u32,
-    payload: &'a [u8],
-}
-
-fn messages(buf: &[u8]) -> impl Iterator<Item = Message<'_>> {
-    let mut rest = buf;
-    std::iter::from_fn(move || {
-        if rest.len() < NLMSG_HDRLEN {
-            return None;
-        }
-        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        if len < NLMSG_HDRLEN || len > rest.len() {
-            return None;
-        }
-        let m = Message {
-            ty: u16::from_ne_bytes([rest[4], rest[5]]),
-            flags: u16::from_ne_bytes([rest[6], rest[7]]),
-            seq: u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]),
-            pid: u32::from_ne_bytes([rest[12], rest[13], rest[14], rest[15]]),
-            payload: &rest[NLMSG_HDRLEN..len],
-        };
-        rest = &rest[align4(len).min(rest.len())..];
-        Some(m)
-    })
-}
-
-/// The errno of an NLMSG_ERROR payload (0 = ack).
-fn error_code(payload: &[u8]) -> Result<i32, DecodeError> {
-    let b: [u8; 4] = payload
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or(DecodeError::Truncated)?;
-    Ok(-i32::from_ne_bytes(b))
+/// The errno of an NLMSG_ERROR (0 = ack).
+fn error_code(m: &nfnetlink::Message<'_>) -> Result<i32, DecodeError> {
+    m.refusal().map(|r| r.errno).ok_or(DecodeError::Truncated)
 }
 
 /// Decodes a CT message payload (nfgenmsg + attributes).
 fn decode_ct(payload: &[u8]) -> Result<Entry, DecodeError> {
-    let attrs = payload.get(NFGEN_HDRLEN..).ok_or(DecodeError::Truncated)?;
+    let attrs = payload
+        .get(nfnetlink::NFGEN_HDRLEN..)
+        .ok_or(DecodeError::Truncated)?;
     Entry::decode_attrs(attrs)
-}
-
-fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: buf is valid for writes of its length.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// Datagrams read per system call by [`Datagrams::recv`].
-const SLOTS: usize = 64;
-/// Room for one datagram: events and acks are far smaller; a dump's are up to 16 KiB.
-const SLOT: usize = 32 << 10;
-
-/// Buffers for reading many netlink datagrams in one `recvmmsg` (each event and each
-/// ack is a datagram of its own: one `recv` per entry otherwise).
-struct Datagrams {
-    buf: Vec<u8>,
-    lens: [usize; SLOTS],
-    count: usize,
-}
-
-impl std::fmt::Debug for Datagrams {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Datagrams")
-            .field("count", &self.count)
-            .finish()
-    }
-}
-
-impl Datagrams {
-    fn new() -> Self {
-        Self {
-            buf: vec![0u8; SLOTS * SLOT],
-            lens: [0; SLOTS],
-            count: 0,
-        }
-    }
-
-    /// Waits for one datagram (as the socket's timeout allows), then takes whatever
-    /// else is queued, up to [`SLOTS`].
-    fn recv(&mut self, fd: &OwnedFd) -> io::Result<()> {
-        // SAFETY: plain data; zeroed is a valid value for both.
-        let mut iov: [libc::iovec; SLOTS] = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut msgs: [libc::mmsghdr; SLOTS] = unsafe { std::mem::zeroed() };
-        for (i, (v, m)) in iov.iter_mut().zip(msgs.iter_mut()).enumerate() {
-            // SAFETY: slot i lies within buf (SLOTS * SLOT bytes).
-            v.iov_base = unsafe { self.buf.as_mut_ptr().add(i * SLOT) }.cast();
-            v.iov_len = SLOT;
-            m.msg_hdr.msg_iov = v;
-            m.msg_hdr.msg_iovlen = 1;
-        }
-        loop {
-            // SAFETY: msgs and the buffers they point into live through the call.
-            let n = unsafe {
-                libc::recvmmsg(
-                    fd.as_raw_fd(),
-                    msgs.as_mut_ptr(),
-                    SLOTS as libc::c_uint,
-                    libc::MSG_WAITFORONE,
-                    std::ptr::null_mut(),
-                )
-            };
-            if n >= 0 {
-                self.count = n as usize;
-                for (len, m) in self.lens.iter_mut().zip(&msgs).take(self.count) {
-                    *len = (m.msg_len as usize).min(SLOT);
-                }
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
-
-    /// The datagrams of the last [`Datagrams::recv`].
-    fn each(&self) -> impl Iterator<Item = &[u8]> {
-        (0..self.count).map(|i| &self.buf[i * SLOT..i * SLOT + self.lens[i]])
-    }
 }
 
 impl Conntrack {
     /// Opens a ctnetlink socket in the calling thread's network namespace.
     pub fn open() -> Result<Self, Error> {
         Ok(Self {
-            fd: open_socket(0)?,
+            sock: open_socket(0)?,
             seq: 1,
             acks: None,
         })
@@ -410,42 +217,7 @@ impl Conntrack {
     /// This socket's netlink port id: the kernel stamps it on the conntrack events
     /// that this socket's requests cause (see [`Events::ignore_portid`]).
     pub fn portid(&self) -> Result<u32, Error> {
-        // SAFETY: sockaddr_nl is plain data; getsockname fills at most its size.
-        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        // SAFETY: sa and len are valid for writes; the descriptor is ours.
-        let rc = unsafe {
-            libc::getsockname(
-                self.fd.as_raw_fd(),
-                std::ptr::addr_of_mut!(sa).cast(),
-                &mut len,
-            )
-        };
-        if rc < 0 {
-            return Err(Error::Open(io::Error::last_os_error()));
-        }
-        Ok(sa.nl_pid)
-    }
-
-    fn send(&self, buf: &[u8]) -> Result<(), Error> {
-        // SAFETY: sockaddr_nl is plain data; pid 0 is the kernel.
-        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: buf and sa are valid for the given sizes.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                0,
-                std::ptr::addr_of!(sa).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            return Err(Error::Send(io::Error::last_os_error()));
-        }
-        Ok(())
+        self.sock.portid().map_err(Error::Open)
     }
 
     fn next_seq(&mut self, n: usize) -> u32 {
@@ -454,45 +226,47 @@ impl Conntrack {
         s
     }
 
-    /// Dumps the entries of this namespace that `filter` selects.
-    pub fn dump(&mut self, filter: &FlowFilter) -> Result<Vec<Entry>, Error> {
+    /// Sends one request and reads its answers (each message of a dump to `each`);
+    /// a refusal is `Error::Kernel` for `op`.
+    fn request(
+        &mut self,
+        op: &'static str,
+        msg: u16,
+        flags: u16,
+        family: u8,
+        attrs: &[u8],
+        each: impl FnMut(&nfnetlink::Message<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let seq = self.next_seq(1);
         let mut req = Vec::new();
-        push_message(
-            &mut req,
+        push_message(&mut req, msg, flags, seq, family, attrs);
+        match self.sock.request(&req, seq, each)? {
+            None => Ok(()),
+            Some(r) => Err(Error::Kernel {
+                op,
+                source: io::Error::from_raw_os_error(r.errno),
+            }),
+        }
+    }
+
+    /// Dumps the entries of this namespace that `filter` selects.
+    pub fn dump(&mut self, filter: &FlowFilter) -> Result<Vec<Entry>, Error> {
+        let mut out = Vec::new();
+        self.request(
+            "dump",
             IPCTNL_MSG_CT_GET,
             NLM_F_REQUEST | NLM_F_DUMP,
-            seq,
             libc::AF_UNSPEC as u8,
             &[],
-        );
-        self.send(&req)?;
-        let mut buf = vec![0u8; 1 << 16];
-        let mut out = Vec::new();
-        loop {
-            let n = recv(&self.fd, &mut buf).map_err(Error::Recv)?;
-            for m in messages(&buf[..n]) {
-                if m.seq != seq {
-                    continue;
+            |m| {
+                let e = decode_ct(m.payload)?;
+                if filter.matches(&e) {
+                    out.push(e);
                 }
-                match m.ty {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let errno = error_code(m.payload)?;
-                        return Err(Error::Kernel {
-                            op: "dump",
-                            source: io::Error::from_raw_os_error(errno),
-                        });
-                    }
-                    _ => {
-                        let e = decode_ct(m.payload)?;
-                        if filter.matches(&e) {
-                            out.push(e);
-                        }
-                    }
-                }
-            }
-        }
+                Ok(())
+            },
+        )?;
+        Ok(out)
     }
 
     /// Inserts one entry with its NAT mapping; refreshes it if it exists.
@@ -644,14 +418,14 @@ impl Conntrack {
                 &encode(e),
             );
         }
-        push_noop(&mut req, barrier);
-        self.send(&req)?;
+        nfnetlink::push_noop(&mut req, barrier);
+        self.sock.send(&req)?;
         let mut codes = vec![0; entries.len()];
         let acks = self.acks.get_or_insert_with(|| Box::new(Datagrams::new()));
         loop {
-            acks.recv(&self.fd).map_err(Error::Recv)?;
+            acks.recv(&self.sock)?;
             let mut done = false;
-            for m in acks.each().flat_map(messages) {
+            for m in acks.each().flat_map(nfnetlink::messages) {
                 if m.ty != NLMSG_ERROR {
                     continue;
                 }
@@ -661,7 +435,7 @@ impl Conntrack {
                 }
                 let i = m.seq.wrapping_sub(base) as usize;
                 if i < entries.len() {
-                    codes[i] = error_code(m.payload)?;
+                    codes[i] = error_code(&m)?;
                 }
             }
             if done {
@@ -672,34 +446,16 @@ impl Conntrack {
 
     /// Deletes the entry with this original tuple.
     pub fn delete(&mut self, orig: &Tuple) -> Result<(), Error> {
-        let seq = self.next_seq(1);
         let mut w = crate::attr::AttrWriter::default();
         orig.encode(&mut w, crate::entry::CTA_TUPLE_ORIG);
-        let mut req = Vec::new();
-        push_message(
-            &mut req,
+        self.request(
+            "delete",
             IPCTNL_MSG_CT_DELETE,
             NLM_F_REQUEST | NLM_F_ACK,
-            seq,
             orig.family(),
             &w.buf,
-        );
-        self.send(&req)?;
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = recv(&self.fd, &mut buf).map_err(Error::Recv)?;
-            for m in messages(&buf[..n]) {
-                if m.seq == seq && m.ty == NLMSG_ERROR {
-                    return match error_code(m.payload)? {
-                        0 => Ok(()),
-                        errno => Err(Error::Kernel {
-                            op: "delete",
-                            source: io::Error::from_raw_os_error(errno),
-                        }),
-                    };
-                }
-            }
-        }
+            |_| Ok(()),
+        )
     }
 }
 
@@ -710,7 +466,7 @@ impl Conntrack {
 /// the stream is still usable but the peer needs a fresh dump.
 #[derive(Debug)]
 pub struct Events {
-    fd: OwnedFd,
+    sock: NfSocket,
     filter: FlowFilter,
     datagrams: Box<Datagrams>,
     queue: std::collections::VecDeque<Event>,
@@ -725,7 +481,7 @@ pub struct Events {
 /// namespace, keeping the events whose entry `filter` selects.
 pub fn subscribe(filter: FlowFilter) -> Result<Events, Error> {
     Ok(Events {
-        fd: open_socket(GROUPS_CONNTRACK)?,
+        sock: open_socket(GROUPS_CONNTRACK)?,
         filter,
         datagrams: Box::new(Datagrams::new()),
         queue: std::collections::VecDeque::new(),
@@ -738,25 +494,7 @@ impl Events {
     /// Sets how long `next` waits for an event the filter keeps (None: forever).
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
         self.timeout = timeout.filter(|d| !d.is_zero());
-        let d = timeout.unwrap_or(Duration::ZERO);
-        let tv = libc::timeval {
-            tv_sec: d.as_secs() as libc::time_t,
-            tv_usec: libc::suseconds_t::from(d.subsec_micros() as i32),
-        };
-        // SAFETY: tv outlives the call; the size matches.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                std::ptr::addr_of!(tv).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(Error::Open(io::Error::last_os_error()));
-        }
-        Ok(())
+        self.sock.set_read_timeout(timeout).map_err(Error::Open)
     }
 
     /// Drops the events caused by requests of the [`Conntrack`] socket with this port
@@ -812,7 +550,7 @@ impl Events {
         // SAFETY: fprog and the program it points to outlive the call; the size matches.
         let rc = unsafe {
             libc::setsockopt(
-                self.fd.as_raw_fd(),
+                self.sock.as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_ATTACH_FILTER,
                 std::ptr::addr_of!(fprog).cast(),
@@ -828,23 +566,20 @@ impl Events {
 
     /// Reads what is queued (at least one datagram) and queues its events.
     fn fill(&mut self) -> Result<(), Error> {
-        match self.datagrams.recv(&self.fd) {
+        match self.datagrams.recv(&self.sock) {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                self.drain();
+            Err(e) if e.is_overflow() => {
+                // The kernel drops all further events for this socket, without
+                // reporting it again, until its queue has been read empty. The caller
+                // dumps next, so what is discarded is not needed.
+                self.queue.clear();
+                self.sock.drain();
                 return Err(Error::EventsLost);
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(Error::TimedOut)
-            }
-            Err(e) => return Err(Error::Recv(e)),
+            Err(e) if e.is_timeout() => return Err(Error::TimedOut),
+            Err(e) => return Err(e.into()),
         }
-        for m in self.datagrams.each().flat_map(messages) {
+        for m in self.datagrams.each().flat_map(nfnetlink::messages) {
             let kind = match m.ty & 0xff {
                 IPCTNL_MSG_CT_NEW if m.flags & (NLM_F_CREATE | NLM_F_EXCL) != 0 => EventKind::New,
                 IPCTNL_MSG_CT_NEW => EventKind::Update,
@@ -871,31 +606,6 @@ impl Events {
     }
 }
 
-impl Events {
-    /// Discards every event queued: after an overflow the kernel drops all further
-    /// events for this socket, without reporting it again, until its queue has been
-    /// read empty. The caller dumps next, so what is discarded is not needed.
-    fn drain(&mut self) {
-        self.queue.clear();
-        let mut scratch = [0u8; 4096];
-        loop {
-            // SAFETY: scratch is valid for writes of its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    scratch.as_mut_ptr().cast(),
-                    scratch.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-                )
-            };
-            if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                // EAGAIN: empty (any other error: nothing more to read either).
-                return;
-            }
-        }
-    }
-}
-
 impl Iterator for Events {
     type Item = Result<Event, Error>;
 
@@ -918,6 +628,6 @@ impl Iterator for Events {
 
 impl AsRawFd for Events {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.sock.as_raw_fd()
     }
 }

@@ -220,7 +220,7 @@ fn events_of_the_own_writes_are_not_reported() {
 
 /// An established connection of another client to the VIP (DNAT only).
 fn background_entry(i: usize) -> ctsync::Entry {
-    integration::connections::background_entry(i, ip(VIP), ip("198.18.1.21"))
+    ctsync::synthetic::background_entry(i, ip(VIP), ip("198.18.1.21"))
 }
 
 /// After the kernel dropped events (the subscriber did not read), the subscriber is

@@ -233,7 +233,7 @@ pub fn background_entries(host: &Host, n: usize) {
     let srv: std::net::IpAddr = "198.18.1.21".parse().unwrap();
     let vip: std::net::IpAddr = VIP.parse().unwrap();
     let entries: Vec<ctsync::Entry> = (0..n)
-        .map(|i| integration::connections::background_entry(i, vip, srv))
+        .map(|i| ctsync::synthetic::background_entry(i, vip, srv))
         .collect();
     let report = host
         .run_in(|| ctsync::Conntrack::open().and_then(|mut c| c.replace_batch(&entries)))

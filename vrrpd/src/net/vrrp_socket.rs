@@ -20,10 +20,16 @@
 
 use std::fmt;
 use std::io;
-use std::mem::{size_of, MaybeUninit};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::size_of;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Mutex, PoisonError};
+
+use nix::sys::socket::{
+    self as sock, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6,
+    SockaddrStorage,
+};
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
@@ -647,47 +653,10 @@ fn set_multicast_if_index_v4(socket: &Socket, ifindex: u32) -> io::Result<()> {
     }
 }
 
-/// Room for one or two control messages; aligned like a cmsghdr.
+/// Room for the control messages of a receive (packet info, timestamp, hop limit);
+/// aligned like a cmsghdr, which the parser reads in place.
 #[repr(C, align(8))]
 struct ControlBuffer([u8; 128]);
-
-fn sockaddr_of(addr: IpAddr, ifindex: u32) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        IpAddr::V4(v4) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: 0,
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(v4).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-            size_of::<libc::sockaddr_in>()
-        }
-        IpAddr::V6(v6) => {
-            // The scope matters for link-scope destinations (ff02::12, fe80::/10).
-            let scoped = is_link_local(&v6) || v6.segments()[0] & 0xff0f == 0xff02;
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                // Raw IPv6 sockets take 0 or their own protocol here.
-                sin6_port: 0,
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: v6.octets(),
-                },
-                sin6_scope_id: if scoped { ifindex } else { 0 },
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
-}
 
 /// sendmsg with IP_PKTINFO / IPV6_PKTINFO choosing the source address and the
 /// interface: binding the socket to the source would, for IPv4 raw sockets, also
@@ -699,74 +668,45 @@ fn send_with_pktinfo(
     dst: IpAddr,
     ifindex: u32,
 ) -> io::Result<usize> {
-    let (mut name, name_len) = sockaddr_of(dst, ifindex);
-    let mut iov = libc::iovec {
-        iov_base: payload.as_ptr() as *mut libc::c_void,
-        iov_len: payload.len(),
-    };
-    let mut control = ControlBuffer([0; 128]);
-    let signed_ifindex =
-        libc::c_int::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let (level, kind, data_len) = match src {
-        IpAddr::V4(_) => (
-            libc::IPPROTO_IP,
-            libc::IP_PKTINFO,
-            size_of::<libc::in_pktinfo>(),
-        ),
-        IpAddr::V6(_) => (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_PKTINFO,
-            size_of::<libc::in6_pktinfo>(),
-        ),
-    };
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(data_len as u32) } as usize;
-    // SAFETY: msghdr is plain old data; all-zero is a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = name_len;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.0.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: msg_control points at `control`, aligned and at least `space` bytes
-    // long, so the first header and its data fit.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = level;
-        (*cmsg).cmsg_type = kind;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(data_len as u32) as _;
-        let data = libc::CMSG_DATA(cmsg);
-        match src {
-            IpAddr::V4(v4) => {
-                let info = libc::in_pktinfo {
-                    ipi_ifindex: signed_ifindex,
-                    // The source address of the packet.
-                    ipi_spec_dst: libc::in_addr {
-                        s_addr: u32::from(v4).to_be(),
-                    },
-                    ipi_addr: libc::in_addr { s_addr: 0 },
-                };
-                std::ptr::write_unaligned(data.cast(), info);
-            }
-            IpAddr::V6(v6) => {
-                let info = libc::in6_pktinfo {
-                    ipi6_addr: libc::in6_addr {
-                        s6_addr: v6.octets(),
-                    },
-                    ipi6_ifindex: ifindex,
-                };
-                std::ptr::write_unaligned(data.cast(), info);
-            }
+    let iov = [IoSlice::new(payload)];
+    let flags = MsgFlags::empty();
+    let sent = match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let info = libc::in_pktinfo {
+                ipi_ifindex: libc::c_int::try_from(ifindex)
+                    .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+                // The source address of the packet.
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(src).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            let to = SockaddrIn::from(SocketAddrV4::new(dst, 0));
+            let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
+            sock::sendmsg(fd, &iov, &cmsg, flags, Some(&to))
         }
-    }
-    // SAFETY: every pointer in `msg` points at a live local of the right size.
-    let sent = unsafe { libc::sendmsg(fd, &msg, 0) };
-    if sent < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(sent as usize)
-    }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            let info = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: src.octets(),
+                },
+                ipi6_ifindex: ifindex,
+            };
+            // The scope matters for link-scope destinations (ff02::12, fe80::/10).
+            let scoped = is_link_local(&dst) || dst.segments()[0] & 0xff0f == 0xff02;
+            // Raw IPv6 sockets take 0 or their own protocol as the port.
+            let to = SockaddrIn6::from(SocketAddrV6::new(
+                dst,
+                0,
+                0,
+                if scoped { ifindex } else { 0 },
+            ));
+            let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
+            sock::sendmsg(fd, &iov, &cmsg, flags, Some(&to))
+        }
+        _ => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+    };
+    Ok(sent?)
 }
 
 /// What recvmsg returned besides the bytes.
@@ -781,80 +721,47 @@ struct RawReceive {
 }
 
 fn recv_with_ancillary(fd: RawFd, buf: &mut [u8]) -> io::Result<RawReceive> {
-    let mut name = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
+    let capacity = buf.len();
+    let mut iov = [IoSliceMut::new(buf)];
     let mut control = ControlBuffer([0; 128]);
-    // SAFETY: msghdr is plain old data; all-zero is a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = name.as_mut_ptr().cast();
-    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.0.as_mut_ptr().cast();
-    msg.msg_controllen = control.0.len() as _;
-    // SAFETY: every pointer in `msg` points at a live local of the size given.
-    let len = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_TRUNC) };
-    if len < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let len = len as usize;
-    if len > buf.len() || msg.msg_flags & libc::MSG_TRUNC != 0 {
+    let msg = sock::recvmsg::<SockaddrStorage>(
+        fd,
+        &mut iov,
+        Some(&mut control.0[..]),
+        MsgFlags::MSG_TRUNC,
+    )?;
+    if msg.bytes > capacity || msg.flags.contains(MsgFlags::MSG_TRUNC) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "packet longer than 65535 bytes",
         ));
     }
     let mut raw = RawReceive {
-        len,
+        len: msg.bytes,
+        src: msg
+            .address
+            .as_ref()
+            .and_then(|a| a.as_sockaddr_in6())
+            .map(|a| IpAddr::V6(a.ip())),
         ..RawReceive::default()
     };
-    // SAFETY: the kernel wrote msg_namelen bytes of a sockaddr into `name`,
-    // which was zeroed before, so reading the family and the matching struct is sound.
-    unsafe {
-        let storage = name.assume_init_ref();
-        if i32::from(storage.ss_family) == libc::AF_INET6 {
-            let sin6: libc::sockaddr_in6 =
-                std::ptr::read((storage as *const libc::sockaddr_storage).cast());
-            raw.src = Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
-        }
-    }
-    // SAFETY: the kernel filled msg_controllen bytes of well-formed control
-    // messages; CMSG_FIRSTHDR/NXTHDR stay within them and each data read is
-    // bounded by the type's documented payload.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            let data = libc::CMSG_DATA(cmsg);
-            match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
-                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
-                    let info: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
-                    raw.ifindex = u32::try_from(info.ipi_ifindex).ok();
-                }
-                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
-                    let info: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
-                    raw.dst = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
-                    raw.ifindex = Some(info.ipi6_ifindex);
-                }
-                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
-                    let ts: libc::timespec = std::ptr::read_unaligned(data.cast());
-                    raw.arrived = u64::try_from(ts.tv_sec).ok().map(|secs| {
-                        std::time::UNIX_EPOCH
-                            + std::time::Duration::new(
-                                secs,
-                                ts.tv_nsec.clamp(0, 999_999_999) as u32,
-                            )
-                    });
-                }
-                (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => {
-                    let hops: libc::c_int = std::ptr::read_unaligned(data.cast());
-                    raw.hop_limit = u8::try_from(hops).ok();
-                }
-                _ => {}
+    for cmsg in msg.cmsgs()? {
+        match cmsg {
+            ControlMessageOwned::Ipv4PacketInfo(info) => {
+                raw.ifindex = u32::try_from(info.ipi_ifindex).ok();
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            ControlMessageOwned::Ipv6PacketInfo(info) => {
+                raw.dst = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                raw.ifindex = Some(info.ipi6_ifindex);
+            }
+            ControlMessageOwned::ScmTimestampns(ts) => {
+                raw.arrived = u64::try_from(ts.tv_sec()).ok().map(|secs| {
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::new(secs, ts.tv_nsec().clamp(0, 999_999_999) as u32)
+                });
+            }
+            ControlMessageOwned::Ipv6HopLimit(hops) => raw.hop_limit = u8::try_from(hops).ok(),
+            _ => {}
         }
     }
     Ok(raw)

@@ -28,9 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use integration::bench::{
-    cpu_seconds, cpu_seconds_of, napi_pids, napi_switch, napi_thread, rss_mib,
-};
+use benchmarks::{cpu_seconds, cpu_seconds_of, napi_pids, napi_switch, napi_thread, rss_mib};
 use integration::{Host, Lab, Prefix};
 
 struct Args {

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use integration::bench::cpu_seconds;
+use benchmarks::cpu_seconds;
 use integration::{Host, Lab, Process};
 
 const VIP: &str = "198.18.0.100";
@@ -338,7 +338,7 @@ fn echo_server(host: &Host, addr: &str) -> Result<()> {
 fn entry(i: usize) -> ctsync::Entry {
     let vip: IpAddr = VIP.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let srv: IpAddr = SERVER.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    integration::connections::background_entry(i, vip, srv)
+    ctsync::synthetic::background_entry(i, vip, srv)
 }
 
 /// Writes entries `range` into `host`'s kernel.

@@ -32,11 +32,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use benchmarks::{cpu_seconds_of, cpus_available, napi_switch, napi_thread, pin};
 use dataplane::{
     Backend, ChangeHint, Counting, Dataplane, DesiredState, Forwarding, NftBackend, PortSpec,
     Protocol, Scheduler, Service, SnatProtocol, SnatRule, SnatSource,
 };
-use integration::bench::{cpu_seconds_of, cpus_available, napi_switch, napi_thread, pin};
 use integration::{Host, Lab, Prefix, Process};
 
 const NGINX: &str = "/usr/sbin/nginx";

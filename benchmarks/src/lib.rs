@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::Lab;
+use integration::Lab;
 
 /// Clock ticks per second of /proc/<pid>/stat.
 fn clock_ticks() -> f64 {

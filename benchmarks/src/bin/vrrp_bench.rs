@@ -1157,7 +1157,7 @@ fn children(pid: u32) -> Vec<u32> {
 
 /// CPU seconds (user + system) of `pid`.
 fn cpu_seconds(pid: u32) -> Result<f64> {
-    let (user, system) = integration::bench::cpu_seconds(pid)?;
+    let (user, system) = benchmarks::cpu_seconds(pid)?;
     Ok(user + system)
 }
 
@@ -1173,7 +1173,7 @@ fn measure(groups: &[Vec<u32>], span: Duration) -> Result<Vec<(f64, f64)>> {
         let cpu = (sum_cpu(pids)? - b) / elapsed * 100.0;
         let rss: f64 = pids
             .iter()
-            .map(|&p| integration::bench::rss_mib(p))
+            .map(|&p| benchmarks::rss_mib(p))
             .sum::<Result<f64>>()?;
         out.push((rss, cpu));
     }
@@ -1723,7 +1723,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 impl Bench {
     /// A CPU load at normal priority on every core for a little over `span`.
     fn cpu_load(&self, span: Duration) -> Result<(CpuLoad, String)> {
-        let cpus = integration::bench::cpus_available();
+        let cpus = benchmarks::cpus_available();
         // The load has no network: any namespace does; the client's is the lab's.
         let host = &self.lab["client"];
         if on_path("stress-ng") {
