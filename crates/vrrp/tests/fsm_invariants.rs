@@ -140,7 +140,11 @@ impl World {
                         return Err(format!("cancel of an unarmed timer {instance} {timer:?}"));
                     }
                 }
-                Action::AddVips { sets, .. } => {
+                Action::AddVips { sets, rollback, .. } => {
+                    // A rollback names only VIPs the same takeover added.
+                    if let Some(r) = rollback.iter().find(|r| !self.vips.contains(&r.instance)) {
+                        return Err(format!("rollback of {} which is not held", r.instance));
+                    }
                     for s in sets {
                         if !self.vips.insert(s.instance.clone()) {
                             return Err(format!("VIPs of {} added twice", s.instance));

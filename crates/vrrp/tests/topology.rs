@@ -14,10 +14,10 @@
 //! deadline unless re-armed or cancelled. A node powered off hears and sends
 //! nothing and loses its timers; powered on, it is new (state and hold rebuilt).
 
+mod replay;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -436,63 +436,28 @@ impl Sim {
     }
 }
 
-fn case_dirs() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/topology");
-    let mut dirs: Vec<PathBuf> = fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
+/// Runs one case.
+fn run(case: Case) -> Value {
+    let sim = Sim {
+        nodes: case
+            .nodes
+            .into_iter()
+            .map(|(n, spec)| (n, Node::new(spec)))
+            .collect(),
+        queue: BTreeMap::new(),
+        seq: 0,
+        trace: Vec::new(),
+    };
+    sim.run(case.events, case.until)
 }
 
 #[test]
 fn topology_cases() {
-    let bless = std::env::var("VRRP_CONFORMANCE_BLESS").is_ok_and(|v| v == "1");
-    let dirs = case_dirs();
-    assert!(!dirs.is_empty(), "no topology cases");
-    let mut failures = Vec::new();
-    for dir in &dirs {
-        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let text = fs::read_to_string(dir.join("case.json"))
-            .unwrap_or_else(|e| panic!("{name}: case.json: {e}"));
-        let case: Case =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: case.json: {e}"));
-        let sim = Sim {
-            nodes: case
-                .nodes
-                .into_iter()
-                .map(|(n, spec)| (n, Node::new(spec)))
-                .collect(),
-            queue: BTreeMap::new(),
-            seq: 0,
-            trace: Vec::new(),
-        };
-        let actual = sim.run(case.events, case.until);
-        let expected_path = dir.join("expected.json");
-        if bless {
-            let mut text = serde_json::to_string_pretty(&actual).unwrap();
-            text.push('\n');
-            fs::write(&expected_path, text).unwrap();
-            continue;
-        }
-        match fs::read_to_string(&expected_path) {
-            Err(_) => failures.push(format!(
-                "{name}: no expected.json (run with VRRP_CONFORMANCE_BLESS=1 and review it)"
-            )),
-            Ok(text) => {
-                let expected: Value = serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("{name}: expected.json: {e}"));
-                if expected != actual {
-                    failures.push(format!(
-                        "{name}: differs\n--- expected\n{}\n--- actual\n{}",
-                        serde_json::to_string_pretty(&expected).unwrap(),
-                        serde_json::to_string_pretty(&actual).unwrap()
-                    ));
-                }
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    replay::replay("topology", 4, run, |expected, actual| {
+        format!(
+            "differs\n--- expected\n{}\n--- actual\n{}",
+            serde_json::to_string_pretty(expected).unwrap(),
+            serde_json::to_string_pretty(actual).unwrap()
+        )
+    });
 }
