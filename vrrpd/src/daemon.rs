@@ -132,7 +132,7 @@ pub(crate) struct Daemon {
     /// Where that is kept, and how reading and writing it went.
     pub(crate) state_file: crate::overrides::StateFile,
     /// Preemption held back for lbd's connection-state sync.
-    pub(crate) hold: crate::hold::PreemptHold,
+    pub(crate) hold: vrrp::preempt_hold::PreemptHold,
     /// What `[vrrpd]` asked for at start-up and what it got.
     pub(crate) realtime: Realtime,
     /// MASTER instances dropping a peer's adverts for their VRID, by instance.

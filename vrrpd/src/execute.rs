@@ -1,6 +1,8 @@
 //! Carrying out the state machine's actions, in the order it gives them:
-//! lbd's prepare, VIPs, adverts, GARP / NA bursts, timers; the state reports
-//! (logs, events, transition records) after the batch, off the takeover's path.
+//! lbd's prepare, then member by member VIPs, advert, GARP / NA burst (a failed
+//! member's VIPs take back the ones the state machine names), timers; the state
+//! reports (logs, events, transition records) after the batch, off the takeover's
+//! path.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -105,59 +107,6 @@ impl GarpTracker {
     }
 }
 
-/// A takeover's work member by member: each member's VIPs, then its advert, then its
-/// GARP / NA burst, before the next member's, so the neighbours of the first member
-/// hear of the move without waiting on the other members' address changes (the state
-/// machine gives one `AddVips` for the group, then every advert, then every burst).
-/// Everything else keeps its place: what came before the `AddVips` stays before, what
-/// came after (timers) after.
-fn per_member(actions: Vec<Action>) -> Vec<Action> {
-    let Some(at) = actions
-        .iter()
-        .position(|a| matches!(a, Action::AddVips { .. }))
-    else {
-        return actions;
-    };
-    let n = actions.len();
-    let mut head = Vec::with_capacity(n);
-    let mut tail = Vec::new();
-    let mut members: Vec<(String, Vec<Action>)> = Vec::new();
-    let mut push = |instance: &str, a: Action| match members.iter_mut().find(|(m, _)| m == instance)
-    {
-        Some((_, list)) => list.push(a),
-        None => members.push((instance.to_owned(), vec![a])),
-    };
-    for (i, a) in actions.into_iter().enumerate() {
-        if i < at {
-            head.push(a);
-            continue;
-        }
-        match a {
-            Action::AddVips { group, sets } => {
-                for set in sets {
-                    let instance = set.instance.clone();
-                    push(
-                        &instance,
-                        Action::AddVips {
-                            group: group.clone(),
-                            sets: vec![set],
-                        },
-                    );
-                }
-            }
-            Action::SendAdvert { ref instance, .. }
-            | Action::SendGratuitous { ref instance, .. } => {
-                let instance = instance.clone();
-                push(&instance, a);
-            }
-            other => tail.push(other),
-        }
-    }
-    head.extend(members.into_iter().flat_map(|(_, list)| list));
-    head.extend(tail);
-    head
-}
-
 /// One takeover being carried out.
 struct Takeover {
     record: Arc<Mutex<TakeoverRecord>>,
@@ -180,7 +129,7 @@ impl Daemon {
         let mut vips_changed: Vec<(bool, Vec<String>)> = Vec::new();
         // The members whose VIPs this batch added, to take back if a later one fails.
         let mut added: Vec<VipSet> = Vec::new();
-        for action in per_member(actions) {
+        for action in actions {
             match action {
                 Action::SendAdvert {
                     instance,
@@ -233,19 +182,23 @@ impl Daemon {
                     let record = Arc::clone(&t.record);
                     self.phase(group, &record, "prepare", started);
                 }
-                Action::AddVips { sets, .. } => {
+                Action::AddVips { sets, rollback, .. } => {
                     if let Some(done) = self.change_vips(group, &sets, true).await {
                         vips_changed.push(done);
                         added.extend(sets);
-                    } else if !added.is_empty() {
-                        // All members' VIPs or none: the group cannot serve half-moved.
-                        let taken = std::mem::take(&mut added);
-                        tracing::error!(
-                            group,
-                            members = taken.len(),
-                            "a member's VIPs failed: removing the other members' again"
-                        );
-                        self.change_vips(group, &taken, false).await;
+                    } else {
+                        // The state machine's rollback, of what this batch did add.
+                        let (taken, kept): (Vec<VipSet>, Vec<VipSet>) =
+                            added.drain(..).partition(|s| rollback.contains(s));
+                        added = kept;
+                        if !taken.is_empty() {
+                            tracing::error!(
+                                group,
+                                members = taken.len(),
+                                "a member's VIPs failed: removing the other members' again"
+                            );
+                            self.change_vips(group, &taken, false).await;
+                        }
                     }
                     if let Some(t) = &takeover {
                         let record = Arc::clone(&t.record);
@@ -658,70 +611,6 @@ mod tests {
     use ctl::{EventBus, ReplyError, RequestHandler, Server, SocketPerms};
     use serde_json::{json, Value};
     use tokio::sync::watch;
-    use vrrp::timer::TimerKind;
-
-    fn set(instance: &str, iface: &str, vip: &str) -> VipSet {
-        VipSet {
-            instance: instance.into(),
-            interface: iface.into(),
-            addresses: vec![vip.parse().unwrap()],
-            accept: true,
-        }
-    }
-
-    fn garp(instance: &str, iface: &str) -> Action {
-        Action::SendGratuitous {
-            instance: instance.into(),
-            interface: iface.into(),
-            addresses: vec![],
-            count: 5,
-            spacing: Duration::ZERO,
-        }
-    }
-
-    #[test]
-    fn a_takeover_runs_member_by_member_and_keeps_the_rest_in_place() {
-        let group = Some("edge".to_owned());
-        let prepare = Action::PrepareTakeover {
-            group: group.clone(),
-            instances: vec!["public".into(), "server".into()],
-        };
-        let cancel = Action::CancelTimer {
-            instance: "public".into(),
-            timer: TimerKind::MasterDown,
-        };
-        let actions = vec![
-            prepare.clone(),
-            Action::AddVips {
-                group: group.clone(),
-                sets: vec![
-                    set("public", "eth0", "198.18.0.100"),
-                    set("server", "eth1", "198.18.1.100"),
-                ],
-            },
-            garp("public", "eth0"),
-            garp("server", "eth1"),
-            cancel.clone(),
-        ];
-        let one = |s: VipSet| Action::AddVips {
-            group: group.clone(),
-            sets: vec![s],
-        };
-        assert_eq!(
-            per_member(actions),
-            vec![
-                prepare,
-                one(set("public", "eth0", "198.18.0.100")),
-                garp("public", "eth0"),
-                one(set("server", "eth1", "198.18.1.100")),
-                garp("server", "eth1"),
-                cancel,
-            ]
-        );
-        // Without VIPs to add (a release, a timer), nothing moves.
-        let release = vec![garp("server", "eth1"), garp("public", "eth0")];
-        assert_eq!(per_member(release.clone()), release);
-    }
 
     /// An lbd stand-in: answers `prepare` after `delay`, or with an error.
     struct FakeLbd {

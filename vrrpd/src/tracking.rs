@@ -6,13 +6,13 @@
 //! - a source (such as `lbd`) sends its complete list each time, which replaces
 //!   its previous one: a restarted or reloaded source leaves nothing stale, and
 //!   resending the same list changes nothing;
-//! - a member's priority is `base + sum of its group's deltas`, clamped to
-//!   1..=254 while the sum is not 0 (a tracked node is never the address owner);
-//!   `base` is the file's priority, or the one `priority.set` gave (kept until
-//!   `priority.clear`, across reloads and restarts: [`crate::overrides`]);
-//! - the result goes to the state machine as `SetPriority`: a MASTER announces it
-//!   in an advert at once, and preemption (or its absence) decides the rest, as
-//!   for any priority change. Reloads and rebuilt groups get the same priority.
+//! - each source's deltas for a group, summed, go to the group's state machine as
+//!   `TrackPriority`: it runs every member at `base + sum of the deltas`, clamped
+//!   to 1..=254 while the sum is not 0, announces a change at once when MASTER,
+//!   and lets preemption decide the rest (`vrrp::event::Input::TrackPriority`);
+//! - `base` is the file's priority, or the one `priority.set` gave (kept until
+//!   `priority.clear`, across reloads and restarts: [`crate::overrides`]), given
+//!   as `SetPriority`. Reloads and rebuilt groups get the same priority.
 
 use std::collections::BTreeMap;
 
@@ -31,14 +31,24 @@ impl Daemon {
     /// Sum of every source's deltas for `group`.
     pub(crate) fn group_delta(&self, group: &str) -> i32 {
         self.tracks
-            .values()
+            .keys()
+            .map(|source| self.source_delta(source, group))
+            .sum()
+    }
+
+    /// Sum of `source`'s deltas for `group` (0 for a source that sent none).
+    fn source_delta(&self, source: &str, group: &str) -> i32 {
+        self.tracks
+            .get(source)
+            .into_iter()
             .flatten()
             .filter(|t| t.group == group)
             .map(|t| i32::from(t.weight_delta))
             .sum()
     }
 
-    /// The priority member `instance` of `group` should run with now.
+    /// The base priority of member `instance` of `group`: the override, else the
+    /// file's. Tracking deltas apply on top, in the state machine.
     pub(crate) fn wanted_priority(&self, group: &str, instance: &str) -> Option<u8> {
         let file = self
             .groups
@@ -46,32 +56,33 @@ impl Daemon {
             .plan
             .instance_config(instance)?
             .priority;
-        let base = self.operator.override_of(instance).unwrap_or(file);
-        let delta = self.group_delta(group);
-        if delta == 0 {
-            return Some(base);
-        }
-        let p = (i32::from(base) + delta).clamp(1, 254);
-        Some(u8::try_from(p).unwrap_or(254))
+        Some(self.operator.override_of(instance).unwrap_or(file))
     }
 
-    /// `SetPriority` inputs for the members of `group` whose priority differs
-    /// from the wanted one.
+    /// The inputs that bring `group` to its base priorities and every source's
+    /// deltas (the state machine ignores those that change nothing).
     pub(crate) fn tracking_inputs(&self, group: &str) -> Vec<Input> {
         let Some(rt) = self.groups.get(group) else {
             return Vec::new();
         };
-        rt.router
-            .instances()
-            .into_iter()
-            .filter_map(|s| {
-                let want = self.wanted_priority(group, &s.name)?;
-                (want != s.priority).then_some(Input::SetPriority {
-                    instance: s.name,
-                    priority: want,
+        let mut inputs: Vec<Input> = rt
+            .plan
+            .router
+            .instances
+            .iter()
+            .filter_map(|c| {
+                Some(Input::SetPriority {
+                    instance: c.name.clone(),
+                    priority: self.wanted_priority(group, &c.name)?,
                 })
             })
-            .collect()
+            .collect();
+        inputs.extend(self.tracks.keys().map(|source| Input::TrackPriority {
+            source: source.clone(),
+            group: group.to_owned(),
+            delta: self.source_delta(source, group),
+        }));
+        inputs
     }
 
     /// Before a (re)built group starts: its router begins at the wanted priority.
@@ -86,14 +97,36 @@ impl Daemon {
         }
     }
 
-    /// Brings every member of `group` to its wanted priority.
-    pub(crate) async fn apply_tracking(&mut self, group: &str) {
-        for input in self.tracking_inputs(group) {
-            if let Input::SetPriority { instance, priority } = &input {
-                tracing::info!(group, instance = %instance, priority, delta = self.group_delta(group), "tracked priority");
-            }
+    /// Feeds `inputs` to `group` and logs the members whose priority they changed.
+    async fn feed_tracking(&mut self, group: &str, inputs: Vec<Input>) {
+        let before = self.member_priorities(group);
+        for input in inputs {
             self.feed(group, input, Instant::now()).await;
         }
+        for (instance, priority) in self.member_priorities(group) {
+            if before.get(&instance) != Some(&priority) {
+                tracing::info!(group, instance = %instance, priority, delta = self.group_delta(group), "tracked priority");
+            }
+        }
+    }
+
+    fn member_priorities(&self, group: &str) -> BTreeMap<String, u8> {
+        self.groups
+            .get(group)
+            .map(|rt| {
+                rt.router
+                    .instances()
+                    .into_iter()
+                    .map(|s| (s.name, s.priority))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Brings every member of `group` to its wanted priority.
+    pub(crate) async fn apply_tracking(&mut self, group: &str) {
+        let inputs = self.tracking_inputs(group);
+        self.feed_tracking(group, inputs).await;
     }
 
     /// `track.set`: replaces the source's entries and applies the result.
@@ -124,7 +157,13 @@ impl Daemon {
         let names: Vec<String> = self.groups.keys().cloned().collect();
         let mut out = Vec::new();
         for g in names {
-            self.apply_tracking(&g).await;
+            // This source's deltas only (0 withdraws them): the others stand.
+            let input = Input::TrackPriority {
+                source: p.source.clone(),
+                group: g.clone(),
+                delta: self.source_delta(&p.source, &g),
+            };
+            self.feed_tracking(&g, vec![input]).await;
             out.push(self.tracking_status(&g));
         }
         Ok(TrackSetReply {

@@ -2,8 +2,12 @@
 //!
 //! Order within one `handle` call is fixed:
 //! - taking over (BACKUP -> MASTER): `GroupStateChanged`, `StateChanged` per
-//!   member, `PrepareTakeover`, one `AddVips` for every member, `SendAdvert`
-//!   per member, `SendGratuitous` per member, then the timers;
+//!   member, `PrepareTakeover`, then member by member its `AddVips`, its
+//!   `SendAdvert` and its `SendGratuitous` (the neighbours of the first member
+//!   hear of the move without waiting on the other members' address changes),
+//!   then the timers. Each `AddVips` names as `rollback` the members' VIPs added
+//!   before it: if it fails, they go again, so that the group never serves
+//!   half-moved;
 //! - leaving MASTER: priority-0 `SendAdvert` per member that releases first
 //!   (while its addresses are all still there), then one `RemoveVips` for every
 //!   member, then `GroupStateChanged`, `StateChanged` per member, then the
@@ -69,6 +73,10 @@ pub enum Action {
         group: Option<String>,
         /// Per member: where and which addresses.
         sets: Vec<VipSet>,
+        /// If the add fails: the VIPs of this takeover's earlier members, to
+        /// remove again (those that were added) — all members' VIPs or none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        rollback: Vec<VipSet>,
     },
     /// Remove these VIPs, all in one step.
     RemoveVips {

@@ -66,6 +66,21 @@ pub enum Input {
         /// New configured priority.
         priority: u8,
     },
+    /// A tracked object's say in a named sync group's priority: `source`'s delta
+    /// (what it tracks, summed) replaces its previous one for `group`; 0 withdraws
+    /// it. Every member runs at its set priority plus the deltas of every source,
+    /// clamped to 1..=254 while they sum to non-zero (a tracked router is never the
+    /// address owner); a MASTER announces the change at once, and preemption (or
+    /// its absence) decides the rest, as for any priority change. vrrpd feeds what
+    /// other daemons (lbd's service quorums) report with `track.set`.
+    TrackPriority {
+        /// Who tracks (such as `lbd`).
+        source: String,
+        /// The sync group whose members it moves.
+        group: String,
+        /// Added to the priority (negative lowers it).
+        delta: i32,
+    },
     /// Change a run-time parameter of an instance.
     ConfigChanged {
         /// Instance name.

@@ -3,7 +3,7 @@
 //! part of the RFC state machine. Decisions that move a whole sync group
 //! are in [`crate::sync_group`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -88,10 +88,15 @@ pub struct InstanceStatus {
     pub group: Option<String>,
     /// Current state.
     pub state: State,
-    /// Configured priority (as last set).
+    /// Priority as last set, plus the deltas of `priority_tracks` (clamped to
+    /// 1..=254 while they sum to non-zero): what tracked-interface weights then
+    /// apply to.
     pub priority: u8,
     /// Priority after tracked-interface weights; what adverts carry.
     pub effective_priority: u8,
+    /// Deltas per tracking source ([`crate::event::Input::TrackPriority`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub priority_tracks: BTreeMap<String, i32>,
     /// Own link state as last reported.
     pub link_up: bool,
     /// Tracked interfaces reported down.
@@ -133,6 +138,8 @@ pub(crate) struct Instance {
     pub(crate) state: State,
     pub(crate) link_up: bool,
     pub(crate) tracked_down: BTreeSet<String>,
+    /// Priority deltas per tracking source ([`crate::event::Input::TrackPriority`]).
+    pub(crate) priority_tracks: BTreeMap<String, i32>,
     pub(crate) maintenance: bool,
     pub(crate) master_adver_interval_cs: u16,
     pub(crate) master_address: Option<IpAddr>,
@@ -186,6 +193,7 @@ impl Instance {
             state: State::Initialize,
             link_up: true,
             tracked_down: BTreeSet::new(),
+            priority_tracks: BTreeMap::new(),
             maintenance: false,
             master_adver_interval_cs: interval,
             master_address: None,
@@ -213,10 +221,31 @@ impl Instance {
         self.config.version
     }
 
-    /// Configured priority plus the weights of the tracked interfaces that
+    /// The set priority plus every tracking source's delta, clamped to 1..=254
+    /// while they sum to non-zero (a tracked router is never the owner).
+    pub(crate) fn tracked_priority(&self) -> u8 {
+        let delta: i32 = self.priority_tracks.values().sum();
+        if delta == 0 {
+            return self.config.priority;
+        }
+        let p = (i32::from(self.config.priority) + delta).clamp(1, 254);
+        u8::try_from(p).unwrap_or(254)
+    }
+
+    /// Sets (or, with 0, withdraws) `source`'s priority delta.
+    pub(crate) fn set_priority_track(&mut self, source: &str, delta: i32) {
+        if delta == 0 {
+            self.priority_tracks.remove(source);
+        } else {
+            self.priority_tracks.insert(source.to_owned(), delta);
+        }
+    }
+
+    /// The tracked priority plus the weights of the tracked interfaces that
     /// are down, clamped to 1..=254 once any weight applies (a router whose
     /// tracked link is down is no longer fit to be the owner).
     pub(crate) fn effective_priority(&self) -> u8 {
+        let base = self.tracked_priority();
         let mut sum: i32 = 0;
         let mut applied = false;
         for t in &self.config.track_interfaces {
@@ -226,9 +255,9 @@ impl Instance {
             }
         }
         if !applied {
-            return self.config.priority;
+            return base;
         }
-        let p = (i32::from(self.config.priority) + sum).clamp(1, 254);
+        let p = (i32::from(base) + sum).clamp(1, 254);
         u8::try_from(p).unwrap_or(254)
     }
 
@@ -546,8 +575,9 @@ impl Instance {
             name: self.name().to_owned(),
             group: self.group.clone(),
             state: self.state,
-            priority: self.config.priority,
+            priority: self.tracked_priority(),
             effective_priority: self.effective_priority(),
+            priority_tracks: self.priority_tracks.clone(),
             link_up: self.link_up,
             tracked_down: self.tracked_down.iter().cloned().collect(),
             maintenance: self.maintenance,

@@ -11,6 +11,7 @@ pub mod frame;
 pub mod instance;
 pub mod packet;
 pub mod pcap;
+pub mod preempt_hold;
 pub mod router;
 pub mod sync_group;
 pub mod timer;

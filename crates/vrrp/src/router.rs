@@ -31,7 +31,7 @@ pub struct RouterCounters {
     /// Adverts for no configured (interface, VRID, family): discarded
     /// (RFC 9568 §7.1: the VRID MUST be configured on the interface).
     pub unknown_vrid: u64,
-    /// Inputs naming an instance that does not exist.
+    /// Inputs naming an instance (or sync group) that does not exist.
     pub unknown_instance: u64,
     /// Adverts and timers that arrived while not running.
     pub ignored_not_running: u64,
@@ -178,6 +178,23 @@ impl Router {
                     self.counters.refused_changes += 1;
                 } else {
                     self.instances[idx].config.priority = priority;
+                }
+            }
+            Input::TrackPriority {
+                source,
+                group,
+                delta,
+            } => {
+                let Some(g) = self
+                    .groups
+                    .iter()
+                    .position(|g| g.name() == Some(group.as_str()))
+                else {
+                    self.counters.unknown_instance += 1;
+                    return out;
+                };
+                for &m in &self.groups[g].members {
+                    self.instances[m].set_priority_track(&source, delta);
                 }
             }
             Input::ConfigChanged { instance, change } => {

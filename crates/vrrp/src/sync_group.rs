@@ -318,21 +318,20 @@ impl SyncGroup {
                 .map(|&m| instances[m].name().to_owned())
                 .collect(),
         });
-        out.push(Action::AddVips {
-            group: self.name.clone(),
-            sets: self
-                .members
-                .iter()
-                .map(|&m| instances[m].vip_set())
-                .collect(),
-        });
+        // Member by member: its VIPs, its advert, its burst (see `crate::action`).
+        let mut rollback = Vec::new();
         for &m in &self.members {
             let inst = &mut instances[m];
+            let set = inst.vip_set();
+            out.push(Action::AddVips {
+                group: self.name.clone(),
+                sets: vec![set.clone()],
+                rollback: rollback.clone(),
+            });
+            rollback.push(set);
             let p = inst.effective_priority();
             inst.send_advert(p, out);
-        }
-        for &m in &self.members {
-            instances[m].send_gratuitous(out);
+            inst.send_gratuitous(out);
         }
         for &m in &self.members {
             // Owners never armed it; members whose timer fired hold none.

@@ -6,8 +6,7 @@
 //! expected files from the current code, so an intended change shows up as a
 //! reviewed diff. A case without an expected file fails.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod replay;
 
 use serde_json::{json, Value};
 use vrrp::config::RouterConfig;
@@ -44,17 +43,6 @@ fn run(case: Case) -> Value {
     })
 }
 
-fn case_dirs() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
-    let mut dirs: Vec<PathBuf> = fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
 /// Where two results first differ, for a readable failure.
 fn first_difference(expected: &Value, actual: &Value) -> String {
     let (Some(e), Some(a)) = (expected["steps"].as_array(), actual["steps"].as_array()) else {
@@ -81,46 +69,5 @@ fn first_difference(expected: &Value, actual: &Value) -> String {
 
 #[test]
 fn conformance_cases() {
-    let bless = std::env::var("VRRP_CONFORMANCE_BLESS").is_ok_and(|v| v == "1");
-    let dirs = case_dirs();
-    assert!(
-        dirs.len() >= 30,
-        "expected at least 30 cases, found {}",
-        dirs.len()
-    );
-    let mut failures = Vec::new();
-    for dir in &dirs {
-        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let text = fs::read_to_string(dir.join("case.json"))
-            .unwrap_or_else(|e| panic!("{name}: case.json: {e}"));
-        let case: Case =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: case.json: {e}"));
-        let actual = run(case);
-        let expected_path = dir.join("expected.json");
-        if bless {
-            let mut text = serde_json::to_string_pretty(&actual).unwrap();
-            text.push('\n');
-            fs::write(&expected_path, text).unwrap();
-            continue;
-        }
-        match fs::read_to_string(&expected_path) {
-            Err(_) => failures.push(format!(
-                "{name}: no expected.json (run with VRRP_CONFORMANCE_BLESS=1 and review it)"
-            )),
-            Ok(text) => {
-                let expected: Value = serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("{name}: expected.json: {e}"));
-                if expected != actual {
-                    failures.push(format!("{name}: {}", first_difference(&expected, &actual)));
-                }
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n\n{}",
-        failures.len(),
-        dirs.len(),
-        failures.join("\n\n")
-    );
+    replay::replay("conformance", 30, run, first_difference);
 }

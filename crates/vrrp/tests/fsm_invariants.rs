@@ -61,6 +61,10 @@ enum Step {
         priority: u8,
     },
     PreemptHold(bool),
+    TrackPriority {
+        source: usize,
+        delta: i32,
+    },
     FireNextTimer,
     Wait(u64),
     Restart,
@@ -75,6 +79,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..3usize, prop::sample::select(vec![1u8, 100, 150, 255]))
             .prop_map(|(which, priority)| Step::SetPriority { which, priority }),
         1 => any::<bool>().prop_map(Step::PreemptHold),
+        1 => (0..2usize, prop::sample::select(vec![-300i32, -60, 0, 20, 300]))
+            .prop_map(|(source, delta)| Step::TrackPriority { source, delta }),
         8 => Just(Step::FireNextTimer),
         2 => (1..3_000_000u64).prop_map(Step::Wait),
         1 => Just(Step::Restart),
@@ -134,7 +140,11 @@ impl World {
                         return Err(format!("cancel of an unarmed timer {instance} {timer:?}"));
                     }
                 }
-                Action::AddVips { sets, .. } => {
+                Action::AddVips { sets, rollback, .. } => {
+                    // A rollback names only VIPs the same takeover added.
+                    if let Some(r) = rollback.iter().find(|r| !self.vips.contains(&r.instance)) {
+                        return Err(format!("rollback of {} which is not held", r.instance));
+                    }
                     for s in sets {
                         if !self.vips.insert(s.instance.clone()) {
                             return Err(format!("VIPs of {} added twice", s.instance));
@@ -264,6 +274,11 @@ fn run(steps: Vec<Step>) -> Result<(), String> {
                 priority,
             },
             Step::PreemptHold(hold) => Input::PreemptHold { hold },
+            Step::TrackPriority { source, delta } => Input::TrackPriority {
+                source: ["lbd", "health"][source].to_owned(),
+                group: "sg".to_owned(),
+                delta,
+            },
             Step::FireNextTimer => {
                 let Some(((instance, timer), at)) = world
                     .timers
