@@ -402,3 +402,24 @@ fn the_dashboard_is_well_formed() {
     }
     println!("{} panels, {queries} queries", ids.len());
 }
+
+/// The queries the rules' unit tests evaluate (`promql_expr_test`) are the
+/// dashboard's own, so that what promtool checks is what Grafana shows.
+#[test]
+fn the_tested_dashboard_queries_are_the_dashboards() {
+    let tests = read(RULE_TESTS);
+    let tested: Vec<String> = tests
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- expr: '"))
+        .filter_map(|e| e.strip_suffix('\''))
+        .map(|e| e.replace("cluster=\"edge\"", "cluster=\"$cluster\""))
+        .collect();
+    assert!(tested.len() >= 2, "{RULE_TESTS}: no promql_expr_test");
+    let exprs: BTreeSet<String> = dashboard_exprs(&dashboard())
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    for e in &tested {
+        assert!(exprs.contains(e), "tested but not in {DASHBOARD}: {e}");
+    }
+}
