@@ -16,6 +16,7 @@ LBSUITE_DEBS=(
     keepalived      # the foreign VRRP peer in the interop tests
     tcpdump         # captures asserted by the wire tests
     ethtool         # health_bench: GRO for veth NAPI threads
+    prometheus      # promtool: checks and unit-tests dist/prometheus's alert rules (integration/tests/alerts_dashboard.rs)
 )
 
 missing=()
@@ -34,6 +35,11 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The suite needs promtool only: the prometheus server the package starts must not
+    # keep running (and listening on :9090).
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && [[ -d /run/systemd/system ]]; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
