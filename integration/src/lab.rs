@@ -230,16 +230,7 @@ impl Lab {
                 "netns",
                 &host.netns,
             ])?;
-            ip(&[
-                "-n",
-                &self.switch,
-                "link",
-                "set",
-                &port,
-                "master",
-                &iface.bridge,
-                "up",
-            ])?;
+            self.attach_port(&port, &iface.bridge)?;
             host.set_link(&iface.name, true)?;
             for addr in &iface.addrs {
                 host.add_address(&iface.name, *addr)?;
@@ -249,6 +240,21 @@ impl Lab {
             host.add_route(route.dest, route.via)?;
         }
         Ok(host)
+    }
+
+    /// Puts a switch-side port into `bridge`, up.
+    fn attach_port(&self, port: &str, bridge: &str) -> Result<(), LabError> {
+        ip(&[
+            "-n",
+            &self.switch,
+            "link",
+            "set",
+            port,
+            "master",
+            bridge,
+            "up",
+        ])
+        .map(drop)
     }
 
     /// A reboot of `host`: its processes are killed and its namespace is destroyed
@@ -365,17 +371,7 @@ impl Lab {
         if cut {
             ip(&["-n", &self.switch, "link", "set", &port, "nomaster"]).map(drop)
         } else {
-            ip(&[
-                "-n",
-                &self.switch,
-                "link",
-                "set",
-                &port,
-                "master",
-                &spec.bridge,
-                "up",
-            ])
-            .map(drop)
+            self.attach_port(&port, &spec.bridge)
         }
     }
 

@@ -316,16 +316,7 @@ impl Conntrack {
             if existing.is_empty() {
                 continue;
             }
-            let codes =
-                self.request_batch(&existing, IPCTNL_MSG_CT_DELETE, 0, Entry::encode_orig)?;
-            let mut gone = Vec::with_capacity(existing.len());
-            for (e, code) in existing.into_iter().zip(codes) {
-                match code {
-                    0 | libc::ENOENT => gone.push(e),
-                    errno => report.failed.push((e.orig, errno)),
-                }
-            }
-            let mut still = self.create_batch(&gone, &mut report.replaced, &mut report.failed)?;
+            let mut still = self.delete_and_create(existing, &mut report)?;
             // Created again between the delete and the create: a packet of the
             // connection passed (a node still forwards a moment after it left MASTER,
             // until the peer's gratuitous ARP). The few are tried again at once, and
@@ -334,22 +325,31 @@ impl Conntrack {
                 if still.is_empty() {
                     break;
                 }
-                let codes =
-                    self.request_batch(&still, IPCTNL_MSG_CT_DELETE, 0, Entry::encode_orig)?;
-                let mut gone = Vec::with_capacity(still.len());
-                for (e, code) in still.into_iter().zip(codes) {
-                    match code {
-                        0 | libc::ENOENT => gone.push(e),
-                        errno => report.failed.push((e.orig, errno)),
-                    }
-                }
-                still = self.create_batch(&gone, &mut report.replaced, &mut report.failed)?;
+                still = self.delete_and_create(still, &mut report)?;
             }
             report
                 .failed
                 .extend(still.iter().map(|e| (e.orig, libc::EEXIST)));
         }
         Ok(report)
+    }
+
+    /// Deletes `existing` and creates them anew, counted in `report` (replaced or
+    /// failed); those re-created by the kernel in between come back.
+    fn delete_and_create(
+        &mut self,
+        existing: Vec<Entry>,
+        report: &mut ReplaceReport,
+    ) -> Result<Vec<Entry>, Error> {
+        let codes = self.request_batch(&existing, IPCTNL_MSG_CT_DELETE, 0, Entry::encode_orig)?;
+        let mut gone = Vec::with_capacity(existing.len());
+        for (e, code) in existing.into_iter().zip(codes) {
+            match code {
+                0 | libc::ENOENT => gone.push(e),
+                errno => report.failed.push((e.orig, errno)),
+            }
+        }
+        self.create_batch(&gone, &mut report.replaced, &mut report.failed)
     }
 
     /// Creates entries (with their NAT mappings) that do not exist yet: `created` and
