@@ -179,12 +179,7 @@ pub fn store(
         maintenance: state.maintenance.clone(),
         priority_overrides: state.priority_overrides.clone(),
     };
-    let mut text = serde_json::to_vec_pretty(&contents).map_err(std::io::Error::other)?;
-    text.push(b'\n');
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    ctl::daemon::write_atomically(path, &text)
+    ctl::daemon::store_json(path, &contents)
 }
 
 /// Keeps a copy of a file that could not be used, `<path>.bad`, before it is
