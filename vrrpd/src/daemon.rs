@@ -339,6 +339,7 @@ pub async fn run(
             None
         }
     };
+    let mut steal = crate::steal::StealWatch::open();
     loop {
         let deadline = daemon.timers.earliest().map(|t| daemon.clock.instant(t));
         let sleep = async {
@@ -369,7 +370,10 @@ pub async fn run(
                 let text = daemon.telemetry.render();
                 ctl::daemon::write_dump("SIGUSR2", "statistics", &daemon.view.control.vrrpd_socket, "stats", &text);
             }
-            Some(p) = packets_rx.recv() => daemon.on_packet(p).await,
+            Some(p) = packets_rx.recv() => {
+                daemon.on_packet(p).await;
+                steal.mark(std::time::Instant::now());
+            }
             event = link_watch.next() => match event {
                 Some(e) => daemon.on_link(e).await,
                 None => {
@@ -391,6 +395,12 @@ pub async fn run(
                     daemon.on_packet(p).await;
                 }
                 daemon.read_queued_adverts().await;
+                // A whole-machine stall since the last packet held up the master's
+                // adverts too: the core weighs it before the timers.
+                let stolen = steal.stolen_since_mark(std::time::Instant::now());
+                if !stolen.is_zero() {
+                    daemon.feed_all(Input::HostStalled { lost: stolen }).await;
+                }
                 daemon.on_timers().await;
             }
         }

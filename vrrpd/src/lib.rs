@@ -22,6 +22,7 @@ pub mod operate;
 pub mod overrides;
 pub mod persist;
 pub mod realtime;
+pub mod steal;
 pub mod telemetry;
 pub mod timers;
 pub mod tracking;

@@ -184,7 +184,7 @@ impl Telemetry {
             memory_locked: int_gauge(&r, "vrrp_memory_locked", "1 if vrrpd's memory is locked into RAM (mlockall; [vrrpd] lock_memory).", &[]),
             dual_master: int_gauge(&r, "vrrp_dual_master", "1 while this MASTER instance drops a peer's adverts for its VRID (both nodes MASTER), by reason (bad_ttl, bad_checksum, auth, interval, version, ...); reason peer_master: it heard another master it outranks (a split brain healing).", &with(&["reason"])),
             dual_master_adverts: counter(&r, "vrrp_dual_master_adverts_total", "Adverts of a peer claiming the instance's VRID dropped while the instance was MASTER, by reason; peer_master: adverts of another master heard during a split brain.", &with(&["reason"])),
-            late_master_down_graces: counter(&r, "vrrp_master_down_late_total", "Master_Down_Timers that fired more than half an advert interval late (vrrpd was held up) and waited one more advert interval for the master's adverts ([vrrpd] late_timer_grace).", &INSTANCE),
+            late_master_down_graces: counter(&r, "vrrp_master_down_late_total", "Master_Down_Timers that fired more than half an advert interval late (vrrpd was held up), or whose interval saw the hypervisor steal half an advert interval, and waited one more advert interval for the master's adverts ([vrrpd] late_timer_grace).", &INSTANCE),
             split_brains: counter(&r, "vrrp_split_brain_total", "Split brains healed with this instance staying MASTER: periods in which it heard another master of its VRID after being MASTER for a Master_Down_Interval or more (the group's VIPs re-announced each time).", &INSTANCE),
             takeover_phase,
             registry: r,

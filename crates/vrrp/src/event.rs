@@ -107,6 +107,19 @@ pub enum Input {
         /// Whether preemption is held back.
         hold: bool,
     },
+    /// The host lost `lost` of CPU time (stolen by the hypervisor: the whole
+    /// machine stood still) since the caller's previous look, which it took no
+    /// earlier than the last advert it handled. Fed before the timers that are due
+    /// now: a Master_Down_Timer whose interval saw such a stall of at least half an
+    /// advert interval waits one more advert interval, once, as a late one does
+    /// ([`crate::config::InstanceConfig::late_timer_grace`]), because the same
+    /// stall held up the master's adverts on their way in.
+    HostStalled {
+        /// CPU time stolen from the host, on its most stolen CPU, in microseconds
+        /// on the wire of the case files.
+        #[serde(with = "micros")]
+        lost: Duration,
+    },
 }
 
 /// A run-time parameter change; anything else (VIPs, VRID, version) means

@@ -392,20 +392,30 @@ impl Instance {
     /// that late was held up itself (a stalled machine or VM), and the master's
     /// adverts that would have reset the timer may be held up by the same stall:
     /// more than half an advert interval late, the timer waits one more
-    /// Master_Adver_Interval, once per silence. Returns whether it did. Not after
-    /// a priority-0 advert: the master said it is leaving. At most one interval
-    /// later than the RFC's takeover, and only when the router was late anyway.
+    /// Master_Adver_Interval, once per silence. So does a timer that fired on time
+    /// but whose interval saw the host stand still (`stall`, the latest
+    /// [`crate::event::Input::HostStalled`]) for at least half an advert interval:
+    /// the master's advert may be on its way in still, held up by the stall. Returns
+    /// whether it waited. Not after a priority-0 advert: the master said it is
+    /// leaving. At most one interval later than the RFC's takeover, and only when
+    /// the router (or its host) was held up.
     pub(crate) fn grace_for_late_master_down(
         &mut self,
         due: Time,
         now: Time,
+        stall: Option<(Time, Duration)>,
         out: &mut Vec<Action>,
     ) -> bool {
         let interval = timer::interval(self.master_adver_interval_cs);
+        let late = now.saturating_since(due) > interval / 2;
+        // Reported after the timer was armed (its deadline minus its interval).
+        let stalled = stall.is_some_and(|(at, lost)| {
+            due.saturating_since(at) < self.master_down_interval() && lost >= interval / 2
+        });
         if !self.config.late_timer_grace
             || self.peer_released
             || self.master_down_grace
-            || now.saturating_since(due) <= interval / 2
+            || !(late || stalled)
         {
             return false;
         }

@@ -17,6 +17,7 @@
 //! ```
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::action::Action;
 use crate::config::{ConfigError, RouterConfig};
@@ -50,6 +51,9 @@ pub struct Router {
     group_of: Vec<usize>,
     running: bool,
     counters: RouterCounters,
+    /// The latest [`Input::HostStalled`]: when it was reported and how much the
+    /// host lost.
+    last_stall: Option<(Time, Duration)>,
 }
 
 impl Router {
@@ -93,6 +97,7 @@ impl Router {
             group_of,
             running: false,
             counters: RouterCounters::default(),
+            last_stall: None,
         })
     }
 
@@ -220,6 +225,7 @@ impl Router {
             Input::MaintenanceOff { instance } => {
                 self.set_maintenance(&instance, false, now, &mut out)
             }
+            Input::HostStalled { lost } => self.last_stall = Some((now, lost)),
             Input::PreemptHold { hold } => {
                 for inst in &mut self.instances {
                     inst.preempt_hold = hold;
@@ -276,7 +282,7 @@ impl Router {
                 inst.arm(TimerKind::Advertisement, at, out);
             }
             (TimerKind::MasterDown, State::Backup) => {
-                if inst.grace_for_late_master_down(due, now, out) {
+                if inst.grace_for_late_master_down(due, now, self.last_stall, out) {
                     return;
                 }
                 inst.wants_master = Some(if inst.peer_released {
