@@ -1,0 +1,327 @@
+//! The read-only status page each daemon serves on its metrics listener, loaded by a
+//! real browser: Debian's Chromium, headless, inside a node's namespace of the lab
+//! built from cluster.toml.example, with both daemons running on both nodes. The page
+//! draws what its script fetched from /status.json; the test reads the DOM Chromium
+//! dumps after the script ran (`--virtual-time-budget`) and checks its values against
+//! `vrrpctl --json` on the same node. A screenshot of each page is kept in
+//! target/artefacts/status-<daemon>.png.
+//!
+//! Chromium runs as root here (the lab needs root), and as root it starts only with
+//! `--no-sandbox`: the browser loads nothing but the daemon's page on the node's
+//! loopback, in a namespace that reaches nothing outside the lab.
+//!
+//! Without chromium (scripts/deps.sh installs it) the tests print SKIP, or fail when
+//! LBSUITE_REQUIRE_ROOT=1.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use integration::cluster_run::{node_files, start_daemons, start_servers, vrrpctl, NodeFiles};
+use integration::{topology_from_cluster, Lab, Process, REQUIRE_ROOT_ENV};
+use serde_json::Value;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// Virtual time the page's script gets before the DOM is dumped: its first fetch and
+/// a refresh or two (it polls every 2 s).
+const SCRIPT_TIME_MS: u32 = 5000;
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+fn have_chromium(test: &str) -> bool {
+    if Path::new(CHROMIUM).exists() {
+        return true;
+    }
+    if std::env::var(REQUIRE_ROOT_ENV).is_ok_and(|v| v == "1") {
+        panic!("{test}: {CHROMIUM} is missing (Debian package chromium; scripts/deps.sh) and {REQUIRE_ROOT_ENV}=1");
+    }
+    println!("SKIP (no chromium; apt-get install chromium): {test}");
+    false
+}
+
+/// The two nodes of cluster.toml.example running both daemons, lb1 MASTER.
+struct Cluster {
+    // Dropped first: the daemons stop before the lab goes.
+    _daemons: Vec<Process>,
+    _servers: Vec<integration::cluster_run::HttpServer>,
+    lab: Lab,
+    files: Vec<(String, NodeFiles)>,
+    bin_dir: PathBuf,
+    work: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let example = repo_file("cluster.toml.example");
+        let bin_dir = repo_file("target/debug");
+        for daemon in ["vrrpd", "lbd", "vrrpctl"] {
+            assert!(
+                bin_dir.join(daemon).exists(),
+                "{daemon} is not built: run `cargo build -p vrrpd -p lbd -p vrrpctl --bins` first"
+            );
+        }
+        let cluster = config::load(&example).expect("the example config loads");
+        let lab = Lab::up(topology_from_cluster(&cluster).unwrap()).unwrap();
+        let servers = start_servers(&lab, &cluster).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        let mut daemons = Vec::new();
+        for node in ["lb1", "lb2"] {
+            let f = node_files(&example, work.path(), node).unwrap();
+            daemons.extend(start_daemons(&lab, &bin_dir, node, &f).unwrap());
+            files.push((node.to_owned(), f));
+        }
+        let cluster = Cluster {
+            _daemons: daemons,
+            _servers: servers,
+            lab,
+            files,
+            bin_dir,
+            work,
+        };
+        cluster.wait_until("lb1 MASTER and lb2 BACKUP", |c| {
+            c.group_state("lb1") == "MASTER" && c.group_state("lb2") == "BACKUP"
+        });
+        cluster
+    }
+
+    fn files(&self, node: &str) -> &NodeFiles {
+        &self.files.iter().find(|(n, _)| n == node).unwrap().1
+    }
+
+    /// `vrrpctl --socket <daemon's socket> ARGS --json` on `node`, parsed.
+    fn ctl_json(&self, node: &str, daemon: &str, args: &[&str]) -> Value {
+        let files = self.files(node);
+        let socket = if daemon == "lbd" {
+            &files.lbd_socket
+        } else {
+            &files.vrrpd_socket
+        };
+        let mut argv = args.to_vec();
+        argv.push("--json");
+        let out = vrrpctl(
+            &self.lab,
+            &self.bin_dir.join("vrrpctl"),
+            node,
+            socket,
+            &argv,
+        )
+        .unwrap_or_else(|e| panic!("vrrpctl {argv:?} on {node}: {e}"));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("vrrpctl {argv:?}: {e}: {out}"))
+    }
+
+    fn group_state(&self, node: &str) -> String {
+        let files = self.files(node);
+        vrrpctl(
+            &self.lab,
+            &self.bin_dir.join("vrrpctl"),
+            node,
+            &files.vrrpd_socket,
+            &["status", "--json"],
+        )
+        .ok()
+        .and_then(|out| serde_json::from_str::<Value>(&out).ok())
+        .and_then(|s| s["groups"][0]["state"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+    }
+
+    fn wait_until(&self, what: &str, cond: impl Fn(&Cluster) -> bool) {
+        let start = Instant::now();
+        while !cond(self) {
+            assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Chromium, headless, in `node`'s namespace: the DOM of `url` after its script
+    /// ran, and a screenshot of it at `screenshot`.
+    fn browse(&self, node: &str, url: &str, screenshot: &Path) -> String {
+        let host = self.lab.host(node).unwrap();
+        let profile = self.work.path().join(format!("chromium-{node}"));
+        let profile_arg = format!("--user-data-dir={}", profile.display());
+        let budget = format!("--virtual-time-budget={SCRIPT_TIME_MS}");
+        let home = format!("HOME={}", self.work.path().display());
+        let common = [
+            "env",
+            home.as_str(),
+            CHROMIUM,
+            "--headless",
+            // Root: Chromium refuses to start with its sandbox (see the module doc).
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-extensions",
+            profile_arg.as_str(),
+            budget.as_str(),
+        ];
+        let run = |extra: &[&str]| {
+            let argv: Vec<&str> = common.iter().chain(extra).copied().collect();
+            let out = host
+                .exec_timeout(&argv, Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("chromium on {node}: {e}"));
+            assert!(
+                out.status.success(),
+                "chromium {extra:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let dom = run(&["--dump-dom", url]);
+        let shot = format!("--screenshot={}", screenshot.display());
+        run(&["--window-size=1400,1000", shot.as_str(), url]);
+        dom
+    }
+}
+
+/// The screenshot's path: target/artefacts/status-<daemon>.png.
+fn artefact(daemon: &str) -> PathBuf {
+    let dir = repo_file("target/artefacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("status-{daemon}.png"));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+fn assert_png(path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is no PNG",
+        path.display()
+    );
+    assert!(
+        bytes.len() > 10_000,
+        "{}: only {} bytes",
+        path.display(),
+        bytes.len()
+    );
+    println!("screenshot {} ({} bytes)", path.display(), bytes.len());
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// The text of the cell `field` in the row whose `data-key` is `key`.
+fn cell(dom: &str, key: &str, field: &str) -> Option<String> {
+    let start = dom.find(&format!("data-key=\"{key}\""))?;
+    let row = &dom[start..start + dom[start..].find("</tr>")?];
+    field_text(row, field)
+}
+
+/// The text of the first element with `data-field="field"` in `html`.
+fn field_text(html: &str, field: &str) -> Option<String> {
+    let at = html.find(&format!("data-field=\"{field}\""))?;
+    let open_end = at + html[at..].find('>')? + 1;
+    let close = open_end + html[open_end..].find('<')?;
+    Some(unescape(&html[open_end..close]))
+}
+
+/// The part of the DOM in `<section id="id">`.
+fn section<'a>(dom: &'a str, id: &str) -> &'a str {
+    let start = dom
+        .find(&format!("<section id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no section {id} in the DOM:\n{dom}"));
+    let end = dom[start..]
+        .find("</section>")
+        .map_or(dom.len(), |e| start + e);
+    &dom[start..end]
+}
+
+fn rows(dom: &str, prefix: &str) -> usize {
+    dom.matches(&format!("data-key=\"{prefix}")).count()
+}
+
+/// How the page writes a JSON value (the script's `show`).
+fn shown(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::Bool(b) => if *b { "yes" } else { "no" }.to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(shown).collect::<Vec<_>>().join(", "),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn vrrpd_status_page_in_chromium_matches_vrrpctl_json() {
+    let test = "vrrpd_status_page_in_chromium_matches_vrrpctl_json";
+    if !integration::have_root(test) || !have_chromium(test) {
+        return;
+    }
+    let cluster = Cluster::start();
+    let shot = artefact("vrrpd");
+    for node in ["lb1", "lb2"] {
+        let path = if node == "lb1" {
+            shot.clone()
+        } else {
+            cluster.work.path().join("lb2-vrrpd.png")
+        };
+        let dom = cluster.browse(node, "http://127.0.0.1:9612/status", &path);
+        let status = cluster.ctl_json(node, "vrrpd", &["status"]);
+        assert!(
+            dom.contains("<p id=\"updated\">updated "),
+            "the script did not draw the status on {node}:\n{dom}"
+        );
+        assert_eq!(
+            field_text(section(&dom, "node"), "node").as_deref(),
+            status["node"].as_str()
+        );
+        let groups = status["groups"].as_array().unwrap();
+        let instances = status["instances"].as_array().unwrap();
+        assert!(!groups.is_empty() && !instances.is_empty());
+        assert_eq!(rows(&dom, "group:"), groups.len(), "{dom}");
+        assert_eq!(rows(&dom, "instance:"), instances.len(), "{dom}");
+        for g in groups {
+            let key = format!("group:{}", g["name"].as_str().unwrap());
+            for field in ["state", "priority", "members", "vips"] {
+                assert_eq!(
+                    cell(&dom, &key, field),
+                    Some(shown(&g[field])),
+                    "{node} {key} {field}"
+                );
+            }
+        }
+        for i in instances {
+            let key = format!("instance:{}", i["name"].as_str().unwrap());
+            for field in [
+                "group",
+                "interface",
+                "vrid",
+                "state",
+                "priority",
+                "effective_priority",
+                "vips",
+            ] {
+                assert_eq!(
+                    cell(&dom, &key, field),
+                    Some(shown(&i[field])),
+                    "{node} {key} {field}"
+                );
+            }
+        }
+        let expected = if node == "lb1" { "MASTER" } else { "BACKUP" };
+        assert_eq!(
+            cell(
+                &dom,
+                &format!("group:{}", groups[0]["name"].as_str().unwrap()),
+                "state"
+            )
+            .as_deref(),
+            Some(expected)
+        );
+        println!(
+            "{node}: vrrpd page shows {} groups and {} instances as vrrpctl does",
+            groups.len(),
+            instances.len()
+        );
+    }
+    assert_png(&shot);
+}
