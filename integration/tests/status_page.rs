@@ -13,6 +13,7 @@
 //! Without chromium (scripts/deps.sh installs it) the tests print SKIP, or fail when
 //! LBSUITE_REQUIRE_ROOT=1.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -323,5 +324,114 @@ fn vrrpd_status_page_in_chromium_matches_vrrpctl_json() {
             instances.len()
         );
     }
+    assert_png(&shot);
+}
+
+#[test]
+fn lbd_status_page_in_chromium_matches_vrrpctl_json() {
+    let test = "lbd_status_page_in_chromium_matches_vrrpctl_json";
+    if !integration::have_root(test) || !have_chromium(test) {
+        return;
+    }
+    let cluster = Cluster::start();
+    let config = config::load(&repo_file("cluster.toml.example")).unwrap();
+    let service = &config.services[0];
+    let vip = std::net::SocketAddr::new(service.vip, service.ports.start);
+    cluster.wait_until("every server up on lb1", |c| {
+        let status = c.ctl_json("lb1", "lbd", &["services"]);
+        status["services"][0]["servers"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty() && s.iter().all(|s| s["health"] == "up"))
+    });
+    // Connections through the VIP leave source-NATed entries in lb1's table: port use.
+    let client = cluster.lab.host("client").unwrap();
+    for _ in 0..4 {
+        let mut stream = client.tcp_connect(vip, Duration::from_secs(3)).unwrap();
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    }
+    let shot = artefact("lbd");
+    let dom = cluster.browse("lb1", "http://127.0.0.1:9613/status", &shot);
+    let status = cluster.ctl_json("lb1", "lbd", &["services"]);
+    assert!(
+        dom.contains("<p id=\"updated\">updated "),
+        "the script did not draw the status:\n{dom}"
+    );
+    let node = section(&dom, "node");
+    assert_eq!(field_text(node, "node").as_deref(), status["node"].as_str());
+    assert_eq!(
+        field_text(node, "vrrpd_connected"),
+        Some(shown(&status["vrrpd"]["connected"]))
+    );
+    let services = status["services"].as_array().unwrap();
+    assert_eq!(rows(&dom, "service:"), services.len(), "{dom}");
+    let mut servers = 0;
+    for s in services {
+        let name = s["name"].as_str().unwrap();
+        for field in ["vip", "ports", "protocol", "serving"] {
+            assert_eq!(
+                cell(&dom, &format!("service:{name}"), field),
+                Some(shown(&s[field])),
+                "service {name} {field}"
+            );
+        }
+        for r in s["servers"].as_array().unwrap() {
+            servers += 1;
+            let key = format!("server:{name}/{}", r["name"].as_str().unwrap());
+            for field in ["health", "state", "weight", "effective_weight"] {
+                assert_eq!(
+                    cell(&dom, &key, field),
+                    Some(shown(&r[field])),
+                    "{key} {field}"
+                );
+            }
+        }
+    }
+    assert!(servers > 0);
+    assert_eq!(rows(&dom, "server:"), servers, "{dom}");
+    let mut addresses = 0;
+    for rule in status["snat"].as_array().unwrap() {
+        for a in rule["source"].as_array().unwrap() {
+            addresses += 1;
+            let key = format!(
+                "snat:{}/{}",
+                rule["name"].as_str().unwrap(),
+                a["address"].as_str().unwrap()
+            );
+            assert_eq!(
+                cell(&dom, &key, "destination"),
+                Some(shown(&rule["destination"]))
+            );
+            // The port use is the page's own (read from conntrack off the loop):
+            // the connections just made hold at least one port.
+            let in_use: u64 = cell(&dom, &key, "ports_in_use")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{key}: no port use on the page:\n{dom}"));
+            let available: u64 = cell(&dom, &key, "ports_available")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{key}: no ports available on the page"));
+            assert!(
+                in_use >= 1 && in_use <= available,
+                "{key}: {in_use}/{available}"
+            );
+            println!("{key}: {in_use} of {available} ports in use");
+        }
+    }
+    assert!(addresses > 0, "the example has a SNAT rule");
+    assert_eq!(rows(&dom, "snat:"), addresses);
+    let sync = section(&dom, "sync");
+    for field in ["enabled", "mode", "connected"] {
+        assert_eq!(
+            field_text(sync, field),
+            Some(shown(&status["sync"][field])),
+            "sync {field}"
+        );
+    }
+    println!(
+        "lb1: lbd page shows {} services, {servers} servers, {addresses} SNAT addresses as vrrpctl does",
+        services.len()
+    );
     assert_png(&shot);
 }

@@ -128,7 +128,7 @@
       ["active conns", "active_connections", r => r.active_connections],
       ["inactive conns", "inactive_connections", r => r.inactive_connections],
       ["connections", "connections", r => r.connections],
-      ["last check", "last_check", r => r.last_check ? (r.last_check.ok ? "ok" : "failed") + " " + (r.last_check.reason || r.last_check.result || "") + " " + ago(r.last_check.ago_ms) : ""],
+      ["last check", "last_check", r => r.last_check ? (r.last_check.ok ? "ok " : "failed (" + (r.last_check.reason || r.last_check.result) + ") ") + ago(r.last_check.ago_ms) : ""],
     ], servers, r => "server:" + r.service + "/" + r.name));
     const snat = [];
     for (const n of s.snat || []) for (const a of n.source || []) snat.push(Object.assign({ rule: n.name, destination: n.destination }, a));
