@@ -15,17 +15,16 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use integration::cluster_run::{node_files, start_daemons, start_servers, vrrpctl, NodeFiles};
-use integration::{topology_from_cluster, Lab, Process, REQUIRE_ROOT_ENV};
+use integration::cluster_run::Cluster;
+use integration::REQUIRE_ROOT_ENV;
 use serde_json::Value;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// Virtual time the page's script gets before the DOM is dumped: its first fetch and
 /// a refresh or two (it polls every 2 s).
 const SCRIPT_TIME_MS: u32 = 5000;
-const PATIENCE: Duration = Duration::from_secs(30);
 
 fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
@@ -42,108 +41,20 @@ fn have_chromium(test: &str) -> bool {
     false
 }
 
-/// The two nodes of cluster.toml.example running both daemons, lb1 MASTER.
-struct Cluster {
-    // Dropped first: the daemons stop before the lab goes.
-    _daemons: Vec<Process>,
-    _servers: Vec<integration::cluster_run::HttpServer>,
-    lab: Lab,
-    files: Vec<(String, NodeFiles)>,
-    bin_dir: PathBuf,
-    work: tempfile::TempDir,
+/// What the page tests need beside the running cluster.
+trait Browse {
+    fn browse(&self, node: &str, url: &str, screenshot: &Path) -> String;
 }
 
-impl Cluster {
-    fn start() -> Cluster {
-        let example = repo_file("cluster.toml.example");
-        let bin_dir = repo_file("target/debug");
-        for daemon in ["vrrpd", "lbd", "vrrpctl"] {
-            assert!(
-                bin_dir.join(daemon).exists(),
-                "{daemon} is not built: run `cargo build -p vrrpd -p lbd -p vrrpctl --bins` first"
-            );
-        }
-        let cluster = config::load(&example).expect("the example config loads");
-        let lab = Lab::up(topology_from_cluster(&cluster).unwrap()).unwrap();
-        let servers = start_servers(&lab, &cluster).unwrap();
-        let work = tempfile::tempdir().unwrap();
-        let mut files = Vec::new();
-        let mut daemons = Vec::new();
-        for node in ["lb1", "lb2"] {
-            let f = node_files(&example, work.path(), node).unwrap();
-            daemons.extend(start_daemons(&lab, &bin_dir, node, &f).unwrap());
-            files.push((node.to_owned(), f));
-        }
-        let cluster = Cluster {
-            _daemons: daemons,
-            _servers: servers,
-            lab,
-            files,
-            bin_dir,
-            work,
-        };
-        cluster.wait_until("lb1 MASTER and lb2 BACKUP", |c| {
-            c.group_state("lb1") == "MASTER" && c.group_state("lb2") == "BACKUP"
-        });
-        cluster
-    }
-
-    fn files(&self, node: &str) -> &NodeFiles {
-        &self.files.iter().find(|(n, _)| n == node).unwrap().1
-    }
-
-    /// `vrrpctl --socket <daemon's socket> ARGS --json` on `node`, parsed.
-    fn ctl_json(&self, node: &str, daemon: &str, args: &[&str]) -> Value {
-        let files = self.files(node);
-        let socket = if daemon == "lbd" {
-            &files.lbd_socket
-        } else {
-            &files.vrrpd_socket
-        };
-        let mut argv = args.to_vec();
-        argv.push("--json");
-        let out = vrrpctl(
-            &self.lab,
-            &self.bin_dir.join("vrrpctl"),
-            node,
-            socket,
-            &argv,
-        )
-        .unwrap_or_else(|e| panic!("vrrpctl {argv:?} on {node}: {e}"));
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("vrrpctl {argv:?}: {e}: {out}"))
-    }
-
-    fn group_state(&self, node: &str) -> String {
-        let files = self.files(node);
-        vrrpctl(
-            &self.lab,
-            &self.bin_dir.join("vrrpctl"),
-            node,
-            &files.vrrpd_socket,
-            &["status", "--json"],
-        )
-        .ok()
-        .and_then(|out| serde_json::from_str::<Value>(&out).ok())
-        .and_then(|s| s["groups"][0]["state"].as_str().map(str::to_owned))
-        .unwrap_or_default()
-    }
-
-    fn wait_until(&self, what: &str, cond: impl Fn(&Cluster) -> bool) {
-        let start = Instant::now();
-        while !cond(self) {
-            assert!(start.elapsed() < PATIENCE, "gave up waiting for {what}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
+impl Browse for Cluster {
     /// Chromium, headless, in `node`'s namespace: the DOM of `url` after its script
     /// ran, and a screenshot of it at `screenshot`.
     fn browse(&self, node: &str, url: &str, screenshot: &Path) -> String {
         let host = self.lab.host(node).unwrap();
-        let profile = self.work.path().join(format!("chromium-{node}"));
+        let profile = self.work().join(format!("chromium-{node}"));
         let profile_arg = format!("--user-data-dir={}", profile.display());
         let budget = format!("--virtual-time-budget={SCRIPT_TIME_MS}");
-        let home = format!("HOME={}", self.work.path().display());
+        let home = format!("HOME={}", self.work().display());
         let common = [
             "env",
             home.as_str(),
@@ -175,6 +86,18 @@ impl Cluster {
         run(&["--window-size=1400,1000", shot.as_str(), url]);
         dom
     }
+}
+
+/// The example's cluster running, or None (after SKIP) without root or Chromium.
+fn example_cluster(test: &str) -> Option<Cluster> {
+    if !integration::have_root(test) || !have_chromium(test) {
+        return None;
+    }
+    Some(Cluster::start(
+        &repo_file("cluster.toml.example"),
+        &repo_file("target/debug"),
+        |_, text| text,
+    ))
 }
 
 /// The screenshot's path: target/artefacts/status-<daemon>.png.
@@ -253,17 +176,16 @@ fn shown(v: &Value) -> String {
 
 #[test]
 fn vrrpd_status_page_in_chromium_matches_vrrpctl_json() {
-    let test = "vrrpd_status_page_in_chromium_matches_vrrpctl_json";
-    if !integration::have_root(test) || !have_chromium(test) {
+    let Some(cluster) = example_cluster("vrrpd_status_page_in_chromium_matches_vrrpctl_json")
+    else {
         return;
-    }
-    let cluster = Cluster::start();
+    };
     let shot = artefact("vrrpd");
     for node in ["lb1", "lb2"] {
         let path = if node == "lb1" {
             shot.clone()
         } else {
-            cluster.work.path().join("lb2-vrrpd.png")
+            cluster.work().join("lb2-vrrpd.png")
         };
         let dom = cluster.browse(node, "http://127.0.0.1:9612/status", &path);
         let status = cluster.ctl_json(node, "vrrpd", &["status"]);
@@ -329,11 +251,9 @@ fn vrrpd_status_page_in_chromium_matches_vrrpctl_json() {
 
 #[test]
 fn lbd_status_page_in_chromium_matches_vrrpctl_json() {
-    let test = "lbd_status_page_in_chromium_matches_vrrpctl_json";
-    if !integration::have_root(test) || !have_chromium(test) {
+    let Some(cluster) = example_cluster("lbd_status_page_in_chromium_matches_vrrpctl_json") else {
         return;
-    }
-    let cluster = Cluster::start();
+    };
     let config = config::load(&repo_file("cluster.toml.example")).unwrap();
     let service = &config.services[0];
     let vip = std::net::SocketAddr::new(service.vip, service.ports.start);
