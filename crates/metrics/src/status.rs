@@ -97,10 +97,13 @@ impl StatusPage {
                 return Ok(body.clone());
             }
         }
+        // Aged from the question: an answer is shared for SHARED_FOR after the daemon
+        // was asked, however long it took to answer.
+        let asked = Instant::now();
         match tokio::time::timeout(STATUS_WAIT, (self.source)()).await {
             Ok(Ok(body)) => {
                 let body = Bytes::from(body);
-                *last = Some((Instant::now(), body.clone()));
+                *last = Some((asked, body.clone()));
                 Ok(body)
             }
             Ok(Err(why)) => Err((StatusCode::SERVICE_UNAVAILABLE, why)),

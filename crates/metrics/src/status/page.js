@@ -8,6 +8,7 @@
   const updated = document.getElementById("updated");
   const EVERY_MS = 2000;
   let lastOk = null;
+  let polls = 0;
   // Cell values that get a colour.
   const MARKED = new Set(["MASTER", "BACKUP", "FAULT", "INIT", "MAINTENANCE", "up", "down", "held"]);
   const PHASES = ["prepare", "vips_added", "first_advert", "garp_sent"];
@@ -160,6 +161,8 @@
       const sections = daemon === "lbd" ? lbd(status) : vrrpd(status);
       content.replaceChildren(...sections);
       lastOk = new Date();
+      polls += 1;
+      updated.dataset.polls = String(polls);
       updated.textContent = "updated " + lastOk.toLocaleTimeString() + " (every " + EVERY_MS / 1000 + " s)";
       updated.removeAttribute("class");
     } catch (e) {
