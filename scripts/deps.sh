@@ -17,6 +17,7 @@ LBSUITE_DEBS=(
     tcpdump         # captures asserted by the wire tests
     ethtool         # health_bench: GRO for veth NAPI threads
     prometheus      # promtool: checks and unit-tests dist/prometheus's alert rules (integration/tests/alerts_dashboard.rs)
+    chromium        # headless browser loading the daemons' status pages (integration/tests/status_page.rs)
 )
 
 missing=()

@@ -8,6 +8,7 @@
 //! that were killed outright left behind.
 
 mod cluster_lab;
+pub mod cluster_run;
 mod command;
 mod error;
 pub mod exposition;

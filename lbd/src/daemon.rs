@@ -295,15 +295,22 @@ pub async fn run(
     // After every collector is registered: all series are there at the first scrape.
     let _metrics = if view.metrics.enabled {
         Some(
-            metrics::MetricsServer::start(view.metrics.lbd_listen, telemetry.registry().clone())
-                .context("starting the metrics endpoint")?,
+            metrics::MetricsServer::start_with_status(
+                view.metrics.lbd_listen,
+                telemetry.registry().clone(),
+                crate::status_page::status_page(
+                    control_handler(control_tx.clone()),
+                    telemetry.clone(),
+                ),
+            )
+            .context("starting the metrics endpoint")?,
         )
     } else {
         None
     };
     let (stop_server, server_stopped) = watch::channel(false);
     let serving = tokio::spawn(server.serve(
-        Arc::new(control_handler(control_tx)),
+        Arc::new(control_handler(control_tx.clone())),
         ctl::EventBus::new(ctl::DEFAULT_BACKLOG),
         server_stopped,
     ));
@@ -1371,12 +1378,16 @@ fn snat_addresses(source: &SnatSource) -> Vec<SnatAddress> {
         SnatSource::Address(address) => vec![SnatAddress {
             address: *address,
             ports: None,
+            ports_in_use: None,
+            ports_available: None,
         }],
         SnatSource::Pool(pool) => pool
             .iter()
             .map(|(address, ports)| SnatAddress {
                 address: *address,
                 ports: ports.map(|(lo, hi)| [lo, hi]),
+                ports_in_use: None,
+                ports_available: None,
             })
             .collect(),
     }

@@ -9,7 +9,8 @@
 //! - [`servers`]: run-time server overrides (drain, disable, weight) and their
 //!   state file, and active/inactive connection counts;
 //! - [`sync`]: connection-state sync with the peer (nft backend);
-//! - [`telemetry`], [`conntrack`]: Prometheus metrics and SNAT port usage.
+//! - [`telemetry`], [`conntrack`]: Prometheus metrics and SNAT port usage;
+//! - [`status_page`]: the read-only status page on the metrics listener.
 
 pub mod backend;
 pub mod conntrack;
@@ -18,6 +19,7 @@ pub mod daemon;
 pub mod desired;
 pub mod roles;
 pub mod servers;
+pub mod status_page;
 pub mod sync;
 pub mod telemetry;
 pub mod tracking;

@@ -378,6 +378,13 @@ impl Telemetry {
         self.lock().snat_capacity = capacity;
     }
 
+    /// The SNAT addresses' port use now, from the conntrack table (blocking: a dump
+    /// of the table; call it off the daemon's loop).
+    pub fn snat_usage(&self) -> Result<Vec<conntrack::SnatUsage>, ctsync::Error> {
+        let capacity = self.lock().snat_capacity.clone();
+        conntrack::read_usage(&capacity)
+    }
+
     /// Counters read by the daemon (status), also used by the next scrape if the
     /// dataplane is busy then.
     pub fn counters(&self, counters: Vec<BackendCounters>) {

@@ -299,7 +299,7 @@ pub async fn run(
         .control_socket(Arc::clone(&daemon.control_stats));
     let (stop_server, server_stopped) = watch::channel(false);
     let serving = tokio::spawn(server.serve(
-        Arc::new(control_handler(control_tx)),
+        Arc::new(control_handler(control_tx.clone())),
         events,
         server_stopped,
     ));
@@ -308,9 +308,10 @@ pub async fn run(
     // first scrape.
     let _metrics = if daemon.view.metrics.enabled {
         Some(
-            metrics::MetricsServer::start(
+            metrics::MetricsServer::start_with_status(
                 daemon.view.metrics.vrrpd_listen,
                 daemon.telemetry.registry().clone(),
+                status_page(control_handler(control_tx.clone())),
             )
             .context("starting the metrics endpoint")?,
         )
@@ -428,6 +429,18 @@ pub async fn run(
     }
     tracing::info!("vrrpd stopped");
     Ok(())
+}
+
+/// The read-only status page on the metrics listener: the loop's `status` reply,
+/// asked as the control socket asks it.
+fn status_page(handler: crate::control::ControlHandler) -> metrics::StatusPage {
+    metrics::StatusPage::new("vrrpd", move || {
+        let handler = handler.clone();
+        async move {
+            let status = ctl::daemon::status_reply(&handler).await?;
+            serde_json::to_vec(&status).map_err(|e| e.to_string())
+        }
+    })
 }
 
 /// The control socket's limits from `[control]`; `peer` is the other daemon, whose

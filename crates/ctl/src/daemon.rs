@@ -8,6 +8,18 @@ use std::process::ExitCode;
 
 use tokio::signal::unix::{signal, SignalKind};
 
+/// The daemon's `status` reply, asked through `handler` as the control socket asks
+/// it: what the read-only status page on the metrics listener serves as JSON (the
+/// typed contract `vrrpctl --json` prints). Only `status` is ever asked.
+pub async fn status_reply(
+    handler: &impl crate::RequestHandler,
+) -> Result<serde_json::Value, String> {
+    handler
+        .handle(crate::methods::STATUS, serde_json::Value::Null)
+        .await
+        .map_err(|e| e.message)
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 

@@ -1,5 +1,7 @@
-//! What one connection is answered: `GET /metrics`, `GET /`, 404 for the rest, and
-//! 429 (then the connection closes) past its request rate.
+//! What one connection is answered: `GET /metrics`, `GET /`, the status page
+//! (`GET /status`, `GET /status.json`) when the daemon has one, 405 for other
+//! methods on those paths, 404 for the rest, and 429 (then the connection closes)
+//! past its request rate.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,11 +12,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, HOST, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::time::Instant;
 
 use crate::render::Renderer;
+use crate::status::{self, StatusPage};
 use crate::Limits;
 
 /// What the accept loop and the idle watchdog know of one connection.
@@ -58,14 +61,21 @@ impl Drop for Waiting {
 /// The hyper service of one connection.
 pub(crate) struct Endpoint {
     renderer: Renderer,
+    status: Option<StatusPage>,
     bucket: Mutex<TokenBucket>,
     activity: Arc<Activity>,
 }
 
 impl Endpoint {
-    pub(crate) fn new(renderer: Renderer, limits: &Limits, activity: Arc<Activity>) -> Self {
+    pub(crate) fn new(
+        renderer: Renderer,
+        status: Option<StatusPage>,
+        limits: &Limits,
+        activity: Arc<Activity>,
+    ) -> Self {
         Endpoint {
             renderer,
+            status,
             bucket: Mutex::new(TokenBucket::new(
                 limits.request_burst,
                 limits.requests_per_second,
@@ -114,7 +124,34 @@ impl hyper::service::Service<Request<Incoming>> for Endpoint {
                 })
             }
             (&Method::GET, "/") => {
-                Box::pin(async { Ok(text(StatusCode::OK, "see /metrics\n".into())) })
+                let pointer = if self.status.is_some() {
+                    "see /metrics, and /status for the status page\n"
+                } else {
+                    "see /metrics\n"
+                };
+                Box::pin(async { Ok(text(StatusCode::OK, pointer.into())) })
+            }
+            (&Method::GET, path @ ("/status" | "/status.json")) if self.status.is_some() => {
+                let json = path == "/status.json";
+                let page = self.status.clone();
+                let host = request
+                    .headers()
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned);
+                let waiting = Waiting::new(Arc::clone(&self.activity));
+                Box::pin(async move {
+                    let reply = match &page {
+                        Some(page) => status::answer(page, json, host.as_deref()).await,
+                        None => text(StatusCode::NOT_FOUND, "no status page\n".into()),
+                    };
+                    drop(waiting);
+                    Ok(reply)
+                })
+            }
+            (_, "/metrics" | "/") => Box::pin(async { Ok(only_get()) }),
+            (_, "/status" | "/status.json") if self.status.is_some() => {
+                Box::pin(async { Ok(only_get()) })
             }
             _ => Box::pin(async {
                 Ok(text(
@@ -133,6 +170,18 @@ fn text(status: StatusCode, body: String) -> Reply {
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    reply
+}
+
+/// A method other than GET on a path that is served: nothing here takes writes.
+fn only_get() -> Reply {
+    let mut reply = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "read-only: GET is the one method served\n".into(),
+    );
+    reply
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static("GET"));
     reply
 }
 

@@ -2,8 +2,10 @@
 //! (hyper on a one-thread tokio runtime of its own) that renders a
 //! [`prometheus::Registry`] in the text format.
 //!
-//! Loopback by default (the daemons' config says where); anything but `GET /metrics`
-//! (and `/` for a pointer) gets 404, so the port exposes nothing else.
+//! Loopback by default (the daemons' config says where); anything but `GET /metrics`,
+//! `/` for a pointer and, when the daemon has one, its read-only status page
+//! (`/status`, polling `/status.json`; see the `status` module) gets 404, so the port
+//! exposes nothing else.
 //!
 //! Any local user can connect, so every resource a client can make the server hold
 //! is bounded by [`Limits`]: connections (a new one past the cap closes the oldest,
@@ -21,6 +23,9 @@ mod http;
 mod progress;
 mod render;
 mod server;
+mod status;
+
+pub use status::{StatusFuture, StatusPage};
 
 use std::net::SocketAddr;
 use std::sync::mpsc as std_mpsc;
@@ -170,11 +175,30 @@ impl MetricsServer {
         registry: prometheus::Registry,
         limits: Limits,
     ) -> Result<Self, MetricsError> {
+        Self::serve(addr, registry, None, limits)
+    }
+
+    /// Serves `registry` at `http://addr/metrics` and the daemon's read-only
+    /// status page at `http://addr/status`, with the default [`Limits`].
+    pub fn start_with_status(
+        addr: SocketAddr,
+        registry: prometheus::Registry,
+        status: StatusPage,
+    ) -> Result<Self, MetricsError> {
+        Self::serve(addr, registry, Some(status), Limits::default())
+    }
+
+    fn serve(
+        addr: SocketAddr,
+        registry: prometheus::Registry,
+        status: Option<StatusPage>,
+        limits: Limits,
+    ) -> Result<Self, MetricsError> {
         let (bound_tx, bound_rx) = std_mpsc::channel();
         let (stop, stopped) = oneshot::channel();
         let thread = thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || server::run(addr, registry, limits, bound_tx, stopped))
+            .spawn(move || server::run(addr, registry, status, limits, bound_tx, stopped))
             .map_err(MetricsError::Thread)?;
         let bound = bound_rx.recv().unwrap_or_else(|_| {
             Err(MetricsError::Thread(std::io::Error::other(

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::http::{Activity, Endpoint};
 use crate::progress::ProgressStream;
 use crate::render::Renderer;
+use crate::status::StatusPage;
 use crate::{Limits, MetricsError};
 
 /// Pending connections the kernel queues while the loop is busy (1000 clients
@@ -39,6 +40,7 @@ const STOP_WAIT: Duration = Duration::from_secs(3);
 pub(crate) fn run(
     addr: SocketAddr,
     registry: prometheus::Registry,
+    status: Option<StatusPage>,
     limits: Limits,
     bound: std_mpsc::Sender<Result<SocketAddr, MetricsError>>,
     stop: oneshot::Receiver<()>,
@@ -71,7 +73,7 @@ pub(crate) fn run(
         let (renderer, rendering) = Renderer::new(registry);
         tokio::spawn(rendering);
         tokio::select! {
-            () = accept_loop(listener, renderer, limits) => {}
+            () = accept_loop(listener, renderer, status, limits) => {}
             _ = stop => {}
         }
     });
@@ -148,7 +150,12 @@ impl ConnectionTable {
     }
 }
 
-async fn accept_loop(listener: TcpListener, renderer: Renderer, limits: Limits) {
+async fn accept_loop(
+    listener: TcpListener,
+    renderer: Renderer,
+    status: Option<StatusPage>,
+    limits: Limits,
+) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.idle_timeout)
@@ -179,7 +186,12 @@ async fn accept_loop(listener: TcpListener, renderer: Renderer, limits: Limits) 
                     }
                     let activity = Arc::new(Activity::default());
                     let endpoint =
-                        Endpoint::new(renderer.clone(), &limits, Arc::clone(&activity));
+                        Endpoint::new(
+                        renderer.clone(),
+                        status.clone(),
+                        &limits,
+                        Arc::clone(&activity),
+                    );
                     let abort = tasks.spawn(serve_connection(
                         http.clone(),
                         stream,

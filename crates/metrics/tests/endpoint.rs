@@ -70,7 +70,11 @@ fn root_points_to_metrics_and_only_get_is_served() {
     .unwrap();
     let mut reply = String::new();
     stream.read_to_string(&mut reply).unwrap();
-    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    // Read-only: the path exists, the method does not.
+    assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
+    assert!(reply.to_ascii_lowercase().contains("allow: get"), "{reply}");
+    // Without a status page, /status is just another unknown path.
+    assert!(get(server.addr(), "/status").contains(" 404 "));
 }
 
 #[test]

@@ -422,6 +422,14 @@ pub struct SnatAddress {
     /// Its source ports, inclusive (`None`: the kernel picks).
     #[serde(default)]
     pub ports: Option<[u16; 2]>,
+    /// Distinct (protocol, port) pairs of tracked connections NATed to the address.
+    /// Read from the conntrack table off the daemon's loop, so only the status page
+    /// (on the metrics listener) fills it; the control socket's `status` leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports_in_use: Option<u64>,
+    /// Ports the SNAT rules let the address use; filled with `ports_in_use`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports_available: Option<u32>,
 }
 
 /// Applies of the desired state.
