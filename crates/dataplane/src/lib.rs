@@ -1,16 +1,19 @@
 //! The load balancer's dataplane: a desired-state model ([`DesiredState`]), the
-//! [`Dataplane`] trait every backend implements, a [`NullBackend`] for tests without a
-//! kernel, and the nftables backend ([`NftBackend`]) on libnftnl.
+//! [`Dataplane`] trait every backend implements, the backends ([`NftBackend`] on
+//! libnftnl, [`IpvsBackend`]) with what each can do ([`BackendKind`],
+//! [`Capabilities`]), the choice between them ([`select_backend`]), and a
+//! [`DryRun`] that validates as a backend would without touching a kernel.
 //!
 //! A backend diffs the desired state against what is applied and sends the
 //! difference in one atomic transaction; [`Dataplane::read_back`] reports what the
 //! kernel holds.
 
+mod dry_run;
 mod error;
 pub mod ipvs;
+mod kind;
 mod model;
 pub mod nft;
-mod null;
 pub mod slots;
 
 use std::collections::BTreeSet;
@@ -22,13 +25,14 @@ use serde::{Deserialize, Serialize};
 pub use crate::ipvs::{
     select_backend, BackendChoice, ChosenBackend, IpvsBackend, IpvsSettings, Selection, SyncRole,
 };
+pub use dry_run::DryRun;
 pub use error::DataplaneError;
+pub use kind::{BackendKind, Capabilities};
 pub use model::{
     Backend, DesiredState, Forwarding, Persistence, PortSpec, Protocol, Scheduler, Service,
     SnatProtocol, SnatRule, SnatSource,
 };
 pub use nft::{Counting, NftBackend, DEFAULT_TABLE};
-pub use null::NullBackend;
 
 /// A dataplane backend: applies desired states, reads back, counts.
 pub trait Dataplane {
@@ -51,8 +55,16 @@ pub trait Dataplane {
     fn counters(&self) -> Result<Vec<BackendCounters>, DataplaneError>;
     /// Removes everything this backend owns (and nothing else).
     fn teardown(&mut self) -> Result<(), DataplaneError>;
-    /// Backend name for logs and metrics ("nft", "null").
-    fn name(&self) -> &'static str;
+    /// Which backend this is (a [`DryRun`] says which one it stands in for).
+    fn kind(&self) -> BackendKind;
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities {
+        self.kind().capabilities()
+    }
+    /// Backend name for logs ("nft", "ipvs", "dry-run").
+    fn name(&self) -> &'static str {
+        self.kind().name()
+    }
 }
 
 /// What may differ between a desired state and the one last applied successfully

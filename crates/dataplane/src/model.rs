@@ -160,6 +160,17 @@ pub enum Scheduler {
     Nq,
 }
 
+impl Scheduler {
+    /// Whether it picks by per-server connection counts (lc, wlc, sed, nq), which only
+    /// a backend that keeps them can do.
+    pub fn needs_connection_counts(self) -> bool {
+        matches!(
+            self,
+            Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq
+        )
+    }
+}
+
 impl fmt::Display for Scheduler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use dataplane::ipvs::Op;
 use dataplane::{
-    select_backend, Backend, BackendChoice, ChosenBackend, Dataplane, DesiredState, Forwarding,
-    IpvsBackend, IpvsSettings, Persistence, PortSpec, Protocol, Scheduler, Service, SnatProtocol,
-    SnatRule, SnatSource, SyncRole,
+    select_backend, Backend, BackendChoice, BackendKind, ChosenBackend, Dataplane, DesiredState,
+    Forwarding, IpvsBackend, IpvsSettings, Persistence, PortSpec, Protocol, Scheduler, Service,
+    SnatProtocol, SnatRule, SnatSource, SyncRole,
 };
 use integration::{Host, Lab};
 
@@ -298,13 +298,14 @@ fn reconcile_touches_only_what_changed_survives_restarts_and_spares_hand_made_se
 
     // auto picks IPVS here, and says so.
     let s = settings("reconcile");
-    let chosen = lb1
+    let (backend, chosen) = lb1
         .run_in(move || select_backend(BackendChoice::Auto, &s, None))
         .unwrap()
         .unwrap();
-    assert!(matches!(chosen.backend, ChosenBackend::Ipvs(_)));
+    assert!(matches!(backend, ChosenBackend::Ipvs(_)));
     assert!(chosen.reason.starts_with("auto: ipvs"), "{}", chosen.reason);
-    drop(chosen);
+    assert_eq!(chosen.kind, BackendKind::Ipvs);
+    drop(backend);
 
     lb1.exec_ok(&["ipvsadm", "-A", "-t", "198.18.0.200:80", "-s", "wlc"])
         .unwrap();

@@ -364,9 +364,9 @@ fn counting_modes_shape_the_table() {
 
 #[test]
 fn refused_scheduler_and_bad_state_change_nothing() {
-    let mut null = dataplane::NullBackend::new();
+    let mut dry = dataplane::DryRun::new(dataplane::BackendKind::Nft);
     let mut s = web(Scheduler::Lc, 1, 1);
-    let err = null
+    let err = dry
         .apply(&DesiredState {
             services: vec![s.clone()],
             snat: vec![],
@@ -375,14 +375,14 @@ fn refused_scheduler_and_bad_state_change_nothing() {
     assert!(err.to_string().contains("scheduler lc"), "{err}");
     s.scheduler = Scheduler::Rr;
     s.backends[0].addr = ip("2001:db8::1");
-    let err = null
+    let err = dry
         .apply(&DesiredState {
             services: vec![s],
             snat: vec![],
         })
         .unwrap_err();
     assert!(err.to_string().contains("same family"), "{err}");
-    assert!(null.applied().is_none());
+    assert!(dry.applied().is_none());
 }
 
 /// A server thread answering "<name> <peer address>" to each connection.

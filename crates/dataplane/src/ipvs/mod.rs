@@ -40,7 +40,8 @@ pub use plan::{CurrentService, Op, ServiceKey, WantedService};
 pub use select::{select_backend, BackendChoice, ChosenBackend, Selection};
 
 use crate::{
-    AppliedState, ApplyReport, BackendCounters, Dataplane, DataplaneError, DesiredState, NftBackend,
+    AppliedState, ApplyReport, BackendCounters, BackendKind, Dataplane, DataplaneError,
+    DesiredState, NftBackend,
 };
 
 /// The sysctl that makes IPVS keep netfilter conntrack entries (needed by SNAT).
@@ -383,7 +384,7 @@ impl Dataplane for IpvsBackend {
         Ok(())
     }
 
-    fn name(&self) -> &'static str {
-        "ipvs"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Ipvs
     }
 }

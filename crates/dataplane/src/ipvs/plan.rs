@@ -183,20 +183,6 @@ fn forward_name(f: Forwarding) -> &'static str {
     }
 }
 
-/// Why IPVS cannot hold `desired` (random scheduler, port ranges), if it cannot: the
-/// `auto` selection falls back to nft then.
-pub fn unsupported(desired: &DesiredState) -> Option<String> {
-    desired.services.iter().find_map(|s| {
-        if s.scheduler == Scheduler::Random {
-            Some(format!("service {} uses the random scheduler", s.name))
-        } else if let PortSpec::Range(a, b) = s.ports {
-            Some(format!("service {} uses the port range {a}-{b}", s.name))
-        } else {
-            None
-        }
-    })
-}
-
 /// The kernel services `desired` asks for, validated.
 pub fn wanted(desired: &DesiredState) -> Result<Vec<WantedService>, DataplaneError> {
     let mut out: Vec<WantedService> = Vec::with_capacity(desired.services.len());
@@ -561,10 +547,25 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_explains_why_auto_would_choose_nft() {
-        assert_eq!(unsupported(&state(vec![web(Scheduler::Wrr)])), None);
-        let why = unsupported(&state(vec![web(Scheduler::Random)])).unwrap();
-        assert!(why.contains("random"), "{why}");
+    fn the_declared_capabilities_refuse_what_the_plan_refuses() {
+        let caps = crate::BackendKind::Ipvs.capabilities();
+        let fine = state(vec![web(Scheduler::Wlc)]);
+        assert_eq!(caps.refusal(&fine), None);
+        wanted(&fine).unwrap();
+        let mut range = web(Scheduler::Wrr);
+        range.ports = PortSpec::Range(8000, 8010);
+        for b in &mut range.backends {
+            b.port = None;
+        }
+        for s in [state(vec![web(Scheduler::Random)]), state(vec![range])] {
+            let why = caps.refusal(&s).unwrap();
+            let err = wanted(&s).unwrap_err();
+            assert!(why.contains("random") || why.contains("8000-8010"), "{why}");
+            assert!(
+                err.to_string().contains("random") || err.to_string().contains("8000-8010"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

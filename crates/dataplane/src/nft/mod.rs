@@ -22,7 +22,8 @@ use objects::{ElemDump, RuleObj, SetObj};
 use record::{Committed, Plan};
 
 use crate::{
-    AppliedState, ApplyReport, BackendCounters, ChangeHint, Dataplane, DataplaneError, DesiredState,
+    AppliedState, ApplyReport, BackendCounters, BackendKind, ChangeHint, Dataplane, DataplaneError,
+    DesiredState,
 };
 
 /// The table name lbd uses unless told otherwise.
@@ -716,8 +717,8 @@ impl Dataplane for NftBackend {
         }
     }
 
-    fn name(&self) -> &'static str {
-        "nft"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Nft
     }
 }
 
