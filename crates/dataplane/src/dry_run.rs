@@ -57,17 +57,6 @@ pub(crate) fn snat_only(desired: &DesiredState) -> DesiredState {
     }
 }
 
-/// The IPVS services a previous apply left, as the kernel would hold them.
-fn as_current(wanted: &[WantedService]) -> Vec<CurrentService> {
-    wanted
-        .iter()
-        .map(|w| CurrentService {
-            service: w.service.clone(),
-            dests: w.dests.iter().map(|(_, d)| d.clone()).collect(),
-        })
-        .collect()
-}
-
 impl Dataplane for DryRun {
     fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         let start = std::time::Instant::now();
@@ -86,7 +75,9 @@ impl Dataplane for DryRun {
                 None => Vec::new(),
             };
             let owned = before.iter().map(WantedService::key).collect();
-            let ops = ipvs_plan::plan(&wanted, &as_current(&before), &owned);
+            let current: Vec<CurrentService> =
+                before.iter().map(CurrentService::of_wanted).collect();
+            let ops = ipvs_plan::plan(&wanted, &current, &owned);
             report.ipvs_services_changed = ops.iter().filter(|o| o.is_service_op()).count();
             report.ipvs_destinations_changed = ops.len() - report.ipvs_services_changed;
         }
@@ -98,7 +89,10 @@ impl Dataplane for DryRun {
 
     fn read_back(&self) -> Result<AppliedState, DataplaneError> {
         match &self.applied {
-            Some(d) => Ok(self.nft_layout(d)?.state.to_applied()),
+            Some(d) => Ok(AppliedState {
+                services: d.services.clone(),
+                nft: self.nft_layout(d)?.state.to_table(),
+            }),
             None => Ok(AppliedState::default()),
         }
     }

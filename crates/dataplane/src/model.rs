@@ -161,6 +161,19 @@ pub enum Scheduler {
 }
 
 impl Scheduler {
+    /// Every scheduler.
+    pub const ALL: [Scheduler; 9] = [
+        Scheduler::Rr,
+        Scheduler::Wrr,
+        Scheduler::Random,
+        Scheduler::Sh,
+        Scheduler::Mh,
+        Scheduler::Lc,
+        Scheduler::Wlc,
+        Scheduler::Sed,
+        Scheduler::Nq,
+    ];
+
     /// Whether it picks by per-server connection counts (lc, wlc, sed, nq), which only
     /// a backend that keeps them can do.
     pub fn needs_connection_counts(self) -> bool {

@@ -383,6 +383,45 @@ fn reconcile_touches_only_what_changed_survives_restarts_and_spares_hand_made_se
     assert_eq!(report.changes(), 0, "{report:?}");
     assert_eq!(ipvsadm(lb1), expected);
 
+    // It reads back in the desired state's terms (ours only, not the hand-made
+    // service), and verify is a diff: a weight and a scheduler changed by hand are
+    // named in those terms, and the next apply puts them back.
+    assert_eq!(ipvs.verify(&state).unwrap(), Vec::new());
+    let back = ipvs.read_back().unwrap();
+    let mut names: Vec<&str> = back.services.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["api", "web"], "{back:?}");
+    lb1.exec_ok(&[
+        "ipvsadm",
+        "-e",
+        "-t",
+        "198.18.0.100:80",
+        "-r",
+        "198.18.1.22:80",
+        "-m",
+        "-w",
+        "4",
+    ])
+    .unwrap();
+    lb1.exec_ok(&["ipvsadm", "-E", "-t", "198.18.0.100:8080", "-s", "wlc"])
+        .unwrap();
+    let drift: Vec<String> = ipvs
+        .verify(&state)
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        drift,
+        [
+            "service web: server srv2 has weight 4, 0 wanted",
+            "service api: scheduler wlc held, rr wanted",
+        ]
+    );
+    ipvs.apply(&state).unwrap();
+    assert_eq!(ipvs.verify(&state).unwrap(), Vec::new());
+    assert_eq!(ipvsadm(lb1), expected);
+
     // After another restart, a service dropped from the configuration is deleted
     // (the record says it was ours); the hand-made one stays.
     drop(ipvs);

@@ -187,7 +187,7 @@ fn layout_diff_and_foreign_table_in_namespace() {
         "{listing}"
     );
 
-    let before = nft.read_back().unwrap().dnat_slots();
+    let before = nft.read_back().unwrap().nft.dnat_slots();
     let web_slots = slots_of(&before, "198.18.0.100");
     assert_eq!(web_slots.len(), 4);
     assert_eq!(
@@ -223,7 +223,7 @@ fn layout_diff_and_foreign_table_in_namespace() {
         0
     );
     assert!(report.elements_added > 0 && report.elements_added == report.elements_removed);
-    let after = nft.read_back().unwrap().dnat_slots();
+    let after = nft.read_back().unwrap().nft.dnat_slots();
     let others = |v: &[DnatSlot]| {
         v.iter()
             .filter(|s| s.vip != ip("198.18.0.100"))

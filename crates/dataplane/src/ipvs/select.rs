@@ -11,7 +11,7 @@ use super::error::IpvsBackendError;
 use super::{IpvsBackend, IpvsSettings};
 use crate::{
     AppliedState, ApplyReport, BackendCounters, BackendKind, ChangeHint, Dataplane, DataplaneError,
-    DesiredState, NftBackend,
+    DesiredState, Drift, NftBackend,
 };
 
 /// The configured backend preference.
@@ -83,6 +83,10 @@ impl Dataplane for ChosenBackend {
 
     fn read_back(&self) -> Result<AppliedState, DataplaneError> {
         self.inner().read_back()
+    }
+
+    fn verify(&self, desired: &DesiredState) -> Result<Vec<Drift>, DataplaneError> {
+        self.inner().verify(desired)
     }
 
     fn counters(&self) -> Result<Vec<BackendCounters>, DataplaneError> {

@@ -49,7 +49,7 @@ use super::expr::{reg, Expr};
 use crate::model::{PortSpec, Scheduler, Service, SnatProtocol, SnatRule, SnatSource};
 use crate::slots;
 use crate::{
-    AppliedElement, AppliedSet, AppliedState, ApplyReport, DataplaneError, DesiredState, DnatSlot,
+    ApplyReport, DataplaneError, DesiredState, DnatSlot, Drift, NftElement, NftSet, NftTable,
     Protocol,
 };
 
@@ -213,19 +213,19 @@ pub struct TableState {
 
 impl TableState {
     /// As the public read-back type.
-    pub fn to_applied(&self) -> AppliedState {
-        AppliedState {
+    pub fn to_table(&self) -> NftTable {
+        NftTable {
             exists: self.exists,
             chains: self.chains.iter().cloned().collect(),
             sets: self
                 .sets
                 .iter()
-                .map(|(name, s)| AppliedSet {
+                .map(|(name, s)| NftSet {
                     name: name.clone(),
                     elements: s
                         .elements
                         .iter()
-                        .map(|(k, d)| AppliedElement {
+                        .map(|(k, d)| NftElement {
                             key: k.key.clone(),
                             key_end: k.key_end.clone(),
                             data: d.clone(),
@@ -1070,6 +1070,49 @@ impl Changes {
     /// Nothing to do.
     pub fn is_empty(&self) -> bool {
         self.report().changes() == 0
+    }
+
+    /// What differs, one [`Drift`] per object kind and set or chain, for `table`.
+    pub fn drifts(&self, table: &str) -> Vec<Drift> {
+        let subject = format!("table inet {table}");
+        let mut out = Vec::new();
+        let mut say = |what: String| out.push(Drift::new(&subject, what));
+        if self.create_table {
+            say("does not exist".into());
+        }
+        for c in &self.add_chains {
+            say(format!("chain {} is missing", c.name));
+        }
+        for c in &self.del_chains {
+            say(format!("chain {c} is not wanted"));
+        }
+        for name in &self.add_sets {
+            say(format!("set {name} is missing or of another shape"));
+        }
+        for name in self.del_sets.iter().filter(|n| !self.add_sets.contains(n)) {
+            say(format!("set {name} is not wanted"));
+        }
+        for (name, keys) in &self.del_elems {
+            say(format!("set {name}: {} elements not wanted", keys.len()));
+        }
+        for (name, elems) in self
+            .add_elems
+            .iter()
+            .filter(|(n, _)| !self.add_sets.contains(n))
+        {
+            say(format!(
+                "set {name}: {} elements missing or different",
+                elems.len()
+            ));
+        }
+        for chain in self.flush_chains.iter().chain(
+            self.add_rules
+                .iter()
+                .filter(|c| !self.flush_chains.contains(c)),
+        ) {
+            say(format!("chain {chain}: the rules differ"));
+        }
+        out
     }
 
     /// Counts as a report (no timing).

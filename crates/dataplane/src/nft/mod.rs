@@ -23,7 +23,7 @@ use record::{Committed, Plan};
 
 use crate::{
     AppliedState, ApplyReport, BackendCounters, BackendKind, ChangeHint, Dataplane, DataplaneError,
-    DesiredState,
+    DesiredState, Drift,
 };
 
 /// The table name lbd uses unless told otherwise.
@@ -645,7 +645,28 @@ impl Dataplane for NftBackend {
     }
 
     fn read_back(&self) -> Result<AppliedState, DataplaneError> {
-        Ok(self.kernel_state()?.to_applied())
+        let kernel = self.kernel_state()?;
+        let mut services = Vec::new();
+        if let Some(c) = &self.committed {
+            let last = DesiredState {
+                services: c.services().cloned().collect(),
+                snat: c.snat.clone(),
+            };
+            if layout::diff(&kernel, &layout::plan(&last, c.counting())?).is_empty() {
+                services = last.services;
+            }
+        }
+        Ok(AppliedState {
+            services,
+            nft: kernel.to_table(),
+        })
+    }
+
+    /// The table against `desired`'s layout: every object that differs (what an
+    /// apply would change).
+    fn verify(&self, desired: &DesiredState) -> Result<Vec<Drift>, DataplaneError> {
+        let want = layout::plan(desired, self.counting)?;
+        Ok(layout::diff(&self.kernel_state()?, &want).drifts(&self.table))
     }
 
     fn counters(&self) -> Result<Vec<BackendCounters>, DataplaneError> {
