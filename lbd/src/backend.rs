@@ -42,15 +42,6 @@ pub enum BackendError {
     Thread(String),
 }
 
-/// The dataplane's backend preference for the `dataplane.backend` setting.
-pub fn backend_choice(setting: config::Backend) -> BackendChoice {
-    match setting {
-        config::Backend::Auto => BackendChoice::Auto,
-        config::Backend::Ipvs => BackendChoice::Ipvs,
-        config::Backend::Nft => BackendChoice::Nft,
-    }
-}
-
 /// Where the backends keep what they own: the nftables table, and the IPVS
 /// ownership record beside lbd's control socket (`/run/lbsuite/ipvs-owned` by
 /// default), so that two lbds on one filesystem (test namespaces) keep theirs apart.
@@ -85,7 +76,7 @@ impl DataplaneThread {
     /// Starts the thread and chooses and opens the backend there
     /// ([`dataplane::select_backend`]); returns once it is open.
     pub fn start(
-        setting: config::Backend,
+        choice: BackendChoice,
         settings: IpvsSettings,
         desired: Option<DesiredState>,
     ) -> Result<(DataplaneThread, Selection), BackendError> {
@@ -94,7 +85,6 @@ impl DataplaneThread {
         thread::Builder::new()
             .name("dataplane".into())
             .spawn(move || {
-                let choice = backend_choice(setting);
                 let chosen = dataplane::select_backend(choice, &settings, desired.as_ref());
                 let mut backend = match chosen {
                     Ok((b, selection)) => {
@@ -206,8 +196,6 @@ mod tests {
 
     #[test]
     fn settings_follow_the_config() {
-        assert_eq!(backend_choice(config::Backend::Auto), BackendChoice::Auto);
-        assert_eq!(backend_choice(config::Backend::Ipvs), BackendChoice::Ipvs);
         let text = include_str!("../../cluster.toml.example")
             .replace("\"/run/lbsuite/lbd.sock\"", "\"/tmp/x/lbd.sock\"")
             .replace("nft_table = \"lbsuite\"", "nft_table = \"mine\"");

@@ -26,10 +26,10 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use config::{ForwardingMode, NatProtocol, NatRule, NodeView, PortRange, SnatTarget};
+use config::{NatProtocol, NatRule, NodeView, PortRange, SnatTarget};
 use dataplane::{
-    Backend, Capabilities, DesiredState, Forwarding, Persistence, PortSpec, Protocol, Scheduler,
-    Service, SnatProtocol, SnatRule, SnatSource,
+    Backend, Capabilities, DesiredState, Persistence, PortSpec, Scheduler, Service, SnatProtocol,
+    SnatRule, SnatSource,
 };
 
 /// Backend name of a service's sorry server (parentheses: no configured server name
@@ -242,7 +242,7 @@ pub fn plan_with(
                     .map(|g| g.name.clone()),
             }
         });
-        let scheduler = scheduler_of(s.scheduler);
+        let scheduler = s.scheduler;
         let mut effective = scheduler;
         if !caps.supports_scheduler(effective) {
             out.notes.push(format!(
@@ -263,7 +263,7 @@ pub fn plan_with(
             name: s.name.clone(),
             vip: s.vip,
             ports: s.ports.to_string(),
-            protocol: protocol_name(s.protocol).to_owned(),
+            protocol: s.protocol.name().to_owned(),
             scheduler: scheduler.to_string(),
             effective_scheduler: effective.to_string(),
             serving: Serving::Servers,
@@ -271,16 +271,10 @@ pub fn plan_with(
             sorry_server: sorry,
             quorum,
         };
-        let forward = match s.mode {
-            ForwardingMode::Nat => Forwarding::Nat,
-            ForwardingMode::Dr => Forwarding::DirectRoute,
-            ForwardingMode::Tunnel => Forwarding::Tunnel,
-        };
-        if !caps.supports_forwarding(forward) {
+        if !caps.supports_forwarding(s.mode) {
             out.notes.push(format!(
                 "service {}: mode {} is not available in this backend (NAT only); the service is not balanced",
-                s.name,
-                mode_name(s.mode)
+                s.name, s.mode
             ));
             plan.serving = Serving::NotBalanced;
             out.services.push(plan);
@@ -315,10 +309,10 @@ pub fn plan_with(
             name: s.name.clone(),
             vip: s.vip,
             ports: port_spec(s.ports),
-            protocol: protocol_of(s.protocol),
+            protocol: s.protocol,
             scheduler: effective,
             backends,
-            forward,
+            forward: s.mode,
             persistence: s
                 .persistence
                 .filter(|_| caps.persistence)
@@ -435,46 +429,10 @@ fn port_spec(r: PortRange) -> PortSpec {
     }
 }
 
-fn protocol_of(p: config::Protocol) -> Protocol {
-    match p {
-        config::Protocol::Tcp => Protocol::Tcp,
-        config::Protocol::Udp => Protocol::Udp,
-    }
-}
-
-fn protocol_name(p: config::Protocol) -> &'static str {
-    match p {
-        config::Protocol::Tcp => "tcp",
-        config::Protocol::Udp => "udp",
-    }
-}
-
-fn mode_name(m: ForwardingMode) -> &'static str {
-    match m {
-        ForwardingMode::Nat => "nat",
-        ForwardingMode::Dr => "dr",
-        ForwardingMode::Tunnel => "tunnel",
-    }
-}
-
-fn scheduler_of(s: config::Scheduler) -> Scheduler {
-    match s {
-        config::Scheduler::Rr => Scheduler::Rr,
-        config::Scheduler::Wrr => Scheduler::Wrr,
-        config::Scheduler::Lc => Scheduler::Lc,
-        config::Scheduler::Wlc => Scheduler::Wlc,
-        config::Scheduler::Sh => Scheduler::Sh,
-        config::Scheduler::Mh => Scheduler::Mh,
-        config::Scheduler::Sed => Scheduler::Sed,
-        config::Scheduler::Nq => Scheduler::Nq,
-        config::Scheduler::Random => Scheduler::Random,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::BackendKind;
+    use dataplane::{BackendKind, Forwarding, Protocol};
 
     const EXAMPLE: &str = include_str!("../../cluster.toml.example");
 

@@ -102,7 +102,7 @@ impl Capabilities {
             } else if let (PortSpec::Range(a, b), false) = (s.ports, self.port_ranges) {
                 Some(format!("service {} uses the port range {a}-{b}", s.name))
             } else if !self.supports_forwarding(s.forward) {
-                Some(format!("service {} forwards by {:?}", s.name, s.forward))
+                Some(format!("service {} forwards by mode {}", s.name, s.forward))
             } else if s.persistence.is_some() && !self.persistence {
                 Some(format!("service {} asks for persistence", s.name))
             } else {

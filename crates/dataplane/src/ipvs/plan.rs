@@ -162,19 +162,13 @@ fn ipvs_protocol(p: Protocol) -> ::ipvs::Protocol {
     }
 }
 
-/// The IPVS scheduler name for ours; `None` for random (IPVS has none).
+/// The IPVS scheduler name for ours (the same name); `None` for those IPVS lacks
+/// (its [`Capabilities`](crate::Capabilities) say which: random).
 pub fn scheduler_name(s: Scheduler) -> Option<&'static str> {
-    Some(match s {
-        Scheduler::Rr => "rr",
-        Scheduler::Wrr => "wrr",
-        Scheduler::Lc => "lc",
-        Scheduler::Wlc => "wlc",
-        Scheduler::Sh => "sh",
-        Scheduler::Mh => "mh",
-        Scheduler::Sed => "sed",
-        Scheduler::Nq => "nq",
-        Scheduler::Random => return None,
-    })
+    crate::BackendKind::Ipvs
+        .capabilities()
+        .supports_scheduler(s)
+        .then(|| s.name())
 }
 
 /// Our scheduler for an IPVS scheduler name; `None` for one we never set (fo, ovf,
@@ -246,14 +240,6 @@ fn forward_of(f: Forwarding) -> Forward {
         Forwarding::Nat => Forward::Masq,
         Forwarding::DirectRoute => Forward::DirectRoute,
         Forwarding::Tunnel => Forward::Tunnel,
-    }
-}
-
-fn forward_name(f: Forwarding) -> &'static str {
-    match f {
-        Forwarding::Nat => "nat",
-        Forwarding::DirectRoute => "direct-route",
-        Forwarding::Tunnel => "tunnel",
     }
 }
 
@@ -336,7 +322,7 @@ fn wanted_service(s: &Service) -> Result<WantedService, DataplaneError> {
                 backend: b.name.clone(),
                 port: dport,
                 service_port: port,
-                forward: forward_name(s.forward),
+                forward: s.forward.name(),
             }
             .into());
         }
@@ -618,7 +604,7 @@ mod tests {
         s.backends[0].port = Some(8080);
         let text = wanted(&state(vec![s])).unwrap_err().to_string();
         assert!(
-            text.contains("srv1 has port 8080") && text.contains("direct-route"),
+            text.contains("srv1 has port 8080") && text.contains("mode dr"),
             "{text}"
         );
 

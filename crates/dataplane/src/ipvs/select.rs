@@ -1,9 +1,8 @@
 //! Choosing the backend: `auto` takes IPVS when the kernel has it, else nftables,
 //! and says why (for the log and `status`).
 
-use std::fmt;
-
 use ::ipvs::IpvsError;
+pub use config::BackendChoice;
 
 use serde::Serialize;
 
@@ -13,27 +12,6 @@ use crate::{
     AppliedState, ApplyReport, BackendCounters, BackendKind, ChangeHint, Dataplane, DataplaneError,
     DesiredState, Drift, NftBackend,
 };
-
-/// The configured backend preference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BackendChoice {
-    /// IPVS when the kernel has it (and the services need nothing only nft does).
-    Auto,
-    /// IPVS, or fail.
-    Ipvs,
-    /// nftables.
-    Nft,
-}
-
-impl fmt::Display for BackendChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BackendChoice::Auto => "auto",
-            BackendChoice::Ipvs => "ipvs",
-            BackendChoice::Nft => "nft",
-        })
-    }
-}
 
 /// The backend in use.
 #[derive(Debug)]
