@@ -156,4 +156,27 @@ mod tests {
             Some("service web uses the wlc scheduler")
         );
     }
+
+    #[test]
+    fn each_backend_implements_exactly_the_schedulers_it_declares() {
+        for scheduler in Scheduler::ALL {
+            let desired = state(scheduler, PortSpec::Single(80));
+            let nft = crate::nft::layout::plan(&desired, crate::Counting::default());
+            assert_eq!(
+                nft.is_ok(),
+                BackendKind::Nft
+                    .capabilities()
+                    .supports_scheduler(scheduler),
+                "nft, {scheduler}"
+            );
+            let ipvs = crate::ipvs::plan::wanted(&desired);
+            assert_eq!(
+                ipvs.is_ok(),
+                BackendKind::Ipvs
+                    .capabilities()
+                    .supports_scheduler(scheduler),
+                "ipvs, {scheduler}"
+            );
+        }
+    }
 }

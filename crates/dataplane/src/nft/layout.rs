@@ -463,16 +463,20 @@ fn proto_reg(p: u8) -> [u8; 4] {
     [p, 0, 0, 0]
 }
 
-/// Selector kind of a scheduler, or an error for the IPVS-only ones.
+/// Selector kind of a scheduler, or an error for those the nft backend's
+/// [`Capabilities`](crate::Capabilities) leave out (a test holds the two together;
+/// no catch-all, so a new scheduler is a decision here).
 fn selector(s: &Service) -> Result<&'static str, DataplaneError> {
     match s.scheduler {
         Scheduler::Rr | Scheduler::Wrr => Ok("inc"),
         Scheduler::Random => Ok("rand"),
         Scheduler::Sh | Scheduler::Mh => Ok("hash"),
-        other => Err(DataplaneError::UnsupportedScheduler {
-            service: s.name.clone(),
-            scheduler: other,
-        }),
+        Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq => {
+            Err(DataplaneError::UnsupportedScheduler {
+                service: s.name.clone(),
+                scheduler: s.scheduler,
+            })
+        }
     }
 }
 
