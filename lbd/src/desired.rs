@@ -26,10 +26,10 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use config::{NatProtocol, NatRule, NodeView, PortRange, SnatTarget};
+use config::{NatRule, NodeView, PortRange, SnatTarget};
 use dataplane::{
-    Backend, Capabilities, DesiredState, Persistence, PortSpec, Scheduler, Service, SnatProtocol,
-    SnatRule, SnatSource,
+    Backend, Capabilities, DesiredState, Persistence, PortSpec, Scheduler, Service, SnatRule,
+    SnatSource,
 };
 
 /// Backend name of a service's sorry server (parentheses: no configured server name
@@ -351,11 +351,7 @@ fn snat_rule(n: &NatRule) -> SnatRule {
         name: n.name.clone(),
         in_iface: n.in_interface.clone(),
         out_iface: n.out_interface.clone(),
-        protocol: match n.protocol {
-            NatProtocol::Tcp => SnatProtocol::Tcp,
-            NatProtocol::Udp => SnatProtocol::Udp,
-            NatProtocol::Any => SnatProtocol::Any,
-        },
+        protocol: n.protocol,
         orig_daddr: n.destination,
         orig_dports: n.destination_ports.map(port_spec),
         source: match &n.snat {

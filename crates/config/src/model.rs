@@ -819,7 +819,7 @@ pub struct HttpCheck {
     pub verify_cert: bool,
 }
 
-/// Protocol matched by a SNAT rule.
+/// Protocol matched by a SNAT rule (the dataplane's too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NatProtocol {
@@ -829,6 +829,20 @@ pub enum NatProtocol {
     Udp,
     /// Any protocol (no port match).
     Any,
+}
+
+impl NatProtocol {
+    /// Every value.
+    pub const ALL: [NatProtocol; 3] = [NatProtocol::Tcp, NatProtocol::Udp, NatProtocol::Any];
+
+    /// "tcp", "udp" or "any".
+    pub fn name(self) -> &'static str {
+        match self {
+            NatProtocol::Tcp => "tcp",
+            NatProtocol::Udp => "udp",
+            NatProtocol::Any => "any",
+        }
+    }
 }
 
 /// One entry of a SNAT pool.
@@ -1124,6 +1138,7 @@ mod vocabulary_tests {
         check(&Scheduler::ALL, Scheduler::name);
         check(&Forwarding::ALL, Forwarding::name);
         check(&BackendChoice::ALL, BackendChoice::name);
+        check(&NatProtocol::ALL, NatProtocol::name);
         assert_eq!(Protocol::from_number(17), Some(Protocol::Udp));
         assert_eq!(Protocol::from_number(1), None);
     }

@@ -1304,11 +1304,7 @@ fn read_nat(r: &mut Reader, v: &Sv, path: &str) -> Option<NatRule> {
             .opt_choice(
                 r,
                 "protocol",
-                &[
-                    ("tcp", NatProtocol::Tcp),
-                    ("udp", NatProtocol::Udp),
-                    ("any", NatProtocol::Any),
-                ],
+                &choices(&NatProtocol::ALL, NatProtocol::name),
             )
             .unwrap_or(NatProtocol::Any);
         let destination = t

@@ -31,8 +31,8 @@ pub use dry_run::DryRun;
 pub use error::DataplaneError;
 pub use kind::{BackendKind, Capabilities};
 pub use model::{
-    Backend, DesiredState, Forwarding, Persistence, PortSpec, Protocol, Scheduler, Service,
-    SnatProtocol, SnatRule, SnatSource,
+    Backend, DesiredState, Forwarding, NatProtocol, Persistence, PortSpec, Protocol, Scheduler,
+    Service, SnatRule, SnatSource,
 };
 pub use nft::{Counting, NftBackend, DEFAULT_TABLE};
 pub use verify::{diff_services, Drift};

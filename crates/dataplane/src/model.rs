@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 /// The configuration's enums: one vocabulary from `cluster.toml` to the kernel.
-pub use config::{Forwarding, Protocol, Scheduler};
+pub use config::{Forwarding, NatProtocol, Protocol, Scheduler};
 
 /// Everything the dataplane should hold: balanced services and source-NAT rules.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,24 +101,13 @@ pub struct SnatRule {
     /// Interface the traffic leaves by.
     pub out_iface: Option<String>,
     /// Protocol to match.
-    pub protocol: SnatProtocol,
+    pub protocol: NatProtocol,
     /// Original destination address (the service VIP).
     pub orig_daddr: IpAddr,
     /// Original destination port(s); `None` matches any.
     pub orig_dports: Option<PortSpec>,
     /// The new source.
     pub source: SnatSource,
-}
-
-/// Protocol match of a SNAT rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum SnatProtocol {
-    /// TCP only.
-    Tcp,
-    /// UDP only.
-    Udp,
-    /// Any protocol.
-    Any,
 }
 
 /// New source of a SNAT rule.

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use dataplane::{
     AppliedState, Backend, ChangeHint, Counting, Dataplane, DataplaneError, DesiredState,
-    Forwarding, NftBackend, PortSpec, Protocol, Scheduler, Service, SnatProtocol, SnatRule,
+    Forwarding, NatProtocol, NftBackend, PortSpec, Protocol, Scheduler, Service, SnatRule,
     SnatSource,
 };
 use integration::{Host, Lab};
@@ -108,7 +108,7 @@ fn snat(to: &str) -> Vec<SnatRule> {
         name: "out".into(),
         in_iface: None,
         out_iface: Some("eth0".into()),
-        protocol: SnatProtocol::Any,
+        protocol: NatProtocol::Any,
         orig_daddr: "198.19.0.1".parse().unwrap(),
         orig_dports: None,
         source: SnatSource::Address(to.parse().unwrap()),

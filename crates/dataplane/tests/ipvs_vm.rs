@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use dataplane::ipvs::Op;
 use dataplane::{
     select_backend, Backend, BackendChoice, BackendKind, ChosenBackend, Dataplane, DesiredState,
-    Forwarding, IpvsBackend, IpvsSettings, Persistence, PortSpec, Protocol, Scheduler, Service,
-    SnatProtocol, SnatRule, SnatSource, SyncRole,
+    Forwarding, IpvsBackend, IpvsSettings, NatProtocol, Persistence, PortSpec, Protocol, Scheduler,
+    Service, SnatRule, SnatSource, SyncRole,
 };
 use integration::{Host, Lab};
 
@@ -62,7 +62,7 @@ fn web_state() -> DesiredState {
             name: "web".into(),
             in_iface: Some("eth0".into()),
             out_iface: Some("eth1".into()),
-            protocol: SnatProtocol::Tcp,
+            protocol: NatProtocol::Tcp,
             orig_daddr: ip(VIP),
             orig_dports: Some(PortSpec::Single(80)),
             source: SnatSource::Address(ip(SNAT_VIP)),

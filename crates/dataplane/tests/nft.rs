@@ -9,8 +9,8 @@ use std::thread;
 use std::time::Duration;
 
 use dataplane::{
-    Backend, Counting, Dataplane, DesiredState, DnatSlot, Forwarding, NftBackend, PortSpec,
-    Protocol, Scheduler, Service, SnatProtocol, SnatRule, SnatSource,
+    Backend, Counting, Dataplane, DesiredState, DnatSlot, Forwarding, NatProtocol, NftBackend,
+    PortSpec, Protocol, Scheduler, Service, SnatRule, SnatSource,
 };
 use integration::{Host, Lab, Prefix};
 
@@ -48,7 +48,7 @@ fn snat_web(source: SnatSource) -> SnatRule {
         name: "web-out".into(),
         in_iface: Some("eth0".into()),
         out_iface: Some("eth1".into()),
-        protocol: SnatProtocol::Tcp,
+        protocol: NatProtocol::Tcp,
         orig_daddr: ip("198.18.0.100"),
         orig_dports: Some(PortSpec::Single(80)),
         source,

@@ -46,7 +46,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::expr::{reg, Expr};
-use crate::model::{PortSpec, Scheduler, Service, SnatProtocol, SnatRule, SnatSource};
+use crate::model::{NatProtocol, PortSpec, Scheduler, Service, SnatRule, SnatSource};
 use crate::slots;
 use crate::{
     ApplyReport, DataplaneError, DesiredState, DnatSlot, Drift, NftElement, NftSet, NftTable,
@@ -784,8 +784,8 @@ fn snat_rule(
     let a = if v4 { 1 } else { 4 };
     let owner = format!("snat rule {}", r.name);
     let mut e: Vec<Expr> = nfproto(v4).into();
-    if r.protocol != SnatProtocol::Any {
-        let p = if r.protocol == SnatProtocol::Tcp {
+    if r.protocol != NatProtocol::Any {
+        let p = if r.protocol == NatProtocol::Tcp {
             6
         } else {
             17
