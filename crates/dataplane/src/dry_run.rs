@@ -105,15 +105,7 @@ impl Dataplane for DryRun {
         for s in &d.services {
             for b in &s.backends {
                 let single = matches!(s.ports, crate::PortSpec::Single(_));
-                out.push(BackendCounters {
-                    service: s.name.clone(),
-                    backend: b.name.clone(),
-                    addr: b.addr,
-                    port: b.port,
-                    connections: 0,
-                    packets: single.then_some(0),
-                    bytes: single.then_some(0),
-                });
+                out.push(BackendCounters::zero(s, b, single));
             }
         }
         Ok(out)

@@ -282,3 +282,19 @@ pub struct BackendCounters {
     /// Bytes of its connections, both directions (`None` as for `packets`).
     pub bytes: Option<u64>,
 }
+
+impl BackendCounters {
+    /// Nothing counted yet for `backend` of `service`: packets and bytes start at 0
+    /// when `traffic` is counted, else are `None`.
+    pub fn zero(service: &Service, backend: &Backend, traffic: bool) -> BackendCounters {
+        BackendCounters {
+            service: service.name.clone(),
+            backend: backend.name.clone(),
+            addr: backend.addr,
+            port: backend.port,
+            connections: 0,
+            packets: traffic.then_some(0),
+            bytes: traffic.then_some(0),
+        }
+    }
+}

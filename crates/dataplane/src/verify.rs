@@ -70,32 +70,30 @@ pub fn diff_services(desired: &[Service], applied: &[Service]) -> Vec<Drift> {
             ));
             continue;
         };
-        if have.scheduler != want.scheduler {
-            out.push(Drift::new(
-                &subject,
-                format!(
-                    "scheduler {} held, {} wanted",
-                    have.scheduler, want.scheduler
-                ),
-            ));
-        }
-        if have.forward != want.forward {
-            out.push(Drift::new(
-                &subject,
-                format!(
-                    "forwarding {:?} held, {:?} wanted",
-                    have.forward, want.forward
-                ),
-            ));
-        }
-        if have.persistence != want.persistence {
-            out.push(Drift::new(
-                &subject,
-                format!(
-                    "persistence {:?} held, {:?} wanted",
-                    have.persistence, want.persistence
-                ),
-            ));
+        let settings = [
+            (
+                "scheduler",
+                have.scheduler.to_string(),
+                want.scheduler.to_string(),
+            ),
+            (
+                "forwarding",
+                have.forward.to_string(),
+                want.forward.to_string(),
+            ),
+            (
+                "persistence",
+                format!("{:?}", have.persistence),
+                format!("{:?}", want.persistence),
+            ),
+        ];
+        for (what, held, wanted) in settings {
+            if held != wanted {
+                out.push(Drift::new(
+                    &subject,
+                    format!("{what} {held} held, {wanted} wanted"),
+                ));
+            }
         }
         let servers: BTreeMap<(IpAddr, Option<u16>), u32> = have
             .backends

@@ -684,15 +684,11 @@ impl Dataplane for NftBackend {
             let plan = layout::plan_service(s, committed.counting())?;
             let single = plan.count.is_some();
             let base = out.len();
-            out.extend(s.backends.iter().map(|b| BackendCounters {
-                service: s.name.clone(),
-                backend: b.name.clone(),
-                addr: b.addr,
-                port: b.port,
-                connections: 0,
-                packets: single.then_some(0),
-                bytes: single.then_some(0),
-            }));
+            out.extend(
+                s.backends
+                    .iter()
+                    .map(|b| BackendCounters::zero(s, b, single)),
+            );
             for (set, k, _, bi) in plan.elements() {
                 let Some(&(packets, bytes)) = st.sets.get(set).and_then(|c| c.counters.get(k))
                 else {
