@@ -179,17 +179,21 @@ mod tests {
         assert_eq!(diff_services(&[want], &[held]), Vec::new());
     }
 
+    /// The drifts of `applied` against `desired`, as sentences.
+    fn said(desired: &[Service], applied: &[Service]) -> Vec<String> {
+        diff_services(desired, applied)
+            .iter()
+            .map(Drift::to_string)
+            .collect()
+    }
+
     #[test]
     fn weight_scheduler_and_server_set_differences_are_named() {
         let want = web(Scheduler::Wrr, &[1, 2]);
         let mut held = web(Scheduler::Wlc, &[1, 5, 1]);
         held.backends.remove(0);
-        let got: Vec<String> = diff_services(&[want], &[held])
-            .iter()
-            .map(Drift::to_string)
-            .collect();
         assert_eq!(
-            got,
+            said(&[want], &[held]),
             vec![
                 "service web: scheduler wlc held, wrr wanted",
                 "service web: server srv1 (198.18.1.21) is not held",
@@ -205,12 +209,8 @@ mod tests {
         let mut other = web(Scheduler::Rr, &[1]);
         other.name = "dns".into();
         other.protocol = Protocol::Udp;
-        let got: Vec<String> = diff_services(&[want], &[other])
-            .iter()
-            .map(Drift::to_string)
-            .collect();
         assert_eq!(
-            got,
+            said(&[want], &[other]),
             vec![
                 "service web: tcp 198.18.0.100:80 is not held",
                 "service dns: udp 198.18.0.100:80 is held but not wanted",
