@@ -13,68 +13,15 @@ use std::path::PathBuf;
 
 use config::NodeView;
 use dataplane::{
-    BackendChoice, ChosenBackend, Dataplane, DataplaneError, DesiredState, IpvsSettings,
-    NullBackend,
+    BackendChoice, BackendKind, ChosenBackend, Dataplane, DataplaneError, DesiredState, DryRun,
+    IpvsSettings, Selection,
 };
-use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::desired::Capabilities;
-
-/// A backend kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// The nftables balancer (crates/dataplane `NftBackend`).
-    Nft,
-    /// IPVS, with SNAT rules through nftables.
-    Ipvs,
-}
-
-impl BackendKind {
-    /// What the backend can do, for planning.
-    pub fn capabilities(self) -> Capabilities {
-        match self {
-            BackendKind::Nft => Capabilities::nft(),
-            BackendKind::Ipvs => Capabilities::ipvs(),
-        }
-    }
-
-    /// "nft" or "ipvs".
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Nft => "nft",
-            BackendKind::Ipvs => "ipvs",
-        }
-    }
-
-    /// What this backend would refuse in `state`, found without touching the
-    /// kernel (a reload is refused on it). The nft rules of either backend are
-    /// checked by laying them out; IPVS services by planning them, so that IPVS-only
-    /// features (wlc, lc, sed, nq) pass under IPVS.
-    pub fn validate(self, state: &DesiredState) -> Result<(), DataplaneError> {
-        match self {
-            BackendKind::Nft => NullBackend::new().apply(state).map(drop),
-            BackendKind::Ipvs => {
-                dataplane::ipvs::plan::wanted(state)?;
-                // The IPVS backend's SNAT rules are nftables rules.
-                let snat = DesiredState {
-                    services: Vec::new(),
-                    snat: state.snat.clone(),
-                };
-                NullBackend::new().apply(&snat).map(drop)
-            }
-        }
-    }
-}
-
-/// The chosen backend and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Selection {
-    /// The backend.
-    pub kind: BackendKind,
-    /// One sentence: the setting and what decided.
-    pub reason: String,
+/// What `kind` would refuse in `state`, found without touching the kernel (a reload
+/// is refused on it): a [`DryRun`] of that backend.
+pub fn validate(kind: BackendKind, state: &DesiredState) -> Result<(), DataplaneError> {
+    DryRun::new(kind).apply(state).map(drop)
 }
 
 /// Why no backend could be chosen or opened.
@@ -95,15 +42,6 @@ pub enum BackendError {
     Thread(String),
 }
 
-/// The dataplane's backend preference for the `dataplane.backend` setting.
-pub fn backend_choice(setting: config::Backend) -> BackendChoice {
-    match setting {
-        config::Backend::Auto => BackendChoice::Auto,
-        config::Backend::Ipvs => BackendChoice::Ipvs,
-        config::Backend::Nft => BackendChoice::Nft,
-    }
-}
-
 /// Where the backends keep what they own: the nftables table, and the IPVS
 /// ownership record beside lbd's control socket (`/run/lbsuite/ipvs-owned` by
 /// default), so that two lbds on one filesystem (test namespaces) keep theirs apart.
@@ -117,31 +55,6 @@ pub fn backend_settings(view: &NodeView) -> IpvsSettings {
         nft_table: view.dataplane.nft_table.clone(),
         ownership_record: dir.join("ipvs-owned"),
     }
-}
-
-/// Chooses and opens the backend, in the calling thread's network namespace:
-/// `nft` and `ipvs` as configured (`ipvs` fails clearly without IPVS in the
-/// kernel); `auto` takes IPVS when the kernel has it and `desired` needs nothing
-/// only nft does, else nft (`dataplane::select_backend` decides).
-pub fn select_backend(
-    setting: config::Backend,
-    settings: &IpvsSettings,
-    desired: Option<&DesiredState>,
-) -> Result<(ChosenBackend, Selection), BackendError> {
-    let choice = backend_choice(setting);
-    let chosen = dataplane::select_backend(choice, settings, desired)
-        .map_err(|source| BackendError::Open { choice, source })?;
-    let kind = match chosen.backend {
-        ChosenBackend::Ipvs(_) => BackendKind::Ipvs,
-        ChosenBackend::Nft(_) => BackendKind::Nft,
-    };
-    Ok((
-        chosen.backend,
-        Selection {
-            kind,
-            reason: chosen.reason,
-        },
-    ))
 }
 
 type Job = Box<dyn FnOnce(&mut ChosenBackend) + Send>;
@@ -160,10 +73,10 @@ pub struct DataplaneThread {
 }
 
 impl DataplaneThread {
-    /// Starts the thread and chooses and opens the backend there (see
-    /// [`select_backend`]); returns once it is open.
+    /// Starts the thread and chooses and opens the backend there
+    /// ([`dataplane::select_backend`]); returns once it is open.
     pub fn start(
-        setting: config::Backend,
+        choice: BackendChoice,
         settings: IpvsSettings,
         desired: Option<DesiredState>,
     ) -> Result<(DataplaneThread, Selection), BackendError> {
@@ -172,13 +85,14 @@ impl DataplaneThread {
         thread::Builder::new()
             .name("dataplane".into())
             .spawn(move || {
-                let mut backend = match select_backend(setting, &settings, desired.as_ref()) {
+                let chosen = dataplane::select_backend(choice, &settings, desired.as_ref());
+                let mut backend = match chosen {
                     Ok((b, selection)) => {
                         let _ = opened.send(Ok(selection));
                         b
                     }
-                    Err(e) => {
-                        let _ = opened.send(Err(e));
+                    Err(source) => {
+                        let _ = opened.send(Err(BackendError::Open { choice, source }));
                         return;
                     }
                 };
@@ -242,7 +156,7 @@ impl DataplaneThread {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{self, Capabilities, ServerHealth};
+    use crate::desired::{self, ServerHealth};
 
     /// The example's plan under IPVS, with service `web` on wlc (least connections).
     fn wlc_state() -> DesiredState {
@@ -252,7 +166,12 @@ mod tests {
             .unwrap()
             .node_view(Some("lb1"))
             .unwrap();
-        desired::plan(&view, |_, _| ServerHealth::Up, Capabilities::ipvs()).state
+        desired::plan(
+            &view,
+            |_, _| ServerHealth::Up,
+            BackendKind::Ipvs.capabilities(),
+        )
+        .state
     }
 
     #[test]
@@ -260,8 +179,8 @@ mod tests {
         // wlc needs connection counts: IPVS keeps them, the nft layout refuses it
         // (lbd's nft plan would have turned it into wrr).
         let state = wlc_state();
-        BackendKind::Ipvs.validate(&state).unwrap();
-        let err = BackendKind::Nft.validate(&state).unwrap_err();
+        validate(BackendKind::Ipvs, &state).unwrap();
+        let err = validate(BackendKind::Nft, &state).unwrap_err();
         assert!(err.to_string().contains("needs connection counts"), "{err}");
         // A port range is nft's only.
         let mut state = wlc_state();
@@ -270,15 +189,13 @@ mod tests {
         for b in &mut state.services[0].backends {
             b.port = None;
         }
-        let err = BackendKind::Ipvs.validate(&state).unwrap_err();
+        let err = validate(BackendKind::Ipvs, &state).unwrap_err();
         assert!(err.to_string().contains("8000"), "{err}");
-        BackendKind::Nft.validate(&state).unwrap();
+        validate(BackendKind::Nft, &state).unwrap();
     }
 
     #[test]
     fn settings_follow_the_config() {
-        assert_eq!(backend_choice(config::Backend::Auto), BackendChoice::Auto);
-        assert_eq!(backend_choice(config::Backend::Ipvs), BackendChoice::Ipvs);
         let text = include_str!("../../cluster.toml.example")
             .replace("\"/run/lbsuite/lbd.sock\"", "\"/tmp/x/lbd.sock\"")
             .replace("nft_table = \"lbsuite\"", "nft_table = \"mine\"");

@@ -31,16 +31,16 @@ use ctl::contract::lbd::{
 use ctl::contract::{ms, VrrpState};
 use ctl::wire::ReplyError;
 use dataplane::{
-    ApplyReport, BackendCounters, ChangeHint, ChosenBackend, Counting, Dataplane, SnatSource,
-    SyncRole,
+    ApplyReport, BackendCounters, BackendKind, ChangeHint, ChosenBackend, Counting, Dataplane,
+    Selection, SnatSource, SyncRole,
 };
 use health::{
     HealthEvent, HealthRunner, HealthState, RunnerCounters, RunnerSettings, Target, TargetName,
 };
 
-use crate::backend::{backend_settings, BackendKind, DataplaneThread, Selection};
+use crate::backend::{self, backend_settings, DataplaneThread};
 use crate::control::{control_handler, Command, ControlRequest, PrepareParams};
-use crate::desired::{self, Capabilities, Plan, ServerHealth};
+use crate::desired::{self, Plan, ServerHealth};
 use crate::roles::{self, RoleUpdate, Roles};
 use crate::servers::{self, CountedService, ServerControl};
 use crate::sync::{self, SyncLink};
@@ -220,7 +220,12 @@ pub async fn run(
     let view = loaded.view;
     check_health_needs(&view).map_err(|e| anyhow::anyhow!(e))?;
     // `auto` needs to know whether the services ask for what only nft does.
-    let wanted = desired::plan(&view, |_, _| ServerHealth::Up, Capabilities::ipvs()).state;
+    let wanted = desired::plan(
+        &view,
+        |_, _| ServerHealth::Up,
+        BackendKind::Ipvs.capabilities(),
+    )
+    .state;
     let (dataplane, selection) = DataplaneThread::start(
         view.dataplane.backend,
         backend_settings(&view),
@@ -460,9 +465,7 @@ pub fn teardown(view: &NodeView) -> anyhow::Result<()> {
 pub fn check_view(view: &NodeView, selection: &Selection) -> Result<Plan, String> {
     check_health_needs(view)?;
     let plan = desired::plan(view, |_, _| ServerHealth::Up, selection.kind.capabilities());
-    selection
-        .kind
-        .validate(&plan.state)
+    backend::validate(selection.kind, &plan.state)
         .map_err(|e| format!("the dataplane would refuse it: {e}"))?;
     Ok(plan)
 }

@@ -26,46 +26,15 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use config::{ForwardingMode, NatProtocol, NatRule, NodeView, PortRange, SnatTarget};
+use config::{NatRule, NodeView, PortRange, SnatTarget};
 use dataplane::{
-    Backend, DesiredState, Forwarding, Persistence, PortSpec, Protocol, Scheduler, Service,
-    SnatProtocol, SnatRule, SnatSource,
+    Backend, Capabilities, DesiredState, Persistence, PortSpec, Scheduler, Service, SnatRule,
+    SnatSource,
 };
 
 /// Backend name of a service's sorry server (parentheses: no configured server name
 /// can be mistaken for it in status output).
 pub const SORRY_BACKEND: &str = "(sorry)";
-
-/// What the chosen backend can do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Capabilities {
-    /// lc, wlc, sed, nq (the kernel counts connections per server).
-    pub connection_schedulers: bool,
-    /// dr and tunnel forwarding.
-    pub non_nat_modes: bool,
-    /// Persistence with a timeout and a client prefix.
-    pub persistence: bool,
-}
-
-impl Capabilities {
-    /// The nftables balancer: NAT only, slot-map schedulers, no persistence timeout.
-    pub fn nft() -> Self {
-        Capabilities {
-            connection_schedulers: false,
-            non_nat_modes: false,
-            persistence: false,
-        }
-    }
-
-    /// IPVS: everything the configuration can say.
-    pub fn ipvs() -> Self {
-        Capabilities {
-            connection_schedulers: true,
-            non_nat_modes: true,
-            persistence: true,
-        }
-    }
-}
 
 pub use ctl::contract::lbd::ServerOverride;
 
@@ -273,14 +242,9 @@ pub fn plan_with(
                     .map(|g| g.name.clone()),
             }
         });
-        let scheduler = scheduler_of(s.scheduler);
+        let scheduler = s.scheduler;
         let mut effective = scheduler;
-        if !caps.connection_schedulers
-            && matches!(
-                effective,
-                Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq
-            )
-        {
+        if !caps.supports_scheduler(effective) {
             out.notes.push(format!(
                 "service {}: scheduler {scheduler} needs per-server connection counts, which this backend does not keep; using wrr",
                 s.name
@@ -299,7 +263,7 @@ pub fn plan_with(
             name: s.name.clone(),
             vip: s.vip,
             ports: s.ports.to_string(),
-            protocol: protocol_name(s.protocol).to_owned(),
+            protocol: s.protocol.name().to_owned(),
             scheduler: scheduler.to_string(),
             effective_scheduler: effective.to_string(),
             serving: Serving::Servers,
@@ -307,11 +271,10 @@ pub fn plan_with(
             sorry_server: sorry,
             quorum,
         };
-        if s.mode != ForwardingMode::Nat && !caps.non_nat_modes {
+        if !caps.supports_forwarding(s.mode) {
             out.notes.push(format!(
                 "service {}: mode {} is not available in this backend (NAT only); the service is not balanced",
-                s.name,
-                mode_name(s.mode)
+                s.name, s.mode
             ));
             plan.serving = Serving::NotBalanced;
             out.services.push(plan);
@@ -346,14 +309,10 @@ pub fn plan_with(
             name: s.name.clone(),
             vip: s.vip,
             ports: port_spec(s.ports),
-            protocol: protocol_of(s.protocol),
+            protocol: s.protocol,
             scheduler: effective,
             backends,
-            forward: match s.mode {
-                ForwardingMode::Nat => Forwarding::Nat,
-                ForwardingMode::Dr => Forwarding::DirectRoute,
-                ForwardingMode::Tunnel => Forwarding::Tunnel,
-            },
+            forward: s.mode,
             persistence: s
                 .persistence
                 .filter(|_| caps.persistence)
@@ -392,11 +351,7 @@ fn snat_rule(n: &NatRule) -> SnatRule {
         name: n.name.clone(),
         in_iface: n.in_interface.clone(),
         out_iface: n.out_interface.clone(),
-        protocol: match n.protocol {
-            NatProtocol::Tcp => SnatProtocol::Tcp,
-            NatProtocol::Udp => SnatProtocol::Udp,
-            NatProtocol::Any => SnatProtocol::Any,
-        },
+        protocol: n.protocol,
         orig_daddr: n.destination,
         orig_dports: n.destination_ports.map(port_spec),
         source: match &n.snat {
@@ -470,45 +425,10 @@ fn port_spec(r: PortRange) -> PortSpec {
     }
 }
 
-fn protocol_of(p: config::Protocol) -> Protocol {
-    match p {
-        config::Protocol::Tcp => Protocol::Tcp,
-        config::Protocol::Udp => Protocol::Udp,
-    }
-}
-
-fn protocol_name(p: config::Protocol) -> &'static str {
-    match p {
-        config::Protocol::Tcp => "tcp",
-        config::Protocol::Udp => "udp",
-    }
-}
-
-fn mode_name(m: ForwardingMode) -> &'static str {
-    match m {
-        ForwardingMode::Nat => "nat",
-        ForwardingMode::Dr => "dr",
-        ForwardingMode::Tunnel => "tunnel",
-    }
-}
-
-fn scheduler_of(s: config::Scheduler) -> Scheduler {
-    match s {
-        config::Scheduler::Rr => Scheduler::Rr,
-        config::Scheduler::Wrr => Scheduler::Wrr,
-        config::Scheduler::Lc => Scheduler::Lc,
-        config::Scheduler::Wlc => Scheduler::Wlc,
-        config::Scheduler::Sh => Scheduler::Sh,
-        config::Scheduler::Mh => Scheduler::Mh,
-        config::Scheduler::Sed => Scheduler::Sed,
-        config::Scheduler::Nq => Scheduler::Nq,
-        config::Scheduler::Random => Scheduler::Random,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dataplane::{BackendKind, Forwarding, Protocol};
 
     const EXAMPLE: &str = include_str!("../../cluster.toml.example");
 
@@ -538,7 +458,7 @@ mod tests {
 
     #[test]
     fn example_becomes_one_service_and_one_snat_rule() {
-        let p = plan(&view(&[]), all_up, Capabilities::nft());
+        let p = plan(&view(&[]), all_up, BackendKind::Nft.capabilities());
         assert_eq!(p.state.services.len(), 1);
         let s = &p.state.services[0];
         assert_eq!(s.vip, "198.18.0.100".parse::<IpAddr>().unwrap());
@@ -575,7 +495,7 @@ mod tests {
                     ServerHealth::Up
                 }
             },
-            Capabilities::nft(),
+            BackendKind::Nft.capabilities(),
         );
         assert_eq!(
             weights(&p),
@@ -596,13 +516,17 @@ mod tests {
                 ServerHealth::Up
             }
         };
-        let p = plan(&v, srv2_down, Capabilities::nft());
+        let p = plan(&v, srv2_down, BackendKind::Nft.capabilities());
         assert_eq!(weights(&p), vec![("srv1".to_owned(), 1)]);
         let srv2 = &p.services[0].servers[1];
         assert!(!srv2.in_dataplane);
         assert_eq!(srv2.effective_weight, 0);
         // Everyone down and removed: no backend at all, or the sorry server alone.
-        let p = plan(&v, |_, _| ServerHealth::Down, Capabilities::nft());
+        let p = plan(
+            &v,
+            |_, _| ServerHealth::Down,
+            BackendKind::Nft.capabilities(),
+        );
         assert!(p.state.services[0].backends.is_empty());
         assert_eq!(p.services[0].serving, Serving::Nobody);
     }
@@ -610,7 +534,7 @@ mod tests {
     #[test]
     fn quorum_becomes_a_priority_track_of_the_vips_group() {
         let v = view(&[("# quorum = 1\n", "quorum = 2\n")]);
-        let up = plan(&v, all_up, Capabilities::nft());
+        let up = plan(&v, all_up, BackendKind::Nft.capabilities());
         let q = up.services[0].quorum.clone().unwrap();
         assert_eq!((q.min, q.up, q.met), (2, 2, true));
         assert_eq!(q.group.as_deref(), Some("edge"));
@@ -631,7 +555,7 @@ mod tests {
                     ServerHealth::Up
                 }
             },
-            Capabilities::nft(),
+            BackendKind::Nft.capabilities(),
         );
         assert_eq!(priority_tracks(&one_down)[0].weight_delta, -60);
         // A drained server does not count either.
@@ -639,10 +563,12 @@ mod tests {
             ("# quorum = 1\n", "quorum = 2\n"),
             ("weight = 1\ncheck", "weight = 0\ncheck"),
         ]);
-        let p = plan(&drained, all_up, Capabilities::nft());
+        let p = plan(&drained, all_up, BackendKind::Nft.capabilities());
         assert!(!p.services[0].quorum.as_ref().unwrap().met);
         // No quorum configured: no track.
-        assert!(priority_tracks(&plan(&view(&[]), all_up, Capabilities::nft())).is_empty());
+        assert!(
+            priority_tracks(&plan(&view(&[]), all_up, BackendKind::Nft.capabilities())).is_empty()
+        );
     }
 
     fn overrides(list: &[(&str, ServerOverride)]) -> Overrides {
@@ -663,7 +589,7 @@ mod tests {
         // Drain: weight 0, kept in the dataplane even where a failure would remove it.
         let removing = view(&[("inhibit_on_failure = true", "inhibit_on_failure = false")]);
         let drained = overrides(&[("srv1", ServerOverride::Drain)]);
-        let p = plan_with(&removing, all_up, &drained, Capabilities::nft());
+        let p = plan_with(&removing, all_up, &drained, BackendKind::Nft.capabilities());
         assert_eq!(
             weights(&p),
             vec![("srv1".to_owned(), 0), ("srv2".to_owned(), 1)]
@@ -678,10 +604,20 @@ mod tests {
 
         // Disable: as a failed check (removed here, since inhibit_on_failure = false).
         let disabled = overrides(&[("srv1", ServerOverride::Disable)]);
-        let p = plan_with(&removing, all_up, &disabled, Capabilities::nft());
+        let p = plan_with(
+            &removing,
+            all_up,
+            &disabled,
+            BackendKind::Nft.capabilities(),
+        );
         assert_eq!(weights(&p), vec![("srv2".to_owned(), 1)]);
         assert_eq!(p.services[0].servers[0].state, ServerState::Disabled);
-        let p = plan_with(&view(&[]), all_up, &disabled, Capabilities::nft());
+        let p = plan_with(
+            &view(&[]),
+            all_up,
+            &disabled,
+            BackendKind::Nft.capabilities(),
+        );
         assert_eq!(
             weights(&p),
             vec![("srv1".to_owned(), 0), ("srv2".to_owned(), 1)]
@@ -692,14 +628,19 @@ mod tests {
             ("srv1", ServerOverride::Weight { weight: 3 }),
             ("srv2", ServerOverride::Weight { weight: 5 }),
         ]);
-        let p = plan_with(&view(&[]), srv2_down, &weighted, Capabilities::nft());
+        let p = plan_with(
+            &view(&[]),
+            srv2_down,
+            &weighted,
+            BackendKind::Nft.capabilities(),
+        );
         assert_eq!(
             weights(&p),
             vec![("srv1".to_owned(), 3), ("srv2".to_owned(), 0)]
         );
         assert_eq!(p.services[0].servers[1].state, ServerState::Down);
         let zero = overrides(&[("srv1", ServerOverride::Weight { weight: 0 })]);
-        let p = plan_with(&view(&[]), all_up, &zero, Capabilities::nft());
+        let p = plan_with(&view(&[]), all_up, &zero, BackendKind::Nft.capabilities());
         assert_eq!(p.services[0].servers[0].state, ServerState::Drain);
 
         // Every server drained: the sorry server takes new connections.
@@ -711,15 +652,15 @@ mod tests {
             ("srv1", ServerOverride::Drain),
             ("srv2", ServerOverride::Disable),
         ]);
-        let p = plan_with(&sorry, all_up, &both, Capabilities::nft());
+        let p = plan_with(&sorry, all_up, &both, BackendKind::Nft.capabilities());
         assert_eq!(p.services[0].serving, Serving::Sorry);
 
         // An override of a server the file lacks changes nothing.
         let stale: Overrides =
             [(("web".to_owned(), "gone".to_owned()), ServerOverride::Drain)].into();
         assert_eq!(
-            plan_with(&view(&[]), all_up, &stale, Capabilities::nft()),
-            plan(&view(&[]), all_up, Capabilities::nft())
+            plan_with(&view(&[]), all_up, &stale, BackendKind::Nft.capabilities()),
+            plan(&view(&[]), all_up, BackendKind::Nft.capabilities())
         );
     }
 
@@ -729,7 +670,11 @@ mod tests {
             "check = \"web-http\"\n\n[[service.server]]",
             "\n[[service.server]]",
         )]);
-        let p = plan(&v, |_, _| ServerHealth::Down, Capabilities::nft());
+        let p = plan(
+            &v,
+            |_, _| ServerHealth::Down,
+            BackendKind::Nft.capabilities(),
+        );
         assert_eq!(p.services[0].servers[0].health, ServerHealth::Unchecked);
         assert_eq!(
             weights(&p),
@@ -743,11 +688,15 @@ mod tests {
             "# sorry_server = { address = \"198.18.1.30\", port = 80 }",
             "sorry_server = { address = \"198.18.1.30\" }",
         )]);
-        let up = plan(&v, all_up, Capabilities::nft());
+        let up = plan(&v, all_up, BackendKind::Nft.capabilities());
         assert_eq!(up.services[0].serving, Serving::Servers);
         assert_eq!(up.state.services[0].backends.len(), 2);
 
-        let down = plan(&v, |_, _| ServerHealth::Down, Capabilities::nft());
+        let down = plan(
+            &v,
+            |_, _| ServerHealth::Down,
+            BackendKind::Nft.capabilities(),
+        );
         assert_eq!(down.services[0].serving, Serving::Sorry);
         let b = &down.state.services[0].backends;
         assert_eq!(b.len(), 3);
@@ -760,7 +709,11 @@ mod tests {
         );
         assert_eq!((b[0].weight, b[1].weight, b[2].weight), (0, 0, 1));
 
-        let nobody = plan(&view(&[]), |_, _| ServerHealth::Down, Capabilities::nft());
+        let nobody = plan(
+            &view(&[]),
+            |_, _| ServerHealth::Down,
+            BackendKind::Nft.capabilities(),
+        );
         assert_eq!(nobody.services[0].serving, Serving::Nobody);
         assert!(nobody.state.services[0]
             .backends
@@ -771,14 +724,14 @@ mod tests {
     #[test]
     fn backend_limits_become_notes() {
         let v = view(&[("scheduler = \"rr\"", "scheduler = \"wlc\"")]);
-        let p = plan(&v, all_up, Capabilities::nft());
+        let p = plan(&v, all_up, BackendKind::Nft.capabilities());
         assert_eq!(p.state.services[0].scheduler, Scheduler::Wrr);
         assert_eq!(p.services[0].scheduler, "wlc");
         assert_eq!(p.services[0].effective_scheduler, "wrr");
         assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
         assert!(p.notes[0].contains("wlc"), "{:?}", p.notes);
 
-        let ipvs = plan(&v, all_up, Capabilities::ipvs());
+        let ipvs = plan(&v, all_up, BackendKind::Ipvs.capabilities());
         assert_eq!(ipvs.state.services[0].scheduler, Scheduler::Wlc);
         assert!(ipvs.notes.is_empty());
 
@@ -786,11 +739,11 @@ mod tests {
             "# persistence = { timeout_s = 300, prefix_len = 24 }",
             "persistence = { timeout_s = 300, prefix_len = 24 }",
         )]);
-        let p = plan(&sticky, all_up, Capabilities::nft());
+        let p = plan(&sticky, all_up, BackendKind::Nft.capabilities());
         assert_eq!(p.state.services[0].scheduler, Scheduler::Sh);
         assert_eq!(p.state.services[0].persistence, None);
         assert!(p.notes[0].contains("persistence"), "{:?}", p.notes);
-        let p = plan(&sticky, all_up, Capabilities::ipvs());
+        let p = plan(&sticky, all_up, BackendKind::Ipvs.capabilities());
         assert_eq!(p.state.services[0].scheduler, Scheduler::Rr);
         assert_eq!(
             p.state.services[0].persistence,
@@ -801,9 +754,9 @@ mod tests {
         );
 
         let dr = view(&[("mode = \"nat\"", "mode = \"dr\"")]);
-        let p = plan(&dr, all_up, Capabilities::ipvs());
+        let p = plan(&dr, all_up, BackendKind::Ipvs.capabilities());
         assert_eq!(p.state.services[0].forward, Forwarding::DirectRoute);
-        let p = plan(&dr, all_up, Capabilities::nft());
+        let p = plan(&dr, all_up, BackendKind::Nft.capabilities());
         assert!(p.state.services.is_empty());
         assert_eq!(p.services[0].serving, Serving::NotBalanced);
         assert!(p.notes[0].contains("mode dr"), "{:?}", p.notes);
@@ -815,7 +768,7 @@ mod tests {
             "snat = { address = \"198.18.1.100\" }",
             "snat = { pool = [{ address = \"198.18.1.100\", ports = \"20000-20003\" }, { address = \"198.18.1.100\", ports = \"20002-20009\" }] }",
         )]);
-        let p = plan(&v, all_up, Capabilities::nft());
+        let p = plan(&v, all_up, BackendKind::Nft.capabilities());
         assert_eq!(
             p.state.snat[0].source,
             SnatSource::Pool(vec![

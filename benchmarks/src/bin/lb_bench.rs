@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use benchmarks::{cpu_seconds_of, cpus_available, napi_switch, napi_thread, pin};
 use dataplane::{
-    Backend, ChangeHint, Counting, Dataplane, DesiredState, Forwarding, NftBackend, PortSpec,
-    Protocol, Scheduler, Service, SnatProtocol, SnatRule, SnatSource,
+    Backend, ChangeHint, Counting, Dataplane, DesiredState, Forwarding, NatProtocol, NftBackend,
+    PortSpec, Protocol, Scheduler, Service, SnatRule, SnatSource,
 };
 use integration::{Host, Lab, Prefix, Process};
 
@@ -437,7 +437,7 @@ fn vip_state(snat_pool: usize) -> DesiredState {
             name: "web-out".into(),
             in_iface: Some("eth0".into()),
             out_iface: Some("eth1".into()),
-            protocol: SnatProtocol::Tcp,
+            protocol: NatProtocol::Tcp,
             orig_daddr: "198.18.0.100".parse().expect("literal"),
             orig_dports: Some(PortSpec::Single(80)),
             source,

@@ -470,8 +470,14 @@ impl From<PortRange> for String {
     }
 }
 
+// The dataplane concepts below (protocol, scheduler, forwarding, backend choice) are
+// one vocabulary: the configuration reads them, lbd plans with them and the dataplane
+// crate applies them, all with these enums. Each spells its names in `name()` (the
+// configuration's, the status output's and, for schedulers, IPVS's), and lists its
+// values in `ALL` (what the configuration accepts).
+
 /// Transport protocol of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// TCP.
@@ -480,11 +486,49 @@ pub enum Protocol {
     Udp,
 }
 
-/// Scheduler of a service (IPVS names; the nft backend implements the same ones it can).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+impl Protocol {
+    /// Every protocol.
+    pub const ALL: [Protocol; 2] = [Protocol::Tcp, Protocol::Udp];
+
+    /// "tcp" or "udp".
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
+    /// IANA protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+
+    /// The protocol for an IANA number, if it is one of ours.
+    pub fn from_number(n: u8) -> Option<Protocol> {
+        Protocol::ALL.into_iter().find(|p| p.number() == n)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Scheduler of a service, by its IPVS name. What each backend implements is
+/// declared by the backend (the dataplane crate's `Capabilities`): the nft backend
+/// lacks the connection-counting ones, IPVS lacks random.
+///
+/// Adding a scheduler: a variant here (with its name and its place in `ALL`), then
+/// in the dataplane crate the backends that implement it (the nft layout's slot
+/// selection, IPVS takes the name as is) and `Capabilities` if a backend lacks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheduler {
-    /// Round robin.
+    /// Round robin (weights only decide in or out).
     Rr,
     /// Weighted round robin.
     Wrr,
@@ -492,28 +536,96 @@ pub enum Scheduler {
     Lc,
     /// Weighted least connections.
     Wlc,
-    /// Source hash.
+    /// Source hash (nft: over weighted slots).
     Sh,
-    /// Maglev hash.
+    /// Maglev consistent hash of the source address.
     Mh,
     /// Shortest expected delay.
     Sed,
     /// Never queue.
     Nq,
-    /// Random.
+    /// Weighted random.
     Random,
 }
 
-/// Forwarding method of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+impl Scheduler {
+    /// Every scheduler.
+    pub const ALL: [Scheduler; 9] = [
+        Scheduler::Rr,
+        Scheduler::Wrr,
+        Scheduler::Lc,
+        Scheduler::Wlc,
+        Scheduler::Sh,
+        Scheduler::Mh,
+        Scheduler::Sed,
+        Scheduler::Nq,
+        Scheduler::Random,
+    ];
+
+    /// The name (the configuration's, and IPVS's for those IPVS has).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheduler::Rr => "rr",
+            Scheduler::Wrr => "wrr",
+            Scheduler::Lc => "lc",
+            Scheduler::Wlc => "wlc",
+            Scheduler::Sh => "sh",
+            Scheduler::Mh => "mh",
+            Scheduler::Sed => "sed",
+            Scheduler::Nq => "nq",
+            Scheduler::Random => "random",
+        }
+    }
+
+    /// Whether it picks by per-server connection counts (lc, wlc, sed, nq), which only
+    /// a backend that keeps them can do.
+    pub fn needs_connection_counts(self) -> bool {
+        matches!(
+            self,
+            Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq
+        )
+    }
+}
+
+impl fmt::Display for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How packets reach a service's servers (IPVS's forwarding methods; the nft
+/// backend does NAT only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ForwardingMode {
+pub enum Forwarding {
     /// Destination NAT (IPVS masquerading), with SNAT rules for the return path.
+    #[default]
     Nat,
-    /// Direct routing: servers on the same link, port unchanged.
-    Dr,
+    /// Direct routing: servers on the same link hold the VIP, port unchanged.
+    #[serde(rename = "dr")]
+    DirectRoute,
     /// IP-in-IP tunnelling.
     Tunnel,
+}
+
+impl Forwarding {
+    /// Every forwarding method.
+    pub const ALL: [Forwarding; 3] = [Forwarding::Nat, Forwarding::DirectRoute, Forwarding::Tunnel];
+
+    /// "nat", "dr" or "tunnel" (the configuration's `mode`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Forwarding::Nat => "nat",
+            Forwarding::DirectRoute => "dr",
+            Forwarding::Tunnel => "tunnel",
+        }
+    }
+}
+
+impl fmt::Display for Forwarding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Client persistence of a service.
@@ -570,7 +682,7 @@ pub struct Service {
     /// Scheduler.
     pub scheduler: Scheduler,
     /// Forwarding method.
-    pub mode: ForwardingMode,
+    pub mode: Forwarding,
     /// Client persistence, if any.
     pub persistence: Option<Persistence>,
     /// Fallback server, if any.
@@ -707,7 +819,7 @@ pub struct HttpCheck {
     pub verify_cert: bool,
 }
 
-/// Protocol matched by a SNAT rule.
+/// Protocol matched by a SNAT rule (the dataplane's too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NatProtocol {
@@ -717,6 +829,20 @@ pub enum NatProtocol {
     Udp,
     /// Any protocol (no port match).
     Any,
+}
+
+impl NatProtocol {
+    /// Every value.
+    pub const ALL: [NatProtocol; 3] = [NatProtocol::Tcp, NatProtocol::Udp, NatProtocol::Any];
+
+    /// "tcp", "udp" or "any".
+    pub fn name(self) -> &'static str {
+        match self {
+            NatProtocol::Tcp => "tcp",
+            NatProtocol::Udp => "udp",
+            NatProtocol::Any => "any",
+        }
+    }
 }
 
 /// One entry of a SNAT pool.
@@ -874,16 +1000,38 @@ impl Default for MetricsSettings {
     }
 }
 
-/// Dataplane backend choice.
+/// Dataplane backend choice (`[dataplane] backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// IPVS when the kernel has it, else nftables.
+pub enum BackendChoice {
+    /// IPVS when the kernel has it (and the services need nothing only nft does),
+    /// else nftables.
     Auto,
-    /// IPVS.
+    /// IPVS, or fail.
     Ipvs,
     /// nftables.
     Nft,
+}
+
+impl BackendChoice {
+    /// Every choice.
+    pub const ALL: [BackendChoice; 3] =
+        [BackendChoice::Auto, BackendChoice::Ipvs, BackendChoice::Nft];
+
+    /// "auto", "ipvs" or "nft".
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Ipvs => "ipvs",
+            BackendChoice::Nft => "nft",
+        }
+    }
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// `[dataplane]`.
@@ -891,7 +1039,7 @@ pub enum Backend {
 #[serde(deny_unknown_fields)]
 pub struct DataplaneSettings {
     /// Backend.
-    pub backend: Backend,
+    pub backend: BackendChoice,
     /// Name of the nftables table the suite owns (SNAT rules, and the nft balancer).
     pub nft_table: String,
 }
@@ -899,7 +1047,7 @@ pub struct DataplaneSettings {
 impl Default for DataplaneSettings {
     fn default() -> Self {
         Self {
-            backend: Backend::Auto,
+            backend: BackendChoice::Auto,
             nft_table: "lbsuite".to_string(),
         }
     }
@@ -967,5 +1115,31 @@ impl ClusterConfig {
     /// The instance whose VIPs include `addr`.
     pub fn instance_holding(&self, addr: IpAddr) -> Option<&Instance> {
         self.instances.iter().find(|i| i.holds(addr))
+    }
+}
+
+#[cfg(test)]
+mod vocabulary_tests {
+    use super::*;
+
+    /// Each value's name is its serialised form, and the names are distinct (the
+    /// configuration reads by name, the dataplane's desired state serialises by serde).
+    fn check<T: Copy + Serialize>(all: &[T], name: fn(T) -> &'static str) {
+        let mut seen = std::collections::BTreeSet::new();
+        for &v in all {
+            assert_eq!(serde_json::to_value(v).unwrap(), name(v));
+            assert!(seen.insert(name(v)), "{} twice", name(v));
+        }
+    }
+
+    #[test]
+    fn names_are_the_serialised_forms() {
+        check(&Protocol::ALL, Protocol::name);
+        check(&Scheduler::ALL, Scheduler::name);
+        check(&Forwarding::ALL, Forwarding::name);
+        check(&BackendChoice::ALL, BackendChoice::name);
+        check(&NatProtocol::ALL, NatProtocol::name);
+        assert_eq!(Protocol::from_number(17), Some(Protocol::Udp));
+        assert_eq!(Protocol::from_number(1), None);
     }
 }

@@ -108,11 +108,7 @@ impl NodeView {
                 format!("{} priority {} [{}]", g.name, g.priority, names.join(", "))
             })
             .collect();
-        let backend = match self.dataplane.backend {
-            Backend::Auto => "auto",
-            Backend::Ipvs => "ipvs",
-            Backend::Nft => "nft",
-        };
+        let backend = self.dataplane.backend;
         format!(
             "cluster {}, peer {}, groups: {}; {} services, {} nat rules, {} checks, backend {backend}",
             self.cluster_name,

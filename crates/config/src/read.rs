@@ -677,17 +677,10 @@ fn read_garp(r: &mut Reader, v: &Sv, path: &str) -> GarpSettings {
     g
 }
 
-const SCHEDULERS: &[(&str, Scheduler)] = &[
-    ("rr", Scheduler::Rr),
-    ("wrr", Scheduler::Wrr),
-    ("lc", Scheduler::Lc),
-    ("wlc", Scheduler::Wlc),
-    ("sh", Scheduler::Sh),
-    ("mh", Scheduler::Mh),
-    ("sed", Scheduler::Sed),
-    ("nq", Scheduler::Nq),
-    ("random", Scheduler::Random),
-];
+/// The configuration's spelling of each of `all` (for `opt_choice`).
+fn choices<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Vec<(&'static str, T)> {
+    all.iter().map(|&v| (name(v), v)).collect()
+}
 
 /// Reads `key` (one port) or `key_range` ("A-B"): at most one of them.
 fn port_or_range(
@@ -783,26 +776,14 @@ fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service> {
             );
         }
         let protocol = t
-            .opt_choice(
-                r,
-                "protocol",
-                &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)],
-            )
+            .opt_choice(r, "protocol", &choices(&Protocol::ALL, Protocol::name))
             .unwrap_or(Protocol::Tcp);
         let scheduler = t
-            .opt_choice(r, "scheduler", SCHEDULERS)
+            .opt_choice(r, "scheduler", &choices(&Scheduler::ALL, Scheduler::name))
             .unwrap_or(Scheduler::Wlc);
         let mode = t
-            .opt_choice(
-                r,
-                "mode",
-                &[
-                    ("nat", ForwardingMode::Nat),
-                    ("dr", ForwardingMode::Dr),
-                    ("tunnel", ForwardingMode::Tunnel),
-                ],
-            )
-            .unwrap_or(ForwardingMode::Nat);
+            .opt_choice(r, "mode", &choices(&Forwarding::ALL, Forwarding::name))
+            .unwrap_or(Forwarding::Nat);
         let persistence = match t.get(r, "persistence") {
             Some((v, p)) => read_persistence(r, v, &p, vip),
             None => None,
@@ -890,7 +871,7 @@ fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service> {
                     "remove the server's port",
                 );
             }
-            if matches!(mode, ForwardingMode::Nat | ForwardingMode::Dr)
+            if matches!(mode, Forwarding::Nat | Forwarding::DirectRoute)
                 && s.address.is_ipv4() != vip.is_ipv4()
             {
                 r.error_value(
@@ -898,19 +879,19 @@ fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service> {
                     format!(
                         "server {} and VIP {vip} are of different address families, which {} mode cannot forward",
                         s.address,
-                        if mode == ForwardingMode::Nat { "nat" } else { "dr" }
+                        if mode == Forwarding::Nat { "nat" } else { "dr" }
                     ),
                     "use a server of the VIP's family, or mode = \"tunnel\"",
                 );
             }
-            if mode != ForwardingMode::Nat {
+            if mode != Forwarding::Nat {
                 if let Some(port) = s.port {
                     if ports.is_single() && port != ports.start {
                         r.error_value(
                             &join(&sp, "port"),
                             format!(
                                 "{} mode cannot change the port ({} to {port})",
-                                mode_name(mode),
+                                mode.name(),
                                 ports.start
                             ),
                             format!("use port {} or mode = \"nat\"", ports.start),
@@ -951,14 +932,6 @@ fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service> {
                 .map_or(DEFAULT_QUORUM_PRIORITY_DELTA, |d| d as i16),
         })
     })
-}
-
-fn mode_name(m: ForwardingMode) -> &'static str {
-    match m {
-        ForwardingMode::Nat => "nat",
-        ForwardingMode::Dr => "dr",
-        ForwardingMode::Tunnel => "tunnel",
-    }
 }
 
 fn read_persistence(
@@ -1331,11 +1304,7 @@ fn read_nat(r: &mut Reader, v: &Sv, path: &str) -> Option<NatRule> {
             .opt_choice(
                 r,
                 "protocol",
-                &[
-                    ("tcp", NatProtocol::Tcp),
-                    ("udp", NatProtocol::Udp),
-                    ("any", NatProtocol::Any),
-                ],
+                &choices(&NatProtocol::ALL, NatProtocol::name),
             )
             .unwrap_or(NatProtocol::Any);
         let destination = t
@@ -1639,11 +1608,7 @@ fn read_dataplane(r: &mut Reader, v: &Sv, path: &str) -> Option<DataplaneSetting
             .opt_choice(
                 r,
                 "backend",
-                &[
-                    ("auto", Backend::Auto),
-                    ("ipvs", Backend::Ipvs),
-                    ("nft", Backend::Nft),
-                ],
+                &choices(&BackendChoice::ALL, BackendChoice::name),
             )
             .unwrap_or(d.backend);
         let nft_table = match t.get(r, "nft_table") {

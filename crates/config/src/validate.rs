@@ -636,7 +636,7 @@ fn check_services(
                     );
                 }
             }
-            if nodes_ok && matches!(s.mode, ForwardingMode::Nat | ForwardingMode::Dr) {
+            if nodes_ok && matches!(s.mode, Forwarding::Nat | Forwarding::DirectRoute) {
                 let unreachable: Vec<&str> = nodes
                     .iter()
                     .filter(|(_, n)| {

@@ -32,7 +32,7 @@ fn example_loads() {
     assert_eq!(web.vip, ip("198.18.0.100"));
     assert_eq!(web.ports, config::PortRange::single(80));
     assert_eq!(web.scheduler, config::Scheduler::Rr);
-    assert_eq!(web.mode, config::ForwardingMode::Nat);
+    assert_eq!(web.mode, config::Forwarding::Nat);
     let addrs: Vec<(IpAddr, Option<u16>, u32)> = web
         .servers
         .iter()
@@ -60,7 +60,7 @@ fn example_loads() {
     let nat = &cfg.nat[0];
     assert_eq!(nat.snat, config::SnatTarget::Address(ip("198.18.1.100")));
     assert_eq!(nat.destination_ports, Some(config::PortRange::single(80)));
-    assert_eq!(cfg.dataplane.backend, config::Backend::Auto);
+    assert_eq!(cfg.dataplane.backend, config::BackendChoice::Auto);
     assert_eq!(cfg.metrics.vrrpd_listen.to_string(), "127.0.0.1:9612");
     assert_eq!(
         cfg.control.lbd_socket,
@@ -234,7 +234,7 @@ fn full_file_resolves_peers_defaults_and_kinds() {
     }
     assert_eq!(cfg.control.group.as_deref(), Some("lbsuite"));
     assert!(!cfg.metrics.enabled);
-    assert_eq!(cfg.dataplane.backend, config::Backend::Nft);
+    assert_eq!(cfg.dataplane.backend, config::BackendChoice::Nft);
 }
 
 #[test]

@@ -1,17 +1,22 @@
 //! The load balancer's dataplane: a desired-state model ([`DesiredState`]), the
-//! [`Dataplane`] trait every backend implements, a [`NullBackend`] for tests without a
-//! kernel, and the nftables backend ([`NftBackend`]) on libnftnl.
+//! [`Dataplane`] trait every backend implements, the backends ([`NftBackend`] on
+//! libnftnl, [`IpvsBackend`]) with what each can do ([`BackendKind`],
+//! [`Capabilities`]), the choice between them ([`select_backend`]), and a
+//! [`DryRun`] that validates as a backend would without touching a kernel.
 //!
 //! A backend diffs the desired state against what is applied and sends the
-//! difference in one atomic transaction; [`Dataplane::read_back`] reports what the
-//! kernel holds.
+//! difference (nft: in one atomic transaction); [`Dataplane::read_back`] reports
+//! what the kernel holds in the desired state's terms, and [`Dataplane::verify`]
+//! where it differs from a desired state.
 
+mod dry_run;
 mod error;
 pub mod ipvs;
+mod kind;
 mod model;
 pub mod nft;
-mod null;
 pub mod slots;
+mod verify;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -22,13 +27,15 @@ use serde::{Deserialize, Serialize};
 pub use crate::ipvs::{
     select_backend, BackendChoice, ChosenBackend, IpvsBackend, IpvsSettings, Selection, SyncRole,
 };
+pub use dry_run::DryRun;
 pub use error::DataplaneError;
+pub use kind::{BackendKind, Capabilities};
 pub use model::{
-    Backend, DesiredState, Forwarding, Persistence, PortSpec, Protocol, Scheduler, Service,
-    SnatProtocol, SnatRule, SnatSource,
+    Backend, DesiredState, Forwarding, NatProtocol, Persistence, PortSpec, Protocol, Scheduler,
+    Service, SnatRule, SnatSource,
 };
 pub use nft::{Counting, NftBackend, DEFAULT_TABLE};
-pub use null::NullBackend;
+pub use verify::{diff_services, Drift};
 
 /// A dataplane backend: applies desired states, reads back, counts.
 pub trait Dataplane {
@@ -47,12 +54,28 @@ pub trait Dataplane {
     }
     /// What the kernel holds now (the objects this backend owns).
     fn read_back(&self) -> Result<AppliedState, DataplaneError>;
+    /// Where the kernel differs from `desired`, in its terms (empty: it holds exactly
+    /// that). The default compares `desired`'s services with the read-back ones.
+    fn verify(&self, desired: &DesiredState) -> Result<Vec<Drift>, DataplaneError> {
+        Ok(diff_services(
+            &desired.services,
+            &self.read_back()?.services,
+        ))
+    }
     /// Per-backend counters of the last applied state.
     fn counters(&self) -> Result<Vec<BackendCounters>, DataplaneError>;
     /// Removes everything this backend owns (and nothing else).
     fn teardown(&mut self) -> Result<(), DataplaneError>;
-    /// Backend name for logs and metrics ("nft", "null").
-    fn name(&self) -> &'static str;
+    /// Which backend this is (a [`DryRun`] says which one it stands in for).
+    fn kind(&self) -> BackendKind;
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities {
+        self.kind().capabilities()
+    }
+    /// Backend name for logs ("nft", "ipvs", "dry-run").
+    fn name(&self) -> &'static str {
+        self.kind().name()
+    }
 }
 
 /// What may differ between a desired state and the one last applied successfully
@@ -151,20 +174,36 @@ impl ApplyReport {
     }
 }
 
-/// What a backend reports as applied.
+/// What a backend holds, read back from the kernel.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedState {
+    /// The balanced services in the desired state's terms. IPVS: the services it
+    /// owns, read from the kernel (names from the last apply; a service or server it
+    /// did not name is called by its address). nft: the services of the last apply
+    /// while the table is exactly their layout; empty when the table differs (its
+    /// slot maps keep neither weights nor the scheduler's name, so a table changed
+    /// by others cannot be read as services: [`Dataplane::verify`] names the
+    /// difference).
+    pub services: Vec<Service>,
+    /// The nftables table the backend owns (detail: chains, sets, rules).
+    pub nft: NftTable,
+}
+
+/// An nftables table as a backend holds it (the nft balancer's whole table, the IPVS
+/// backend's SNAT rules): the backend-specific detail of a read-back.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NftTable {
     /// Whether the owned table exists.
     pub exists: bool,
     /// Chains of the table.
     pub chains: Vec<String>,
     /// Maps and sets with their elements, by name.
-    pub sets: Vec<AppliedSet>,
+    pub sets: Vec<NftSet>,
     /// Rules: (chain, comment) in chain order; the comment identifies the rule.
     pub rules: Vec<(String, String)>,
 }
 
-impl AppliedState {
+impl NftTable {
     /// Every DNAT slot held, decoded (all DNAT maps).
     pub fn dnat_slots(&self) -> Vec<DnatSlot> {
         self.sets
@@ -174,24 +213,24 @@ impl AppliedState {
     }
 
     /// The set or map called `name`.
-    pub fn set(&self, name: &str) -> Option<&AppliedSet> {
+    pub fn set(&self, name: &str) -> Option<&NftSet> {
         self.sets.iter().find(|s| s.name == name)
     }
 }
 
 /// One map or set of the owned table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppliedSet {
+pub struct NftSet {
     /// Name.
     pub name: String,
     /// Elements in key order.
-    pub elements: Vec<AppliedElement>,
+    pub elements: Vec<NftElement>,
 }
 
 /// One element: raw key (and range end), raw data, counter, and the decoded slot for
 /// DNAT maps.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppliedElement {
+pub struct NftElement {
     /// Key bytes as the kernel holds them (registers, 4-byte aligned fields).
     pub key: Vec<u8>,
     /// End of the key range (interval maps).
@@ -242,4 +281,20 @@ pub struct BackendCounters {
     pub packets: Option<u64>,
     /// Bytes of its connections, both directions (`None` as for `packets`).
     pub bytes: Option<u64>,
+}
+
+impl BackendCounters {
+    /// Nothing counted yet for `backend` of `service`: packets and bytes start at 0
+    /// when `traffic` is counted, else are `None`.
+    pub fn zero(service: &Service, backend: &Backend, traffic: bool) -> BackendCounters {
+        BackendCounters {
+            service: service.name.clone(),
+            backend: backend.name.clone(),
+            addr: backend.addr,
+            port: backend.port,
+            connections: 0,
+            packets: traffic.then_some(0),
+            bytes: traffic.then_some(0),
+        }
+    }
 }

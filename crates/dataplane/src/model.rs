@@ -6,6 +6,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+/// The configuration's enums: one vocabulary from `cluster.toml` to the kernel.
+pub use config::{Forwarding, NatProtocol, Protocol, Scheduler};
+
 /// Everything the dataplane should hold: balanced services and source-NAT rules.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredState {
@@ -30,24 +33,12 @@ pub struct Service {
     pub scheduler: Scheduler,
     /// Backends; weight 0 drains one (no new connections, existing ones continue).
     pub backends: Vec<Backend>,
-    /// How packets reach the backends (IPVS); the nft backend always NATs.
+    /// How packets reach the backends (IPVS); the nft backend NATs only.
     #[serde(default)]
     pub forward: Forwarding,
     /// Client persistence (IPVS); `None`: every connection is scheduled afresh.
     #[serde(default)]
     pub persistence: Option<Persistence>,
-}
-
-/// How the balancer forwards a connection to a backend (IPVS's forwarding methods).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Forwarding {
-    /// Destination NAT (IPVS masquerading); SNAT rules make the return path.
-    #[default]
-    Nat,
-    /// Direct routing: the backend shares a link and holds the VIP itself.
-    DirectRoute,
-    /// IP-in-IP tunnel to the backend.
-    Tunnel,
 }
 
 /// Client persistence: a client (network) keeps its backend between connections.
@@ -100,82 +91,6 @@ impl fmt::Display for PortSpec {
     }
 }
 
-/// Transport protocol of a service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Protocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl Protocol {
-    /// IANA protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-        }
-    }
-
-    /// The protocol for an IANA number, if it is one of ours.
-    pub fn from_number(n: u8) -> Option<Protocol> {
-        match n {
-            6 => Some(Protocol::Tcp),
-            17 => Some(Protocol::Udp),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        })
-    }
-}
-
-/// Scheduler names as in IPVS; the nft backend supports rr, wrr, random, sh and mh.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Scheduler {
-    /// Round robin (weights only decide in or out).
-    Rr,
-    /// Weighted round robin.
-    Wrr,
-    /// Weighted random.
-    Random,
-    /// Source hash over weighted slots.
-    Sh,
-    /// Maglev consistent hash of the source address.
-    Mh,
-    /// Least connections (IPVS only).
-    Lc,
-    /// Weighted least connections (IPVS only).
-    Wlc,
-    /// Shortest expected delay (IPVS only).
-    Sed,
-    /// Never queue (IPVS only).
-    Nq,
-}
-
-impl fmt::Display for Scheduler {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Scheduler::Rr => "rr",
-            Scheduler::Wrr => "wrr",
-            Scheduler::Random => "random",
-            Scheduler::Sh => "sh",
-            Scheduler::Mh => "mh",
-            Scheduler::Lc => "lc",
-            Scheduler::Wlc => "wlc",
-            Scheduler::Sed => "sed",
-            Scheduler::Nq => "nq",
-        })
-    }
-}
-
 /// One source-NAT rule: traffic as it arrived (original destination) gets a new source.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnatRule {
@@ -186,24 +101,13 @@ pub struct SnatRule {
     /// Interface the traffic leaves by.
     pub out_iface: Option<String>,
     /// Protocol to match.
-    pub protocol: SnatProtocol,
+    pub protocol: NatProtocol,
     /// Original destination address (the service VIP).
     pub orig_daddr: IpAddr,
     /// Original destination port(s); `None` matches any.
     pub orig_dports: Option<PortSpec>,
     /// The new source.
     pub source: SnatSource,
-}
-
-/// Protocol match of a SNAT rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum SnatProtocol {
-    /// TCP only.
-    Tcp,
-    /// UDP only.
-    Udp,
-    /// Any protocol.
-    Any,
 }
 
 /// New source of a SNAT rule.

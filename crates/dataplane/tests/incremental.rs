@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use dataplane::{
     AppliedState, Backend, ChangeHint, Counting, Dataplane, DataplaneError, DesiredState,
-    Forwarding, NftBackend, PortSpec, Protocol, Scheduler, Service, SnatProtocol, SnatRule,
+    Forwarding, NatProtocol, NftBackend, PortSpec, Protocol, Scheduler, Service, SnatRule,
     SnatSource,
 };
 use integration::{Host, Lab};
@@ -108,7 +108,7 @@ fn snat(to: &str) -> Vec<SnatRule> {
         name: "out".into(),
         in_iface: None,
         out_iface: Some("eth0".into()),
-        protocol: SnatProtocol::Any,
+        protocol: NatProtocol::Any,
         orig_daddr: "198.19.0.1".parse().unwrap(),
         orig_dports: None,
         source: SnatSource::Address(to.parse().unwrap()),
@@ -215,18 +215,20 @@ fn hint_between(rng: &mut Rng, old: &DesiredState, new: &DesiredState) -> Change
     }
 }
 
-/// The read-back with order-free parts sorted and counters dropped.
+/// The read-back with order-free parts (services, non-SNAT rules) sorted and
+/// counters dropped.
 fn normalized(mut a: AppliedState) -> AppliedState {
-    for set in &mut a.sets {
+    a.services.sort_by(|x, y| x.name.cmp(&y.name));
+    for set in &mut a.nft.sets {
         for e in &mut set.elements {
             e.counter = None;
         }
     }
     let (mut snat, mut other): (Vec<_>, Vec<_>) =
-        a.rules.into_iter().partition(|(c, _)| c == "lb_snat");
+        a.nft.rules.into_iter().partition(|(c, _)| c == "lb_snat");
     other.sort();
     snat.append(&mut other);
-    a.rules = snat;
+    a.nft.rules = snat;
     a
 }
 
@@ -330,12 +332,12 @@ fn random_changes_end_like_a_fresh_apply() {
         }
         let incremental = normalized(nft.read_back().unwrap());
         let fresh = fresh_table(other, &state, counting);
-        let elements: usize = fresh.sets.iter().map(|s| s.elements.len()).sum();
+        let elements: usize = fresh.nft.sets.iter().map(|s| s.elements.len()).sum();
         println!(
             "seed {seed}: {} services, {} sets, {elements} elements, {} rules; {refused} refused steps",
             state.services.len(),
-            fresh.sets.len(),
-            fresh.rules.len()
+            fresh.nft.sets.len(),
+            fresh.nft.rules.len()
         );
         assert_eq!(incremental, fresh, "seed {seed}");
         // The record matches the kernel too: applying the same state changes nothing,
@@ -381,6 +383,7 @@ fn draining_the_last_service_of_a_map_deletes_the_map_and_its_rule() {
     let maps = |nft: &NftBackend| -> Vec<String> {
         nft.read_back()
             .unwrap()
+            .nft
             .sets
             .into_iter()
             .map(|s| s.name)
@@ -400,7 +403,7 @@ fn draining_the_last_service_of_a_map_deletes_the_map_and_its_rule() {
     println!("restore it: {r:?}");
     assert_eq!((r.sets_removed, r.elements_added), (1, 4));
     assert_eq!(maps(&nft), vec!["dnat4_inc_4"]);
-    let rules = nft.read_back().unwrap().rules;
+    let rules = nft.read_back().unwrap().nft.rules;
     assert_eq!(
         rules
             .iter()
@@ -477,6 +480,15 @@ fn a_hint_that_leaves_out_a_change_is_refused() {
     wrong(&mut nft, &resnat, ChangeHint::default(), "SNAT");
     // None of them touched the kernel.
     assert_eq!(nft.read_back().unwrap(), before);
+    // The table is the layout of `state`: it reads back as its services, verifies
+    // clean against it, and verifying the removal names the elements it would delete.
+    assert_eq!(before.services, state.services);
+    assert_eq!(nft.verify(&state).unwrap(), Vec::new());
+    let drift = nft.verify(&removed).unwrap();
+    assert!(
+        drift.iter().any(|d| d.what.contains("elements not wanted")),
+        "{drift:?}"
+    );
     // The right hint for the weight change is used, and changes only svc3's slots.
     let r = nft
         .apply_changed(&changed, &ChangeHint::for_service("svc3"))

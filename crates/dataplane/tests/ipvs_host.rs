@@ -41,14 +41,14 @@ fn auto_chooses_nft_without_ipvs_and_says_why() {
             )
         })
         .unwrap();
-    let auto = auto.unwrap();
-    assert!(matches!(auto.backend, ChosenBackend::Nft(_)));
+    let (backend, auto) = auto.unwrap();
+    assert!(matches!(backend, ChosenBackend::Nft(_)));
     assert!(
         auto.reason.contains("nft") && auto.reason.contains("no IPVS"),
         "{}",
         auto.reason
     );
-    assert_eq!(nft.unwrap().reason, "configured: nft");
+    assert_eq!(nft.unwrap().1.reason, "configured: nft");
 
     let err = ipvs.unwrap_err();
     assert!(
@@ -81,11 +81,11 @@ fn auto_chooses_nft_when_the_services_need_it() {
         }],
         snat: Vec::new(),
     };
-    let chosen = lab["lb1"]
+    let (backend, chosen) = lab["lb1"]
         .run_in(|| select_backend(BackendChoice::Auto, &settings(), Some(&desired)))
         .unwrap()
         .unwrap();
-    assert!(matches!(chosen.backend, ChosenBackend::Nft(_)));
+    assert!(matches!(backend, ChosenBackend::Nft(_)));
     assert!(
         chosen.reason.contains("port range 10000-10010"),
         "{}",

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use dataplane::ipvs::Op;
 use dataplane::{
-    select_backend, Backend, BackendChoice, ChosenBackend, Dataplane, DesiredState, Forwarding,
-    IpvsBackend, IpvsSettings, Persistence, PortSpec, Protocol, Scheduler, Service, SnatProtocol,
-    SnatRule, SnatSource, SyncRole,
+    select_backend, Backend, BackendChoice, BackendKind, ChosenBackend, Dataplane, DesiredState,
+    Forwarding, IpvsBackend, IpvsSettings, NatProtocol, Persistence, PortSpec, Protocol, Scheduler,
+    Service, SnatRule, SnatSource, SyncRole,
 };
 use integration::{Host, Lab};
 
@@ -62,7 +62,7 @@ fn web_state() -> DesiredState {
             name: "web".into(),
             in_iface: Some("eth0".into()),
             out_iface: Some("eth1".into()),
-            protocol: SnatProtocol::Tcp,
+            protocol: NatProtocol::Tcp,
             orig_daddr: ip(VIP),
             orig_dports: Some(PortSpec::Single(80)),
             source: SnatSource::Address(ip(SNAT_VIP)),
@@ -298,13 +298,14 @@ fn reconcile_touches_only_what_changed_survives_restarts_and_spares_hand_made_se
 
     // auto picks IPVS here, and says so.
     let s = settings("reconcile");
-    let chosen = lb1
+    let (backend, chosen) = lb1
         .run_in(move || select_backend(BackendChoice::Auto, &s, None))
         .unwrap()
         .unwrap();
-    assert!(matches!(chosen.backend, ChosenBackend::Ipvs(_)));
+    assert!(matches!(backend, ChosenBackend::Ipvs(_)));
     assert!(chosen.reason.starts_with("auto: ipvs"), "{}", chosen.reason);
-    drop(chosen);
+    assert_eq!(chosen.kind, BackendKind::Ipvs);
+    drop(backend);
 
     lb1.exec_ok(&["ipvsadm", "-A", "-t", "198.18.0.200:80", "-s", "wlc"])
         .unwrap();
@@ -380,6 +381,45 @@ fn reconcile_touches_only_what_changed_survives_restarts_and_spares_hand_made_se
     let report = ipvs.apply(&state).unwrap();
     assert_eq!(ipvs.last_ops(), &[] as &[Op]);
     assert_eq!(report.changes(), 0, "{report:?}");
+    assert_eq!(ipvsadm(lb1), expected);
+
+    // It reads back in the desired state's terms (ours only, not the hand-made
+    // service), and verify is a diff: a weight and a scheduler changed by hand are
+    // named in those terms, and the next apply puts them back.
+    assert_eq!(ipvs.verify(&state).unwrap(), Vec::new());
+    let back = ipvs.read_back().unwrap();
+    let mut names: Vec<&str> = back.services.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["api", "web"], "{back:?}");
+    lb1.exec_ok(&[
+        "ipvsadm",
+        "-e",
+        "-t",
+        "198.18.0.100:80",
+        "-r",
+        "198.18.1.22:80",
+        "-m",
+        "-w",
+        "4",
+    ])
+    .unwrap();
+    lb1.exec_ok(&["ipvsadm", "-E", "-t", "198.18.0.100:8080", "-s", "wlc"])
+        .unwrap();
+    let drift: Vec<String> = ipvs
+        .verify(&state)
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        drift,
+        [
+            "service web: server srv2 has weight 4, 0 wanted",
+            "service api: scheduler wlc held, rr wanted",
+        ]
+    );
+    ipvs.apply(&state).unwrap();
+    assert_eq!(ipvs.verify(&state).unwrap(), Vec::new());
     assert_eq!(ipvsadm(lb1), expected);
 
     // After another restart, a service dropped from the configuration is deleted

@@ -9,8 +9,8 @@ use std::thread;
 use std::time::Duration;
 
 use dataplane::{
-    Backend, Counting, Dataplane, DesiredState, DnatSlot, Forwarding, NftBackend, PortSpec,
-    Protocol, Scheduler, Service, SnatProtocol, SnatRule, SnatSource,
+    Backend, Counting, Dataplane, DesiredState, DnatSlot, Forwarding, NatProtocol, NftBackend,
+    PortSpec, Protocol, Scheduler, Service, SnatRule, SnatSource,
 };
 use integration::{Host, Lab, Prefix};
 
@@ -48,7 +48,7 @@ fn snat_web(source: SnatSource) -> SnatRule {
         name: "web-out".into(),
         in_iface: Some("eth0".into()),
         out_iface: Some("eth1".into()),
-        protocol: SnatProtocol::Tcp,
+        protocol: NatProtocol::Tcp,
         orig_daddr: ip("198.18.0.100"),
         orig_dports: Some(PortSpec::Single(80)),
         source,
@@ -187,7 +187,7 @@ fn layout_diff_and_foreign_table_in_namespace() {
         "{listing}"
     );
 
-    let before = nft.read_back().unwrap().dnat_slots();
+    let before = nft.read_back().unwrap().nft.dnat_slots();
     let web_slots = slots_of(&before, "198.18.0.100");
     assert_eq!(web_slots.len(), 4);
     assert_eq!(
@@ -223,7 +223,7 @@ fn layout_diff_and_foreign_table_in_namespace() {
         0
     );
     assert!(report.elements_added > 0 && report.elements_added == report.elements_removed);
-    let after = nft.read_back().unwrap().dnat_slots();
+    let after = nft.read_back().unwrap().nft.dnat_slots();
     let others = |v: &[DnatSlot]| {
         v.iter()
             .filter(|s| s.vip != ip("198.18.0.100"))
@@ -364,9 +364,9 @@ fn counting_modes_shape_the_table() {
 
 #[test]
 fn refused_scheduler_and_bad_state_change_nothing() {
-    let mut null = dataplane::NullBackend::new();
+    let mut dry = dataplane::DryRun::new(dataplane::BackendKind::Nft);
     let mut s = web(Scheduler::Lc, 1, 1);
-    let err = null
+    let err = dry
         .apply(&DesiredState {
             services: vec![s.clone()],
             snat: vec![],
@@ -375,14 +375,14 @@ fn refused_scheduler_and_bad_state_change_nothing() {
     assert!(err.to_string().contains("scheduler lc"), "{err}");
     s.scheduler = Scheduler::Rr;
     s.backends[0].addr = ip("2001:db8::1");
-    let err = null
+    let err = dry
         .apply(&DesiredState {
             services: vec![s],
             snat: vec![],
         })
         .unwrap_err();
     assert!(err.to_string().contains("same family"), "{err}");
-    assert!(null.applied().is_none());
+    assert!(dry.applied().is_none());
 }
 
 /// A server thread answering "<name> <peer address>" to each connection.

@@ -42,7 +42,7 @@ pub enum IpvsBackendError {
         last: u16,
     },
     /// Direct routing and tunnelling deliver the packet unchanged.
-    #[error("service {service}: backend {backend} has port {port} but the service's port is {service_port}; {forward} forwarding cannot change the destination port: drop the backend port or use nat")]
+    #[error("service {service}: backend {backend} has port {port} but the service's port is {service_port}; mode {forward} cannot change the destination port: drop the backend port or use mode nat")]
     PortChangeWithoutNat {
         /// Service name.
         service: String,
@@ -52,7 +52,7 @@ pub enum IpvsBackendError {
         port: u16,
         /// The service's port.
         service_port: u16,
-        /// "direct-route" or "tunnel".
+        /// "dr" or "tunnel" (the configuration's `mode`).
         forward: &'static str,
     },
     /// Two backends of one service at the same address and port.

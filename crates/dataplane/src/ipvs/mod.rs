@@ -40,7 +40,8 @@ pub use plan::{CurrentService, Op, ServiceKey, WantedService};
 pub use select::{select_backend, BackendChoice, ChosenBackend, Selection};
 
 use crate::{
-    AppliedState, ApplyReport, BackendCounters, Dataplane, DataplaneError, DesiredState, NftBackend,
+    diff_services, AppliedState, ApplyReport, BackendCounters, BackendKind, Dataplane,
+    DataplaneError, DesiredState, Drift, NftBackend, Service,
 };
 
 /// The sysctl that makes IPVS keep netfilter conntrack entries (needed by SNAT).
@@ -133,7 +134,26 @@ impl IpvsBackend {
 
     /// The services this backend owns as the kernel holds them, real servers included.
     pub fn owned_services(&self) -> Result<Vec<CurrentService>, DataplaneError> {
-        let mut keys = self.record.load()?;
+        self.services_of(BTreeSet::new())
+    }
+
+    /// The kernel services this backend owns or `also` names, in the desired state's
+    /// terms (those it cannot express, such as one whose scheduler was changed by hand
+    /// to one we never set, are left out).
+    fn held_services(&self, also: BTreeSet<ServiceKey>) -> Result<Vec<Service>, DataplaneError> {
+        Ok(self
+            .services_of(also)?
+            .iter()
+            .filter_map(|c| plan::applied_service(c, &self.applied))
+            .collect())
+    }
+
+    /// The kernel services this backend owns or `keys` names, real servers included.
+    fn services_of(
+        &self,
+        mut keys: BTreeSet<ServiceKey>,
+    ) -> Result<Vec<CurrentService>, DataplaneError> {
+        keys.extend(self.record.load()?);
         keys.extend(self.applied.iter().map(WantedService::key));
         self.read_kernel(&keys)
             .map(|all| {
@@ -325,9 +345,25 @@ impl Dataplane for IpvsBackend {
         Ok(report)
     }
 
-    /// The SNAT table (the IPVS side: [`IpvsBackend::owned_services`]).
+    /// The services this backend owns as the kernel holds them (those the desired
+    /// state cannot express, such as one whose scheduler was changed by hand to one we
+    /// never set, are left out, so that `verify` reports them missing), and the SNAT
+    /// table.
     fn read_back(&self) -> Result<AppliedState, DataplaneError> {
-        self.snat.read_back()
+        Ok(AppliedState {
+            services: self.held_services(BTreeSet::new())?,
+            nft: self.snat.read_back()?.nft,
+        })
+    }
+
+    /// The services against the read-back ones, and the SNAT table against the
+    /// layout of `desired`'s SNAT rules.
+    fn verify(&self, desired: &DesiredState) -> Result<Vec<Drift>, DataplaneError> {
+        let wanted = plan::wanted(desired)?;
+        let services = self.held_services(wanted.iter().map(WantedService::key).collect())?;
+        let mut out = diff_services(&desired.services, &services);
+        out.extend(self.snat.verify(&crate::dry_run::snat_only(desired))?);
+        Ok(out)
     }
 
     fn counters(&self) -> Result<Vec<BackendCounters>, DataplaneError> {
@@ -383,7 +419,7 @@ impl Dataplane for IpvsBackend {
         Ok(())
     }
 
-    fn name(&self) -> &'static str {
-        "ipvs"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Ipvs
     }
 }

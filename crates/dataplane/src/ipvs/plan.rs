@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use ::ipvs::{Destination, Forward, Service as IpvsService};
 
 use super::error::IpvsBackendError;
-use crate::model::{Forwarding, PortSpec, Protocol, Scheduler, Service};
+use crate::model::{Backend, Forwarding, Persistence, PortSpec, Protocol, Scheduler, Service};
 use crate::{DataplaneError, DesiredState};
 
 /// The largest weight IPVS takes (the kernel reads it as a signed int).
@@ -97,6 +97,16 @@ pub struct CurrentService {
     pub dests: Vec<Destination>,
 }
 
+impl CurrentService {
+    /// The service as the kernel holds it once `w` is applied.
+    pub fn of_wanted(w: &WantedService) -> CurrentService {
+        CurrentService {
+            service: w.service.clone(),
+            dests: w.dests.iter().map(|(_, d)| d.clone()).collect(),
+        }
+    }
+}
+
 /// One change to the kernel's IPVS table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -152,18 +162,76 @@ fn ipvs_protocol(p: Protocol) -> ::ipvs::Protocol {
     }
 }
 
-/// The IPVS scheduler name for ours; `None` for random (IPVS has none).
+/// The IPVS scheduler name for ours (the same name); `None` for those IPVS lacks
+/// (its [`Capabilities`](crate::Capabilities) say which: random).
 pub fn scheduler_name(s: Scheduler) -> Option<&'static str> {
-    Some(match s {
-        Scheduler::Rr => "rr",
-        Scheduler::Wrr => "wrr",
-        Scheduler::Lc => "lc",
-        Scheduler::Wlc => "wlc",
-        Scheduler::Sh => "sh",
-        Scheduler::Mh => "mh",
-        Scheduler::Sed => "sed",
-        Scheduler::Nq => "nq",
-        Scheduler::Random => return None,
+    crate::BackendKind::Ipvs
+        .capabilities()
+        .supports_scheduler(s)
+        .then(|| s.name())
+}
+
+/// Our scheduler for an IPVS scheduler name; `None` for one we never set (fo, ovf,
+/// dh, lblc, lblcr).
+pub fn scheduler_of_name(name: &str) -> Option<Scheduler> {
+    Scheduler::ALL
+        .into_iter()
+        .find(|&s| scheduler_name(s) == Some(name))
+}
+
+/// A kernel service in the desired state's terms: its name and its servers' names
+/// from `named` (the last applied services), else their addresses. `None` for what
+/// the desired state cannot say: a fwmark or SCTP service, a scheduler we never set,
+/// local forwarding.
+pub fn applied_service(c: &CurrentService, named: &[WantedService]) -> Option<Service> {
+    let key = ServiceKey::of(&c.service)?;
+    let scheduler = scheduler_of_name(&c.service.scheduler)?;
+    let wanted = named.iter().find(|w| w.key() == key);
+    let forward = match c.dests.first().map(|d| d.forward) {
+        None | Some(Forward::Masq) => Forwarding::Nat,
+        Some(Forward::DirectRoute) => Forwarding::DirectRoute,
+        Some(Forward::Tunnel) => Forwarding::Tunnel,
+        Some(Forward::Local) => return None,
+    };
+    let persistence = c
+        .service
+        .flags
+        .contains(::ipvs::ServiceFlags::PERSISTENT)
+        .then_some(Persistence {
+            timeout_s: c.service.timeout,
+            prefix_len: c.service.netmask,
+        });
+    let backends = c
+        .dests
+        .iter()
+        .map(|d| {
+            let name = wanted
+                .and_then(|w| {
+                    w.dests
+                        .iter()
+                        .find(|(_, x)| x.addr == d.addr && x.port == d.port)
+                })
+                .map_or_else(
+                    || SocketAddr::new(d.addr, d.port).to_string(),
+                    |(n, _)| n.clone(),
+                );
+            Backend {
+                name,
+                addr: d.addr,
+                port: Some(d.port),
+                weight: d.weight,
+            }
+        })
+        .collect();
+    Some(Service {
+        name: wanted.map_or_else(|| key.to_string(), |w| w.name.clone()),
+        vip: key.addr.ip(),
+        ports: PortSpec::Single(key.addr.port()),
+        protocol: key.protocol,
+        scheduler,
+        backends,
+        forward,
+        persistence,
     })
 }
 
@@ -173,28 +241,6 @@ fn forward_of(f: Forwarding) -> Forward {
         Forwarding::DirectRoute => Forward::DirectRoute,
         Forwarding::Tunnel => Forward::Tunnel,
     }
-}
-
-fn forward_name(f: Forwarding) -> &'static str {
-    match f {
-        Forwarding::Nat => "nat",
-        Forwarding::DirectRoute => "direct-route",
-        Forwarding::Tunnel => "tunnel",
-    }
-}
-
-/// Why IPVS cannot hold `desired` (random scheduler, port ranges), if it cannot: the
-/// `auto` selection falls back to nft then.
-pub fn unsupported(desired: &DesiredState) -> Option<String> {
-    desired.services.iter().find_map(|s| {
-        if s.scheduler == Scheduler::Random {
-            Some(format!("service {} uses the random scheduler", s.name))
-        } else if let PortSpec::Range(a, b) = s.ports {
-            Some(format!("service {} uses the port range {a}-{b}", s.name))
-        } else {
-            None
-        }
-    })
 }
 
 /// The kernel services `desired` asks for, validated.
@@ -276,7 +322,7 @@ fn wanted_service(s: &Service) -> Result<WantedService, DataplaneError> {
                 backend: b.name.clone(),
                 port: dport,
                 service_port: port,
-                forward: forward_name(s.forward),
+                forward: s.forward.name(),
             }
             .into());
         }
@@ -432,13 +478,47 @@ mod tests {
 
     /// The kernel holding exactly `wanted`.
     fn as_current(wanted: &[WantedService]) -> Vec<CurrentService> {
-        wanted
+        wanted.iter().map(CurrentService::of_wanted).collect()
+    }
+
+    #[test]
+    fn read_back_in_desired_terms_diffs_against_the_desired_state() {
+        let mut sticky = web(Scheduler::Wrr);
+        sticky.persistence = Some(crate::Persistence {
+            timeout_s: 300,
+            prefix_len: 24,
+        });
+        let desired = state(vec![sticky]);
+        let w = wanted(&desired).unwrap();
+        // The kernel holding exactly what was applied reads back as the desired state.
+        let held: Vec<Service> = as_current(&w)
             .iter()
-            .map(|w| CurrentService {
-                service: w.service.clone(),
-                dests: w.dests.iter().map(|(_, d)| d.clone()).collect(),
-            })
-            .collect()
+            .filter_map(|c| applied_service(c, &w))
+            .collect();
+        assert_eq!(crate::diff_services(&desired.services, &held), Vec::new());
+        assert_eq!(held[0].backends[1].name, "srv2");
+        // Someone changes srv2's weight and the scheduler behind our back (ipvsadm -e).
+        let mut changed = as_current(&w);
+        changed[0].service.scheduler = "wlc".into();
+        changed[0].dests[1].weight = 7;
+        let held: Vec<Service> = changed
+            .iter()
+            .filter_map(|c| applied_service(c, &w))
+            .collect();
+        let drift: Vec<String> = crate::diff_services(&desired.services, &held)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            drift,
+            vec![
+                "service web: scheduler wlc held, wrr wanted",
+                "service web: server srv2 has weight 7, 2 wanted",
+            ]
+        );
+        // A scheduler we never set cannot be said in our terms: the service is missing.
+        changed[0].service.scheduler = "fo".into();
+        assert_eq!(applied_service(&changed[0], &w), None);
     }
 
     fn key(s: &str) -> ServiceKey {
@@ -524,7 +604,7 @@ mod tests {
         s.backends[0].port = Some(8080);
         let text = wanted(&state(vec![s])).unwrap_err().to_string();
         assert!(
-            text.contains("srv1 has port 8080") && text.contains("direct-route"),
+            text.contains("srv1 has port 8080") && text.contains("mode dr"),
             "{text}"
         );
 
@@ -561,10 +641,25 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_explains_why_auto_would_choose_nft() {
-        assert_eq!(unsupported(&state(vec![web(Scheduler::Wrr)])), None);
-        let why = unsupported(&state(vec![web(Scheduler::Random)])).unwrap();
-        assert!(why.contains("random"), "{why}");
+    fn the_declared_capabilities_refuse_what_the_plan_refuses() {
+        let caps = crate::BackendKind::Ipvs.capabilities();
+        let fine = state(vec![web(Scheduler::Wlc)]);
+        assert_eq!(caps.refusal(&fine), None);
+        wanted(&fine).unwrap();
+        let mut range = web(Scheduler::Wrr);
+        range.ports = PortSpec::Range(8000, 8010);
+        for b in &mut range.backends {
+            b.port = None;
+        }
+        for s in [state(vec![web(Scheduler::Random)]), state(vec![range])] {
+            let why = caps.refusal(&s).unwrap();
+            let err = wanted(&s).unwrap_err();
+            assert!(why.contains("random") || why.contains("8000-8010"), "{why}");
+            assert!(
+                err.to_string().contains("random") || err.to_string().contains("8000-8010"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

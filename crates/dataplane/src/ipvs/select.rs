@@ -1,37 +1,17 @@
 //! Choosing the backend: `auto` takes IPVS when the kernel has it, else nftables,
 //! and says why (for the log and `status`).
 
-use std::fmt;
-
 use ::ipvs::IpvsError;
+pub use config::BackendChoice;
+
+use serde::Serialize;
 
 use super::error::IpvsBackendError;
-use super::{plan, IpvsBackend, IpvsSettings};
+use super::{IpvsBackend, IpvsSettings};
 use crate::{
-    AppliedState, ApplyReport, BackendCounters, ChangeHint, Dataplane, DataplaneError,
-    DesiredState, NftBackend,
+    AppliedState, ApplyReport, BackendCounters, BackendKind, ChangeHint, Dataplane, DataplaneError,
+    DesiredState, Drift, NftBackend,
 };
-
-/// The configured backend preference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BackendChoice {
-    /// IPVS when the kernel has it (and the services need nothing only nft does).
-    Auto,
-    /// IPVS, or fail.
-    Ipvs,
-    /// nftables.
-    Nft,
-}
-
-impl fmt::Display for BackendChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BackendChoice::Auto => "auto",
-            BackendChoice::Ipvs => "ipvs",
-            BackendChoice::Nft => "nft",
-        })
-    }
-}
 
 /// The backend in use.
 #[derive(Debug)]
@@ -83,6 +63,10 @@ impl Dataplane for ChosenBackend {
         self.inner().read_back()
     }
 
+    fn verify(&self, desired: &DesiredState) -> Result<Vec<Drift>, DataplaneError> {
+        self.inner().verify(desired)
+    }
+
     fn counters(&self) -> Result<Vec<BackendCounters>, DataplaneError> {
         self.inner().counters()
     }
@@ -91,57 +75,51 @@ impl Dataplane for ChosenBackend {
         self.inner_mut().teardown()
     }
 
-    fn name(&self) -> &'static str {
-        self.inner().name()
+    fn kind(&self) -> BackendKind {
+        self.inner().kind()
     }
 }
 
-/// A chosen backend and the reason, in words.
-#[derive(Debug)]
+/// Which backend was chosen, and why in words (for the log and `status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Selection {
     /// The backend.
-    pub backend: ChosenBackend,
+    pub kind: BackendKind,
     /// Why it was chosen ("auto: ipvs, the kernel has IPVS 1.2.1").
     pub reason: String,
 }
 
 /// Creates the backend `choice` asks for, in the calling thread's network namespace.
 /// `Auto` takes IPVS when it can be used, and nft when the kernel has no IPVS or when
-/// `desired` needs what IPVS lacks (the random scheduler, port ranges); any other
-/// failure (no permission, no conntrack sysctl) is an error rather than a silent
-/// fallback.
+/// `desired` needs what IPVS lacks (its [`Capabilities`](crate::Capabilities) say:
+/// the random scheduler, port ranges); any other failure (no permission, no
+/// conntrack sysctl) is an error rather than a silent fallback.
 pub fn select_backend(
     choice: BackendChoice,
     settings: &IpvsSettings,
     desired: Option<&DesiredState>,
-) -> Result<Selection, DataplaneError> {
-    let nft = |reason: String| -> Result<Selection, DataplaneError> {
-        Ok(Selection {
-            backend: ChosenBackend::Nft(NftBackend::new(&settings.nft_table)?),
-            reason,
-        })
+) -> Result<(ChosenBackend, Selection), DataplaneError> {
+    let nft = |reason: String| -> Result<(ChosenBackend, Selection), DataplaneError> {
+        let backend = ChosenBackend::Nft(NftBackend::new(&settings.nft_table)?);
+        Ok(chosen(backend, reason))
     };
+    let ipvs = |b: IpvsBackend, reason: String| chosen(ChosenBackend::Ipvs(Box::new(b)), reason);
     match choice {
         BackendChoice::Nft => nft("configured: nft".into()),
         BackendChoice::Ipvs => {
             let b = IpvsBackend::new(settings)?;
             let reason = format!("configured: ipvs (IPVS {})", b.version()?);
-            Ok(Selection {
-                backend: ChosenBackend::Ipvs(Box::new(b)),
-                reason,
-            })
+            Ok(ipvs(b, reason))
         }
         BackendChoice::Auto => {
-            if let Some(why) = desired.and_then(plan::unsupported) {
+            let refusal = desired.and_then(|d| BackendKind::Ipvs.capabilities().refusal(d));
+            if let Some(why) = refusal {
                 return nft(format!("auto: nft, because {why}, which IPVS cannot do"));
             }
             match IpvsBackend::new(settings) {
                 Ok(b) => {
                     let reason = format!("auto: ipvs, the kernel has IPVS {}", b.version()?);
-                    Ok(Selection {
-                        backend: ChosenBackend::Ipvs(Box::new(b)),
-                        reason,
-                    })
+                    Ok(ipvs(b, reason))
                 }
                 Err(DataplaneError::Ipvs(e))
                     if matches!(*e, IpvsBackendError::Connect(IpvsError::NotAvailable)) =>
@@ -152,4 +130,9 @@ pub fn select_backend(
             }
         }
     }
+}
+
+fn chosen(backend: ChosenBackend, reason: String) -> (ChosenBackend, Selection) {
+    let kind = backend.kind();
+    (backend, Selection { kind, reason })
 }

@@ -46,10 +46,10 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::expr::{reg, Expr};
-use crate::model::{PortSpec, Scheduler, Service, SnatProtocol, SnatRule, SnatSource};
+use crate::model::{NatProtocol, PortSpec, Scheduler, Service, SnatRule, SnatSource};
 use crate::slots;
 use crate::{
-    AppliedElement, AppliedSet, AppliedState, ApplyReport, DataplaneError, DesiredState, DnatSlot,
+    ApplyReport, DataplaneError, DesiredState, DnatSlot, Drift, NftElement, NftSet, NftTable,
     Protocol,
 };
 
@@ -213,19 +213,19 @@ pub struct TableState {
 
 impl TableState {
     /// As the public read-back type.
-    pub fn to_applied(&self) -> AppliedState {
-        AppliedState {
+    pub fn to_table(&self) -> NftTable {
+        NftTable {
             exists: self.exists,
             chains: self.chains.iter().cloned().collect(),
             sets: self
                 .sets
                 .iter()
-                .map(|(name, s)| AppliedSet {
+                .map(|(name, s)| NftSet {
                     name: name.clone(),
                     elements: s
                         .elements
                         .iter()
-                        .map(|(k, d)| AppliedElement {
+                        .map(|(k, d)| NftElement {
                             key: k.key.clone(),
                             key_end: k.key_end.clone(),
                             data: d.clone(),
@@ -463,16 +463,20 @@ fn proto_reg(p: u8) -> [u8; 4] {
     [p, 0, 0, 0]
 }
 
-/// Selector kind of a scheduler, or an error for the IPVS-only ones.
+/// Selector kind of a scheduler, or an error for those the nft backend's
+/// [`Capabilities`](crate::Capabilities) leave out (a test holds the two together;
+/// no catch-all, so a new scheduler is a decision here).
 fn selector(s: &Service) -> Result<&'static str, DataplaneError> {
     match s.scheduler {
         Scheduler::Rr | Scheduler::Wrr => Ok("inc"),
         Scheduler::Random => Ok("rand"),
         Scheduler::Sh | Scheduler::Mh => Ok("hash"),
-        other => Err(DataplaneError::UnsupportedScheduler {
-            service: s.name.clone(),
-            scheduler: other,
-        }),
+        Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq => {
+            Err(DataplaneError::UnsupportedScheduler {
+                service: s.name.clone(),
+                scheduler: s.scheduler,
+            })
+        }
     }
 }
 
@@ -780,8 +784,8 @@ fn snat_rule(
     let a = if v4 { 1 } else { 4 };
     let owner = format!("snat rule {}", r.name);
     let mut e: Vec<Expr> = nfproto(v4).into();
-    if r.protocol != SnatProtocol::Any {
-        let p = if r.protocol == SnatProtocol::Tcp {
+    if r.protocol != NatProtocol::Any {
+        let p = if r.protocol == NatProtocol::Tcp {
             6
         } else {
             17
@@ -1070,6 +1074,49 @@ impl Changes {
     /// Nothing to do.
     pub fn is_empty(&self) -> bool {
         self.report().changes() == 0
+    }
+
+    /// What differs, one [`Drift`] per object kind and set or chain, for `table`.
+    pub fn drifts(&self, table: &str) -> Vec<Drift> {
+        let subject = format!("table inet {table}");
+        let mut out = Vec::new();
+        let mut say = |what: String| out.push(Drift::new(&subject, what));
+        if self.create_table {
+            say("does not exist".into());
+        }
+        for c in &self.add_chains {
+            say(format!("chain {} is missing", c.name));
+        }
+        for c in &self.del_chains {
+            say(format!("chain {c} is not wanted"));
+        }
+        for name in &self.add_sets {
+            say(format!("set {name} is missing or of another shape"));
+        }
+        for name in self.del_sets.iter().filter(|n| !self.add_sets.contains(n)) {
+            say(format!("set {name} is not wanted"));
+        }
+        for (name, keys) in &self.del_elems {
+            say(format!("set {name}: {} elements not wanted", keys.len()));
+        }
+        for (name, elems) in self
+            .add_elems
+            .iter()
+            .filter(|(n, _)| !self.add_sets.contains(n))
+        {
+            say(format!(
+                "set {name}: {} elements missing or different",
+                elems.len()
+            ));
+        }
+        for chain in self.flush_chains.iter().chain(
+            self.add_rules
+                .iter()
+                .filter(|c| !self.flush_chains.contains(c)),
+        ) {
+            say(format!("chain {chain}: the rules differ"));
+        }
+        out
     }
 
     /// Counts as a report (no timing).

@@ -22,7 +22,8 @@ use objects::{ElemDump, RuleObj, SetObj};
 use record::{Committed, Plan};
 
 use crate::{
-    AppliedState, ApplyReport, BackendCounters, ChangeHint, Dataplane, DataplaneError, DesiredState,
+    AppliedState, ApplyReport, BackendCounters, BackendKind, ChangeHint, Dataplane, DataplaneError,
+    DesiredState, Drift,
 };
 
 /// The table name lbd uses unless told otherwise.
@@ -644,7 +645,28 @@ impl Dataplane for NftBackend {
     }
 
     fn read_back(&self) -> Result<AppliedState, DataplaneError> {
-        Ok(self.kernel_state()?.to_applied())
+        let kernel = self.kernel_state()?;
+        let mut services = Vec::new();
+        if let Some(c) = &self.committed {
+            let last = DesiredState {
+                services: c.services().cloned().collect(),
+                snat: c.snat.clone(),
+            };
+            if layout::diff(&kernel, &layout::plan(&last, c.counting())?).is_empty() {
+                services = last.services;
+            }
+        }
+        Ok(AppliedState {
+            services,
+            nft: kernel.to_table(),
+        })
+    }
+
+    /// The table against `desired`'s layout: every object that differs (what an
+    /// apply would change).
+    fn verify(&self, desired: &DesiredState) -> Result<Vec<Drift>, DataplaneError> {
+        let want = layout::plan(desired, self.counting)?;
+        Ok(layout::diff(&self.kernel_state()?, &want).drifts(&self.table))
     }
 
     fn counters(&self) -> Result<Vec<BackendCounters>, DataplaneError> {
@@ -662,15 +684,11 @@ impl Dataplane for NftBackend {
             let plan = layout::plan_service(s, committed.counting())?;
             let single = plan.count.is_some();
             let base = out.len();
-            out.extend(s.backends.iter().map(|b| BackendCounters {
-                service: s.name.clone(),
-                backend: b.name.clone(),
-                addr: b.addr,
-                port: b.port,
-                connections: 0,
-                packets: single.then_some(0),
-                bytes: single.then_some(0),
-            }));
+            out.extend(
+                s.backends
+                    .iter()
+                    .map(|b| BackendCounters::zero(s, b, single)),
+            );
             for (set, k, _, bi) in plan.elements() {
                 let Some(&(packets, bytes)) = st.sets.get(set).and_then(|c| c.counters.get(k))
                 else {
@@ -716,8 +734,8 @@ impl Dataplane for NftBackend {
         }
     }
 
-    fn name(&self) -> &'static str {
-        "nft"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Nft
     }
 }
 

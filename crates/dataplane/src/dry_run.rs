@@ -1,0 +1,126 @@
+//! A dry run: a backend that touches no kernel. It validates a desired state as the
+//! backend it stands in for would (what that backend would refuse, it refuses with
+//! the same error), reports what an apply would change, and records the state.
+//! lbd validates a reload with it before touching the kernel; tests use it where no
+//! kernel is at hand.
+
+use crate::ipvs::plan::{self as ipvs_plan, CurrentService, WantedService};
+use crate::nft::layout;
+use crate::{
+    AppliedState, ApplyReport, BackendCounters, BackendKind, Dataplane, DataplaneError,
+    DesiredState,
+};
+
+/// Validates and records desired states as backend `kind` would, without a kernel.
+#[derive(Debug)]
+pub struct DryRun {
+    kind: BackendKind,
+    applied: Option<DesiredState>,
+    applies: usize,
+}
+
+impl DryRun {
+    /// A dry run of backend `kind`, holding nothing yet.
+    pub fn new(kind: BackendKind) -> Self {
+        DryRun {
+            kind,
+            applied: None,
+            applies: 0,
+        }
+    }
+
+    /// The last applied desired state.
+    pub fn applied(&self) -> Option<&DesiredState> {
+        self.applied.as_ref()
+    }
+
+    /// How many applies succeeded.
+    pub fn applies(&self) -> usize {
+        self.applies
+    }
+
+    /// What this backend's nftables table would hold for `desired`: everything under
+    /// nft, the SNAT rules only under IPVS.
+    fn nft_layout(&self, desired: &DesiredState) -> Result<layout::Layout, DataplaneError> {
+        match self.kind {
+            BackendKind::Nft => layout::plan(desired, layout::Counting::default()),
+            BackendKind::Ipvs => layout::plan(&snat_only(desired), layout::Counting::default()),
+        }
+    }
+}
+
+/// `desired` without its services (what the IPVS backend's nftables table holds).
+pub(crate) fn snat_only(desired: &DesiredState) -> DesiredState {
+    DesiredState {
+        services: Vec::new(),
+        snat: desired.snat.clone(),
+    }
+}
+
+impl Dataplane for DryRun {
+    fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        let start = std::time::Instant::now();
+        // Validate as the backend would, so that a dry run refuses what the kernel
+        // would never be asked to hold.
+        let new = self.nft_layout(desired)?;
+        let old = match &self.applied {
+            Some(d) => self.nft_layout(d)?.state,
+            None => layout::TableState::default(),
+        };
+        let mut report = layout::diff(&old, &new).report();
+        if self.kind == BackendKind::Ipvs {
+            let wanted = ipvs_plan::wanted(desired)?;
+            let before = match &self.applied {
+                Some(d) => ipvs_plan::wanted(d)?,
+                None => Vec::new(),
+            };
+            let owned = before.iter().map(WantedService::key).collect();
+            let current: Vec<CurrentService> =
+                before.iter().map(CurrentService::of_wanted).collect();
+            let ops = ipvs_plan::plan(&wanted, &current, &owned);
+            report.ipvs_services_changed = ops.iter().filter(|o| o.is_service_op()).count();
+            report.ipvs_destinations_changed = ops.len() - report.ipvs_services_changed;
+        }
+        report.duration = start.elapsed();
+        self.applied = Some(desired.clone());
+        self.applies += 1;
+        Ok(report)
+    }
+
+    fn read_back(&self) -> Result<AppliedState, DataplaneError> {
+        match &self.applied {
+            Some(d) => Ok(AppliedState {
+                services: d.services.clone(),
+                nft: self.nft_layout(d)?.state.to_table(),
+            }),
+            None => Ok(AppliedState::default()),
+        }
+    }
+
+    fn counters(&self) -> Result<Vec<BackendCounters>, DataplaneError> {
+        let Some(d) = &self.applied else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for s in &d.services {
+            for b in &s.backends {
+                let single = matches!(s.ports, crate::PortSpec::Single(_));
+                out.push(BackendCounters::zero(s, b, single));
+            }
+        }
+        Ok(out)
+    }
+
+    fn teardown(&mut self) -> Result<(), DataplaneError> {
+        self.applied = None;
+        Ok(())
+    }
+
+    fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    fn name(&self) -> &'static str {
+        "dry-run"
+    }
+}
