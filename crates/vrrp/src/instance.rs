@@ -562,10 +562,7 @@ impl Instance {
 
     /// Applies a run-time change; returns false if the value is refused.
     pub(crate) fn set_interval(&mut self, interval_cs: u16) -> bool {
-        let ok = match self.version() {
-            Version::V2 => (100..=25_500).contains(&interval_cs) && interval_cs % 100 == 0,
-            Version::V3 => (1..=4095).contains(&interval_cs),
-        };
+        let ok = self.version().carries_interval_cs(interval_cs);
         if ok {
             self.config.advert_interval_cs = interval_cs;
         }
