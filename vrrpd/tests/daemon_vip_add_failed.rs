@@ -13,17 +13,7 @@ const VIP6: &str = "2001:db8:0:a::100";
 /// The example with the IPv6 instance `public6` as the group's last member: its VIP
 /// add is the one that fails when IPv6 is disabled on eth0 (the kernel refuses it).
 fn with_ipv6(text: &mut String) {
-    let from_group = "instances = [\"public\", \"server\"]\n";
-    assert!(text.contains(from_group));
-    *text = text.replacen(
-        from_group,
-        "instances = [\"public\", \"server\", \"public6\"]\n",
-        1,
-    );
-    text.push_str(&format!(
-        "\n[[instance]]\nname = \"public6\"\ninterface = \"eth0\"\nvrid = 61\n\
-         vips = [\"{VIP6}/64\"]\n"
-    ));
+    with_public6(text, 61, &[&format!("{VIP6}/64")]);
 }
 
 fn ipv6_on_eth0(c: &Cluster, node: &str, on: bool) {
