@@ -189,6 +189,7 @@ pub fn reason_name(reason: Reason) -> &'static str {
         Reason::MaintenanceOn => "maintenance_on",
         Reason::MaintenanceOff => "maintenance_off",
         Reason::SyncGroup => "sync_group",
+        Reason::VipAddFailed => "vip_add_failed",
     }
 }
 
@@ -198,6 +199,7 @@ pub fn timer_name(timer: TimerKind) -> &'static str {
         TimerKind::Advertisement => "advertisement",
         TimerKind::MasterDown => "master_down",
         TimerKind::GratuitousRepeat => "gratuitous_repeat",
+        TimerKind::VipRetry => "vip_retry",
     }
 }
 
@@ -820,11 +822,24 @@ impl Daemon {
         let Some(rt) = self.groups.get_mut(group) else {
             return;
         };
-        let actions = rt.router.handle(Event::new(now, input));
-        if !actions.is_empty() {
-            tracing::trace!(group, ?actions, "actions");
+        let mut actions = rt.router.handle(Event::new(now, input));
+        loop {
+            if !actions.is_empty() {
+                tracing::trace!(group, ?actions, "actions");
+            }
+            // A takeover whose VIPs could not be added: the state machine hears of it
+            // and releases (its reaction adds no VIPs, so this ends).
+            let Some(instance) = self.execute(group, actions, started).await else {
+                break;
+            };
+            let Some(rt) = self.groups.get_mut(group) else {
+                break;
+            };
+            let now = self.clock.now();
+            actions = rt
+                .router
+                .handle(Event::new(now, Input::VipAddFailed { instance }));
         }
-        self.execute(group, actions, started).await;
         self.export(group);
         self.refresh_hold();
     }

@@ -1,8 +1,9 @@
 //! Carrying out the state machine's actions, in the order it gives them:
-//! lbd's prepare, then member by member VIPs, advert, GARP / NA burst (a failed
-//! member's VIPs take back the ones the state machine names), timers; the state
-//! reports (logs, events, transition records) after the batch, off the takeover's
-//! path.
+//! lbd's prepare, then member by member VIPs, advert, GARP / NA burst, timers; the
+//! state reports (logs, events, transition records) after the batch, off the
+//! takeover's path. A member whose VIPs fail takes back the ones the state machine
+//! names, and the rest of the takeover (adverts, VIPs, bursts) is not carried out:
+//! the caller reports the failure to the state machine, which releases.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -115,8 +116,15 @@ struct Takeover {
 }
 
 impl Daemon {
-    /// Carries out `actions` of `group` in order.
-    pub(crate) async fn execute(&mut self, group: &str, actions: Vec<Action>, started: Instant) {
+    /// Carries out `actions` of `group` in order. Returns the instance whose VIPs
+    /// could not be added, if one could not: the rest of that takeover was not
+    /// carried out, and the state machine must hear of it (`Input::VipAddFailed`).
+    pub(crate) async fn execute(
+        &mut self,
+        group: &str,
+        actions: Vec<Action>,
+        started: Instant,
+    ) -> Option<String> {
         let bursts = actions
             .iter()
             .filter(|a| matches!(a, Action::SendGratuitous { .. }))
@@ -129,7 +137,20 @@ impl Daemon {
         let mut vips_changed: Vec<(bool, Vec<String>)> = Vec::new();
         // The members whose VIPs this batch added, to take back if a later one fails.
         let mut added: Vec<VipSet> = Vec::new();
+        // The member whose VIPs failed: from there on no advert, VIP or burst goes
+        // out (a MASTER without its VIPs would draw the traffic and drop it).
+        let mut failed: Option<String> = None;
         for action in actions {
+            if failed.is_some()
+                && matches!(
+                    action,
+                    Action::SendAdvert { .. }
+                        | Action::AddVips { .. }
+                        | Action::SendGratuitous { .. }
+                )
+            {
+                continue;
+            }
             match action {
                 Action::SendAdvert {
                     instance,
@@ -199,8 +220,16 @@ impl Daemon {
                             );
                             self.change_vips(group, &taken, false).await;
                         }
+                        failed = sets.first().map(|s| s.instance.clone());
+                        if let Some(instance) = &failed {
+                            tracing::error!(
+                                group,
+                                instance,
+                                "takeover given up: the VIPs could not be added; releasing to the peer"
+                            );
+                        }
                     }
-                    if let Some(t) = &takeover {
+                    if let Some(t) = takeover.as_ref().filter(|_| failed.is_none()) {
                         let record = Arc::clone(&t.record);
                         self.phase(group, &record, "vips_added", started);
                     }
@@ -290,11 +319,12 @@ impl Daemon {
                 _ => {}
             }
         }
-        if let Some(t) = takeover {
+        if let Some(t) = takeover.filter(|_| failed.is_none()) {
             if let Ok(r) = t.record.lock() {
                 tracing::info!(group, phases_ms = %ctl::logging::pairs(r.phases_ms.in_order().into_iter().map(|(p, ms)| (p, format!("{ms:.1}")))), prepare = %r.prepare, "takeover done (garp_sent follows when the bursts end)");
             }
         }
+        failed
     }
 
     /// Publishes a `group.state` event.
@@ -406,6 +436,11 @@ impl Daemon {
         for set in sets {
             let Some(index) = self.links.get(&set.interface).map(|l| l.index) else {
                 tracing::error!(group, iface = %set.interface, "VIP interface unknown");
+                if add {
+                    // Adding the others would leave the set half added.
+                    self.telemetry.vip_error(group, "add");
+                    return None;
+                }
                 continue;
             };
             names.insert(index, set.interface.clone());

@@ -88,6 +88,7 @@ pub struct Telemetry {
     dual_master_adverts: IntCounterVec,
     split_brains: IntCounterVec,
     late_master_down_graces: IntCounterVec,
+    vip_add_failures: IntCounterVec,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -185,6 +186,7 @@ impl Telemetry {
             dual_master: int_gauge(&r, "vrrp_dual_master", "1 while this MASTER instance drops a peer's adverts for its VRID (both nodes MASTER), by reason (bad_ttl, bad_checksum, auth, interval, version, ...); reason peer_master: it heard another master it outranks (a split brain healing).", &with(&["reason"])),
             dual_master_adverts: counter(&r, "vrrp_dual_master_adverts_total", "Adverts of a peer claiming the instance's VRID dropped while the instance was MASTER, by reason; peer_master: adverts of another master heard during a split brain.", &with(&["reason"])),
             late_master_down_graces: counter(&r, "vrrp_master_down_late_total", "Master_Down_Timers that fired more than half an advert interval late (vrrpd was held up), or whose interval saw the hypervisor steal half an advert interval, and waited one more advert interval for the master's adverts ([vrrpd] late_timer_grace).", &INSTANCE),
+            vip_add_failures: counter(&r, "vrrp_takeover_vip_failures_total", "Takeovers given up because the instance's VIPs could not be added: it went to FAULT, released with priority 0 and removed its group's VIPs.", &INSTANCE),
             split_brains: counter(&r, "vrrp_split_brain_total", "Split brains healed with this instance staying MASTER: periods in which it heard another master of its VRID after being MASTER for a Master_Down_Interval or more (the group's VIPs re-announced each time).", &INSTANCE),
             takeover_phase,
             registry: r,
@@ -243,6 +245,7 @@ impl Telemetry {
             &self.gratuitous_sent,
             &self.split_brains,
             &self.late_master_down_graces,
+            &self.vip_add_failures,
         ] {
             c.with_label_values(&v);
         }
@@ -349,6 +352,11 @@ impl Telemetry {
         add(&self.became_master, before.became_master, now.became_master);
         add(&self.left_master, before.left_master, now.left_master);
         add(&self.split_brains, before.split_brains, now.split_brains);
+        add(
+            &self.vip_add_failures,
+            before.vip_add_failures,
+            now.vip_add_failures,
+        );
         add(
             &self.late_master_down_graces,
             before.late_master_down_graces,

@@ -37,17 +37,7 @@ fn ready(test: &str) -> bool {
 /// The example with the IPv6 instance `public6` (VRID 51 on eth0: first a
 /// link-local VIP, then a global one, as RFC 9568 §7.2 wants) in the group.
 fn with_ipv6(text: &mut String) {
-    let from_group = "instances = [\"public\", \"server\"]\n";
-    assert!(text.contains(from_group));
-    *text = text.replacen(
-        from_group,
-        "instances = [\"public\", \"server\", \"public6\"]\n",
-        1,
-    );
-    text.push_str(&format!(
-        "\n[[instance]]\nname = \"public6\"\ninterface = \"eth0\"\nvrid = 51\n\
-         vips = [\"{VIP6_LL}/64\", \"{VIP6}/64\"]\n"
-    ));
+    with_public6(text, 51, &[&format!("{VIP6_LL}/64"), &format!("{VIP6}/64")]);
 }
 
 fn has_v6(c: &Cluster, node: &str) -> bool {

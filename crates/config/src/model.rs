@@ -780,21 +780,23 @@ impl Default for FlapDampening {
     }
 }
 
-/// The kind of probe and its type-specific settings.
+/// The kind of probe and its type-specific settings; the health checker runs
+/// it as it is (`health::Probe`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CheckKind {
-    /// TCP connect.
+    /// TCP connect; the connection is then reset (no TIME_WAIT on the checker's side).
     Tcp,
-    /// Half-open TCP: SYN, then SYN-ACK (up) or RST (down); needs CAP_NET_RAW.
+    /// Half-open TCP: SYN, then SYN-ACK (up) or RST (down); the server never sees a
+    /// connection. Needs CAP_NET_RAW.
     TcpSyn,
-    /// HTTP request.
+    /// HTTP/1.0 GET over TCP.
     Http(HttpCheck),
-    /// HTTPS request.
+    /// HTTP/1.0 GET over TLS.
     Https(HttpCheck),
-    /// DNS query over UDP.
+    /// DNS query over UDP for the A record of `query_name`.
     UdpDns {
-        /// Name to ask for.
+        /// Name to ask for, such as `example.org`.
         query_name: String,
     },
     /// Run a program (no shell); exit status 0 means up.
@@ -811,12 +813,26 @@ pub struct HttpCheck {
     pub path: String,
     /// Status codes that mean up.
     pub expect_status: Vec<u16>,
-    /// `Host` header (defaults to the server address).
+    /// `Host` header (and TLS server name); defaults to the server address.
     pub host: Option<String>,
-    /// Substring the body must contain.
+    /// Substring the body must contain (searched in its first 64 KiB).
     pub body_match: Option<String>,
     /// Verify the server certificate (HTTPS only; always false for HTTP).
     pub verify_cert: bool,
+}
+
+impl HttpCheck {
+    /// `GET path` expecting 200, no `Host` override, no body match, certificate
+    /// verified (for HTTPS).
+    pub fn new(path: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            expect_status: vec![200],
+            host: None,
+            body_match: None,
+            verify_cert: true,
+        }
+    }
 }
 
 /// Protocol matched by a SNAT rule (the dataplane's too).

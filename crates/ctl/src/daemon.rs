@@ -77,6 +77,63 @@ where
     }
 }
 
+/// What a daemon's start-up says about the configuration it loaded.
+#[cfg(feature = "daemon")]
+pub struct Loaded<'a> {
+    /// Its control socket: the instance lock sits beside it.
+    pub socket: &'a std::path::Path,
+    /// The node it runs as.
+    pub node: &'a str,
+    /// The configuration's fingerprint.
+    pub fingerprint: &'a str,
+    /// One line: cluster, peer, groups, services.
+    pub summary: String,
+    /// What the configuration accepted but warns about.
+    pub warnings: Vec<String>,
+}
+
+/// The start-up both daemons share once the command line is read: logging on stderr
+/// in `format`, the configuration at `config` loaded (`load`: the error is the
+/// diagnostics, printed with `name: config: refused, nothing applied`), the instance
+/// lock beside the control socket taken before anything touches the kernel (a second
+/// daemon would take a running one's addresses or rules for leftovers), the loaded
+/// configuration and its warnings logged, and the descriptor limit raised. Returns
+/// the configuration and the lock to hold for the life of the process, or the exit
+/// status to end with.
+#[cfg(feature = "daemon")]
+pub fn start<L, E: std::fmt::Display>(
+    name: &str,
+    format: crate::logging::LogFormat,
+    config: &std::path::Path,
+    load: impl FnOnce() -> Result<L, E>,
+    describe: impl for<'a> FnOnce(&'a L) -> Loaded<'a>,
+) -> Result<(L, InstanceLock), ExitCode> {
+    crate::logging::init(format);
+    let loaded = match load() {
+        Ok(loaded) => loaded,
+        Err(diagnostics) => {
+            eprintln!("{diagnostics}");
+            eprintln!("{name}: {}: refused, nothing applied", config.display());
+            return Err(ExitCode::from(1));
+        }
+    };
+    let about = describe(&loaded);
+    let lock = match InstanceLock::acquire(name, about.socket) {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{name}: {e}");
+            return Err(ExitCode::from(1));
+        }
+    };
+    tracing::info!(config = %config.display(), node = %about.node, fingerprint = %about.fingerprint, "{}", about.summary);
+    for w in &about.warnings {
+        tracing::warn!("configuration: {w}");
+    }
+    raise_descriptor_limit();
+    Ok((loaded, lock))
+}
+
 /// Signals whose default action would end the daemon (and leave its VIPs on the
 /// interfaces while the peer takes them too) and that it does not act on itself.
 /// SIGUSR1 and SIGUSR2 are the daemons' (state and statistics dumps, as keepalived

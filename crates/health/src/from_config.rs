@@ -3,31 +3,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use config::{Check, CheckKind, HttpCheck, RealServer, Service};
+use config::{Check, RealServer, Service};
 
 use crate::schedule::Dampening;
-use crate::target::{CheckSpec, HttpProbe, Probe, Target, TargetDampening, TargetName};
-
-/// The probe a `[[check]]` describes.
-pub fn probe_from_config(kind: &CheckKind) -> Probe {
-    let http = |h: &HttpCheck, verify: bool| HttpProbe {
-        path: h.path.clone(),
-        expect_status: h.expect_status.clone(),
-        host: h.host.clone(),
-        body_match: h.body_match.clone(),
-        verify_cert: verify && h.verify_cert,
-    };
-    match kind {
-        CheckKind::Tcp => Probe::Tcp,
-        CheckKind::TcpSyn => Probe::TcpSyn,
-        CheckKind::Http(h) => Probe::Http(http(h, false)),
-        CheckKind::Https(h) => Probe::Https(http(h, true)),
-        CheckKind::UdpDns { query_name } => Probe::UdpDns {
-            query_name: query_name.clone(),
-        },
-        CheckKind::Exec { argv } => Probe::Exec { argv: argv.clone() },
-    }
-}
+use crate::target::{CheckSpec, Target, TargetDampening, TargetName};
 
 /// The target for `server` of `service` checked by `check`, leaving from
 /// `source`. The port is the check's, else the server's, else (port-range
@@ -44,7 +23,7 @@ pub fn target_from_config(
         address: SocketAddr::new(server.address, port),
         source,
         check: CheckSpec {
-            probe: probe_from_config(&check.kind),
+            probe: check.kind.clone(),
             interval: Duration::from_millis(u64::from(check.interval_ms)),
             timeout: Duration::from_millis(u64::from(check.timeout_ms)),
             rise: check.rise,

@@ -24,7 +24,7 @@ pub mod time;
 
 pub use check::Checker;
 pub use error::HealthError;
-pub use from_config::{probe_from_config, target_from_config, targets_from_config};
+pub use from_config::{target_from_config, targets_from_config};
 pub use outcome::{CheckOutcome, CheckResult, FailReason};
 pub use runner::{HealthEvent, HealthRunner, RunnerCounters, RunnerSettings};
 pub use schedule::{

@@ -97,54 +97,9 @@ pub enum TargetDampening {
     Limit(Dampening),
 }
 
-/// The kind of probe with its settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe {
-    /// TCP connect; the connection is then reset (no TIME_WAIT on our side).
-    Tcp,
-    /// Half-open TCP: a SYN from a raw socket, up on SYN-ACK, down on RST (the
-    /// server never sees a connection; needs CAP_NET_RAW).
-    TcpSyn,
-    /// HTTP/1.0 GET over TCP.
-    Http(HttpProbe),
-    /// HTTP/1.0 GET over TLS.
-    Https(HttpProbe),
-    /// DNS query over UDP for the A record of `query_name`.
-    UdpDns {
-        /// Name to ask for, such as `example.org`.
-        query_name: String,
-    },
-    /// A program run without a shell; exit status 0 means up.
-    Exec {
-        /// Program (absolute path) and its arguments.
-        argv: Vec<String>,
-    },
-}
+/// The kind of probe with its settings: the configuration's `[[check]]` type, one
+/// vocabulary for the file and the checker (`crates/config`, `CheckKind`).
+pub type Probe = config::CheckKind;
 
-/// HTTP(S) probe settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpProbe {
-    /// Request path, starting with `/`.
-    pub path: String,
-    /// Status codes that mean up.
-    pub expect_status: Vec<u16>,
-    /// `Host` header (and TLS server name); defaults to the target address.
-    pub host: Option<String>,
-    /// Substring the body must contain (searched in its first 64 KiB).
-    pub body_match: Option<String>,
-    /// Verify the certificate against the system trust store (HTTPS only).
-    pub verify_cert: bool,
-}
-
-impl HttpProbe {
-    /// `GET /` expecting 200, no body match, certificate verified.
-    pub fn new(path: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            expect_status: vec![200],
-            host: None,
-            body_match: None,
-            verify_cert: true,
-        }
-    }
-}
+/// HTTP(S) probe settings (`crates/config`, `HttpCheck`).
+pub type HttpProbe = config::HttpCheck;

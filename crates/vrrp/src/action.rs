@@ -8,6 +8,9 @@
 //!   then the timers. Each `AddVips` names as `rollback` the members' VIPs added
 //!   before it: if it fails, they go again, so that the group never serves
 //!   half-moved;
+//! - a takeover whose `AddVips` failed ([`crate::event::Input::VipAddFailed`]):
+//!   the release below, with the failed member in FAULT, then its `VipRetry`
+//!   timer;
 //! - leaving MASTER: priority-0 `SendAdvert` per member that releases first
 //!   (while its addresses are all still there), then one `RemoveVips` for every
 //!   member, then `GroupStateChanged`, `StateChanged` per member, then the
@@ -175,4 +178,7 @@ pub enum Reason {
     MaintenanceOff,
     /// Moved with its sync group because of another member.
     SyncGroup,
+    /// The daemon could not add the instance's VIPs when taking over
+    /// ([`crate::event::Input::VipAddFailed`]).
+    VipAddFailed,
 }

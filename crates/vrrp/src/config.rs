@@ -293,15 +293,7 @@ impl InstanceConfig {
                 peer: *peer,
             });
         }
-        let interval_ok = match self.version {
-            Version::V2 => {
-                self.advert_interval_cs >= 100
-                    && self.advert_interval_cs <= 25_500
-                    && self.advert_interval_cs % 100 == 0
-            }
-            Version::V3 => (1..=4095).contains(&self.advert_interval_cs),
-        };
-        if !interval_ok {
+        if !self.version.carries_interval_cs(self.advert_interval_cs) {
             return Err(ConfigError::IntervalOutOfRange {
                 instance: name(),
                 interval_cs: self.advert_interval_cs,

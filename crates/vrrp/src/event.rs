@@ -98,6 +98,21 @@ pub enum Input {
         /// Instance name.
         instance: String,
     },
+    /// The daemon could not add `instance`'s VIPs (an `AddVips` of a takeover
+    /// failed). It has taken back what the action named as `rollback`, and
+    /// carries out no more adverts, address changes or gratuitous bursts of
+    /// that batch. The instance goes to FAULT (reason `VipAddFailed`, counted in
+    /// `vip_add_failures`) and its sync group leaves MASTER as for any fault: a
+    /// priority-0 advert from every member, so that the peer takes over after
+    /// Skew_Time (or keeps MASTER), then every member's VIPs removed, so that no
+    /// member keeps an address it does not advertise for. After one
+    /// Master_Down_Interval (the `VipRetry` timer) the fault clears and the
+    /// instance enters BACKUP, where it takes over again only if no master
+    /// speaks. Ignored while not running.
+    VipAddFailed {
+        /// Instance name.
+        instance: String,
+    },
     /// Hold back (or allow again) preemption on every instance, the address owner
     /// excepted: while held, a preempting backup follows a lower-priority master as
     /// if Preempt_Mode were false. vrrpd holds it while lbd lacks the peer's

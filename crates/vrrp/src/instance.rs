@@ -27,8 +27,8 @@ pub enum State {
     /// Owns the VIPs and advertises. RFC 9568 calls this state "Active";
     /// the RFC 3768 name is kept because operators and keepalived use it.
     Master,
-    /// Cannot serve: its own link or a weight-0 tracked interface is down.
-    /// Not an RFC state.
+    /// Cannot serve: its own link or a weight-0 tracked interface is down, or
+    /// its VIPs could not be added. Not an RFC state.
     Fault,
     /// Administratively held out of MASTER. Not an RFC state.
     Maintenance,
@@ -77,6 +77,10 @@ pub struct Counters {
     /// one period.
     #[serde(default)]
     pub split_brains: u64,
+    /// Takeovers given up because the instance's VIPs could not be added
+    /// ([`crate::event::Input::VipAddFailed`]).
+    #[serde(default)]
+    pub vip_add_failures: u64,
 }
 
 /// A snapshot of one instance for status displays and tests.
@@ -163,6 +167,9 @@ pub(crate) struct Instance {
     /// gets ([`Instance::grace_for_late_master_down`]).
     pub(crate) master_down_grace: bool,
     pub(crate) gratuitous_deadline: Option<Time>,
+    /// Its VIPs could not be added: FAULT until `vip_retry_deadline`.
+    pub(crate) vip_add_failed: bool,
+    pub(crate) vip_retry_deadline: Option<Time>,
     /// MASTER: since when.
     pub(crate) master_since: Option<Time>,
     /// MASTER: when another master was last heard (see
@@ -207,6 +214,8 @@ impl Instance {
             master_down_deadline: None,
             master_down_grace: false,
             gratuitous_deadline: None,
+            vip_add_failed: false,
+            vip_retry_deadline: None,
             master_since: None,
             other_master_at: None,
             counters: Counters::default(),
@@ -275,7 +284,10 @@ impl Instance {
             .track_interfaces
             .iter()
             .any(|t| t.weight == 0 && self.tracked_down.contains(&t.interface));
-        tracked_fault.then_some(Reason::TrackedInterfaceDown)
+        if tracked_fault {
+            return Some(Reason::TrackedInterfaceDown);
+        }
+        self.vip_add_failed.then_some(Reason::VipAddFailed)
     }
 
     pub(crate) fn skew_time(&self) -> Duration {
@@ -377,6 +389,7 @@ impl Instance {
             TimerKind::Advertisement => &mut self.advert_deadline,
             TimerKind::MasterDown => &mut self.master_down_deadline,
             TimerKind::GratuitousRepeat => &mut self.gratuitous_deadline,
+            TimerKind::VipRetry => &mut self.vip_retry_deadline,
         }
     }
 
@@ -559,10 +572,7 @@ impl Instance {
 
     /// Applies a run-time change; returns false if the value is refused.
     pub(crate) fn set_interval(&mut self, interval_cs: u16) -> bool {
-        let ok = match self.version() {
-            Version::V2 => (100..=25_500).contains(&interval_cs) && interval_cs % 100 == 0,
-            Version::V3 => (1..=4095).contains(&interval_cs),
-        };
+        let ok = self.version().carries_interval_cs(interval_cs);
         if ok {
             self.config.advert_interval_cs = interval_cs;
         }
@@ -575,6 +585,7 @@ impl Instance {
             (TimerKind::Advertisement, self.advert_deadline),
             (TimerKind::MasterDown, self.master_down_deadline),
             (TimerKind::GratuitousRepeat, self.gratuitous_deadline),
+            (TimerKind::VipRetry, self.vip_retry_deadline),
         ] {
             if let Some(at) = at {
                 timers.push(ArmedTimer { timer, at });

@@ -37,6 +37,16 @@ impl Version {
             Version::V3 => 3,
         }
     }
+    /// Whether this version carries an advertisement interval of `interval_cs`
+    /// centiseconds: v2 whole seconds 1..=255 (an 8-bit field in seconds), v3
+    /// 1..=4095 cs (12 bits). The one statement of the rule: configuration
+    /// checks and run-time changes ask it.
+    pub fn carries_interval_cs(self, interval_cs: u16) -> bool {
+        match self {
+            Version::V2 => (100..=25_500).contains(&interval_cs) && interval_cs % 100 == 0,
+            Version::V3 => (1..=V3_MAX_INTERVAL_CS).contains(&interval_cs),
+        }
+    }
 }
 
 /// VRRPv2 authentication (RFC 3768 §5.3.6); v3 has none.
@@ -506,30 +516,27 @@ pub fn encode(
         advert.priority,
         count,
     ]);
+    if advert.version == Version::V2 && family == Family::Ipv6 {
+        return Err(EncodeError::V2OverIpv6);
+    }
+    if advert.version == Version::V3 && advert.auth != Auth::None {
+        return Err(EncodeError::AuthOnV3);
+    }
+    if !advert.version.carries_interval_cs(advert.interval_cs) {
+        return Err(EncodeError::Interval {
+            interval_cs: advert.interval_cs,
+            version: match advert.version {
+                Version::V2 => "VRRPv2",
+                Version::V3 => "VRRPv3",
+            },
+        });
+    }
     match advert.version {
         Version::V2 => {
-            if family == Family::Ipv6 {
-                return Err(EncodeError::V2OverIpv6);
-            }
-            let seconds = u8::try_from(advert.interval_cs / 100)
-                .ok()
-                .filter(|&s| s > 0 && advert.interval_cs % 100 == 0)
-                .ok_or(EncodeError::Interval {
-                    interval_cs: advert.interval_cs,
-                    version: "VRRPv2",
-                })?;
+            let seconds = u8::try_from(advert.interval_cs / 100).unwrap_or(u8::MAX);
             out.extend_from_slice(&[advert.auth.type_code(), seconds, 0, 0]);
         }
         Version::V3 => {
-            if advert.auth != Auth::None {
-                return Err(EncodeError::AuthOnV3);
-            }
-            if advert.interval_cs == 0 || advert.interval_cs > V3_MAX_INTERVAL_CS {
-                return Err(EncodeError::Interval {
-                    interval_cs: advert.interval_cs,
-                    version: "VRRPv3",
-                });
-            }
             // The 4 rsvd bits are sent as zero.
             out.extend_from_slice(&advert.interval_cs.to_be_bytes());
             out.extend_from_slice(&[0, 0]);

@@ -226,6 +226,24 @@ impl Router {
                 self.set_maintenance(&instance, false, now, &mut out)
             }
             Input::HostStalled { lost } => self.last_stall = Some((now, lost)),
+            Input::VipAddFailed { instance } => {
+                if !self.running {
+                    self.counters.ignored_not_running += 1;
+                    return out;
+                }
+                let Some(idx) = self.find_by_name(&instance) else {
+                    return out;
+                };
+                let inst = &mut self.instances[idx];
+                inst.vip_add_failed = true;
+                inst.counters.vip_add_failures += 1;
+                let g = self.group_of[idx];
+                self.groups[g].reconcile(now, &mut self.instances, &mut out);
+                // After the release: the peer hears priority 0 first.
+                let inst = &mut self.instances[idx];
+                let at = now + inst.master_down_interval();
+                inst.arm(TimerKind::VipRetry, at, &mut out);
+            }
             Input::PreemptHold { hold } => {
                 for inst in &mut self.instances {
                     inst.preempt_hold = hold;
@@ -294,6 +312,11 @@ impl Router {
                 self.groups[g].reconcile(now, &mut self.instances, out);
             }
             (TimerKind::GratuitousRepeat, State::Master) => inst.send_gratuitous(out),
+            (TimerKind::VipRetry, _) => {
+                inst.vip_add_failed = false;
+                let g = self.group_of[idx];
+                self.groups[g].reconcile(now, &mut self.instances, out);
+            }
             _ => {}
         }
     }
@@ -392,6 +415,7 @@ impl Router {
                     i.advert_deadline,
                     i.master_down_deadline,
                     i.gratuitous_deadline,
+                    i.vip_retry_deadline,
                 ]
             })
             .flatten()

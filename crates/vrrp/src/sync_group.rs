@@ -426,6 +426,7 @@ impl SyncGroup {
                 TimerKind::Advertisement,
                 TimerKind::MasterDown,
                 TimerKind::GratuitousRepeat,
+                TimerKind::VipRetry,
             ] {
                 inst.cancel(t, out);
             }
@@ -433,6 +434,7 @@ impl SyncGroup {
         for &m in &self.members {
             let inst = &mut instances[m];
             inst.state = State::Initialize;
+            inst.vip_add_failed = false;
             inst.wants_master = None;
             inst.lost_election = false;
             inst.peer_released = false;

@@ -72,6 +72,9 @@ pub enum TimerKind {
     /// A master repeats its gratuitous ARP / unsolicited NA burst once, some
     /// time after taking over (keepalived's `garp_master_delay`).
     GratuitousRepeat,
+    /// FAULT after a failed VIP add ([`crate::event::Input::VipAddFailed`]):
+    /// when it is due the fault clears and the instance enters BACKUP again.
+    VipRetry,
 }
 
 const MICROS_PER_CS: u64 = 10_000;

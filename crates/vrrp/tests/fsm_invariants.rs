@@ -3,7 +3,8 @@
 //! input, the replayed world must agree with the router's own status and
 //! with the rules: a sync group is MASTER as a whole or not at all, only a
 //! MASTER holds VIPs and the Adver_Timer, a BACKUP waits on its
-//! Master_Down_Timer or is ready, nothing else runs a timer.
+//! Master_Down_Timer or is ready, a FAULT runs at most the VipRetry timer of a
+//! failed VIP add, nothing else runs a timer.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -65,6 +66,11 @@ enum Step {
         source: usize,
         delta: i32,
     },
+    /// The daemon reports that the instance's VIPs could not be added (in this
+    /// model at any time, whatever the state).
+    VipAddFailed {
+        which: usize,
+    },
     FireNextTimer,
     Wait(u64),
     Restart,
@@ -81,6 +87,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<bool>().prop_map(Step::PreemptHold),
         1 => (0..2usize, prop::sample::select(vec![-300i32, -60, 0, 20, 300]))
             .prop_map(|(source, delta)| Step::TrackPriority { source, delta }),
+        1 => (0..3usize).prop_map(|which| Step::VipAddFailed { which }),
         8 => Just(Step::FireNextTimer),
         2 => (1..3_000_000u64).prop_map(Step::Wait),
         1 => Just(Step::Restart),
@@ -192,13 +199,19 @@ fn check(router: &Router, world: &World) -> Result<(), String> {
         }
         let has = |k: TimerKind| reported.iter().any(|(t, _)| *t == k);
         let ok = match s.state {
-            State::Master => has(TimerKind::Advertisement) && !has(TimerKind::MasterDown),
+            State::Master => {
+                has(TimerKind::Advertisement)
+                    && !has(TimerKind::MasterDown)
+                    && !has(TimerKind::VipRetry)
+            }
             State::Backup => {
                 !has(TimerKind::Advertisement)
                     && !has(TimerKind::GratuitousRepeat)
+                    && !has(TimerKind::VipRetry)
                     && (has(TimerKind::MasterDown) != s.ready_for_master)
             }
-            State::Initialize | State::Fault | State::Maintenance => reported.is_empty(),
+            State::Fault => reported.iter().all(|(t, _)| *t == TimerKind::VipRetry),
+            State::Initialize | State::Maintenance => reported.is_empty(),
         };
         if !ok {
             return Err(format!(
@@ -274,6 +287,9 @@ fn run(steps: Vec<Step>) -> Result<(), String> {
                 priority,
             },
             Step::PreemptHold(hold) => Input::PreemptHold { hold },
+            Step::VipAddFailed { which } => Input::VipAddFailed {
+                instance: INSTANCES[which].0.to_owned(),
+            },
             Step::TrackPriority { source, delta } => Input::TrackPriority {
                 source: ["lbd", "health"][source].to_owned(),
                 group: "sg".to_owned(),
@@ -352,6 +368,14 @@ fn a_takeover_and_release_walk_holds_the_rules() {
         Step::FireNextTimer,
         Step::FireNextTimer,
         Step::Maintenance { which: 0, on: true },
+        Step::Maintenance {
+            which: 0,
+            on: false,
+        },
+        Step::FireNextTimer,
+        Step::FireNextTimer,
+        Step::VipAddFailed { which: 1 },
+        Step::FireNextTimer,
         Step::Restart,
     ];
     run(steps).unwrap();

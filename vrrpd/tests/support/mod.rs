@@ -185,6 +185,23 @@ pub fn request(socket: &Path, method: &str, params: Value) -> Value {
     })
 }
 
+/// Adds the IPv6 instance `public6` (on eth0, VRID `vrid`, these VIPs) to the
+/// example's text as the last member of sync group `edge`.
+pub fn with_public6(text: &mut String, vrid: u8, vips: &[&str]) {
+    let from_group = "instances = [\"public\", \"server\"]\n";
+    assert!(text.contains(from_group));
+    *text = text.replacen(
+        from_group,
+        "instances = [\"public\", \"server\", \"public6\"]\n",
+        1,
+    );
+    let vips: Vec<String> = vips.iter().map(|v| format!("{v:?}")).collect();
+    text.push_str(&format!(
+        "\n[[instance]]\nname = \"public6\"\ninterface = \"eth0\"\nvrid = {vrid}\nvips = [{}]\n",
+        vips.join(", ")
+    ));
+}
+
 /// The addresses on `iface` of `host`.
 pub fn addrs(host: &Host, iface: &str) -> Vec<IpAddr> {
     host.addresses(iface)

@@ -235,7 +235,7 @@ pub struct InstanceStatus {
 /// An armed timer of an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimerStatus {
-    /// `advertisement`, `master_down` or `gratuitous_repeat`.
+    /// `advertisement`, `master_down`, `gratuitous_repeat` or `vip_retry`.
     pub timer: String,
     /// Fires in.
     pub in_ms: u64,
