@@ -1978,6 +1978,12 @@ impl Bench {
         let mut cell = analyse(&log, timers.master_down_ms());
         cell.false_failovers = after.saturating_sub(before);
         cell.scheduling = what;
+        if contender != Contender::KeepalivedRealtime {
+            // Master_Down_Timers that waited one more interval (late, or the host stalled).
+            let text = scrape_metrics(&self.lab, "lb2")?;
+            let graces = metric(&text, "vrrp_master_down_late_total").unwrap_or(0.0);
+            cell.scheduling += &format!("; lb2 graces {graces}");
+        }
         cell.machine = probe.summary();
         cell.episodes = attribute_episodes(&log, &sent.lb1, &probe, timers.master_down_ms());
         drop(pair);
