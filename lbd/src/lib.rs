@@ -12,6 +12,7 @@
 //! - [`telemetry`], [`conntrack`]: Prometheus metrics and SNAT port usage.
 
 pub mod backend;
+pub mod cli;
 pub mod conntrack;
 pub mod control;
 pub mod daemon;
