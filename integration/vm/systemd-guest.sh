@@ -175,29 +175,24 @@ phase "traffic checked"
 # --- a refused reload: nothing changes, the reload fails visibly
 ip netns exec lb1 ipvsadm -Sn > /tmp/ipvs.before
 cp /etc/lbsuite/lb1/cluster.toml /tmp/good.toml
-echo 'this is = = not toml' >> /etc/lbsuite/lb1/cluster.toml
-if systemctl reload lbd@lb1 >/tmp/reload.out 2>&1; then
-    fail reload_refused_syntax "systemctl reload succeeded"
-else
+# refused_reload NAME DETAIL_COMMAND: `systemctl reload lbd@lb1` of the file in place must fail,
+# with IPVS unchanged and lbd still active; DETAIL_COMMAND gives the PASS detail.
+refused_reload() {
+    if systemctl reload lbd@lb1 >/tmp/reload.out 2>&1; then
+        fail "$1" "systemctl reload succeeded"; return
+    fi
     ip netns exec lb1 ipvsadm -Sn > /tmp/ipvs.after
     if cmp -s /tmp/ipvs.before /tmp/ipvs.after && systemctl is-active --quiet lbd@lb1; then
-        pass reload_refused_syntax "exit non-zero: $(tail -n 1 /tmp/reload.out)"
+        pass "$1" "$(eval "$2")"
     else
-        fail reload_refused_syntax "IPVS changed or lbd down"; diff /tmp/ipvs.before /tmp/ipvs.after | sed 's/^/  | /'
+        fail "$1" "IPVS changed or lbd down"; diff /tmp/ipvs.before /tmp/ipvs.after | sed 's/^/  | /'
     fi
-fi
+}
+echo 'this is = = not toml' >> /etc/lbsuite/lb1/cluster.toml
+refused_reload reload_refused_syntax 'echo "exit non-zero: $(tail -n 1 /tmp/reload.out)"'
 # A valid file lbd itself refuses: it drops every running service.
 awk '/^\[\[service\]\]/ {skip=1} /^\[\[check\]\]/ {skip=0} !skip' /tmp/good.toml > /etc/lbsuite/lb1/cluster.toml
-if systemctl reload lbd@lb1 >/tmp/reload.out 2>&1; then
-    fail reload_refused_by_lbd "systemctl reload succeeded"
-else
-    ip netns exec lb1 ipvsadm -Sn > /tmp/ipvs.after
-    if cmp -s /tmp/ipvs.before /tmp/ipvs.after && systemctl is-active --quiet lbd@lb1; then
-        pass reload_refused_by_lbd "$(journalctl -u lbd@lb1 -o cat --no-pager | grep -m1 'reload refused' || true)"
-    else
-        fail reload_refused_by_lbd "IPVS changed or lbd down"; diff /tmp/ipvs.before /tmp/ipvs.after | sed 's/^/  | /'
-    fi
-fi
+refused_reload reload_refused_by_lbd "journalctl -u lbd@lb1 -o cat --no-pager | grep -m1 'reload refused' || true"
 cp /tmp/good.toml /etc/lbsuite/lb1/cluster.toml
 check reload_valid_file "" systemctl reload lbd@lb1
 
