@@ -23,6 +23,11 @@ fi
 echo "package: building vrrpd, lbd, vrrpctl (release)"
 cargo build --release --quiet -p vrrpd -p lbd -p vrrpctl --bins
 cargo build --quiet -p docgen --bin lbsuite-docgen
+# cargo-deb strips only its own package's targets: the programs are stripped here.
+mkdir -p target/release/lbsuite-bin
+for b in vrrpd lbd vrrpctl; do
+    strip --strip-debug -o "target/release/lbsuite-bin/$b" "target/release/$b"
+done
 
 docs=target/release/lbsuite-docs
 rm -rf "$docs"
@@ -42,7 +47,7 @@ unpacked=$(mktemp -d)
 trap 'rm -rf "$unpacked"' EXIT
 dpkg-deb -x "$deb" "$unpacked"
 for b in vrrpd lbd vrrpctl; do
-    if readelf -S "$unpacked/usr/sbin/$b" | grep -q '\.debug_'; then
+    if readelf -S "$unpacked/usr/sbin/$b" | grep -q '\.debug_info'; then
         echo "package: /usr/sbin/$b in $deb is not stripped" >&2
         exit 1
     fi

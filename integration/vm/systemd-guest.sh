@@ -157,7 +157,7 @@ check ipvs_services "lb1 and lb2" sh -c '
 through_vip() {
     i=0
     while [ "$i" -lt "$1" ]; do
-        ip netns exec client timeout 5 busybox wget -q -O - http://198.18.0.100/cgi-bin/who || echo "no answer"
+        ip netns exec client timeout 30 busybox wget -q -O - http://198.18.0.100/cgi-bin/who || echo "no answer"
         i=$((i + 1))
     done
 }
