@@ -16,6 +16,8 @@ LBSUITE_DEBS=(
     keepalived      # the foreign VRRP peer in the interop tests
     tcpdump         # captures asserted by the wire tests
     ethtool         # health_bench: GRO for veth NAPI threads
+    dpkg-dev        # dpkg-shlibdeps: the package's Depends: (scripts/package.sh, cargo-deb)
+    mmdebstrap      # the VM stage's Debian root file system (integration/vm/systemd-tests.sh)
     prometheus      # promtool: checks and unit-tests dist/prometheus's alert rules (integration/tests/alerts_dashboard.rs)
     chromium        # headless browser loading the daemons' status pages (integration/tests/status_page.rs)
 )

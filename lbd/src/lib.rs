@@ -13,6 +13,7 @@
 //! - [`status_page`]: the read-only status page on the metrics listener.
 
 pub mod backend;
+pub mod cli;
 pub mod conntrack;
 pub mod control;
 pub mod daemon;

@@ -1,63 +1,9 @@
 //! vrrpctl: the operator's command line for vrrpd and lbd.
 
-mod check_config;
-mod daemon;
-mod decode;
-mod reload;
-mod server;
-mod services;
-mod status_table;
-
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
-/// Operate a vrrpd/lbd cluster node: status, drills, maintenance, config checks.
-#[derive(Debug, Parser)]
-#[command(name = "vrrpctl", version, about)]
-struct Cli {
-    /// Control socket of vrrpd (default: from --config, else /run/lbsuite/vrrpd.sock).
-    #[arg(long, global = true, value_name = "PATH")]
-    socket: Option<PathBuf>,
-    /// Read vrrpd's control socket path from this cluster.toml.
-    #[arg(long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Validate a cluster.toml for every node (or one): exit 0 valid, 1 refused.
-    CheckConfig(check_config::CheckConfigArgs),
-    /// Decode VRRP packets from a pcap file, or hex lines on stdin.
-    Decode(decode::DecodeArgs),
-    /// Groups and instances: state, priorities, master, interval.
-    Status(daemon::StatusArgs),
-    /// Print one line per state transition; resumes across daemon restarts.
-    Watch,
-    /// Failover and fault drills.
-    #[command(subcommand)]
-    Drill(daemon::DrillCommand),
-    /// Hold groups out of MASTER (on) or let them back (off); kept across vrrpd restarts.
-    Maintenance(daemon::MaintenanceArgs),
-    /// Priority overrides: set, list, clear (kept until cleared, across reloads and restarts).
-    #[command(subcommand)]
-    Priority(daemon::PriorityCommand),
-    /// Check the file (--config, default /etc/lbsuite/cluster.toml) as check-config
-    /// does, then make vrrpd and lbd re-read it; each daemon's result on its own
-    /// line; exit 1 if the file or a daemon refused. With --socket: that daemon only.
-    Reload(reload::ReloadArgs),
-    /// lbd's services and servers (--socket is lbd's socket here; default: --config's
-    /// control.lbd_socket, else /run/lbsuite/lbd.sock).
-    Services(services::ServicesArgs),
-    /// Run-time control of one server on this node's lbd: drain, disable, enable,
-    /// weight (kept until cleared, across reloads and lbd restarts; this node only).
-    /// --socket is lbd's socket here.
-    #[command(subcommand)]
-    Server(server::ServerCommand),
-}
+use clap::Parser;
+use vrrpctl::{check_config, daemon, decode, reload, server, services, Cli, Command};
 
 fn main() -> ExitCode {
     let Cli {

@@ -12,6 +12,7 @@
 //! - [`dual_master`]: a MASTER that drops a peer's adverts for its VRID says so;
 //! - [`timers`], [`telemetry`], [`control`], [`net`] (packet I/O).
 
+pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod dual_master;

@@ -1,27 +1,11 @@
 //! vrrpd: VRRP daemon: moves the public and server-side VIPs of each sync group together.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
+use vrrpd::cli::Cli;
 use vrrpd::daemon::{self, Options};
-
-/// VRRP daemon: moves the public and server-side VIPs of each sync group together.
-#[derive(Debug, Parser)]
-#[command(name = "vrrpd", version, about)]
-struct Cli {
-    /// The cluster.toml shared by both members.
-    #[arg(long, value_name = "PATH", default_value = "/etc/lbsuite/cluster.toml")]
-    config: PathBuf,
-    /// This member's node name (default: the hostname).
-    #[arg(long, value_name = "NAME")]
-    node: Option<String>,
-    /// Log line format on stderr: `text` or `json` (one object a line). Under
-    /// systemd each line starts with its syslog priority for the journal.
-    #[arg(long, value_name = "FORMAT", default_value = "text")]
-    log_format: ctl::logging::LogFormat,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -1,0 +1,236 @@
+#!/bin/sh
+# Runs inside the systemd VM (systemd-tests.sh): the lbsuite package on a stock
+# Debian bookworm under systemd. Prints `TEST <name> PASS|FAIL [detail]` per check
+# and `VERDICT PASS|FAIL`; systemd-guest.service powers off afterwards.
+#
+# Two nodes as network namespaces (lb1, lb2), with a client and two web servers
+# (srv1, srv2) on two bridges in namespace `sw`, the example's two-arm layout. Each
+# node runs the packaged units as instances: vrrpd@lbN and lbd@lbN are the packaged
+# vrrpd.service and lbd.service (copied as templates) with a drop-in that adds
+# NetworkNamespacePath=/run/netns/lbN and the node's own copy of cluster.toml (the
+# example with its own control sockets).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+failed=0
+pass() { echo "TEST $1 PASS${2:+ $2}"; }
+fail() { echo "TEST $1 FAIL${2:+ $2}"; failed=1; }
+check() { # check NAME DETAIL COMMAND...: PASS when COMMAND succeeds
+    name=$1; detail=$2; shift 2
+    if "$@" >/tmp/check.out 2>&1; then pass "$name" "$detail"; else
+        fail "$name" "$detail"; sed 's/^/  | /' /tmp/check.out | tail -n 20
+    fi
+}
+# Polls COMMAND every 0.5 s for up to SECS seconds (emulated: generous).
+wait_for() {
+    secs=$1; shift
+    i=0
+    while [ "$i" -lt $((secs * 2)) ]; do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.5; i=$((i + 1))
+    done
+    return 1
+}
+phase() { echo "GUEST $(cut -d' ' -f1 /proc/uptime) s: $*"; }
+finish() {
+    if [ "$failed" = 0 ]; then echo "VERDICT PASS"; else echo "VERDICT FAIL"; fi
+    exit 0
+}
+
+echo "GUEST up: kernel $(uname -r), systemd $(systemctl --version | head -n 1 | cut -d' ' -f2), $(cut -d' ' -f1 /proc/uptime) s since boot"
+check boot_multi_user "$(systemctl is-system-running)" \
+    sh -c 'systemctl is-active --quiet multi-user.target && [ "$(systemctl --failed --no-legend | grep -v lbsuite-vm-test | wc -l)" = 0 ]'
+
+# --- what is on the system before the package: compared with after the purge
+snapshot() {
+    find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \
+        -o -path /var/log -o -path /var/lib/dpkg -o -path /var/cache -o -path /root \
+        -o -path /var/lib/systemd/deb-systemd-helper-masked \) -prune -o -print | sort
+}
+snapshot > /root/before.txt
+phase "file list taken"
+
+# --- install
+if dpkg -i /root/lbsuite.deb >/tmp/dpkg.out 2>&1 && dpkg -s lbsuite 2>/dev/null | grep -q '^Status: install ok installed'; then
+    pass dpkg_install "$(dpkg-query -W -f='${Version}' lbsuite)"
+else
+    fail dpkg_install; sed 's/^/  | /' /tmp/dpkg.out; finish
+fi
+check package_files "programs, units, conffile, man pages, completions, docs" sh -c '
+    for f in /usr/sbin/vrrpd /usr/sbin/lbd /usr/sbin/vrrpctl /etc/lbsuite/cluster.toml \
+        /usr/share/man/man8/vrrpd.8.gz /usr/share/man/man8/lbd.8.gz /usr/share/man/man8/vrrpctl.8.gz \
+        /usr/share/man/man5/cluster.toml.5.gz /usr/share/bash-completion/completions/vrrpctl \
+        /usr/share/doc/lbsuite/README.md; do [ -e "$f" ] || { echo "missing $f"; exit 1; }; done
+    systemctl cat vrrpd.service lbd.service >/dev/null
+    dpkg-query --showformat="\${Conffiles}\n" -W lbsuite | grep -q " /etc/lbsuite/cluster.toml "
+    [ "$(systemctl is-enabled vrrpd.service)" = disabled ] && [ "$(systemctl is-enabled lbd.service)" = disabled ]'
+
+phase installed
+# --- the lab: sw holds the two segments as bridges; lb1, lb2, client, srv1, srv2
+for ns in sw lb1 lb2 client srv1 srv2; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+ip -n sw link add br0 type bridge; ip -n sw link add br1 type bridge
+ip -n sw link set br0 up; ip -n sw link set br1 up
+# cable NS IFNAME BRIDGE ADDRESS...
+cable() {
+    ns=$1; ifname=$2; br=$3; shift 3
+    ip link add "$ns-$ifname" type veth peer name "$ifname" netns "$ns"
+    ip link set "$ns-$ifname" netns sw
+    ip -n sw link set "$ns-$ifname" master "$br" up
+    for a in "$@"; do ip -n "$ns" addr add "$a" dev "$ifname"; done
+    ip -n "$ns" link set "$ifname" up
+}
+cable lb1 eth0 br0 198.18.0.11/24; cable lb1 eth1 br1 198.18.1.11/24
+cable lb2 eth0 br0 198.18.0.12/24; cable lb2 eth1 br1 198.18.1.12/24
+cable client eth0 br0 198.18.0.10/24
+cable srv1 eth0 br1 198.18.1.21/24; cable srv2 eth0 br1 198.18.1.22/24
+for s in srv1 srv2; do
+    mkdir -p "/srv/$s/cgi-bin"
+    echo "$s" > "/srv/$s/index.html"
+    printf '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n%s %%s\\n" "$REMOTE_ADDR"\n' "$s" > "/srv/$s/cgi-bin/who"
+    chmod 755 "/srv/$s/cgi-bin/who"
+    ip netns exec "$s" busybox httpd -p 80 -h "/srv/$s"
+done
+for n in lb1 lb2; do ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1; done
+
+# --- each node's config and the instance units
+for n in lb1 lb2; do
+    mkdir -p "/etc/lbsuite/$n"
+    sed -e "s|/run/lbsuite/vrrpd.sock|/run/lbsuite/$n/vrrpd.sock|" \
+        -e "s|/run/lbsuite/lbd.sock|/run/lbsuite/$n/lbd.sock|" \
+        -e 's|^prepare_budget_ms = .*|prepare_budget_ms = 5000|' \
+        /etc/lbsuite/cluster.toml > "/etc/lbsuite/$n/cluster.toml"
+done
+for u in vrrpd lbd; do
+    # A copy: systemd takes no link from a template name to a plain unit.
+    cp "/usr/lib/systemd/system/$u.service" "/etc/systemd/system/$u@.service"
+    mkdir -p "/etc/systemd/system/$u@.service.d"
+    cat > "/etc/systemd/system/$u@.service.d/node.conf" <<EOF
+[Unit]
+Description=lbsuite $u of node %i
+$( [ "$u" = vrrpd ] && echo "After=lbd@%i.service" )
+[Service]
+NetworkNamespacePath=/run/netns/%i
+ExecStart=
+ExecStart=/usr/sbin/$u --config /etc/lbsuite/%i/cluster.toml --node %i
+ExecReload=
+ExecReload=/usr/sbin/vrrpctl --config /etc/lbsuite/%i/cluster.toml --socket /run/lbsuite/%i/$u.sock reload
+RuntimeDirectory=lbsuite/%i
+StateDirectory=
+StateDirectory=lbsuite/%i
+EOF
+done
+systemctl daemon-reload
+phase "lab and instance units ready"
+
+# --- start: lb1 first (under emulation lb2 started together may be MASTER a moment)
+started=1
+for n in lb1 lb2; do
+    for u in lbd vrrpd; do
+        timeout 120 systemctl start "$u@$n" || started=0
+    done
+done
+units_ok() {
+    for n in lb1 lb2; do for u in lbd vrrpd; do
+        [ "$(systemctl show -p ActiveState --value "$u@$n")" = active ] || return 1
+        [ "$(systemctl show -p SubState --value "$u@$n")" = running ] || return 1
+        [ -n "$(systemctl show -p StatusText --value "$u@$n")" ] || return 1
+    done; done
+}
+if [ "$started" = 1 ] && units_ok; then
+    pass units_active_ready "$(for n in lb1 lb2; do for u in lbd vrrpd; do printf '%s@%s: %s; ' "$u" "$n" "$(systemctl show -p StatusText --value "$u@$n")"; done; done)"
+else
+    fail units_active_ready
+    for n in lb1 lb2; do for u in lbd vrrpd; do
+        systemctl status --no-pager -n 15 "$u@$n" 2>&1 | sed 's/^/  | /'
+    done; done
+    finish
+fi
+
+vip_on() { ip -n "$1" -4 addr show dev eth0 | grep -q ' 198\.18\.0\.100/'; }
+check lb1_master_holds_vips "" wait_for 30 vip_on lb1
+check ipvs_services "lb1 and lb2" sh -c '
+    for n in lb1 lb2; do
+        ip netns exec $n ipvsadm -Ln > /tmp/ipvs.$n
+        grep -q "^TCP  198.18.0.100:80 rr" /tmp/ipvs.$n && grep -q "198.18.1.21:80" /tmp/ipvs.$n \
+            && grep -q "198.18.1.22:80" /tmp/ipvs.$n || { cat /tmp/ipvs.$n; exit 1; }
+    done'
+
+# GET /cgi-bin/who through the VIP COUNT times; prints the answers ("srvN SOURCE").
+through_vip() {
+    i=0
+    while [ "$i" -lt "$1" ]; do
+        ip netns exec client timeout 30 busybox wget -q -O - http://198.18.0.100/cgi-bin/who || echo "no answer"
+        i=$((i + 1))
+    done
+}
+# Servers up for both nodes' health checks (rise 2, interval 1 s).
+servers_up() { ip netns exec "$1" ipvsadm -Ln | grep -E '198\.18\.1\.2[12]:80 +Masq +1 ' | wc -l | grep -qx 2; }
+wait_for 60 servers_up lb1 || true
+through_vip 4 > /tmp/answers
+if [ "$(grep -c '^srv1 198\.18\.1\.100$' /tmp/answers)" = 2 ] && [ "$(grep -c '^srv2 198\.18\.1\.100$' /tmp/answers)" = 2 ]; then
+    pass traffic_snat "$(sort /tmp/answers | uniq -c | tr -s ' \n' ' ')"
+else
+    fail traffic_snat; sed 's/^/  | /' /tmp/answers; ip netns exec lb1 ipvsadm -Ln | sed 's/^/  | /'
+fi
+
+phase "traffic checked"
+# --- a refused reload: nothing changes, the reload fails visibly
+ip netns exec lb1 ipvsadm -Sn > /tmp/ipvs.before
+cp /etc/lbsuite/lb1/cluster.toml /tmp/good.toml
+# refused_reload NAME DETAIL_COMMAND: `systemctl reload lbd@lb1` of the file in place must fail,
+# with IPVS unchanged and lbd still active; DETAIL_COMMAND gives the PASS detail.
+refused_reload() {
+    if systemctl reload lbd@lb1 >/tmp/reload.out 2>&1; then
+        fail "$1" "systemctl reload succeeded"; return
+    fi
+    ip netns exec lb1 ipvsadm -Sn > /tmp/ipvs.after
+    if cmp -s /tmp/ipvs.before /tmp/ipvs.after && systemctl is-active --quiet lbd@lb1; then
+        pass "$1" "$(eval "$2")"
+    else
+        fail "$1" "IPVS changed or lbd down"; diff /tmp/ipvs.before /tmp/ipvs.after | sed 's/^/  | /'
+    fi
+}
+echo 'this is = = not toml' >> /etc/lbsuite/lb1/cluster.toml
+refused_reload reload_refused_syntax 'echo "exit non-zero: $(tail -n 1 /tmp/reload.out)"'
+# A valid file lbd itself refuses: it drops every running service.
+awk '/^\[\[service\]\]/ {skip=1} /^\[\[check\]\]/ {skip=0} !skip' /tmp/good.toml > /etc/lbsuite/lb1/cluster.toml
+refused_reload reload_refused_by_lbd "journalctl -u lbd@lb1 -o cat --no-pager | grep -m1 'reload refused' || true"
+cp /tmp/good.toml /etc/lbsuite/lb1/cluster.toml
+check reload_valid_file "" systemctl reload lbd@lb1
+
+# --- the journal: -p warning selects the warnings and errors, not the info lines
+journalctl -u lbd@lb1 -o cat --no-pager > /tmp/all.log
+journalctl -u lbd@lb1 -p warning -o cat --no-pager > /tmp/warn.log
+check journal_priorities "$(wc -l < /tmp/warn.log) of $(wc -l < /tmp/all.log) lines" sh -c '
+    grep -q "reload refused" /tmp/warn.log && grep -q fingerprint /tmp/all.log && ! grep -q fingerprint /tmp/warn.log'
+
+phase "reloads and journal checked"
+# --- failover: vrrpd stopped on the master
+systemctl stop vrrpd@lb1
+if wait_for 30 vip_on lb2 && ! vip_on lb1; then
+    wait_for 60 servers_up lb2 || true
+    through_vip 4 > /tmp/answers
+    if [ "$(grep -c '^srv[12] 198\.18\.1\.100$' /tmp/answers)" = 4 ] && grep -q '^srv1 ' /tmp/answers && grep -q '^srv2 ' /tmp/answers; then
+        pass failover_traffic "$(sort /tmp/answers | uniq -c | tr -s ' \n' ' ')"
+    else
+        fail failover_traffic; sed 's/^/  | /' /tmp/answers
+    fi
+else
+    fail failover_traffic "VIP not moved to lb2"
+fi
+
+phase "failover checked"
+# --- purge: stop, remove the test's own files, purge, compare with before
+for n in lb1 lb2; do for u in vrrpd lbd; do systemctl stop "$u@$n"; done; done
+rm -rf /etc/systemd/system/vrrpd@.service /etc/systemd/system/lbd@.service \
+    /etc/systemd/system/vrrpd@.service.d /etc/systemd/system/lbd@.service.d /etc/lbsuite/lb1 /etc/lbsuite/lb2 /srv/srv1 /srv/srv2
+systemctl daemon-reload
+if dpkg --purge lbsuite >/tmp/dpkg.out 2>&1; then
+    snapshot > /root/after.txt
+    if cmp -s /root/before.txt /root/after.txt && ! dpkg -s lbsuite >/dev/null 2>&1 && [ ! -e /var/lib/lbsuite ]; then
+        pass purge_leaves_nothing "$(wc -l < /root/after.txt) paths as before the install"
+    else
+        fail purge_leaves_nothing; diff /root/before.txt /root/after.txt | sed 's/^/  | /' | head -n 30
+    fi
+else
+    fail purge_leaves_nothing "dpkg --purge failed"; sed 's/^/  | /' /tmp/dpkg.out
+fi
+finish
