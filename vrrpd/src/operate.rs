@@ -59,7 +59,11 @@ enum DrillStage {
     /// Released; waiting for the peer's adverts on every member link.
     AwaitPeer,
     /// Maintenance off again; waiting for this node to preempt back.
-    AwaitReturn { since: Instant },
+    AwaitReturn {
+        since: Instant,
+        /// The deadline was moved once to the end of a preemption hold.
+        hold_waited: bool,
+    },
 }
 
 /// A running `drill.failover`.
@@ -536,6 +540,7 @@ impl Daemon {
                 if expect_preempt {
                     drill.stage = DrillStage::AwaitReturn {
                         since: Instant::now(),
+                        hold_waited: false,
                     };
                     let preempt_delay = self
                         .groups
@@ -557,7 +562,7 @@ impl Daemon {
                     self.finish_failover_drill(None);
                 }
             }
-            DrillStage::AwaitReturn { since } => {
+            DrillStage::AwaitReturn { since, .. } => {
                 if self.group_state(&drill.group) == Some(State::Master) {
                     let after = ms(since.elapsed());
                     tracing::warn!(group = %drill.group, after_ms = after, "drill.failover: preempted back to MASTER");
@@ -610,7 +615,30 @@ impl Daemon {
                     answer(reply, Err(ReplyError::failed(why)));
                 }
             }
-            DrillStage::AwaitReturn { .. } => {
+            DrillStage::AwaitReturn { since, hold_waited } => {
+                // Preemption held back for lbd (the peer's full dump of a large table
+                // under load can take longer than the deadline): the node comes back
+                // when the hold lifts or at the latest when it runs out, so the drill
+                // waits that long, once.
+                let hold = self.hold.status();
+                if let (false, true, Some(began), Some(wait)) =
+                    (hold_waited, hold.applied, hold.since, hold.wait)
+                {
+                    let group = drill.group.clone();
+                    let at =
+                        began + wait + self.max_master_down(&group) * 2 + Duration::from_secs(2);
+                    if at > self.clock.now() {
+                        tracing::info!(group = %group, reasons = ?hold.reasons, "drill.failover: preemption is held back; waiting for the hold before concluding");
+                        if let Some(d) = self.failover.as_mut() {
+                            d.stage = DrillStage::AwaitReturn {
+                                since,
+                                hold_waited: true,
+                            };
+                        }
+                        self.timers.arm(TimerKey::FailoverDrillDeadline, at);
+                        return;
+                    }
+                }
                 tracing::warn!(group = %drill.group, "drill.failover: expected to preempt back, but did not in time");
                 self.finish_failover_drill(None);
             }
