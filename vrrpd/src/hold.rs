@@ -51,9 +51,11 @@ impl Daemon {
                     if withdrawn {
                         tracing::info!("preemption no longer held back");
                     }
+                    self.drill_hold_ended();
                 }
                 HoldAction::Expired => {
                     self.telemetry.preempt_hold_expired();
+                    self.drill_hold_ended();
                     tracing::warn!(reasons = %ctl::logging::pairs(&self.hold.status().reasons), waited_ms = self.view.sync.preempt_wait_ms, "preemption hold ran out: this node may preempt without the peer's complete connection state, and connections the peer carries may be reset");
                 }
             }

@@ -526,8 +526,7 @@ impl Daemon {
                         }
                     })
                 });
-                let mdi = self.max_master_down(&group);
-                let now = self.clock.now();
+                let return_by = self.return_deadline(&group, self.clock.now());
                 let Some(drill) = self.failover.as_mut() else {
                     return;
                 };
@@ -542,22 +541,7 @@ impl Daemon {
                         since: Instant::now(),
                         hold_waited: false,
                     };
-                    let preempt_delay = self
-                        .groups
-                        .get(&group)
-                        .and_then(|rt| {
-                            rt.plan
-                                .router
-                                .instances
-                                .iter()
-                                .map(|c| c.preempt_delay)
-                                .max()
-                        })
-                        .unwrap_or_default();
-                    self.timers.arm(
-                        TimerKey::FailoverDrillDeadline,
-                        now + mdi * 2 + preempt_delay + Duration::from_secs(2),
-                    );
+                    self.timers.arm(TimerKey::FailoverDrillDeadline, return_by);
                 } else {
                     self.finish_failover_drill(None);
                 }
@@ -569,6 +553,37 @@ impl Daemon {
                     self.finish_failover_drill(Some(after));
                 }
             }
+        }
+    }
+
+    /// By when a node that preempts is back from `now`: two Master_Down_Intervals,
+    /// the preempt delay and 2 s to spare.
+    fn return_deadline(&self, group: &str, now: vrrp::timer::Time) -> vrrp::timer::Time {
+        let preempt_delay = self
+            .groups
+            .get(group)
+            .and_then(|rt| {
+                rt.plan
+                    .router
+                    .instances
+                    .iter()
+                    .map(|c| c.preempt_delay)
+                    .max()
+            })
+            .unwrap_or_default();
+        now + self.max_master_down(group) * 2 + preempt_delay + Duration::from_secs(2)
+    }
+
+    /// The preemption hold ended (lifted or ran out): a drill waiting for this node
+    /// to come back counts its time to preempt from now.
+    pub(crate) fn drill_hold_ended(&mut self) {
+        let Some(drill) = self.failover.as_ref() else {
+            return;
+        };
+        if matches!(drill.stage, DrillStage::AwaitReturn { .. }) {
+            let group = drill.group.clone();
+            let at = self.return_deadline(&group, self.clock.now());
+            self.timers.arm(TimerKey::FailoverDrillDeadline, at);
         }
     }
 
