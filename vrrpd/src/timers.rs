@@ -286,7 +286,7 @@ mod tests {
     async fn sleeping_until_the_earliest_deadline_wakes_exactly_then() {
         let clock = Clock::start();
         let mut t = TimerTable::new();
-        // Master_Down_Interval of a v3 backup at priority 100: 3.6 s.
+        // A deadline on a whole millisecond (tokio's timer resolution).
         t.arm(
             router("a", TimerKind::MasterDown),
             clock.now() + Duration::from_micros(3_600_000),

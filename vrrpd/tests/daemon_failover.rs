@@ -91,7 +91,7 @@ fn without_preempt_the_returning_node_stays_backup() {
     let c = Cluster::up(&PREEMPT_OFF);
     let (_dead, _lb2) = kill_master(&c);
     let _lb1 = bring_back(&c);
-    // Longer than lb1's Master_Down_Interval (3.41 s) with margin.
+    // Longer than lb1's Master_Down_Interval (3.414 s) with margin.
     holds_for(
         "lb2 keeps both VIPs, lb1 none",
         Duration::from_secs(8),
@@ -120,7 +120,7 @@ fn sigterm_releases_at_once_and_exits_zero() {
     let t0 = Instant::now();
     lb1.signal(libc::SIGTERM).unwrap();
     wait_for("lb2 holds both VIPs", PATIENCE, || has_both(c.host("lb2")));
-    println!("lb2 holds both VIPs {:?} after SIGTERM to lb1 (priority-0 release; Master_Down_Interval would be 3.6 s)", t0.elapsed());
+    println!("lb2 holds both VIPs {:?} after SIGTERM to lb1 (priority-0 release; Master_Down_Interval would be 3.61 s)", t0.elapsed());
     let status = lb1
         .wait_timeout(Duration::from_secs(10))
         .unwrap()

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::*;
 
-/// Several advert intervals (1 s) and more than a Master_Down_Interval (3.6 s).
+/// Several advert intervals (1 s) and more than a Master_Down_Interval (3.61 s).
 const WATCH: Duration = Duration::from_secs(8);
 
 fn state_file(c: &Cluster, node: &str) -> PathBuf {

@@ -471,16 +471,16 @@ mod tests {
     fn backup_status_shows_the_learned_interval_and_master() {
         let mut r = one(100);
         r.handle(Event::new(Time::ZERO, Input::Startup));
-        assert_eq!(r.next_deadline(), Some(Time::from_micros(3_600_000)));
+        assert_eq!(r.next_deadline(), Some(Time::from_micros(3_609_375)));
         r.handle(Event::new(Time::from_micros(1_000_000), advert(150, 250)));
         let s = r.instance("vi1").unwrap();
         assert_eq!(s.state, State::Backup);
         assert_eq!(s.master_adver_interval_cs, 250);
         assert_eq!(s.master_address, Some("198.18.0.2".parse().unwrap()));
-        // 156 * 250 / 256 = 152.3 -> 152 cs; MDI = 750 + 152 cs.
-        assert_eq!(s.skew_time_us, 1_520_000);
-        assert_eq!(s.master_down_interval_us, 9_020_000);
-        assert_eq!(r.next_deadline(), Some(Time::from_micros(10_020_000)));
+        // 156 * 250 / 256 = 152.34375 cs; MDI = 750 cs + 1,523,437 µs.
+        assert_eq!(s.skew_time_us, 1_523_437);
+        assert_eq!(s.master_down_interval_us, 9_023_437);
+        assert_eq!(r.next_deadline(), Some(Time::from_micros(10_023_437)));
     }
 
     #[test]
@@ -540,10 +540,10 @@ mod tests {
         assert_eq!(r.counters().refused_changes, 2);
         r.handle(Event::new(Time::ZERO, change(50)));
         r.handle(Event::new(Time::ZERO, Input::Startup));
-        // Master_Down_Interval with the new 50 cs: 150 + 156*50/256 = 30 cs.
+        // Master_Down_Interval with the new 50 cs: 150 + 156*50/256 = 30.46875 cs.
         assert_eq!(
             r.instance("vi1").unwrap().master_down_interval_us,
-            1_800_000
+            1_804_687
         );
     }
 

@@ -87,16 +87,19 @@ const MICROS_PER_SEC: u64 = 1_000_000;
 ///   the interval; computed in microseconds, truncated (exact whenever
 ///   `256 - Priority` is a multiple of 4, e.g. priority 100: 0.609375 s).
 /// - v3 (RFC 9568 §6.1): `((256 - Priority) * Master_Adver_Interval) / 256`
-///   centiseconds, in integer centiseconds as the RFC's unit is
-///   (priority 100, 100 cs: 60 cs, where keepalived computes 60.9375 cs).
+///   with the interval in centiseconds, computed in microseconds and
+///   truncated, as keepalived does (priority 100, 100 cs: 609,375 µs).
+///   Whole centiseconds would make the skew 0 for every priority at a 1 cs
+///   interval: backups of different priorities would then time out together
+///   instead of in priority order, and a 10 ms Master_Down_Interval would be
+///   30 ms where keepalived waits 36.09 ms.
 pub fn skew_time(version: Version, priority: u8, master_adver_interval_cs: u16) -> Duration {
     let weight = 256 - u64::from(priority);
     match version {
         Version::V2 => Duration::from_micros(weight * MICROS_PER_SEC / 256),
-        Version::V3 => {
-            let cs = weight * u64::from(master_adver_interval_cs) / 256;
-            Duration::from_micros(cs * MICROS_PER_CS)
-        }
+        Version::V3 => Duration::from_micros(
+            weight * u64::from(master_adver_interval_cs) * MICROS_PER_CS / 256,
+        ),
     }
 }
 
@@ -181,31 +184,43 @@ mod tests {
     }
 
     #[test]
-    fn v3_skew_integer_centiseconds() {
-        // 156 * 100 / 256 = 60.9375 -> 60 cs.
-        assert_eq!(us(skew_time(Version::V3, 100, 100)), 600_000);
-        assert_eq!(us(master_down_interval(Version::V3, 100, 100)), 3_600_000);
-        // 156 * 10 / 256 = 6.09 -> 6 cs; MDI 36 cs.
-        assert_eq!(us(skew_time(Version::V3, 100, 10)), 60_000);
-        assert_eq!(us(master_down_interval(Version::V3, 100, 10)), 360_000);
-        // 106 * 100 / 256 = 41.4 -> 41 cs.
-        assert_eq!(us(skew_time(Version::V3, 150, 100)), 410_000);
-        // Owner: 1 * 100 / 256 = 0.39 -> 0 cs.
-        assert_eq!(us(skew_time(Version::V3, 255, 100)), 0);
-        assert_eq!(us(master_down_interval(Version::V3, 255, 100)), 3_000_000);
-        // Largest interval: 4095 cs, priority 1: 255 * 4095 / 256 = 4079.00 -> 4079 cs.
-        assert_eq!(us(skew_time(Version::V3, 1, 4095)), 40_790_000);
+    fn v3_skew_in_microseconds() {
+        // 156 * 100 cs / 256 = 60.9375 cs.
+        assert_eq!(us(skew_time(Version::V3, 100, 100)), 609_375);
+        assert_eq!(us(master_down_interval(Version::V3, 100, 100)), 3_609_375);
+        // 156 * 1 cs / 256 = 0.609375 cs = 6093.75 µs, truncated; MDI 36.093 ms
+        // (keepalived's figure for a 10 ms advert_int).
+        assert_eq!(us(skew_time(Version::V3, 100, 1)), 6_093);
+        assert_eq!(us(master_down_interval(Version::V3, 100, 1)), 36_093);
+        // 106 * 100 / 256 = 41.40625 cs.
+        assert_eq!(us(skew_time(Version::V3, 150, 100)), 414_062);
+        // Owner: 1 * 100 / 256 = 0.390625 cs.
+        assert_eq!(us(skew_time(Version::V3, 255, 100)), 3_906);
+        // Largest interval: 4095 cs, priority 1: 255 * 4095 / 256 = 4079.00390625 cs.
+        assert_eq!(us(skew_time(Version::V3, 1, 4095)), 40_790_039);
         assert_eq!(
             us(master_down_interval(Version::V3, 1, 4095)),
-            (3 * 4095 + 4079) * 10_000
+            3 * 4095 * 10_000 + 40_790_039
         );
     }
 
     #[test]
+    fn v3_skew_keeps_priorities_apart_at_one_centisecond() {
+        // At the shortest interval every priority still gets its own
+        // Master_Down_Interval, the higher priority the shorter.
+        let mut last = Duration::MAX;
+        for p in [1u8, 50, 100, 150, 200, 254] {
+            let mdi = master_down_interval(Version::V3, p, 1);
+            assert!(mdi < last, "priority {p}: {mdi:?} not below {last:?}");
+            last = mdi;
+        }
+    }
+
+    #[test]
     fn v3_learned_interval_changes_skew() {
-        // 156 * 200 / 256 = 121.875 -> 121 cs; MDI = 600 + 121 cs.
-        assert_eq!(us(skew_time(Version::V3, 100, 200)), 1_210_000);
-        assert_eq!(us(master_down_interval(Version::V3, 100, 200)), 7_210_000);
+        // 156 * 200 / 256 = 121.875 cs; MDI = 600 cs + 1.21875 s.
+        assert_eq!(us(skew_time(Version::V3, 100, 200)), 1_218_750);
+        assert_eq!(us(master_down_interval(Version::V3, 100, 200)), 7_218_750);
     }
 
     #[test]
