@@ -74,6 +74,9 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const SENDER_TICK: Duration = Duration::from_millis(50);
 /// Entries written into the kernel in one go while the stream is busy.
 const FLUSH_AT: usize = 1024;
+/// How often a receiver looks for held entries whose copy in this node's kernel has
+/// spent half its timeout ([`SyncStore::refresh_due`]).
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Bytes of lines the sender gathers before it writes them out.
 const FLUSH_BYTES: usize = 32 << 10;
 /// What the node that asked for a dump knows of it.
@@ -236,6 +239,8 @@ struct Shared {
     pending_gauge: IntGauge,
     lost_counter: IntCounter,
     too_long_counter: IntCounter,
+    /// Held entries written again because their copy's timeout was half spent.
+    refreshed_counter: IntCounter,
     /// IPVS connections sent to the peer's backup sync daemon in full resyncs.
     ipvs_resynced: IntCounter,
     /// Full IPVS resyncs that failed.
@@ -330,6 +335,10 @@ impl SyncLink {
             "lbd_sync_lines_too_long_total",
             "Lines from the peer's address longer than the sync line bound (64 KiB); each dropped its connection",
         ));
+        let refreshed_counter = metric(IntCounter::new(
+            "lbd_sync_entries_refreshed_total",
+            "Entries held from the peer written into this node's kernel again because half their timeout was spent (the peer's packets refresh it without events)",
+        ));
         let ipvs_resynced = metric(IntCounter::new(
             "lbd_sync_ipvs_resync_connections_total",
             "IPVS connections this node (MASTER, IPVS backend) sent to the peer's backup sync daemon in full resyncs, one per dump the peer asked for",
@@ -368,6 +377,7 @@ impl SyncLink {
             Box::new(pending_gauge.clone()),
             Box::new(lost_counter.clone()),
             Box::new(too_long_counter.clone()),
+            Box::new(refreshed_counter.clone()),
             Box::new(ipvs_resynced.clone()),
             Box::new(ipvs_resync_errors.clone()),
             Box::new(refused_counter.clone()),
@@ -406,6 +416,7 @@ impl SyncLink {
                 pending_gauge,
                 lost_counter,
                 too_long_counter,
+                refreshed_counter,
                 ipvs_resynced,
                 ipvs_resync_errors,
                 refused_counter,
@@ -918,6 +929,7 @@ fn receive(shared: &Shared, stream: TcpStream) -> String {
     }
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     let mut line = Vec::new();
+    let mut last_refresh = Instant::now();
     loop {
         line.clear();
         // At most one byte past the bound, so a line without end costs no more.
@@ -972,6 +984,12 @@ fn receive(shared: &Shared, stream: TcpStream) -> String {
             Line::WantDump => shared.peer_wants_dump.store(true, Ordering::Relaxed),
             Line::Event(ev) => held.store.apply(ev),
             Line::Heartbeat | Line::Dumped => {}
+        }
+        // Lines come at least every heartbeat, so this runs about every second.
+        if last_refresh.elapsed() >= REFRESH_EVERY {
+            last_refresh = Instant::now();
+            let due = held.store.refresh_due(last_refresh);
+            shared.refreshed_counter.inc_by(due as u64);
         }
         let flushed = if reader.buffer().is_empty() || held.store.pending() >= FLUSH_AT {
             held.flush()

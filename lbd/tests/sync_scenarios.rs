@@ -2,7 +2,8 @@
 //! lbd): 200 echo connections through the VIP, source-NATed from a port pool, held
 //! through a crash, a SIGTERM of vrrpd and its restart, a failover drill out and back
 //! (twice), maintenance on and off, a fail-back after lb1's reboot, lbd crashing
-//! alone on either node, and a takeover with 100,000 other synced entries. With sync
+//! alone on either node, a takeover with 100,000 other synced entries, and UDP flows
+//! that outlive their conntrack timeout on the backup several times over. With sync
 //! off (the controls) the pool gives the moved connections new ports and the servers
 //! reset them.
 
@@ -242,4 +243,129 @@ fn takeover_with_100000_other_entries_keeps_every_connection() {
         written < 1000,
         "the takeover wrote only what was not yet in the kernel, not the table: {prepare}"
     );
+}
+
+/// A UDP service beside the example's TCP one, source-NATed from a port pool of its
+/// own (a fresh mapping picks another port than the first did).
+const UDP_SERVICE: (&str, &str) = (
+    "name = \"srv2\"\naddress = \"198.18.1.22\"\nport = 80\nweight = 1\n",
+    "name = \"srv2\"\naddress = \"198.18.1.22\"\nport = 80\nweight = 1\n\n\
+     [[service]]\nname = \"dgram\"\nvip = \"198.18.0.100\"\nport = 5353\nprotocol = \"udp\"\n\
+     scheduler = \"rr\"\n\n[[service.server]]\nname = \"srv1\"\naddress = \"198.18.1.21\"\n\n\
+     [[service.server]]\nname = \"srv2\"\naddress = \"198.18.1.22\"\n",
+);
+const UDP_SNAT: (&str, &str) = (
+    "snat = { pool = [{ address = \"198.18.1.100\", ports = \"20000-29999\" }] }\n",
+    "snat = { pool = [{ address = \"198.18.1.100\", ports = \"20000-29999\" }] }\n\n\
+     [[nat]]\nname = \"dgram-snat\"\nin_interface = \"eth0\"\nout_interface = \"eth1\"\n\
+     protocol = \"udp\"\ndestination = \"198.18.0.100\"\ndestination_port = 5353\n\
+     snat = { pool = [{ address = \"198.18.1.100\", ports = \"30000-39999\" }] }\n",
+);
+
+/// Answers each datagram with the server's name and the source it came from.
+fn udp_echo_server(setup: &Setup, host: &'static str, addr: &str) {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let sock = setup
+        .host(host)
+        .run_in(move || std::net::UdpSocket::bind(addr))
+        .unwrap()
+        .unwrap();
+    thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((_, from)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(format!("{host} {from}").as_bytes(), from);
+        }
+    });
+}
+
+/// What each flow's server answers now (`None`: no answer within `patience`).
+fn udp_answers(flows: &[std::net::UdpSocket], patience: Duration) -> Vec<Option<String>> {
+    thread::scope(|scope| {
+        let asked: Vec<_> = flows
+            .iter()
+            .map(|s| {
+                scope.spawn(move || {
+                    let mut buf = [0u8; 200];
+                    let started = std::time::Instant::now();
+                    s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
+                    // A datagram lost over the takeover is asked again, as a client would.
+                    while started.elapsed() < patience {
+                        s.send(b"?").ok()?;
+                        if let Ok(n) = s.recv(&mut buf) {
+                            return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+                        }
+                    }
+                    None
+                })
+            })
+            .collect();
+        asked.into_iter().map(|h| h.join().ok().flatten()).collect()
+    })
+}
+
+#[test]
+fn long_lived_udp_flows_keep_server_and_snat_port_past_their_timeout() {
+    if !integration::have_root("long_lived_udp_flows_keep_server_and_snat_port_past_their_timeout")
+    {
+        return;
+    }
+    const FLOWS: usize = 20;
+    // The kernel's UDP timeouts, shortened in both nodes so that the flows outlive
+    // them several times over in seconds (the defaults are 30 s and 120 s).
+    const STREAM_TIMEOUT_S: u64 = 6;
+    let (setup, daemons) = two_nodes(true, &[UDP_SERVICE, UDP_SNAT]);
+    for node in ["lb1", "lb2"] {
+        let host = setup.host(node);
+        host.set_sysctl("net.netfilter.nf_conntrack_udp_timeout", "3")
+            .unwrap();
+        host.set_sysctl(
+            "net.netfilter.nf_conntrack_udp_timeout_stream",
+            &STREAM_TIMEOUT_S.to_string(),
+        )
+        .unwrap();
+    }
+    udp_echo_server(&setup, "srv1", "198.18.1.21:5353");
+    udp_echo_server(&setup, "srv2", "198.18.1.22:5353");
+    let vip: std::net::SocketAddr = format!("{VIP}:5353").parse().unwrap();
+    let flows: Vec<std::net::UdpSocket> = (0..FLOWS)
+        .map(|_| {
+            setup
+                .host("client")
+                .run_in(move || {
+                    let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                    s.connect(vip)?;
+                    Ok::<_, std::io::Error>(s)
+                })
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    let first = udp_answers(&flows, Duration::from_secs(5));
+    assert!(first.iter().all(Option::is_some), "before: {first:?}");
+    println!("before: {first:?}");
+    // Alive through lb1 for four stream timeouts: one datagram per flow every 0.5 s.
+    let until = std::time::Instant::now() + Duration::from_secs(4 * STREAM_TIMEOUT_S);
+    while std::time::Instant::now() < until {
+        assert_eq!(udp_answers(&flows, Duration::from_secs(5)), first);
+        thread::sleep(Duration::from_millis(500));
+    }
+    let on_lb2 = setup
+        .host("lb2")
+        .exec_ok(&["conntrack", "-L", "-p", "udp", "--dport", "5353"])
+        .unwrap();
+    println!(
+        "lb2 (BACKUP) holds {} of the flows in its kernel",
+        on_lb2.lines().count()
+    );
+    kill_lb1(&setup, &daemons);
+    let after = udp_answers(&flows, ANSWER);
+    let kept = first
+        .iter()
+        .zip(&after)
+        .filter(|(a, b)| a.is_some() && a == b)
+        .count();
+    println!(
+        "after lb1's crash: {kept}/{FLOWS} flows kept their server and SNAT source; {after:?}"
+    );
+    assert_eq!(kept, FLOWS);
 }

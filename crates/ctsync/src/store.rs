@@ -86,6 +86,10 @@ impl SyncStore {
                 if self.tracking && (!unchanged || self.refreshed.is_some()) {
                     self.removed.remove(&entry.orig);
                     self.unapplied.insert(entry.orig);
+                } else if self.tracking && unchanged {
+                    // Not written again: the kernel's copy, and the moment its
+                    // timeout counts from (see `refresh_due`), stay as they were.
+                    return;
                 }
                 self.entries.insert(entry.orig, (entry, now));
             }
@@ -139,6 +143,35 @@ impl SyncStore {
         if on {
             self.unapplied.extend(self.entries.keys().copied());
         }
+    }
+
+    /// Entries whose copy in this node's kernel has spent half its timeout come due
+    /// for the next [`SyncStore::flush`] (tracking only); returns how many.
+    ///
+    /// The peer's kernel refreshes a connection's timeout with every packet and
+    /// sends no event for it: a UDP flow sends its last event when it is assured
+    /// (timeout 120 s), a TCP connection when it is established (5 days). Without
+    /// this the copy here would run out while the peer still carries the flow, and
+    /// a takeover would meet its packets with a new mapping (another server, another
+    /// SNAT port). The peer's destroy event, or the end of a resync that no longer
+    /// brings the entry, is what ends a held entry, as in conntrackd's cache.
+    pub fn refresh_due(&mut self, now: Instant) -> usize {
+        if !self.tracking {
+            return 0;
+        }
+        let mut due = 0;
+        for (orig, (entry, at)) in &mut self.entries {
+            let Some(timeout) = entry.timeout else {
+                continue;
+            };
+            let half = Duration::from_secs(u64::from(timeout)) / 2;
+            if now.saturating_duration_since(*at) >= half {
+                *at = now;
+                self.unapplied.insert(*orig);
+                due += 1;
+            }
+        }
+        due
     }
 
     /// Whether the store keeps track of what the kernel lacks.
@@ -400,6 +433,41 @@ mod tests {
         assert_eq!((s.unapplied.len(), s.removed.len()), (1, 2));
         s.set_tracking(false);
         assert_eq!(s.pending(), 0);
+    }
+
+    #[test]
+    fn entries_come_due_again_when_half_their_timeout_is_spent() {
+        let mut s = SyncStore::new();
+        let t0 = Instant::now();
+        let new = |port, timeout| Event {
+            kind: EventKind::New,
+            entry: entry(port, timeout),
+        };
+        s.apply_at(new(1000, 120), t0);
+        s.apply_at(new(1001, 30), t0);
+        assert_eq!(s.refresh_due(t0 + Duration::from_secs(60)), 0, "not tracking");
+        s.set_tracking(true);
+        s.unapplied.clear();
+        assert_eq!(s.refresh_due(t0 + Duration::from_secs(14)), 0);
+        assert_eq!(s.refresh_due(t0 + Duration::from_secs(15)), 1);
+        assert!(s.unapplied.contains(&entry(1001, 0).orig));
+        s.unapplied.clear();
+        // An unchanged event is not written: its timeout keeps counting from the
+        // last write, so it still comes due on time.
+        s.apply_at(new(1000, 120), t0 + Duration::from_secs(50));
+        assert_eq!(s.pending(), 0);
+        let due = s.refresh_due(t0 + Duration::from_secs(30));
+        assert_eq!(due, 1, "1001, refreshed at 15 s; 1000 is at 30 s of 120");
+        s.unapplied.clear();
+        let due = s.refresh_due(t0 + Duration::from_secs(60));
+        assert_eq!(due, 2, "1000 at 60 s of 120, 1001 again");
+        // Long past the peer's timeout the entry is still held and written alive.
+        s.unapplied.clear();
+        let later = t0 + Duration::from_secs(600);
+        assert_eq!(s.refresh_due(later), 2);
+        let (live, expired) = s.live_at(s.unapplied.iter(), later);
+        assert_eq!((live.len(), expired), (2, 0));
+        assert!(live.iter().all(|e| e.timeout == Some(120) || e.timeout == Some(30)));
     }
 
     #[test]
