@@ -1022,6 +1022,7 @@ impl Daemon {
     /// [`Daemon::reload`] without the systemd notifications.
     async fn reload_file(&mut self) -> Result<VrrpdReloadReply, String> {
         let loaded = load(&self.options)?;
+        self.check_maintenance_kept(&loaded.view)?;
         let links = read_links(&self.netif)
             .await
             .map_err(|e| format!("{e:#}"))?;

@@ -11,9 +11,12 @@
 //!   had taken this node out, and the peer serves meanwhile. It is logged, counted
 //!   (`vrrp_state_file_errors_total{operation="read"}`), shown by `status`, kept
 //!   aside as `<file>.bad`, and `vrrpctl maintenance off` ends it;
-//! - entries for groups or instances the configuration no longer has, and
-//!   overrides the configuration's priority rule now refuses, are dropped, logged
-//!   and shown by `status` (`state_file.ignored`);
+//! - a reload whose file lacks a group this node keeps in maintenance (renamed or
+//!   removed) is refused: the maintenance would end with the old name;
+//! - at start-up, entries for groups or instances the configuration no longer has,
+//!   and overrides the configuration's priority rule now refuses, are dropped,
+//!   logged and shown by `status` (`state_file.ignored`); at a reload, overrides
+//!   of instances it no longer has are;
 //! - an override replaces the file's priority until cleared, whatever a reload
 //!   changes in the file; tracking deltas (`track.set`) apply on top of it;
 //! - an override obeys check-config's rule (255 exactly for the VIPs' owner), and
@@ -180,6 +183,32 @@ impl Daemon {
 
     /// Drops what the running configuration has no place for (after start-up and
     /// each reload), saying so; writes the file if anything went.
+    /// Refuses a configuration that lacks a group this node keeps in maintenance.
+    ///
+    /// Renaming or removing such a group would drop its maintenance with its old
+    /// name (see [`Daemon::settle_operator_state`]), and the node could become
+    /// MASTER again behind the operator's back. The reload is refused before
+    /// anything changes; the operator ends maintenance first or keeps the name.
+    pub(crate) fn check_maintenance_kept(&self, new: &config::NodeView) -> Result<(), String> {
+        let lost: Vec<&str> = self
+            .operator
+            .maintenance
+            .keys()
+            .filter(|g| new.groups.iter().all(|n| &n.name != *g))
+            .map(String::as_str)
+            .collect();
+        if lost.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "refused: sync group{} {} {} in maintenance on this node and the new configuration has no group of that name (renamed or removed); \
+             its maintenance would end with it. Run `vrrpctl maintenance off --group NAME` first, or keep the name",
+            if lost.len() > 1 { "s" } else { "" },
+            lost.iter().map(|g| format!("{g:?}")).collect::<Vec<_>>().join(", "),
+            if lost.len() > 1 { "are" } else { "is" },
+        ))
+    }
+
     pub(crate) fn settle_operator_state(&mut self, when: &str) {
         let mut dropped = Vec::new();
         let groups: BTreeSet<String> = self.view.groups.iter().map(|g| g.name.clone()).collect();

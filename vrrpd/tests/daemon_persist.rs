@@ -111,6 +111,37 @@ fn maintenance_survives_a_crash_and_its_end_survives_the_next() {
     );
     assert_eq!(group_state(&c.status("lb1")), "MAINTENANCE");
 
+    // A reload that renames the group would end its maintenance with the old name:
+    // refused, nothing changes, lb1 stays out.
+    let renamed = [
+        (
+            "vips = [\"198.18.1.100/24\"]",
+            "vips = [\"198.18.1.100/24\", \"198.18.1.101/24\"]",
+        ),
+        ("priority = { edge = 150 }", "priority = { gate = 150 }"),
+        ("priority = { edge = 100 }", "priority = { gate = 100 }"),
+        (
+            "given per group.\nname = \"edge\"",
+            "given per group.\nname = \"gate\"",
+        ),
+    ];
+    c.write_config(&renamed);
+    let refused = request_error(&c, "lb1", "reload", Value::Null);
+    println!("reload renaming the group: {refused}");
+    assert!(
+        refused.contains("\"edge\" is in maintenance") && refused.contains("maintenance off"),
+        "{refused}"
+    );
+    holds_for(
+        "lb1 stays out after the refused reload",
+        Duration::from_secs(3),
+        || has_neither(c.host("lb1")),
+    );
+    let s1 = c.status("lb1");
+    assert_eq!(group_state(&s1), "MAINTENANCE", "{s1:#}");
+    assert_eq!(s1["groups"][0]["name"], "edge", "{s1:#}");
+    c.write_config(&renamed[..1]);
+
     crash(&mut lb1);
     let mut lb1 = restart_and_stay_out(&c);
     let s1 = c.status("lb1");
