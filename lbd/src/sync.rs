@@ -493,8 +493,8 @@ impl SyncLink {
     /// Follows this node's VRRP role (blocking). MASTER: the peer's entries are only
     /// held (they would replace live connections), and those not yet written go in
     /// now. Not MASTER: they are written into the kernel as they arrive; a node that
-    /// was MASTER writes everything held and asks the peer for a full dump, which
-    /// replaces what it kept of its own, and holds back preemption until it has it.
+    /// was MASTER asks the peer for a full dump, which replaces what it kept of its
+    /// own, and holds back preemption until it has it.
     pub fn follow_role(&self, master: bool) -> Option<CommitReport> {
         self.shared.master.store(master, Ordering::Relaxed);
         let mut held = self.shared.held();
@@ -509,12 +509,13 @@ impl SyncLink {
                 .store(DUMP_NOT_WANTED, Ordering::Relaxed);
             r
         } else {
-            held.store.set_tracking(true);
+            // The peer's dump, asked for here, replaces what the kernel holds.
+            held.store.track_from_kernel();
             self.shared
                 .dump_wanted
                 .store(DUMP_REQUESTED, Ordering::Relaxed);
             self.shared.set_incomplete(Some(LEFT_MASTER));
-            held.flush()
+            None
         };
         self.shared.observe(&held, report.as_ref());
         tracing::info!(
@@ -791,16 +792,18 @@ fn set_user_timeout(stream: &TcpStream, timeout: Duration) -> std::io::Result<()
 
 /// Sends a resync line and every matching entry as a `new` event.
 fn send_dump(shared: &Shared, out: &mut impl Write, filter: &FlowFilter) -> Result<(), String> {
-    let entries = {
-        // Never while this node writes the peer's entries into its kernel: a
-        // replacement deletes an entry before it creates it anew, a dump taken in
-        // between misses the connection, and the peer deletes what a dump does not
-        // bring (a drill straight after a preemption back lost 13 of 200 that way).
-        let _writes = shared.held();
-        Conntrack::open()
-            .and_then(|mut c| c.dump(filter))
-            .map_err(|e| e.to_string())?
-    };
+    // Taken beside this node's writes of the peer's entries, not under their lock:
+    // a takeover's prepare must not wait for a dump of the whole table (36 ms at
+    // 100,000 entries when the peer's request came with the takeover). A replacement
+    // deletes an entry before it creates it anew, so a dump taken in between misses
+    // the connection, and the peer deletes what a dump does not bring (a drill
+    // straight after a preemption back lost 13 of 200 that way): the writes made
+    // meanwhile are journaled and patched into the dump.
+    shared.held().store.start_journal();
+    let dumped = dump_with_heartbeats(out, filter);
+    let journal = shared.held().store.take_journal();
+    let mut entries = dumped?;
+    journal.patch(&mut entries, filter);
     out.write_all(RESYNC_LINE.as_bytes())
         .map_err(|e| e.to_string())?;
     for entry in entries {
@@ -818,6 +821,33 @@ fn send_dump(shared: &Shared, out: &mut impl Write, filter: &FlowFilter) -> Resu
         resync_ipvs(shared);
     }
     Ok(())
+}
+
+/// This node's kernel table, dumped on a thread of its own while `out` carries a
+/// heartbeat every [`HEARTBEAT`]: the peer drops a stream silent for [`SILENCE`],
+/// and a dump of 100,000 entries on a loaded machine took longer, so the peer
+/// dropped the stream, the dump began again, and the peer never got it whole.
+fn dump_with_heartbeats(
+    out: &mut impl Write,
+    filter: &FlowFilter,
+) -> Result<Vec<ctsync::Entry>, String> {
+    thread::scope(|scope| {
+        let dumping = scope.spawn(|| Conntrack::open().and_then(|mut c| c.dump(filter)));
+        let mut last = Instant::now();
+        while !dumping.is_finished() {
+            thread::sleep(Duration::from_millis(20));
+            if last.elapsed() >= HEARTBEAT {
+                last = Instant::now();
+                out.write_all(HEARTBEAT_LINE.as_bytes())
+                    .and_then(|()| out.flush())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        match dumping.join() {
+            Ok(dumped) => dumped.map_err(|e| e.to_string()),
+            Err(_) => Err("the conntrack dump's thread panicked".to_owned()),
+        }
+    })
 }
 
 /// With the IPVS backend, a MASTER's dump comes with its IPVS connection table,
@@ -1015,12 +1045,8 @@ fn dump_ended(shared: &Shared) {
     if held.store.tracking() {
         match kernel_now {
             Ok(entries) => {
-                let stale: Vec<ctsync::Tuple> = entries
-                    .into_iter()
-                    .map(|e| e.orig)
-                    .filter(|o| held.store.get(o).is_none())
-                    .collect();
-                match held.kernel.delete_batch(&stale) {
+                let Held { store, kernel } = &mut *held;
+                match store.purge_unknown(kernel, entries) {
                     Ok(r) => purged = r.replaced,
                     Err(e) => tracing::warn!(error = %e, "deleting entries the peer no longer has"),
                 }

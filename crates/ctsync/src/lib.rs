@@ -17,7 +17,7 @@ pub use netlink::{
     subscribe, BatchReport, Conntrack, Error, Event, EventKind, Events, InsertOutcome,
     ReplaceReport,
 };
-pub use store::{CommitReport, SyncStore};
+pub use store::{CommitReport, Journal, SyncStore};
 pub use wire::{decode_line, encode_line, WireError, WIRE_VERSION};
 
 #[cfg(test)]

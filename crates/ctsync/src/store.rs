@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::entry::{Entry, Tuple};
+use crate::filter::FlowFilter;
 use crate::netlink::{Conntrack, Error, Event, EventKind, ReplaceReport};
 
 /// Entries received from the active node, keyed by original tuple.
@@ -29,6 +30,39 @@ pub struct SyncStore {
     unapplied: HashSet<Tuple>,
     /// Entries the peer no longer has that this node's kernel may still hold.
     removed: HashSet<Tuple>,
+    /// While someone reads the kernel without holding the store: what the store's
+    /// writes did to the kernel meanwhile ([`SyncStore::start_journal`]).
+    journal: Option<Journal>,
+}
+
+/// The kernel writes of a [`SyncStore`] during a dump of the kernel taken beside
+/// them, by original tuple, the last one kept: the entry written, or None for a
+/// delete. A replacement deletes an entry before it creates it anew, so a dump taken
+/// meanwhile may miss the connection; [`Journal::patch`] puts it back.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Journal(HashMap<Tuple, Option<Entry>>);
+
+impl Journal {
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Makes a dump taken beside the writes hold what the kernel holds after them:
+    /// entries written and missing from it are added (if `filter` selects them),
+    /// entries deleted are dropped. An entry the dump has is kept as the kernel
+    /// reported it.
+    pub fn patch(mut self, dump: &mut Vec<Entry>, filter: &FlowFilter) {
+        if self.0.is_empty() {
+            return;
+        }
+        dump.retain(|e| match self.0.remove(&e.orig) {
+            // Deleted: gone, whatever the dump saw before.
+            Some(None) => false,
+            Some(Some(_)) | None => true,
+        });
+        dump.extend(self.0.into_values().flatten().filter(|e| filter.matches(e)));
+    }
 }
 
 /// What a [`SyncStore::commit`] or [`SyncStore::flush`] did.
@@ -174,6 +208,45 @@ impl SyncStore {
         due
     }
 
+    /// Starts keeping track of what this node's kernel lacks, taking it as holding
+    /// what the store holds: nothing is pending. For a node that leaves MASTER: it
+    /// committed the store at its takeover and has carried the connections since, so
+    /// its kernel holds a newer version of each than the store (what the store holds
+    /// beyond that closed meanwhile); the peer's full dump, asked for at the same
+    /// time, replaces them all. Writing the store first would only put older
+    /// versions in, and cost as much as the dump's writes.
+    pub fn track_from_kernel(&mut self) {
+        self.tracking = true;
+        self.removed.clear();
+        self.unapplied.clear();
+        // The kernel's copies are as fresh as its own traffic made them: their
+        // timeouts count from now for `refresh_due`, which would otherwise write
+        // the store's older versions over them (a stale TCP window) while this node
+        // still forwards, before the peer's dump arrives.
+        let now = Instant::now();
+        for (_, at) in self.entries.values_mut() {
+            *at = now;
+        }
+    }
+
+    /// Starts recording what this store writes into the kernel, for a dump of the
+    /// kernel taken without holding the store (see [`Journal`]).
+    pub fn start_journal(&mut self) {
+        self.journal = Some(Journal::default());
+    }
+
+    /// Stops recording; what was written since [`SyncStore::start_journal`].
+    pub fn take_journal(&mut self) -> Journal {
+        self.journal.take().unwrap_or_default()
+    }
+
+    fn record(&mut self, written: &[Entry], deleted: &[Tuple]) {
+        if let Some(Journal(j)) = &mut self.journal {
+            j.extend(written.iter().map(|e| (e.orig, Some(e.clone()))));
+            j.extend(deleted.iter().map(|t| (*t, None)));
+        }
+    }
+
     /// Whether the store keeps track of what the kernel lacks.
     pub fn tracking(&self) -> bool {
         self.tracking
@@ -236,7 +309,9 @@ impl SyncStore {
     pub fn commit(&mut self, conntrack: &mut Conntrack) -> Result<CommitReport, Error> {
         let start = Instant::now();
         let (live, expired) = self.live_at(self.entries.keys(), start);
-        let batch = conntrack.replace_batch(&live)?;
+        let batch = conntrack.replace_batch(&live);
+        self.record(&live, &[]);
+        let batch = batch?;
         self.unapplied.clear();
         self.keep_recreated(&batch);
         Ok(CommitReport {
@@ -267,14 +342,35 @@ impl SyncStore {
         );
     }
 
+    /// Deletes from the kernel the entries of `kernel` (a dump of it) that the store
+    /// does not hold: connections this node carried that the peer no longer has.
+    pub fn purge_unknown(
+        &mut self,
+        conntrack: &mut Conntrack,
+        kernel: Vec<Entry>,
+    ) -> Result<ReplaceReport, Error> {
+        let stale: Vec<Tuple> = kernel
+            .into_iter()
+            .map(|e| e.orig)
+            .filter(|o| !self.entries.contains_key(o))
+            .collect();
+        let deleted = conntrack.delete_batch(&stale);
+        self.record(&[], &stale);
+        deleted
+    }
+
     /// Writes what the kernel lacks (tracking only): entries not yet in it replace what
     /// it holds for their connections, and entries the peer no longer has are deleted.
     pub fn flush(&mut self, conntrack: &mut Conntrack) -> Result<CommitReport, Error> {
         let start = Instant::now();
         let (live, expired) = self.live_at(self.unapplied.iter(), start);
         let removed: Vec<Tuple> = self.removed.iter().copied().collect();
-        let mut batch = conntrack.replace_batch(&live)?;
-        let deleted = conntrack.delete_batch(&removed)?;
+        let batch = conntrack.replace_batch(&live);
+        self.record(&live, &[]);
+        let mut batch = batch?;
+        let deleted = conntrack.delete_batch(&removed);
+        self.record(&[], &removed);
+        let deleted = deleted?;
         batch.failed.extend(deleted.failed);
         self.unapplied.clear();
         self.removed.clear();
@@ -445,7 +541,11 @@ mod tests {
         };
         s.apply_at(new(1000, 120), t0);
         s.apply_at(new(1001, 30), t0);
-        assert_eq!(s.refresh_due(t0 + Duration::from_secs(60)), 0, "not tracking");
+        assert_eq!(
+            s.refresh_due(t0 + Duration::from_secs(60)),
+            0,
+            "not tracking"
+        );
         s.set_tracking(true);
         s.unapplied.clear();
         assert_eq!(s.refresh_due(t0 + Duration::from_secs(14)), 0);
@@ -467,7 +567,9 @@ mod tests {
         assert_eq!(s.refresh_due(later), 2);
         let (live, expired) = s.live_at(s.unapplied.iter(), later);
         assert_eq!((live.len(), expired), (2, 0));
-        assert!(live.iter().all(|e| e.timeout == Some(120) || e.timeout == Some(30)));
+        assert!(live
+            .iter()
+            .all(|e| e.timeout == Some(120) || e.timeout == Some(30)));
     }
 
     #[test]
@@ -493,6 +595,62 @@ mod tests {
         // Without a resync under way, the end of a dump changes nothing.
         assert_eq!(s.end_resync(), 0);
         assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn a_journal_puts_back_what_a_dump_beside_the_writes_missed() {
+        let mut s = SyncStore::new();
+        let filter = FlowFilter::default();
+        let (a, b, c) = (entry(1000, 60), entry(1001, 60), entry(1002, 60));
+        // Not journaling: nothing recorded.
+        s.record(std::slice::from_ref(&a), &[]);
+        assert!(s.take_journal().is_empty());
+        s.start_journal();
+        // b replaced (the dump ran between its delete and its create), c deleted.
+        s.record(std::slice::from_ref(&a), &[]);
+        s.record(std::slice::from_ref(&b), &[c.orig]);
+        let mut kernel_b = b.clone();
+        kernel_b.timeout = Some(59);
+        let journal = s.take_journal();
+        assert!(s.take_journal().is_empty(), "taking it ends the journal");
+        let mut dump = vec![a.clone(), c.clone()];
+        journal.clone().patch(&mut dump, &filter);
+        let ports: Vec<_> = dump.iter().filter_map(|e| e.orig.src_port()).collect();
+        assert_eq!(ports, vec![1000, 1001], "c deleted, b put back: {dump:?}");
+        // What the dump saw of a written entry is kept as the kernel reported it.
+        let mut dump = vec![kernel_b.clone()];
+        journal.clone().patch(&mut dump, &filter);
+        assert!(dump.contains(&kernel_b) && !dump.contains(&b));
+        // Written entries the filter does not select stay out.
+        let other = FlowFilter {
+            orig_dst: vec!["198.18.9.9".parse().unwrap()],
+            ..FlowFilter::default()
+        };
+        let mut dump = Vec::new();
+        journal.patch(&mut dump, &other);
+        assert!(dump.is_empty());
+    }
+
+    #[test]
+    fn leaving_master_tracks_the_kernel_with_nothing_pending() {
+        let mut s = SyncStore::new();
+        s.apply(Event {
+            kind: EventKind::New,
+            entry: entry(1000, 60),
+        });
+        s.track_from_kernel();
+        assert!(s.tracking());
+        assert_eq!(s.pending(), 0);
+        s.begin_resync();
+        s.apply(Event {
+            kind: EventKind::New,
+            entry: entry(1000, 60),
+        });
+        assert_eq!(
+            s.pending(),
+            1,
+            "the peer's dump replaces the kernel's version"
+        );
     }
 
     #[test]
