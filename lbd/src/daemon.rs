@@ -41,6 +41,7 @@ use health::{
 use crate::backend::{self, backend_settings, DataplaneThread};
 use crate::control::{control_handler, Command, ControlRequest, PrepareParams};
 use crate::desired::{self, Plan, ServerHealth};
+use crate::error::{ApplyError, MassRemoval, ReloadError, TcpSynUnavailable, ViewError};
 use crate::roles::{self, RoleUpdate, Roles};
 use crate::servers::{self, CountedService, ServerControl};
 use crate::sync::{self, SyncLink};
@@ -55,8 +56,8 @@ pub type Loaded = config::LoadedNode;
 
 /// Reads and validates the configuration; the error text is the config crate's
 /// diagnostics (file, line, key, fix).
-pub fn load(options: &Options) -> Result<Loaded, String> {
-    options.load().map_err(|e| e.to_string())
+pub fn load(options: &Options) -> Result<Loaded, config::ConfigError> {
+    options.load()
 }
 
 /// First retry delay after a failed apply; doubles up to [`RETRY_MAX`].
@@ -69,21 +70,19 @@ const ERRORS_KEPT: usize = 10;
 /// Refuses a reload that drops more than half of the running services (two at
 /// least), or every one: what a file cut short at a section boundary or a lost
 /// `[[service]]` block looks like. The error lists them and says how to force it.
-pub fn mass_removal(running: &NodeView, new: &NodeView) -> Result<(), String> {
-    let removed: Vec<&str> = running
+pub fn mass_removal(running: &NodeView, new: &NodeView) -> Result<(), MassRemoval> {
+    let removed: Vec<String> = running
         .services
         .iter()
         .filter(|s| !new.services.iter().any(|n| n.name == s.name))
-        .map(|s| s.name.as_str())
+        .map(|s| s.name.clone())
         .collect();
     let all = !running.services.is_empty() && new.services.is_empty();
     if all || (removed.len() >= 2 && removed.len() * 2 > running.services.len()) {
-        return Err(format!(
-            "the new file removes {} of the {} running services ({}); if that is meant, reload with force: `vrrpctl --socket <lbd socket> reload --force`",
-            removed.len(),
-            running.services.len(),
-            removed.join(", ")
-        ));
+        return Err(MassRemoval {
+            removed,
+            running: running.services.len(),
+        });
     }
     Ok(())
 }
@@ -108,7 +107,7 @@ pub fn health_targets(view: &NodeView) -> Vec<Target> {
 
 /// Half-open (`tcp_syn`) checks need a raw socket: without one every server they check
 /// would go down, so a configuration that uses them is refused where they cannot run.
-pub fn check_health_needs(view: &NodeView) -> Result<(), String> {
+pub fn check_health_needs(view: &NodeView) -> Result<(), TcpSynUnavailable> {
     let targets = health_targets(view);
     let syn = targets
         .iter()
@@ -119,8 +118,7 @@ pub fn check_health_needs(view: &NodeView) -> Result<(), String> {
     if !(v4 || v6) {
         return Ok(());
     }
-    health::check::tcp_syn_ready(v4, v6)
-        .map_err(|e| format!("the configuration has tcp_syn checks, but {e}"))
+    health::check::tcp_syn_ready(v4, v6).map_err(TcpSynUnavailable)
 }
 
 fn unix_ms() -> u64 {
@@ -218,7 +216,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let view = loaded.view;
-    check_health_needs(&view).map_err(|e| anyhow::anyhow!(e))?;
+    check_health_needs(&view)?;
     // `auto` needs to know whether the services ask for what only nft does.
     let wanted = desired::plan(
         &view,
@@ -462,11 +460,10 @@ pub fn teardown(view: &NodeView) -> anyhow::Result<()> {
 
 /// Plans `view` with every server up and validates the result as the backend would
 /// (without touching the kernel): a reload that fails here is refused.
-pub fn check_view(view: &NodeView, selection: &Selection) -> Result<Plan, String> {
+pub fn check_view(view: &NodeView, selection: &Selection) -> Result<Plan, ViewError> {
     check_health_needs(view)?;
     let plan = desired::plan(view, |_, _| ServerHealth::Up, selection.kind.capabilities());
-    backend::validate(selection.kind, &plan.state)
-        .map_err(|e| format!("the dataplane would refuse it: {e}"))?;
+    backend::validate(selection.kind, &plan.state).map_err(ViewError::DataplaneRefuses)?;
     Ok(plan)
 }
 
@@ -542,7 +539,7 @@ impl Daemon {
     }
 
     /// Plans and applies; the backend sends only the difference (nothing if none).
-    async fn reconcile(&mut self, why: &str) -> Result<ApplyReport, String> {
+    async fn reconcile(&mut self, why: &str) -> Result<ApplyReport, ApplyError> {
         self.replan();
         let state = self.plan.state.clone();
         let hint = self.changed.take();
@@ -563,12 +560,11 @@ impl Daemon {
                     Some(hint) => dp.apply_changed(&state, hint),
                     None => dp.apply(&state),
                 }
-                .map_err(|e| e.to_string())
             })
             .await
         {
-            Ok(r) => r,
-            Err(gone) => Err(gone.to_string()),
+            Ok(r) => r.map_err(ApplyError::from),
+            Err(gone) => Err(gone.into()),
         };
         // After a success only later health changes need planning; after a failure
         // nobody knows what the kernel holds, so the next apply compares everything.
@@ -577,7 +573,7 @@ impl Daemon {
         result
     }
 
-    fn record_apply(&mut self, why: &str, result: &Result<ApplyReport, String>) {
+    fn record_apply(&mut self, why: &str, result: &Result<ApplyReport, ApplyError>) {
         match result {
             Ok(report) => {
                 self.applies += 1;
@@ -623,7 +619,10 @@ impl Daemon {
         self.last_apply = Some(ApplyRecord {
             why: why.to_owned(),
             unix_ms: unix_ms(),
-            result: result.clone(),
+            result: match result {
+                Ok(report) => Ok(report.clone()),
+                Err(e) => Err(e.to_string()),
+            },
         });
         if result.is_ok() {
             let status = self.systemd_status();
@@ -963,7 +962,7 @@ impl Daemon {
                     unix_ms: unix_ms(),
                     group,
                     reply: None,
-                    error: Some(e.clone()),
+                    error: Some(e.to_string()),
                 });
                 Err(ReplyError::failed(format!(
                     "the dataplane could not be applied: {e}"
@@ -1018,7 +1017,7 @@ impl Daemon {
     ///
     /// A file that drops most of the running services (a file cut short, a section
     /// lost in an edit) is refused unless `force`: [`mass_removal`].
-    async fn reload(&mut self, force: bool) -> Result<LbdReloadReply, String> {
+    async fn reload(&mut self, force: bool) -> Result<LbdReloadReply, ReloadError> {
         self.notifier.reloading();
         let result = self.reload_file(force).await;
         let status = self.systemd_status();
@@ -1027,7 +1026,7 @@ impl Daemon {
     }
 
     /// [`Daemon::reload`] without the systemd notifications.
-    async fn reload_file(&mut self, force: bool) -> Result<LbdReloadReply, String> {
+    async fn reload_file(&mut self, force: bool) -> Result<LbdReloadReply, ReloadError> {
         let loaded = load(&self.options)?;
         let new = loaded.view;
         check_view(&new, &self.selection)?;
@@ -1036,7 +1035,7 @@ impl Daemon {
         }
         self.health
             .update_targets(health_targets(&new), HealthState::Up)
-            .map_err(|e| format!("health targets: {e}"))?;
+            .map_err(ReloadError::HealthTargets)?;
         let mut restart_needed = Vec::new();
         if new.control != self.view.control {
             restart_needed.push("[control] socket paths, group and connection limits");
@@ -1337,7 +1336,7 @@ impl Daemon {
 }
 
 /// An apply's outcome as replies carry it.
-fn apply_outcome(apply: &Result<ApplyReport, String>) -> ApplyOutcome {
+fn apply_outcome(apply: &Result<ApplyReport, ApplyError>) -> ApplyOutcome {
     match apply {
         Ok(r) => ApplyOutcome {
             ok: true,
@@ -1347,7 +1346,7 @@ fn apply_outcome(apply: &Result<ApplyReport, String>) -> ApplyOutcome {
         },
         Err(e) => ApplyOutcome {
             ok: false,
-            error: Some(e.clone()),
+            error: Some(e.to_string()),
             ..ApplyOutcome::default()
         },
     }
