@@ -1,8 +1,6 @@
 //! The command line, reachable from the man page and completion generator
 //! (`crates/docgen`) as [`command`].
 
-use std::path::PathBuf;
-
 use clap::{CommandFactory, Parser};
 
 /// Layer-4 balancer daemon: services, SNAT rules, health checks.
@@ -12,16 +10,9 @@ use clap::{CommandFactory, Parser};
 #[derive(Debug, Parser)]
 #[command(name = "lbd", version, about)]
 pub struct Cli {
-    /// The cluster.toml shared by both members.
-    #[arg(long, value_name = "PATH", default_value = "/etc/lbsuite/cluster.toml")]
-    pub config: PathBuf,
-    /// This member's node name (default: the hostname).
-    #[arg(long, value_name = "NAME")]
-    pub node: Option<String>,
-    /// Log line format on stderr: `text` or `json` (one object a line). Under
-    /// systemd each line starts with its syslog priority for the journal.
-    #[arg(long, value_name = "FORMAT", default_value = "text")]
-    pub log_format: ctl::logging::LogFormat,
+    /// `--config`, `--node`, `--log-format`: the options both daemons take.
+    #[command(flatten)]
+    pub daemon: ctl::daemon::DaemonArgs,
     /// Remove the dataplane lbd owns (its nftables table) and exit.
     #[arg(long)]
     pub teardown: bool,

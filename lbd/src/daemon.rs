@@ -41,6 +41,7 @@ use health::{
 use crate::backend::{self, backend_settings, DataplaneThread};
 use crate::control::{control_handler, Command, ControlRequest, PrepareParams};
 use crate::desired::{self, Plan, ServerHealth};
+use crate::error::{ApplyError, MassRemoval, ReloadError, TcpSynUnavailable, ViewError};
 use crate::roles::{self, RoleUpdate, Roles};
 use crate::servers::{self, CountedService, ServerControl};
 use crate::sync::{self, SyncLink};
@@ -55,8 +56,8 @@ pub type Loaded = config::LoadedNode;
 
 /// Reads and validates the configuration; the error text is the config crate's
 /// diagnostics (file, line, key, fix).
-pub fn load(options: &Options) -> Result<Loaded, String> {
-    options.load().map_err(|e| e.to_string())
+pub fn load(options: &Options) -> Result<Loaded, config::ConfigError> {
+    options.load()
 }
 
 /// First retry delay after a failed apply; doubles up to [`RETRY_MAX`].
@@ -69,21 +70,19 @@ const ERRORS_KEPT: usize = 10;
 /// Refuses a reload that drops more than half of the running services (two at
 /// least), or every one: what a file cut short at a section boundary or a lost
 /// `[[service]]` block looks like. The error lists them and says how to force it.
-pub fn mass_removal(running: &NodeView, new: &NodeView) -> Result<(), String> {
-    let removed: Vec<&str> = running
+pub fn mass_removal(running: &NodeView, new: &NodeView) -> Result<(), MassRemoval> {
+    let removed: Vec<String> = running
         .services
         .iter()
         .filter(|s| !new.services.iter().any(|n| n.name == s.name))
-        .map(|s| s.name.as_str())
+        .map(|s| s.name.clone())
         .collect();
     let all = !running.services.is_empty() && new.services.is_empty();
     if all || (removed.len() >= 2 && removed.len() * 2 > running.services.len()) {
-        return Err(format!(
-            "the new file removes {} of the {} running services ({}); if that is meant, reload with force: `vrrpctl --socket <lbd socket> reload --force`",
-            removed.len(),
-            running.services.len(),
-            removed.join(", ")
-        ));
+        return Err(MassRemoval {
+            removed,
+            running: running.services.len(),
+        });
     }
     Ok(())
 }
@@ -108,7 +107,7 @@ pub fn health_targets(view: &NodeView) -> Vec<Target> {
 
 /// Half-open (`tcp_syn`) checks need a raw socket: without one every server they check
 /// would go down, so a configuration that uses them is refused where they cannot run.
-pub fn check_health_needs(view: &NodeView) -> Result<(), String> {
+pub fn check_health_needs(view: &NodeView) -> Result<(), TcpSynUnavailable> {
     let targets = health_targets(view);
     let syn = targets
         .iter()
@@ -119,8 +118,7 @@ pub fn check_health_needs(view: &NodeView) -> Result<(), String> {
     if !(v4 || v6) {
         return Ok(());
     }
-    health::check::tcp_syn_ready(v4, v6)
-        .map_err(|e| format!("the configuration has tcp_syn checks, but {e}"))
+    health::check::tcp_syn_ready(v4, v6).map_err(TcpSynUnavailable)
 }
 
 fn unix_ms() -> u64 {
@@ -164,48 +162,86 @@ impl ApplyRecord {
     }
 }
 
-/// Everything the loop owns.
+/// Everything the loop owns, in the parts a change touches one at a time.
 struct Daemon {
+    /// What runs: the configuration and the operator's server overrides.
+    config: Running,
+    /// The desired state and the backend that holds it in the kernel.
+    kernel: Kernel,
+    /// The health checks and what the loop last saw of them.
+    health: Health,
+    /// The link to vrrpd: roles, priority tracks, prepares.
+    vrrpd: Vrrpd,
+    /// Connection-state sync with the peer.
+    sync: PeerSync,
+    /// What the daemon tells: metrics, systemd, the control socket's counters,
+    /// recent errors.
+    report: Report,
+}
+
+/// The running configuration and what the operator changed at run time.
+struct Running {
     options: Options,
     view: NodeView,
+    loaded_unix_ms: u64,
+    /// Run-time server overrides (`vrrpctl server`) and their state file.
+    servers: ServerControl,
+}
+
+/// The plan and the dataplane backend that applies it.
+struct Kernel {
     selection: Selection,
-    dataplane: DataplaneThread,
-    telemetry: Telemetry,
-    health: HealthRunner,
+    thread: DataplaneThread,
     plan: Plan,
     /// The desired state differs from what was last applied successfully.
     dirty: bool,
     /// Services whose health changed since the last successful apply, so the backend
     /// plans only those; `None` when that is not known (start, failure, reload).
     changed: Option<ChangeHint>,
+    /// When the next retry of a failed apply is due, and its delay.
+    retry: Option<(Instant, Duration)>,
     last_apply: Option<ApplyRecord>,
     applies: u64,
     apply_errors: u64,
-    errors: VecDeque<String>,
-    retry: Option<(Instant, Duration)>,
-    roles: Roles,
-    prepares: u64,
-    last_prepare: Option<LastPrepare>,
+}
+
+/// The health checker and what the loop has seen of it.
+struct Health {
+    runner: HealthRunner,
     checks_seen: HashMap<TargetName, u64>,
     /// The runner's counters as last exported to metrics.
     runner_seen: RunnerCounters,
     /// The last health transition of each server, for status.
     last_transitions: HashMap<TargetName, (HealthTransition, health::Time)>,
+}
+
+/// What lbd knows of vrrpd and sends it.
+struct Vrrpd {
+    roles: Roles,
     /// Service quorums on their way to vrrpd.
     tracks: TrackSender,
-    loaded_unix_ms: u64,
     /// Whether vrrpd was last seen running another configuration.
     config_differs: bool,
-    /// Connection-state sync with the peer (`[sync]` enabled, either backend).
-    sync: Option<SyncLink>,
+    prepares: u64,
+    last_prepare: Option<LastPrepare>,
+}
+
+/// Connection-state sync with the peer.
+struct PeerSync {
+    /// The link (`[sync]` enabled, either backend).
+    link: Option<SyncLink>,
     /// The last commit of the peer's entries (at prepare), for status.
     last_commit: Option<LastCommit>,
-    /// The control socket's connection counters (for status).
-    control_stats: Arc<ctl::ServerStats>,
+}
+
+/// Metrics, systemd, the control socket's counters and recent errors.
+struct Report {
+    telemetry: Telemetry,
     /// What systemd has been told (`Type=notify`).
     notifier: ctl::systemd::Notifier,
-    /// Run-time server overrides (`vrrpctl server`) and their state file.
-    servers: ServerControl,
+    /// The control socket's connection counters (for status).
+    control_stats: Arc<ctl::ServerStats>,
+    errors: VecDeque<String>,
     /// Active/inactive connections per server, counted at scrape time.
     connection_gauges: Option<servers::ConnectionGauges>,
 }
@@ -218,7 +254,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let view = loaded.view;
-    check_health_needs(&view).map_err(|e| anyhow::anyhow!(e))?;
+    check_health_needs(&view)?;
     // `auto` needs to know whether the services ask for what only nft does.
     let wanted = desired::plan(
         &view,
@@ -340,48 +376,60 @@ pub async fn run(
     telemetry.vrrpd_connected(false);
 
     let mut daemon = Daemon {
-        options,
-        view,
-        selection,
-        dataplane,
-        telemetry,
-        health,
-        plan: Plan::default(),
-        dirty: true,
-        changed: None,
-        last_apply: None,
-        applies: 0,
-        apply_errors: 0,
-        errors: VecDeque::new(),
-        retry: None,
-        roles: Roles::default(),
-        prepares: 0,
-        last_prepare: None,
-        checks_seen: HashMap::new(),
-        runner_seen: RunnerCounters::default(),
-        last_transitions: HashMap::new(),
-        tracks,
-        loaded_unix_ms: unix_ms(),
-        config_differs: false,
-        sync,
-        last_commit: None,
-        control_stats,
-        notifier: ctl::systemd::Notifier::new(),
-        servers,
-        connection_gauges,
+        config: Running {
+            options,
+            view,
+            loaded_unix_ms: unix_ms(),
+            servers,
+        },
+        kernel: Kernel {
+            selection,
+            thread: dataplane,
+            plan: Plan::default(),
+            dirty: true,
+            changed: None,
+            retry: None,
+            last_apply: None,
+            applies: 0,
+            apply_errors: 0,
+        },
+        health: Health {
+            runner: health,
+            checks_seen: HashMap::new(),
+            runner_seen: RunnerCounters::default(),
+            last_transitions: HashMap::new(),
+        },
+        vrrpd: Vrrpd {
+            roles: Roles::default(),
+            tracks,
+            config_differs: false,
+            prepares: 0,
+            last_prepare: None,
+        },
+        sync: PeerSync {
+            link: sync,
+            last_commit: None,
+        },
+        report: Report {
+            telemetry,
+            notifier: ctl::systemd::Notifier::new(),
+            control_stats,
+            errors: VecDeque::new(),
+            connection_gauges,
+        },
     };
 
     // Adopts the table a previous lbd left (the backend reads it back and diffs);
     // systemd hears READY=1 once an apply has succeeded (see `record_apply`).
     let _ = daemon.reconcile("start").await;
-    tracing::info!(node = %daemon.view.name, services = daemon.view.services.len(), snat_rules = daemon.view.nat.len(), "lbd running");
-    let mut watchdog = daemon.notifier.watchdog();
+    tracing::info!(node = %daemon.config.view.name, services = daemon.config.view.services.len(), snat_rules = daemon.config.view.nat.len(), "lbd running");
+    let mut watchdog = daemon.report.notifier.watchdog();
 
     let mut sample = tokio::time::interval(Duration::from_secs(1));
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
-        let retry_at = daemon.retry.map(|(at, _)| at);
+        let retry_at = daemon.kernel.retry.map(|(at, _)| at);
         let retry = async {
             match retry_at {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -397,12 +445,12 @@ pub async fn run(
             _ = usr1.recv() => {
                 let status = servers::with_connection_counts(daemon.status().await, daemon.counted_services()).await;
                 let text = serde_json::to_string_pretty(&status).unwrap_or_default();
-                ctl::daemon::write_dump("SIGUSR1", "state", &daemon.view.control.lbd_socket, "data", &text);
+                ctl::daemon::write_dump("SIGUSR1", "state", &daemon.config.view.control.lbd_socket, "data", &text);
             }
             _ = usr2.recv() => {
                 // Rendering may read kernel counters (seconds at worst): off the loop.
-                let registry = daemon.telemetry.registry().clone();
-                let socket = daemon.view.control.lbd_socket.clone();
+                let registry = daemon.report.telemetry.registry().clone();
+                let socket = daemon.config.view.control.lbd_socket.clone();
                 tokio::task::spawn_blocking(move || {
                     use prometheus::Encoder;
                     let mut out = Vec::new();
@@ -430,7 +478,7 @@ pub async fn run(
         }
     }
 
-    daemon.notifier.stopping();
+    daemon.report.notifier.stopping();
 
     tracing::info!("stopping; the dataplane stays in place so that connections continue (the next start adopts it; `lbd --teardown` removes it)");
     follower.abort();
@@ -441,7 +489,7 @@ pub async fn run(
     {
         tracing::warn!("control server did not stop within 2 s");
     }
-    daemon.health.shutdown().await;
+    daemon.health.runner.shutdown().await;
     tracing::info!("lbd stopped");
     Ok(())
 }
@@ -462,11 +510,10 @@ pub fn teardown(view: &NodeView) -> anyhow::Result<()> {
 
 /// Plans `view` with every server up and validates the result as the backend would
 /// (without touching the kernel): a reload that fails here is refused.
-pub fn check_view(view: &NodeView, selection: &Selection) -> Result<Plan, String> {
+pub fn check_view(view: &NodeView, selection: &Selection) -> Result<Plan, ViewError> {
     check_health_needs(view)?;
     let plan = desired::plan(view, |_, _| ServerHealth::Up, selection.kind.capabilities());
-    backend::validate(selection.kind, &plan.state)
-        .map_err(|e| format!("the dataplane would refuse it: {e}"))?;
+    backend::validate(selection.kind, &plan.state).map_err(ViewError::DataplaneRefuses)?;
     Ok(plan)
 }
 
@@ -483,6 +530,7 @@ pub fn sync_role(roles: &Roles) -> SyncRole {
 impl Daemon {
     fn health_of(&self) -> HashMap<(String, String), HealthState> {
         self.health
+            .runner
             .statuses()
             .into_iter()
             .map(|s| {
@@ -495,24 +543,24 @@ impl Daemon {
     fn replan(&mut self) {
         let states = self.health_of();
         let plan = desired::plan_with(
-            &self.view,
+            &self.config.view,
             |service, server| match states.get(&(service.to_owned(), server.to_owned())) {
                 Some(HealthState::Down) => ServerHealth::Down,
                 _ => ServerHealth::Up,
             },
-            &self.servers.overrides(),
-            self.selection.kind.capabilities(),
+            &self.config.servers.overrides(),
+            self.kernel.selection.kind.capabilities(),
         );
         for note in &plan.notes {
-            if !self.plan.notes.contains(note) {
+            if !self.kernel.plan.notes.contains(note) {
                 tracing::warn!("{note}");
             }
         }
-        if plan.state != self.plan.state {
-            self.dirty = true;
+        if plan.state != self.kernel.plan.state {
+            self.kernel.dirty = true;
         }
-        self.telemetry.plan(&plan.services);
-        if let Some(g) = &self.connection_gauges {
+        self.report.telemetry.plan(&plan.services);
+        if let Some(g) = &self.report.connection_gauges {
             g.set_services(
                 plan.services
                     .iter()
@@ -520,13 +568,14 @@ impl Daemon {
                     .collect(),
             );
         }
-        self.telemetry
-            .snat_capacity(desired::snat_capacity(&self.view.nat));
-        self.tracks.set(desired::priority_tracks(&plan));
+        self.report
+            .telemetry
+            .snat_capacity(desired::snat_capacity(&self.config.view.nat));
+        self.vrrpd.tracks.set(desired::priority_tracks(&plan));
         for s in &plan.services {
             let (Some(q), Some(old)) = (
                 &s.quorum,
-                self.plan.services.iter().find(|o| o.name == s.name),
+                self.kernel.plan.services.iter().find(|o| o.name == s.name),
             ) else {
                 continue;
             };
@@ -538,23 +587,24 @@ impl Daemon {
                 }
             }
         }
-        self.plan = plan;
+        self.kernel.plan = plan;
     }
 
     /// Plans and applies; the backend sends only the difference (nothing if none).
-    async fn reconcile(&mut self, why: &str) -> Result<ApplyReport, String> {
+    async fn reconcile(&mut self, why: &str) -> Result<ApplyReport, ApplyError> {
         self.replan();
-        let state = self.plan.state.clone();
-        let hint = self.changed.take();
+        let state = self.kernel.plan.state.clone();
+        let hint = self.kernel.changed.take();
         // `[[service]] counters = true` anywhere: the nft table counts packets and
         // bytes (a change re-reads the table and applies what differs).
-        let counting = if self.view.services.iter().any(|s| s.counters) {
+        let counting = if self.config.view.services.iter().any(|s| s.counters) {
             Counting::Traffic
         } else {
             Counting::default()
         };
         let result = match self
-            .dataplane
+            .kernel
+            .thread
             .run(move |dp| {
                 if let ChosenBackend::Nft(nft) = dp {
                     nft.set_counting(counting);
@@ -563,27 +613,27 @@ impl Daemon {
                     Some(hint) => dp.apply_changed(&state, hint),
                     None => dp.apply(&state),
                 }
-                .map_err(|e| e.to_string())
             })
             .await
         {
-            Ok(r) => r,
-            Err(gone) => Err(gone.to_string()),
+            Ok(r) => r.map_err(ApplyError::from),
+            Err(gone) => Err(gone.into()),
         };
         // After a success only later health changes need planning; after a failure
         // nobody knows what the kernel holds, so the next apply compares everything.
-        self.changed = result.as_ref().ok().map(|_| ChangeHint::default());
+        self.kernel.changed = result.as_ref().ok().map(|_| ChangeHint::default());
         self.record_apply(why, &result);
         result
     }
 
-    fn record_apply(&mut self, why: &str, result: &Result<ApplyReport, String>) {
+    fn record_apply(&mut self, why: &str, result: &Result<ApplyReport, ApplyError>) {
         match result {
             Ok(report) => {
-                self.applies += 1;
-                self.dirty = false;
-                self.retry = None;
-                self.telemetry
+                self.kernel.applies += 1;
+                self.kernel.dirty = false;
+                self.kernel.retry = None;
+                self.report
+                    .telemetry
                     .applied(report.duration, unix_ms() as f64 / 1000.0);
                 if report.changes() > 0 || report.reread {
                     tracing::info!(
@@ -605,47 +655,52 @@ impl Daemon {
                 }
             }
             Err(e) => {
-                self.apply_errors += 1;
-                self.dirty = true;
-                self.telemetry.apply_failed();
+                self.kernel.apply_errors += 1;
+                self.kernel.dirty = true;
+                self.report.telemetry.apply_failed();
                 let delay = self
+                    .kernel
                     .retry
                     .map_or(RETRY_FIRST, |(_, d)| (d * 2).min(RETRY_MAX));
-                self.retry = Some((Instant::now() + delay, delay));
+                self.kernel.retry = Some((Instant::now() + delay, delay));
                 tracing::error!(why, error = %e, retry_in_ms = delay.as_millis() as u64, "dataplane apply failed; the previous state stays");
-                self.errors
+                self.report
+                    .errors
                     .push_back(format!("{}: apply ({why}): {e}", unix_ms()));
-                while self.errors.len() > ERRORS_KEPT {
-                    self.errors.pop_front();
+                while self.report.errors.len() > ERRORS_KEPT {
+                    self.report.errors.pop_front();
                 }
             }
         }
-        self.last_apply = Some(ApplyRecord {
+        self.kernel.last_apply = Some(ApplyRecord {
             why: why.to_owned(),
             unix_ms: unix_ms(),
-            result: result.clone(),
+            result: match result {
+                Ok(report) => Ok(report.clone()),
+                Err(e) => Err(e.to_string()),
+            },
         });
         if result.is_ok() {
             let status = self.systemd_status();
-            self.notifier.ready(&status);
-        } else if self.notifier.is_ready() {
+            self.report.notifier.ready(&status);
+        } else if self.report.notifier.is_ready() {
             let status = self.systemd_status();
-            self.notifier.status(&status);
+            self.report.notifier.status(&status);
         }
     }
 
     /// STATUS= for systemd: what is served, or that the dataplane apply failed.
     fn systemd_status(&self) -> String {
-        let servers = self.plan.services.iter().flat_map(|s| &s.servers);
+        let servers = self.kernel.plan.services.iter().flat_map(|s| &s.servers);
         let (up, total) = servers.fold((0, 0), |(up, total), b| {
             (up + usize::from(b.health.is_up()), total + 1)
         });
         let serving = format!(
             "{} services, {up} of {total} servers up, backend {}",
-            self.plan.services.len(),
-            self.selection.kind.name()
+            self.kernel.plan.services.len(),
+            self.kernel.selection.kind.name()
         );
-        match self.last_apply.as_ref().map(|a| &a.result) {
+        match self.kernel.last_apply.as_ref().map(|a| &a.result) {
             Some(Err(e)) => format!("dataplane apply failed, retrying: {e}; {serving}"),
             _ => serving,
         }
@@ -653,19 +708,22 @@ impl Daemon {
 
     /// Keeps the backoff delay for the next failure while the retry runs.
     fn retry_due(&mut self) {
-        if let Some((_, d)) = self.retry {
-            self.retry = Some((Instant::now() + RETRY_MAX, d));
+        if let Some((_, d)) = self.kernel.retry {
+            self.kernel.retry = Some((Instant::now() + RETRY_MAX, d));
         }
     }
 
     fn on_health(&mut self, event: HealthEvent) {
         match event {
             HealthEvent::StateChanged(t) => {
-                if let Some(hint) = &mut self.changed {
+                if let Some(hint) = &mut self.kernel.changed {
                     hint.services.insert(t.target.service.clone());
                 }
-                self.telemetry
-                    .transition(&t.target.service, &t.target.server, &t.to.to_string());
+                self.report.telemetry.transition(
+                    &t.target.service,
+                    &t.target.server,
+                    &t.to.to_string(),
+                );
                 let record = HealthTransition {
                     from: t.from.to_string(),
                     to: t.to.to_string(),
@@ -674,21 +732,27 @@ impl Daemon {
                     unix_ms: unix_ms(),
                     ago_ms: 0,
                 };
-                self.last_transitions.insert(t.target, (record, t.at));
+                self.health
+                    .last_transitions
+                    .insert(t.target, (record, t.at));
             }
             HealthEvent::Dampened(d) => {
-                self.telemetry.dampened(&d.target.service, &d.target.server);
+                self.report
+                    .telemetry
+                    .dampened(&d.target.service, &d.target.server);
             }
         }
     }
 
     fn sample_checks(&mut self) {
-        let counters = self.health.counters();
-        let statuses = self.health.statuses();
-        self.telemetry
-            .health_runner(&counters, &self.runner_seen, statuses.len());
-        self.runner_seen = counters;
+        let counters = self.health.runner.counters();
+        let statuses = self.health.runner.statuses();
+        self.report
+            .telemetry
+            .health_runner(&counters, &self.health.runner_seen, statuses.len());
+        self.health.runner_seen = counters;
         let check_of: HashMap<(&str, &str), &str> = self
+            .kernel
             .plan
             .services
             .iter()
@@ -701,7 +765,11 @@ impl Daemon {
             })
             .collect();
         for s in statuses {
-            let seen = self.checks_seen.entry(s.target.name.clone()).or_insert(0);
+            let seen = self
+                .health
+                .checks_seen
+                .entry(s.target.name.clone())
+                .or_insert(0);
             if s.checks > *seen {
                 *seen = s.checks;
                 let name = &s.target.name;
@@ -710,8 +778,12 @@ impl Daemon {
                         .get(&(name.service.as_str(), name.server.as_str()))
                         .copied()
                         .unwrap_or("-");
-                    self.telemetry
-                        .check_done(&name.service, &name.server, check, result.duration);
+                    self.report.telemetry.check_done(
+                        &name.service,
+                        &name.server,
+                        check,
+                        result.duration,
+                    );
                 }
             }
         }
@@ -719,43 +791,46 @@ impl Daemon {
 
     /// Whether vrrpd runs a configuration file other than lbd's (None: not known).
     fn config_differs_from_vrrpd(&self) -> Option<bool> {
-        self.roles
+        self.vrrpd
+            .roles
             .vrrpd_fingerprint
             .as_ref()
-            .map(|f| *f != self.view.fingerprint)
+            .map(|f| *f != self.config.view.fingerprint)
     }
 
     /// Says once (log, metric) when vrrpd and lbd start or stop running different
     /// configurations: a reload of one and not the other, or different files.
     fn note_config_difference(&mut self) {
         let differs = self.config_differs_from_vrrpd().unwrap_or(false);
-        if differs == self.config_differs {
+        if differs == self.vrrpd.config_differs {
             return;
         }
-        self.config_differs = differs;
-        self.telemetry.config_differs(differs);
+        self.vrrpd.config_differs = differs;
+        self.report.telemetry.config_differs(differs);
         if differs {
             tracing::warn!(
-                lbd = %self.view.fingerprint,
-                vrrpd = self.roles.vrrpd_fingerprint.as_deref().unwrap_or("unknown"),
+                lbd = %self.config.view.fingerprint,
+                vrrpd = self.vrrpd.roles.vrrpd_fingerprint.as_deref().unwrap_or("unknown"),
                 "lbd and vrrpd run different configurations: reload both (vrrpctl reload) or check that they read the same file"
             );
         } else {
-            tracing::info!(fingerprint = %self.view.fingerprint, "lbd and vrrpd run the same configuration again");
+            tracing::info!(fingerprint = %self.config.view.fingerprint, "lbd and vrrpd run the same configuration again");
         }
     }
 
     async fn on_role(&mut self, update: RoleUpdate) {
-        let changes = self.roles.update(update);
+        let changes = self.vrrpd.roles.update(update);
         self.note_config_difference();
         for (group, from, to) in &changes {
             tracing::info!(group = %group, from = from.map_or("unknown", VrrpState::name), to = %to, "sync group role");
         }
-        self.telemetry.vrrpd_connected(self.roles.connected);
+        self.report
+            .telemetry
+            .vrrpd_connected(self.vrrpd.roles.connected);
         if !changes.is_empty() {
-            let role = sync_role(&self.roles);
+            let role = sync_role(&self.vrrpd.roles);
             self.set_sync_role(role).await;
-            if let Some(link) = self.sync.clone() {
+            if let Some(link) = self.sync.link.clone() {
                 let master = role == SyncRole::Master;
                 // Blocking (becoming BACKUP writes everything held into the kernel), so
                 // on the blocking pool; awaited, so that role changes and prepares reach
@@ -768,26 +843,32 @@ impl Daemon {
     /// The IPVS connection-sync daemon follows the role (IPVS backend with [sync]
     /// enabled only; the nft backend has no kernel sync daemon).
     async fn set_sync_role(&mut self, role: SyncRole) {
-        let (Some(iface), true) = (self.view.sync.interface.clone(), self.view.sync.enabled) else {
+        let (Some(iface), true) = (
+            self.config.view.sync.interface.clone(),
+            self.config.view.sync.enabled,
+        ) else {
             return;
         };
-        let id = self.view.sync.ipvs_sync_id;
+        let id = self.config.view.sync.ipvs_sync_id;
         let result = self
-            .dataplane
+            .kernel
+            .thread
             .run(move |b| {
                 b.ipvs()
                     .map(|i| i.set_sync_role(role, &iface, id).map_err(|e| e.to_string()))
             })
             .await;
-        if let (Ok(Some(Ok(true))), SyncRole::Backup, Some(link)) = (&result, role, &self.sync) {
+        if let (Ok(Some(Ok(true))), SyncRole::Backup, Some(link)) = (&result, role, &self.sync.link)
+        {
             link.want_full_dump(crate::sync::IPVS_BACKUP_STARTED);
         }
         if let Ok(Some(Err(e))) = result {
             tracing::error!(error = %e, ?role, "IPVS sync daemon");
-            self.errors
+            self.report
+                .errors
                 .push_back(format!("{}: IPVS sync daemon ({role:?}): {e}", unix_ms()));
-            while self.errors.len() > ERRORS_KEPT {
-                self.errors.pop_front();
+            while self.report.errors.len() > ERRORS_KEPT {
+                self.report.errors.pop_front();
             }
         }
     }
@@ -827,12 +908,12 @@ impl Daemon {
                 .await
                 .and_then(|r| reply_value(&r)),
             Command::ServerList => reply_value(&ServerListReply {
-                node: self.view.name.clone(),
-                overrides: self.servers.entries(),
+                node: self.config.view.name.clone(),
+                overrides: self.config.servers.entries(),
             }),
             Command::ServerClear => reply_value(&self.server_clear().await),
             Command::ServerRefused(e) => {
-                self.servers.rejected();
+                self.config.servers.rejected();
                 tracing::warn!(error = %e.message, "server command refused");
                 Err(e)
             }
@@ -843,7 +924,8 @@ impl Daemon {
 
     /// What the connection counts look for: each planned service and its servers.
     fn counted_services(&self) -> Vec<CountedService> {
-        self.plan
+        self.kernel
+            .plan
             .services
             .iter()
             .filter_map(CountedService::of)
@@ -858,23 +940,24 @@ impl Daemon {
         server: &str,
         value: Option<ServerOverride>,
     ) -> Result<ServerReply, ReplyError> {
-        if let Err(why) = servers::resolve(&self.view, service, server) {
-            return Err(servers::refuse(&self.servers, why));
+        if let Err(why) = servers::resolve(&self.config.view, service, server) {
+            return Err(servers::refuse(&self.config.servers, why));
         }
-        let previous = self.servers.set(service, server, value, unix_ms());
-        let persisted = self.servers.store();
-        if let Some(hint) = &mut self.changed {
+        let previous = self.config.servers.set(service, server, value, unix_ms());
+        let persisted = self.config.servers.store();
+        if let Some(hint) = &mut self.kernel.changed {
             hint.services.insert(service.to_owned());
         }
         let apply = self.reconcile("server").await;
         let planned = self
+            .kernel
             .plan
             .services
             .iter()
             .find(|s| s.name == service)
             .and_then(|s| s.servers.iter().find(|b| b.name == server));
         let reply = ServerReply {
-            node: self.view.name.clone(),
+            node: self.config.view.name.clone(),
             service: service.to_owned(),
             server: server.to_owned(),
             server_override: value,
@@ -891,9 +974,9 @@ impl Daemon {
 
     /// `server.clear`: every override goes; the configuration rules again.
     async fn server_clear(&mut self) -> ServerClearReply {
-        let cleared = self.servers.clear_all();
-        let persisted = self.servers.store();
-        if let Some(hint) = &mut self.changed {
+        let cleared = self.config.servers.clear_all();
+        let persisted = self.config.servers.store();
+        if let Some(hint) = &mut self.kernel.changed {
             hint.services
                 .extend(cleared.iter().map(|e| e.service.clone()));
         }
@@ -904,7 +987,7 @@ impl Daemon {
             "server overrides cleared on this node"
         );
         ServerClearReply {
-            node: self.view.name.clone(),
+            node: self.config.view.name.clone(),
             cleared,
             persisted,
             apply: apply_outcome(&apply),
@@ -915,7 +998,7 @@ impl Daemon {
     /// checks the kernel's ruleset generation and sends nothing if all is current.
     async fn prepare(&mut self, p: PrepareParams) -> Result<PrepareReply, ReplyError> {
         let started = std::time::Instant::now();
-        let was_dirty = self.dirty;
+        let was_dirty = self.kernel.dirty;
         let result = self.reconcile("prepare").await;
         // This node is taking over: it sends connection state from now on.
         self.set_sync_role(SyncRole::Master).await;
@@ -926,8 +1009,8 @@ impl Daemon {
             None
         };
         let took = started.elapsed();
-        self.prepares += 1;
-        self.telemetry.prepared(result.is_ok(), took);
+        self.vrrpd.prepares += 1;
+        self.report.telemetry.prepared(result.is_ok(), took);
         let group = p.group.clone();
         match result {
             Ok(report) => {
@@ -946,11 +1029,11 @@ impl Daemon {
                     done,
                     changes: report.changes(),
                     duration_ms: ms(took),
-                    backend: self.selection.kind.name().to_owned(),
+                    backend: self.kernel.selection.kind.name().to_owned(),
                     sync: committed,
                 };
                 tracing::info!(group = group.as_deref().unwrap_or("-"), done = %reply.done, duration_ms = reply.duration_ms, "prepared for takeover");
-                self.last_prepare = Some(LastPrepare {
+                self.vrrpd.last_prepare = Some(LastPrepare {
                     unix_ms: unix_ms(),
                     group,
                     reply: Some(reply.clone()),
@@ -959,11 +1042,11 @@ impl Daemon {
                 Ok(reply)
             }
             Err(e) => {
-                self.last_prepare = Some(LastPrepare {
+                self.vrrpd.last_prepare = Some(LastPrepare {
                     unix_ms: unix_ms(),
                     group,
                     reply: None,
-                    error: Some(e.clone()),
+                    error: Some(e.to_string()),
                 });
                 Err(ReplyError::failed(format!(
                     "the dataplane could not be applied: {e}"
@@ -975,7 +1058,7 @@ impl Daemon {
     /// Commits the connection entries received from the peer into the kernel; the
     /// report (or error) for the prepare reply. `None` without a sync link.
     async fn commit_synced(&mut self) -> Option<SyncCommit> {
-        let link = self.sync.clone()?;
+        let link = self.sync.link.clone()?;
         let result = tokio::task::spawn_blocking(move || link.commit())
             .await
             .map_err(|e| e.to_string())
@@ -994,10 +1077,11 @@ impl Daemon {
             }
             Err(e) => {
                 tracing::error!(error = %e, "committing the peer's connections failed");
-                self.errors
+                self.report
+                    .errors
                     .push_back(format!("{}: sync commit: {e}", unix_ms()));
-                while self.errors.len() > ERRORS_KEPT {
-                    self.errors.pop_front();
+                while self.report.errors.len() > ERRORS_KEPT {
+                    self.report.errors.pop_front();
                 }
                 SyncCommit {
                     error: Some(e),
@@ -1005,7 +1089,7 @@ impl Daemon {
                 }
             }
         };
-        self.last_commit = Some(LastCommit {
+        self.sync.last_commit = Some(LastCommit {
             unix_ms: unix_ms(),
             report: value.clone(),
         });
@@ -1018,33 +1102,34 @@ impl Daemon {
     ///
     /// A file that drops most of the running services (a file cut short, a section
     /// lost in an edit) is refused unless `force`: [`mass_removal`].
-    async fn reload(&mut self, force: bool) -> Result<LbdReloadReply, String> {
-        self.notifier.reloading();
+    async fn reload(&mut self, force: bool) -> Result<LbdReloadReply, ReloadError> {
+        self.report.notifier.reloading();
         let result = self.reload_file(force).await;
         let status = self.systemd_status();
-        self.notifier.reloaded(result.is_ok(), &status);
+        self.report.notifier.reloaded(result.is_ok(), &status);
         result
     }
 
     /// [`Daemon::reload`] without the systemd notifications.
-    async fn reload_file(&mut self, force: bool) -> Result<LbdReloadReply, String> {
-        let loaded = load(&self.options)?;
+    async fn reload_file(&mut self, force: bool) -> Result<LbdReloadReply, ReloadError> {
+        let loaded = load(&self.config.options)?;
         let new = loaded.view;
-        check_view(&new, &self.selection)?;
+        check_view(&new, &self.kernel.selection)?;
         if !force {
-            mass_removal(&self.view, &new)?;
+            mass_removal(&self.config.view, &new)?;
         }
         self.health
+            .runner
             .update_targets(health_targets(&new), HealthState::Up)
-            .map_err(|e| format!("health targets: {e}"))?;
+            .map_err(ReloadError::HealthTargets)?;
         let mut restart_needed = Vec::new();
-        if new.control != self.view.control {
+        if new.control != self.config.view.control {
             restart_needed.push("[control] socket paths, group and connection limits");
         }
-        if new.metrics != self.view.metrics {
+        if new.metrics != self.config.view.metrics {
             restart_needed.push("[metrics]");
         }
-        if new.dataplane != self.view.dataplane {
+        if new.dataplane != self.config.view.dataplane {
             restart_needed.push("[dataplane] backend and table");
         }
         let link = |v: &NodeView| {
@@ -1055,7 +1140,7 @@ impl Daemon {
                 v.sync.port,
             )
         };
-        if link(&new) != link(&self.view) {
+        if link(&new) != link(&self.config.view) {
             restart_needed.push("[sync] enabled, addresses and port of the sync link");
         }
         for what in &restart_needed {
@@ -1063,7 +1148,7 @@ impl Daemon {
         }
         let names =
             |v: &NodeView| -> Vec<String> { v.services.iter().map(|s| s.name.clone()).collect() };
-        let (old_names, new_names) = (names(&self.view), names(&new));
+        let (old_names, new_names) = (names(&self.config.view), names(&new));
         let services_added: Vec<String> = new_names
             .iter()
             .filter(|n| !old_names.contains(n))
@@ -1078,7 +1163,8 @@ impl Daemon {
             .services
             .iter()
             .filter(|s| {
-                self.view
+                self.config
+                    .view
                     .services
                     .iter()
                     .any(|o| o.name == s.name && o != *s)
@@ -1090,27 +1176,27 @@ impl Daemon {
             services_added,
             services_removed,
             services_changed,
-            nat_changed: new.nat != self.view.nat,
+            nat_changed: new.nat != self.config.view.nat,
             restart_needed: restart_needed.iter().map(|s| (*s).to_owned()).collect(),
             overrides_dropped: Vec::new(),
             apply: ApplyOutcome::default(),
         };
         // Keep the running settings that only a restart changes.
         let mut new = new;
-        new.control = self.view.control.clone();
-        new.metrics = self.view.metrics.clone();
-        new.dataplane = self.view.dataplane.clone();
-        if let Some(link) = &self.sync {
+        new.control = self.config.view.control.clone();
+        new.metrics = self.config.view.metrics.clone();
+        new.dataplane = self.config.view.dataplane.clone();
+        if let Some(link) = &self.sync.link {
             link.set_filter(&new);
         }
-        self.view = new;
-        reply.overrides_dropped = self.servers.retain(&self.view);
+        self.config.view = new;
+        reply.overrides_dropped = self.config.servers.retain(&self.config.view);
         // The whole configuration may have changed: compare everything once.
-        self.changed = None;
-        self.loaded_unix_ms = unix_ms();
+        self.kernel.changed = None;
+        self.config.loaded_unix_ms = unix_ms();
         self.note_config_difference();
-        self.telemetry.checks_reconfigured();
-        self.checks_seen.clear();
+        self.report.telemetry.checks_reconfigured();
+        self.health.checks_seen.clear();
         let apply = self.reconcile("reload").await;
         reply.apply = apply_outcome(&apply);
         if let Some(e) = &mut reply.apply.error {
@@ -1122,16 +1208,16 @@ impl Daemon {
     fn sync_status(&self) -> SyncStatus {
         // "conntrack": the sync link carries conntrack entries; with IPVS the
         // kernel's sync daemon carries IPVS's table beside it.
-        let mode = match (&self.sync, self.selection.kind) {
+        let mode = match (&self.sync.link, self.kernel.selection.kind) {
             (Some(_), BackendKind::Nft) => "conntrack",
             (Some(_), BackendKind::Ipvs) => "ipvs+conntrack",
             (None, _) => "off",
         };
         SyncStatus {
-            enabled: self.view.sync.enabled,
+            enabled: self.config.view.sync.enabled,
             mode: mode.to_owned(),
-            link: self.sync.as_ref().map(SyncLink::status),
-            last_commit: self.last_commit.clone(),
+            link: self.sync.link.as_ref().map(SyncLink::status),
+            last_commit: self.sync.last_commit.clone(),
         }
     }
 
@@ -1139,12 +1225,13 @@ impl Daemon {
     /// `ctl::contract::lbd::LbdStatus`.
     async fn status(&mut self) -> LbdStatus {
         let counters: Vec<BackendCounters> = match self
-            .dataplane
+            .kernel
+            .thread
             .run(|dp| dp.counters().map_err(|e| e.to_string()))
             .await
         {
             Ok(Ok(c)) => {
-                self.telemetry.counters(c.clone());
+                self.report.telemetry.counters(c.clone());
                 c
             }
             Ok(Err(e)) => {
@@ -1153,20 +1240,23 @@ impl Daemon {
             }
             Err(_) => Vec::new(),
         };
-        let runner = self.health.counters();
+        let runner = self.health.runner.counters();
         let statuses: HashMap<TargetName, health::TargetStatus> = self
             .health
+            .runner
             .statuses()
             .into_iter()
             .map(|s| (s.target.name.clone(), s))
             .collect();
         let services = self
+            .kernel
             .plan
             .services
             .iter()
             .map(|s| self.service_status(s, &counters, &statuses))
             .collect();
         let snat = self
+            .kernel
             .plan
             .state
             .snat
@@ -1188,39 +1278,40 @@ impl Daemon {
             ("in_flight", runner.pending as u64),
         ];
         LbdStatus {
-            node: self.view.name.clone(),
+            node: self.config.view.name.clone(),
             config: ConfigStatus {
-                file: self.options.config_path.display().to_string(),
-                loaded_unix_ms: self.loaded_unix_ms,
-                fingerprint: self.view.fingerprint.clone(),
-                vrrpd_fingerprint: self.roles.vrrpd_fingerprint.clone(),
+                file: self.config.options.config_path.display().to_string(),
+                loaded_unix_ms: self.config.loaded_unix_ms,
+                fingerprint: self.config.view.fingerprint.clone(),
+                vrrpd_fingerprint: self.vrrpd.roles.vrrpd_fingerprint.clone(),
                 differs_from_vrrpd: self.config_differs_from_vrrpd(),
             },
             backend: BackendStatus {
-                name: self.selection.kind.name().to_owned(),
-                reason: self.selection.reason.to_string(),
-                table: self.view.dataplane.nft_table.clone(),
+                name: self.kernel.selection.kind.name().to_owned(),
+                reason: self.kernel.selection.reason.to_string(),
+                table: self.config.view.dataplane.nft_table.clone(),
             },
             vrrpd: VrrpdLink {
-                socket: self.view.control.vrrpd_socket.display().to_string(),
-                connected: self.roles.connected,
-                error: self.roles.error.clone(),
-                groups: self.roles.groups.clone(),
+                socket: self.config.view.control.vrrpd_socket.display().to_string(),
+                connected: self.vrrpd.roles.connected,
+                error: self.vrrpd.roles.error.clone(),
+                groups: self.vrrpd.roles.groups.clone(),
             },
             services,
             snat,
             dataplane: DataplaneStatus {
-                dirty: self.dirty,
-                applies: self.applies,
-                apply_errors: self.apply_errors,
-                last_apply: self.last_apply.as_ref().map(ApplyRecord::to_status),
+                dirty: self.kernel.dirty,
+                applies: self.kernel.applies,
+                apply_errors: self.kernel.apply_errors,
+                last_apply: self.kernel.last_apply.as_ref().map(ApplyRecord::to_status),
                 retry_in_ms: self
+                    .kernel
                     .retry
                     .map(|(at, _)| at.saturating_duration_since(Instant::now()).as_millis() as u64),
             },
             prepare: PrepareStatus {
-                count: self.prepares,
-                last: self.last_prepare.clone(),
+                count: self.vrrpd.prepares,
+                last: self.vrrpd.last_prepare.clone(),
             },
             sync: self.sync_status(),
             health: HealthStatus {
@@ -1231,15 +1322,15 @@ impl Daemon {
                     .collect(),
             },
             priority_tracks: PriorityTracksStatus {
-                wanted: desired::priority_tracks(&self.plan),
-                vrrpd: self.tracks.report(),
+                wanted: desired::priority_tracks(&self.kernel.plan),
+                vrrpd: self.vrrpd.tracks.report(),
             },
-            server_overrides: self.servers.status(),
+            server_overrides: self.config.servers.status(),
             // Filled in off the loop: `servers::with_connection_counts`.
             connection_count: ctl::contract::lbd::ConnectionCount::default(),
-            notes: self.plan.notes.clone(),
-            errors: self.errors.iter().cloned().collect(),
-            control: self.control_stats.snapshot(),
+            notes: self.kernel.plan.notes.clone(),
+            errors: self.report.errors.iter().cloned().collect(),
+            control: self.report.control_stats.snapshot(),
         }
     }
 
@@ -1255,7 +1346,7 @@ impl Daemon {
                 .iter()
                 .find(|c| c.service == s.name && c.backend == backend)
         };
-        let since = |at: health::Time| self.health.instant(at).elapsed().as_millis() as u64;
+        let since = |at: health::Time| self.health.runner.instant(at).elapsed().as_millis() as u64;
         let servers = s
             .servers
             .iter()
@@ -1270,7 +1361,7 @@ impl Daemon {
                     duration_ms: ms(r.duration),
                     ago_ms: since(*at),
                 });
-                let last_transition = self.last_transitions.get(&name).map(|(t, at)| {
+                let last_transition = self.health.last_transitions.get(&name).map(|(t, at)| {
                     let mut t = t.clone();
                     t.ago_ms = since(*at);
                     t
@@ -1320,6 +1411,7 @@ impl Daemon {
             servers,
             sorry_server,
             inhibit_on_failure: self
+                .config
                 .view
                 .services
                 .iter()
@@ -1337,7 +1429,7 @@ impl Daemon {
 }
 
 /// An apply's outcome as replies carry it.
-fn apply_outcome(apply: &Result<ApplyReport, String>) -> ApplyOutcome {
+fn apply_outcome(apply: &Result<ApplyReport, ApplyError>) -> ApplyOutcome {
     match apply {
         Ok(r) => ApplyOutcome {
             ok: true,
@@ -1347,7 +1439,7 @@ fn apply_outcome(apply: &Result<ApplyReport, String>) -> ApplyOutcome {
         },
         Err(e) => ApplyOutcome {
             ok: false,
-            error: Some(e.clone()),
+            error: Some(e.to_string()),
             ..ApplyOutcome::default()
         },
     }

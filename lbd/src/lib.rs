@@ -6,6 +6,7 @@
 //! - [`roles`]: following vrrpd's sync-group states;
 //! - [`tracking`]: service quorums sent to vrrpd as priority tracks;
 //! - [`control`]: the control socket's methods;
+//! - [`error`]: what can fail (refused configurations, applies, server commands);
 //! - [`servers`]: run-time server overrides (drain, disable, weight) and their
 //!   state file, and active/inactive connection counts;
 //! - [`sync`]: connection-state sync with the peer (nft backend);
@@ -18,6 +19,7 @@ pub mod conntrack;
 pub mod control;
 pub mod daemon;
 pub mod desired;
+pub mod error;
 pub mod roles;
 pub mod servers;
 pub mod status_page;

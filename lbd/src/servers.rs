@@ -35,6 +35,7 @@ use ctl::contract::lbd::{
 use ctl::wire::ReplyError;
 
 use crate::desired::{Overrides, ServicePlan};
+use crate::error::{ServerCommandError, ServerFileError};
 
 /// The state file's format version.
 pub const VERSION: u32 = 1;
@@ -51,38 +52,36 @@ struct FileContents {
 }
 
 /// Reads the state file of node `node`: `Ok(None)` when there is none; the error
-/// says why it cannot be used, and whether its bytes were read.
-pub fn load(path: &Path, node: &str) -> Result<Option<Vec<ServerOverrideEntry>>, (String, bool)> {
+/// says why it cannot be used ([`ServerFileError::was_read`]: whether its bytes were).
+pub fn load(path: &Path, node: &str) -> Result<Option<Vec<ServerOverrideEntry>>, ServerFileError> {
+    let path_buf = || path.to_path_buf();
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err((format!("{}: cannot be read: {e}", path.display()), false)),
+        Err(source) => {
+            return Err(ServerFileError::Unreadable {
+                path: path_buf(),
+                source,
+            })
+        }
     };
-    let file: FileContents = serde_json::from_slice(&bytes).map_err(|e| {
-        (
-            format!("{}: not a valid lbd state file: {e}", path.display()),
-            true,
-        )
-    })?;
+    let file: FileContents =
+        serde_json::from_slice(&bytes).map_err(|source| ServerFileError::Corrupt {
+            path: path_buf(),
+            source,
+        })?;
     if file.version != VERSION {
-        return Err((
-            format!(
-                "{}: format version {}, this lbd reads version {VERSION}",
-                path.display(),
-                file.version
-            ),
-            true,
-        ));
+        return Err(ServerFileError::Version {
+            path: path_buf(),
+            found: file.version,
+        });
     }
     if file.node != node {
-        return Err((
-            format!(
-                "{}: written by node `{}`, this is node `{node}`",
-                path.display(),
-                file.node
-            ),
-            true,
-        ));
+        return Err(ServerFileError::OtherNode {
+            path: path_buf(),
+            written_by: file.node,
+            this: node.to_owned(),
+        });
     }
     Ok(Some(file.servers))
 }
@@ -104,41 +103,29 @@ pub fn store(
 }
 
 /// Checks that `service` has a server `server`; the error names what exists.
-pub fn resolve(view: &NodeView, service: &str, server: &str) -> Result<(), String> {
+pub fn resolve(view: &NodeView, service: &str, server: &str) -> Result<(), ServerCommandError> {
     let Some(s) = view.services.iter().find(|s| s.name == service) else {
-        let names: Vec<&str> = view.services.iter().map(|s| s.name.as_str()).collect();
-        return Err(format!(
-            "no service `{service}`; services: {}",
-            list_or_none(&names)
-        ));
+        return Err(ServerCommandError::NoService {
+            service: service.to_owned(),
+            services: view.services.iter().map(|s| s.name.clone()).collect(),
+        });
     };
     if s.servers.iter().any(|r| r.name == server) {
         return Ok(());
     }
-    let names: Vec<&str> = s.servers.iter().map(|r| r.name.as_str()).collect();
-    Err(format!(
-        "service `{service}` has no server `{server}`; its servers: {}",
-        list_or_none(&names)
-    ))
+    Err(ServerCommandError::NoServer {
+        service: service.to_owned(),
+        server: server.to_owned(),
+        servers: s.servers.iter().map(|r| r.name.clone()).collect(),
+    })
 }
 
 /// Checks a run-time weight against the configuration's rule.
-pub fn check_weight(weight: u32) -> Result<(), String> {
+pub fn check_weight(weight: u32) -> Result<(), ServerCommandError> {
     if weight > config::MAX_WEIGHT {
-        return Err(format!(
-            "weight {weight}: use 0..={} as in the file (0 drains the server)",
-            config::MAX_WEIGHT
-        ));
+        return Err(ServerCommandError::Weight(weight));
     }
     Ok(())
-}
-
-fn list_or_none(names: &[&str]) -> String {
-    if names.is_empty() {
-        "none".to_owned()
-    } else {
-        names.join(", ")
-    }
 }
 
 /// The overrides this lbd holds, and their state file.
@@ -191,9 +178,9 @@ impl ServerControl {
             Ok(None) => {
                 tracing::debug!(path = %control.path.display(), "no server state file: no overrides");
             }
-            Err((why, was_read)) => {
+            Err(why) => {
                 tracing::error!("server state file unusable: {why}; lbd starts without server overrides (drains and disables set before are NOT in force): check the file, then set them again with `vrrpctl server`");
-                if was_read {
+                if why.was_read() {
                     match ctl::daemon::keep_aside(&control.path) {
                         Ok(bad) => {
                             tracing::warn!(copy = %bad.display(), "the unusable server state file is kept aside");
@@ -204,7 +191,7 @@ impl ServerControl {
                         }
                     }
                 }
-                control.load_error = Some(why);
+                control.load_error = Some(why.to_string());
             }
         }
         control.retain(view);
@@ -363,10 +350,10 @@ impl ServerControl {
 }
 
 /// A refused server command, counted.
-pub fn refuse(control: &ServerControl, why: String) -> ReplyError {
+pub fn refuse(control: &ServerControl, why: ServerCommandError) -> ReplyError {
     control.rejected();
     tracing::warn!(error = %why, "server command refused");
-    ReplyError::failed(why)
+    ReplyError::failed(why.to_string())
 }
 
 /// Unix time in ms.
@@ -660,12 +647,15 @@ mod tests {
     fn names_are_resolved_and_errors_name_what_exists() {
         let v = view();
         assert_eq!(resolve(&v, "web", "srv2"), Ok(()));
-        let e = resolve(&v, "webb", "srv2").unwrap_err();
+        let e = resolve(&v, "webb", "srv2").unwrap_err().to_string();
         assert!(e.contains("no service `webb`; services: web"), "{e}");
-        let e = resolve(&v, "web", "srv9").unwrap_err();
+        let e = resolve(&v, "web", "srv9").unwrap_err().to_string();
         assert!(e.contains("its servers: srv1, srv2"), "{e}");
         assert!(check_weight(65_535).is_ok());
-        assert!(check_weight(65_536).unwrap_err().contains("0..=65535"));
+        assert!(check_weight(65_536)
+            .unwrap_err()
+            .to_string()
+            .contains("0..=65535"));
     }
 
     #[test]
@@ -680,10 +670,16 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(load(&path, "lb1").unwrap(), Some(entries));
-        assert!(load(&path, "lb2").unwrap_err().0.contains("node `lb1`"));
+        assert!(load(&path, "lb2")
+            .unwrap_err()
+            .to_string()
+            .contains("node `lb1`"));
         std::fs::write(&path, b"{\"version\": 1, \"node\": ").unwrap();
-        let (why, read) = load(&path, "lb1").unwrap_err();
-        assert!(why.contains("not a valid lbd state file") && read, "{why}");
+        let why = load(&path, "lb1").unwrap_err();
+        assert!(
+            why.to_string().contains("not a valid lbd state file") && why.was_read(),
+            "{why}"
+        );
         assert_eq!(load(&dir.join("absent.state"), "lb1").unwrap(), None);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use ctl::contract::vrrpd::VrrpdReloadReply;
 use ctl::contract::VrrpState;
 use futures::StreamExt;
@@ -29,6 +29,7 @@ use vrrp::timer::TimerKind;
 use config::{ClusterConfig, NodeView};
 
 use crate::control::{control_handler, ControlRequest};
+use crate::error::{IoError, ReloadError};
 use crate::net::{Announcer, IpFamily, Received, SocketError, VrrpSocket};
 use crate::operate::FailoverDrill;
 use crate::realtime::{Realtime, Scheduling};
@@ -44,8 +45,8 @@ pub type Loaded = config::LoadedNode;
 
 /// Reads and validates the configuration; the error text is the config crate's
 /// diagnostics (file, line, key, fix).
-pub fn load(options: &Options) -> Result<Loaded, String> {
-    options.load().map_err(|e| e.to_string())
+pub fn load(options: &Options) -> Result<Loaded, config::ConfigError> {
+    options.load()
 }
 
 /// One received VRRP packet and the interface it came in on.
@@ -221,13 +222,13 @@ pub async fn run(
     let netif = Netif::connect().context("opening rtnetlink")?;
     // Watch first: its snapshot then covers anything that changes meanwhile.
     let mut link_watch = netif.watch_links().await.context("watching link state")?;
-    let links = read_links(&netif).await?;
+    let links = read_links(&netif).await.context("listing links")?;
     // Leftover VIPs of a crash may still be on the interfaces: they are no
     // candidates, whether they go before or after this.
     let link_locals = link_locals(&netif, &view, &links, &configured_vips(&view)).await;
     let plan = translate(&view, &|iface| link_locals.get(iface).copied())
         .context("translating the configuration")?;
-    check_interfaces(&plan, &links).map_err(|e| anyhow!(e))?;
+    check_interfaces(&plan, &links)?;
 
     // Before anything can be elected: a node left in maintenance stays there.
     let (mut state_file, operator) = crate::overrides::StateFile::open(&view);
@@ -274,7 +275,7 @@ pub async fn run(
         control_stats: Arc::default(),
         notifier: ctl::systemd::Notifier::new(),
     };
-    daemon.open_io(&plan).map_err(|e| anyhow!(e))?;
+    daemon.open_io(&plan)?;
     // Every series of every group exists from the first scrape on.
     daemon.plan = plan.clone();
     for g in &plan.groups {
@@ -468,8 +469,8 @@ async fn restart_watch(netif: &Netif) -> LinkWatch {
     }
 }
 
-async fn read_links(netif: &Netif) -> anyhow::Result<HashMap<String, LinkState>> {
-    let links = netif.links().await.context("listing links")?;
+async fn read_links(netif: &Netif) -> Result<HashMap<String, LinkState>, netif::NetifError> {
+    let links = netif.links().await?;
     Ok(links
         .into_iter()
         .map(|l| {
@@ -567,13 +568,13 @@ fn eui64_link_local(mac: [u8; 6]) -> Ipv6Addr {
 }
 
 /// Every instance interface must exist; tracked ones may be absent (down).
-fn check_interfaces(plan: &Translation, links: &HashMap<String, LinkState>) -> Result<(), String> {
+fn check_interfaces(plan: &Translation, links: &HashMap<String, LinkState>) -> Result<(), IoError> {
     for inst in plan.instances() {
         if !links.contains_key(&inst.interface) {
-            return Err(format!(
-                "instance {:?}: interface {} does not exist on this node",
-                inst.name, inst.interface
-            ));
+            return Err(IoError::InstanceInterfaceMissing {
+                instance: inst.name.clone(),
+                interface: inst.interface.clone(),
+            });
         }
     }
     Ok(())
@@ -664,7 +665,7 @@ impl Daemon {
     }
 
     /// Opens the sockets and announcers `plan` needs that are not open yet.
-    pub(crate) fn open_io(&mut self, plan: &Translation) -> Result<(), String> {
+    pub(crate) fn open_io(&mut self, plan: &Translation) -> Result<(), IoError> {
         let mut wanted: Vec<SocketNeed> = Vec::new();
         for g in &plan.groups {
             for c in &g.router.instances {
@@ -708,12 +709,11 @@ impl Daemon {
                 .links
                 .get(&iface)
                 .map(|l| l.index)
-                .ok_or_else(|| format!("interface {iface} does not exist"))?;
+                .ok_or_else(|| IoError::InterfaceMissing(iface.clone()))?;
             // One multicast instance makes the socket join the group; unicast
             // adverts are still sent to each peer by address.
             let peers = if multicast { Vec::new() } else { peers };
-            let socket = VrrpSocket::open(&iface, index, family, source, &peers)
-                .map_err(|e| e.to_string())?;
+            let socket = VrrpSocket::open(&iface, index, family, source, &peers)?;
             let socket = Arc::new(socket);
             self.telemetry.register_interface(&iface);
             self.receivers.push(spawn_receiver(
@@ -733,12 +733,10 @@ impl Daemon {
                     .links
                     .get(&i.interface)
                     .map(|l| l.index)
-                    .ok_or_else(|| format!("interface {} does not exist", i.interface))?;
-                let mac = crate::net::interface_mac(&i.interface).map_err(|e| e.to_string())?;
+                    .ok_or_else(|| IoError::InterfaceMissing(i.interface.clone()))?;
+                let mac = crate::net::interface_mac(&i.interface)?;
                 let forwarding = i.family == IpFamily::V6 && ipv6_forwarding(&i.interface);
-                let announcer = Announcer::open(&i.interface, index, mac)
-                    .map_err(|e| e.to_string())?
-                    .with_router(forwarding);
+                let announcer = Announcer::open(&i.interface, index, mac)?.with_router(forwarding);
                 self.announcers
                     .insert(i.interface.clone(), Arc::new(announcer));
             }
@@ -1011,7 +1009,7 @@ impl Daemon {
     /// Re-reads the configuration and applies the difference. Refused: the
     /// running configuration stays and the diagnostics come back. systemd hears
     /// RELOADING=1 before and READY=1 after, with the outcome in STATUS=.
-    pub(crate) async fn reload(&mut self) -> Result<VrrpdReloadReply, String> {
+    pub(crate) async fn reload(&mut self) -> Result<VrrpdReloadReply, ReloadError> {
         self.notifier.reloading();
         let result = self.reload_file().await;
         let status = self.systemd_status();
@@ -1020,19 +1018,16 @@ impl Daemon {
     }
 
     /// [`Daemon::reload`] without the systemd notifications.
-    async fn reload_file(&mut self) -> Result<VrrpdReloadReply, String> {
+    async fn reload_file(&mut self) -> Result<VrrpdReloadReply, ReloadError> {
         let loaded = load(&self.options)?;
         self.check_maintenance_kept(&loaded.view)?;
-        let links = read_links(&self.netif)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        let links = read_links(&self.netif).await.map_err(ReloadError::Links)?;
         // The running groups' VIPs are on the interfaces too (a MASTER's), and
         // stay until the groups that hold them are stopped below.
         let mut vips = configured_vips(&loaded.view);
         vips.extend(configured_vips(&self.view));
         let lls = link_locals(&self.netif, &loaded.view, &links, &vips).await;
-        let plan =
-            translate(&loaded.view, &|iface| lls.get(iface).copied()).map_err(|e| e.to_string())?;
+        let plan = translate(&loaded.view, &|iface| lls.get(iface).copied())?;
         check_interfaces(&plan, &links)?;
         self.links.extend(links);
         self.open_io(&plan)?;

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod dual_master;
+pub mod error;
 pub mod execute;
 pub mod hold;
 pub mod net;

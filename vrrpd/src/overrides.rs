@@ -38,6 +38,7 @@ use vrrp::event::{Event, Input};
 
 use crate::control::{MaintenanceParams, PriorityClearParams, PriorityParams};
 use crate::daemon::{unix_ms, vrrp_state, Daemon};
+use crate::error::StateWriteError;
 use crate::persist::{self, Maintenance, OperatorState, PriorityOverride};
 use crate::telemetry::Telemetry;
 
@@ -142,24 +143,24 @@ impl StateFile {
     }
 
     /// Writes `state`; the error is logged, counted and returned.
-    fn store(&mut self, node: &str, state: &OperatorState) -> Result<(), String> {
+    fn store(&mut self, node: &str, state: &OperatorState) -> Result<(), StateWriteError> {
         match persist::store(&self.path, node, state, unix_ms()) {
             Ok(()) => {
                 self.writes += 1;
                 self.last_write_error = None;
                 Ok(())
             }
-            Err(e) => {
-                let why = format!(
-                    "cannot write the state file {}: {e}; the change applies now but is lost at the next restart",
-                    self.path.display()
-                );
+            Err(source) => {
+                let why = StateWriteError {
+                    path: self.path.clone(),
+                    source,
+                };
                 tracing::error!("{why}");
                 self.write_errors += 1;
                 if let Some(c) = &self.errors {
                     c.with_label_values(&["write"]).inc();
                 }
-                self.last_write_error = Some(why.clone());
+                self.last_write_error = Some(why.to_string());
                 Err(why)
             }
         }
@@ -167,16 +168,16 @@ impl StateFile {
 }
 
 /// A reply's `persisted` (and `warning` when the write failed).
-fn persisted(written: Result<(), String>) -> Persisted {
+fn persisted(written: Result<(), StateWriteError>) -> Persisted {
     Persisted {
         persisted: written.is_ok(),
-        warning: written.err(),
+        warning: written.err().map(|e| e.to_string()),
     }
 }
 
 impl Daemon {
     /// Writes the operator state to the state file.
-    fn save_operator_state(&mut self) -> Result<(), String> {
+    fn save_operator_state(&mut self) -> Result<(), StateWriteError> {
         let node = self.view.name.clone();
         self.state_file.store(&node, &self.operator)
     }
@@ -189,24 +190,21 @@ impl Daemon {
     /// name (see [`Daemon::settle_operator_state`]), and the node could become
     /// MASTER again behind the operator's back. The reload is refused before
     /// anything changes; the operator ends maintenance first or keeps the name.
-    pub(crate) fn check_maintenance_kept(&self, new: &config::NodeView) -> Result<(), String> {
-        let lost: Vec<&str> = self
+    pub(crate) fn check_maintenance_kept(
+        &self,
+        new: &config::NodeView,
+    ) -> Result<(), crate::error::ReloadError> {
+        let groups: Vec<String> = self
             .operator
             .maintenance
             .keys()
             .filter(|g| new.groups.iter().all(|n| &n.name != *g))
-            .map(String::as_str)
+            .cloned()
             .collect();
-        if lost.is_empty() {
+        if groups.is_empty() {
             return Ok(());
         }
-        Err(format!(
-            "refused: sync group{} {} {} in maintenance on this node and the new configuration has no group of that name (renamed or removed); \
-             its maintenance would end with it. Run `vrrpctl maintenance off --group NAME` first, or keep the name",
-            if lost.len() > 1 { "s" } else { "" },
-            lost.iter().map(|g| format!("{g:?}")).collect::<Vec<_>>().join(", "),
-            if lost.len() > 1 { "are" } else { "is" },
-        ))
+        Err(crate::error::ReloadError::MaintenanceWouldEnd { groups })
     }
 
     pub(crate) fn settle_operator_state(&mut self, when: &str) {

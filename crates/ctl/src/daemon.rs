@@ -79,17 +79,17 @@ where
 
 /// What a daemon's start-up says about the configuration it loaded.
 #[cfg(feature = "daemon")]
-pub struct Loaded<'a> {
+struct Loaded<'a> {
     /// Its control socket: the instance lock sits beside it.
-    pub socket: &'a std::path::Path,
+    socket: &'a std::path::Path,
     /// The node it runs as.
-    pub node: &'a str,
+    node: &'a str,
     /// The configuration's fingerprint.
-    pub fingerprint: &'a str,
+    fingerprint: &'a str,
     /// One line: cluster, peer, groups, services.
-    pub summary: String,
+    summary: String,
     /// What the configuration accepted but warns about.
-    pub warnings: Vec<String>,
+    warnings: Vec<String>,
 }
 
 /// The start-up both daemons share once the command line is read: logging on stderr
@@ -101,7 +101,7 @@ pub struct Loaded<'a> {
 /// the configuration and the lock to hold for the life of the process, or the exit
 /// status to end with.
 #[cfg(feature = "daemon")]
-pub fn start<L, E: std::fmt::Display>(
+fn start<L, E: std::fmt::Display>(
     name: &str,
     format: crate::logging::LogFormat,
     config: &std::path::Path,
@@ -132,6 +132,62 @@ pub fn start<L, E: std::fmt::Display>(
     }
     raise_descriptor_limit();
     Ok((loaded, lock))
+}
+
+/// The options both daemons take: `#[command(flatten)]` them into a daemon's
+/// command line (the man pages list them from there).
+#[cfg(feature = "daemon")]
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// The cluster.toml shared by both members.
+    #[arg(long, value_name = "PATH", default_value = "/etc/lbsuite/cluster.toml")]
+    pub config: std::path::PathBuf,
+    /// This member's node name (default: the hostname).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Log line format on stderr: `text` or `json` (one object a line). Under
+    /// systemd each line starts with its syslog priority for the journal.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
+}
+
+#[cfg(feature = "daemon")]
+impl DaemonArgs {
+    /// Where the configuration is read from.
+    pub fn source(&self) -> config::NodeSource {
+        config::NodeSource {
+            config_path: self.config.clone(),
+            node: self.node.clone(),
+        }
+    }
+}
+
+/// [`start`] for a daemon of the cluster: the configuration is `args`' node view of
+/// the file, and the instance lock sits beside the control socket `socket` names
+/// (vrrpd's or lbd's). Returns where the configuration came from (for reloads), the
+/// configuration, and the lock to hold for the life of the process, or the exit
+/// status to end with.
+#[cfg(feature = "daemon")]
+pub fn start_node(
+    name: &str,
+    args: &DaemonArgs,
+    socket: fn(&config::NodeView) -> &std::path::Path,
+) -> Result<(config::NodeSource, config::LoadedNode, InstanceLock), ExitCode> {
+    let source = args.source();
+    let (loaded, lock) = start(
+        name,
+        args.log_format,
+        &source.config_path,
+        || source.load(),
+        |l: &config::LoadedNode| Loaded {
+            socket: socket(&l.view),
+            node: &l.view.name,
+            fingerprint: &l.view.fingerprint,
+            summary: l.view.summary(),
+            warnings: l.cluster.warnings.iter().map(ToString::to_string).collect(),
+        },
+    )?;
+    Ok((source, loaded, lock))
 }
 
 /// Signals whose default action would end the daemon (and leave its VIPs on the
