@@ -11,8 +11,12 @@
 //! chain lb_conn       { type nat hook postrouting priority srcnat - 1; }
 //!
 //! # one map per (family, selector, slot count M), one rule per map:
-//! map dnat4_inc_4 { type inet_proto . ipv4_addr . inet_service . mark : ipv4_addr . inet_service; }
-//! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 4 map @dnat4_inc_4
+//! map dnat4_rand_4 { type inet_proto . ipv4_addr . inet_service . mark : ipv4_addr . inet_service; }
+//! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen random mod 4 map @dnat4_rand_4
+//! # round robin (numgen inc) first checks that the packet is for one of the map's
+//! # services, so that nothing else advances the counter:
+//! set svc4_inc_4 { type inet_proto . ipv4_addr . inet_service; }
+//! meta nfproto ipv4 meta l4proto . ip daddr . th dport @svc4_inc_4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 4 map @dnat4_inc_4
 //! #   selectors: inc = numgen inc (rr, wrr); rand = numgen random (random);
 //! #   hash = jhash ip saddr mod M seed 0x4c425355 (sh, and mh with M = Maglev size)
 //! # ranges keep the port: key with an interval on the port, data the address only
@@ -277,9 +281,28 @@ pub fn dnat_map_name(kind: MapKind) -> String {
     )
 }
 
+/// The set of the services that have slots in a round-robin DNAT map:
+/// `svc[r]{4|6}_inc_{M}` beside `dnat[r]{4|6}_inc_{M}`. The map's rule looks the
+/// packet up in it before it advances the counter (numgen inc), so that only
+/// packets for those services move it; other selectors keep no state and have no
+/// such set.
+pub fn guard_set_name(kind: MapKind) -> Option<String> {
+    let name = dnat_map_name(kind);
+    (kind.2 == "inc").then(|| format!("svc{}", &name["dnat".len()..]))
+}
+
 /// The kind of a DNAT map from its name (inverse of [`dnat_map_name`]).
 fn dnat_map_kind(name: &str) -> Option<MapKind> {
-    let rest = name.strip_prefix("dnat")?;
+    map_kind(name, "dnat")
+}
+
+/// The kind of the DNAT map a guard set belongs to (inverse of [`guard_set_name`]).
+fn guard_set_kind(name: &str) -> Option<MapKind> {
+    map_kind(name, "svc").filter(|k| k.2 == "inc")
+}
+
+fn map_kind(name: &str, prefix: &str) -> Option<MapKind> {
+    let rest = name.strip_prefix(prefix)?;
     let (range, rest) = match rest.strip_prefix('r') {
         Some(r) => (true, r),
         None => (false, rest),
@@ -295,15 +318,28 @@ fn dnat_map_kind(name: &str) -> Option<MapKind> {
     Some((v4, range, selector, m.parse().ok()?))
 }
 
+/// The chain whose rule uses a set of the services' layout (DNAT maps, their guard
+/// sets, counter sets); None for other sets (SNAT maps belong to SNAT rules).
+pub fn chain_of_set(name: &str) -> Option<&'static str> {
+    if let Some((_, range, _, _)) = guard_set_kind(name) {
+        return Some(if range { "lb_dnat_range" } else { "lb_dnat" });
+    }
+    rule_of_set(name).map(|(chain, _)| chain)
+}
+
 /// The one rule that uses a DNAT map or counter set of the layout: its chain and the
-/// rule (None for other sets, e.g. SNAT pools, whose rules belong to SNAT rules).
+/// rule (None for other sets: guard sets go with their map's rule, SNAT maps belong
+/// to SNAT rules).
 pub fn rule_of_set(name: &str) -> Option<(&'static str, PlannedRule)> {
     if let Some((v4, range, selector, m)) = dnat_map_kind(name) {
         let chain = if range { "lb_dnat_range" } else { "lb_dnat" };
         return Some((
             chain,
             PlannedRule {
-                comment: format!("dnat @{name}"),
+                comment: match guard_set_name((v4, range, selector, m)) {
+                    Some(guard) => format!("dnat @{name} for @{guard}"),
+                    None => format!("dnat @{name}"),
+                },
                 exprs: dnat_rule(v4, range, selector, m, name),
             },
         ));
@@ -329,6 +365,9 @@ pub fn empty_set(name: &str, counting: Counting) -> Option<SetState> {
     if let Some((v4, range, _, _)) = dnat_map_kind(name) {
         return Some(dnat_map(v4, range, counting.dnat_counters(range)));
     }
+    if let Some((v4, range, _, _)) = guard_set_kind(name) {
+        return Some(guard_set(v4, range));
+    }
     match name {
         "count4" | "conn4" => Some(count_set(true)),
         "count6" | "conn6" => Some(count_set(false)),
@@ -348,10 +387,13 @@ pub struct ServicePlan {
     pub count: Option<(&'static str, Vec<(ElemKey, usize)>)>,
     /// Connection counter set and its keys; None for port ranges (their DNAT slots count).
     pub conn: Option<(&'static str, Vec<(ElemKey, usize)>)>,
+    /// The guard set of a round-robin DNAT map and the service's key in it.
+    pub guard: Option<(String, ElemKey)>,
 }
 
 impl ServicePlan {
-    /// Every element as (set, key, data, backend index).
+    /// Every element as (set, key, data, backend index); a guard element, which
+    /// belongs to no backend, comes with index 0 (its set counts nothing).
     pub fn elements(&self) -> impl Iterator<Item = (&str, &ElemKey, &[u8], usize)> {
         let dnat = self.dnat.iter().flat_map(|(_, name, elems)| {
             elems
@@ -363,7 +405,11 @@ impl ServicePlan {
             .iter()
             .chain(&self.conn)
             .flat_map(|(name, elems)| elems.iter().map(move |(k, b)| (*name, k, &[][..], *b)));
-        dnat.chain(count)
+        let guard = self
+            .guard
+            .iter()
+            .map(|(name, k)| (name.as_str(), k, &[][..], 0));
+        dnat.chain(count).chain(guard)
     }
 }
 
@@ -436,6 +482,20 @@ pub fn plan_service(s: &Service, counting: Counting) -> Result<ServicePlan, Data
         })
         .collect();
     plan.dnat = Some((mk, dnat_map_name(mk), elems));
+    plan.guard = guard_set_name(mk).map(|name| {
+        let key_of = |port: u16| {
+            let mut key = Vec::with_capacity(8 + family_len(&s.vip));
+            key.extend(proto_reg(s.protocol.number()));
+            key.extend(addr_bytes(&s.vip));
+            key.extend(port_reg(port));
+            key
+        };
+        let k = ElemKey {
+            key: key_of(lo),
+            key_end: range.then(|| key_of(hi)),
+        };
+        (name, k)
+    });
     Ok(plan)
 }
 
@@ -616,6 +676,33 @@ fn dnat_map(v4: bool, range: bool, counter: bool) -> SetState {
     }
 }
 
+/// A guard set: the (protocol, VIP, port or port range) of each service of a map.
+fn guard_set(v4: bool, range: bool) -> SetState {
+    let alen = if v4 { 4 } else { 16 };
+    let ta = if v4 { T_IPV4 } else { T_IPV6 };
+    let (flags, concat) = if range {
+        (
+            libc::NFT_SET_INTERVAL as u32 | NFT_SET_CONCAT,
+            vec![1, alen as u8, 2],
+        )
+    } else {
+        (0, Vec::new())
+    };
+    SetState {
+        spec: SetSpec {
+            flags,
+            key_len: 4 + alen + 4,
+            key_type: concat_type(&[T_PROTO, ta, T_SERVICE]),
+            data_len: 0,
+            data_type: 0,
+            concat,
+            counter: false,
+        },
+        elements: BTreeMap::new(),
+        counters: HashMap::new(),
+    }
+}
+
 fn count_set(v4: bool) -> SetState {
     let alen = if v4 { 4 } else { 16 };
     let ta = if v4 { T_IPV4 } else { T_IPV6 };
@@ -674,6 +761,17 @@ fn dnat_rule(v4: bool, range: bool, kind: &str, m: u32, map: &str) -> Vec<Expr> 
         dreg: reg(1 + a),
     });
     let sel = reg(2 + a);
+    if let Some(guard) = (kind == "inc")
+        .then(|| guard_set_name((v4, range, "inc", m)))
+        .flatten()
+    {
+        // Only a packet for one of the map's services advances the counter.
+        e.push(Expr::Lookup {
+            set: guard,
+            sreg: reg(0),
+            dreg: None,
+        });
+    }
     match kind {
         "inc" => e.push(Expr::Numgen {
             kind: libc::NFT_NG_INCREMENTAL as u32,

@@ -555,7 +555,7 @@ impl Committed {
         for name in names {
             let d = dels.get(name).unwrap_or(&empty);
             let a = adds.get(name).unwrap_or(&empty);
-            let (chain, _) = layout::rule_of_set(name)?;
+            let chain = layout::chain_of_set(name)?;
             let cur = self.state.sets.get(name);
             let held = cur.map_or(&empty, |s| &s.elements);
             // Every deletion must be held; every addition must be new or replace a deletion.
