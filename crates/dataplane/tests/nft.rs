@@ -338,7 +338,11 @@ fn counting_modes_shape_the_table() {
     assert_eq!((r.chains_removed, r.sets_removed), (2, 2), "{r:?}");
     let objs = objects(lb, "lbsuite");
     assert_eq!(objs["chain"], vec!["lb_dnat"]);
-    assert_eq!(objs["set"], vec!["svc4_inc_4"], "only the guard set: {objs:?}");
+    assert_eq!(
+        objs["set"],
+        vec!["svc4_inc_4"],
+        "only the guard set: {objs:?}"
+    );
     assert_eq!(nft.apply(&state).unwrap().changes(), 0);
 
     // A range service brings its chain; removing it takes the chain away again,
@@ -674,4 +678,114 @@ fn round_robin_advances_only_on_its_own_services() {
         let distinct: std::collections::BTreeSet<&String> = w.iter().collect();
         assert_eq!(distinct.len(), 3, "three takes its servers in turn: {b:?}");
     }
+}
+
+#[test]
+fn a_thousand_snat_rules_are_one_map_lookup() {
+    if !integration::have_root("a_thousand_snat_rules_are_one_map_lookup") {
+        return;
+    }
+    let lab = two_arm_with_vips();
+    let (client, lb) = (&lab["client"], &lab["lb1"]);
+    let _s1 = PeerServer::start(&lab["srv1"], "198.18.1.21:80".parse().unwrap(), "srv1");
+    let one = Service {
+        backends: vec![backend("srv1", "198.18.1.21", 1)],
+        ..web(Scheduler::Rr, 1, 1)
+    };
+    // 1,000 rules for other VIPs before the service's own (the last one).
+    let mut snat: Vec<SnatRule> = (0..1000)
+        .map(|i| SnatRule {
+            name: format!("other{i}"),
+            orig_daddr: IpAddr::from([198, 19, (i / 250) as u8, (i % 250 + 1) as u8]),
+            ..snat_web(SnatSource::Address(ip("198.18.1.101")))
+        })
+        .collect();
+    snat.push(snat_web(SnatSource::Address(ip("198.18.1.100"))));
+    // Other shapes: a port range without interfaces, an IPv6 rule, a pool.
+    snat.push(SnatRule {
+        name: "high-ports".into(),
+        in_iface: None,
+        out_iface: None,
+        orig_dports: Some(PortSpec::Range(1024, 2047)),
+        ..snat_web(SnatSource::Address(ip("198.18.1.101")))
+    });
+    snat.push(SnatRule {
+        name: "v6".into(),
+        protocol: NatProtocol::Any,
+        orig_daddr: ip("2001:db8:0:a::100"),
+        orig_dports: None,
+        ..snat_web(SnatSource::Address(ip("2001:db8:0:b::100")))
+    });
+    snat.push(SnatRule {
+        name: "pool".into(),
+        orig_daddr: ip("198.18.0.102"),
+        ..snat_web(SnatSource::Pool(vec![(ip("198.18.1.101"), None)]))
+    });
+    let mut state = DesiredState {
+        services: vec![one],
+        snat,
+    };
+    let mut nft = backend_counting(lb, Counting::Connections);
+    let r = nft.apply(&state).unwrap();
+    println!("first apply: {r:?}");
+    let listing = lb
+        .exec_ok(&["nft", "list", "chain", "inet", "lbsuite", "lb_snat"])
+        .unwrap();
+    println!("{listing}");
+    let rules: Vec<String> = nft
+        .read_back()
+        .unwrap()
+        .nft
+        .rules
+        .into_iter()
+        .filter(|(c, _)| c == "lb_snat")
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(
+        rules.len(),
+        4,
+        "one rule per map and one for the pool: {rules:?}"
+    );
+    let objs = objects(lb, "lbsuite");
+    for m in ["snat4_1", "snat4_2", "snat6_3", "snat_pool"] {
+        assert!(objs["map"].contains(&m.to_owned()), "{m}: {objs:?}");
+    }
+    assert_eq!(
+        fetch(client).1,
+        "198.18.1.100",
+        "the service's own rule applies"
+    );
+
+    // One rule's address changes: one element out, one in, no rule touched.
+    state.snat[1000].source = SnatSource::Address(ip("198.18.1.101"));
+    let r = nft.apply(&state).unwrap();
+    println!("one address changed: {r:?}");
+    assert_eq!(
+        (
+            r.elements_added,
+            r.elements_removed,
+            r.rules_added,
+            r.rules_removed
+        ),
+        (1, 1, 0, 0)
+    );
+    assert_eq!(fetch(client).1, "198.18.1.101");
+
+    // A restarted lbd adopts the table as it is; nothing drifts.
+    let mut again = backend_counting(lb, Counting::Connections);
+    let r = again.apply(&state).unwrap();
+    assert!(r.reread);
+    assert_eq!(r.changes(), 0, "adoption changes nothing: {r:?}");
+    assert!(again.verify(&state).unwrap().is_empty());
+    // Someone deletes an element: verify names the map, apply puts it back.
+    lb.exec_ok(&[
+        "nft",
+        "delete element inet lbsuite snat4_1 { tcp . \"eth0\" . \"eth1\" . 198.18.0.100 . 80 }",
+    ])
+    .unwrap();
+    let drift = again.verify(&state).unwrap();
+    println!("after a foreign delete: {drift:?}");
+    assert!(format!("{drift:?}").contains("snat4_1"), "{drift:?}");
+    assert_eq!(again.apply(&state).unwrap().elements_added, 1);
+    assert_eq!(fetch(client).1, "198.18.1.101");
 }
