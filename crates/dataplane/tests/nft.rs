@@ -646,11 +646,31 @@ fn round_robin_advances_only_on_its_own_services() {
         ],
     })
     .unwrap();
-    println!(
-        "{}",
-        lb.exec_ok(&["nft", "list", "table", "inet", "lbsuite"])
-            .unwrap()
+    let listing = lb
+        .exec_ok(&["nft", "list", "table", "inet", "lbsuite"])
+        .unwrap();
+    println!("{listing}");
+    // Sets say what they hold; elements name their service (and backend).
+    assert!(
+        listing.contains("comment \"the services of @dnat4_inc_2"),
+        "{listing}"
     );
+    assert!(listing.contains("comment \"DNAT: 3 slots per service, picked by round robin\""));
+    for (set, comment) in [
+        ("svc4_inc_2", "\"web\""),
+        ("svc4_inc_3", "\"three\""),
+        ("dnat4_inc_3", "\"three srv1b\""),
+        ("conn4", "\"web srv2\""),
+    ] {
+        let set_listing = lb
+            .exec_ok(&["nft", "list", "set", "inet", "lbsuite", set])
+            .or_else(|_| lb.exec_ok(&["nft", "list", "map", "inet", "lbsuite", set]))
+            .unwrap();
+        assert!(
+            set_listing.contains(&format!("comment {comment}")),
+            "{set}: {set_listing}"
+        );
+    }
 
     // A VIP request, then a routed connection that is for no service, in turn.
     let mut vip = Vec::new();
@@ -770,6 +790,17 @@ fn a_thousand_snat_rules_are_one_map_lookup() {
         (1, 1, 0, 0)
     );
     assert_eq!(fetch(client).1, "198.18.1.101");
+    let map = lb
+        .exec_ok(&["nft", "list", "map", "inet", "lbsuite", "snat4_1"])
+        .unwrap();
+    assert!(
+        map.contains("198.18.0.100 . 80 comment \"web-out\" : 198.18.1.101"),
+        "elements name their SNAT rule: {}",
+        map.lines()
+            .filter(|l| l.contains("198.18.0.100"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // A restarted lbd adopts the table as it is; nothing drifts.
     let mut again = backend_counting(lb, Counting::Connections);

@@ -198,13 +198,39 @@ pub struct ElemKey {
     pub key_end: Option<Vec<u8>>,
 }
 
+/// An element's data and the comment it is written with. The comment names what
+/// the element belongs to (`web srv1`, a SNAT rule's name) for `nft list`; it is no
+/// part of the element's identity: elements with the same data are equal.
+#[derive(Clone, Debug, Default)]
+pub struct ElemData {
+    /// Data bytes (empty for sets).
+    pub data: Vec<u8>,
+    /// Comment (empty: none, or not read back).
+    pub comment: String,
+}
+
+impl ElemData {
+    /// Data with a comment.
+    pub fn new(data: Vec<u8>, comment: String) -> ElemData {
+        ElemData { data, comment }
+    }
+}
+
+impl PartialEq for ElemData {
+    fn eq(&self, other: &ElemData) -> bool {
+        self.data == other.data
+    }
+}
+
+impl Eq for ElemData {}
+
 /// A map or set with elements.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SetState {
     /// Shape.
     pub spec: SetSpec,
     /// Element key to data (empty data for sets).
-    pub elements: BTreeMap<ElemKey, Vec<u8>>,
+    pub elements: BTreeMap<ElemKey, ElemData>,
     /// Counters per element, when read from the kernel.
     pub counters: HashMap<ElemKey, (u64, u64)>,
 }
@@ -239,9 +265,9 @@ impl TableState {
                         .map(|(k, d)| NftElement {
                             key: k.key.clone(),
                             key_end: k.key_end.clone(),
-                            data: d.clone(),
+                            data: d.data.clone(),
                             counter: s.counters.get(k).copied(),
-                            slot: decode_slot(name, k, d),
+                            slot: decode_slot(name, k, &d.data),
                         })
                         .collect(),
                 })
@@ -608,7 +634,7 @@ pub fn plan(desired: &DesiredState, counting: Counting) -> Result<Layout, Datapl
         if let Some((mk, _, _)) = &p.dnat {
             maps.insert(*mk);
         }
-        for (set, k, d, _) in p.elements() {
+        for (set, k, d, bi) in p.elements() {
             let st = match layout.state.sets.get_mut(set) {
                 Some(st) => st,
                 None => {
@@ -618,7 +644,10 @@ pub fn plan(desired: &DesiredState, counting: Counting) -> Result<Layout, Datapl
                     layout.state.sets.entry(set.to_owned()).or_insert(empty)
                 }
             };
-            st.elements.insert(k.clone(), d.to_vec());
+            st.elements.insert(
+                k.clone(),
+                ElemData::new(d.to_vec(), elem_comment(s, set, bi)),
+            );
         }
     }
     for mk in &maps {
@@ -1003,7 +1032,7 @@ fn snat_pool_rule(
                         key: (i as u32).to_ne_bytes().to_vec(),
                         key_end: None,
                     },
-                    data,
+                    ElemData::new(data, format!("{} {addr}", r.name)),
                 );
             }
             let base: String = r
@@ -1079,6 +1108,44 @@ fn snat_pool_rule(
     }
 }
 
+/// What a set of the layout holds, in words, for its comment in `nft list` (its
+/// elements name their services, backends or SNAT rules).
+pub fn set_comment(name: &str) -> String {
+    if let Some((_, range, selector, m)) = dnat_map_kind(name) {
+        let how = match selector {
+            "inc" => "round robin",
+            "rand" => "random",
+            _ => "source hash",
+        };
+        let ports = if range { ", port ranges" } else { "" };
+        return format!("DNAT: {m} slots per service, picked by {how}{ports}");
+    }
+    if let Some(kind) = guard_set_kind(name) {
+        return format!(
+            "the services of @{}: only their connections advance its counter",
+            dnat_map_name(kind)
+        );
+    }
+    match name {
+        "conn4" | "conn6" => "new connections per service and backend".into(),
+        "count4" | "count6" => "packets and bytes per service and backend".into(),
+        _ if name.starts_with("snat_") => "SNAT pool of one rule: entries in turn".into(),
+        _ if name.starts_with("snat") => {
+            "SNAT: new source by what the rules match (elements name their rule)".into()
+        }
+        _ => String::new(),
+    }
+}
+
+/// The comment of a service's element in `set`: the service's name, and the
+/// backend's for per-backend elements (guard sets hold services, not backends).
+pub fn elem_comment(s: &Service, set: &str, backend: usize) -> String {
+    match s.backends.get(backend) {
+        Some(b) if guard_set_kind(set).is_none() => format!("{} {}", s.name, b.name),
+        _ => s.name.clone(),
+    }
+}
+
 /// Decodes a DNAT map element back into a slot (None for other sets).
 fn decode_slot(map: &str, k: &ElemKey, data: &[u8]) -> Option<DnatSlot> {
     let rest = map.strip_prefix("dnat")?;
@@ -1124,7 +1191,7 @@ fn ip_from(b: &[u8]) -> Option<IpAddr> {
 }
 
 /// An element to add: key and data.
-pub type ElemEntry = (ElemKey, Vec<u8>);
+pub type ElemEntry = (ElemKey, ElemData);
 
 /// What to send to go from one table to another.
 #[derive(Debug, Default)]
@@ -1242,7 +1309,7 @@ pub fn diff(current: &TableState, want: &Layout) -> Changes {
                     .filter(|(k, d)| w.elements.get(*k) != Some(*d))
                     .map(|(k, _)| k.clone())
                     .collect();
-                let adds: Vec<(ElemKey, Vec<u8>)> = w
+                let adds: Vec<ElemEntry> = w
                     .elements
                     .iter()
                     .filter(|(k, d)| cur.elements.get(*k) != Some(*d))
@@ -1513,7 +1580,7 @@ fn snat_key(
 struct SnatRun {
     shape: SnatShape,
     name: String,
-    elements: BTreeMap<ElemKey, Vec<u8>>,
+    elements: BTreeMap<ElemKey, ElemData>,
     /// Port ranges taken, per key prefix (interval maps refuse overlaps).
     ranges: HashMap<Vec<u8>, Vec<(u16, u16)>>,
 }
@@ -1605,7 +1672,8 @@ fn plan_snat(rules: &[SnatRule], layout: &mut Layout) -> Result<(), DataplaneErr
         }
         if let Some(cur) = &mut run {
             cur.ranges.entry(prefix).or_default().push((lo, hi));
-            cur.elements.insert(key, addr_bytes(to));
+            cur.elements
+                .insert(key, ElemData::new(addr_bytes(to), r.name.clone()));
         }
     }
     if let Some(done) = run.take() {
@@ -1677,7 +1745,8 @@ mod tests {
         assert_eq!(m6.spec.key_len, 4 + 16 + 16);
         let (k, d) = m6.elements.iter().next().unwrap();
         assert_eq!(k.key.len(), 36);
-        assert_eq!(d, &addr_bytes(&"2001:db8:1::100".parse().unwrap()));
+        assert_eq!(d.data, addr_bytes(&"2001:db8:1::100".parse().unwrap()));
+        assert_eq!(d.comment, "v6");
     }
 
     #[test]
@@ -1710,7 +1779,7 @@ mod tests {
         let overlap = second
             .elements
             .iter()
-            .find(|(_, d)| **d == [198, 18, 1, 102])
+            .find(|(_, d)| d.comment == "overlap")
             .map(|(k, _)| k)
             .unwrap();
         assert_eq!(
