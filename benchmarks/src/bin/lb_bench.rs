@@ -802,7 +802,19 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
         placement.describe()
     );
     let t = compare(&paths, runs, duration, true, placement)?;
-    let rows: Vec<Row> = paths
+    let rows = cps_rows(&paths, &t, |_| String::new());
+    print_table(
+        &format!("Ablation, new connections/s (ratio: median of paired runs, {runs} runs)"),
+        ["direct", "via VIP", "VIP/dir"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// Per VIP path: its new connections/s against direct, and lb1's CPU per
+/// connection; `note(i)` in the target column.
+fn cps_rows(paths: &[Path_], t: &Traffic, note: impl Fn(usize) -> String) -> Vec<Row> {
+    paths
         .iter()
         .enumerate()
         .skip(1)
@@ -813,7 +825,7 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
                     format!("{:.0}", t.cps[0]),
                     format!("{:.0}", t.cps[i]),
                     format!("{:.3}x", t.paired_cps[i - 1]),
-                    "",
+                    &note(i),
                 ),
                 row(
                     "  lb1 CPU per connection, us",
@@ -824,13 +836,7 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
                 ),
             ]
         })
-        .collect();
-    print_table(
-        &format!("Ablation, new connections/s (ratio: median of paired runs, {runs} runs)"),
-        ["direct", "via VIP", "VIP/dir"],
-        &rows,
-    );
-    Ok(())
+        .collect()
 }
 
 /// New connections/s through the node with 2, 1,000 and 10,000 SNAT rules (all but
@@ -861,33 +867,13 @@ fn snat_scaling(runs: usize, duration: u32) -> Result<()> {
     );
     let t = compare(&paths, runs, duration, true, placement)?;
     let base = t.cps[1];
-    let rows: Vec<Row> = paths
-        .iter()
-        .enumerate()
-        .skip(1)
-        .flat_map(|(i, p)| {
-            [
-                row(
-                    p.name,
-                    format!("{:.0}", t.cps[0]),
-                    format!("{:.0}", t.cps[i]),
-                    format!("{:.3}x", t.paired_cps[i - 1]),
-                    &if i == 1 {
-                        String::new()
-                    } else {
-                        format!("{:.3}x of 2 rules", t.cps[i] / base)
-                    },
-                ),
-                row(
-                    "  lb1 CPU per connection, us",
-                    us(t.lb_us_cps[0]),
-                    us(t.lb_us_cps[i]),
-                    ratio_of(t.lb_us_cps[i], t.lb_us_cps[0]),
-                    "",
-                ),
-            ]
-        })
-        .collect();
+    let rows = cps_rows(&paths, &t, |i| {
+        if i == 1 {
+            String::new()
+        } else {
+            format!("{:.3}x of 2 rules", t.cps[i] / base)
+        }
+    });
     print_table(
         &format!("New connections/s by SNAT rule count (ratio: median of paired runs, {runs} runs; target: 10,000 within 5 % of 2)"),
         ["direct", "via VIP", "VIP/dir"],
