@@ -1,6 +1,6 @@
 //! Dataplane benchmark (prints figures; not a test; needs root, nginx-light and wrk):
 //! `cargo run --release -p integration --bin lb_bench -- [--runs 5] [--duration 5]
-//! [--only apply|change|traffic|ablation] [--placement separate|shared|plain|both]`.
+//! [--only apply|change|traffic|ablation|snat] [--placement separate|shared|plain|both]`.
 //!
 //! 1. Full apply of 1,000 and 10,000 services x 8 servers (rr, wrr; mh at 1,000), a
 //!    fresh table each run, with the default counting (connections) and with packets
@@ -23,6 +23,11 @@
 //!    - shared: NAPI threads as in separate, nothing pinned.
 //! 4. `--only ablation` (not part of the default run): new connections/s through the
 //!    VIP with one part of the table changed at a time, interleaved with direct runs.
+//! 5. `--only snat` (also part of the default run): new connections/s through the
+//!    VIP with 2, 1,000 and 10,000 SNAT rules (the others for other VIPs, before the
+//!    service's own), and with 1,000 and 10,000 as the linear chain of one rule per
+//!    SNAT rule that the backend wrote before its SNAT maps (loaded by `nft -f` in
+//!    the same run), interleaved with direct runs.
 //!
 //! Every figure is the median of the runs.
 
@@ -109,7 +114,7 @@ fn args() -> Result<Args> {
             "--only" => a.only = Some(value("--only")?),
             "--placement" => a.placements = Placement::parse(&value("--placement")?)?,
             other => bail!(
-                "unknown argument {other}; use --runs N, --duration S, --only apply|change|traffic|ablation, --placement separate|shared|plain|both"
+                "unknown argument {other}; use --runs N, --duration S, --only apply|change|traffic|ablation|snat, --placement separate|shared|plain|both"
             ),
         }
     }
@@ -445,6 +450,38 @@ fn vip_state(snat_pool: usize) -> DesiredState {
     }
 }
 
+/// The address of the `i`th SNAT rule for another VIP (198.19.0.0/16, routed nowhere).
+fn filler_vip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 19, (i / 250 % 256) as u8, (i % 250 + 1) as u8)
+}
+
+/// `n` SNAT rules for other VIPs, matching what the service's own rule matches but
+/// the address (a VIP each, to one address): a site with `n` VIPs.
+fn snat_fillers(n: usize) -> Vec<SnatRule> {
+    let own = vip_state(0).snat.remove(0);
+    (0..n)
+        .map(|i| SnatRule {
+            name: format!("other{i}"),
+            orig_daddr: IpAddr::V4(filler_vip(i)),
+            source: SnatSource::Address(IpAddr::V4(Ipv4Addr::new(198, 18, 1, 120))),
+            ..own.clone()
+        })
+        .collect()
+}
+
+/// `n` such rules as the nft backend wrote them before its SNAT maps: a rule each,
+/// inserted at the head of lb_snat (an `nft -f` file).
+fn linear_snat(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "insert rule inet lbsuite lb_snat meta nfproto ipv4 meta l4proto tcp iifname \"eth0\" oifname \"eth1\" ct original ip daddr {} ct original proto-dst 80 snat ip to 198.18.1.120\n",
+                filler_vip(i)
+            )
+        })
+        .collect()
+}
+
 /// client -> lb1 -> srv1 with nginx on srv1; lb1 holds the VIP and the SNAT addresses.
 struct TrafficLab {
     // Dropped before the lab: nginx stops first.
@@ -544,6 +581,11 @@ struct Path_ {
     /// With a table: still reach srv1 at its own address (the table loaded, so
     /// conntrack runs, but no NAT on this path).
     direct: bool,
+    /// SNAT rules for other VIPs before the service's own, in lbd's layout.
+    snat_fillers: usize,
+    /// The same, as one rule each at the head of lb_snat (the layout before the
+    /// SNAT maps), loaded by `nft -f`.
+    linear_fillers: usize,
 }
 
 const DIRECT: Path_ = Path_ {
@@ -552,6 +594,8 @@ const DIRECT: Path_ = Path_ {
     snat_pool: SNAT_POOL,
     nft: &[],
     direct: false,
+    snat_fillers: 0,
+    linear_fillers: 0,
 };
 
 /// One wrk run: requests/s, and lb1's receive threads' CPU seconds per request.
@@ -577,9 +621,16 @@ fn run_path(
         }
         Some(counting) => {
             nft.set_counting(counting);
-            nft.apply(&vip_state(path.snat_pool))?;
+            let mut state = vip_state(path.snat_pool);
+            state.snat.splice(0..0, snat_fillers(path.snat_fillers));
+            nft.apply(&state)?;
             for cmd in path.nft {
                 lb.exec_ok(&["nft", cmd])?;
+            }
+            if path.linear_fillers > 0 {
+                let file = t.lab.log_dir().join("linear-snat.nft");
+                std::fs::write(&file, linear_snat(path.linear_fillers))?;
+                lb.exec_ok(&["nft", "-f", &file.display().to_string()])?;
             }
             if path.direct {
                 srv.ip(&["route", "replace", "198.18.0.0/24", "via", "198.18.1.11"])?;
@@ -687,6 +738,8 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
             snat_pool: SNAT_POOL,
             nft: &[],
             direct: false,
+            snat_fillers: 0,
+            linear_fillers: 0,
         },
         Path_ {
             name: "nothing counted",
@@ -694,6 +747,8 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
             snat_pool: SNAT_POOL,
             nft: &[],
             direct: false,
+            snat_fillers: 0,
+            linear_fillers: 0,
         },
         Path_ {
             name: "packets/bytes: every forwarded packet",
@@ -701,6 +756,8 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
             snat_pool: SNAT_POOL,
             nft: &[],
             direct: false,
+            snat_fillers: 0,
+            linear_fillers: 0,
         },
         Path_ {
             name: "packets/bytes: lookup for ct state new only",
@@ -708,6 +765,8 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
             snat_pool: SNAT_POOL,
             nft: &["insert rule inet lbsuite lb_count ct state != new accept"],
             direct: false,
+            snat_fillers: 0,
+            linear_fillers: 0,
         },
         Path_ {
             name: "packets/bytes: original direction only",
@@ -715,6 +774,8 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
             snat_pool: SNAT_POOL,
             nft: &["insert rule inet lbsuite lb_count ct direction reply accept"],
             direct: false,
+            snat_fillers: 0,
+            linear_fillers: 0,
         },
         Path_ {
             name: "connections + an empty lb_dnat_range chain",
@@ -722,6 +783,8 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
             snat_pool: SNAT_POOL,
             nft: &["add chain inet lbsuite lb_dnat_range { type nat hook prerouting priority dstnat + 1 ; }"],
             direct: false,
+            snat_fillers: 0,
+            linear_fillers: 0,
         },
         Path_ {
             name: "connections, SNAT to one address",
@@ -729,6 +792,8 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
             snat_pool: 0,
             nft: &[],
             direct: false,
+            snat_fillers: 0,
+            linear_fillers: 0,
         },
     ];
     let placement = Placement::Separate;
@@ -737,7 +802,19 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
         placement.describe()
     );
     let t = compare(&paths, runs, duration, true, placement)?;
-    let rows: Vec<Row> = paths
+    let rows = cps_rows(&paths, &t, |_| String::new());
+    print_table(
+        &format!("Ablation, new connections/s (ratio: median of paired runs, {runs} runs)"),
+        ["direct", "via VIP", "VIP/dir"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// Per VIP path: its new connections/s against direct, and lb1's CPU per
+/// connection; `note(i)` in the target column.
+fn cps_rows(paths: &[Path_], t: &Traffic, note: impl Fn(usize) -> String) -> Vec<Row> {
+    paths
         .iter()
         .enumerate()
         .skip(1)
@@ -748,7 +825,7 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
                     format!("{:.0}", t.cps[0]),
                     format!("{:.0}", t.cps[i]),
                     format!("{:.3}x", t.paired_cps[i - 1]),
-                    "",
+                    &note(i),
                 ),
                 row(
                     "  lb1 CPU per connection, us",
@@ -759,9 +836,46 @@ fn ablation(runs: usize, duration: u32) -> Result<()> {
                 ),
             ]
         })
-        .collect();
+        .collect()
+}
+
+/// New connections/s through the node with 2, 1,000 and 10,000 SNAT rules (all but
+/// the service's own for other VIPs, before it), and 10,000 as the linear chain of
+/// the layout before the SNAT maps, interleaved with direct runs.
+fn snat_scaling(runs: usize, duration: u32) -> Result<()> {
+    let vip = |name, fillers, linear| Path_ {
+        name,
+        counting: Some(Counting::Connections),
+        snat_pool: SNAT_POOL,
+        nft: &[],
+        direct: false,
+        snat_fillers: fillers,
+        linear_fillers: linear,
+    };
+    let paths = [
+        DIRECT,
+        vip("2 SNAT rules (maps)", 1, 0),
+        vip("1,000 SNAT rules (maps)", 999, 0),
+        vip("10,000 SNAT rules (maps)", 9999, 0),
+        vip("1,000 SNAT rules, linear chain (before)", 1, 998),
+        vip("10,000 SNAT rules, linear chain (before)", 1, 9998),
+    ];
+    let placement = Placement::Separate;
+    println!(
+        "\nSNAT rules: new connections/s through the VIP, wrk -t1 -c32 -d{duration}s, interleaved; {}",
+        placement.describe()
+    );
+    let t = compare(&paths, runs, duration, true, placement)?;
+    let base = t.cps[1];
+    let rows = cps_rows(&paths, &t, |i| {
+        if i == 1 {
+            String::new()
+        } else {
+            format!("{:.3}x of 2 rules", t.cps[i] / base)
+        }
+    });
     print_table(
-        &format!("Ablation, new connections/s (ratio: median of paired runs, {runs} runs)"),
+        &format!("New connections/s by SNAT rule count (ratio: median of paired runs, {runs} runs; target: 10,000 within 5 % of 2)"),
         ["direct", "via VIP", "VIP/dir"],
         &rows,
     );
@@ -903,7 +1017,7 @@ fn main() -> Result<()> {
         }
     }
 
-    if want("traffic") || a.only.as_deref() == Some("ablation") {
+    if want("traffic") || matches!(a.only.as_deref(), Some("ablation" | "snat")) {
         let missing: Vec<&str> = [NGINX, WRK]
             .into_iter()
             .filter(|p| !Path::new(p).exists())
@@ -918,8 +1032,14 @@ fn main() -> Result<()> {
         if a.only.as_deref() == Some("ablation") {
             return ablation(runs, a.duration);
         }
+        if a.only.as_deref() == Some("snat") {
+            return snat_scaling(runs, a.duration);
+        }
         for &placement in &a.placements {
             traffic(runs, a.duration, placement)?;
+        }
+        if want("snat") {
+            snat_scaling(runs, a.duration)?;
         }
     }
     Ok(())
@@ -958,6 +1078,8 @@ fn traffic(runs: usize, duration: u32, placement: Placement) -> Result<()> {
             snat_pool: SNAT_POOL,
             nft: &[],
             direct: true,
+            snat_fillers: 0,
+            linear_fillers: 0,
         },
         Path_ {
             name: "VIP, connections counted (default)",
@@ -965,6 +1087,8 @@ fn traffic(runs: usize, duration: u32, placement: Placement) -> Result<()> {
             snat_pool: SNAT_POOL,
             nft: &[],
             direct: false,
+            snat_fillers: 0,
+            linear_fillers: 0,
         },
         Path_ {
             name: "VIP, packets/bytes too",
@@ -972,6 +1096,8 @@ fn traffic(runs: usize, duration: u32, placement: Placement) -> Result<()> {
             snat_pool: SNAT_POOL,
             nft: &[],
             direct: false,
+            snat_fillers: 0,
+            linear_fillers: 0,
         },
     ];
     let t = compare(&paths, runs, duration, false, placement)?;

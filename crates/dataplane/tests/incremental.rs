@@ -391,17 +391,18 @@ fn draining_the_last_service_of_a_map_deletes_the_map_and_its_rule() {
             .collect()
     };
     assert_eq!(maps(&nft), vec!["dnat4_inc_4"]);
-    // One service to 3 slots: a new map and rule appear.
+    // One service to 3 slots: a new map, its guard set and rule appear (the
+    // service's 4 slots and guard element leave the 4-slot pair).
     state.services[5].backends[0].weight = 0;
     let r = nft.apply(&state).unwrap();
     println!("drain one backend: {r:?}");
-    assert_eq!((r.sets_added, r.rules_added, r.elements_removed), (1, 1, 4));
+    assert_eq!((r.sets_added, r.rules_added, r.elements_removed), (2, 1, 5));
     assert_eq!(maps(&nft), vec!["dnat4_inc_3", "dnat4_inc_4"]);
     // Back to 4 slots: the 3-slot map empties and goes, with its rule.
     state.services[5].backends[0].weight = 1;
     let r = nft.apply(&state).unwrap();
     println!("restore it: {r:?}");
-    assert_eq!((r.sets_removed, r.elements_added), (1, 4));
+    assert_eq!((r.sets_removed, r.elements_added), (2, 5));
     assert_eq!(maps(&nft), vec!["dnat4_inc_4"]);
     let rules = nft.read_back().unwrap().nft.rules;
     assert_eq!(
@@ -410,7 +411,7 @@ fn draining_the_last_service_of_a_map_deletes_the_map_and_its_rule() {
             .filter(|(c, _)| c == "lb_dnat")
             .map(|(_, r)| r.as_str())
             .collect::<Vec<_>>(),
-        vec!["dnat @dnat4_inc_4"]
+        vec!["dnat @dnat4_inc_4 for @svc4_inc_4"]
     );
     // Every backend drained everywhere: no DNAT map left, counters stay.
     for s in &mut state.services {

@@ -152,8 +152,9 @@ fn layout_diff_and_foreign_table_in_namespace() {
     assert!(first.table_created);
     assert_eq!(first.chains_added, 5);
     // web 4 + dns 2 + range 1 DNAT slots, 4 packet and 4 connection counter keys
-    // (single-port backends), 2 pool entries.
-    assert_eq!(first.elements_added, 4 + 2 + 1 + 4 + 4 + 2);
+    // (single-port backends), 2 pool entries, web's and dns's keys in the guard
+    // sets of their round-robin maps.
+    assert_eq!(first.elements_added, 4 + 2 + 1 + 4 + 4 + 2 + 2);
 
     let objs = objects(lb, "lbsuite");
     println!("nft -j list table inet lbsuite: {objs:?}");
@@ -172,7 +173,10 @@ fn layout_diff_and_foreign_table_in_namespace() {
             "snat_web_out"
         ]
     );
-    assert_eq!(objs["set"], vec!["conn4", "count4"]);
+    assert_eq!(
+        objs["set"],
+        vec!["conn4", "count4", "svc4_inc_2", "svc4_inc_4"]
+    );
     assert_eq!(objs["rule"].len(), 6, "{:?}", objs["rule"]);
     let listing = lb
         .exec_ok(&["nft", "list", "table", "inet", "lbsuite"])
@@ -302,7 +306,11 @@ fn counting_modes_shape_the_table() {
     assert_eq!(r.chains_added, 2, "{r:?}");
     let objs = objects(lb, "lbsuite");
     assert_eq!(objs["chain"], vec!["lb_dnat", "lb_conn"]);
-    assert_eq!(objs["set"], vec!["conn4"], "no packet count set: {objs:?}");
+    assert_eq!(
+        objs["set"],
+        vec!["conn4", "svc4_inc_4"],
+        "no packet count set: {objs:?}"
+    );
     // A counter per backend, none per slot.
     assert!(!map_counts(lb, "lbsuite", "dnat4_inc_4"));
     assert!(set_counts(lb, "lbsuite", "conn4"));
@@ -319,7 +327,8 @@ fn counting_modes_shape_the_table() {
     assert_eq!((r.chains_added, r.sets_added, r.sets_removed), (1, 1, 0));
     let objs = objects(lb, "lbsuite");
     assert_eq!(objs["chain"], vec!["lb_dnat", "lb_conn", "lb_count"]);
-    assert_eq!(objs["set"], vec!["conn4", "count4"]);
+    // (listed in creation order)
+    assert_eq!(objs["set"], vec!["conn4", "svc4_inc_4", "count4"]);
     assert!(nft.counters().unwrap().iter().all(|c| c.packets == Some(0)));
 
     // Off: both count chains and their sets go.
@@ -329,7 +338,11 @@ fn counting_modes_shape_the_table() {
     assert_eq!((r.chains_removed, r.sets_removed), (2, 2), "{r:?}");
     let objs = objects(lb, "lbsuite");
     assert_eq!(objs["chain"], vec!["lb_dnat"]);
-    assert!(!objs.contains_key("set"), "{objs:?}");
+    assert_eq!(
+        objs["set"],
+        vec!["svc4_inc_4"],
+        "only the guard set: {objs:?}"
+    );
     assert_eq!(nft.apply(&state).unwrap().changes(), 0);
 
     // A range service brings its chain; removing it takes the chain away again,
@@ -575,4 +588,235 @@ fn snat_pool_lets_more_connections_through() {
         held_pool.len()
     );
     assert_eq!(held_pool.len(), 8);
+}
+
+/// Connects to `addr` through lb1 and returns the server's name.
+fn fetch_from(client: &Host, addr: &str) -> String {
+    let mut s = client
+        .tcp_connect(addr.parse().unwrap(), Duration::from_secs(5))
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_whitespace().next().unwrap_or("").to_owned()
+}
+
+#[test]
+fn round_robin_advances_only_on_its_own_services() {
+    if !integration::have_root("round_robin_advances_only_on_its_own_services") {
+        return;
+    }
+    let lab = two_arm_with_vips();
+    let (client, lb) = (&lab["client"], &lab["lb1"]);
+    lb.add_address("eth0", Prefix::new(ip("198.18.0.101"), 24))
+        .unwrap();
+    // Routed connections to the servers' own addresses go through lb1 both ways.
+    client
+        .add_route(Prefix::new(ip("198.18.1.0"), 24), ip("198.18.0.11"))
+        .unwrap();
+    for srv in ["srv1", "srv2"] {
+        lab[srv]
+            .ip(&["route", "replace", "198.18.0.0/24", "via", "198.18.1.11"])
+            .unwrap();
+    }
+    let _s1 = PeerServer::start(&lab["srv1"], "198.18.1.21:80".parse().unwrap(), "srv1");
+    let _s2 = PeerServer::start(&lab["srv2"], "198.18.1.22:80".parse().unwrap(), "srv2");
+    let _s1b = PeerServer::start(&lab["srv1"], "198.18.1.21:81".parse().unwrap(), "srv1b");
+    // A second rr service with three slots (srv1, srv2, and srv1b: srv1's port 81).
+    let mut three = web(Scheduler::Rr, 1, 1);
+    three.name = "three".into();
+    three.vip = ip("198.18.0.101");
+    three.backends = vec![
+        backend("srv1", "198.18.1.21", 1),
+        backend("srv2", "198.18.1.22", 1),
+        Backend {
+            port: Some(81),
+            ..backend("srv1b", "198.18.1.21", 1)
+        },
+    ];
+    let mut nft = backend_counting(lb, Counting::Connections);
+    nft.apply(&DesiredState {
+        services: vec![web(Scheduler::Rr, 1, 1), three],
+        snat: vec![
+            snat_web(SnatSource::Address(ip("198.18.1.100"))),
+            SnatRule {
+                name: "three-out".into(),
+                orig_daddr: ip("198.18.0.101"),
+                ..snat_web(SnatSource::Address(ip("198.18.1.101")))
+            },
+        ],
+    })
+    .unwrap();
+    let listing = lb
+        .exec_ok(&["nft", "list", "table", "inet", "lbsuite"])
+        .unwrap();
+    println!("{listing}");
+    // Sets say what they hold; elements name their service (and backend).
+    assert!(
+        listing.contains("comment \"the services of @dnat4_inc_2"),
+        "{listing}"
+    );
+    assert!(listing.contains("comment \"DNAT: 3 slots per service, picked by round robin\""));
+    for (set, comment) in [
+        ("svc4_inc_2", "\"web\""),
+        ("svc4_inc_3", "\"three\""),
+        ("dnat4_inc_3", "\"three srv1b\""),
+        ("conn4", "\"web srv2\""),
+    ] {
+        let set_listing = lb
+            .exec_ok(&["nft", "list", "set", "inet", "lbsuite", set])
+            .or_else(|_| lb.exec_ok(&["nft", "list", "map", "inet", "lbsuite", set]))
+            .unwrap();
+        assert!(
+            set_listing.contains(&format!("comment {comment}")),
+            "{set}: {set_listing}"
+        );
+    }
+
+    // A VIP request, then a routed connection that is for no service, in turn.
+    let mut vip = Vec::new();
+    for _ in 0..6 {
+        vip.push(fetch_from(client, "198.18.0.100:80"));
+        assert_eq!(fetch_from(client, "198.18.1.21:80"), "srv1");
+    }
+    println!("VIP replies between routed connections: {vip:?}");
+    for pair in vip.windows(2) {
+        assert_ne!(pair[0], pair[1], "rr alternates: {vip:?}");
+    }
+
+    // Two services interleaved: each walks its own servers in turn.
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..6 {
+        a.push(fetch_from(client, "198.18.0.100:80"));
+        b.push(fetch_from(client, "198.18.0.101:80"));
+    }
+    println!("interleaved: web {a:?}, three {b:?}");
+    for pair in a.windows(2) {
+        assert_ne!(pair[0], pair[1], "web alternates: {a:?}");
+    }
+    // three walks its three servers: each once in every three connections.
+    for w in b.windows(3) {
+        let distinct: std::collections::BTreeSet<&String> = w.iter().collect();
+        assert_eq!(distinct.len(), 3, "three takes its servers in turn: {b:?}");
+    }
+}
+
+#[test]
+fn a_thousand_snat_rules_are_one_map_lookup() {
+    if !integration::have_root("a_thousand_snat_rules_are_one_map_lookup") {
+        return;
+    }
+    let lab = two_arm_with_vips();
+    let (client, lb) = (&lab["client"], &lab["lb1"]);
+    let _s1 = PeerServer::start(&lab["srv1"], "198.18.1.21:80".parse().unwrap(), "srv1");
+    let one = Service {
+        backends: vec![backend("srv1", "198.18.1.21", 1)],
+        ..web(Scheduler::Rr, 1, 1)
+    };
+    // 1,000 rules for other VIPs before the service's own (the last one).
+    let mut snat: Vec<SnatRule> = (0..1000)
+        .map(|i| SnatRule {
+            name: format!("other{i}"),
+            orig_daddr: IpAddr::from([198, 19, (i / 250) as u8, (i % 250 + 1) as u8]),
+            ..snat_web(SnatSource::Address(ip("198.18.1.101")))
+        })
+        .collect();
+    snat.push(snat_web(SnatSource::Address(ip("198.18.1.100"))));
+    // Other shapes: a port range without interfaces, an IPv6 rule, a pool.
+    snat.push(SnatRule {
+        name: "high-ports".into(),
+        in_iface: None,
+        out_iface: None,
+        orig_dports: Some(PortSpec::Range(1024, 2047)),
+        ..snat_web(SnatSource::Address(ip("198.18.1.101")))
+    });
+    snat.push(SnatRule {
+        name: "v6".into(),
+        protocol: NatProtocol::Any,
+        orig_daddr: ip("2001:db8:0:a::100"),
+        orig_dports: None,
+        ..snat_web(SnatSource::Address(ip("2001:db8:0:b::100")))
+    });
+    snat.push(SnatRule {
+        name: "pool".into(),
+        orig_daddr: ip("198.18.0.102"),
+        ..snat_web(SnatSource::Pool(vec![(ip("198.18.1.101"), None)]))
+    });
+    let mut state = DesiredState {
+        services: vec![one],
+        snat,
+    };
+    let mut nft = backend_counting(lb, Counting::Connections);
+    let r = nft.apply(&state).unwrap();
+    println!("first apply: {r:?}");
+    let listing = lb
+        .exec_ok(&["nft", "list", "chain", "inet", "lbsuite", "lb_snat"])
+        .unwrap();
+    println!("{listing}");
+    let rules: Vec<String> = nft
+        .read_back()
+        .unwrap()
+        .nft
+        .rules
+        .into_iter()
+        .filter(|(c, _)| c == "lb_snat")
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(
+        rules.len(),
+        4,
+        "one rule per map and one for the pool: {rules:?}"
+    );
+    let objs = objects(lb, "lbsuite");
+    for m in ["snat4_1", "snat4_2", "snat6_3", "snat_pool"] {
+        assert!(objs["map"].contains(&m.to_owned()), "{m}: {objs:?}");
+    }
+    assert_eq!(
+        fetch(client).1,
+        "198.18.1.100",
+        "the service's own rule applies"
+    );
+
+    // One rule's address changes: one element out, one in, no rule touched.
+    state.snat[1000].source = SnatSource::Address(ip("198.18.1.101"));
+    let r = nft.apply(&state).unwrap();
+    println!("one address changed: {r:?}");
+    assert_eq!(
+        (
+            r.elements_added,
+            r.elements_removed,
+            r.rules_added,
+            r.rules_removed
+        ),
+        (1, 1, 0, 0)
+    );
+    assert_eq!(fetch(client).1, "198.18.1.101");
+    let map = lb
+        .exec_ok(&["nft", "list", "map", "inet", "lbsuite", "snat4_1"])
+        .unwrap();
+    assert!(
+        map.contains("198.18.0.100 . 80 comment \"web-out\" : 198.18.1.101"),
+        "elements name their SNAT rule: {}",
+        map.lines()
+            .filter(|l| l.contains("198.18.0.100"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // A restarted lbd adopts the table as it is; nothing drifts.
+    let mut again = backend_counting(lb, Counting::Connections);
+    let r = again.apply(&state).unwrap();
+    assert!(r.reread);
+    assert_eq!(r.changes(), 0, "adoption changes nothing: {r:?}");
+    assert!(again.verify(&state).unwrap().is_empty());
+    // Someone deletes an element: verify names the map, apply puts it back.
+    lb.exec_ok(&[
+        "nft",
+        "delete element inet lbsuite snat4_1 { tcp . \"eth0\" . \"eth1\" . 198.18.0.100 . 80 }",
+    ])
+    .unwrap();
+    let drift = again.verify(&state).unwrap();
+    println!("after a foreign delete: {drift:?}");
+    assert!(format!("{drift:?}").contains("snat4_1"), "{drift:?}");
+    assert_eq!(again.apply(&state).unwrap().elements_added, 1);
+    assert_eq!(fetch(client).1, "198.18.1.101");
 }

@@ -11,8 +11,12 @@
 //! chain lb_conn       { type nat hook postrouting priority srcnat - 1; }
 //!
 //! # one map per (family, selector, slot count M), one rule per map:
-//! map dnat4_inc_4 { type inet_proto . ipv4_addr . inet_service . mark : ipv4_addr . inet_service; }
-//! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 4 map @dnat4_inc_4
+//! map dnat4_rand_4 { type inet_proto . ipv4_addr . inet_service . mark : ipv4_addr . inet_service; }
+//! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen random mod 4 map @dnat4_rand_4
+//! # round robin (numgen inc) first checks that the packet is for one of the map's
+//! # services, so that nothing else advances the counter:
+//! set svc4_inc_4 { type inet_proto . ipv4_addr . inet_service; }
+//! meta nfproto ipv4 meta l4proto . ip daddr . th dport @svc4_inc_4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 4 map @dnat4_inc_4
 //! #   selectors: inc = numgen inc (rr, wrr); rand = numgen random (random);
 //! #   hash = jhash ip saddr mod M seed 0x4c425355 (sh, and mh with M = Maglev size)
 //! # ranges keep the port: key with an interval on the port, data the address only
@@ -32,10 +36,16 @@
 //!
 //! # A base chain exists only while it has rules: an empty one still costs its hook.
 //!
-//! # SNAT, in order:
-//! meta nfproto ipv4 meta l4proto tcp iifname "eth0" oifname "eth1" ct original ip daddr 198.18.0.100 ct original proto-dst 80 snat ip to 198.18.1.100
+//! # SNAT, in the rules' order. Consecutive address-only rules that match the same
+//! # fields share a map keyed by those fields (one lookup per new connection, however
+//! # many rules); the key has l4proto if the rules name a protocol, iifname/oifname
+//! # if they name interfaces, the port if they name one (an interval map for ranges):
+//! map snat4_1 { type inet_proto . ifname . ifname . ipv4_addr . inet_service : ipv4_addr; }
+//! meta nfproto ipv4 snat ip to meta l4proto . iifname . oifname . ct original ip daddr . ct original proto-dst map @snat4_1
+//! # a rule whose port range overlaps one of the map's starts the next map (snat4_2),
+//! # so that the first rule that matches still wins; a rule with a pool has its own:
 //! map snat_<rule> { type mark : ipv4_addr . inet_service . ipv4_addr . inet_service; }   # 0 : 198.18.1.100 . 20000 . 198.18.1.100 . 29999
-//! ... snat ip to numgen inc mod 2 map @snat_<rule>
+//! meta nfproto ipv4 meta l4proto tcp ... ct original ip daddr 198.18.0.100 snat ip to numgen inc mod 2 map @snat_<rule>
 //! ```
 //! Each rule carries a comment that names it completely (map name, or SNAT rule name
 //! and a digest of its match), so rules are compared by comment.
@@ -142,6 +152,7 @@ const T_IPV4: u32 = 7;
 const T_IPV6: u32 = 8;
 const T_PROTO: u32 = 12;
 const T_SERVICE: u32 = 13;
+const T_IFNAME: u32 = 41;
 
 fn concat_type(types: &[u32]) -> u32 {
     types.iter().fold(0, |t, &x| (t << 6) | x)
@@ -187,13 +198,39 @@ pub struct ElemKey {
     pub key_end: Option<Vec<u8>>,
 }
 
+/// An element's data and the comment it is written with. The comment names what
+/// the element belongs to (`web srv1`, a SNAT rule's name) for `nft list`; it is no
+/// part of the element's identity: elements with the same data are equal.
+#[derive(Clone, Debug, Default)]
+pub struct ElemData {
+    /// Data bytes (empty for sets).
+    pub data: Vec<u8>,
+    /// Comment (empty: none, or not read back).
+    pub comment: String,
+}
+
+impl ElemData {
+    /// Data with a comment.
+    pub fn new(data: Vec<u8>, comment: String) -> ElemData {
+        ElemData { data, comment }
+    }
+}
+
+impl PartialEq for ElemData {
+    fn eq(&self, other: &ElemData) -> bool {
+        self.data == other.data
+    }
+}
+
+impl Eq for ElemData {}
+
 /// A map or set with elements.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SetState {
     /// Shape.
     pub spec: SetSpec,
     /// Element key to data (empty data for sets).
-    pub elements: BTreeMap<ElemKey, Vec<u8>>,
+    pub elements: BTreeMap<ElemKey, ElemData>,
     /// Counters per element, when read from the kernel.
     pub counters: HashMap<ElemKey, (u64, u64)>,
 }
@@ -228,9 +265,9 @@ impl TableState {
                         .map(|(k, d)| NftElement {
                             key: k.key.clone(),
                             key_end: k.key_end.clone(),
-                            data: d.clone(),
+                            data: d.data.clone(),
                             counter: s.counters.get(k).copied(),
-                            slot: decode_slot(name, k, d),
+                            slot: decode_slot(name, k, &d.data),
                         })
                         .collect(),
                 })
@@ -277,9 +314,28 @@ pub fn dnat_map_name(kind: MapKind) -> String {
     )
 }
 
+/// The set of the services that have slots in a round-robin DNAT map:
+/// `svc[r]{4|6}_inc_{M}` beside `dnat[r]{4|6}_inc_{M}`. The map's rule looks the
+/// packet up in it before it advances the counter (numgen inc), so that only
+/// packets for those services move it; other selectors keep no state and have no
+/// such set.
+pub fn guard_set_name(kind: MapKind) -> Option<String> {
+    let name = dnat_map_name(kind);
+    (kind.2 == "inc").then(|| format!("svc{}", &name["dnat".len()..]))
+}
+
 /// The kind of a DNAT map from its name (inverse of [`dnat_map_name`]).
 fn dnat_map_kind(name: &str) -> Option<MapKind> {
-    let rest = name.strip_prefix("dnat")?;
+    map_kind(name, "dnat")
+}
+
+/// The kind of the DNAT map a guard set belongs to (inverse of [`guard_set_name`]).
+fn guard_set_kind(name: &str) -> Option<MapKind> {
+    map_kind(name, "svc").filter(|k| k.2 == "inc")
+}
+
+fn map_kind(name: &str, prefix: &str) -> Option<MapKind> {
+    let rest = name.strip_prefix(prefix)?;
     let (range, rest) = match rest.strip_prefix('r') {
         Some(r) => (true, r),
         None => (false, rest),
@@ -295,15 +351,28 @@ fn dnat_map_kind(name: &str) -> Option<MapKind> {
     Some((v4, range, selector, m.parse().ok()?))
 }
 
+/// The chain whose rule uses a set of the services' layout (DNAT maps, their guard
+/// sets, counter sets); None for other sets (SNAT maps belong to SNAT rules).
+pub fn chain_of_set(name: &str) -> Option<&'static str> {
+    if let Some((_, range, _, _)) = guard_set_kind(name) {
+        return Some(if range { "lb_dnat_range" } else { "lb_dnat" });
+    }
+    rule_of_set(name).map(|(chain, _)| chain)
+}
+
 /// The one rule that uses a DNAT map or counter set of the layout: its chain and the
-/// rule (None for other sets, e.g. SNAT pools, whose rules belong to SNAT rules).
+/// rule (None for other sets: guard sets go with their map's rule, SNAT maps belong
+/// to SNAT rules).
 pub fn rule_of_set(name: &str) -> Option<(&'static str, PlannedRule)> {
     if let Some((v4, range, selector, m)) = dnat_map_kind(name) {
         let chain = if range { "lb_dnat_range" } else { "lb_dnat" };
         return Some((
             chain,
             PlannedRule {
-                comment: format!("dnat @{name}"),
+                comment: match guard_set_name((v4, range, selector, m)) {
+                    Some(guard) => format!("dnat @{name} for @{guard}"),
+                    None => format!("dnat @{name}"),
+                },
                 exprs: dnat_rule(v4, range, selector, m, name),
             },
         ));
@@ -329,6 +398,9 @@ pub fn empty_set(name: &str, counting: Counting) -> Option<SetState> {
     if let Some((v4, range, _, _)) = dnat_map_kind(name) {
         return Some(dnat_map(v4, range, counting.dnat_counters(range)));
     }
+    if let Some((v4, range, _, _)) = guard_set_kind(name) {
+        return Some(guard_set(v4, range));
+    }
     match name {
         "count4" | "conn4" => Some(count_set(true)),
         "count6" | "conn6" => Some(count_set(false)),
@@ -348,10 +420,13 @@ pub struct ServicePlan {
     pub count: Option<(&'static str, Vec<(ElemKey, usize)>)>,
     /// Connection counter set and its keys; None for port ranges (their DNAT slots count).
     pub conn: Option<(&'static str, Vec<(ElemKey, usize)>)>,
+    /// The guard set of a round-robin DNAT map and the service's key in it.
+    pub guard: Option<(String, ElemKey)>,
 }
 
 impl ServicePlan {
-    /// Every element as (set, key, data, backend index).
+    /// Every element as (set, key, data, backend index); a guard element, which
+    /// belongs to no backend, comes with index 0 (its set counts nothing).
     pub fn elements(&self) -> impl Iterator<Item = (&str, &ElemKey, &[u8], usize)> {
         let dnat = self.dnat.iter().flat_map(|(_, name, elems)| {
             elems
@@ -363,7 +438,11 @@ impl ServicePlan {
             .iter()
             .chain(&self.conn)
             .flat_map(|(name, elems)| elems.iter().map(move |(k, b)| (*name, k, &[][..], *b)));
-        dnat.chain(count)
+        let guard = self
+            .guard
+            .iter()
+            .map(|(name, k)| (name.as_str(), k, &[][..], 0));
+        dnat.chain(count).chain(guard)
     }
 }
 
@@ -436,6 +515,20 @@ pub fn plan_service(s: &Service, counting: Counting) -> Result<ServicePlan, Data
         })
         .collect();
     plan.dnat = Some((mk, dnat_map_name(mk), elems));
+    plan.guard = guard_set_name(mk).map(|name| {
+        let key_of = |port: u16| {
+            let mut key = Vec::with_capacity(8 + family_len(&s.vip));
+            key.extend(proto_reg(s.protocol.number()));
+            key.extend(addr_bytes(&s.vip));
+            key.extend(port_reg(port));
+            key
+        };
+        let k = ElemKey {
+            key: key_of(lo),
+            key_end: range.then(|| key_of(hi)),
+        };
+        (name, k)
+    });
     Ok(plan)
 }
 
@@ -541,7 +634,7 @@ pub fn plan(desired: &DesiredState, counting: Counting) -> Result<Layout, Datapl
         if let Some((mk, _, _)) = &p.dnat {
             maps.insert(*mk);
         }
-        for (set, k, d, _) in p.elements() {
+        for (set, k, d, bi) in p.elements() {
             let st = match layout.state.sets.get_mut(set) {
                 Some(st) => st,
                 None => {
@@ -551,7 +644,10 @@ pub fn plan(desired: &DesiredState, counting: Counting) -> Result<Layout, Datapl
                     layout.state.sets.entry(set.to_owned()).or_insert(empty)
                 }
             };
-            st.elements.insert(k.clone(), d.to_vec());
+            st.elements.insert(
+                k.clone(),
+                ElemData::new(d.to_vec(), elem_comment(s, set, bi)),
+            );
         }
     }
     for mk in &maps {
@@ -566,18 +662,7 @@ pub fn plan(desired: &DesiredState, counting: Counting) -> Result<Layout, Datapl
             }
         }
     }
-    let mut pool_names = BTreeSet::new();
-    for r in &desired.snat {
-        let (rule, pool) = snat_rule(r, &mut pool_names)?;
-        if let Some((name, st)) = pool {
-            layout.state.sets.insert(name, st);
-        }
-        layout
-            .rules
-            .entry("lb_snat".to_owned())
-            .or_default()
-            .push(rule);
-    }
+    plan_snat(&desired.snat, &mut layout)?;
     layout.state.rules = layout
         .rules
         .iter()
@@ -610,6 +695,33 @@ fn dnat_map(v4: bool, range: bool, counter: bool) -> SetState {
             },
             concat,
             counter,
+        },
+        elements: BTreeMap::new(),
+        counters: HashMap::new(),
+    }
+}
+
+/// A guard set: the (protocol, VIP, port or port range) of each service of a map.
+fn guard_set(v4: bool, range: bool) -> SetState {
+    let alen = if v4 { 4 } else { 16 };
+    let ta = if v4 { T_IPV4 } else { T_IPV6 };
+    let (flags, concat) = if range {
+        (
+            libc::NFT_SET_INTERVAL as u32 | NFT_SET_CONCAT,
+            vec![1, alen as u8, 2],
+        )
+    } else {
+        (0, Vec::new())
+    };
+    SetState {
+        spec: SetSpec {
+            flags,
+            key_len: 4 + alen + 4,
+            key_type: concat_type(&[T_PROTO, ta, T_SERVICE]),
+            data_len: 0,
+            data_type: 0,
+            concat,
+            counter: false,
         },
         elements: BTreeMap::new(),
         counters: HashMap::new(),
@@ -674,6 +786,17 @@ fn dnat_rule(v4: bool, range: bool, kind: &str, m: u32, map: &str) -> Vec<Expr> 
         dreg: reg(1 + a),
     });
     let sel = reg(2 + a);
+    if let Some(guard) = (kind == "inc")
+        .then(|| guard_set_name((v4, range, "inc", m)))
+        .flatten()
+    {
+        // Only a packet for one of the map's services advances the counter.
+        e.push(Expr::Lookup {
+            set: guard,
+            sreg: reg(0),
+            dreg: None,
+        });
+    }
     match kind {
         "inc" => e.push(Expr::Numgen {
             kind: libc::NFT_NG_INCREMENTAL as u32,
@@ -776,10 +899,13 @@ fn digest(s: &str) -> u64 {
     })
 }
 
-fn snat_rule(
+/// The rule of a SNAT rule with a pool: its own match (a linear rule: a pool picks
+/// its entries with a counter of its own) and its pool map.
+fn snat_pool_rule(
     r: &SnatRule,
+    entries: &[(IpAddr, Option<(u16, u16)>)],
     pool_names: &mut BTreeSet<String>,
-) -> Result<(PlannedRule, Option<(String, SetState)>), DataplaneError> {
+) -> Result<(PlannedRule, (String, SetState)), DataplaneError> {
     let v4 = r.orig_daddr.is_ipv4();
     let a = if v4 { 1 } else { 4 };
     let owner = format!("snat rule {}", r.name);
@@ -875,24 +1001,8 @@ fn snat_rule(
             })
         }
     };
-    let mut pool = None;
-    match &r.source {
-        SnatSource::Address(addr) => {
-            check(addr)?;
-            e.push(Expr::Immediate {
-                dreg: reg(0),
-                data: addr_bytes(addr),
-            });
-            e.push(Expr::Nat {
-                snat: true,
-                v4,
-                addr_min: Some(reg(0)),
-                addr_max: None,
-                proto_min: None,
-                proto_max: None,
-            });
-        }
-        SnatSource::Pool(entries) => {
+    {
+        {
             if entries.is_empty() {
                 return Err(DataplaneError::EmptyPool {
                     rule: r.name.clone(),
@@ -922,7 +1032,7 @@ fn snat_rule(
                         key: (i as u32).to_ne_bytes().to_vec(),
                         key_end: None,
                     },
-                    data,
+                    ElemData::new(data, format!("{} {addr}", r.name)),
                 );
             }
             let base: String = r
@@ -981,19 +1091,59 @@ fn snat_rule(
                     proto_max: None,
                 }
             });
-            pool = Some((
-                name,
-                SetState {
-                    spec,
-                    elements,
-                    counters: HashMap::new(),
-                },
-            ));
+            let short: String = r.name.chars().take(64).collect();
+            let comment = format!("snat {short} #{:016x}", digest(&format!("{r:?}")));
+            Ok((
+                PlannedRule { comment, exprs: e },
+                (
+                    name,
+                    SetState {
+                        spec,
+                        elements,
+                        counters: HashMap::new(),
+                    },
+                ),
+            ))
         }
     }
-    let short: String = r.name.chars().take(64).collect();
-    let comment = format!("snat {short} #{:016x}", digest(&format!("{r:?}")));
-    Ok((PlannedRule { comment, exprs: e }, pool))
+}
+
+/// What a set of the layout holds, in words, for its comment in `nft list` (its
+/// elements name their services, backends or SNAT rules).
+pub fn set_comment(name: &str) -> String {
+    if let Some((_, range, selector, m)) = dnat_map_kind(name) {
+        let how = match selector {
+            "inc" => "round robin",
+            "rand" => "random",
+            _ => "source hash",
+        };
+        let ports = if range { ", port ranges" } else { "" };
+        return format!("DNAT: {m} slots per service, picked by {how}{ports}");
+    }
+    if let Some(kind) = guard_set_kind(name) {
+        return format!(
+            "the services of @{}: only their connections advance its counter",
+            dnat_map_name(kind)
+        );
+    }
+    match name {
+        "conn4" | "conn6" => "new connections per service and backend".into(),
+        "count4" | "count6" => "packets and bytes per service and backend".into(),
+        _ if name.starts_with("snat_") => "SNAT pool of one rule: entries in turn".into(),
+        _ if name.starts_with("snat") => {
+            "SNAT: new source by what the rules match (elements name their rule)".into()
+        }
+        _ => String::new(),
+    }
+}
+
+/// The comment of a service's element in `set`: the service's name, and the
+/// backend's for per-backend elements (guard sets hold services, not backends).
+pub fn elem_comment(s: &Service, set: &str, backend: usize) -> String {
+    match s.backends.get(backend) {
+        Some(b) if guard_set_kind(set).is_none() => format!("{} {}", s.name, b.name),
+        _ => s.name.clone(),
+    }
 }
 
 /// Decodes a DNAT map element back into a slot (None for other sets).
@@ -1041,7 +1191,7 @@ fn ip_from(b: &[u8]) -> Option<IpAddr> {
 }
 
 /// An element to add: key and data.
-pub type ElemEntry = (ElemKey, Vec<u8>);
+pub type ElemEntry = (ElemKey, ElemData);
 
 /// What to send to go from one table to another.
 #[derive(Debug, Default)]
@@ -1159,7 +1309,7 @@ pub fn diff(current: &TableState, want: &Layout) -> Changes {
                     .filter(|(k, d)| w.elements.get(*k) != Some(*d))
                     .map(|(k, _)| k.clone())
                     .collect();
-                let adds: Vec<(ElemKey, Vec<u8>)> = w
+                let adds: Vec<ElemEntry> = w
                     .elements
                     .iter()
                     .filter(|(k, d)| cur.elements.get(*k) != Some(*d))
@@ -1248,5 +1398,416 @@ impl TableState {
                 }
             }
         }
+    }
+}
+
+/// The fields an address-only SNAT rule matches, in key order: what its map is keyed
+/// by. Consecutive rules of one shape share a map and its one rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SnatShape {
+    v4: bool,
+    proto: bool,
+    iif: bool,
+    oif: bool,
+    /// None: any port; Some(false): one port; Some(true): a range (an interval map).
+    ports: Option<bool>,
+}
+
+impl SnatShape {
+    fn of(r: &SnatRule) -> SnatShape {
+        SnatShape {
+            v4: r.orig_daddr.is_ipv4(),
+            proto: r.protocol != NatProtocol::Any,
+            iif: r.in_iface.is_some(),
+            oif: r.out_iface.is_some(),
+            ports: r.orig_dports.map(|p| matches!(p, PortSpec::Range(..))),
+        }
+    }
+
+    /// (length in bytes, nft type, name) of each key field.
+    fn fields(self) -> Vec<(u8, u32, &'static str)> {
+        let mut f = Vec::with_capacity(5);
+        if self.proto {
+            f.push((1, T_PROTO, "l4proto"));
+        }
+        if self.iif {
+            f.push((16, T_IFNAME, "iifname"));
+        }
+        if self.oif {
+            f.push((16, T_IFNAME, "oifname"));
+        }
+        if self.v4 {
+            f.push((4, T_IPV4, "ct original ip daddr"));
+        } else {
+            f.push((16, T_IPV6, "ct original ip6 daddr"));
+        }
+        if self.ports.is_some() {
+            f.push((2, T_SERVICE, "ct original proto-dst"));
+        }
+        f
+    }
+
+    fn spec(self) -> SetSpec {
+        let fields = self.fields();
+        let interval = self.ports == Some(true);
+        let (alen, ta) = if self.v4 { (4, T_IPV4) } else { (16, T_IPV6) };
+        let mut flags = libc::NFT_SET_MAP as u32;
+        if interval {
+            flags |= libc::NFT_SET_INTERVAL as u32 | NFT_SET_CONCAT;
+        }
+        SetSpec {
+            flags,
+            key_len: fields.iter().map(|f| u32::from(f.0).div_ceil(4) * 4).sum(),
+            key_type: concat_type(&fields.iter().map(|f| f.1).collect::<Vec<_>>()),
+            data_len: alen,
+            data_type: ta,
+            concat: if interval {
+                fields.iter().map(|f| f.0).collect()
+            } else {
+                Vec::new()
+            },
+            counter: false,
+        }
+    }
+
+    /// The map's one rule: load the key fields, look the new source up, SNAT to it.
+    fn rule(self, map: &str) -> PlannedRule {
+        let mut e: Vec<Expr> = nfproto(self.v4).into();
+        // Fields go into consecutive 32-bit registers (a concatenation).
+        let mut next = 0;
+        let mut load = |e: &mut Vec<Expr>, make: &dyn Fn(u32) -> Expr, regs: u32| {
+            e.push(make(reg(next)));
+            next += regs;
+        };
+        if self.proto {
+            let key = libc::NFT_META_L4PROTO as u32;
+            load(&mut e, &|dreg| Expr::Meta { key, dreg }, 1);
+        }
+        for (on, key) in [
+            (self.iif, libc::NFT_META_IIFNAME),
+            (self.oif, libc::NFT_META_OIFNAME),
+        ] {
+            if on {
+                let key = key as u32;
+                load(&mut e, &|dreg| Expr::Meta { key, dreg }, 4);
+            }
+        }
+        let (dst, a) = if self.v4 {
+            (libc::NFT_CT_DST_IP, 1)
+        } else {
+            (libc::NFT_CT_DST_IP6, 4)
+        };
+        let key = dst as u32;
+        load(&mut e, &|dreg| Expr::Ct { key, dir: 0, dreg }, a);
+        if self.ports.is_some() {
+            let key = libc::NFT_CT_PROTO_DST as u32;
+            load(&mut e, &|dreg| Expr::Ct { key, dir: 0, dreg }, 1);
+        }
+        e.push(Expr::Lookup {
+            set: map.to_owned(),
+            sreg: reg(0),
+            dreg: Some(reg(0)),
+        });
+        e.push(Expr::Nat {
+            snat: true,
+            v4: self.v4,
+            addr_min: Some(reg(0)),
+            addr_max: None,
+            proto_min: None,
+            proto_max: None,
+        });
+        let by: Vec<&str> = self.fields().iter().map(|f| f.2).collect();
+        let range = if self.ports == Some(true) {
+            " (port ranges)"
+        } else {
+            ""
+        };
+        PlannedRule {
+            comment: format!("snat @{map} by {}{range}", by.join(" . ")),
+            exprs: e,
+        }
+    }
+}
+
+/// First and last port of a match.
+type PortBounds = (u16, u16);
+
+/// The key of an address-only SNAT rule in its shape's map, without the port field
+/// (the prefix) and the port bounds; checks names, ports and families.
+fn snat_key(
+    r: &SnatRule,
+    shape: SnatShape,
+    to: &IpAddr,
+) -> Result<(Vec<u8>, Option<PortBounds>), DataplaneError> {
+    let owner = format!("snat rule {}", r.name);
+    if to.is_ipv4() != shape.v4 {
+        return Err(DataplaneError::FamilyMismatch {
+            owner,
+            addr: *to,
+            vip: r.orig_daddr,
+        });
+    }
+    let mut key = Vec::with_capacity(48);
+    if shape.proto {
+        key.extend(proto_reg(if r.protocol == NatProtocol::Tcp {
+            6
+        } else {
+            17
+        }));
+    }
+    for name in r.in_iface.iter().chain(&r.out_iface) {
+        key.extend(iface_bytes(&r.name, name)?);
+    }
+    key.extend(addr_bytes(&r.orig_daddr));
+    let ports = match r.orig_dports {
+        None => None,
+        Some(p) => {
+            let (lo, hi) = p.bounds();
+            if lo == 0 || lo > hi {
+                return Err(DataplaneError::BadPortRange {
+                    owner,
+                    first: lo,
+                    last: hi,
+                });
+            }
+            Some((lo, hi))
+        }
+    };
+    Ok((key, ports))
+}
+
+/// A map of consecutive address-only SNAT rules of one shape.
+struct SnatRun {
+    shape: SnatShape,
+    name: String,
+    elements: BTreeMap<ElemKey, ElemData>,
+    /// Port ranges taken, per key prefix (interval maps refuse overlaps).
+    ranges: HashMap<Vec<u8>, Vec<(u16, u16)>>,
+}
+
+impl SnatRun {
+    fn flush(self, layout: &mut Layout) {
+        let rule = self.shape.rule(&self.name);
+        layout.state.sets.insert(
+            self.name,
+            SetState {
+                spec: self.shape.spec(),
+                elements: self.elements,
+                counters: HashMap::new(),
+            },
+        );
+        layout
+            .rules
+            .entry("lb_snat".to_owned())
+            .or_default()
+            .push(rule);
+    }
+}
+
+/// The SNAT part of the layout, in the rules' order: consecutive address-only rules
+/// of one shape become one map and one rule (`snat to <key> map @snat4_N`: a lookup
+/// per new connection whatever the number of rules); a rule with a pool keeps a
+/// rule of its own. A rule an earlier one of its map covers completely is left out
+/// (it could never match); one that overlaps an earlier port range starts a new
+/// map, so the first rule that matches still wins.
+fn plan_snat(rules: &[SnatRule], layout: &mut Layout) -> Result<(), DataplaneError> {
+    let mut pool_names = BTreeSet::new();
+    let mut run: Option<SnatRun> = None;
+    let mut maps = 0;
+    for r in rules {
+        let to = match &r.source {
+            SnatSource::Pool(entries) => {
+                if let Some(done) = run.take() {
+                    done.flush(layout);
+                }
+                let (rule, (name, st)) = snat_pool_rule(r, entries, &mut pool_names)?;
+                layout.state.sets.insert(name, st);
+                layout
+                    .rules
+                    .entry("lb_snat".to_owned())
+                    .or_default()
+                    .push(rule);
+                continue;
+            }
+            SnatSource::Address(to) => to,
+        };
+        let shape = SnatShape::of(r);
+        let (prefix, ports) = snat_key(r, shape, to)?;
+        let with_port = |p: u16| {
+            let mut k = prefix.clone();
+            if shape.ports.is_some() {
+                k.extend(port_reg(p));
+            }
+            k
+        };
+        let (lo, hi) = ports.unwrap_or((0, 0));
+        let key = ElemKey {
+            key: with_port(lo),
+            key_end: (shape.ports == Some(true)).then(|| with_port(hi)),
+        };
+        let (covered, overlaps) = match &run {
+            Some(cur) if cur.shape == shape => {
+                let taken = cur.ranges.get(&prefix).map_or(&[][..], Vec::as_slice);
+                (
+                    taken.iter().any(|&(a, b)| a <= lo && hi <= b),
+                    taken.iter().any(|&(a, b)| a <= hi && lo <= b),
+                )
+            }
+            _ => (false, true),
+        };
+        if covered {
+            continue;
+        }
+        if overlaps || run.as_ref().is_none_or(|cur| cur.shape != shape) {
+            if let Some(done) = run.take() {
+                done.flush(layout);
+            }
+            maps += 1;
+            run = Some(SnatRun {
+                shape,
+                name: format!("snat{}_{maps}", if shape.v4 { 4 } else { 6 }),
+                elements: BTreeMap::new(),
+                ranges: HashMap::new(),
+            });
+        }
+        if let Some(cur) = &mut run {
+            cur.ranges.entry(prefix).or_default().push((lo, hi));
+            cur.elements
+                .insert(key, ElemData::new(addr_bytes(to), r.name.clone()));
+        }
+    }
+    if let Some(done) = run.take() {
+        done.flush(layout);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str, daddr: &str, ports: Option<PortSpec>, to: &str) -> SnatRule {
+        SnatRule {
+            name: name.into(),
+            in_iface: Some("eth0".into()),
+            out_iface: None,
+            protocol: NatProtocol::Tcp,
+            orig_daddr: daddr.parse().unwrap(),
+            orig_dports: ports,
+            source: SnatSource::Address(to.parse().unwrap()),
+        }
+    }
+
+    fn snat_layout(rules: Vec<SnatRule>) -> Layout {
+        plan(
+            &DesiredState {
+                services: Vec::new(),
+                snat: rules,
+            },
+            Counting::Off,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn address_rules_of_one_shape_share_one_map_and_rule() {
+        let mut rules: Vec<SnatRule> = (0..1000)
+            .map(|i| {
+                let d = format!("198.19.{}.{}", i / 250, i % 250 + 1);
+                rule(
+                    &format!("r{i}"),
+                    &d,
+                    Some(PortSpec::Single(80)),
+                    "198.18.1.100",
+                )
+            })
+            .collect();
+        rules.push(SnatRule {
+            source: SnatSource::Pool(vec![("198.18.1.101".parse().unwrap(), None)]),
+            ..rule("pool", "198.18.0.100", None, "198.18.1.101")
+        });
+        rules.push(rule("v6", "2001:db8::100", None, "2001:db8:1::100"));
+        let l = snat_layout(rules);
+        let comments = &l.state.rules["lb_snat"];
+        assert_eq!(comments.len(), 3, "{comments:?}");
+        assert!(comments[0].starts_with(
+            "snat @snat4_1 by l4proto . iifname . ct original ip daddr . ct original proto-dst"
+        ));
+        assert!(comments[1].starts_with("snat pool "));
+        assert!(
+            comments[2].starts_with("snat @snat6_2 by l4proto . iifname . ct original ip6 daddr")
+        );
+        let m4 = &l.state.sets["snat4_1"];
+        assert_eq!(m4.elements.len(), 1000);
+        assert_eq!(m4.spec.key_len, 4 + 16 + 4 + 4);
+        assert_eq!(m4.spec.data_len, 4);
+        let m6 = &l.state.sets["snat6_2"];
+        assert_eq!(m6.spec.key_len, 4 + 16 + 16);
+        let (k, d) = m6.elements.iter().next().unwrap();
+        assert_eq!(k.key.len(), 36);
+        assert_eq!(d.data, addr_bytes(&"2001:db8:1::100".parse().unwrap()));
+        assert_eq!(d.comment, "v6");
+    }
+
+    #[test]
+    fn the_first_matching_rule_still_wins() {
+        let range = |a, b| Some(PortSpec::Range(a, b));
+        let l = snat_layout(vec![
+            rule("wide", "198.18.0.100", range(1000, 2000), "198.18.1.100"),
+            // Covered by `wide`: it can never match, and is left out.
+            rule("inside", "198.18.0.100", range(1200, 1300), "198.18.1.101"),
+            // Another address: same map.
+            rule("other", "198.18.0.101", range(1000, 2000), "198.18.1.101"),
+            // Overlaps `wide`: a map of its own, after wide's.
+            rule("overlap", "198.18.0.100", range(1500, 2500), "198.18.1.102"),
+            // The same key as `other`, whose map comes first: it never matches
+            // (it joins the second map, which has no such key yet).
+            rule("again", "198.18.0.101", range(1000, 2000), "198.18.1.103"),
+        ]);
+        let comments = &l.state.rules["lb_snat"];
+        assert_eq!(comments.len(), 2, "{comments:?}");
+        assert!(
+            comments[0].starts_with("snat @snat4_1 ") && comments[0].ends_with("(port ranges)")
+        );
+        assert!(comments[1].starts_with("snat @snat4_2 "));
+        let first = &l.state.sets["snat4_1"];
+        assert_eq!(first.elements.len(), 2);
+        assert!(first.spec.flags & libc::NFT_SET_INTERVAL as u32 != 0);
+        assert_eq!(first.spec.concat, vec![1, 16, 4, 2]);
+        let second = &l.state.sets["snat4_2"];
+        assert_eq!(second.elements.len(), 2);
+        let overlap = second
+            .elements
+            .iter()
+            .find(|(_, d)| d.comment == "overlap")
+            .map(|(k, _)| k)
+            .unwrap();
+        assert_eq!(
+            overlap.key_end.as_ref().map(|e| e[24..26].to_vec()),
+            Some(2500u16.to_be_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn a_snat_rule_of_the_wrong_family_or_interface_is_refused() {
+        let mut bad = rule("mixed", "198.18.0.100", None, "2001:db8::1");
+        let err = plan(
+            &DesiredState {
+                services: Vec::new(),
+                snat: vec![bad.clone()],
+            },
+            Counting::Off,
+        );
+        assert!(matches!(err, Err(DataplaneError::FamilyMismatch { .. })));
+        bad.source = SnatSource::Address("198.18.1.1".parse().unwrap());
+        bad.in_iface = Some("a-name-longer-than-15".into());
+        let err = plan(
+            &DesiredState {
+                services: Vec::new(),
+                snat: vec![bad],
+            },
+            Counting::Off,
+        );
+        assert!(matches!(err, Err(DataplaneError::BadInterfaceName { .. })));
     }
 }

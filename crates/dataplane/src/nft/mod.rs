@@ -16,7 +16,7 @@ use nftnl::nftnl_sys as sys;
 use nftnl::{MsgType, ProtoFamily};
 
 pub use layout::Counting;
-use layout::{Changes, ElemKey, Layout, SetState, TableState, CHAINS};
+use layout::{Changes, ElemData, ElemKey, Layout, SetState, TableState, CHAINS};
 use netlink::NfSocket;
 use objects::{ElemDump, RuleObj, SetObj};
 use record::{Committed, Plan};
@@ -289,7 +289,8 @@ impl NftBackend {
                 if let Some(c) = e.counter {
                     set.counters.insert(e.key.clone(), c);
                 }
-                set.elements.insert(e.key, e.data);
+                set.elements
+                    .insert(e.key, ElemData::new(e.data, String::new()));
             }
             st.sets.insert(s.name, set);
         }
@@ -369,7 +370,9 @@ impl NftBackend {
                 continue;
             };
             batch.add(
-                &SetObj::new(&self.table, name).with_spec(spec, id as u32 + 1),
+                &SetObj::new(&self.table, name)
+                    .with_spec(spec, id as u32 + 1)
+                    .with_comment(&layout::set_comment(name)),
                 MsgType::Add,
             );
             what.push(format!("creation of map {name}"));
@@ -423,8 +426,8 @@ impl NftBackend {
     ) {
         let mut set = SetObj::new(&self.table, name);
         for e in elems {
-            let (k, d) = e.pair();
-            set.add_elem(k, d);
+            let (k, d, comment) = e.pair();
+            set.add_elem(k, d, comment);
         }
         let n = set.write_elems(batch, kind);
         let verb = if kind == MsgType::Add {
@@ -442,19 +445,20 @@ impl NftBackend {
     }
 }
 
+/// An element to write: key, data (maps) and comment.
 trait ElemPair {
-    fn pair(&self) -> (&ElemKey, Option<&[u8]>);
+    fn pair(&self) -> (&ElemKey, Option<&[u8]>, &str);
 }
 
 impl ElemPair for ElemKey {
-    fn pair(&self) -> (&ElemKey, Option<&[u8]>) {
-        (self, None)
+    fn pair(&self) -> (&ElemKey, Option<&[u8]>, &str) {
+        (self, None, "")
     }
 }
 
-impl ElemPair for (ElemKey, Vec<u8>) {
-    fn pair(&self) -> (&ElemKey, Option<&[u8]>) {
-        (&self.0, Some(&self.1))
+impl ElemPair for (ElemKey, ElemData) {
+    fn pair(&self) -> (&ElemKey, Option<&[u8]>, &str) {
+        (&self.0, Some(&self.1.data), &self.1.comment)
     }
 }
 

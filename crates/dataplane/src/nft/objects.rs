@@ -27,6 +27,16 @@ fn nonnull<T>(p: *mut T) -> NonNull<T> {
 
 const FAMILY: u32 = libc::NFPROTO_INET as u32;
 
+/// A comment as nft writes it into user data: a TLV of type `ty`, the text
+/// NUL-terminated, at most 127 bytes with the NUL (nft's limit is 128).
+fn comment_tlv(ty: u32, comment: &str) -> Vec<u8> {
+    let mut text: Vec<u8> = comment.bytes().filter(|&b| b != 0).take(126).collect();
+    text.push(0);
+    let mut udata = vec![ty as u8, text.len() as u8];
+    udata.extend(text);
+    udata
+}
+
 /// An nftnl set (map) of our table, optionally with elements.
 pub struct SetObj(NonNull<sys::nftnl_set>);
 
@@ -80,8 +90,24 @@ impl SetObj {
         self
     }
 
-    /// Adds an element (key, optional range end, map data) to the object.
-    pub fn add_elem(&mut self, key: &ElemKey, data: Option<&[u8]>) {
+    /// Sets the set's comment (shown by `nft list`).
+    pub fn with_comment(self, comment: &str) -> SetObj {
+        let udata = comment_tlv(sys::NFTNL_UDATA_SET_COMMENT, comment);
+        // SAFETY: live set; libnftnl copies the buffer.
+        unsafe {
+            sys::nftnl_set_set_data(
+                self.0.as_ptr(),
+                sys::NFTNL_SET_USERDATA as u16,
+                udata.as_ptr().cast(),
+                udata.len() as u32,
+            );
+        }
+        self
+    }
+
+    /// Adds an element (key, optional range end, map data, comment unless empty)
+    /// to the object.
+    pub fn add_elem(&mut self, key: &ElemKey, data: Option<&[u8]>, comment: &str) {
         // SAFETY: the element is handed to the set, which frees it; data is copied.
         unsafe {
             let e = nonnull(sys::nftnl_set_elem_alloc());
@@ -106,6 +132,15 @@ impl SetObj {
                     sys::NFTNL_SET_ELEM_DATA as u16,
                     d.as_ptr().cast(),
                     d.len() as u32,
+                );
+            }
+            if !comment.is_empty() {
+                let udata = comment_tlv(sys::NFTNL_UDATA_SET_ELEM_COMMENT, comment);
+                sys::nftnl_set_elem_set(
+                    e.as_ptr(),
+                    sys::NFTNL_SET_ELEM_USERDATA as u16,
+                    udata.as_ptr().cast(),
+                    udata.len() as u32,
                 );
             }
             sys::nftnl_set_elem_add(self.0.as_ptr(), e.as_ptr());
@@ -221,11 +256,7 @@ impl RuleObj {
             // SAFETY: the rule takes ownership of the expression.
             unsafe { sys::nftnl_rule_add_expr(self.0.as_ptr(), e.build().into_raw()) };
         }
-        // Comment as nft writes it: udata TLV (type 0 = comment), NUL-terminated.
-        let mut text: Vec<u8> = comment.bytes().filter(|&b| b != 0).take(126).collect();
-        text.push(0);
-        let mut udata = vec![sys::NFTNL_UDATA_RULE_COMMENT as u8, text.len() as u8];
-        udata.extend(text);
+        let udata = comment_tlv(sys::NFTNL_UDATA_RULE_COMMENT, comment);
         // SAFETY: libnftnl copies the buffer.
         unsafe {
             sys::nftnl_rule_set_data(

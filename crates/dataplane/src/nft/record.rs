@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use super::layout::{
-    self, claim, Changes, Claim, Counting, ElemKey, Layout, PlannedRule, ServicePlan, TableState,
-    CHAINS,
+    self, claim, Changes, Claim, Counting, ElemData, ElemKey, Layout, PlannedRule, ServicePlan,
+    TableState, CHAINS,
 };
 use crate::model::{Service, SnatRule};
 use crate::{ChangeHint, DataplaneError, DesiredState};
@@ -489,27 +489,24 @@ impl Committed {
                 }
             }
         }
-        let mut dels: BTreeMap<String, BTreeMap<ElemKey, Vec<u8>>> = BTreeMap::new();
-        let mut adds: BTreeMap<String, BTreeMap<ElemKey, Vec<u8>>> = BTreeMap::new();
-        let collect = |p: &ServicePlan, into: &mut BTreeMap<String, BTreeMap<ElemKey, Vec<u8>>>| {
-            for (set, k, d, _) in p.elements() {
-                into.entry(set.to_owned())
-                    .or_default()
-                    .insert(k.clone(), d.to_vec());
+        let mut dels: BTreeMap<String, BTreeMap<ElemKey, ElemData>> = BTreeMap::new();
+        let mut adds: BTreeMap<String, BTreeMap<ElemKey, ElemData>> = BTreeMap::new();
+        let collect = |s: &Service, into: &mut BTreeMap<String, BTreeMap<ElemKey, ElemData>>| {
+            let p: ServicePlan = layout::plan_service(s, self.counting)?;
+            for (set, k, d, bi) in p.elements() {
+                into.entry(set.to_owned()).or_default().insert(
+                    k.clone(),
+                    ElemData::new(d.to_vec(), layout::elem_comment(s, set, bi)),
+                );
             }
+            Ok::<(), DataplaneError>(())
         };
         for &(j, i) in touched {
             if let Some(j) = j {
-                collect(
-                    &layout::plan_service(&self.entries[j].service, self.counting)?,
-                    &mut dels,
-                );
+                collect(&self.entries[j].service, &mut dels)?;
             }
             if let Some(i) = i {
-                collect(
-                    &layout::plan_service(&desired.services[i], self.counting)?,
-                    &mut adds,
-                );
+                collect(&desired.services[i], &mut adds)?;
             }
         }
         // An element deleted and added with the same data stays as it is.
@@ -542,8 +539,8 @@ impl Committed {
     /// rebuilt. `None` if the record does not fit (the full path then decides).
     fn changes(
         &self,
-        dels: BTreeMap<String, BTreeMap<ElemKey, Vec<u8>>>,
-        adds: BTreeMap<String, BTreeMap<ElemKey, Vec<u8>>>,
+        dels: BTreeMap<String, BTreeMap<ElemKey, ElemData>>,
+        adds: BTreeMap<String, BTreeMap<ElemKey, ElemData>>,
     ) -> Option<(Changes, Layout)> {
         let mut c = Changes::default();
         let mut extra = Layout::default();
@@ -555,7 +552,7 @@ impl Committed {
         for name in names {
             let d = dels.get(name).unwrap_or(&empty);
             let a = adds.get(name).unwrap_or(&empty);
-            let (chain, _) = layout::rule_of_set(name)?;
+            let chain = layout::chain_of_set(name)?;
             let cur = self.state.sets.get(name);
             let held = cur.map_or(&empty, |s| &s.elements);
             // Every deletion must be held; every addition must be new or replace a deletion.
