@@ -66,22 +66,38 @@ if [[ $status -ne 0 ]]; then
 fi
 
 vm_status=0
+vm_outputs=()
 if [[ $(id -u) -eq 0 ]]; then
     # Real IPVS: a stock Debian kernel under qemu (this machine's kernel has none).
     echo "== VM stage (IPVS in Debian's kernel under qemu)"
-    integration/vm/ipvs-tests.sh 2>&1 | tee target/vm-output.txt || vm_status=$?
+    stage_status=0
+    integration/vm/ipvs-tests.sh 2>&1 | tee target/vm-output.txt || stage_status=$?
+    vm_outputs+=("target/vm-output.txt:$stage_status")
+    # The Debian package (scripts/package.sh) installed on a stock bookworm and run by
+    # systemd, under the same kernel.
+    echo "== VM stage (the Debian package under systemd)"
+    stage_status=0
+    integration/vm/systemd-tests.sh 2>&1 | tee target/vm-systemd-output.txt || stage_status=$?
+    vm_outputs+=("target/vm-systemd-output.txt:$stage_status")
 fi
 
 passed=$(grep -Eo '^test result: .*' target/test-output.txt | awk '{p+=$4} END {print p+0}')
 failed=$(grep -Eo '^test result: .*' target/test-output.txt | awk '{f+=$6} END {print f+0}')
 failed=$((failed - flaky))
-if [[ -f target/vm-output.txt && $(id -u) -eq 0 ]]; then
-    passed=$((passed + $(grep -c '^TEST .* PASS' target/vm-output.txt || true)))
-    failed=$((failed + $(grep -c '^TEST .* FAIL' target/vm-output.txt || true)))
-    if [[ $vm_status -ne 0 ]] && ! grep -q '^TEST .* FAIL' target/vm-output.txt; then
-        failed=$((failed + 1))   # the VM itself failed (boot, timeout)
+# Each VM stage's TEST lines count as tests; a stage that failed without a failing
+# TEST line (package build, boot, timeout) counts as one failure.
+for entry in ${vm_outputs[@]+"${vm_outputs[@]}"}; do
+    out=${entry%:*}
+    stage_status=${entry##*:}
+    passed=$((passed + $(grep -c '^TEST [^ ]* PASS' "$out" || true)))
+    failed=$((failed + $(grep -c '^TEST [^ ]* FAIL' "$out" || true)))
+    if [[ $stage_status -ne 0 ]]; then
+        vm_status=1
+        if ! grep -q '^TEST [^ ]* FAIL' "$out"; then
+            failed=$((failed + 1))
+        fi
     fi
-fi
+done
 echo
 if [[ $flaky -gt 0 ]]; then
     echo "suite: $passed passed, $failed failed, $flaky flaky (failed once, passed on retry: see FLAKY above)"

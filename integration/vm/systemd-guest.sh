@@ -84,11 +84,26 @@ cable srv1 eth0 br1 198.18.1.21/24; cable srv2 eth0 br1 198.18.1.22/24
 for s in srv1 srv2; do
     mkdir -p "/srv/$s/cgi-bin"
     echo "$s" > "/srv/$s/index.html"
-    printf '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n%s %%s\\n" "$REMOTE_ADDR"\n' "$s" > "/srv/$s/cgi-bin/who"
+    # busybox httpd listens on an IPv6 socket: an IPv4 client's REMOTE_ADDR reads
+    # "[::ffff:198.18.1.100]"; the answer gives the plain address.
+    cat > "/srv/$s/cgi-bin/who" <<EOF
+#!/bin/sh
+a=\${REMOTE_ADDR#[}; a=\${a%]}; a=\${a#::ffff:}
+printf 'Content-Type: text/plain\\r\\n\\r\\n%s %s\\n' $s "\$a"
+EOF
     chmod 755 "/srv/$s/cgi-bin/who"
     ip netns exec "$s" busybox httpd -p 80 -h "/srv/$s"
 done
-for n in lb1 lb2; do ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1; done
+# The nodes route between the segments. A stock Debian has forwarding off, and IPVS
+# NAT needs it: the client's packets are delivered locally to the VIP and sent on by
+# IPVS, but the servers' answers, once conntrack has undone the SNAT, are forwarded to
+# the client (with forwarding off they are dropped after the handshake's SYN-ACK).
+for n in lb1 lb2; do
+    ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1
+    if [ "$(ip netns exec "$n" sysctl -n net.ipv4.ip_forward)" != 1 ]; then
+        fail lab_setup "net.ipv4.ip_forward is not 1 on $n"; finish
+    fi
+done
 
 # --- each node's config and the instance units
 for n in lb1 lb2; do
@@ -161,6 +176,40 @@ through_vip() {
         i=$((i + 1))
     done
 }
+# After a failed traffic check: what the node NODE's kernel did with one request
+# (direct requests from NODE to the servers, sysctls, nft, IPVS and conntrack
+# tables, and captures on the client's and the servers' segments).
+diagnose() {
+    node=$1
+    {
+        echo "--- diagnostics on $node"
+        for a in 198.18.1.21 198.18.1.22; do
+            printf 'direct %s: ' "$a"
+            ip netns exec "$node" timeout 10 busybox wget -q -O - "http://$a/cgi-bin/who" 2>&1 || echo "no answer"
+        done
+        ip netns exec "$node" sysctl net.ipv4.ip_forward net.ipv4.vs.conntrack \
+            net.ipv4.conf.all.rp_filter net.ipv4.conf.eth0.rp_filter net.ipv4.conf.eth1.rp_filter 2>&1
+        ip -n "$node" -br addr
+        ip -n "$node" route
+        for c in "$node:eth0" "$node:eth1" srv1:eth0 client:eth0; do
+            ip netns exec "${c%:*}" timeout 12 tcpdump -lnni "${c#*:}" -c 40 \
+                'arp or (tcp port 80 and (host 198.18.0.10 or host 198.18.1.100))' \
+                > "/tmp/td.${c%:*}.${c#*:}" 2>&1 &
+        done
+        sleep 2
+        ip netns exec client timeout 8 busybox wget -q -O - http://198.18.0.100/cgi-bin/who 2>&1 || echo "no answer"
+        sleep 1
+        ip netns exec "$node" ipvsadm -Lnc
+        ip netns exec "$node" conntrack -L 2>&1 | grep -v 'dport=8848\|sport=8848'
+        ip netns exec "$node" nft list ruleset
+        wait
+        for c in "$node:eth0" "$node:eth1" srv1:eth0 client:eth0; do
+            echo "--- tcpdump $c"; cat "/tmp/td.${c%:*}.${c#*:}"
+        done
+        ip -n srv1 neigh; ip -n client neigh
+        journalctl -u "lbd@$node" -o cat --no-pager | tail -n 20
+    } 2>&1 | sed 's/^/  | /'
+}
 # Servers up for both nodes' health checks (rise 2, interval 1 s).
 servers_up() { ip netns exec "$1" ipvsadm -Ln | grep -E '198\.18\.1\.2[12]:80 +Masq +1 ' | wc -l | grep -qx 2; }
 wait_for 60 servers_up lb1 || true
@@ -169,6 +218,7 @@ if [ "$(grep -c '^srv1 198\.18\.1\.100$' /tmp/answers)" = 2 ] && [ "$(grep -c '^
     pass traffic_snat "$(sort /tmp/answers | uniq -c | tr -s ' \n' ' ')"
 else
     fail traffic_snat; sed 's/^/  | /' /tmp/answers; ip netns exec lb1 ipvsadm -Ln | sed 's/^/  | /'
+    diagnose lb1
 fi
 
 phase "traffic checked"
@@ -212,6 +262,7 @@ if wait_for 30 vip_on lb2 && ! vip_on lb1; then
         pass failover_traffic "$(sort /tmp/answers | uniq -c | tr -s ' \n' ' ')"
     else
         fail failover_traffic; sed 's/^/  | /' /tmp/answers
+        diagnose lb2
     fi
 else
     fail failover_traffic "VIP not moved to lb2"

@@ -15,21 +15,24 @@
 # The root file system is an initramfs (uncompressed cpio): the kernel unpacks it
 # into RAM and runs /lib/systemd/systemd; no disk, no initrd tools. The archive's
 # debs are kept in ${LBSUITE_VM_CACHE:-~/.cache/lbsuite-vm}/rootfs-debs; the kernel
-# and its modules are the IPVS stage's (run.sh, lib.sh's prepare_kernel).
+# and its modules are the IPVS stage's (run.sh, lib.sh's prepare_kernel). The root
+# file system without the package is kept there too (see below).
 #
-# Environment: VM_TIMEOUT (seconds, default 600), VM_MEMORY (MiB, default 2048),
-# VM_SMP (2), VM_KEEP=1 keeps the work directory, VM_VERBOSE=1 shows the console.
+# Environment: VM_TIMEOUT (seconds, default 1500: the guest part took 7 min on a
+# quiet machine and over 10 under a load of 16 on 2 cores), VM_MEMORY (MiB, default 2048),
+# VM_SMP (2), VM_KEEP=1 keeps the work directory, VM_VERBOSE=1 shows the console,
+# VM_ROOTFS_REBUILD=1 builds the root file system again.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 deb=""
-timeout_s="${VM_TIMEOUT:-600}"
+timeout_s="${VM_TIMEOUT:-1500}"
 while [ $# -gt 0 ]; do
     case "$1" in
         --deb) deb="$2"; shift 2 ;;
         --timeout) timeout_s="$2"; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "systemd-vm: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -62,32 +65,59 @@ done
 [ ${#sources[@]} -gt 0 ] || die "no apt sources in /etc/apt"
 
 # What the guest needs besides the package: systemd, the tools the checks use
-# (ipvsadm, nft, iproute2, busybox for httpd/wget), kmod for modprobe, and the
-# package's own Depends: so that dpkg -i inside the guest finds them.
+# (ipvsadm, nft, iproute2, sysctl from procps, busybox for httpd/wget; tcpdump and
+# conntrack for the diagnostics of a failed traffic check), kmod for modprobe, and
+# the package's own Depends: so that dpkg -i inside the guest finds them.
 depends="$(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/^ *//; s/[ (].*//' | grep . | paste -sd, -)"
-include="systemd,systemd-sysv,kmod,iproute2,ipvsadm,nftables,busybox,$depends"
-rootfs="$work/rootfs"
-log "mmdebstrap bookworm (minbase + $include)"
-t0=$(date +%s)
-mmdebstrap --quiet --variant=minbase --include="$include" \
-    --skip=essential/unlink \
-    --setup-hook="mkdir -p \"\$1\"/var/cache/apt/archives/" \
-    --setup-hook="sync-in '$cache/rootfs-debs' /var/cache/apt/archives/" \
-    --customize-hook="sync-out /var/cache/apt/archives '$cache/rootfs-debs'" \
-    --customize-hook="cp -a '$kdir/modules/lib/modules' \"\$1\"/lib/ && chroot \"\$1\" depmod '$kver'" \
-    --customize-hook="rm -rf \"\$1\"/usr/share/locale/* \"\$1\"/usr/share/doc/* \"\$1\"/usr/share/info/*" \
-    --customize-hook="upload '$deb' /root/lbsuite.deb" \
-    --customize-hook="upload '$here/systemd-guest.sh' /root/systemd-guest.sh" \
-    --customize-hook="upload '$here/systemd-guest.service' /etc/systemd/system/lbsuite-vm-test.service" \
-    --customize-hook="chroot \"\$1\" systemctl enable lbsuite-vm-test.service >/dev/null 2>&1" \
-    --customize-hook="chroot \"\$1\" systemctl mask serial-getty@ttyS0.service getty@tty1.service >/dev/null 2>&1" \
-    --customize-hook="echo lbsuite-vm > \"\$1\"/etc/hostname" \
-    bookworm "$rootfs" "${sources[@]}" >"$work/mmdebstrap.log" 2>&1 \
-    || { tail -n 30 "$work/mmdebstrap.log" >&2; die "mmdebstrap failed"; }
-chmod 755 "$rootfs/root/systemd-guest.sh"
-log "root file system $(du -sh "$rootfs" | cut -f1) in $(( $(date +%s) - t0 )) s"
+include="systemd,systemd-sysv,kmod,procps,iproute2,ipvsadm,nftables,busybox,tcpdump,conntrack,$depends"
 
-(cd "$rootfs" && find . | "$busybox" cpio -o -H newc 2>/dev/null > "$work/rootfs.cpio")
+# The base root file system (everything but the package and the test) is kept in the
+# cache as rootfs-<key>.cpio (beside the kernel: it outlives target/ and a fresh
+# clone); the key covers what goes into it: the package
+# list, the apt sources, the kernel, and the recipe below (bump `recipe` when it
+# changes). It is rebuilt when older than a week (the archive moves with security
+# updates) or when VM_ROOTFS_REBUILD=1.
+recipe=1
+key="$( { echo "$recipe $include $kver"; cat "${sources[@]}"; } | sha256sum | cut -c1-16)"
+basedir="$cache"
+base="$basedir/rootfs-$key.cpio"
+if [ -f "$base" ] && [ "${VM_ROOTFS_REBUILD:-0}" != 1 ] \
+    && [ -z "$(find "$base" -mtime +6 2>/dev/null)" ]; then
+    log "root file system from $base"
+else
+    rootfs="$work/rootfs"
+    log "mmdebstrap bookworm (minbase + $include)"
+    t0=$(date +%s)
+    mmdebstrap --quiet --variant=minbase --include="$include" \
+        --skip=essential/unlink \
+        --setup-hook="mkdir -p \"\$1\"/var/cache/apt/archives/" \
+        --setup-hook="sync-in '$cache/rootfs-debs' /var/cache/apt/archives/" \
+        --customize-hook="sync-out /var/cache/apt/archives '$cache/rootfs-debs'" \
+        --customize-hook="cp -a '$kdir/modules/lib/modules' \"\$1\"/lib/ && chroot \"\$1\" depmod '$kver'" \
+        --customize-hook="rm -rf \"\$1\"/usr/share/locale/* \"\$1\"/usr/share/doc/* \"\$1\"/usr/share/info/*" \
+        --customize-hook="chroot \"\$1\" systemctl mask serial-getty@ttyS0.service getty@tty1.service >/dev/null 2>&1" \
+        --customize-hook="echo lbsuite-vm > \"\$1\"/etc/hostname" \
+        bookworm "$rootfs" "${sources[@]}" >"$work/mmdebstrap.log" 2>&1 \
+        || { tail -n 30 "$work/mmdebstrap.log" >&2; die "mmdebstrap failed"; }
+    log "root file system $(du -sh "$rootfs" | cut -f1) in $(( $(date +%s) - t0 )) s"
+    mkdir -p "$basedir"
+    rm -f "$basedir"/rootfs-*.cpio
+    (cd "$rootfs" && find . | "$busybox" cpio -o -H newc 2>/dev/null > "$base.tmp")
+    mv "$base.tmp" "$base"
+    rm -rf "$rootfs"
+fi
+
+# The package and the test on top: a second cpio archive after the first (the kernel
+# unpacks both, in order, into the same root).
+overlay="$work/overlay"
+mkdir -p "$overlay/root" "$overlay/etc/systemd/system/multi-user.target.wants"
+chmod 700 "$overlay/root"
+cp "$deb" "$overlay/root/lbsuite.deb"
+install -m 755 "$here/systemd-guest.sh" "$overlay/root/systemd-guest.sh"
+cp "$here/systemd-guest.service" "$overlay/etc/systemd/system/lbsuite-vm-test.service"
+ln -s ../lbsuite-vm-test.service "$overlay/etc/systemd/system/multi-user.target.wants/"
+(cd "$overlay" && find . | "$busybox" cpio -o -H newc 2>/dev/null > "$work/overlay.cpio")
+cat "$base" "$work/overlay.cpio" > "$work/rootfs.cpio"
 log "initramfs $(du -h "$work/rootfs.cpio" | cut -f1) (kernel $kver); ready after $(( $(date +%s) - start )) s"
 
 memory_default=2048
