@@ -25,8 +25,11 @@
 //! takeover mid-dump). A MASTER (or a node whose role is not known yet) then follows
 //! its conntrack events; a node that is not MASTER has no connections of its own and
 //! does not subscribe (conntrack builds no events while nobody listens), so writing
-//! the peer's entries costs it no events; it streams again, from a new dump, once it
-//! becomes MASTER. When the kernel drops events, the sender sends a resync and a dump
+//! the peer's entries costs it no events. It streams its events once it becomes
+//! MASTER: the takeover's commit subscribes to them before the VIPs arrive and the
+//! stream takes that subscription over, so the peer (which asked for a dump when it
+//! left MASTER) gets one dump per takeover, not two; a MASTER role learnt without a
+//! commit restarts the stream with a new dump. When the kernel drops events, the sender sends a resync and a dump
 //! again. Until a dump has ended on a live stream from the peer, the receiver asks
 //! vrrpd (through lbd's `track.set`) to hold back preemption: a node that comes back
 //! takes over only once it can carry the peer's connections. An idle sender sends a
@@ -216,6 +219,11 @@ struct Shared {
     master: AtomicBool,
     /// The flows to send, and a generation bumped when they change (reload).
     filter: Mutex<(FlowFilter, u64)>,
+    /// A subscription to this node's events made by the takeover's commit, before
+    /// the VIPs arrive, with the filter generation it selects by: the stream takes
+    /// it over in place, so no connection of the new MASTER can fall between a dump
+    /// and a subscription, and the peer gets no second full dump at each takeover.
+    early_events: Mutex<Option<(ctsync::Events, u64)>>,
     sending: AtomicBool,
     /// Set when the peer's stream arrives: the peer is back, so the sender stops
     /// waiting out its reconnect backoff.
@@ -279,6 +287,35 @@ impl Shared {
 
     fn filter_generation(&self) -> u64 {
         self.filter.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// The subscription the last commit made, if it selects by `generation`'s filter.
+    fn take_early_events(&self, generation: u64) -> Option<ctsync::Events> {
+        let early = self
+            .early_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        early.and_then(|(ev, g)| (g == generation).then_some(ev))
+    }
+
+    /// Subscribes to this node's events now (a takeover's commit, before the VIPs
+    /// arrive), for the stream to take over when it sees the node is MASTER.
+    fn subscribe_early(&self) {
+        if self.master.load(Ordering::Relaxed) && self.streaming_events.load(Ordering::Relaxed) {
+            // Already streaming its events (a prepare while MASTER, or before the
+            // role was known): nothing would take this subscription.
+            return;
+        }
+        let (filter, generation) = self.filter();
+        let early = match subscribe_events(self, &filter) {
+            Ok(ev) => Some((ev, generation)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no early subscription to conntrack events: the stream restarts with a full dump");
+                None
+            }
+        };
+        *self.early_events.lock().unwrap_or_else(|p| p.into_inner()) = early;
     }
 
     fn set_sending(&self, up: bool) {
@@ -400,6 +437,7 @@ impl SyncLink {
                 peer_wants_dump: AtomicBool::new(false),
                 master: AtomicBool::new(true),
                 filter: Mutex::new((flow_filter(view), 0)),
+                early_events: Mutex::new(None),
                 sending: AtomicBool::new(false),
                 peer_back: AtomicBool::new(false),
                 receiving: AtomicU64::new(0),
@@ -478,10 +516,14 @@ impl SyncLink {
         // Whatever the kernel said: from now on nothing is written behind the
         // connections this node carries.
         store.set_tracking(false);
-        self.shared.master.store(true, Ordering::Relaxed);
         self.shared
             .dump_wanted
             .store(DUMP_NOT_WANTED, Ordering::Relaxed);
+        drop(held);
+        // Subscribed before the stream sees MASTER, so it finds the subscription.
+        self.shared.subscribe_early();
+        self.shared.master.store(true, Ordering::Relaxed);
+        let held = self.shared.held();
         let report = result?;
         self.shared.observe(&held, Some(&report));
         self.shared
@@ -510,6 +552,11 @@ impl SyncLink {
             r
         } else {
             // The peer's dump, asked for here, replaces what the kernel holds.
+            self.shared
+                .early_events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             held.store.track_from_kernel();
             self.shared
                 .dump_wanted
@@ -665,8 +712,10 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
     // the peer's into its kernel, and conntrack builds no events at all while nobody
     // listens. Subscribe before dumping: an event between the two is then sent.
     let mut streaming_events = shared.master.load(Ordering::Relaxed);
+    // A subscription the commit made is older than this stream's dump: use it.
+    let early = shared.take_early_events(generation);
     let mut events = if streaming_events {
-        match subscribe_events(shared, &filter) {
+        match early.map_or_else(|| subscribe_events(shared, &filter), Ok) {
             Ok(ev) => Some(ev),
             Err(e) => return e,
         }
@@ -703,6 +752,18 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
                 events = None;
                 streaming_events = false;
                 shared.streaming_events.store(false, Ordering::Relaxed);
+            } else if let Some(ev) = shared.take_early_events(generation) {
+                // Subscribed by the takeover's commit, before this node had a VIP:
+                // every connection of its own is in these events, and the peer's
+                // request for a dump (if any) is answered below. No restart, no
+                // second dump of the whole table.
+                events = Some(ev);
+                streaming_events = true;
+                shared.streaming_events.store(true, Ordering::Relaxed);
+                tracing::info!("this node became MASTER: streaming its connections");
+                if shared.master.load(Ordering::Relaxed) {
+                    resync_ipvs(shared);
+                }
             } else {
                 return "this node became MASTER: streaming its connections".to_owned();
             }
@@ -798,8 +859,16 @@ fn send_dump(shared: &Shared, out: &mut impl Write, filter: &FlowFilter) -> Resu
     // deletes an entry before it creates it anew, so a dump taken in between misses
     // the connection, and the peer deletes what a dump does not bring (a drill
     // straight after a preemption back lost 13 of 200 that way): the writes made
-    // meanwhile are journaled and patched into the dump.
-    shared.held().store.start_journal();
+    // meanwhile are journaled and patched into the dump. What the store has not
+    // written yet goes in first: the peer's events before its request for this
+    // dump are in the store by now, and the dump must bring them back (the peer
+    // deletes what a dump does not bring, and this node's writes send no events).
+    {
+        let mut held = shared.held();
+        let flushed = held.flush();
+        shared.observe(&held, flushed.as_ref());
+        held.store.start_journal();
+    }
     let dumped = dump_with_heartbeats(out, filter);
     let journal = shared.held().store.take_journal();
     let mut entries = dumped?;

@@ -95,12 +95,21 @@ fn drill_out_and_back_twice_keeps_every_connection() {
     let (setup, _daemons) = two_nodes(true, &[]);
     let mut held = held_through_lb1(&setup);
     wait_synced(&setup, "lb2", CONNECTIONS as u64);
+    let dumps = |node| lbd_sync(&setup, node)["dumps_sent"].as_u64().unwrap_or(0);
     for round in 1..=2 {
+        let before = [dumps("lb1"), dumps("lb2")];
         let (out, back) = drill_out_and_back(&setup, &mut held, round);
         println!("lb1 sync after round {round}: {}", lbd_sync(&setup, "lb1"));
         assert_eq!((out, back), (CONNECTIONS, CONNECTIONS), "round {round}");
         let hold = vrrpd_status(&setup, "lb1")["preempt_hold"].clone();
         assert_eq!(hold["expirations"], 0, "lb1 waited for lb2's dump: {hold}");
+        // Each node that left MASTER got exactly one full dump from the other: the
+        // new MASTER's stream takes over the subscription its commit made instead
+        // of restarting with a second dump of the whole table.
+        wait_synced(&setup, "lb2", CONNECTIONS as u64);
+        let sent = [dumps("lb1") - before[0], dumps("lb2") - before[1]];
+        println!("round {round}: full dumps sent by lb1, lb2: {sent:?}");
+        assert_eq!(sent, [1, 1], "round {round}: dumps per node per drill");
     }
 }
 
