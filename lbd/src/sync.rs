@@ -476,6 +476,11 @@ impl SyncLink {
             .name("sync-listen".into())
             .spawn(move || listen_loop(&shared, listen, peer))
             .map_err(SyncError::Thread)?;
+        let shared = Arc::clone(&link.shared);
+        thread::Builder::new()
+            .name("sync-refresh".into())
+            .spawn(move || refresh_loop(&shared))
+            .map_err(SyncError::Thread)?;
         tracing::info!(listen = %link.listen, peer = %link.peer, "connection-state sync started");
         Ok(link)
     }
@@ -1019,6 +1024,25 @@ fn listen_loop(shared: &Arc<Shared>, listen: SocketAddr, peer: IpAddr) {
     }
 }
 
+/// Every [`REFRESH_EVERY`]: held entries whose copy in this node's kernel has spent
+/// half its timeout are written again (the peer's packets refresh its own copy and
+/// send no event). On a thread of its own, not the receiver's: while the peer's
+/// stream is down (the sync link cut, the peer alive and forwarding) the copies
+/// must outlive their timeout all the same, for the takeover that may follow.
+fn refresh_loop(shared: &Shared) {
+    loop {
+        thread::sleep(REFRESH_EVERY);
+        let mut held = shared.held();
+        let due = held.store.refresh_due(Instant::now());
+        if due == 0 {
+            continue;
+        }
+        shared.refreshed_counter.inc_by(due as u64);
+        let flushed = held.flush();
+        shared.observe(&held, flushed.as_ref());
+    }
+}
+
 /// Applies the peer's lines to the store until the stream ends; returns why. While
 /// this node is not MASTER, what arrives is written into the kernel whenever the
 /// peer pauses (or every [`FLUSH_AT`] entries).
@@ -1028,7 +1052,6 @@ fn receive(shared: &Shared, stream: TcpStream) -> String {
     }
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     let mut line = Vec::new();
-    let mut last_refresh = Instant::now();
     loop {
         line.clear();
         // At most one byte past the bound, so a line without end costs no more.
@@ -1083,12 +1106,6 @@ fn receive(shared: &Shared, stream: TcpStream) -> String {
             Line::WantDump => shared.peer_wants_dump.store(true, Ordering::Relaxed),
             Line::Event(ev) => held.store.apply(ev),
             Line::Heartbeat | Line::Dumped => {}
-        }
-        // Lines come at least every heartbeat, so this runs about every second.
-        if last_refresh.elapsed() >= REFRESH_EVERY {
-            last_refresh = Instant::now();
-            let due = held.store.refresh_due(last_refresh);
-            shared.refreshed_counter.inc_by(due as u64);
         }
         let flushed = if reader.buffer().is_empty() || held.store.pending() >= FLUSH_AT {
             held.flush()

@@ -318,6 +318,38 @@ fn long_lived_udp_flows_keep_server_and_snat_port_past_their_timeout() {
     {
         return;
     }
+    long_lived_udp_flows(false);
+}
+
+/// The same with the sync link cut (the peer alive and forwarding) for the flows'
+/// four timeouts: lb2 writes its copies again all the same, then lb1 crashes.
+#[test]
+fn long_lived_udp_flows_survive_a_cut_sync_link() {
+    if !integration::have_root("long_lived_udp_flows_survive_a_cut_sync_link") {
+        return;
+    }
+    long_lived_udp_flows(true);
+}
+
+/// Drops the sync stream's packets in lb2 (both ways), as a cut sync link would.
+fn cut_sync_link(setup: &Setup) {
+    let lb2 = setup.host("lb2");
+    lb2.exec_ok(&["nft", "add", "table", "inet", "cut"])
+        .unwrap();
+    for (chain, hook) in [("in", "input"), ("out", "output")] {
+        let spec = format!("{{ type filter hook {hook} priority 0 ; }}");
+        lb2.exec_ok(&["nft", "add", "chain", "inet", "cut", chain, &spec])
+            .unwrap();
+        for dir in ["dport", "sport"] {
+            lb2.exec_ok(&[
+                "nft", "add", "rule", "inet", "cut", chain, "tcp", dir, "8848", "drop",
+            ])
+            .unwrap();
+        }
+    }
+}
+
+fn long_lived_udp_flows(cut: bool) {
     const FLOWS: usize = 20;
     // The kernel's UDP timeouts, shortened in both nodes so that the flows outlive
     // them several times over in seconds (the defaults are 30 s and 120 s).
@@ -352,6 +384,12 @@ fn long_lived_udp_flows_keep_server_and_snat_port_past_their_timeout() {
     let first = udp_answers(&flows, Duration::from_secs(5));
     assert!(first.iter().all(Option::is_some), "before: {first:?}");
     println!("before: {first:?}");
+    if cut {
+        // Assured (a second exchange) and synced, then the link is cut.
+        assert_eq!(udp_answers(&flows, Duration::from_secs(5)), first);
+        wait_synced(&setup, "lb2", FLOWS as u64);
+        cut_sync_link(&setup);
+    }
     // Alive through lb1 for four stream timeouts: one datagram per flow every 0.5 s.
     let until = std::time::Instant::now() + Duration::from_secs(4 * STREAM_TIMEOUT_S);
     while std::time::Instant::now() < until {
@@ -366,6 +404,19 @@ fn long_lived_udp_flows_keep_server_and_snat_port_past_their_timeout() {
         "lb2 (BACKUP) holds {} of the flows in its kernel",
         on_lb2.lines().count()
     );
+    if cut {
+        let sync = lbd_sync(&setup, "lb2");
+        println!("lb2's sync after the cut: {sync}");
+        assert_eq!(
+            sync["receiving"], false,
+            "the cut stopped the peer's stream"
+        );
+    }
+    let refreshed = sample(
+        &scrape(setup.host("lb2"), "127.0.0.1:9613"),
+        "lbd_sync_entries_refreshed_total",
+    );
+    println!("lb2 wrote {refreshed:?} held entries again (half their timeout spent)");
     kill_lb1(&setup, &daemons);
     let after = udp_answers(&flows, ANSWER);
     let kept = first
