@@ -150,6 +150,15 @@ pub enum LabError {
         #[source]
         source: io::Error,
     },
+    /// A batch file for `ip -batch` could not be written.
+    #[error("ip batch file {path}: {source}")]
+    BatchFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// The list of network namespaces could not be read.
     #[error("cannot list network namespaces in {path}: {source}")]
     ListNamespaces {
