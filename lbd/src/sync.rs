@@ -731,7 +731,6 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
         .streaming_events
         .store(events.is_some(), Ordering::Relaxed);
     // A new stream starts with a full dump: whatever the peer asked before is answered.
-    shared.peer_wants_dump.store(false, Ordering::Relaxed);
     if let Err(e) = send_dump(shared, &mut out, &filter) {
         return e;
     }
@@ -874,12 +873,19 @@ fn send_dump(shared: &Shared, out: &mut impl Write, filter: &FlowFilter) -> Resu
         shared.observe(&held, flushed.as_ref());
         held.store.start_journal();
     }
+    // The resync line goes out before the table is read (seconds at 100,000
+    // entries under load), so the peer knows its request is being answered and
+    // stops repeating it; a request that arrived before this point is answered by
+    // this dump. (The peer repeated it every second meanwhile, and each repeat cost
+    // a second dump of the whole table, which held its preemption back again.)
+    shared.peer_wants_dump.store(false, Ordering::Relaxed);
+    out.write_all(RESYNC_LINE.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| e.to_string())?;
     let dumped = dump_with_heartbeats(out, filter);
     let journal = shared.held().store.take_journal();
     let mut entries = dumped?;
     journal.patch(&mut entries, filter);
-    out.write_all(RESYNC_LINE.as_bytes())
-        .map_err(|e| e.to_string())?;
     for entry in entries {
         let line = encode_line(&Event {
             kind: EventKind::New,
@@ -1139,7 +1145,17 @@ fn dump_ended(shared: &Shared) {
             }
             Err(e) => tracing::warn!(error = %e, "reading this node's connection entries"),
         }
-        shared.dump_wanted.store(DUMP_NOT_WANTED, Ordering::Relaxed);
+        // The dump answers this node's request only if it began after it (the
+        // resync line came while the request stood): one that began before brought
+        // entries this node took while it was MASTER, not writing them, and its
+        // kernel still holds its own versions of those. The request then stands and
+        // is repeated; the peer's next dump answers it.
+        let _ = shared.dump_wanted.compare_exchange(
+            DUMP_COMING,
+            DUMP_NOT_WANTED,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
     shared.observe(&held, flushed.as_ref());
     let store_len = held.store.len();
