@@ -639,8 +639,10 @@ impl Daemon {
                     tracing::info!(
                         why,
                         changes = report.changes(),
-                        elements_added = report.elements_added,
-                        elements_removed = report.elements_removed,
+                        services = %report.services,
+                        servers = %report.servers,
+                        nat_rules = %report.nat_rules,
+                        kernel = %report.kernel,
                         messages = report.messages,
                         reread = report.reread,
                         duration_ms = ctl::logging::ms(report.duration),

@@ -1,7 +1,8 @@
 //! What can fail in lbd's loop: a configuration refused (at start-up or reload), an
 //! apply, a server command, the server state file. The texts are what the operator
-//! reads (the log, the `vrrpctl` reply, status); each inner error is kept as the
-//! source.
+//! reads (the log, the `vrrpctl` reply, status). An error either is its inner error
+//! (`transparent`) or says the inner error's text itself and does not return it as
+//! `source()` as well: an `anyhow` chain (`{:#}`) prints each text once.
 
 use std::path::PathBuf;
 
@@ -22,7 +23,7 @@ pub enum ViewError {
     HealthNeeds(#[from] TcpSynUnavailable),
     /// The backend would refuse its desired state.
     #[error("the dataplane would refuse it: {0}")]
-    DataplaneRefuses(#[source] DataplaneError),
+    DataplaneRefuses(DataplaneError),
 }
 
 /// A reload that drops most of the running services, refused unless forced.
@@ -49,7 +50,7 @@ pub enum ReloadError {
     MassRemoval(#[from] MassRemoval),
     /// The health checker refused the new targets.
     #[error("health targets: {0}")]
-    HealthTargets(#[source] health::HealthError),
+    HealthTargets(health::HealthError),
 }
 
 /// Why an apply failed; the kernel keeps the previous state.
@@ -105,22 +106,20 @@ fn list_or_none(names: &[String]) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerFileError {
     /// It exists but cannot be read.
-    #[error("{}: cannot be read: {source}", path.display())]
+    #[error("{}: cannot be read: {error}", path.display())]
     Unreadable {
         /// The file.
         path: PathBuf,
         /// What reading said.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// It is not a state file of this format.
-    #[error("{}: not a valid lbd state file: {source}", path.display())]
+    #[error("{}: not a valid lbd state file: {error}", path.display())]
     Corrupt {
         /// The file.
         path: PathBuf,
         /// What decoding said.
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// Another format version.
     #[error("{}: format version {found}, this lbd reads version {}", path.display(), crate::servers::VERSION)]
@@ -146,5 +145,34 @@ impl ServerFileError {
     /// Whether its bytes were read (then it is kept aside before being replaced).
     pub fn was_read(&self) -> bool {
         !matches!(self, ServerFileError::Unreadable { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let inner = DataplaneError::FamilyMismatch {
+            owner: "service web, backend srv1".to_owned(),
+            addr: "2001:db8::21".parse().unwrap(),
+            vip: "198.18.0.100".parse().unwrap(),
+        };
+        let inner_text = inner.to_string();
+        let e = ReloadError::View(ViewError::DataplaneRefuses(inner));
+        let chain = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(chain.matches(&inner_text).count(), 1, "{chain}");
+        assert_eq!(
+            chain,
+            format!("the dataplane would refuse it: {inner_text}")
+        );
+
+        let file = ServerFileError::Unreadable {
+            path: PathBuf::from("/var/lib/lbsuite/lbd.servers"),
+            error: std::io::Error::other("Permission denied"),
+        };
+        let chain = format!("{:#}", anyhow::Error::from(file));
+        assert_eq!(chain.matches("Permission denied").count(), 1, "{chain}");
     }
 }

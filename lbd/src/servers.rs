@@ -58,17 +58,17 @@ pub fn load(path: &Path, node: &str) -> Result<Option<Vec<ServerOverrideEntry>>,
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
+        Err(error) => {
             return Err(ServerFileError::Unreadable {
                 path: path_buf(),
-                source,
+                error,
             })
         }
     };
     let file: FileContents =
-        serde_json::from_slice(&bytes).map_err(|source| ServerFileError::Corrupt {
+        serde_json::from_slice(&bytes).map_err(|error| ServerFileError::Corrupt {
             path: path_buf(),
-            source,
+            error,
         })?;
     if file.version != VERSION {
         return Err(ServerFileError::Version {

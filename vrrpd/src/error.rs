@@ -1,6 +1,8 @@
 //! What can fail when vrrpd opens its per-interface I/O or reloads its
 //! configuration. The texts are what the operator reads (the start-up error, the log
-//! line and the `vrrpctl reload` reply); each inner error is kept as the source.
+//! line and the `vrrpctl reload` reply). An error either is its inner error
+//! (`transparent`) or says the inner error's text itself and does not return it as
+//! `source()` as well: an `anyhow` chain (`{:#}`) prints each text once.
 
 use std::path::PathBuf;
 
@@ -41,7 +43,7 @@ pub enum ReloadError {
     Config(#[from] config::ConfigError),
     /// The interfaces could not be listed.
     #[error("listing links: {0}")]
-    Links(#[source] netif::NetifError),
+    Links(netif::NetifError),
     /// The configuration cannot run on this node's addresses.
     #[error(transparent)]
     Translate(#[from] TranslateError),
@@ -65,11 +67,30 @@ pub enum ReloadError {
 
 /// The state file could not be written: the change holds until the next restart.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write the state file {}: {source}; the change applies now but is lost at the next restart", path.display())]
+#[error("cannot write the state file {}: {error}; the change applies now but is lost at the next restart", path.display())]
 pub struct StateWriteError {
     /// The state file.
     pub path: PathBuf,
-    /// What the write said.
-    #[source]
-    pub source: std::io::Error,
+    /// What the write said (in the text, so not a `source()`).
+    pub error: std::io::Error,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let inner = "No space left on device";
+        let e = StateWriteError {
+            path: PathBuf::from("/var/lib/lbsuite/vrrpd.state"),
+            error: std::io::Error::other(inner),
+        };
+        let chain = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(chain.matches(inner).count(), 1, "{chain}");
+        assert!(
+            chain.starts_with("cannot write the state file /var/lib/lbsuite/vrrpd.state: No space"),
+            "{chain}"
+        );
+    }
 }

@@ -150,10 +150,10 @@ impl StateFile {
                 self.last_write_error = None;
                 Ok(())
             }
-            Err(source) => {
+            Err(error) => {
                 let why = StateWriteError {
                     path: self.path.clone(),
-                    source,
+                    error,
                 };
                 tracing::error!("{why}");
                 self.write_errors += 1;

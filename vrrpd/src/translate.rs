@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
-use config::{ChecksumMode, GroupView, InstanceView, NodeView, VrrpVersion};
+use config::{GroupView, InstanceView, NodeView};
 use vrrp::checksum::ChecksumForm;
 use vrrp::config::{
     GratuitousConfig, InstanceConfig, RouterConfig, SyncGroupConfig, TrackedInterface,
@@ -213,10 +213,7 @@ fn translate_instance(
                 interface: inst.interface.clone(),
             })?
     };
-    let version = match inst.version {
-        VrrpVersion::V2 => Version::V2,
-        VrrpVersion::V3 => Version::V3,
-    };
+    let version = inst.version;
     let auth = match (&inst.auth_pass, version) {
         (Some(pass), Version::V2) => Auth::simple_password(pass),
         _ => Auth::None,
@@ -259,10 +256,7 @@ fn translate_instance(
         interface: inst.interface.clone(),
         vrid: inst.vrid,
         family: if v6 { IpFamily::V6 } else { IpFamily::V4 },
-        checksum: match inst.checksum {
-            ChecksumMode::PseudoHeader => ChecksumForm::PseudoHeader,
-            ChecksumMode::Rfc9568 => ChecksumForm::MessageOnly,
-        },
+        checksum: inst.checksum,
         vips: inst
             .vips
             .iter()

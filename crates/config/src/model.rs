@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use vrrp::checksum::ChecksumForm;
+use vrrp::packet::Version;
 
 /// The whole cluster configuration, identical on both members.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,44 +211,53 @@ pub struct SyncGroup {
     pub instances: Vec<String>,
 }
 
-/// VRRP protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "u8", into = "u8")]
-pub enum VrrpVersion {
-    /// RFC 3768, IPv4 only, whole-second intervals, optional simple password.
-    V2,
-    /// RFC 5798 / RFC 9568, IPv4 and IPv6, centisecond intervals.
-    V3,
-}
+/// The configuration's words for the VRRPv3 IPv4 checksum forms it offers
+/// (`checksum = "..."`); the forms themselves are the protocol core's.
+pub const CHECKSUM_WORDS: [(&str, ChecksumForm); 2] = [
+    ("pseudo-header", ChecksumForm::PseudoHeader),
+    ("rfc9568", ChecksumForm::MessageOnly),
+];
 
-impl TryFrom<u8> for VrrpVersion {
-    type Error = String;
-    fn try_from(v: u8) -> Result<Self, Self::Error> {
-        match v {
-            2 => Ok(Self::V2),
-            3 => Ok(Self::V3),
-            _ => Err(format!("VRRP version {v} is not 2 or 3")),
-        }
+/// `version` as the file writes it: the number 2 or 3.
+mod version_number {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+    use vrrp::packet::Version;
+
+    pub fn serialize<S: Serializer>(v: &Version, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(v.number())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Version, D::Error> {
+        let n = u8::deserialize(d)?;
+        Version::from_number(n)
+            .ok_or_else(|| D::Error::custom(format!("VRRP version {n} is not 2 or 3")))
     }
 }
 
-impl From<VrrpVersion> for u8 {
-    fn from(v: VrrpVersion) -> Self {
-        match v {
-            VrrpVersion::V2 => 2,
-            VrrpVersion::V3 => 3,
+/// `checksum` as the file writes it: one of [`CHECKSUM_WORDS`].
+mod checksum_word {
+    use serde::{de::Error as _, ser::Error as _, Deserialize, Deserializer, Serializer};
+    use vrrp::checksum::ChecksumForm;
+
+    use super::CHECKSUM_WORDS;
+
+    pub fn serialize<S: Serializer>(form: &ChecksumForm, s: S) -> Result<S::Ok, S::Error> {
+        match CHECKSUM_WORDS.iter().find(|(_, f)| f == form) {
+            Some((word, _)) => s.serialize_str(word),
+            None => Err(S::Error::custom(format!(
+                "checksum form {form} has no configuration word"
+            ))),
         }
     }
-}
 
-/// How a VRRPv3 IPv4 advert's checksum is computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ChecksumMode {
-    /// Include the IPv4 pseudo-header (RFC 5798 literal reading; what keepalived sends).
-    PseudoHeader,
-    /// VRRP message only, as RFC 9568 §5.2.8 specifies for IPv4.
-    Rfc9568,
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ChecksumForm, D::Error> {
+        let word = String::deserialize(d)?;
+        CHECKSUM_WORDS
+            .iter()
+            .find(|(w, _)| *w == word)
+            .map(|(_, form)| *form)
+            .ok_or_else(|| D::Error::custom(format!("unknown checksum {word:?}")))
+    }
 }
 
 /// One virtual address of an instance.
@@ -306,7 +317,8 @@ pub struct Instance {
     /// Virtual router id, 1..=255, unique per interface and address family.
     pub vrid: u8,
     /// Protocol version.
-    pub version: VrrpVersion,
+    #[serde(with = "version_number")]
+    pub version: Version,
     /// Advertisement interval in ms (v2: whole seconds; v3: 10 ms steps up to 40950).
     pub advert_interval_ms: u32,
     /// Virtual addresses, all of one family.
@@ -323,8 +335,9 @@ pub struct Instance {
     pub garp: GarpSettings,
     /// v2 simple password (1..=8 bytes); never on v3.
     pub auth_pass: Option<String>,
-    /// v3 IPv4 checksum form.
-    pub checksum: ChecksumMode,
+    /// v3 IPv4 checksum form: one of [`CHECKSUM_WORDS`]' forms.
+    #[serde(with = "checksum_word")]
+    pub checksum: ChecksumForm,
     /// Send adverts unicast to the peer instead of multicast.
     pub unicast: bool,
     /// Lowest TTL / hop limit accepted on unicast adverts (255: RFC 9568 §7.1;

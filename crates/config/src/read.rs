@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use vrrp::checksum::ChecksumForm;
+use vrrp::packet::Version;
+
 use crate::model::*;
 use crate::tree::{join, peek_name, Kind, Reader, Sv, Table};
 
@@ -396,11 +399,11 @@ fn read_instance(r: &mut Reader, v: &Sv, path: &str) -> Option<Instance> {
                 3,
                 "use version = 3 (or 2 for IPv4-only legacy peers)",
             ) {
-                Some(2) => Some(VrrpVersion::V2),
-                Some(_) => Some(VrrpVersion::V3),
+                Some(2) => Some(Version::V2),
+                Some(_) => Some(Version::V3),
                 None => None,
             },
-            None => Some(VrrpVersion::V3),
+            None => Some(Version::V3),
         };
         let interval = t.opt_int(r, "advert_interval_ms", 1, i64::from(u32::MAX), "");
         let vips = t
@@ -426,14 +429,7 @@ fn read_instance(r: &mut Reader, v: &Sv, path: &str) -> Option<Instance> {
             None => GarpSettings::default(),
         };
         let auth_pass = t.opt_string(r, "auth_pass");
-        let checksum = t.opt_choice(
-            r,
-            "checksum",
-            &[
-                ("pseudo-header", ChecksumMode::PseudoHeader),
-                ("rfc9568", ChecksumMode::Rfc9568),
-            ],
-        );
+        let checksum = t.opt_choice(r, "checksum", &CHECKSUM_WORDS);
         let unicast = t.opt_bool(r, "unicast").unwrap_or(false);
         let unicast_min_ttl = t.opt_int(
             r,
@@ -457,30 +453,30 @@ fn read_instance(r: &mut Reader, v: &Sv, path: &str) -> Option<Instance> {
             .first()
             .is_some_and(|v: &Vip| v.address.address.is_ipv6());
 
-        let advert_interval_ms = match (interval, version) {
-            (None, _) => 1000,
-            (Some(ms), VrrpVersion::V2) => {
-                if ms % 1000 != 0 || !(1000..=255_000).contains(&ms) {
-                    r.error_value(
-                        &t.key_path("advert_interval_ms"),
-                        format!("advert interval {ms} ms is not representable in VRRPv2 (whole seconds, 1..=255 s)"),
-                        "use a multiple of 1000 between 1000 and 255000, or version = 3",
-                    );
-                }
-                ms as u32
-            }
-            (Some(ms), VrrpVersion::V3) => {
-                if ms % 10 != 0 || !(10..=40_950).contains(&ms) {
-                    r.error_value(
-                        &t.key_path("advert_interval_ms"),
-                        format!("advert interval {ms} ms is not representable in VRRPv3 (10 ms steps, 10..=40950 ms)"),
-                        "use a multiple of 10 between 10 and 40950",
-                    );
+        let advert_interval_ms = match interval {
+            None => 1000,
+            Some(ms) => {
+                // Which intervals a version carries is the protocol core's rule; the
+                // file counts in ms, the wire in centiseconds.
+                let carried = ms % 10 == 0
+                    && u16::try_from(ms / 10).is_ok_and(|cs| version.carries_interval_cs(cs));
+                if !carried {
+                    let (message, help) = match version {
+                        Version::V2 => (
+                            format!("advert interval {ms} ms is not representable in VRRPv2 (whole seconds, 1..=255 s)"),
+                            "use a multiple of 1000 between 1000 and 255000, or version = 3",
+                        ),
+                        Version::V3 => (
+                            format!("advert interval {ms} ms is not representable in VRRPv3 (10 ms steps, 10..=40950 ms)"),
+                            "use a multiple of 10 between 10 and 40950",
+                        ),
+                    };
+                    r.error_value(&t.key_path("advert_interval_ms"), message, help);
                 }
                 ms as u32
             }
         };
-        if version == VrrpVersion::V2 && is_v6 {
+        if version == Version::V2 && is_v6 {
             r.error_value(
                 &t.key_path("version"),
                 "VRRPv2 carries IPv4 only, but this instance has IPv6 VIPs",
@@ -488,7 +484,7 @@ fn read_instance(r: &mut Reader, v: &Sv, path: &str) -> Option<Instance> {
             );
         }
         if let Some(pass) = &auth_pass {
-            if version == VrrpVersion::V3 {
+            if version == Version::V3 {
                 r.error_key(
                     &t.key_path("auth_pass"),
                     "auth_pass is a VRRPv2 feature; VRRPv3 has no authentication (RFC 5798)",
@@ -505,7 +501,7 @@ fn read_instance(r: &mut Reader, v: &Sv, path: &str) -> Option<Instance> {
                 );
             }
         }
-        if checksum.is_some() && (version == VrrpVersion::V2 || is_v6) {
+        if checksum.is_some() && (version == Version::V2 || is_v6) {
             r.error_value(
                 &t.key_path("checksum"),
                 "checksum applies only to VRRPv3 over IPv4",
@@ -525,7 +521,7 @@ fn read_instance(r: &mut Reader, v: &Sv, path: &str) -> Option<Instance> {
             track_interfaces,
             garp,
             auth_pass,
-            checksum: checksum.unwrap_or(ChecksumMode::PseudoHeader),
+            checksum: checksum.unwrap_or(ChecksumForm::PseudoHeader),
             unicast,
             unicast_min_ttl: unicast_min_ttl.map_or(255, |t| t as u8),
         })

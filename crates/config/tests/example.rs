@@ -21,10 +21,10 @@ fn example_loads() {
     assert_eq!(cfg.cluster.name, "edge");
     let public = cfg.instance("public").unwrap();
     assert_eq!(public.vrid, 51);
-    assert_eq!(public.version, config::VrrpVersion::V3);
+    assert_eq!(public.version, vrrp::packet::Version::V3);
     assert_eq!(public.advert_interval_ms, 1000);
     assert_eq!(public.vips[0].address.to_string(), "198.18.0.100/24");
-    assert_eq!(public.checksum, config::ChecksumMode::PseudoHeader);
+    assert_eq!(public.checksum, vrrp::checksum::ChecksumForm::PseudoHeader);
     let server = cfg.instance("server").unwrap();
     assert_eq!(server.vrid, 52);
     assert_eq!(server.vips[0].address.to_string(), "198.18.1.100/24");
@@ -156,6 +156,9 @@ fn config_serializes_for_status() {
     let cfg = config::load(&example_path()).unwrap();
     let json = serde_json::to_value(&cfg).unwrap();
     assert_eq!(json["instance"][0]["vips"][0]["address"], "198.18.0.100/24");
+    // The protocol core's enums, in the file's own words.
+    assert_eq!(json["instance"][0]["version"], 3);
+    assert_eq!(json["instance"][0]["checksum"], "pseudo-header");
     assert_eq!(json["service"][0]["ports"], "80");
     assert_eq!(json["check"][0]["type"], "http");
     assert_eq!(json["nat"][0]["snat"]["address"], "198.18.1.100");
@@ -192,12 +195,17 @@ fn full_file_resolves_peers_defaults_and_kinds() {
     assert_eq!(lb2.group("legacy").unwrap().priority, 110);
     assert_eq!(lb2.sync.peer_address, Some(ip("198.18.1.11")));
     let old = cfg.instance("old").unwrap();
-    assert_eq!(old.version, config::VrrpVersion::V2);
+    assert_eq!(old.version, vrrp::packet::Version::V2);
     assert_eq!(old.vips[0].address.to_string(), "198.18.0.110/32");
     assert_eq!(old.auth_pass.as_deref(), Some("secret12"));
     assert!(!old.preempt && old.accept_mode);
     let public = cfg.instance("public").unwrap();
-    assert_eq!(public.checksum, config::ChecksumMode::Rfc9568);
+    assert_eq!(public.checksum, vrrp::checksum::ChecksumForm::MessageOnly);
+    let json = serde_json::to_value([old, public]).unwrap();
+    assert_eq!(
+        (&json[0]["version"], &json[1]["checksum"]),
+        (&2.into(), &"rfc9568".into())
+    );
     assert_eq!(public.track_interfaces[1].weight, 0);
     assert_eq!(public.garp.count, 3);
     let web = &cfg.services[0];

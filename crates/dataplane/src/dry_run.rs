@@ -67,7 +67,8 @@ impl Dataplane for DryRun {
             Some(d) => self.nft_layout(d)?.state,
             None => layout::TableState::default(),
         };
-        let mut report = layout::diff(&old, &new).report();
+        let mut report = ApplyReport::default();
+        report.kernel.nft = layout::diff(&old, &new).counts();
         if self.kind == BackendKind::Ipvs {
             let wanted = ipvs_plan::wanted(desired)?;
             let before = match &self.applied {
@@ -78,8 +79,20 @@ impl Dataplane for DryRun {
             let current: Vec<CurrentService> =
                 before.iter().map(CurrentService::of_wanted).collect();
             let ops = ipvs_plan::plan(&wanted, &current, &owned);
-            report.ipvs_services_changed = ops.iter().filter(|o| o.is_service_op()).count();
-            report.ipvs_destinations_changed = ops.len() - report.ipvs_services_changed;
+            ipvs_plan::count(&ops, &mut report);
+        }
+        // What the nft backend would count (under IPVS: for its SNAT table): against
+        // the state applied before, or on a first apply whatever the table needs.
+        let empty = DesiredState::default();
+        let before = match &self.applied {
+            Some(d) => Some(d),
+            None => (report.kernel.nft.total() > 0).then_some(&empty),
+        };
+        if let Some(before) = before {
+            if self.kind == BackendKind::Nft {
+                report.count_services(&before.services, &desired.services);
+            }
+            report.count_snat(&before.snat, &desired.snat);
         }
         report.duration = start.elapsed();
         self.applied = Some(desired.clone());

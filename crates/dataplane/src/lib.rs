@@ -15,12 +15,12 @@ pub mod ipvs;
 mod kind;
 mod model;
 pub mod nft;
+mod report;
 pub mod slots;
 mod verify;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,7 @@ pub use model::{
     Service, SnatRule, SnatSource,
 };
 pub use nft::{Counting, NftBackend, DEFAULT_TABLE};
+pub use report::{ApplyReport, Counts, IpvsChanges, KernelChanges, NftChanges};
 pub use verify::{diff_services, Drift};
 
 /// A dataplane backend: applies desired states, reads back, counts.
@@ -115,62 +116,6 @@ impl ChangeHint {
     pub fn with_snat(mut self) -> ChangeHint {
         self.snat = true;
         self
-    }
-}
-
-/// What one apply changed.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApplyReport {
-    /// The table was created.
-    pub table_created: bool,
-    /// Base chains created.
-    pub chains_added: usize,
-    /// Base chains deleted (they had nothing left to do).
-    #[serde(default)]
-    pub chains_removed: usize,
-    /// Maps and sets created.
-    pub sets_added: usize,
-    /// Maps and sets deleted.
-    pub sets_removed: usize,
-    /// Map or set elements added.
-    pub elements_added: usize,
-    /// Map or set elements deleted.
-    pub elements_removed: usize,
-    /// Rules added.
-    pub rules_added: usize,
-    /// Rules deleted.
-    pub rules_removed: usize,
-    /// Netlink messages in the batch (0: nothing sent).
-    pub messages: usize,
-    /// Bytes of the batch.
-    pub batch_bytes: usize,
-    /// Whether the kernel's table had to be read back (first apply, or changed by others).
-    pub reread: bool,
-    /// Whether a [`ChangeHint`] spared the comparison of the services it did not name.
-    #[serde(default)]
-    pub hint_used: bool,
-    /// IPVS services added, changed or deleted (ipvs backend).
-    pub ipvs_services_changed: usize,
-    /// IPVS real servers added, changed or deleted (ipvs backend).
-    pub ipvs_destinations_changed: usize,
-    /// Wall time of the apply.
-    pub duration: Duration,
-}
-
-impl ApplyReport {
-    /// Total number of objects added or removed.
-    pub fn changes(&self) -> usize {
-        usize::from(self.table_created)
-            + self.chains_added
-            + self.chains_removed
-            + self.sets_added
-            + self.sets_removed
-            + self.elements_added
-            + self.elements_removed
-            + self.rules_added
-            + self.rules_removed
-            + self.ipvs_services_changed
-            + self.ipvs_destinations_changed
     }
 }
 

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use dataplane::{
-    AppliedState, Backend, ChangeHint, Counting, Dataplane, DataplaneError, DesiredState,
-    Forwarding, NatProtocol, NftBackend, PortSpec, Protocol, Scheduler, Service, SnatRule,
-    SnatSource,
+    AppliedState, Backend, BackendKind, ChangeHint, Counting, Dataplane, DataplaneError,
+    DesiredState, DryRun, Forwarding, NatProtocol, NftBackend, PortSpec, Protocol, Scheduler,
+    Service, SnatRule, SnatSource,
 };
 use integration::{Host, Lab};
 
@@ -277,6 +277,9 @@ fn random_changes_end_like_a_fresh_apply() {
         // Every hint is checked against a full comparison: a wrong one fails the step.
         nft.set_verify_hints(true);
         nft.apply(&state).unwrap();
+        // Counts the same changes in the desired state's terms, without a kernel.
+        let mut dry = DryRun::new(BackendKind::Nft);
+        dry.apply(&state).unwrap();
         let mut refused = 0;
         let mut last_ok = true;
         for step in 0..150 {
@@ -307,6 +310,12 @@ fn random_changes_end_like_a_fresh_apply() {
                     let usable = hint.as_ref().is_some_and(|h| !h.snat) && last_ok;
                     assert_eq!(
                         report.hint_used, usable,
+                        "seed {seed} step {step} ({what}): {report:?}"
+                    );
+                    let counted = dry.apply(&next).unwrap();
+                    assert_eq!(
+                        (report.services, report.servers, report.nat_rules),
+                        (counted.services, counted.servers, counted.nat_rules),
                         "seed {seed} step {step} ({what}): {report:?}"
                     );
                     state = next;
@@ -396,13 +405,23 @@ fn draining_the_last_service_of_a_map_deletes_the_map_and_its_rule() {
     state.services[5].backends[0].weight = 0;
     let r = nft.apply(&state).unwrap();
     println!("drain one backend: {r:?}");
-    assert_eq!((r.sets_added, r.rules_added, r.elements_removed), (2, 1, 5));
+    assert_eq!(
+        (
+            r.kernel.nft.sets_added,
+            r.kernel.nft.rules_added,
+            r.kernel.nft.elements_removed
+        ),
+        (2, 1, 5)
+    );
     assert_eq!(maps(&nft), vec!["dnat4_inc_3", "dnat4_inc_4"]);
     // Back to 4 slots: the 3-slot map empties and goes, with its rule.
     state.services[5].backends[0].weight = 1;
     let r = nft.apply(&state).unwrap();
     println!("restore it: {r:?}");
-    assert_eq!((r.sets_removed, r.elements_added), (2, 5));
+    assert_eq!(
+        (r.kernel.nft.sets_removed, r.kernel.nft.elements_added),
+        (2, 5)
+    );
     assert_eq!(maps(&nft), vec!["dnat4_inc_4"]);
     let rules = nft.read_back().unwrap().nft.rules;
     assert_eq!(

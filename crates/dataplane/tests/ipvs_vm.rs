@@ -211,8 +211,13 @@ fn services_as_ipvsadm_shows_and_rr_traffic_reaches_servers_from_the_snat_vip() 
 
     let mut ipvs = backend_in(lb1, "traffic");
     let report = ipvs.apply(&state).unwrap();
-    assert_eq!(report.ipvs_services_changed, 8, "{report:?}");
-    assert_eq!(report.ipvs_destinations_changed, 16, "{report:?}");
+    assert_eq!(report.kernel.ipvs.services, 8, "{report:?}");
+    assert_eq!(report.kernel.ipvs.destinations, 16, "{report:?}");
+    assert_eq!(
+        (report.services.added, report.servers.added),
+        (8, 16),
+        "{report:?}"
+    );
     let pair = |port: u16, fwd: &str, w1: u32, w2: u32| -> Vec<String> {
         vec![
             format!("198.18.1.21:{port} {fwd} {w1}"),

@@ -9,8 +9,8 @@ use std::thread;
 use std::time::Duration;
 
 use dataplane::{
-    Backend, Counting, Dataplane, DesiredState, DnatSlot, Forwarding, NatProtocol, NftBackend,
-    PortSpec, Protocol, Scheduler, Service, SnatRule, SnatSource,
+    Backend, Counting, Counts, Dataplane, DesiredState, DnatSlot, Forwarding, NatProtocol,
+    NftBackend, PortSpec, Protocol, Scheduler, Service, SnatRule, SnatSource,
 };
 use integration::{Host, Lab, Prefix};
 
@@ -149,12 +149,22 @@ fn layout_diff_and_foreign_table_in_namespace() {
     let mut nft = backend_in(lb);
     let first = nft.apply(&state).unwrap();
     println!("first apply: {first:?}");
-    assert!(first.table_created);
-    assert_eq!(first.chains_added, 5);
+    assert!(first.kernel.nft.table_created);
+    assert_eq!(first.kernel.nft.chains_added, 5);
     // web 4 + dns 2 + range 1 DNAT slots, 4 packet and 4 connection counter keys
     // (single-port backends), 2 pool entries, web's and dns's keys in the guard
     // sets of their round-robin maps.
-    assert_eq!(first.elements_added, 4 + 2 + 1 + 4 + 4 + 2 + 2);
+    assert_eq!(first.kernel.nft.elements_added, 4 + 2 + 1 + 4 + 4 + 2 + 2);
+    // In the desired state's terms: three services, their five servers, one SNAT rule.
+    let added = |n| Counts {
+        added: n,
+        changed: 0,
+        removed: 0,
+    };
+    assert_eq!(
+        (first.services, first.servers, first.nat_rules),
+        (added(3), added(5), added(1))
+    );
 
     let objs = objects(lb, "lbsuite");
     println!("nft -j list table inet lbsuite: {objs:?}");
@@ -216,6 +226,10 @@ fn layout_diff_and_foreign_table_in_namespace() {
     println!("adopting apply: {adopt:?}");
     assert!(adopt.reread);
     assert_eq!(adopt.changes(), 0);
+    assert_eq!(
+        (adopt.services, adopt.servers),
+        (Counts::default(), Counts::default())
+    );
 
     // One weight change (3:1 -> 1:3, same slot count) touches web's slots only.
     let mut changed = state.clone();
@@ -223,10 +237,26 @@ fn layout_diff_and_foreign_table_in_namespace() {
     let report = nft.apply(&changed).unwrap();
     println!("weight change: {report:?}");
     assert_eq!(
-        report.sets_added + report.sets_removed + report.rules_added + report.rules_removed,
+        report.kernel.nft.sets_added
+            + report.kernel.nft.sets_removed
+            + report.kernel.nft.rules_added
+            + report.kernel.nft.rules_removed,
         0
     );
-    assert!(report.elements_added > 0 && report.elements_added == report.elements_removed);
+    assert!(
+        report.kernel.nft.elements_added > 0
+            && report.kernel.nft.elements_added == report.kernel.nft.elements_removed
+    );
+    let two_weights = Counts {
+        added: 0,
+        changed: 2,
+        removed: 0,
+    };
+    assert_eq!(
+        (report.services, report.servers, report.nat_rules),
+        (Counts::default(), two_weights, Counts::default()),
+        "both of web's servers changed weight, nothing else"
+    );
     let after = nft.read_back().unwrap().nft.dnat_slots();
     let others = |v: &[DnatSlot]| {
         v.iter()
@@ -303,7 +333,7 @@ fn counting_modes_shape_the_table() {
     let mut nft = lb.run_in(|| NftBackend::new("lbsuite")).unwrap().unwrap();
     assert_eq!(nft.counting(), Counting::Connections);
     let r = nft.apply(&state).unwrap();
-    assert_eq!(r.chains_added, 2, "{r:?}");
+    assert_eq!(r.kernel.nft.chains_added, 2, "{r:?}");
     let objs = objects(lb, "lbsuite");
     assert_eq!(objs["chain"], vec!["lb_dnat", "lb_conn"]);
     assert_eq!(
@@ -324,7 +354,14 @@ fn counting_modes_shape_the_table() {
     let r = nft.apply(&state).unwrap();
     println!("to traffic: {r:?}");
     assert!(r.reread);
-    assert_eq!((r.chains_added, r.sets_added, r.sets_removed), (1, 1, 0));
+    assert_eq!(
+        (
+            r.kernel.nft.chains_added,
+            r.kernel.nft.sets_added,
+            r.kernel.nft.sets_removed
+        ),
+        (1, 1, 0)
+    );
     let objs = objects(lb, "lbsuite");
     assert_eq!(objs["chain"], vec!["lb_dnat", "lb_conn", "lb_count"]);
     // (listed in creation order)
@@ -335,7 +372,11 @@ fn counting_modes_shape_the_table() {
     nft.set_counting(Counting::Off);
     let r = nft.apply(&state).unwrap();
     println!("to off: {r:?}");
-    assert_eq!((r.chains_removed, r.sets_removed), (2, 2), "{r:?}");
+    assert_eq!(
+        (r.kernel.nft.chains_removed, r.kernel.nft.sets_removed),
+        (2, 2),
+        "{r:?}"
+    );
     let objs = objects(lb, "lbsuite");
     assert_eq!(objs["chain"], vec!["lb_dnat"]);
     assert_eq!(
@@ -363,14 +404,14 @@ fn counting_modes_shape_the_table() {
     });
     let r = nft.apply(&ranged).unwrap();
     assert!(!r.reread);
-    assert_eq!(r.chains_added, 1, "{r:?}");
+    assert_eq!(r.kernel.nft.chains_added, 1, "{r:?}");
     assert_eq!(
         objects(lb, "lbsuite")["chain"],
         vec!["lb_dnat", "lb_dnat_range"]
     );
     let r = nft.apply(&state).unwrap();
     assert!(!r.reread);
-    assert_eq!(r.chains_removed, 1, "{r:?}");
+    assert_eq!(r.kernel.nft.chains_removed, 1, "{r:?}");
     assert_eq!(objects(lb, "lbsuite")["chain"], vec!["lb_dnat"]);
     nft.teardown().unwrap();
 }
@@ -782,10 +823,10 @@ fn a_thousand_snat_rules_are_one_map_lookup() {
     println!("one address changed: {r:?}");
     assert_eq!(
         (
-            r.elements_added,
-            r.elements_removed,
-            r.rules_added,
-            r.rules_removed
+            r.kernel.nft.elements_added,
+            r.kernel.nft.elements_removed,
+            r.kernel.nft.rules_added,
+            r.kernel.nft.rules_removed
         ),
         (1, 1, 0, 0)
     );
@@ -817,6 +858,6 @@ fn a_thousand_snat_rules_are_one_map_lookup() {
     let drift = again.verify(&state).unwrap();
     println!("after a foreign delete: {drift:?}");
     assert!(format!("{drift:?}").contains("snat4_1"), "{drift:?}");
-    assert_eq!(again.apply(&state).unwrap().elements_added, 1);
+    assert_eq!(again.apply(&state).unwrap().kernel.nft.elements_added, 1);
     assert_eq!(fetch(client).1, "198.18.1.101");
 }

@@ -37,6 +37,14 @@ impl Version {
             Version::V3 => 3,
         }
     }
+    /// The version a wire number names, if any.
+    pub fn from_number(number: u8) -> Option<Version> {
+        match number {
+            2 => Some(Version::V2),
+            3 => Some(Version::V3),
+            _ => None,
+        }
+    }
     /// Whether this version carries an advertisement interval of `interval_cs`
     /// centiseconds: v2 whole seconds 1..=255 (an 8-bit field in seconds), v3
     /// 1..=4095 cs (12 bits). The one statement of the rule: configuration
@@ -310,11 +318,8 @@ fn parse_header(message: &[u8], family: Family) -> Result<Header, DecodeError> {
     let Some(fixed) = message.get(..FIXED_HEADER_LEN) else {
         return Err(DecodeError::TooShort { len });
     };
-    let version = match fixed[0] >> 4 {
-        2 => Version::V2,
-        3 => Version::V3,
-        other => return Err(DecodeError::BadVersion(other)),
-    };
+    let number = fixed[0] >> 4;
+    let version = Version::from_number(number).ok_or(DecodeError::BadVersion(number))?;
     let kind = fixed[0] & 0x0f;
     if kind != TYPE_ADVERTISEMENT {
         return Err(DecodeError::BadType(kind));

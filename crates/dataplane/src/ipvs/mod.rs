@@ -330,13 +330,12 @@ impl Dataplane for IpvsBackend {
             self.record.store(&wanted_keys)?;
         }
 
-        report.ipvs_services_changed = ops.iter().filter(|o| o.is_service_op()).count();
-        report.ipvs_destinations_changed = ops.len() - report.ipvs_services_changed;
+        plan::count(&ops, &mut report);
         report.duration = start.elapsed();
         if !ops.is_empty() {
             tracing::info!(
-                services = report.ipvs_services_changed,
-                destinations = report.ipvs_destinations_changed,
+                services = report.kernel.ipvs.services,
+                destinations = report.kernel.ipvs.destinations,
                 "IPVS applied"
             );
         }

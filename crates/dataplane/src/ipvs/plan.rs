@@ -9,7 +9,7 @@ use ::ipvs::{Destination, Forward, Service as IpvsService};
 
 use super::error::IpvsBackendError;
 use crate::model::{Backend, Forwarding, Persistence, PortSpec, Protocol, Scheduler, Service};
-use crate::{DataplaneError, DesiredState};
+use crate::{ApplyReport, DataplaneError, DesiredState};
 
 /// The largest weight IPVS takes (the kernel reads it as a signed int).
 pub const MAX_WEIGHT: u32 = i32::MAX as u32;
@@ -139,6 +139,27 @@ impl Op {
             self,
             Op::AddService(_) | Op::EditService(_) | Op::DelService(_)
         )
+    }
+}
+
+/// Counts `ops` in `report`: in the desired state's terms (an added service's real
+/// servers are added with it, a deleted one's go with it) and as IPVS operations.
+pub fn count(ops: &[Op], report: &mut ApplyReport) {
+    for op in ops {
+        let (counts, kernel) = match op {
+            Op::AddService(_) | Op::EditService(_) | Op::DelService(_) => {
+                (&mut report.services, &mut report.kernel.ipvs.services)
+            }
+            Op::AddDest(..) | Op::EditDest(..) | Op::DelDest(..) => {
+                (&mut report.servers, &mut report.kernel.ipvs.destinations)
+            }
+        };
+        *kernel += 1;
+        match op {
+            Op::AddService(_) | Op::AddDest(..) => counts.added += 1,
+            Op::EditService(_) | Op::EditDest(..) => counts.changed += 1,
+            Op::DelService(_) | Op::DelDest(..) => counts.removed += 1,
+        }
     }
 }
 

@@ -59,7 +59,7 @@ use super::expr::{reg, Expr};
 use crate::model::{NatProtocol, PortSpec, Scheduler, Service, SnatRule, SnatSource};
 use crate::slots;
 use crate::{
-    ApplyReport, DataplaneError, DesiredState, DnatSlot, Drift, NftElement, NftSet, NftTable,
+    DataplaneError, DesiredState, DnatSlot, Drift, NftChanges, NftElement, NftSet, NftTable,
     Protocol,
 };
 
@@ -1223,7 +1223,7 @@ pub struct Changes {
 impl Changes {
     /// Nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.report().changes() == 0
+        self.counts().total() == 0
     }
 
     /// What differs, one [`Drift`] per object kind and set or chain, for `table`.
@@ -1269,9 +1269,9 @@ impl Changes {
         out
     }
 
-    /// Counts as a report (no timing).
-    pub fn report(&self) -> ApplyReport {
-        ApplyReport {
+    /// What the batch adds and removes, counted.
+    pub fn counts(&self) -> NftChanges {
+        NftChanges {
             table_created: self.create_table,
             chains_added: self.add_chains.len(),
             chains_removed: self.del_chains.len(),
@@ -1281,7 +1281,6 @@ impl Changes {
             elements_removed: self.del_elems.iter().map(|(_, e)| e.len()).sum(),
             rules_added: self.rules_added,
             rules_removed: self.rules_removed,
-            ..ApplyReport::default()
         }
     }
 }

@@ -408,7 +408,8 @@ impl NftBackend {
             };
             return Err(kernel_error(desc, r.errno, r.extack.clone()));
         }
-        let mut report = c.report();
+        let mut report = ApplyReport::default();
+        report.kernel.nft = c.counts();
         report.messages = what.len();
         report.batch_bytes = bytes;
         Ok(report)
@@ -500,6 +501,7 @@ impl NftBackend {
         &mut self,
         plan: Plan,
         desired: &DesiredState,
+        hint: Option<&ChangeHint>,
         start: Instant,
     ) -> Result<Option<ApplyReport>, DataplaneError> {
         let step = match plan {
@@ -529,6 +531,7 @@ impl NftBackend {
             self.generation = Some(self.generation()?);
         }
         if let Some(c) = &mut self.committed {
+            c.count_changes(desired, hint, &mut report);
             c.commit(*step, desired);
         }
         report.duration = start.elapsed();
@@ -561,7 +564,7 @@ impl NftBackend {
                 None => None,
             };
             if let Some(plan) = plan {
-                if let Some(mut report) = self.run_plan(plan, desired, start)? {
+                if let Some(mut report) = self.run_plan(plan, desired, Some(hint), start)? {
                     report.hint_used = true;
                     return Ok(report);
                 }
@@ -583,7 +586,7 @@ impl NftBackend {
                 Some(c) => c.plan(desired)?,
                 None => Plan::Full,
             };
-            if let Some(report) = self.run_plan(plan, desired, start)? {
+            if let Some(report) = self.run_plan(plan, desired, None, start)? {
                 return Ok(report);
             }
         }
@@ -617,6 +620,15 @@ impl NftBackend {
                 }
             }
         };
+        match &self.committed {
+            Some(c) => c.count_changes(desired, None, &mut report),
+            // The first apply of this backend: what it had to write is new.
+            None if report.messages > 0 => {
+                report.count_services([], &desired.services);
+                report.count_snat(&[], &desired.snat);
+            }
+            None => {}
+        }
         let generation = if report.messages > 0 {
             self.generation()?
         } else {

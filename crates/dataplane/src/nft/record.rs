@@ -16,7 +16,7 @@ use super::layout::{
     TableState, CHAINS,
 };
 use crate::model::{Service, SnatRule};
-use crate::{ChangeHint, DataplaneError, DesiredState};
+use crate::{ApplyReport, ChangeHint, DataplaneError, DesiredState};
 
 /// A 128-bit fingerprint of a value's `Hash` feed: two independent lanes over 8-byte
 /// words (each word multiplied by an odd constant, so a change of one word always
@@ -213,6 +213,44 @@ impl Committed {
     /// The committed services, in order.
     pub fn services(&self) -> impl Iterator<Item = &Service> {
         self.entries.iter().map(|e| &e.service)
+    }
+
+    /// Counts in `report`, in the desired state's terms, how `desired` differs from
+    /// what was committed: only the services `hint` names (the others are the same,
+    /// and so are the SNAT rules) when each sits where it was committed, else all.
+    pub fn count_changes(
+        &self,
+        desired: &DesiredState,
+        hint: Option<&ChangeHint>,
+        report: &mut ApplyReport,
+    ) {
+        if let (Some(hint), Some(index)) = (hint, &self.index) {
+            let in_place: Option<Vec<_>> = hint
+                .services
+                .iter()
+                .map(|name| match index.get(name) {
+                    Some(&j) => desired
+                        .services
+                        .get(j)
+                        .filter(|s| s.name == *name)
+                        .map(|s| (Some(&self.entries[j].service), Some(s))),
+                    // Not committed: in place only if not desired either.
+                    None => desired
+                        .services
+                        .iter()
+                        .all(|s| s.name != *name)
+                        .then_some((None, None)),
+                })
+                .collect();
+            if let Some(pairs) = in_place {
+                for (old, new) in pairs {
+                    report.count_service(old, new);
+                }
+                return;
+            }
+        }
+        report.count_services(self.services(), &desired.services);
+        report.count_snat(&self.snat, &desired.snat);
     }
 
     /// What it takes to go from the committed state to `desired`.
