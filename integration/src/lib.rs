@@ -28,7 +28,7 @@ pub use lab::Lab;
 pub use logs::{LogDir, KEEP_LOGS_ENV};
 pub use netns::{list_namespaces, namespace_exists, owner_pid, sweep, NETNS_DIR, PREFIX};
 pub use process::{Process, STOP_GRACE};
-pub use systemd::{Notification, NotifySocket};
+pub use systemd::{reload_as_the_unit, Notification, NotifySocket};
 pub use topology::{
     HostSpec, InterfaceSpec, Prefix, Role, Route, Topology, MAX_HOSTNAME, MAX_IFNAME,
 };

@@ -3,6 +3,8 @@
 //! time, and calls back as it arrives (to look at the kernel at that moment).
 
 use std::os::unix::net::UnixDatagram;
+
+use crate::Host;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
@@ -171,4 +173,53 @@ impl Drop for NotifySocket {
         }
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// The `ExecReload=` command of the unit file `unit` (one of `dist/`), as it runs
+/// for a daemon started on `config`: `/usr/sbin/vrrpctl` becomes `vrrpctl`, the
+/// unit's `/etc/lbsuite/cluster.toml` becomes `config`. `None` if the unit has no
+/// `ExecReload=` or cannot be read.
+fn unit_exec_reload(unit: &Path, vrrpctl: &Path, config: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(unit).ok()?;
+    let exec = text.lines().find_map(|l| l.strip_prefix("ExecReload="))?;
+    Some(
+        exec.split_whitespace()
+            .map(|a| match a {
+                "/usr/sbin/vrrpctl" => vrrpctl.display().to_string(),
+                "/etc/lbsuite/cluster.toml" => config.display().to_string(),
+                a => a.to_owned(),
+            })
+            .collect(),
+    )
+}
+
+/// Runs the `ExecReload=` of `dist/<daemon>.service` in `host`, as it runs for a
+/// daemon started on `config` ([`unit_exec_reload`]), and returns its stdout.
+/// Panics (it is for tests) unless it succeeds with `daemon`, and only `daemon`,
+/// reloaded.
+pub fn reload_as_the_unit(host: &Host, daemon: &str, vrrpctl: &Path, config: &Path) -> String {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../dist")
+        .join(format!("{daemon}.service"));
+    let argv = unit_exec_reload(&unit, vrrpctl, config)
+        .unwrap_or_else(|| panic!("no ExecReload= in {}", unit.display()));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = host
+        .exec(&argv)
+        .unwrap_or_else(|e| panic!("{}: {e}", argv.join(" ")));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{}: {}\n{stdout}", argv.join(" "), out.status);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("{daemon}: applied")), "{stdout}");
+    let others: Vec<&str> = stdout
+        .lines()
+        .filter(|l| ["vrrpd:", "lbd:"].iter().any(|d| l.starts_with(d)))
+        .filter(|l| !l.starts_with(&format!("{daemon}:")))
+        .collect();
+    assert!(others.is_empty(), "only {daemon} is asked: {stdout}");
+    stdout
 }

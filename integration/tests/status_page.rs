@@ -305,6 +305,13 @@ fn lbd_status_page_in_chromium_matches_vrrpctl_json() {
         field_text(node, "vrrpd_connected"),
         Some(shown(&status["vrrpd"]["connected"]))
     );
+    // The lab's nodes forward: the IPv4 NAT service's family shows on.
+    assert_eq!(
+        status["forwarding"][0]["enabled"], true,
+        "{}",
+        status["forwarding"]
+    );
+    assert_eq!(field_text(node, "forwarding").as_deref(), Some("ipv4 on"));
     let services = status["services"].as_array().unwrap();
     assert_eq!(rows(&dom, "service:"), services.len(), "{dom}");
     let mut servers = 0;

@@ -42,6 +42,7 @@ use crate::backend::{self, backend_settings, DataplaneThread};
 use crate::control::{control_handler, Command, ControlRequest, PrepareParams};
 use crate::desired::{self, Plan, ServerHealth};
 use crate::error::{ApplyError, MassRemoval, ReloadError, TcpSynUnavailable, ViewError};
+use crate::forwarding::ForwardingWatch;
 use crate::roles::{self, RoleUpdate, Roles};
 use crate::servers::{self, CountedService, ServerControl};
 use crate::sync::{self, SyncLink};
@@ -121,7 +122,7 @@ pub fn check_health_needs(view: &NodeView) -> Result<(), TcpSynUnavailable> {
     health::check::tcp_syn_ready(v4, v6).map_err(TcpSynUnavailable)
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -244,6 +245,8 @@ struct Report {
     errors: VecDeque<String>,
     /// Active/inactive connections per server, counted at scrape time.
     connection_gauges: Option<servers::ConnectionGauges>,
+    /// IP forwarding on the node, read every second against what needs it.
+    forwarding: ForwardingWatch,
 }
 
 /// Runs lbd until `shutdown` resolves. SIGHUP reloads. Fails only at start-up
@@ -280,6 +283,9 @@ pub async fn run(
         .services,
     );
     telemetry.snat_capacity(desired::snat_capacity(&view.nat));
+    // Read before the metrics endpoint serves: the first scrape has the real value.
+    let mut forwarding = ForwardingWatch::default();
+    forwarding.check(&view, &telemetry, unix_ms());
     // Conntrack entries (with their NAT mappings) travel over the sync link on
     // either backend; with IPVS the kernel's sync daemon carries IPVS's own
     // connection table beside it (set_sync_role): a pooled SNAT port survives a
@@ -416,6 +422,7 @@ pub async fn run(
             control_stats,
             errors: VecDeque::new(),
             connection_gauges,
+            forwarding,
         },
     };
 
@@ -472,7 +479,10 @@ pub async fn run(
                 daemon.retry_due();
                 let _ = daemon.reconcile("retry").await;
             }
-            _ = sample.tick() => daemon.sample_checks(),
+            _ = sample.tick() => {
+                daemon.sample_checks();
+                daemon.check_forwarding();
+            }
             // Pinged from this loop: a loop stuck in a handler stops the pings.
             () = watchdog.tick() => {}
         }
@@ -789,6 +799,13 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// Reads the forwarding sysctls against what the running configuration needs.
+    fn check_forwarding(&mut self) {
+        self.report
+            .forwarding
+            .check(&self.config.view, &self.report.telemetry, unix_ms());
     }
 
     /// Whether vrrpd runs a configuration file other than lbd's (None: not known).
@@ -1199,6 +1216,7 @@ impl Daemon {
         self.note_config_difference();
         self.report.telemetry.checks_reconfigured();
         self.health.checks_seen.clear();
+        self.check_forwarding();
         let apply = self.reconcile("reload").await;
         reply.apply = apply_outcome(&apply);
         if let Some(e) = &mut reply.apply.error {
@@ -1316,6 +1334,7 @@ impl Daemon {
                 last: self.vrrpd.last_prepare.clone(),
             },
             sync: self.sync_status(),
+            forwarding: self.report.forwarding.statuses(),
             health: HealthStatus {
                 targets: statuses.len(),
                 counters: health_counters

@@ -9,6 +9,7 @@
 //! - [`error`]: what can fail (refused configurations, applies, server commands);
 //! - [`servers`]: run-time server overrides (drain, disable, weight) and their
 //!   state file, and active/inactive connection counts;
+//! - [`forwarding`]: whether the node forwards what the NAT services need;
 //! - [`sync`]: connection-state sync with the peer (nft backend);
 //! - [`telemetry`], [`conntrack`]: Prometheus metrics and SNAT port usage;
 //! - [`status_page`]: the read-only status page on the metrics listener.
@@ -20,6 +21,7 @@ pub mod control;
 pub mod daemon;
 pub mod desired;
 pub mod error;
+pub mod forwarding;
 pub mod roles;
 pub mod servers;
 pub mod status_page;

@@ -60,6 +60,8 @@ pub struct Telemetry {
     transitions: IntCounterVec,
     vrrpd_connected: IntGauge,
     config_differs: IntGauge,
+    ip_forwarding: IntGaugeVec,
+    ip_forwarding_needed: IntGaugeVec,
     prepares: IntCounterVec,
     prepare_duration: Histogram,
     last_apply: Gauge,
@@ -176,6 +178,26 @@ impl Telemetry {
             "1 while vrrpd runs a configuration file other than lbd's (their fingerprints differ), else 0.",
         ));
         reg(Box::new(config_differs.clone()));
+        let ip_forwarding = must(IntGaugeVec::new(
+            Opts::new(
+                "lbd_ip_forwarding",
+                "1 while the node forwards the family's packets (net.ipv4.ip_forward, net.ipv6.conf.all.forwarding), 0 when off or unreadable; read every second.",
+            ),
+            &["family"],
+        ));
+        reg(Box::new(ip_forwarding.clone()));
+        let ip_forwarding_needed = must(IntGaugeVec::new(
+            Opts::new(
+                "lbd_ip_forwarding_needed",
+                "Services with NAT forwarding and SNAT rules of the family: while above 0 with lbd_ip_forwarding 0, they get no answers.",
+            ),
+            &["family"],
+        ));
+        reg(Box::new(ip_forwarding_needed.clone()));
+        for family in ["ipv4", "ipv6"] {
+            ip_forwarding.with_label_values(&[family]);
+            ip_forwarding_needed.with_label_values(&[family]);
+        }
         let prepares = must(IntCounterVec::new(
             Opts::new(
                 "lbd_prepare_total",
@@ -263,6 +285,8 @@ impl Telemetry {
             transitions,
             vrrpd_connected,
             config_differs,
+            ip_forwarding,
+            ip_forwarding_needed,
             prepares,
             prepare_duration,
             last_apply,
@@ -431,6 +455,17 @@ impl Telemetry {
     /// Whether vrrpd runs another configuration than lbd.
     pub fn config_differs(&self, differs: bool) {
         self.config_differs.set(i64::from(differs));
+    }
+
+    /// IP forwarding of `family` (`ipv4`, `ipv6`) and how many services and SNAT
+    /// rules need it.
+    pub fn forwarding(&self, family: &str, enabled: bool, needed: usize) {
+        self.ip_forwarding
+            .with_label_values(&[family])
+            .set(i64::from(enabled));
+        self.ip_forwarding_needed
+            .with_label_values(&[family])
+            .set(needed as i64);
     }
 
     /// A prepare answered.
@@ -641,6 +676,7 @@ mod tests {
         later.scheduler.checks_ok = 9;
         t.health_runner(&later, &counters, 4);
         t.dampened("web", "srv2");
+        t.forwarding("ipv4", true, 2);
         let mut body = Vec::new();
         TextEncoder::new()
             .encode(&t.registry().gather(), &mut body)
@@ -661,6 +697,9 @@ mod tests {
             r#"lbd_health_check_duration_seconds_count{check="web-http"} 1"#,
             r#"lbd_health_check_last_duration_seconds{backend="srv1",service="web"} 0.002"#,
             r#"lbd_health_dampened_total{backend="srv2",service="web"} 1"#,
+            r#"lbd_ip_forwarding{family="ipv4"} 1"#,
+            r#"lbd_ip_forwarding_needed{family="ipv4"} 2"#,
+            r#"lbd_ip_forwarding{family="ipv6"} 0"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -84,6 +84,20 @@ fn systemd_hears_ready_once_the_rules_are_in_the_kernel() {
         "vrrpctl reload of a refused file: {}; STATUS={status}",
         out.status
     );
+
+    // The unit's own ExecReload (dist/lbd.service) on the file lbd was started
+    // with: the socket comes from that file, as in ExecStart, and only lbd is asked.
+    std::fs::write(s.config("lb1"), &good).unwrap();
+    let seen = notify.received().len();
+    integration::reload_as_the_unit(s.host("lb1"), "lbd", &vrrpctl, &s.config("lb1"));
+    let after = notify.wait_for_reload(seen, PATIENCE).expect("no reload");
+    assert!(
+        !after
+            .value("STATUS")
+            .unwrap_or("")
+            .starts_with("reload refused"),
+        "{after:?}"
+    );
 }
 
 #[test]

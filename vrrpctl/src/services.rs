@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use ctl::contract::lbd::{LastCheck, LbdStatus, SyncStatus};
+use ctl::contract::lbd::{ForwardingStatus, LastCheck, LbdStatus, SyncStatus};
 use serde_json::Value;
 
 /// `vrrpctl services`.
@@ -115,6 +115,29 @@ fn sync_line(sync: &SyncStatus) -> String {
     }
     out.push('\n');
     out
+}
+
+/// The forwarding line of a family something needs: on, or OFF with the fix.
+fn forwarding_line(f: &ForwardingStatus) -> Option<String> {
+    if f.needed_by.is_empty() {
+        return None;
+    }
+    let needed = f.needed_by.join(", ");
+    Some(if !f.missing() {
+        format!(
+            "forwarding {} on ({} = 1) for {needed}\n",
+            f.family, f.sysctl
+        )
+    } else {
+        let why = match &f.error {
+            Some(e) => format!("{} unreadable: {e}", f.sysctl),
+            None => format!("{} = 0", f.sysctl),
+        };
+        format!(
+            "forwarding {} OFF ({why}): {needed} get no answers from their servers; fix: sysctl -w {}=1, kept in /etc/sysctl.d\n",
+            f.family, f.sysctl
+        )
+    })
 }
 
 /// The table: one row per server (and sorry server), then the node and backend,
@@ -275,6 +298,7 @@ pub fn render(status: &LbdStatus) -> String {
         "node {}: backend {} (table {}): {}\n",
         status.node, b.name, b.table, b.reason
     ));
+    out.extend(status.forwarding.iter().filter_map(forwarding_line));
     let v = &status.vrrpd;
     let roles: Vec<String> = v.groups.iter().map(|(g, s)| format!("{g} {s}")).collect();
     let roles = if roles.is_empty() {
@@ -373,6 +397,35 @@ mod tests {
         assert!(
             table.contains("sync off: connections do not survive a failover"),
             "{table}"
+        );
+    }
+
+    #[test]
+    fn forwarding_is_said_where_needed_with_the_fix_when_off() {
+        let mut f: ForwardingStatus = serde_json::from_value(json!({
+            "family": "ipv4", "sysctl": "net.ipv4.ip_forward", "enabled": false,
+            "needed_by": ["service web", "nat web-snat"],
+        }))
+        .unwrap();
+        assert_eq!(
+            forwarding_line(&f).as_deref(),
+            Some(
+                "forwarding ipv4 OFF (net.ipv4.ip_forward = 0): service web, nat web-snat get no \
+                 answers from their servers; fix: sysctl -w net.ipv4.ip_forward=1, kept in \
+                 /etc/sysctl.d\n"
+            )
+        );
+        f.enabled = Some(true);
+        assert_eq!(
+            forwarding_line(&f).as_deref(),
+            Some("forwarding ipv4 on (net.ipv4.ip_forward = 1) for service web, nat web-snat\n")
+        );
+        f.enabled = Some(false);
+        f.needed_by.clear();
+        assert_eq!(
+            forwarding_line(&f),
+            None,
+            "off and not needed: nothing to say"
         );
     }
 

@@ -87,6 +87,15 @@ fn systemd_hears_ready_once_the_vips_are_up_and_the_watchdog_keeps_pinging() {
     let after = notify.wait_for_reload(seen, PATIENCE).expect("no reload");
     assert_eq!(after.value("STATUS"), Some("edge MASTER"));
 
+    // The unit's own ExecReload (dist/vrrpd.service) on the file vrrpd was started
+    // with: the socket comes from that file, as in ExecStart, and only vrrpd is asked.
+    if let Some(bin) = vrrpctl() {
+        let seen = notify.received().len();
+        integration::reload_as_the_unit(c.host("lb1"), "vrrpd", &bin, &c.config("lb1"));
+        let after = notify.wait_for_reload(seen, PATIENCE).expect("no reload");
+        assert_eq!(after.value("STATUS"), Some("edge MASTER"));
+    }
+
     let seen = notify.received().len();
     lb1.stop().unwrap();
     assert!(notify.wait_for("STOPPING=1", seen, PATIENCE).is_some());

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus::{IntCounterVec, Opts};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, Id, JoinSet};
@@ -31,6 +32,10 @@ const BACKLOG: u32 = 1024;
 const SHORTAGE_PAUSE: Duration = Duration::from_millis(100);
 /// At most one warning per this interval about a descriptor shortage.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// `reason` of a connection closed because the cap was reached.
+const SHED_LIMIT: &str = "limit";
+/// `reason` of a connection closed because descriptors or memory ran out.
+const SHED_SHORTAGE: &str = "shortage";
 /// How long the runtime waits for a render under way when the server stops.
 const STOP_WAIT: Duration = Duration::from_secs(3);
 
@@ -70,16 +75,57 @@ pub(crate) fn run(
         if bound.send(Ok(local)).is_err() {
             return;
         }
+        let shed = ShedCounter::register(&registry);
         let (renderer, rendering) = Renderer::new(registry);
         tokio::spawn(rendering);
         tokio::select! {
-            () = accept_loop(listener, renderer, status, limits) => {}
+            () = accept_loop(listener, renderer, status, limits, shed) => {}
             _ = stop => {}
         }
     });
     // Connection tasks are dropped (their sockets closed); a render under way on
     // the blocking thread is waited for, briefly.
     runtime.shutdown_timeout(STOP_WAIT);
+}
+
+/// Counts the connections the endpoint closes to make room, by reason.
+#[derive(Clone, Default)]
+struct ShedCounter(Option<IntCounterVec>);
+
+impl ShedCounter {
+    /// `metrics_connections_shed_total{reason}`, registered in `registry` with both
+    /// reasons at 0 (uncounted if the registry refuses it: a second server on one
+    /// registry).
+    fn register(registry: &prometheus::Registry) -> ShedCounter {
+        let counter = IntCounterVec::new(
+            Opts::new(
+                "metrics_connections_shed_total",
+                "Connections of metrics clients the endpoint closed to make room: reason limit (a new one past the connection cap closed the oldest quiet one), shortage (out of descriptors or memory).",
+            ),
+            &["reason"],
+        );
+        let counter = match counter {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::warn!(%err, "metrics: no shed counter");
+                return ShedCounter(None);
+            }
+        };
+        for reason in [SHED_LIMIT, SHED_SHORTAGE] {
+            counter.with_label_values(&[reason]);
+        }
+        if let Err(err) = registry.register(Box::new(counter.clone())) {
+            tracing::debug!(%err, "metrics: the shed counter is not served");
+            return ShedCounter(None);
+        }
+        ShedCounter(Some(counter))
+    }
+
+    fn add(&self, reason: &str, n: usize) {
+        if let Some(c) = &self.0 {
+            c.with_label_values(&[reason]).inc_by(n as u64);
+        }
+    }
 }
 
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -155,6 +201,7 @@ async fn accept_loop(
     renderer: Renderer,
     status: Option<StatusPage>,
     limits: Limits,
+    shed: ShedCounter,
 ) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -180,7 +227,10 @@ async fn accept_loop(
                 Ok((stream, _peer)) => {
                     while table.held.len() >= limits.max_connections.max(1) {
                         match table.victim() {
-                            Some(id) => table.close(id),
+                            Some(id) => {
+                                table.close(id);
+                                shed.add(SHED_LIMIT, 1);
+                            }
                             None => break,
                         }
                     }
@@ -208,13 +258,14 @@ async fn accept_loop(
                     });
                 }
                 Err(err) if is_shortage(&err) => {
-                    let shed = table.shed();
+                    let closed = table.shed();
+                    shed.add(SHED_SHORTAGE, closed);
                     let now = Instant::now();
                     if last_warning.is_none_or(|t| now.duration_since(t) >= WARN_EVERY) {
                         last_warning = Some(now);
                         tracing::warn!(
                             error = %err,
-                            closed = shed,
+                            closed,
                             "metrics: out of descriptors or memory accepting a client; \
                              closed metrics clients and pausing (raise LimitNOFILE=)"
                         );
@@ -268,5 +319,32 @@ async fn serve_connection(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shed_counter_registers_with_both_reasons_at_zero_and_counts() {
+        let registry = prometheus::Registry::new();
+        let shed = ShedCounter::register(&registry);
+        shed.add(SHED_SHORTAGE, 3);
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(
+            text.contains("metrics_connections_shed_total{reason=\"limit\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("metrics_connections_shed_total{reason=\"shortage\"} 3"),
+            "{text}"
+        );
+        // A second server on the same registry counts nothing and breaks nothing.
+        let second = ShedCounter::register(&registry);
+        assert!(second.0.is_none());
+        second.add(SHED_LIMIT, 1);
     }
 }

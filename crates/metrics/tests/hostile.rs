@@ -184,6 +184,14 @@ fn assert_prompt_scrape(addr: SocketAddr, what: &str) -> Duration {
     took
 }
 
+/// The value of the sample `series` (name and labels) in a scrape's reply.
+fn sample(reply: &str, series: &str) -> Option<u64> {
+    reply
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Whether the server closed `stream` (EOF or reset) within `within`.
 fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     let deadline = Instant::now() + within;
@@ -367,6 +375,10 @@ fn past_the_connection_cap_the_oldest_quiet_connection_goes() {
     assert_prompt_scrape(server.addr, "at the cap");
     // The scrape took a place too: the first seven went, the last three stay.
     assert!(closed_within(&mut clients[0], Duration::from_secs(10)));
+    let (reply, _) = scrape(server.addr);
+    let shed = sample(&reply, "metrics_connections_shed_total{reason=\"limit\"}");
+    // Seven counted; this scrape found the first one's place free again.
+    assert_eq!(shed, Some(7), "{reply}");
     assert!(closed_within(&mut clients[6], Duration::from_secs(10)));
     assert!(!closed_within(&mut clients[9], Duration::from_millis(300)));
     assert!(server.descriptors() <= 4 + 16, "{}", server.descriptors());
@@ -387,6 +399,13 @@ fn a_descriptor_shortage_sheds_metrics_clients_and_the_server_lives_on() {
     assert!(descriptors <= 40);
     drop(idle);
     assert_prompt_scrape(server.addr, "after");
+    let (reply, _) = scrape(server.addr);
+    let shed = sample(
+        &reply,
+        "metrics_connections_shed_total{reason=\"shortage\"}",
+    );
+    eprintln!("closed for the shortage: {shed:?}");
+    assert!(shed.is_some_and(|n| n > 0), "{reply}");
 }
 
 #[test]

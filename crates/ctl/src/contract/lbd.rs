@@ -158,6 +158,9 @@ pub struct LbdStatus {
     pub prepare: PrepareStatus,
     /// Connection-state sync with the peer.
     pub sync: SyncStatus,
+    /// IP forwarding on the node, per address family (`ipv4`, `ipv6`), and what
+    /// needs it.
+    pub forwarding: Vec<ForwardingStatus>,
     /// Health checking.
     pub health: HealthStatus,
     /// Service quorums as priority tracks: wanted, and what vrrpd accepted.
@@ -520,6 +523,35 @@ impl SyncStatus {
         self.link
             .as_ref()
             .map(|l| l.peer_complete && l.entries_pending == 0)
+    }
+}
+
+/// IP forwarding of one address family on the node: NAT services need the node to
+/// route the servers' answers back to the clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ForwardingStatus {
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    /// The sysctl that turns it on (`net.ipv4.ip_forward`,
+    /// `net.ipv6.conf.all.forwarding`).
+    pub sysctl: String,
+    /// Its value when last read (`None`: unreadable, see `error`).
+    pub enabled: Option<bool>,
+    /// Why it could not be read.
+    pub error: Option<String>,
+    /// What of this family the node forwards (`service web`, `nat web-snat`):
+    /// services with NAT forwarding and SNAT rules.
+    pub needed_by: Vec<String>,
+    /// When it was last read, Unix ms.
+    pub checked_unix_ms: u64,
+}
+
+impl ForwardingStatus {
+    /// Something needs forwarding and it is not known to be on: those services
+    /// get no answers from their servers.
+    pub fn missing(&self) -> bool {
+        !self.needed_by.is_empty() && self.enabled != Some(true)
     }
 }
 

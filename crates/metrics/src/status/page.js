@@ -110,6 +110,9 @@
       ["config fingerprint", "config_fingerprint", s.config ? s.config.fingerprint : ""],
       ["differs from vrrpd's", "config_differs", s.config ? s.config.differs_from_vrrpd : null],
       ["dataplane", "dataplane", s.dataplane ? (s.dataplane.dirty ? "dirty" : "applied") + ", " + s.dataplane.applies + " applies, " + s.dataplane.apply_errors + " errors" : ""],
+      // The families a NAT service or SNAT rule needs forwarded (lbd's status `forwarding`).
+      ["IP forwarding", "forwarding", (s.forwarding || []).filter(f => (f.needed_by || []).length).map(f =>
+        f.family + (f.enabled ? " on" : " OFF (" + f.sysctl + (f.error ? " unreadable" : " = 0") + "): " + f.needed_by.join(", ") + " get no answers"))],
     ]));
     const services = s.services || [];
     out.push(table("Services", "services", [
