@@ -29,8 +29,8 @@
 //! MASTER: the takeover's commit subscribes to them before the VIPs arrive and the
 //! stream takes that subscription over, so the peer (which asked for a dump when it
 //! left MASTER) gets one dump per takeover, not two; a MASTER role learnt without a
-//! commit restarts the stream with a new dump. When the kernel drops events, the sender sends a resync and a dump
-//! again. Until a dump has ended on a live stream from the peer, the receiver asks
+//! commit restarts the stream with a new dump. When the kernel drops events, the
+//! sender sends a resync and a dump again. Until a dump has ended on a live stream from the peer, the receiver asks
 //! vrrpd (through lbd's `track.set`) to hold back preemption: a node that comes back
 //! takes over only once it can carry the peer's connections. An idle sender sends a
 //! heartbeat every second, so each side notices a dead peer within seconds (the
@@ -289,14 +289,15 @@ impl Shared {
         self.filter.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
-    /// The subscription the last commit made, if it selects by `generation`'s filter.
-    fn take_early_events(&self, generation: u64) -> Option<ctsync::Events> {
+    /// The subscription the last commit made (taken away), if it selects by
+    /// `generation`'s filter; any other is dropped.
+    fn take_early_events(&self, generation: Option<u64>) -> Option<ctsync::Events> {
         let early = self
             .early_events
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        early.and_then(|(ev, g)| (g == generation).then_some(ev))
+        early.and_then(|(ev, g)| (Some(g) == generation).then_some(ev))
     }
 
     /// Subscribes to this node's events now (a takeover's commit, before the VIPs
@@ -557,11 +558,7 @@ impl SyncLink {
             r
         } else {
             // The peer's dump, asked for here, replaces what the kernel holds.
-            self.shared
-                .early_events
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
+            self.shared.take_early_events(None);
             held.store.track_from_kernel();
             self.shared
                 .dump_wanted
@@ -718,7 +715,7 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
     // listens. Subscribe before dumping: an event between the two is then sent.
     let mut streaming_events = shared.master.load(Ordering::Relaxed);
     // A subscription the commit made is older than this stream's dump: use it.
-    let early = shared.take_early_events(generation);
+    let early = shared.take_early_events(Some(generation));
     let mut events = if streaming_events {
         match early.map_or_else(|| subscribe_events(shared, &filter), Ok) {
             Ok(ev) => Some(ev),
@@ -756,7 +753,7 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
                 events = None;
                 streaming_events = false;
                 shared.streaming_events.store(false, Ordering::Relaxed);
-            } else if let Some(ev) = shared.take_early_events(generation) {
+            } else if let Some(ev) = shared.take_early_events(Some(generation)) {
                 // Subscribed by the takeover's commit, before this node had a VIP:
                 // every connection of its own is in these events, and the peer's
                 // request for a dump (if any) is answered below. No restart, no
@@ -765,9 +762,7 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
                 streaming_events = true;
                 shared.streaming_events.store(true, Ordering::Relaxed);
                 tracing::info!("this node became MASTER: streaming its connections");
-                if shared.master.load(Ordering::Relaxed) {
-                    resync_ipvs(shared);
-                }
+                resync_ipvs(shared);
             } else {
                 return "this node became MASTER: streaming its connections".to_owned();
             }
