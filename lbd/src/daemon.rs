@@ -1091,7 +1091,7 @@ impl Daemon {
                     .take(3)
                     .map(|(t, errno)| format!("{t:?}: errno {errno}"))
                     .collect();
-                tracing::info!(created = report.batch.created, replaced = report.batch.replaced, removed = report.removed, failed = report.batch.failed.len(), expired = report.expired, elapsed_ms = ctl::logging::ms(report.elapsed), first_failures = %failed.join("; "), "committed the peer's connections");
+                tracing::info!(created = report.batch.created, replaced = report.batch.replaced, updated = report.batch.updated, removed = report.removed, failed = report.batch.failed.len(), expired = report.expired, elapsed_ms = ctl::logging::ms(report.elapsed), first_failures = %failed.join("; "), "committed the peer's connections");
                 sync::commit_status(&report)
             }
             Err(e) => {

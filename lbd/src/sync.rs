@@ -82,6 +82,8 @@ const FLUSH_AT: usize = 1024;
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Bytes of lines the sender gathers before it writes them out.
 const FLUSH_BYTES: usize = 32 << 10;
+/// At most this many connections' events are merged before they are written.
+const COALESCE_AT: usize = 4096;
 /// What the node that asked for a dump knows of it.
 const DUMP_NOT_WANTED: u8 = 0;
 const DUMP_REQUESTED: u8 = 1;
@@ -273,7 +275,7 @@ impl Shared {
         self.stored_gauge.set(held.store.len() as i64);
         self.pending_gauge.set(held.store.pending() as i64);
         if let Some(r) = flushed {
-            let n = r.batch.created + r.batch.replaced + r.removed;
+            let n = r.batch.written() + r.removed;
             self.written.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
@@ -569,9 +571,7 @@ impl SyncLink {
         self.shared.observe(&held, report.as_ref());
         tracing::info!(
             writing = !master,
-            written = report
-                .as_ref()
-                .map_or(0, |r| r.batch.created + r.batch.replaced),
+            written = report.as_ref().map_or(0, |r| r.batch.written()),
             "the peer's connection entries: {}",
             if master {
                 "held only (MASTER)"
@@ -641,6 +641,7 @@ pub fn commit_status(r: &CommitReport) -> SyncCommit {
     SyncCommit {
         created: r.batch.created as u64,
         replaced: r.batch.replaced as u64,
+        updated: r.batch.updated as u64,
         removed: r.removed as u64,
         failed: r.batch.failed.len() as u64,
         expired: r.expired as u64,
@@ -733,6 +734,7 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
     }
     let mut last_write = Instant::now();
     let mut last_want: Option<Instant> = None;
+    let mut batch = ctsync::Coalescer::new();
     loop {
         let event = match events.as_mut() {
             Some(ev) => match ev.next() {
@@ -768,24 +770,24 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
             }
         }
         let mut sent = match event {
-            Ok(ev) => out
-                .write_all(encode_line(&ev).as_bytes())
-                .map(|()| {
-                    shared.events_sent.fetch_add(1, Ordering::Relaxed);
-                })
-                .map_err(|e| e.to_string()),
+            Ok(ev) => {
+                batch.push(ev);
+                Ok(())
+            }
             Err(ctsync::Error::TimedOut) => Ok(()),
             Err(ctsync::Error::EventsLost) => {
                 shared.events_lost.fetch_add(1, Ordering::Relaxed);
                 shared.lost_counter.inc();
                 tracing::warn!("conntrack events lost: sending a full dump again");
-                send_dump(shared, &mut out, &filter)
+                send_events(shared, &mut out, &mut batch)
+                    .and_then(|()| send_dump(shared, &mut out, &filter))
             }
             Err(e) => Err(e.to_string()),
         };
         if sent.is_ok() && shared.peer_wants_dump.swap(false, Ordering::Relaxed) {
             tracing::info!("the peer asked for this node's full connection state: dumping");
-            sent = send_dump(shared, &mut out, &filter);
+            sent = send_events(shared, &mut out, &mut batch)
+                .and_then(|()| send_dump(shared, &mut out, &filter));
         }
         // Asked for the peer's dump and it has not started: ask (again) once a second.
         if sent.is_ok()
@@ -797,10 +799,18 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
                 .write_all(WANT_DUMP_LINE.as_bytes())
                 .map_err(|e| e.to_string());
         }
-        // More events already read: they go out in the same write.
+        // More events already read: they go out in the same write, a connection's
+        // merged into one line.
         let queued = events.as_ref().map_or(0, ctsync::Events::queued);
-        if sent.is_ok() && queued > 0 && out.buffer().len() < FLUSH_BYTES {
+        if sent.is_ok()
+            && queued > 0
+            && batch.len() < COALESCE_AT
+            && out.buffer().len() < FLUSH_BYTES
+        {
             continue;
+        }
+        if sent.is_ok() {
+            sent = send_events(shared, &mut out, &mut batch);
         }
         if sent.is_ok() && !out.buffer().is_empty() {
             last_write = Instant::now();
@@ -815,6 +825,20 @@ fn stream_to(shared: &Shared, stream: TcpStream) -> String {
         }
     }
     "the conntrack event stream ended".to_owned()
+}
+
+/// Writes the events read so far, one line per connection.
+fn send_events(
+    shared: &Shared,
+    out: &mut impl Write,
+    batch: &mut ctsync::Coalescer,
+) -> Result<(), String> {
+    for ev in batch.drain() {
+        out.write_all(encode_line(&ev).as_bytes())
+            .map_err(|e| e.to_string())?;
+        shared.events_sent.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// This node's conntrack events of the flows `filter` selects, without those its own
@@ -1162,7 +1186,7 @@ fn dump_ended(shared: &Shared) {
         entries = store_len,
         dropped,
         purged,
-        written = flushed.map_or(0, |r| r.batch.created + r.batch.replaced),
+        written = flushed.map_or(0, |r| r.batch.written()),
         "the peer's connection state is complete here"
     );
 }

@@ -12,7 +12,9 @@
 //!   entries as they arrived) against `conntrackd -c` (the external cache into an
 //!   empty kernel table, as at a keepalived notify_master).
 //! - rate: new flows per second replicated without loss (no event overflow, the
-//!   backup holds every flow) and the CPU it costs sender and receiver.
+//!   backup holds every flow) and the CPU it costs sender and receiver. The flows are
+//!   real: the client sends a SYN per flow through lb1, which balances and
+//!   source-NATs it, and the server's SYN-ACK passes back (two events a flow).
 //! - stall: 200 connections echo every 20 ms through the VIP; lb1 crashes; the
 //!   longest pause each connection saw, at each advert interval.
 //!
@@ -141,6 +143,16 @@ impl Binaries {
 // ---------------------------------------------------------------------------
 // The two nodes with lbd and vrrpd
 
+/// The service's source NAT in a lab.
+#[derive(Debug, Clone, Copy)]
+enum Snat {
+    /// A pool of 10,000 ports (the stall and commit labs).
+    Pool,
+    /// One address with every port: room for the rate lab's 60,000 and more new flows
+    /// per server.
+    Address,
+}
+
 /// The lab, a directory for configs and sockets, and the daemons.
 struct Ours {
     lab: Lab,
@@ -152,6 +164,11 @@ impl Ours {
     /// Both nodes up from the example (pool SNAT, no checks, sync on; adverts every
     /// `advert_ms`), lb1 MASTER and lb2 BACKUP, both streams up.
     fn up(bins: &Binaries, advert_ms: u32) -> Result<Ours> {
+        Self::up_with(bins, advert_ms, Snat::Pool)
+    }
+
+    /// As [`Ours::up`], with the service's source NAT as `snat` says.
+    fn up_with(bins: &Binaries, advert_ms: u32, snat: Snat) -> Result<Ours> {
         let lab = Lab::two_arm()?;
         let dir = tempfile::tempdir()?;
         let mut ours = Ours {
@@ -162,7 +179,7 @@ impl Ours {
         echo_server(&ours.lab["srv1"], "198.18.1.21:80")?;
         echo_server(&ours.lab["srv2"], "198.18.1.22:80")?;
         for node in ["lb1", "lb2"] {
-            std::fs::write(ours.config(node), ours.config_text(node, advert_ms)?)?;
+            std::fs::write(ours.config(node), ours.config_text(node, advert_ms, snat)?)?;
         }
         for node in ["lb1", "lb2"] {
             ours.start(bins, node, "lbd")?;
@@ -193,15 +210,19 @@ impl Ours {
         self.dir.path().join(format!("{node}-{daemon}.sock"))
     }
 
-    fn config_text(&self, node: &str, advert_ms: u32) -> Result<String> {
+    fn config_text(&self, node: &str, advert_ms: u32, snat: Snat) -> Result<String> {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml.example");
         let mut text = std::fs::read_to_string(path)?;
+        let single = "snat = { address = \"198.18.1.100\" }";
         let edits = [
             ("check = \"web-http\"", String::new()),
             (
-                "snat = { address = \"198.18.1.100\" }",
-                "snat = { pool = [{ address = \"198.18.1.100\", ports = \"20000-29999\" }] }"
-                    .to_owned(),
+                single,
+                match snat {
+                    Snat::Pool => "snat = { pool = [{ address = \"198.18.1.100\", ports = \"20000-29999\" }] }"
+                        .to_owned(),
+                    Snat::Address => single.to_owned(),
+                },
             ),
             (
                 "advert_interval_ms = 1000",
@@ -350,29 +371,6 @@ fn inject(host: &Host, range: std::ops::Range<usize>) -> Result<()> {
         bail!("injecting: {report:?}");
     }
     Ok(())
-}
-
-/// Writes entries `0..total` into `host`'s kernel at `per_second`, in 10 ms slices;
-/// returns how long it took.
-fn inject_at(host: &Host, total: usize, per_second: usize) -> Result<Duration> {
-    let slice = Duration::from_millis(10);
-    let per_slice = (per_second / 100).max(1);
-    let start = Instant::now();
-    let mut done = 0;
-    let mut conntrack = host.run_in(ctsync::Conntrack::open)??;
-    let mut k = 0u32;
-    while done < total {
-        let n = per_slice.min(total - done);
-        let batch: Vec<_> = (done..done + n).map(entry).collect();
-        conntrack.replace_batch(&batch)?;
-        done += n;
-        k += 1;
-        let next = start + slice * k;
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            thread::sleep(wait);
-        }
-    }
-    Ok(start.elapsed())
 }
 
 /// Entries of the test's VIP in `host`'s kernel.
@@ -627,6 +625,7 @@ fn commit_conntrackd(n: usize, runs: usize) -> Result<Vec<f64>> {
 fn rate(bins: &Binaries, args: &Args, conntrackd: bool) -> Result<()> {
     const SECONDS: usize = 3;
     println!("== new flows replicated per second ({SECONDS} s of new flows at each rate; CPU in % of one core over those seconds; medians of {} runs)", args.runs);
+    println!("   a flow: the client's SYN through lb1 (balanced, source-NATed) and the server's SYN-ACK back: two events");
     println!("   lost: the kernel dropped events for the sender (lbd: it then sends a full dump; conntrackd: the backup lacks flows after 60 s)");
     println!("   lbd (own): the same with conntrack events off in lb2's namespace. The lab's nodes share one kernel, whose");
     println!("   netlink keeps one listener map for every namespace: lb1's subscription makes lb2's kernel build an event");
@@ -690,7 +689,7 @@ struct RateFigures {
 }
 
 fn rate_ours(bins: &Binaries, r: usize, n: usize, own_kernel: bool) -> Result<RateFigures> {
-    let ours = Ours::up(bins, 1000)?;
+    let ours = Ours::up_with(bins, 1000, Snat::Address)?;
     if own_kernel {
         ours.lab["lb2"].exec_ok(&["sysctl", "-qw", "net.netfilter.nf_conntrack_events=0"])?;
     }
@@ -701,8 +700,9 @@ fn rate_ours(bins: &Binaries, r: usize, n: usize, own_kernel: bool) -> Result<Ra
     let (c1, c2) = (cpu_total(p1), cpu_total(p2));
     let (s1, s2) = (cpu_sys(p1), cpu_sys(p2));
     let start = Instant::now();
-    let took = inject_at(&ours.lab["lb1"], n, r)?;
-    ours.wait_synced("lb2", n, Duration::from_secs(300))?;
+    let took = open_flows_at(&ours.lab, n, r)?;
+    let made = count_in_kernel(&ours.lab["lb1"])?;
+    ours.wait_synced("lb2", made, Duration::from_secs(300))?;
     let caught_up = start.elapsed();
     let (c1, c2) = (cpu_total(p1) - c1, cpu_total(p2) - c2);
     let (s1, s2) = (cpu_sys(p1) - s1, cpu_sys(p2) - s2);
@@ -712,7 +712,7 @@ fn rate_ours(bins: &Binaries, r: usize, n: usize, own_kernel: bool) -> Result<Ra
         - lost_before;
     let secs = took.as_secs_f64();
     Ok(RateFigures {
-        achieved: n as f64 / secs,
+        achieved: made as f64 / secs,
         sender_cpu: c1 / secs,
         receiver_cpu: c2 / secs,
         sender_sys: s1 / secs,
@@ -724,23 +724,37 @@ fn rate_ours(bins: &Binaries, r: usize, n: usize, own_kernel: bool) -> Result<Ra
 
 fn rate_conntrackd(r: usize, n: usize) -> Result<RateFigures> {
     let lab = Lab::two_arm()?;
+    echo_server(&lab["srv1"], "198.18.1.21:80")?;
+    echo_server(&lab["srv2"], "198.18.1.22:80")?;
+    let dir = tempfile::tempdir()?;
+    let rules = dir.path().join("rules.nft");
+    if !NFT_RULES.contains(RULES_POOL) {
+        bail!("NFT_RULES lacks {RULES_POOL:?}");
+    }
+    std::fs::write(&rules, NFT_RULES.replace(RULES_POOL, RULES_ADDRESS))?;
+    for node in ["lb1", "lb2"] {
+        lab[node].exec_ok(&["nft", "-f", &rules.to_string_lossy()])?;
+    }
+    lab["lb1"].exec_ok(&["ip", "addr", "add", &format!("{VIP}/24"), "dev", "eth0"])?;
+    lab["lb1"].exec_ok(&["ip", "addr", "add", "198.18.1.100/24", "dev", "eth1"])?;
     let ct = Conntrackd::up(&lab)?;
     let (p1, p2) = (ct.pid("lb1"), ct.pid("lb2"));
     let (c1, c2) = (cpu_total(p1), cpu_total(p2));
     let (s1, s2) = (cpu_sys(p1), cpu_sys(p2));
     let start = Instant::now();
-    let took = inject_at(&lab["lb1"], n, r)?;
+    let took = open_flows_at(&lab, n, r)?;
+    let made = count_in_kernel(&lab["lb1"])?;
     let caught = wait_for(
         "conntrackd on lb2 holds every flow",
         Duration::from_secs(60),
-        || ct.external(&lab, "lb2").is_ok_and(|k| k >= n),
+        || ct.external(&lab, "lb2").is_ok_and(|k| k >= made),
     );
     let caught_up = start.elapsed();
     let (c1, c2) = (cpu_total(p1) - c1, cpu_total(p2) - c2);
     let (s1, s2) = (cpu_sys(p1) - s1, cpu_sys(p2) - s2);
     let secs = took.as_secs_f64();
     Ok(RateFigures {
-        achieved: n as f64 / secs,
+        achieved: made as f64 / secs,
         sender_cpu: c1 / secs,
         receiver_cpu: c2 / secs,
         sender_sys: s1 / secs,
@@ -748,6 +762,106 @@ fn rate_conntrackd(r: usize, n: usize) -> Result<RateFigures> {
         caught_up_ms: caught_up.as_secs_f64() * 1e3,
         lost: caught.is_err(),
     })
+}
+
+/// Source addresses of the client's flows beyond its own (.10): 60,000 flows each.
+const FLOWS_PER_SOURCE: usize = 60_000;
+
+/// The client's source address and port of flow `i`.
+fn flow_source(i: usize) -> (Ipv4Addr, u16) {
+    let k = i / FLOWS_PER_SOURCE;
+    let addr = if k == 0 {
+        Ipv4Addr::new(198, 18, 0, 10)
+    } else {
+        Ipv4Addr::new(198, 18, 0, 200 + k as u8)
+    };
+    (addr, 1024 + (i % FLOWS_PER_SOURCE) as u16)
+}
+
+/// Opens `total` new TCP connections through lb1 at `per_second`, in 10 ms slices:
+/// the client sends a SYN to the VIP from a source port of its own for each, so lb1's
+/// kernel makes each entry from a packet (balanced and source-NATed), as under real
+/// load, and both nodes' daemons see the events it sends for them (new, then the
+/// server's SYN-ACK). The client's kernel knows none of these connections: its
+/// resets to the SYN-ACKs are dropped, so every entry stays. Returns how long the
+/// sending took.
+fn open_flows_at(lab: &Lab, total: usize, per_second: usize) -> Result<Duration> {
+    let client = &lab["client"];
+    let sources = total.div_ceil(FLOWS_PER_SOURCE);
+    for k in 1..sources {
+        let (addr, _) = flow_source(k * FLOWS_PER_SOURCE);
+        client.exec_ok(&["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+    }
+    client.exec_ok(&[
+        "nft",
+        "add table ip bench_client; add chain ip bench_client out { type filter hook output priority 0; }; add rule ip bench_client out tcp flags rst drop",
+    ])?;
+    let vip: Ipv4Addr = VIP.parse()?;
+    let sock = client.run_in(|| {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::TCP),
+        )?;
+        s.set_header_included_v4(true)?;
+        Ok::<_, std::io::Error>(s)
+    })??;
+    let to = socket2::SockAddr::from(SocketAddr::new(IpAddr::V4(vip), 0));
+    let slice = Duration::from_millis(10);
+    let per_slice = (per_second / 100).max(1);
+    let start = Instant::now();
+    let mut done = 0;
+    let mut k = 0u32;
+    while done < total {
+        let n = per_slice.min(total - done);
+        for i in done..done + n {
+            let (src, port) = flow_source(i);
+            sock.send_to(&syn_packet(src, port, vip, 80, i as u32), &to)?;
+        }
+        done += n;
+        k += 1;
+        let next = start + slice * k;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+    }
+    let took = start.elapsed();
+    // The last SYN-ACKs pass lb1.
+    thread::sleep(Duration::from_millis(200));
+    Ok(took)
+}
+
+/// An IPv4 TCP SYN (the kernel fills in the IP checksum and length).
+fn syn_packet(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, seq: u32) -> [u8; 40] {
+    let mut p = [0u8; 40];
+    p[0] = 0x45;
+    p[8] = 64; // TTL
+    p[9] = 6; // TCP
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let t = &mut p[20..];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[12] = 5 << 4; // data offset: 20 bytes
+    t[13] = 0x02; // SYN
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    // Checksum over the pseudo-header (addresses, protocol, TCP length) and segment.
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for w in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(&src.octets());
+    add(&dst.octets());
+    add(&[0, 6, 0, 20]);
+    add(t);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    t[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p
 }
 
 // ---------------------------------------------------------------------------
@@ -867,6 +981,11 @@ fn cut_lb1(lab: &Lab) -> Result<()> {
 
 const KEEPALIVED: &str = "/usr/sbin/keepalived";
 /// The balancing rules of the example's service, as plain nftables.
+/// The SNAT of [`NFT_RULES`]: a pool of 10,000 ports ...
+const RULES_POOL: &str = "snat to 198.18.1.100:20000-29999 random";
+/// ... or the address with every port (the rate lab).
+const RULES_ADDRESS: &str = "snat to 198.18.1.100";
+
 const NFT_RULES: &str = "table ip bench {
   chain pre { type nat hook prerouting priority -100; ip daddr 198.18.0.100 tcp dport 80 dnat to numgen inc mod 2 map { 0 : 198.18.1.21, 1 : 198.18.1.22 } : 80; }
   chain post { type nat hook postrouting priority 100; ip daddr { 198.18.1.21, 198.18.1.22 } tcp dport 80 snat to 198.18.1.100:20000-29999 random; }

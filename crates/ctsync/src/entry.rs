@@ -560,11 +560,7 @@ impl Entry {
         if let Some((addr, port)) = self.snat() {
             encode_nat(&mut w, CTA_NAT_SRC, addr, port);
         }
-        // The kernel marks the new entry CONFIRMED before applying CTA_STATUS and
-        // answers EBUSY if CONFIRMED, EXPECTED or DYING would differ; the NAT bits are
-        // ignored (set by the NAT setup above).
-        let status = (self.status.0 | Status::CONFIRMED) & !(Status::EXPECTED | Status::DYING);
-        w.put_be32(CTA_STATUS, status);
+        w.put_be32(CTA_STATUS, self.status_to_write());
         self.encode_common(&mut w);
         w.buf
     }
@@ -624,21 +620,22 @@ impl Entry {
     }
 
     /// Encodes the attributes of an IPCTNL_MSG_CT_NEW that refreshes an existing entry
-    /// (found by its original tuple): timeout, mark, TCP state; never NAT (the kernel
-    /// refuses NAT changes on existing entries).
+    /// (found by its original tuple in its zone): status, timeout, mark, TCP state;
+    /// never NAT (the kernel refuses NAT changes on existing entries). The kernel
+    /// answers EBUSY to a status that would clear SEEN_REPLY or ASSURED.
     pub fn encode_update(&self) -> Vec<u8> {
         let mut w = AttrWriter::default();
         self.orig.encode(&mut w, CTA_TUPLE_ORIG);
-        if let Some(t) = self.timeout {
-            w.put_be32(CTA_TIMEOUT, t);
-        }
-        if let Some(m) = self.mark {
-            w.put_be32(CTA_MARK, m);
-        }
-        if let Some(tcp) = &self.tcp {
-            tcp.encode(&mut w);
-        }
+        w.put_be32(CTA_STATUS, self.status_to_write());
+        self.encode_common(&mut w);
         w.buf
+    }
+
+    /// The status as written into the kernel: it marks an entry CONFIRMED before
+    /// applying CTA_STATUS and answers EBUSY if CONFIRMED, EXPECTED or DYING would
+    /// differ; the NAT bits are ignored (set by the NAT setup).
+    fn status_to_write(&self) -> u32 {
+        (self.status.0 | Status::CONFIRMED) & !(Status::EXPECTED | Status::DYING)
     }
 
     fn encode_common(&self, w: &mut AttrWriter) {

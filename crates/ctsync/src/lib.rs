@@ -4,6 +4,7 @@
 //! takeover, NAT mappings included, so balanced connections survive a failover.
 
 mod attr;
+mod coalesce;
 mod entry;
 mod filter;
 mod netlink;
@@ -11,6 +12,7 @@ mod store;
 pub mod synthetic;
 mod wire;
 
+pub use coalesce::Coalescer;
 pub use entry::{DecodeError, Entry, Status, TcpFlags, TcpInfo, TcpState, Tuple, L4};
 pub use filter::FlowFilter;
 pub use netlink::{

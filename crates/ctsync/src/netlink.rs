@@ -95,6 +95,9 @@ pub struct ReplaceReport {
     /// Entries that existed and were deleted and created anew (or deleted, for a
     /// delete batch).
     pub replaced: usize,
+    /// Entries that existed as this node wrote them and were changed in place
+    /// ([`Conntrack::update_batch`]).
+    pub updated: usize,
     /// Deletes of entries that were not there (already gone: nothing to do).
     pub missing: usize,
     /// Entries the kernel refused, with the errno.
@@ -102,10 +105,16 @@ pub struct ReplaceReport {
 }
 
 impl ReplaceReport {
+    /// Entries written: created, replaced or changed in place.
+    pub fn written(&self) -> usize {
+        self.created + self.replaced + self.updated
+    }
+
     /// Adds `other`'s counts to these.
     pub fn add(&mut self, other: ReplaceReport) {
         self.created += other.created;
         self.replaced += other.replaced;
+        self.updated += other.updated;
         self.missing += other.missing;
         self.failed.extend(other.failed);
     }
@@ -332,6 +341,27 @@ impl Conntrack {
                 .extend(still.iter().map(|e| (e.orig, libc::EEXIST)));
         }
         Ok(report)
+    }
+
+    /// Changes entries in place (status, timeout, mark, TCP state, never the NAT
+    /// mapping), one message each where a replacement takes three: only for entries the
+    /// kernel holds as this node wrote them, unchanged by traffic since. Returns how
+    /// many changed and those it did not change (gone meanwhile, or a change the
+    /// kernel refuses), to be replaced.
+    pub fn update_batch(&mut self, entries: &[Entry]) -> Result<(usize, Vec<Entry>), Error> {
+        let mut updated = 0;
+        let mut rest = Vec::new();
+        for chunk in entries.chunks(BATCH) {
+            let codes = self.request_batch(chunk, IPCTNL_MSG_CT_NEW, 0, Entry::encode_update)?;
+            for (e, code) in chunk.iter().zip(codes) {
+                if code == 0 {
+                    updated += 1;
+                } else {
+                    rest.push(e.clone());
+                }
+            }
+        }
+        Ok((updated, rest))
     }
 
     /// Deletes `existing` and creates them anew, counted in `report` (replaced or

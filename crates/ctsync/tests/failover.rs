@@ -402,6 +402,78 @@ fn balanced_connection_survives_failover_after_commit() {
     assert_eq!(kept.reply, entry.reply);
 }
 
+/// A backup writes a connection as its events arrive: created at the first, changed
+/// in place at the others (the kernel holds it as the backup wrote it, and it has seen
+/// no packet there), and it still carries the connection at a takeover: its TCP window
+/// is picked up from the first segments through the new master.
+#[test]
+fn an_entry_the_backup_wrote_changes_in_place_and_survives_the_takeover() {
+    if !integration::have_root(
+        "an_entry_the_backup_wrote_changes_in_place_and_survives_the_takeover",
+    ) {
+        return;
+    }
+    let lab = Lab::two_arm().unwrap();
+    let (client, lb1, lb2, srv1) = (&lab["client"], &lab["lb1"], &lab["lb2"], &lab["srv1"]);
+    lb1.add_address("eth0", Prefix::new(ip(VIP), 24)).unwrap();
+    lb1.add_address("eth1", Prefix::new(ip(SNAT), 24)).unwrap();
+    load_rules(lb1);
+    load_rules(lb2);
+    echo_server(srv1);
+    let events = subscribed(lb1, Duration::from_secs(5));
+    let vip: SocketAddr = format!("{VIP}:80").parse().unwrap();
+    let mut conn = client.tcp_connect(vip, Duration::from_secs(10)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    assert_eq!(echo(&mut conn, "one").unwrap(), "one");
+    let port = local_port(&conn);
+
+    let mut store = SyncStore::new();
+    store.set_tracking(true);
+    let mut ct2 = lb2.run_in(Conntrack::open).unwrap().unwrap();
+    let mut reports = Vec::new();
+    for ev in events {
+        let ev = ev.unwrap();
+        if ev.entry.orig.src_port() != Some(port) {
+            continue;
+        }
+        let established = ev
+            .entry
+            .tcp
+            .is_some_and(|t| t.state == TcpState::ESTABLISHED);
+        store.apply(decode_line(&encode_line(&ev)).unwrap());
+        reports.push(store.flush(&mut ct2).unwrap());
+        if established {
+            break;
+        }
+    }
+    let sum = |f: fn(&ctsync::CommitReport) -> usize| reports.iter().map(f).sum::<usize>();
+    assert!(
+        reports.len() >= 2,
+        "new and at least one update: {reports:?}"
+    );
+    assert_eq!(reports[0].batch.created, 1, "{reports:?}");
+    assert_eq!(sum(|r| r.batch.replaced), 0, "{reports:?}");
+    assert_eq!(sum(|r| r.batch.updated), reports.len() - 1, "{reports:?}");
+    assert_eq!(sum(|r| r.batch.failed.len()), 0, "{reports:?}");
+    let on_lb2 = entries_of(lb2);
+    let on_lb1 = entries_of(lb1);
+    assert_eq!(on_lb2.len(), 1, "{on_lb2:?}");
+    assert_eq!(on_lb2[0].reply, on_lb1[0].reply, "the same NAT mapping");
+    assert_eq!(on_lb2[0].tcp.map(|t| t.state), Some(TcpState::ESTABLISHED));
+    assert!(on_lb2[0].status.has(Status::ASSURED | Status::SEEN_REPLY));
+
+    // Takeover by hand: lb1 loses its cables, lb2 takes the addresses.
+    lab.set_cable("lb1", "eth0", false).unwrap();
+    lab.set_cable("lb1", "eth1", false).unwrap();
+    lb2.add_address("eth0", Prefix::new(ip(VIP), 24)).unwrap();
+    lb2.add_address("eth1", Prefix::new(ip(SNAT), 24)).unwrap();
+    client.exec_ok(&["ip", "neigh", "flush", "all"]).unwrap();
+    srv1.exec_ok(&["ip", "neigh", "flush", "all"]).unwrap();
+    let big = "x".repeat(60_000);
+    assert_eq!(echo(&mut conn, &big).unwrap().len(), big.len());
+    assert_eq!(echo(&mut conn, "two").unwrap(), "two", "through lb2");
+}
+
 /// Traffic the filter drops must not keep `next` from coming back idle: the sync
 /// sender heartbeats on that, and a peer that hears nothing for 5 s drops the stream.
 #[test]

@@ -51,6 +51,8 @@ pub struct SyncCommit {
     pub created: u64,
     /// Entries that replaced this node's own.
     pub replaced: u64,
+    /// Entries changed in place: the kernel held them as this node wrote them.
+    pub updated: u64,
     /// Entries removed (gone at the peer).
     pub removed: u64,
     /// Entries the kernel refused.
