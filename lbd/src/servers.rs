@@ -740,13 +740,7 @@ mod tests {
                 timeout: Some(100),
                 mark: None,
                 zone: None,
-                tcp: Some(TcpInfo {
-                    state,
-                    wscale_orig: None,
-                    wscale_reply: None,
-                    flags_orig: None,
-                    flags_reply: None,
-                }),
+                tcp: Some(TcpInfo::in_state(state)),
                 id: None,
             }
         };

@@ -85,13 +85,7 @@ mod tests {
                 timeout: Some(timeout),
                 mark: None,
                 zone: None,
-                tcp: state.map(|state| TcpInfo {
-                    state,
-                    wscale_orig: None,
-                    wscale_reply: None,
-                    flags_orig: None,
-                    flags_reply: None,
-                }),
+                tcp: state.map(TcpInfo::in_state),
                 id: None,
             },
         }

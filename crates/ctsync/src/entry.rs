@@ -407,6 +407,17 @@ pub struct TcpInfo {
 }
 
 impl TcpInfo {
+    /// A tracking state alone (no window scales or flags).
+    pub fn in_state(state: TcpState) -> Self {
+        Self {
+            state,
+            wscale_orig: None,
+            wscale_reply: None,
+            flags_orig: None,
+            flags_reply: None,
+        }
+    }
+
     fn encode(&self, w: &mut AttrWriter) {
         let p = w.begin(CTA_PROTOINFO);
         let t = w.begin(CTA_PROTOINFO_TCP);

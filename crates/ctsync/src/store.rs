@@ -542,13 +542,9 @@ mod tests {
             t0,
         );
         let mut first = entry(1001, 100);
-        first.tcp = Some(crate::entry::TcpInfo {
-            state: crate::entry::TcpState::ESTABLISHED,
-            wscale_orig: None,
-            wscale_reply: None,
-            flags_orig: None,
-            flags_reply: None,
-        });
+        first.tcp = Some(crate::entry::TcpInfo::in_state(
+            crate::entry::TcpState::ESTABLISHED,
+        ));
         s.apply_at(
             Event {
                 kind: EventKind::Update,

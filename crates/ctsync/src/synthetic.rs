@@ -22,13 +22,7 @@ pub fn background_entry(i: usize, vip: IpAddr, server: IpAddr) -> crate::Entry {
         timeout: Some(3600),
         mark: None,
         zone: None,
-        tcp: Some(crate::TcpInfo {
-            state: crate::TcpState::ESTABLISHED,
-            wscale_orig: None,
-            wscale_reply: None,
-            flags_orig: None,
-            flags_reply: None,
-        }),
+        tcp: Some(crate::TcpInfo::in_state(crate::TcpState::ESTABLISHED)),
         id: None,
     }
 }

@@ -88,6 +88,38 @@ fn move_addresses(lab: &Lab, from: &str, to: &str) {
     }
 }
 
+/// The two-arm lab with lb1 active: the VIP and the SNAT address on lb1, the
+/// service's rules on both nodes, srv1 echoing.
+fn lb1_active() -> Lab {
+    let lab = Lab::two_arm().unwrap();
+    lab["lb1"]
+        .add_address("eth0", Prefix::new(ip(VIP), 24))
+        .unwrap();
+    lab["lb1"]
+        .add_address("eth1", Prefix::new(ip(SNAT), 24))
+        .unwrap();
+    load_rules(&lab["lb1"]);
+    load_rules(&lab["lb2"]);
+    echo_server(&lab["srv1"]);
+    lab
+}
+
+/// Failover by hand: lb1 loses its cables, lb2 takes the addresses, the client and
+/// the server re-resolve them.
+fn crash_of_lb1(lab: &Lab) {
+    lab.set_cable("lb1", "eth0", false).unwrap();
+    lab.set_cable("lb1", "eth1", false).unwrap();
+    lab["lb2"]
+        .add_address("eth0", Prefix::new(ip(VIP), 24))
+        .unwrap();
+    lab["lb2"]
+        .add_address("eth1", Prefix::new(ip(SNAT), 24))
+        .unwrap();
+    for h in ["client", "srv1"] {
+        lab[h].exec_ok(&["ip", "neigh", "flush", "all"]).unwrap();
+    }
+}
+
 /// `node`'s entries of the test's service.
 fn entries_of(host: &Host) -> Vec<ctsync::Entry> {
     host.run_in(|| Conntrack::open().and_then(|mut c| c.dump(&selection())))
@@ -100,13 +132,8 @@ fn entries_of(host: &Host) -> Vec<ctsync::Entry> {
 /// stale TCP window with it) and the connection goes on; refreshed in place, as an
 /// update does, the stale window makes the client's next segments INVALID on lb1.
 fn out_and_back(replace: bool) -> std::io::Result<String> {
-    let lab = Lab::two_arm().unwrap();
-    let (client, lb1, lb2, srv1) = (&lab["client"], &lab["lb1"], &lab["lb2"], &lab["srv1"]);
-    lb1.add_address("eth0", Prefix::new(ip(VIP), 24)).unwrap();
-    lb1.add_address("eth1", Prefix::new(ip(SNAT), 24)).unwrap();
-    load_rules(lb1);
-    load_rules(lb2);
-    echo_server(srv1);
+    let lab = lb1_active();
+    let (client, lb1, lb2) = (&lab["client"], &lab["lb1"], &lab["lb2"]);
     let vip: SocketAddr = format!("{VIP}:80").parse().unwrap();
     let mut held = client.tcp_connect(vip, Duration::from_secs(10)).unwrap();
     held.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
@@ -261,13 +288,8 @@ fn balanced_connection_survives_failover_after_commit() {
     if !integration::have_root("balanced_connection_survives_failover_after_commit") {
         return;
     }
-    let lab = Lab::two_arm().unwrap();
-    let (client, lb1, lb2, srv1) = (&lab["client"], &lab["lb1"], &lab["lb2"], &lab["srv1"]);
-    lb1.add_address("eth0", Prefix::new(ip(VIP), 24)).unwrap();
-    lb1.add_address("eth1", Prefix::new(ip(SNAT), 24)).unwrap();
-    load_rules(lb1);
-    load_rules(lb2);
-    echo_server(srv1);
+    let lab = lb1_active();
+    let (client, lb1, lb2) = (&lab["client"], &lab["lb1"], &lab["lb2"]);
 
     let filter = selection();
     let events = subscribed(lb1, Duration::from_secs(5));
@@ -371,13 +393,7 @@ fn balanced_connection_survives_failover_after_commit() {
         "lb2 conntrack -L: {listed}"
     );
 
-    // Failover by hand: lb1 loses its cables, lb2 takes the addresses, neighbours re-resolve.
-    lab.set_cable("lb1", "eth0", false).unwrap();
-    lab.set_cable("lb1", "eth1", false).unwrap();
-    lb2.add_address("eth0", Prefix::new(ip(VIP), 24)).unwrap();
-    lb2.add_address("eth1", Prefix::new(ip(SNAT), 24)).unwrap();
-    client.exec_ok(&["ip", "neigh", "flush", "all"]).unwrap();
-    srv1.exec_ok(&["ip", "neigh", "flush", "all"]).unwrap();
+    crash_of_lb1(&lab);
 
     assert_eq!(
         echo(&mut synced, "two").unwrap(),
@@ -413,13 +429,8 @@ fn an_entry_the_backup_wrote_changes_in_place_and_survives_the_takeover() {
     ) {
         return;
     }
-    let lab = Lab::two_arm().unwrap();
-    let (client, lb1, lb2, srv1) = (&lab["client"], &lab["lb1"], &lab["lb2"], &lab["srv1"]);
-    lb1.add_address("eth0", Prefix::new(ip(VIP), 24)).unwrap();
-    lb1.add_address("eth1", Prefix::new(ip(SNAT), 24)).unwrap();
-    load_rules(lb1);
-    load_rules(lb2);
-    echo_server(srv1);
+    let lab = lb1_active();
+    let (client, lb1, lb2) = (&lab["client"], &lab["lb1"], &lab["lb2"]);
     let events = subscribed(lb1, Duration::from_secs(5));
     let vip: SocketAddr = format!("{VIP}:80").parse().unwrap();
     let mut conn = client.tcp_connect(vip, Duration::from_secs(10)).unwrap();
@@ -462,13 +473,7 @@ fn an_entry_the_backup_wrote_changes_in_place_and_survives_the_takeover() {
     assert_eq!(on_lb2[0].tcp.map(|t| t.state), Some(TcpState::ESTABLISHED));
     assert!(on_lb2[0].status.has(Status::ASSURED | Status::SEEN_REPLY));
 
-    // Takeover by hand: lb1 loses its cables, lb2 takes the addresses.
-    lab.set_cable("lb1", "eth0", false).unwrap();
-    lab.set_cable("lb1", "eth1", false).unwrap();
-    lb2.add_address("eth0", Prefix::new(ip(VIP), 24)).unwrap();
-    lb2.add_address("eth1", Prefix::new(ip(SNAT), 24)).unwrap();
-    client.exec_ok(&["ip", "neigh", "flush", "all"]).unwrap();
-    srv1.exec_ok(&["ip", "neigh", "flush", "all"]).unwrap();
+    crash_of_lb1(&lab);
     let big = "x".repeat(60_000);
     assert_eq!(echo(&mut conn, &big).unwrap().len(), big.len());
     assert_eq!(echo(&mut conn, "two").unwrap(), "two", "through lb2");
