@@ -77,6 +77,10 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const SENDER_TICK: Duration = Duration::from_millis(50);
 /// Entries written into the kernel in one go while the stream is busy.
 const FLUSH_AT: usize = 1024;
+/// How long entries received may wait for the kernel while the peer streams: the
+/// events of a connection that arrive meanwhile cost one write, and a takeover's
+/// prepare writes what waits.
+const FLUSH_EVERY: Duration = Duration::from_millis(10);
 /// How often a receiver looks for held entries whose copy in this node's kernel has
 /// spent half its timeout ([`SyncStore::refresh_due`]).
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
@@ -1069,18 +1073,25 @@ fn refresh_loop(shared: &Shared) {
 }
 
 /// Applies the peer's lines to the store until the stream ends; returns why. While
-/// this node is not MASTER, what arrives is written into the kernel whenever the
-/// peer pauses (or every [`FLUSH_AT`] entries).
+/// this node is not MASTER, what arrives is written into the kernel in batches: when
+/// [`FLUSH_AT`] entries have gathered, or the first of them has waited
+/// [`FLUSH_EVERY`], whichever comes first (a connection's events that arrive
+/// meanwhile cost one write).
 fn receive(shared: &Shared, stream: TcpStream) -> String {
     if let Err(e) = stream.set_read_timeout(Some(SILENCE)) {
         return e.to_string();
     }
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     let mut line = Vec::new();
+    // Since when entries wait for the kernel, and whether the read waits only as long
+    // as they may.
+    let mut pending_since: Option<Instant> = None;
+    let mut waiting_short = false;
     loop {
-        line.clear();
-        // At most one byte past the bound, so a line without end costs no more.
-        let mut bounded = (&mut reader).take(MAX_LINE as u64 + 1);
+        // At most one byte past the bound, so a line without end costs no more. A
+        // line cut by a short wait's timeout goes on where it stopped.
+        let room = (MAX_LINE + 1).saturating_sub(line.len()) as u64;
+        let mut bounded = (&mut reader).take(room);
         match bounded.read_until(b'\n', &mut line) {
             Ok(0) => return "closed by the peer".to_owned(),
             Ok(_) => {}
@@ -1090,7 +1101,17 @@ fn receive(shared: &Shared, stream: TcpStream) -> String {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                return format!("no heartbeat for {} s", SILENCE.as_secs())
+                if !waiting_short {
+                    return format!("no heartbeat for {} s", SILENCE.as_secs());
+                }
+                // The peer paused: what has arrived goes into the kernel now.
+                flush_held(shared);
+                pending_since = None;
+                waiting_short = false;
+                if let Err(e) = reader.get_ref().set_read_timeout(Some(SILENCE)) {
+                    return e.to_string();
+                }
+                continue;
             }
             Err(e) => return e.to_string(),
         }
@@ -1109,36 +1130,70 @@ fn receive(shared: &Shared, stream: TcpStream) -> String {
             Ok(p) => p,
             Err(e) => return e,
         };
+        line.clear();
         shared.lines_received.fetch_add(1, Ordering::Relaxed);
         if parsed == Line::Dumped {
+            // Writes what is pending too.
             dump_ended(shared);
-            continue;
-        }
-        let mut held = shared.held();
-        match parsed {
-            Line::Resync => {
-                held.store.begin_resync();
-                let _ = shared.dump_wanted.compare_exchange(
-                    DUMP_REQUESTED,
-                    DUMP_COMING,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-                if shared.dump_wanted.load(Ordering::Relaxed) == DUMP_NOT_WANTED {
-                    shared.set_incomplete(Some(DUMP_UNDER_WAY));
-                }
-            }
-            Line::WantDump => shared.peer_wants_dump.store(true, Ordering::Relaxed),
-            Line::Event(ev) => held.store.apply(ev),
-            Line::Heartbeat | Line::Dumped => {}
-        }
-        let flushed = if reader.buffer().is_empty() || held.store.pending() >= FLUSH_AT {
-            held.flush()
+            pending_since = None;
         } else {
-            None
-        };
-        shared.observe(&held, flushed.as_ref());
+            let mut held = shared.held();
+            match parsed {
+                Line::Resync => {
+                    held.store.begin_resync();
+                    let _ = shared.dump_wanted.compare_exchange(
+                        DUMP_REQUESTED,
+                        DUMP_COMING,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    if shared.dump_wanted.load(Ordering::Relaxed) == DUMP_NOT_WANTED {
+                        shared.set_incomplete(Some(DUMP_UNDER_WAY));
+                    }
+                }
+                Line::WantDump => shared.peer_wants_dump.store(true, Ordering::Relaxed),
+                Line::Event(ev) => held.store.apply(ev),
+                Line::Heartbeat | Line::Dumped => {}
+            }
+            let pending = held.store.pending();
+            let due =
+                pending >= FLUSH_AT || pending_since.is_some_and(|t| t.elapsed() >= FLUSH_EVERY);
+            let flushed = if due || pending == 0 {
+                pending_since = None;
+                held.flush()
+            } else {
+                pending_since.get_or_insert_with(Instant::now);
+                None
+            };
+            shared.observe(&held, flushed.as_ref());
+        }
+        // Nothing more read yet: wait for the peer only as long as the pending
+        // entries may wait.
+        if reader.buffer().is_empty() {
+            let wait = match pending_since {
+                Some(t) => Some(
+                    FLUSH_EVERY
+                        .saturating_sub(t.elapsed())
+                        .max(Duration::from_millis(1)),
+                ),
+                None if waiting_short => Some(SILENCE),
+                None => None,
+            };
+            if let Some(wait) = wait {
+                if let Err(e) = reader.get_ref().set_read_timeout(Some(wait)) {
+                    return e.to_string();
+                }
+                waiting_short = pending_since.is_some();
+            }
+        }
     }
+}
+
+/// Writes the store's pending entries into the kernel (if it tracks it).
+fn flush_held(shared: &Shared) {
+    let mut held = shared.held();
+    let flushed = held.flush();
+    shared.observe(&held, flushed.as_ref());
 }
 
 /// The peer's dump has ended: what it did not bring is dropped from the store and,
