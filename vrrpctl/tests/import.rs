@@ -12,16 +12,15 @@ fn corpus(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// Runs the built vrrpctl: exit code, stdout, stderr.
 fn vrrpctl(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vrrpctl"))
+    let run = Command::new(env!("CARGO_BIN_EXE_vrrpctl"))
         .args(args)
-        .output()
-        .expect("run vrrpctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .output();
+    let out = run.unwrap_or_else(|e| panic!("vrrpctl {args:?}: {e}"));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let code = out.status.code().unwrap_or(-1);
+    (code, text(&out.stdout), text(&out.stderr))
 }
 
 /// Imports `files`, checks the output with check-config; returns the report

@@ -625,22 +625,9 @@ fn map_director(
                 format!("director {name} check"),
                 "rise 2, fall 3: ALOHA's counts are not in the director",
             );
-            let mut c = CheckOut {
-                name: format!("{name}-{k}"),
-                kind: k.to_string(),
-                port: settings.port,
-                interval_ms: interval as u32,
-                timeout_ms: timeout as u32,
-                rise: 2,
-                fall: 3,
-                path: None,
-                expect_status: None,
-                host: None,
-                body_match: None,
-                verify_cert: None,
-                query_name: None,
-                argv: None,
-            };
+            let mut c = CheckOut::new(k, interval as u32, timeout as u32, 2, 3);
+            c.name = format!("{name}-{k}");
+            c.port = settings.port;
             if k == "http" {
                 let path = http.0.clone().unwrap_or_else(|| "/".into());
                 c.path = Some(if path.starts_with('/') {

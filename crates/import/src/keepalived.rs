@@ -1385,29 +1385,23 @@ fn map_checker(
     report: &mut Report,
 ) -> Result<Option<Checker>, ImportError> {
     let kind = c.keyword();
-    let mut check = CheckOut {
-        name: String::new(),
-        kind: match kind {
-            "TCP_CHECK" => "tcp",
-            "HTTP_GET" => "http",
-            "SSL_GET" => "https",
-            "DNS_CHECK" => "udp_dns",
-            _ => "exec",
-        }
-        .to_string(),
-        port: None,
-        interval_ms: clamp_u32(delay_loop_ms.clamp(100, 3_600_000)),
-        timeout_ms: 5000,
-        rise: 1,
-        fall: 2,
-        path: None,
-        expect_status: None,
-        host: vhost.map(str::to_string),
-        body_match: None,
-        verify_cert: None,
-        query_name: None,
-        argv: None,
+    let kind_word = match kind {
+        "TCP_CHECK" => "tcp",
+        "HTTP_GET" => "http",
+        "SSL_GET" => "https",
+        "DNS_CHECK" => "udp_dns",
+        _ => "exec",
     };
+    // keepalived's defaults: connect_timeout 5 s, retry 1; a server is up after
+    // one passed check.
+    let mut check = CheckOut::new(
+        kind_word,
+        clamp_u32(delay_loop_ms.clamp(100, 3_600_000)),
+        5000,
+        1,
+        2,
+    );
+    check.host = vhost.map(str::to_string);
     let mut urls = 0;
     let mut dns_type = "A".to_string();
     for k in c.children() {
@@ -1712,22 +1706,7 @@ mod tests {
     #[test]
     fn equal_checks_share_a_name() {
         let mut checks = Vec::new();
-        let c = CheckOut {
-            name: String::new(),
-            kind: "tcp".into(),
-            port: None,
-            interval_ms: 1000,
-            timeout_ms: 500,
-            rise: 1,
-            fall: 2,
-            path: None,
-            expect_status: None,
-            host: None,
-            body_match: None,
-            verify_cert: None,
-            query_name: None,
-            argv: None,
-        };
+        let c = CheckOut::new("tcp", 1000, 500, 1, 2);
         let a = intern_check(c.clone(), "web", &mut checks);
         let b = intern_check(c.clone(), "web", &mut checks);
         let mut other = c;

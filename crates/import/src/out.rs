@@ -280,6 +280,29 @@ pub struct CheckOut {
     pub argv: Option<Vec<String>>,
 }
 
+impl CheckOut {
+    /// A check of `kind` with its timing and counts, nothing type-specific yet
+    /// (the name is given when it is settled).
+    pub fn new(kind: &str, interval_ms: u32, timeout_ms: u32, rise: u32, fall: u32) -> Self {
+        Self {
+            name: String::new(),
+            kind: kind.to_string(),
+            port: None,
+            interval_ms,
+            timeout_ms,
+            rise,
+            fall,
+            path: None,
+            expect_status: None,
+            host: None,
+            body_match: None,
+            verify_cert: None,
+            query_name: None,
+            argv: None,
+        }
+    }
+}
+
 /// A SNAT pool entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PoolEntryOut {

@@ -55,6 +55,13 @@ fn assert_item(i: &Imported, kind: ItemKind, rel: &str, needle: &str, what: &str
     );
 }
 
+/// Each (file, the text of its line, what the item names) is an unmapped item there.
+fn assert_unmapped(i: &Imported, items: &[(&str, &str, &str)]) {
+    for (rel, needle, what) in items {
+        assert_item(i, ItemKind::Unmapped, rel, needle, what);
+    }
+}
+
 fn parsed(i: &Imported) -> config::ClusterConfig {
     config::parse(&i.text, "imported").unwrap_or_else(|e| panic!("{e}\n{}", i.text))
 }
@@ -195,69 +202,26 @@ fn keepalived_unmapped_items_carry_file_and_line() {
     let lb1 = "keepalived/lb1.conf";
     let web = "keepalived/conf.d/web.conf";
     let other = "keepalived/conf.d/other.conf";
-    assert_item(
+    assert_unmapped(
         &i,
-        ItemKind::Unmapped,
-        lb1,
-        "vrrp_script chk_proxy",
-        "vrrp_script",
-    );
-    assert_item(
-        &i,
-        ItemKind::Unmapped,
-        lb1,
-        "notify_master",
-        "notify_master",
-    );
-    assert_item(
-        &i,
-        ItemKind::Unmapped,
-        lb1,
-        "notify_backup",
-        "notify_backup",
-    );
-    assert_item(
-        &i,
-        ItemKind::Unmapped,
-        lb1,
-        "    track_script {",
-        "track_script",
-    );
-    assert_item(
-        &i,
-        ItemKind::Unmapped,
-        lb1,
-        "notification_email {",
-        "notification_email",
-    );
-    assert_item(&i, ItemKind::Unmapped, lb1, "lvs_sync_daemon", "maxlen");
-    assert_item(&i, ItemKind::Unmapped, lb1, "brd 198.18.0.255", "brd");
-    assert_item(&i, ItemKind::Unmapped, web, "quorum_down", "quorum_down");
-    assert_item(&i, ItemKind::Unmapped, web, "hysteresis", "hysteresis");
-    assert_item(&i, ItemKind::Unmapped, web, "notify_down", "notify_down");
-    assert_item(&i, ItemKind::Unmapped, web, "digest", "digest");
-    assert_item(
-        &i,
-        ItemKind::Unmapped,
-        web,
-        "delay_before_retry",
-        "delay_before_retry",
-    );
-    assert_item(&i, ItemKind::Unmapped, other, "lb_algo lblc", "lblc");
-    assert_item(&i, ItemKind::Unmapped, other, "PING_CHECK", "PING_CHECK");
-    assert_item(
-        &i,
-        ItemKind::Unmapped,
-        other,
-        "virtual_server fwmark 5",
-        "fwmark",
-    );
-    assert_item(
-        &i,
-        ItemKind::Unmapped,
-        other,
-        "virtual_server 198.18.0.150 80",
-        "198.18.0.150",
+        &[
+            (lb1, "vrrp_script chk_proxy", "vrrp_script"),
+            (lb1, "notify_master", "notify_master"),
+            (lb1, "notify_backup", "notify_backup"),
+            (lb1, "    track_script {", "track_script"),
+            (lb1, "notification_email {", "notification_email"),
+            (lb1, "lvs_sync_daemon", "maxlen"),
+            (lb1, "brd 198.18.0.255", "brd"),
+            (web, "quorum_down", "quorum_down"),
+            (web, "hysteresis", "hysteresis"),
+            (web, "notify_down", "notify_down"),
+            (web, "digest", "digest"),
+            (web, "delay_before_retry", "delay_before_retry"),
+            (other, "lb_algo lblc", "lblc"),
+            (other, "PING_CHECK", "PING_CHECK"),
+            (other, "virtual_server fwmark 5", "fwmark"),
+            (other, "virtual_server 198.18.0.150 80", "198.18.0.150"),
+        ],
     );
     // The equivalents are named.
     let notify = i
@@ -329,33 +293,18 @@ fn one_keepalived_file_derives_the_peer_and_names_its_placeholders() {
     assert_eq!(v4.advert_interval_ms, 250);
     assert!(!v4.preempt && v4.accept_mode);
     assert_eq!(v4.vips.len(), 2, "the excluded address joins the VIPs");
-    assert_item(
+    assert_unmapped(
         &s,
-        ItemKind::Unmapped,
-        "keepalived/single.conf",
-        "2001:db8:0:a::60/64",
-        "2001:db8:0:a::60",
-    );
-    assert_item(
-        &s,
-        ItemKind::Unmapped,
-        "keepalived/single.conf",
-        "this-label-is-too-long",
-        "label",
-    );
-    assert_item(
-        &s,
-        ItemKind::Unmapped,
-        "keepalived/single.conf",
-        "vrrp_strict",
-        "vrrp_strict",
-    );
-    assert_item(
-        &s,
-        ItemKind::Unmapped,
-        "keepalived/single.conf",
-        "SMTP_CHECK",
-        "SMTP_CHECK",
+        &[
+            (
+                "keepalived/single.conf",
+                "2001:db8:0:a::60/64",
+                "2001:db8:0:a::60",
+            ),
+            ("keepalived/single.conf", "this-label-is-too-long", "label"),
+            ("keepalived/single.conf", "vrrp_strict", "vrrp_strict"),
+            ("keepalived/single.conf", "SMTP_CHECK", "SMTP_CHECK"),
+        ],
     );
 }
 
@@ -398,15 +347,14 @@ fn unknown_keywords_are_reported_with_their_lines() {
     let i = ok(Format::Keepalived, &["keepalived/unknown-keywords.conf"]);
     parsed(&i);
     let rel = "keepalived/unknown-keywords.conf";
-    assert_item(
+    assert_unmapped(
         &i,
-        ItemKind::Unmapped,
-        rel,
-        "frobnicate_everything",
-        "frobnicate_everything",
+        &[
+            (rel, "frobnicate_everything", "frobnicate_everything"),
+            (rel, "@lb1", "@lb1"),
+            (rel, "wobble", "wobble"),
+        ],
     );
-    assert_item(&i, ItemKind::Unmapped, rel, "@lb1", "@lb1");
-    assert_item(&i, ItemKind::Unmapped, rel, "wobble", "wobble");
 }
 
 #[test]
@@ -501,19 +449,18 @@ fn aloha_keywords_map_and_the_rest_is_reported() {
     let pool = c.nat.iter().find(|n| n.name == "pool-snat").unwrap();
     assert_eq!(pool.snat.addresses().len(), 2);
     let rel = "aloha/two-arm.cfg";
-    assert_item(&i, ItemKind::Unmapped, rel, "option icmpcheck", "icmpcheck");
-    assert_item(&i, ItemKind::Unmapped, rel, "option arpcheck", "arpcheck");
-    assert_item(
+    assert_unmapped(
         &i,
-        ItemKind::Unmapped,
-        rel,
-        "leastconn localitybased",
-        "localitybased",
+        &[
+            (rel, "option icmpcheck", "icmpcheck"),
+            (rel, "option arpcheck", "arpcheck"),
+            (rel, "leastconn localitybased", "localitybased"),
+            (rel, "balance dest", "dest"),
+            (rel, "director marked", "marked"),
+            (rel, "from 198.19.0.0/24", "from"),
+            (rel, "nat stray", "stray"),
+        ],
     );
-    assert_item(&i, ItemKind::Unmapped, rel, "balance dest", "dest");
-    assert_item(&i, ItemKind::Unmapped, rel, "director marked", "marked");
-    assert_item(&i, ItemKind::Unmapped, rel, "from 198.19.0.0/24", "from");
-    assert_item(&i, ItemKind::Unmapped, rel, "nat stray", "stray");
 }
 
 #[test]
