@@ -148,6 +148,24 @@ fn merge(a: KaFile, b: KaFile, report: &mut Report) -> (Draft, [NodeFacts; 2]) {
             Some(_) => {}
         }
     }
+    // Services compare by their checks' names; the checks themselves here.
+    for c in &b.draft.checks {
+        if a.draft.checks.contains(c) {
+            continue;
+        }
+        let user = b
+            .draft
+            .services
+            .iter()
+            .find(|s| s.server.iter().any(|v| v.check.as_ref() == Some(&c.name)));
+        if let Some(at) = user.and_then(|s| loc_b(&format!("service {}", s.name))) {
+            report.differs(
+                &at,
+                format!("checker of {}", c.name),
+                "its checker settings are not as in the first node's file, whose are kept",
+            );
+        }
+    }
     for g in &b.draft.groups {
         let Some(at) = loc_b(&format!("group {}", g.name)) else {
             continue;
@@ -1046,6 +1064,7 @@ fn map_service(s: &Stmt, file: &mut KaFile, report: &mut Report) -> Result<(), I
     let mut quorum: Option<u32> = None;
     let mut vhost: Option<String> = None;
     let mut reals: Vec<&Stmt> = Vec::new();
+    let mut service_inhibit = false;
     let here = |k: &str| format!("virtual_server {ip_word} {port_word} {k}");
     for c in s.children() {
         match c.keyword() {
@@ -1139,7 +1158,8 @@ fn map_service(s: &Stmt, file: &mut KaFile, report: &mut Report) -> Result<(), I
             | "warmup" | "connect_timeout" | "smtp_alert" | "ip_family" => {
                 report.unmapped(&c.at, here(c.keyword()), "no equivalent in the suite")
             }
-            "inhibit_on_failure" => {}
+            // keepalived 2.x: the default of every real_server of the service.
+            "inhibit_on_failure" => service_inhibit = true,
             other => unknown(report, c, other),
         }
     }
@@ -1206,7 +1226,7 @@ fn map_service(s: &Stmt, file: &mut KaFile, report: &mut Report) -> Result<(), I
                 continue;
             }
             servers.push(server);
-            inhibit.push((inh, r.at.clone()));
+            inhibit.push((inh || service_inhibit, r.at.clone()));
         }
     }
     // cluster.toml decides per service what a failed server does.

@@ -512,3 +512,41 @@ fn truncated_inputs_are_errors_or_imports_never_panics() {
         }
     }
 }
+
+#[test]
+fn checker_differences_between_the_files_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |timeout: u32| {
+        format!(
+            "vrrp_instance V {{\n interface eth0\n virtual_router_id 9\n unicast_src_ip 198.18.0.11\n unicast_peer {{\n  198.18.0.12\n }}\n virtual_ipaddress {{\n  198.18.0.9/24\n }}\n}}\nvirtual_server 198.18.0.9 80 {{\n inhibit_on_failure\n real_server 198.18.0.21 80 {{\n  TCP_CHECK {{\n   connect_timeout {timeout}\n  }}\n }}\n}}\n"
+        )
+    };
+    let a = dir.path().join("a.conf");
+    let b = dir.path().join("b.conf");
+    std::fs::write(&a, text(2)).unwrap();
+    std::fs::write(&b, text(2)).unwrap();
+    let same = import::import(
+        Format::Keepalived,
+        &[a.clone(), b.clone()],
+        &Options::default(),
+    )
+    .unwrap();
+    assert_eq!(same.report.count(ItemKind::Differs), 0, "{}", same.report);
+    // The service-level inhibit_on_failure applies to its real servers.
+    assert!(parsed(&same).services[0].inhibit_on_failure);
+    std::fs::write(&b, text(4)).unwrap();
+    let differ = import::import(Format::Keepalived, &[a, b], &Options::default()).unwrap();
+    let item = differ
+        .report
+        .of(ItemKind::Differs)
+        .next()
+        .expect("a difference");
+    assert!(item.what.contains("checker"), "{item}");
+    assert_eq!(
+        item.at.as_ref().unwrap().line,
+        12,
+        "the virtual_server line: {item}"
+    );
+    let c = parsed(&differ);
+    assert_eq!(c.checks[0].timeout_ms, 2000, "the first file's value");
+}
