@@ -65,19 +65,21 @@ pub fn run(command: &ImportCommand) -> anyhow::Result<i32> {
             args.output.display()
         );
     }
+    // Diagnostics of a result that does not validate refer to the text kept here.
+    let mut rejected = args.output.clone().into_os_string();
+    rejected.push(".rejected");
+    let rejected = PathBuf::from(rejected);
     let options = Options {
         cluster_name: args.cluster_name.clone(),
         node_names: args.node_names.clone(),
         addresses: args.addresses.clone(),
+        output_name: (!to_stdout).then(|| rejected.display().to_string()),
     };
     let imported = match ::import::import(format, &args.files, &options) {
         Ok(i) => i,
         Err(ImportError::Invalid { diagnostics, text }) => {
             // The diagnostics' line numbers are the generated text's: keep it beside
             // the output, under a name no daemon reads.
-            let mut rejected = args.output.clone().into_os_string();
-            rejected.push(".rejected");
-            let rejected = PathBuf::from(rejected);
             let kept = !to_stdout && !text.is_empty() && std::fs::write(&rejected, &text).is_ok();
             eprintln!(
                 "vrrpctl: the imported configuration does not validate, so {} was not written{}:",

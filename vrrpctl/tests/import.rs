@@ -157,3 +157,31 @@ fn an_existing_file_is_kept_without_force() {
     assert_eq!(code, 0, "{err}");
     assert_ne!(std::fs::read_to_string(&out).unwrap(), "keep me");
 }
+
+#[test]
+fn a_result_that_does_not_validate_is_kept_apart_with_its_diagnostics() {
+    // A VIP that is the node's own address needs the owner's priority 255.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("owner.conf");
+    std::fs::write(
+        &src,
+        "vrrp_instance V {\n interface eth0\n virtual_router_id 9\n unicast_src_ip 198.18.0.9\n unicast_peer {\n  198.18.0.12\n }\n virtual_ipaddress {\n  198.18.0.9/24\n }\n}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("cluster.toml");
+    let out_s = out.display().to_string();
+    let (code, _, err) = vrrpctl(&[
+        "import",
+        "keepalived",
+        src.to_str().unwrap(),
+        "--output",
+        &out_s,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!out.exists());
+    let rejected = format!("{out_s}.rejected");
+    assert!(err.contains(&format!("{rejected}:")), "{err}");
+    assert!(err.contains("own address"), "{err}");
+    let (code, _, _) = vrrpctl(&["check-config", &rejected]);
+    assert_eq!(code, 1, "the kept text is the refused one");
+}

@@ -157,7 +157,11 @@ pub(crate) fn finish(
         text: String::new(),
     })?;
     let text = format!("{}{body}", header(format, sources, &report, &placeholders));
-    if let Err(err) = config::parse(&text, "imported cluster.toml") {
+    let shown_as = options
+        .output_name
+        .as_deref()
+        .unwrap_or("imported cluster.toml");
+    if let Err(err) = config::parse(&text, shown_as) {
         return Err(ImportError::Invalid {
             diagnostics: err.to_string(),
             text,

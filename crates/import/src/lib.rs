@@ -107,6 +107,9 @@ pub struct Options {
     pub node_names: Vec<String>,
     /// Node addresses the input does not say.
     pub addresses: Vec<AddressOverride>,
+    /// The name validation diagnostics give the generated text (default
+    /// "imported cluster.toml").
+    pub output_name: Option<String>,
 }
 
 /// A finished import.
