@@ -4,6 +4,7 @@
 pub mod check_config;
 pub mod daemon;
 pub mod decode;
+pub mod import;
 pub mod reload;
 pub mod server;
 pub mod services;
@@ -31,6 +32,10 @@ pub struct Cli {
 pub enum Command {
     /// Validate a cluster.toml for every node (or one): exit 0 valid, 1 refused.
     CheckConfig(check_config::CheckConfigArgs),
+    /// Write a cluster.toml from keepalived's or HAProxy ALOHA's configuration, and
+    /// report what could not be mapped (with file and line) and what was assumed.
+    #[command(subcommand)]
+    Import(import::ImportCommand),
     /// Decode VRRP packets from a pcap file, or hex lines on stdin.
     Decode(decode::DecodeArgs),
     /// Groups and instances: state, priorities, master, interval.

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vrrpctl::{check_config, daemon, decode, reload, server, services, Cli, Command};
+use vrrpctl::{check_config, daemon, decode, import, reload, server, services, Cli, Command};
 
 fn main() -> ExitCode {
     let Cli {
@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let result = match command {
         Command::CheckConfig(args) => check_config::run(&args),
         Command::Decode(args) => decode::run(args),
+        Command::Import(c) => import::run(&c),
         Command::Status(args) => socket().and_then(|s| daemon::status(&s, &args)),
         Command::Watch => socket().and_then(|s| daemon::watch(&s)),
         Command::Drill(c) => socket().and_then(|s| daemon::drill(&s, &c)),

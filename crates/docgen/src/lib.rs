@@ -41,15 +41,21 @@ pub fn write_all(out: &Path) -> anyhow::Result<Vec<String>> {
         put(format!("man/{name}.8"), man_page(cmd.clone(), "8")?)?;
         let mut built = cmd.clone();
         built.build();
-        for sub in built
-            .get_subcommands()
-            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
-        {
-            let page = format!("{name}-{}", sub.get_name());
-            put(
-                format!("man/{page}.8"),
-                man_page(sub.clone().display_name(page.clone()), "8")?,
-            )?;
+        // A page per subcommand at every depth (vrrpctl-drill-failover(8) too): a
+        // page's SUBCOMMANDS section names the pages below it.
+        let mut pending: Vec<(String, clap::Command)> = vec![(name.to_string(), built)];
+        while let Some((prefix, parent)) = pending.pop() {
+            for sub in parent
+                .get_subcommands()
+                .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+            {
+                let page = format!("{prefix}-{}", sub.get_name());
+                put(
+                    format!("man/{page}.8"),
+                    man_page(sub.clone().display_name(page.clone()), "8")?,
+                )?;
+                pending.push((page, sub.clone()));
+            }
         }
         for (shell, rel) in [
             (Shell::Bash, format!("completions/bash/{name}")),
@@ -236,10 +242,13 @@ mod tests {
     fn every_long_option_is_in_its_page_and_its_completions() {
         let out = tempfile::tempdir().unwrap();
         let written = write_all(out.path()).unwrap();
-        assert!(
-            written.contains(&"man/vrrpctl-reload.8".to_string()),
-            "{written:?}"
-        );
+        for page in [
+            "man/vrrpctl-reload.8",
+            "man/vrrpctl-drill-failover.8",
+            "man/vrrpctl-import-keepalived.8",
+        ] {
+            assert!(written.contains(&page.to_string()), "{page}: {written:?}");
+        }
         for (name, cmd) in programs() {
             let page = std::fs::read_to_string(out.path().join(format!("man/{name}.8"))).unwrap();
             let bash = std::fs::read_to_string(out.path().join(format!("completions/bash/{name}")))
