@@ -319,13 +319,32 @@ impl Conntrack {
     /// from the first segment it sees. Only for entries that see no packets meanwhile
     /// (a node that is not MASTER, or before its VIPs are added).
     pub fn replace_batch(&mut self, entries: &[Entry]) -> Result<ReplaceReport, Error> {
+        self.replace_chunks(entries, false)
+    }
+
+    /// As [`Conntrack::replace_batch`] for entries the kernel most likely holds (this
+    /// node carried the connections): each is deleted first, then created, two
+    /// messages instead of three. One that was not there costs a refused delete.
+    pub fn renew_batch(&mut self, entries: &[Entry]) -> Result<ReplaceReport, Error> {
+        self.replace_chunks(entries, true)
+    }
+
+    fn replace_chunks(
+        &mut self,
+        entries: &[Entry],
+        delete_first: bool,
+    ) -> Result<ReplaceReport, Error> {
         let mut report = ReplaceReport::default();
         for chunk in entries.chunks(BATCH) {
-            let existing = self.create_batch(chunk, &mut report.created, &mut report.failed)?;
-            if existing.is_empty() {
-                continue;
-            }
-            let mut still = self.delete_and_create(existing, &mut report)?;
+            let mut still = if delete_first {
+                self.delete_and_create(chunk.to_vec(), &mut report)?
+            } else {
+                let existing = self.create_batch(chunk, &mut report.created, &mut report.failed)?;
+                if existing.is_empty() {
+                    continue;
+                }
+                self.delete_and_create(existing, &mut report)?
+            };
             // Created again between the delete and the create: a packet of the
             // connection passed (a node still forwards a moment after it left MASTER,
             // until the peer's gratuitous ARP). The few are tried again at once, and

@@ -47,7 +47,15 @@ pub struct SyncStore {
     /// just left MASTER still forwards a moment, and a packet of a connection after
     /// its write would leave a window in it that an in-place change keeps.
     trusted_from: Option<Instant>,
+    /// From leaving MASTER until the peer's dump has ended: entries that arrive are
+    /// presumed carried by this node meanwhile (see [`CARRIED`]).
+    presume_carried: bool,
 }
+
+/// [`Kept::written`] of an entry held when this node left MASTER: its kernel most
+/// likely holds the node's own version of the connection, which the next write
+/// deletes before it creates the peer's (two kernel messages, not three).
+const CARRIED: u32 = u32::MAX;
 
 /// How long after this node leaves MASTER its kernel may still see traffic of the
 /// VIPs (until every client and server has the peer's gratuitous ARP): writes made
@@ -136,7 +144,7 @@ impl SyncStore {
             EventKind::New | EventKind::Update => {
                 let mut entry = event.entry;
                 let mut unchanged = false;
-                let mut written = 0;
+                let mut written = if self.presume_carried { CARRIED } else { 0 };
                 // Update events carry TCP info and mark only when those changed.
                 if let Some(old) = self.entries.get(&entry.orig) {
                     entry.tcp = entry.tcp.or(old.entry.tcp);
@@ -144,7 +152,9 @@ impl SyncStore {
                     unchanged = old.entry.same_state(&entry);
                     // Another NAT mapping is another connection (the peer's entry was
                     // made anew): the kernel's copy is not it, whoever wrote it.
-                    if old.entry.reply == entry.reply && old.entry.zone == entry.zone {
+                    if old.written == CARRIED
+                        || (old.entry.reply == entry.reply && old.entry.zone == entry.zone)
+                    {
                         written = old.written;
                     }
                 }
@@ -202,6 +212,7 @@ impl SyncStore {
         let Some(refreshed) = self.refreshed.take() else {
             return 0;
         };
+        self.presume_carried = false;
         let before = self.entries.len();
         let tracking = self.tracking;
         let (unapplied, removed) = (&mut self.unapplied, &mut self.removed);
@@ -220,6 +231,7 @@ impl SyncStore {
     /// track of what this node's kernel lacks.
     pub fn set_tracking(&mut self, on: bool) {
         self.tracking = on;
+        self.presume_carried = false;
         self.new_epoch(Instant::now());
         self.removed.clear();
         self.unapplied.clear();
@@ -266,6 +278,7 @@ impl SyncStore {
     /// versions in, and cost as much as the dump's writes.
     pub fn track_from_kernel(&mut self) {
         self.tracking = true;
+        self.presume_carried = true;
         let now = Instant::now();
         self.new_epoch(now + STRAGGLERS);
         self.removed.clear();
@@ -276,14 +289,16 @@ impl SyncStore {
         // still forwards, before the peer's dump arrives.
         for kept in self.entries.values_mut() {
             kept.at = now;
+            kept.written = CARRIED;
         }
     }
 
     /// Starts a new write epoch (see [`SyncStore::epoch`]) whose writes count from
     /// `trusted_from`.
     fn new_epoch(&mut self, trusted_from: Instant) {
-        // 0 stays "never written"; wrapping past u32::MAX epochs is not a concern.
-        self.epoch = self.epoch.wrapping_add(1).max(1);
+        // 0 stays "never written" and CARRIED is no epoch; wrapping past u32::MAX
+        // epochs is not a concern.
+        self.epoch = (self.epoch % (CARRIED - 1)) + 1;
         self.trusted_from = Some(trusted_from);
     }
 
@@ -449,22 +464,31 @@ impl SyncStore {
         let start = Instant::now();
         let (live, expired) = self.live_at(self.unapplied.iter(), start);
         let removed: Vec<Tuple> = self.removed.iter().copied().collect();
-        let (in_place, mut replace): (Vec<Entry>, Vec<Entry>) = live
+        let (in_place, rest): (Vec<Entry>, Vec<Entry>) = live
             .into_iter()
             .partition(|e| self.kernel_has_ours(&e.orig));
+        let (carried, mut replace): (Vec<Entry>, Vec<Entry>) = rest.into_iter().partition(|e| {
+            self.entries
+                .get(&e.orig)
+                .is_some_and(|k| k.written == CARRIED)
+        });
         let updates = conntrack.update_batch(&in_place);
         self.record(&in_place, &[]);
         let (updated, not_updated) = updates?;
         replace.extend(not_updated);
-        let batch = conntrack.replace_batch(&replace);
+        let renewed = conntrack.renew_batch(&carried);
+        self.record(&carried, &[]);
+        let mut batch = renewed?;
+        let replaced = conntrack.replace_batch(&replace);
         self.record(&replace, &[]);
-        let mut batch = batch?;
+        batch.add(replaced?);
         batch.updated = updated;
         let deleted = conntrack.delete_batch(&removed);
         self.record(&[], &removed);
         let deleted = deleted?;
         // Those not changed in place were replaced: the replacement's outcome counts.
         self.mark_written(&in_place, &[], start);
+        self.mark_written(&carried, &batch.failed, start);
         self.mark_written(&replace, &batch.failed, start);
         batch.failed.extend(deleted.failed);
         self.unapplied.clear();
@@ -800,6 +824,34 @@ mod tests {
             Instant::now() + STRAGGLERS,
         );
         assert!(!s.kernel_has_ours(&e.orig));
+    }
+
+    #[test]
+    fn after_leaving_master_what_the_peer_sends_is_presumed_carried_until_its_dump_ends() {
+        let mut s = SyncStore::new();
+        let new = |port| Event {
+            kind: EventKind::New,
+            entry: entry(port, 60),
+        };
+        let written = |s: &SyncStore, port| s.entries[&entry(port, 60).orig].written;
+        s.apply(new(1000));
+        s.track_from_kernel();
+        assert_eq!(written(&s, 1000), CARRIED, "held while MASTER");
+        s.begin_resync();
+        s.apply(new(1000));
+        s.apply(new(1001));
+        assert_eq!(written(&s, 1000), CARRIED);
+        assert_eq!(
+            written(&s, 1001),
+            CARRIED,
+            "new in the dump: carried as MASTER"
+        );
+        s.end_resync();
+        s.apply(new(1002));
+        assert_eq!(written(&s, 1002), 0, "after the dump: a new connection");
+        s.set_tracking(false);
+        s.apply(new(1003));
+        assert_eq!(written(&s, 1003), 0);
     }
 
     #[test]
