@@ -7,4 +7,4 @@ pub mod vrrp_socket;
 
 pub use announce::{AnnounceError, Announcer};
 pub use link::{interface_index, interface_mac, LinkError};
-pub use vrrp_socket::{IpFamily, Received, SocketError, VrrpSocket};
+pub use vrrp_socket::{Received, SocketError, VrrpSocket};
