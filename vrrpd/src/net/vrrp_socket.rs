@@ -55,29 +55,27 @@ pub enum SocketError {
         iface: String,
     },
     /// socket(2) failed for another reason.
-    #[error("{iface}: cannot open a raw {family} socket for IP protocol 112: {source}")]
+    #[error("{iface}: cannot open a raw {family} socket for IP protocol 112: {error}")]
     Open {
         /// The interface.
         iface: String,
         /// The family asked for.
         family: Family,
         /// The kernel's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// A socket option was refused.
-    #[error("{iface}: cannot set {option} on the VRRP socket: {source}")]
+    #[error("{iface}: cannot set {option} on the VRRP socket: {error}")]
     SetOption {
         /// The interface.
         iface: String,
         /// The option, as the kernel names it.
         option: &'static str,
         /// The kernel's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Joining the VRRP multicast group failed.
-    #[error("{iface}: cannot join {group} on interface index {ifindex}: {source}")]
+    #[error("{iface}: cannot join {group} on interface index {ifindex}: {error}")]
     JoinGroup {
         /// The interface.
         iface: String,
@@ -86,8 +84,7 @@ pub enum SocketError {
         /// The interface index used.
         ifindex: u32,
         /// The kernel's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// An address (source or peer) is not of the socket's family.
     #[error("{iface}: {addr} is not an {family} address")]
@@ -108,13 +105,12 @@ pub enum SocketError {
         addr: Ipv6Addr,
     },
     /// The socket could not be registered with the tokio reactor.
-    #[error("{iface}: cannot register the VRRP socket with the async runtime: {source}")]
+    #[error("{iface}: cannot register the VRRP socket with the async runtime: {error}")]
     Register {
         /// The interface.
         iface: String,
         /// The error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The message is too long to send in one IP packet.
     #[error("{iface}: a VRRP message of {len} bytes is too long to send")]
@@ -125,15 +121,14 @@ pub enum SocketError {
         len: usize,
     },
     /// sendmsg(2) failed.
-    #[error("{iface}: sending a VRRP message to {dst} failed: {source}")]
+    #[error("{iface}: sending a VRRP message to {dst} failed: {error}")]
     Send {
         /// The interface.
         iface: String,
         /// The destination.
         dst: IpAddr,
         /// The kernel's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The kernel took fewer bytes than given.
     #[error("{iface}: sent {sent} of {len} bytes to {dst}")]
@@ -148,13 +143,12 @@ pub enum SocketError {
         len: usize,
     },
     /// recvmsg(2) failed.
-    #[error("{iface}: receiving a VRRP packet failed: {source}")]
+    #[error("{iface}: receiving a VRRP packet failed: {error}")]
     Receive {
         /// The interface.
         iface: String,
         /// The kernel's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// A received IPv4 packet's header does not hold together.
     #[error("{iface}: received an IPv4 packet with a malformed header ({len} bytes read)")]
@@ -251,7 +245,7 @@ impl VrrpSocket {
             _ => SocketError::Open {
                 iface: iface.to_owned(),
                 family,
-                source,
+                error: source,
             },
         })?;
         let opt = |option: &'static str, result: io::Result<()>| {
@@ -262,7 +256,7 @@ impl VrrpSocket {
                 _ => SocketError::SetOption {
                     iface: iface.to_owned(),
                     option,
-                    source,
+                    error: source,
                 },
             })
         };
@@ -315,7 +309,7 @@ impl VrrpSocket {
                             iface: iface.to_owned(),
                             group: IpAddr::V4(VRRP_GROUP_V4),
                             ifindex,
-                            source,
+                            error: source,
                         })?;
                 }
             }
@@ -351,7 +345,7 @@ impl VrrpSocket {
                             iface: iface.to_owned(),
                             group: IpAddr::V6(VRRP_GROUP_V6),
                             ifindex,
-                            source,
+                            error: source,
                         })?;
                 }
             }
@@ -360,7 +354,7 @@ impl VrrpSocket {
         // always reports the same one; the AsyncFd owns the Socket.
         let fd = unsafe { AsyncFd::register(socket) }.map_err(|err| SocketError::Register {
             iface: iface.to_owned(),
-            source: err.into(),
+            error: err.into(),
         })?;
         Ok(VrrpSocket {
             fd,
@@ -456,7 +450,7 @@ impl VrrpSocket {
             .map_err(|source| SocketError::Send {
                 iface: self.iface.clone(),
                 dst,
-                source,
+                error: source,
             })?;
         if sent != payload.len() {
             return Err(SocketError::ShortSend {
@@ -480,7 +474,7 @@ impl VrrpSocket {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(source) => Err(SocketError::Receive {
                     iface: self.iface.clone(),
-                    source,
+                    error: source,
                 }),
             }
         };
@@ -504,7 +498,7 @@ impl VrrpSocket {
             .await
             .map_err(|source| SocketError::Receive {
                 iface: self.iface.clone(),
-                source,
+                error: source,
             })?;
         match self.family {
             Family::Ipv4 => self.received_v4(buf, &raw),
