@@ -10,6 +10,7 @@
 mod cluster_lab;
 pub mod cluster_run;
 mod command;
+pub mod dashboard;
 mod error;
 pub mod exposition;
 mod host;

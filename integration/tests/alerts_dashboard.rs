@@ -2,31 +2,24 @@
 //! dashboard (dist/grafana/lbsuite-dashboard.json) stay valid and in step with the
 //! daemons' series: promtool checks the rules and runs their unit tests
 //! (lbsuite-alerts.test.yml), checks every dashboard query as PromQL, and every metric
-//! name an alert or a panel uses is one docs/metrics.md documents.
+//! name an alert or a panel uses is one docs/metrics.md documents. That each of
+//! these names is also served is checked by the daemons' first-scrape tests
+//! (`integration::dashboard::assert_served`, in lbd/tests/systemd.rs and
+//! vrrpd/tests/daemon_systemd.rs).
 //!
 //! Without promtool (Debian's `prometheus` package; scripts/deps.sh installs it) the
 //! promtool tests print SKIP, or fail when LBSUITE_REQUIRE_ROOT=1 (as in CI).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use integration::dashboard::{
+    alert_rules, dashboard, dashboard_exprs, metric_names, panels, read, repo_file, DASHBOARD,
+    RULES, RULE_TESTS,
+};
 use integration::exposition::{doc_text, documented};
 use integration::REQUIRE_ROOT_ENV;
-
-fn repo_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
-
-fn read(rel: &str) -> String {
-    let path = repo_file(rel);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-const RULES: &str = "dist/prometheus/lbsuite-alerts.yml";
-const RULE_TESTS: &str = "dist/prometheus/lbsuite-alerts.test.yml";
-const DASHBOARD: &str = "dist/grafana/lbsuite-dashboard.json";
 
 /// Runs promtool with `args`; None (after printing SKIP) when it is not installed and
 /// LBSUITE_REQUIRE_ROOT is not 1.
@@ -102,177 +95,6 @@ fn promtool_parses_every_dashboard_query() {
         &format!("promtool check rules ({} dashboard queries)", exprs.len()),
         &out,
     );
-}
-
-/// Metric names (not functions, keywords, labels, strings, durations or Grafana
-/// variables) in a PromQL expression.
-fn metric_names(expr: &str) -> BTreeSet<String> {
-    // Drop strings, label matchers and ranges: what remains names series,
-    // functions, keywords, grouping lists and numbers.
-    let mut bare = String::new();
-    let (mut quote, mut escaped, mut depth) = (None::<char>, false, 0usize);
-    for c in expr.chars() {
-        if let Some(q) = quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == q {
-                quote = None;
-            }
-            continue;
-        }
-        match c {
-            '"' | '\'' | '`' => quote = Some(c),
-            '{' | '[' => depth += 1,
-            '}' | ']' => depth = depth.saturating_sub(1),
-            _ if depth == 0 => bare.push(c),
-            _ => {}
-        }
-        if matches!(c, '{' | '}' | '[' | ']' | '"' | '\'' | '`') {
-            bare.push(' ');
-        }
-    }
-    // Aggregations may put `by (...)` between their name and their parenthesis.
-    const KEYWORDS: &[&str] = &[
-        "and",
-        "or",
-        "unless",
-        "bool",
-        "offset",
-        "inf",
-        "nan",
-        "sum",
-        "min",
-        "max",
-        "avg",
-        "group",
-        "stddev",
-        "stdvar",
-        "count",
-        "count_values",
-        "bottomk",
-        "topk",
-        "quantile",
-    ];
-    const LISTS: &[&str] = &[
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "group_left",
-        "group_right",
-    ];
-    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '$';
-    let mut names = BTreeSet::new();
-    let mut rest = bare.as_str();
-    while let Some(start) = rest.find(word) {
-        let tail = &rest[start..];
-        let len = tail.find(|c| !word(c)).unwrap_or(tail.len());
-        let token = &tail[..len];
-        let after = tail[len..].trim_start();
-        rest = &tail[len..];
-        if LISTS.contains(&token) {
-            // Skip the label list in parentheses, if any.
-            if let Some(list) = after.strip_prefix('(') {
-                rest = list.split_once(')').map_or("", |(_, r)| r);
-            }
-            continue;
-        }
-        let is_name = token.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == ':');
-        if is_name && !after.starts_with('(') && !KEYWORDS.contains(&token.to_lowercase().as_str())
-        {
-            names.insert(token.to_owned());
-        }
-    }
-    names
-}
-
-#[test]
-fn metric_names_skip_labels_functions_strings_and_variables() {
-    let expr = r#"histogram_quantile(0.99, sum by (le, group) (rate(vrrp_takeover_phase_seconds_bucket{cluster="$cluster",phase=~"a|b}"}[$__rate_interval])))
-        / on (group) group_left lbd_x offset 5m > bool 1 or label_replace(up == 0, "daemon", "lbd_not_a_name", "", "")
-        unless count without (instance) (process_open_fds) and sum(lbd_y) by (service)"#;
-    let names: Vec<String> = metric_names(expr).into_iter().collect();
-    assert_eq!(
-        names,
-        [
-            "lbd_x",
-            "lbd_y",
-            "process_open_fds",
-            "up",
-            "vrrp_takeover_phase_seconds_bucket"
-        ]
-    );
-}
-
-/// The alert rules, by name: (the text of the rule, its expression).
-fn alert_rules(yaml: &str) -> BTreeMap<String, (String, String)> {
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    let lines: Vec<&str> = yaml.lines().collect();
-    let mut rules = BTreeMap::new();
-    for (i, line) in lines.iter().enumerate() {
-        let Some(name) = line.trim_start().strip_prefix("- alert:") else {
-            continue;
-        };
-        let body: Vec<&str> = lines[i + 1..]
-            .iter()
-            .copied()
-            .take_while(|l| {
-                l.trim().is_empty()
-                    || l.trim_start().starts_with('#')
-                    || !(l.trim_start().starts_with("- ") && indent(l) <= indent(line))
-            })
-            .collect();
-        let mut expr = String::new();
-        for (j, l) in body.iter().enumerate() {
-            let Some(value) = l.trim_start().strip_prefix("expr:") else {
-                continue;
-            };
-            let value = value.trim();
-            expr = if matches!(value, "|" | ">" | "|-" | ">-") {
-                body[j + 1..]
-                    .iter()
-                    .take_while(|m| m.trim().is_empty() || indent(m) > indent(l))
-                    .map(|m| m.trim())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            } else {
-                value.to_owned()
-            };
-        }
-        rules.insert(name.trim().to_owned(), (body.join("\n"), expr));
-    }
-    rules
-}
-
-fn dashboard() -> serde_json::Value {
-    serde_json::from_str(&read(DASHBOARD)).unwrap_or_else(|e| panic!("{DASHBOARD}: {e}"))
-}
-
-/// Every panel, those inside (collapsed) rows included.
-fn panels(dash: &serde_json::Value) -> Vec<&serde_json::Value> {
-    let mut all = Vec::new();
-    for p in dash["panels"].as_array().into_iter().flatten() {
-        all.push(p);
-        all.extend(p["panels"].as_array().into_iter().flatten());
-    }
-    all
-}
-
-/// (panel title, expr) of every target.
-fn dashboard_exprs(dash: &serde_json::Value) -> Vec<(String, String)> {
-    panels(dash)
-        .into_iter()
-        .flat_map(|p| {
-            let title = p["title"].as_str().unwrap_or("?").to_owned();
-            p["targets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(move |t| (title.clone(), t["expr"].as_str().unwrap_or("").to_owned()))
-        })
-        .collect()
 }
 
 /// The names an expression uses that docs/metrics.md does not document (a

@@ -6,9 +6,12 @@
 # Two nodes as network namespaces (lb1, lb2), with a client and two web servers
 # (srv1, srv2) on two bridges in namespace `sw`, the example's two-arm layout. Each
 # node runs the packaged units as instances: vrrpd@lbN and lbd@lbN are the packaged
-# vrrpd.service and lbd.service (copied as templates) with a drop-in that adds
-# NetworkNamespacePath=/run/netns/lbN and the node's own copy of cluster.toml (the
-# example with its own control sockets).
+# vrrpd.service and lbd.service (copied as templates) with a drop-in that adds only
+# what two nodes on one machine need: NetworkNamespacePath=/run/netns/lbN, the node's
+# own directory /etc/lbsuite/lbN bound over /etc/lbsuite (so /etc/lbsuite/cluster.toml
+# is its copy of the example, with its own control sockets), --node (both nodes share
+# the machine's host name) and their own run-time and state directories. The packaged
+# ExecReload runs as shipped.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 failed=0
 pass() { echo "TEST $1 PASS${2:+ $2}"; }
@@ -117,16 +120,18 @@ for u in vrrpd lbd; do
     # A copy: systemd takes no link from a template name to a plain unit.
     cp "/usr/lib/systemd/system/$u.service" "/etc/systemd/system/$u@.service"
     mkdir -p "/etc/systemd/system/$u@.service.d"
+    # The packaged ExecStart and ExecReload read /etc/lbsuite/cluster.toml: in the
+    # unit's mount namespace that is /etc/lbsuite/%i/cluster.toml (a directory bind,
+    # so that a file replaced by rename is seen too).
     cat > "/etc/systemd/system/$u@.service.d/node.conf" <<EOF
 [Unit]
 Description=lbsuite $u of node %i
 $( [ "$u" = vrrpd ] && echo "After=lbd@%i.service" )
 [Service]
 NetworkNamespacePath=/run/netns/%i
+BindReadOnlyPaths=/etc/lbsuite/%i:/etc/lbsuite
 ExecStart=
-ExecStart=/usr/sbin/$u --config /etc/lbsuite/%i/cluster.toml --node %i
-ExecReload=
-ExecReload=/usr/sbin/vrrpctl --config /etc/lbsuite/%i/cluster.toml --socket /run/lbsuite/%i/$u.sock reload
+ExecStart=/usr/sbin/$u --config /etc/lbsuite/cluster.toml --node %i
 RuntimeDirectory=lbsuite/%i
 StateDirectory=
 StateDirectory=lbsuite/%i
@@ -134,6 +139,20 @@ EOF
 done
 systemctl daemon-reload
 phase "lab and instance units ready"
+# The command line of UNIT's ExecReload.
+exec_reload() { systemctl show -p ExecReload "$1" | sed -n 's/.*argv\[\]=\([^;]*[^ ;]\) *;.*/\1/p'; }
+# The instances run the packaged units' ExecReload: no drop-in replaces it.
+packaged_exec_reload() {
+    for u in lbd vrrpd; do
+        shipped="$(exec_reload "$u.service")"
+        echo "$u: shipped [$shipped], lb1 [$(exec_reload "$u@lb1.service")]"
+        [ "$shipped" = "/usr/sbin/vrrpctl --config /etc/lbsuite/cluster.toml reload --only $u" ] \
+            && [ "$(exec_reload "$u@lb1.service")" = "$shipped" ] \
+            && [ "$(exec_reload "$u@lb2.service")" = "$shipped" ] \
+            && ! grep -q ExecReload "/etc/systemd/system/$u@.service.d/node.conf" || return 1
+    done
+}
+check units_packaged_exec_reload "$(exec_reload lbd@lb1.service); $(exec_reload vrrpd@lb1.service)" packaged_exec_reload
 
 # --- start: lb1 first (under emulation lb2 started together may be MASTER a moment)
 started=1
@@ -222,29 +241,58 @@ else
 fi
 
 phase "traffic checked"
-# --- a refused reload: nothing changes, the reload fails visibly
+# --- reloads through the packaged ExecReload (vrrpctl checks the file, asks the one
+# daemon and waits for its verdict; its output goes to the unit's journal): a refused
+# file fails `systemctl reload` visibly and changes nothing, a good one is applied.
 ip netns exec lb1 ipvsadm -Sn > /tmp/ipvs.before
 cp /etc/lbsuite/lb1/cluster.toml /tmp/good.toml
-# refused_reload NAME DETAIL_COMMAND: `systemctl reload lbd@lb1` of the file in place must fail,
-# with IPVS unchanged and lbd still active; DETAIL_COMMAND gives the PASS detail.
+# in_journal DAEMON TEXT: TEXT is in the journal of DAEMON@lb1 (waits up to 10 s: the
+# journal may lag the reload); prints the line.
+in_journal() {
+    wait_for 10 sh -c "journalctl -u '$1@lb1' -o cat --no-pager | grep -qF -- '$2'" \
+        && journalctl -u "$1@lb1" -o cat --no-pager | grep -m1 -F -- "$2"
+}
+# refused_reload DAEMON NAME TEXT: `systemctl reload DAEMON@lb1` of the file in place
+# must fail, with IPVS and lb1's VIP unchanged, the daemon still active, and TEXT
+# (vrrpctl's verdict) in the unit's journal.
 refused_reload() {
-    if systemctl reload lbd@lb1 >/tmp/reload.out 2>&1; then
-        fail "$1" "systemctl reload succeeded"; return
+    if systemctl reload "$1@lb1" >/tmp/reload.out 2>&1; then
+        fail "$2" "systemctl reload succeeded"; return
     fi
     ip netns exec lb1 ipvsadm -Sn > /tmp/ipvs.after
-    if cmp -s /tmp/ipvs.before /tmp/ipvs.after && systemctl is-active --quiet lbd@lb1; then
-        pass "$1" "$(eval "$2")"
+    if ! cmp -s /tmp/ipvs.before /tmp/ipvs.after || ! systemctl is-active --quiet "$1@lb1" || ! vip_on lb1; then
+        fail "$2" "IPVS or the VIP changed, or $1 down"; diff /tmp/ipvs.before /tmp/ipvs.after | sed 's/^/  | /'
+    elif ! in_journal "$1" "$3" > /tmp/verdict; then
+        fail "$2" "no \"$3\" in the journal of $1@lb1"
+        journalctl -u "$1@lb1" -o cat --no-pager | tail -n 15 | sed 's/^/  | /'
     else
-        fail "$1" "IPVS changed or lbd down"; diff /tmp/ipvs.before /tmp/ipvs.after | sed 's/^/  | /'
+        pass "$2" "$(tail -n 1 /tmp/reload.out); $(cat /tmp/verdict)"
     fi
 }
 echo 'this is = = not toml' >> /etc/lbsuite/lb1/cluster.toml
-refused_reload reload_refused_syntax 'echo "exit non-zero: $(tail -n 1 /tmp/reload.out)"'
+refused_reload lbd reload_refused_syntax "refused: nothing reloaded"
+refused_reload vrrpd vrrpd_reload_refused_syntax "refused: nothing reloaded"
 # A valid file lbd itself refuses: it drops every running service.
 awk '/^\[\[service\]\]/ {skip=1} /^\[\[check\]\]/ {skip=0} !skip' /tmp/good.toml > /etc/lbsuite/lb1/cluster.toml
-refused_reload reload_refused_by_lbd "journalctl -u lbd@lb1 -o cat --no-pager | grep -m1 'reload refused' || true"
+refused_reload lbd reload_refused_by_lbd "lbd: REFUSED, running configuration unchanged"
+# srv2's weight in lb1's IPVS is $1.
+srv2_weight() { ip netns exec lb1 ipvsadm -Ln | grep -qE "198\.18\.1\.22:80 +Masq +$1 "; }
+# good_reload DAEMON [WEIGHT]: `systemctl reload DAEMON@lb1` succeeds, vrrpctl's
+# "DAEMON: applied" is in the unit's journal (the second time: the count goes up),
+# the daemon is active, lb1 holds the VIP and srv2 has WEIGHT in IPVS.
+good_reload() {
+    applied=$(journalctl -u "$1@lb1" -o cat --no-pager | grep -cF "$1: applied")
+    systemctl reload "$1@lb1" || return 1
+    wait_for 10 sh -c "[ \$(journalctl -u '$1@lb1' -o cat --no-pager | grep -cF '$1: applied') -gt $applied ]" || return 1
+    journalctl -u "$1@lb1" -o cat --no-pager | grep -F "$1: applied" | tail -n 1
+    systemctl is-active --quiet "$1@lb1" && vip_on lb1 && { [ -z "$2" ] || wait_for 10 srv2_weight "$2"; }
+}
+# A good file with a change (srv2's weight 3), then the original file again.
+awk '/^name = "srv2"/ {s=1} s && /^weight = 1$/ {$0 = "weight = 3"; s=0} 1' /tmp/good.toml > /etc/lbsuite/lb1/cluster.toml
+check reload_good_file "srv2's weight 3 in lb1's IPVS" good_reload lbd 3
 cp /tmp/good.toml /etc/lbsuite/lb1/cluster.toml
-check reload_valid_file "" systemctl reload lbd@lb1
+check reload_good_file_back "srv2's weight 1 again" good_reload lbd 1
+check vrrpd_reload_good_file "lb1 still MASTER" good_reload vrrpd
 
 # --- the journal: -p warning selects the warnings and errors, not the info lines
 journalctl -u lbd@lb1 -o cat --no-pager > /tmp/all.log

@@ -121,6 +121,15 @@ impl DataplaneThread {
         self.kind
     }
 
+    /// Queues `f` to run on the backend after the jobs already queued, without
+    /// waiting for it. If the thread is gone, `f` is dropped unrun.
+    pub fn post<F>(&self, f: F) -> Result<(), ThreadGone>
+    where
+        F: FnOnce(&mut ChosenBackend) + Send + 'static,
+    {
+        self.jobs.send(Box::new(f)).map_err(|_| ThreadGone)
+    }
+
     /// Runs `f` on the backend and waits for it without blocking the runtime.
     pub async fn run<T, F>(&self, f: F) -> Result<T, ThreadGone>
     where
@@ -128,11 +137,9 @@ impl DataplaneThread {
         F: FnOnce(&mut ChosenBackend) -> T + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(Box::new(move |dp| {
-                let _ = tx.send(f(dp));
-            }))
-            .map_err(|_| ThreadGone)?;
+        self.post(move |dp| {
+            let _ = tx.send(f(dp));
+        })?;
         rx.await.map_err(|_| ThreadGone)
     }
 
@@ -144,11 +151,10 @@ impl DataplaneThread {
         F: FnOnce(&mut ChosenBackend) -> T + Send + 'static,
     {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.jobs
-            .send(Box::new(move |dp| {
-                let _ = tx.send(f(dp));
-            }))
-            .ok()?;
+        self.post(move |dp| {
+            let _ = tx.send(f(dp));
+        })
+        .ok()?;
         rx.recv_timeout(timeout).ok()
     }
 }

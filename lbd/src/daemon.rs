@@ -271,7 +271,7 @@ pub async fn run(
         Some(wanted),
     )?;
     tracing::info!(backend = selection.kind.name(), reason = %selection.reason, table = %view.dataplane.nft_table, "dataplane backend chosen");
-    let telemetry = Telemetry::new(&view.cluster_name, Some(dataplane.clone()));
+    let telemetry = Telemetry::new(&view.cluster_name, Some(Box::new(dataplane.clone())));
     // Every documented series exists from the first scrape on, before the first
     // apply: the services' and servers' series from the plan with every server up.
     telemetry.plan(

@@ -4,10 +4,18 @@
 //! applies, prepares, the vrrpd connection), and metrics read from the kernel when
 //! `/metrics` is scraped ([`KernelCollector`]: per-backend counters from the
 //! dataplane, SNAT port usage from conntrack).
+//!
+//! A scrape never waits long for the dataplane: the dataplane thread runs one job at
+//! a time, and an apply of thousands of services can hold it for seconds, longer
+//! than Prometheus waits for a scrape. So a scrape queues a read of the counters
+//! (unless one is queued already), waits for it at most [`SCRAPE_COUNTERS_WAIT`],
+//! and otherwise serves the last counters read, with their age in
+//! `lbd_dataplane_counters_age_seconds`; the queued read refreshes them for the next
+//! scrape when the dataplane gets to it.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -23,8 +31,10 @@ use crate::backend::DataplaneThread;
 use crate::conntrack;
 use crate::desired::ServicePlan;
 
-/// How long a scrape waits for the dataplane's counters before using the last ones.
-const COUNTERS_WAIT: Duration = Duration::from_secs(2);
+/// How long a scrape waits for a read of the dataplane's counters before serving
+/// the last ones read: well within Prometheus' shorter scrape timeouts (1 s and
+/// less), beside the conntrack dump of the SNAT metrics.
+pub const SCRAPE_COUNTERS_WAIT: Duration = Duration::from_millis(250);
 
 /// The `address` label of a backend: `addr:port`, or the address alone when the
 /// client's port is kept.
@@ -40,11 +50,88 @@ pub fn address_label(addr: IpAddr, port: Option<u16>) -> String {
 struct KernelSources {
     /// SNAT addresses and their available port counts.
     snat_capacity: Vec<(IpAddr, u32)>,
-    /// Last counters read (used when the dataplane is busy).
+    /// The last counters read from the dataplane (by a scrape or a status)...
     counters: Vec<BackendCounters>,
+    /// ...and when (`None`: never).
+    counters_read_at: Option<Instant>,
+    /// Reads of the counters that ended, with counters or without: what a scrape
+    /// waits on.
+    reads_ended: u64,
+    /// A scrape's read is queued on the dataplane and has not ended.
+    read_queued: bool,
     /// The planned backends, as (service, backend, address label, single port):
     /// those the kernel has no counters for yet (before the first apply) count 0.
     planned: Vec<(String, String, String, bool)>,
+}
+
+impl KernelSources {
+    /// A read of the counters ended; `None`: it failed, the last ones stay.
+    fn read_ended(&mut self, counters: Option<Vec<BackendCounters>>) {
+        if let Some(c) = counters {
+            self.counters = c;
+            self.counters_read_at = Some(Instant::now());
+        }
+        self.reads_ended += 1;
+    }
+}
+
+/// The scrape-time sources, and the signal that a read of the counters ended.
+#[derive(Debug, Default)]
+struct Shared {
+    sources: Mutex<KernelSources>,
+    read_ended: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, KernelSources> {
+        self.sources.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Where a scrape's backend counters come from (the dataplane thread; a stand-in
+/// in tests).
+pub trait CountersSource: Send + Sync {
+    /// Queues a read of the counters, to be ended on another thread by
+    /// [`CountersRead::done`] whenever the dataplane gets to it.
+    fn request(&self, read: CountersRead);
+}
+
+/// A queued read of the backend counters. It ends when done, or when dropped
+/// unfinished (the dataplane thread went away): then without counters.
+#[derive(Debug)]
+pub struct CountersRead {
+    shared: Arc<Shared>,
+    counters: Option<Vec<BackendCounters>>,
+}
+
+impl CountersRead {
+    /// The counters read (`None`: the read failed).
+    pub fn done(mut self, counters: Option<Vec<BackendCounters>>) {
+        self.counters = counters;
+    }
+}
+
+impl Drop for CountersRead {
+    fn drop(&mut self) {
+        let mut s = self.shared.lock();
+        s.read_queued = false;
+        s.read_ended(self.counters.take());
+        drop(s);
+        self.shared.read_ended.notify_all();
+    }
+}
+
+impl CountersSource for DataplaneThread {
+    fn request(&self, read: CountersRead) {
+        // If the thread is gone, the job is dropped with `read` in it: the read ends.
+        let _ = self.post(move |dp| match dp.counters() {
+            Ok(c) => read.done(Some(c)),
+            Err(err) => {
+                tracing::debug!(%err, "backend counters unavailable");
+                read.done(None);
+            }
+        });
+    }
 }
 
 /// Every metric of lbd.
@@ -72,7 +159,7 @@ pub struct Telemetry {
     dampened: IntCounterVec,
     quorum_met: IntGaugeVec,
     priority_delta: IntGaugeVec,
-    sources: Arc<Mutex<KernelSources>>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -95,8 +182,9 @@ fn must<T>(r: prometheus::Result<T>) -> T {
 impl Telemetry {
     /// Creates and registers every metric, each series labelled
     /// `cluster="<cluster>"` (none if empty), beside `lbd_build_info` and the
-    /// process metrics; `dataplane` serves counters at scrape time.
-    pub fn new(cluster: &str, dataplane: Option<DataplaneThread>) -> Telemetry {
+    /// process metrics; `counters` (the dataplane thread) serves the backend
+    /// counters at scrape time.
+    pub fn new(cluster: &str, counters: Option<Box<dyn CountersSource>>) -> Telemetry {
         let registry = metrics::daemon_registry(metrics::DaemonInfo {
             prefix: "lbd",
             version: env!("CARGO_PKG_VERSION"),
@@ -269,10 +357,10 @@ impl Telemetry {
             &["group"],
         ));
         reg(Box::new(priority_delta.clone()));
-        let sources = Arc::new(Mutex::new(KernelSources::default()));
+        let shared = Arc::new(Shared::default());
         reg(Box::new(KernelCollector::new(
-            dataplane,
-            Arc::clone(&sources),
+            counters,
+            Arc::clone(&shared),
         )));
         Telemetry {
             registry,
@@ -297,7 +385,7 @@ impl Telemetry {
             dampened,
             quorum_met,
             priority_delta,
-            sources,
+            shared,
         }
     }
 
@@ -409,14 +497,15 @@ impl Telemetry {
         conntrack::read_usage(&capacity)
     }
 
-    /// Counters read by the daemon (status), also used by the next scrape if the
-    /// dataplane is busy then.
+    /// Counters just read by the daemon (status): a scrape waiting for a read
+    /// serves them, and later scrapes while the dataplane is busy.
     pub fn counters(&self, counters: Vec<BackendCounters>) {
-        self.lock().counters = counters;
+        self.lock().read_ended(Some(counters));
+        self.shared.read_ended.notify_all();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, KernelSources> {
-        self.sources.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, KernelSources> {
+        self.shared.lock()
     }
 
     /// A successful apply.
@@ -479,8 +568,8 @@ impl Telemetry {
 
 /// Reads the kernel when scraped: per-backend counters and SNAT port usage.
 struct KernelCollector {
-    dataplane: Option<DataplaneThread>,
-    sources: Arc<Mutex<KernelSources>>,
+    source: Option<Box<dyn CountersSource>>,
+    shared: Arc<Shared>,
     templates: KernelMetrics,
 }
 
@@ -493,6 +582,7 @@ struct KernelMetrics {
     ports_in_use: IntGaugeVec,
     ports_available: IntGaugeVec,
     utilization: GaugeVec,
+    counters_age: Gauge,
 }
 
 impl KernelMetrics {
@@ -540,6 +630,10 @@ impl KernelMetrics {
                 ),
                 &["address"],
             )),
+            counters_age: must(Gauge::new(
+                "lbd_dataplane_counters_age_seconds",
+                "Age of the backend counters this scrape shows (+Inf before the first read): a scrape waits at most 0.25 s for the dataplane, then shows the last counters read.",
+            )),
         }
     }
 
@@ -551,6 +645,7 @@ impl KernelMetrics {
             self.ports_in_use.collect(),
             self.ports_available.collect(),
             self.utilization.collect(),
+            self.counters_age.collect(),
         ]
         .into_iter()
         .flatten()
@@ -559,12 +654,38 @@ impl KernelMetrics {
 }
 
 impl KernelCollector {
-    fn new(dataplane: Option<DataplaneThread>, sources: Arc<Mutex<KernelSources>>) -> Self {
+    fn new(source: Option<Box<dyn CountersSource>>, shared: Arc<Shared>) -> Self {
         KernelCollector {
-            dataplane,
-            sources,
+            source,
+            shared,
             templates: KernelMetrics::new(),
         }
+    }
+
+    /// Queues a read of the counters unless one is queued already (a busy
+    /// dataplane gets one read, however many scrapes come), and waits at most
+    /// [`SCRAPE_COUNTERS_WAIT`] for a read to end.
+    fn refresh_counters(&self) {
+        let Some(source) = &self.source else {
+            return;
+        };
+        let mut s = self.shared.lock();
+        let seen = s.reads_ended;
+        if !s.read_queued {
+            s.read_queued = true;
+            drop(s);
+            // Unlocked: the read may end at once, on this thread.
+            source.request(CountersRead {
+                shared: Arc::clone(&self.shared),
+                counters: None,
+            });
+            s = self.shared.lock();
+        }
+        let _ = self
+            .shared
+            .read_ended
+            .wait_timeout_while(s, SCRAPE_COUNTERS_WAIT, |s| s.reads_ended == seen)
+            .unwrap_or_else(PoisonError::into_inner);
     }
 }
 
@@ -578,6 +699,7 @@ impl Collector for KernelCollector {
             t.ports_in_use.desc(),
             t.ports_available.desc(),
             t.utilization.desc(),
+            t.counters_age.desc(),
         ]
         .into_iter()
         .flatten()
@@ -585,23 +707,19 @@ impl Collector for KernelCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let fresh = self
-            .dataplane
-            .as_ref()
-            .and_then(|d| d.run_blocking(COUNTERS_WAIT, |dp| dp.counters().ok()))
-            .flatten();
-        let (counters, capacity, planned) = {
-            let mut s = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(c) = fresh {
-                s.counters = c;
-            }
+        self.refresh_counters();
+        let (counters, read_at, capacity, planned) = {
+            let s = self.shared.lock();
             (
                 s.counters.clone(),
+                s.counters_read_at,
                 s.snat_capacity.clone(),
                 s.planned.clone(),
             )
         };
         let m = KernelMetrics::new();
+        m.counters_age
+            .set(read_at.map_or(f64::INFINITY, |at| at.elapsed().as_secs_f64()));
         for (service, backend, addr, single_port) in &planned {
             let labels = [service.as_str(), backend.as_str(), addr.as_str()];
             m.connections.with_label_values(&labels);
@@ -649,6 +767,143 @@ mod tests {
     use super::*;
     use prometheus::{Encoder, TextEncoder};
 
+    fn scrape(t: &Telemetry) -> String {
+        let mut body = Vec::new();
+        TextEncoder::new()
+            .encode(&t.registry().gather(), &mut body)
+            .unwrap();
+        String::from_utf8(body).unwrap()
+    }
+
+    /// The value of the series `series` (name and labels) in a scrape.
+    fn sample(text: &str, series: &str) -> f64 {
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        match line {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap(),
+        }
+    }
+
+    const SRV1_CONNECTIONS: &str =
+        r#"lbd_backend_connections_total{address="198.18.1.21:80",backend="srv1",service="web"}"#;
+    const AGE: &str = "lbd_dataplane_counters_age_seconds";
+
+    fn srv1(connections: u64) -> Vec<BackendCounters> {
+        vec![BackendCounters {
+            service: "web".into(),
+            backend: "srv1".into(),
+            addr: "198.18.1.21".parse().unwrap(),
+            port: Some(80),
+            connections,
+            packets: None,
+            bytes: None,
+        }]
+    }
+
+    /// A dataplane busy with something else: it keeps every read queued until the
+    /// test ends it.
+    #[derive(Clone, Default)]
+    struct Busy {
+        queued: Arc<Mutex<Vec<CountersRead>>>,
+        requests: Arc<Mutex<usize>>,
+    }
+
+    impl CountersSource for Busy {
+        fn request(&self, read: CountersRead) {
+            *self.requests.lock().unwrap() += 1;
+            self.queued.lock().unwrap().push(read);
+        }
+    }
+
+    impl Busy {
+        fn requests(&self) -> usize {
+            *self.requests.lock().unwrap()
+        }
+        fn answer(&self, counters: Vec<BackendCounters>) {
+            let read = self.queued.lock().unwrap().pop().expect("a queued read");
+            read.done(Some(counters));
+        }
+    }
+
+    /// A dataplane with nothing else to do: it reads at once.
+    struct Idle(u64);
+
+    impl CountersSource for Idle {
+        fn request(&self, read: CountersRead) {
+            read.done(Some(srv1(self.0)));
+        }
+    }
+
+    #[test]
+    fn a_scrape_while_the_dataplane_is_busy_serves_the_last_counters_with_their_age() {
+        let busy = Busy::default();
+        let t = Telemetry::new("", Some(Box::new(busy.clone())));
+        // Nothing read yet: no counters, and an age that says so.
+        let text = scrape(&t);
+        assert_eq!(sample(&text, AGE), f64::INFINITY, "{text}");
+        assert!(!text.contains(SRV1_CONNECTIONS), "{text}");
+        assert_eq!(busy.requests(), 1);
+
+        // A status read the counters; the scrape's read is still queued.
+        t.counters(srv1(7));
+        let started = Instant::now();
+        let text = scrape(&t);
+        let took = started.elapsed();
+        assert_eq!(sample(&text, SRV1_CONNECTIONS), 7.0, "{text}");
+        // It waited for the dataplane, at most the bound, then showed how old the
+        // counters are: at least the time it waited.
+        let age = sample(&text, AGE);
+        assert!(age >= SCRAPE_COUNTERS_WAIT.as_secs_f64(), "age {age}");
+        assert!(took < 4 * SCRAPE_COUNTERS_WAIT, "the scrape took {took:?}");
+        // However many scrapes come, the busy dataplane has one read queued.
+        scrape(&t);
+        assert_eq!(busy.requests(), 1);
+
+        // The dataplane gets to the read: the next scrape shows its counters.
+        busy.answer(srv1(9));
+        let text = scrape(&t);
+        assert_eq!(sample(&text, SRV1_CONNECTIONS), 9.0, "{text}");
+        assert_eq!(busy.requests(), 2);
+    }
+
+    #[test]
+    fn a_scrape_of_an_idle_dataplane_serves_counters_read_for_it() {
+        let t = Telemetry::new("", Some(Box::new(Idle(11))));
+        t.counters(srv1(3));
+        let text = scrape(&t);
+        assert_eq!(sample(&text, SRV1_CONNECTIONS), 11.0, "{text}");
+        // Read for this scrape, not after a wait.
+        let age = sample(&text, AGE);
+        assert!(age < SCRAPE_COUNTERS_WAIT.as_secs_f64(), "age {age}");
+    }
+
+    #[test]
+    fn a_read_dropped_unfinished_ends_the_wait_without_counters() {
+        // The dataplane thread is gone: the job and the read in it are dropped.
+        #[derive(Clone, Default)]
+        struct Gone(Arc<Mutex<usize>>);
+        impl CountersSource for Gone {
+            fn request(&self, read: CountersRead) {
+                *self.0.lock().unwrap() += 1;
+                drop(read);
+            }
+        }
+        let gone = Gone::default();
+        let t = Telemetry::new("", Some(Box::new(gone.clone())));
+        t.counters(srv1(5));
+        let text = scrape(&t);
+        assert_eq!(sample(&text, SRV1_CONNECTIONS), 5.0, "{text}");
+        // The scrape did not wait out the bound for a read that had ended.
+        let age = sample(&text, AGE);
+        assert!(age < SCRAPE_COUNTERS_WAIT.as_secs_f64(), "age {age}");
+        // The next scrape asks again: the dropped read is not left queued.
+        scrape(&t);
+        assert_eq!(*gone.0.lock().unwrap(), 2);
+    }
+
     #[test]
     fn every_metric_registers_and_renders() {
         let t = Telemetry::new("", None);
@@ -677,11 +932,7 @@ mod tests {
         t.health_runner(&later, &counters, 4);
         t.dampened("web", "srv2");
         t.forwarding("ipv4", true, 2);
-        let mut body = Vec::new();
-        TextEncoder::new()
-            .encode(&t.registry().gather(), &mut body)
-            .unwrap();
-        let text = String::from_utf8(body).unwrap();
+        let text = scrape(&t);
         for line in [
             r#"lbd_backend_connections_total{address="198.18.1.21:80",backend="srv1",service="web"} 7"#,
             r#"lbd_backend_packets_total{address="198.18.1.21:80",backend="srv1",service="web"} 30"#,

@@ -3,13 +3,14 @@
 //! from the reconcile loop every WATCHDOG_USEC/2, RELOADING=1 / READY=1 around a
 //! reload, a refused file making `vrrpctl --socket <lbd> reload` — the unit's
 //! ExecReload — exit non-zero), and /metrics: one scrape right after start has every
-//! series docs/metrics.md names for lbd. Needs root (prints SKIP otherwise).
+//! series docs/metrics.md names for lbd, and every lbd series the Grafana dashboard
+//! and the alert rules query. Needs root (prints SKIP otherwise).
 
 mod support;
 
 use std::time::Duration;
 
-use integration::{exposition, NotifySocket};
+use integration::{dashboard, exposition, NotifySocket};
 use support::*;
 
 /// lbd's metrics address in the example config.
@@ -127,10 +128,12 @@ fn the_first_scrape_has_every_documented_series() {
     });
     let text = scrape_raw(s.host("lb1"), METRICS);
     let documented = exposition::assert_documented_and_labelled(&text, "lbd", "edge");
+    let queried = dashboard::assert_served(&text, "lbd");
     assert!(!text.lines().any(|l| l.starts_with("lb_")), "{text}");
     println!(
-        "{} documented lbd series, all in the first scrape ({} lines)",
+        "{} documented lbd series and the {} the dashboard and alerts use, all in the first scrape ({} lines)",
         documented,
+        queried,
         text.lines().count()
     );
 }

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use vrrp::action::Reason;
 use vrrp::event::{ConfigChange, Event, Input};
 use vrrp::instance::{Counters, State};
-use vrrp::packet::{self, IpContext};
+use vrrp::packet::{self, Family, IpContext};
 use vrrp::router::Router;
 use vrrp::timer::TimerKind;
 
@@ -30,7 +30,7 @@ use config::{ClusterConfig, NodeView};
 
 use crate::control::{control_handler, ControlRequest};
 use crate::error::{IoError, ReloadError};
-use crate::net::{Announcer, IpFamily, Received, SocketError, VrrpSocket};
+use crate::net::{Announcer, Received, SocketError, VrrpSocket};
 use crate::operate::FailoverDrill;
 use crate::realtime::{Realtime, Scheduling};
 use crate::telemetry::{InstanceLabels, Telemetry};
@@ -88,7 +88,7 @@ pub(crate) use ctl::contract::vrrpd::TakeoverRecord;
 /// What a VRRP socket on one (interface, family) must do.
 struct SocketNeed {
     iface: String,
-    family: IpFamily,
+    family: Family,
     source: IpAddr,
     peers: Vec<IpAddr>,
     multicast: bool,
@@ -109,7 +109,7 @@ pub(crate) struct Daemon {
     pub(crate) links: HashMap<String, LinkState>,
     /// Interfaces held down by `drill.fault`, and by which groups.
     pub(crate) held: BTreeMap<String, BTreeSet<String>>,
-    pub(crate) sockets: HashMap<(String, IpFamily), Arc<VrrpSocket>>,
+    pub(crate) sockets: HashMap<(String, Family), Arc<VrrpSocket>>,
     pub(crate) announcers: HashMap<String, Arc<Announcer>>,
     packets: mpsc::Sender<Packet>,
     receivers: Vec<JoinHandle<()>>,
@@ -638,7 +638,7 @@ impl Daemon {
         for g in &self.plan.groups {
             for i in &g.instances {
                 self.by_advert.insert(
-                    (i.interface.clone(), i.vrid, i.family == IpFamily::V6),
+                    (i.interface.clone(), i.vrid, i.family == Family::Ipv6),
                     g.name.clone(),
                 );
                 self.by_instance.insert(i.name.clone(), g.name.clone());
@@ -669,7 +669,7 @@ impl Daemon {
         let mut wanted: Vec<SocketNeed> = Vec::new();
         for g in &plan.groups {
             for c in &g.router.instances {
-                let family = IpFamily::of(c.primary_address);
+                let family = Family::of(c.primary_address);
                 let pos = match wanted
                     .iter()
                     .position(|w| w.iface == c.interface && w.family == family)
@@ -735,7 +735,7 @@ impl Daemon {
                     .map(|l| l.index)
                     .ok_or_else(|| IoError::InterfaceMissing(i.interface.clone()))?;
                 let mac = crate::net::interface_mac(&i.interface)?;
-                let forwarding = i.family == IpFamily::V6 && ipv6_forwarding(&i.interface);
+                let forwarding = i.family == Family::Ipv6 && ipv6_forwarding(&i.interface);
                 let announcer = Announcer::open(&i.interface, index, mac)?.with_router(forwarding);
                 self.announcers
                     .insert(i.interface.clone(), Arc::new(announcer));

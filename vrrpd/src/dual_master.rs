@@ -114,7 +114,7 @@ impl Daemon {
         let group = self.by_advert.get(&(iface.to_owned(), vrid, ipv6))?.clone();
         let plan = self.plan.group(&group)?;
         let inst = plan.instances.iter().find(|i| {
-            i.interface == iface && i.vrid == vrid && (i.family == crate::net::IpFamily::V6) == ipv6
+            i.interface == iface && i.vrid == vrid && (i.family == Family::Ipv6) == ipv6
         })?;
         Some((group, inst.name.clone()))
     }

@@ -17,12 +17,11 @@ use netif::AddressSpec;
 use tokio::time::Instant;
 use vrrp::action::{Action, Destination, Reason, VipSet};
 use vrrp::instance::State;
-use vrrp::packet::{self, Advertisement, IpContext};
+use vrrp::packet::{self, Advertisement, Family, IpContext};
 
 use crate::daemon::{
     reason_name, state_name, unix_ms, vrrp_state, Daemon, TakeoverRecord, TransitionRecord,
 };
-use crate::net::IpFamily;
 use crate::telemetry::Telemetry;
 use crate::timers::TimerKey;
 
@@ -373,7 +372,7 @@ impl Daemon {
         destination: Destination,
         advert: &Advertisement,
     ) -> bool {
-        let family = IpFamily::of(source);
+        let family = Family::of(source);
         let labels = self.labels(instance);
         let Some(socket) = self.sockets.get(&(interface.to_owned(), family)).cloned() else {
             tracing::error!(

@@ -67,26 +67,25 @@ struct FileContents {
     priority_overrides: BTreeMap<String, PriorityOverride>,
 }
 
-/// Why the file could not be used.
+/// Why the file could not be used. Each says its inner error's text itself and does
+/// not return it as `source()` as well: an `anyhow` chain (`{:#}`) prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// It exists but cannot be read (permissions, I/O error, a directory).
-    #[error("{path}: cannot be read: {source}")]
+    #[error("{path}: cannot be read: {error}")]
     Unreadable {
         /// The file.
         path: PathBuf,
         /// The error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// It was read but is not a state file of this format.
-    #[error("{path}: not a valid state file: {source}")]
+    #[error("{path}: not a valid state file: {error}")]
     Corrupt {
         /// The file.
         path: PathBuf,
         /// The error.
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// Written by a newer vrrpd.
     #[error("{path}: format version {found}, this vrrpd reads version {VERSION}")]
@@ -130,7 +129,7 @@ pub fn load(path: &Path, node: &str) -> Result<Option<OperatorState>, LoadError>
         Err(source) => {
             return Err(LoadError::Unreadable {
                 path: path.to_owned(),
-                source,
+                error: source,
             })
         }
     };
@@ -141,7 +140,7 @@ pub fn load(path: &Path, node: &str) -> Result<Option<OperatorState>, LoadError>
     }
     let corrupt = |source| LoadError::Corrupt {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     let version: Version = serde_json::from_slice(&bytes).map_err(corrupt)?;
     if version.version != VERSION {
@@ -192,6 +191,29 @@ pub fn keep_aside(path: &Path) -> std::io::Result<PathBuf> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let error = serde_json::from_slice::<serde_json::Value>(b"{").unwrap_err();
+        let inner = error.to_string();
+        let e = LoadError::Corrupt {
+            path: PathBuf::from("/var/lib/lbsuite/vrrpd.state"),
+            error,
+        };
+        let chain = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(chain.matches(&inner).count(), 1, "{chain}");
+        assert!(
+            chain.starts_with("/var/lib/lbsuite/vrrpd.state: not a valid state file: "),
+            "{chain}"
+        );
+
+        let e = LoadError::Unreadable {
+            path: PathBuf::from("/var/lib/lbsuite/vrrpd.state"),
+            error: std::io::Error::other("Permission denied"),
+        };
+        let chain = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(chain.matches("Permission denied").count(), 1, "{chain}");
+    }
 
     fn sample() -> OperatorState {
         let mut s = OperatorState::default();

@@ -14,9 +14,7 @@ use vrrp::checksum::ChecksumForm;
 use vrrp::config::{
     GratuitousConfig, InstanceConfig, RouterConfig, SyncGroupConfig, TrackedInterface,
 };
-use vrrp::packet::{Auth, Version};
-
-use crate::net::IpFamily;
+use vrrp::packet::{Auth, Family, Version};
 
 /// Why a node view cannot be run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,7 +69,7 @@ pub struct InstancePlan {
     /// VRID.
     pub vrid: u8,
     /// Address family of adverts and VIPs.
-    pub family: IpFamily,
+    pub family: Family,
     /// Checksum form of VRRPv3 over IPv4 adverts.
     pub checksum: ChecksumForm,
     /// VIPs with prefix and label.
@@ -255,7 +253,7 @@ fn translate_instance(
         group: view.group.clone(),
         interface: inst.interface.clone(),
         vrid: inst.vrid,
-        family: if v6 { IpFamily::V6 } else { IpFamily::V4 },
+        family: if v6 { Family::Ipv6 } else { Family::Ipv4 },
         checksum: inst.checksum,
         vips: inst
             .vips
@@ -372,7 +370,7 @@ mod tests {
             p6.unicast_peers,
             vec!["2001:db8:0:a::12".parse::<IpAddr>().unwrap()]
         );
-        assert_eq!(t.instance("public6").unwrap().family, IpFamily::V6);
+        assert_eq!(t.instance("public6").unwrap().family, Family::Ipv6);
         assert_eq!(
             translate(&view, &no_link_local).unwrap_err(),
             TranslateError::NoLinkLocal {

@@ -3,14 +3,15 @@
 //! the event loop every WATCHDOG_USEC/2, RELOADING=1 / READY=1 around reloads, a
 //! refused file making `vrrpctl reload` — the unit's ExecReload — exit non-zero,
 //! STOPPING=1 at SIGTERM), and /metrics: the first scrape of a vrrpd that was never
-//! MASTER has every series docs/metrics.md names for vrrpd. Needs root (prints SKIP
+//! MASTER has every series docs/metrics.md names for vrrpd, and every vrrpd series
+//! the Grafana dashboard and the alert rules query. Needs root (prints SKIP
 //! otherwise).
 
 mod support;
 
 use std::time::Duration;
 
-use integration::{exposition, NotifySocket};
+use integration::{dashboard, exposition, NotifySocket};
 use support::*;
 
 #[test]
@@ -137,13 +138,15 @@ fn the_first_scrape_of_a_node_never_master_has_every_documented_series() {
         Some(0.0)
     );
     let documented = exposition::assert_documented_and_labelled(&text, "vrrpd", "edge");
+    let queried = dashboard::assert_served(&text, "vrrpd");
     assert!(
         text.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
         "{text}"
     );
     println!(
-        "{} documented vrrpd series, all in the first scrape ({} lines)",
+        "{} documented vrrpd series and the {} the dashboard and alerts use, all in the first scrape ({} lines)",
         documented,
+        queried,
         text.lines().count()
     );
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use integration::{HostSpec, Lab, NetnsThread, Prefix, Role, Topology};
 use socket2::{Domain, Protocol, Socket, Type};
-use vrrpd::net::{interface_index, interface_mac, AnnounceError, Announcer, IpFamily, VrrpSocket};
+use vrrp::packet::Family;
+use vrrpd::net::{interface_index, interface_mac, AnnounceError, Announcer, VrrpSocket};
 
 /// The MAC the harness gives lb1's eth0 (host 1, interface 0).
 const LB1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x00];
@@ -233,7 +234,7 @@ fn is_vrrp(frame: &[u8]) -> bool {
 
 /// Sends one advert from lb1 (again every 100 ms until lb2 has captured it)
 /// and returns the frame lb2 captured.
-fn advert_frame(lab: &Lab, family: IpFamily, source: IpAddr) -> Vec<u8> {
+fn advert_frame(lab: &Lab, family: Family, source: IpAddr) -> Vec<u8> {
     let capture = capture_on_lb2(lab, is_vrrp, None);
     lab["lb1"]
         .run_in(|| {
@@ -265,7 +266,7 @@ fn ipv4_adverts_carry_keepalived_ip_headers() {
         return;
     }
     let lab = lab();
-    let frame = advert_frame(&lab, IpFamily::V4, ip("198.18.0.11"));
+    let frame = advert_frame(&lab, Family::Ipv4, ip("198.18.0.11"));
     let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
     // eth dst 01:00:5e:00:00:12, IPv4 with IHL 5, TOS 0xc0, length 40.
     assert_eq!(&hex[..36], "01005e000012020000000100080045c00028", "{hex}");
@@ -289,7 +290,7 @@ fn ipv6_adverts_carry_keepalived_ip_headers() {
         .map(|p| p.addr)
         .find(|a| matches!(a, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
         .unwrap();
-    let frame = advert_frame(&lab, IpFamily::V6, source);
+    let frame = advert_frame(&lab, Family::Ipv6, source);
     assert_eq!(frame[..6], [0x33, 0x33, 0, 0, 0, 0x12]);
     let ip6 = &frame[14..];
     let traffic_class = (ip6[0] & 0x0f) << 4 | ip6[1] >> 4;

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use integration::{HostSpec, Lab, NetnsThread, Prefix, Role, Topology};
 use socket2::{Domain, Protocol, Socket, Type};
-use vrrpd::net::{interface_index, IpFamily, Received, VrrpSocket};
+use vrrp::packet::Family;
+use vrrpd::net::{interface_index, Received, VrrpSocket};
 
 /// s1 (keepalived VRRPv2 advert) payload; any bytes would do, these are real.
 const S1_PAYLOAD: &str = "210b96010001827bc61200640000000000000000";
@@ -84,7 +85,7 @@ fn block_on<F: Future>(f: F) -> F::Output {
 fn receive_one(
     lab: &Lab,
     host: &str,
-    family: IpFamily,
+    family: Family,
     source: IpAddr,
     peers: Vec<IpAddr>,
 ) -> NetnsThread<Received> {
@@ -131,7 +132,7 @@ where
 fn vrrp_send_until_received<T>(
     lab: &Lab,
     receiver: &NetnsThread<T>,
-    family: IpFamily,
+    family: Family,
     source: IpAddr,
     peers: Vec<IpAddr>,
     payload: &[u8],
@@ -166,8 +167,8 @@ fn ipv4_multicast_advert_arrives_intact_with_ttl_255() {
     }
     let lab = lab();
     let payload = unhex(S1_PAYLOAD);
-    let receiver = receive_one(&lab, "lb2", IpFamily::V4, ip(LB2_V4), vec![]);
-    vrrp_send_until_received(&lab, &receiver, IpFamily::V4, ip(LB1_V4), vec![], &payload);
+    let receiver = receive_one(&lab, "lb2", Family::Ipv4, ip(LB2_V4), vec![]);
+    vrrp_send_until_received(&lab, &receiver, Family::Ipv4, ip(LB1_V4), vec![], &payload);
     let got = receiver.join().unwrap();
     let lb2_eth0 = lab["lb2"]
         .run_in(|| interface_index("eth0").unwrap())
@@ -194,11 +195,11 @@ fn ipv4_unicast_advert_goes_to_the_peer_with_ttl_255() {
     }
     let lab = lab();
     let payload = unhex(S1_PAYLOAD);
-    let receiver = receive_one(&lab, "lb2", IpFamily::V4, ip(LB2_V4), vec![ip(LB1_V4)]);
+    let receiver = receive_one(&lab, "lb2", Family::Ipv4, ip(LB2_V4), vec![ip(LB1_V4)]);
     vrrp_send_until_received(
         &lab,
         &receiver,
-        IpFamily::V4,
+        Family::Ipv4,
         ip(LB1_V4),
         vec![ip(LB2_V4)],
         &payload,
@@ -218,8 +219,8 @@ fn ipv6_multicast_advert_arrives_unaltered_from_the_link_local_with_hop_limit_25
     let lab = lab();
     let payload = unhex(S4_PAYLOAD);
     let (lb1_ll, lb2_ll) = (link_local(&lab, "lb1"), link_local(&lab, "lb2"));
-    let receiver = receive_one(&lab, "lb2", IpFamily::V6, lb2_ll, vec![]);
-    vrrp_send_until_received(&lab, &receiver, IpFamily::V6, lb1_ll, vec![], &payload);
+    let receiver = receive_one(&lab, "lb2", Family::Ipv6, lb2_ll, vec![]);
+    vrrp_send_until_received(&lab, &receiver, Family::Ipv6, lb1_ll, vec![], &payload);
     let got = receiver.join().unwrap();
     // The checksum bytes (2..4) too: without IPV6_CHECKSUM the kernel leaves them be.
     assert_eq!(got.payload, payload);
@@ -239,11 +240,11 @@ fn ipv6_unicast_advert_goes_to_the_peer_with_hop_limit_255() {
     let lab = lab();
     let payload = unhex(S4_PAYLOAD);
     let (lb1_ll, lb2_ll) = (link_local(&lab, "lb1"), link_local(&lab, "lb2"));
-    let receiver = receive_one(&lab, "lb2", IpFamily::V6, lb2_ll, vec![lb1_ll]);
+    let receiver = receive_one(&lab, "lb2", Family::Ipv6, lb2_ll, vec![lb1_ll]);
     vrrp_send_until_received(
         &lab,
         &receiver,
-        IpFamily::V6,
+        Family::Ipv6,
         lb1_ll,
         vec![lb2_ll],
         &payload,
@@ -254,15 +255,15 @@ fn ipv6_unicast_advert_goes_to_the_peer_with_hop_limit_255() {
 }
 
 /// A plain raw socket made here, not a VrrpSocket, sends with TTL 64.
-fn plain_raw_socket(family: IpFamily, hops: u32) -> Socket {
-    let domain = if family == IpFamily::V4 {
+fn plain_raw_socket(family: Family, hops: u32) -> Socket {
+    let domain = if family == Family::Ipv4 {
         Domain::IPV4
     } else {
         Domain::IPV6
     };
     let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(112))).unwrap();
     socket.bind_device(Some(b"eth0")).unwrap();
-    if family == IpFamily::V4 {
+    if family == Family::Ipv4 {
         socket
             .set_multicast_if_v4(&LB1_V4.parse().unwrap())
             .unwrap();
@@ -283,10 +284,10 @@ fn a_ttl_other_than_255_is_reported_as_received() {
     }
     let lab = lab();
     let payload = unhex(S1_PAYLOAD);
-    let receiver = receive_one(&lab, "lb2", IpFamily::V4, ip(LB2_V4), vec![]);
+    let receiver = receive_one(&lab, "lb2", Family::Ipv4, ip(LB2_V4), vec![]);
     lab["lb1"]
         .run_in(|| {
-            let socket = plain_raw_socket(IpFamily::V4, 64);
+            let socket = plain_raw_socket(Family::Ipv4, 64);
             let group: SocketAddr = format!("{GROUP_V4}:0").parse().unwrap();
             block_on(send_until_received(&receiver, || async {
                 assert_eq!(
@@ -308,10 +309,10 @@ fn a_hop_limit_other_than_255_is_reported_as_received() {
     let lab = lab();
     let payload = unhex(S4_PAYLOAD);
     let lb1_ll = link_local(&lab, "lb1");
-    let receiver = receive_one(&lab, "lb2", IpFamily::V6, link_local(&lab, "lb2"), vec![]);
+    let receiver = receive_one(&lab, "lb2", Family::Ipv6, link_local(&lab, "lb2"), vec![]);
     lab["lb1"]
         .run_in(|| {
-            let socket = plain_raw_socket(IpFamily::V6, 64);
+            let socket = plain_raw_socket(Family::Ipv6, 64);
             let group = SocketAddrV6::new(
                 GROUP_V6.parse().unwrap(),
                 0,
@@ -335,7 +336,7 @@ fn a_hop_limit_other_than_255_is_reported_as_received() {
 
 /// lb1 sends P1 until it hears anything; lb2 answers each P1 from lb1 with P2.
 /// Had lb1's own P1 been looped back, lb1 would hear it before lb2's answer.
-fn own_adverts_are_not_heard(family: IpFamily, addresses: impl Fn(&Lab) -> (IpAddr, IpAddr)) {
+fn own_adverts_are_not_heard(family: Family, addresses: impl Fn(&Lab) -> (IpAddr, IpAddr)) {
     let lab = lab();
     let (lb1, lb2) = addresses(&lab);
     let (p1, p2) = (vec![0x21, 0x01, 1], vec![0x21, 0x02, 2]);
@@ -398,7 +399,7 @@ fn ipv4_own_adverts_are_not_looped_back() {
     if !integration::have_root("ipv4_own_adverts_are_not_looped_back") {
         return;
     }
-    own_adverts_are_not_heard(IpFamily::V4, |_| (ip(LB1_V4), ip(LB2_V4)));
+    own_adverts_are_not_heard(Family::Ipv4, |_| (ip(LB1_V4), ip(LB2_V4)));
 }
 
 #[test]
@@ -406,7 +407,7 @@ fn ipv6_own_adverts_are_not_looped_back() {
     if !integration::have_root("ipv6_own_adverts_are_not_looped_back") {
         return;
     }
-    own_adverts_are_not_heard(IpFamily::V6, |lab| {
+    own_adverts_are_not_heard(Family::Ipv6, |lab| {
         (link_local(lab, "lb1"), link_local(lab, "lb2"))
     });
 }
@@ -452,7 +453,7 @@ fn without_cap_net_raw_the_error_says_so() {
     let (socket_err, announcer_err) = std::thread::spawn(|| {
         drop_cap_net_raw_in_this_thread();
         block_on(async {
-            let socket = VrrpSocket::open("lo", 1, IpFamily::V4, ip("127.0.0.1"), &[]).unwrap_err();
+            let socket = VrrpSocket::open("lo", 1, Family::Ipv4, ip("127.0.0.1"), &[]).unwrap_err();
             let announcer = vrrpd::net::Announcer::open("lo", 1, [0; 6]).unwrap_err();
             (socket.to_string(), announcer.to_string())
         })
@@ -484,9 +485,9 @@ fn a_unicast_socket_ignores_multicast_adverts() {
                 let ifindex = interface_index("eth0").unwrap();
                 // The group is joined on lb2 (by this socket), so multicast adverts arrive.
                 let multicast =
-                    VrrpSocket::open("eth0", ifindex, IpFamily::V4, ip(LB2_V4), &[]).unwrap();
+                    VrrpSocket::open("eth0", ifindex, Family::Ipv4, ip(LB2_V4), &[]).unwrap();
                 let unicast =
-                    VrrpSocket::open("eth0", ifindex, IpFamily::V4, ip(LB2_V4), &[ip(LB1_V4)])
+                    VrrpSocket::open("eth0", ifindex, Family::Ipv4, ip(LB2_V4), &[ip(LB1_V4)])
                         .unwrap();
                 ready_tx.send(()).unwrap();
                 tokio::time::timeout(PATIENCE, multicast.recv())
@@ -508,9 +509,9 @@ fn a_unicast_socket_ignores_multicast_adverts() {
             block_on(async {
                 let ifindex = interface_index("eth0").unwrap();
                 let multicast =
-                    VrrpSocket::open("eth0", ifindex, IpFamily::V4, ip(LB1_V4), &[]).unwrap();
+                    VrrpSocket::open("eth0", ifindex, Family::Ipv4, ip(LB1_V4), &[]).unwrap();
                 let unicast =
-                    VrrpSocket::open("eth0", ifindex, IpFamily::V4, ip(LB1_V4), &[ip(LB2_V4)])
+                    VrrpSocket::open("eth0", ifindex, Family::Ipv4, ip(LB1_V4), &[ip(LB2_V4)])
                         .unwrap();
                 for _ in 0..(PATIENCE.as_millis() / RESEND_EVERY.as_millis()) {
                     multicast.send_advert(&multicast_p1).await.unwrap();
@@ -546,7 +547,7 @@ fn a_queued_advert_is_read_without_the_runtime_polling_the_socket() {
                 let socket = VrrpSocket::open(
                     "eth0",
                     interface_index("eth0").unwrap(),
-                    IpFamily::V4,
+                    Family::Ipv4,
                     ip(LB2_V4),
                     &[],
                 )
@@ -571,7 +572,7 @@ fn a_queued_advert_is_read_without_the_runtime_polling_the_socket() {
         })
         .unwrap();
     ready_rx.recv().expect("receiver failed to open its socket");
-    vrrp_send_until_received(&lab, &receiver, IpFamily::V4, ip(LB1_V4), vec![], &payload);
+    vrrp_send_until_received(&lab, &receiver, Family::Ipv4, ip(LB1_V4), vec![], &payload);
     let got = receiver.join().unwrap();
     assert_eq!(got.payload, payload);
     assert_eq!((got.src, got.dst, got.ttl), (ip(LB1_V4), ip(GROUP_V4), 255));

@@ -12,15 +12,23 @@ use crate::netlink::{Event, EventKind};
 /// The version this crate writes and reads.
 pub const WIRE_VERSION: u32 = 1;
 
-/// Why a line could not be read.
+/// Why a line could not be read. It says the JSON error's text itself and does not
+/// return it as `source()` as well: an `anyhow` chain (`{:#}`) prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     /// Not valid JSON, or not a sync record.
     #[error("malformed sync record: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     /// Written by an incompatible version.
     #[error("unsupported sync record version {0} (this node reads {WIRE_VERSION})")]
     Version(u32),
+}
+
+// By hand, not `#[from]`, which would make the JSON error the source too.
+impl From<serde_json::Error> for WireError {
+    fn from(error: serde_json::Error) -> Self {
+        WireError::Json(error)
+    }
 }
 
 // Plain fields, no `flatten`: that makes serde buffer every record as a map of
@@ -67,5 +75,24 @@ pub fn decode_line(line: &str) -> Result<Event, WireError> {
             Ok(Version { v }) if v != WIRE_VERSION => Err(WireError::Version(v)),
             _ => Err(WireError::Json(e)),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_prints_the_json_error_once() {
+        let Err(e) = decode_line("{\"v\":1}") else {
+            panic!("a record without kind and entry decodes");
+        };
+        let WireError::Json(inner) = &e else {
+            panic!("not a JSON error: {e}");
+        };
+        let inner = inner.to_string();
+        let chain = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(chain.matches(&inner).count(), 1, "{chain}");
+        assert!(chain.starts_with("malformed sync record: "), "{chain}");
     }
 }

@@ -344,13 +344,13 @@ fn refusal(op: &str, code: i32) -> IpvsError {
     }
     IpvsError::Kernel {
         op: op.to_string(),
-        source: io::Error::from_raw_os_error(errno),
+        error: io::Error::from_raw_os_error(errno),
     }
 }
 
 fn kernel_errno(e: &IpvsError) -> Option<i32> {
     match e {
-        IpvsError::Kernel { source, .. } => source.raw_os_error(),
+        IpvsError::Kernel { error, .. } => error.raw_os_error(),
         _ => None,
     }
 }

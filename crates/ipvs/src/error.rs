@@ -1,4 +1,6 @@
-//! Errors of the IPVS client, each saying what to fix.
+//! Errors of the IPVS client, each saying what to fix. An error that wraps another
+//! says the inner error's text itself and does not return it as `source()` as well:
+//! an `anyhow` chain (`{:#}`) prints each text once.
 
 use std::io;
 
@@ -15,15 +17,15 @@ pub enum IpvsError {
 
     /// The netlink socket could not be opened or bound.
     #[error("cannot open a generic netlink socket: {0}")]
-    Socket(#[source] io::Error),
+    Socket(io::Error),
 
     /// Sending a request failed.
     #[error("cannot send a netlink request: {0}")]
-    Send(#[source] io::Error),
+    Send(io::Error),
 
     /// Receiving a reply failed.
     #[error("cannot receive a netlink reply: {0}")]
-    Receive(#[source] io::Error),
+    Receive(io::Error),
 
     /// The kernel did not answer in time.
     #[error("no reply from the kernel to {op} within {secs} s")]
@@ -36,7 +38,7 @@ pub enum IpvsError {
 
     /// A reply could not be decoded.
     #[error("cannot decode a netlink reply: {0}")]
-    Decode(#[from] DecodeError),
+    Decode(DecodeError),
 
     /// A reply decoded but lacked something it must carry.
     #[error("malformed IPVS reply: {0}")]
@@ -143,14 +145,20 @@ pub enum IpvsError {
     },
 
     /// Any other kernel refusal.
-    #[error("{op}: the kernel refused: {source}")]
+    #[error("{op}: the kernel refused: {error}")]
     Kernel {
         /// The request.
         op: String,
         /// errno as an io::Error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
+}
+
+// By hand, not `#[from]`, which would make the decode error the source too.
+impl From<DecodeError> for IpvsError {
+    fn from(error: DecodeError) -> Self {
+        IpvsError::Decode(error)
+    }
 }
 
 impl IpvsError {
@@ -170,8 +178,37 @@ impl IpvsError {
             IpvsError::DestinationRejected { .. } => Some(libc::EINVAL),
             IpvsError::OutOfRange { .. } => Some(libc::ERANGE),
             IpvsError::NoSuchInterface { .. } => Some(libc::ENODEV),
-            IpvsError::Kernel { source, .. } => source.raw_os_error(),
+            IpvsError::Kernel { error, .. } => error.raw_os_error(),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let kernel = || io::Error::other("the kernel said no");
+        let errors: Vec<anyhow::Error> = vec![
+            IpvsError::Socket(kernel()).into(),
+            IpvsError::Send(kernel()).into(),
+            IpvsError::Receive(kernel()).into(),
+            IpvsError::Kernel {
+                op: "add service".into(),
+                error: kernel(),
+            }
+            .into(),
+        ];
+        for e in errors {
+            let chain = format!("{e:#}");
+            assert_eq!(chain.matches("the kernel said no").count(), 1, "{chain}");
+        }
+        let refused = IpvsError::Kernel {
+            op: "add service".into(),
+            error: io::Error::from_raw_os_error(libc::EBUSY),
+        };
+        assert_eq!(refused.errno(), Some(libc::EBUSY));
     }
 }

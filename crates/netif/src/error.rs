@@ -1,4 +1,6 @@
 //! Every way a netif operation can fail, naming the interface and address involved.
+//! An error that says its inner error's text does not return it as `source()` as
+//! well: an `anyhow` chain (`{:#}`) prints each text once.
 
 use std::io;
 use std::net::IpAddr;
@@ -12,7 +14,7 @@ pub enum NetifError {
 
     /// The netlink socket could not be opened or bound.
     #[error("cannot open rtnetlink socket: {0}")]
-    Socket(#[source] io::Error),
+    Socket(io::Error),
 
     /// A watch was started on a thread in another network namespace than `connect`.
     #[error("this thread is in another network namespace than the one netif connected in")]
@@ -43,27 +45,25 @@ pub enum NetifError {
     },
 
     /// Reading one link failed.
-    #[error("reading link {link}: {source}")]
+    #[error("reading link {link}: {error}")]
     GetLink {
         /// The name or index asked for.
         link: String,
         /// The kernel's answer.
-        #[source]
-        source: rtnetlink::Error,
+        error: rtnetlink::Error,
     },
 
     /// Listing links failed.
     #[error("listing links: {0}")]
-    ListLinks(#[source] rtnetlink::Error),
+    ListLinks(rtnetlink::Error),
 
     /// Listing an interface's addresses failed.
-    #[error("listing addresses of {iface}: {source}")]
+    #[error("listing addresses of {iface}: {error}")]
     ListAddresses {
         /// The interface.
         iface: String,
         /// The kernel's answer.
-        #[source]
-        source: rtnetlink::Error,
+        error: rtnetlink::Error,
     },
 
     /// A prefix length beyond the address family's width.
@@ -134,7 +134,7 @@ pub enum NetifError {
     },
 
     /// The kernel refused to add an address.
-    #[error("adding {addr}/{prefix_len} to {iface}: {source}")]
+    #[error("adding {addr}/{prefix_len} to {iface}: {error}")]
     AddAddress {
         /// The interface.
         iface: String,
@@ -143,12 +143,11 @@ pub enum NetifError {
         /// Its prefix length.
         prefix_len: u8,
         /// The kernel's answer.
-        #[source]
-        source: rtnetlink::Error,
+        error: rtnetlink::Error,
     },
 
     /// The kernel refused to remove an address.
-    #[error("removing {addr}/{prefix_len} from {iface}: {source}")]
+    #[error("removing {addr}/{prefix_len} from {iface}: {error}")]
     RemoveAddress {
         /// The interface.
         iface: String,
@@ -157,26 +156,23 @@ pub enum NetifError {
         /// Its prefix length.
         prefix_len: u8,
         /// The kernel's answer.
-        #[source]
-        source: rtnetlink::Error,
+        error: rtnetlink::Error,
     },
 
     /// Setting `promote_secondaries` (so that removing a primary IPv4 address keeps
     /// its secondaries) failed.
-    #[error("enabling promote_secondaries on {iface}: {source}")]
+    #[error("enabling promote_secondaries on {iface}: {error}")]
     PromoteSecondaries {
         /// The interface.
         iface: String,
         /// The kernel's answer.
-        #[source]
-        source: rtnetlink::Error,
+        error: rtnetlink::Error,
     },
 
     /// A set add failed and undoing the part already applied failed too.
     #[error("{cause}; rollback left {} address(es) behind: {}", left.len(), left.join(", "))]
     RollbackIncomplete {
         /// The failure that started the rollback.
-        #[source]
         cause: Box<NetifError>,
         /// `addr/len on iface` of each address still present.
         left: Vec<String>,
@@ -204,5 +200,41 @@ pub(crate) fn classify(
         }
     } else {
         make(source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let kernel = || rtnetlink::Error::NamespaceError("the kernel said no".into());
+        let add = || NetifError::AddAddress {
+            iface: "eth0".into(),
+            addr: "198.18.0.100".parse().unwrap(),
+            prefix_len: 24,
+            error: kernel(),
+        };
+        let errors: Vec<anyhow::Error> = vec![
+            add().into(),
+            NetifError::ListLinks(kernel()).into(),
+            NetifError::RollbackIncomplete {
+                cause: Box::new(add()),
+                left: vec!["198.18.0.101/24 on eth0".into()],
+            }
+            .into(),
+        ];
+        for e in errors {
+            let chain = format!("{e:#}");
+            assert_eq!(chain.matches("the kernel said no").count(), 1, "{chain}");
+        }
+        // A text that does not say the inner error keeps it as the source: once too.
+        let denied = NetifError::PermissionDenied {
+            action: "adding 198.18.0.100/24 to eth0".into(),
+            source: kernel(),
+        };
+        let chain = format!("{:#}", anyhow::Error::from(denied));
+        assert_eq!(chain.matches("the kernel said no").count(), 1, "{chain}");
     }
 }

@@ -120,7 +120,7 @@ impl Netif {
                 || format!("reading link {name}"),
                 |source| NetifError::GetLink {
                     link: name.to_owned(),
-                    source,
+                    error: source,
                 },
             )),
         }
@@ -146,7 +146,7 @@ impl Netif {
                 || format!("reading link #{index}"),
                 |source| NetifError::GetLink {
                     link: format!("#{index}"),
-                    source,
+                    error: source,
                 },
             )),
         }
@@ -178,7 +178,7 @@ impl Netif {
                     || format!("listing addresses of {iface}"),
                     |source| NetifError::ListAddresses {
                         iface: iface.to_owned(),
-                        source,
+                        error: source,
                     },
                 )
             })?;
@@ -421,7 +421,7 @@ impl Netif {
                 iface: iface.to_owned(),
                 addr,
                 prefix_len,
-                source,
+                error: source,
             },
         ))
     }
@@ -455,7 +455,7 @@ impl Netif {
                     iface: iface.to_owned(),
                     addr,
                     prefix_len,
-                    source,
+                    error: source,
                 },
             )),
         }
@@ -508,7 +508,7 @@ impl Netif {
                 || format!("enabling promote_secondaries on {iface}"),
                 |source| NetifError::PromoteSecondaries {
                     iface: iface.to_owned(),
-                    source,
+                    error: source,
                 },
             )
         })?;

@@ -8,13 +8,16 @@
 //! `old_unicast_checksum`: the IPv4 pseudo-header with 224.0.0.18 as the
 //! destination even for unicast.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// IP protocol number / IPv6 next header of VRRP.
 pub const IPPROTO_VRRP: u8 = 112;
 
 /// The VRRP IPv4 multicast group (RFC 9568 §5.1.1.2).
 pub const VRRP_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
+
+/// The VRRP IPv6 multicast group (RFC 9568 §5.1.2.2).
+pub const VRRP_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 
 /// How a VRRP checksum covers (or not) the IP addresses around the message.
 #[derive(

@@ -126,7 +126,7 @@ impl Family {
     pub fn vrrp_group(self) -> IpAddr {
         match self {
             Family::Ipv4 => IpAddr::V4(checksum::VRRP_GROUP_V4),
-            Family::Ipv6 => IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12)),
+            Family::Ipv6 => IpAddr::V6(checksum::VRRP_GROUP_V6),
         }
     }
 
@@ -149,6 +149,12 @@ impl Family {
                 .find(|f| message.len() == FIXED_HEADER_LEN + usize::from(count) * f.address_len()),
             _ => None,
         }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

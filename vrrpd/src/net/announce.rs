@@ -124,36 +124,33 @@ pub enum AnnounceError {
         iface: String,
     },
     /// socket(2) failed for another reason.
-    #[error("{iface}: cannot open a packet socket: {source}")]
+    #[error("{iface}: cannot open a packet socket: {error}")]
     Open {
         /// The interface.
         iface: String,
         /// The kernel's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Binding to the interface failed (e.g. it is gone).
-    #[error("{iface}: cannot bind a packet socket to interface index {ifindex}: {source}")]
+    #[error("{iface}: cannot bind a packet socket to interface index {ifindex}: {error}")]
     Bind {
         /// The interface.
         iface: String,
         /// The index used.
         ifindex: u32,
         /// The kernel's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The socket could not be registered with the tokio reactor.
-    #[error("{iface}: cannot register the packet socket with the async runtime: {source}")]
+    #[error("{iface}: cannot register the packet socket with the async runtime: {error}")]
     Register {
         /// The interface.
         iface: String,
         /// The error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// send(2) failed (link down, interface gone...).
-    #[error("{iface}: sending the announcement for {vip} failed after {sent} frames: {source}")]
+    #[error("{iface}: sending the announcement for {vip} failed after {sent} frames: {error}")]
     Send {
         /// The interface.
         iface: String,
@@ -162,8 +159,7 @@ pub enum AnnounceError {
         /// Frames sent before the failure.
         sent: usize,
         /// The kernel's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -191,14 +187,14 @@ impl Announcer {
                     },
                     _ => AnnounceError::Open {
                         iface: iface.to_owned(),
-                        source,
+                        error: source,
                     },
                 }
             })?;
         let bind_err = |source| AnnounceError::Bind {
             iface: iface.to_owned(),
             ifindex,
-            source,
+            error: source,
         };
         bind_to_ifindex(&socket, ifindex).map_err(bind_err)?;
         socket.set_nonblocking(true).map_err(bind_err)?;
@@ -206,7 +202,7 @@ impl Announcer {
         // always reports the same one; the AsyncFd owns the Socket.
         let fd = unsafe { AsyncFd::register(socket) }.map_err(|err| AnnounceError::Register {
             iface: iface.to_owned(),
-            source: err.into(),
+            error: err.into(),
         })?;
         Ok(Announcer {
             fd,
@@ -263,7 +259,7 @@ impl Announcer {
                         iface: self.iface.clone(),
                         vip: *vip,
                         sent,
-                        source,
+                        error: source,
                     })?;
                 sent += 1;
             }

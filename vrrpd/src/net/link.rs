@@ -23,15 +23,14 @@ pub enum LinkError {
         iface: String,
     },
     /// The kernel refused the query.
-    #[error("{iface}: cannot read the {what}: {source}")]
+    #[error("{iface}: cannot read the {what}: {error}")]
     Query {
         /// The interface.
         iface: String,
         /// What was asked: "index" or "hardware address".
         what: &'static str,
         /// The kernel's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The interface has no Ethernet address (a tunnel, loopback, ...).
     #[error("{iface}: not an Ethernet interface (hardware type {hw_type})")]
@@ -71,7 +70,7 @@ pub fn interface_index(iface: &str) -> Result<u32, LinkError> {
         Err(LinkError::Query {
             iface: iface.to_owned(),
             what: "index",
-            source,
+            error: source,
         })
     }
 }
@@ -82,7 +81,7 @@ pub fn interface_mac(iface: &str) -> Result<[u8; 6], LinkError> {
     let query_err = |source| LinkError::Query {
         iface: iface.to_owned(),
         what: "hardware address",
-        source,
+        error: source,
     };
     // Any socket will do for the ioctl; a datagram one needs no privilege.
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, None).map_err(query_err)?;

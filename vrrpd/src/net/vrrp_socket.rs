@@ -18,7 +18,6 @@
 //! nor verifies the VRRP checksum of protocol 112; the message goes out and comes
 //! in byte for byte, and verifying it (pseudo-header included) is the codec's job.
 
-use std::fmt;
 use std::io;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::size_of;
@@ -34,13 +33,9 @@ use nix::sys::socket::{
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+use vrrp::checksum::{IPPROTO_VRRP, VRRP_GROUP_V4, VRRP_GROUP_V6};
+use vrrp::packet::Family;
 
-/// The IP protocol number of VRRP.
-pub const IPPROTO_VRRP: u8 = 112;
-/// The IPv4 VRRP multicast group.
-pub const VRRP_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
-/// The IPv6 VRRP multicast group.
-pub const VRRP_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 /// The only TTL / hop limit a VRRP router accepts, and the one it sends.
 pub const VRRP_TTL: u8 = 255;
 /// DSCP CS6 (network control): keepalived's TOS / traffic class for adverts.
@@ -49,42 +44,6 @@ pub const TOS_NETWORK_CONTROL: u8 = 0xc0;
 /// Largest packet read: an IP packet can be no longer.
 const RECV_CAPACITY: usize = 65_535;
 const IPV4_MIN_HEADER: usize = 20;
-
-/// An IP address family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum IpFamily {
-    /// IPv4.
-    V4,
-    /// IPv6.
-    V6,
-}
-
-impl IpFamily {
-    /// The family of `addr`.
-    pub fn of(addr: IpAddr) -> IpFamily {
-        match addr {
-            IpAddr::V4(_) => IpFamily::V4,
-            IpAddr::V6(_) => IpFamily::V6,
-        }
-    }
-
-    /// The VRRP multicast group of this family.
-    pub fn vrrp_group(self) -> IpAddr {
-        match self {
-            IpFamily::V4 => IpAddr::V4(VRRP_GROUP_V4),
-            IpFamily::V6 => IpAddr::V6(VRRP_GROUP_V6),
-        }
-    }
-}
-
-impl fmt::Display for IpFamily {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            IpFamily::V4 => "IPv4",
-            IpFamily::V6 => "IPv6",
-        })
-    }
-}
 
 /// A failure of a VRRP socket; each names the interface.
 #[derive(Debug, thiserror::Error)]
@@ -96,29 +55,27 @@ pub enum SocketError {
         iface: String,
     },
     /// socket(2) failed for another reason.
-    #[error("{iface}: cannot open a raw {family} socket for IP protocol 112: {source}")]
+    #[error("{iface}: cannot open a raw {family} socket for IP protocol 112: {error}")]
     Open {
         /// The interface.
         iface: String,
         /// The family asked for.
-        family: IpFamily,
+        family: Family,
         /// The kernel's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// A socket option was refused.
-    #[error("{iface}: cannot set {option} on the VRRP socket: {source}")]
+    #[error("{iface}: cannot set {option} on the VRRP socket: {error}")]
     SetOption {
         /// The interface.
         iface: String,
         /// The option, as the kernel names it.
         option: &'static str,
         /// The kernel's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Joining the VRRP multicast group failed.
-    #[error("{iface}: cannot join {group} on interface index {ifindex}: {source}")]
+    #[error("{iface}: cannot join {group} on interface index {ifindex}: {error}")]
     JoinGroup {
         /// The interface.
         iface: String,
@@ -127,8 +84,7 @@ pub enum SocketError {
         /// The interface index used.
         ifindex: u32,
         /// The kernel's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// An address (source or peer) is not of the socket's family.
     #[error("{iface}: {addr} is not an {family} address")]
@@ -138,7 +94,7 @@ pub enum SocketError {
         /// The offending address.
         addr: IpAddr,
         /// The socket's family.
-        family: IpFamily,
+        family: Family,
     },
     /// A multicast IPv6 VRRP socket must send from a link-local address (RFC 9568 §5.1.2.1).
     #[error("{iface}: the IPv6 VRRP source {addr} is not a link-local address")]
@@ -149,13 +105,12 @@ pub enum SocketError {
         addr: Ipv6Addr,
     },
     /// The socket could not be registered with the tokio reactor.
-    #[error("{iface}: cannot register the VRRP socket with the async runtime: {source}")]
+    #[error("{iface}: cannot register the VRRP socket with the async runtime: {error}")]
     Register {
         /// The interface.
         iface: String,
         /// The error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The message is too long to send in one IP packet.
     #[error("{iface}: a VRRP message of {len} bytes is too long to send")]
@@ -166,15 +121,14 @@ pub enum SocketError {
         len: usize,
     },
     /// sendmsg(2) failed.
-    #[error("{iface}: sending a VRRP message to {dst} failed: {source}")]
+    #[error("{iface}: sending a VRRP message to {dst} failed: {error}")]
     Send {
         /// The interface.
         iface: String,
         /// The destination.
         dst: IpAddr,
         /// The kernel's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The kernel took fewer bytes than given.
     #[error("{iface}: sent {sent} of {len} bytes to {dst}")]
@@ -189,13 +143,12 @@ pub enum SocketError {
         len: usize,
     },
     /// recvmsg(2) failed.
-    #[error("{iface}: receiving a VRRP packet failed: {source}")]
+    #[error("{iface}: receiving a VRRP packet failed: {error}")]
     Receive {
         /// The interface.
         iface: String,
         /// The kernel's error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// A received IPv4 packet's header does not hold together.
     #[error("{iface}: received an IPv4 packet with a malformed header ({len} bytes read)")]
@@ -238,7 +191,7 @@ pub struct VrrpSocket {
     fd: AsyncFd<Socket>,
     iface: String,
     ifindex: u32,
-    family: IpFamily,
+    family: Family,
     source: IpAddr,
     unicast_peers: Vec<IpAddr>,
     /// Reused receive buffer: a fresh zeroed 64 KiB per packet cost more CPU
@@ -255,12 +208,12 @@ impl VrrpSocket {
     pub fn open(
         iface: &str,
         ifindex: u32,
-        family: IpFamily,
+        family: Family,
         source: IpAddr,
         unicast_peers: &[IpAddr],
     ) -> Result<VrrpSocket, SocketError> {
         for &addr in std::iter::once(&source).chain(unicast_peers) {
-            if IpFamily::of(addr) != family {
+            if Family::of(addr) != family {
                 return Err(SocketError::WrongFamily {
                     iface: iface.to_owned(),
                     addr,
@@ -277,8 +230,8 @@ impl VrrpSocket {
             }
         }
         let domain = match family {
-            IpFamily::V4 => Domain::IPV4,
-            IpFamily::V6 => Domain::IPV6,
+            Family::Ipv4 => Domain::IPV4,
+            Family::Ipv6 => Domain::IPV6,
         };
         let socket = Socket::new(
             domain,
@@ -292,7 +245,7 @@ impl VrrpSocket {
             _ => SocketError::Open {
                 iface: iface.to_owned(),
                 family,
-                source,
+                error: source,
             },
         })?;
         let opt = |option: &'static str, result: io::Result<()>| {
@@ -303,7 +256,7 @@ impl VrrpSocket {
                 _ => SocketError::SetOption {
                     iface: iface.to_owned(),
                     option,
-                    source,
+                    error: source,
                 },
             })
         };
@@ -314,7 +267,7 @@ impl VrrpSocket {
         opt("O_NONBLOCK", socket.set_nonblocking(true))?;
         let multicast = unicast_peers.is_empty();
         match family {
-            IpFamily::V4 => {
+            Family::Ipv4 => {
                 opt("IP_TTL", socket.set_ttl_v4(u32::from(VRRP_TTL)))?;
                 opt(
                     "IP_MULTICAST_TTL",
@@ -356,11 +309,11 @@ impl VrrpSocket {
                             iface: iface.to_owned(),
                             group: IpAddr::V4(VRRP_GROUP_V4),
                             ifindex,
-                            source,
+                            error: source,
                         })?;
                 }
             }
-            IpFamily::V6 => {
+            Family::Ipv6 => {
                 opt(
                     "IPV6_UNICAST_HOPS",
                     socket.set_unicast_hops_v6(u32::from(VRRP_TTL)),
@@ -392,7 +345,7 @@ impl VrrpSocket {
                             iface: iface.to_owned(),
                             group: IpAddr::V6(VRRP_GROUP_V6),
                             ifindex,
-                            source,
+                            error: source,
                         })?;
                 }
             }
@@ -401,7 +354,7 @@ impl VrrpSocket {
         // always reports the same one; the AsyncFd owns the Socket.
         let fd = unsafe { AsyncFd::register(socket) }.map_err(|err| SocketError::Register {
             iface: iface.to_owned(),
-            source: err.into(),
+            error: err.into(),
         })?;
         Ok(VrrpSocket {
             fd,
@@ -425,7 +378,7 @@ impl VrrpSocket {
     }
 
     /// The address family.
-    pub fn family(&self) -> IpFamily {
+    pub fn family(&self) -> Family {
         self.family
     }
 
@@ -474,7 +427,7 @@ impl VrrpSocket {
         dst: IpAddr,
     ) -> Result<(), SocketError> {
         for addr in [source, dst] {
-            if IpFamily::of(addr) != self.family {
+            if Family::of(addr) != self.family {
                 return Err(SocketError::WrongFamily {
                     iface: self.iface.clone(),
                     addr,
@@ -497,7 +450,7 @@ impl VrrpSocket {
             .map_err(|source| SocketError::Send {
                 iface: self.iface.clone(),
                 dst,
-                source,
+                error: source,
             })?;
         if sent != payload.len() {
             return Err(SocketError::ShortSend {
@@ -521,13 +474,13 @@ impl VrrpSocket {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(source) => Err(SocketError::Receive {
                     iface: self.iface.clone(),
-                    source,
+                    error: source,
                 }),
             }
         };
         Some(raw.and_then(|(buf, raw)| match self.family {
-            IpFamily::V4 => self.received_v4(buf, &raw),
-            IpFamily::V6 => self.received_v6(buf, &raw),
+            Family::Ipv4 => self.received_v4(buf, &raw),
+            Family::Ipv6 => self.received_v6(buf, &raw),
         }))
     }
 
@@ -545,11 +498,11 @@ impl VrrpSocket {
             .await
             .map_err(|source| SocketError::Receive {
                 iface: self.iface.clone(),
-                source,
+                error: source,
             })?;
         match self.family {
-            IpFamily::V4 => self.received_v4(buf, &raw),
-            IpFamily::V6 => self.received_v6(buf, &raw),
+            Family::Ipv4 => self.received_v4(buf, &raw),
+            Family::Ipv6 => self.received_v6(buf, &raw),
         }
     }
 
@@ -774,14 +727,14 @@ mod tests {
     #[test]
     fn the_group_follows_the_family() {
         assert_eq!(
-            IpFamily::V4.vrrp_group(),
+            Family::Ipv4.vrrp_group(),
             "224.0.0.18".parse::<IpAddr>().unwrap()
         );
         assert_eq!(
-            IpFamily::V6.vrrp_group(),
+            Family::Ipv6.vrrp_group(),
             "ff02::12".parse::<IpAddr>().unwrap()
         );
-        assert_eq!(IpFamily::of("fe80::1".parse().unwrap()), IpFamily::V6);
+        assert_eq!(Family::of("fe80::1".parse().unwrap()), Family::Ipv6);
     }
 
     #[tokio::test]
@@ -789,7 +742,7 @@ mod tests {
         let err = VrrpSocket::open(
             "eth0",
             2,
-            IpFamily::V4,
+            Family::Ipv4,
             "198.18.0.11".parse().unwrap(),
             &["2001:db8::2".parse().unwrap()],
         )
@@ -800,7 +753,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_multicast_ipv6_source_must_be_link_local() {
-        let err = VrrpSocket::open("eth0", 2, IpFamily::V6, "2001:db8::1".parse().unwrap(), &[])
+        let err = VrrpSocket::open("eth0", 2, Family::Ipv6, "2001:db8::1".parse().unwrap(), &[])
             .unwrap_err();
         assert!(
             matches!(err, SocketError::SourceNotLinkLocal { .. }),
