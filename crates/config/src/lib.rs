@@ -69,7 +69,7 @@ pub fn parse(text: &str, file_name: &str) -> Result<ClusterConfig, ConfigError> 
         }
     };
     let root = tree::from_document(&doc);
-    let mut reader = tree::Reader::default();
+    let mut reader = tree::Reader::new(&root);
     let draft = read::read_document(&mut reader, &root);
     validate::cross_check(&mut reader, &draft);
     if reader.diags.is_empty() {
