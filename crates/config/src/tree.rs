@@ -1,17 +1,18 @@
 //! A spanned TOML tree and the typed accessors that read it while collecting errors.
 //!
-//! toml_edit's parser keeps byte spans for every key and value. The tree is a small
-//! uniform view of the document (arrays of tables and inline tables look the same;
-//! keys and strings are borrowed from the parsed document, not copied). A problem
-//! is reported under its key path (`service[3].server[1].port`), and the path is
-//! looked up in the tree only then, so that checks made long after parsing
+//! The parser (`toml`'s `DeTable`) keeps byte spans for every key and value. The tree
+//! is a small uniform view of the document (arrays of tables and inline tables look
+//! the same; keys and strings are borrowed from the parsed document, not copied). A
+//! problem is reported under its key path (`service[3].server[1].port`), and the
+//! path is looked up in the tree only then, so that checks made long after parsing
 //! (duplicates, cross references) still point at the right place, and a file that
 //! is fine costs no bookkeeping per key (10,000s of services have ~1M keys).
 
 use std::net::IpAddr;
 use std::ops::Range;
 
-use toml_edit::{ImDocument, Item, Value};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
 
 use crate::diagnostic::did_you_mean;
 
@@ -59,72 +60,41 @@ pub(crate) struct Entry<'d> {
     pub(crate) value: Sv<'d>,
 }
 
-/// The spanned tree of a parsed document.
-pub(crate) fn from_document<'d>(doc: &'d ImDocument<&str>) -> Sv<'d> {
-    convert_item(doc.as_item(), 0..0).unwrap_or(Sv {
-        span: 0..0,
-        kind: Kind::Table(Vec::new()),
+/// The spanned tree of a parsed document, or the start of an integer that does not
+/// fit in 64 bits (the parser keeps integers as written).
+pub(crate) fn from_document<'d>(doc: &'d Spanned<DeTable<'d>>) -> Result<Sv<'d>, usize> {
+    convert_table(doc.get_ref(), doc.span())
+}
+
+fn convert_table<'d>(t: &'d DeTable<'d>, span: Span) -> Result<Sv<'d>, usize> {
+    let mut entries = Vec::with_capacity(t.len());
+    for (k, v) in t.iter() {
+        entries.push(Entry {
+            key: k.get_ref(),
+            key_span: k.span(),
+            value: convert_value(v)?,
+        });
+    }
+    Ok(Sv {
+        span,
+        kind: Kind::Table(entries),
     })
 }
 
-fn convert_item(item: &Item, fallback: Span) -> Option<Sv<'_>> {
-    match item {
-        Item::None => None,
-        Item::Value(v) => Some(convert_value(v, fallback)),
-        Item::Table(t) => Some(convert_table(t, fallback)),
-        Item::ArrayOfTables(a) => {
-            let span = a.span().unwrap_or(fallback);
-            let elems = a.iter().map(|t| convert_table(t, span.clone())).collect();
-            Some(Sv {
-                span,
-                kind: Kind::Array(elems),
-            })
+fn convert_value<'d>(v: &'d Spanned<DeValue<'d>>) -> Result<Sv<'d>, usize> {
+    let span = v.span();
+    let kind = match v.get_ref() {
+        DeValue::String(s) => Kind::Str(s),
+        DeValue::Integer(i) => {
+            Kind::Int(i64::from_str_radix(i.as_str(), i.radix()).map_err(|_| span.start)?)
         }
-    }
-}
-
-fn convert_table(t: &toml_edit::Table, fallback: Span) -> Sv<'_> {
-    let span = t.span().unwrap_or(fallback);
-    let mut entries = Vec::with_capacity(t.len());
-    for (k, v) in t.iter() {
-        let key_span = t.key(k).and_then(|k| k.span()).unwrap_or(span.clone());
-        if let Some(value) = convert_item(v, key_span.clone()) {
-            entries.push(Entry {
-                key: k,
-                key_span,
-                value,
-            });
-        }
-    }
-    Sv {
-        span,
-        kind: Kind::Table(entries),
-    }
-}
-
-fn convert_value(v: &Value, fallback: Span) -> Sv<'_> {
-    let span = v.span().unwrap_or(fallback);
-    let kind = match v {
-        Value::String(s) => Kind::Str(s.value()),
-        Value::Integer(i) => Kind::Int(*i.value()),
-        Value::Float(_) => Kind::Float,
-        Value::Boolean(b) => Kind::Bool(*b.value()),
-        Value::Datetime(_) => Kind::Datetime,
-        Value::Array(a) => Kind::Array(a.iter().map(|e| convert_value(e, span.clone())).collect()),
-        Value::InlineTable(t) => {
-            let mut entries = Vec::new();
-            for (k, e) in t.iter() {
-                let key_span = t.key(k).and_then(|k| k.span()).unwrap_or(span.clone());
-                entries.push(Entry {
-                    key: k,
-                    key_span: key_span.clone(),
-                    value: convert_value(e, key_span),
-                });
-            }
-            Kind::Table(entries)
-        }
+        DeValue::Float(_) => Kind::Float,
+        DeValue::Boolean(b) => Kind::Bool(*b),
+        DeValue::Datetime(_) => Kind::Datetime,
+        DeValue::Array(a) => Kind::Array(a.iter().map(convert_value).collect::<Result<_, _>>()?),
+        DeValue::Table(t) => return convert_table(t, span),
     };
-    Sv { span, kind }
+    Ok(Sv { span, kind })
 }
 
 /// A problem before file/line resolution.
