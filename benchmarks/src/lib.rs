@@ -10,6 +10,9 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -160,4 +163,101 @@ pub fn pin(pid: u32, cpus: &[usize]) -> Result<()> {
 /// The number of CPUs this process may run on.
 pub fn cpus_available() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The release lbd next to this binary (built first when run through cargo).
+pub fn lbd_binary() -> Result<PathBuf> {
+    release_binary("lbd", "lbd")
+}
+
+/// The release binary `name` of `package` next to this binary (built first when
+/// run through cargo).
+pub fn release_binary(name: &str, package: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name(name);
+    if let Ok(cargo) = std::env::var("CARGO") {
+        println!("building {name} (release) ...");
+        let status = Command::new(cargo)
+            .args(["build", "--release", "-p", package, "--bin", name])
+            .status()
+            .with_context(|| format!("running cargo build -p {package}"))?;
+        if !status.success() {
+            bail!("cargo build --release -p {package} failed");
+        }
+    }
+    if !path.exists() {
+        bail!(
+            "{} not found: run `cargo build --release -p {package}` first",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Runs `cmd` to its end: its wall time and peak resident size (MiB, from the
+/// kernel's accounting of the child), and whether it exited 0.
+pub fn run_measured(cmd: &mut Command) -> Result<(std::time::Duration, f64, bool)> {
+    let start = std::time::Instant::now();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the child's pid, and pointers to locals that outlive the call.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let took = start.elapsed();
+    if pid < 0 {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    // ru_maxrss is in KiB on Linux.
+    Ok((took, usage.ru_maxrss as f64 / 1024.0, ok))
+}
+
+/// Accepts and closes every connection on `listeners` (one epoll loop), so that
+/// accept queues never fill. Runs until the process exits.
+pub fn accept_forever(listeners: Vec<TcpListener>) -> Result<()> {
+    // SAFETY: plain syscalls on descriptors this function owns for its lifetime.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        bail!("epoll_create1: {}", std::io::Error::last_os_error());
+    }
+    for l in &listeners {
+        l.set_nonblocking(true)?;
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: l.as_raw_fd() as u64,
+        };
+        // SAFETY: ep and the listener's fd are open; ev outlives the call.
+        if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, l.as_raw_fd(), &mut ev) } < 0 {
+            bail!("epoll_ctl: {}", std::io::Error::last_os_error());
+        }
+    }
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    loop {
+        // SAFETY: events has room for 256 entries.
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), 256, 1000) };
+        for e in events.iter().take(n.max(0) as usize) {
+            let fd = e.u64 as i32;
+            loop {
+                // SAFETY: fd is a listening socket kept open by `listeners`.
+                let c = unsafe {
+                    libc::accept4(
+                        fd,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        libc::SOCK_CLOEXEC,
+                    )
+                };
+                if c < 0 {
+                    break;
+                }
+                // SAFETY: c is the descriptor accept4 just returned.
+                unsafe { libc::close(c) };
+            }
+        }
+    }
 }

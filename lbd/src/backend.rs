@@ -86,6 +86,8 @@ impl DataplaneThread {
             .name("dataplane".into())
             .spawn(move || {
                 let chosen = dataplane::select_backend(choice, &settings, desired.as_ref());
+                // Not kept for the thread's life (10,000s of services).
+                drop(desired);
                 let mut backend = match chosen {
                     Ok((b, selection)) => {
                         let _ = opened.send(Ok(selection));
@@ -172,12 +174,14 @@ mod tests {
             .unwrap()
             .node_view(Some("lb1"))
             .unwrap();
-        desired::plan(
-            &view,
-            |_, _| ServerHealth::Up,
-            BackendKind::Ipvs.capabilities(),
+        std::sync::Arc::unwrap_or_clone(
+            desired::plan(
+                &view,
+                |_, _| ServerHealth::Up,
+                BackendKind::Ipvs.capabilities(),
+            )
+            .state,
         )
-        .state
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! the backup holds the same rules (no VIP traffic reaches it), so a takeover only
 //! has to check that they are current. Roles are followed for status and logs.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -72,10 +72,11 @@ const ERRORS_KEPT: usize = 10;
 /// least), or every one: what a file cut short at a section boundary or a lost
 /// `[[service]]` block looks like. The error lists them and says how to force it.
 pub fn mass_removal(running: &NodeView, new: &NodeView) -> Result<(), MassRemoval> {
+    let kept: HashSet<&str> = new.services.iter().map(|s| s.name.as_str()).collect();
     let removed: Vec<String> = running
         .services
         .iter()
-        .filter(|s| !new.services.iter().any(|n| n.name == s.name))
+        .filter(|s| !kept.contains(s.name.as_str()))
         .map(|s| s.name.clone())
         .collect();
     let all = !running.services.is_empty() && new.services.is_empty();
@@ -86,6 +87,54 @@ pub fn mass_removal(running: &NodeView, new: &NodeView) -> Result<(), MassRemova
         });
     }
     Ok(())
+}
+
+/// The services a reload adds, removes and changes, by name, in file order.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ServiceDiff {
+    /// In the new file only.
+    pub added: Vec<String>,
+    /// In the running configuration only.
+    pub removed: Vec<String>,
+    /// In both, with other settings or servers.
+    pub changed: Vec<String>,
+}
+
+impl ServiceDiff {
+    /// Compares by name (maps, not a search per service: 10,000s of services).
+    pub fn of(running: &NodeView, new: &NodeView) -> ServiceDiff {
+        let old: HashMap<&str, &config::Service> = running
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s))
+            .collect();
+        let kept: HashSet<&str> = new.services.iter().map(|s| s.name.as_str()).collect();
+        let mut diff = ServiceDiff::default();
+        for s in &new.services {
+            match old.get(s.name.as_str()) {
+                None => diff.added.push(s.name.clone()),
+                Some(o) if *o != s => diff.changed.push(s.name.clone()),
+                Some(_) => {}
+            }
+        }
+        diff.removed = running
+            .services
+            .iter()
+            .filter(|s| !kept.contains(s.name.as_str()))
+            .map(|s| s.name.clone())
+            .collect();
+        diff
+    }
+
+    /// Every service named: what the dataplane and the health checks must look at.
+    pub fn touched(&self) -> BTreeSet<String> {
+        self.added
+            .iter()
+            .chain(&self.removed)
+            .chain(&self.changed)
+            .cloned()
+            .collect()
+    }
 }
 
 /// This node's own address whose subnet holds `server`: health checks leave from
@@ -109,17 +158,40 @@ pub fn health_targets(view: &NodeView) -> Vec<Target> {
 /// Half-open (`tcp_syn`) checks need a raw socket: without one every server they check
 /// would go down, so a configuration that uses them is refused where they cannot run.
 pub fn check_health_needs(view: &NodeView) -> Result<(), TcpSynUnavailable> {
-    let targets = health_targets(view);
-    let syn = targets
+    // The servers that name a half-open check (none in most files: no target is
+    // built for the 10,000s of others).
+    let syn: HashSet<&str> = view
+        .checks
         .iter()
-        .filter(|t| t.check.probe == health::Probe::TcpSyn);
-    let (v4, v6) = syn.fold((false, false), |(v4, v6), t| {
-        (v4 || t.address.is_ipv4(), v6 || t.address.is_ipv6())
+        .filter(|c| matches!(c.kind, config::CheckKind::TcpSyn))
+        .map(|c| c.name.as_str())
+        .collect();
+    if syn.is_empty() {
+        return Ok(());
+    }
+    let checked = view
+        .services
+        .iter()
+        .flat_map(|s| &s.servers)
+        .filter(|r| r.check.as_deref().is_some_and(|c| syn.contains(c)));
+    let (v4, v6) = checked.fold((false, false), |(v4, v6), r| {
+        (v4 || r.address.is_ipv4(), v6 || r.address.is_ipv6())
     });
     if !(v4 || v6) {
         return Ok(());
     }
     health::check::tcp_syn_ready(v4, v6).map_err(TcpSynUnavailable)
+}
+
+/// Gives the heap pages freed after a start or a reload back to the kernel. Reading
+/// a large file peaks at several times what lbd keeps; without this the allocator
+/// keeps those pages, and the resident size stays at the peak.
+fn release_free_memory() {
+    // SAFETY: malloc_trim only walks and releases the allocator's free memory.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -256,32 +328,36 @@ pub async fn run(
     loaded: Loaded,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let view = loaded.view;
+    // The whole file's model is not needed once this node's view is taken; the
+    // view is copied so that what stays is packed, not scattered over the pages
+    // the parser used (which then go back to the kernel: `release_free_memory`).
+    let view = loaded.view.clone();
+    drop(loaded);
     check_health_needs(&view)?;
     // `auto` needs to know whether the services ask for what only nft does.
-    let wanted = desired::plan(
-        &view,
-        |_, _| ServerHealth::Up,
-        BackendKind::Ipvs.capabilities(),
-    )
-    .state;
-    let (dataplane, selection) = DataplaneThread::start(
-        view.dataplane.backend,
-        backend_settings(&view),
-        Some(wanted),
-    )?;
+    let wanted = (view.dataplane.backend == config::BackendChoice::Auto).then(|| {
+        Arc::unwrap_or_clone(
+            desired::plan(
+                &view,
+                |_, _| ServerHealth::Up,
+                BackendKind::Ipvs.capabilities(),
+            )
+            .state,
+        )
+    });
+    let (dataplane, selection) =
+        DataplaneThread::start(view.dataplane.backend, backend_settings(&view), wanted)?;
     tracing::info!(backend = selection.kind.name(), reason = %selection.reason, table = %view.dataplane.nft_table, "dataplane backend chosen");
     let telemetry = Telemetry::new(&view.cluster_name, Some(Box::new(dataplane.clone())));
     // Every documented series exists from the first scrape on, before the first
     // apply: the services' and servers' series from the plan with every server up.
-    telemetry.plan(
-        &desired::plan(
-            &view,
-            |_, _| ServerHealth::Up,
-            selection.kind.capabilities(),
-        )
-        .services,
-    );
+    let planned_up = desired::plan(
+        &view,
+        |_, _| ServerHealth::Up,
+        selection.kind.capabilities(),
+    )
+    .services;
+    telemetry.plan(&planned_up);
     telemetry.snat_capacity(desired::snat_capacity(&view.nat));
     // Read before the metrics endpoint serves: the first scrape has the real value.
     let mut forwarding = ForwardingWatch::default();
@@ -326,18 +402,7 @@ pub async fn run(
     let connection_gauges = servers::ConnectionGauges::register(telemetry.registry());
     // Their series exist from the first scrape on (every server up until planned).
     if let Some(g) = &connection_gauges {
-        let planned = desired::plan(
-            &view,
-            |_, _| ServerHealth::Up,
-            selection.kind.capabilities(),
-        );
-        g.set_services(
-            planned
-                .services
-                .iter()
-                .filter_map(CountedService::of)
-                .collect(),
-        );
+        g.set_services(&planned_up);
     }
     // After every collector is registered: all series are there at the first scrape.
     let _metrics = if view.metrics.enabled {
@@ -429,6 +494,7 @@ pub async fn run(
     // Adopts the table a previous lbd left (the backend reads it back and diffs);
     // systemd hears READY=1 once an apply has succeeded (see `record_apply`).
     let _ = daemon.reconcile("start").await;
+    release_free_memory();
     tracing::info!(node = %daemon.config.view.name, services = daemon.config.view.services.len(), snat_rules = daemon.config.view.nat.len(), "lbd running");
     let mut watchdog = daemon.report.notifier.watchdog();
 
@@ -519,12 +585,22 @@ pub fn teardown(view: &NodeView) -> anyhow::Result<()> {
 }
 
 /// Plans `view` with every server up and validates the result as the backend would
-/// (without touching the kernel): a reload that fails here is refused.
-pub fn check_view(view: &NodeView, selection: &Selection) -> Result<Plan, ViewError> {
+/// (without touching the kernel): a reload that fails here is refused. With
+/// `services`, only those services (a reload's added and changed ones) and the SNAT
+/// rules are validated: the others were when they were loaded, and building the
+/// whole table's layout again was a quarter of a reload at 10,000 services.
+pub fn check_view(
+    view: &NodeView,
+    selection: &Selection,
+    services: Option<&BTreeSet<String>>,
+) -> Result<(), ViewError> {
     check_health_needs(view)?;
     let plan = desired::plan(view, |_, _| ServerHealth::Up, selection.kind.capabilities());
-    backend::validate(selection.kind, &plan.state).map_err(ViewError::DataplaneRefuses)?;
-    Ok(plan)
+    let mut state = Arc::unwrap_or_clone(plan.state);
+    if let Some(names) = services {
+        state.services.retain(|s| names.contains(&s.name));
+    }
+    backend::validate(selection.kind, &state).map_err(ViewError::DataplaneRefuses)
 }
 
 /// The IPVS sync role for the known VRRP roles: master while any group is MASTER,
@@ -538,24 +614,22 @@ pub fn sync_role(roles: &Roles) -> SyncRole {
 }
 
 impl Daemon {
-    fn health_of(&self) -> HashMap<(String, String), HealthState> {
-        self.health
-            .runner
-            .statuses()
-            .into_iter()
-            .map(|s| {
-                let n = &s.target.name;
-                ((n.service.clone(), n.server.clone()), s.state)
-            })
-            .collect()
+    /// The servers whose checks say down, by service (usually few: no copy of
+    /// every target's status, no key built per server).
+    fn down_servers(&self) -> HashMap<String, HashSet<String>> {
+        let mut down: HashMap<String, HashSet<String>> = HashMap::new();
+        for name in self.health.runner.down_targets() {
+            down.entry(name.service).or_default().insert(name.server);
+        }
+        down
     }
 
     fn replan(&mut self) {
-        let states = self.health_of();
+        let down = self.down_servers();
         let plan = desired::plan_with(
             &self.config.view,
-            |service, server| match states.get(&(service.to_owned(), server.to_owned())) {
-                Some(HealthState::Down) => ServerHealth::Down,
+            |service, server| match down.get(service) {
+                Some(servers) if servers.contains(server) => ServerHealth::Down,
                 _ => ServerHealth::Up,
             },
             &self.config.servers.overrides(),
@@ -571,25 +645,29 @@ impl Daemon {
         }
         self.report.telemetry.plan(&plan.services);
         if let Some(g) = &self.report.connection_gauges {
-            g.set_services(
-                plan.services
-                    .iter()
-                    .filter_map(CountedService::of)
-                    .collect(),
-            );
+            g.set_services(&plan.services);
         }
         self.report
             .telemetry
             .snat_capacity(desired::snat_capacity(&self.config.view.nat));
         self.vrrpd.tracks.set(desired::priority_tracks(&plan));
-        for s in &plan.services {
-            let (Some(q), Some(old)) = (
-                &s.quorum,
-                self.kernel.plan.services.iter().find(|o| o.name == s.name),
-            ) else {
+        // By name, and only when some service has a quorum.
+        let old_met: HashMap<&str, Option<bool>> =
+            if plan.services.iter().any(|s| s.quorum.is_some()) {
+                self.kernel
+                    .plan
+                    .services
+                    .iter()
+                    .map(|o| (o.name.as_str(), o.quorum.as_ref().map(|q| q.met)))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
+        for s in plan.services.iter() {
+            let (Some(q), Some(old)) = (&s.quorum, old_met.get(s.name.as_str())) else {
                 continue;
             };
-            if old.quorum.as_ref().map(|o| o.met) != Some(q.met) {
+            if *old != Some(q.met) {
                 if q.met {
                     tracing::info!(service = %s.name, up = q.up, quorum = q.min, "quorum met");
                 } else {
@@ -603,7 +681,7 @@ impl Daemon {
     /// Plans and applies; the backend sends only the difference (nothing if none).
     async fn reconcile(&mut self, why: &str) -> Result<ApplyReport, ApplyError> {
         self.replan();
-        let state = self.kernel.plan.state.clone();
+        let state = Arc::clone(&self.kernel.plan.state);
         let hint = self.kernel.changed.take();
         // `[[service]] counters = true` anywhere: the nft table counts packets and
         // bytes (a change re-reads the table and applies what differs).
@@ -758,46 +836,48 @@ impl Daemon {
 
     fn sample_checks(&mut self) {
         let counters = self.health.runner.counters();
-        let statuses = self.health.runner.statuses();
+        // Only the targets checked since the last sample; no copy of every status.
+        let seen = &mut self.health.checks_seen;
+        let mut fresh = Vec::new();
+        let targets = self.health.runner.visit_latest(|target, checks, last| {
+            match seen.get_mut(&target.name) {
+                Some(n) if *n >= checks => return,
+                Some(n) => *n = checks,
+                None => {
+                    seen.insert(target.name.clone(), checks);
+                    if checks == 0 {
+                        return;
+                    }
+                }
+            }
+            if let Some(d) = last {
+                fresh.push((Arc::clone(target), d));
+            }
+        });
         self.report
             .telemetry
-            .health_runner(&counters, &self.health.runner_seen, statuses.len());
+            .health_runner(&counters, &self.health.runner_seen, targets);
         self.health.runner_seen = counters;
-        let check_of: HashMap<(&str, &str), &str> = self
+        if fresh.is_empty() {
+            return;
+        }
+        let services: HashMap<&str, &desired::ServicePlan> = self
             .kernel
             .plan
             .services
             .iter()
-            .flat_map(|s| {
-                s.servers.iter().filter_map(move |b| {
-                    b.check
-                        .as_deref()
-                        .map(|c| ((s.name.as_str(), b.name.as_str()), c))
-                })
-            })
+            .map(|s| (s.name.as_str(), s))
             .collect();
-        for s in statuses {
-            let seen = self
-                .health
-                .checks_seen
-                .entry(s.target.name.clone())
-                .or_insert(0);
-            if s.checks > *seen {
-                *seen = s.checks;
-                let name = &s.target.name;
-                if let Some((result, _)) = &s.last {
-                    let check = check_of
-                        .get(&(name.service.as_str(), name.server.as_str()))
-                        .copied()
-                        .unwrap_or("-");
-                    self.report.telemetry.check_done(
-                        &name.service,
-                        &name.server,
-                        check,
-                        result.duration,
-                    );
-                }
-            }
+        for (target, duration) in fresh {
+            let name = &target.name;
+            let check = services
+                .get(name.service.as_str())
+                .and_then(|s| s.servers.iter().find(|b| b.name == name.server))
+                .and_then(|b| b.check.as_deref())
+                .unwrap_or("-");
+            self.report
+                .telemetry
+                .check_done(&name.service, &name.server, check, duration);
         }
     }
 
@@ -1124,6 +1204,8 @@ impl Daemon {
     async fn reload(&mut self, force: bool) -> Result<LbdReloadReply, ReloadError> {
         self.report.notifier.reloading();
         let result = self.reload_file(force).await;
+        // Accepted or refused, the file was read.
+        release_free_memory();
         let status = self.systemd_status();
         self.report.notifier.reloaded(result.is_ok(), &status);
         result
@@ -1131,16 +1213,44 @@ impl Daemon {
 
     /// [`Daemon::reload`] without the systemd notifications.
     async fn reload_file(&mut self, force: bool) -> Result<LbdReloadReply, ReloadError> {
-        let loaded = load(&self.config.options)?;
-        let new = loaded.view;
-        check_view(&new, &self.kernel.selection)?;
+        let new = load(&self.config.options)?.view;
+        let diff = ServiceDiff::of(&self.config.view, &new);
+        let touched = diff.touched();
+        check_view(&new, &self.kernel.selection, Some(&touched))?;
         if !force {
             mass_removal(&self.config.view, &new)?;
         }
-        self.health
-            .runner
-            .update_targets(health_targets(&new), HealthState::Up)
-            .map_err(ReloadError::HealthTargets)?;
+        // Checks and this node's addresses (the checks' sources) unchanged: only the
+        // services that changed have other targets, and only theirs are replaced.
+        // Otherwise every target is compared, and a server whose target restarts
+        // counts as up again, whatever service it is in.
+        let every_target =
+            new.checks != self.config.view.checks || new.node != self.config.view.node;
+        if every_target {
+            self.health
+                .runner
+                .update_targets(health_targets(&new), HealthState::Up)
+        } else {
+            let changed: Vec<&config::Service> = new
+                .services
+                .iter()
+                .filter(|s| touched.contains(&s.name))
+                .collect();
+            let targets = changed
+                .iter()
+                .flat_map(|s| {
+                    health::targets_from_config(
+                        std::slice::from_ref(*s),
+                        &new.checks,
+                        |_, server| check_source(&new, server.address),
+                    )
+                })
+                .collect();
+            self.health
+                .runner
+                .update_service_targets(&touched, targets, HealthState::Up)
+        }
+        .map_err(ReloadError::HealthTargets)?;
         let mut restart_needed = Vec::new();
         if new.control != self.config.view.control {
             restart_needed.push("[control] socket paths, group and connection limits");
@@ -1165,37 +1275,23 @@ impl Daemon {
         for what in &restart_needed {
             tracing::warn!("{what} changed: takes effect at the next restart");
         }
-        let names =
-            |v: &NodeView| -> Vec<String> { v.services.iter().map(|s| s.name.clone()).collect() };
-        let (old_names, new_names) = (names(&self.config.view), names(&new));
-        let services_added: Vec<String> = new_names
-            .iter()
-            .filter(|n| !old_names.contains(n))
-            .cloned()
-            .collect();
-        let services_removed: Vec<String> = old_names
-            .iter()
-            .filter(|n| !new_names.contains(n))
-            .cloned()
-            .collect();
-        let services_changed: Vec<String> = new
-            .services
-            .iter()
-            .filter(|s| {
-                self.config
-                    .view
-                    .services
-                    .iter()
-                    .any(|o| o.name == s.name && o != *s)
-            })
-            .map(|s| s.name.clone())
-            .collect();
+        let nat_changed = new.nat != self.config.view.nat;
+        // The dataplane compares only what the file changed (and what health changed
+        // meanwhile); after a failed apply nothing is known, and it compares all, as
+        // it does when every health target was replaced.
+        if every_target {
+            self.kernel.changed = None;
+        }
+        if let Some(hint) = &mut self.kernel.changed {
+            hint.services.extend(touched.iter().cloned());
+            hint.snat |= nat_changed;
+        }
         let mut reply = LbdReloadReply {
             reloaded: true,
-            services_added,
-            services_removed,
-            services_changed,
-            nat_changed: new.nat != self.config.view.nat,
+            services_added: diff.added,
+            services_removed: diff.removed,
+            services_changed: diff.changed,
+            nat_changed,
             restart_needed: restart_needed.iter().map(|s| (*s).to_owned()).collect(),
             overrides_dropped: Vec::new(),
             apply: ApplyOutcome::default(),
@@ -1210,12 +1306,19 @@ impl Daemon {
         }
         self.config.view = new;
         reply.overrides_dropped = self.config.servers.retain(&self.config.view);
-        // The whole configuration may have changed: compare everything once.
-        self.kernel.changed = None;
         self.config.loaded_unix_ms = unix_ms();
         self.note_config_difference();
-        self.report.telemetry.checks_reconfigured();
-        self.health.checks_seen.clear();
+        // The latest check durations of the services that changed are exported
+        // again from their next sample (those of servers that are gone, never).
+        if every_target {
+            self.report.telemetry.checks_reconfigured(None);
+            self.health.checks_seen.clear();
+        } else if !touched.is_empty() {
+            self.report.telemetry.checks_reconfigured(Some(&touched));
+            self.health
+                .checks_seen
+                .retain(|name, _| !touched.contains(&name.service));
+        }
         self.check_forwarding();
         let apply = self.reconcile("reload").await;
         reply.apply = apply_outcome(&apply);
@@ -1529,6 +1632,45 @@ mod tests {
             [("b".to_owned(), VrrpState::Fault)].into(),
         ));
         assert_eq!(sync_role(&roles), SyncRole::Backup);
+    }
+
+    #[test]
+    fn a_reload_diff_names_what_was_added_removed_and_changed_in_file_order() {
+        let text = include_str!("../../cluster.toml.example");
+        let view = config::parse(text, "t.toml")
+            .unwrap()
+            .node_view(Some("lb1"))
+            .unwrap();
+        let mut old = view.clone();
+        let web = old.services[0].clone();
+        old.services.clear();
+        for name in ["a", "b", "c", "d"] {
+            let mut s = web.clone();
+            s.name = name.to_owned();
+            old.services.push(s);
+        }
+        assert_eq!(ServiceDiff::of(&old, &old), ServiceDiff::default());
+        let mut new = old.clone();
+        new.services.remove(1);
+        new.services[2].servers[0].weight += 1;
+        let mut e = web.clone();
+        e.name = "e".to_owned();
+        new.services.insert(0, e);
+        new.services.swap(1, 2);
+        let diff = ServiceDiff::of(&old, &new);
+        assert_eq!(
+            diff,
+            ServiceDiff {
+                added: vec!["e".to_owned()],
+                removed: vec!["b".to_owned()],
+                changed: vec!["d".to_owned()],
+            }
+        );
+        assert_eq!(
+            diff.touched(),
+            ["b", "d", "e"].map(str::to_owned).into_iter().collect()
+        );
+        assert!(mass_removal(&old, &new).is_ok());
     }
 
     #[test]

@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -158,10 +159,12 @@ pub struct ServicePlan {
 /// The result of planning: the desired state, plus what status needs to explain it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
-    /// What the dataplane should hold.
-    pub state: DesiredState,
-    /// Per service, in configuration order.
-    pub services: Vec<ServicePlan>,
+    /// What the dataplane should hold (shared with the dataplane thread, not copied
+    /// for each apply).
+    pub state: Arc<DesiredState>,
+    /// Per service, in configuration order (shared with the metrics, which render
+    /// the per-backend series from it when scraped).
+    pub services: Arc<Vec<ServicePlan>>,
     /// What could not be done as configured, one sentence each.
     pub notes: Vec<String>,
 }
@@ -185,6 +188,8 @@ pub fn plan_with(
     caps: Capabilities,
 ) -> Plan {
     let mut out = Plan::default();
+    let mut state = DesiredState::default();
+    let mut services = Vec::with_capacity(view.services.len());
     for s in &view.services {
         let servers: Vec<ServerPlan> = s
             .servers
@@ -277,7 +282,7 @@ pub fn plan_with(
                 s.name, s.mode
             ));
             plan.serving = Serving::NotBalanced;
-            out.services.push(plan);
+            services.push(plan);
             continue;
         }
         let mut backends: Vec<Backend> = plan
@@ -305,7 +310,7 @@ pub fn plan_with(
                 None => Serving::Nobody,
             };
         }
-        out.state.services.push(Service {
+        state.services.push(Service {
             name: s.name.clone(),
             vip: s.vip,
             ports: port_spec(s.ports),
@@ -321,9 +326,11 @@ pub fn plan_with(
                     prefix_len: p.prefix_len,
                 }),
         });
-        out.services.push(plan);
+        services.push(plan);
     }
-    out.state.snat = view.nat.iter().map(snat_rule).collect();
+    out.services = Arc::new(services);
+    state.snat = view.nat.iter().map(snat_rule).collect();
+    out.state = Arc::new(state);
     out
 }
 

@@ -534,7 +534,8 @@ pub async fn with_connection_counts(
 /// dump per scrape (in the scrape's thread, not the daemon loop's).
 #[derive(Debug, Clone)]
 pub struct ConnectionGauges {
-    services: Arc<Mutex<Vec<CountedService>>>,
+    /// The plan's services (the daemon's own, shared: no copy per plan).
+    services: Arc<Mutex<Arc<Vec<ServicePlan>>>>,
     templates: (IntGaugeVec, IntGaugeVec),
 }
 
@@ -574,8 +575,8 @@ impl ConnectionGauges {
     }
 
     /// The services to count from now on (after each plan).
-    pub fn set_services(&self, services: Vec<CountedService>) {
-        *self.services.lock().unwrap_or_else(PoisonError::into_inner) = services;
+    pub fn set_services(&self, services: &Arc<Vec<ServicePlan>>) {
+        *self.services.lock().unwrap_or_else(PoisonError::into_inner) = Arc::clone(services);
     }
 }
 
@@ -587,11 +588,8 @@ impl Collector for ConnectionGauges {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let services = self
-            .services
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let planned = Arc::clone(&self.services.lock().unwrap_or_else(PoisonError::into_inner));
+        let services: Vec<CountedService> = planned.iter().filter_map(CountedService::of).collect();
         let Some((active, inactive)) = Self::gauges() else {
             return Vec::new();
         };

@@ -1,9 +1,13 @@
 //! lbd's Prometheus metrics (documented in docs/metrics.md, section "lbd").
 //!
 //! Two kinds: metrics the daemon loop sets as things happen (weights, health,
-//! applies, prepares, the vrrpd connection), and metrics read from the kernel when
-//! `/metrics` is scraped ([`KernelCollector`]: per-backend counters from the
-//! dataplane, SNAT port usage from conntrack).
+//! applies, prepares, the vrrpd connection), and metrics built when `/metrics` is
+//! scraped: read from the kernel ([`KernelCollector`]: per-backend counters from the
+//! dataplane, SNAT port usage from conntrack) and the per-backend series
+//! ([`BackendCollector`]: weights and health from the plan, with the few values
+//! health events leave). Per-backend series are not kept as Prometheus children:
+//! at 10,000 services x 8 servers that was ~480,000 of them, hundreds of MB, and
+//! rebuilding them on every plan was most of a reload's time.
 //!
 //! A scrape never waits long for the dataplane: the dataplane thread runs one job at
 //! a time, and an apply of thousands of services can hold it for seconds, longer
@@ -13,6 +17,7 @@
 //! `lbd_dataplane_counters_age_seconds`; the queued read refreshes them for the next
 //! scrape when the dataplane gets to it.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -59,9 +64,18 @@ struct KernelSources {
     reads_ended: u64,
     /// A scrape's read is queued on the dataplane and has not ended.
     read_queued: bool,
-    /// The planned backends, as (service, backend, address label, single port):
-    /// those the kernel has no counters for yet (before the first apply) count 0.
-    planned: Vec<(String, String, String, bool)>,
+    /// The plan's services (the daemon's own, shared): every planned backend has
+    /// its series, those the kernel has no counters for yet count 0.
+    planned: Arc<Vec<ServicePlan>>,
+    /// Health transitions by (service, backend, to); only backends that had one.
+    transitions: HashMap<(String, String, String), u64>,
+    /// Dampened rises by (service, backend); only backends that had one.
+    dampened: HashMap<(String, String), u64>,
+    /// Latest check duration (s) by service, then backend.
+    last_duration: HashMap<String, HashMap<String, f64>>,
+    /// Checked backends that left the plan (a reload removed them or their check):
+    /// their transition and dampening counters stay exported, as counters do.
+    retired: BTreeSet<(String, String)>,
 }
 
 impl KernelSources {
@@ -138,13 +152,9 @@ impl CountersSource for DataplaneThread {
 #[derive(Clone)]
 pub struct Telemetry {
     registry: Registry,
-    weight: GaugeVec,
-    up: GaugeVec,
     apply_duration: Histogram,
     apply_errors: IntCounter,
     check_duration: HistogramVec,
-    check_last_duration: GaugeVec,
-    transitions: IntCounterVec,
     vrrpd_connected: IntGauge,
     config_differs: IntGauge,
     ip_forwarding: IntGaugeVec,
@@ -156,7 +166,6 @@ pub struct Telemetry {
     overruns: IntCounter,
     in_flight: IntGauge,
     targets: IntGauge,
-    dampened: IntCounterVec,
     quorum_met: IntGaugeVec,
     priority_delta: IntGaugeVec,
     shared: Arc<Shared>,
@@ -191,22 +200,6 @@ impl Telemetry {
             cluster,
         });
         let reg = |c: Box<dyn Collector>| must(registry.register(c));
-        let weight = must(GaugeVec::new(
-            Opts::new(
-                "lbd_backend_weight",
-                "Weight given to the dataplane for a backend (0 while its health check says down).",
-            ),
-            &BACKEND_LABELS,
-        ));
-        reg(Box::new(weight.clone()));
-        let up = must(GaugeVec::new(
-            Opts::new(
-                "lbd_backend_up",
-                "1 if the backend's health check says up (or it has none), 0 if down.",
-            ),
-            &BACKEND_LABELS,
-        ));
-        reg(Box::new(up.clone()));
         let apply_duration = must(Histogram::with_opts(
             HistogramOpts::new(
                 "lbd_apply_duration_seconds",
@@ -240,22 +233,6 @@ impl Telemetry {
             &["check"],
         ));
         reg(Box::new(check_duration.clone()));
-        let check_last_duration = must(GaugeVec::new(
-            Opts::new(
-                "lbd_health_check_last_duration_seconds",
-                "Duration of the backend's latest health check.",
-            ),
-            &["service", "backend"],
-        ));
-        reg(Box::new(check_last_duration.clone()));
-        let transitions = must(IntCounterVec::new(
-            Opts::new(
-                "lbd_health_transitions_total",
-                "Health state changes of a backend.",
-            ),
-            &["service", "backend", "to"],
-        ));
-        reg(Box::new(transitions.clone()));
         let vrrpd_connected = must(IntGauge::new(
             "lbd_vrrpd_connected",
             "1 while lbd reaches vrrpd's control socket, else 0.",
@@ -333,14 +310,6 @@ impl Telemetry {
             "Servers with a health check.",
         ));
         reg(Box::new(targets.clone()));
-        let dampened = must(IntCounterVec::new(
-            Opts::new(
-                "lbd_health_dampened_total",
-                "Times a flapping backend passed its rise count but was held down by flap dampening.",
-            ),
-            &["service", "backend"],
-        ));
-        reg(Box::new(dampened.clone()));
         let quorum_met = must(IntGaugeVec::new(
             Opts::new(
                 "lbd_service_quorum_met",
@@ -362,15 +331,15 @@ impl Telemetry {
             counters,
             Arc::clone(&shared),
         )));
+        reg(Box::new(BackendCollector {
+            shared: Arc::clone(&shared),
+            templates: BackendMetrics::new(),
+        }));
         Telemetry {
             registry,
-            weight,
-            up,
             apply_duration,
             apply_errors,
             check_duration,
-            check_last_duration,
-            transitions,
             vrrpd_connected,
             config_differs,
             ip_forwarding,
@@ -382,7 +351,6 @@ impl Telemetry {
             overruns,
             in_flight,
             targets,
-            dampened,
             quorum_met,
             priority_delta,
             shared,
@@ -404,15 +372,28 @@ impl Telemetry {
         self.targets.set(i64::try_from(targets).unwrap_or(i64::MAX));
     }
 
-    /// After a reload: servers that are gone lose their latest-duration series
-    /// (the others reappear at the next sample, within a second).
-    pub fn checks_reconfigured(&self) {
-        self.check_last_duration.reset();
+    /// After a reload: the servers of `services` (all: `None`) lose their
+    /// latest-duration series; those still checked reappear at the next sample,
+    /// within a second.
+    pub fn checks_reconfigured(&self, services: Option<&BTreeSet<String>>) {
+        let mut sources = self.lock();
+        match services {
+            None => sources.last_duration.clear(),
+            Some(names) => {
+                for name in names {
+                    sources.last_duration.remove(name);
+                }
+            }
+        }
     }
 
     /// A flapping backend held down by dampening.
     pub fn dampened(&self, service: &str, server: &str) {
-        self.dampened.with_label_values(&[service, server]).inc();
+        *self
+            .lock()
+            .dampened
+            .entry((service.to_owned(), server.to_owned()))
+            .or_default() += 1;
     }
 
     /// Serves the control socket's connection counters (`lbd_control_*`).
@@ -429,16 +410,14 @@ impl Telemetry {
         &self.registry
     }
 
-    /// Weights and health of every planned backend (replacing the previous set);
-    /// the health series of every checked backend and check exist from then on, at 0
-    /// until something happens (values already there are kept).
-    pub fn plan(&self, services: &[ServicePlan]) {
-        self.weight.reset();
-        self.up.reset();
+    /// Weights and health of every planned backend (replacing the previous set,
+    /// shared, not copied); the health series of every checked backend and check
+    /// exist from then on, at 0 until something happens (values already there are
+    /// kept).
+    pub fn plan(&self, services: &Arc<Vec<ServicePlan>>) {
         self.quorum_met.reset();
         self.priority_delta.reset();
-
-        for s in services {
+        for s in services.iter() {
             let Some(q) = &s.quorum else { continue };
             self.quorum_met
                 .with_label_values(&[&s.name])
@@ -452,36 +431,18 @@ impl Telemetry {
                 self.priority_delta.with_label_values(&[g]).add(delta);
             }
         }
-        self.lock().planned = services
+        let checks: HashSet<&str> = services
             .iter()
-            .flat_map(|s| {
-                s.servers.iter().map(|b| {
-                    let addr = address_label(b.address, b.port);
-                    (s.name.clone(), b.name.clone(), addr, b.port.is_some())
-                })
-            })
+            .flat_map(|s| s.servers.iter().filter_map(|b| b.check.as_deref()))
             .collect();
-        for s in services {
-            for b in &s.servers {
-                let addr = address_label(b.address, b.port);
-                let labels = [s.name.as_str(), b.name.as_str(), addr.as_str()];
-                self.weight
-                    .with_label_values(&labels)
-                    .set(f64::from(b.effective_weight));
-                self.up
-                    .with_label_values(&labels)
-                    .set(if b.health.is_up() { 1.0 } else { 0.0 });
-                if let Some(check) = &b.check {
-                    let backend = [s.name.as_str(), b.name.as_str()];
-                    for to in ["up", "down"] {
-                        self.transitions
-                            .with_label_values(&[s.name.as_str(), b.name.as_str(), to]);
-                    }
-                    self.dampened.with_label_values(&backend);
-                    self.check_last_duration.with_label_values(&backend);
-                    self.check_duration.with_label_values(&[check.as_str()]);
-                }
-            }
+        for check in checks {
+            self.check_duration.with_label_values(&[check]);
+        }
+        let mut sources = self.lock();
+        if !Arc::ptr_eq(&sources.planned, services) {
+            let left = checked_backends_gone(&sources.planned, services);
+            sources.retired.extend(left);
+            sources.planned = Arc::clone(services);
         }
     }
 
@@ -521,9 +482,22 @@ impl Telemetry {
 
     /// A health check result of `service`/`server` (checked by `check`) that took `duration`.
     pub fn check_done(&self, service: &str, server: &str, check: &str, duration: Duration) {
-        self.check_last_duration
-            .with_label_values(&[service, server])
-            .set(duration.as_secs_f64());
+        let seconds = duration.as_secs_f64();
+        {
+            // Each second for every checked backend: no key built once it has one.
+            let mut sources = self.lock();
+            let known = sources.last_duration.get_mut(service);
+            match known.and_then(|m| m.get_mut(server)) {
+                Some(v) => *v = seconds,
+                None => {
+                    sources
+                        .last_duration
+                        .entry(service.to_owned())
+                        .or_default()
+                        .insert(server.to_owned(), seconds);
+                }
+            }
+        }
         self.check_duration
             .with_label_values(&[check])
             .observe(duration.as_secs_f64());
@@ -531,9 +505,11 @@ impl Telemetry {
 
     /// A health transition to `to` ("up" or "down").
     pub fn transition(&self, service: &str, server: &str, to: &str) {
-        self.transitions
-            .with_label_values(&[service, server, to])
-            .inc();
+        *self
+            .lock()
+            .transitions
+            .entry((service.to_owned(), server.to_owned(), to.to_owned()))
+            .or_default() += 1;
     }
 
     /// Whether vrrpd is reachable.
@@ -714,18 +690,21 @@ impl Collector for KernelCollector {
                 s.counters.clone(),
                 s.counters_read_at,
                 s.snat_capacity.clone(),
-                s.planned.clone(),
+                Arc::clone(&s.planned),
             )
         };
         let m = KernelMetrics::new();
         m.counters_age
             .set(read_at.map_or(f64::INFINITY, |at| at.elapsed().as_secs_f64()));
-        for (service, backend, addr, single_port) in &planned {
-            let labels = [service.as_str(), backend.as_str(), addr.as_str()];
-            m.connections.with_label_values(&labels);
-            if *single_port {
-                m.packets.with_label_values(&labels);
-                m.bytes.with_label_values(&labels);
+        for s in planned.iter() {
+            for b in &s.servers {
+                let addr = address_label(b.address, b.port);
+                let labels = [s.name.as_str(), b.name.as_str(), addr.as_str()];
+                m.connections.with_label_values(&labels);
+                if b.port.is_some() {
+                    m.packets.with_label_values(&labels);
+                    m.bytes.with_label_values(&labels);
+                }
             }
         }
         for c in &counters {
@@ -756,6 +735,165 @@ impl Collector for KernelCollector {
             }
             Err(err) => {
                 tracing::debug!(%err, "SNAT port usage unavailable (conntrack dump)");
+            }
+        }
+        m.families()
+    }
+}
+
+/// The checked backends of `old` that `new` does not check (by service and
+/// server name; a map, not a search per service).
+fn checked_backends_gone(old: &[ServicePlan], new: &[ServicePlan]) -> Vec<(String, String)> {
+    let now: HashMap<&str, &ServicePlan> = new.iter().map(|s| (s.name.as_str(), s)).collect();
+    let mut gone = Vec::new();
+    for o in old {
+        let kept = now.get(o.name.as_str());
+        for b in o.servers.iter().filter(|b| b.check.is_some()) {
+            let checked = kept.is_some_and(|n| {
+                n.servers
+                    .iter()
+                    .any(|x| x.name == b.name && x.check.is_some())
+            });
+            if !checked {
+                gone.push((o.name.clone(), b.name.clone()));
+            }
+        }
+    }
+    gone
+}
+
+/// The per-backend series, built when scraped from the plan and the values health
+/// events left ([`KernelSources`]).
+struct BackendCollector {
+    shared: Arc<Shared>,
+    templates: BackendMetrics,
+}
+
+/// The per-backend families; built fresh on every scrape.
+struct BackendMetrics {
+    weight: GaugeVec,
+    up: GaugeVec,
+    check_last_duration: GaugeVec,
+    transitions: IntCounterVec,
+    dampened: IntCounterVec,
+}
+
+impl BackendMetrics {
+    fn new() -> BackendMetrics {
+        BackendMetrics {
+            weight: must(GaugeVec::new(
+                Opts::new(
+                    "lbd_backend_weight",
+                    "Weight given to the dataplane for a backend (0 while its health check says down).",
+                ),
+                &BACKEND_LABELS,
+            )),
+            up: must(GaugeVec::new(
+                Opts::new(
+                    "lbd_backend_up",
+                    "1 if the backend's health check says up (or it has none), 0 if down.",
+                ),
+                &BACKEND_LABELS,
+            )),
+            check_last_duration: must(GaugeVec::new(
+                Opts::new(
+                    "lbd_health_check_last_duration_seconds",
+                    "Duration of the backend's latest health check.",
+                ),
+                &["service", "backend"],
+            )),
+            transitions: must(IntCounterVec::new(
+                Opts::new(
+                    "lbd_health_transitions_total",
+                    "Health state changes of a backend.",
+                ),
+                &["service", "backend", "to"],
+            )),
+            dampened: must(IntCounterVec::new(
+                Opts::new(
+                    "lbd_health_dampened_total",
+                    "Times a flapping backend passed its rise count but was held down by flap dampening.",
+                ),
+                &["service", "backend"],
+            )),
+        }
+    }
+
+    fn families(&self) -> Vec<MetricFamily> {
+        [
+            self.weight.collect(),
+            self.up.collect(),
+            self.check_last_duration.collect(),
+            self.transitions.collect(),
+            self.dampened.collect(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+impl Collector for BackendCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let t = &self.templates;
+        [
+            t.weight.desc(),
+            t.up.desc(),
+            t.check_last_duration.desc(),
+            t.transitions.desc(),
+            t.dampened.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let m = BackendMetrics::new();
+        let planned = {
+            let s = self.shared.lock();
+            // Values first; then the plan adds the series still at 0.
+            for ((service, backend, to), n) in &s.transitions {
+                m.transitions
+                    .with_label_values(&[service, backend, to])
+                    .inc_by(*n);
+            }
+            for ((service, backend), n) in &s.dampened {
+                m.dampened.with_label_values(&[service, backend]).inc_by(*n);
+            }
+            for (service, backend) in &s.retired {
+                for to in ["up", "down"] {
+                    m.transitions.with_label_values(&[service, backend, to]);
+                }
+                m.dampened.with_label_values(&[service, backend]);
+            }
+            for (service, backends) in &s.last_duration {
+                for (backend, v) in backends {
+                    m.check_last_duration
+                        .with_label_values(&[service, backend])
+                        .set(*v);
+                }
+            }
+            Arc::clone(&s.planned)
+        };
+        for s in planned.iter() {
+            for b in &s.servers {
+                let addr = address_label(b.address, b.port);
+                let labels = [s.name.as_str(), b.name.as_str(), addr.as_str()];
+                m.weight
+                    .with_label_values(&labels)
+                    .set(f64::from(b.effective_weight));
+                m.up.with_label_values(&labels)
+                    .set(if b.health.is_up() { 1.0 } else { 0.0 });
+                if b.check.is_some() {
+                    let backend = [s.name.as_str(), b.name.as_str()];
+                    for to in ["up", "down"] {
+                        m.transitions
+                            .with_label_values(&[s.name.as_str(), b.name.as_str(), to]);
+                    }
+                    m.dampened.with_label_values(&backend);
+                    m.check_last_duration.with_label_values(&backend);
+                }
             }
         }
         m.families()
@@ -932,6 +1070,22 @@ mod tests {
         t.health_runner(&later, &counters, 4);
         t.dampened("web", "srv2");
         t.forwarding("ipv4", true, 2);
+        let view = config::parse(include_str!("../../cluster.toml.example"), "t.toml")
+            .unwrap()
+            .node_view(Some("lb1"))
+            .unwrap();
+        let plan = crate::desired::plan(
+            &view,
+            |_, server| {
+                if server == "srv2" {
+                    crate::desired::ServerHealth::Down
+                } else {
+                    crate::desired::ServerHealth::Up
+                }
+            },
+            dataplane::BackendKind::Nft.capabilities(),
+        );
+        t.plan(&plan.services);
         let text = scrape(&t);
         for line in [
             r#"lbd_backend_connections_total{address="198.18.1.21:80",backend="srv1",service="web"} 7"#,
@@ -951,8 +1105,62 @@ mod tests {
             r#"lbd_ip_forwarding{family="ipv4"} 1"#,
             r#"lbd_ip_forwarding_needed{family="ipv4"} 2"#,
             r#"lbd_ip_forwarding{family="ipv6"} 0"#,
+            // From the plan, at scrape time.
+            r#"lbd_backend_weight{address="198.18.1.21:80",backend="srv1",service="web"} 1"#,
+            r#"lbd_backend_up{address="198.18.1.21:80",backend="srv1",service="web"} 1"#,
+            r#"lbd_backend_weight{address="198.18.1.22:80",backend="srv2",service="web"} 0"#,
+            r#"lbd_backend_up{address="198.18.1.22:80",backend="srv2",service="web"} 0"#,
+            r#"lbd_health_transitions_total{backend="srv2",service="web",to="up"} 0"#,
+            r#"lbd_health_dampened_total{backend="srv1",service="web"} 0"#,
+            r#"lbd_health_check_last_duration_seconds{backend="srv2",service="web"} 0"#,
+            r#"lbd_backend_connections_total{address="198.18.1.22:80",backend="srv2",service="web"} 0"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+
+    fn render(t: &Telemetry) -> String {
+        let mut body = Vec::new();
+        TextEncoder::new()
+            .encode(&t.registry().gather(), &mut body)
+            .unwrap();
+        String::from_utf8(body).unwrap()
+    }
+
+    #[test]
+    fn a_removed_servers_counters_stay_and_its_gauges_go() {
+        let view = config::parse(include_str!("../../cluster.toml.example"), "t.toml")
+            .unwrap()
+            .node_view(Some("lb1"))
+            .unwrap();
+        let up = |_: &str, _: &str| crate::desired::ServerHealth::Up;
+        let caps = dataplane::BackendKind::Nft.capabilities();
+        let t = Telemetry::new("", None);
+        t.plan(&crate::desired::plan(&view, up, caps).services);
+        t.transition("web", "srv1", "down");
+        t.check_done("web", "srv2", "web-http", Duration::from_millis(2));
+        let mut fewer = view.clone();
+        fewer.services[0].servers.retain(|s| s.name == "srv1");
+        t.plan(&crate::desired::plan(&fewer, up, caps).services);
+        t.checks_reconfigured(Some(&["web".to_owned()].into()));
+        let text = render(&t);
+        // Counters stay, as Prometheus counters do, at their value or at 0.
+        for line in [
+            r#"lbd_health_transitions_total{backend="srv1",service="web",to="down"} 1"#,
+            r#"lbd_health_transitions_total{backend="srv2",service="web",to="up"} 0"#,
+            r#"lbd_health_transitions_total{backend="srv2",service="web",to="down"} 0"#,
+            r#"lbd_health_dampened_total{backend="srv2",service="web"} 0"#,
+            r#"lbd_backend_weight{address="198.18.1.21:80",backend="srv1",service="web"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        // What describes the server now goes with it.
+        for gone in [
+            r#"lbd_backend_weight{address="198.18.1.22:80",backend="srv2""#,
+            r#"lbd_backend_up{address="198.18.1.22:80",backend="srv2""#,
+            r#"lbd_health_check_last_duration_seconds{backend="srv2""#,
+        ] {
+            assert!(!text.contains(gone), "{gone} still in\n{text}");
         }
     }
 }

@@ -23,12 +23,14 @@
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use benchmarks::{cpu_seconds, cpu_seconds_of, napi_pids, napi_switch, napi_thread, rss_mib};
+use benchmarks::{
+    accept_forever, cpu_seconds, cpu_seconds_of, lbd_binary, napi_pids, napi_switch, napi_thread,
+    rss_mib,
+};
 use integration::{Host, Lab, Prefix};
 
 struct Args {
@@ -171,51 +173,6 @@ nft_table = "lbbench"
     t
 }
 
-/// Accepts and closes every connection on `listeners` (one epoll loop), so that
-/// accept queues never fill. Runs until the process exits.
-fn serve(listeners: Vec<TcpListener>) -> Result<()> {
-    // SAFETY: plain syscalls on descriptors this function owns for its lifetime.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if ep < 0 {
-        bail!("epoll_create1: {}", std::io::Error::last_os_error());
-    }
-    for l in &listeners {
-        l.set_nonblocking(true)?;
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: l.as_raw_fd() as u64,
-        };
-        // SAFETY: ep and the listener's fd are open; ev outlives the call.
-        if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, l.as_raw_fd(), &mut ev) } < 0 {
-            bail!("epoll_ctl: {}", std::io::Error::last_os_error());
-        }
-    }
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
-    loop {
-        // SAFETY: events has room for 256 entries.
-        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), 256, 1000) };
-        for e in events.iter().take(n.max(0) as usize) {
-            let fd = e.u64 as i32;
-            loop {
-                // SAFETY: fd is a listening socket kept open by `listeners`.
-                let c = unsafe {
-                    libc::accept4(
-                        fd,
-                        std::ptr::null_mut(),
-                        std::ptr::null_mut(),
-                        libc::SOCK_CLOEXEC,
-                    )
-                };
-                if c < 0 {
-                    break;
-                }
-                // SAFETY: c is the descriptor accept4 just returned.
-                unsafe { libc::close(c) };
-            }
-        }
-    }
-}
-
 fn raise_nofile(n: u64) -> Result<()> {
     let lim = libc::rlimit {
         rlim_cur: n,
@@ -229,28 +186,6 @@ fn raise_nofile(n: u64) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn lbd_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let lbd = exe.with_file_name("lbd");
-    if let Ok(cargo) = std::env::var("CARGO") {
-        println!("building lbd (release) ...");
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--release", "-p", "lbd"])
-            .status()
-            .context("running cargo build -p lbd")?;
-        if !status.success() {
-            bail!("cargo build --release -p lbd failed");
-        }
-    }
-    if !lbd.exists() {
-        bail!(
-            "{} not found: run `cargo build --release -p lbd` first",
-            lbd.display()
-        );
-    }
-    Ok(lbd)
 }
 
 fn scrape(host: &Host) -> Result<String> {
@@ -308,7 +243,7 @@ fn main() -> Result<()> {
         }
         Ok(out)
     })??;
-    std::thread::spawn(move || serve(listeners));
+    std::thread::spawn(move || accept_forever(listeners));
 
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("cluster.toml");

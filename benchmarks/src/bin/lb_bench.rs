@@ -1,6 +1,8 @@
 //! Dataplane benchmark (prints figures; not a test; needs root, nginx-light and wrk):
-//! `cargo run --release -p integration --bin lb_bench -- [--runs 5] [--duration 5]
-//! [--only apply|change|traffic|ablation|snat] [--placement separate|shared|plain|both]`.
+//! `cargo run --release -p benchmarks --bin lb_bench -- [--runs 5] [--duration 5]
+//! [--only apply|change|traffic|ablation|snat|reload|config] [--placement separate|shared|plain|both]
+//! [--lbd PATH] [--baseline-lbd PATH] [--reloads 100] [--check-interval-ms 10000]
+//! [--sizes 1000,10000] [--vrrpctl PATH] [--baseline-vrrpctl PATH]`.
 //!
 //! 1. Full apply of 1,000 and 10,000 services x 8 servers (rr, wrr; mh at 1,000), a
 //!    fresh table each run, with the default counting (connections) and with packets
@@ -28,6 +30,18 @@
 //!    service's own), and with 1,000 and 10,000 as the linear chain of one rule per
 //!    SNAT rule that the backend wrote before its SNAT maps (loaded by `nft -f` in
 //!    the same run), interleaved with direct runs.
+//! 6. `--only reload` (not part of the default run): the real lbd (the release lbd
+//!    next to lb_bench, or `--lbd PATH`) in lb1 with 1,000 and 10,000 services x 8
+//!    servers, every server TCP-checked: start to running (empty kernel, and adopting
+//!    the table a stopped lbd left), a one-server weight change by the control
+//!    socket's `reload` and by SIGHUP (until lbd says it reloaded: the apply is part
+//!    of both), RSS after start and after `--reloads` more reloads; beside `nft -f` of
+//!    the same one-server change on a hand-written map layout, in the same lab.
+//!    `--baseline-lbd PATH` (an older build) is measured the same way first.
+//! 7. `--only config` (not part of the default run, no root needed): `vrrpctl
+//!    check-config` (the release one next to lb_bench, or `--vrrpctl PATH`) on the
+//!    files of part 6: wall time and peak RSS, beside `--baseline-vrrpctl PATH` (an
+//!    older build) in the same run.
 //!
 //! Every figure is the median of the runs.
 
@@ -55,6 +69,20 @@ struct Args {
     duration: u32,
     only: Option<String>,
     placements: Vec<Placement>,
+    /// `--only reload`: the lbd to run (default: the release lbd next to lb_bench).
+    lbd: Option<std::path::PathBuf>,
+    /// `--only reload`: SIGHUP reloads before the second RSS figure.
+    reloads: usize,
+    /// `--only reload`: the TCP checks' interval.
+    check_ms: u32,
+    /// `--only reload` and `config`: the service counts (default 1,000 and 10,000).
+    sizes: Vec<usize>,
+    /// `--only reload`: an lbd to measure first, the same way (an older build).
+    baseline_lbd: Option<std::path::PathBuf>,
+    /// `--only config`: the vrrpctl to run (default: the release one next to lb_bench).
+    vrrpctl: Option<std::path::PathBuf>,
+    /// `--only config`: a vrrpctl to compare with (an older build).
+    baseline_vrrpctl: Option<std::path::PathBuf>,
 }
 
 /// Where the traffic runs' work is done.
@@ -104,6 +132,13 @@ fn args() -> Result<Args> {
         duration: 5,
         only: None,
         placements: vec![Placement::Separate, Placement::Plain],
+        lbd: None,
+        reloads: 100,
+        check_ms: 10_000,
+        sizes: vec![1000, 10_000],
+        baseline_lbd: None,
+        vrrpctl: None,
+        baseline_vrrpctl: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -113,8 +148,27 @@ fn args() -> Result<Args> {
             "--duration" => a.duration = value("--duration")?.parse().context("--duration")?,
             "--only" => a.only = Some(value("--only")?),
             "--placement" => a.placements = Placement::parse(&value("--placement")?)?,
+            "--lbd" => a.lbd = Some(value("--lbd")?.into()),
+            "--baseline-lbd" => a.baseline_lbd = Some(value("--baseline-lbd")?.into()),
+            "--vrrpctl" => a.vrrpctl = Some(value("--vrrpctl")?.into()),
+            "--baseline-vrrpctl" => {
+                a.baseline_vrrpctl = Some(value("--baseline-vrrpctl")?.into())
+            }
+            "--reloads" => a.reloads = value("--reloads")?.parse().context("--reloads")?,
+            "--sizes" => {
+                a.sizes = value("--sizes")?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .context("--sizes")?
+            }
+            "--check-interval-ms" => {
+                a.check_ms = value("--check-interval-ms")?
+                    .parse()
+                    .context("--check-interval-ms")?
+            }
             other => bail!(
-                "unknown argument {other}; use --runs N, --duration S, --only apply|change|traffic|ablation|snat, --placement separate|shared|plain|both"
+                "unknown argument {other}; use --runs N, --duration S, --only apply|change|traffic|ablation|snat|reload|config, --placement separate|shared|plain|both, --lbd PATH, --baseline-lbd PATH, --reloads N, --check-interval-ms MS, --sizes 1000,10000, --vrrpctl PATH, --baseline-vrrpctl PATH"
             ),
         }
     }
@@ -884,12 +938,18 @@ fn snat_scaling(runs: usize, duration: u32) -> Result<()> {
 
 fn main() -> Result<()> {
     let a = args()?;
+    if a.only.as_deref() == Some("config") {
+        return check_config(&a);
+    }
     if !integration::have_root("lb_bench") {
         return Ok(());
     }
     let want = |part: &str| a.only.as_deref().is_none_or(|o| o == part);
     let runs = a.runs;
     println!("lb_bench: medians of {runs} runs (release build expected)");
+    if a.only.as_deref() == Some("reload") {
+        return reload(&a, a.lbd.as_deref());
+    }
 
     if want("apply") || want("change") {
         let lab = Lab::one_arm()?;
@@ -1157,5 +1217,508 @@ fn traffic(runs: usize, duration: u32, placement: Placement) -> Result<()> {
         ["direct", "via VIP", "VIP/dir"],
         &rows,
     );
+    Ok(())
+}
+
+/// `--only reload`: the real lbd (release, or `--lbd PATH`) in lb1 of the one-arm
+/// lab with `n` services x 8 servers, each server TCP-checked; see [`reload_bench`].
+#[derive(Debug, Clone, Copy)]
+struct LbdFigures {
+    start_fresh: f64,
+    start_adopt: f64,
+    adopt_apply: f64,
+    rss_start: f64,
+    socket_reload: f64,
+    socket_apply: f64,
+    hup_reload: f64,
+    rss_reloads: f64,
+    nft_change: f64,
+}
+
+/// The check servers: srv1's own address, one port per server of a service.
+const CHECKED: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 21);
+const CHECKED_PORT: u16 = 8080;
+/// Service ports: every service on the public VIP 198.18.0.100, port 10,000 + i.
+const FIRST_PORT: usize = 10_000;
+
+/// lbd's configuration: `n` wrr services of 8 servers (weight 1; `srv3` of service
+/// `bumped` weight 2), every server checked by TCP every `check_ms`.
+fn lbd_config(n: usize, dir: &Path, check_ms: u32, bumped: Option<usize>) -> String {
+    use std::fmt::Write as _;
+    let mut t = format!(
+        r#"[cluster]
+name = "bench"
+
+[[node]]
+name = "lb1"
+priority = {{ edge = 150 }}
+addresses = {{ eth0 = ["198.18.0.11/24"] }}
+
+[[node]]
+name = "lb2"
+priority = {{ edge = 100 }}
+addresses = {{ eth0 = ["198.18.0.12/24"] }}
+
+[[sync_group]]
+name = "edge"
+instances = ["public"]
+
+[[instance]]
+name = "public"
+interface = "eth0"
+vrid = 51
+vips = ["198.18.0.100/24"]
+
+[[check]]
+name = "tcp"
+type = "tcp"
+interval_ms = {check_ms}
+timeout_ms = 1000
+rise = 2
+fall = 3
+
+[control]
+vrrpd_socket = "{dir}/vrrpd.sock"
+lbd_socket = "{dir}/lbd.sock"
+
+[metrics]
+enabled = false
+
+[dataplane]
+backend = "nft"
+nft_table = "lbbench"
+"#,
+        dir = dir.display()
+    );
+    for i in 0..n {
+        let _ = write!(
+            t,
+            "\n[[service]]\nname = \"svc{i}\"\nvip = \"198.18.0.100\"\nport = {}\nscheduler = \"wrr\"\n",
+            FIRST_PORT + i
+        );
+        for j in 0..8 {
+            let weight = if bumped == Some(i) && j == 3 { 2 } else { 1 };
+            let _ = write!(
+                t,
+                "[[service.server]]\nname = \"srv{j}\"\naddress = \"{CHECKED}\"\nport = {}\nweight = {weight}\ncheck = \"tcp\"\n",
+                usize::from(CHECKED_PORT) + j
+            );
+        }
+    }
+    t
+}
+
+/// Reads what a process appends to its log, to see when it says something.
+struct LogTail {
+    path: std::path::PathBuf,
+    offset: u64,
+    pending: String,
+}
+
+impl LogTail {
+    fn new(path: &Path) -> LogTail {
+        LogTail {
+            path: path.to_owned(),
+            offset: 0,
+            pending: String::new(),
+        }
+    }
+
+    /// Waits until a line appended since the last call contains `needle`; the moment
+    /// it was seen. Fails after `patience`, or on a line with `refusal`.
+    fn wait_for(&mut self, needle: &str, refusal: &str, patience: Duration) -> Result<Instant> {
+        self.wait_for_line(needle, refusal, patience)
+            .map(|(at, _)| at)
+    }
+
+    /// [`LogTail::wait_for`], with the line.
+    fn wait_for_line(
+        &mut self,
+        needle: &str,
+        refusal: &str,
+        patience: Duration,
+    ) -> Result<(Instant, String)> {
+        use std::io::{Read as _, Seek as _};
+        let end = Instant::now() + patience;
+        loop {
+            let mut f = std::fs::File::open(&self.path)
+                .with_context(|| format!("opening {}", self.path.display()))?;
+            f.seek(std::io::SeekFrom::Start(self.offset))?;
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf)?;
+            self.offset += buf.len() as u64;
+            self.pending.push_str(&String::from_utf8_lossy(&buf));
+            while let Some(nl) = self.pending.find('\n') {
+                let line: String = self.pending.drain(..=nl).collect();
+                if line.contains(needle) {
+                    return Ok((Instant::now(), line));
+                }
+                if line.contains(refusal) {
+                    bail!("lbd: {}", line.trim_end());
+                }
+            }
+            if Instant::now() > end {
+                bail!("lbd did not log {needle:?} within {patience:?}");
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+}
+
+/// Starts lbd in `lb`; returns it once it logs "lbd running", with the time that
+/// took and the duration of its first apply (adopting what the kernel holds).
+fn start_lbd(lb: &Host, lbd: &Path, config: &Path) -> Result<(integration::Process, f64, f64)> {
+    let mut cmd = lb.command(lbd);
+    cmd.args([
+        "--config",
+        config.to_str().unwrap_or_default(),
+        "--node",
+        "lb1",
+    ])
+    // Debug: an apply that changes nothing ("dataplane current") is logged too.
+    .env("RUST_LOG", "info,lbd::daemon=debug");
+    let t = Instant::now();
+    let p = lb.spawn_command(cmd, "lbd")?;
+    let mut log = LogTail::new(p.stderr_path());
+    let (_, line) = log.wait_for_line("why=\"start\"", "Error", Duration::from_secs(120))?;
+    let apply = line
+        .split_once("duration_ms=")
+        .and_then(|(_, v)| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no duration_ms in {line:?}"))?;
+    let at = log.wait_for("lbd running", "Error", Duration::from_secs(120))?;
+    Ok((p, ms(at - t), apply))
+}
+
+/// The hand-written layout for `n` services x 8 servers (one map, 8 slots each),
+/// loaded by `nft -f`; then the median time of `nft -f` changing one server's
+/// element, `runs` times.
+fn hand_written_change(lb: &Host, dir: &Path, n: usize, runs: usize) -> Result<f64> {
+    use std::fmt::Write as _;
+    let mut t = String::from(
+        "table ip lbhand {\n  map backends {\n    typeof ip daddr . tcp dport . numgen inc mod 8 : ip daddr . tcp dport\n    elements = {\n",
+    );
+    for i in 0..n {
+        for j in 0..8 {
+            let _ = writeln!(
+                t,
+                "      198.18.0.100 . {} . {j} : {CHECKED} . {},",
+                FIRST_PORT + i,
+                usize::from(CHECKED_PORT) + j
+            );
+        }
+    }
+    t.push_str("    }\n  }\n  chain pre {\n    type nat hook prerouting priority dstnat; policy accept;\n    dnat ip to ip daddr . tcp dport . numgen inc mod 8 map @backends\n  }\n}\n");
+    let full = dir.join("hand.nft");
+    std::fs::write(&full, t)?;
+    let _ = lb.exec(&["nft", "delete", "table", "ip", "lbhand"]);
+    lb.exec_ok(&["nft", "-f", &full.display().to_string()])?;
+    let mut times = Vec::new();
+    for r in 0..runs {
+        let svc = FIRST_PORT + (r * 7919) % n;
+        let change = dir.join("hand-change.nft");
+        std::fs::write(
+            &change,
+            format!(
+                "delete element ip lbhand backends {{ 198.18.0.100 . {svc} . 3 }}\nadd element ip lbhand backends {{ 198.18.0.100 . {svc} . 3 : {CHECKED} . {} }}\n",
+                usize::from(CHECKED_PORT) + 3 + r % 2
+            ),
+        )?;
+        let t = Instant::now();
+        lb.exec_ok(&["nft", "-f", &change.display().to_string()])?;
+        times.push(ms(t.elapsed()));
+    }
+    lb.exec_ok(&["nft", "delete", "table", "ip", "lbhand"])?;
+    Ok(median(times))
+}
+
+/// Figures of the real lbd at `n` services x 8 servers (medians of `runs`):
+/// start to running on an empty kernel and on the table a stopped lbd left
+/// (adoption), RSS once running, a one-server weight change by the control socket's
+/// `reload` (until its reply, and the apply inside it) and by SIGHUP (until lbd logs
+/// "reloaded on SIGHUP"), RSS after `reloads` more SIGHUP reloads; and `nft -f` of
+/// the same one-server change on a hand-written map layout.
+fn reload_bench(
+    lb: &Host,
+    lbd: &Path,
+    n: usize,
+    runs: usize,
+    reloads: usize,
+    check_ms: u32,
+) -> Result<LbdFigures> {
+    let dir = tempfile::tempdir()?;
+    let nft_change = hand_written_change(lb, dir.path(), n, runs)?;
+    let config = dir.path().join("cluster.toml");
+    let socket = dir.path().join("lbd.sock");
+    let write = |bumped: Option<usize>| -> Result<()> {
+        std::fs::write(&config, lbd_config(n, dir.path(), check_ms, bumped))?;
+        Ok(())
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let teardown = || lb.exec(&["nft", "delete", "table", "inet", "lbbench"]);
+    write(None)?;
+    let (mut fresh, mut adopt, mut adopt_apply, mut rss) = (vec![], vec![], vec![], vec![]);
+    let mut running = None;
+    for r in 0..runs {
+        let _ = teardown();
+        let (p, t, _) = start_lbd(lb, lbd, &config)?;
+        fresh.push(t);
+        p.stop()?;
+        let (p, t, apply) = start_lbd(lb, lbd, &config)?;
+        adopt.push(t);
+        adopt_apply.push(apply);
+        // Settled: the first checks ran.
+        std::thread::sleep(Duration::from_secs(2));
+        rss.push(benchmarks::rss_mib(p.pid())?);
+        if r + 1 == runs {
+            running = Some(p);
+        } else {
+            p.stop()?;
+        }
+    }
+    let p = running.context("no run")?;
+    let mut log = LogTail::new(p.stderr_path());
+    log.wait_for("lbd running", "Error", Duration::from_secs(5))?;
+    let (mut socket_e2e, mut socket_apply, mut hup) = (vec![], vec![], vec![]);
+    let mut bumped = None;
+    let mut next_change = |k: usize| -> Result<()> {
+        bumped = match bumped {
+            Some(_) => None,
+            None => Some((k * 7919) % n),
+        };
+        write(bumped)
+    };
+    for k in 0..runs {
+        next_change(k)?;
+        let t = Instant::now();
+        let reply = rt.block_on(async {
+            let c = ctl::Client::connect(&socket).await?;
+            c.with_timeout(Duration::from_secs(600))
+                .request("reload", serde_json::Value::Null)
+                .await
+        })?;
+        socket_e2e.push(ms(t.elapsed()));
+        let reply: ctl::contract::lbd::LbdReloadReply = serde_json::from_value(reply)?;
+        if reply.services_changed.len() != 1 || !reply.apply.ok {
+            bail!("reload by socket: one service should change: {reply:?}");
+        }
+        socket_apply.push(reply.apply.duration_ms.unwrap_or(f64::NAN));
+        log.wait_for(
+            "reloaded on request",
+            "reload refused",
+            Duration::from_secs(600),
+        )?;
+
+        next_change(k)?;
+        let t = Instant::now();
+        p.signal(libc::SIGHUP)?;
+        let at = log.wait_for(
+            "reloaded on SIGHUP",
+            "reload refused",
+            Duration::from_secs(600),
+        )?;
+        hup.push(ms(at - t));
+    }
+    for k in 0..reloads {
+        next_change(k)?;
+        p.signal(libc::SIGHUP)?;
+        log.wait_for(
+            "reloaded on SIGHUP",
+            "reload refused",
+            Duration::from_secs(600),
+        )?;
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_reloads = benchmarks::rss_mib(p.pid())?;
+    p.stop()?;
+    let _ = teardown();
+    Ok(LbdFigures {
+        start_fresh: median(fresh),
+        start_adopt: median(adopt),
+        adopt_apply: median(adopt_apply),
+        rss_start: median(rss),
+        socket_reload: median(socket_e2e),
+        socket_apply: median(socket_apply),
+        hup_reload: median(hup),
+        rss_reloads,
+        nft_change,
+    })
+}
+
+fn reload(a: &Args, lbd: Option<&Path>) -> Result<()> {
+    let (runs, reloads, check_ms) = (a.runs, a.reloads, a.check_ms);
+    let lbd = match lbd {
+        Some(p) => p.to_owned(),
+        None => benchmarks::lbd_binary()?,
+    };
+    let lab = Lab::one_arm()?;
+    let srv = &lab["srv1"];
+    let listeners = srv.run_in(|| -> Result<Vec<std::net::TcpListener>> {
+        (0..8)
+            .map(|j| {
+                let a = std::net::SocketAddr::new(IpAddr::V4(CHECKED), CHECKED_PORT + j);
+                std::net::TcpListener::bind(a).with_context(|| format!("bind {a}"))
+            })
+            .collect()
+    })??;
+    std::thread::spawn(move || benchmarks::accept_forever(listeners));
+    let mut builds = vec![("this build", lbd)];
+    if let Some(b) = &a.baseline_lbd {
+        builds.insert(0, ("baseline", b.clone()));
+    }
+    for (name, lbd) in &builds {
+        println!(
+            "\n{name}: lbd {}: services x 8 servers, TCP checks every {check_ms} ms",
+            lbd.display()
+        );
+        let mut figures = Vec::new();
+        for &n in &a.sizes {
+            let f = reload_bench(&lab["lb1"], lbd, n, runs, reloads, check_ms)?;
+            println!("{n} services: {f:?}");
+            figures.push(f);
+        }
+        if let [f1, f10] = &figures[..] {
+            print_reload_table(name, a, *f1, *f10);
+        }
+    }
+    Ok(())
+}
+
+/// The figures of one lbd build at the two sizes, side by side.
+fn print_reload_table(build: &str, a: &Args, f1: LbdFigures, f10: LbdFigures) {
+    let (runs, reloads) = (a.runs, a.reloads);
+    let r = |a: f64, b: f64| format!("{:.1}x", b / a);
+    let msr = |v: f64| format!("{v:.1} ms");
+    let mib = |v: f64| format!("{v:.1} MiB");
+    let rows = vec![
+        row(
+            "reload by socket, one server's weight (until the reply)",
+            msr(f1.socket_reload),
+            msr(f10.socket_reload),
+            r(f1.socket_reload, f10.socket_reload),
+            "< 50 ms at 10,000",
+        ),
+        row(
+            "  of which the dataplane apply",
+            msr(f1.socket_apply),
+            msr(f10.socket_apply),
+            r(f1.socket_apply, f10.socket_apply),
+            "information",
+        ),
+        row(
+            "reload by SIGHUP, one server's weight (until logged)",
+            msr(f1.hup_reload),
+            msr(f10.hup_reload),
+            r(f1.hup_reload, f10.hup_reload),
+            "< 50 ms at 10,000",
+        ),
+        row(
+            "nft -f of the same change, hand-written map layout",
+            msr(f1.nft_change),
+            msr(f10.nft_change),
+            r(f1.nft_change, f10.nft_change),
+            "baseline",
+        ),
+        row(
+            "start to running, empty kernel",
+            msr(f1.start_fresh),
+            msr(f10.start_fresh),
+            r(f1.start_fresh, f10.start_fresh),
+            "< 1 s at 10,000",
+        ),
+        row(
+            "start to running, adopting the table (restart)",
+            msr(f1.start_adopt),
+            msr(f10.start_adopt),
+            r(f1.start_adopt, f10.start_adopt),
+            "information",
+        ),
+        row(
+            "  of which the adopting apply",
+            msr(f1.adopt_apply),
+            msr(f10.adopt_apply),
+            r(f1.adopt_apply, f10.adopt_apply),
+            "< 200 ms at 10,000",
+        ),
+        row(
+            "RSS 2 s after start",
+            mib(f1.rss_start),
+            mib(f10.rss_start),
+            r(f1.rss_start, f10.rss_start),
+            "< 100 MB at 10,000",
+        ),
+        row(
+            &format!("RSS after {reloads} more reloads (one run)"),
+            mib(f1.rss_reloads),
+            mib(f10.rss_reloads),
+            r(f1.rss_reloads, f10.rss_reloads),
+            "flat",
+        ),
+    ];
+    print_table(
+        &format!(
+            "{build}: the real lbd at N services x 8 servers (median of {runs}; sizes {:?})",
+            a.sizes
+        ),
+        ["small", "large", "large/small"],
+        &rows,
+    );
+}
+
+/// `--only config`: `vrrpctl check-config` on the files `--only reload` uses, each
+/// size `runs` times: median wall time and peak RSS, beside the baseline vrrpctl.
+fn check_config(a: &Args) -> Result<()> {
+    let vrrpctl = match &a.vrrpctl {
+        Some(p) => p.clone(),
+        None => benchmarks::release_binary("vrrpctl", "vrrpctl")?,
+    };
+    let dir = tempfile::tempdir()?;
+    let mut builds = vec![("this build", vrrpctl)];
+    if let Some(b) = &a.baseline_vrrpctl {
+        builds.insert(0, ("baseline", b.clone()));
+    }
+    println!(
+        "\nvrrpctl check-config on N services x 8 servers (median of {} runs)",
+        a.runs
+    );
+    println!(
+        "  {:<10} | {:>8} | {:>9} | {:>10} | {:>12} | binary",
+        "build", "services", "file", "wall", "peak RSS"
+    );
+    for &n in &a.sizes {
+        let file = dir.path().join(format!("cluster-{n}.toml"));
+        let text = lbd_config(n, dir.path(), a.check_ms, None);
+        std::fs::write(&file, &text)?;
+        for (name, bin) in &builds {
+            let (mut wall, mut rss) = (Vec::new(), Vec::new());
+            for _ in 0..a.runs {
+                let (took, peak, ok) = benchmarks::run_measured(
+                    std::process::Command::new(bin)
+                        .arg("check-config")
+                        .arg(&file),
+                )?;
+                if !ok {
+                    bail!(
+                        "{} check-config {} refused the file",
+                        bin.display(),
+                        file.display()
+                    );
+                }
+                wall.push(ms(took));
+                rss.push(peak);
+            }
+            println!(
+                "  {:<10} | {:>8} | {:>7.1}MB | {:>7.1} ms | {:>8.1} MiB | {}",
+                name,
+                n,
+                text.len() as f64 / 1e6,
+                median(wall),
+                median(rss),
+                bin.display()
+            );
+        }
+    }
     Ok(())
 }

@@ -43,33 +43,40 @@ pub fn parse(text: &str, file_name: &str) -> Result<ClusterConfig, ConfigError> 
             fix: d.fix,
         }
     };
-    let doc = match toml_edit::ImDocument::parse(text) {
-        Ok(doc) => doc,
-        Err(e) => {
-            let offset = e.span().map_or(0, |s| s.start);
-            // The parser's message may span lines ("invalid string\nexpected ..."); the
-            // diagnostic is one line.
-            let message: Vec<&str> = e
-                .message()
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
-            let message = if message.is_empty() {
-                "invalid TOML".to_string()
-            } else {
-                message.join("; ")
-            };
-            return Err(ConfigError::invalid(vec![to_diag(tree::RawDiag {
-                offset,
-                key: String::new(),
-                message: format!("TOML syntax error: {message}"),
-                fix: "correct the TOML syntax at this position".to_string(),
-            })]));
-        }
+    let syntax_error = |offset: usize, message: &str| {
+        // The parser's message may span lines ("invalid string\nexpected ..."); the
+        // diagnostic is one line.
+        let message: Vec<&str> = message
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let message = if message.is_empty() {
+            "invalid TOML".to_string()
+        } else {
+            message.join("; ")
+        };
+        ConfigError::invalid(vec![to_diag(tree::RawDiag {
+            offset,
+            key: String::new(),
+            message: format!("TOML syntax error: {message}"),
+            fix: "correct the TOML syntax at this position".to_string(),
+        })])
     };
-    let root = tree::from_document(&doc);
-    let mut reader = tree::Reader::default();
+    let doc = toml::de::DeTable::parse(text).map_err(|e| {
+        let at = e.span().unwrap_or(0..0);
+        match text
+            .get(at.clone())
+            .filter(|_| e.message() == "duplicate key")
+        {
+            // The parser names no key: the span is the second one.
+            Some(key) => syntax_error(at.start, &format!("duplicate key `{key}`")),
+            None => syntax_error(at.start, e.message()),
+        }
+    })?;
+    let root = tree::from_document(&doc)
+        .map_err(|at| syntax_error(at, "integer out of range for a 64-bit number"))?;
+    let mut reader = tree::Reader::new(&root);
     let draft = read::read_document(&mut reader, &root);
     validate::cross_check(&mut reader, &draft);
     if reader.diags.is_empty() {
@@ -110,7 +117,7 @@ pub fn control_sockets(path: &Path) -> Result<(std::path::PathBuf, std::path::Pa
             path.display()
         )
     })?;
-    let doc = toml_edit::ImDocument::parse(text.as_str()).map_err(|e| {
+    let doc = toml::de::DeTable::parse(text.as_str()).map_err(|e| {
         format!(
             "{}: not TOML ({}), so the control socket is unknown: give --socket",
             path.display(),
@@ -118,9 +125,10 @@ pub fn control_sockets(path: &Path) -> Result<(std::path::PathBuf, std::path::Pa
         )
     })?;
     let get = |key: &str, default: &str| {
-        doc.get("control")
-            .and_then(|c| c.get(key))
-            .and_then(|v| v.as_str())
+        doc.get_ref()
+            .get("control")
+            .and_then(|c| c.get_ref().get(key))
+            .and_then(|v| v.get_ref().as_str())
             .map_or_else(
                 || std::path::PathBuf::from(default),
                 std::path::PathBuf::from,

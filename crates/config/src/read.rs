@@ -4,7 +4,7 @@
 //! An element with any problem is kept as `None`, so that phase 2 (cross references)
 //! neither trusts it nor reports follow-on errors about it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -62,7 +62,7 @@ pub(crate) fn read_document(r: &mut Reader, root: &Sv) -> Draft {
     let Some(mut top) = Table::new(r, root, "", "the top level") else {
         return d;
     };
-    match top.get(r, "cluster") {
+    match top.get("cluster") {
         Some((v, p)) => d.cluster = read_cluster(r, v, &p),
         None => r.error_at(
             0,
@@ -116,18 +116,14 @@ fn read_list<T>(
     key: &str,
     read: fn(&mut Reader, &Sv, &str) -> Option<T>,
 ) -> Vec<Option<T>> {
-    let Some((v, path)) = top.get(r, key) else {
+    let Some((v, path)) = top.get(key) else {
         return Vec::new();
     };
     match &v.kind {
         Kind::Array(items) => items
             .iter()
             .enumerate()
-            .map(|(i, item)| {
-                let p = format!("{path}[{i}]");
-                r.record(&p, item.span.start, item.span.start);
-                read(r, item, &p)
-            })
+            .map(|(i, item)| read(r, item, &format!("{path}[{i}]")))
             .collect(),
         _ => {
             r.error_at(
@@ -148,7 +144,7 @@ fn read_section<T: Default>(
     key: &str,
     read: fn(&mut Reader, &Sv, &str) -> Option<T>,
 ) -> Option<T> {
-    match top.get(r, key) {
+    match top.get(key) {
         Some((v, p)) => read(r, v, &p),
         None => Some(T::default()),
     }
@@ -178,17 +174,17 @@ fn read_node(r: &mut Reader, v: &Sv, path: &str) -> Option<Node> {
     clean(r, |r| {
         let mut t = Table::new(r, v, path, "[[node]]")?;
         let name = t.req_name(r, "name", "name = \"lb1\"");
-        let hostname = match t.get(r, "hostname") {
+        let hostname = match t.get("hostname") {
             Some((v, p)) => r.name(v, &p),
             None => name.clone(),
         };
         let mut priority = BTreeMap::new();
         if let Some((v, p)) = t.require(r, "priority", "priority = { edge = 150 }") {
             if let Some(mut pt) = Table::new(r, v, &p, "the priority table") {
-                for (e, ep) in pt.entries(r) {
+                for (e, ep) in pt.entries() {
                     match &e.value.kind {
                         Kind::Int(n) if (1..=255).contains(n) => {
-                            priority.insert(e.key.clone(), *n as u8);
+                            priority.insert(e.key.to_owned(), *n as u8);
                         }
                         Kind::Int(n) => r.error_value(
                             &ep,
@@ -209,8 +205,8 @@ fn read_node(r: &mut Reader, v: &Sv, path: &str) -> Option<Node> {
             "addresses = { eth0 = [\"198.18.0.11/24\"] }",
         ) {
             if let Some(mut at) = Table::new(r, v, &p, "the addresses table") {
-                for (e, ep) in at.entries(r) {
-                    if !crate::tree::valid_interface_name(&e.key) {
+                for (e, ep) in at.entries() {
+                    if !crate::tree::valid_interface_name(e.key) {
                         r.error_key(
                             &ep,
                             format!("`{}` is not a valid interface name", e.key),
@@ -227,14 +223,14 @@ fn read_node(r: &mut Reader, v: &Sv, path: &str) -> Option<Node> {
                             addrs.push(a);
                         }
                     }
-                    addresses.insert(e.key.clone(), addrs);
+                    addresses.insert(e.key.to_owned(), addrs);
                 }
             }
         }
         let mut unicast_peers = BTreeMap::new();
-        if let Some((v, p)) = t.get(r, "unicast_peers") {
+        if let Some((v, p)) = t.get("unicast_peers") {
             if let Some(mut ut) = Table::new(r, v, &p, "the unicast_peers table") {
-                for (e, ep) in ut.entries(r) {
+                for (e, ep) in ut.entries() {
                     let Some(list) = r.array(&e.value, &ep) else {
                         continue;
                     };
@@ -250,11 +246,11 @@ fn read_node(r: &mut Reader, v: &Sv, path: &str) -> Option<Node> {
                             "list the peer's address, or remove the entry to use the other node's address",
                         );
                     }
-                    unicast_peers.insert(e.key.clone(), peers);
+                    unicast_peers.insert(e.key.to_owned(), peers);
                 }
             }
         }
-        let sync_address = match t.get(r, "sync_address") {
+        let sync_address = match t.get("sync_address") {
             Some((v, p)) => r.ip(v, &p),
             None => None,
         };
@@ -391,7 +387,7 @@ fn read_instance(r: &mut Reader, v: &Sv, path: &str) -> Option<Instance> {
                 "pick a VRID in 1..=255 not used by another instance on this link",
             )
         });
-        let version = match t.get(r, "version") {
+        let version = match t.get("version") {
             Some((v, p)) => match r.int_in(
                 v,
                 &p,
@@ -420,11 +416,11 @@ fn read_instance(r: &mut Reader, v: &Sv, path: &str) -> Option<Instance> {
             )
             .unwrap_or(0);
         let accept_mode = t.opt_bool(r, "accept_mode").unwrap_or(false);
-        let track_interfaces = match t.get(r, "track_interfaces") {
+        let track_interfaces = match t.get("track_interfaces") {
             Some((v, p)) => read_tracks(r, v, &p),
             None => Vec::new(),
         };
-        let garp = match t.get(r, "garp") {
+        let garp = match t.get("garp") {
             Some((v, p)) => read_garp(r, v, &p),
             None => GarpSettings::default(),
         };
@@ -539,6 +535,7 @@ fn read_vips(r: &mut Reader, v: &Sv, path: &str, interface: Option<&str>) -> Opt
         return None;
     }
     let mut vips: Vec<Vip> = Vec::new();
+    let mut seen = HashSet::new();
     for (i, e) in list.iter().enumerate() {
         let ep = format!("{path}[{i}]");
         let vip = match &e.kind {
@@ -602,10 +599,7 @@ fn read_vips(r: &mut Reader, v: &Sv, path: &str, interface: Option<&str>) -> Opt
                 );
             }
         }
-        if vips
-            .iter()
-            .any(|o| o.address.address == vip.address.address)
-        {
+        if !seen.insert(vip.address.address) {
             r.error_value(
                 &ep,
                 format!("VIP {} is listed twice", vip.address.address),
@@ -687,7 +681,7 @@ fn port_or_range(
 ) -> Option<Option<PortRange>> {
     let before = r.error_count();
     let port = t.opt_int(r, key, 1, 65_535, "use a port in 1..=65535");
-    let range = match t.get(r, range_key) {
+    let range = match t.get(range_key) {
         Some((v, p)) => port_range(r, v, &p),
         None => None,
     };
@@ -780,11 +774,11 @@ fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service> {
         let mode = t
             .opt_choice(r, "mode", &choices(&Forwarding::ALL, Forwarding::name))
             .unwrap_or(Forwarding::Nat);
-        let persistence = match t.get(r, "persistence") {
+        let persistence = match t.get("persistence") {
             Some((v, p)) => read_persistence(r, v, &p, vip),
             None => None,
         };
-        let sorry_server = match t.get(r, "sorry_server") {
+        let sorry_server = match t.get("sorry_server") {
             Some((v, p)) => {
                 let mut st = Table::new(r, v, &p, "the sorry_server table")?;
                 let address = st
@@ -796,16 +790,12 @@ fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service> {
             }
             None => None,
         };
-        let servers = match t.get(r, "server") {
+        let servers = match t.get("server") {
             Some((v, p)) => match &v.kind {
                 Kind::Array(items) => items
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, item)| {
-                        let sp = format!("{p}[{i}]");
-                        r.record(&sp, item.span.start, item.span.start);
-                        read_server(r, item, &sp)
-                    })
+                    .filter_map(|(i, item)| read_server(r, item, &format!("{p}[{i}]")))
                     .collect(),
                 _ => {
                     r.error_value(
@@ -970,7 +960,7 @@ fn read_server(r: &mut Reader, v: &Sv, path: &str) -> Option<RealServer> {
                 "use 0..=65535 (0 drains the server)",
             )
             .unwrap_or(1);
-        let check = match t.get(r, "check") {
+        let check = match t.get("check") {
             Some((v, p)) => r.name(v, &p),
             None => None,
         };
@@ -1038,7 +1028,7 @@ fn read_check(r: &mut Reader, v: &Sv, path: &str) -> Option<Check> {
                 "use 0..=50 (percent of interval_ms)",
             )
             .unwrap_or(10);
-        let dampening = match t.get(r, "dampening") {
+        let dampening = match t.get("dampening") {
             Some((v, p)) => read_dampening(r, v, &p),
             None => Some(FlapDampening::default()),
         };
@@ -1063,7 +1053,7 @@ fn read_check(r: &mut Reader, v: &Sv, path: &str) -> Option<Check> {
         let Some(kind_word) = kind_word else {
             // Unknown type: its keys cannot be judged, so leave them alone.
             for (key, _) in CHECK_TYPE_KEYS {
-                let _ = t.get(r, key);
+                let _ = t.get(key);
             }
             t.finish(r, &allowed);
             return None;
@@ -1072,7 +1062,7 @@ fn read_check(r: &mut Reader, v: &Sv, path: &str) -> Option<Check> {
             if types.contains(&kind_word) {
                 allowed.push(key);
             } else if t.has(key) {
-                let (_, p) = t.get(r, key)?;
+                let (_, p) = t.get(key)?;
                 r.error_key(
                     &p,
                     format!("`{key}` is not used by {kind_word} checks"),
@@ -1164,7 +1154,7 @@ fn read_dampening(r: &mut Reader, v: &Sv, path: &str) -> Option<FlapDampening> {
 }
 
 fn read_http(r: &mut Reader, t: &mut Table<'_>, https: bool) -> Option<HttpCheck> {
-    let path = match t.get(r, "path") {
+    let path = match t.get("path") {
         Some((v, p)) => {
             let s = r.string(v, &p)?;
             if !s.starts_with('/') || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -1179,7 +1169,7 @@ fn read_http(r: &mut Reader, t: &mut Table<'_>, https: bool) -> Option<HttpCheck
         None => "/".to_string(),
     };
     let mut expect_status = Vec::new();
-    match t.get(r, "expect_status") {
+    match t.get("expect_status") {
         Some((v, p)) => {
             let list = r.array(v, &p)?;
             if list.is_empty() {
@@ -1288,11 +1278,11 @@ fn read_nat(r: &mut Reader, v: &Sv, path: &str) -> Option<NatRule> {
     clean(r, |r| {
         let mut t = Table::new(r, v, path, "[[nat]]")?;
         let name = t.req_name(r, "name", "name = \"web-snat\"");
-        let in_interface = match t.get(r, "in_interface") {
+        let in_interface = match t.get("in_interface") {
             Some((v, p)) => r.interface(v, &p),
             None => None,
         };
-        let out_interface = match t.get(r, "out_interface") {
+        let out_interface = match t.get("out_interface") {
             Some((v, p)) => r.interface(v, &p),
             None => None,
         };
@@ -1339,12 +1329,12 @@ fn read_nat(r: &mut Reader, v: &Sv, path: &str) -> Option<NatRule> {
 
 fn read_snat(r: &mut Reader, v: &Sv, path: &str, protocol: NatProtocol) -> Option<SnatTarget> {
     let mut t = Table::new(r, v, path, "the snat table")?;
-    let address = match t.get(r, "address") {
+    let address = match t.get("address") {
         Some((v, p)) => r.ip(v, &p),
         None => None,
     };
     let mut pool = Vec::new();
-    if let Some((v, p)) = t.get(r, "pool") {
+    if let Some((v, p)) = t.get("pool") {
         if let Some(list) = r.array(v, &p) {
             if list.is_empty() {
                 r.error_value(
@@ -1361,7 +1351,7 @@ fn read_snat(r: &mut Reader, v: &Sv, path: &str, protocol: NatProtocol) -> Optio
                 let address = et
                     .require(r, "address", "address = \"198.18.1.100\"")
                     .and_then(|(v, p)| r.ip(v, &p));
-                let ports = match et.get(r, "ports") {
+                let ports = match et.get("ports") {
                     Some((v, pp)) => {
                         if protocol == NatProtocol::Any {
                             r.error_key(
@@ -1412,7 +1402,7 @@ fn read_sync(r: &mut Reader, v: &Sv, path: &str) -> Option<SyncSettings> {
         let mut t = Table::new(r, v, path, "[sync]")?;
         let s = SyncSettings {
             enabled: t.opt_bool(r, "enabled").unwrap_or(d.enabled),
-            interface: match t.get(r, "interface") {
+            interface: match t.get("interface") {
                 Some((v, p)) => r.interface(v, &p),
                 None => None,
             },
@@ -1455,7 +1445,7 @@ fn read_sync(r: &mut Reader, v: &Sv, path: &str) -> Option<SyncSettings> {
 }
 
 fn socket_path(r: &mut Reader, t: &mut Table<'_>, key: &str, default: &str) -> PathBuf {
-    match t.get(r, key) {
+    match t.get(key) {
         Some((v, p)) => match r.string(v, &p) {
             Some(s) if s.starts_with('/') && s.len() < 108 => PathBuf::from(s),
             Some(s) => {
@@ -1474,7 +1464,7 @@ fn socket_path(r: &mut Reader, t: &mut Table<'_>, key: &str, default: &str) -> P
 
 /// `control.state_dir`: an absolute directory, if given.
 fn state_dir(r: &mut Reader, t: &mut Table<'_>) -> Option<PathBuf> {
-    let (v, p) = t.get(r, "state_dir")?;
+    let (v, p) = t.get("state_dir")?;
     match r.string(v, &p) {
         Some(s) if s.starts_with('/') => Some(PathBuf::from(s)),
         Some(s) => {
@@ -1496,7 +1486,7 @@ fn read_control(r: &mut Reader, v: &Sv, path: &str) -> Option<ControlSettings> {
         let c = ControlSettings {
             vrrpd_socket: socket_path(r, &mut t, "vrrpd_socket", DEFAULT_VRRPD_SOCKET),
             lbd_socket: socket_path(r, &mut t, "lbd_socket", DEFAULT_LBD_SOCKET),
-            group: match t.get(r, "group") {
+            group: match t.get("group") {
                 Some((v, p)) => r.name(v, &p),
                 None => None,
             },
@@ -1553,7 +1543,7 @@ fn read_control(r: &mut Reader, v: &Sv, path: &str) -> Option<ControlSettings> {
 }
 
 fn listen(r: &mut Reader, t: &mut Table<'_>, key: &str, default: SocketAddr) -> SocketAddr {
-    let Some((v, p)) = t.get(r, key) else {
+    let Some((v, p)) = t.get(key) else {
         return default;
     };
     let Some(s) = r.string(v, &p) else {
@@ -1607,7 +1597,7 @@ fn read_dataplane(r: &mut Reader, v: &Sv, path: &str) -> Option<DataplaneSetting
                 &choices(&BackendChoice::ALL, BackendChoice::name),
             )
             .unwrap_or(d.backend);
-        let nft_table = match t.get(r, "nft_table") {
+        let nft_table = match t.get("nft_table") {
             Some((v, p)) => {
                 let s = r.string(v, &p)?;
                 if s.is_empty()

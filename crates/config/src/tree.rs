@@ -1,15 +1,18 @@
 //! A spanned TOML tree and the typed accessors that read it while collecting errors.
 //!
-//! toml_edit's parser keeps byte spans for every key and value. The tree is copied into
-//! a small uniform form (arrays of tables and inline tables look the same), and every
-//! accessor records the span of what it read under its key path, so that checks made
-//! long after parsing (duplicates, cross references) still point at the right place.
+//! The parser (`toml`'s `DeTable`) keeps byte spans for every key and value. The tree
+//! is a small uniform view of the document (arrays of tables and inline tables look
+//! the same; keys and strings are borrowed from the parsed document, not copied). A
+//! problem is reported under its key path (`service[3].server[1].port`), and the
+//! path is looked up in the tree only then, so that checks made long after parsing
+//! (duplicates, cross references) still point at the right place, and a file that
+//! is fine costs no bookkeeping per key (10,000s of services have ~1M keys).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::ops::Range;
 
-use toml_edit::{ImDocument, Item, Value};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
 
 use crate::diagnostic::did_you_mean;
 
@@ -18,24 +21,24 @@ pub(crate) type Span = Range<usize>;
 
 /// A value with its span.
 #[derive(Debug)]
-pub(crate) struct Sv {
+pub(crate) struct Sv<'d> {
     pub(crate) span: Span,
-    pub(crate) kind: Kind,
+    pub(crate) kind: Kind<'d>,
 }
 
 /// The kinds of TOML value.
 #[derive(Debug)]
-pub(crate) enum Kind {
-    Str(String),
+pub(crate) enum Kind<'d> {
+    Str(&'d str),
     Int(i64),
     Float,
     Bool(bool),
     Datetime,
-    Array(Vec<Sv>),
-    Table(Vec<Entry>),
+    Array(Vec<Sv<'d>>),
+    Table(Vec<Entry<'d>>),
 }
 
-impl Kind {
+impl Kind<'_> {
     fn type_name(&self) -> &'static str {
         match self {
             Kind::Str(_) => "a string",
@@ -51,78 +54,47 @@ impl Kind {
 
 /// A key of a table with its span and value.
 #[derive(Debug)]
-pub(crate) struct Entry {
-    pub(crate) key: String,
+pub(crate) struct Entry<'d> {
+    pub(crate) key: &'d str,
     pub(crate) key_span: Span,
-    pub(crate) value: Sv,
+    pub(crate) value: Sv<'d>,
 }
 
-/// Copies a parsed document into the spanned tree.
-pub(crate) fn from_document(doc: &ImDocument<&str>) -> Sv {
-    convert_item(doc.as_item(), 0..0).unwrap_or(Sv {
-        span: 0..0,
-        kind: Kind::Table(Vec::new()),
+/// The spanned tree of a parsed document, or the start of an integer that does not
+/// fit in 64 bits (the parser keeps integers as written).
+pub(crate) fn from_document<'d>(doc: &'d Spanned<DeTable<'d>>) -> Result<Sv<'d>, usize> {
+    convert_table(doc.get_ref(), doc.span())
+}
+
+fn convert_table<'d>(t: &'d DeTable<'d>, span: Span) -> Result<Sv<'d>, usize> {
+    let mut entries = Vec::with_capacity(t.len());
+    for (k, v) in t.iter() {
+        entries.push(Entry {
+            key: k.get_ref(),
+            key_span: k.span(),
+            value: convert_value(v)?,
+        });
+    }
+    Ok(Sv {
+        span,
+        kind: Kind::Table(entries),
     })
 }
 
-fn convert_item(item: &Item, fallback: Span) -> Option<Sv> {
-    match item {
-        Item::None => None,
-        Item::Value(v) => Some(convert_value(v, fallback)),
-        Item::Table(t) => Some(convert_table(t, fallback)),
-        Item::ArrayOfTables(a) => {
-            let span = a.span().unwrap_or(fallback);
-            let elems = a.iter().map(|t| convert_table(t, span.clone())).collect();
-            Some(Sv {
-                span,
-                kind: Kind::Array(elems),
-            })
+fn convert_value<'d>(v: &'d Spanned<DeValue<'d>>) -> Result<Sv<'d>, usize> {
+    let span = v.span();
+    let kind = match v.get_ref() {
+        DeValue::String(s) => Kind::Str(s),
+        DeValue::Integer(i) => {
+            Kind::Int(i64::from_str_radix(i.as_str(), i.radix()).map_err(|_| span.start)?)
         }
-    }
-}
-
-fn convert_table(t: &toml_edit::Table, fallback: Span) -> Sv {
-    let span = t.span().unwrap_or(fallback);
-    let mut entries = Vec::new();
-    for (k, v) in t.iter() {
-        let key_span = t.key(k).and_then(|k| k.span()).unwrap_or(span.clone());
-        if let Some(value) = convert_item(v, key_span.clone()) {
-            entries.push(Entry {
-                key: k.to_string(),
-                key_span,
-                value,
-            });
-        }
-    }
-    Sv {
-        span,
-        kind: Kind::Table(entries),
-    }
-}
-
-fn convert_value(v: &Value, fallback: Span) -> Sv {
-    let span = v.span().unwrap_or(fallback);
-    let kind = match v {
-        Value::String(s) => Kind::Str(s.value().clone()),
-        Value::Integer(i) => Kind::Int(*i.value()),
-        Value::Float(_) => Kind::Float,
-        Value::Boolean(b) => Kind::Bool(*b.value()),
-        Value::Datetime(_) => Kind::Datetime,
-        Value::Array(a) => Kind::Array(a.iter().map(|e| convert_value(e, span.clone())).collect()),
-        Value::InlineTable(t) => {
-            let mut entries = Vec::new();
-            for (k, e) in t.iter() {
-                let key_span = t.key(k).and_then(|k| k.span()).unwrap_or(span.clone());
-                entries.push(Entry {
-                    key: k.to_string(),
-                    key_span: key_span.clone(),
-                    value: convert_value(e, key_span),
-                });
-            }
-            Kind::Table(entries)
-        }
+        DeValue::Float(_) => Kind::Float,
+        DeValue::Boolean(b) => Kind::Bool(*b),
+        DeValue::Datetime(_) => Kind::Datetime,
+        DeValue::Array(a) => Kind::Array(a.iter().map(convert_value).collect::<Result<_, _>>()?),
+        DeValue::Table(t) => return convert_table(t, span),
     };
-    Sv { span, kind }
+    Ok(Sv { span, kind })
 }
 
 /// A problem before file/line resolution.
@@ -134,17 +106,26 @@ pub(crate) struct RawDiag {
     pub(crate) fix: String,
 }
 
-/// Collects problems and the span of every key path read.
-#[derive(Debug, Default)]
-pub(crate) struct Reader {
+/// Collects problems, placing each by its key path in the tree being read.
+#[derive(Debug)]
+pub(crate) struct Reader<'a> {
     pub(crate) diags: Vec<RawDiag>,
     /// What is accepted but probably not meant.
     pub(crate) warnings: Vec<RawDiag>,
-    /// key path -> (key start, value start)
-    spans: HashMap<String, (usize, usize)>,
+    /// The document, where key paths are looked up.
+    root: &'a Sv<'a>,
 }
 
-impl Reader {
+impl<'a> Reader<'a> {
+    /// A reader of the document `root`.
+    pub(crate) fn new(root: &'a Sv<'a>) -> Self {
+        Reader {
+            diags: Vec::new(),
+            warnings: Vec::new(),
+            root,
+        }
+    }
+
     /// Records a problem at a byte offset.
     pub(crate) fn error_at(
         &mut self,
@@ -199,36 +180,67 @@ impl Reader {
         self.error_at(offset, path, message, fix);
     }
 
-    /// Start of the value at `path`, or of its closest recorded parent.
+    /// Start of the value at `path`, or of its closest parent in the file.
     pub(crate) fn value_offset(&self, path: &str) -> usize {
-        self.lookup(path).map_or(0, |(_, v)| v)
+        self.lookup(path).0 .1
     }
 
-    /// Start of the key at `path`, or of its closest recorded parent.
+    /// Start of the key at `path`, or of its closest parent in the file.
     pub(crate) fn key_offset(&self, path: &str) -> usize {
-        self.lookup(path).map_or(0, |(k, _)| k)
+        self.lookup(path).0 .0
     }
 
-    fn lookup(&self, path: &str) -> Option<(usize, usize)> {
-        let mut p = path;
-        loop {
-            if let Some(s) = self.spans.get(p) {
-                return Some(*s);
-            }
-            let cut = p.rfind(['.', '['])?;
-            p = &p[..cut];
+    /// The (key start, value start) of `path`, or of its closest parent in the
+    /// file, and whether that is `path` itself. An array element's key is the
+    /// element. At each table the longest key that the rest of the path starts
+    /// with is taken, so that a key holding a dot still resolves.
+    fn lookup(&self, path: &str) -> ((usize, usize), bool) {
+        let mut node = self.root;
+        let mut found = (node.span.start, node.span.start);
+        let mut rest = path;
+        while !rest.is_empty() {
+            let next = match &node.kind {
+                Kind::Table(entries) => entries
+                    .iter()
+                    .filter(|e| {
+                        rest.strip_prefix(e.key)
+                            .is_some_and(|after| after.is_empty() || after.starts_with(['.', '[']))
+                    })
+                    .max_by_key(|e| e.key.len())
+                    .map(|e| {
+                        let after = &rest[e.key.len()..];
+                        (
+                            (e.key_span.start, e.value.span.start),
+                            &e.value,
+                            after.strip_prefix('.').unwrap_or(after),
+                        )
+                    }),
+                Kind::Array(items) => rest
+                    .strip_prefix('[')
+                    .and_then(|inner| inner.split_once(']'))
+                    .and_then(|(index, after)| {
+                        let item = items.get(index.parse::<usize>().ok()?)?;
+                        Some((
+                            (item.span.start, item.span.start),
+                            item,
+                            after.strip_prefix('.').unwrap_or(after),
+                        ))
+                    }),
+                _ => None,
+            };
+            let Some((spans, value, after)) = next else {
+                return (found, false);
+            };
+            found = spans;
+            node = value;
+            rest = after;
         }
+        (found, true)
     }
 
-    /// Whether a key path was present in the file.
+    /// Whether a key path is present in the file.
     pub(crate) fn was_present(&self, path: &str) -> bool {
-        self.spans.contains_key(path)
-    }
-
-    pub(crate) fn record(&mut self, path: &str, key_start: usize, value_start: usize) {
-        self.spans
-            .entry(path.to_string())
-            .or_insert((key_start, value_start));
+        self.lookup(path).1
     }
 
     /// Number of problems so far (to tell whether an element read cleanly).
@@ -253,7 +265,7 @@ impl Reader {
     /// A string value.
     pub(crate) fn string(&mut self, v: &Sv, path: &str) -> Option<String> {
         match &v.kind {
-            Kind::Str(s) => Some(s.clone()),
+            Kind::Str(s) => Some((*s).to_owned()),
             _ => {
                 self.type_error(v, path, "a string", "");
                 None
@@ -335,15 +347,10 @@ impl Reader {
         }
     }
 
-    /// An array; records each element's span under `path[i]`.
-    pub(crate) fn array<'a>(&mut self, v: &'a Sv, path: &str) -> Option<&'a [Sv]> {
+    /// An array.
+    pub(crate) fn array<'v>(&mut self, v: &'v Sv<'v>, path: &str) -> Option<&'v [Sv<'v>]> {
         match &v.kind {
-            Kind::Array(a) => {
-                for (i, e) in a.iter().enumerate() {
-                    self.record(&format!("{path}[{i}]"), e.span.start, e.span.start);
-                }
-                Some(a)
-            }
+            Kind::Array(a) => Some(a),
             _ => {
                 self.type_error(v, path, "an array", "write a list in brackets: [ ... ]");
                 None
@@ -422,26 +429,28 @@ pub(crate) fn join(parent: &str, key: &str) -> String {
 pub(crate) struct Table<'a> {
     pub(crate) path: String,
     pub(crate) start: usize,
-    entries: &'a [Entry],
+    entries: &'a [Entry<'a>],
     used: Vec<bool>,
     /// Shown in "missing key" messages, such as `[[service]]`.
-    what: String,
+    what: &'static str,
 }
 
 impl<'a> Table<'a> {
     /// Views a value as a table, or reports a type error.
-    pub(crate) fn new(r: &mut Reader, v: &'a Sv, path: &str, what: &str) -> Option<Self> {
+    pub(crate) fn new(
+        r: &mut Reader,
+        v: &'a Sv<'a>,
+        path: &str,
+        what: &'static str,
+    ) -> Option<Self> {
         match &v.kind {
-            Kind::Table(entries) => {
-                r.record(path, v.span.start, v.span.start);
-                Some(Self {
-                    path: path.to_string(),
-                    start: v.span.start,
-                    entries,
-                    used: vec![false; entries.len()],
-                    what: what.to_string(),
-                })
-            }
+            Kind::Table(entries) => Some(Self {
+                path: path.to_string(),
+                start: v.span.start,
+                entries,
+                used: vec![false; entries.len()],
+                what,
+            }),
             _ => {
                 r.type_error(v, path, "a table", "");
                 None
@@ -454,15 +463,12 @@ impl<'a> Table<'a> {
         join(&self.path, key)
     }
 
-    /// Takes a key, marking it used and recording its spans.
-    pub(crate) fn get(&mut self, r: &mut Reader, key: &str) -> Option<(&'a Sv, String)> {
+    /// Takes a key, marking it used.
+    pub(crate) fn get(&mut self, key: &str) -> Option<(&'a Sv<'a>, String)> {
         let entries = self.entries;
         let i = entries.iter().position(|e| e.key == key)?;
         self.used[i] = true;
-        let e = &entries[i];
-        let path = self.key_path(key);
-        r.record(&path, e.key_span.start, e.value.span.start);
-        Some((&e.value, path))
+        Some((&entries[i].value, self.key_path(key)))
     }
 
     /// Takes a required key, or reports it missing with an example of what to add.
@@ -471,8 +477,8 @@ impl<'a> Table<'a> {
         r: &mut Reader,
         key: &str,
         example: &str,
-    ) -> Option<(&'a Sv, String)> {
-        let got = self.get(r, key);
+    ) -> Option<(&'a Sv<'a>, String)> {
+        let got = self.get(key);
         if got.is_none() {
             r.error_at(
                 self.start,
@@ -484,18 +490,11 @@ impl<'a> Table<'a> {
         got
     }
 
-    /// All entries, each marked used and recorded (for map-like tables).
-    pub(crate) fn entries(&mut self, r: &mut Reader) -> Vec<(&'a Entry, String)> {
+    /// All entries, each marked used (for map-like tables).
+    pub(crate) fn entries(&mut self) -> Vec<(&'a Entry<'a>, String)> {
         let entries = self.entries;
         self.used.iter_mut().for_each(|u| *u = true);
-        entries
-            .iter()
-            .map(|e| {
-                let path = self.key_path(&e.key);
-                r.record(&path, e.key_span.start, e.value.span.start);
-                (e, path)
-            })
-            .collect()
+        entries.iter().map(|e| (e, self.key_path(e.key))).collect()
     }
 
     /// Whether the key is present (without using it).
@@ -509,8 +508,8 @@ impl<'a> Table<'a> {
             if *used {
                 continue;
             }
-            let path = self.key_path(&e.key);
-            let fix = match did_you_mean(&e.key, allowed.iter().copied()) {
+            let path = self.key_path(e.key);
+            let fix = match did_you_mean(e.key, allowed.iter().copied()) {
                 Some(s) => format!("did you mean `{s}`? allowed keys: {}", allowed.join(", ")),
                 None => format!("remove it; allowed keys: {}", allowed.join(", ")),
             };
@@ -527,7 +526,7 @@ impl<'a> Table<'a> {
 
     /// Optional string.
     pub(crate) fn opt_string(&mut self, r: &mut Reader, key: &str) -> Option<String> {
-        let (v, p) = self.get(r, key)?;
+        let (v, p) = self.get(key)?;
         r.string(v, &p)
     }
 
@@ -546,13 +545,13 @@ impl<'a> Table<'a> {
         hi: i64,
         fix: &str,
     ) -> Option<i64> {
-        let (v, p) = self.get(r, key)?;
+        let (v, p) = self.get(key)?;
         r.int_in(v, &p, lo, hi, fix)
     }
 
     /// Optional boolean.
     pub(crate) fn opt_bool(&mut self, r: &mut Reader, key: &str) -> Option<bool> {
-        let (v, p) = self.get(r, key)?;
+        let (v, p) = self.get(key)?;
         r.boolean(v, &p)
     }
 
@@ -563,21 +562,21 @@ impl<'a> Table<'a> {
         key: &str,
         options: &[(&str, T)],
     ) -> Option<T> {
-        let (v, p) = self.get(r, key)?;
+        let (v, p) = self.get(key)?;
         r.choice(v, &p, options)
     }
 }
 
 /// Peeks at a table's `name` string, for reference checks that must not depend on
 /// whether the rest of the element was valid.
-pub(crate) fn peek_name(v: &Sv) -> Option<&str> {
+pub(crate) fn peek_name<'d>(v: &Sv<'d>) -> Option<&'d str> {
     match &v.kind {
         Kind::Table(entries) => {
             entries
                 .iter()
                 .find(|e| e.key == "name")
                 .and_then(|e| match &e.value.kind {
-                    Kind::Str(s) => Some(s.as_str()),
+                    Kind::Str(s) => Some(*s),
                     _ => None,
                 })
         }

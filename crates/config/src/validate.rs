@@ -4,7 +4,9 @@
 //! (say, "is this address a VIP of some instance?") is skipped while that collection
 //! has a broken element, so one mistake does not cause a cascade of false errors.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::Hash;
 use std::net::IpAddr;
 
 use crate::diagnostic::did_you_mean;
@@ -25,28 +27,45 @@ fn complete<T>(list: &[Option<T>]) -> bool {
     list.iter().all(Option::is_some)
 }
 
-/// Reports the second and later uses of a key.
-fn unique(
+/// Reports the second and later uses of a key. `path(i)` is where the `i`th key is
+/// written, made only for a report (a file has 10,000s of servers); the first user
+/// is named by that path's parent.
+fn unique<K: Eq + Hash + fmt::Display>(
     r: &mut Reader,
-    items: impl IntoIterator<Item = (String, String)>,
+    keys: impl IntoIterator<Item = K>,
+    path: impl Fn(usize) -> String,
     what: &str,
     fix: &str,
 ) {
-    let mut seen: HashMap<String, String> = HashMap::new();
-    for (path, key) in items {
+    let mut seen: HashMap<K, usize> = HashMap::new();
+    for (i, key) in keys.into_iter().enumerate() {
         match seen.get(&key) {
-            Some(first) => r.error_value(
-                &path,
-                format!("{what} `{key}` is already used by {first}"),
-                fix,
-            ),
-            None => {
-                seen.insert(
-                    key,
-                    path.rsplit_once('.')
-                        .map_or(path.clone(), |(p, _)| p.to_string()),
+            Some(&first) => {
+                let first = path(first);
+                let first = first.rsplit_once('.').map_or(first.as_str(), |(p, _)| p);
+                r.error_value(
+                    &path(i),
+                    format!("{what} `{key}` is already used by {first}"),
+                    fix,
                 );
             }
+            None => {
+                seen.insert(key, i);
+            }
+        }
+    }
+}
+
+/// A server's address as it must be unique in its service: `address` or
+/// `address:port`.
+#[derive(PartialEq, Eq, Hash)]
+struct ServerAddress(IpAddr, Option<u16>);
+
+impl fmt::Display for ServerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(port) => write!(f, "{}:{port}", self.0),
+            None => write!(f, "{}", self.0),
         }
     }
 }
@@ -81,7 +100,8 @@ pub(crate) fn cross_check(r: &mut Reader, d: &Draft) {
     check_node_count(r, d);
     unique(
         r,
-        nodes.iter().map(|(p, n)| (join(p, "name"), n.name.clone())),
+        nodes.iter().map(|(_, n)| n.name.as_str()),
+        |i| join(&nodes[i].0, "name"),
         "node name",
         "give each node its own name",
     );
@@ -105,63 +125,62 @@ pub(crate) fn cross_check(r: &mut Reader, d: &Draft) {
     }
     unique(
         r,
-        groups
-            .iter()
-            .map(|(p, g)| (join(p, "name"), g.name.clone())),
+        groups.iter().map(|(_, g)| g.name.as_str()),
+        |i| join(&groups[i].0, "name"),
         "sync group name",
         "give each sync group its own name",
     );
     unique(
         r,
-        instances
-            .iter()
-            .map(|(p, i)| (join(p, "name"), i.name.clone())),
+        instances.iter().map(|(_, i)| i.name.as_str()),
+        |i| join(&instances[i].0, "name"),
         "instance name",
         "give each instance its own name",
     );
     unique(
         r,
-        services
-            .iter()
-            .map(|(p, s)| (join(p, "name"), s.name.clone())),
+        services.iter().map(|(_, s)| s.name.as_str()),
+        |i| join(&services[i].0, "name"),
         "service name",
         "give each service its own name",
     );
     unique(
         r,
-        checks
-            .iter()
-            .map(|(p, c)| (join(p, "name"), c.name.clone())),
+        checks.iter().map(|(_, c)| c.name.as_str()),
+        |i| join(&checks[i].0, "name"),
         "check name",
         "give each check its own name",
     );
     unique(
         r,
-        nat.iter().map(|(p, n)| (join(p, "name"), n.name.clone())),
+        nat.iter().map(|(_, n)| n.name.as_str()),
+        |i| join(&nat[i].0, "name"),
         "nat rule name",
         "give each nat rule its own name",
     );
     unique(
         r,
-        instances.iter().map(|(p, i)| {
+        instances.iter().map(|(_, i)| {
             let fam = if i.is_ipv6() { "IPv6" } else { "IPv4" };
-            (
-                join(p, "vrid"),
-                format!("{} on {} ({fam})", i.vrid, i.interface),
-            )
+            format!("{} on {} ({fam})", i.vrid, i.interface)
         }),
+        |i| join(&instances[i].0, "vrid"),
         "VRID",
         "use a different vrid: VRIDs are unique per interface and address family",
     );
-    unique(
-        r,
-        instances.iter().flat_map(|(p, i)| {
+    let vips: Vec<(&str, usize, IpAddr)> = instances
+        .iter()
+        .flat_map(|(p, i)| {
             i.vips
                 .iter()
                 .enumerate()
-                .map(|(k, v)| (format!("{p}.vips[{k}]"), v.address.address.to_string()))
-                .collect::<Vec<_>>()
-        }),
+                .map(move |(k, v)| (p.as_str(), k, v.address.address))
+        })
+        .collect();
+    unique(
+        r,
+        vips.iter().map(|&(_, _, a)| a),
+        |i| format!("{}.vips[{}]", vips[i].0, vips[i].1),
         "VIP",
         "each VIP belongs to exactly one instance",
     );
@@ -562,8 +581,24 @@ fn check_services(
     let instances_ok = complete(&d.instances);
     let nodes_ok = complete(&d.nodes);
     let raw_checks = &d.raw_names.checks;
+    let check_names: HashSet<&str> = raw_checks.iter().map(String::as_str).collect();
+    let held: HashSet<IpAddr> = instances
+        .iter()
+        .flat_map(|(_, i)| i.vips.iter().map(|v| v.address.address))
+        .collect();
+    // Services on one VIP and protocol: earlier services in file order, compared
+    // pair by pair only where some two of them overlap (`overlapping`).
+    let mut on_vip: HashMap<(IpAddr, Protocol), Vec<usize>> = HashMap::new();
+    for (k, (_, s)) in services.iter().enumerate() {
+        on_vip.entry((s.vip, s.protocol)).or_default().push(k);
+    }
+    let overlapping: HashSet<(IpAddr, Protocol)> = on_vip
+        .iter()
+        .filter(|(_, ks)| any_overlap(ks.iter().map(|&k| services[k].1.ports)))
+        .map(|(key, _)| *key)
+        .collect();
     for (k, (sp, s)) in services.iter().enumerate() {
-        if instances_ok && !instances.iter().any(|(_, i)| i.holds(s.vip)) {
+        if instances_ok && !held.contains(&s.vip) {
             let near = instances
                 .iter()
                 .find(|(_, i)| i.vips.iter().any(|v| v.address.contains(s.vip)))
@@ -578,8 +613,17 @@ fn check_services(
                 format!("add \"{}\" to the vips of an [[instance]]{near}", s.vip),
             );
         }
-        for (op, o) in &services[..k] {
-            if o.vip == s.vip && o.protocol == s.protocol && o.ports.overlaps(&s.ports) {
+        let group = (s.vip, s.protocol);
+        let earlier = match on_vip.get(&group) {
+            Some(ks) if overlapping.contains(&group) => ks.as_slice(),
+            _ => &[],
+        };
+        for (op, o) in earlier
+            .iter()
+            .take_while(|&&j| j < k)
+            .map(|&j| &services[j])
+        {
+            if o.ports.overlaps(&s.ports) {
                 let key = path_or(r, &join(sp, "port"), &join(sp, "port_range"));
                 r.error_value(
                     &key,
@@ -602,31 +646,24 @@ fn check_services(
         }
         unique(
             r,
-            s.servers
-                .iter()
-                .enumerate()
-                .map(|(j, v)| (format!("{sp}.server[{j}].name"), v.name.clone())),
+            s.servers.iter().map(|v| v.name.as_str()),
+            |j| format!("{sp}.server[{j}].name"),
             "server name",
             "give each server of a service its own name",
         );
         unique(
             r,
-            s.servers.iter().enumerate().map(|(j, v)| {
-                let port = v.port.map_or(String::new(), |p| format!(":{p}"));
-                (
-                    format!("{sp}.server[{j}].address"),
-                    format!("{}{port}", v.address),
-                )
-            }),
+            s.servers.iter().map(|v| ServerAddress(v.address, v.port)),
+            |j| format!("{sp}.server[{j}].address"),
             "server address",
             "list each real server once per service",
         );
         for (j, v) in s.servers.iter().enumerate() {
-            let vp = format!("{sp}.server[{j}]");
+            let vp = || format!("{sp}.server[{j}]");
             if let Some(c) = &v.check {
-                if !raw_checks.contains(c) {
+                if !check_names.contains(c.as_str()) {
                     r.error_value(
-                        &join(&vp, "check"),
+                        &join(&vp(), "check"),
                         format!("server `{}` uses check `{c}`, which is not defined", v.name),
                         format!(
                             "{}define it as a [[check]] or remove `check` ({})",
@@ -649,7 +686,7 @@ fn check_services(
                     .collect();
                 if !unreachable.is_empty() {
                     r.error_value(
-                        &join(&vp, "address"),
+                        &join(&vp(), "address"),
                         format!(
                             "server {} is in no subnet of node {}'s interfaces",
                             v.address,
@@ -663,6 +700,21 @@ fn check_services(
     }
 }
 
+/// Whether any two of `ranges` share a port (sorted by start, in n log n).
+fn any_overlap(ranges: impl Iterator<Item = PortRange>) -> bool {
+    let mut ranges: Vec<PortRange> = ranges.collect();
+    ranges.sort_unstable();
+    // Ports start at 1: no range starts at or below 0.
+    let mut end = 0;
+    for p in ranges {
+        if p.start <= end {
+            return true;
+        }
+        end = end.max(p.end);
+    }
+    false
+}
+
 fn check_nat(
     r: &mut Reader,
     nat: &[(String, &NatRule)],
@@ -673,6 +725,13 @@ fn check_nat(
     if !instances_ok {
         return;
     }
+    // The first instance holding each VIP (a VIP in two is reported elsewhere).
+    let mut holder: HashMap<IpAddr, &Instance> = HashMap::new();
+    for (_, i) in instances {
+        for v in &i.vips {
+            holder.entry(v.address.address).or_insert(i);
+        }
+    }
     for (np, rule) in nat {
         let addr_paths: Vec<(String, IpAddr)> = match &rule.snat {
             SnatTarget::Address(a) => vec![(format!("{np}.snat.address"), *a)],
@@ -682,10 +741,7 @@ fn check_nat(
                 .map(|(k, e)| (format!("{np}.snat.pool[{k}].address"), e.address))
                 .collect(),
         };
-        let dest_inst = instances
-            .iter()
-            .find(|(_, i)| i.holds(rule.destination))
-            .map(|(_, i)| *i);
+        let dest_inst = holder.get(&rule.destination).copied();
         if dest_inst.is_none() {
             let vips: Vec<String> = instances
                 .iter()
@@ -709,7 +765,7 @@ fn check_nat(
             );
         }
         for (path, a) in addr_paths {
-            let Some((_, inst)) = instances.iter().find(|(_, i)| i.holds(a)) else {
+            let Some(inst) = holder.get(&a).copied() else {
                 let suggestion = instances
                     .iter()
                     .find(|(_, i)| {

@@ -10,6 +10,9 @@ pub enum HealthError {
     /// Two targets share a name.
     #[error("target {0} is listed twice")]
     DuplicateTarget(TargetName),
+    /// A target given to replace some services' targets belongs to none of them.
+    #[error("target {0} is not of the services being replaced")]
+    OutsideServices(TargetName),
     /// Interval, timeout, rise or fall is zero.
     #[error("target {0}: interval, timeout, rise and fall must all be non-zero")]
     Timing(TargetName),

@@ -1,7 +1,7 @@
 //! The runner: drives the [`Scheduler`] with tokio's clock and the
 //! [`Checker`], bounding how many checks run at once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::pending;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -152,10 +152,27 @@ impl HealthRunner {
         targets: Vec<Target>,
         new_state: HealthState,
     ) -> Result<(), HealthError> {
+        self.change_targets(|s, now| s.set_targets(now, targets, new_state))
+    }
+
+    /// [`HealthRunner::update_targets`] for the targets of `services` only (a
+    /// reload that changed those): the others keep running untouched.
+    pub fn update_service_targets(
+        &self,
+        services: &BTreeSet<String>,
+        targets: Vec<Target>,
+        new_state: HealthState,
+    ) -> Result<(), HealthError> {
+        self.change_targets(|s, now| s.set_service_targets(now, services, targets, new_state))
+    }
+
+    /// Changes the scheduler's targets now, then wakes the driver.
+    fn change_targets(
+        &self,
+        change: impl FnOnce(&mut Scheduler, Time) -> Result<(), HealthError>,
+    ) -> Result<(), HealthError> {
         let now = self.shared.now();
-        self.shared
-            .scheduler()
-            .set_targets(now, targets, new_state)?;
+        change(&mut self.shared.scheduler(), now)?;
         self.shared.wake.notify_one();
         Ok(())
     }
@@ -168,6 +185,16 @@ impl HealthRunner {
     /// Every target's status, sorted by name.
     pub fn statuses(&self) -> Vec<TargetStatus> {
         self.shared.scheduler().statuses()
+    }
+
+    /// [`Scheduler::visit_latest`], under the scheduler's lock (keep `f` short).
+    pub fn visit_latest(&self, f: impl FnMut(&Arc<Target>, u64, Option<Duration>)) -> usize {
+        self.shared.scheduler().visit_latest(f)
+    }
+
+    /// Names of the targets that are down now.
+    pub fn down_targets(&self) -> Vec<TargetName> {
+        self.shared.scheduler().down_targets()
     }
 
     /// Counters.

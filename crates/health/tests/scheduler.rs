@@ -247,6 +247,60 @@ fn reload_keeps_unchanged_targets_and_starts_new_ones_as_asked() {
 }
 
 #[test]
+fn replacing_one_services_targets_leaves_the_others_alone() {
+    let of = |service: &str, server: &str| {
+        let mut t = target(server, 1000, 1, 1);
+        t.name = TargetName::new(service, server);
+        t
+    };
+    let mut s = Scheduler::new(no_dampening()).unwrap();
+    s.set_targets(
+        Time::ZERO,
+        vec![of("web", "a"), of("web", "gone"), of("db", "a")],
+        HealthState::Up,
+    )
+    .unwrap();
+    let (tr, _) = drive(&mut s, Time::from_millis(1500), |_, _| fail());
+    assert_eq!(tr.len(), 3, "all went down");
+
+    let web: std::collections::BTreeSet<String> = ["web".to_owned()].into();
+    let mut slower = of("web", "a");
+    slower.check.rise = 5;
+    let now = Time::from_millis(1500);
+    s.set_service_targets(now, &web, vec![slower, of("web", "b")], HealthState::Up)
+        .unwrap();
+    assert_eq!(s.len(), 3);
+    assert!(s.status(&TargetName::new("web", "gone")).is_none());
+    let a = s.status(&TargetName::new("web", "a")).unwrap();
+    assert_eq!((a.state, a.target.check.rise), (HealthState::Down, 5));
+    let b = s.status(&TargetName::new("web", "b")).unwrap();
+    assert_eq!(b.state, HealthState::Up);
+    let db = s.status(&TargetName::new("db", "a")).unwrap();
+    assert_eq!(
+        (db.state, db.transitions),
+        (HealthState::Down, 1),
+        "untouched"
+    );
+    assert_eq!(
+        s.down_targets().len(),
+        2,
+        "web/a and db/a: {:?}",
+        s.down_targets()
+    );
+
+    // A target of another service is refused, and nothing changes.
+    assert!(s
+        .set_service_targets(now, &web, vec![of("db", "c")], HealthState::Up)
+        .is_err());
+    assert_eq!(s.len(), 3);
+    // No targets for the service: its targets go, the others stay.
+    s.set_service_targets(now, &web, Vec::new(), HealthState::Up)
+        .unwrap();
+    assert_eq!(s.len(), 1);
+    assert!(s.status(&TargetName::new("db", "a")).is_some());
+}
+
+#[test]
 fn a_result_for_a_changed_probe_is_ignored() {
     let mut s = Scheduler::new(no_dampening()).unwrap();
     s.set_targets(Time::ZERO, vec![target("a", 1000, 1, 1)], HealthState::Up)
