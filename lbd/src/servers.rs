@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -450,8 +450,56 @@ pub fn tally(
     out
 }
 
+/// How long one dump's counts answer every status request and scrape. A dump costs
+/// the kernel a walk of the whole table (tens of ms per 100,000 entries, under the
+/// table's locks), and `vrrpctl watch`, the status page, Prometheus and scripts may
+/// each ask every second: within this age they share one.
+pub const COUNTS_FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// Active and inactive connections per (service, server).
+pub type Counts = Arc<HashMap<(String, String), ConnCounts>>;
+
+/// The last dump's counts, for the services they were counted for.
+struct LastCount {
+    at: Instant,
+    services: Vec<CountedService>,
+    counts: Counts,
+    result: ConnectionCount,
+}
+
+/// One per process: the status requests' tasks and the scrapes' threads share it.
+/// Held during a dump, so requests that arrive meanwhile wait for its counts rather
+/// than start dumps of their own.
+static LAST_COUNT: Mutex<Option<LastCount>> = Mutex::new(None);
+
+/// The services' connections counted per server (blocking): from the last dump if it
+/// counted the same services less than [`COUNTS_FRESH_FOR`] ago (`age_ms` says how
+/// old), else from a new one.
+pub fn count_connections(services: &[CountedService]) -> (Counts, ConnectionCount) {
+    let mut last = LAST_COUNT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(l) = last
+        .as_ref()
+        .filter(|l| l.at.elapsed() < COUNTS_FRESH_FOR && l.services == services)
+    {
+        let result = ConnectionCount {
+            age_ms: ctl::contract::ms(l.at.elapsed()),
+            ..l.result.clone()
+        };
+        return (Arc::clone(&l.counts), result);
+    }
+    let (counts, result) = dump_and_count(services);
+    let counts = Arc::new(counts);
+    *last = result.error.is_none().then(|| LastCount {
+        at: Instant::now(),
+        services: services.to_vec(),
+        counts: Arc::clone(&counts),
+        result: result.clone(),
+    });
+    (counts, result)
+}
+
 /// One conntrack dump of the services' VIPs, counted per server (blocking).
-pub fn count_connections(
+fn dump_and_count(
     services: &[CountedService],
 ) -> (HashMap<(String, String), ConnCounts>, ConnectionCount) {
     let started = Instant::now();
@@ -474,23 +522,23 @@ pub fn count_connections(
                 ConnectionCount {
                     entries: entries.len() as u64,
                     duration_ms: ctl::contract::ms(started.elapsed()),
-                    error: None,
+                    ..ConnectionCount::default()
                 },
             )
         }
         Err(e) => (
             HashMap::new(),
             ConnectionCount {
-                entries: 0,
                 duration_ms: ctl::contract::ms(started.elapsed()),
                 error: Some(format!("conntrack dump: {e}")),
+                ..ConnectionCount::default()
             },
         ),
     }
 }
 
 /// `status` with each server's active and inactive connections filled in, from
-/// one conntrack dump (on the blocking pool, at most 5 s).
+/// [`count_connections`] (on the blocking pool, at most 5 s).
 pub async fn with_connection_counts(
     mut status: ctl::contract::lbd::LbdStatus,
     services: Vec<CountedService>,
@@ -500,14 +548,14 @@ pub async fn with_connection_counts(
     {
         Ok(Ok(counted)) => counted,
         Ok(Err(e)) => (
-            HashMap::new(),
+            Arc::default(),
             ConnectionCount {
                 error: Some(format!("conntrack dump: {e}")),
                 ..ConnectionCount::default()
             },
         ),
         Err(_) => (
-            HashMap::new(),
+            Arc::default(),
             ConnectionCount {
                 error: Some("conntrack dump: no answer within 5 s".to_owned()),
                 ..ConnectionCount::default()

@@ -121,7 +121,8 @@ const MAX_RECEIVERS: u64 = 4;
 /// Least time between two log lines about refused sync connections.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Why the link cannot start.
+/// Why the link cannot start. The inner error's text is in the message, not also a
+/// `source()`, so an `anyhow` chain prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     /// `[sync]` gives no address for this node or the peer on the sync interface.
@@ -129,10 +130,10 @@ pub enum SyncError {
     NoAddress(&'static str),
     /// A sync thread could not be started.
     #[error("starting a sync thread: {0}")]
-    Thread(#[source] std::io::Error),
+    Thread(std::io::Error),
     /// The ctnetlink socket that writes the peer's entries could not be opened.
     #[error("opening conntrack: {0}")]
-    Conntrack(#[source] ctsync::Error),
+    Conntrack(ctsync::Error),
 }
 
 /// One line received from the peer.
@@ -1249,6 +1250,25 @@ fn dump_ended(shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_prints_each_inner_text_once() {
+        let errno = std::io::Error::from_raw_os_error(libc::EPERM).to_string();
+        let errors = [
+            SyncError::Conntrack(ctsync::Error::Open(std::io::Error::from_raw_os_error(
+                libc::EPERM,
+            ))),
+            SyncError::Conntrack(ctsync::Error::Kernel {
+                op: "create",
+                errno: std::io::Error::from_raw_os_error(libc::EPERM),
+            }),
+            SyncError::Thread(std::io::Error::from_raw_os_error(libc::EPERM)),
+        ];
+        for e in errors {
+            let chain = format!("{:#}", anyhow::Error::from(e));
+            assert_eq!(chain.matches(&errno).count(), 1, "{chain}");
+        }
+    }
 
     #[test]
     fn resync_and_event_lines() {

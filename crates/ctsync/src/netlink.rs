@@ -34,26 +34,26 @@ const RCVBUF: usize = 4 << 20;
 /// Room for one datagram of a dump or an answer.
 const READ_SIZE: usize = 1 << 16;
 
-/// A ctnetlink failure.
+/// A ctnetlink failure. Each variant says its inner error's text itself and does not
+/// return it as `source()` as well: an `anyhow` chain (`{:#}`) prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The netlink socket could not be opened or bound.
     #[error("opening the ctnetlink socket: {0}")]
-    Open(#[source] io::Error),
+    Open(io::Error),
     /// Sending a request failed.
     #[error("sending to ctnetlink: {0}")]
-    Send(#[source] io::Error),
+    Send(io::Error),
     /// Receiving failed.
     #[error("receiving from ctnetlink: {0}")]
-    Recv(#[source] io::Error),
+    Recv(io::Error),
     /// The kernel refused a request.
-    #[error("ctnetlink {op}: {source}")]
+    #[error("ctnetlink {op}: {errno}")]
     Kernel {
         /// The request.
         op: &'static str,
         /// The errno the kernel returned.
-        #[source]
-        source: io::Error,
+        errno: io::Error,
     },
     /// The event socket overflowed: events were lost, a full dump is needed.
     #[error("conntrack events lost (receive buffer overflow): resynchronise with a dump")]
@@ -63,7 +63,14 @@ pub enum Error {
     TimedOut,
     /// A message from the kernel could not be read.
     #[error("decoding a ctnetlink message: {0}")]
-    Decode(#[from] DecodeError),
+    Decode(DecodeError),
+}
+
+// By hand, not `#[from]`, which would make the decode error the source too.
+impl From<DecodeError> for Error {
+    fn from(error: DecodeError) -> Self {
+        Error::Decode(error)
+    }
 }
 
 /// What happened to a connection, as ctnetlink events report it.
@@ -253,7 +260,7 @@ impl Conntrack {
             None => Ok(()),
             Some(r) => Err(Error::Kernel {
                 op,
-                source: io::Error::from_raw_os_error(r.errno),
+                errno: io::Error::from_raw_os_error(r.errno),
             }),
         }
     }

@@ -833,6 +833,8 @@ pub struct ConnectionCount {
     pub entries: u64,
     /// How long the dump took.
     pub duration_ms: f64,
+    /// How old the counts are: one dump answers every request for a second.
+    pub age_ms: f64,
     /// Why there are no counts (then every server's are absent).
     pub error: Option<String>,
 }
