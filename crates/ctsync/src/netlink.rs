@@ -30,7 +30,13 @@ const BATCH: usize = 64;
 /// How often [`Conntrack::replace_batch`] deletes and creates again an entry that
 /// traffic re-created in between.
 const REPLACE_RETRIES: usize = 2;
+/// Receive buffer of a request socket (dumps, answers).
 const RCVBUF: usize = 4 << 20;
+/// Receive buffer of an event subscription: about 1 s of events at 20,000 new flows a
+/// second (two events a flow, ~800 bytes of kernel memory each), so a sender thread
+/// kept off both cores by other work for a while loses none (a loss costs the peer a
+/// full dump). Memory is charged only for the events waiting.
+const EVENTS_RCVBUF: usize = 32 << 20;
 /// Room for one datagram of a dump or an answer.
 const READ_SIZE: usize = 1 << 16;
 
@@ -188,7 +194,7 @@ impl From<nfnetlink::Error> for Error {
 fn open_socket(groups: u32) -> Result<NfSocket, Error> {
     Ok(NfSocket::open(&Options {
         groups,
-        recv_buffer: RCVBUF,
+        recv_buffer: if groups == 0 { RCVBUF } else { EVENTS_RCVBUF },
         read_timeout: None,
         read_size: READ_SIZE,
     })?)
@@ -551,6 +557,12 @@ impl Events {
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
         self.timeout = timeout.filter(|d| !d.is_zero());
         self.sock.set_read_timeout(timeout).map_err(Error::Open)
+    }
+
+    /// Sets the subscription's receive buffer (32 MiB by default): the events the
+    /// kernel holds for a reader that falls behind before it drops them.
+    pub fn set_receive_buffer(&mut self, bytes: usize) -> Result<(), Error> {
+        self.sock.set_recv_buffer(bytes).map_err(Error::Open)
     }
 
     /// Drops the events caused by requests of the [`Conntrack`] socket with this port

@@ -261,8 +261,9 @@ fn events_after_an_overflow_are_reported_again() {
     let lab = Lab::two_arm().unwrap();
     let lb1 = &lab["lb1"];
     let mut events = subscribed(lb1, Duration::from_millis(500));
+    events.set_receive_buffer(4 << 20).unwrap();
     let mut ct = lb1.run_in(Conntrack::open).unwrap().unwrap();
-    // Far more than the 4 MiB receive buffer holds.
+    // Far more than a 4 MiB receive buffer holds.
     let burst: Vec<_> = (0..40_000).map(background_entry).collect();
     assert_eq!(ct.replace_batch(&burst).unwrap().created, burst.len());
     let first = events.next().unwrap();
@@ -277,6 +278,32 @@ fn events_after_an_overflow_are_reported_again() {
         }
     }
     assert_eq!(seen, later.len(), "events after the overflow");
+}
+
+/// The default subscription holds a burst that overflows a 4 MiB buffer: 40,000
+/// new entries written at once, unread until the burst is over, all reported (two
+/// seconds of new flows at 20,000 a second, a sender kept off the CPU meanwhile).
+#[test]
+fn the_default_subscription_holds_a_burst_of_40000_new_entries() {
+    if !integration::have_root("the_default_subscription_holds_a_burst_of_40000_new_entries") {
+        return;
+    }
+    let lab = Lab::two_arm().unwrap();
+    let lb1 = &lab["lb1"];
+    let mut events = subscribed(lb1, Duration::from_millis(500));
+    let mut ct = lb1.run_in(Conntrack::open).unwrap().unwrap();
+    let burst: Vec<_> = (0..40_000).map(background_entry).collect();
+    assert_eq!(ct.replace_batch(&burst).unwrap().created, burst.len());
+    let mut news = 0;
+    loop {
+        match events.next() {
+            Some(Ok(ev)) if ev.kind == ctsync::EventKind::New => news += 1,
+            Some(Ok(_)) => {}
+            Some(Err(ctsync::Error::TimedOut)) | None => break,
+            Some(Err(e)) => panic!("after {news} new entries: {e}"),
+        }
+    }
+    assert_eq!(news, burst.len());
 }
 
 fn local_port(s: &TcpStream) -> u16 {
