@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the suite's build, tests and demo need, when missing.
 # Sourced by scripts/test.sh and scripts/demo.sh; safe to run on its own.
+# `scripts/deps.sh --bench` adds what the benchmarks compare against or load with.
 set -euo pipefail
 
 LBSUITE_DEBS=(
@@ -21,6 +22,14 @@ LBSUITE_DEBS=(
     prometheus      # promtool: checks and unit-tests dist/prometheus's alert rules (integration/tests/alerts_dashboard.rs)
     chromium        # headless browser loading the daemons' status pages (integration/tests/status_page.rs)
 )
+if [[ " $* " == *" --bench "* ]]; then
+    LBSUITE_DEBS+=(
+        nginx-light     # lb_bench: the servers behind the VIP
+        wrk             # lb_bench: the client load
+        conntrackd      # sync_bench: the baseline beside lbd's sync
+        stress-ng       # vrrp_bench --only false-failover: the saturating load
+    )
+fi
 
 missing=()
 for pkg in "${LBSUITE_DEBS[@]}"; do
