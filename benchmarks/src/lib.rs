@@ -27,7 +27,11 @@ fn clock_ticks() -> f64 {
 
 /// (user, system) CPU seconds of `pid`.
 pub fn cpu_seconds(pid: u32) -> Result<(f64, f64)> {
-    let path = format!("/proc/{pid}/stat");
+    stat_cpu(&format!("/proc/{pid}/stat"))
+}
+
+/// utime and stime of a `stat` file, in seconds.
+fn stat_cpu(path: &str) -> Result<(f64, f64)> {
     let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     // Fields after the parenthesised command name (which may hold spaces); utime
     // and stime are fields 14 and 15.
@@ -44,6 +48,24 @@ pub fn cpu_seconds(pid: u32) -> Result<(f64, f64)> {
     };
     let hz = clock_ticks();
     Ok((ticks(11)? / hz, ticks(12)? / hz))
+}
+
+/// User and system CPU seconds of `pid`'s threads whose name starts with `prefix`
+/// (`/proc/PID/task/TID/stat`; a thread that has exited is no longer counted).
+pub fn thread_cpu_seconds(pid: u32, prefix: &str) -> Result<(f64, f64)> {
+    let dir = format!("/proc/{pid}/task");
+    let mut sum = (0.0, 0.0);
+    for task in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let task = task?.path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        if let Ok((u, s)) = stat_cpu(&task.join("stat").to_string_lossy()) {
+            sum = (sum.0 + u, sum.1 + s);
+        }
+    }
+    Ok(sum)
 }
 
 /// VmRSS of `pid` in MiB.

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-use benchmarks::cpu_seconds;
+use benchmarks::{cpu_seconds, thread_cpu_seconds};
 use integration::{Host, Lab, Process};
 
 const VIP: &str = "198.18.0.100";
@@ -511,6 +511,15 @@ fn cpu_sys(pid: u32) -> f64 {
     cpu_seconds(pid).map(|(_, s)| s).unwrap_or(f64::NAN)
 }
 
+/// CPU seconds of lbd's sync threads (`sync-send`, `sync-recv`, `sync-refresh`), user
+/// and system: the sync's own cost, without what the benchmark's status polls cost
+/// lbd (each a conntrack dump of the services' VIPs, at most one a second).
+fn cpu_sync_threads(pid: u32) -> f64 {
+    thread_cpu_seconds(pid, "sync-")
+        .map(|(u, s)| u + s)
+        .unwrap_or(f64::NAN)
+}
+
 // ---------------------------------------------------------------------------
 // commit
 
@@ -627,6 +636,9 @@ fn rate(bins: &Binaries, args: &Args, conntrackd: bool) -> Result<()> {
     println!("== new flows replicated per second ({SECONDS} s of new flows at each rate; CPU in % of one core over those seconds; medians of {} runs)", args.runs);
     println!("   a flow: the client's SYN through lb1 (balanced, source-NATed) and the server's SYN-ACK back: two events");
     println!("   lost: the kernel dropped events for the sender (lbd: it then sends a full dump; conntrackd: the backup lacks flows after 60 s)");
+    println!("   CPU: the whole process (lbd: with the benchmark's status polls, a conntrack dump each second while it waits for");
+    println!("   the backup), its kernel (sys) share, and for lbd its sync threads alone (sync-send, sync-recv, sync-refresh: the");
+    println!("   sync's own cost); conntrackd is one thread, all of it sync");
     println!("   lbd (own): the same with conntrack events off in lb2's namespace. The lab's nodes share one kernel, whose");
     println!("   netlink keeps one listener map for every namespace: lb1's subscription makes lb2's kernel build an event");
     println!("   message for each entry lbd writes there and throw it away (~20 % of lb2's lbd in perf). A backup on a");
@@ -661,12 +673,14 @@ impl RateFigures {
         let m = |f: fn(&RateFigures) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
         let lost = runs.iter().filter(|r| r.lost).count();
         format!(
-            "achieved {:>6.0}/s  sender {:>5.1} % (sys {:>4.1})  receiver {:>5.1} % (sys {:>4.1})  backup had all after {:>6.0} ms  {}",
+            "achieved {:>6.0}/s  sender {:>5.1} % (sys {:>4.1}, sync threads {:>5.1})  receiver {:>5.1} % (sys {:>4.1}, sync threads {:>5.1})  backup had all after {:>6.0} ms  {}",
             m(|x| x.achieved),
             m(|x| x.sender_cpu) * 100.0,
             m(|x| x.sender_sys) * 100.0,
+            m(|x| x.sender_sync) * 100.0,
             m(|x| x.receiver_cpu) * 100.0,
             m(|x| x.receiver_sys) * 100.0,
+            m(|x| x.receiver_sync) * 100.0,
             m(|x| x.caught_up_ms),
             if lost > 0 {
                 format!("LOST EVENTS in {lost} of {} runs (resync)", runs.len())
@@ -684,6 +698,9 @@ struct RateFigures {
     /// Of which in the kernel (system time), sender and receiver.
     sender_sys: f64,
     receiver_sys: f64,
+    /// Of which in the sync threads (lbd; conntrackd: all of it).
+    sender_sync: f64,
+    receiver_sync: f64,
     caught_up_ms: f64,
     lost: bool,
 }
@@ -699,6 +716,7 @@ fn rate_ours(bins: &Binaries, r: usize, n: usize, own_kernel: bool) -> Result<Ra
         .unwrap_or(0);
     let (c1, c2) = (cpu_total(p1), cpu_total(p2));
     let (s1, s2) = (cpu_sys(p1), cpu_sys(p2));
+    let (t1, t2) = (cpu_sync_threads(p1), cpu_sync_threads(p2));
     let start = Instant::now();
     let took = open_flows_at(&ours.lab, n, r)?;
     let made = count_in_kernel(&ours.lab["lb1"])?;
@@ -706,6 +724,7 @@ fn rate_ours(bins: &Binaries, r: usize, n: usize, own_kernel: bool) -> Result<Ra
     let caught_up = start.elapsed();
     let (c1, c2) = (cpu_total(p1) - c1, cpu_total(p2) - c2);
     let (s1, s2) = (cpu_sys(p1) - s1, cpu_sys(p2) - s2);
+    let (t1, t2) = (cpu_sync_threads(p1) - t1, cpu_sync_threads(p2) - t2);
     let lost = ours.lbd("lb1")?["sync"]["events_lost"]
         .as_u64()
         .unwrap_or(0)
@@ -717,6 +736,8 @@ fn rate_ours(bins: &Binaries, r: usize, n: usize, own_kernel: bool) -> Result<Ra
         receiver_cpu: c2 / secs,
         sender_sys: s1 / secs,
         receiver_sys: s2 / secs,
+        sender_sync: t1 / secs,
+        receiver_sync: t2 / secs,
         caught_up_ms: caught_up.as_secs_f64() * 1e3,
         lost: lost > 0,
     })
@@ -759,6 +780,8 @@ fn rate_conntrackd(r: usize, n: usize) -> Result<RateFigures> {
         receiver_cpu: c2 / secs,
         sender_sys: s1 / secs,
         receiver_sys: s2 / secs,
+        sender_sync: c1 / secs,
+        receiver_sync: c2 / secs,
         caught_up_ms: caught_up.as_secs_f64() * 1e3,
         lost: caught.is_err(),
     })
