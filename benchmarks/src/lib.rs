@@ -32,7 +32,7 @@ pub fn cpu_seconds(pid: u32) -> Result<(f64, f64)> {
 
 /// utime and stime of a `stat` file, in seconds.
 fn stat_cpu(path: &str) -> Result<(f64, f64)> {
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     // Fields after the parenthesised command name (which may hold spaces); utime
     // and stime are fields 14 and 15.
     let rest = stat
