@@ -5,6 +5,7 @@ set -euo pipefail
 
 LBSUITE_DEBS=(
     iproute2        # ip netns, veth, bridges (the test lab)
+    curl            # HTTP through the VIP from chosen source addresses (lbd/tests/ecmp.rs)
     nftables        # nft: an independent reader of the kernel's ruleset in tests
     conntrack       # conntrack: reading connection state in tests
     libnftnl-dev    # nftnl-sys (lbd's nftables backend)

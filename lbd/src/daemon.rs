@@ -250,6 +250,8 @@ struct Daemon {
     /// What the daemon tells: metrics, systemd, the control socket's counters,
     /// recent errors.
     report: Report,
+    /// Active-active mode: the VIPs announced through the routing daemon.
+    announcer: Option<crate::announce::Announcer>,
 }
 
 /// The running configuration and what the operator changed at run time.
@@ -439,7 +441,15 @@ pub async fn run(
         HealthRunner::new(health_targets(&view), settings).context("starting health checks")?;
 
     let (roles_tx, mut roles_rx) = mpsc::unbounded_channel();
-    let follower = tokio::spawn(roles::follow(view.control.vrrpd_socket.clone(), roles_tx));
+    // Active-active runs no VRRP: nobody to follow (and no warning that vrrpd is away).
+    let follower = if view.mode == config::ClusterMode::ActiveActive {
+        tokio::spawn(async move {
+            let _keep = roles_tx;
+            std::future::pending::<()>().await
+        })
+    } else {
+        tokio::spawn(roles::follow(view.control.vrrpd_socket.clone(), roles_tx))
+    };
     let tracks = TrackSender::start(
         view.control.vrrpd_socket.clone(),
         sync.as_ref().map(SyncLink::incomplete),
@@ -489,7 +499,18 @@ pub async fn run(
             connection_gauges,
             forwarding,
         },
+        announcer: None,
     };
+    if let (config::ClusterMode::ActiveActive, Some(settings)) =
+        (daemon.config.view.mode, daemon.config.view.announce.clone())
+    {
+        tracing::info!(
+            daemon = settings.daemon.name(),
+            "active-active: announcing the VIPs of healthy services"
+        );
+        let owned = crate::announce::owned(&daemon.config.view);
+        daemon.announcer = Some(crate::announce::Announcer::start(settings, owned));
+    }
 
     // Adopts the table a previous lbd left (the backend reads it back and diffs);
     // systemd hears READY=1 once an apply has succeeded (see `record_apply`).
@@ -555,6 +576,14 @@ pub async fn run(
     }
 
     daemon.report.notifier.stopping();
+    // Routers stop sending this node new flows before its rules could go away.
+    if let Some(announcer) = daemon.announcer.take() {
+        match tokio::time::timeout(Duration::from_secs(15), announcer.withdraw_all()).await {
+            Ok(Ok(vips)) => tracing::info!(withdrawn = vips.len(), "VIPs withdrawn"),
+            Ok(Err(e)) => tracing::error!(error = %e, "withdrawing the VIPs"),
+            Err(_) => tracing::error!("withdrawing the VIPs took more than 15 s"),
+        }
+    }
 
     tracing::info!("stopping; the dataplane stays in place so that connections continue (the next start adopts it; `lbd --teardown` removes it)");
     follower.abort();
@@ -711,6 +740,7 @@ impl Daemon {
         // nobody knows what the kernel holds, so the next apply compares everything.
         self.kernel.changed = result.as_ref().ok().map(|_| ChangeHint::default());
         self.record_apply(why, &result);
+        self.announce(result.is_ok());
         result
     }
 
@@ -776,6 +806,16 @@ impl Daemon {
         } else if self.report.notifier.is_ready() {
             let status = self.systemd_status();
             self.report.notifier.status(&status);
+        }
+    }
+
+    /// Active-active: hands the VIPs this node should announce to the announcer.
+    fn announce(&self, applied: bool) {
+        if let Some(a) = &self.announcer {
+            a.set(
+                crate::announce::wanted(&self.kernel.plan, applied, false),
+                crate::announce::owned(&self.config.view),
+            );
         }
     }
 

@@ -1,0 +1,564 @@
+//! Active-active behind ECMP, in network namespaces (needs root and FRR): a router
+//! running FRR (zebra + bgpd, multipath) in front of three balancers, each running
+//! lbd and its own FRR instance, which lbd drives with vtysh to announce the VIP.
+//!
+//! ```text
+//!  client 198.18.20.10 (+ .30-.53) ── clients ── router .1 (AS 65000, maximum-paths 8)
+//!                                                   │ 198.18.0.1
+//!                      ┌──────────── transit 198.18.0.0/24 ────────────┐
+//!                    lb1 .11            lb2 .12            lb3 .13      (AS 65010 each)
+//!                      └──────────── server 198.18.1.0/24 ─────────────┘
+//!                    srv1 .21           srv2 .22           srv3 .23
+//! ```
+//!
+//! The VIP 198.18.5.100 is on no link: the router reaches it by the three balancers'
+//! BGP routes, spread over them by an L4 hash. Each balancer DNATs by Maglev (every
+//! node the same table) and SNATs to its own server-side address, which the servers
+//! name in their replies: a reply says which server and which balancer carried it.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use integration::{Host, HostSpec, Lab, Prefix, Process, Role, Topology};
+use support::{wait_for, Responder, PATIENCE};
+
+const ECMP_VIP: &str = "198.18.5.100";
+const NODES: [(&str, u8); 3] = [("lb1", 11), ("lb2", 12), ("lb3", 13)];
+const SERVERS: [(&str, u8); 3] = [("srv1", 21), ("srv2", 22), ("srv3", 23)];
+/// Client source addresses for new connections (198.18.20.30 ..).
+const SOURCES: u8 = 24;
+/// Long-lived connections held across the node's death.
+const HELD: usize = 30;
+/// The router's hold time for its balancer peers (keepalive 1 s).
+const HOLD_S: u32 = 3;
+
+fn v4(c: u8, d: u8, len: u8) -> Prefix {
+    Prefix::v4(198, 18, c, d, len)
+}
+
+fn topology() -> Topology {
+    let mut t = Topology::new()
+        .bridge("clients")
+        .bridge("transit")
+        .bridge("server")
+        .host(
+            HostSpec::new("client", Role::Client)
+                .interface("eth0", "clients", &[v4(20, 10, 24)])
+                .route(v4(5, 0, 24), "198.18.20.1".parse().unwrap()),
+        )
+        .host(
+            HostSpec::new("router", Role::Balancer)
+                .interface("eth0", "clients", &[v4(20, 1, 24)])
+                .interface("eth1", "transit", &[v4(0, 1, 24)]),
+        );
+    for (name, h) in NODES {
+        t = t.host(
+            HostSpec::new(name, Role::Balancer)
+                .interface("eth0", "transit", &[v4(0, h, 24)])
+                .interface("eth1", "server", &[v4(1, h, 24)])
+                .route(v4(20, 0, 24), "198.18.0.1".parse().unwrap()),
+        );
+    }
+    for (name, h) in SERVERS {
+        t = t.host(HostSpec::new(name, Role::Server).interface("eth0", "server", &[v4(1, h, 24)]));
+    }
+    t
+}
+
+/// The cluster's file as `node` has it: the same on every node but for the control
+/// sockets, which here share one directory.
+fn cluster_toml(dir: &Path, pathspace: &str, node: &str) -> String {
+    let mut text = format!(
+        r#"[cluster]
+name = "ecmp"
+mode = "active-active"
+
+[announce]
+daemon = "frr"
+asn = 65010
+pathspace = "{pathspace}-{{node}}"
+refresh_ms = 1000
+
+[dataplane]
+backend = "nft"
+
+[control]
+lbd_socket = "{dir}/{node}-lbd.sock"
+vrrpd_socket = "{dir}/{node}-vrrpd.sock"
+"#,
+        dir = dir.display()
+    );
+    for (name, h) in NODES {
+        text.push_str(&format!(
+            "\n[[node]]\nname = \"{name}\"\naddresses = {{ eth0 = [\"198.18.0.{h}/24\"], eth1 = [\"198.18.1.{h}/24\"] }}\n"
+        ));
+    }
+    for (service, port) in [("web", 80), ("echo", 9000)] {
+        text.push_str(&format!(
+            "\n[[service]]\nname = \"{service}\"\nvip = \"{ECMP_VIP}\"\nport = {port}\nscheduler = \"mh\"\n"
+        ));
+        for (name, h) in SERVERS {
+            text.push_str(&format!(
+                "\n[[service.server]]\nname = \"{name}\"\naddress = \"198.18.1.{h}\"\n"
+            ));
+        }
+    }
+    text.push_str(&format!(
+        "\n[[nat]]\nname = \"to-servers\"\nout_interface = \"eth1\"\nprotocol = \"tcp\"\ndestination = \"{ECMP_VIP}\"\nsnat = {{ node_address = \"eth1\" }}\n"
+    ));
+    text
+}
+
+/// The pathspaces' run directories under /var/run/frr, removed on drop (after the
+/// daemons, which are declared later and so dropped first).
+struct FrrDirs(Vec<PathBuf>);
+
+impl Drop for FrrDirs {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Starts zebra and bgpd of pathspace `ps` in `host` with `conf`, in the foreground
+/// (the guards stop them); waits for bgpd's vty socket.
+fn start_frr(host: &Host, ps: &str, conf: &Path, dirs: &mut FrrDirs) -> Vec<Process> {
+    let run = PathBuf::from(format!("/var/run/frr/{ps}"));
+    std::fs::create_dir_all(&run).unwrap();
+    dirs.0.push(run.clone());
+    let status = std::process::Command::new("chown")
+        .args(["frr:frr", "/var/run/frr"])
+        .arg(&run)
+        .status()
+        .unwrap();
+    assert!(status.success(), "chown frr:frr {}", run.display());
+    let mut out = Vec::new();
+    for daemon in ["zebra", "bgpd"] {
+        let mut cmd = host.command(format!("/usr/lib/frr/{daemon}"));
+        cmd.args(["-N", ps, "-f"])
+            .arg(conf)
+            .args(["--log", "stdout"]);
+        out.push(host.spawn_command(cmd, &format!("{ps}-{daemon}")).unwrap());
+        let socket = run.join(format!("{daemon}.vty"));
+        wait_for(&format!("{ps} {daemon} up"), PATIENCE, || socket.exists());
+    }
+    out
+}
+
+fn router_conf() -> String {
+    let mut c = String::from(
+        "hostname router\nrouter bgp 65000\n bgp router-id 198.18.0.1\n no bgp ebgp-requires-policy\n",
+    );
+    for (_, h) in NODES {
+        c.push_str(&format!(
+            " neighbor 198.18.0.{h} remote-as 65010\n neighbor 198.18.0.{h} timers 1 {HOLD_S}\n neighbor 198.18.0.{h} timers connect 1\n"
+        ));
+    }
+    c.push_str(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\nexit\n");
+    c
+}
+
+fn balancer_conf(name: &str, h: u8) -> String {
+    format!(
+        "hostname {name}\nrouter bgp 65010\n bgp router-id 198.18.0.{h}\n no bgp ebgp-requires-policy\n no bgp network import-check\n neighbor 198.18.0.1 remote-as 65000\n neighbor 198.18.0.1 timers 1 {HOLD_S}\n neighbor 198.18.0.1 timers connect 1\n neighbor 198.18.0.1 advertisement-interval 0\nexit\n"
+    )
+}
+
+/// The router's next hops for the VIP, as the kernel holds them.
+fn router_paths(router: &Host) -> BTreeSet<String> {
+    let Ok(text) = router.ip(&["route", "show", ECMP_VIP]) else {
+        return BTreeSet::new();
+    };
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .map(|w| w[1].to_owned())
+        .collect()
+}
+
+/// The balancer (by its server-side address) the router sends the client's held
+/// connection from source port `port` to now.
+fn router_choice(router: &Host, port: &str) -> String {
+    let text = router
+        .ip(&[
+            "route",
+            "get",
+            ECMP_VIP,
+            "from",
+            "198.18.20.10",
+            "iif",
+            "eth0",
+            "ipproto",
+            "tcp",
+            "sport",
+            port,
+            "dport",
+            "9000",
+        ])
+        .unwrap_or_default();
+    let via = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find(|w| w[0] == "via")
+        .map(|w| w[1].to_owned())
+        .unwrap_or_default();
+    via.replacen("198.18.0.", "198.18.1.", 1)
+}
+
+fn paths_of(nodes: &[u8]) -> BTreeSet<String> {
+    nodes.iter().map(|h| format!("198.18.0.{h}")).collect()
+}
+
+/// Answers each line with "<server> <peer address>\n" (the peer is the balancer's
+/// SNAT address) until the connection closes.
+struct Echo {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Echo {
+    fn start(host: &Host, addr: &str, name: &str) -> Echo {
+        let listener = host.tcp_listen(addr.parse().unwrap()).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, name) = (Arc::clone(&stop), name.to_owned());
+        let thread = thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, peer)) => {
+                        let name = name.clone();
+                        thread::spawn(move || {
+                            let _ = s.set_nonblocking(false);
+                            let Ok(mut w) = s.try_clone() else { return };
+                            for line in BufReader::new(s).lines() {
+                                if line.is_err() || writeln!(w, "{name} {}", peer.ip()).is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Echo {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One round trip on a held connection: (server, balancer's SNAT address), or `None`
+/// if the connection is broken.
+fn ping(conn: &mut TcpStream) -> Option<(String, String)> {
+    conn.write_all(b"ping\n").ok()?;
+    let mut line = String::new();
+    let mut reader = BufReader::new(conn.try_clone().ok()?);
+    reader.read_line(&mut line).ok()?;
+    let mut it = line.split_whitespace();
+    Some((it.next()?.to_owned(), it.next()?.to_owned()))
+}
+
+/// One GET from source address `src`: (server, balancer's SNAT address).
+fn fetch_from(client: &Host, src: &str) -> Option<(String, String)> {
+    let out = client
+        .exec(&[
+            "curl",
+            "-s",
+            "--max-time",
+            "3",
+            "--interface",
+            src,
+            &format!("http://{ECMP_VIP}/"),
+        ])
+        .ok()?;
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut it = body.split_whitespace();
+    Some((it.next()?.to_owned(), it.next()?.to_owned()))
+}
+
+fn source(i: u8) -> String {
+    format!("198.18.20.{}", 30 + i)
+}
+
+/// Which server each source reaches, over `rounds` connections each (new source
+/// ports, so the router spreads them over the balancers); also which balancers
+/// carried each source's connections.
+fn survey(
+    client: &Host,
+    rounds: usize,
+) -> (
+    BTreeMap<String, BTreeSet<String>>,
+    BTreeMap<String, BTreeSet<String>>,
+) {
+    let mut servers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut balancers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for i in 0..SOURCES {
+        let src = source(i);
+        for _ in 0..rounds {
+            let (srv, lb) = fetch_from(client, &src)
+                .unwrap_or_else(|| panic!("no answer through the VIP from {src}"));
+            servers.entry(src.clone()).or_default().insert(srv);
+            balancers.entry(src.clone()).or_default().insert(lb);
+        }
+    }
+    (servers, balancers)
+}
+
+#[test]
+fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
+    if !integration::have_root("three_balancers_behind_ecmp_announce_through_frr_and_lose_one") {
+        return;
+    }
+    if !Path::new("/usr/lib/frr/bgpd").exists() {
+        panic!("FRR is not installed: run scripts/deps.sh");
+    }
+    let lab = Lab::up(topology()).unwrap();
+    // The router spreads flows by their 5-tuple. Policy 3 (custom fields) hashes the
+    // packet's own headers; policy 1 would reuse the hash a local client socket
+    // gave the skb (random per socket, and changed by TCP at a retransmission
+    // timeout), which only a lab of namespaces has.
+    let router = &lab["router"];
+    router
+        .set_sysctl("net.ipv4.fib_multipath_hash_fields", "0x0037")
+        .unwrap();
+    router
+        .set_sysctl("net.ipv4.fib_multipath_hash_policy", "3")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ps = lab.id().to_owned();
+    for (name, _) in NODES {
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, cluster_toml(dir.path(), &ps, name)).unwrap();
+    }
+
+    let mut dirs = FrrDirs(Vec::new());
+    let mut daemons = Vec::new();
+    let conf = dir.path().join("router-frr.conf");
+    std::fs::write(&conf, router_conf()).unwrap();
+    daemons.extend(start_frr(
+        &lab["router"],
+        &format!("{ps}-router"),
+        &conf,
+        &mut dirs,
+    ));
+    for (name, h) in NODES {
+        let conf = dir.path().join(format!("{name}-frr.conf"));
+        std::fs::write(&conf, balancer_conf(name, h)).unwrap();
+        daemons.extend(start_frr(
+            &lab[name],
+            &format!("{ps}-{name}"),
+            &conf,
+            &mut dirs,
+        ));
+    }
+    let _web: Vec<Responder> = SERVERS
+        .iter()
+        .map(|(name, h)| Responder::start(&lab[name], &format!("198.18.1.{h}:80"), name))
+        .collect();
+    let _echo: Vec<Echo> = SERVERS
+        .iter()
+        .map(|(name, h)| Echo::start(&lab[name], &format!("198.18.1.{h}:9000"), name))
+        .collect();
+
+    let started = Instant::now();
+    let mut lbds: BTreeMap<&str, Process> = BTreeMap::new();
+    for (name, _) in NODES {
+        let config = dir.path().join(format!("{name}.toml"));
+        let mut cmd = lab[name].command(env!("CARGO_BIN_EXE_lbd"));
+        cmd.args(["--config", config.to_str().unwrap(), "--node", name])
+            .env("RUST_LOG", "info");
+        lbds.insert(name, lab[name].spawn_command(cmd, "lbd").unwrap());
+    }
+    wait_for(
+        "the router has a path through every balancer",
+        PATIENCE,
+        || router_paths(router) == paths_of(&[11, 12, 13]),
+    );
+    println!(
+        "ECMP: 3 paths to {ECMP_VIP} at the router {} ms after the three lbd started",
+        started.elapsed().as_millis()
+    );
+
+    // Every balancer sends a client to the same server: new connections from one
+    // source take different balancers (the router hashes ports too) and one server.
+    let client = &lab["client"];
+    for i in 0..SOURCES {
+        client
+            .ip(&["addr", "add", &format!("{}/24", source(i)), "dev", "eth0"])
+            .unwrap();
+    }
+    let (before, carried) = survey(client, 6);
+    let crossed = carried.values().filter(|b| b.len() > 1).count();
+    let per_lb: BTreeMap<&String, usize> =
+        carried
+            .values()
+            .flatten()
+            .fold(BTreeMap::new(), |mut m, lb| {
+                *m.entry(lb).or_default() += 1;
+                m
+            });
+    println!("{SOURCES} sources x 6 connections: {crossed} sources crossed 2+ balancers; sources seen per balancer {per_lb:?}");
+    for (src, servers) in &before {
+        assert_eq!(
+            servers.len(),
+            1,
+            "{src} reached {servers:?} through {:?}",
+            carried[src]
+        );
+    }
+    assert!(
+        crossed > 0,
+        "no source's connections took two balancers: {carried:?}"
+    );
+    let spread: BTreeSet<&String> = before.values().flatten().collect();
+    println!("servers reached: {spread:?}");
+
+    // Long-lived connections, spread over the balancers by the router.
+    let mut held: Vec<(TcpStream, String, String)> = Vec::new();
+    for _ in 0..HELD {
+        let mut c = client
+            .tcp_connect(
+                format!("{ECMP_VIP}:9000").parse::<SocketAddr>().unwrap(),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let (srv, lb) = ping(&mut c).expect("a fresh connection answers");
+        held.push((c, srv, lb));
+    }
+    let through = |lb: &str| held.iter().filter(|(_, _, l)| l == lb).count();
+    println!(
+        "{HELD} held connections: lb1 {}, lb2 {}, lb3 {}",
+        through("198.18.1.11"),
+        through("198.18.1.12"),
+        through("198.18.1.13")
+    );
+
+    let predicted = held
+        .iter()
+        .filter(|(c, _, lb)| {
+            router_choice(router, &c.local_addr().unwrap().port().to_string()) == *lb
+        })
+        .count();
+    println!(
+        "the router's `ip route get` names the balancer of {predicted} of {HELD} held connections"
+    );
+    assert_eq!(
+        predicted, HELD,
+        "the router's choice must be readable to tell kept from moved flows"
+    );
+
+    // lb3 dies without a word: its transit link goes dark and its lbd is killed, so
+    // nothing withdraws the route; the router's hold timer does.
+    let death = Instant::now();
+    lab["lb3"].ip(&["link", "set", "eth0", "down"]).unwrap();
+    if let Some(p) = lbds.get("lb3") {
+        p.signal(libc::SIGKILL).unwrap();
+    }
+    wait_for("the router drops lb3's path", PATIENCE, || {
+        router_paths(router) == paths_of(&[11, 12])
+    });
+    let withdrawn = death.elapsed();
+    println!(
+        "lb3 died: the router withdrew its path after {} ms (BGP hold time {HOLD_S} s, keepalive 1 s)",
+        withdrawn.as_millis()
+    );
+
+    // The router's ECMP is hash-threshold: going from 3 paths to 2 moves some flows
+    // of the surviving balancers too. Ask it where each held connection goes now.
+    let mut kept = 0;
+    let mut rehashed = (0, 0);
+    let mut lb3_flows = (0, 0);
+    for (conn, srv, lb) in held.iter_mut() {
+        let port = conn.local_addr().unwrap().port().to_string();
+        let now_via = router_choice(router, &port);
+        let after = ping(conn);
+        if lb.as_str() == "198.18.1.13" {
+            match after {
+                Some(_) => lb3_flows.0 += 1,
+                None => lb3_flows.1 += 1,
+            }
+            continue;
+        }
+        if now_via != *lb {
+            // Moved by the router to the other survivor: with a per-node SNAT
+            // address the server sees another source, so it cannot survive.
+            match after {
+                Some(_) => rehashed.0 += 1,
+                None => rehashed.1 += 1,
+            }
+            continue;
+        }
+        let (srv2, lb2) = after
+            .unwrap_or_else(|| panic!("a connection the router kept on {lb} broke when lb3 died"));
+        assert_eq!(
+            (&srv2, &lb2),
+            (&*srv, &*lb),
+            "a connection the router kept moved"
+        );
+        kept += 1;
+    }
+    println!(
+        "after lb3's death: {kept} connections the router kept on lb1/lb2 untouched; {} it moved between lb1 and lb2 (ECMP rehash from 3 to 2 paths): {} survived, {} broke; of lb3's {}: {} survived, {} broke (NAT with per-node SNAT: the server sees another source)",
+        rehashed.0 + rehashed.1,
+        rehashed.0,
+        rehashed.1,
+        lb3_flows.0 + lb3_flows.1,
+        lb3_flows.0,
+        lb3_flows.1
+    );
+    assert!(kept > 0, "no held connection stayed on its balancer");
+
+    // New connections of every source reach the same server as before.
+    let (after, carried) = survey(client, 3);
+    for (src, servers) in &after {
+        assert_eq!(servers, &before[src], "{src} moved to another server");
+        assert!(
+            !carried[src].contains("198.18.1.13"),
+            "{src} still reached lb3"
+        );
+    }
+    println!("after lb3's death every source reaches the server it reached before");
+
+    // lb2 stops cleanly: lbd withdraws the VIP itself before it exits.
+    let stop = Instant::now();
+    if let Some(p) = lbds.get("lb2") {
+        p.signal(libc::SIGTERM).unwrap();
+    }
+    wait_for("the router drops lb2's path", PATIENCE, || {
+        router_paths(router) == paths_of(&[11])
+    });
+    println!(
+        "lb2's lbd stopped (SIGTERM): the router withdrew its path after {} ms",
+        stop.elapsed().as_millis()
+    );
+    let (last, _) = survey(client, 1);
+    for (src, servers) in &last {
+        assert_eq!(servers, &before[src], "{src} moved to another server");
+    }
+    drop(lbds);
+    drop(daemons);
+}
