@@ -143,10 +143,15 @@ fn start_frr(host: &Host, ps: &str, conf: &Path, dirs: &mut FrrDirs) -> Vec<Proc
         .unwrap();
     assert!(status.success(), "chown frr:frr {}", run.display());
     let mut out = Vec::new();
-    for daemon in ["zebra", "bgpd"] {
+    // bfdd gets only the bfd block: an `exit` at the top of a daemon's file ends
+    // its configuration mode, and the other daemons do not know `bfd`.
+    let bfd_conf = conf.with_extension("bfd.conf");
+    std::fs::write(&bfd_conf, BFD_PROFILE).unwrap();
+    for daemon in ["zebra", "bfdd", "bgpd"] {
+        let file = if daemon == "bfdd" { &bfd_conf } else { conf };
         let mut cmd = host.command(format!("/usr/lib/frr/{daemon}"));
         cmd.args(["-N", ps, "-f"])
-            .arg(conf)
+            .arg(file)
             .args(["--log", "stdout"]);
         out.push(host.spawn_command(cmd, &format!("{ps}-{daemon}")).unwrap());
         let socket = run.join(format!("{daemon}.vty"));
@@ -155,22 +160,38 @@ fn start_frr(host: &Host, ps: &str, conf: &Path, dirs: &mut FrrDirs) -> Vec<Proc
     out
 }
 
+/// BFD every 100 ms, down after 3 missed: for lb1 and lb2, not lb3 (whose death the
+/// hold timer detects).
+const BFD_PROFILE: &str = "bfd\n profile fast\n  receive-interval 100\n  transmit-interval 100\n  detect-multiplier 3\n exit\nexit\n";
+
+fn with_bfd(h: u8) -> bool {
+    h != 13
+}
+
 fn router_conf() -> String {
-    let mut c = String::from(
-        "hostname router\nrouter bgp 65000\n bgp router-id 198.18.0.1\n no bgp ebgp-requires-policy\n",
+    let mut c = format!(
+        "hostname router\nrouter bgp 65000\n bgp router-id 198.18.0.1\n no bgp ebgp-requires-policy\n"
     );
     for (_, h) in NODES {
         c.push_str(&format!(
             " neighbor 198.18.0.{h} remote-as 65010\n neighbor 198.18.0.{h} timers 1 {HOLD_S}\n neighbor 198.18.0.{h} timers connect 1\n"
         ));
+        if with_bfd(h) {
+            c.push_str(&format!(" neighbor 198.18.0.{h} bfd profile fast\n"));
+        }
     }
     c.push_str(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\nexit\n");
     c
 }
 
 fn balancer_conf(name: &str, h: u8) -> String {
+    let bfd = if with_bfd(h) {
+        " neighbor 198.18.0.1 bfd profile fast\n"
+    } else {
+        ""
+    };
     format!(
-        "hostname {name}\nrouter bgp 65010\n bgp router-id 198.18.0.{h}\n no bgp ebgp-requires-policy\n no bgp network import-check\n neighbor 198.18.0.1 remote-as 65000\n neighbor 198.18.0.1 timers 1 {HOLD_S}\n neighbor 198.18.0.1 timers connect 1\n neighbor 198.18.0.1 advertisement-interval 0\nexit\n"
+        "hostname {name}\nrouter bgp 65010\n bgp router-id 198.18.0.{h}\n no bgp ebgp-requires-policy\n no bgp network import-check\n neighbor 198.18.0.1 remote-as 65000\n neighbor 198.18.0.1 timers 1 {HOLD_S}\n neighbor 198.18.0.1 timers connect 1\n neighbor 198.18.0.1 advertisement-interval 0\n{bfd}exit\n"
     )
 }
 
@@ -326,6 +347,15 @@ fn survey(
     (servers, balancers)
 }
 
+/// `node` dies without a word: its transit link goes dark and its lbd is killed, so
+/// nothing withdraws its route but the router's own detection.
+fn die(lab: &Lab, lbds: &BTreeMap<&str, Process>, node: &str) {
+    lab[node].ip(&["link", "set", "eth0", "down"]).unwrap();
+    if let Some(p) = lbds.get(node) {
+        p.signal(libc::SIGKILL).unwrap();
+    }
+}
+
 #[test]
 fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
     if !integration::have_root("three_balancers_behind_ecmp_announce_through_frr_and_lose_one") {
@@ -474,10 +504,7 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
     // lb3 dies without a word: its transit link goes dark and its lbd is killed, so
     // nothing withdraws the route; the router's hold timer does.
     let death = Instant::now();
-    lab["lb3"].ip(&["link", "set", "eth0", "down"]).unwrap();
-    if let Some(p) = lbds.get("lb3") {
-        p.signal(libc::SIGKILL).unwrap();
-    }
+    die(&lab, &lbds, "lb3");
     wait_for("the router drops lb3's path", PATIENCE, || {
         router_paths(router) == paths_of(&[11, 12])
     });
@@ -543,22 +570,33 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
     }
     println!("after lb3's death every source reaches the server it reached before");
 
-    // lb2 stops cleanly: lbd withdraws the VIP itself before it exits.
-    let stop = Instant::now();
-    if let Some(p) = lbds.get("lb2") {
-        p.signal(libc::SIGTERM).unwrap();
-    }
+    // lb2 dies the same way, but the router runs BFD with it.
+    let death = Instant::now();
+    die(&lab, &lbds, "lb2");
     wait_for("the router drops lb2's path", PATIENCE, || {
         router_paths(router) == paths_of(&[11])
     });
     println!(
-        "lb2's lbd stopped (SIGTERM): the router withdrew its path after {} ms",
-        stop.elapsed().as_millis()
+        "lb2 died: the router withdrew its path after {} ms (BFD 100 ms x 3)",
+        death.elapsed().as_millis()
     );
     let (last, _) = survey(client, 1);
     for (src, servers) in &last {
         assert_eq!(servers, &before[src], "{src} moved to another server");
     }
+
+    // lb1 stops cleanly: lbd withdraws the VIP itself before it exits.
+    let stop = Instant::now();
+    if let Some(p) = lbds.get("lb1") {
+        p.signal(libc::SIGTERM).unwrap();
+    }
+    wait_for("the router drops lb1's path", PATIENCE, || {
+        router_paths(router).is_empty()
+    });
+    println!(
+        "lb1's lbd stopped (SIGTERM): the router withdrew its path after {} ms",
+        stop.elapsed().as_millis()
+    );
     drop(lbds);
     drop(daemons);
 }
