@@ -32,6 +32,8 @@ use integration::{Host, HostSpec, Lab, Prefix, Process, Role, Topology};
 use support::{wait_for, Responder, PATIENCE};
 
 const ECMP_VIP: &str = "198.18.5.100";
+/// A second VIP whose one service has a health check.
+const CHECKED_VIP: &str = "198.18.5.101";
 const NODES: [(&str, u8); 3] = [("lb1", 11), ("lb2", 12), ("lb3", 13)];
 const SERVERS: [(&str, u8); 3] = [("srv1", 21), ("srv2", 22), ("srv3", 23)];
 /// Client source addresses for new connections (198.18.20.30 ..).
@@ -112,6 +114,20 @@ vrrpd_socket = "{dir}/{node}-vrrpd.sock"
             ));
         }
     }
+    text.push_str(&format!(
+        "\n[[service]]\nname = \"api\"\nvip = \"{CHECKED_VIP}\"\nport = 80\nscheduler = \"mh\"\n"
+    ));
+    for (name, h) in SERVERS {
+        text.push_str(&format!(
+            "\n[[service.server]]\nname = \"{name}\"\naddress = \"198.18.1.{h}\"\nport = 8080\ncheck = \"api-tcp\"\n"
+        ));
+    }
+    text.push_str(
+        "\n[[check]]\nname = \"api-tcp\"\ntype = \"tcp\"\ninterval_ms = 200\ntimeout_ms = 100\nrise = 1\nfall = 2\n",
+    );
+    text.push_str(&format!(
+        "\n[[nat]]\nname = \"to-api\"\nout_interface = \"eth1\"\nprotocol = \"tcp\"\ndestination = \"{CHECKED_VIP}\"\nsnat = {{ node_address = \"eth1\" }}\n"
+    ));
     text.push_str(&format!(
         "\n[[nat]]\nname = \"to-servers\"\nout_interface = \"eth1\"\nprotocol = \"tcp\"\ndestination = \"{ECMP_VIP}\"\nsnat = {{ node_address = \"eth1\" }}\n"
     ));
@@ -197,7 +213,12 @@ fn balancer_conf(name: &str, h: u8) -> String {
 
 /// The router's next hops for the VIP, as the kernel holds them.
 fn router_paths(router: &Host) -> BTreeSet<String> {
-    let Ok(text) = router.ip(&["route", "show", ECMP_VIP]) else {
+    paths_to(router, ECMP_VIP)
+}
+
+/// The router's next hops for `vip`.
+fn paths_to(router: &Host, vip: &str) -> BTreeSet<String> {
+    let Ok(text) = router.ip(&["route", "show", vip]) else {
         return BTreeSet::new();
     };
     text.split_whitespace()
@@ -413,6 +434,11 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
         .map(|(name, h)| Echo::start(&lab[name], &format!("198.18.1.{h}:9000"), name))
         .collect();
 
+    let api: Vec<Responder> = SERVERS
+        .iter()
+        .map(|(name, h)| Responder::start(&lab[name], &format!("198.18.1.{h}:8080"), name))
+        .collect();
+
     let started = Instant::now();
     let mut lbds: BTreeMap<&str, Process> = BTreeMap::new();
     for (name, _) in NODES {
@@ -430,6 +456,38 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
     println!(
         "ECMP: 3 paths to {ECMP_VIP} at the router {} ms after the three lbd started",
         started.elapsed().as_millis()
+    );
+
+    // The checked service's servers stop answering: every node withdraws its VIP.
+    wait_for(
+        "the router has every path to the checked VIP",
+        PATIENCE,
+        || paths_to(router, CHECKED_VIP) == paths_of(&[11, 12, 13]),
+    );
+    drop(api);
+    let lost = Instant::now();
+    wait_for("the router drops the checked VIP", PATIENCE, || {
+        paths_to(router, CHECKED_VIP).is_empty()
+    });
+    println!(
+        "the checked service's servers stopped: the router lost {CHECKED_VIP} after {} ms (check every 200 ms, fall 2)",
+        lost.elapsed().as_millis()
+    );
+    assert_eq!(
+        router_paths(router),
+        paths_of(&[11, 12, 13]),
+        "the other VIP stays"
+    );
+    let back = Instant::now();
+    let _api = Responder::start(&lab["srv1"], "198.18.1.21:8080", "srv1");
+    wait_for(
+        "the router has every path to the checked VIP again",
+        PATIENCE,
+        || paths_to(router, CHECKED_VIP) == paths_of(&[11, 12, 13]),
+    );
+    println!(
+        "one of its servers answers again: the router has 3 paths to {CHECKED_VIP} after {} ms (rise 1)",
+        back.elapsed().as_millis()
     );
 
     // Every balancer sends a client to the same server: new connections from one
