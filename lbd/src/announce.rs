@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use config::{AnnounceSettings, NodeView, RoutingDaemon};
-use serde::Serialize;
+use ctl::contract::lbd::{AnnouncePeer, AnnounceStatus};
+use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::desired::{Plan, Serving};
@@ -174,6 +175,50 @@ pub fn bird_routes(text: &str) -> BTreeSet<IpAddr> {
         .collect()
 }
 
+/// The BGP sessions in FRR's `show bgp summary json`, over its address families.
+pub fn frr_peers(json: &str) -> Vec<AnnouncePeer> {
+    let Ok(v) = serde_json::from_str::<Value>(json) else {
+        return Vec::new();
+    };
+    let mut peers: std::collections::BTreeMap<String, AnnouncePeer> = Default::default();
+    let Some(families) = v.as_object() else {
+        return Vec::new();
+    };
+    for family in families.values() {
+        let Some(list) = family.get("peers").and_then(Value::as_object) else {
+            continue;
+        };
+        for (address, p) in list {
+            let e = peers
+                .entry(address.clone())
+                .or_insert_with(|| AnnouncePeer {
+                    address: address.clone(),
+                    ..AnnouncePeer::default()
+                });
+            if let Some(state) = p.get("state").and_then(Value::as_str) {
+                e.state = state.to_owned();
+            }
+            e.prefixes_sent += p.get("pfxSnt").and_then(Value::as_u64).unwrap_or(0);
+        }
+    }
+    peers.into_values().collect()
+}
+
+/// The BGP protocols in BIRD's `show protocols` (name, and the info column, which
+/// says `Established` for a session that is up); BIRD does not count prefixes there.
+pub fn bird_peers(text: &str) -> Vec<AnnouncePeer> {
+    text.lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.len() >= 4 && cols[1] == "BGP").then(|| AnnouncePeer {
+                address: cols[0].to_owned(),
+                state: cols.last().copied().unwrap_or_default().to_owned(),
+                prefixes_sent: 0,
+            })
+        })
+        .collect()
+}
+
 /// One routing daemon as lbd drives it.
 #[derive(Debug, Clone)]
 pub struct Speaker {
@@ -285,6 +330,27 @@ impl Speaker {
         Ok(all.intersection(owned).copied().collect())
     }
 
+    /// The daemon's BGP sessions.
+    pub async fn peers(&self) -> Result<Vec<AnnouncePeer>, AnnounceError> {
+        match self.settings.daemon {
+            RoutingDaemon::Frr => {
+                let json = self
+                    .run(
+                        &self.settings.vtysh,
+                        &self.vtysh_args(&["show bgp summary json".to_owned()]),
+                    )
+                    .await?;
+                Ok(frr_peers(&json))
+            }
+            RoutingDaemon::Bird => {
+                let text = self
+                    .run(&self.settings.birdc, &self.birdc_args("show protocols"))
+                    .await?;
+                Ok(bird_peers(&text))
+            }
+        }
+    }
+
     /// Makes the daemon announce exactly `wanted` of `owned`, given that it announces
     /// `held` now.
     pub async fn set(
@@ -334,7 +400,7 @@ impl Speaker {
 }
 
 /// What the announcer did last, for status and logs.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AnnounceState {
     /// The daemon ("frr" or "bird").
     pub daemon: String,
@@ -342,10 +408,28 @@ pub struct AnnounceState {
     pub wanted: BTreeSet<IpAddr>,
     /// What the daemon announced at the last read-back.
     pub announced: BTreeSet<IpAddr>,
+    /// The daemon's BGP sessions at the last read-back.
+    pub peers: Vec<AnnouncePeer>,
     /// The last failure, if the last attempt failed.
     pub error: Option<String>,
     /// Changes made (announcements and withdrawals sent).
     pub changes: u64,
+}
+
+impl AnnounceState {
+    /// As the control socket shows it.
+    pub fn to_status(&self, members: &[String], drained: bool) -> AnnounceStatus {
+        AnnounceStatus {
+            daemon: self.daemon.clone(),
+            members: members.to_vec(),
+            drained,
+            wanted: self.wanted.iter().map(ToString::to_string).collect(),
+            announced: self.announced.iter().map(ToString::to_string).collect(),
+            peers: self.peers.clone(),
+            error: self.error.clone(),
+            changes: self.changes,
+        }
+    }
 }
 
 /// The announcing task and its inputs.
@@ -415,6 +499,7 @@ async fn keep(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (wanted, owned) = rx.borrow_and_update().clone();
+        let peers = speaker.peers().await.ok();
         let result = async {
             let held = speaker.read(&owned).await?;
             if held != wanted {
@@ -429,6 +514,7 @@ async fn keep(
         .await;
         if let Ok(mut s) = state.lock() {
             s.wanted = wanted.clone();
+            s.peers = peers.unwrap_or_default();
             match result {
                 Ok((announced, changes)) => {
                     if s.error.is_some() {
@@ -459,6 +545,35 @@ async fn keep(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frr_peers_add_up_their_families() {
+        let json = r#"{
+          "ipv4Unicast": {"routerId": "198.18.0.11", "as": 65010,
+            "peers": {"198.18.0.1": {"remoteAs": 65000, "pfxRcd": 0, "pfxSnt": 2, "state": "Established"}}},
+          "ipv6Unicast": {"peers": {"198.18.0.1": {"pfxSnt": 1, "state": "Established"}}}
+        }"#;
+        assert_eq!(
+            frr_peers(json),
+            vec![AnnouncePeer {
+                address: "198.18.0.1".to_owned(),
+                state: "Established".to_owned(),
+                prefixes_sent: 3
+            }]
+        );
+        assert!(frr_peers("% not json").is_empty());
+    }
+
+    #[test]
+    fn bird_peers_are_its_bgp_protocols() {
+        let text = "BIRD 2.0.12 ready.\nName       Proto      Table      State  Since         Info\ndevice1    Device     ---        up     12:00:00.000\nrouter     BGP        ---        up     12:00:01.000  Established\nlbsuite_vips Static   master4    up     12:00:00.000\n";
+        let peers = bird_peers(text);
+        assert_eq!(peers.len(), 1);
+        assert_eq!(
+            (peers[0].address.as_str(), peers[0].state.as_str()),
+            ("router", "Established")
+        );
+    }
 
     fn set(list: &[&str]) -> BTreeSet<IpAddr> {
         list.iter().map(|s| s.parse().unwrap()).collect()

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -252,6 +253,10 @@ struct Daemon {
     report: Report,
     /// Active-active mode: the VIPs announced through the routing daemon.
     announcer: Option<crate::announce::Announcer>,
+    /// The operator drained this node's announcements (`announce.drain`); kept
+    /// across restarts by the existence of `drain_file`.
+    drained: bool,
+    drain_file: std::path::PathBuf,
 }
 
 /// The running configuration and what the operator changed at run time.
@@ -500,7 +505,20 @@ pub async fn run(
             forwarding,
         },
         announcer: None,
+        drained: false,
+        drain_file: PathBuf::new(),
     };
+    daemon.drain_file = ctl::daemon::state_path(
+        &daemon.config.view.control.lbd_socket,
+        daemon.config.view.control.state_dir.as_deref(),
+        std::env::var_os("STATE_DIRECTORY").as_deref(),
+        "lbd",
+    )
+    .with_extension("announce-drained");
+    daemon.drained = daemon.drain_file.exists();
+    if daemon.drained {
+        tracing::warn!(file = %daemon.drain_file.display(), "this node's announcements are drained (`vrrpctl announce resume` ends it)");
+    }
     if let (config::ClusterMode::ActiveActive, Some(settings)) =
         (daemon.config.view.mode, daemon.config.view.announce.clone())
     {
@@ -809,11 +827,57 @@ impl Daemon {
         }
     }
 
+    /// `announce.drain` / `announce.resume`.
+    fn announce_drain(&mut self, drain: bool) -> Result<Value, ReplyError> {
+        if self.announcer.is_none() {
+            return Err(ReplyError::failed(
+                "this cluster is active-backup: nothing is announced (take the node out with `vrrpctl maintenance`)",
+            ));
+        }
+        let written = if drain {
+            std::fs::write(&self.drain_file, b"drained\n")
+        } else {
+            match std::fs::remove_file(&self.drain_file) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        };
+        if let Err(e) = written {
+            return Err(ReplyError::failed(format!(
+                "{}: {e}; nothing changed",
+                self.drain_file.display()
+            )));
+        }
+        self.drained = drain;
+        tracing::info!(
+            drained = drain,
+            "announcements {}",
+            if drain {
+                "drained: every VIP withdrawn"
+            } else {
+                "resumed"
+            }
+        );
+        let applied = self
+            .kernel
+            .last_apply
+            .as_ref()
+            .is_some_and(|a| a.result.is_ok());
+        self.announce(applied);
+        reply_value(&self.announce_status())
+    }
+
+    /// Active-active: what this node announces, for status.
+    fn announce_status(&self) -> Option<ctl::contract::lbd::AnnounceStatus> {
+        let a = self.announcer.as_ref()?;
+        Some(a.state().to_status(&self.config.view.members, self.drained))
+    }
+
     /// Active-active: hands the VIPs this node should announce to the announcer.
     fn announce(&self, applied: bool) {
         if let Some(a) = &self.announcer {
             a.set(
-                crate::announce::wanted(&self.kernel.plan, applied, false),
+                crate::announce::wanted(&self.kernel.plan, applied, self.drained),
                 crate::announce::owned(&self.config.view),
             );
         }
@@ -1051,6 +1115,7 @@ impl Daemon {
                 overrides: self.config.servers.entries(),
             }),
             Command::ServerClear => reply_value(&self.server_clear().await),
+            Command::AnnounceDrain(drain) => self.announce_drain(drain),
             Command::ServerRefused(e) => {
                 self.config.servers.rejected();
                 tracing::warn!(error = %e.message, "server command refused");
@@ -1495,6 +1560,7 @@ impl Daemon {
             notes: self.kernel.plan.notes.clone(),
             errors: self.report.errors.iter().cloned().collect(),
             control: self.report.control_stats.snapshot(),
+            announce: self.announce_status(),
         }
     }
 

@@ -29,7 +29,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use integration::{Host, HostSpec, Lab, Prefix, Process, Role, Topology};
-use support::{wait_for, Responder, PATIENCE};
+use serde_json::Value;
+use support::{request, wait_for, Responder, PATIENCE};
 
 const ECMP_VIP: &str = "198.18.5.100";
 /// A second VIP whose one service has a health check.
@@ -185,8 +186,8 @@ fn with_bfd(h: u8) -> bool {
 }
 
 fn router_conf() -> String {
-    let mut c = format!(
-        "hostname router\nrouter bgp 65000\n bgp router-id 198.18.0.1\n no bgp ebgp-requires-policy\n"
+    let mut c = String::from(
+        "hostname router\nrouter bgp 65000\n bgp router-id 198.18.0.1\n no bgp ebgp-requires-policy\n",
     );
     for (_, h) in NODES {
         c.push_str(&format!(
@@ -488,6 +489,50 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
     println!(
         "one of its servers answers again: the router has 3 paths to {CHECKED_VIP} after {} ms (rise 1)",
         back.elapsed().as_millis()
+    );
+
+    // Status: what each node announces, and that its router session took it.
+    for (name, _) in NODES {
+        let socket = dir.path().join(format!("{name}-lbd.sock"));
+        let mut last = Value::Null;
+        wait_for(&format!("{name} shows its announcements"), PATIENCE, || {
+            last = request(&socket, "status", Value::Null).unwrap_or(Value::Null);
+            let a = &last["announce"];
+            a["announced"] == serde_json::json!([ECMP_VIP, CHECKED_VIP])
+                && a["peers"][0]["state"] == "Established"
+                && a["peers"][0]["prefixes_sent"] == 2
+        });
+        println!("{name} announce status: {}", last["announce"]);
+        assert_eq!(
+            last["announce"]["members"],
+            serde_json::json!(["lb1", "lb2", "lb3"])
+        );
+        assert_eq!(last["announce"]["daemon"], "frr");
+    }
+
+    // The operator drains lb1: the router stops sending it flows; resumed, it has
+    // them again.
+    let lb1_socket = dir.path().join("lb1-lbd.sock");
+    let drain = Instant::now();
+    let reply = request(&lb1_socket, "announce.drain", Value::Null).unwrap();
+    assert_eq!(reply["drained"], true);
+    wait_for("the router drops lb1's paths", PATIENCE, || {
+        router_paths(router) == paths_of(&[12, 13])
+            && paths_to(router, CHECKED_VIP) == paths_of(&[12, 13])
+    });
+    println!(
+        "lb1 drained (announce.drain): the router dropped its paths after {} ms",
+        drain.elapsed().as_millis()
+    );
+    let resume = Instant::now();
+    request(&lb1_socket, "announce.resume", Value::Null).unwrap();
+    wait_for("the router has lb1's paths again", PATIENCE, || {
+        router_paths(router) == paths_of(&[11, 12, 13])
+            && paths_to(router, CHECKED_VIP) == paths_of(&[11, 12, 13])
+    });
+    println!(
+        "lb1 resumed (announce.resume): the router had its paths again after {} ms",
+        resume.elapsed().as_millis()
     );
 
     // Every balancer sends a client to the same server: new connections from one
