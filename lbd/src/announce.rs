@@ -459,9 +459,11 @@ impl Announcer {
         }
     }
 
-    /// Announce `wanted` (and withdraw the rest of `owned`) from now on.
+    /// Announce `wanted` (and withdraw the rest of `owned`) from now on. What was
+    /// owned before stays owned: a VIP a reload removed is withdrawn too.
     pub fn set(&self, wanted: BTreeSet<IpAddr>, owned: BTreeSet<IpAddr>) {
         self.wanted.send_if_modified(|cur| {
+            let owned: BTreeSet<IpAddr> = owned.union(&cur.1).copied().collect();
             let new = (wanted, owned);
             if *cur == new {
                 false
@@ -545,6 +547,108 @@ async fn keep(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desired::{self, ServerHealth};
+
+    /// The active-active example of the config crate's tests, its servers checked.
+    fn view() -> NodeView {
+        let text = include_str!("../../crates/config/tests/valid/active_active.toml")
+            .replace(
+                "address = \"198.18.1.21\"",
+                "address = \"198.18.1.21\"\ncheck = \"tcp\"",
+            )
+            .replace(
+                "address = \"198.18.1.22\"",
+                "address = \"198.18.1.22\"\ncheck = \"tcp\"",
+            )
+            + "\n[[check]]\nname = \"tcp\"\ntype = \"tcp\"\n";
+        config::parse(&text, "aa.toml")
+            .unwrap()
+            .node_view(Some("lb2"))
+            .unwrap()
+    }
+
+    /// The nft DNAT maps (Maglev slot -> server) of `node` with `down` servers down.
+    fn dnat_maps(
+        node: &str,
+        down: &'static [&'static str],
+    ) -> std::collections::BTreeMap<String, Vec<(String, String)>> {
+        let view = config::parse(
+            include_str!("../../crates/config/tests/valid/active_active.toml"),
+            "aa.toml",
+        )
+        .unwrap()
+        .node_view(Some(node))
+        .unwrap();
+        let plan = desired::plan(
+            &view,
+            move |_, server| {
+                if down.contains(&server) {
+                    ServerHealth::Down
+                } else {
+                    ServerHealth::Up
+                }
+            },
+            dataplane::BackendKind::Nft.capabilities(),
+        );
+        let layout =
+            dataplane::nft::layout::plan(&plan.state, dataplane::Counting::default()).unwrap();
+        layout
+            .state
+            .sets
+            .iter()
+            .filter(|(name, _)| name.starts_with("dnat"))
+            .map(|(name, set)| {
+                let elements = set
+                    .elements
+                    .iter()
+                    .map(|(k, d)| (format!("{k:?}"), format!("{d:?}")))
+                    .collect();
+                (name.clone(), elements)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_node_builds_the_same_maglev_table() {
+        let lb1 = dnat_maps("lb1", &[]);
+        assert!(!lb1.is_empty());
+        let slots: usize = lb1.values().map(Vec::len).sum();
+        assert_eq!(
+            slots, 251,
+            "one service of 2 servers: a Maglev table of 251 slots"
+        );
+        assert_eq!(dnat_maps("lb2", &[]), lb1);
+        assert_eq!(dnat_maps("lb3", &[]), lb1);
+        // The same server health gives the same table on every node.
+        assert_eq!(dnat_maps("lb3", &["srv2"]), dnat_maps("lb1", &["srv2"]));
+    }
+
+    #[test]
+    fn a_vip_is_wanted_while_a_server_can_take_its_traffic() {
+        let view = view();
+        let caps = dataplane::BackendKind::Nft.capabilities();
+        let plan = |down: &'static [&'static str]| {
+            desired::plan(
+                &view,
+                move |_, server| {
+                    if down.contains(&server) {
+                        ServerHealth::Down
+                    } else {
+                        ServerHealth::Up
+                    }
+                },
+                caps,
+            )
+        };
+        let vip = set(&["198.18.5.100"]);
+        assert_eq!(wanted(&plan(&[]), true, false), vip);
+        assert_eq!(wanted(&plan(&["srv1"]), true, false), vip);
+        assert!(wanted(&plan(&["srv1", "srv2"]), true, false).is_empty());
+        // Not before the dataplane holds the plan, and not while drained.
+        assert!(wanted(&plan(&[]), false, false).is_empty());
+        assert!(wanted(&plan(&[]), true, true).is_empty());
+        assert_eq!(owned(&view), vip);
+    }
 
     #[test]
     fn frr_peers_add_up_their_families() {

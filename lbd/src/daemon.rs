@@ -1377,6 +1377,9 @@ impl Daemon {
         if link(&new) != link(&self.config.view) {
             restart_needed.push("[sync] enabled, addresses and port of the sync link");
         }
+        if (new.mode, &new.announce) != (self.config.view.mode, &self.config.view.announce) {
+            restart_needed.push("[cluster] mode and [announce]");
+        }
         for what in &restart_needed {
             tracing::warn!("{what} changed: takes effect at the next restart");
         }
