@@ -175,6 +175,20 @@ pub fn bird_routes(text: &str) -> BTreeSet<IpAddr> {
         .collect()
 }
 
+/// The host routes in BIRD's `show route protocol NAME` (lines that start with a
+/// prefix; a protocol that does not exist yet shows none).
+pub fn bird_shown_routes(text: &str) -> BTreeSet<IpAddr> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|p| p.split_once('/'))
+        .filter(|(a, len)| {
+            (*len == "32" && a.parse::<std::net::Ipv4Addr>().is_ok())
+                || (*len == "128" && a.parse::<std::net::Ipv6Addr>().is_ok())
+        })
+        .filter_map(|(a, _)| a.parse().ok())
+        .collect()
+}
+
 /// The BGP sessions in FRR's `show bgp summary json`, over its address families.
 pub fn frr_peers(json: &str) -> Vec<AnnouncePeer> {
     let Ok(v) = serde_json::from_str::<Value>(json) else {
@@ -315,17 +329,33 @@ impl Speaker {
                     .await?;
                 frr_networks(&text, self.settings.asn.unwrap_or(0))
             }
-            RoutingDaemon::Bird => match std::fs::read_to_string(&self.settings.bird_include) {
-                Ok(text) => bird_routes(&text),
-                // Never written: nothing announced through it.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
-                Err(source) => {
-                    return Err(AnnounceError::Write {
-                        path: self.settings.bird_include.clone(),
-                        source,
-                    })
+            // What BIRD holds, not what the file says: a file written but refused
+            // by `birdc configure` must not count as announced.
+            RoutingDaemon::Bird => {
+                let mut all = BTreeSet::new();
+                // `show route protocol` of an unknown protocol is a syntax error.
+                let listed = self
+                    .run(&self.settings.birdc, &self.birdc_args("show protocols"))
+                    .await?;
+                let known: BTreeSet<&str> = listed
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().next())
+                    .collect();
+                for suffix in ["", "_v6"] {
+                    let protocol = format!("{}{suffix}", self.settings.bird_protocol);
+                    if !known.contains(protocol.as_str()) {
+                        continue;
+                    }
+                    let text = self
+                        .run(
+                            &self.settings.birdc,
+                            &self.birdc_args(&format!("show route protocol {protocol}")),
+                        )
+                        .await?;
+                    all.extend(bird_shown_routes(&text));
                 }
-            },
+                all
+            }
         };
         Ok(all.intersection(owned).copied().collect())
     }
@@ -374,6 +404,7 @@ impl Speaker {
                 if held == wanted && self.settings.bird_include.exists() {
                     return Ok(());
                 }
+                // The file may hold what BIRD refused before: it is rewritten whole.
                 let path = &self.settings.bird_include;
                 let text = bird_include(&self.settings.bird_protocol, wanted);
                 let tmp = path.with_extension("tmp");
@@ -749,6 +780,11 @@ exit
             "protocol static lbsuite_vips_v6 {\n    ipv6;\n    route 2001:db8::100/128 blackhole;"
         ));
         assert_eq!(bird_routes(&text), vips);
+        let shown = "BIRD 2.0.12 ready.\nTable master4:\n198.18.5.100/32      blackhole [lbsuite_vips 13:52:05.083] * (200)\n198.18.5.101/32      blackhole [lbsuite_vips 13:52:05.083] * (200)\n";
+        assert_eq!(
+            bird_shown_routes(shown),
+            set(&["198.18.5.100", "198.18.5.101"])
+        );
         let empty = bird_include("lbsuite_vips", &BTreeSet::new());
         assert!(empty.contains("protocol static lbsuite_vips {\n    ipv4;\n}"));
         assert!(bird_routes(&empty).is_empty());

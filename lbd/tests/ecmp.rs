@@ -80,16 +80,19 @@ fn topology() -> Topology {
 /// The cluster's file as `node` has it: the same on every node but for the control
 /// sockets, which here share one directory.
 fn cluster_toml(dir: &Path, pathspace: &str, node: &str) -> String {
+    let announce = format!("daemon = \"frr\"\nasn = 65010\npathspace = \"{pathspace}-{{node}}\"\n");
+    cluster_toml_with(dir, &announce, node)
+}
+
+/// As [`cluster_toml`] with `announce` as the `[announce]` section's keys.
+fn cluster_toml_with(dir: &Path, announce: &str, node: &str) -> String {
     let mut text = format!(
         r#"[cluster]
 name = "ecmp"
 mode = "active-active"
 
 [announce]
-daemon = "frr"
-asn = 65010
-pathspace = "{pathspace}-{{node}}"
-refresh_ms = 1000
+{announce}refresh_ms = 1000
 
 [dataplane]
 backend = "nft"
@@ -700,6 +703,133 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
         "lb1's lbd stopped (SIGTERM): the router withdrew its path after {} ms",
         stop.elapsed().as_millis()
     );
+    drop(lbds);
+    drop(daemons);
+}
+
+/// BIRD 2 of `node` (AS 65010) peering with the router, exporting the routes of the
+/// static protocols in lbd's include file.
+fn bird_conf(h: u8, include: &Path) -> String {
+    format!(
+        "router id 198.18.0.{h};\nprotocol device {{}}\ninclude \"{}\";\nprotocol bgp uplink {{\n  local 198.18.0.{h} as 65010;\n  neighbor 198.18.0.1 as 65000;\n  hold time {HOLD_S};\n  keepalive time 1;\n  connect retry time 1;\n  ipv4 {{ import none; export where proto = \"lbsuite_vips\"; }};\n}}\n",
+        include.display()
+    )
+}
+
+#[test]
+fn balancers_announce_through_bird() {
+    if !integration::have_root("balancers_announce_through_bird") {
+        return;
+    }
+    if !Path::new("/usr/sbin/bird").exists() || !Path::new("/usr/lib/frr/bgpd").exists() {
+        panic!("BIRD 2 or FRR is not installed: run scripts/deps.sh");
+    }
+    let lab = Lab::up(topology()).unwrap();
+    let router = &lab["router"];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ps = lab.id().to_owned();
+    let announce = format!(
+        "daemon = \"bird\"\nbird_socket = \"{d}/{{node}}-bird.ctl\"\nbird_include = \"{d}/{{node}}-vips.conf\"\n",
+        d = dir.path().display()
+    );
+    let mut dirs = FrrDirs(Vec::new());
+    let mut daemons = Vec::new();
+    let conf = dir.path().join("router-frr.conf");
+    std::fs::write(&conf, router_conf()).unwrap();
+    daemons.extend(start_frr(router, &format!("{ps}-router"), &conf, &mut dirs));
+    let _web: Vec<Responder> = SERVERS
+        .iter()
+        .map(|(name, h)| Responder::start(&lab[name], &format!("198.18.1.{h}:80"), name))
+        .collect();
+    let _echo: Vec<Echo> = SERVERS
+        .iter()
+        .map(|(name, h)| Echo::start(&lab[name], &format!("198.18.1.{h}:9000"), name))
+        .collect();
+    let api: Vec<Responder> = SERVERS
+        .iter()
+        .map(|(name, h)| Responder::start(&lab[name], &format!("198.18.1.{h}:8080"), name))
+        .collect();
+    // lb1 and lb2 with BIRD; lb3 stays off.
+    let mut lbds: BTreeMap<&str, Process> = BTreeMap::new();
+    for (name, h) in &NODES[..2] {
+        let include = dir.path().join(format!("{name}-vips.conf"));
+        // BIRD parses its include at start: an empty one until lbd writes it.
+        std::fs::write(&include, "protocol static lbsuite_vips { ipv4; }\n").unwrap();
+        let conf = dir.path().join(format!("{name}-bird.conf"));
+        std::fs::write(&conf, bird_conf(*h, &include)).unwrap();
+        let socket = dir.path().join(format!("{name}-bird.ctl"));
+        let mut cmd = lab[*name].command("/usr/sbin/bird");
+        cmd.arg("-f")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-s")
+            .arg(&socket)
+            .arg("-P")
+            .arg(dir.path().join(format!("{name}-bird.pid")));
+        daemons.push(lab[*name].spawn_command(cmd, "bird").unwrap());
+        wait_for(&format!("{name}'s BIRD up"), PATIENCE, || socket.exists());
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, cluster_toml_with(dir.path(), &announce, name)).unwrap();
+        let mut cmd = lab[*name].command(env!("CARGO_BIN_EXE_lbd"));
+        cmd.args(["--config", config.to_str().unwrap(), "--node", name])
+            .env("RUST_LOG", "info");
+        lbds.insert(name, lab[*name].spawn_command(cmd, "lbd").unwrap());
+    }
+    let started = Instant::now();
+    wait_for(
+        "the router has a path through lb1 and lb2",
+        PATIENCE,
+        || {
+            router_paths(router) == paths_of(&[11, 12])
+                && paths_to(router, CHECKED_VIP) == paths_of(&[11, 12])
+        },
+    );
+    println!(
+        "BIRD: 2 paths to each VIP at the router {} ms after the lbd started",
+        started.elapsed().as_millis()
+    );
+    let include = std::fs::read_to_string(dir.path().join("lb1-vips.conf")).unwrap();
+    assert!(
+        include.contains("route 198.18.5.100/32 blackhole;"),
+        "{include}"
+    );
+    let status = request(&dir.path().join("lb1-lbd.sock"), "status", Value::Null).unwrap();
+    println!("lb1 announce status: {}", status["announce"]);
+    assert_eq!(status["announce"]["daemon"], "bird");
+    assert_eq!(
+        status["announce"]["announced"],
+        serde_json::json!([ECMP_VIP, CHECKED_VIP])
+    );
+
+    drop(api);
+    let lost = Instant::now();
+    wait_for("the router drops the checked VIP", PATIENCE, || {
+        paths_to(router, CHECKED_VIP).is_empty()
+    });
+    println!(
+        "BIRD: the checked service's servers stopped: the router lost {CHECKED_VIP} after {} ms",
+        lost.elapsed().as_millis()
+    );
+    assert_eq!(
+        router_paths(router),
+        paths_of(&[11, 12]),
+        "the other VIP stays"
+    );
+
+    let stop = Instant::now();
+    if let Some(p) = lbds.get("lb2") {
+        p.signal(libc::SIGTERM).unwrap();
+    }
+    wait_for("the router drops lb2's path", PATIENCE, || {
+        router_paths(router) == paths_of(&[11])
+    });
+    println!(
+        "BIRD: lb2's lbd stopped (SIGTERM): the router withdrew its path after {} ms",
+        stop.elapsed().as_millis()
+    );
+    let include = std::fs::read_to_string(dir.path().join("lb2-vips.conf")).unwrap();
+    assert!(!include.contains("route "), "{include}");
     drop(lbds);
     drop(daemons);
 }
