@@ -587,6 +587,7 @@ pub async fn run(
             _ = sample.tick() => {
                 daemon.sample_checks();
                 daemon.check_forwarding();
+                daemon.sample_announce();
             }
             // Pinged from this loop: a loop stuck in a handler stops the pings.
             () = watchdog.tick() => {}
@@ -824,6 +825,21 @@ impl Daemon {
         } else if self.report.notifier.is_ready() {
             let status = self.systemd_status();
             self.report.notifier.status(&status);
+        }
+    }
+
+    /// Active-active: the announcer's state into the metrics.
+    fn sample_announce(&self) {
+        if let Some(a) = &self.announcer {
+            let s = a.state();
+            let established = s.peers.iter().filter(|p| p.state == "Established").count();
+            self.report.telemetry.announce(
+                s.wanted.len(),
+                s.announced.len(),
+                established,
+                self.drained,
+                s.error.is_none(),
+            );
         }
     }
 

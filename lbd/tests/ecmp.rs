@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use integration::{Host, HostSpec, Lab, Prefix, Process, Role, Topology};
 use serde_json::Value;
-use support::{request, wait_for, Responder, PATIENCE};
+use support::{request, sample, scrape, wait_for, Responder, PATIENCE};
 
 const ECMP_VIP: &str = "198.18.5.100";
 /// A second VIP whose one service has a health check.
@@ -512,6 +512,16 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
         );
         assert_eq!(last["announce"]["daemon"], "frr");
     }
+
+    // The same in lb1's metrics.
+    wait_for("lb1's metrics show its announcements", PATIENCE, || {
+        let m = scrape(&lab["lb1"], "127.0.0.1:9613");
+        sample(&m, "lbd_announce_vips_announced") == Some(2.0)
+            && sample(&m, "lbd_announce_vips_wanted") == Some(2.0)
+            && sample(&m, "lbd_announce_peers_established") == Some(1.0)
+            && sample(&m, "lbd_announce_daemon_up") == Some(1.0)
+            && sample(&m, "lbd_announce_drained") == Some(0.0)
+    });
 
     // The operator drains lb1: the router stops sending it flows; resumed, it has
     // them again.
