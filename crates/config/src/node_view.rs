@@ -118,6 +118,24 @@ impl NodeView {
             })
             .collect();
         let backend = self.dataplane.backend;
+        if let (ClusterMode::ActiveActive, Some(a)) = (self.mode, &self.announce) {
+            let others: Vec<&str> = self
+                .members
+                .iter()
+                .map(String::as_str)
+                .filter(|m| *m != self.name)
+                .collect();
+            let asn = a.asn.map(|n| format!(" AS {n}")).unwrap_or_default();
+            return format!(
+                "cluster {}, active-active with {}, announcing through {}{asn}; {} services, {} nat rules, {} checks, backend {backend}",
+                self.cluster_name,
+                others.join(", "),
+                a.daemon,
+                self.services.len(),
+                self.nat.len(),
+                self.checks.len(),
+            );
+        }
         format!(
             "cluster {}, peer {}, groups: {}; {} services, {} nat rules, {} checks, backend {backend}",
             self.cluster_name,
