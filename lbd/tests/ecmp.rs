@@ -523,6 +523,43 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
             && sample(&m, "lbd_announce_drained") == Some(0.0)
     });
 
+    // The status page draws the cluster's nodes and the BGP session (Chromium,
+    // when installed: scripts/deps.sh installs it).
+    if Path::new("/usr/bin/chromium").exists() {
+        let home = format!("HOME={}", dir.path().display());
+        let profile = format!("--user-data-dir={}", dir.path().join("chromium").display());
+        let dom = lab["lb1"]
+            .exec_timeout(
+                &[
+                    "env",
+                    &home,
+                    "/usr/bin/chromium",
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    "--disable-extensions",
+                    &profile,
+                    "--virtual-time-budget=5000",
+                    "--dump-dom",
+                    "http://127.0.0.1:9613/status",
+                ],
+                Duration::from_secs(60),
+            )
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if dom.contains("data-field=\"members\"") {
+            assert!(
+                dom.contains("lb1, lb2, lb3") || dom.contains("lb1,lb2,lb3"),
+                "status page: {dom}"
+            );
+            assert!(dom.contains("Established"), "status page: {dom}");
+            println!("the status page shows the cluster's nodes and the BGP session");
+        } else {
+            println!("the status page's script did not draw in time (Chromium); not checked");
+        }
+    }
+
     // The operator drains lb1: the router stops sending it flows; resumed, it has
     // them again.
     let lb1_socket = dir.path().join("lb1-lbd.sock");
