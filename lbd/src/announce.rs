@@ -603,13 +603,22 @@ mod tests {
         node: &str,
         down: &'static [&'static str],
     ) -> std::collections::BTreeMap<String, Vec<(String, String)>> {
-        let view = config::parse(
+        dnat_maps_of(
             include_str!("../../crates/config/tests/valid/active_active.toml"),
-            "aa.toml",
+            node,
+            down,
         )
-        .unwrap()
-        .node_view(Some(node))
-        .unwrap();
+    }
+
+    fn dnat_maps_of(
+        text: &str,
+        node: &str,
+        down: &'static [&'static str],
+    ) -> std::collections::BTreeMap<String, Vec<(String, String)>> {
+        let view = config::parse(text, "aa.toml")
+            .unwrap()
+            .node_view(Some(node))
+            .unwrap();
         let plan = desired::plan(
             &view,
             move |_, server| {
@@ -652,6 +661,45 @@ mod tests {
         assert_eq!(dnat_maps("lb3", &[]), lb1);
         // The same server health gives the same table on every node.
         assert_eq!(dnat_maps("lb3", &["srv2"]), dnat_maps("lb1", &["srv2"]));
+    }
+
+    #[test]
+    fn a_server_going_down_moves_about_its_share_of_the_table() {
+        // 17 servers: a table of 509 entries whether 17 or 16 are up.
+        let mut text = include_str!("../../crates/config/tests/valid/active_active.toml").replace(
+            "[[service.server]]\nname = \"srv2\"\naddress = \"198.18.1.22\"\n",
+            "",
+        );
+        assert!(!text.contains("srv2"));
+        for i in 2..=17 {
+            let service_end = text.find("\n[[nat]]").unwrap();
+            text.insert_str(
+                service_end,
+                &format!("\n[[service.server]]\nname = \"srv{i}\"\naddress = \"198.18.1.{}\"\ncheck = \"tcp\"\n", 20 + i),
+            );
+        }
+        let text = text.replace(
+            "address = \"198.18.1.21\"\n",
+            "address = \"198.18.1.21\"\ncheck = \"tcp\"\n",
+        ) + "\n[[check]]\nname = \"tcp\"\ntype = \"tcp\"\n";
+        let all = dnat_maps_of(&text, "lb1", &[]);
+        let less = dnat_maps_of(&text, "lb2", &["srv9"]);
+        let (a, b): (Vec<_>, Vec<_>) = (
+            all.values().flatten().collect(),
+            less.values().flatten().collect(),
+        );
+        assert_eq!(a.len(), 509);
+        assert_eq!(b.len(), 509, "the table keeps its size");
+        let owned = a
+            .iter()
+            .filter(|(_, d)| d.contains("198, 18, 1, 29"))
+            .count();
+        let moved = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+        println!("17 servers, 509 entries: srv9 down moved {moved} entries (it owned {owned})");
+        assert!(
+            moved >= owned && moved <= owned * 2 + 509 / 17,
+            "{moved} moved, {owned} owned"
+        );
     }
 
     #[test]
