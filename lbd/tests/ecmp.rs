@@ -670,9 +670,10 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
     // The router's ECMP is hash-threshold: going from 3 paths to 2 moves some flows
     // of the surviving balancers too. Ask it where each held connection goes now.
     let mut kept = 0;
+    let mut kept_idx = Vec::new();
     let mut rehashed = (0, 0);
     let mut lb3_flows = (0, 0);
-    for (conn, srv, lb) in held.iter_mut() {
+    for (i, (conn, srv, lb)) in held.iter_mut().enumerate() {
         let port = conn.local_addr().unwrap().port().to_string();
         let now_via = router_choice(router, &port);
         let after = ping(conn);
@@ -700,6 +701,7 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
             "a connection the router kept moved"
         );
         kept += 1;
+        kept_idx.push(i);
     }
     println!(
         "after lb3's death: {kept} connections the router kept on lb1/lb2 untouched; {} it moved between lb1 and lb2 (ECMP rehash from 3 to 2 paths): {} survived, {} broke; of lb3's {}: {} survived, {} broke (NAT with per-node SNAT: the server sees another source)",
@@ -723,11 +725,84 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
     }
     println!("after lb3's death every source reaches the server it reached before");
 
+    // lb3 comes back: its link up, lbd started again. The router spreads over three
+    // paths again and moves some flows of lb1 and lb2 to lb3 (hash-threshold).
+    // Connections opened while lb3 was away, on lb1 and lb2 only.
+    let mut during: Vec<(TcpStream, String, String)> = Vec::new();
+    for _ in 0..HELD {
+        let mut c = client
+            .tcp_connect(
+                format!("{ECMP_VIP}:9000").parse::<SocketAddr>().unwrap(),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let (srv, lb) = ping(&mut c).expect("a fresh connection answers");
+        during.push((c, srv, lb));
+    }
+    let join = Instant::now();
+    lab["lb3"].ip(&["link", "set", "eth0", "up"]).unwrap();
+    // The link's going down took lb3's route back to the clients with it.
+    lab["lb3"]
+        .ip(&["route", "replace", "198.18.20.0/24", "via", "198.18.0.1"])
+        .unwrap();
+    let config = dir.path().join("lb3.toml");
+    let mut cmd = lab["lb3"].command(env!("CARGO_BIN_EXE_lbd"));
+    cmd.args(["--config", config.to_str().unwrap(), "--node", "lb3"])
+        .env("RUST_LOG", "info");
+    lbds.insert("lb3", lab["lb3"].spawn_command(cmd, "lbd").unwrap());
+    wait_for("the router has lb3's path again", PATIENCE, || {
+        router_paths(router) == paths_of(&[11, 12, 13])
+    });
+    println!(
+        "lb3 rejoined (link up, lbd restarted): the router had 3 paths again after {} ms",
+        join.elapsed().as_millis()
+    );
+    let (mut stayed, mut to_lb3) = (0, (0, 0));
+    let total = kept_idx.len() + during.len();
+    let live = held
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| kept_idx.contains(i))
+        .map(|(_, c)| c);
+    for (conn, srv, lb) in live.chain(during.iter_mut()) {
+        let port = conn.local_addr().unwrap().port().to_string();
+        let now_via = router_choice(router, &port);
+        let after = ping(conn);
+        if now_via == *lb {
+            let (srv2, lb2) = after.unwrap_or_else(|| {
+                panic!("a connection the router kept on {lb} broke when lb3 joined")
+            });
+            assert_eq!((&srv2, &lb2), (&*srv, &*lb), "a kept connection moved");
+            stayed += 1;
+        } else {
+            match after {
+                Some(_) => to_lb3.0 += 1,
+                None => to_lb3.1 += 1,
+            }
+        }
+    }
+    println!(
+        "after lb3 joined: {stayed} of {total} live connections stayed on their balancer, untouched; {} the router moved to lb3: {} survived, {} broke",
+        to_lb3.0 + to_lb3.1,
+        to_lb3.0,
+        to_lb3.1
+    );
+    let (joined, carried) = survey(client, 3);
+    for (src, servers) in &joined {
+        assert_eq!(servers, &before[src], "{src} moved to another server");
+    }
+    let via_lb3 = carried
+        .values()
+        .filter(|b| b.contains("198.18.1.13"))
+        .count();
+    println!("after lb3 joined every source reaches the server it reached before ({via_lb3} of {SOURCES} sources through lb3)");
+
     // lb2 dies the same way, but the router runs BFD with it.
     let death = Instant::now();
     die(&lab, &lbds, "lb2");
     wait_for("the router drops lb2's path", PATIENCE, || {
-        router_paths(router) == paths_of(&[11])
+        router_paths(router) == paths_of(&[11, 13])
     });
     println!(
         "lb2 died: the router withdrew its path after {} ms (BFD 100 ms x 3)",
@@ -744,7 +819,7 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
         p.signal(libc::SIGTERM).unwrap();
     }
     wait_for("the router drops lb1's path", PATIENCE, || {
-        router_paths(router).is_empty()
+        router_paths(router) == paths_of(&[13])
     });
     println!(
         "lb1's lbd stopped (SIGTERM): the router withdrew its path after {} ms",
