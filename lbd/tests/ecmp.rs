@@ -542,6 +542,28 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
         "lb1 drained (announce.drain): the router dropped its paths after {} ms",
         drain.elapsed().as_millis()
     );
+    // The drain outlives a restart of lbd: it announces nothing when it comes back.
+    if let Some(p) = lbds.remove("lb1") {
+        p.stop().unwrap();
+    }
+    let config = dir.path().join("lb1.toml");
+    let mut cmd = lab["lb1"].command(env!("CARGO_BIN_EXE_lbd"));
+    cmd.args(["--config", config.to_str().unwrap(), "--node", "lb1"])
+        .env("RUST_LOG", "info");
+    lbds.insert("lb1", lab["lb1"].spawn_command(cmd, "lbd").unwrap());
+    let mut again = Value::Null;
+    wait_for("lb1's lbd answers again", PATIENCE, || {
+        again = request(&lb1_socket, "status", Value::Null).unwrap_or(Value::Null);
+        again["dataplane"]["last_apply"]["ok"] == Value::Bool(true)
+    });
+    assert_eq!(again["announce"]["drained"], true, "{}", again["announce"]);
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        router_paths(router),
+        paths_of(&[12, 13]),
+        "a drained lbd announced after its restart"
+    );
+    println!("lb1's lbd restarted while drained: still drained, nothing announced");
     let resume = Instant::now();
     request(&lb1_socket, "announce.resume", Value::Null).unwrap();
     wait_for("the router has lb1's paths again", PATIENCE, || {
