@@ -6,6 +6,7 @@ set -euo pipefail
 
 LBSUITE_DEBS=(
     iproute2        # ip netns, veth, bridges (the test lab)
+    curl            # HTTP through the VIP from chosen source addresses (lbd/tests/ecmp.rs)
     nftables        # nft: an independent reader of the kernel's ruleset in tests
     conntrack       # conntrack: reading connection state in tests
     libnftnl-dev    # nftnl-sys (lbd's nftables backend)
@@ -21,6 +22,8 @@ LBSUITE_DEBS=(
     mmdebstrap      # the VM stage's Debian root file system (integration/vm/systemd-tests.sh)
     prometheus      # promtool: checks and unit-tests dist/prometheus's alert rules (integration/tests/alerts_dashboard.rs)
     chromium        # headless browser loading the daemons' status pages (integration/tests/status_page.rs)
+    frr             # bgpd/zebra: the router and the balancers' BGP speakers in the active-active test (lbd/tests/ecmp.rs)
+    bird2           # BIRD 2: the other routing daemon lbd can announce VIPs through
 )
 if [[ " $* " == *" --bench "* ]]; then
     LBSUITE_DEBS+=(
@@ -52,6 +55,12 @@ if ((${#missing[@]})); then
     if [[ " ${missing[*]} " == *" prometheus "* ]] && [[ -d /run/systemd/system ]]; then
         systemctl disable --now prometheus >/dev/null 2>&1 || true
     fi
+    # The tests start their own routing daemons in namespaces: none in the root one.
+    for unit in frr bird; do
+        if [[ " ${missing[*]} " == *" ${unit}"* ]] && [[ -d /run/systemd/system ]]; then
+            systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        fi
+    done
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

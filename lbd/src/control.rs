@@ -38,6 +38,9 @@ pub enum Command {
     ServerList,
     /// `server.clear` with `{"all": true}`: every override.
     ServerClear,
+    /// `announce.drain` (true) and `announce.resume` (false): active-active mode,
+    /// withdraw every VIP of this node, or announce them again.
+    AnnounceDrain(bool),
     /// A `server.*` request with bad parameters: refused by the daemon, which
     /// counts it.
     ServerRefused(ReplyError),
@@ -69,6 +72,11 @@ impl Command {
             | methods::SERVER_CLEAR => {
                 Ok(parse_server(method, params, no_params).unwrap_or_else(Command::ServerRefused))
             }
+            methods::ANNOUNCE_DRAIN | methods::ANNOUNCE_RESUME if !no_params => Err(
+                ReplyError::invalid_params(format!("{method} takes no parameters")),
+            ),
+            methods::ANNOUNCE_DRAIN => Ok(Command::AnnounceDrain(true)),
+            methods::ANNOUNCE_RESUME => Ok(Command::AnnounceDrain(false)),
             other => Err(ReplyError::method_not_found(other)),
         }
     }

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -250,6 +251,12 @@ struct Daemon {
     /// What the daemon tells: metrics, systemd, the control socket's counters,
     /// recent errors.
     report: Report,
+    /// Active-active mode: the VIPs announced through the routing daemon.
+    announcer: Option<crate::announce::Announcer>,
+    /// The operator drained this node's announcements (`announce.drain`); kept
+    /// across restarts by the existence of `drain_file`.
+    drained: bool,
+    drain_file: std::path::PathBuf,
 }
 
 /// The running configuration and what the operator changed at run time.
@@ -439,7 +446,15 @@ pub async fn run(
         HealthRunner::new(health_targets(&view), settings).context("starting health checks")?;
 
     let (roles_tx, mut roles_rx) = mpsc::unbounded_channel();
-    let follower = tokio::spawn(roles::follow(view.control.vrrpd_socket.clone(), roles_tx));
+    // Active-active runs no VRRP: nobody to follow (and no warning that vrrpd is away).
+    let follower = if view.mode == config::ClusterMode::ActiveActive {
+        tokio::spawn(async move {
+            let _keep = roles_tx;
+            std::future::pending::<()>().await
+        })
+    } else {
+        tokio::spawn(roles::follow(view.control.vrrpd_socket.clone(), roles_tx))
+    };
     let tracks = TrackSender::start(
         view.control.vrrpd_socket.clone(),
         sync.as_ref().map(SyncLink::incomplete),
@@ -489,7 +504,31 @@ pub async fn run(
             connection_gauges,
             forwarding,
         },
+        announcer: None,
+        drained: false,
+        drain_file: PathBuf::new(),
     };
+    daemon.drain_file = ctl::daemon::state_path(
+        &daemon.config.view.control.lbd_socket,
+        daemon.config.view.control.state_dir.as_deref(),
+        std::env::var_os("STATE_DIRECTORY").as_deref(),
+        "lbd",
+    )
+    .with_extension("announce-drained");
+    daemon.drained = daemon.drain_file.exists();
+    if daemon.drained {
+        tracing::warn!(file = %daemon.drain_file.display(), "this node's announcements are drained (`vrrpctl announce resume` ends it)");
+    }
+    if let (config::ClusterMode::ActiveActive, Some(settings)) =
+        (daemon.config.view.mode, daemon.config.view.announce.clone())
+    {
+        tracing::info!(
+            daemon = settings.daemon.name(),
+            "active-active: announcing the VIPs of healthy services"
+        );
+        let owned = crate::announce::owned(&daemon.config.view);
+        daemon.announcer = Some(crate::announce::Announcer::start(settings, owned));
+    }
 
     // Adopts the table a previous lbd left (the backend reads it back and diffs);
     // systemd hears READY=1 once an apply has succeeded (see `record_apply`).
@@ -548,6 +587,7 @@ pub async fn run(
             _ = sample.tick() => {
                 daemon.sample_checks();
                 daemon.check_forwarding();
+                daemon.sample_announce();
             }
             // Pinged from this loop: a loop stuck in a handler stops the pings.
             () = watchdog.tick() => {}
@@ -555,6 +595,14 @@ pub async fn run(
     }
 
     daemon.report.notifier.stopping();
+    // Routers stop sending this node new flows before its rules could go away.
+    if let Some(announcer) = daemon.announcer.take() {
+        match tokio::time::timeout(Duration::from_secs(15), announcer.withdraw_all()).await {
+            Ok(Ok(vips)) => tracing::info!(withdrawn = vips.len(), "VIPs withdrawn"),
+            Ok(Err(e)) => tracing::error!(error = %e, "withdrawing the VIPs"),
+            Err(_) => tracing::error!("withdrawing the VIPs took more than 15 s"),
+        }
+    }
 
     tracing::info!("stopping; the dataplane stays in place so that connections continue (the next start adopts it; `lbd --teardown` removes it)");
     follower.abort();
@@ -711,6 +759,7 @@ impl Daemon {
         // nobody knows what the kernel holds, so the next apply compares everything.
         self.kernel.changed = result.as_ref().ok().map(|_| ChangeHint::default());
         self.record_apply(why, &result);
+        self.announce(result.is_ok());
         result
     }
 
@@ -776,6 +825,77 @@ impl Daemon {
         } else if self.report.notifier.is_ready() {
             let status = self.systemd_status();
             self.report.notifier.status(&status);
+        }
+    }
+
+    /// Active-active: the announcer's state into the metrics.
+    fn sample_announce(&self) {
+        if let Some(a) = &self.announcer {
+            let s = a.state();
+            let established = s.peers.iter().filter(|p| p.state == "Established").count();
+            self.report.telemetry.announce(
+                s.wanted.len(),
+                s.announced.len(),
+                established,
+                self.drained,
+                s.error.is_none(),
+            );
+        }
+    }
+
+    /// `announce.drain` / `announce.resume`.
+    fn announce_drain(&mut self, drain: bool) -> Result<Value, ReplyError> {
+        if self.announcer.is_none() {
+            return Err(ReplyError::failed(
+                "this cluster is active-backup: nothing is announced (take the node out with `vrrpctl maintenance`)",
+            ));
+        }
+        let written = if drain {
+            std::fs::write(&self.drain_file, b"drained\n")
+        } else {
+            match std::fs::remove_file(&self.drain_file) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        };
+        if let Err(e) = written {
+            return Err(ReplyError::failed(format!(
+                "{}: {e}; nothing changed",
+                self.drain_file.display()
+            )));
+        }
+        self.drained = drain;
+        tracing::info!(
+            drained = drain,
+            "announcements {}",
+            if drain {
+                "drained: every VIP withdrawn"
+            } else {
+                "resumed"
+            }
+        );
+        let applied = self
+            .kernel
+            .last_apply
+            .as_ref()
+            .is_some_and(|a| a.result.is_ok());
+        self.announce(applied);
+        reply_value(&self.announce_status())
+    }
+
+    /// Active-active: what this node announces, for status.
+    fn announce_status(&self) -> Option<ctl::contract::lbd::AnnounceStatus> {
+        let a = self.announcer.as_ref()?;
+        Some(a.state().to_status(&self.config.view.members, self.drained))
+    }
+
+    /// Active-active: hands the VIPs this node should announce to the announcer.
+    fn announce(&self, applied: bool) {
+        if let Some(a) = &self.announcer {
+            a.set(
+                crate::announce::wanted(&self.kernel.plan, applied, self.drained),
+                crate::announce::owned(&self.config.view),
+            );
         }
     }
 
@@ -1011,6 +1131,7 @@ impl Daemon {
                 overrides: self.config.servers.entries(),
             }),
             Command::ServerClear => reply_value(&self.server_clear().await),
+            Command::AnnounceDrain(drain) => self.announce_drain(drain),
             Command::ServerRefused(e) => {
                 self.config.servers.rejected();
                 tracing::warn!(error = %e.message, "server command refused");
@@ -1272,6 +1393,9 @@ impl Daemon {
         if link(&new) != link(&self.config.view) {
             restart_needed.push("[sync] enabled, addresses and port of the sync link");
         }
+        if (new.mode, &new.announce) != (self.config.view.mode, &self.config.view.announce) {
+            restart_needed.push("[cluster] mode and [announce]");
+        }
         for what in &restart_needed {
             tracing::warn!("{what} changed: takes effect at the next restart");
         }
@@ -1455,6 +1579,7 @@ impl Daemon {
             notes: self.kernel.plan.notes.clone(),
             errors: self.report.errors.iter().cloned().collect(),
             control: self.report.control_stats.snapshot(),
+            announce: self.announce_status(),
         }
     }
 

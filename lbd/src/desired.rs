@@ -329,7 +329,7 @@ pub fn plan_with(
         services.push(plan);
     }
     out.services = Arc::new(services);
-    state.snat = view.nat.iter().map(snat_rule).collect();
+    state.snat = view.nat.iter().filter_map(snat_rule).collect();
     out.state = Arc::new(state);
     out
 }
@@ -353,8 +353,10 @@ pub fn priority_tracks(plan: &Plan) -> Vec<PriorityTrack> {
         .collect()
 }
 
-fn snat_rule(n: &NatRule) -> SnatRule {
-    SnatRule {
+/// The rule as the dataplane takes it; `None` for a `node_address` the view did
+/// not resolve (it always does: `NodeView` holds the node's own address).
+fn snat_rule(n: &NatRule) -> Option<SnatRule> {
+    Some(SnatRule {
         name: n.name.clone(),
         in_iface: n.in_interface.clone(),
         out_iface: n.out_interface.clone(),
@@ -368,8 +370,9 @@ fn snat_rule(n: &NatRule) -> SnatRule {
                     .map(|e| (e.address, e.ports.map(|r| (r.start, r.end))))
                     .collect(),
             ),
+            SnatTarget::NodeAddress(_) => return None,
         },
-    }
+    })
 }
 
 /// Ports one SNAT address may use, over every rule that names it: the union of its
@@ -382,6 +385,7 @@ pub fn snat_capacity(nat: &[NatRule]) -> Vec<(IpAddr, u32)> {
         match &n.snat {
             SnatTarget::Address(a) => ranges.push((*a, None)),
             SnatTarget::Pool(p) => ranges.extend(p.iter().map(|e| (e.address, e.ports))),
+            SnatTarget::NodeAddress(_) => {}
         }
     }
     let mut addrs: Vec<IpAddr> = ranges.iter().map(|(a, _)| *a).collect();

@@ -12,8 +12,10 @@
 //! - [`forwarding`]: whether the node forwards what the NAT services need;
 //! - [`sync`]: connection-state sync with the peer (nft backend);
 //! - [`telemetry`], [`conntrack`]: Prometheus metrics and SNAT port usage;
-//! - [`status_page`]: the read-only status page on the metrics listener.
+//! - [`status_page`]: the read-only status page on the metrics listener;
+//! - [`announce`]: active-active mode, the VIPs announced through FRR or BIRD.
 
+pub mod announce;
 pub mod backend;
 pub mod cli;
 pub mod conntrack;

@@ -156,6 +156,7 @@ pub struct Telemetry {
     apply_errors: IntCounter,
     check_duration: HistogramVec,
     vrrpd_connected: IntGauge,
+    announce: [IntGauge; 5],
     config_differs: IntGauge,
     ip_forwarding: IntGaugeVec,
     ip_forwarding_needed: IntGaugeVec,
@@ -238,6 +239,19 @@ impl Telemetry {
             "1 while lbd reaches vrrpd's control socket, else 0.",
         ));
         reg(Box::new(vrrpd_connected.clone()));
+        // Active-active announcements (docs/active-active.md); 0 in active-backup.
+        let announce = [
+            ("lbd_announce_vips_wanted", "VIPs this node wants announced (services that can take traffic; 0 while drained)."),
+            ("lbd_announce_vips_announced", "VIPs the routing daemon announced at lbd's last read-back."),
+            ("lbd_announce_peers_established", "BGP sessions of the routing daemon in state Established at lbd's last read-back."),
+            ("lbd_announce_drained", "1 while the operator drained this node's announcements (announce.drain), else 0."),
+            ("lbd_announce_daemon_up", "1 while lbd's last exchange with the routing daemon succeeded, 0 when it failed or in active-backup mode."),
+        ]
+        .map(|(name, help)| {
+            let g = must(IntGauge::new(name, help));
+            reg(Box::new(g.clone()));
+            g
+        });
         let config_differs = must(IntGauge::new(
             "lbd_config_differs_from_vrrpd",
             "1 while vrrpd runs a configuration file other than lbd's (their fingerprints differ), else 0.",
@@ -341,6 +355,7 @@ impl Telemetry {
             apply_errors,
             check_duration,
             vrrpd_connected,
+            announce,
             config_differs,
             ip_forwarding,
             ip_forwarding_needed,
@@ -510,6 +525,28 @@ impl Telemetry {
             .transitions
             .entry((service.to_owned(), server.to_owned(), to.to_owned()))
             .or_default() += 1;
+    }
+
+    /// Active-active: the announcer's last state (wanted, announced, established
+    /// peers, drained, daemon reachable).
+    pub fn announce(
+        &self,
+        wanted: usize,
+        announced: usize,
+        established: usize,
+        drained: bool,
+        up: bool,
+    ) {
+        let values = [
+            wanted as i64,
+            announced as i64,
+            established as i64,
+            i64::from(drained),
+            i64::from(up),
+        ];
+        for (g, v) in self.announce.iter().zip(values) {
+            g.set(v);
+        }
     }
 
     /// Whether vrrpd is reachable.

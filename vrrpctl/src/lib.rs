@@ -1,6 +1,7 @@
 //! vrrpctl: the operator's command line for vrrpd and lbd. A library so that the
 //! man page and completion generator (`crates/docgen`) reaches [`command`].
 
+pub mod announce;
 pub mod check_config;
 pub mod daemon;
 pub mod decode;
@@ -62,6 +63,10 @@ pub enum Command {
     /// --socket is lbd's socket here.
     #[command(subcommand)]
     Server(server::ServerCommand),
+    /// Active-active mode: drain this node's VIP announcements, resume them, or
+    /// show them with the routing daemon's sessions. --socket is lbd's socket here.
+    #[command(subcommand)]
+    Announce(announce::AnnounceCommand),
 }
 
 /// The command line's definition: what `--help`, the man page and the shell

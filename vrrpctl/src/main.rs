@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vrrpctl::{check_config, daemon, decode, import, reload, server, services, Cli, Command};
+use vrrpctl::{
+    announce, check_config, daemon, decode, import, reload, server, services, Cli, Command,
+};
 
 fn main() -> ExitCode {
     let Cli {
@@ -26,6 +28,8 @@ fn main() -> ExitCode {
             .and_then(|s| services::run(&s, &args)),
         Command::Server(c) => services::socket_path(socket_arg.as_deref(), config.as_deref())
             .and_then(|s| server::run(&s, &c)),
+        Command::Announce(c) => services::socket_path(socket_arg.as_deref(), config.as_deref())
+            .and_then(|s| announce::run(&s, &c)),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

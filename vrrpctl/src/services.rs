@@ -293,6 +293,9 @@ pub fn render(status: &LbdStatus) -> String {
     if let Some(e) = &status.connection_count.error {
         out.push_str(&format!("active/inactive connections unknown: {e}\n"));
     }
+    if let Some(a) = &status.announce {
+        out.push_str(&crate::announce::render(a));
+    }
     let b = &status.backend;
     out.push_str(&format!(
         "node {}: backend {} (table {}): {}\n",

@@ -58,6 +58,10 @@ pub struct ClusterConfig {
     /// `[vrrpd]`: how vrrpd itself runs (scheduling class, locked memory).
     #[serde(default)]
     pub vrrpd: VrrpdSettings,
+    /// `[announce]`: how each node announces its VIPs to the routers (active-active
+    /// mode only, where it is required).
+    #[serde(default)]
+    pub announce: Option<AnnounceSettings>,
 }
 
 /// `[cluster]`.
@@ -66,6 +70,132 @@ pub struct ClusterConfig {
 pub struct ClusterSection {
     /// Cluster name, used in logs and metrics labels.
     pub name: String,
+    /// How the nodes share the services.
+    #[serde(default)]
+    pub mode: ClusterMode,
+}
+
+/// `[cluster] mode`: how the nodes share the services.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterMode {
+    /// Two nodes; VRRP gives the VIPs to one of them at a time.
+    #[default]
+    ActiveBackup,
+    /// Two or more nodes serve every service at once behind a router's ECMP: each
+    /// announces the VIPs of its healthy services as host routes through a routing
+    /// daemon (`[announce]`), and every node computes the same Maglev table.
+    ActiveActive,
+}
+
+impl ClusterMode {
+    /// Every mode.
+    pub const ALL: [ClusterMode; 2] = [ClusterMode::ActiveBackup, ClusterMode::ActiveActive];
+
+    /// "active-backup" or "active-active".
+    pub fn name(self) -> &'static str {
+        match self {
+            ClusterMode::ActiveBackup => "active-backup",
+            ClusterMode::ActiveActive => "active-active",
+        }
+    }
+}
+
+impl fmt::Display for ClusterMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `[announce] daemon`: the routing daemon that carries the announcements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingDaemon {
+    /// FRR: lbd adds and removes `network <vip>/32` under `router bgp <asn>` with
+    /// `vtysh`.
+    Frr,
+    /// BIRD 2: lbd writes the VIPs as static routes into an include file and runs
+    /// `birdc configure`.
+    Bird,
+}
+
+impl RoutingDaemon {
+    /// Every daemon.
+    pub const ALL: [RoutingDaemon; 2] = [RoutingDaemon::Frr, RoutingDaemon::Bird];
+
+    /// "frr" or "bird".
+    pub fn name(self) -> &'static str {
+        match self {
+            RoutingDaemon::Frr => "frr",
+            RoutingDaemon::Bird => "bird",
+        }
+    }
+}
+
+impl fmt::Display for RoutingDaemon {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The word in `[announce]` paths that stands for the node's name.
+pub const NODE_PLACEHOLDER: &str = "{node}";
+
+/// `[announce]`: how lbd announces the VIPs of this node's healthy services.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnounceSettings {
+    /// The routing daemon.
+    pub daemon: RoutingDaemon,
+    /// FRR: the AS number of the `router bgp` the `network` lines go under.
+    pub asn: Option<u32>,
+    /// FRR: the vtysh program.
+    pub vtysh: PathBuf,
+    /// FRR: the pathspace (`vtysh -N`) of the FRR instance, `{node}` replaced by the
+    /// node's name; `None`: the default instance.
+    pub pathspace: Option<String>,
+    /// BIRD: the birdc program.
+    pub birdc: PathBuf,
+    /// BIRD: the control socket (`birdc -s`), `{node}` replaced; `None`: birdc's default.
+    pub bird_socket: Option<PathBuf>,
+    /// BIRD: the file lbd owns and rewrites; bird.conf includes it.
+    pub bird_include: PathBuf,
+    /// BIRD: the name of the static protocol in that file (IPv4; IPv6 gets `_v6`).
+    pub bird_protocol: String,
+    /// How often lbd reads back what the daemon announces and repairs it, in ms.
+    pub refresh_ms: u32,
+}
+
+impl AnnounceSettings {
+    /// The defaults for `daemon`.
+    pub fn new(daemon: RoutingDaemon) -> Self {
+        Self {
+            daemon,
+            asn: None,
+            vtysh: PathBuf::from("/usr/bin/vtysh"),
+            pathspace: None,
+            birdc: PathBuf::from("/usr/sbin/birdc"),
+            bird_socket: None,
+            bird_include: PathBuf::from("/etc/bird/lbsuite-vips.conf"),
+            bird_protocol: "lbsuite_vips".to_string(),
+            refresh_ms: 5000,
+        }
+    }
+
+    /// These settings with `{node}` replaced by `node` in the per-node paths.
+    pub fn for_node(&self, node: &str) -> Self {
+        let mut out = self.clone();
+        out.pathspace = out.pathspace.map(|p| p.replace(NODE_PLACEHOLDER, node));
+        out.bird_socket = out
+            .bird_socket
+            .map(|p| PathBuf::from(p.to_string_lossy().replace(NODE_PLACEHOLDER, node)));
+        out.bird_include = PathBuf::from(
+            out.bird_include
+                .to_string_lossy()
+                .replace(NODE_PLACEHOLDER, node),
+        );
+        out
+    }
 }
 
 /// One member of the cluster.
@@ -892,14 +1022,19 @@ pub enum SnatTarget {
     Address(IpAddr),
     /// Several addresses / port ranges, to avoid the ~64k concurrent-connection cap.
     Pool(Vec<SnatPoolEntry>),
+    /// Each node's own first address (of the rule's family) on this interface
+    /// (active-active mode: no address moves between nodes). A node's view holds
+    /// the resolved [`SnatTarget::Address`] instead.
+    NodeAddress(String),
 }
 
 impl SnatTarget {
-    /// All source addresses of the target.
+    /// All source addresses of the target (none for a node address not yet resolved).
     pub fn addresses(&self) -> Vec<IpAddr> {
         match self {
             Self::Address(a) => vec![*a],
             Self::Pool(p) => p.iter().map(|e| e.address).collect(),
+            Self::NodeAddress(_) => Vec::new(),
         }
     }
 }

@@ -44,6 +44,15 @@ pub struct NodeView {
     /// The file's fingerprint ([`crate::fingerprint`]), shown by both daemons.
     #[serde(default)]
     pub fingerprint: String,
+    /// How the nodes share the services.
+    #[serde(default)]
+    pub mode: ClusterMode,
+    /// How this node announces its VIPs (active-active), `{node}` resolved.
+    #[serde(default)]
+    pub announce: Option<AnnounceSettings>,
+    /// Every node's name, in the file's order (active-active: the cluster's members).
+    #[serde(default)]
+    pub members: Vec<String>,
 }
 
 /// A sync group as seen by one node.
@@ -109,6 +118,24 @@ impl NodeView {
             })
             .collect();
         let backend = self.dataplane.backend;
+        if let (ClusterMode::ActiveActive, Some(a)) = (self.mode, &self.announce) {
+            let others: Vec<&str> = self
+                .members
+                .iter()
+                .map(String::as_str)
+                .filter(|m| *m != self.name)
+                .collect();
+            let asn = a.asn.map(|n| format!(" AS {n}")).unwrap_or_default();
+            return format!(
+                "cluster {}, active-active with {}, announcing through {}{asn}; {} services, {} nat rules, {} checks, backend {backend}",
+                self.cluster_name,
+                others.join(", "),
+                a.daemon,
+                self.services.len(),
+                self.nat.len(),
+                self.checks.len(),
+            );
+        }
         format!(
             "cluster {}, peer {}, groups: {}; {} services, {} nat rules, {} checks, backend {backend}",
             self.cluster_name,
@@ -281,7 +308,7 @@ impl ClusterConfig {
             peer: peer.clone(),
             groups,
             services: self.services.clone(),
-            nat: self.nat.clone(),
+            nat: self.nat.iter().map(|n| resolve_snat(n, node)).collect(),
             checks: self.checks.clone(),
             sync: SyncView {
                 enabled: self.sync.enabled,
@@ -297,6 +324,30 @@ impl ClusterConfig {
             dataplane: self.dataplane.clone(),
             vrrpd: self.vrrpd,
             fingerprint: self.fingerprint.clone(),
+            mode: self.cluster.mode,
+            announce: self.announce.as_ref().map(|a| a.for_node(&node.name)),
+            members: self.nodes.iter().map(|n| n.name.clone()).collect(),
         }
+    }
+}
+
+/// A NAT rule as `node` applies it: `node_address` becomes the node's first address
+/// of the rule's family on that interface (validation guarantees there is one).
+fn resolve_snat(rule: &NatRule, node: &Node) -> NatRule {
+    let SnatTarget::NodeAddress(iface) = &rule.snat else {
+        return rule.clone();
+    };
+    let v6 = rule.destination.is_ipv6();
+    let own = node
+        .addresses
+        .get(iface)
+        .and_then(|l| l.iter().find(|a| a.address.is_ipv6() == v6))
+        .map(|a| a.address);
+    match own {
+        Some(a) => NatRule {
+            snat: SnatTarget::Address(a),
+            ..rule.clone()
+        },
+        None => rule.clone(),
     }
 }

@@ -29,6 +29,10 @@ pub(crate) struct Draft {
     pub(crate) metrics: Option<MetricsSettings>,
     pub(crate) dataplane: Option<DataplaneSettings>,
     pub(crate) vrrpd: Option<VrrpdSettings>,
+    /// `[announce]` if written and read cleanly.
+    pub(crate) announce: Option<AnnounceSettings>,
+    /// Whether `[announce]` is written at all (read cleanly or not).
+    pub(crate) announce_written: bool,
     /// Names of every element, valid or not (for "unknown reference" checks).
     pub(crate) raw_names: RawNames,
 }
@@ -54,6 +58,7 @@ const TOP_KEYS: &[&str] = &[
     "metrics",
     "dataplane",
     "vrrpd",
+    "announce",
 ];
 
 /// Reads the whole document.
@@ -87,6 +92,10 @@ pub(crate) fn read_document(r: &mut Reader, root: &Sv) -> Draft {
     d.metrics = read_section(r, &mut top, "metrics", read_metrics);
     d.dataplane = read_section(r, &mut top, "dataplane", read_dataplane);
     d.vrrpd = read_section(r, &mut top, "vrrpd", read_vrrpd);
+    if let Some((v, p)) = top.get("announce") {
+        d.announce_written = true;
+        d.announce = read_announce(r, v, &p);
+    }
     top.finish(r, TOP_KEYS);
     d
 }
@@ -165,8 +174,11 @@ fn read_cluster(r: &mut Reader, v: &Sv, path: &str) -> Option<ClusterSection> {
     clean(r, |r| {
         let mut t = Table::new(r, v, path, "[cluster]")?;
         let name = t.req_name(r, "name", "name = \"edge\"");
-        t.finish(r, &["name"]);
-        Some(ClusterSection { name: name? })
+        let mode = t
+            .opt_choice(r, "mode", &choices(&ClusterMode::ALL, ClusterMode::name))
+            .unwrap_or_default();
+        t.finish(r, &["name", "mode"]);
+        Some(ClusterSection { name: name?, mode })
     })
 }
 
@@ -179,7 +191,9 @@ fn read_node(r: &mut Reader, v: &Sv, path: &str) -> Option<Node> {
             None => name.clone(),
         };
         let mut priority = BTreeMap::new();
-        if let Some((v, p)) = t.require(r, "priority", "priority = { edge = 150 }") {
+        // Optional here: active-backup's cross-check asks for every sync group's
+        // priority; active-active runs no VRRP.
+        if let Some((v, p)) = t.get("priority") {
             if let Some(mut pt) = Table::new(r, v, &p, "the priority table") {
                 for (e, ep) in pt.entries() {
                     match &e.value.kind {
@@ -1371,28 +1385,35 @@ fn read_snat(r: &mut Reader, v: &Sv, path: &str, protocol: NatProtocol) -> Optio
             }
         }
     }
-    let both = t.has("address") && t.has("pool");
-    let neither = !t.has("address") && !t.has("pool");
-    t.finish(r, &["address", "pool"]);
-    if both {
+    let node_address = match t.get("node_address") {
+        Some((v, p)) => r.interface(v, &p),
+        None => None,
+    };
+    let written: Vec<&str> = ["address", "pool", "node_address"]
+        .into_iter()
+        .filter(|k| t.has(k))
+        .collect();
+    t.finish(r, &["address", "pool", "node_address"]);
+    if written.len() > 1 {
         r.error_key(
-            &join(path, "pool"),
-            "snat has both `address` and `pool`",
-            "keep one: a single address, or a pool of addresses and port ranges",
+            &join(path, written[1]),
+            format!("snat has both `{}` and `{}`", written[0], written[1]),
+            "keep one: a single address, a pool of addresses and port ranges, or each node's own address on an interface",
         );
         return None;
     }
-    if neither {
+    if written.is_empty() {
         r.error_value(
             path,
-            "snat needs `address` or `pool`",
+            "snat needs `address`, `pool` or `node_address`",
             "write snat = { address = \"198.18.1.100\" }",
         );
         return None;
     }
-    match address {
-        Some(a) => Some(SnatTarget::Address(a)),
-        None => Some(SnatTarget::Pool(pool)),
+    match (address, node_address) {
+        (Some(a), _) => Some(SnatTarget::Address(a)),
+        (None, Some(iface)) => Some(SnatTarget::NodeAddress(iface)),
+        (None, None) => Some(SnatTarget::Pool(pool)),
     }
 }
 
@@ -1620,6 +1641,128 @@ fn read_dataplane(r: &mut Reader, v: &Sv, path: &str) -> Option<DataplaneSetting
         Some(DataplaneSettings { backend, nft_table })
     })
 }
+
+/// A path (absolute, no control characters), or the default when absent.
+fn abs_path(r: &mut Reader, t: &mut Table<'_>, key: &str, default: PathBuf) -> PathBuf {
+    let Some((v, p)) = t.get(key) else {
+        return default;
+    };
+    let Some(s) = r.string(v, &p) else {
+        return default;
+    };
+    if !s.starts_with('/') || s.chars().any(char::is_control) {
+        r.error_value(
+            &p,
+            format!("`{s}` is not an absolute path"),
+            format!("write the full path, such as \"{}\"", default.display()),
+        );
+    }
+    PathBuf::from(s)
+}
+
+fn read_announce(r: &mut Reader, v: &Sv, path: &str) -> Option<AnnounceSettings> {
+    clean(r, |r| {
+        let mut t = Table::new(r, v, path, "[announce]")?;
+        let daemon = match t.get("daemon") {
+            Some((v, p)) => r.choice(v, &p, &choices(&RoutingDaemon::ALL, RoutingDaemon::name)),
+            None => {
+                r.error_value(
+                    path,
+                    "[announce] needs `daemon`",
+                    "add daemon = \"frr\" (or \"bird\"): the routing daemon on each node that announces the VIPs",
+                );
+                None
+            }
+        };
+        let mut a = AnnounceSettings::new(daemon.unwrap_or(RoutingDaemon::Frr));
+        a.asn = t
+            .opt_int(
+                r,
+                "asn",
+                1,
+                i64::from(u32::MAX),
+                "use the AS number of the `router bgp` in the node's FRR configuration (1..=4294967295)",
+            )
+            .map(|n| n as u32);
+        if daemon == Some(RoutingDaemon::Frr) && a.asn.is_none() && !t.has("asn") {
+            r.error_value(
+                path,
+                "daemon = \"frr\" needs `asn`",
+                "add asn = <the AS number of `router bgp` in frr.conf>: lbd adds its `network` lines under it",
+            );
+        }
+        a.vtysh = abs_path(r, &mut t, "vtysh", a.vtysh);
+        a.birdc = abs_path(r, &mut t, "birdc", a.birdc);
+        a.bird_include = abs_path(r, &mut t, "bird_include", a.bird_include);
+        if t.has("bird_socket") {
+            a.bird_socket = Some(abs_path(
+                r,
+                &mut t,
+                "bird_socket",
+                PathBuf::from("/run/bird/bird.ctl"),
+            ));
+        }
+        if let Some((v, p)) = t.get("pathspace") {
+            if let Some(s) = r.string(v, &p) {
+                let bare = s.replace(NODE_PLACEHOLDER, "n");
+                if bare.is_empty()
+                    || !bare
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+                {
+                    r.error_value(
+                        &p,
+                        format!("`{s}` is not a usable FRR pathspace"),
+                        "use letters, digits, '_', '-' or '.', and {node} for the node's name, such as \"{node}\"",
+                    );
+                }
+                a.pathspace = Some(s);
+            }
+        }
+        if let Some((v, p)) = t.get("bird_protocol") {
+            if let Some(s) = r.string(v, &p) {
+                if s.is_empty()
+                    || !s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+                    || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    r.error_value(
+                        &p,
+                        format!("`{s}` is not a BIRD protocol name"),
+                        "use a letter, then letters, digits or '_', such as \"lbsuite_vips\"",
+                    );
+                }
+                a.bird_protocol = s;
+            }
+        }
+        if let Some(n) = t.opt_int(
+            r,
+            "refresh_ms",
+            100,
+            3_600_000,
+            "use 100..=3600000 ms (5000 is the default)",
+        ) {
+            a.refresh_ms = n as u32;
+        }
+        t.finish(r, ANNOUNCE_KEYS);
+        Some(AnnounceSettings {
+            daemon: daemon?,
+            ..a
+        })
+    })
+}
+
+/// The keys of `[announce]`.
+const ANNOUNCE_KEYS: &[&str] = &[
+    "daemon",
+    "asn",
+    "vtysh",
+    "pathspace",
+    "birdc",
+    "bird_socket",
+    "bird_include",
+    "bird_protocol",
+    "refresh_ms",
+];
 
 fn read_vrrpd(r: &mut Reader, v: &Sv, path: &str) -> Option<VrrpdSettings> {
     clean(r, |r| {

@@ -214,7 +214,7 @@ pub(crate) fn cross_check(r: &mut Reader, d: &Draft) {
             }
         }
     }
-    if groups_ok {
+    if groups_ok && mode(d) == ClusterMode::ActiveBackup {
         for (ip, i) in &instances {
             if !member_of.contains_key(i.name.as_str()) {
                 r.error_value(
@@ -431,7 +431,12 @@ pub(crate) fn cross_check(r: &mut Reader, d: &Draft) {
     }
 
     check_services(r, d, &services, &instances, &nodes);
-    check_nat(r, &nat, &instances, &member_of, instances_ok);
+    if mode(d) == ClusterMode::ActiveActive {
+        check_active_active(r, d, &services, &nodes, &nat);
+    } else if d.cluster.is_some() {
+        check_nat(r, &nat, &instances, &member_of, instances_ok);
+        check_active_backup(r, d, &nat);
+    }
     check_subnets(r, &nodes, &instances);
 
     // Connection sync.
@@ -549,7 +554,167 @@ fn path_or(r: &Reader, path: &str, fallback: &str) -> String {
     }
 }
 
+/// The cluster's mode (the default while `[cluster]` did not read).
+fn mode(d: &Draft) -> ClusterMode {
+    d.cluster.as_ref().map(|c| c.mode).unwrap_or_default()
+}
+
+/// What only active-active mode may use: `[announce]`, SNAT to each node's address.
+fn check_active_backup(r: &mut Reader, d: &Draft, nat: &[(String, &NatRule)]) {
+    if d.announce_written {
+        r.error_key(
+            "announce",
+            "[announce] is for mode = \"active-active\"; this cluster is active-backup (VRRP moves the VIPs)",
+            "set `mode = \"active-active\"` in [cluster], or remove [announce]",
+        );
+    }
+    for (np, rule) in nat {
+        if let SnatTarget::NodeAddress(_) = rule.snat {
+            r.error_key(
+                &format!("{np}.snat.node_address"),
+                "snat = { node_address = ... } is for mode = \"active-active\": in active-backup a node's own address does not move with the VIPs",
+                "use a VIP of the server-side instance: snat = { address = \"198.18.1.100\" }",
+            );
+        }
+    }
+}
+
+/// Active-active: N nodes, no VRRP, the VIPs announced through `[announce]`, every
+/// node picking the same server for a flow (Maglev), SNAT to each node's address.
+fn check_active_active(
+    r: &mut Reader,
+    d: &Draft,
+    services: &[(String, &Service)],
+    nodes: &[(String, &Node)],
+    nat: &[(String, &NatRule)],
+) {
+    if !d.announce_written {
+        r.error_at(
+            0,
+            "announce",
+            "mode = \"active-active\" needs an [announce] section: each node announces its VIPs to the routers through a routing daemon",
+            "add [announce] with daemon = \"frr\" and asn = <the AS number of `router bgp` in frr.conf> (or daemon = \"bird\")",
+        );
+    }
+    for (gp, _) in clean(&d.groups, "sync_group") {
+        r.error_key(
+            &gp,
+            "[[sync_group]] is for active-backup clusters; in active-active mode no VRRP runs",
+            "remove the [[sync_group]] and [[instance]] tables: the VIPs are announced through [announce]",
+        );
+    }
+    for (ip, _) in clean(&d.instances, "instance") {
+        r.error_key(
+            &ip,
+            "[[instance]] is for active-backup clusters; in active-active mode no VRRP runs",
+            "remove it: the VIPs are announced through [announce], and servers see each node's own SNAT address",
+        );
+    }
+    if d.sync.as_ref().is_some_and(|s| s.enabled) {
+        r.error_value(
+            "sync.enabled",
+            "connection sync links two members; in active-active mode a flow that moves re-lands on the same server by Maglev instead",
+            "set `enabled = false` in [sync], or remove [sync]",
+        );
+    }
+    for (sp, s) in services {
+        if s.scheduler != Scheduler::Mh {
+            let at = path_or(r, &join(sp, "scheduler"), &join(sp, "name"));
+            r.error_value(
+                &at,
+                format!(
+                    "service `{}` uses scheduler {}; in active-active mode a flow the router moves to another node must reach the same server",
+                    s.name,
+                    s.scheduler.name()
+                ),
+                "use scheduler = \"mh\": every node computes the same Maglev table from the same file and server health",
+            );
+        }
+    }
+    let vips: HashSet<IpAddr> = services.iter().map(|(_, s)| s.vip).collect();
+    for (np, rule) in nat {
+        if complete(&d.services) && !vips.contains(&rule.destination) {
+            r.error_value(
+                &join(np, "destination"),
+                format!(
+                    "NAT destination {} is not the VIP of any service",
+                    rule.destination
+                ),
+                "use the VIP of the service the rule is for",
+            );
+        }
+        let iface = match &rule.snat {
+            SnatTarget::NodeAddress(iface) => iface,
+            SnatTarget::Address(_) | SnatTarget::Pool(_) => {
+                let key = if matches!(rule.snat, SnatTarget::Pool(_)) {
+                    "pool"
+                } else {
+                    "address"
+                };
+                r.error_key(
+                    &format!("{np}.snat.{key}"),
+                    "in active-active mode every node translates at once, so one SNAT address cannot serve them all",
+                    "use each node's own address on the server side: snat = { node_address = \"eth1\" }",
+                );
+                continue;
+            }
+        };
+        for (_, n) in nodes {
+            let has = n.addresses.get(iface).is_some_and(|l| {
+                l.iter()
+                    .any(|a| a.address.is_ipv6() == rule.destination.is_ipv6())
+            });
+            if !has {
+                r.error_value(
+                    &format!("{np}.snat.node_address"),
+                    format!(
+                        "node `{}` has no {} address on {iface} to translate to",
+                        n.name,
+                        if rule.destination.is_ipv6() {
+                            "IPv6"
+                        } else {
+                            "IPv4"
+                        }
+                    ),
+                    format!("add one to node {}'s addresses.{iface}", n.name),
+                );
+            }
+        }
+    }
+}
+
+/// The most nodes an active-active cluster may list.
+pub const MAX_ACTIVE_NODES: usize = 64;
+
 fn check_node_count(r: &mut Reader, d: &Draft) {
+    // Which count is right depends on the mode, unknown while [cluster] is broken.
+    if d.cluster.is_none() && d.nodes.len() >= 2 {
+        return;
+    }
+    if mode(d) == ClusterMode::ActiveActive {
+        match d.nodes.len() {
+            0 => r.error_at(
+                0,
+                "node",
+                "no [[node]] is defined; an active-active cluster needs at least 2",
+                "add a [[node]] table for each balancer behind the router",
+            ),
+            1 => r.error_value(
+                "node[0]",
+                "only 1 [[node]] is defined; an active-active cluster needs at least 2",
+                "add a [[node]] for each balancer behind the router",
+            ),
+            n if n > MAX_ACTIVE_NODES => r.error_value(
+                &format!("node[{MAX_ACTIVE_NODES}]"),
+                format!(
+                    "{n} [[node]] tables are defined; at most {MAX_ACTIVE_NODES} are supported"
+                ),
+                "split the balancers into several clusters",
+            ),
+            _ => {}
+        }
+        return;
+    }
     match d.nodes.len() {
         2 => {}
         0 => r.error_at(
@@ -566,7 +731,7 @@ fn check_node_count(r: &mut Reader, d: &Draft) {
         n => r.error_value(
             "node[2]",
             format!("{n} [[node]] tables are defined; the cluster needs exactly 2"),
-            "remove the extra [[node]] tables (one active, one backup)",
+            "remove the extra [[node]] tables (one active, one backup), or set mode = \"active-active\" in [cluster] to run them all at once behind a router",
         ),
     }
 }
@@ -598,7 +763,8 @@ fn check_services(
         .map(|(key, _)| *key)
         .collect();
     for (k, (sp, s)) in services.iter().enumerate() {
-        if instances_ok && !held.contains(&s.vip) {
+        let backup_mode = d.cluster.as_ref().map(|c| c.mode) == Some(ClusterMode::ActiveBackup);
+        if instances_ok && backup_mode && !held.contains(&s.vip) {
             let near = instances
                 .iter()
                 .find(|(_, i)| i.vips.iter().any(|v| v.address.contains(s.vip)))
@@ -740,6 +906,8 @@ fn check_nat(
                 .enumerate()
                 .map(|(k, e)| (format!("{np}.snat.pool[{k}].address"), e.address))
                 .collect(),
+            // Refused in active-backup (`check_active_backup`).
+            SnatTarget::NodeAddress(_) => Vec::new(),
         };
         let dest_inst = holder.get(&rule.destination).copied();
         if dest_inst.is_none() {
@@ -881,5 +1049,6 @@ pub(crate) fn assemble(d: Draft, file: &str) -> Option<ClusterConfig> {
         metrics: d.metrics?,
         dataplane: d.dataplane?,
         vrrpd: d.vrrpd?,
+        announce: d.announce,
     })
 }

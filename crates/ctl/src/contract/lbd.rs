@@ -177,6 +177,45 @@ pub struct LbdStatus {
     pub errors: Vec<String>,
     /// The control socket's connection counters.
     pub control: ServerCounters,
+    /// Active-active mode: the VIPs this node announces through its routing daemon
+    /// (`None` in active-backup mode).
+    #[serde(default)]
+    pub announce: Option<AnnounceStatus>,
+}
+
+/// Active-active mode: what this node announces, and what its routing daemon made
+/// of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AnnounceStatus {
+    /// `frr` or `bird`.
+    pub daemon: String,
+    /// The cluster's nodes, in the file's order.
+    pub members: Vec<String>,
+    /// The operator drained this node (`vrrpctl announce drain`): every VIP withdrawn.
+    pub drained: bool,
+    /// The VIPs lbd wants announced (services that can take traffic).
+    pub wanted: Vec<String>,
+    /// The VIPs the daemon announced at the last read-back.
+    pub announced: Vec<String>,
+    /// The daemon's BGP sessions at the last read-back (FRR only).
+    pub peers: Vec<AnnouncePeer>,
+    /// Why the last attempt failed, if it did.
+    pub error: Option<String>,
+    /// Announcements and withdrawals sent since start.
+    pub changes: u64,
+}
+
+/// One BGP session of the node's routing daemon.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AnnouncePeer {
+    /// The neighbour's address.
+    pub address: String,
+    /// The session's state (`Established` when the router takes routes).
+    pub state: String,
+    /// Prefixes sent to it (IPv4 and IPv6 unicast).
+    pub prefixes_sent: u64,
 }
 
 /// The configuration lbd runs.
@@ -681,6 +720,11 @@ pub mod methods {
     pub const SERVER_LIST: &str = "server.list";
     /// Clears every override.
     pub const SERVER_CLEAR: &str = "server.clear";
+    /// Active-active: withdraw every VIP of this node until resumed (kept across
+    /// restarts); replies [`super::AnnounceStatus`].
+    pub const ANNOUNCE_DRAIN: &str = "announce.drain";
+    /// Active-active: announce the VIPs of healthy services again.
+    pub const ANNOUNCE_RESUME: &str = "announce.resume";
 }
 
 /// What an operator set for one server at run time (kept until cleared, across

@@ -580,8 +580,9 @@ fn service_slots(s: &Service) -> Vec<usize> {
         Scheduler::Rr => slots::rr_slots(&weights),
         Scheduler::Mh => {
             let names: Vec<&str> = s.backends.iter().map(|b| b.name.as_str()).collect();
-            let active = weights.iter().filter(|&&w| w > 0).count();
-            slots::maglev_table(&names, &weights, slots::maglev_size(active))
+            // Sized by the servers listed, not those up: a server going down (weight
+            // 0) must not resize, and so reshuffle, the whole table.
+            slots::maglev_table(&names, &weights, slots::maglev_size(names.len()))
         }
         _ => slots::weighted_slots(&weights),
     }

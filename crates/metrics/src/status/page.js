@@ -114,6 +114,22 @@
       ["IP forwarding", "forwarding", (s.forwarding || []).filter(f => (f.needed_by || []).length).map(f =>
         f.family + (f.enabled ? " on" : " OFF (" + f.sysctl + (f.error ? " unreadable" : " = 0") + "): " + f.needed_by.join(", ") + " get no answers"))],
     ]));
+    if (s.announce) {
+      // Active-active mode (docs/active-active.md): what this node announces.
+      const a = s.announce;
+      out.push(facts("Active-active", "announce", [
+        ["cluster nodes", "members", a.members],
+        ["routing daemon", "daemon", a.daemon],
+        ["drained", "drained", a.drained],
+        ["VIPs wanted", "wanted", a.wanted],
+        ["VIPs announced", "announced", a.announced],
+        ["announce error", "announce_error", a.error || "none"],
+      ]));
+      out.push(table("BGP sessions", "peers", [
+        ["peer", "address", p => p.address], ["state", "state", p => p.state],
+        ["prefixes sent", "prefixes_sent", p => p.prefixes_sent],
+      ], a.peers || [], p => "peer:" + p.address));
+    }
     const services = s.services || [];
     out.push(table("Services", "services", [
       ["service", "name", v => v.name], ["VIP", "vip", v => v.vip], ["ports", "ports", v => v.ports],
