@@ -610,18 +610,7 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
     println!("servers reached: {spread:?}");
 
     // Long-lived connections, spread over the balancers by the router.
-    let mut held: Vec<(TcpStream, String, String)> = Vec::new();
-    for _ in 0..HELD {
-        let mut c = client
-            .tcp_connect(
-                format!("{ECMP_VIP}:9000").parse::<SocketAddr>().unwrap(),
-                Duration::from_secs(5),
-            )
-            .unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let (srv, lb) = ping(&mut c).expect("a fresh connection answers");
-        held.push((c, srv, lb));
-    }
+    let mut held = hold_connections(client);
     let through = |lb: &str| held.iter().filter(|(_, _, l)| l == lb).count();
     println!(
         "{HELD} held connections: lb1 {}, lb2 {}, lb3 {}",
@@ -718,18 +707,7 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
     // lb3 comes back: its link up, lbd started again. The router spreads over three
     // paths again and moves some flows of lb1 and lb2 to lb3 (hash-threshold).
     // Connections opened while lb3 was away, on lb1 and lb2 only.
-    let mut during: Vec<(TcpStream, String, String)> = Vec::new();
-    for _ in 0..HELD {
-        let mut c = client
-            .tcp_connect(
-                format!("{ECMP_VIP}:9000").parse::<SocketAddr>().unwrap(),
-                Duration::from_secs(5),
-            )
-            .unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let (srv, lb) = ping(&mut c).expect("a fresh connection answers");
-        during.push((c, srv, lb));
-    }
+    let mut during = hold_connections(client);
     let join = Instant::now();
     lab["lb3"].ip(&["link", "set", "eth0", "up"]).unwrap();
     // The link's going down took lb3's route back to the clients with it.
@@ -983,4 +961,22 @@ fn balancers_announce_through_bird() {
     assert!(!include.contains("route "), "{include}");
     drop(lbds);
     drop(daemons);
+}
+
+/// [`HELD`] connections to the VIP, each with the server and balancer that answered
+/// its first ping.
+fn hold_connections(client: &Host) -> Vec<(TcpStream, String, String)> {
+    (0..HELD)
+        .map(|_| {
+            let mut c = client
+                .tcp_connect(
+                    format!("{ECMP_VIP}:9000").parse::<SocketAddr>().unwrap(),
+                    Duration::from_secs(5),
+                )
+                .unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let (srv, lb) = ping(&mut c).expect("a fresh connection answers");
+            (c, srv, lb)
+        })
+        .collect()
 }
