@@ -282,6 +282,8 @@ struct Slot {
     checks: u64,
     transitions: u64,
     recent: VecDeque<Time>,
+    /// Listed in [`Scheduler::fresh`].
+    fresh: bool,
 }
 
 /// The health-check scheduler and rise/fall state machine for all targets.
@@ -293,6 +295,8 @@ pub struct Scheduler {
     next_slot: u64,
     queue: BinaryHeap<Reverse<(Time, u64, u64)>>,
     counters: SchedulerCounters,
+    /// Targets with a result since the last [`Scheduler::take_fresh`], once each.
+    fresh: Vec<u64>,
 }
 
 impl Scheduler {
@@ -312,6 +316,7 @@ impl Scheduler {
             next_slot: 0,
             queue: BinaryHeap::new(),
             counters: SchedulerCounters::default(),
+            fresh: Vec::new(),
         })
     }
 
@@ -422,6 +427,7 @@ impl Scheduler {
                 checks: 0,
                 transitions: 0,
                 recent: VecDeque::new(),
+                fresh: false,
             },
         );
         self.queue.push(Reverse((next_due, id, 0)));
@@ -453,9 +459,16 @@ impl Scheduler {
 
     /// Hand out the checks due at `now`.
     pub fn poll(&mut self, now: Time) -> Vec<Action> {
+        self.poll_at_most(now, usize::MAX)
+    }
+
+    /// [`Scheduler::poll`], handing out at most `limit` checks, the longest due
+    /// first; the others stay due (they are not started, so they hold no memory of
+    /// a running check) until a later poll.
+    pub fn poll_at_most(&mut self, now: Time, limit: usize) -> Vec<Action> {
         let mut actions = Vec::new();
         while let Some(Reverse((due, id, seq))) = self.queue.peek().copied() {
-            if due > now {
+            if due > now || actions.len() >= limit {
                 break;
             }
             self.queue.pop();
@@ -521,6 +534,10 @@ impl Scheduler {
         };
         slot.in_flight = None;
         slot.checks += 1;
+        if !slot.fresh {
+            slot.fresh = true;
+            self.fresh.push(ticket.slot);
+        }
         if result.outcome.is_ok() {
             self.counters.checks_ok += 1;
             slot.consecutive_ok = slot.consecutive_ok.saturating_add(1);
@@ -596,6 +613,38 @@ impl Scheduler {
             );
         }
         self.slots.len()
+    }
+
+    /// Calls `f` with each target that has a check result it was not called with
+    /// yet (since the last call, or since [`Scheduler::mark_fresh`]) and the
+    /// duration of its latest check: a sample each second of what changed, not of
+    /// every one of 10,000s of targets. Returns how many.
+    pub fn take_fresh(&mut self, mut f: impl FnMut(&Arc<Target>, Option<Duration>)) -> usize {
+        let fresh = std::mem::take(&mut self.fresh);
+        let mut n = 0;
+        for id in &fresh {
+            let Some(slot) = self.slots.get_mut(id) else {
+                continue;
+            };
+            slot.fresh = false;
+            n += 1;
+            f(&slot.target, slot.last.as_ref().map(|(r, _)| r.duration));
+        }
+        // The list's room is kept for the next results.
+        self.fresh = fresh;
+        self.fresh.clear();
+        n
+    }
+
+    /// Makes the targets `which` selects that have a check result fresh again
+    /// ([`Scheduler::take_fresh`] hands them out once more).
+    pub fn mark_fresh(&mut self, which: impl Fn(&TargetName) -> bool) {
+        for (id, slot) in &mut self.slots {
+            if !slot.fresh && slot.checks > 0 && which(&slot.target.name) {
+                slot.fresh = true;
+                self.fresh.push(*id);
+            }
+        }
     }
 
     /// Names of the targets that are down now (usually few: what a plan needs,
