@@ -1436,8 +1436,10 @@ impl Daemon {
         if let Some(link) = &self.sync.link {
             link.set_filter(&new);
         }
-        self.config.view = new;
-        self.config.memo = memo;
+        // The old view is dropped off the loop (10,000s of services' strings).
+        let old = std::mem::replace(&mut self.config.view, new);
+        let old_memo = std::mem::replace(&mut self.config.memo, memo);
+        tokio::task::spawn_blocking(move || drop((old, old_memo)));
         reply.overrides_dropped = self.config.servers.retain(&self.config.view);
         self.config.loaded_unix_ms = unix_ms();
         self.note_config_difference();
@@ -1445,12 +1447,10 @@ impl Daemon {
         // again from their next sample (those of servers that are gone, never).
         if every_target {
             self.report.telemetry.checks_reconfigured(None);
-            self.health.runner.mark_fresh(|_| true);
+            self.health.runner.mark_fresh(None);
         } else if !touched.is_empty() {
             self.report.telemetry.checks_reconfigured(Some(&touched));
-            self.health
-                .runner
-                .mark_fresh(|name| touched.contains(&name.service));
+            self.health.runner.mark_fresh(Some(&touched));
         }
         self.check_forwarding();
         let apply = self.reconcile("reload").await;

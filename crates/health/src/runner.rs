@@ -198,8 +198,8 @@ impl HealthRunner {
     }
 
     /// [`Scheduler::mark_fresh`].
-    pub fn mark_fresh(&self, which: impl Fn(&TargetName) -> bool) {
-        self.shared.scheduler().mark_fresh(which);
+    pub fn mark_fresh(&self, services: Option<&BTreeSet<String>>) {
+        self.shared.scheduler().mark_fresh(services);
     }
 
     /// Number of targets.
