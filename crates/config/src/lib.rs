@@ -208,7 +208,7 @@ impl NodeSource {
         let path = &self.config_path;
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, e))?;
         let (mut cluster, blocks, parsed) = match memo.reread(&text, &running.services) {
-            Some((cluster, blocks, parsed)) => (cluster, blocks, Some(parsed)),
+            Some(read) => (read.config, read.blocks, Some(read.replaced)),
             None => {
                 let (cluster, blocks) = parse_text(&text, &path.display().to_string())?;
                 (cluster, blocks, None)

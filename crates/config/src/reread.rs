@@ -89,11 +89,7 @@ impl FileMemo {
     /// Reads `text` against this memo, `running` being the services of the
     /// configuration the memo was made from: the configuration (its fingerprint
     /// included) and the memo of `text`, or `None` when the whole file must be read.
-    pub(crate) fn reread(
-        &self,
-        text: &str,
-        running: &[Service],
-    ) -> Option<(ClusterConfig, Vec<usize>, (Range<usize>, Range<usize>))> {
+    pub(crate) fn reread(&self, text: &str, running: &[Service]) -> Option<Reread> {
         let rest = self.rest.as_deref()?;
         let blocks = &self.blocks;
         let n = running.len();
@@ -113,7 +109,11 @@ impl FileMemo {
             let mut config = rest.clone();
             config.services = running.to_vec();
             config.fingerprint = crate::fingerprint(text);
-            return Some((config, blocks.clone(), (0..0, 0..0)));
+            return Some(Reread {
+                config,
+                blocks: blocks.clone(),
+                replaced: (0..0, 0..0),
+            });
         }
         if lo < blocks[0] || hi > blocks[n] {
             return None;
@@ -151,7 +151,11 @@ impl FileMemo {
         if next.len() != config.services.len() + 1 || next.len() < 2 {
             next.clear();
         }
-        Some((config, next, parsed))
+        Some(Reread {
+            config,
+            blocks: next,
+            replaced: parsed,
+        })
     }
 }
 
@@ -185,6 +189,16 @@ fn common_suffix(a: &[u8], b: &[u8]) -> usize {
         .zip(b[..n - i].iter().rev())
         .take_while(|(x, y)| x == y)
         .count()
+}
+
+/// What [`FileMemo::reread`] read.
+pub(crate) struct Reread {
+    /// The configuration, fingerprint included.
+    pub(crate) config: ClusterConfig,
+    /// Where its `[[service]]` blocks start ([`service_blocks`]).
+    pub(crate) blocks: Vec<usize>,
+    /// The running services replaced, and the services that replaced them.
+    pub(crate) replaced: (Range<usize>, Range<usize>),
 }
 
 /// `config` without its services.
