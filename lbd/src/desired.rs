@@ -602,6 +602,44 @@ mod tests {
     }
 
     #[test]
+    fn replanning_named_services_in_place_gives_what_planning_all_gives() {
+        let caps = BackendKind::Nft.capabilities();
+        let mut p = plan(&view(&[]), all_up, caps);
+        let before = Arc::clone(&p.services);
+        let after = view(&[("weight = 1", "weight = 7")]);
+        let down = |_: &str, server: &str| {
+            if server == "srv2" {
+                ServerHealth::Down
+            } else {
+                ServerHealth::Up
+            }
+        };
+        let none = Overrides::new();
+        let web: BTreeSet<String> = ["web".to_owned()].into();
+        let r = replan(&mut p, &after, &web, down, &none, caps).unwrap();
+        let whole = plan_with(&after, down, &none, caps);
+        assert_eq!(p.state, whole.state);
+        assert_eq!(p.services, whole.services);
+        assert!(r.state_changed);
+        assert_eq!(r.services.len(), 1);
+        assert_eq!(r.services[0].0, 0);
+        assert_eq!(*r.services[0].1, *before[0]);
+        // Nothing named: nothing planned, the services' plans shared.
+        let shared = Arc::clone(&p.services[0]);
+        let r = replan(&mut p, &after, &BTreeSet::new(), down, &none, caps).unwrap();
+        assert!(!r.state_changed && r.services.is_empty());
+        assert!(Arc::ptr_eq(&shared, &p.services[0]));
+        // A service added: not in place.
+        let mut more = after.clone();
+        let mut second = more.services[0].clone();
+        second.name = "web2".to_owned();
+        more.services.push(second);
+        let kept = p.clone();
+        assert!(replan(&mut p, &more, &web, down, &none, caps).is_none());
+        assert_eq!(p, kept);
+    }
+
+    #[test]
     fn a_down_server_gets_weight_zero_and_keeps_its_place() {
         let p = plan(
             // srv2's weight is followed directly by its check in the example.

@@ -33,11 +33,16 @@ pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
 
 /// Parses and validates configuration text; `file_name` is used in diagnostics.
 pub fn parse(text: &str, file_name: &str) -> Result<ClusterConfig, ConfigError> {
-    parse_text(text, file_name).map(|(config, _)| config)
+    parse_text(text, file_name, false).map(|(config, _)| config)
 }
 
-/// [`parse`], with where each `[[service]]` block starts (see [`FileMemo`]).
-fn parse_text(text: &str, file_name: &str) -> Result<(ClusterConfig, Vec<usize>), ConfigError> {
+/// [`parse`], with where each `[[service]]` block starts if `blocks` (see
+/// [`FileMemo`]; empty otherwise).
+fn parse_text(
+    text: &str,
+    file_name: &str,
+    blocks: bool,
+) -> Result<(ClusterConfig, Vec<usize>), ConfigError> {
     let index = diagnostic::LineIndex::new(text);
     let to_diag = |d: tree::RawDiag| {
         let (line, column) = index.position(d.offset);
@@ -92,7 +97,12 @@ fn parse_text(text: &str, file_name: &str) -> Result<(ClusterConfig, Vec<usize>)
             let mut warnings = std::mem::take(&mut reader.warnings);
             warnings.sort_by_key(|d| d.offset);
             config.warnings = warnings.into_iter().map(to_diag).collect();
-            return Ok((config, reread::service_blocks(&root, text)));
+            let blocks = if blocks {
+                reread::service_blocks(&root, text)
+            } else {
+                Vec::new()
+            };
+            return Ok((config, blocks));
         }
     }
     let mut diags = std::mem::take(&mut reader.diags);
@@ -185,7 +195,7 @@ impl NodeSource {
     pub fn load(&self) -> Result<LoadedNode, ConfigError> {
         let path = &self.config_path;
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, e))?;
-        let (cluster, blocks) = parse_text(&text, &path.display().to_string())?;
+        let (cluster, blocks) = parse_text(&text, &path.display().to_string(), true)?;
         let view = self.view(&cluster)?;
         let memo = FileMemo::new(text, &cluster, blocks, cluster.services.len());
         Ok(LoadedNode {
@@ -210,7 +220,7 @@ impl NodeSource {
         let (mut cluster, blocks, parsed) = match memo.reread(&text, &running.services) {
             Some(read) => (read.config, read.blocks, Some(read.replaced)),
             None => {
-                let (cluster, blocks) = parse_text(&text, &path.display().to_string())?;
+                let (cluster, blocks) = parse_text(&text, &path.display().to_string(), true)?;
                 (cluster, blocks, None)
             }
         };
