@@ -57,6 +57,18 @@ pub fn backend_settings(view: &NodeView) -> IpvsSettings {
     }
 }
 
+/// Where a stopping lbd leaves the nft backend's adoption record (beside the control
+/// socket, one per table), so that the next start adopts the table without reading
+/// it back when nothing changed it meanwhile.
+pub fn adoption_record(view: &NodeView) -> PathBuf {
+    let dir = view
+        .control
+        .lbd_socket
+        .parent()
+        .map_or_else(|| PathBuf::from("/run/lbsuite"), PathBuf::from);
+    dir.join(format!("nft-{}.adopt", view.dataplane.nft_table))
+}
+
 type Job = Box<dyn FnOnce(&mut ChosenBackend) + Send>;
 
 /// The dataplane thread went away (it ends only when every handle is dropped, or if

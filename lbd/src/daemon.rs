@@ -73,17 +73,20 @@ const ERRORS_KEPT: usize = 10;
 /// least), or every one: what a file cut short at a section boundary or a lost
 /// `[[service]]` block looks like. The error lists them and says how to force it.
 pub fn mass_removal(running: &NodeView, new: &NodeView) -> Result<(), MassRemoval> {
-    let kept: HashSet<&str> = new.services.iter().map(|s| s.name.as_str()).collect();
-    let removed: Vec<String> = running
-        .services
-        .iter()
-        .filter(|s| !kept.contains(s.name.as_str()))
-        .map(|s| s.name.clone())
-        .collect();
+    mass_removal_in(&ServiceDiff::of(running, new), running, new)
+}
+
+/// [`mass_removal`] with the services' difference already known.
+fn mass_removal_in(
+    diff: &ServiceDiff,
+    running: &NodeView,
+    new: &NodeView,
+) -> Result<(), MassRemoval> {
+    let removed = &diff.removed;
     let all = !running.services.is_empty() && new.services.is_empty();
     if all || (removed.len() >= 2 && removed.len() * 2 > running.services.len()) {
         return Err(MassRemoval {
-            removed,
+            removed: removed.clone(),
             running: running.services.len(),
         });
     }
@@ -125,6 +128,36 @@ impl ServiceDiff {
             .map(|s| s.name.clone())
             .collect();
         diff
+    }
+
+    /// [`ServiceDiff::of`] when only the running services at `old` were replaced, by
+    /// the new ones at `new` (the others are the same, in the same order; see
+    /// [`config::FileMemo::services_replaced`]).
+    pub fn of_replaced(
+        running: &NodeView,
+        new_view: &NodeView,
+        old: std::ops::Range<usize>,
+        new: std::ops::Range<usize>,
+    ) -> Option<ServiceDiff> {
+        let was = running.services.get(old)?;
+        let now = new_view.services.get(new)?;
+        let old: HashMap<&str, &config::Service> =
+            was.iter().map(|s| (s.name.as_str(), s)).collect();
+        let kept: HashSet<&str> = now.iter().map(|s| s.name.as_str()).collect();
+        let mut diff = ServiceDiff::default();
+        for s in now {
+            match old.get(s.name.as_str()) {
+                None => diff.added.push(s.name.clone()),
+                Some(o) if *o != s => diff.changed.push(s.name.clone()),
+                Some(_) => {}
+            }
+        }
+        diff.removed = was
+            .iter()
+            .filter(|s| !kept.contains(s.name.as_str()))
+            .map(|s| s.name.clone())
+            .collect();
+        Some(diff)
     }
 
     /// Every service named: what the dataplane and the health checks must look at.
@@ -263,6 +296,8 @@ struct Daemon {
 struct Running {
     options: Options,
     view: NodeView,
+    /// What the next reload needs to parse only the services the file changes.
+    memo: config::FileMemo,
     loaded_unix_ms: u64,
     /// Run-time server overrides (`vrrpctl server`) and their state file.
     servers: ServerControl,
@@ -288,7 +323,6 @@ struct Kernel {
 /// The health checker and what the loop has seen of it.
 struct Health {
     runner: HealthRunner,
-    checks_seen: HashMap<TargetName, u64>,
     /// The runner's counters as last exported to metrics.
     runner_seen: RunnerCounters,
     /// The last health transition of each server, for status.
@@ -338,8 +372,13 @@ pub async fn run(
     // The whole file's model is not needed once this node's view is taken; the
     // view is copied so that what stays is packed, not scattered over the pages
     // the parser used (which then go back to the kernel: `release_free_memory`).
-    let view = loaded.view.clone();
-    drop(loaded);
+    let config::LoadedNode {
+        cluster,
+        view: parsed,
+        memo,
+    } = loaded;
+    let view = parsed.clone();
+    drop((cluster, parsed));
     check_health_needs(&view)?;
     // `auto` needs to know whether the services ask for what only nft does.
     let wanted = (view.dataplane.backend == config::BackendChoice::Auto).then(|| {
@@ -355,6 +394,12 @@ pub async fn run(
     let (dataplane, selection) =
         DataplaneThread::start(view.dataplane.backend, backend_settings(&view), wanted)?;
     tracing::info!(backend = selection.kind.name(), reason = %selection.reason, table = %view.dataplane.nft_table, "dataplane backend chosen");
+    let record = backend::adoption_record(&view);
+    let _ = dataplane.post(move |dp| {
+        if let ChosenBackend::Nft(nft) = dp {
+            nft.set_adoption_record(record);
+        }
+    });
     let telemetry = Telemetry::new(&view.cluster_name, Some(Box::new(dataplane.clone())));
     // Every documented series exists from the first scrape on, before the first
     // apply: the services' and servers' series from the plan with every server up.
@@ -465,6 +510,7 @@ pub async fn run(
         config: Running {
             options,
             view,
+            memo,
             loaded_unix_ms: unix_ms(),
             servers,
         },
@@ -481,7 +527,6 @@ pub async fn run(
         },
         health: Health {
             runner: health,
-            checks_seen: HashMap::new(),
             runner_seen: RunnerCounters::default(),
             last_transitions: HashMap::new(),
         },
@@ -614,6 +659,24 @@ pub async fn run(
         tracing::warn!("control server did not stop within 2 s");
     }
     daemon.health.runner.shutdown().await;
+    // For the next start: the table as this lbd committed it, if nobody changed it.
+    if !daemon.kernel.dirty {
+        let written = daemon
+            .kernel
+            .thread
+            .run(|dp| match dp {
+                ChosenBackend::Nft(nft) => nft.write_adoption_record().map_err(|e| e.to_string()),
+                _ => Ok(false),
+            })
+            .await;
+        match written {
+            Ok(Ok(true)) => tracing::debug!("nft adoption record written"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "nft adoption record not written: the next start reads the table back")
+            }
+            _ => {}
+        }
+    }
     tracing::info!("lbd stopped");
     Ok(())
 }
@@ -643,11 +706,19 @@ pub fn check_view(
     services: Option<&BTreeSet<String>>,
 ) -> Result<(), ViewError> {
     check_health_needs(view)?;
-    let plan = desired::plan(view, |_, _| ServerHealth::Up, selection.kind.capabilities());
-    let mut state = Arc::unwrap_or_clone(plan.state);
-    if let Some(names) = services {
-        state.services.retain(|s| names.contains(&s.name));
-    }
+    let up = |_: &str, _: &str| ServerHealth::Up;
+    let caps = selection.kind.capabilities();
+    let plan = match services {
+        Some(names) => desired::plan_some(
+            view,
+            |s| names.contains(&s.name),
+            up,
+            &desired::Overrides::new(),
+            caps,
+        ),
+        None => desired::plan(view, up, caps),
+    };
+    let state = Arc::unwrap_or_clone(plan.state);
     backend::validate(selection.kind, &state).map_err(ViewError::DataplaneRefuses)
 }
 
@@ -658,6 +729,22 @@ pub fn sync_role(roles: &Roles) -> SyncRole {
         SyncRole::Master
     } else {
         SyncRole::Backup
+    }
+}
+
+/// Logs a service's quorum met or lost when `old` (whether it was met; `None`: the
+/// service had no quorum) says it was otherwise.
+fn log_quorum(old: Option<bool>, s: &desired::ServicePlan) {
+    let Some(q) = &s.quorum else {
+        return;
+    };
+    if old == Some(q.met) {
+        return;
+    }
+    if q.met {
+        tracing::info!(service = %s.name, up = q.up, quorum = q.min, "quorum met");
+    } else {
+        tracing::warn!(service = %s.name, up = q.up, quorum = q.min, group = q.group.as_deref().unwrap_or("-"), delta = q.priority_delta, "quorum lost: asking vrrpd to lower the group's priority");
     }
 }
 
@@ -674,23 +761,81 @@ impl Daemon {
 
     fn replan(&mut self) {
         let down = self.down_servers();
-        let plan = desired::plan_with(
-            &self.config.view,
-            |service, server| match down.get(service) {
-                Some(servers) if servers.contains(server) => ServerHealth::Down,
-                _ => ServerHealth::Up,
-            },
-            &self.config.servers.overrides(),
-            self.kernel.selection.kind.capabilities(),
-        );
+        let health = |service: &str, server: &str| match down.get(service) {
+            Some(servers) if servers.contains(server) => ServerHealth::Down,
+            _ => ServerHealth::Up,
+        };
+        let overrides = self.config.servers.overrides();
+        let caps = self.kernel.selection.kind.capabilities();
+        // Since the last plan only the services of the hint can have changed (a
+        // reload's, a health change's, a server override's): those are planned again,
+        // in place. Without a hint (start, a failed apply, a reload that changed the
+        // checks, the node or the groups), everything.
+        let replanned = match &self.kernel.changed {
+            Some(hint) => desired::replan(
+                &mut self.kernel.plan,
+                &self.config.view,
+                &hint.services,
+                health,
+                &overrides,
+                caps,
+            ),
+            None => None,
+        };
+        let Some(replanned) = replanned else {
+            let plan = desired::plan_with(&self.config.view, health, &overrides, caps);
+            self.replanned_all(plan);
+            return;
+        };
+        for note in &replanned.notes_added {
+            tracing::warn!("{note}");
+        }
+        if replanned.state_changed {
+            self.kernel.dirty = true;
+        }
+        self.publish_plan();
+        for (i, old) in &replanned.services {
+            if let Some(s) = self.kernel.plan.services.get(*i) {
+                log_quorum(old.quorum.as_ref().map(|q| q.met), s);
+            }
+        }
+    }
+
+    /// A plan of every service replaces the running one.
+    fn replanned_all(&mut self, plan: Plan) {
+        let known: HashSet<&String> = self.kernel.plan.notes.iter().collect();
         for note in &plan.notes {
-            if !self.kernel.plan.notes.contains(note) {
+            if !known.contains(note) {
                 tracing::warn!("{note}");
             }
         }
         if plan.state != self.kernel.plan.state {
             self.kernel.dirty = true;
         }
+        // By name, and only when some service has a quorum.
+        let old_met: HashMap<String, Option<bool>> =
+            if plan.services.iter().any(|s| s.quorum.is_some()) {
+                self.kernel
+                    .plan
+                    .services
+                    .iter()
+                    .map(|o| (o.name.clone(), o.quorum.as_ref().map(|q| q.met)))
+                    .collect()
+            } else {
+                HashMap::new()
+            };
+        self.kernel.plan = plan;
+        self.publish_plan();
+        for s in self.kernel.plan.services.iter() {
+            if let Some(old) = old_met.get(&s.name) {
+                log_quorum(*old, s);
+            }
+        }
+    }
+
+    /// The plan to the metrics, the connection gauges and vrrpd's priority tracks.
+    fn publish_plan(&mut self) {
+        let plan = &self.kernel.plan;
         self.report.telemetry.plan(&plan.services);
         if let Some(g) = &self.report.connection_gauges {
             g.set_services(&plan.services);
@@ -698,32 +843,7 @@ impl Daemon {
         self.report
             .telemetry
             .snat_capacity(desired::snat_capacity(&self.config.view.nat));
-        self.vrrpd.tracks.set(desired::priority_tracks(&plan));
-        // By name, and only when some service has a quorum.
-        let old_met: HashMap<&str, Option<bool>> =
-            if plan.services.iter().any(|s| s.quorum.is_some()) {
-                self.kernel
-                    .plan
-                    .services
-                    .iter()
-                    .map(|o| (o.name.as_str(), o.quorum.as_ref().map(|q| q.met)))
-                    .collect()
-            } else {
-                HashMap::new()
-            };
-        for s in plan.services.iter() {
-            let (Some(q), Some(old)) = (&s.quorum, old_met.get(s.name.as_str())) else {
-                continue;
-            };
-            if *old != Some(q.met) {
-                if q.met {
-                    tracing::info!(service = %s.name, up = q.up, quorum = q.min, "quorum met");
-                } else {
-                    tracing::warn!(service = %s.name, up = q.up, quorum = q.min, group = q.group.as_deref().unwrap_or("-"), delta = q.priority_delta, "quorum lost: asking vrrpd to lower the group's priority");
-                }
-            }
-        }
-        self.kernel.plan = plan;
+        self.vrrpd.tracks.set(desired::priority_tracks(plan));
     }
 
     /// Plans and applies; the backend sends only the difference (nothing if none).
@@ -956,24 +1076,15 @@ impl Daemon {
 
     fn sample_checks(&mut self) {
         let counters = self.health.runner.counters();
-        // Only the targets checked since the last sample; no copy of every status.
-        let seen = &mut self.health.checks_seen;
+        // Only the targets checked since the last sample (the scheduler lists them);
+        // no pass over every target, no copy of every status.
         let mut fresh = Vec::new();
-        let targets = self.health.runner.visit_latest(|target, checks, last| {
-            match seen.get_mut(&target.name) {
-                Some(n) if *n >= checks => return,
-                Some(n) => *n = checks,
-                None => {
-                    seen.insert(target.name.clone(), checks);
-                    if checks == 0 {
-                        return;
-                    }
-                }
-            }
+        self.health.runner.take_fresh(|target, last| {
             if let Some(d) = last {
                 fresh.push((Arc::clone(target), d));
             }
         });
+        let targets = self.health.runner.len();
         self.report
             .telemetry
             .health_runner(&counters, &self.health.runner_seen, targets);
@@ -986,7 +1097,7 @@ impl Daemon {
             .plan
             .services
             .iter()
-            .map(|s| (s.name.as_str(), s))
+            .map(|s| (s.name.as_str(), s.as_ref()))
             .collect();
         for (target, duration) in fresh {
             let name = &target.name;
@@ -1148,7 +1259,7 @@ impl Daemon {
             .plan
             .services
             .iter()
-            .filter_map(CountedService::of)
+            .filter_map(|s| CountedService::of(s))
             .collect()
     }
 
@@ -1325,8 +1436,11 @@ impl Daemon {
     async fn reload(&mut self, force: bool) -> Result<LbdReloadReply, ReloadError> {
         self.report.notifier.reloading();
         let result = self.reload_file(force).await;
-        // Accepted or refused, the file was read.
-        release_free_memory();
+        // A file read whole peaks at several times what lbd keeps: those pages go
+        // back (a read of the changed services only leaves nothing worth a trim).
+        if result.is_err() || self.config.memo.blocks_parsed().is_none() {
+            release_free_memory();
+        }
         let status = self.systemd_status();
         self.report.notifier.reloaded(result.is_ok(), &status);
         result
@@ -1334,12 +1448,28 @@ impl Daemon {
 
     /// [`Daemon::reload`] without the systemd notifications.
     async fn reload_file(&mut self, force: bool) -> Result<LbdReloadReply, ReloadError> {
-        let new = load(&self.config.options)?.view;
-        let diff = ServiceDiff::of(&self.config.view, &new);
+        let read_at = std::time::Instant::now();
+        let (new, memo) = self
+            .config
+            .options
+            .reload(&self.config.memo, &self.config.view)?;
+        tracing::debug!(
+            service_blocks_parsed = memo
+                .blocks_parsed()
+                .map_or_else(|| "all".to_owned(), |n| n.to_string()),
+            read_ms = ctl::logging::ms(read_at.elapsed()),
+            "configuration read"
+        );
+        // Only the services the file's changed blocks hold are compared when that is
+        // all that was read.
+        let diff = memo
+            .services_replaced()
+            .and_then(|(old, now)| ServiceDiff::of_replaced(&self.config.view, &new, old, now))
+            .unwrap_or_else(|| ServiceDiff::of(&self.config.view, &new));
         let touched = diff.touched();
         check_view(&new, &self.kernel.selection, Some(&touched))?;
         if !force {
-            mass_removal(&self.config.view, &new)?;
+            mass_removal_in(&diff, &self.config.view, &new)?;
         }
         // Checks and this node's addresses (the checks' sources) unchanged: only the
         // services that changed have other targets, and only theirs are replaced.
@@ -1403,7 +1533,9 @@ impl Daemon {
         // The dataplane compares only what the file changed (and what health changed
         // meanwhile); after a failed apply nothing is known, and it compares all, as
         // it does when every health target was replaced.
-        if every_target {
+        // The groups say which group a service's quorum lowers: every service is
+        // planned again.
+        if every_target || new.groups != self.config.view.groups {
             self.kernel.changed = None;
         }
         if let Some(hint) = &mut self.kernel.changed {
@@ -1428,7 +1560,10 @@ impl Daemon {
         if let Some(link) = &self.sync.link {
             link.set_filter(&new);
         }
-        self.config.view = new;
+        // The old view is dropped off the loop (10,000s of services' strings).
+        let old = std::mem::replace(&mut self.config.view, new);
+        let old_memo = std::mem::replace(&mut self.config.memo, memo);
+        tokio::task::spawn_blocking(move || drop((old, old_memo)));
         reply.overrides_dropped = self.config.servers.retain(&self.config.view);
         self.config.loaded_unix_ms = unix_ms();
         self.note_config_difference();
@@ -1436,12 +1571,10 @@ impl Daemon {
         // again from their next sample (those of servers that are gone, never).
         if every_target {
             self.report.telemetry.checks_reconfigured(None);
-            self.health.checks_seen.clear();
+            self.health.runner.mark_fresh(None);
         } else if !touched.is_empty() {
             self.report.telemetry.checks_reconfigured(Some(&touched));
-            self.health
-                .checks_seen
-                .retain(|name, _| !touched.contains(&name.service));
+            self.health.runner.mark_fresh(Some(&touched));
         }
         self.check_forwarding();
         let apply = self.reconcile("reload").await;

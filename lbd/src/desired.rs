@@ -21,7 +21,7 @@
 //! - what the backend cannot do is translated to the closest thing it can, with a
 //!   note (shown in `status` and logged).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -163,8 +163,9 @@ pub struct Plan {
     /// for each apply).
     pub state: Arc<DesiredState>,
     /// Per service, in configuration order (shared with the metrics, which render
-    /// the per-backend series from it when scraped).
-    pub services: Arc<Vec<ServicePlan>>,
+    /// the per-backend series from it when scraped; each service shared with the
+    /// plans before it that did not change it).
+    pub services: Arc<Vec<Arc<ServicePlan>>>,
     /// What could not be done as configured, one sentence each.
     pub notes: Vec<String>,
 }
@@ -187,151 +188,261 @@ pub fn plan_with(
     overrides: &Overrides,
     caps: Capabilities,
 ) -> Plan {
+    plan_some(view, |_| true, health, overrides, caps)
+}
+
+/// [`plan_with`] of the services `wanted` selects (all the SNAT rules).
+pub fn plan_some(
+    view: &NodeView,
+    wanted: impl Fn(&config::Service) -> bool,
+    health: impl Fn(&str, &str) -> ServerHealth,
+    overrides: &Overrides,
+    caps: Capabilities,
+) -> Plan {
     let mut out = Plan::default();
     let mut state = DesiredState::default();
     let mut services = Vec::with_capacity(view.services.len());
-    for s in &view.services {
-        let servers: Vec<ServerPlan> = s
-            .servers
-            .iter()
-            .map(|r| {
-                let h = match &r.check {
-                    Some(_) => health(&s.name, &r.name),
-                    None => ServerHealth::Unchecked,
-                };
-                // No key built while there is no override (10,000s of servers).
-                let o = if overrides.is_empty() {
-                    None
-                } else {
-                    overrides.get(&(s.name.clone(), r.name.clone())).copied()
-                };
-                let (effective_weight, in_dataplane) = match o {
-                    Some(ServerOverride::Drain) => (0, true),
-                    Some(ServerOverride::Disable) => (0, s.inhibit_on_failure),
-                    Some(ServerOverride::Weight { weight }) if h.is_up() => (weight, true),
-                    None if h.is_up() => (r.weight, true),
-                    _ => (0, s.inhibit_on_failure),
-                };
-                let state = match o {
-                    Some(ServerOverride::Disable) => ServerState::Disabled,
-                    _ if !h.is_up() => ServerState::Down,
-                    _ if effective_weight == 0 => ServerState::Drain,
-                    _ => ServerState::Up,
-                };
-                ServerPlan {
-                    name: r.name.clone(),
-                    address: r.address,
-                    port: r.port,
-                    weight: r.weight,
-                    effective_weight,
-                    health: h,
-                    check: r.check.clone(),
-                    in_dataplane,
-                    server_override: o,
-                    state,
-                }
-            })
-            .collect();
-        let quorum = s.quorum.map(|min| {
-            let up = servers.iter().filter(|p| p.effective_weight > 0).count();
-            let up = u32::try_from(up).unwrap_or(u32::MAX);
-            QuorumPlan {
-                min,
-                up,
-                met: up >= min,
-                priority_delta: s.quorum_priority_delta,
-                group: view
-                    .groups
-                    .iter()
-                    .find(|g| g.instances.iter().any(|i| i.config.holds(s.vip)))
-                    .map(|g| g.name.clone()),
-            }
-        });
-        let scheduler = s.scheduler;
-        let mut effective = scheduler;
-        if !caps.supports_scheduler(effective) {
-            out.notes.push(format!(
-                "service {}: scheduler {scheduler} needs per-server connection counts, which this backend does not keep; using wrr",
-                s.name
-            ));
-            effective = Scheduler::Wrr;
+    for s in view.services.iter().filter(|s| wanted(s)) {
+        let (plan, service) = plan_service(view, s, &health, overrides, caps, &mut out.notes);
+        if let Some(service) = service {
+            state.services.push(service);
         }
-        if s.persistence.is_some() && !caps.persistence {
-            out.notes.push(format!(
-                "service {}: persistence has no timeout in this backend; using source hashing (sh), which keeps a client on one server while the server set is unchanged",
-                s.name
-            ));
-            effective = Scheduler::Sh;
-        }
-        let sorry = s.sorry_server.map(|z| (z.address, z.port));
-        let mut plan = ServicePlan {
-            name: s.name.clone(),
-            vip: s.vip,
-            ports: s.ports.to_string(),
-            protocol: s.protocol.name().to_owned(),
-            scheduler: scheduler.to_string(),
-            effective_scheduler: effective.to_string(),
-            serving: Serving::Servers,
-            servers,
-            sorry_server: sorry,
-            quorum,
-        };
-        if !caps.supports_forwarding(s.mode) {
-            out.notes.push(format!(
-                "service {}: mode {} is not available in this backend (NAT only); the service is not balanced",
-                s.name, s.mode
-            ));
-            plan.serving = Serving::NotBalanced;
-            services.push(plan);
-            continue;
-        }
-        let mut backends: Vec<Backend> = plan
-            .servers
-            .iter()
-            .filter(|p| p.in_dataplane)
-            .map(|p| Backend {
-                name: p.name.clone(),
-                addr: p.address,
-                port: p.port,
-                weight: p.effective_weight,
-            })
-            .collect();
-        if backends.iter().all(|b| b.weight == 0) {
-            plan.serving = match sorry {
-                Some((addr, port)) => {
-                    backends.push(Backend {
-                        name: SORRY_BACKEND.to_owned(),
-                        addr,
-                        port,
-                        weight: 1,
-                    });
-                    Serving::Sorry
-                }
-                None => Serving::Nobody,
-            };
-        }
-        state.services.push(Service {
-            name: s.name.clone(),
-            vip: s.vip,
-            ports: port_spec(s.ports),
-            protocol: s.protocol,
-            scheduler: effective,
-            backends,
-            forward: s.mode,
-            persistence: s
-                .persistence
-                .filter(|_| caps.persistence)
-                .map(|p| Persistence {
-                    timeout_s: p.timeout_s,
-                    prefix_len: p.prefix_len,
-                }),
-        });
-        services.push(plan);
+        services.push(Arc::new(plan));
     }
     out.services = Arc::new(services);
     state.snat = view.nat.iter().filter_map(snat_rule).collect();
     out.state = Arc::new(state);
     out
+}
+
+/// What [`replan`] changed.
+#[derive(Debug, Default)]
+pub struct Replanned {
+    /// The services planned again: their place and their plan before.
+    pub services: Vec<(usize, Arc<ServicePlan>)>,
+    /// Whether the desired state changed.
+    pub state_changed: bool,
+    /// Notes of the services planned again that they did not have before.
+    pub notes_added: Vec<String>,
+}
+
+/// Plans again, in `plan` (made by [`plan_with`] from a view with the same services
+/// in the same order), the services named in `names` and the SNAT rules, so that
+/// `plan` is what [`plan_with`] of `view` gives (but for the order of the notes).
+/// `None` (and `plan` untouched) when
+/// that cannot be done in place (services added, removed or moved, a service the
+/// backend cannot balance): plan everything then.
+pub fn replan(
+    plan: &mut Plan,
+    view: &NodeView,
+    names: &BTreeSet<String>,
+    health: impl Fn(&str, &str) -> ServerHealth,
+    overrides: &Overrides,
+    caps: Capabilities,
+) -> Option<Replanned> {
+    let n = view.services.len();
+    if plan.services.len() != n
+        || plan.state.services.len() != n
+        || view
+            .services
+            .iter()
+            .zip(plan.services.iter())
+            .any(|(s, p)| s.name != p.name)
+    {
+        return None;
+    }
+    let mut notes = Vec::new();
+    let mut fresh = Vec::with_capacity(names.len());
+    for (i, s) in view.services.iter().enumerate() {
+        if !names.contains(&s.name) {
+            continue;
+        }
+        let (p, service) = plan_service(view, s, &health, overrides, caps, &mut notes);
+        fresh.push((i, p, service?));
+    }
+    let snat: Vec<SnatRule> = view.nat.iter().filter_map(snat_rule).collect();
+    // The services' list is copied (a pointer each); the desired state, which only
+    // the daemon holds between applies, is changed in place.
+    let mut services: Vec<Arc<ServicePlan>> = plan.services.as_ref().clone();
+    let state = Arc::make_mut(&mut plan.state);
+    let mut out = Replanned::default();
+    for (i, p, service) in fresh {
+        if state.services[i] != service {
+            out.state_changed = true;
+            state.services[i] = service;
+        }
+        out.services
+            .push((i, std::mem::replace(&mut services[i], Arc::new(p))));
+    }
+    if state.snat != snat {
+        out.state_changed = true;
+        state.snat = snat;
+    }
+    plan.services = Arc::new(services);
+    // The notes of the services planned again are replaced (after the others').
+    let prefixes: Vec<String> = out
+        .services
+        .iter()
+        .map(|(_, p)| format!("service {}: ", p.name))
+        .collect();
+    let (before, kept): (Vec<String>, Vec<String>) = std::mem::take(&mut plan.notes)
+        .into_iter()
+        .partition(|note| prefixes.iter().any(|p| note.starts_with(p.as_str())));
+    plan.notes = kept;
+    out.notes_added = notes
+        .iter()
+        .filter(|n| !before.contains(n))
+        .cloned()
+        .collect();
+    plan.notes.extend(notes);
+    Some(out)
+}
+
+/// One service's plan, and what the dataplane holds of it (`None`: not balanced);
+/// what cannot be done as configured goes to `notes`.
+fn plan_service(
+    view: &NodeView,
+    s: &config::Service,
+    health: &impl Fn(&str, &str) -> ServerHealth,
+    overrides: &Overrides,
+    caps: Capabilities,
+    notes: &mut Vec<String>,
+) -> (ServicePlan, Option<Service>) {
+    let servers: Vec<ServerPlan> = s
+        .servers
+        .iter()
+        .map(|r| {
+            let h = match &r.check {
+                Some(_) => health(&s.name, &r.name),
+                None => ServerHealth::Unchecked,
+            };
+            // No key built while there is no override (10,000s of servers).
+            let o = if overrides.is_empty() {
+                None
+            } else {
+                overrides.get(&(s.name.clone(), r.name.clone())).copied()
+            };
+            let (effective_weight, in_dataplane) = match o {
+                Some(ServerOverride::Drain) => (0, true),
+                Some(ServerOverride::Disable) => (0, s.inhibit_on_failure),
+                Some(ServerOverride::Weight { weight }) if h.is_up() => (weight, true),
+                None if h.is_up() => (r.weight, true),
+                _ => (0, s.inhibit_on_failure),
+            };
+            let state = match o {
+                Some(ServerOverride::Disable) => ServerState::Disabled,
+                _ if !h.is_up() => ServerState::Down,
+                _ if effective_weight == 0 => ServerState::Drain,
+                _ => ServerState::Up,
+            };
+            ServerPlan {
+                name: r.name.clone(),
+                address: r.address,
+                port: r.port,
+                weight: r.weight,
+                effective_weight,
+                health: h,
+                check: r.check.clone(),
+                in_dataplane,
+                server_override: o,
+                state,
+            }
+        })
+        .collect();
+    let quorum = s.quorum.map(|min| {
+        let up = servers.iter().filter(|p| p.effective_weight > 0).count();
+        let up = u32::try_from(up).unwrap_or(u32::MAX);
+        QuorumPlan {
+            min,
+            up,
+            met: up >= min,
+            priority_delta: s.quorum_priority_delta,
+            group: view
+                .groups
+                .iter()
+                .find(|g| g.instances.iter().any(|i| i.config.holds(s.vip)))
+                .map(|g| g.name.clone()),
+        }
+    });
+    let scheduler = s.scheduler;
+    let mut effective = scheduler;
+    if !caps.supports_scheduler(effective) {
+        notes.push(format!(
+            "service {}: scheduler {scheduler} needs per-server connection counts, which this backend does not keep; using wrr",
+            s.name
+        ));
+        effective = Scheduler::Wrr;
+    }
+    if s.persistence.is_some() && !caps.persistence {
+        notes.push(format!(
+            "service {}: persistence has no timeout in this backend; using source hashing (sh), which keeps a client on one server while the server set is unchanged",
+            s.name
+        ));
+        effective = Scheduler::Sh;
+    }
+    let sorry = s.sorry_server.map(|z| (z.address, z.port));
+    let mut plan = ServicePlan {
+        name: s.name.clone(),
+        vip: s.vip,
+        ports: s.ports.to_string(),
+        protocol: s.protocol.name().to_owned(),
+        scheduler: scheduler.to_string(),
+        effective_scheduler: effective.to_string(),
+        serving: Serving::Servers,
+        servers,
+        sorry_server: sorry,
+        quorum,
+    };
+    if !caps.supports_forwarding(s.mode) {
+        notes.push(format!(
+            "service {}: mode {} is not available in this backend (NAT only); the service is not balanced",
+            s.name, s.mode
+        ));
+        plan.serving = Serving::NotBalanced;
+        return (plan, None);
+    }
+    let mut backends: Vec<Backend> = plan
+        .servers
+        .iter()
+        .filter(|p| p.in_dataplane)
+        .map(|p| Backend {
+            name: p.name.clone(),
+            addr: p.address,
+            port: p.port,
+            weight: p.effective_weight,
+        })
+        .collect();
+    if backends.iter().all(|b| b.weight == 0) {
+        plan.serving = match sorry {
+            Some((addr, port)) => {
+                backends.push(Backend {
+                    name: SORRY_BACKEND.to_owned(),
+                    addr,
+                    port,
+                    weight: 1,
+                });
+                Serving::Sorry
+            }
+            None => Serving::Nobody,
+        };
+    }
+    let service = Service {
+        name: s.name.clone(),
+        vip: s.vip,
+        ports: port_spec(s.ports),
+        protocol: s.protocol,
+        scheduler: effective,
+        backends,
+        forward: s.mode,
+        persistence: s
+            .persistence
+            .filter(|_| caps.persistence)
+            .map(|p| Persistence {
+                timeout_s: p.timeout_s,
+                prefix_len: p.prefix_len,
+            }),
+    };
+    (plan, Some(service))
 }
 
 /// One service quorum as vrrpd's `track.set` carries it: group, `service <name>`,
@@ -492,6 +603,44 @@ mod tests {
         );
         assert!(p.notes.is_empty(), "{:?}", p.notes);
         assert_eq!(p.services[0].serving, Serving::Servers);
+    }
+
+    #[test]
+    fn replanning_named_services_in_place_gives_what_planning_all_gives() {
+        let caps = BackendKind::Nft.capabilities();
+        let mut p = plan(&view(&[]), all_up, caps);
+        let before = Arc::clone(&p.services);
+        let after = view(&[("weight = 1", "weight = 7")]);
+        let down = |_: &str, server: &str| {
+            if server == "srv2" {
+                ServerHealth::Down
+            } else {
+                ServerHealth::Up
+            }
+        };
+        let none = Overrides::new();
+        let web: BTreeSet<String> = ["web".to_owned()].into();
+        let r = replan(&mut p, &after, &web, down, &none, caps).unwrap();
+        let whole = plan_with(&after, down, &none, caps);
+        assert_eq!(p.state, whole.state);
+        assert_eq!(p.services, whole.services);
+        assert!(r.state_changed);
+        assert_eq!(r.services.len(), 1);
+        assert_eq!(r.services[0].0, 0);
+        assert_eq!(*r.services[0].1, *before[0]);
+        // Nothing named: nothing planned, the services' plans shared.
+        let shared = Arc::clone(&p.services[0]);
+        let r = replan(&mut p, &after, &BTreeSet::new(), down, &none, caps).unwrap();
+        assert!(!r.state_changed && r.services.is_empty());
+        assert!(Arc::ptr_eq(&shared, &p.services[0]));
+        // A service added: not in place.
+        let mut more = after.clone();
+        let mut second = more.services[0].clone();
+        second.name = "web2".to_owned();
+        more.services.push(second);
+        let kept = p.clone();
+        assert!(replan(&mut p, &more, &web, down, &none, caps).is_none());
+        assert_eq!(p, kept);
     }
 
     #[test]

@@ -583,7 +583,7 @@ pub async fn with_connection_counts(
 #[derive(Debug, Clone)]
 pub struct ConnectionGauges {
     /// The plan's services (the daemon's own, shared: no copy per plan).
-    services: Arc<Mutex<Arc<Vec<ServicePlan>>>>,
+    services: Arc<Mutex<Arc<Vec<Arc<ServicePlan>>>>>,
     templates: (IntGaugeVec, IntGaugeVec),
 }
 
@@ -623,7 +623,7 @@ impl ConnectionGauges {
     }
 
     /// The services to count from now on (after each plan).
-    pub fn set_services(&self, services: &Arc<Vec<ServicePlan>>) {
+    pub fn set_services(&self, services: &Arc<Vec<Arc<ServicePlan>>>) {
         *self.services.lock().unwrap_or_else(PoisonError::into_inner) = Arc::clone(services);
     }
 }
@@ -637,7 +637,10 @@ impl Collector for ConnectionGauges {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let planned = Arc::clone(&self.services.lock().unwrap_or_else(PoisonError::into_inner));
-        let services: Vec<CountedService> = planned.iter().filter_map(CountedService::of).collect();
+        let services: Vec<CountedService> = planned
+            .iter()
+            .filter_map(|s| CountedService::of(s))
+            .collect();
         let Some((active, inactive)) = Self::gauges() else {
             return Vec::new();
         };

@@ -66,7 +66,7 @@ struct KernelSources {
     read_queued: bool,
     /// The plan's services (the daemon's own, shared): every planned backend has
     /// its series, those the kernel has no counters for yet count 0.
-    planned: Arc<Vec<ServicePlan>>,
+    planned: Arc<Vec<Arc<ServicePlan>>>,
     /// Health transitions by (service, backend, to); only backends that had one.
     transitions: HashMap<(String, String, String), u64>,
     /// Dampened rises by (service, backend); only backends that had one.
@@ -429,7 +429,7 @@ impl Telemetry {
     /// shared, not copied); the health series of every checked backend and check
     /// exist from then on, at 0 until something happens (values already there are
     /// kept).
-    pub fn plan(&self, services: &Arc<Vec<ServicePlan>>) {
+    pub fn plan(&self, services: &Arc<Vec<Arc<ServicePlan>>>) {
         self.quorum_met.reset();
         self.priority_delta.reset();
         for s in services.iter() {
@@ -446,19 +446,27 @@ impl Telemetry {
                 self.priority_delta.with_label_values(&[g]).add(delta);
             }
         }
-        let checks: HashSet<&str> = services
+        let mut sources = self.lock();
+        if Arc::ptr_eq(&sources.planned, services) {
+            return;
+        }
+        // Services the last plan did not have as they are now (a plan changes few).
+        let fresh: Vec<&Arc<ServicePlan>> = services
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| !sources.planned.get(*i).is_some_and(|o| Arc::ptr_eq(o, s)))
+            .map(|(_, s)| s)
+            .collect();
+        let checks: HashSet<&str> = fresh
             .iter()
             .flat_map(|s| s.servers.iter().filter_map(|b| b.check.as_deref()))
             .collect();
         for check in checks {
             self.check_duration.with_label_values(&[check]);
         }
-        let mut sources = self.lock();
-        if !Arc::ptr_eq(&sources.planned, services) {
-            let left = checked_backends_gone(&sources.planned, services);
-            sources.retired.extend(left);
-            sources.planned = Arc::clone(services);
-        }
+        let left = checked_backends_gone(&sources.planned, services);
+        sources.retired.extend(left);
+        sources.planned = Arc::clone(services);
     }
 
     /// SNAT addresses and their capacities, for the scrape.
@@ -780,10 +788,24 @@ impl Collector for KernelCollector {
 
 /// The checked backends of `old` that `new` does not check (by service and
 /// server name; a map, not a search per service).
-fn checked_backends_gone(old: &[ServicePlan], new: &[ServicePlan]) -> Vec<(String, String)> {
-    let now: HashMap<&str, &ServicePlan> = new.iter().map(|s| (s.name.as_str(), s)).collect();
+fn checked_backends_gone(
+    old: &[Arc<ServicePlan>],
+    new: &[Arc<ServicePlan>],
+) -> Vec<(String, String)> {
+    // Services at the same place and unchanged (shared) keep their backends.
+    let changed: Vec<&ServicePlan> = old
+        .iter()
+        .enumerate()
+        .filter(|(i, o)| !new.get(*i).is_some_and(|n| Arc::ptr_eq(o, n)))
+        .map(|(_, o)| o.as_ref())
+        .collect();
+    if changed.is_empty() {
+        return Vec::new();
+    }
+    let now: HashMap<&str, &ServicePlan> =
+        new.iter().map(|s| (s.name.as_str(), s.as_ref())).collect();
     let mut gone = Vec::new();
-    for o in old {
+    for o in changed {
         let kept = now.get(o.name.as_str());
         for b in o.servers.iter().filter(|b| b.check.is_some()) {
             let checked = kept.is_some_and(|n| {

@@ -181,3 +181,63 @@ fn tcp_syn_checks_without_cap_net_raw_refuse_the_config_before_anything_is_appli
     lbd.signal(libc::SIGTERM).unwrap();
     let _ = lbd.wait_timeout(PATIENCE);
 }
+
+#[test]
+fn restart_after_sigterm_adopts_by_record_unless_nf_tables_changed() {
+    if !integration::have_root("restart_after_sigterm_adopts_by_record_unless_nf_tables_changed") {
+        return;
+    }
+    const ADOPTED: &str = "adopted as the previous lbd left it";
+    let setup = Setup::two_arm();
+    let lb1 = setup.host("lb1");
+    setup.write_config("lb1", &[NO_CHECKS]);
+    let stop = |mut lbd: integration::Process| {
+        lbd.signal(libc::SIGTERM).unwrap();
+        let exit = lbd.wait_timeout(PATIENCE).unwrap().expect("lbd stopped");
+        assert!(exit.success(), "{exit:?}");
+    };
+    let first = setup.start_lbd("lb1");
+    setup.wait_applied("lb1");
+    let applied = ruleset(lb1);
+    stop(first);
+
+    // Nothing committed since: the table is taken as it is, not read back.
+    let second = setup.start_lbd("lb1");
+    let status = setup.wait_applied("lb1");
+    let last = &status["dataplane"]["last_apply"];
+    println!("adopting apply by record: {last}");
+    assert_eq!(last["changes"], 0, "{last}");
+    assert_eq!(last["reread"], false, "{last}");
+    assert!(second.stderr().contains(ADOPTED), "{}", second.stderr());
+    assert_eq!(applied, ruleset(lb1));
+    stop(second);
+
+    // Another table's commit meanwhile: read back (and nothing to change).
+    lb1.exec_ok(&["nft", "add table inet testown"]).unwrap();
+    let third = setup.start_lbd("lb1");
+    let status = setup.wait_applied("lb1");
+    let last = &status["dataplane"]["last_apply"];
+    assert_eq!(last["reread"], true, "{last}");
+    assert_eq!(last["changes"], 0, "{last}");
+    assert!(!third.stderr().contains(ADOPTED), "{}", third.stderr());
+    stop(third);
+
+    // lbd's own table changed meanwhile: read back and repaired (rules come back
+    // with new handles: compared as `nft list` prints them, without handles).
+    let table = || {
+        lb1.exec_ok(&["nft", "list", "table", "inet", "lbsuite"])
+            .unwrap()
+    };
+    let listed = table();
+    lb1.exec_ok(&["nft", "flush chain inet lbsuite lb_dnat"])
+        .unwrap();
+    assert_ne!(listed, table());
+    let fourth = setup.start_lbd("lb1");
+    let status = setup.wait_applied("lb1");
+    let last = &status["dataplane"]["last_apply"];
+    assert_eq!(last["reread"], true, "{last}");
+    assert!(last["changes"].as_u64().unwrap() > 0, "{last}");
+    assert!(!fourth.stderr().contains(ADOPTED), "{}", fourth.stderr());
+    assert_eq!(listed, table(), "repaired");
+    stop(fourth);
+}

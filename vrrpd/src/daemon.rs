@@ -218,7 +218,7 @@ pub async fn run(
     realtime: Realtime,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let Loaded { cluster, view } = loaded;
+    let Loaded { cluster, view, .. } = loaded;
     let netif = Netif::connect().context("opening rtnetlink")?;
     // Watch first: its snapshot then covers anything that changes meanwhile.
     let mut link_watch = netif.watch_links().await.context("watching link state")?;

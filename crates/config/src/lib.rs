@@ -12,6 +12,7 @@ mod model;
 mod node_view;
 mod owner;
 mod read;
+mod reread;
 mod tree;
 mod validate;
 
@@ -22,6 +23,7 @@ pub use diff::{diff, ConfigDiff, FieldChanges, NamedChanges, ServiceChange, Serv
 pub use model::*;
 pub use node_view::{GroupView, InstanceView, NodeView, SyncView};
 pub use owner::{owner_priority_problem, OwnerPriorityProblem};
+pub use reread::FileMemo;
 
 /// Reads, parses and validates a configuration file.
 pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
@@ -31,6 +33,16 @@ pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
 
 /// Parses and validates configuration text; `file_name` is used in diagnostics.
 pub fn parse(text: &str, file_name: &str) -> Result<ClusterConfig, ConfigError> {
+    parse_text(text, file_name, false).map(|(config, _)| config)
+}
+
+/// [`parse`], with where each `[[service]]` block starts if `blocks` (see
+/// [`FileMemo`]; empty otherwise).
+fn parse_text(
+    text: &str,
+    file_name: &str,
+    blocks: bool,
+) -> Result<(ClusterConfig, Vec<usize>), ConfigError> {
     let index = diagnostic::LineIndex::new(text);
     let to_diag = |d: tree::RawDiag| {
         let (line, column) = index.position(d.offset);
@@ -85,7 +97,12 @@ pub fn parse(text: &str, file_name: &str) -> Result<ClusterConfig, ConfigError> 
             let mut warnings = std::mem::take(&mut reader.warnings);
             warnings.sort_by_key(|d| d.offset);
             config.warnings = warnings.into_iter().map(to_diag).collect();
-            return Ok(config);
+            let blocks = if blocks {
+                reread::service_blocks(&root, text)
+            } else {
+                Vec::new()
+            };
+            return Ok((config, blocks));
         }
     }
     let mut diags = std::mem::take(&mut reader.diags);
@@ -164,6 +181,8 @@ pub struct LoadedNode {
     pub cluster: ClusterConfig,
     /// This node's view of it.
     pub view: NodeView,
+    /// What [`NodeSource::reload`] needs to read the file again.
+    pub memo: FileMemo,
 }
 
 impl NodeSource {
@@ -174,12 +193,55 @@ impl NodeSource {
     /// lbd load through here, so they accept and refuse the same files (as
     /// `vrrpctl check-config --node` does).
     pub fn load(&self) -> Result<LoadedNode, ConfigError> {
-        let cluster = load(&self.config_path)?;
+        let path = &self.config_path;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, e))?;
+        let (cluster, blocks) = parse_text(&text, &path.display().to_string(), true)?;
+        let view = self.view(&cluster)?;
+        let memo = FileMemo::new(text, &cluster, blocks, cluster.services.len());
+        Ok(LoadedNode {
+            cluster,
+            view,
+            memo,
+        })
+    }
+
+    /// Reads the file again for a daemon that runs `running`, loaded with `memo`:
+    /// when only `[[service]]` blocks changed, only those are parsed and checked
+    /// (the rest of the file is what was accepted); otherwise the whole file is read
+    /// as [`NodeSource::load`] reads it. The same file gets the same verdict and view
+    /// either way. Returns the view and the memo to keep once the view runs.
+    pub fn reload(
+        &self,
+        memo: &FileMemo,
+        running: &NodeView,
+    ) -> Result<(NodeView, FileMemo), ConfigError> {
+        let path = &self.config_path;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::unreadable(path, e))?;
+        let (mut cluster, blocks, parsed) = match memo.reread(&text, &running.services) {
+            Some(read) => (read.config, read.blocks, Some(read.replaced)),
+            None => {
+                let (cluster, blocks) = parse_text(&text, &path.display().to_string(), true)?;
+                (cluster, blocks, None)
+            }
+        };
+        // The view takes the services; the memo keeps the rest.
+        let services = std::mem::take(&mut cluster.services);
+        let mut memo = FileMemo::new(text, &cluster, blocks, services.len());
+        if let Some((old, new)) = parsed {
+            memo = memo.parsed_in_parts(old, new);
+        }
+        let mut view = self.view(&cluster)?;
+        view.services = services;
+        Ok((view, memo))
+    }
+
+    /// This node's view of `cluster`, if every interface it names exists here.
+    fn view(&self, cluster: &ClusterConfig) -> Result<NodeView, ConfigError> {
         let view = cluster.node_view(self.node.as_deref())?;
         let missing = host::missing_interfaces(&view, &cluster.source_file);
         if !missing.is_empty() {
             return Err(ConfigError::invalid(missing));
         }
-        Ok(LoadedNode { cluster, view })
+        Ok(view)
     }
 }

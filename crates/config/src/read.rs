@@ -763,7 +763,7 @@ const SERVICE_KEYS: &[&str] = &[
     "counters",
 ];
 
-fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service> {
+pub(crate) fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service> {
     clean(r, |r| {
         let mut t = Table::new(r, v, path, "[[service]]")?;
         let name = t.req_name(r, "name", "name = \"web\"");

@@ -743,53 +743,77 @@ fn check_services(
     instances: &[(String, &Instance)],
     nodes: &[(String, &Node)],
 ) {
-    let instances_ok = complete(&d.instances);
-    let nodes_ok = complete(&d.nodes);
-    let raw_checks = &d.raw_names.checks;
-    let check_names: HashSet<&str> = raw_checks.iter().map(String::as_str).collect();
-    let held: HashSet<IpAddr> = instances
-        .iter()
-        .flat_map(|(_, i)| i.vips.iter().map(|v| v.address.address))
-        .collect();
-    // Services on one VIP and protocol: earlier services in file order, compared
-    // pair by pair only where some two of them overlap (`overlapping`).
+    let known = KnownForServices::new(
+        instances,
+        nodes,
+        complete(&d.instances),
+        complete(&d.nodes),
+        &d.raw_names.checks,
+        d.cluster.as_ref().map(|c| c.mode) == Some(ClusterMode::ActiveBackup),
+    );
+    check_service_ports(r, services);
+    for (sp, s) in services {
+        check_service(r, sp, s, &known);
+    }
+}
+
+/// What the per-service checks compare a service with: the VIPs the instances hold,
+/// the nodes' subnets, the check names.
+struct KnownForServices<'a> {
+    instances: &'a [(String, &'a Instance)],
+    nodes: &'a [(String, &'a Node)],
+    instances_ok: bool,
+    nodes_ok: bool,
+    raw_checks: &'a [String],
+    check_names: HashSet<&'a str>,
+    held: HashSet<IpAddr>,
+    /// Active-backup mode (read): a service's VIP must then be an instance's.
+    active_backup: bool,
+}
+
+impl<'a> KnownForServices<'a> {
+    fn new(
+        instances: &'a [(String, &'a Instance)],
+        nodes: &'a [(String, &'a Node)],
+        instances_ok: bool,
+        nodes_ok: bool,
+        raw_checks: &'a [String],
+        active_backup: bool,
+    ) -> Self {
+        KnownForServices {
+            instances,
+            nodes,
+            instances_ok,
+            nodes_ok,
+            raw_checks,
+            check_names: raw_checks.iter().map(String::as_str).collect(),
+            held: instances
+                .iter()
+                .flat_map(|(_, i)| i.vips.iter().map(|v| v.address.address))
+                .collect(),
+            active_backup,
+        }
+    }
+}
+
+/// Services on one VIP and protocol must not share a port: earlier services in file
+/// order, compared pair by pair only where some two of them overlap.
+fn check_service_ports(r: &mut Reader, services: &[(String, &Service)]) {
     let mut on_vip: HashMap<(IpAddr, Protocol), Vec<usize>> = HashMap::new();
     for (k, (_, s)) in services.iter().enumerate() {
         on_vip.entry((s.vip, s.protocol)).or_default().push(k);
     }
-    let overlapping: HashSet<(IpAddr, Protocol)> = on_vip
-        .iter()
-        .filter(|(_, ks)| any_overlap(ks.iter().map(|&k| services[k].1.ports)))
-        .map(|(key, _)| *key)
-        .collect();
-    for (k, (sp, s)) in services.iter().enumerate() {
-        let backup_mode = d.cluster.as_ref().map(|c| c.mode) == Some(ClusterMode::ActiveBackup);
-        if instances_ok && backup_mode && !held.contains(&s.vip) {
-            let near = instances
-                .iter()
-                .find(|(_, i)| i.vips.iter().any(|v| v.address.contains(s.vip)))
-                .map(|(_, i)| format!(" such as instance `{}`", i.name))
-                .unwrap_or_default();
-            r.error_value(
-                &join(sp, "vip"),
-                format!(
-                    "service VIP {} is not a VIP of any instance, so no node would hold it",
-                    s.vip
-                ),
-                format!("add \"{}\" to the vips of an [[instance]]{near}", s.vip),
-            );
+    for ks in on_vip.values() {
+        if !any_overlap(ks.iter().map(|&k| services[k].1.ports)) {
+            continue;
         }
-        let group = (s.vip, s.protocol);
-        let earlier = match on_vip.get(&group) {
-            Some(ks) if overlapping.contains(&group) => ks.as_slice(),
-            _ => &[],
-        };
-        for (op, o) in earlier
-            .iter()
-            .take_while(|&&j| j < k)
-            .map(|&j| &services[j])
-        {
-            if o.ports.overlaps(&s.ports) {
+        for (n, &k) in ks.iter().enumerate() {
+            let (sp, s) = &services[k];
+            for &j in &ks[..n] {
+                let (op, o) = &services[j];
+                if !o.ports.overlaps(&s.ports) {
+                    continue;
+                }
                 let key = path_or(r, &join(sp, "port"), &join(sp, "port_range"));
                 r.error_value(
                     &key,
@@ -810,60 +834,126 @@ fn check_services(
                 );
             }
         }
-        unique(
-            r,
-            s.servers.iter().map(|v| v.name.as_str()),
-            |j| format!("{sp}.server[{j}].name"),
-            "server name",
-            "give each server of a service its own name",
+    }
+}
+
+/// What can be judged of one service against the rest of the file (not its ports).
+fn check_service(r: &mut Reader, sp: &str, s: &Service, known: &KnownForServices) {
+    if known.instances_ok && known.active_backup && !known.held.contains(&s.vip) {
+        let near = known
+            .instances
+            .iter()
+            .find(|(_, i)| i.vips.iter().any(|v| v.address.contains(s.vip)))
+            .map(|(_, i)| format!(" such as instance `{}`", i.name))
+            .unwrap_or_default();
+        r.error_value(
+            &join(sp, "vip"),
+            format!(
+                "service VIP {} is not a VIP of any instance, so no node would hold it",
+                s.vip
+            ),
+            format!("add \"{}\" to the vips of an [[instance]]{near}", s.vip),
         );
-        unique(
-            r,
-            s.servers.iter().map(|v| ServerAddress(v.address, v.port)),
-            |j| format!("{sp}.server[{j}].address"),
-            "server address",
-            "list each real server once per service",
-        );
-        for (j, v) in s.servers.iter().enumerate() {
-            let vp = || format!("{sp}.server[{j}]");
-            if let Some(c) = &v.check {
-                if !check_names.contains(c.as_str()) {
-                    r.error_value(
-                        &join(&vp(), "check"),
-                        format!("server `{}` uses check `{c}`, which is not defined", v.name),
-                        format!(
-                            "{}define it as a [[check]] or remove `check` ({})",
-                            hint(c, raw_checks),
-                            known_list(raw_checks)
-                        ),
-                    );
-                }
+    }
+    unique(
+        r,
+        s.servers.iter().map(|v| v.name.as_str()),
+        |j| format!("{sp}.server[{j}].name"),
+        "server name",
+        "give each server of a service its own name",
+    );
+    unique(
+        r,
+        s.servers.iter().map(|v| ServerAddress(v.address, v.port)),
+        |j| format!("{sp}.server[{j}].address"),
+        "server address",
+        "list each real server once per service",
+    );
+    for (j, v) in s.servers.iter().enumerate() {
+        let vp = || format!("{sp}.server[{j}]");
+        if let Some(c) = &v.check {
+            if !known.check_names.contains(c.as_str()) {
+                r.error_value(
+                    &join(&vp(), "check"),
+                    format!("server `{}` uses check `{c}`, which is not defined", v.name),
+                    format!(
+                        "{}define it as a [[check]] or remove `check` ({})",
+                        hint(c, known.raw_checks),
+                        known_list(known.raw_checks)
+                    ),
+                );
             }
-            if nodes_ok && matches!(s.mode, Forwarding::Nat | Forwarding::DirectRoute) {
-                let unreachable: Vec<&str> = nodes
-                    .iter()
-                    .filter(|(_, n)| {
-                        !n.addresses
-                            .values()
-                            .flatten()
-                            .any(|a| a.contains(v.address))
-                    })
-                    .map(|(_, n)| n.name.as_str())
-                    .collect();
-                if !unreachable.is_empty() {
-                    r.error_value(
-                        &join(&vp(), "address"),
-                        format!(
-                            "server {} is in no subnet of node {}'s interfaces",
-                            v.address,
-                            unreachable.join(" and ")
-                        ),
-                        "nat and dr servers must be on a link of both nodes: fix the address, add the subnet to the nodes' addresses, or use mode = \"tunnel\"",
-                    );
-                }
+        }
+        if known.nodes_ok && matches!(s.mode, Forwarding::Nat | Forwarding::DirectRoute) {
+            let unreachable: Vec<&str> = known
+                .nodes
+                .iter()
+                .filter(|(_, n)| {
+                    !n.addresses
+                        .values()
+                        .flatten()
+                        .any(|a| a.contains(v.address))
+                })
+                .map(|(_, n)| n.name.as_str())
+                .collect();
+            if !unreachable.is_empty() {
+                r.error_value(
+                    &join(&vp(), "address"),
+                    format!(
+                        "server {} is in no subnet of node {}'s interfaces",
+                        v.address,
+                        unreachable.join(" and ")
+                    ),
+                    "nat and dr servers must be on a link of both nodes: fix the address, add the subnet to the nodes' addresses, or use mode = \"tunnel\"",
+                );
             }
         }
     }
+}
+
+/// The checks that involve services, for a file of which only the services
+/// `changed` (indexes into `config.services`) were read again: the rest of the file
+/// is as it was when `config` was accepted. Whether it passes (a refusal is then
+/// explained by reading the whole file).
+pub(crate) fn services_pass(config: &ClusterConfig, changed: std::ops::Range<usize>) -> bool {
+    let root = crate::tree::Sv {
+        span: 0..0,
+        kind: crate::tree::Kind::Table(Vec::new()),
+    };
+    let mut r = Reader::new(&root);
+    let mut names: HashSet<&str> = HashSet::with_capacity(config.services.len());
+    if !config
+        .services
+        .iter()
+        .all(|s| names.insert(s.name.as_str()))
+    {
+        return false;
+    }
+    let services: Vec<(String, &Service)> =
+        config.services.iter().map(|s| (String::new(), s)).collect();
+    check_service_ports(&mut r, &services);
+    if !r.diags.is_empty() {
+        return false;
+    }
+    let instances: Vec<(String, &Instance)> = config
+        .instances
+        .iter()
+        .map(|i| (String::new(), i))
+        .collect();
+    let nodes: Vec<(String, &Node)> = config.nodes.iter().map(|n| (String::new(), n)).collect();
+    let raw_checks: Vec<String> = config.checks.iter().map(|c| c.name.clone()).collect();
+    let known = KnownForServices::new(
+        &instances,
+        &nodes,
+        true,
+        true,
+        &raw_checks,
+        config.cluster.mode == ClusterMode::ActiveBackup,
+    );
+    for s in &config.services[changed] {
+        check_service(&mut r, "", s, &known);
+    }
+    r.diags.is_empty()
 }
 
 /// Whether any two of `ranges` share a port (sorted by start, in n log n).

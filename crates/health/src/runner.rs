@@ -192,6 +192,26 @@ impl HealthRunner {
         self.shared.scheduler().visit_latest(f)
     }
 
+    /// [`Scheduler::take_fresh`]: the targets with a result not handed out yet.
+    pub fn take_fresh(&self, f: impl FnMut(&Arc<Target>, Option<Duration>)) -> usize {
+        self.shared.scheduler().take_fresh(f)
+    }
+
+    /// [`Scheduler::mark_fresh`].
+    pub fn mark_fresh(&self, services: Option<&BTreeSet<String>>) {
+        self.shared.scheduler().mark_fresh(services);
+    }
+
+    /// Number of targets.
+    pub fn len(&self) -> usize {
+        self.shared.scheduler().len()
+    }
+
+    /// Whether there are no targets.
+    pub fn is_empty(&self) -> bool {
+        self.shared.scheduler().is_empty()
+    }
+
     /// Names of the targets that are down now.
     pub fn down_targets(&self) -> Vec<TargetName> {
         self.shared.scheduler().down_targets()
@@ -238,10 +258,16 @@ async fn drive(shared: Arc<Shared>, checker: Checker, events: UnboundedSender<He
     let mut checks: JoinSet<CheckResult> = JoinSet::new();
     let mut tickets: HashMap<tokio::task::Id, CheckTicket> = HashMap::new();
     loop {
+        // Only as many checks as may run: the others wait in the scheduler, due,
+        // rather than as tasks (80,000 checked servers on a busy machine queued
+        // that many tasks, hundreds of MB). At the limit, the next wake-up is a
+        // check that ends.
+        let room = shared.max_in_flight.saturating_sub(checks.len());
         let (actions, deadline) = {
             let mut scheduler = shared.scheduler();
-            let actions = scheduler.poll(shared.now());
-            (actions, scheduler.next_deadline())
+            let actions = scheduler.poll_at_most(shared.now(), room);
+            let full = actions.len() >= room;
+            (actions, scheduler.next_deadline().filter(|_| !full))
         };
         for action in actions {
             if let Action::RunCheck(request) = action {

@@ -282,17 +282,23 @@ struct Slot {
     checks: u64,
     transitions: u64,
     recent: VecDeque<Time>,
+    /// Listed in [`Scheduler::fresh`].
+    fresh: bool,
 }
 
 /// The health-check scheduler and rise/fall state machine for all targets.
 #[derive(Debug)]
 pub struct Scheduler {
     settings: SchedulerSettings,
-    by_name: HashMap<TargetName, u64>,
+    /// Slot ids by service, then server: a service's targets are found without a
+    /// pass over every target (a reload changes one service of thousands).
+    by_name: HashMap<String, HashMap<String, u64>>,
     slots: HashMap<u64, Slot>,
     next_slot: u64,
     queue: BinaryHeap<Reverse<(Time, u64, u64)>>,
     counters: SchedulerCounters,
+    /// Targets with a result since the last [`Scheduler::take_fresh`], once each.
+    fresh: Vec<u64>,
 }
 
 impl Scheduler {
@@ -312,6 +318,7 @@ impl Scheduler {
             next_slot: 0,
             queue: BinaryHeap::new(),
             counters: SchedulerCounters::default(),
+            fresh: Vec::new(),
         })
     }
 
@@ -324,7 +331,7 @@ impl Scheduler {
         targets: Vec<Target>,
         initial: HealthState,
     ) -> Result<(), HealthError> {
-        self.replace_targets(now, targets, initial, |_| true)
+        self.replace_targets(now, targets, initial, None)
     }
 
     /// [`Scheduler::set_targets`] for the targets of `services` only: those of
@@ -341,20 +348,35 @@ impl Scheduler {
         if let Some(t) = targets.iter().find(|t| !services.contains(&t.name.service)) {
             return Err(HealthError::OutsideServices(t.name.clone()));
         }
-        self.replace_targets(now, targets, initial, |n| services.contains(&n.service))
+        self.replace_targets(now, targets, initial, Some(services))
     }
 
-    /// Makes the targets that `replaced` selects exactly `targets`.
+    /// The slot of target `name`.
+    fn slot_id(&self, name: &TargetName) -> Option<u64> {
+        self.by_name.get(&name.service)?.get(&name.server).copied()
+    }
+
+    /// Forgets target `name`'s slot id; the id.
+    fn remove_name(&mut self, name: &TargetName) -> Option<u64> {
+        let servers = self.by_name.get_mut(&name.service)?;
+        let id = servers.remove(&name.server);
+        if servers.is_empty() {
+            self.by_name.remove(&name.service);
+        }
+        id
+    }
+
+    /// Makes the targets of `services` (all: `None`) exactly `targets`.
     fn replace_targets(
         &mut self,
         now: Time,
         targets: Vec<Target>,
         initial: HealthState,
-        replaced: impl Fn(&TargetName) -> bool,
+        services: Option<&BTreeSet<String>>,
     ) -> Result<(), HealthError> {
-        let mut seen = HashSet::new();
+        let mut seen: HashSet<(&str, &str)> = HashSet::with_capacity(targets.len());
         for t in &targets {
-            if !seen.insert(&t.name) {
+            if !seen.insert((&t.name.service, &t.name.server)) {
                 return Err(HealthError::DuplicateTarget(t.name.clone()));
             }
             let c = &t.check;
@@ -368,19 +390,29 @@ impl Scheduler {
                 validate_dampening(d)?;
             }
         }
-        let gone: Vec<TargetName> = self
-            .by_name
-            .keys()
-            .filter(|n| replaced(n) && !seen.contains(*n))
-            .cloned()
+        let replaced: Vec<(&String, &HashMap<String, u64>)> = match services {
+            None => self.by_name.iter().collect(),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| self.by_name.get_key_value(n))
+                .collect(),
+        };
+        let gone: Vec<TargetName> = replaced
+            .into_iter()
+            .flat_map(|(service, servers)| {
+                servers
+                    .keys()
+                    .filter(|server| !seen.contains(&(service.as_str(), server.as_str())))
+                    .map(|server| TargetName::new(service.clone(), server.clone()))
+            })
             .collect();
         for name in gone {
-            if let Some(id) = self.by_name.remove(&name) {
+            if let Some(id) = self.remove_name(&name) {
                 self.slots.remove(&id);
             }
         }
         for target in targets {
-            let existing = self.by_name.get(&target.name).copied().filter(|id| {
+            let existing = self.slot_id(&target.name).filter(|id| {
                 self.slots
                     .get(id)
                     .is_some_and(|s| s.target.address == target.address)
@@ -394,7 +426,7 @@ impl Scheduler {
     }
 
     fn add_slot(&mut self, now: Time, target: Target, initial: HealthState) {
-        if let Some(old) = self.by_name.remove(&target.name) {
+        if let Some(old) = self.remove_name(&target.name) {
             self.slots.remove(&old);
         }
         let id = self.next_slot;
@@ -402,7 +434,10 @@ impl Scheduler {
         let mut rng = SplitMix64::new(target_seed(&target.name, self.settings.seed));
         let phase = rng.below(duration_micros(target.check.interval));
         let next_due = now + Duration::from_micros(phase);
-        self.by_name.insert(target.name.clone(), id);
+        self.by_name
+            .entry(target.name.service.clone())
+            .or_default()
+            .insert(target.name.server.clone(), id);
         self.slots.insert(
             id,
             Slot {
@@ -422,6 +457,7 @@ impl Scheduler {
                 checks: 0,
                 transitions: 0,
                 recent: VecDeque::new(),
+                fresh: false,
             },
         );
         self.queue.push(Reverse((next_due, id, 0)));
@@ -453,9 +489,16 @@ impl Scheduler {
 
     /// Hand out the checks due at `now`.
     pub fn poll(&mut self, now: Time) -> Vec<Action> {
+        self.poll_at_most(now, usize::MAX)
+    }
+
+    /// [`Scheduler::poll`], handing out at most `limit` checks, the longest due
+    /// first; the others stay due (they are not started, so they hold no memory of
+    /// a running check) until a later poll.
+    pub fn poll_at_most(&mut self, now: Time, limit: usize) -> Vec<Action> {
         let mut actions = Vec::new();
         while let Some(Reverse((due, id, seq))) = self.queue.peek().copied() {
-            if due > now {
+            if due > now || actions.len() >= limit {
                 break;
             }
             self.queue.pop();
@@ -521,6 +564,10 @@ impl Scheduler {
         };
         slot.in_flight = None;
         slot.checks += 1;
+        if !slot.fresh {
+            slot.fresh = true;
+            self.fresh.push(ticket.slot);
+        }
         if result.outcome.is_ok() {
             self.counters.checks_ok += 1;
             slot.consecutive_ok = slot.consecutive_ok.saturating_add(1);
@@ -573,8 +620,8 @@ impl Scheduler {
 
     /// One target's status.
     pub fn status(&self, name: &TargetName) -> Option<TargetStatus> {
-        let id = self.by_name.get(name)?;
-        self.slots.get(id).map(slot_status)
+        let id = self.slot_id(name)?;
+        self.slots.get(&id).map(slot_status)
     }
 
     /// Every target's status, sorted by name.
@@ -596,6 +643,48 @@ impl Scheduler {
             );
         }
         self.slots.len()
+    }
+
+    /// Calls `f` with each target that has a check result it was not called with
+    /// yet (since the last call, or since [`Scheduler::mark_fresh`]) and the
+    /// duration of its latest check: a sample each second of what changed, not of
+    /// every one of 10,000s of targets. Returns how many.
+    pub fn take_fresh(&mut self, mut f: impl FnMut(&Arc<Target>, Option<Duration>)) -> usize {
+        let fresh = std::mem::take(&mut self.fresh);
+        let mut n = 0;
+        for id in &fresh {
+            let Some(slot) = self.slots.get_mut(id) else {
+                continue;
+            };
+            slot.fresh = false;
+            n += 1;
+            f(&slot.target, slot.last.as_ref().map(|(r, _)| r.duration));
+        }
+        // The list's room is kept for the next results.
+        self.fresh = fresh;
+        self.fresh.clear();
+        n
+    }
+
+    /// Makes the targets of `services` (all: `None`) that have a check result fresh
+    /// again ([`Scheduler::take_fresh`] hands them out once more).
+    pub fn mark_fresh(&mut self, services: Option<&BTreeSet<String>>) {
+        let ids: Vec<u64> = match services {
+            None => self.slots.keys().copied().collect(),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| self.by_name.get(n))
+                .flat_map(|servers| servers.values().copied())
+                .collect(),
+        };
+        for id in ids {
+            if let Some(slot) = self.slots.get_mut(&id) {
+                if !slot.fresh && slot.checks > 0 {
+                    slot.fresh = true;
+                    self.fresh.push(id);
+                }
+            }
+        }
     }
 
     /// Names of the targets that are down now (usually few: what a plan needs,

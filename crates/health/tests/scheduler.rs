@@ -532,3 +532,23 @@ fn a_target_may_set_its_own_dampening_and_jitter() {
         .set_targets(Time::ZERO, vec![bad], HealthState::Up)
         .is_err());
 }
+
+#[test]
+fn checks_beyond_the_limit_stay_due_and_run_at_the_next_poll() {
+    let mut s = Scheduler::new(no_dampening()).unwrap();
+    let targets = (0..5)
+        .map(|i| target(&format!("t{i}"), 1000, 1, 1))
+        .collect();
+    s.set_targets(Time::ZERO, targets, HealthState::Up).unwrap();
+    // Long after every first check was due: all five are due at once.
+    let late = Time::ZERO + Duration::from_millis(1500);
+    let first = s.poll_at_most(late, 2);
+    assert_eq!(first.len(), 2);
+    // The rest are still due, not counted as started or overrun.
+    assert_eq!(s.counters().checks_started, 2);
+    assert!(s.next_deadline().unwrap() <= late);
+    let rest = s.poll(late);
+    assert_eq!(rest.len(), 3);
+    assert_eq!(s.counters().overruns, 0);
+    assert!(s.poll_at_most(late, 0).is_empty());
+}

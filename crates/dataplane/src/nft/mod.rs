@@ -1,6 +1,7 @@
 //! The nftables backend: one table of its own (family inet), changed by one netlink
 //! batch per apply. See [`layout`] for what the table holds.
 
+mod adopt;
 mod expr;
 pub mod layout;
 mod netlink;
@@ -45,6 +46,8 @@ pub struct NftBackend {
     verify_hints: bool,
     /// What the table counts.
     counting: Counting,
+    /// Where a stopping lbd leaves its adoption record, and the next one reads it.
+    adoption: Option<std::path::PathBuf>,
 }
 
 /// Batch page size: one sendmsg takes at most 1024 pages (UIO_MAXIOV); 1 MiB pages
@@ -71,6 +74,7 @@ impl NftBackend {
             hints_usable: false,
             verify_hints: cfg!(debug_assertions),
             counting: Counting::default(),
+            adoption: None,
         })
     }
 
@@ -100,6 +104,47 @@ impl NftBackend {
     /// The owned table's name.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// Where the adoption record is ([`adopt`]): the first apply reads (and removes)
+    /// it, [`NftBackend::write_adoption_record`] writes it.
+    pub fn set_adoption_record(&mut self, path: std::path::PathBuf) {
+        self.adoption = Some(path);
+    }
+
+    /// Writes the adoption record, for the next lbd to take the table as it is without
+    /// reading it back: only when the table is what the last apply committed and
+    /// nobody committed since. Whether it was written.
+    pub fn write_adoption_record(&self) -> Result<bool, DataplaneError> {
+        let (Some(path), Some(c)) = (&self.adoption, &self.committed) else {
+            return Ok(false);
+        };
+        let generation = self.generation()?;
+        if self.generation != Some(generation) {
+            return Ok(false);
+        }
+        let Some(record) =
+            adopt::AdoptionRecord::now(&self.table, c.counting(), &c.state, generation)
+        else {
+            return Ok(false);
+        };
+        record
+            .write(path)
+            .map_err(|e| DataplaneError::Malformed(format!("{}: {e}", path.display())))?;
+        Ok(true)
+    }
+
+    /// Whether the adoption record says that the kernel holds `want` at
+    /// `generation` (read once: the record is removed).
+    fn adoption_matches(&self, want: &TableState, generation: u32) -> bool {
+        let Some(path) = self.adoption.as_deref() else {
+            return false;
+        };
+        let Some(found) = adopt::AdoptionRecord::take(path) else {
+            return false;
+        };
+        adopt::AdoptionRecord::now(&self.table, self.counting, want, generation)
+            .is_some_and(|now| now == found)
     }
 
     /// Whether [`Dataplane::apply_changed`] checks each hint against a full comparison
@@ -592,6 +637,17 @@ impl NftBackend {
         }
         let trusted = trusted && self.generation.is_some();
         let want = layout::plan(desired, self.counting)?;
+        // A start after a clean stop: the table is what the last lbd committed, and
+        // that is what is wanted.
+        if self.committed.is_none() && self.adoption_matches(&want.state, generation) {
+            tracing::info!(table = %self.table, "nft table adopted as the previous lbd left it (adoption record; not read back)");
+            self.generation = Some(generation);
+            self.committed = Some(Box::new(Committed::new(desired, want.state, self.counting)));
+            return Ok(ApplyReport {
+                duration: start.elapsed(),
+                ..ApplyReport::default()
+            });
+        }
         let fresh;
         let (current, mut reread) = match &self.committed {
             Some(c) if trusted => (&c.state, false),

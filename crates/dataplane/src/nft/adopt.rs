@@ -1,0 +1,184 @@
+//! The adoption record: what a stopping lbd leaves so that the next one adopts its
+//! table without reading it back.
+//!
+//! Reading back a table of 10,000 services takes about a second (the kernel walks a
+//! set from its start again for each page of a dump). But when nothing committed to
+//! nf_tables since the last lbd's last batch, the table is exactly what that lbd
+//! planned. The record names the boot, the network namespace (its cookie, never
+//! reused within a boot), the ruleset generation right after that batch (bumped by
+//! any commit, anyone's), the table's name, what it counts, and a fingerprint of its
+//! content as committed (chains, maps and their elements, rules: what a read-back is
+//! compared on). A start that wants that very content, in the same namespace and
+//! boot, at the same generation, takes the table as it is; anything else reads the
+//! table back. The record is removed when read: it describes one moment.
+
+use std::hash::{Hash, Hasher};
+use std::io::Write as _;
+use std::path::Path;
+
+use super::layout::{Counting, TableState};
+use super::record::Fingerprint;
+
+/// SO_NETNS_COOKIE (asm-generic/socket.h; Linux 5.14 and later).
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// Where and when a table was committed, and from what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdoptionRecord {
+    boot_id: String,
+    netns_cookie: u64,
+    generation: u32,
+    table: String,
+    counting: Counting,
+    content: u128,
+}
+
+impl AdoptionRecord {
+    /// The record of `table`, counting `counting`, holding `content` at
+    /// `generation`, in this boot and the calling thread's namespace; `None` if the
+    /// boot or the namespace cannot be told.
+    pub fn now(
+        table: &str,
+        counting: Counting,
+        content: &TableState,
+        generation: u32,
+    ) -> Option<AdoptionRecord> {
+        Some(AdoptionRecord {
+            boot_id: boot_id()?,
+            netns_cookie: netns_cookie()?,
+            generation,
+            table: table.to_owned(),
+            counting,
+            content: fingerprint(content),
+        })
+    }
+
+    /// Writes the record to `path` (atomically: a temporary file renamed).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "boot_id {}", self.boot_id)?;
+        writeln!(f, "netns_cookie {}", self.netns_cookie)?;
+        writeln!(f, "generation {}", self.generation)?;
+        writeln!(f, "table {}", self.table)?;
+        writeln!(f, "counting {:?}", self.counting)?;
+        writeln!(f, "content {:032x}", self.content)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Reads and removes the record at `path`; `None` if there is none or it does
+    /// not parse.
+    pub fn take(path: &Path) -> Option<AdoptionRecord> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let _ = std::fs::remove_file(path);
+        let mut r = AdoptionRecord {
+            boot_id: String::new(),
+            netns_cookie: 0,
+            generation: 0,
+            table: String::new(),
+            counting: Counting::default(),
+            content: 0,
+        };
+        let mut seen = 0;
+        for line in text.lines() {
+            let (key, value) = line.split_once(' ')?;
+            match key {
+                "boot_id" => r.boot_id = value.to_owned(),
+                "netns_cookie" => r.netns_cookie = value.parse().ok()?,
+                "generation" => r.generation = value.parse().ok()?,
+                "table" => r.table = value.to_owned(),
+                "counting" => {
+                    r.counting = [Counting::Off, Counting::Connections, Counting::Traffic]
+                        .into_iter()
+                        .find(|c| format!("{c:?}") == value)?;
+                }
+                "content" => r.content = u128::from_str_radix(value, 16).ok()?,
+                _ => return None,
+            }
+            seen += 1;
+        }
+        (seen == 6).then_some(r)
+    }
+}
+
+/// The fingerprint of a table's content as a read-back is compared: chains, each
+/// map's shape and elements (key and data; not comments or counters), rules.
+pub fn fingerprint(t: &TableState) -> u128 {
+    struct Content<'a>(&'a TableState);
+    impl Hash for Content<'_> {
+        fn hash<H: Hasher>(&self, h: &mut H) {
+            let t = self.0;
+            t.exists.hash(h);
+            t.chains.hash(h);
+            t.sets.len().hash(h);
+            for (name, set) in &t.sets {
+                name.hash(h);
+                format!("{:?}", set.spec).hash(h);
+                set.elements.len().hash(h);
+                for (key, data) in &set.elements {
+                    key.hash(h);
+                    data.data.hash(h);
+                }
+            }
+            t.rules.hash(h);
+        }
+    }
+    Fingerprint::of(&Content(t))
+}
+
+/// This boot's id.
+fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_owned())
+}
+
+/// The cookie of the calling thread's network namespace.
+fn netns_cookie() -> Option<u64> {
+    // SAFETY: a plain socket, closed below; getsockopt writes at most `len` bytes
+    // into `cookie`.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let mut cookie: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        let r = libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        );
+        libc::close(fd);
+        (r == 0 && len as usize == std::mem::size_of::<u64>()).then_some(cookie)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_reads_back_once() {
+        let path = std::env::temp_dir().join(format!("lbsuite-adopt-test-{}", std::process::id()));
+        let r = AdoptionRecord::now("t", Counting::Traffic, &TableState::default(), 7).unwrap();
+        r.write(&path).unwrap();
+        assert_eq!(AdoptionRecord::take(&path), Some(r));
+        assert_eq!(AdoptionRecord::take(&path), None);
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_content() {
+        let a = TableState::default();
+        let mut b = TableState::default();
+        b.chains.insert("lb_dnat".into());
+        let mut c = b.clone();
+        c.rules.insert("lb_dnat".into(), vec!["x".into()]);
+        assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&b), fingerprint(&c));
+    }
+}
