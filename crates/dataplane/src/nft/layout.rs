@@ -10,18 +10,25 @@
 //! chain lb_count      { type filter hook forward priority filter; }
 //! chain lb_conn       { type nat hook postrouting priority srcnat - 1; }
 //!
-//! # one map per (family, selector, slot count M), one rule per map:
+//! # random and source hash: one map per (family, selector, slot count M), one rule per map:
 //! map dnat4_rand_4 { type inet_proto . ipv4_addr . inet_service . mark : ipv4_addr . inet_service; }
 //! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen random mod 4 map @dnat4_rand_4
-//! # round robin (numgen inc) first checks that the packet is for one of the map's
-//! # services, so that nothing else advances the counter:
-//! set svc4_inc_4 { type inet_proto . ipv4_addr . inet_service; }
-//! meta nfproto ipv4 meta l4proto . ip daddr . th dport @svc4_inc_4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 4 map @dnat4_inc_4
-//! #   selectors: inc = numgen inc (rr, wrr); rand = numgen random (random);
+//! #   selectors: rand = numgen random (random);
 //! #   hash = jhash ip saddr mod M seed 0x4c425355 (sh, and mh with M = Maglev size)
+//! # round robin (rr, wrr): a counter per service. A verdict map leads a service's
+//! # new connections to a chain of its own, whose one rule advances its own counter
+//! # (numgen inc) and looks the slot up in a map its service shares with the others
+//! # of its bucket (a hash of protocol, VIP and port, 1 of 1024: a rule that binds a
+//! # map makes the kernel walk that map's elements, so maps stay small):
+//! map svc4 { type inet_proto . ipv4_addr . inet_service : verdict; }   # tcp . 198.18.0.100 . 80 : jump svc_tcp_198.18.0.100_80
+//! meta nfproto ipv4 meta l4proto . ip daddr . th dport vmap @svc4
+//! chain svc_tcp_198.18.0.100_80 {
+//!     meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 4 map @dnat4_rr_17
+//! }
 //! # ranges keep the port: key with an interval on the port, data the address only
-//! map dnatr4_inc_2 { type ... : ipv4_addr; flags interval; counter; }
-//! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 2 map @dnatr4_inc_2
+//! map dnatr4_rand_2 { type ... : ipv4_addr; flags interval; counter; }
+//! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen random mod 2 map @dnatr4_rand_2
+//! # (round robin on ranges: svcr4, dnatr4_rr_<bucket>, chains as above)
 //!
 //! # per-backend new connections (Counting::Connections, the default, and Traffic):
 //! # a nat chain sees only a connection's first packet, so no per-packet work
@@ -50,7 +57,7 @@
 //! Each rule carries a comment that names it completely (map name, or SNAT rule name
 //! and a digest of its match), so rules are compared by comment.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -145,6 +152,9 @@ impl Counting {
 
 /// NFT_SET_CONCAT (nf_tables.h; not in libc): a concatenation with intervals.
 const NFT_SET_CONCAT: u32 = 0x80;
+
+/// NFT_DATA_VERDICT (nf_tables.h): a map whose data are verdicts.
+const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 
 // nft's datatype numbers, for `nft list` to print keys readably.
 const T_MARK: u32 = 19;
@@ -282,7 +292,7 @@ impl TableState {
 }
 
 /// A rule to add: its comment (identity) and expressions.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedRule {
     /// Comment naming the rule.
     pub comment: String,
@@ -299,10 +309,17 @@ pub struct Layout {
     pub rules: BTreeMap<String, Vec<PlannedRule>>,
 }
 
-/// What picks a DNAT map: (IPv4?, port range?, selector, slot count M).
+/// What picks a DNAT map: (IPv4?, port range?, selector, number). The number is
+/// the slot count M for `rand` and `hash`, the bucket for `rr` (whose services
+/// each have a counter of their own: the map holds only their slots).
 pub type MapKind = (bool, bool, &'static str, u32);
 
-/// The DNAT map of a kind: `dnat[r]{4|6}_{selector}_{M}`.
+/// Round-robin services spread over this many slot maps (by a hash of their claim):
+/// binding a rule to a map walks its elements, and looking a map up by name walks
+/// the table's maps, so neither one map for all nor one per service scales.
+pub const RR_BUCKETS: u32 = 1024;
+
+/// The DNAT map of a kind: `dnat[r]{4|6}_{selector}_{M or bucket}`.
 pub fn dnat_map_name(kind: MapKind) -> String {
     let (v4, range, selector, m) = kind;
     format!(
@@ -314,28 +331,47 @@ pub fn dnat_map_name(kind: MapKind) -> String {
     )
 }
 
-/// The set of the services that have slots in a round-robin DNAT map:
-/// `svc[r]{4|6}_inc_{M}` beside `dnat[r]{4|6}_inc_{M}`. The map's rule looks the
-/// packet up in it before it advances the counter (numgen inc), so that only
-/// packets for those services move it; other selectors keep no state and have no
-/// such set.
-pub fn guard_set_name(kind: MapKind) -> Option<String> {
-    let name = dnat_map_name(kind);
-    (kind.2 == "inc").then(|| format!("svc{}", &name["dnat".len()..]))
+/// The verdict map that leads the new connections of the services with a chain of
+/// their own (round robin) to that chain: `svc[r]{4|6}`.
+pub fn jump_map_name(v4: bool, range: bool) -> &'static str {
+    match (v4, range) {
+        (true, false) => "svc4",
+        (true, true) => "svcr4",
+        (false, false) => "svc6",
+        (false, true) => "svcr6",
+    }
+}
+
+/// (IPv4?, port range?) of a verdict map (inverse of [`jump_map_name`]).
+fn jump_map_kind(name: &str) -> Option<(bool, bool)> {
+    match name {
+        "svc4" => Some((true, false)),
+        "svcr4" => Some((true, true)),
+        "svc6" => Some((false, false)),
+        "svcr6" => Some((false, true)),
+        _ => None,
+    }
+}
+
+/// Whether `name` is one of the verdict maps (elements jump to a chain).
+pub fn is_jump_map(name: &str) -> bool {
+    jump_map_kind(name).is_some()
+}
+
+/// The chain of a service that has one: `svc_<protocol>_<vip>_<port or range>`
+/// (the claim: unique, and stable while the service keeps its address).
+pub fn service_chain_name(c: &Claim) -> String {
+    format!("svc_{}_{}_{}", c.0, c.1, c.2)
+}
+
+/// The round-robin bucket of a claim (FNV-1a of its text, the same on both nodes).
+fn rr_bucket(c: &Claim) -> u32 {
+    (digest(&format!("{} {} {}", c.0, c.1, c.2)) % u64::from(RR_BUCKETS)) as u32
 }
 
 /// The kind of a DNAT map from its name (inverse of [`dnat_map_name`]).
 fn dnat_map_kind(name: &str) -> Option<MapKind> {
-    map_kind(name, "dnat")
-}
-
-/// The kind of the DNAT map a guard set belongs to (inverse of [`guard_set_name`]).
-fn guard_set_kind(name: &str) -> Option<MapKind> {
-    map_kind(name, "svc").filter(|k| k.2 == "inc")
-}
-
-fn map_kind(name: &str, prefix: &str) -> Option<MapKind> {
-    let rest = name.strip_prefix(prefix)?;
+    let rest = name.strip_prefix("dnat")?;
     let (range, rest) = match rest.strip_prefix('r') {
         Some(r) => (true, r),
         None => (false, rest),
@@ -347,33 +383,41 @@ fn map_kind(name: &str, prefix: &str) -> Option<MapKind> {
         "6" => false,
         _ => return None,
     };
-    let selector = ["inc", "rand", "hash"].into_iter().find(|k| *k == sel)?;
+    let selector = ["rr", "rand", "hash"].into_iter().find(|k| *k == sel)?;
     Some((v4, range, selector, m.parse().ok()?))
 }
 
-/// The chain whose rule uses a set of the services' layout (DNAT maps, their guard
-/// sets, counter sets); None for other sets (SNAT maps belong to SNAT rules).
+/// The base chain whose rule uses a set of the services' layout (DNAT maps of
+/// `rand` and `hash`, verdict maps, counter sets); None for other sets (round-robin
+/// slot maps belong to the services' chains, SNAT maps to SNAT rules).
 pub fn chain_of_set(name: &str) -> Option<&'static str> {
-    if let Some((_, range, _, _)) = guard_set_kind(name) {
-        return Some(if range { "lb_dnat_range" } else { "lb_dnat" });
-    }
     rule_of_set(name).map(|(chain, _)| chain)
 }
 
-/// The one rule that uses a DNAT map or counter set of the layout: its chain and the
-/// rule (None for other sets: guard sets go with their map's rule, SNAT maps belong
-/// to SNAT rules).
+/// The one rule that uses a DNAT map, verdict map or counter set of the layout: its
+/// base chain and the rule (None for other sets: round-robin slot maps are used by
+/// the services' own chains, SNAT maps by SNAT rules).
 pub fn rule_of_set(name: &str) -> Option<(&'static str, PlannedRule)> {
     if let Some((v4, range, selector, m)) = dnat_map_kind(name) {
+        if selector == "rr" {
+            return None;
+        }
         let chain = if range { "lb_dnat_range" } else { "lb_dnat" };
         return Some((
             chain,
             PlannedRule {
-                comment: match guard_set_name((v4, range, selector, m)) {
-                    Some(guard) => format!("dnat @{name} for @{guard}"),
-                    None => format!("dnat @{name}"),
-                },
+                comment: format!("dnat @{name}"),
                 exprs: dnat_rule(v4, range, selector, m, name),
+            },
+        ));
+    }
+    if let Some((v4, range)) = jump_map_kind(name) {
+        let chain = if range { "lb_dnat_range" } else { "lb_dnat" };
+        return Some((
+            chain,
+            PlannedRule {
+                comment: format!("jump @{name}"),
+                exprs: jump_rule(v4, name),
             },
         ));
     }
@@ -398,8 +442,8 @@ pub fn empty_set(name: &str, counting: Counting) -> Option<SetState> {
     if let Some((v4, range, _, _)) = dnat_map_kind(name) {
         return Some(dnat_map(v4, range, counting.dnat_counters(range)));
     }
-    if let Some((v4, range, _, _)) = guard_set_kind(name) {
-        return Some(guard_set(v4, range));
+    if let Some((v4, range)) = jump_map_kind(name) {
+        return Some(jump_map(v4, range));
     }
     match name {
         "count4" | "conn4" => Some(count_set(true)),
@@ -420,13 +464,17 @@ pub struct ServicePlan {
     pub count: Option<(&'static str, Vec<(ElemKey, usize)>)>,
     /// Connection counter set and its keys; None for port ranges (their DNAT slots count).
     pub conn: Option<(&'static str, Vec<(ElemKey, usize)>)>,
-    /// The guard set of a round-robin DNAT map and the service's key in it.
-    pub guard: Option<(String, ElemKey)>,
+    /// The service's own chain and its rules (round robin: the rule holds the
+    /// service's counter); None for the others.
+    pub chain: Option<(String, Vec<PlannedRule>)>,
+    /// The verdict map that jumps to that chain and the service's key in it (the
+    /// element's data is the chain's name).
+    pub jump: Option<(&'static str, ElemKey)>,
 }
 
 impl ServicePlan {
-    /// Every element as (set, key, data, backend index); a guard element, which
-    /// belongs to no backend, comes with index 0 (its set counts nothing).
+    /// Every element as (set, key, data, backend index); a verdict map's element,
+    /// which belongs to no backend, comes with index 0 and the chain's name as data.
     pub fn elements(&self) -> impl Iterator<Item = (&str, &ElemKey, &[u8], usize)> {
         let dnat = self.dnat.iter().flat_map(|(_, name, elems)| {
             elems
@@ -438,11 +486,12 @@ impl ServicePlan {
             .iter()
             .chain(&self.conn)
             .flat_map(|(name, elems)| elems.iter().map(move |(k, b)| (*name, k, &[][..], *b)));
-        let guard = self
-            .guard
+        let jump = self
+            .jump
             .iter()
-            .map(|(name, k)| (name.as_str(), k, &[][..], 0));
-        dnat.chain(count).chain(guard)
+            .zip(&self.chain)
+            .map(|((name, k), (chain, _))| (*name, k, chain.as_bytes(), 0));
+        dnat.chain(count).chain(jump)
     }
 }
 
@@ -488,7 +537,13 @@ pub fn plan_service(s: &Service, counting: Counting) -> Result<ServicePlan, Data
     if table.is_empty() {
         return Ok(plan);
     }
-    let mk: MapKind = (v4, range, kind, table.len() as u32);
+    let m = table.len() as u32;
+    let mk: MapKind = if kind == "rr" {
+        (v4, range, kind, rr_bucket(&claim(s)))
+    } else {
+        (v4, range, kind, m)
+    };
+    let map = dnat_map_name(mk);
     let (lo, hi) = s.ports.bounds();
     let key_of = |port: u16, slot: usize| {
         let mut key = Vec::with_capacity(12 + family_len(&s.vip));
@@ -514,8 +569,7 @@ pub fn plan_service(s: &Service, counting: Counting) -> Result<ServicePlan, Data
             (k, data, bi)
         })
         .collect();
-    plan.dnat = Some((mk, dnat_map_name(mk), elems));
-    plan.guard = guard_set_name(mk).map(|name| {
+    if kind == "rr" {
         let key_of = |port: u16| {
             let mut key = Vec::with_capacity(8 + family_len(&s.vip));
             key.extend(proto_reg(s.protocol.number()));
@@ -527,8 +581,15 @@ pub fn plan_service(s: &Service, counting: Counting) -> Result<ServicePlan, Data
             key: key_of(lo),
             key_end: range.then(|| key_of(hi)),
         };
-        (name, k)
-    });
+        plan.jump = Some((jump_map_name(v4, range), k));
+        // The service's counter: numgen inc in a rule of its own.
+        let rule = PlannedRule {
+            comment: format!("dnat @{map} numgen inc mod {m}"),
+            exprs: dnat_rule(v4, range, "inc", m, &map),
+        };
+        plan.chain = Some((service_chain_name(&claim(s)), vec![rule]));
+    }
+    plan.dnat = Some((mk, map, elems));
     Ok(plan)
 }
 
@@ -561,7 +622,7 @@ fn proto_reg(p: u8) -> [u8; 4] {
 /// no catch-all, so a new scheduler is a decision here).
 fn selector(s: &Service) -> Result<&'static str, DataplaneError> {
     match s.scheduler {
-        Scheduler::Rr | Scheduler::Wrr => Ok("inc"),
+        Scheduler::Rr | Scheduler::Wrr => Ok("rr"),
         Scheduler::Random => Ok("rand"),
         Scheduler::Sh | Scheduler::Mh => Ok("hash"),
         Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq => {
@@ -649,13 +710,18 @@ pub fn plan(desired: &DesiredState, counting: Counting) -> Result<Layout, Datapl
                 ElemData::new(d.to_vec(), elem_comment(s, set, bi)),
             );
         }
+        if let Some((chain, rules)) = p.chain {
+            layout.rules.insert(chain, rules);
+        }
     }
     for mk in &maps {
         if let Some((chain, rule)) = rule_of_set(&dnat_map_name(*mk)) {
             layout.rules.entry(chain.to_owned()).or_default().push(rule);
         }
     }
-    for set in ["count4", "count6", "conn4", "conn6"] {
+    for set in [
+        "svc4", "svcr4", "svc6", "svcr6", "count4", "count6", "conn4", "conn6",
+    ] {
         if layout.state.sets.contains_key(set) {
             if let Some((chain, rule)) = rule_of_set(set) {
                 layout.rules.entry(chain.to_owned()).or_default().push(rule);
@@ -701,30 +767,36 @@ fn dnat_map(v4: bool, range: bool, counter: bool) -> SetState {
     }
 }
 
-/// A guard set: the (protocol, VIP, port or port range) of each service of a map.
-fn guard_set(v4: bool, range: bool) -> SetState {
+/// A verdict map: (protocol, VIP, port or port range) to a jump to the service's chain.
+fn jump_map(v4: bool, range: bool) -> SetState {
     let alen = if v4 { 4 } else { 16 };
     let ta = if v4 { T_IPV4 } else { T_IPV6 };
-    let (flags, concat) = if range {
-        (
-            libc::NFT_SET_INTERVAL as u32 | NFT_SET_CONCAT,
-            vec![1, alen as u8, 2],
-        )
-    } else {
-        (0, Vec::new())
-    };
-    SetState {
-        spec: SetSpec {
-            flags,
-            key_len: 4 + alen + 4,
-            key_type: concat_type(&[T_PROTO, ta, T_SERVICE]),
-            data_len: 0,
-            data_type: 0,
-            concat,
-            counter: false,
-        },
-        elements: BTreeMap::new(),
-        counters: HashMap::new(),
+    let mut flags = libc::NFT_SET_MAP as u32;
+    let mut concat = Vec::new();
+    if range {
+        flags |= libc::NFT_SET_INTERVAL as u32 | NFT_SET_CONCAT;
+        concat = vec![1, alen as u8, 2];
+    }
+    SetSpec {
+        flags,
+        key_len: 4 + alen + 4,
+        key_type: concat_type(&[T_PROTO, ta, T_SERVICE]),
+        // struct nft_verdict, as the kernel reports it.
+        data_len: 16,
+        data_type: NFT_DATA_VERDICT,
+        concat,
+        counter: false,
+    }
+    .into_empty()
+}
+
+impl SetSpec {
+    fn into_empty(self) -> SetState {
+        SetState {
+            spec: self,
+            elements: BTreeMap::new(),
+            counters: HashMap::new(),
+        }
     }
 }
 
@@ -786,17 +858,6 @@ fn dnat_rule(v4: bool, range: bool, kind: &str, m: u32, map: &str) -> Vec<Expr> 
         dreg: reg(1 + a),
     });
     let sel = reg(2 + a);
-    if let Some(guard) = (kind == "inc")
-        .then(|| guard_set_name((v4, range, "inc", m)))
-        .flatten()
-    {
-        // Only a packet for one of the map's services advances the counter.
-        e.push(Expr::Lookup {
-            set: guard,
-            sreg: reg(0),
-            dreg: None,
-        });
-    }
     match kind {
         "inc" => e.push(Expr::Numgen {
             kind: libc::NFT_NG_INCREMENTAL as u32,
@@ -836,6 +897,35 @@ fn dnat_rule(v4: bool, range: bool, kind: &str, m: u32, map: &str) -> Vec<Expr> 
         addr_max: None,
         proto_min: (!range).then(|| reg(a)),
         proto_max: None,
+    });
+    e
+}
+
+/// `meta nfproto <family> meta l4proto . <ip> daddr . th dport vmap @<map>`.
+fn jump_rule(v4: bool, map: &str) -> Vec<Expr> {
+    let a = if v4 { 1 } else { 4 };
+    let daddr_off = if v4 { 16 } else { 24 };
+    let mut e: Vec<Expr> = nfproto(v4).into();
+    e.push(Expr::Meta {
+        key: libc::NFT_META_L4PROTO as u32,
+        dreg: reg(0),
+    });
+    e.push(Expr::Payload {
+        base: libc::NFT_PAYLOAD_NETWORK_HEADER as u32,
+        offset: daddr_off,
+        len: 4 * a,
+        dreg: reg(1),
+    });
+    e.push(Expr::Payload {
+        base: libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32,
+        offset: 2,
+        len: 2,
+        dreg: reg(1 + a),
+    });
+    e.push(Expr::Lookup {
+        set: map.to_owned(),
+        sreg: reg(0),
+        dreg: Some(libc::NFT_REG_VERDICT as u32),
     });
     e
 }
@@ -1112,19 +1202,16 @@ fn snat_pool_rule(
 /// elements name their services, backends or SNAT rules).
 pub fn set_comment(name: &str) -> String {
     if let Some((_, range, selector, m)) = dnat_map_kind(name) {
-        let how = match selector {
-            "inc" => "round robin",
-            "rand" => "random",
-            _ => "source hash",
-        };
         let ports = if range { ", port ranges" } else { "" };
-        return format!("DNAT: {m} slots per service, picked by {how}{ports}");
+        return match selector {
+            "rr" => format!("DNAT: round-robin slots of the services of bucket {m}{ports}"),
+            "rand" => format!("DNAT: {m} slots per service, picked by random{ports}"),
+            _ => format!("DNAT: {m} slots per service, picked by source hash{ports}"),
+        };
     }
-    if let Some(kind) = guard_set_kind(name) {
-        return format!(
-            "the services of @{}: only their connections advance its counter",
-            dnat_map_name(kind)
-        );
+    if let Some((_, range)) = jump_map_kind(name) {
+        let ports = if range { " (port ranges)" } else { "" };
+        return format!("round robin: each service's chain, with its counter{ports}");
     }
     match name {
         "conn4" | "conn6" => "new connections per service and backend".into(),
@@ -1138,10 +1225,10 @@ pub fn set_comment(name: &str) -> String {
 }
 
 /// The comment of a service's element in `set`: the service's name, and the
-/// backend's for per-backend elements (guard sets hold services, not backends).
+/// backend's for per-backend elements (verdict maps hold services, not backends).
 pub fn elem_comment(s: &Service, set: &str, backend: usize) -> String {
     match s.backends.get(backend) {
-        Some(b) if guard_set_kind(set).is_none() => format!("{} {}", s.name, b.name),
+        Some(b) if !is_jump_map(set) => format!("{} {}", s.name, b.name),
         _ => s.name.clone(),
     }
 }
@@ -1204,6 +1291,11 @@ pub struct Changes {
     pub flush_chains: Vec<String>,
     /// Chains deleted (after their flush).
     pub del_chains: Vec<String>,
+    /// Services' chains to create (regular chains, reached by a verdict map).
+    pub add_svc_chains: Vec<String>,
+    /// Services' chains to delete (with their rules; after the verdict map's
+    /// elements that lead to them, before the maps their rules use).
+    pub del_svc_chains: Vec<String>,
     /// Rules deleted by the flushes.
     pub rules_removed: usize,
     /// Sets to delete.
@@ -1237,7 +1329,10 @@ impl Changes {
         for c in &self.add_chains {
             say(format!("chain {} is missing", c.name));
         }
-        for c in &self.del_chains {
+        for c in &self.add_svc_chains {
+            say(format!("chain {c} is missing"));
+        }
+        for c in self.del_chains.iter().chain(&self.del_svc_chains) {
             say(format!("chain {c} is not wanted"));
         }
         for name in &self.add_sets {
@@ -1259,10 +1354,12 @@ impl Changes {
                 elems.len()
             ));
         }
+        let flushed: HashSet<&String> = self.flush_chains.iter().collect();
+        let created: HashSet<&String> = self.add_svc_chains.iter().collect();
         for chain in self.flush_chains.iter().chain(
             self.add_rules
                 .iter()
-                .filter(|c| !self.flush_chains.contains(c)),
+                .filter(|c| !flushed.contains(c) && !created.contains(c)),
         ) {
             say(format!("chain {chain}: the rules differ"));
         }
@@ -1273,8 +1370,8 @@ impl Changes {
     pub fn counts(&self) -> NftChanges {
         NftChanges {
             table_created: self.create_table,
-            chains_added: self.add_chains.len(),
-            chains_removed: self.del_chains.len(),
+            chains_added: self.add_chains.len() + self.add_svc_chains.len(),
+            chains_removed: self.del_chains.len() + self.del_svc_chains.len(),
             sets_added: self.add_sets.len(),
             sets_removed: self.del_sets.len(),
             elements_added: self.add_elems.iter().map(|(_, e)| e.len()).sum(),
@@ -1346,12 +1443,33 @@ pub fn diff(current: &TableState, want: &Layout) -> Changes {
             }
         }
     }
+    // Services' chains (regular chains: every chain that is not a base chain).
+    if current.exists {
+        for name in current.chains.iter().filter(|n| chain_def(n).is_none()) {
+            if !want.state.chains.contains(name) {
+                c.del_svc_chains.push(name.clone());
+            }
+        }
+    }
+    for name in want.state.chains.iter().filter(|n| chain_def(n).is_none()) {
+        if !(current.exists && current.chains.contains(name)) {
+            c.add_svc_chains.push(name.clone());
+        }
+    }
+    let going: HashSet<&String> = c.del_svc_chains.iter().collect();
+    let mut flush = Vec::new();
     let empty = Vec::new();
-    for def in CHAINS {
-        let cur = current.rules.get(def.name).unwrap_or(&empty);
-        let wanted = want.state.rules.get(def.name).unwrap_or(&empty);
+    let names: BTreeSet<&String> = current
+        .rules
+        .keys()
+        .chain(want.state.rules.keys())
+        .collect();
+    for name in names {
+        let cur = current.rules.get(name).unwrap_or(&empty);
+        let wanted = want.state.rules.get(name).unwrap_or(&empty);
         // dnat and count rules are independent of order; snat rules are not.
-        let same = if def.name == "lb_snat" {
+        // (A service's chain has one rule: no sort.)
+        let same = if name == "lb_snat" || (cur.len() <= 1 && wanted.len() <= 1) {
             cur == wanted
         } else {
             let (mut a, mut b) = (cur.clone(), wanted.clone());
@@ -1361,14 +1479,20 @@ pub fn diff(current: &TableState, want: &Layout) -> Changes {
         };
         if !same || (replaced_any && !cur.is_empty()) {
             if !cur.is_empty() {
-                c.flush_chains.push(def.name.to_owned());
                 c.rules_removed += cur.len();
+                // A chain that goes takes its rules with it.
+                if !going.contains(name) {
+                    flush.push(name.clone());
+                }
             }
             if !wanted.is_empty() {
-                c.add_rules.push(def.name.to_owned());
+                c.add_rules.push(name.clone());
                 c.rules_added += wanted.len();
             }
         }
+    }
+    c.flush_chains = flush;
+    for def in CHAINS {
         // A chain with nothing to do goes (its rules, if any, were flushed above).
         if current.exists
             && current.chains.contains(def.name)
