@@ -247,15 +247,10 @@ pub fn plan_with(
                     .map(|g| g.name.clone()),
             }
         });
+        // A scheduler the backend lacks is not replaced: the backend refuses it
+        // (check_view, at start and reload), naming the backend that has it.
         let scheduler = s.scheduler;
         let mut effective = scheduler;
-        if !caps.supports_scheduler(effective) {
-            out.notes.push(format!(
-                "service {}: scheduler {scheduler} needs per-server connection counts, which this backend does not keep; using wrr",
-                s.name
-            ));
-            effective = Scheduler::Wrr;
-        }
         if s.persistence.is_some() && !caps.persistence {
             out.notes.push(format!(
                 "service {}: persistence has no timeout in this backend; using source hashing (sh), which keeps a client on one server while the server set is unchanged",
@@ -730,13 +725,13 @@ mod tests {
 
     #[test]
     fn backend_limits_become_notes() {
+        // A scheduler the backend lacks stays as configured (the backend's
+        // validation refuses it: backend::tests::validation_follows_the_backend).
         let v = view(&[("scheduler = \"rr\"", "scheduler = \"wlc\"")]);
         let p = plan(&v, all_up, BackendKind::Nft.capabilities());
-        assert_eq!(p.state.services[0].scheduler, Scheduler::Wrr);
-        assert_eq!(p.services[0].scheduler, "wlc");
-        assert_eq!(p.services[0].effective_scheduler, "wrr");
-        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
-        assert!(p.notes[0].contains("wlc"), "{:?}", p.notes);
+        assert_eq!(p.state.services[0].scheduler, Scheduler::Wlc);
+        assert_eq!(p.services[0].effective_scheduler, "wlc");
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
 
         let ipvs = plan(&v, all_up, BackendKind::Ipvs.capabilities());
         assert_eq!(ipvs.state.services[0].scheduler, Scheduler::Wlc);
