@@ -741,19 +741,19 @@ mod tests {
             "# persistence = { timeout_s = 300, prefix_len = 24 }",
             "persistence = { timeout_s = 300, prefix_len = 24 }",
         )]);
-        let p = plan(&sticky, all_up, BackendKind::Nft.capabilities());
-        assert_eq!(p.state.services[0].scheduler, Scheduler::Sh);
-        assert_eq!(p.state.services[0].persistence, None);
-        assert!(p.notes[0].contains("persistence"), "{:?}", p.notes);
-        let p = plan(&sticky, all_up, BackendKind::Ipvs.capabilities());
-        assert_eq!(p.state.services[0].scheduler, Scheduler::Rr);
-        assert_eq!(
-            p.state.services[0].persistence,
-            Some(Persistence {
-                timeout_s: 300,
-                prefix_len: 24
-            })
-        );
+        // Both backends keep a client on its server for the timeout.
+        for kind in [BackendKind::Nft, BackendKind::Ipvs] {
+            let p = plan(&sticky, all_up, kind.capabilities());
+            assert_eq!(p.state.services[0].scheduler, Scheduler::Rr);
+            assert_eq!(
+                p.state.services[0].persistence,
+                Some(Persistence {
+                    timeout_s: 300,
+                    prefix_len: 24
+                })
+            );
+            assert!(p.notes.is_empty(), "{:?}", p.notes);
+        }
 
         let dr = view(&[("mode = \"nat\"", "mode = \"dr\"")]);
         let p = plan(&dr, all_up, BackendKind::Ipvs.capabilities());

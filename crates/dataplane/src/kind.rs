@@ -29,7 +29,7 @@ impl BackendKind {
             BackendKind::Nft => Capabilities {
                 connection_schedulers: false,
                 non_nat_modes: false,
-                persistence: false,
+                persistence: true,
                 port_ranges: true,
                 random_scheduler: true,
             },

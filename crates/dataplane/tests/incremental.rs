@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use dataplane::{
     AppliedState, Backend, BackendKind, ChangeHint, Counting, Dataplane, DataplaneError,
-    DesiredState, DryRun, Forwarding, NatProtocol, NftBackend, PortSpec, Protocol, Scheduler,
-    Service, SnatRule, SnatSource,
+    DesiredState, DryRun, Forwarding, NatProtocol, NftBackend, Persistence, PortSpec, Protocol,
+    Scheduler, Service, SnatRule, SnatSource,
 };
 use integration::{Host, Lab};
 
@@ -99,8 +99,22 @@ fn service(rng: &mut Rng, id: usize) -> Service {
         scheduler: SCHEDULERS[rng.below(SCHEDULERS.len())],
         backends: (0..n).map(|i| backend(rng, v4, range, i)).collect(),
         forward: Forwarding::Nat,
-        persistence: None,
+        persistence: persistence(rng, v4),
     }
+}
+
+/// Persistence for one service in four, with a client prefix shorter than a host's
+/// for half of those.
+fn persistence(rng: &mut Rng, v4: bool) -> Option<Persistence> {
+    (rng.below(4) == 0).then(|| Persistence {
+        timeout_s: [1, 300][rng.below(2)],
+        prefix_len: match (v4, rng.below(2)) {
+            (true, 0) => 24,
+            (true, _) => 32,
+            (false, 0) => 64,
+            (false, _) => 128,
+        },
+    })
 }
 
 fn snat(to: &str) -> Vec<SnatRule> {
@@ -147,7 +161,12 @@ fn mutate(rng: &mut Rng, s: &mut DesiredState, next_id: &mut usize) -> String {
         6 if n > 0 => {
             let svc = &mut s.services[i];
             svc.scheduler = SCHEDULERS[rng.below(SCHEDULERS.len())];
-            format!("scheduler of {} is {}", svc.name, svc.scheduler)
+            let v4 = svc.vip.is_ipv4();
+            svc.persistence = persistence(rng, v4);
+            format!(
+                "scheduler of {} is {}, persistence {:?}",
+                svc.name, svc.scheduler, svc.persistence
+            )
         }
         7 => {
             let svc = service(rng, *next_id);
@@ -379,6 +398,7 @@ fn draining_the_last_service_of_a_map_deletes_the_map_and_its_rule() {
                 s.ports = PortSpec::Single(80);
                 // One map per slot count (round robin has a map per bucket: below).
                 s.scheduler = Scheduler::Random;
+                s.persistence = None;
                 s.backends = (0..4).map(|k| backend(&mut rng, true, false, k)).collect();
                 for b in &mut s.backends {
                     b.weight = 1;
@@ -460,6 +480,7 @@ fn a_round_robin_service_chain_follows_its_service() {
                 s.vip = IpAddr::V4(Ipv4Addr::new(198, 19, 0, i as u8 + 1));
                 s.ports = PortSpec::Single(80);
                 s.scheduler = Scheduler::Rr;
+                s.persistence = None;
                 s.backends = (0..4).map(|k| backend(&mut rng, true, false, k)).collect();
                 for b in &mut s.backends {
                     b.weight = 1;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use dataplane::{
     Backend, Counting, Counts, Dataplane, DesiredState, DnatSlot, Forwarding, NatProtocol,
-    NftBackend, PortSpec, Protocol, Scheduler, Service, SnatRule, SnatSource,
+    NftBackend, Persistence, PortSpec, Protocol, Scheduler, Service, SnatRule, SnatSource,
 };
 use integration::{Host, Lab, Prefix};
 
@@ -184,7 +184,7 @@ fn layout_diff_and_foreign_table_in_namespace() {
     let (rr, mut maps): (Vec<String>, Vec<String>) = objs["map"]
         .iter()
         .cloned()
-        .partition(|m| m.starts_with("dnat4_rr_"));
+        .partition(|m| m.starts_with("dnat4_bucket_"));
     maps.sort();
     assert!((1..=2).contains(&rr.len()), "{rr:?}");
     assert_eq!(maps, vec!["dnatr4_hash_1", "snat_web_out", "svc4"]);
@@ -196,7 +196,7 @@ fn layout_diff_and_foreign_table_in_namespace() {
         .unwrap();
     println!("{listing}");
     assert!(
-        listing.contains("numgen inc mod 4 map @dnat4_rr_"),
+        listing.contains("numgen inc mod 4 map @dnat4_bucket_"),
         "{listing}"
     );
     assert!(
@@ -297,7 +297,7 @@ fn layout_diff_and_foreign_table_in_namespace() {
         ])
         .unwrap();
     assert!(
-        listing.contains("numgen inc mod 1 map @dnat4_rr_"),
+        listing.contains("numgen inc mod 1 map @dnat4_bucket_"),
         "{listing}"
     );
 
@@ -712,7 +712,7 @@ fn round_robin_advances_only_on_its_own_services() {
         listing.contains("comment \"round robin: each service's chain, with its counter\""),
         "{listing}"
     );
-    assert!(listing.contains("comment \"DNAT: round-robin slots of the services of bucket "));
+    assert!(listing.contains("comment \"DNAT: slots of the services of bucket "));
     assert!(listing.contains("comment \"three srv1b\""), "{listing}");
     assert!(
         listing.contains("chain svc_tcp_198.18.0.101_80 {"),
@@ -773,6 +773,102 @@ fn round_robin_advances_only_on_its_own_services() {
             assert_ne!(pair[0], pair[1], "{name} alternates: {seq:?}");
         }
     }
+}
+
+/// The persist set's elements, as `nft list set` prints them (empty: none).
+fn remembered(lb: &Host) -> String {
+    let out = lb
+        .exec_ok(&["nft", "list", "set", "inet", "lbsuite", "persist4_tcp"])
+        .unwrap();
+    out.split_once("elements = {")
+        .map(|(_, e)| e.split('}').next().unwrap_or("").trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn persistence_keeps_a_client_on_its_server_until_its_timeout() {
+    if !integration::have_root("persistence_keeps_a_client_on_its_server_until_its_timeout") {
+        return;
+    }
+    let lab = two_arm_with_vips();
+    let (client, lb) = (&lab["client"], &lab["lb1"]);
+    // Routed both ways through lb1: the servers see the client's own address.
+    client
+        .add_route(Prefix::new(ip("198.18.1.0"), 24), ip("198.18.0.11"))
+        .unwrap();
+    for srv in ["srv1", "srv2"] {
+        lab[srv]
+            .ip(&["route", "replace", "198.18.0.0/24", "via", "198.18.1.11"])
+            .unwrap();
+    }
+    let _s1 = PeerServer::start(&lab["srv1"], "198.18.1.21:80".parse().unwrap(), "srv1");
+    let _s2 = PeerServer::start(&lab["srv2"], "198.18.1.22:80".parse().unwrap(), "srv2");
+    let _s1b = PeerServer::start(&lab["srv1"], "198.18.1.21:81".parse().unwrap(), "srv1b");
+    let timeout_s = 2;
+    let mut sticky = web(Scheduler::Rr, 1, 1);
+    sticky.persistence = Some(Persistence {
+        timeout_s,
+        prefix_len: 32,
+    });
+    let mut state = DesiredState {
+        services: vec![sticky],
+        snat: vec![],
+    };
+    let mut nft = backend_counting(lb, Counting::Connections);
+    nft.apply(&state).unwrap();
+    println!(
+        "{}",
+        lb.exec_ok(&["nft", "list", "table", "inet", "lbsuite"])
+            .unwrap()
+    );
+    let vip = "198.18.0.100:80";
+    // Round robin would alternate; the client keeps the server it got first.
+    let first = fetch_from(client, vip);
+    let got: Vec<String> = (0..5).map(|_| fetch_from(client, vip)).collect();
+    println!(
+        "first {first}, then {got:?}; remembered: {}",
+        remembered(lb)
+    );
+    assert!(got.iter().all(|g| *g == first), "{first} then {got:?}");
+    assert!(remembered(lb).contains("198.18.0.10"), "{}", remembered(lb));
+
+    // Whatever the server set does meanwhile: a server added, the other's weight up.
+    let other = if first == "srv1" { 1 } else { 0 };
+    state.services[0].backends[other].weight = 3;
+    state.services[0].backends.push(Backend {
+        port: Some(81),
+        ..backend("srv1b", "198.18.1.21", 2)
+    });
+    nft.apply(&state).unwrap();
+    let got: Vec<String> = (0..6).map(|_| fetch_from(client, vip)).collect();
+    println!("after the server set changed: {got:?}");
+    assert!(got.iter().all(|g| *g == first), "{first} then {got:?}");
+
+    // For timeout_s after its last connection: connections 1 s apart for twice the
+    // timeout keep it (each restarts the timeout).
+    for _ in 0..(2 * timeout_s) {
+        thread::sleep(Duration::from_secs(1));
+        assert_eq!(fetch_from(client, vip), first);
+    }
+    // Its server drained: the client gets another one, and keeps that.
+    let own = if first == "srv1" { 0 } else { 1 };
+    state.services[0].backends[own].weight = 0;
+    nft.apply(&state).unwrap();
+    let next = fetch_from(client, vip);
+    let got: Vec<String> = (0..4).map(|_| fetch_from(client, vip)).collect();
+    println!("{first} drained: {next}, then {got:?}");
+    assert_ne!(next, first);
+    assert!(got.iter().all(|g| *g == next), "{next} then {got:?}");
+
+    // Idle past the timeout: forgotten (the kernel removes the elements).
+    thread::sleep(Duration::from_millis(u64::from(timeout_s) * 1000 + 1500));
+    assert_eq!(remembered(lb), "", "every element expired");
+    // An apply leaves the kernel's elements alone and has nothing to change.
+    let again = fetch_from(client, vip);
+    assert!(remembered(lb).contains("198.18.0.10"));
+    let r = nft.apply(&state).unwrap();
+    assert_eq!(r.changes(), 0, "{r:?}");
+    assert!(remembered(lb).contains("198.18.0.10"), "{again}");
 }
 
 #[test]

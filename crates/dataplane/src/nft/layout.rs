@@ -23,12 +23,26 @@
 //! map svc4 { type inet_proto . ipv4_addr . inet_service : verdict; }   # tcp . 198.18.0.100 . 80 : jump svc_tcp_198.18.0.100_80
 //! meta nfproto ipv4 meta l4proto . ip daddr . th dport vmap @svc4
 //! chain svc_tcp_198.18.0.100_80 {
-//!     meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 4 map @dnat4_rr_17
+//!     meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 4 map @dnat4_bucket_17
 //! }
 //! # ranges keep the port: key with an interval on the port, data the address only
 //! map dnatr4_rand_2 { type ... : ipv4_addr; flags interval; counter; }
 //! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen random mod 2 map @dnatr4_rand_2
-//! # (round robin on ranges: svcr4, dnatr4_rr_<bucket>, chains as above)
+//! # (round robin on ranges: svcr4, dnatr4_bucket_<bucket>, chains as above)
+//!
+//! # persistence (any scheduler): the service's chain first sends a remembered
+//! # client to its server, one rule per server with a weight above 0, then schedules:
+//! chain svc_tcp_198.18.0.100_80 {
+//!     meta nfproto ipv4 ip saddr & 255.255.255.0 . 198.18.0.100 . 80 . 198.18.1.21 . 80 @persist4_tcp dnat ip to 198.18.1.21:80
+//!     ... (the scheduling rule, as for round robin, over the bucket's map)
+//! }
+//! # and a connection's first packet after NAT remembers where it went:
+//! map rec4 { type inet_proto . ipv4_addr . inet_service : verdict; }
+//! meta nfproto ipv4 meta l4proto . ct original ip daddr . ct original proto-dst vmap @rec4   # in lb_conn
+//! chain rec_tcp_198.18.0.100_80 {
+//!     update @persist4_tcp { ct original ip saddr & 255.255.255.0 . 198.18.0.100 . 80 . ct reply ip saddr . ct reply proto-src timeout 300s }
+//! }
+//! set persist4_tcp { type ipv4_addr . ipv4_addr . inet_service . ipv4_addr . inet_service; flags dynamic, timeout; size 1048576; }
 //!
 //! # per-backend new connections (Counting::Connections, the default, and Traffic):
 //! # a nat chain sees only a connection's first packet, so no per-packet work
@@ -62,7 +76,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::expr::{reg, Expr};
+use super::expr::{reg, Expr, NFT_DYNSET_OP_UPDATE};
 use crate::model::{NatProtocol, PortSpec, Scheduler, Service, SnatRule, SnatSource};
 use crate::slots;
 use crate::{
@@ -185,13 +199,15 @@ pub struct SetSpec {
     pub concat: Vec<u8>,
     /// Elements carry a counter.
     pub counter: bool,
+    /// Most elements (sets the kernel writes to; 0: none given).
+    pub size: u32,
 }
 
 impl SetSpec {
     /// Whether a set of shape `other` (as read back) holds our elements the same way:
     /// the kernel may report flags it added and no concat description.
     pub fn same_shape(&self, other: &SetSpec) -> bool {
-        let relevant = (libc::NFT_SET_MAP | libc::NFT_SET_INTERVAL) as u32;
+        let relevant = (libc::NFT_SET_MAP | libc::NFT_SET_INTERVAL | libc::NFT_SET_TIMEOUT) as u32;
         self.flags & relevant == other.flags & relevant
             && self.key_len == other.key_len
             && self.data_len == other.data_len
@@ -355,7 +371,7 @@ fn jump_map_kind(name: &str) -> Option<(bool, bool)> {
 
 /// Whether `name` is one of the verdict maps (elements jump to a chain).
 pub fn is_jump_map(name: &str) -> bool {
-    jump_map_kind(name).is_some()
+    jump_map_kind(name).is_some() || remember_map_kind(name).is_some()
 }
 
 /// The chain of a service that has one: `svc_<protocol>_<vip>_<port or range>`
@@ -383,7 +399,7 @@ fn dnat_map_kind(name: &str) -> Option<MapKind> {
         "6" => false,
         _ => return None,
     };
-    let selector = ["rr", "rand", "hash"].into_iter().find(|k| *k == sel)?;
+    let selector = ["bucket", "rand", "hash"].into_iter().find(|k| *k == sel)?;
     Some((v4, range, selector, m.parse().ok()?))
 }
 
@@ -399,7 +415,7 @@ pub fn chain_of_set(name: &str) -> Option<&'static str> {
 /// the services' own chains, SNAT maps by SNAT rules).
 pub fn rule_of_set(name: &str) -> Option<(&'static str, PlannedRule)> {
     if let Some((v4, range, selector, m)) = dnat_map_kind(name) {
-        if selector == "rr" {
+        if selector == "bucket" {
             return None;
         }
         let chain = if range { "lb_dnat_range" } else { "lb_dnat" };
@@ -418,6 +434,15 @@ pub fn rule_of_set(name: &str) -> Option<(&'static str, PlannedRule)> {
             PlannedRule {
                 comment: format!("jump @{name}"),
                 exprs: jump_rule(v4, name),
+            },
+        ));
+    }
+    if let Some((v4, _)) = remember_map_kind(name) {
+        return Some((
+            "lb_conn",
+            PlannedRule {
+                comment: format!("jump @{name}"),
+                exprs: remember_jump_rule(v4, name),
             },
         ));
     }
@@ -445,6 +470,12 @@ pub fn empty_set(name: &str, counting: Counting) -> Option<SetState> {
     if let Some((v4, range)) = jump_map_kind(name) {
         return Some(jump_map(v4, range));
     }
+    if let Some((v4, range)) = remember_map_kind(name) {
+        return Some(remember_map(v4, range));
+    }
+    if let Some((v4, range)) = persist_set_kind(name) {
+        return Some(persist_set(v4, range));
+    }
     match name {
         "count4" | "conn4" => Some(count_set(true)),
         "count6" | "conn6" => Some(count_set(false)),
@@ -464,12 +495,13 @@ pub struct ServicePlan {
     pub count: Option<(&'static str, Vec<(ElemKey, usize)>)>,
     /// Connection counter set and its keys; None for port ranges (their DNAT slots count).
     pub conn: Option<(&'static str, Vec<(ElemKey, usize)>)>,
-    /// The service's own chain and its rules (round robin: the rule holds the
-    /// service's counter); None for the others.
-    pub chain: Option<(String, Vec<PlannedRule>)>,
-    /// The verdict map that jumps to that chain and the service's key in it (the
-    /// element's data is the chain's name).
-    pub jump: Option<(&'static str, ElemKey)>,
+    /// The service's own chains and their rules (round robin: the rule holds the
+    /// service's counter; persistence: its clients' servers, and the chain that
+    /// remembers them); empty for the others.
+    pub chains: Vec<(String, Vec<PlannedRule>)>,
+    /// The verdict maps that jump to those chains, the service's key in each and the
+    /// chain (the element's data is the chain's name).
+    pub jumps: Vec<(&'static str, ElemKey, String)>,
 }
 
 impl ServicePlan {
@@ -487,10 +519,9 @@ impl ServicePlan {
             .chain(&self.conn)
             .flat_map(|(name, elems)| elems.iter().map(move |(k, b)| (*name, k, &[][..], *b)));
         let jump = self
-            .jump
+            .jumps
             .iter()
-            .zip(&self.chain)
-            .map(|((name, k), (chain, _))| (*name, k, chain.as_bytes(), 0));
+            .map(|(name, k, chain)| (*name, k, chain.as_bytes(), 0));
         dnat.chain(count).chain(jump)
     }
 }
@@ -538,8 +569,11 @@ pub fn plan_service(s: &Service, counting: Counting) -> Result<ServicePlan, Data
         return Ok(plan);
     }
     let m = table.len() as u32;
-    let mk: MapKind = if kind == "rr" {
-        (v4, range, kind, rr_bucket(&claim(s)))
+    // Round robin (a counter per service) and persistence need chains per service;
+    // the slots then sit in the bucket's map, which no base-chain rule reads.
+    let own_chain = kind == "inc" || s.persistence.is_some();
+    let mk: MapKind = if own_chain {
+        (v4, range, "bucket", rr_bucket(&claim(s)))
     } else {
         (v4, range, kind, m)
     };
@@ -569,7 +603,7 @@ pub fn plan_service(s: &Service, counting: Counting) -> Result<ServicePlan, Data
             (k, data, bi)
         })
         .collect();
-    if kind == "rr" {
+    if own_chain {
         let key_of = |port: u16| {
             let mut key = Vec::with_capacity(8 + family_len(&s.vip));
             key.extend(proto_reg(s.protocol.number()));
@@ -581,16 +615,247 @@ pub fn plan_service(s: &Service, counting: Counting) -> Result<ServicePlan, Data
             key: key_of(lo),
             key_end: range.then(|| key_of(hi)),
         };
-        plan.jump = Some((jump_map_name(v4, range), k));
-        // The service's counter: numgen inc in a rule of its own.
-        let rule = PlannedRule {
-            comment: format!("dnat @{map} numgen inc mod {m}"),
-            exprs: dnat_rule(v4, range, "inc", m, &map),
+        let c = claim(s);
+        let chain = service_chain_name(&c);
+        // The service's counter (or its random or hash pick): a rule of its own.
+        let schedule = PlannedRule {
+            comment: format!("dnat @{map} {}", how(kind, m)),
+            exprs: dnat_rule(v4, range, kind, m, &map),
         };
-        plan.chain = Some((service_chain_name(&claim(s)), vec![rule]));
+        let rules = match s.persistence {
+            None => vec![schedule],
+            Some(p) => {
+                let remember = format!("rec_{}_{}_{}", c.0, c.1, c.2);
+                plan.jumps
+                    .push((remember_map_name(v4, range), k.clone(), remember.clone()));
+                plan.chains.push((remember, vec![remember_rule(s, p)]));
+                let mut rules = known_client_rules(s, p);
+                rules.push(schedule);
+                rules
+            }
+        };
+        plan.jumps
+            .push((jump_map_name(v4, range), k, chain.clone()));
+        plan.chains.insert(0, (chain, rules));
     }
     plan.dnat = Some((mk, map, elems));
     Ok(plan)
+}
+
+/// How a selector picks a slot, in a rule's comment.
+fn how(sel: &str, m: u32) -> String {
+    match sel {
+        "inc" => format!("numgen inc mod {m}"),
+        "rand" => format!("numgen random mod {m}"),
+        _ => format!("jhash ip saddr mod {m}"),
+    }
+}
+
+/// The verdict map that leads a persistent service's connections, once NATed, to
+/// the chain that remembers the client's server: `rec[r]{4|6}` in lb_conn, keyed by
+/// the connection's original protocol . destination . port.
+pub fn remember_map_name(v4: bool, range: bool) -> &'static str {
+    match (v4, range) {
+        (true, false) => "rec4",
+        (true, true) => "recr4",
+        (false, false) => "rec6",
+        (false, true) => "recr6",
+    }
+}
+
+/// (IPv4?, port range?) of a remember map.
+fn remember_map_kind(name: &str) -> Option<(bool, bool)> {
+    match name {
+        "rec4" => Some((true, false)),
+        "recr4" => Some((true, true)),
+        "rec6" => Some((false, false)),
+        "recr6" => Some((false, true)),
+        _ => None,
+    }
+}
+
+/// The dynamic sets of the persistent services' clients and their servers, one per
+/// protocol: `persist[r]{4|6}_{tcp|udp}`, keyed by client network . VIP . first
+/// port . server address (. server port), each element until its timeout. Written
+/// by the packet path (lb_conn, after NAT), read by the services' chains. They
+/// exist while their remember map does.
+pub fn persist_sets_of(remember_map: &str) -> Option<[&'static str; 2]> {
+    match remember_map {
+        "rec4" => Some(["persist4_tcp", "persist4_udp"]),
+        "recr4" => Some(["persistr4_tcp", "persistr4_udp"]),
+        "rec6" => Some(["persist6_tcp", "persist6_udp"]),
+        "recr6" => Some(["persistr6_tcp", "persistr6_udp"]),
+        _ => None,
+    }
+}
+
+/// The persist set of a service.
+fn persist_set_name(s: &Service) -> &'static str {
+    let range = matches!(s.ports, PortSpec::Range(..));
+    let sets = persist_sets_of(remember_map_name(s.vip.is_ipv4(), range)).unwrap_or_default();
+    sets[usize::from(s.protocol == Protocol::Udp)]
+}
+
+/// (IPv4?, port range?) of a persist set.
+fn persist_set_kind(name: &str) -> Option<(bool, bool)> {
+    ["rec4", "recr4", "rec6", "recr6"]
+        .into_iter()
+        .find(|r| persist_sets_of(r).is_some_and(|s| s.contains(&name)))
+        .and_then(remember_map_kind)
+}
+
+/// Whether the kernel writes the elements of `name` (persist sets): an apply never
+/// compares or deletes them.
+pub fn is_dynamic(name: &str) -> bool {
+    persist_set_kind(name).is_some()
+}
+
+/// Most clients a persist set remembers (per family and port kind); beyond it, new
+/// clients are balanced without being remembered.
+pub const PERSIST_MAX: u32 = 1 << 20;
+
+/// The client's network, then the service (immediates: VIP . first port, the same
+/// for every port of a range; the protocol is the set's) from register 0 on; the
+/// server follows at register 2a + 1. `client` loads the client's address into
+/// register 0. (Immediates as long as their field: `nft list` reads them so.)
+fn persist_key(s: &Service, p: crate::model::Persistence, client: Expr) -> Vec<Expr> {
+    let v4 = s.vip.is_ipv4();
+    let a = if v4 { 1 } else { 4 };
+    let bits = 32 * a;
+    let mut key = vec![client];
+    let prefix = u32::from(p.prefix_len).min(bits);
+    if prefix < bits {
+        let mut mask = vec![0u8; 4 * a as usize];
+        for (i, byte) in mask.iter_mut().enumerate() {
+            let have = prefix.saturating_sub(8 * i as u32).min(8);
+            *byte = (0xffu16 << (8 - have)) as u8;
+        }
+        key.push(Expr::Bitwise {
+            sreg: reg(0),
+            dreg: reg(0),
+            xor: vec![0; mask.len()],
+            mask,
+        });
+    }
+    let (lo, _) = s.ports.bounds();
+    key.push(Expr::Immediate {
+        dreg: reg(a),
+        data: addr_bytes(&s.vip),
+    });
+    key.push(Expr::Immediate {
+        dreg: reg(2 * a),
+        data: lo.to_be_bytes().to_vec(),
+    });
+    key
+}
+
+/// A persistent service's first rules, one per server that takes new connections
+/// (weight above 0): a client remembered with that server goes to it. (A server
+/// that leaves takes its rule along: its clients are scheduled anew.)
+fn known_client_rules(s: &Service, p: crate::model::Persistence) -> Vec<PlannedRule> {
+    let v4 = s.vip.is_ipv4();
+    let range = matches!(s.ports, PortSpec::Range(..));
+    let a = if v4 { 1 } else { 4 };
+    let persist = persist_set_name(s);
+    let (lo, _) = s.ports.bounds();
+    let client = Expr::Payload {
+        base: libc::NFT_PAYLOAD_NETWORK_HEADER as u32,
+        offset: if v4 { 12 } else { 8 },
+        len: 4 * a,
+        dreg: reg(0),
+    };
+    let mut seen = BTreeSet::new();
+    s.backends
+        .iter()
+        .filter(|b| b.weight > 0)
+        .filter(|b| seen.insert((b.addr, b.port)))
+        .map(|b| {
+            // (nfproto first: `nft list` then reads the payload as the client's address)
+            let mut e: Vec<Expr> = nfproto(v4).into();
+            e.extend(persist_key(s, p, client.clone()));
+            e.push(Expr::Immediate {
+                dreg: reg(2 * a + 1),
+                data: addr_bytes(&b.addr),
+            });
+            if !range {
+                e.push(Expr::Immediate {
+                    dreg: reg(3 * a + 1),
+                    data: b.port.unwrap_or(lo).to_be_bytes().to_vec(),
+                });
+            }
+            e.push(Expr::Lookup {
+                set: persist.to_owned(),
+                sreg: reg(0),
+                dreg: None,
+            });
+            e.push(Expr::Nat {
+                snat: false,
+                v4,
+                addr_min: Some(reg(2 * a + 1)),
+                addr_max: None,
+                proto_min: (!range).then(|| reg(3 * a + 1)),
+                proto_max: None,
+            });
+            PlannedRule {
+                comment: format!(
+                    "persist /{}: a remembered client of {} keeps it",
+                    p.prefix_len, b.name
+                ),
+                exprs: e,
+            }
+        })
+        .collect()
+}
+
+/// The rule of a persistent service's remember chain (lb_conn: a connection's first
+/// packet after NAT): (client network, service, the server it went to) is added to
+/// the persist set, or its timeout restarts.
+fn remember_rule(s: &Service, p: crate::model::Persistence) -> PlannedRule {
+    let v4 = s.vip.is_ipv4();
+    let range = matches!(s.ports, PortSpec::Range(..));
+    let a = if v4 { 1 } else { 4 };
+    let (src, addr) = if v4 {
+        (libc::NFT_CT_SRC_IP, libc::NFT_CT_SRC_IP)
+    } else {
+        (libc::NFT_CT_SRC_IP6, libc::NFT_CT_SRC_IP6)
+    };
+    let persist = persist_set_name(s);
+    let mut e = persist_key(
+        s,
+        p,
+        Expr::Ct {
+            key: src as u32,
+            dir: 0,
+            dreg: reg(0),
+        },
+    );
+    // The server: the reply's source.
+    e.push(Expr::Ct {
+        key: addr as u32,
+        dir: 1,
+        dreg: reg(2 * a + 1),
+    });
+    if !range {
+        e.push(Expr::Ct {
+            key: libc::NFT_CT_PROTO_SRC as u32,
+            dir: 1,
+            dreg: reg(3 * a + 1),
+        });
+    }
+    e.push(Expr::Dynset {
+        op: NFT_DYNSET_OP_UPDATE,
+        set: persist.to_owned(),
+        sreg_key: reg(0),
+        sreg_data: None,
+        timeout_ms: u64::from(p.timeout_s) * 1000,
+    });
+    PlannedRule {
+        comment: format!(
+            "persist /{}: remember the client's server for {}s after its last connection",
+            p.prefix_len, p.timeout_s
+        ),
+        exprs: e,
+    }
 }
 
 fn family_len(addr: &IpAddr) -> usize {
@@ -622,7 +887,7 @@ fn proto_reg(p: u8) -> [u8; 4] {
 /// no catch-all, so a new scheduler is a decision here).
 fn selector(s: &Service) -> Result<&'static str, DataplaneError> {
     match s.scheduler {
-        Scheduler::Rr | Scheduler::Wrr => Ok("rr"),
+        Scheduler::Rr | Scheduler::Wrr => Ok("inc"),
         Scheduler::Random => Ok("rand"),
         Scheduler::Sh | Scheduler::Mh => Ok("hash"),
         Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq => {
@@ -710,7 +975,7 @@ pub fn plan(desired: &DesiredState, counting: Counting) -> Result<Layout, Datapl
                 ElemData::new(d.to_vec(), elem_comment(s, set, bi)),
             );
         }
-        if let Some((chain, rules)) = p.chain {
+        for (chain, rules) in p.chains {
             layout.rules.insert(chain, rules);
         }
     }
@@ -719,8 +984,19 @@ pub fn plan(desired: &DesiredState, counting: Counting) -> Result<Layout, Datapl
             layout.rules.entry(chain.to_owned()).or_default().push(rule);
         }
     }
+    // A persist set exists while its remember map does.
+    for rec in ["rec4", "recr4", "rec6", "recr6"] {
+        if let (true, Some(sets)) = (layout.state.sets.contains_key(rec), persist_sets_of(rec)) {
+            for p in sets {
+                if let Some(empty) = empty_set(p, counting) {
+                    layout.state.sets.insert(p.to_owned(), empty);
+                }
+            }
+        }
+    }
     for set in [
-        "svc4", "svcr4", "svc6", "svcr6", "count4", "count6", "conn4", "conn6",
+        "svc4", "svcr4", "svc6", "svcr6", "rec4", "recr4", "rec6", "recr6", "count4", "count6",
+        "conn4", "conn6",
     ] {
         if layout.state.sets.contains_key(set) {
             if let Some((chain, rule)) = rule_of_set(set) {
@@ -761,6 +1037,7 @@ fn dnat_map(v4: bool, range: bool, counter: bool) -> SetState {
             },
             concat,
             counter,
+            size: 0,
         },
         elements: BTreeMap::new(),
         counters: HashMap::new(),
@@ -786,6 +1063,34 @@ fn jump_map(v4: bool, range: bool) -> SetState {
         data_type: NFT_DATA_VERDICT,
         concat,
         counter: false,
+        size: 0,
+    }
+    .into_empty()
+}
+
+/// A remember map: like a jump map, keyed by what the connection first asked for.
+fn remember_map(v4: bool, range: bool) -> SetState {
+    jump_map(v4, range)
+}
+
+/// A persist set: client network . VIP . first port . server address (.
+/// server port), elements with a timeout, written by the packet path.
+fn persist_set(v4: bool, range: bool) -> SetState {
+    let alen = if v4 { 4 } else { 16 };
+    let ta = if v4 { T_IPV4 } else { T_IPV6 };
+    let mut types = vec![ta, ta, T_SERVICE, ta];
+    if !range {
+        types.push(T_SERVICE);
+    }
+    SetSpec {
+        flags: (libc::NFT_SET_TIMEOUT | libc::NFT_SET_EVAL) as u32,
+        key_len: alen + alen + 4 + alen + if range { 0 } else { 4 },
+        key_type: concat_type(&types),
+        data_len: 0,
+        data_type: 0,
+        concat: Vec::new(),
+        counter: false,
+        size: PERSIST_MAX,
     }
     .into_empty()
 }
@@ -812,6 +1117,7 @@ fn count_set(v4: bool) -> SetState {
             data_type: 0,
             concat: Vec::new(),
             counter: true,
+            size: 0,
         },
         elements: BTreeMap::new(),
         counters: HashMap::new(),
@@ -920,6 +1226,38 @@ fn jump_rule(v4: bool, map: &str) -> Vec<Expr> {
         base: libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32,
         offset: 2,
         len: 2,
+        dreg: reg(1 + a),
+    });
+    e.push(Expr::Lookup {
+        set: map.to_owned(),
+        sreg: reg(0),
+        dreg: Some(libc::NFT_REG_VERDICT as u32),
+    });
+    e
+}
+
+/// `meta nfproto <family> meta l4proto . ct original <ip> daddr . ct original
+/// proto-dst vmap @<map>`: a NATed connection's first packet, by what it asked for.
+fn remember_jump_rule(v4: bool, map: &str) -> Vec<Expr> {
+    let a = if v4 { 1 } else { 4 };
+    let dst = if v4 {
+        libc::NFT_CT_DST_IP
+    } else {
+        libc::NFT_CT_DST_IP6
+    };
+    let mut e: Vec<Expr> = nfproto(v4).into();
+    e.push(Expr::Meta {
+        key: libc::NFT_META_L4PROTO as u32,
+        dreg: reg(0),
+    });
+    e.push(Expr::Ct {
+        key: dst as u32,
+        dir: 0,
+        dreg: reg(1),
+    });
+    e.push(Expr::Ct {
+        key: libc::NFT_CT_PROTO_DST as u32,
+        dir: 0,
         dreg: reg(1 + a),
     });
     e.push(Expr::Lookup {
@@ -1151,6 +1489,7 @@ fn snat_pool_rule(
                 },
                 concat: Vec::new(),
                 counter: false,
+                size: 0,
             };
             e.push(Expr::Numgen {
                 kind: libc::NFT_NG_INCREMENTAL as u32,
@@ -1204,7 +1543,9 @@ pub fn set_comment(name: &str) -> String {
     if let Some((_, range, selector, m)) = dnat_map_kind(name) {
         let ports = if range { ", port ranges" } else { "" };
         return match selector {
-            "rr" => format!("DNAT: round-robin slots of the services of bucket {m}{ports}"),
+            "bucket" => format!(
+                "DNAT: slots of the services of bucket {m} with a chain of their own (round robin, persistence){ports}"
+            ),
             "rand" => format!("DNAT: {m} slots per service, picked by random{ports}"),
             _ => format!("DNAT: {m} slots per service, picked by source hash{ports}"),
         };
@@ -1212,6 +1553,12 @@ pub fn set_comment(name: &str) -> String {
     if let Some((_, range)) = jump_map_kind(name) {
         let ports = if range { " (port ranges)" } else { "" };
         return format!("round robin: each service's chain, with its counter{ports}");
+    }
+    if remember_map_kind(name).is_some() {
+        return "persistence: each service's chain that remembers its clients' servers".into();
+    }
+    if persist_set_kind(name).is_some() {
+        return "persistence: client network, service and server, each until its timeout".into();
     }
     match name {
         "conn4" | "conn6" => "new connections per service and backend".into(),
@@ -1398,6 +1745,8 @@ pub fn diff(current: &TableState, want: &Layout) -> Changes {
     let mut replaced_any = false;
     for (name, cur) in &current.sets {
         match want.state.sets.get(name) {
+            // The kernel's own elements (clients remembered): not ours to compare.
+            Some(w) if w.spec.same_shape(&cur.spec) && is_dynamic(name) => {}
             Some(w) if w.spec.same_shape(&cur.spec) => {
                 let dels: Vec<ElemKey> = cur
                     .elements
@@ -1590,6 +1939,7 @@ impl SnatShape {
                 Vec::new()
             },
             counter: false,
+            size: 0,
         }
     }
 

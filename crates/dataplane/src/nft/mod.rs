@@ -172,9 +172,10 @@ impl NftBackend {
         )
     }
 
-    /// Reads our table from the kernel (elements and counters included).
+    /// Reads our table from the kernel (elements and counters included; not the
+    /// clients the persist maps remember, which the kernel writes).
     fn kernel_state(&self) -> Result<TableState, DataplaneError> {
-        self.kernel_read(&|_| true)
+        self.kernel_read(&|name| !layout::is_dynamic(name))
     }
 
     /// Reads our table, the elements only of the sets `elements_of` names.

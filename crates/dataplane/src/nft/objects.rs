@@ -82,6 +82,9 @@ impl SetObj {
                     spec.concat.len() as u32,
                 );
             }
+            if spec.size > 0 {
+                sys::nftnl_set_set_u32(s, sys::NFTNL_SET_DESC_SIZE as u16, spec.size);
+            }
             if spec.counter {
                 let e = nonnull(sys::nftnl_expr_alloc(c"counter".as_ptr()));
                 sys::nftnl_set_add_expr(s, e.as_ptr());
@@ -400,6 +403,7 @@ pub unsafe fn parse_set(nlh: *const libc::nlmsghdr) -> Option<ParsedSet> {
                 data_type: get(sys::NFTNL_SET_DATA_TYPE),
                 concat: Vec::new(),
                 counter,
+                size: get(sys::NFTNL_SET_DESC_SIZE),
             },
         })
     }

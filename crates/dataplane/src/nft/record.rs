@@ -542,9 +542,7 @@ impl Committed {
                     ElemData::new(d.to_vec(), layout::elem_comment(s, set, bi)),
                 );
             }
-            if let Some((chain, rules)) = p.chain {
-                chains.insert(chain, rules);
-            }
+            chains.extend(p.chains);
             Ok::<(), DataplaneError>(())
         };
         for &(j, i) in touched {
@@ -643,6 +641,24 @@ impl Committed {
                     name.clone(),
                     a.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 ));
+            }
+        }
+        // A persist set exists while its remember map does.
+        for rec in ["rec4", "recr4", "rec6", "recr6"] {
+            let needed = final_sets.contains(rec);
+            for persist in layout::persist_sets_of(rec).into_iter().flatten() {
+                let held = self.state.sets.contains_key(persist);
+                if needed && !held {
+                    c.add_sets.push(persist.to_owned());
+                    extra.state.sets.insert(
+                        persist.to_owned(),
+                        layout::empty_set(persist, self.counting)?,
+                    );
+                    final_sets.insert(persist.to_owned());
+                } else if !needed && held {
+                    c.del_sets.push(persist.to_owned());
+                    final_sets.remove(persist);
+                }
             }
         }
         for def in CHAINS {
