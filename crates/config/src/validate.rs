@@ -739,6 +739,16 @@ fn check_schedulers(r: &mut Reader, d: &Draft, services: &[(String, &Service)]) 
     let needs_nft = services
         .iter()
         .find(|(_, s)| only(s) == Some(BackendChoice::Nft) || s.ports.start != s.ports.end);
+    if let (Some((ip, i)), None) = (needs_ipvs, needs_nft) {
+        r.warn_value(
+            &path_or(r, &join(ip, "scheduler"), ip),
+            format!(
+                "service `{}`: scheduler {} is only on the ipvs backend: `auto` picks IPVS, and lbd refuses to start on a host whose kernel has none",
+                i.name, i.scheduler
+            ),
+            "set backend = \"ipvs\" to say so, or use a scheduler every backend has (rr, wrr, sh, mh)",
+        );
+    }
     if let (Some((ip, i)), Some((_, n))) = (needs_ipvs, needs_nft) {
         let why = if n.scheduler == Scheduler::Random {
             "the random scheduler".to_owned()
