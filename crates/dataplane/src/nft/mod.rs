@@ -173,7 +173,7 @@ impl NftBackend {
     }
 
     /// Reads our table from the kernel (elements and counters included; not the
-    /// clients the persist maps remember, which the kernel writes).
+    /// elements of the persist sets, which the kernel writes: clients remembered).
     fn kernel_state(&self) -> Result<TableState, DataplaneError> {
         self.kernel_read(&|name| !layout::is_dynamic(name))
     }
