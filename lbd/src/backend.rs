@@ -198,12 +198,17 @@ mod tests {
 
     #[test]
     fn validation_follows_the_backend() {
-        // wlc needs connection counts: IPVS keeps them, the nft layout refuses it
-        // (lbd's nft plan would have turned it into wrr).
+        // wlc needs connection counts: IPVS keeps them, the nft layout refuses it,
+        // naming the backend that has it (lbd's plan keeps it as configured).
         let state = wlc_state();
         validate(BackendKind::Ipvs, &state).unwrap();
         let err = validate(BackendKind::Nft, &state).unwrap_err();
-        assert!(err.to_string().contains("needs connection counts"), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("scheduler wlc is not available with the nft backend")
+                && text.contains("the ipvs backend has it"),
+            "{err}"
+        );
         // A port range is nft's only.
         let mut state = wlc_state();
         state.services[0].ports = dataplane::PortSpec::Range(8000, 8010);

@@ -394,6 +394,14 @@ pub async fn run(
     let (dataplane, selection) =
         DataplaneThread::start(view.dataplane.backend, backend_settings(&view), wanted)?;
     tracing::info!(backend = selection.kind.name(), reason = %selection.reason, table = %view.dataplane.nft_table, "dataplane backend chosen");
+    // What the backend cannot do (a scheduler only the other one has) is refused
+    // here, as a reload of it would be, not replaced by something else.
+    check_view(&view, &selection, None).with_context(|| {
+        format!(
+            "the configuration asks for what the {} backend cannot do",
+            selection.kind.name()
+        )
+    })?;
     let record = backend::adoption_record(&view);
     let _ = dataplane.post(move |dp| {
         if let ChosenBackend::Nft(nft) = dp {

@@ -364,15 +364,10 @@ fn plan_service(
                 .map(|g| g.name.clone()),
         }
     });
+    // A scheduler the backend lacks is not replaced: the backend refuses it
+    // (check_view, at start and reload), naming the backend that has it.
     let scheduler = s.scheduler;
     let mut effective = scheduler;
-    if !caps.supports_scheduler(effective) {
-        notes.push(format!(
-            "service {}: scheduler {scheduler} needs per-server connection counts, which this backend does not keep; using wrr",
-            s.name
-        ));
-        effective = Scheduler::Wrr;
-    }
     if s.persistence.is_some() && !caps.persistence {
         notes.push(format!(
             "service {}: persistence has no timeout in this backend; using source hashing (sh), which keeps a client on one server while the server set is unchanged",
@@ -883,13 +878,13 @@ mod tests {
 
     #[test]
     fn backend_limits_become_notes() {
+        // A scheduler the backend lacks stays as configured (the backend's
+        // validation refuses it: backend::tests::validation_follows_the_backend).
         let v = view(&[("scheduler = \"rr\"", "scheduler = \"wlc\"")]);
         let p = plan(&v, all_up, BackendKind::Nft.capabilities());
-        assert_eq!(p.state.services[0].scheduler, Scheduler::Wrr);
-        assert_eq!(p.services[0].scheduler, "wlc");
-        assert_eq!(p.services[0].effective_scheduler, "wrr");
-        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
-        assert!(p.notes[0].contains("wlc"), "{:?}", p.notes);
+        assert_eq!(p.state.services[0].scheduler, Scheduler::Wlc);
+        assert_eq!(p.services[0].effective_scheduler, "wlc");
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
 
         let ipvs = plan(&v, all_up, BackendKind::Ipvs.capabilities());
         assert_eq!(ipvs.state.services[0].scheduler, Scheduler::Wlc);
@@ -899,19 +894,19 @@ mod tests {
             "# persistence = { timeout_s = 300, prefix_len = 24 }",
             "persistence = { timeout_s = 300, prefix_len = 24 }",
         )]);
-        let p = plan(&sticky, all_up, BackendKind::Nft.capabilities());
-        assert_eq!(p.state.services[0].scheduler, Scheduler::Sh);
-        assert_eq!(p.state.services[0].persistence, None);
-        assert!(p.notes[0].contains("persistence"), "{:?}", p.notes);
-        let p = plan(&sticky, all_up, BackendKind::Ipvs.capabilities());
-        assert_eq!(p.state.services[0].scheduler, Scheduler::Rr);
-        assert_eq!(
-            p.state.services[0].persistence,
-            Some(Persistence {
-                timeout_s: 300,
-                prefix_len: 24
-            })
-        );
+        // Both backends keep a client on its server for the timeout.
+        for kind in [BackendKind::Nft, BackendKind::Ipvs] {
+            let p = plan(&sticky, all_up, kind.capabilities());
+            assert_eq!(p.state.services[0].scheduler, Scheduler::Rr);
+            assert_eq!(
+                p.state.services[0].persistence,
+                Some(Persistence {
+                    timeout_s: 300,
+                    prefix_len: 24
+                })
+            );
+            assert!(p.notes.is_empty(), "{:?}", p.notes);
+        }
 
         let dr = view(&[("mode = \"nat\"", "mode = \"dr\"")]);
         let p = plan(&dr, all_up, BackendKind::Ipvs.capabilities());

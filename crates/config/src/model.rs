@@ -661,6 +661,9 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// The scheduler of a service that names none: one every backend implements.
+pub const DEFAULT_SCHEDULER: Scheduler = Scheduler::Wrr;
+
 /// Scheduler of a service, by its IPVS name. What each backend implements is
 /// declared by the backend (the dataplane crate's `Capabilities`): the nft backend
 /// lacks the connection-counting ones, IPVS lacks random.
@@ -717,6 +720,19 @@ impl Scheduler {
             Scheduler::Sed => "sed",
             Scheduler::Nq => "nq",
             Scheduler::Random => "random",
+        }
+    }
+
+    /// The backends that implement it: a configuration that names another backend
+    /// is refused (the dataplane crate's `Capabilities` say the same; a test there
+    /// holds the two together). `wrr`, the default, is on every backend.
+    pub fn backends(self) -> &'static [BackendChoice] {
+        if self.needs_connection_counts() {
+            &[BackendChoice::Ipvs]
+        } else if self == Scheduler::Random {
+            &[BackendChoice::Nft]
+        } else {
+            &[BackendChoice::Ipvs, BackendChoice::Nft]
         }
     }
 

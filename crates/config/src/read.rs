@@ -784,7 +784,7 @@ pub(crate) fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service
             .unwrap_or(Protocol::Tcp);
         let scheduler = t
             .opt_choice(r, "scheduler", &choices(&Scheduler::ALL, Scheduler::name))
-            .unwrap_or(Scheduler::Wlc);
+            .unwrap_or(DEFAULT_SCHEDULER);
         let mode = t
             .opt_choice(r, "mode", &choices(&Forwarding::ALL, Forwarding::name))
             .unwrap_or(Forwarding::Nat);

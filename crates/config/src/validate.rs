@@ -431,6 +431,7 @@ pub(crate) fn cross_check(r: &mut Reader, d: &Draft) {
     }
 
     check_services(r, d, &services, &instances, &nodes);
+    check_schedulers(r, d, &services);
     if mode(d) == ClusterMode::ActiveActive {
         check_active_active(r, d, &services, &nodes, &nat);
     } else if d.cluster.is_some() {
@@ -951,9 +952,78 @@ pub(crate) fn services_pass(config: &ClusterConfig, changed: std::ops::Range<usi
         config.cluster.mode == ClusterMode::ActiveBackup,
     );
     for s in &config.services[changed] {
+        // A scheduler one backend lacks is judged against every service
+        // (`check_schedulers`): the whole file is read for it.
+        if s.scheduler.backends().len() < 2 {
+            return false;
+        }
         check_service(&mut r, "", s, &known);
     }
     r.diags.is_empty()
+}
+
+/// A scheduler the configured backend does not implement is refused, naming the
+/// backend that does (never replaced by another at run time). With `auto`, the
+/// services must leave one backend that implements all of their schedulers (and
+/// IPVS cannot serve port ranges).
+fn check_schedulers(r: &mut Reader, d: &Draft, services: &[(String, &Service)]) {
+    let backend = d
+        .dataplane
+        .as_ref()
+        .map_or(BackendChoice::Auto, |p| p.backend);
+    let only = |s: &Service| match s.scheduler.backends() {
+        [one] => Some(*one),
+        _ => None,
+    };
+    if backend != BackendChoice::Auto {
+        for (sp, s) in services {
+            if let Some(other) = only(s).filter(|b| *b != backend) {
+                r.error_value(
+                    &path_or(r, &join(sp, "scheduler"), sp),
+                    format!(
+                        "service `{}`: scheduler {} is not available with the {backend} backend ([dataplane] backend = \"{backend}\"); the {other} backend has it",
+                        s.name, s.scheduler
+                    ),
+                    format!(
+                        "use backend = \"{other}\" (or \"auto\"), or a scheduler every backend has: rr, wrr (the default), sh, mh"
+                    ),
+                );
+            }
+        }
+        return;
+    }
+    // auto: the first service that needs IPVS, and the first that needs nft.
+    let needs_ipvs = services
+        .iter()
+        .find(|(_, s)| only(s) == Some(BackendChoice::Ipvs));
+    let needs_nft = services
+        .iter()
+        .find(|(_, s)| only(s) == Some(BackendChoice::Nft) || s.ports.start != s.ports.end);
+    if let (Some((ip, i)), None) = (needs_ipvs, needs_nft) {
+        r.warn_value(
+            &path_or(r, &join(ip, "scheduler"), ip),
+            format!(
+                "service `{}`: scheduler {} is only on the ipvs backend: `auto` picks IPVS, and lbd refuses to start on a host whose kernel has none",
+                i.name, i.scheduler
+            ),
+            "set backend = \"ipvs\" to say so, or use a scheduler every backend has (rr, wrr, sh, mh)",
+        );
+    }
+    if let (Some((ip, i)), Some((_, n))) = (needs_ipvs, needs_nft) {
+        let why = if n.scheduler == Scheduler::Random {
+            "the random scheduler".to_owned()
+        } else {
+            format!("the port range {}", n.ports)
+        };
+        r.error_value(
+            &path_or(r, &join(ip, "scheduler"), ip),
+            format!(
+                "service `{}`: scheduler {} is only on the ipvs backend, but service `{}` uses {why}, which only the nft backend has: `auto` cannot choose one backend for both",
+                i.name, i.scheduler, n.name
+            ),
+            "use a scheduler every backend has for one of them (rr, wrr, sh, mh), or split the services",
+        );
+    }
 }
 
 /// Whether any two of `ranges` share a port (sorted by start, in n log n).

@@ -49,6 +49,33 @@ fn a_vip_outside_the_links_subnets_is_accepted_with_a_warning() {
 }
 
 #[test]
+fn a_scheduler_only_ipvs_has_under_auto_is_accepted_with_a_warning() {
+    let wlc = config::parse(
+        &text(&[("[[service]]\n", "[[service]]\nscheduler = \"wlc\"\n")]),
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(wlc.warnings.len(), 1, "{:?}", wlc.warnings);
+    let w = &wlc.warnings[0];
+    assert!(
+        w.message
+            .contains("scheduler wlc is only on the ipvs backend")
+            && w.key.contains("scheduler"),
+        "{w}"
+    );
+    // Said outright, nothing to warn about.
+    let ipvs = config::parse(
+        &text(&[
+            ("[[service]]\n", "[[service]]\nscheduler = \"wlc\"\n"),
+            ("[cluster]", "[dataplane]\nbackend = \"ipvs\"\n\n[cluster]"),
+        ]),
+        "t.toml",
+    )
+    .unwrap();
+    assert!(ipvs.warnings.is_empty(), "{:?}", ipvs.warnings);
+}
+
+#[test]
 fn the_fingerprint_follows_the_bytes_of_the_file() {
     let a = config::parse(&text(&[]), "t.toml").unwrap();
     let b = config::parse(&text(&[]), "other-name.toml").unwrap();

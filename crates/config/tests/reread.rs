@@ -410,3 +410,22 @@ fn an_active_active_file_is_read_whole() {
     heavier.push_str("weight = 3\n");
     assert_eq!(reread(&before, &heavier), None);
 }
+
+/// A scheduler only one backend has is judged against every service and the
+/// backend: a service changed to one is read with the whole file.
+#[test]
+fn a_scheduler_one_backend_lacks_is_read_whole() {
+    let before = file(&services(4), TAIL);
+    let mut changed = services(4);
+    changed[2] = service(2, 1).replace("scheduler = \"wrr\"", "scheduler = \"wlc\"");
+    assert_eq!(reread(&before, &file(&changed, TAIL)), None);
+    let nft = TAIL.to_owned() + "\n[dataplane]\nbackend = \"nft\"\n";
+    let before = file(&services(4), &nft);
+    let f = Files::new(&before);
+    let loaded = f.source.load().unwrap();
+    f.write(&file(&changed, &nft));
+    let Err(e) = f.source.reload(&loaded.memo, &loaded.view) else {
+        panic!("wlc on the nft backend reloaded");
+    };
+    assert!(e.to_string().contains("the ipvs backend has it"), "{e}");
+}

@@ -9,7 +9,7 @@ use crate::model::Scheduler;
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     /// The backend cannot implement this scheduler.
-    #[error("service {service}: scheduler {scheduler} needs connection counts, which the nft backend cannot see; use wrr, random, sh or mh, or the ipvs backend")]
+    #[error("service {service}: scheduler {scheduler} is not available with the nft backend (it needs per-server connection counts): the ipvs backend has it; on nft use rr, wrr, random, sh or mh")]
     UnsupportedScheduler {
         /// Service name.
         service: String,

@@ -1,7 +1,9 @@
-//! The backends there are and what each can do: the one place that says so. lbd
-//! plans with [`Capabilities`] (turning what a backend lacks into the closest thing
-//! it has, with a note), `auto` selection refuses IPVS with
-//! [`Capabilities::refusal`], and the backends' own validation agrees with both.
+//! The backends there are and what each can do: the one place that says so (the
+//! configuration's `Scheduler::backends`, which check-config refuses by, is held to
+//! it by a test). lbd plans with [`Capabilities`] (turning a mode or persistence a
+//! backend lacks into the closest thing it has, with a note; a scheduler it lacks is
+//! refused), `auto` selection refuses IPVS with [`Capabilities::refusal`], and the
+//! backends' own validation agrees with all of them.
 
 use std::fmt;
 
@@ -27,7 +29,7 @@ impl BackendKind {
             BackendKind::Nft => Capabilities {
                 connection_schedulers: false,
                 non_nat_modes: false,
-                persistence: false,
+                persistence: true,
                 port_ranges: true,
                 random_scheduler: true,
             },
@@ -155,6 +157,23 @@ mod tests {
             nft.refusal(&wlc).as_deref(),
             Some("service web uses the wlc scheduler")
         );
+    }
+
+    #[test]
+    fn the_configuration_knows_which_backend_has_each_scheduler() {
+        for scheduler in Scheduler::ALL {
+            for (kind, choice) in [
+                (BackendKind::Nft, config::BackendChoice::Nft),
+                (BackendKind::Ipvs, config::BackendChoice::Ipvs),
+            ] {
+                assert_eq!(
+                    kind.capabilities().supports_scheduler(scheduler),
+                    scheduler.backends().contains(&choice),
+                    "{kind}, {scheduler}"
+                );
+            }
+        }
+        assert_eq!(config::DEFAULT_SCHEDULER.backends().len(), 2);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use dataplane::{
     AppliedState, Backend, BackendKind, ChangeHint, Counting, Dataplane, DataplaneError,
-    DesiredState, DryRun, Forwarding, NatProtocol, NftBackend, PortSpec, Protocol, Scheduler,
-    Service, SnatRule, SnatSource,
+    DesiredState, DryRun, Forwarding, NatProtocol, NftBackend, Persistence, PortSpec, Protocol,
+    Scheduler, Service, SnatRule, SnatSource,
 };
 use integration::{Host, Lab};
 
@@ -99,8 +99,22 @@ fn service(rng: &mut Rng, id: usize) -> Service {
         scheduler: SCHEDULERS[rng.below(SCHEDULERS.len())],
         backends: (0..n).map(|i| backend(rng, v4, range, i)).collect(),
         forward: Forwarding::Nat,
-        persistence: None,
+        persistence: persistence(rng, v4),
     }
+}
+
+/// Persistence for one service in four, with a client prefix shorter than a host's
+/// for half of those.
+fn persistence(rng: &mut Rng, v4: bool) -> Option<Persistence> {
+    (rng.below(4) == 0).then(|| Persistence {
+        timeout_s: [1, 300][rng.below(2)],
+        prefix_len: match (v4, rng.below(2)) {
+            (true, 0) => 24,
+            (true, _) => 32,
+            (false, 0) => 64,
+            (false, _) => 128,
+        },
+    })
 }
 
 fn snat(to: &str) -> Vec<SnatRule> {
@@ -147,7 +161,12 @@ fn mutate(rng: &mut Rng, s: &mut DesiredState, next_id: &mut usize) -> String {
         6 if n > 0 => {
             let svc = &mut s.services[i];
             svc.scheduler = SCHEDULERS[rng.below(SCHEDULERS.len())];
-            format!("scheduler of {} is {}", svc.name, svc.scheduler)
+            let v4 = svc.vip.is_ipv4();
+            svc.persistence = persistence(rng, v4);
+            format!(
+                "scheduler of {} is {}, persistence {:?}",
+                svc.name, svc.scheduler, svc.persistence
+            )
         }
         7 => {
             let svc = service(rng, *next_id);
@@ -377,7 +396,9 @@ fn draining_the_last_service_of_a_map_deletes_the_map_and_its_rule() {
                 let mut s = service(&mut rng, i);
                 s.vip = IpAddr::V4(Ipv4Addr::new(198, 19, 0, i as u8 + 1));
                 s.ports = PortSpec::Single(80);
-                s.scheduler = Scheduler::Wrr;
+                // One map per slot count (round robin has a map per bucket: below).
+                s.scheduler = Scheduler::Random;
+                s.persistence = None;
                 s.backends = (0..4).map(|k| backend(&mut rng, true, false, k)).collect();
                 for b in &mut s.backends {
                     b.weight = 1;
@@ -399,9 +420,9 @@ fn draining_the_last_service_of_a_map_deletes_the_map_and_its_rule() {
             .filter(|n| n.starts_with("dnat"))
             .collect()
     };
-    assert_eq!(maps(&nft), vec!["dnat4_inc_4"]);
-    // One service to 3 slots: a new map, its guard set and rule appear (the
-    // service's 4 slots and guard element leave the 4-slot pair).
+    assert_eq!(maps(&nft), vec!["dnat4_rand_4"]);
+    // One service to 3 slots: a new map and its rule appear (the service's 4
+    // slots leave the 4-slot map).
     state.services[5].backends[0].weight = 0;
     let r = nft.apply(&state).unwrap();
     println!("drain one backend: {r:?}");
@@ -411,18 +432,18 @@ fn draining_the_last_service_of_a_map_deletes_the_map_and_its_rule() {
             r.kernel.nft.rules_added,
             r.kernel.nft.elements_removed
         ),
-        (2, 1, 5)
+        (1, 1, 4)
     );
-    assert_eq!(maps(&nft), vec!["dnat4_inc_3", "dnat4_inc_4"]);
+    assert_eq!(maps(&nft), vec!["dnat4_rand_3", "dnat4_rand_4"]);
     // Back to 4 slots: the 3-slot map empties and goes, with its rule.
     state.services[5].backends[0].weight = 1;
     let r = nft.apply(&state).unwrap();
     println!("restore it: {r:?}");
     assert_eq!(
         (r.kernel.nft.sets_removed, r.kernel.nft.elements_added),
-        (2, 5)
+        (1, 4)
     );
-    assert_eq!(maps(&nft), vec!["dnat4_inc_4"]);
+    assert_eq!(maps(&nft), vec!["dnat4_rand_4"]);
     let rules = nft.read_back().unwrap().nft.rules;
     assert_eq!(
         rules
@@ -430,7 +451,7 @@ fn draining_the_last_service_of_a_map_deletes_the_map_and_its_rule() {
             .filter(|(c, _)| c == "lb_dnat")
             .map(|(_, r)| r.as_str())
             .collect::<Vec<_>>(),
-        vec!["dnat @dnat4_inc_4 for @svc4_inc_4"]
+        vec!["dnat @dnat4_rand_4"]
     );
     // Every backend drained everywhere: no DNAT map left, counters stay.
     for s in &mut state.services {
@@ -440,6 +461,80 @@ fn draining_the_last_service_of_a_map_deletes_the_map_and_its_rule() {
     }
     nft.apply(&state).unwrap();
     assert!(maps(&nft).is_empty());
+    assert_eq!(nft.apply(&state).unwrap().changes(), 0);
+    nft.teardown().unwrap();
+}
+
+#[test]
+fn a_round_robin_service_chain_follows_its_service() {
+    if !integration::have_root("a_round_robin_service_chain_follows_its_service") {
+        return;
+    }
+    let lab = Lab::one_arm().unwrap();
+    let lb = &lab["lb1"];
+    let mut rng = Rng(11);
+    let mut state = DesiredState {
+        services: (0..2)
+            .map(|i| {
+                let mut s = service(&mut rng, i);
+                s.vip = IpAddr::V4(Ipv4Addr::new(198, 19, 0, i as u8 + 1));
+                s.ports = PortSpec::Single(80);
+                s.scheduler = Scheduler::Rr;
+                s.persistence = None;
+                s.backends = (0..4).map(|k| backend(&mut rng, true, false, k)).collect();
+                for b in &mut s.backends {
+                    b.weight = 1;
+                }
+                s
+            })
+            .collect(),
+        snat: Vec::new(),
+    };
+    let mut nft = lb.run_in(|| NftBackend::new("lbrrchain")).unwrap().unwrap();
+    nft.apply(&state).unwrap();
+    let chains = |nft: &NftBackend| -> Vec<(String, String)> {
+        nft.read_back()
+            .unwrap()
+            .nft
+            .rules
+            .into_iter()
+            .filter(|(c, _)| c.starts_with("svc_"))
+            .collect()
+    };
+    let mut first = chains(&nft);
+    first.sort();
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!(first[0].0, "svc_tcp_198.19.0.1_80");
+    assert!(first[0].1.ends_with("numgen inc mod 4"), "{first:?}");
+    // Three slots: the chain's rule is replaced, nothing else of the other service.
+    state.services[0].backends[0].weight = 0;
+    let hint = ChangeHint::for_service(&state.services[0].name);
+    let r = nft.apply_changed(&state, &hint).unwrap();
+    println!("one backend drained: {r:?}");
+    assert_eq!(
+        (r.kernel.nft.rules_removed, r.kernel.nft.rules_added),
+        (1, 1)
+    );
+    assert!(chains(&nft)
+        .iter()
+        .any(|(c, r)| c == "svc_tcp_198.19.0.1_80" && r.ends_with("numgen inc mod 3")));
+    // No slot left: the chain goes with its verdict map element.
+    for b in &mut state.services[0].backends {
+        b.weight = 0;
+    }
+    let r = nft.apply_changed(&state, &hint).unwrap();
+    println!("all drained: {r:?}");
+    assert_eq!(r.kernel.nft.chains_removed, 1);
+    assert_eq!(chains(&nft).len(), 1);
+    // The last round-robin service goes: its chain, the verdict map and its rule too.
+    state.services.truncate(0);
+    nft.apply(&state).unwrap();
+    let objs = nft.read_back().unwrap().nft;
+    assert!(
+        objs.chains.iter().all(|c| !c.starts_with("svc_")),
+        "{objs:?}"
+    );
+    assert!(objs.sets.iter().all(|s| s.name != "svc4"), "{objs:?}");
     assert_eq!(nft.apply(&state).unwrap().changes(), 0);
     nft.teardown().unwrap();
 }

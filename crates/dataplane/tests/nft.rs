@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use dataplane::{
     Backend, Counting, Counts, Dataplane, DesiredState, DnatSlot, Forwarding, NatProtocol,
-    NftBackend, PortSpec, Protocol, Scheduler, Service, SnatRule, SnatSource,
+    NftBackend, Persistence, PortSpec, Protocol, Scheduler, Service, SnatRule, SnatSource,
 };
 use integration::{Host, Lab, Prefix};
 
@@ -150,10 +150,10 @@ fn layout_diff_and_foreign_table_in_namespace() {
     let first = nft.apply(&state).unwrap();
     println!("first apply: {first:?}");
     assert!(first.kernel.nft.table_created);
-    assert_eq!(first.kernel.nft.chains_added, 5);
+    // The five base chains, and a chain of their own for web and dns (round robin).
+    assert_eq!(first.kernel.nft.chains_added, 5 + 2);
     // web 4 + dns 2 + range 1 DNAT slots, 4 packet and 4 connection counter keys
-    // (single-port backends), 2 pool entries, web's and dns's keys in the guard
-    // sets of their round-robin maps.
+    // (single-port backends), 2 pool entries, web's and dns's jumps to their chains.
     assert_eq!(first.kernel.nft.elements_added, 4 + 2 + 1 + 4 + 4 + 2 + 2);
     // In the desired state's terms: three services, their five servers, one SNAT rule.
     let added = |n| Counts {
@@ -170,30 +170,37 @@ fn layout_diff_and_foreign_table_in_namespace() {
     println!("nft -j list table inet lbsuite: {objs:?}");
     assert_eq!(
         objs["chain"],
-        vec!["lb_dnat", "lb_dnat_range", "lb_snat", "lb_count", "lb_conn"]
-    );
-    let mut maps = objs["map"].clone();
-    maps.sort();
-    assert_eq!(
-        maps,
         vec![
-            "dnat4_inc_2",
-            "dnat4_inc_4",
-            "dnatr4_hash_1",
-            "snat_web_out"
+            "lb_dnat",
+            "lb_dnat_range",
+            "lb_snat",
+            "lb_count",
+            "lb_conn",
+            "svc_tcp_198.18.0.100_80",
+            "svc_udp_198.18.0.101_53"
         ]
     );
-    assert_eq!(
-        objs["set"],
-        vec!["conn4", "count4", "svc4_inc_2", "svc4_inc_4"]
-    );
-    assert_eq!(objs["rule"].len(), 6, "{:?}", objs["rule"]);
+    // Round-robin slots sit in the maps of their services' buckets.
+    let (rr, mut maps): (Vec<String>, Vec<String>) = objs["map"]
+        .iter()
+        .cloned()
+        .partition(|m| m.starts_with("dnat4_bucket_"));
+    maps.sort();
+    assert!((1..=2).contains(&rr.len()), "{rr:?}");
+    assert_eq!(maps, vec!["dnatr4_hash_1", "snat_web_out", "svc4"]);
+    assert_eq!(objs["set"], vec!["conn4", "count4"]);
+    // lb_dnat's jump, the range map's rule, snat, count, conn; a rule per chain.
+    assert_eq!(objs["rule"].len(), 5 + 2, "{:?}", objs["rule"]);
     let listing = lb
         .exec_ok(&["nft", "list", "table", "inet", "lbsuite"])
         .unwrap();
     println!("{listing}");
     assert!(
-        listing.contains("numgen inc mod 4 map @dnat4_inc_4"),
+        listing.contains("numgen inc mod 4 map @dnat4_bucket_"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("meta l4proto . ip daddr . th dport vmap @svc4"),
         "{listing}"
     );
     assert!(
@@ -274,14 +281,25 @@ fn layout_diff_and_foreign_table_in_namespace() {
         3
     );
 
-    // A drained backend (weight 0) leaves the slots; dns moves to a 1-slot map.
+    // A drained backend (weight 0) leaves the slots; dns's counter counts to 1.
     let mut drained = changed.clone();
     drained.services[1].backends[1].weight = 0;
     let report = nft.apply(&drained).unwrap();
     println!("drain: {report:?}");
-    let objs = objects(lb, "lbsuite");
-    assert!(objs["map"].contains(&"dnat4_inc_1".to_owned()), "{objs:?}");
-    assert!(!objs["map"].contains(&"dnat4_inc_2".to_owned()), "{objs:?}");
+    let listing = lb
+        .exec_ok(&[
+            "nft",
+            "list",
+            "chain",
+            "inet",
+            "lbsuite",
+            "svc_udp_198.18.0.101_53",
+        ])
+        .unwrap();
+    assert!(
+        listing.contains("numgen inc mod 1 map @dnat4_bucket_"),
+        "{listing}"
+    );
 
     assert_eq!(
         foreign_before,
@@ -327,7 +345,7 @@ fn counting_modes_shape_the_table() {
     let lb = &lab["lb1"];
     // Single-port services only, no SNAT: lb_dnat and the connection count.
     let state = DesiredState {
-        services: vec![web(Scheduler::Wrr, 3, 1)],
+        services: vec![web(Scheduler::Random, 3, 1)],
         snat: vec![],
     };
     let mut nft = lb.run_in(|| NftBackend::new("lbsuite")).unwrap().unwrap();
@@ -336,13 +354,9 @@ fn counting_modes_shape_the_table() {
     assert_eq!(r.kernel.nft.chains_added, 2, "{r:?}");
     let objs = objects(lb, "lbsuite");
     assert_eq!(objs["chain"], vec!["lb_dnat", "lb_conn"]);
-    assert_eq!(
-        objs["set"],
-        vec!["conn4", "svc4_inc_4"],
-        "no packet count set: {objs:?}"
-    );
+    assert_eq!(objs["set"], vec!["conn4"], "no packet count set: {objs:?}");
     // A counter per backend, none per slot.
-    assert!(!map_counts(lb, "lbsuite", "dnat4_inc_4"));
+    assert!(!map_counts(lb, "lbsuite", "dnat4_rand_4"));
     assert!(set_counts(lb, "lbsuite", "conn4"));
     let counters = nft.counters().unwrap();
     assert!(counters
@@ -365,7 +379,7 @@ fn counting_modes_shape_the_table() {
     let objs = objects(lb, "lbsuite");
     assert_eq!(objs["chain"], vec!["lb_dnat", "lb_conn", "lb_count"]);
     // (listed in creation order)
-    assert_eq!(objs["set"], vec!["conn4", "svc4_inc_4", "count4"]);
+    assert_eq!(objs["set"], vec!["conn4", "count4"]);
     assert!(nft.counters().unwrap().iter().all(|c| c.packets == Some(0)));
 
     // Off: both count chains and their sets go.
@@ -379,11 +393,7 @@ fn counting_modes_shape_the_table() {
     );
     let objs = objects(lb, "lbsuite");
     assert_eq!(objs["chain"], vec!["lb_dnat"]);
-    assert_eq!(
-        objs["set"],
-        vec!["svc4_inc_4"],
-        "only the guard set: {objs:?}"
-    );
+    assert!(!objs.contains_key("set"), "no set left: {objs:?}");
     assert_eq!(nft.apply(&state).unwrap().changes(), 0);
 
     // A range service brings its chain; removing it takes the chain away again,
@@ -674,9 +684,15 @@ fn round_robin_advances_only_on_its_own_services() {
             ..backend("srv1b", "198.18.1.21", 1)
         },
     ];
+    // A twin of web (port 81, the same two servers): the same slot count, so that
+    // before each service had a counter of its own, web and twin shared one and
+    // strictly interleaved connections gave each the same server every time.
+    let mut twin = web(Scheduler::Rr, 1, 1);
+    twin.name = "twin".into();
+    twin.ports = PortSpec::Single(81);
     let mut nft = backend_counting(lb, Counting::Connections);
     nft.apply(&DesiredState {
-        services: vec![web(Scheduler::Rr, 1, 1), three],
+        services: vec![web(Scheduler::Rr, 1, 1), three, twin],
         snat: vec![
             snat_web(SnatSource::Address(ip("198.18.1.100"))),
             SnatRule {
@@ -693,14 +709,18 @@ fn round_robin_advances_only_on_its_own_services() {
     println!("{listing}");
     // Sets say what they hold; elements name their service (and backend).
     assert!(
-        listing.contains("comment \"the services of @dnat4_inc_2"),
+        listing.contains("comment \"round robin: each service's chain, with its counter\""),
         "{listing}"
     );
-    assert!(listing.contains("comment \"DNAT: 3 slots per service, picked by round robin\""));
+    assert!(listing.contains("comment \"DNAT: slots of the services of bucket "));
+    assert!(listing.contains("comment \"three srv1b\""), "{listing}");
+    assert!(
+        listing.contains("chain svc_tcp_198.18.0.101_80 {"),
+        "a chain per service: {listing}"
+    );
     for (set, comment) in [
-        ("svc4_inc_2", "\"web\""),
-        ("svc4_inc_3", "\"three\""),
-        ("dnat4_inc_3", "\"three srv1b\""),
+        ("svc4", "\"web\""),
+        ("svc4", "\"three\""),
         ("conn4", "\"web srv2\""),
     ] {
         let set_listing = lb
@@ -739,6 +759,116 @@ fn round_robin_advances_only_on_its_own_services() {
         let distinct: std::collections::BTreeSet<&String> = w.iter().collect();
         assert_eq!(distinct.len(), 3, "three takes its servers in turn: {b:?}");
     }
+
+    // Two services of the same slot count, interleaved: A, B, A, B, ... Each
+    // alternates exactly (a shared counter would give each one server only).
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..8 {
+        a.push(fetch_from(client, "198.18.0.100:80"));
+        b.push(fetch_from(client, "198.18.0.100:81"));
+    }
+    println!("interleaved, same slot count: web {a:?}, twin {b:?}");
+    for (name, seq) in [("web", &a), ("twin", &b)] {
+        for pair in seq.windows(2) {
+            assert_ne!(pair[0], pair[1], "{name} alternates: {seq:?}");
+        }
+    }
+}
+
+/// The persist set's elements, as `nft list set` prints them (empty: none).
+fn remembered(lb: &Host) -> String {
+    let out = lb
+        .exec_ok(&["nft", "list", "set", "inet", "lbsuite", "persist4_tcp"])
+        .unwrap();
+    out.split_once("elements = {")
+        .map(|(_, e)| e.split('}').next().unwrap_or("").trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn persistence_keeps_a_client_on_its_server_until_its_timeout() {
+    if !integration::have_root("persistence_keeps_a_client_on_its_server_until_its_timeout") {
+        return;
+    }
+    let lab = two_arm_with_vips();
+    let (client, lb) = (&lab["client"], &lab["lb1"]);
+    // Routed both ways through lb1: the servers see the client's own address.
+    client
+        .add_route(Prefix::new(ip("198.18.1.0"), 24), ip("198.18.0.11"))
+        .unwrap();
+    for srv in ["srv1", "srv2"] {
+        lab[srv]
+            .ip(&["route", "replace", "198.18.0.0/24", "via", "198.18.1.11"])
+            .unwrap();
+    }
+    let _s1 = PeerServer::start(&lab["srv1"], "198.18.1.21:80".parse().unwrap(), "srv1");
+    let _s2 = PeerServer::start(&lab["srv2"], "198.18.1.22:80".parse().unwrap(), "srv2");
+    let _s1b = PeerServer::start(&lab["srv1"], "198.18.1.21:81".parse().unwrap(), "srv1b");
+    let timeout_s = 2;
+    let mut sticky = web(Scheduler::Rr, 1, 1);
+    sticky.persistence = Some(Persistence {
+        timeout_s,
+        prefix_len: 32,
+    });
+    let mut state = DesiredState {
+        services: vec![sticky],
+        snat: vec![],
+    };
+    let mut nft = backend_counting(lb, Counting::Connections);
+    nft.apply(&state).unwrap();
+    println!(
+        "{}",
+        lb.exec_ok(&["nft", "list", "table", "inet", "lbsuite"])
+            .unwrap()
+    );
+    let vip = "198.18.0.100:80";
+    // Round robin would alternate; the client keeps the server it got first.
+    let first = fetch_from(client, vip);
+    let got: Vec<String> = (0..5).map(|_| fetch_from(client, vip)).collect();
+    println!(
+        "first {first}, then {got:?}; remembered: {}",
+        remembered(lb)
+    );
+    assert!(got.iter().all(|g| *g == first), "{first} then {got:?}");
+    assert!(remembered(lb).contains("198.18.0.10"), "{}", remembered(lb));
+
+    // Whatever the server set does meanwhile: a server added, the other's weight up.
+    let other = if first == "srv1" { 1 } else { 0 };
+    state.services[0].backends[other].weight = 3;
+    state.services[0].backends.push(Backend {
+        port: Some(81),
+        ..backend("srv1b", "198.18.1.21", 2)
+    });
+    nft.apply(&state).unwrap();
+    let got: Vec<String> = (0..6).map(|_| fetch_from(client, vip)).collect();
+    println!("after the server set changed: {got:?}");
+    assert!(got.iter().all(|g| *g == first), "{first} then {got:?}");
+
+    // For timeout_s after its last connection: connections 1 s apart for twice the
+    // timeout keep it (each restarts the timeout).
+    for _ in 0..(2 * timeout_s) {
+        thread::sleep(Duration::from_secs(1));
+        assert_eq!(fetch_from(client, vip), first);
+    }
+    // Its server drained: the client gets another one, and keeps that.
+    let own = if first == "srv1" { 0 } else { 1 };
+    state.services[0].backends[own].weight = 0;
+    nft.apply(&state).unwrap();
+    let next = fetch_from(client, vip);
+    let got: Vec<String> = (0..4).map(|_| fetch_from(client, vip)).collect();
+    println!("{first} drained: {next}, then {got:?}");
+    assert_ne!(next, first);
+    assert!(got.iter().all(|g| *g == next), "{next} then {got:?}");
+
+    // Idle past the timeout: forgotten (the kernel removes the elements).
+    thread::sleep(Duration::from_millis(u64::from(timeout_s) * 1000 + 1500));
+    assert_eq!(remembered(lb), "", "every element expired");
+    // An apply leaves the kernel's elements alone and has nothing to change.
+    let again = fetch_from(client, vip);
+    assert!(remembered(lb).contains("198.18.0.10"));
+    let r = nft.apply(&state).unwrap();
+    assert_eq!(r.changes(), 0, "{r:?}");
+    assert!(remembered(lb).contains("198.18.0.10"), "{again}");
 }
 
 #[test]

@@ -9,6 +9,10 @@ use nftnl::nftnl_sys as sys;
 /// enum nft_hash_types: NFT_HASH_JENKINS (nf_tables.h; not in libc).
 const NFT_HASH_JENKINS: u32 = 0;
 
+/// NFT_DYNSET_OP_UPDATE (enum nft_dynset_ops, nf_tables.h): add the element, or
+/// restart the timeout of the one that is there.
+pub const NFT_DYNSET_OP_UPDATE: u32 = 1;
+
 /// The 32-bit register `n` (NFT_REG32_00 + n): concatenations pack fields into them.
 pub const fn reg(n: u32) -> u32 {
     libc::NFT_REG32_00 as u32 + n
@@ -45,6 +49,23 @@ pub enum Expr {
         set: String,
         sreg: u32,
         dreg: Option<u32>,
+    },
+    /// `dreg` = (`sreg` & `mask`) ^ `xor`, over `mask.len()` bytes.
+    Bitwise {
+        sreg: u32,
+        dreg: u32,
+        mask: Vec<u8>,
+        xor: Vec<u8>,
+    },
+    /// Writes the key at `sreg_key` (and the data at `sreg_data`) into `set` from the
+    /// packet path: `op` is one of enum nft_dynset_ops (NFT_DYNSET_OP_UPDATE: add, or
+    /// restart the timeout of the element that is there); `timeout_ms` 0: the set's.
+    Dynset {
+        op: u32,
+        set: String,
+        sreg_key: u32,
+        sreg_data: Option<u32>,
+        timeout_ms: u64,
     },
     /// immediate `data` => `dreg`.
     Immediate { dreg: u32, data: Vec<u8> },
@@ -187,6 +208,46 @@ impl Expr {
                 e.u32(sys::NFTNL_EXPR_LOOKUP_SREG, *sreg);
                 if let Some(d) = dreg {
                     e.u32(sys::NFTNL_EXPR_LOOKUP_DREG, *d);
+                }
+                e
+            }
+            Expr::Bitwise {
+                sreg,
+                dreg,
+                mask,
+                xor,
+            } => {
+                let e = RawExpr::new(c"bitwise");
+                e.u32(sys::NFTNL_EXPR_BITWISE_SREG, *sreg);
+                e.u32(sys::NFTNL_EXPR_BITWISE_DREG, *dreg);
+                e.u32(sys::NFTNL_EXPR_BITWISE_LEN, mask.len() as u32);
+                e.data(sys::NFTNL_EXPR_BITWISE_MASK, mask);
+                e.data(sys::NFTNL_EXPR_BITWISE_XOR, xor);
+                e
+            }
+            Expr::Dynset {
+                op,
+                set,
+                sreg_key,
+                sreg_data,
+                timeout_ms,
+            } => {
+                let e = RawExpr::new(c"dynset");
+                e.u32(sys::NFTNL_EXPR_DYNSET_OP, *op);
+                e.str(sys::NFTNL_EXPR_DYNSET_SET_NAME, set);
+                e.u32(sys::NFTNL_EXPR_DYNSET_SREG_KEY, *sreg_key);
+                if let Some(d) = sreg_data {
+                    e.u32(sys::NFTNL_EXPR_DYNSET_SREG_DATA, *d);
+                }
+                if *timeout_ms > 0 {
+                    // SAFETY: live expression; plain setter.
+                    unsafe {
+                        sys::nftnl_expr_set_u64(
+                            e.0.as_ptr(),
+                            sys::NFTNL_EXPR_DYNSET_TIMEOUT as u16,
+                            *timeout_ms,
+                        )
+                    };
                 }
                 e
             }

@@ -10,18 +10,39 @@
 //! chain lb_count      { type filter hook forward priority filter; }
 //! chain lb_conn       { type nat hook postrouting priority srcnat - 1; }
 //!
-//! # one map per (family, selector, slot count M), one rule per map:
+//! # random and source hash: one map per (family, selector, slot count M), one rule per map:
 //! map dnat4_rand_4 { type inet_proto . ipv4_addr . inet_service . mark : ipv4_addr . inet_service; }
 //! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen random mod 4 map @dnat4_rand_4
-//! # round robin (numgen inc) first checks that the packet is for one of the map's
-//! # services, so that nothing else advances the counter:
-//! set svc4_inc_4 { type inet_proto . ipv4_addr . inet_service; }
-//! meta nfproto ipv4 meta l4proto . ip daddr . th dport @svc4_inc_4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 4 map @dnat4_inc_4
-//! #   selectors: inc = numgen inc (rr, wrr); rand = numgen random (random);
+//! #   selectors: rand = numgen random (random);
 //! #   hash = jhash ip saddr mod M seed 0x4c425355 (sh, and mh with M = Maglev size)
+//! # round robin (rr, wrr): a counter per service. A verdict map leads a service's
+//! # new connections to a chain of its own, whose one rule advances its own counter
+//! # (numgen inc) and looks the slot up in a map its service shares with the others
+//! # of its bucket (a hash of protocol, VIP and port, 1 of 1024: a rule that binds a
+//! # map makes the kernel walk that map's elements, so maps stay small):
+//! map svc4 { type inet_proto . ipv4_addr . inet_service : verdict; }   # tcp . 198.18.0.100 . 80 : jump svc_tcp_198.18.0.100_80
+//! meta nfproto ipv4 meta l4proto . ip daddr . th dport vmap @svc4
+//! chain svc_tcp_198.18.0.100_80 {
+//!     meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 4 map @dnat4_bucket_17
+//! }
 //! # ranges keep the port: key with an interval on the port, data the address only
-//! map dnatr4_inc_2 { type ... : ipv4_addr; flags interval; counter; }
-//! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen inc mod 2 map @dnatr4_inc_2
+//! map dnatr4_rand_2 { type ... : ipv4_addr; flags interval; counter; }
+//! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen random mod 2 map @dnatr4_rand_2
+//! # (round robin on ranges: svcr4, dnatr4_bucket_<bucket>, chains as above)
+//!
+//! # persistence (any scheduler): the service's chain first sends a remembered
+//! # client to its server, one rule per server with a weight above 0, then schedules:
+//! chain svc_tcp_198.18.0.100_80 {
+//!     meta nfproto ipv4 ip saddr & 255.255.255.0 . 198.18.0.100 . 80 . 198.18.1.21 . 80 @persist4_tcp dnat ip to 198.18.1.21:80
+//!     ... (the scheduling rule, as for round robin, over the bucket's map)
+//! }
+//! # and a connection's first packet after NAT remembers where it went:
+//! map rec4 { type inet_proto . ipv4_addr . inet_service : verdict; }
+//! meta nfproto ipv4 meta l4proto . ct original ip daddr . ct original proto-dst vmap @rec4   # in lb_conn
+//! chain rec_tcp_198.18.0.100_80 {
+//!     update @persist4_tcp { ct original ip saddr & 255.255.255.0 . 198.18.0.100 . 80 . ct reply ip saddr . ct reply proto-src timeout 300s }
+//! }
+//! set persist4_tcp { type ipv4_addr . ipv4_addr . inet_service . ipv4_addr . inet_service; flags dynamic, timeout; size 1048576; }
 //!
 //! # per-backend new connections (Counting::Connections, the default, and Traffic):
 //! # a nat chain sees only a connection's first packet, so no per-packet work
@@ -50,12 +71,12 @@
 //! Each rule carries a comment that names it completely (map name, or SNAT rule name
 //! and a digest of its match), so rules are compared by comment.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::expr::{reg, Expr};
+use super::expr::{reg, Expr, NFT_DYNSET_OP_UPDATE};
 use crate::model::{NatProtocol, PortSpec, Scheduler, Service, SnatRule, SnatSource};
 use crate::slots;
 use crate::{
@@ -146,6 +167,9 @@ impl Counting {
 /// NFT_SET_CONCAT (nf_tables.h; not in libc): a concatenation with intervals.
 const NFT_SET_CONCAT: u32 = 0x80;
 
+/// NFT_DATA_VERDICT (nf_tables.h): a map whose data are verdicts.
+const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
+
 // nft's datatype numbers, for `nft list` to print keys readably.
 const T_MARK: u32 = 19;
 const T_IPV4: u32 = 7;
@@ -175,13 +199,15 @@ pub struct SetSpec {
     pub concat: Vec<u8>,
     /// Elements carry a counter.
     pub counter: bool,
+    /// Most elements (sets the kernel writes to; 0: none given).
+    pub size: u32,
 }
 
 impl SetSpec {
     /// Whether a set of shape `other` (as read back) holds our elements the same way:
     /// the kernel may report flags it added and no concat description.
     pub fn same_shape(&self, other: &SetSpec) -> bool {
-        let relevant = (libc::NFT_SET_MAP | libc::NFT_SET_INTERVAL) as u32;
+        let relevant = (libc::NFT_SET_MAP | libc::NFT_SET_INTERVAL | libc::NFT_SET_TIMEOUT) as u32;
         self.flags & relevant == other.flags & relevant
             && self.key_len == other.key_len
             && self.data_len == other.data_len
@@ -282,7 +308,7 @@ impl TableState {
 }
 
 /// A rule to add: its comment (identity) and expressions.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedRule {
     /// Comment naming the rule.
     pub comment: String,
@@ -299,10 +325,17 @@ pub struct Layout {
     pub rules: BTreeMap<String, Vec<PlannedRule>>,
 }
 
-/// What picks a DNAT map: (IPv4?, port range?, selector, slot count M).
+/// What picks a DNAT map: (IPv4?, port range?, selector, number). The number is
+/// the slot count M for `rand` and `hash`, the bucket for `rr` (whose services
+/// each have a counter of their own: the map holds only their slots).
 pub type MapKind = (bool, bool, &'static str, u32);
 
-/// The DNAT map of a kind: `dnat[r]{4|6}_{selector}_{M}`.
+/// Round-robin services spread over this many slot maps (by a hash of their claim):
+/// binding a rule to a map walks its elements, and looking a map up by name walks
+/// the table's maps, so neither one map for all nor one per service scales.
+pub const RR_BUCKETS: u32 = 1024;
+
+/// The DNAT map of a kind: `dnat[r]{4|6}_{selector}_{M or bucket}`.
 pub fn dnat_map_name(kind: MapKind) -> String {
     let (v4, range, selector, m) = kind;
     format!(
@@ -314,28 +347,47 @@ pub fn dnat_map_name(kind: MapKind) -> String {
     )
 }
 
-/// The set of the services that have slots in a round-robin DNAT map:
-/// `svc[r]{4|6}_inc_{M}` beside `dnat[r]{4|6}_inc_{M}`. The map's rule looks the
-/// packet up in it before it advances the counter (numgen inc), so that only
-/// packets for those services move it; other selectors keep no state and have no
-/// such set.
-pub fn guard_set_name(kind: MapKind) -> Option<String> {
-    let name = dnat_map_name(kind);
-    (kind.2 == "inc").then(|| format!("svc{}", &name["dnat".len()..]))
+/// The verdict map that leads the new connections of the services with a chain of
+/// their own (round robin) to that chain: `svc[r]{4|6}`.
+pub fn jump_map_name(v4: bool, range: bool) -> &'static str {
+    match (v4, range) {
+        (true, false) => "svc4",
+        (true, true) => "svcr4",
+        (false, false) => "svc6",
+        (false, true) => "svcr6",
+    }
+}
+
+/// (IPv4?, port range?) of a verdict map (inverse of [`jump_map_name`]).
+fn jump_map_kind(name: &str) -> Option<(bool, bool)> {
+    match name {
+        "svc4" => Some((true, false)),
+        "svcr4" => Some((true, true)),
+        "svc6" => Some((false, false)),
+        "svcr6" => Some((false, true)),
+        _ => None,
+    }
+}
+
+/// Whether `name` is one of the verdict maps (elements jump to a chain).
+pub fn is_jump_map(name: &str) -> bool {
+    jump_map_kind(name).is_some() || remember_map_kind(name).is_some()
+}
+
+/// The chain of a service that has one: `svc_<protocol>_<vip>_<port or range>`
+/// (the claim: unique, and stable while the service keeps its address).
+pub fn service_chain_name(c: &Claim) -> String {
+    format!("svc_{}_{}_{}", c.0, c.1, c.2)
+}
+
+/// The round-robin bucket of a claim (FNV-1a of its text, the same on both nodes).
+fn rr_bucket(c: &Claim) -> u32 {
+    (digest(&format!("{} {} {}", c.0, c.1, c.2)) % u64::from(RR_BUCKETS)) as u32
 }
 
 /// The kind of a DNAT map from its name (inverse of [`dnat_map_name`]).
 fn dnat_map_kind(name: &str) -> Option<MapKind> {
-    map_kind(name, "dnat")
-}
-
-/// The kind of the DNAT map a guard set belongs to (inverse of [`guard_set_name`]).
-fn guard_set_kind(name: &str) -> Option<MapKind> {
-    map_kind(name, "svc").filter(|k| k.2 == "inc")
-}
-
-fn map_kind(name: &str, prefix: &str) -> Option<MapKind> {
-    let rest = name.strip_prefix(prefix)?;
+    let rest = name.strip_prefix("dnat")?;
     let (range, rest) = match rest.strip_prefix('r') {
         Some(r) => (true, r),
         None => (false, rest),
@@ -347,33 +399,50 @@ fn map_kind(name: &str, prefix: &str) -> Option<MapKind> {
         "6" => false,
         _ => return None,
     };
-    let selector = ["inc", "rand", "hash"].into_iter().find(|k| *k == sel)?;
+    let selector = ["bucket", "rand", "hash"].into_iter().find(|k| *k == sel)?;
     Some((v4, range, selector, m.parse().ok()?))
 }
 
-/// The chain whose rule uses a set of the services' layout (DNAT maps, their guard
-/// sets, counter sets); None for other sets (SNAT maps belong to SNAT rules).
+/// The base chain whose rule uses a set of the services' layout (DNAT maps of
+/// `rand` and `hash`, verdict maps, counter sets); None for other sets (round-robin
+/// slot maps belong to the services' chains, SNAT maps to SNAT rules).
 pub fn chain_of_set(name: &str) -> Option<&'static str> {
-    if let Some((_, range, _, _)) = guard_set_kind(name) {
-        return Some(if range { "lb_dnat_range" } else { "lb_dnat" });
-    }
     rule_of_set(name).map(|(chain, _)| chain)
 }
 
-/// The one rule that uses a DNAT map or counter set of the layout: its chain and the
-/// rule (None for other sets: guard sets go with their map's rule, SNAT maps belong
-/// to SNAT rules).
+/// The one rule that uses a DNAT map, verdict map or counter set of the layout: its
+/// base chain and the rule (None for other sets: round-robin slot maps are used by
+/// the services' own chains, SNAT maps by SNAT rules).
 pub fn rule_of_set(name: &str) -> Option<(&'static str, PlannedRule)> {
     if let Some((v4, range, selector, m)) = dnat_map_kind(name) {
+        if selector == "bucket" {
+            return None;
+        }
         let chain = if range { "lb_dnat_range" } else { "lb_dnat" };
         return Some((
             chain,
             PlannedRule {
-                comment: match guard_set_name((v4, range, selector, m)) {
-                    Some(guard) => format!("dnat @{name} for @{guard}"),
-                    None => format!("dnat @{name}"),
-                },
+                comment: format!("dnat @{name}"),
                 exprs: dnat_rule(v4, range, selector, m, name),
+            },
+        ));
+    }
+    if let Some((v4, range)) = jump_map_kind(name) {
+        let chain = if range { "lb_dnat_range" } else { "lb_dnat" };
+        return Some((
+            chain,
+            PlannedRule {
+                comment: format!("jump @{name}"),
+                exprs: jump_rule(v4, name),
+            },
+        ));
+    }
+    if let Some((v4, _)) = remember_map_kind(name) {
+        return Some((
+            "lb_conn",
+            PlannedRule {
+                comment: format!("jump @{name}"),
+                exprs: remember_jump_rule(v4, name),
             },
         ));
     }
@@ -398,8 +467,14 @@ pub fn empty_set(name: &str, counting: Counting) -> Option<SetState> {
     if let Some((v4, range, _, _)) = dnat_map_kind(name) {
         return Some(dnat_map(v4, range, counting.dnat_counters(range)));
     }
-    if let Some((v4, range, _, _)) = guard_set_kind(name) {
-        return Some(guard_set(v4, range));
+    if let Some((v4, range)) = jump_map_kind(name) {
+        return Some(jump_map(v4, range));
+    }
+    if let Some((v4, range)) = remember_map_kind(name) {
+        return Some(remember_map(v4, range));
+    }
+    if let Some((v4, range)) = persist_set_kind(name) {
+        return Some(persist_set(v4, range));
     }
     match name {
         "count4" | "conn4" => Some(count_set(true)),
@@ -420,13 +495,18 @@ pub struct ServicePlan {
     pub count: Option<(&'static str, Vec<(ElemKey, usize)>)>,
     /// Connection counter set and its keys; None for port ranges (their DNAT slots count).
     pub conn: Option<(&'static str, Vec<(ElemKey, usize)>)>,
-    /// The guard set of a round-robin DNAT map and the service's key in it.
-    pub guard: Option<(String, ElemKey)>,
+    /// The service's own chains and their rules (round robin: the rule holds the
+    /// service's counter; persistence: its clients' servers, and the chain that
+    /// remembers them); empty for the others.
+    pub chains: Vec<(String, Vec<PlannedRule>)>,
+    /// The verdict maps that jump to those chains, the service's key in each and the
+    /// chain (the element's data is the chain's name).
+    pub jumps: Vec<(&'static str, ElemKey, String)>,
 }
 
 impl ServicePlan {
-    /// Every element as (set, key, data, backend index); a guard element, which
-    /// belongs to no backend, comes with index 0 (its set counts nothing).
+    /// Every element as (set, key, data, backend index); a verdict map's element,
+    /// which belongs to no backend, comes with index 0 and the chain's name as data.
     pub fn elements(&self) -> impl Iterator<Item = (&str, &ElemKey, &[u8], usize)> {
         let dnat = self.dnat.iter().flat_map(|(_, name, elems)| {
             elems
@@ -438,11 +518,11 @@ impl ServicePlan {
             .iter()
             .chain(&self.conn)
             .flat_map(|(name, elems)| elems.iter().map(move |(k, b)| (*name, k, &[][..], *b)));
-        let guard = self
-            .guard
+        let jump = self
+            .jumps
             .iter()
-            .map(|(name, k)| (name.as_str(), k, &[][..], 0));
-        dnat.chain(count).chain(guard)
+            .map(|(name, k, chain)| (*name, k, chain.as_bytes(), 0));
+        dnat.chain(count).chain(jump)
     }
 }
 
@@ -488,7 +568,16 @@ pub fn plan_service(s: &Service, counting: Counting) -> Result<ServicePlan, Data
     if table.is_empty() {
         return Ok(plan);
     }
-    let mk: MapKind = (v4, range, kind, table.len() as u32);
+    let m = table.len() as u32;
+    // Round robin (a counter per service) and persistence need chains per service;
+    // the slots then sit in the bucket's map, which no base-chain rule reads.
+    let own_chain = kind == "inc" || s.persistence.is_some();
+    let mk: MapKind = if own_chain {
+        (v4, range, "bucket", rr_bucket(&claim(s)))
+    } else {
+        (v4, range, kind, m)
+    };
+    let map = dnat_map_name(mk);
     let (lo, hi) = s.ports.bounds();
     let key_of = |port: u16, slot: usize| {
         let mut key = Vec::with_capacity(12 + family_len(&s.vip));
@@ -514,8 +603,7 @@ pub fn plan_service(s: &Service, counting: Counting) -> Result<ServicePlan, Data
             (k, data, bi)
         })
         .collect();
-    plan.dnat = Some((mk, dnat_map_name(mk), elems));
-    plan.guard = guard_set_name(mk).map(|name| {
+    if own_chain {
         let key_of = |port: u16| {
             let mut key = Vec::with_capacity(8 + family_len(&s.vip));
             key.extend(proto_reg(s.protocol.number()));
@@ -527,9 +615,247 @@ pub fn plan_service(s: &Service, counting: Counting) -> Result<ServicePlan, Data
             key: key_of(lo),
             key_end: range.then(|| key_of(hi)),
         };
-        (name, k)
-    });
+        let c = claim(s);
+        let chain = service_chain_name(&c);
+        // The service's counter (or its random or hash pick): a rule of its own.
+        let schedule = PlannedRule {
+            comment: format!("dnat @{map} {}", how(kind, m)),
+            exprs: dnat_rule(v4, range, kind, m, &map),
+        };
+        let rules = match s.persistence {
+            None => vec![schedule],
+            Some(p) => {
+                let remember = format!("rec_{}_{}_{}", c.0, c.1, c.2);
+                plan.jumps
+                    .push((remember_map_name(v4, range), k.clone(), remember.clone()));
+                plan.chains.push((remember, vec![remember_rule(s, p)]));
+                let mut rules = known_client_rules(s, p);
+                rules.push(schedule);
+                rules
+            }
+        };
+        plan.jumps
+            .push((jump_map_name(v4, range), k, chain.clone()));
+        plan.chains.insert(0, (chain, rules));
+    }
+    plan.dnat = Some((mk, map, elems));
     Ok(plan)
+}
+
+/// How a selector picks a slot, in a rule's comment.
+fn how(sel: &str, m: u32) -> String {
+    match sel {
+        "inc" => format!("numgen inc mod {m}"),
+        "rand" => format!("numgen random mod {m}"),
+        _ => format!("jhash ip saddr mod {m}"),
+    }
+}
+
+/// The verdict map that leads a persistent service's connections, once NATed, to
+/// the chain that remembers the client's server: `rec[r]{4|6}` in lb_conn, keyed by
+/// the connection's original protocol . destination . port.
+pub fn remember_map_name(v4: bool, range: bool) -> &'static str {
+    match (v4, range) {
+        (true, false) => "rec4",
+        (true, true) => "recr4",
+        (false, false) => "rec6",
+        (false, true) => "recr6",
+    }
+}
+
+/// (IPv4?, port range?) of a remember map.
+fn remember_map_kind(name: &str) -> Option<(bool, bool)> {
+    match name {
+        "rec4" => Some((true, false)),
+        "recr4" => Some((true, true)),
+        "rec6" => Some((false, false)),
+        "recr6" => Some((false, true)),
+        _ => None,
+    }
+}
+
+/// The dynamic sets of the persistent services' clients and their servers, one per
+/// protocol: `persist[r]{4|6}_{tcp|udp}`, keyed by client network . VIP . first
+/// port . server address (. server port), each element until its timeout. Written
+/// by the packet path (lb_conn, after NAT), read by the services' chains. They
+/// exist while their remember map does.
+pub fn persist_sets_of(remember_map: &str) -> Option<[&'static str; 2]> {
+    match remember_map {
+        "rec4" => Some(["persist4_tcp", "persist4_udp"]),
+        "recr4" => Some(["persistr4_tcp", "persistr4_udp"]),
+        "rec6" => Some(["persist6_tcp", "persist6_udp"]),
+        "recr6" => Some(["persistr6_tcp", "persistr6_udp"]),
+        _ => None,
+    }
+}
+
+/// The persist set of a service.
+fn persist_set_name(s: &Service) -> &'static str {
+    let range = matches!(s.ports, PortSpec::Range(..));
+    let sets = persist_sets_of(remember_map_name(s.vip.is_ipv4(), range)).unwrap_or_default();
+    sets[usize::from(s.protocol == Protocol::Udp)]
+}
+
+/// (IPv4?, port range?) of a persist set.
+fn persist_set_kind(name: &str) -> Option<(bool, bool)> {
+    ["rec4", "recr4", "rec6", "recr6"]
+        .into_iter()
+        .find(|r| persist_sets_of(r).is_some_and(|s| s.contains(&name)))
+        .and_then(remember_map_kind)
+}
+
+/// Whether the kernel writes the elements of `name` (persist sets): an apply never
+/// compares or deletes them.
+pub fn is_dynamic(name: &str) -> bool {
+    persist_set_kind(name).is_some()
+}
+
+/// Most clients a persist set remembers (per family and port kind); beyond it, new
+/// clients are balanced without being remembered.
+pub const PERSIST_MAX: u32 = 1 << 20;
+
+/// The client's network, then the service (immediates: VIP . first port, the same
+/// for every port of a range; the protocol is the set's) from register 0 on; the
+/// server follows at register 2a + 1. `client` loads the client's address into
+/// register 0. (Immediates as long as their field: `nft list` reads them so.)
+fn persist_key(s: &Service, p: crate::model::Persistence, client: Expr) -> Vec<Expr> {
+    let v4 = s.vip.is_ipv4();
+    let a = if v4 { 1 } else { 4 };
+    let bits = 32 * a;
+    let mut key = vec![client];
+    let prefix = u32::from(p.prefix_len).min(bits);
+    if prefix < bits {
+        let mut mask = vec![0u8; 4 * a as usize];
+        for (i, byte) in mask.iter_mut().enumerate() {
+            let have = prefix.saturating_sub(8 * i as u32).min(8);
+            *byte = (0xffu16 << (8 - have)) as u8;
+        }
+        key.push(Expr::Bitwise {
+            sreg: reg(0),
+            dreg: reg(0),
+            xor: vec![0; mask.len()],
+            mask,
+        });
+    }
+    let (lo, _) = s.ports.bounds();
+    key.push(Expr::Immediate {
+        dreg: reg(a),
+        data: addr_bytes(&s.vip),
+    });
+    key.push(Expr::Immediate {
+        dreg: reg(2 * a),
+        data: lo.to_be_bytes().to_vec(),
+    });
+    key
+}
+
+/// A persistent service's first rules, one per server that takes new connections
+/// (weight above 0): a client remembered with that server goes to it. (A server
+/// that leaves takes its rule along: its clients are scheduled anew.)
+fn known_client_rules(s: &Service, p: crate::model::Persistence) -> Vec<PlannedRule> {
+    let v4 = s.vip.is_ipv4();
+    let range = matches!(s.ports, PortSpec::Range(..));
+    let a = if v4 { 1 } else { 4 };
+    let persist = persist_set_name(s);
+    let (lo, _) = s.ports.bounds();
+    let client = Expr::Payload {
+        base: libc::NFT_PAYLOAD_NETWORK_HEADER as u32,
+        offset: if v4 { 12 } else { 8 },
+        len: 4 * a,
+        dreg: reg(0),
+    };
+    let mut seen = BTreeSet::new();
+    s.backends
+        .iter()
+        .filter(|b| b.weight > 0)
+        .filter(|b| seen.insert((b.addr, b.port)))
+        .map(|b| {
+            // (nfproto first: `nft list` then reads the payload as the client's address)
+            let mut e: Vec<Expr> = nfproto(v4).into();
+            e.extend(persist_key(s, p, client.clone()));
+            e.push(Expr::Immediate {
+                dreg: reg(2 * a + 1),
+                data: addr_bytes(&b.addr),
+            });
+            if !range {
+                e.push(Expr::Immediate {
+                    dreg: reg(3 * a + 1),
+                    data: b.port.unwrap_or(lo).to_be_bytes().to_vec(),
+                });
+            }
+            e.push(Expr::Lookup {
+                set: persist.to_owned(),
+                sreg: reg(0),
+                dreg: None,
+            });
+            e.push(Expr::Nat {
+                snat: false,
+                v4,
+                addr_min: Some(reg(2 * a + 1)),
+                addr_max: None,
+                proto_min: (!range).then(|| reg(3 * a + 1)),
+                proto_max: None,
+            });
+            PlannedRule {
+                comment: format!(
+                    "persist /{}: a remembered client of {} keeps it",
+                    p.prefix_len, b.name
+                ),
+                exprs: e,
+            }
+        })
+        .collect()
+}
+
+/// The rule of a persistent service's remember chain (lb_conn: a connection's first
+/// packet after NAT): (client network, service, the server it went to) is added to
+/// the persist set, or its timeout restarts.
+fn remember_rule(s: &Service, p: crate::model::Persistence) -> PlannedRule {
+    let v4 = s.vip.is_ipv4();
+    let range = matches!(s.ports, PortSpec::Range(..));
+    let a = if v4 { 1 } else { 4 };
+    let (src, addr) = if v4 {
+        (libc::NFT_CT_SRC_IP, libc::NFT_CT_SRC_IP)
+    } else {
+        (libc::NFT_CT_SRC_IP6, libc::NFT_CT_SRC_IP6)
+    };
+    let persist = persist_set_name(s);
+    let mut e = persist_key(
+        s,
+        p,
+        Expr::Ct {
+            key: src as u32,
+            dir: 0,
+            dreg: reg(0),
+        },
+    );
+    // The server: the reply's source.
+    e.push(Expr::Ct {
+        key: addr as u32,
+        dir: 1,
+        dreg: reg(2 * a + 1),
+    });
+    if !range {
+        e.push(Expr::Ct {
+            key: libc::NFT_CT_PROTO_SRC as u32,
+            dir: 1,
+            dreg: reg(3 * a + 1),
+        });
+    }
+    e.push(Expr::Dynset {
+        op: NFT_DYNSET_OP_UPDATE,
+        set: persist.to_owned(),
+        sreg_key: reg(0),
+        sreg_data: None,
+        timeout_ms: u64::from(p.timeout_s) * 1000,
+    });
+    PlannedRule {
+        comment: format!(
+            "persist /{}: remember the client's server for {}s after its last connection",
+            p.prefix_len, p.timeout_s
+        ),
+        exprs: e,
+    }
 }
 
 fn family_len(addr: &IpAddr) -> usize {
@@ -650,13 +976,29 @@ pub fn plan(desired: &DesiredState, counting: Counting) -> Result<Layout, Datapl
                 ElemData::new(d.to_vec(), elem_comment(s, set, bi)),
             );
         }
+        for (chain, rules) in p.chains {
+            layout.rules.insert(chain, rules);
+        }
     }
     for mk in &maps {
         if let Some((chain, rule)) = rule_of_set(&dnat_map_name(*mk)) {
             layout.rules.entry(chain.to_owned()).or_default().push(rule);
         }
     }
-    for set in ["count4", "count6", "conn4", "conn6"] {
+    // A persist set exists while its remember map does.
+    for rec in ["rec4", "recr4", "rec6", "recr6"] {
+        if let (true, Some(sets)) = (layout.state.sets.contains_key(rec), persist_sets_of(rec)) {
+            for p in sets {
+                if let Some(empty) = empty_set(p, counting) {
+                    layout.state.sets.insert(p.to_owned(), empty);
+                }
+            }
+        }
+    }
+    for set in [
+        "svc4", "svcr4", "svc6", "svcr6", "rec4", "recr4", "rec6", "recr6", "count4", "count6",
+        "conn4", "conn6",
+    ] {
         if layout.state.sets.contains_key(set) {
             if let Some((chain, rule)) = rule_of_set(set) {
                 layout.rules.entry(chain.to_owned()).or_default().push(rule);
@@ -696,36 +1038,71 @@ fn dnat_map(v4: bool, range: bool, counter: bool) -> SetState {
             },
             concat,
             counter,
+            size: 0,
         },
         elements: BTreeMap::new(),
         counters: HashMap::new(),
     }
 }
 
-/// A guard set: the (protocol, VIP, port or port range) of each service of a map.
-fn guard_set(v4: bool, range: bool) -> SetState {
+/// A verdict map: (protocol, VIP, port or port range) to a jump to the service's chain.
+fn jump_map(v4: bool, range: bool) -> SetState {
     let alen = if v4 { 4 } else { 16 };
     let ta = if v4 { T_IPV4 } else { T_IPV6 };
-    let (flags, concat) = if range {
-        (
-            libc::NFT_SET_INTERVAL as u32 | NFT_SET_CONCAT,
-            vec![1, alen as u8, 2],
-        )
-    } else {
-        (0, Vec::new())
-    };
-    SetState {
-        spec: SetSpec {
-            flags,
-            key_len: 4 + alen + 4,
-            key_type: concat_type(&[T_PROTO, ta, T_SERVICE]),
-            data_len: 0,
-            data_type: 0,
-            concat,
-            counter: false,
-        },
-        elements: BTreeMap::new(),
-        counters: HashMap::new(),
+    let mut flags = libc::NFT_SET_MAP as u32;
+    let mut concat = Vec::new();
+    if range {
+        flags |= libc::NFT_SET_INTERVAL as u32 | NFT_SET_CONCAT;
+        concat = vec![1, alen as u8, 2];
+    }
+    SetSpec {
+        flags,
+        key_len: 4 + alen + 4,
+        key_type: concat_type(&[T_PROTO, ta, T_SERVICE]),
+        // struct nft_verdict, as the kernel reports it.
+        data_len: 16,
+        data_type: NFT_DATA_VERDICT,
+        concat,
+        counter: false,
+        size: 0,
+    }
+    .into_empty()
+}
+
+/// A remember map: like a jump map, keyed by what the connection first asked for.
+fn remember_map(v4: bool, range: bool) -> SetState {
+    jump_map(v4, range)
+}
+
+/// A persist set: client network . VIP . first port . server address (.
+/// server port), elements with a timeout, written by the packet path.
+fn persist_set(v4: bool, range: bool) -> SetState {
+    let alen = if v4 { 4 } else { 16 };
+    let ta = if v4 { T_IPV4 } else { T_IPV6 };
+    let mut types = vec![ta, ta, T_SERVICE, ta];
+    if !range {
+        types.push(T_SERVICE);
+    }
+    SetSpec {
+        flags: (libc::NFT_SET_TIMEOUT | libc::NFT_SET_EVAL) as u32,
+        key_len: alen + alen + 4 + alen + if range { 0 } else { 4 },
+        key_type: concat_type(&types),
+        data_len: 0,
+        data_type: 0,
+        concat: Vec::new(),
+        counter: false,
+        size: PERSIST_MAX,
+    }
+    .into_empty()
+}
+
+impl SetSpec {
+    fn into_empty(self) -> SetState {
+        SetState {
+            spec: self,
+            elements: BTreeMap::new(),
+            counters: HashMap::new(),
+        }
     }
 }
 
@@ -741,6 +1118,7 @@ fn count_set(v4: bool) -> SetState {
             data_type: 0,
             concat: Vec::new(),
             counter: true,
+            size: 0,
         },
         elements: BTreeMap::new(),
         counters: HashMap::new(),
@@ -787,17 +1165,6 @@ fn dnat_rule(v4: bool, range: bool, kind: &str, m: u32, map: &str) -> Vec<Expr> 
         dreg: reg(1 + a),
     });
     let sel = reg(2 + a);
-    if let Some(guard) = (kind == "inc")
-        .then(|| guard_set_name((v4, range, "inc", m)))
-        .flatten()
-    {
-        // Only a packet for one of the map's services advances the counter.
-        e.push(Expr::Lookup {
-            set: guard,
-            sreg: reg(0),
-            dreg: None,
-        });
-    }
     match kind {
         "inc" => e.push(Expr::Numgen {
             kind: libc::NFT_NG_INCREMENTAL as u32,
@@ -837,6 +1204,67 @@ fn dnat_rule(v4: bool, range: bool, kind: &str, m: u32, map: &str) -> Vec<Expr> 
         addr_max: None,
         proto_min: (!range).then(|| reg(a)),
         proto_max: None,
+    });
+    e
+}
+
+/// `meta nfproto <family> meta l4proto . <ip> daddr . th dport vmap @<map>`.
+fn jump_rule(v4: bool, map: &str) -> Vec<Expr> {
+    let a = if v4 { 1 } else { 4 };
+    let daddr_off = if v4 { 16 } else { 24 };
+    let mut e: Vec<Expr> = nfproto(v4).into();
+    e.push(Expr::Meta {
+        key: libc::NFT_META_L4PROTO as u32,
+        dreg: reg(0),
+    });
+    e.push(Expr::Payload {
+        base: libc::NFT_PAYLOAD_NETWORK_HEADER as u32,
+        offset: daddr_off,
+        len: 4 * a,
+        dreg: reg(1),
+    });
+    e.push(Expr::Payload {
+        base: libc::NFT_PAYLOAD_TRANSPORT_HEADER as u32,
+        offset: 2,
+        len: 2,
+        dreg: reg(1 + a),
+    });
+    e.push(Expr::Lookup {
+        set: map.to_owned(),
+        sreg: reg(0),
+        dreg: Some(libc::NFT_REG_VERDICT as u32),
+    });
+    e
+}
+
+/// `meta nfproto <family> meta l4proto . ct original <ip> daddr . ct original
+/// proto-dst vmap @<map>`: a NATed connection's first packet, by what it asked for.
+fn remember_jump_rule(v4: bool, map: &str) -> Vec<Expr> {
+    let a = if v4 { 1 } else { 4 };
+    let dst = if v4 {
+        libc::NFT_CT_DST_IP
+    } else {
+        libc::NFT_CT_DST_IP6
+    };
+    let mut e: Vec<Expr> = nfproto(v4).into();
+    e.push(Expr::Meta {
+        key: libc::NFT_META_L4PROTO as u32,
+        dreg: reg(0),
+    });
+    e.push(Expr::Ct {
+        key: dst as u32,
+        dir: 0,
+        dreg: reg(1),
+    });
+    e.push(Expr::Ct {
+        key: libc::NFT_CT_PROTO_DST as u32,
+        dir: 0,
+        dreg: reg(1 + a),
+    });
+    e.push(Expr::Lookup {
+        set: map.to_owned(),
+        sreg: reg(0),
+        dreg: Some(libc::NFT_REG_VERDICT as u32),
     });
     e
 }
@@ -1062,6 +1490,7 @@ fn snat_pool_rule(
                 },
                 concat: Vec::new(),
                 counter: false,
+                size: 0,
             };
             e.push(Expr::Numgen {
                 kind: libc::NFT_NG_INCREMENTAL as u32,
@@ -1113,19 +1542,24 @@ fn snat_pool_rule(
 /// elements name their services, backends or SNAT rules).
 pub fn set_comment(name: &str) -> String {
     if let Some((_, range, selector, m)) = dnat_map_kind(name) {
-        let how = match selector {
-            "inc" => "round robin",
-            "rand" => "random",
-            _ => "source hash",
-        };
         let ports = if range { ", port ranges" } else { "" };
-        return format!("DNAT: {m} slots per service, picked by {how}{ports}");
+        return match selector {
+            "bucket" => format!(
+                "DNAT: slots of the services of bucket {m} with a chain of their own (round robin, persistence){ports}"
+            ),
+            "rand" => format!("DNAT: {m} slots per service, picked by random{ports}"),
+            _ => format!("DNAT: {m} slots per service, picked by source hash{ports}"),
+        };
     }
-    if let Some(kind) = guard_set_kind(name) {
-        return format!(
-            "the services of @{}: only their connections advance its counter",
-            dnat_map_name(kind)
-        );
+    if let Some((_, range)) = jump_map_kind(name) {
+        let ports = if range { " (port ranges)" } else { "" };
+        return format!("round robin: each service's chain, with its counter{ports}");
+    }
+    if remember_map_kind(name).is_some() {
+        return "persistence: each service's chain that remembers its clients' servers".into();
+    }
+    if persist_set_kind(name).is_some() {
+        return "persistence: client network, service and server, each until its timeout".into();
     }
     match name {
         "conn4" | "conn6" => "new connections per service and backend".into(),
@@ -1139,10 +1573,10 @@ pub fn set_comment(name: &str) -> String {
 }
 
 /// The comment of a service's element in `set`: the service's name, and the
-/// backend's for per-backend elements (guard sets hold services, not backends).
+/// backend's for per-backend elements (verdict maps hold services, not backends).
 pub fn elem_comment(s: &Service, set: &str, backend: usize) -> String {
     match s.backends.get(backend) {
-        Some(b) if guard_set_kind(set).is_none() => format!("{} {}", s.name, b.name),
+        Some(b) if !is_jump_map(set) => format!("{} {}", s.name, b.name),
         _ => s.name.clone(),
     }
 }
@@ -1205,6 +1639,11 @@ pub struct Changes {
     pub flush_chains: Vec<String>,
     /// Chains deleted (after their flush).
     pub del_chains: Vec<String>,
+    /// Services' chains to create (regular chains, reached by a verdict map).
+    pub add_svc_chains: Vec<String>,
+    /// Services' chains to delete (with their rules; after the verdict map's
+    /// elements that lead to them, before the maps their rules use).
+    pub del_svc_chains: Vec<String>,
     /// Rules deleted by the flushes.
     pub rules_removed: usize,
     /// Sets to delete.
@@ -1238,7 +1677,10 @@ impl Changes {
         for c in &self.add_chains {
             say(format!("chain {} is missing", c.name));
         }
-        for c in &self.del_chains {
+        for c in &self.add_svc_chains {
+            say(format!("chain {c} is missing"));
+        }
+        for c in self.del_chains.iter().chain(&self.del_svc_chains) {
             say(format!("chain {c} is not wanted"));
         }
         for name in &self.add_sets {
@@ -1260,10 +1702,12 @@ impl Changes {
                 elems.len()
             ));
         }
+        let flushed: HashSet<&String> = self.flush_chains.iter().collect();
+        let created: HashSet<&String> = self.add_svc_chains.iter().collect();
         for chain in self.flush_chains.iter().chain(
             self.add_rules
                 .iter()
-                .filter(|c| !self.flush_chains.contains(c)),
+                .filter(|c| !flushed.contains(c) && !created.contains(c)),
         ) {
             say(format!("chain {chain}: the rules differ"));
         }
@@ -1274,8 +1718,8 @@ impl Changes {
     pub fn counts(&self) -> NftChanges {
         NftChanges {
             table_created: self.create_table,
-            chains_added: self.add_chains.len(),
-            chains_removed: self.del_chains.len(),
+            chains_added: self.add_chains.len() + self.add_svc_chains.len(),
+            chains_removed: self.del_chains.len() + self.del_svc_chains.len(),
             sets_added: self.add_sets.len(),
             sets_removed: self.del_sets.len(),
             elements_added: self.add_elems.iter().map(|(_, e)| e.len()).sum(),
@@ -1302,6 +1746,8 @@ pub fn diff(current: &TableState, want: &Layout) -> Changes {
     let mut replaced_any = false;
     for (name, cur) in &current.sets {
         match want.state.sets.get(name) {
+            // The kernel's own elements (clients remembered): not ours to compare.
+            Some(w) if w.spec.same_shape(&cur.spec) && is_dynamic(name) => {}
             Some(w) if w.spec.same_shape(&cur.spec) => {
                 let dels: Vec<ElemKey> = cur
                     .elements
@@ -1347,12 +1793,33 @@ pub fn diff(current: &TableState, want: &Layout) -> Changes {
             }
         }
     }
+    // Services' chains (regular chains: every chain that is not a base chain).
+    if current.exists {
+        for name in current.chains.iter().filter(|n| chain_def(n).is_none()) {
+            if !want.state.chains.contains(name) {
+                c.del_svc_chains.push(name.clone());
+            }
+        }
+    }
+    for name in want.state.chains.iter().filter(|n| chain_def(n).is_none()) {
+        if !(current.exists && current.chains.contains(name)) {
+            c.add_svc_chains.push(name.clone());
+        }
+    }
+    let going: HashSet<&String> = c.del_svc_chains.iter().collect();
+    let mut flush = Vec::new();
     let empty = Vec::new();
-    for def in CHAINS {
-        let cur = current.rules.get(def.name).unwrap_or(&empty);
-        let wanted = want.state.rules.get(def.name).unwrap_or(&empty);
+    let names: BTreeSet<&String> = current
+        .rules
+        .keys()
+        .chain(want.state.rules.keys())
+        .collect();
+    for name in names {
+        let cur = current.rules.get(name).unwrap_or(&empty);
+        let wanted = want.state.rules.get(name).unwrap_or(&empty);
         // dnat and count rules are independent of order; snat rules are not.
-        let same = if def.name == "lb_snat" {
+        // (A service's chain has one rule: no sort.)
+        let same = if name == "lb_snat" || (cur.len() <= 1 && wanted.len() <= 1) {
             cur == wanted
         } else {
             let (mut a, mut b) = (cur.clone(), wanted.clone());
@@ -1362,14 +1829,20 @@ pub fn diff(current: &TableState, want: &Layout) -> Changes {
         };
         if !same || (replaced_any && !cur.is_empty()) {
             if !cur.is_empty() {
-                c.flush_chains.push(def.name.to_owned());
                 c.rules_removed += cur.len();
+                // A chain that goes takes its rules with it.
+                if !going.contains(name) {
+                    flush.push(name.clone());
+                }
             }
             if !wanted.is_empty() {
-                c.add_rules.push(def.name.to_owned());
+                c.add_rules.push(name.clone());
                 c.rules_added += wanted.len();
             }
         }
+    }
+    c.flush_chains = flush;
+    for def in CHAINS {
         // A chain with nothing to do goes (its rules, if any, were flushed above).
         if current.exists
             && current.chains.contains(def.name)
@@ -1467,6 +1940,7 @@ impl SnatShape {
                 Vec::new()
             },
             counter: false,
+            size: 0,
         }
     }
 

@@ -217,9 +217,10 @@ impl NftBackend {
         )
     }
 
-    /// Reads our table from the kernel (elements and counters included).
+    /// Reads our table from the kernel (elements and counters included; not the
+    /// elements of the persist sets, which the kernel writes: clients remembered).
     fn kernel_state(&self) -> Result<TableState, DataplaneError> {
-        self.kernel_read(&|_| true)
+        self.kernel_read(&|name| !layout::is_dynamic(name))
     }
 
     /// Reads our table, the elements only of the sets `elements_of` names.
@@ -401,7 +402,23 @@ impl NftBackend {
             batch.add(&RuleObj::new(&self.table, chain), MsgType::Del);
             what.push(format!("flush of chain {chain}"));
         }
-        for name in &c.del_sets {
+        // Elements go first: a verdict map's elements hold the services' chains.
+        for (name, elems) in &c.del_elems {
+            self.write_elems(&mut batch, &mut what, MsgType::Del, name, elems);
+        }
+        // Verdict maps, then the chains they led to, then the maps those chains use.
+        let (jump_maps, other_sets): (Vec<&String>, Vec<&String>) =
+            c.del_sets.iter().partition(|n| layout::is_jump_map(n));
+        for name in jump_maps {
+            batch.add(&SetObj::new(&self.table, name), MsgType::Del);
+            what.push(format!("deletion of map {name}"));
+        }
+        for name in &c.del_svc_chains {
+            let name = CString::new(name.as_str()).unwrap_or_default();
+            batch.add(&nftnl::Chain::new(&name, &table), MsgType::Del);
+            what.push(format!("deletion of chain {}", name.to_string_lossy()));
+        }
+        for name in other_sets {
             batch.add(&SetObj::new(&self.table, name), MsgType::Del);
             what.push(format!("deletion of map {name}"));
         }
@@ -422,8 +439,10 @@ impl NftBackend {
             );
             what.push(format!("creation of map {name}"));
         }
-        for (name, elems) in &c.del_elems {
-            self.write_elems(&mut batch, &mut what, MsgType::Del, name, elems);
+        for name in &c.add_svc_chains {
+            let cname = CString::new(name.as_str()).unwrap_or_default();
+            batch.add(&nftnl::Chain::new(&cname, &table), MsgType::Add);
+            what.push(format!("chain {name}"));
         }
         for (name, elems) in &c.add_elems {
             self.write_elems(&mut batch, &mut what, MsgType::Add, name, elems);
@@ -471,9 +490,14 @@ impl NftBackend {
         elems: &[E],
     ) {
         let mut set = SetObj::new(&self.table, name);
+        let jumps = layout::is_jump_map(name);
         for e in elems {
             let (k, d, comment) = e.pair();
-            set.add_elem(k, d, comment);
+            match d {
+                // A verdict map's data is the name of the chain to jump to.
+                Some(chain) if jumps => set.add_jump(k, chain, comment),
+                _ => set.add_elem(k, d, comment),
+            }
         }
         let n = set.write_elems(batch, kind);
         let verb = if kind == MsgType::Add {

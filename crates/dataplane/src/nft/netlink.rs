@@ -37,8 +37,11 @@ impl NfSocket {
     pub fn open() -> Result<NfSocket, DataplaneError> {
         let sock = nfnetlink::NfSocket::open(&nfnetlink::Options {
             groups: 0,
-            // Room for many acks and dump pages.
-            recv_buffer: 8 << 20,
+            // Room for many acks and dump pages: the kernel queues an ack per
+            // message of a batch before the first is read, and a round-robin
+            // service brings two (its chain and its rule): 10,000 services are
+            // ~21,000 acks, each charged ~1 KiB (8 MiB overflowed with ENOBUFS).
+            recv_buffer: 64 << 20,
             read_timeout: Some(ANSWER_TIMEOUT),
             read_size: 1 << 20,
         })?;

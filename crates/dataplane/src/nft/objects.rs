@@ -82,6 +82,9 @@ impl SetObj {
                     spec.concat.len() as u32,
                 );
             }
+            if spec.size > 0 {
+                sys::nftnl_set_set_u32(s, sys::NFTNL_SET_DESC_SIZE as u16, spec.size);
+            }
             if spec.counter {
                 let e = nonnull(sys::nftnl_expr_alloc(c"counter".as_ptr()));
                 sys::nftnl_set_add_expr(s, e.as_ptr());
@@ -108,41 +111,31 @@ impl SetObj {
     /// Adds an element (key, optional range end, map data, comment unless empty)
     /// to the object.
     pub fn add_elem(&mut self, key: &ElemKey, data: Option<&[u8]>, comment: &str) {
-        // SAFETY: the element is handed to the set, which frees it; data is copied.
+        let e = elem(key, data, comment);
+        // SAFETY: the element is handed to the set, which frees it.
+        unsafe { sys::nftnl_set_elem_add(self.0.as_ptr(), e.as_ptr()) };
+    }
+
+    /// Adds an element of a verdict map: key, a jump to the chain named by `chain`
+    /// (bytes of its name), comment unless empty.
+    pub fn add_jump(&mut self, key: &ElemKey, chain: &[u8], comment: &str) {
+        let name = CString::new(
+            chain
+                .iter()
+                .copied()
+                .filter(|&b| b != 0)
+                .collect::<Vec<u8>>(),
+        )
+        .unwrap_or_default();
+        let e = elem(key, None, comment);
+        // SAFETY: live element, handed to the set, which frees it; the string is copied.
         unsafe {
-            let e = nonnull(sys::nftnl_set_elem_alloc());
-            let k = &key.key;
-            sys::nftnl_set_elem_set(
+            sys::nftnl_set_elem_set_u32(e.as_ptr(), sys::NFTNL_SET_ELEM_VERDICT as u16, NFT_JUMP);
+            sys::nftnl_set_elem_set_str(
                 e.as_ptr(),
-                sys::NFTNL_SET_ELEM_KEY as u16,
-                k.as_ptr().cast(),
-                k.len() as u32,
+                sys::NFTNL_SET_ELEM_CHAIN as u16,
+                name.as_ptr(),
             );
-            if let Some(end) = &key.key_end {
-                sys::nftnl_set_elem_set(
-                    e.as_ptr(),
-                    sys::NFTNL_SET_ELEM_KEY_END as u16,
-                    end.as_ptr().cast(),
-                    end.len() as u32,
-                );
-            }
-            if let Some(d) = data.filter(|d| !d.is_empty()) {
-                sys::nftnl_set_elem_set(
-                    e.as_ptr(),
-                    sys::NFTNL_SET_ELEM_DATA as u16,
-                    d.as_ptr().cast(),
-                    d.len() as u32,
-                );
-            }
-            if !comment.is_empty() {
-                let udata = comment_tlv(sys::NFTNL_UDATA_SET_ELEM_COMMENT, comment);
-                sys::nftnl_set_elem_set(
-                    e.as_ptr(),
-                    sys::NFTNL_SET_ELEM_USERDATA as u16,
-                    udata.as_ptr().cast(),
-                    udata.len() as u32,
-                );
-            }
             sys::nftnl_set_elem_add(self.0.as_ptr(), e.as_ptr());
         }
     }
@@ -173,6 +166,51 @@ impl SetObj {
         // SAFETY: created above, not used after.
         unsafe { sys::nftnl_set_elems_iter_destroy(iter.as_ptr()) };
         n
+    }
+}
+
+/// NFT_JUMP (nf_tables.h): a verdict that jumps to a chain and returns.
+const NFT_JUMP: u32 = -3i32 as u32;
+
+/// A new element (key, optional range end, map data, comment unless empty), for
+/// the caller to hand to a set.
+fn elem(key: &ElemKey, data: Option<&[u8]>, comment: &str) -> NonNull<sys::nftnl_set_elem> {
+    // SAFETY: allocation; every buffer is copied by libnftnl.
+    unsafe {
+        let e = nonnull(sys::nftnl_set_elem_alloc());
+        let k = &key.key;
+        sys::nftnl_set_elem_set(
+            e.as_ptr(),
+            sys::NFTNL_SET_ELEM_KEY as u16,
+            k.as_ptr().cast(),
+            k.len() as u32,
+        );
+        if let Some(end) = &key.key_end {
+            sys::nftnl_set_elem_set(
+                e.as_ptr(),
+                sys::NFTNL_SET_ELEM_KEY_END as u16,
+                end.as_ptr().cast(),
+                end.len() as u32,
+            );
+        }
+        if let Some(d) = data.filter(|d| !d.is_empty()) {
+            sys::nftnl_set_elem_set(
+                e.as_ptr(),
+                sys::NFTNL_SET_ELEM_DATA as u16,
+                d.as_ptr().cast(),
+                d.len() as u32,
+            );
+        }
+        if !comment.is_empty() {
+            let udata = comment_tlv(sys::NFTNL_UDATA_SET_ELEM_COMMENT, comment);
+            sys::nftnl_set_elem_set(
+                e.as_ptr(),
+                sys::NFTNL_SET_ELEM_USERDATA as u16,
+                udata.as_ptr().cast(),
+                udata.len() as u32,
+            );
+        }
+        e
     }
 }
 
@@ -365,6 +403,7 @@ pub unsafe fn parse_set(nlh: *const libc::nlmsghdr) -> Option<ParsedSet> {
                 data_type: get(sys::NFTNL_SET_DATA_TYPE),
                 concat: Vec::new(),
                 counter,
+                size: get(sys::NFTNL_SET_DESC_SIZE),
             },
         })
     }
@@ -448,7 +487,14 @@ impl ElemDump {
                         key: get(sys::NFTNL_SET_ELEM_KEY).unwrap_or_default(),
                         key_end: get(sys::NFTNL_SET_ELEM_KEY_END),
                     },
-                    data: get(sys::NFTNL_SET_ELEM_DATA).unwrap_or_default(),
+                    // A verdict map's element: the chain's name stands for its data.
+                    data: get(sys::NFTNL_SET_ELEM_DATA)
+                        .or_else(|| {
+                            let c =
+                                sys::nftnl_set_elem_get_str(e, sys::NFTNL_SET_ELEM_CHAIN as u16);
+                            (!c.is_null()).then(|| CStr::from_ptr(c).to_bytes().to_vec())
+                        })
+                        .unwrap_or_default(),
                     counter,
                 });
             }

@@ -529,22 +529,28 @@ impl Committed {
         }
         let mut dels: BTreeMap<String, BTreeMap<ElemKey, ElemData>> = BTreeMap::new();
         let mut adds: BTreeMap<String, BTreeMap<ElemKey, ElemData>> = BTreeMap::new();
-        let collect = |s: &Service, into: &mut BTreeMap<String, BTreeMap<ElemKey, ElemData>>| {
-            let p: ServicePlan = layout::plan_service(s, self.counting)?;
+        // The services' own chains, old and new, with their rules.
+        let mut chains: [BTreeMap<String, Vec<PlannedRule>>; 2] = Default::default();
+        let counting = self.counting;
+        let collect = |s: &Service,
+                       into: &mut BTreeMap<String, BTreeMap<ElemKey, ElemData>>,
+                       chains: &mut BTreeMap<String, Vec<PlannedRule>>| {
+            let p: ServicePlan = layout::plan_service(s, counting)?;
             for (set, k, d, bi) in p.elements() {
                 into.entry(set.to_owned()).or_default().insert(
                     k.clone(),
                     ElemData::new(d.to_vec(), layout::elem_comment(s, set, bi)),
                 );
             }
+            chains.extend(p.chains);
             Ok::<(), DataplaneError>(())
         };
         for &(j, i) in touched {
             if let Some(j) = j {
-                collect(&self.entries[j].service, &mut dels)?;
+                collect(&self.entries[j].service, &mut dels, &mut chains[0])?;
             }
             if let Some(i) = i {
-                collect(&desired.services[i], &mut adds)?;
+                collect(&desired.services[i], &mut adds, &mut chains[1])?;
             }
         }
         // An element deleted and added with the same data stays as it is.
@@ -562,7 +568,11 @@ impl Committed {
         }
         adds.retain(|_, a| !a.is_empty());
         dels.retain(|_, d| !d.is_empty());
-        match self.changes(dels, adds) {
+        let [old_chains, new_chains] = chains;
+        match self
+            .changes(dels, adds)
+            .and_then(|(c, extra)| self.chain_changes(c, extra, old_chains, new_chains))
+        {
             Some((changes, extra)) => Ok(Plan::Step(Box::new(Step {
                 changes,
                 extra,
@@ -590,7 +600,9 @@ impl Committed {
         for name in names {
             let d = dels.get(name).unwrap_or(&empty);
             let a = adds.get(name).unwrap_or(&empty);
-            let chain = layout::chain_of_set(name)?;
+            // A set of the services' layout; chain: the base chain whose rule uses it.
+            layout::empty_set(name, self.counting)?;
+            let chain = layout::chain_of_set(name);
             let cur = self.state.sets.get(name);
             let held = cur.map_or(&empty, |s| &s.elements);
             // Every deletion must be held; every addition must be new or replace a deletion.
@@ -607,12 +619,12 @@ impl Committed {
                         .state
                         .sets
                         .insert(name.clone(), layout::empty_set(name, self.counting)?);
-                    created.insert(chain);
+                    created.extend(chain);
                     final_sets.insert(name.clone());
                 }
                 (true, false) => {
                     c.del_sets.push(name.clone());
-                    emptied.insert(chain);
+                    emptied.extend(chain);
                     final_sets.remove(name);
                     // The set goes with its elements.
                     continue;
@@ -629,6 +641,24 @@ impl Committed {
                     name.clone(),
                     a.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 ));
+            }
+        }
+        // A persist set exists while its remember map does.
+        for rec in ["rec4", "recr4", "rec6", "recr6"] {
+            let needed = final_sets.contains(rec);
+            for persist in layout::persist_sets_of(rec).into_iter().flatten() {
+                let held = self.state.sets.contains_key(persist);
+                if needed && !held {
+                    c.add_sets.push(persist.to_owned());
+                    extra.state.sets.insert(
+                        persist.to_owned(),
+                        layout::empty_set(persist, self.counting)?,
+                    );
+                    final_sets.insert(persist.to_owned());
+                } else if !needed && held {
+                    c.del_sets.push(persist.to_owned());
+                    final_sets.remove(persist);
+                }
             }
         }
         for def in CHAINS {
@@ -682,6 +712,50 @@ impl Committed {
         Some((c, extra))
     }
 
+    /// Adds to a step the services' chains that come, go or change their rules
+    /// (`old`: the touched services' chains as committed, `new`: as desired). `None`
+    /// if the record does not fit.
+    fn chain_changes(
+        &self,
+        mut c: Changes,
+        mut extra: Layout,
+        old: BTreeMap<String, Vec<PlannedRule>>,
+        new: BTreeMap<String, Vec<PlannedRule>>,
+    ) -> Option<(Changes, Layout)> {
+        let comments = |rules: &[PlannedRule]| -> Vec<String> {
+            rules.iter().map(|r| r.comment.clone()).collect()
+        };
+        for (name, rules) in &old {
+            if !self.state.chains.contains(name) {
+                return None;
+            }
+            if !new.contains_key(name) {
+                c.del_svc_chains.push(name.clone());
+                c.rules_removed += rules.len();
+            }
+        }
+        for (name, rules) in new {
+            match old.get(&name) {
+                Some(held) if comments(held) == comments(&rules) => continue,
+                Some(held) => {
+                    c.flush_chains.push(name.clone());
+                    c.rules_removed += held.len();
+                }
+                None => {
+                    if self.state.chains.contains(&name) {
+                        return None;
+                    }
+                    c.add_svc_chains.push(name.clone());
+                    extra.state.chains.insert(name.clone());
+                }
+            }
+            c.add_rules.push(name.clone());
+            c.rules_added += rules.len();
+            extra.rules.insert(name, rules);
+        }
+        Some((c, extra))
+    }
+
     /// Records a step the kernel accepted.
     pub fn commit(&mut self, step: Step, desired: &DesiredState) {
         let Step {
@@ -694,6 +768,10 @@ impl Committed {
         }
         for chain in &c.del_chains {
             self.state.chains.remove(chain);
+        }
+        for chain in &c.del_svc_chains {
+            self.state.chains.remove(chain);
+            self.state.rules.remove(chain);
         }
         self.state.chains.extend(extra.state.chains);
         for chain in &c.flush_chains {
