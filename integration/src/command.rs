@@ -72,9 +72,9 @@ pub(crate) fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, LabErr
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
-        .map_err(|source| LabError::Spawn {
+        .map_err(|error| LabError::Spawn {
             command: command.clone(),
-            source,
+            error,
         })?;
     let out = drain(child.stdout.take());
     let err = drain(child.stderr.take());
@@ -88,10 +88,10 @@ pub(crate) fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, LabErr
                 return Err(LabError::Timeout { command, timeout });
             }
             Ok(false) => thread::sleep(Duration::from_millis(2)),
-            Err(source) => {
+            Err(error) => {
                 kill_group(&child, libc::SIGKILL);
                 let _ = child.wait();
-                return Err(LabError::Wait { command, source });
+                return Err(LabError::Wait { command, error });
             }
         }
     }
@@ -99,9 +99,9 @@ pub(crate) fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, LabErr
     // whatever it left behind in its group (which would also hold the pipes open),
     // then reap it.
     kill_group(&child, libc::SIGKILL);
-    let status = child.wait().map_err(|source| LabError::Wait {
+    let status = child.wait().map_err(|error| LabError::Wait {
         command: command.clone(),
-        source,
+        error,
     })?;
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-/// Everything that can go wrong while building, using or tearing down a lab.
+/// Everything that can go wrong while building, using or tearing down a lab. Each
+/// variant says the inner error's text itself and does not return it as `source()`
+/// as well: an `anyhow` chain (`{:#}`) prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     /// Two hosts in one topology share a name.
@@ -62,13 +64,12 @@ pub enum LabError {
     #[error("empty command line")]
     EmptyCommand,
     /// A command could not be started at all.
-    #[error("cannot start {command}: {source}")]
+    #[error("cannot start {command}: {error}")]
     Spawn {
         /// The command line.
         command: String,
         /// Why it could not start.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// A command ran and exited unsuccessfully.
     #[error("{command} failed ({status}): {stderr}")]
@@ -89,103 +90,127 @@ pub enum LabError {
         timeout: Duration,
     },
     /// Waiting for a command or process failed.
-    #[error("waiting for {command}: {source}")]
+    #[error("waiting for {command}: {error}")]
     Wait {
         /// The command line.
         command: String,
         /// The error from wait.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The JSON printed by `ip -j` could not be understood.
-    #[error("cannot parse the output of {command}: {source}")]
+    #[error("cannot parse the output of {command}: {error}")]
     IpJson {
         /// The command line.
         command: String,
         /// The parse error.
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// The named namespace file could not be opened.
-    #[error("cannot open network namespace {path}: {source}")]
+    #[error("cannot open network namespace {path}: {error}")]
     OpenNamespace {
         /// Path under /run/netns.
         path: PathBuf,
         /// The error from open.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// `setns(CLONE_NEWNET)` failed on a helper thread.
-    #[error("cannot enter network namespace {netns}: {source}")]
+    #[error("cannot enter network namespace {netns}: {error}")]
     EnterNamespace {
         /// Namespace name.
         netns: String,
         /// The error from setns.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// A helper thread could not be started.
     #[error("cannot start a thread: {0}")]
-    Thread(#[source] io::Error),
+    Thread(io::Error),
     /// A helper thread ended without giving back a result.
     #[error("thread in namespace {0} ended without a result")]
     ThreadLost(String),
     /// Reading or writing a sysctl inside a namespace failed.
-    #[error("sysctl {key} in namespace {netns}: {source}")]
+    #[error("sysctl {key} in namespace {netns}: {error}")]
     Sysctl {
         /// Namespace name.
         netns: String,
         /// Dotted sysctl key.
         key: String,
         /// The I/O error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The lab's log directory could not be created or written.
-    #[error("log directory {path}: {source}")]
+    #[error("log directory {path}: {error}")]
     LogDir {
         /// The directory or file.
         path: PathBuf,
         /// The I/O error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// A batch file for `ip -batch` could not be written.
-    #[error("ip batch file {path}: {source}")]
+    #[error("ip batch file {path}: {error}")]
     BatchFile {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The list of network namespaces could not be read.
-    #[error("cannot list network namespaces in {path}: {source}")]
+    #[error("cannot list network namespaces in {path}: {error}")]
     ListNamespaces {
         /// The directory read (normally /run/netns).
         path: PathBuf,
         /// The I/O error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Sending a signal to a process failed.
-    #[error("cannot signal process {pid}: {source}")]
+    #[error("cannot signal process {pid}: {error}")]
     Signal {
         /// Process (group) id.
         pid: i32,
         /// The error from kill.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// A socket operation of a traffic helper failed.
-    #[error("{what} {addr}: {source}")]
+    #[error("{what} {addr}: {error}")]
     Socket {
         /// What was attempted (bind, connect, read, write).
         what: &'static str,
         /// The address involved.
         addr: std::net::SocketAddr,
         /// The I/O error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let os = || io::Error::other("the kernel said no");
+        let errors: Vec<anyhow::Error> = vec![
+            LabError::Spawn {
+                command: "ip link".into(),
+                error: os(),
+            }
+            .into(),
+            LabError::Thread(os()).into(),
+            LabError::Sysctl {
+                netns: "lb1".into(),
+                key: "net.ipv4.ip_forward".into(),
+                error: os(),
+            }
+            .into(),
+            LabError::Socket {
+                what: "bind",
+                addr: "198.18.0.1:80".parse().expect("an address"),
+                error: os(),
+            }
+            .into(),
+        ];
+        for e in errors {
+            let chain = format!("{e:#}");
+            assert_eq!(chain.matches("the kernel said no").count(), 1, "{chain}");
+        }
+    }
 }

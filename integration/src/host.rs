@@ -162,9 +162,9 @@ impl Host {
         let stem = self.logs.stem(&self.name, label);
         let (stdout, stderr) = (stem.join("stdout"), stem.join("stderr"));
         let open = |path: &Path| {
-            File::create(path).map_err(|source| LabError::LogDir {
+            File::create(path).map_err(|error| LabError::LogDir {
                 path: path.to_owned(),
-                source,
+                error,
             })
         };
         let child = cmd
@@ -173,9 +173,9 @@ impl Host {
             .stderr(open(&stderr)?)
             .process_group(0)
             .spawn()
-            .map_err(|source| LabError::Spawn {
+            .map_err(|error| LabError::Spawn {
                 command: command.clone(),
-                source,
+                error,
             })?;
         Ok(Process::new(
             child,
@@ -258,7 +258,7 @@ impl Host {
         let out = self.ip(args)?;
         let command = format!("ip -n {} {}", self.netns, args.join(" "));
         let mut links: Vec<IpLink> =
-            serde_json::from_str(&out).map_err(|source| LabError::IpJson { command, source })?;
+            serde_json::from_str(&out).map_err(|error| LabError::IpJson { command, error })?;
         // `dev X` selects exactly one link; ip fails before printing if X is absent.
         Ok(links.swap_remove(0))
     }
@@ -294,10 +294,10 @@ impl Host {
     /// Reads a sysctl (dotted key such as `net.ipv4.ip_forward`) in this host.
     pub fn sysctl(&self, key: &str) -> Result<String, LabError> {
         let path = sysctl_path(key);
-        let err = |source| LabError::Sysctl {
+        let err = |error| LabError::Sysctl {
             netns: self.netns.clone(),
             key: key.to_owned(),
-            source,
+            error,
         };
         // /proc/sys/net resolves against the reading thread's namespace.
         self.run_in(|| std::fs::read_to_string(&path))?
@@ -313,10 +313,10 @@ impl Host {
     /// Binds a TCP listener inside this host.
     pub fn tcp_listen(&self, addr: SocketAddr) -> Result<TcpListener, LabError> {
         self.run_in(|| TcpListener::bind(addr))?
-            .map_err(|source| LabError::Socket {
+            .map_err(|error| LabError::Socket {
                 what: "bind",
                 addr,
-                source,
+                error,
             })
     }
 
@@ -324,18 +324,18 @@ impl Host {
     pub fn tcp_connect(&self, addr: SocketAddr, timeout: Duration) -> Result<TcpStream, LabError> {
         let stream = self
             .run_in(|| TcpStream::connect_timeout(&addr, timeout))?
-            .map_err(|source| LabError::Socket {
+            .map_err(|error| LabError::Socket {
                 what: "connect",
                 addr,
-                source,
+                error,
             })?;
         let set = stream
             .set_read_timeout(Some(timeout))
             .and_then(|()| stream.set_write_timeout(Some(timeout)));
-        set.map_err(|source| LabError::Socket {
+        set.map_err(|error| LabError::Socket {
             what: "configure",
             addr,
-            source,
+            error,
         })?;
         Ok(stream)
     }
@@ -346,10 +346,10 @@ impl Host {
         let mut buf = Vec::new();
         stream
             .read_to_end(&mut buf)
-            .map_err(|source| LabError::Socket {
+            .map_err(|error| LabError::Socket {
                 what: "read",
                 addr,
-                source,
+                error,
             })?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
@@ -397,10 +397,10 @@ pub(crate) fn set_sysctls(netns: &str, pairs: &[(&str, &str)]) -> Result<(), Lab
         let handle = scope.spawn(|| -> Result<(), LabError> {
             netns::enter(netns)?;
             for (key, value) in pairs {
-                std::fs::write(sysctl_path(key), value).map_err(|source| LabError::Sysctl {
+                std::fs::write(sysctl_path(key), value).map_err(|error| LabError::Sysctl {
                     netns: netns.to_owned(),
                     key: (*key).to_owned(),
-                    source,
+                    error,
                 })?;
             }
             Ok(())

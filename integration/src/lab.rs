@@ -386,9 +386,9 @@ impl Lab {
             }
         }
         let file = std::env::temp_dir().join(format!("{}-partition.batch", self.switch));
-        std::fs::write(&file, batch).map_err(|source| LabError::BatchFile {
+        std::fs::write(&file, batch).map_err(|error| LabError::BatchFile {
             path: file.clone(),
-            source,
+            error,
         })?;
         let done = ip(&["-n", &self.switch, "-batch", &file.to_string_lossy()]).map(drop);
         let _ = std::fs::remove_file(&file);

@@ -20,9 +20,9 @@ impl LogDir {
     /// Creates `<tmp>/<lab id>.logs` and says where it is on stderr.
     pub(crate) fn create(lab_id: &str) -> Result<Self, LabError> {
         let path = std::env::temp_dir().join(format!("{lab_id}.logs"));
-        std::fs::create_dir_all(&path).map_err(|source| LabError::LogDir {
+        std::fs::create_dir_all(&path).map_err(|error| LabError::LogDir {
             path: path.clone(),
-            source,
+            error,
         })?;
         let _ = writeln!(
             std::io::stderr(),
@@ -59,7 +59,7 @@ impl LogDir {
     /// Writes a file in the directory.
     pub(crate) fn write(&self, name: &str, contents: &str) -> Result<(), LabError> {
         let path = self.path.join(name);
-        std::fs::write(&path, contents).map_err(|source| LabError::LogDir { path, source })
+        std::fs::write(&path, contents).map_err(|error| LabError::LogDir { path, error })
     }
 }
 

@@ -56,18 +56,18 @@ pub fn list_namespaces() -> Result<Vec<String>, LabError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
+        Err(error) => {
             return Err(LabError::ListNamespaces {
                 path: dir.to_owned(),
-                source,
+                error,
             })
         }
     };
     let mut names = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| LabError::ListNamespaces {
+        let entry = entry.map_err(|error| LabError::ListNamespaces {
             path: dir.to_owned(),
-            source,
+            error,
         })?;
         if let Some(name) = entry.file_name().to_str() {
             names.push(name.to_owned());
@@ -128,13 +128,13 @@ pub(crate) fn destroy(name: &str) -> Result<(), LabError> {
 /// Moves the calling thread into the named namespace (for sockets opened afterwards).
 pub(crate) fn enter(name: &str) -> Result<(), LabError> {
     let path = netns_path(name);
-    let file = File::open(&path).map_err(|source| LabError::OpenNamespace { path, source })?;
+    let file = File::open(&path).map_err(|error| LabError::OpenNamespace { path, error })?;
     // SAFETY: setns on a valid fd; only this thread's network namespace changes.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc != 0 {
         return Err(LabError::EnterNamespace {
             netns: name.to_owned(),
-            source: std::io::Error::last_os_error(),
+            error: std::io::Error::last_os_error(),
         });
     }
     Ok(())

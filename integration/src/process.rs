@@ -82,13 +82,13 @@ impl Process {
         }
         let pid = i32::try_from(self.child.id()).map_err(|_| LabError::Signal {
             pid: -1,
-            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            error: std::io::Error::from(std::io::ErrorKind::InvalidInput),
         })?;
         // SAFETY: kill(2) has no memory-safety preconditions.
         if unsafe { libc::kill(-pid, signal) } != 0 {
             return Err(LabError::Signal {
                 pid: -pid,
-                source: std::io::Error::last_os_error(),
+                error: std::io::Error::last_os_error(),
             });
         }
         Ok(())
@@ -99,18 +99,18 @@ impl Process {
         if let Some(status) = self.status {
             return Ok(Some(status));
         }
-        let done = exited(&self.child).map_err(|source| LabError::Wait {
+        let done = exited(&self.child).map_err(|error| LabError::Wait {
             command: self.command.clone(),
-            source,
+            error,
         })?;
         if !done {
             return Ok(None);
         }
         // Not reaped yet, so the group id is still ours.
         kill_group(&self.child, libc::SIGKILL);
-        let status = self.child.wait().map_err(|source| LabError::Wait {
+        let status = self.child.wait().map_err(|error| LabError::Wait {
             command: self.command.clone(),
-            source,
+            error,
         })?;
         self.status = Some(status);
         Ok(Some(status))
@@ -144,9 +144,9 @@ impl Process {
             return Ok(status);
         }
         kill_group(&self.child, libc::SIGKILL);
-        let status = self.child.wait().map_err(|source| LabError::Wait {
+        let status = self.child.wait().map_err(|error| LabError::Wait {
             command: self.command.clone(),
-            source,
+            error,
         })?;
         self.status = Some(status);
         Ok(status)

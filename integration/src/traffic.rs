@@ -21,18 +21,18 @@ pub struct ReplyServer {
 impl ReplyServer {
     /// Serves on an already bound listener (bind it in the namespace first).
     pub fn start(listener: TcpListener, reply: &str) -> Result<Self, LabError> {
-        let addr = listener.local_addr().map_err(|source| LabError::Socket {
+        let addr = listener.local_addr().map_err(|error| LabError::Socket {
             what: "local address of",
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            source,
+            error,
         })?;
         // Non-blocking accept so the loop sees the stop flag.
         listener
             .set_nonblocking(true)
-            .map_err(|source| LabError::Socket {
+            .map_err(|error| LabError::Socket {
                 what: "configure",
                 addr,
-                source,
+                error,
             })?;
         let stop = Arc::new(AtomicBool::new(false));
         let served = Arc::new(AtomicU64::new(0));

@@ -26,16 +26,18 @@ use crate::desired::{Plan, Serving};
 /// How long one call of vtysh or birdc may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why talking to the routing daemon failed.
+/// Why talking to the routing daemon failed. Each variant says the inner error's text
+/// itself and does not return it as `source()` as well: an `anyhow` chain (`{:#}`)
+/// prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum AnnounceError {
     /// The program could not be started.
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program}: {error}")]
     Spawn {
         /// The program.
         program: String,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The program did not finish in time.
     #[error("{program} did not answer within {}s", CALL_TIMEOUT.as_secs())]
@@ -52,12 +54,12 @@ pub enum AnnounceError {
         output: String,
     },
     /// The include file could not be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Write {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -262,18 +264,18 @@ impl Speaker {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let child = cmd.spawn().map_err(|source| AnnounceError::Spawn {
+        let child = cmd.spawn().map_err(|error| AnnounceError::Spawn {
             program: name.clone(),
-            source,
+            error,
         })?;
         let out = tokio::time::timeout(CALL_TIMEOUT, child.wait_with_output())
             .await
             .map_err(|_| AnnounceError::Timeout {
                 program: name.clone(),
             })?
-            .map_err(|source| AnnounceError::Spawn {
+            .map_err(|error| AnnounceError::Spawn {
                 program: name.clone(),
-                source,
+                error,
             })?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -410,9 +412,9 @@ impl Speaker {
                 let tmp = path.with_extension("tmp");
                 std::fs::write(&tmp, text)
                     .and_then(|()| std::fs::rename(&tmp, path))
-                    .map_err(|source| AnnounceError::Write {
+                    .map_err(|error| AnnounceError::Write {
                         path: path.clone(),
-                        source,
+                        error,
                     })?;
                 let out = self
                     .run(&self.settings.birdc, &self.birdc_args("configure"))
@@ -579,6 +581,27 @@ async fn keep(
 mod tests {
     use super::*;
     use crate::desired::{self, ServerHealth};
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let os = || std::io::Error::other("the kernel said no");
+        let errors: Vec<anyhow::Error> = vec![
+            AnnounceError::Spawn {
+                program: "vtysh".into(),
+                error: os(),
+            }
+            .into(),
+            AnnounceError::Write {
+                path: "/etc/bird/lbd.conf".into(),
+                error: os(),
+            }
+            .into(),
+        ];
+        for e in errors {
+            let chain = format!("{e:#}");
+            assert_eq!(chain.matches("the kernel said no").count(), 1, "{chain}");
+        }
+    }
 
     /// The active-active example of the config crate's tests, its servers checked.
     fn view() -> NodeView {

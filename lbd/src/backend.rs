@@ -24,18 +24,19 @@ pub fn validate(kind: BackendKind, state: &DesiredState) -> Result<(), Dataplane
     DryRun::new(kind).apply(state).map(drop)
 }
 
-/// Why no backend could be chosen or opened.
+/// Why no backend could be chosen or opened. A variant that wraps the dataplane's error
+/// says its text itself and does not return it as `source()` as well: an `anyhow`
+/// chain (`{:#}`) prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     /// The configured backend could not be opened (no IPVS in the kernel, no
     /// permission, no netlink).
-    #[error("dataplane.backend = \"{choice}\": {source}")]
+    #[error("dataplane.backend = \"{choice}\": {error}")]
     Open {
         /// The setting.
         choice: BackendChoice,
         /// What the dataplane said.
-        #[source]
-        source: DataplaneError,
+        error: DataplaneError,
     },
     /// The backend thread could not be started or died while opening.
     #[error("starting the dataplane thread: {0}")]
@@ -105,8 +106,8 @@ impl DataplaneThread {
                         let _ = opened.send(Ok(selection));
                         b
                     }
-                    Err(source) => {
-                        let _ = opened.send(Err(BackendError::Open { choice, source }));
+                    Err(error) => {
+                        let _ = opened.send(Err(BackendError::Open { choice, error }));
                         return;
                     }
                 };
@@ -177,6 +178,20 @@ impl DataplaneThread {
 mod tests {
     use super::*;
     use crate::desired::{self, ServerHealth};
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let e: anyhow::Error = BackendError::Open {
+            choice: BackendChoice::Nft,
+            error: DataplaneError::Socket {
+                op: "bind",
+                error: std::io::Error::other("the kernel said no"),
+            },
+        }
+        .into();
+        let chain = format!("{e:#}");
+        assert_eq!(chain.matches("the kernel said no").count(), 1, "{chain}");
+    }
 
     /// The example's plan under IPVS, with service `web` on wlc (least connections).
     fn wlc_state() -> DesiredState {

@@ -22,12 +22,14 @@ const CAP_IPC_LOCK: u32 = 14;
 /// `linux/capability.h`.
 const CAP_SYS_NICE: u32 = 23;
 
-/// Why a `[vrrpd]` setting could not be applied.
+/// Why a `[vrrpd]` setting could not be applied. Each variant says the kernel's
+/// answer itself and does not return it as `source()` as well: an `anyhow` chain
+/// (`{:#}`) prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum RealtimeError {
     /// sched_setscheduler refused.
     #[error(
-        "real-time priority {priority} refused ({source}): vrrpd needs CAP_SYS_NICE \
+        "real-time priority {priority} refused ({error}): vrrpd needs CAP_SYS_NICE \
          ({cap}) or RLIMIT_RTPRIO >= {priority} (now {rlimit}; systemd: LimitRTPRIO=); \
          under cgroup v1 its cgroup also needs cpu.rt_runtime_us > 0"
     )]
@@ -39,8 +41,7 @@ pub enum RealtimeError {
         /// RLIMIT_RTPRIO as text.
         rlimit: String,
         /// The kernel's answer.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// RLIMIT_MEMLOCK is finite and vrrpd lacks CAP_IPC_LOCK: locking future
     /// memory would make an allocation past the limit fail, so vrrpd does not lock.
@@ -55,12 +56,11 @@ pub enum RealtimeError {
     },
     /// mlockall refused.
     #[error(
-        "mlockall refused ({source}): vrrpd needs CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK"
+        "mlockall refused ({error}): vrrpd needs CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK"
     )]
     Lock {
         /// The kernel's answer.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -179,7 +179,7 @@ fn set_round_robin(priority: u8) -> Result<(), RealtimeError> {
     if rc == 0 {
         return Ok(());
     }
-    let source = io::Error::last_os_error();
+    let error = io::Error::last_os_error();
     Err(RealtimeError::Scheduler {
         priority,
         cap: if has_capability(CAP_SYS_NICE) {
@@ -191,7 +191,7 @@ fn set_round_robin(priority: u8) -> Result<(), RealtimeError> {
             Some(n) => n.to_string(),
             None => "unlimited".into(),
         },
-        source,
+        error,
     })
 }
 
@@ -216,7 +216,7 @@ fn lock_memory() -> Result<(), RealtimeError> {
     // read. SAFETY: no pointers.
     if unsafe { libc::mlockall(libc::MCL_CURRENT) } != 0 {
         return Err(RealtimeError::Lock {
-            source: io::Error::last_os_error(),
+            error: io::Error::last_os_error(),
         });
     }
     // What is mapped later (thread stacks, heap growth) is locked as it is touched
@@ -228,7 +228,7 @@ fn lock_memory() -> Result<(), RealtimeError> {
         Ok(())
     } else {
         Err(RealtimeError::Lock {
-            source: io::Error::last_os_error(),
+            error: io::Error::last_os_error(),
         })
     }
 }
@@ -290,12 +290,31 @@ mod tests {
     }
 
     #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let kernel = || io::Error::other("the kernel said no");
+        let errors: Vec<anyhow::Error> = vec![
+            RealtimeError::Scheduler {
+                priority: 20,
+                cap: "held",
+                rlimit: "0".into(),
+                error: kernel(),
+            }
+            .into(),
+            RealtimeError::Lock { error: kernel() }.into(),
+        ];
+        for e in errors {
+            let chain = format!("{e:#}");
+            assert_eq!(chain.matches("the kernel said no").count(), 1, "{chain}");
+        }
+    }
+
+    #[test]
     fn the_refusal_names_the_capability_and_the_limit() {
         let e = RealtimeError::Scheduler {
             priority: 20,
             cap: "not held",
             rlimit: "0".into(),
-            source: io::Error::from_raw_os_error(libc::EPERM),
+            error: io::Error::from_raw_os_error(libc::EPERM),
         };
         let text = e.to_string();
         assert!(text.contains("CAP_SYS_NICE (not held)"), "{text}");

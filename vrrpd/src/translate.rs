@@ -16,7 +16,9 @@ use vrrp::config::{
 };
 use vrrp::packet::{Auth, Family, Version};
 
-/// Why a node view cannot be run.
+/// Why a node view cannot be run. A variant that wraps another error says its text
+/// itself and does not return it as `source()` as well: an `anyhow` chain (`{:#}`)
+/// prints it once.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TranslateError {
     /// An IPv4 instance whose interface has no IPv4 address on this node.
@@ -36,13 +38,12 @@ pub enum TranslateError {
         interface: String,
     },
     /// The state machine refused the translated group.
-    #[error("sync group {group:?}: {source}")]
+    #[error("sync group {group:?}: {error}")]
     Router {
         /// The group.
         group: String,
         /// The state machine's reason.
-        #[source]
-        source: vrrp::config::ConfigError,
+        error: vrrp::config::ConfigError,
     },
 }
 
@@ -172,9 +173,9 @@ fn translate_group(
         }],
         instances: configs,
     };
-    router.validate().map_err(|source| TranslateError::Router {
+    router.validate().map_err(|error| TranslateError::Router {
         group: group.name.clone(),
-        source,
+        error,
     })?;
     Ok(GroupPlan {
         name: group.name.clone(),
@@ -273,6 +274,17 @@ fn translate_instance(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let e: anyhow::Error = TranslateError::Router {
+            group: "web".into(),
+            error: vrrp::config::ConfigError::VridZero("lb1".into()),
+        }
+        .into();
+        let chain = format!("{e:#}");
+        assert_eq!(chain.matches("vrid must be").count(), 1, "{chain}");
+    }
 
     fn example() -> config::ClusterConfig {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster.toml.example");

@@ -59,7 +59,7 @@ impl Closed {
             },
             Closed::Io(kind, msg) => CtlError::Io {
                 path,
-                source: io::Error::new(*kind, msg.clone()),
+                error: io::Error::new(*kind, msg.clone()),
             },
             Closed::Protocol(reason) => CtlError::Protocol {
                 path,
@@ -165,7 +165,7 @@ impl Client {
                 },
                 _ => CtlError::Connect {
                     path: path.clone(),
-                    source,
+                    error: source,
                 },
             })?;
         let (read, write) = stream.into_split();
@@ -219,15 +219,15 @@ impl Client {
         params: &P,
         timeout: Duration,
     ) -> Result<R, CtlError> {
-        let params = serde_json::to_value(params).map_err(|source| CtlError::Encode {
+        let params = serde_json::to_value(params).map_err(|error| CtlError::Encode {
             method: method.to_string(),
-            source,
+            error,
         })?;
         let value = self.request_with_timeout(method, params, timeout).await?;
-        serde_json::from_value(value).map_err(|source| CtlError::Decode {
+        serde_json::from_value(value).map_err(|error| CtlError::Decode {
             path: self.path.clone(),
             method: method.to_string(),
-            source,
+            error,
         })
     }
 
@@ -239,10 +239,10 @@ impl Client {
         timeout: Duration,
     ) -> Result<Value, CtlError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let line = serde_json::to_string(&Request::new(id, method, params)).map_err(|source| {
+        let line = serde_json::to_string(&Request::new(id, method, params)).map_err(|error| {
             CtlError::Encode {
                 method: method.to_string(),
-                source,
+                error,
             }
         })?;
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -311,9 +311,9 @@ impl Client {
         params: SubscribeParams,
     ) -> Result<Subscription, CtlError> {
         let since = params.since;
-        let encoded = serde_json::to_value(&params).map_err(|source| CtlError::Encode {
+        let encoded = serde_json::to_value(&params).map_err(|error| CtlError::Encode {
             method: methods::SUBSCRIBE.to_string(),
-            source,
+            error,
         })?;
         let result = self.request(methods::SUBSCRIBE, encoded).await?;
         let result: SubscribeResult =

@@ -361,7 +361,9 @@ pub struct InstanceLock {
     path: std::path::PathBuf,
 }
 
-/// Why [`InstanceLock::acquire`] failed.
+/// Why [`InstanceLock::acquire`] failed. Each variant says the OS error's text itself
+/// and does not return it as `source()` as well: an `anyhow` chain (`{:#}`) prints it
+/// once.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another process holds the lock: the same daemon already runs for this node.
@@ -380,22 +382,20 @@ pub enum LockError {
         pid: Option<i32>,
     },
     /// The lock file (or its directory) could not be created or opened.
-    #[error("{}: cannot open the instance lock file: {source}", path.display())]
+    #[error("{}: cannot open the instance lock file: {error}", path.display())]
     Open {
         /// The lock file.
         path: std::path::PathBuf,
         /// Underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Locking failed for another reason than a holder.
-    #[error("{}: cannot lock: {source}", path.display())]
+    #[error("{}: cannot lock: {error}", path.display())]
     Lock {
         /// The lock file.
         path: std::path::PathBuf,
         /// Underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -426,9 +426,9 @@ impl InstanceLock {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 
         let path = Self::path_for(socket);
-        let open_err = |source| LockError::Open {
+        let open_err = |error| LockError::Open {
             path: path.clone(),
-            source,
+            error,
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.exists() {
@@ -457,15 +457,15 @@ impl InstanceLock {
             let _ = file.flush();
             return Ok(InstanceLock { _file: file, path });
         }
-        let source = std::io::Error::last_os_error();
-        if source.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
             Err(LockError::Held {
                 daemon: daemon.to_string(),
                 pid: holder_pid(&mut file),
                 path,
             })
         } else {
-            Err(LockError::Lock { path, source })
+            Err(LockError::Lock { path, error })
         }
     }
 
@@ -540,6 +540,28 @@ pub fn raise_descriptor_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let path = || std::path::PathBuf::from("/run/lbsuite/vrrpd.sock.lock");
+        let os = || std::io::Error::other("the kernel said no");
+        let errors: Vec<anyhow::Error> = vec![
+            LockError::Open {
+                path: path(),
+                error: os(),
+            }
+            .into(),
+            LockError::Lock {
+                path: path(),
+                error: os(),
+            }
+            .into(),
+        ];
+        for e in errors {
+            let chain = format!("{e:#}");
+            assert_eq!(chain.matches("the kernel said no").count(), 1, "{chain}");
+        }
+    }
 
     #[test]
     fn lock_path_is_beside_the_socket() {

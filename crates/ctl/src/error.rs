@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::wire::{codes, ReplyError};
 
-/// Everything that can go wrong talking or serving the control protocol.
+/// Everything that can go wrong talking or serving the control protocol. A variant
+/// whose text says the inner error's does not return it as `source()` as well: an
+/// `anyhow` chain (`{:#}`) prints it once. The others keep it as the source.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
     /// No socket at the path, or nobody listening on it.
@@ -28,22 +30,20 @@ pub enum CtlError {
         source: io::Error,
     },
     /// Connecting failed for another reason.
-    #[error("{}: cannot connect: {source}", path.display())]
+    #[error("{}: cannot connect: {error}", path.display())]
     Connect {
         /// Socket path.
         path: PathBuf,
         /// Underlying connect error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Reading from or writing to an established connection failed.
-    #[error("{}: connection error: {source}", path.display())]
+    #[error("{}: connection error: {error}", path.display())]
     Io {
         /// Socket path.
         path: PathBuf,
         /// Underlying I/O error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The peer closed the connection.
     #[error("{}: connection closed by the daemon", path.display())]
@@ -79,7 +79,6 @@ pub enum CtlError {
         /// Method that failed.
         method: String,
         /// Code and message from the daemon.
-        #[source]
         error: ReplyError,
     },
     /// The daemon closed the connection and said why (too many connections, idle).
@@ -88,7 +87,6 @@ pub enum CtlError {
         /// Socket path.
         path: PathBuf,
         /// Code and message from the daemon.
-        #[source]
         error: ReplyError,
     },
     /// The daemon sent something that is not a valid protocol line.
@@ -101,24 +99,22 @@ pub enum CtlError {
     },
     /// The daemon's result does not fit the contract (`crate::contract`): a
     /// daemon of another version that changed a field it should not have.
-    #[error("{}: the reply to {method} does not fit the control contract: {source}", path.display())]
+    #[error("{}: the reply to {method} does not fit the control contract: {error}", path.display())]
     Decode {
         /// Socket path.
         path: PathBuf,
         /// Method answered.
         method: String,
         /// What did not fit.
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// A request could not be encoded.
-    #[error("cannot encode request {method:?}: {source}")]
+    #[error("cannot encode request {method:?}: {error}")]
     Encode {
         /// Method being encoded.
         method: String,
         /// Underlying error.
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// A live daemon is already serving on the socket path.
     #[error("{}: a daemon is already serving on this socket; refusing to replace it", path.display())]
@@ -133,40 +129,36 @@ pub enum CtlError {
         path: PathBuf,
     },
     /// Inspecting or removing a stale socket file failed.
-    #[error("{}: cannot replace stale socket: {source}", path.display())]
+    #[error("{}: cannot replace stale socket: {error}", path.display())]
     StaleSocket {
         /// Socket path.
         path: PathBuf,
         /// Underlying error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Creating the socket's directory failed.
-    #[error("{}: cannot create socket directory: {source}", path.display())]
+    #[error("{}: cannot create socket directory: {error}", path.display())]
     CreateDir {
         /// Directory path.
         path: PathBuf,
         /// Underlying error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Binding the socket failed.
-    #[error("{}: cannot bind control socket: {source}", path.display())]
+    #[error("{}: cannot bind control socket: {error}", path.display())]
     Bind {
         /// Socket path.
         path: PathBuf,
         /// Underlying error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Setting the socket's mode or group failed.
-    #[error("{}: cannot set socket permissions: {source}", path.display())]
+    #[error("{}: cannot set socket permissions: {error}", path.display())]
     Permissions {
         /// Socket path.
         path: PathBuf,
         /// Underlying error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The configured socket group does not exist.
     #[error("control socket group {name:?} does not exist")]
@@ -175,22 +167,20 @@ pub enum CtlError {
         name: String,
     },
     /// Looking up the configured socket group failed.
-    #[error("cannot look up control socket group {name:?}: {source}")]
+    #[error("cannot look up control socket group {name:?}: {error}")]
     GroupLookup {
         /// Group name.
         name: String,
         /// Underlying error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Accepting a connection failed.
-    #[error("{}: cannot accept connections: {source}", path.display())]
+    #[error("{}: cannot accept connections: {error}", path.display())]
     Accept {
         /// Socket path.
         path: PathBuf,
         /// Underlying error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -216,6 +206,107 @@ impl From<CtlError> for ReplyError {
             CtlError::Remote { error, .. } => error,
             CtlError::Timeout { .. } => ReplyError::new(codes::FAILED, err.to_string()),
             other => ReplyError::internal(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let path = || PathBuf::from("/run/lbsuite/lbd.sock");
+        let os = || io::Error::other("the kernel said no");
+        let json = || serde_json::from_str::<u32>("\"the parser said no\"").unwrap_err();
+        let reply = || ReplyError::new(codes::FAILED, "the daemon said no");
+        let errors: Vec<(anyhow::Error, &str)> = vec![
+            (
+                CtlError::NotRunning {
+                    path: path(),
+                    source: os(),
+                }
+                .into(),
+                "the kernel said no",
+            ),
+            (
+                CtlError::Connect {
+                    path: path(),
+                    error: os(),
+                }
+                .into(),
+                "the kernel said no",
+            ),
+            (
+                CtlError::Io {
+                    path: path(),
+                    error: os(),
+                }
+                .into(),
+                "the kernel said no",
+            ),
+            (
+                CtlError::Remote {
+                    path: path(),
+                    method: "status".into(),
+                    error: reply(),
+                }
+                .into(),
+                "the daemon said no",
+            ),
+            (
+                CtlError::Dropped {
+                    path: path(),
+                    error: reply(),
+                }
+                .into(),
+                "the daemon said no",
+            ),
+            (
+                CtlError::Decode {
+                    path: path(),
+                    method: "status".into(),
+                    error: json(),
+                }
+                .into(),
+                "the parser said no",
+            ),
+            (
+                CtlError::Encode {
+                    method: "status".into(),
+                    error: json(),
+                }
+                .into(),
+                "the parser said no",
+            ),
+            (
+                CtlError::Bind {
+                    path: path(),
+                    error: os(),
+                }
+                .into(),
+                "the kernel said no",
+            ),
+            (
+                CtlError::GroupLookup {
+                    name: "lbsuite".into(),
+                    error: os(),
+                }
+                .into(),
+                "the kernel said no",
+            ),
+            (
+                CtlError::Accept {
+                    path: path(),
+                    error: os(),
+                }
+                .into(),
+                "the kernel said no",
+            ),
+        ];
+        for (e, inner) in errors {
+            let chain = format!("{e:#}");
+            assert_eq!(chain.matches(inner).count(), 1, "{chain}");
         }
     }
 }

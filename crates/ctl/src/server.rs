@@ -148,47 +148,47 @@ impl Server {
                 .recursive(true)
                 .mode(0o755)
                 .create(&parent)
-                .map_err(|source| CtlError::CreateDir {
+                .map_err(|error| CtlError::CreateDir {
                     path: parent.clone(),
-                    source,
+                    error,
                 })?;
         }
         remove_if_stale(&path).await?;
 
         // Bind in a private directory, fix mode and group, then hard-link into place:
         // link(2) fails if the name exists, so a concurrent daemon is never clobbered.
-        let staging = StagingDir::create(&parent).map_err(|source| CtlError::Bind {
+        let staging = StagingDir::create(&parent).map_err(|error| CtlError::Bind {
             path: path.clone(),
-            source,
+            error,
         })?;
         let staged = staging.path.join("s");
-        let listener = UnixListener::bind(&staged).map_err(|source| CtlError::Bind {
+        let listener = UnixListener::bind(&staged).map_err(|error| CtlError::Bind {
             path: path.clone(),
-            source,
+            error,
         })?;
-        let perm_err = |source| CtlError::Permissions {
+        let perm_err = |error| CtlError::Permissions {
             path: path.clone(),
-            source,
+            error,
         };
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(perms.mode()))
             .map_err(perm_err)?;
         if let Some(gid) = gid {
             std::os::unix::fs::chown(&staged, None, Some(gid)).map_err(perm_err)?;
         }
-        std::fs::hard_link(&staged, &path).map_err(|source| {
-            if source.kind() == io::ErrorKind::AlreadyExists {
+        std::fs::hard_link(&staged, &path).map_err(|error| {
+            if error.kind() == io::ErrorKind::AlreadyExists {
                 CtlError::SocketInUse { path: path.clone() }
             } else {
                 CtlError::Bind {
                     path: path.clone(),
-                    source,
+                    error,
                 }
             }
         })?;
         drop(staging);
-        let meta = std::fs::symlink_metadata(&path).map_err(|source| CtlError::Bind {
+        let meta = std::fs::symlink_metadata(&path).map_err(|error| CtlError::Bind {
             path: path.clone(),
-            source,
+            error,
         })?;
         tracing::info!(path = %path.display(), mode = format_args!("{:o}", perms.mode()), gid, "control socket bound");
         Ok(Server {
@@ -288,7 +288,7 @@ impl Server {
                         tracing::warn!(path = %socket.path.display(), %err, "accept failed; retrying");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    Err(source) => break Err(CtlError::Accept { path: socket.path.clone(), source }),
+                    Err(error) => break Err(CtlError::Accept { path: socket.path.clone(), error }),
                 },
             }
         };
@@ -345,9 +345,9 @@ async fn wait_shutdown(shutdown: &mut watch::Receiver<bool>) {
 
 /// Removes `path` if it is a socket nobody answers on; refuses anything else.
 async fn remove_if_stale(path: &Path) -> Result<(), CtlError> {
-    let stale_err = |source| CtlError::StaleSocket {
+    let stale_err = |error| CtlError::StaleSocket {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
@@ -429,7 +429,7 @@ fn group_id(name: &str) -> Result<u32, CtlError> {
         if rc != 0 {
             return Err(CtlError::GroupLookup {
                 name: name.to_string(),
-                source: io::Error::from_raw_os_error(rc),
+                error: io::Error::from_raw_os_error(rc),
             });
         }
         if result.is_null() {

@@ -184,7 +184,7 @@ pub struct Conntrack {
 impl From<nfnetlink::Error> for Error {
     fn from(e: nfnetlink::Error) -> Self {
         match e {
-            nfnetlink::Error::Open { source, .. } => Error::Open(source),
+            nfnetlink::Error::Open { error, .. } => Error::Open(error),
             nfnetlink::Error::Send(e) => Error::Send(e),
             nfnetlink::Error::Recv(e) => Error::Recv(e),
         }

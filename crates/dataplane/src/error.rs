@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use crate::model::Scheduler;
 
-/// Why a desired state could not be applied or the kernel could not be read.
+/// Why a desired state could not be applied or the kernel could not be read. A variant
+/// that wraps an OS error says its text itself and does not return it as `source()`
+/// as well: an `anyhow` chain (`{:#}`) prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     /// The backend cannot implement this scheduler.
@@ -74,13 +76,12 @@ pub enum DataplaneError {
     #[error("table name {0:?} is empty, longer than 255 bytes or contains NUL")]
     BadTableName(String),
     /// A netlink socket operation failed.
-    #[error("netlink {op}: {source}")]
+    #[error("netlink {op}: {error}")]
     Socket {
         /// What was attempted.
         op: &'static str,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The kernel refused a message of a batch; the whole batch was rolled back.
     #[error("kernel refused {what}: {reason}{extack}; {hint}")]

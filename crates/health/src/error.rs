@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use crate::target::TargetName;
 
-/// Why targets or settings were refused.
+/// Why targets or settings were refused. A variant that wraps another error says its
+/// text itself and does not return it as `source()` as well: an `anyhow` chain (`{:#}`)
+/// prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
     /// Two targets share a name.
@@ -32,8 +34,32 @@ pub enum HealthError {
     },
     /// The TLS client configuration could not be built.
     #[error("TLS client configuration: {0}")]
-    Tls(#[from] rustls::Error),
+    Tls(rustls::Error),
     /// A limit of zero concurrent checks.
     #[error("max_in_flight must be at least 1")]
     Concurrency,
+}
+
+// By hand, not `#[from]`, which would make the TLS error the source too.
+impl From<rustls::Error> for HealthError {
+    fn from(error: rustls::Error) -> Self {
+        HealthError::Tls(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let tls: anyhow::Error =
+            HealthError::from(rustls::Error::General("the TLS library said no".into())).into();
+        let chain = format!("{tls:#}");
+        assert_eq!(
+            chain.matches("the TLS library said no").count(),
+            1,
+            "{chain}"
+        );
+    }
 }

@@ -28,19 +28,19 @@ use std::path::{Path, PathBuf};
 pub use assemble::{Draft, NodeFacts};
 pub use report::{Item, ItemKind, Loc, Report};
 
-/// Why an import failed.
+/// Why an import failed. A variant that wraps another error says its text itself and
+/// does not return it as `source()` as well: an `anyhow` chain (`{:#}`) prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     /// A file could not be read (an include names where it was included).
-    #[error("{}{path}: cannot read: {source}", .from.as_ref().map(|f| format!("{f}: included ")).unwrap_or_default())]
+    #[error("{}{path}: cannot read: {error}", .from.as_ref().map(|f| format!("{f}: included ")).unwrap_or_default())]
     Read {
         /// The file.
         path: String,
         /// The include that named it.
         from: Option<String>,
         /// The error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The input is malformed at a place.
     #[error("{at}: {message}")]
@@ -149,10 +149,10 @@ pub fn import(
 ) -> Result<Imported, ImportError> {
     let mut inputs = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(f).map_err(|source| ImportError::Read {
+        let text = std::fs::read_to_string(f).map_err(|error| ImportError::Read {
             path: shown(f),
             from: None,
-            source,
+            error,
         })?;
         inputs.push((f.clone(), text));
     }
@@ -189,4 +189,21 @@ pub(crate) fn ip_at(word: &str, at: &Loc, what: &str) -> Result<IpAddr, ImportEr
         at: at.clone(),
         message: format!("{what} {word:?} is not an IP address"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let e: anyhow::Error = ImportError::Read {
+            path: "keepalived.conf".into(),
+            from: Some("main.conf:3".into()),
+            error: std::io::Error::other("the kernel said no"),
+        }
+        .into();
+        let chain = format!("{e:#}");
+        assert_eq!(chain.matches("the kernel said no").count(), 1, "{chain}");
+    }
 }

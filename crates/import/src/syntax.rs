@@ -44,10 +44,10 @@ pub fn read_file(path: &Path) -> Result<Vec<Stmt>, ImportError> {
 }
 
 fn read_nested(path: &Path, depth: usize, from: Option<&Loc>) -> Result<Vec<Stmt>, ImportError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ImportError::Read {
         path: path.display().to_string(),
         from: from.map(ToString::to_string),
-        source,
+        error,
     })?;
     parse(&text, path, depth)
 }

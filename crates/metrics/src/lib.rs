@@ -94,20 +94,22 @@ pub fn daemon_registry(info: DaemonInfo<'_>) -> prometheus::Registry {
     registry
 }
 
-/// Failures of the metrics endpoint.
+/// Failures of the metrics endpoint. Each variant says the inner error's text itself
+/// and does not return it as `source()` as well: an `anyhow` chain (`{:#}`) prints
+/// it once.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     /// The listen address could not be bound.
-    #[error("metrics: cannot listen on {addr}: {source}")]
+    #[error("metrics: cannot listen on {addr}: {error}")]
     Bind {
         /// The configured address.
         addr: SocketAddr,
         /// What the kernel said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The serving thread or its runtime could not be started.
     #[error("metrics: cannot start the server thread: {0}")]
-    Thread(#[source] std::io::Error),
+    Thread(std::io::Error),
 }
 
 /// What one client, or all of them together, can make the endpoint hold.
@@ -233,6 +235,28 @@ impl Drop for MetricsServer {
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let kernel = || std::io::Error::other("the kernel said no");
+        let errors: Vec<anyhow::Error> = vec![
+            MetricsError::Bind {
+                addr: SocketAddr::from(([127, 0, 0, 1], 9100)),
+                error: kernel(),
+            }
+            .into(),
+            MetricsError::Thread(kernel()).into(),
+        ];
+        for e in errors {
+            let chain = format!("{e:#}");
+            assert_eq!(chain.matches("the kernel said no").count(), 1, "{chain}");
         }
     }
 }

@@ -66,8 +66,8 @@ pub(crate) fn run(
     runtime.block_on(async move {
         let listener = match listen(addr) {
             Ok(listener) => listener,
-            Err(source) => {
-                let _ = bound.send(Err(MetricsError::Bind { addr, source }));
+            Err(error) => {
+                let _ = bound.send(Err(MetricsError::Bind { addr, error }));
                 return;
             }
         };

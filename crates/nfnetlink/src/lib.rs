@@ -55,25 +55,26 @@ pub const fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-/// A socket failure, by the step that failed.
+/// A socket failure, by the step that failed. Each variant says the OS error's text
+/// itself and does not return it as `source()` as well: an `anyhow` chain (`{:#}`)
+/// prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Opening, binding or configuring the socket.
-    #[error("opening the netfilter netlink socket ({op}): {source}")]
+    #[error("opening the netfilter netlink socket ({op}): {error}")]
     Open {
         /// The step.
         op: &'static str,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// Sending.
     #[error("sending to netfilter netlink: {0}")]
-    Send(#[source] io::Error),
+    Send(io::Error),
     /// Receiving (EAGAIN/EWOULDBLOCK: the read timeout passed; ENOBUFS: the kernel
     /// dropped messages for this socket).
     #[error("receiving from netfilter netlink: {0}")]
-    Recv(#[source] io::Error),
+    Recv(io::Error),
 }
 
 impl Error {
@@ -217,7 +218,7 @@ pub struct NfSocket {
 impl NfSocket {
     /// Opens and binds a socket in the calling thread's network namespace.
     pub fn open(options: &Options) -> Result<NfSocket, Error> {
-        let open = |op| move |source| Error::Open { op, source };
+        let open = |op| move |error| Error::Open { op, error };
         let mut sock = Socket::new(NETLINK_NETFILTER).map_err(open("socket"))?;
         sock.bind(&SocketAddr::new(0, options.groups))
             .map_err(open("bind"))?;
@@ -494,6 +495,24 @@ impl Datagrams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let kernel = || io::Error::other("the kernel said no");
+        let errors: Vec<anyhow::Error> = vec![
+            Error::Open {
+                op: "bind",
+                error: kernel(),
+            }
+            .into(),
+            Error::Send(kernel()).into(),
+            Error::Recv(kernel()).into(),
+        ];
+        for e in errors {
+            let chain = format!("{e:#}");
+            assert_eq!(chain.matches("the kernel said no").count(), 1, "{chain}");
+        }
+    }
 
     #[test]
     fn messages_stop_at_a_truncated_one() {

@@ -7,24 +7,25 @@ use ::ipvs::IpvsError;
 
 use crate::DataplaneError;
 
-/// Why the IPVS backend could not apply, read or sync.
+/// Why the IPVS backend could not apply, read or sync. A variant that wraps another
+/// error says its text itself and does not return it as `source()` as well: an
+/// `anyhow` chain (`{:#}`) prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum IpvsBackendError {
     /// The IPVS generic-netlink family could not be used.
     #[error("cannot use IPVS: {0}")]
-    Connect(#[source] IpvsError),
-    /// The kernel refused a change to one service (the source names the fix).
-    #[error("service {service}: {source}")]
+    Connect(IpvsError),
+    /// The kernel refused a change to one service (the client's error names the fix).
+    #[error("service {service}: {error}")]
     Kernel {
         /// Service name from the desired state (or the kernel's key for an orphan).
         service: String,
         /// The client's error.
-        #[source]
-        source: IpvsError,
+        error: IpvsError,
     },
     /// Reading IPVS state failed.
     #[error("reading IPVS state: {0}")]
-    Read(#[source] IpvsError),
+    Read(IpvsError),
     /// IPVS has no random scheduler.
     #[error("service {service}: IPVS has no `random` scheduler; use rr or wrr (the nearest), or the nft backend")]
     RandomScheduler {
@@ -88,22 +89,20 @@ pub enum IpvsBackendError {
         max: u32,
     },
     /// `net.ipv4.vs.conntrack` could not be set.
-    #[error("cannot set net.ipv4.vs.conntrack=1 through {path}: {source}; without it netfilter does not see IPVS connections and the SNAT rules never apply: load ip_vs (`modprobe ip_vs`) and run lbd as root in the network namespace of the services")]
+    #[error("cannot set net.ipv4.vs.conntrack=1 through {path}: {error}; without it netfilter does not see IPVS connections and the SNAT rules never apply: load ip_vs (`modprobe ip_vs`) and run lbd as root in the network namespace of the services")]
     Conntrack {
         /// The sysctl file.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The ownership record could not be read or written.
-    #[error("IPVS ownership record {path}: {source}; lbd keeps there the services it created (to delete them later, and never others): make its directory writable by lbd")]
+    #[error("IPVS ownership record {path}: {error}; lbd keeps there the services it created (to delete them later, and never others): make its directory writable by lbd")]
     Record {
         /// The record file.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The ownership record holds a line this backend cannot read.
     #[error("IPVS ownership record {path} line {line}: cannot read {text:?}; delete the file (lbd then owns only the services of its configuration)")]
@@ -117,7 +116,7 @@ pub enum IpvsBackendError {
     },
     /// The sync daemon could not be started or stopped.
     #[error("IPVS sync daemon: {0}")]
-    Sync(#[source] IpvsError),
+    Sync(IpvsError),
     /// A sync interface name the kernel cannot hold.
     #[error("IPVS sync daemon: interface name {0:?} is empty or longer than 15 bytes")]
     SyncInterface(String),
@@ -126,5 +125,46 @@ pub enum IpvsBackendError {
 impl From<IpvsBackendError> for DataplaneError {
     fn from(e: IpvsBackendError) -> DataplaneError {
         DataplaneError::Ipvs(Box::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let kernel = || io::Error::other("the kernel said no");
+        let client = || IpvsError::Send(kernel());
+        let errors: Vec<anyhow::Error> = vec![
+            IpvsBackendError::Connect(client()).into(),
+            IpvsBackendError::Kernel {
+                service: "web".into(),
+                error: client(),
+            }
+            .into(),
+            IpvsBackendError::Read(client()).into(),
+            IpvsBackendError::Conntrack {
+                path: "/proc/sys/net/ipv4/vs/conntrack".into(),
+                error: kernel(),
+            }
+            .into(),
+            IpvsBackendError::Record {
+                path: "/var/lib/lbd/ipvs-owned".into(),
+                error: kernel(),
+            }
+            .into(),
+            IpvsBackendError::Sync(client()).into(),
+            DataplaneError::from(IpvsBackendError::Read(client())).into(),
+            DataplaneError::Socket {
+                op: "send",
+                error: kernel(),
+            }
+            .into(),
+        ];
+        for e in errors {
+            let chain = format!("{e:#}");
+            assert_eq!(chain.matches("the kernel said no").count(), 1, "{chain}");
+        }
     }
 }

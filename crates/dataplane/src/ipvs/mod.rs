@@ -101,9 +101,9 @@ impl IpvsBackend {
             .read(true)
             .write(true)
             .open(CONNTRACK_SYSCTL)
-            .map_err(|source| IpvsBackendError::Conntrack {
+            .map_err(|error| IpvsBackendError::Conntrack {
                 path: PathBuf::from(CONNTRACK_SYSCTL),
-                source,
+                error,
             })?;
         Ok(IpvsBackend {
             client: Mutex::new(client),
@@ -252,9 +252,9 @@ impl IpvsBackend {
 
     /// Makes sure `net.ipv4.vs.conntrack` is 1.
     fn enable_conntrack(&self) -> Result<(), IpvsBackendError> {
-        let err = |source| IpvsBackendError::Conntrack {
+        let err = |error| IpvsBackendError::Conntrack {
             path: PathBuf::from(CONNTRACK_SYSCTL),
-            source,
+            error,
         };
         let mut buf = [0u8; 16];
         let n = self.conntrack.read_at(&mut buf, 0).map_err(err)?;
@@ -282,13 +282,13 @@ impl IpvsBackend {
                 r => r,
             },
         };
-        result.map_err(|source| {
+        result.map_err(|error| {
             let key = ServiceKey::of(op.service());
             let service = wanted
                 .iter()
                 .find(|w| Some(w.key()) == key)
                 .map_or_else(|| op.service().to_string(), |w| w.name.clone());
-            IpvsBackendError::Kernel { service, source }
+            IpvsBackendError::Kernel { service, error }
         })
     }
 }
@@ -374,7 +374,7 @@ impl Dataplane for IpvsBackend {
                 Err(e) => {
                     return Err(IpvsBackendError::Kernel {
                         service: w.name.clone(),
-                        source: e,
+                        error: e,
                     }
                     .into())
                 }

@@ -65,10 +65,10 @@ impl OwnershipRecord {
         let text = match fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
-            Err(source) => {
+            Err(error) => {
                 return Err(IpvsBackendError::Record {
                     path: self.path.clone(),
-                    source,
+                    error,
                 })
             }
         };
@@ -85,9 +85,9 @@ impl OwnershipRecord {
 
     /// Replaces the record (write to a temporary file, then rename: never half a record).
     pub fn store(&self, keys: &BTreeSet<ServiceKey>) -> Result<(), IpvsBackendError> {
-        let err = |source| IpvsBackendError::Record {
+        let err = |error| IpvsBackendError::Record {
             path: self.path.clone(),
-            source,
+            error,
         };
         if let Some(dir) = self.path.parent() {
             if !dir.as_os_str().is_empty() {
@@ -106,7 +106,7 @@ impl OwnershipRecord {
         match fs::remove_file(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(IpvsBackendError::Record {
                 path: self.path.clone(),
-                source: e,
+                error: e,
             }),
             _ => Ok(()),
         }

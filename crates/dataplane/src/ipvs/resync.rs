@@ -28,19 +28,26 @@ pub struct ResyncReport {
     pub skipped: usize,
 }
 
-/// Why no resync went out.
+/// Why no resync went out. Each variant says the inner error's text itself and does
+/// not return it as `source()` as well: an `anyhow` chain (`{:#}`) prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum ResyncError {
     #[error("IPVS: {0}")]
-    Ipvs(#[from] IpvsError),
+    Ipvs(IpvsError),
     #[error("reading {CONN_TABLE}: {0}")]
-    Table(#[source] std::io::Error),
-    #[error("sending to the sync group on {iface}: {source}")]
+    Table(std::io::Error),
+    #[error("sending to the sync group on {iface}: {error}")]
     Send {
         iface: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+// By hand, not `#[from]`, which would make the IPVS error the source too.
+impl From<IpvsError> for ResyncError {
+    fn from(error: IpvsError) -> Self {
+        ResyncError::Ipvs(error)
+    }
 }
 
 /// Sends this node's IPVS connections to the backup sync daemons on the sync
@@ -98,9 +105,9 @@ pub fn resync_backup() -> Result<Option<ResyncReport>, ResyncError> {
         None => SYNC_GROUP,
     };
     let to = SocketAddr::from((group, daemon.mcast_port.unwrap_or(SYNC_PORT)));
-    let send_err = |source| ResyncError::Send {
+    let send_err = |error| ResyncError::Send {
         iface: daemon.ifname.clone(),
-        source,
+        error,
     };
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(send_err)?;
     socket
@@ -118,4 +125,27 @@ pub fn resync_backup() -> Result<Option<ResyncReport>, ResyncError> {
         messages: messages.len(),
         skipped,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_prints_the_inner_text_once() {
+        let kernel = || std::io::Error::other("the kernel said no");
+        let errors: Vec<anyhow::Error> = vec![
+            ResyncError::from(IpvsError::Receive(kernel())).into(),
+            ResyncError::Table(kernel()).into(),
+            ResyncError::Send {
+                iface: "eth1".into(),
+                error: kernel(),
+            }
+            .into(),
+        ];
+        for e in errors {
+            let chain = format!("{e:#}");
+            assert_eq!(chain.matches("the kernel said no").count(), 1, "{chain}");
+        }
+    }
 }

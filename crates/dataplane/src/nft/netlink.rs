@@ -25,9 +25,9 @@ impl From<nfnetlink::Error> for DataplaneError {
     fn from(e: nfnetlink::Error) -> Self {
         match e {
             e if e.is_timeout() => DataplaneError::Timeout(ANSWER_TIMEOUT),
-            nfnetlink::Error::Open { op, source } => DataplaneError::Socket { op, source },
-            nfnetlink::Error::Send(source) => DataplaneError::Socket { op: "send", source },
-            nfnetlink::Error::Recv(source) => DataplaneError::Socket { op: "recv", source },
+            nfnetlink::Error::Open { op, error } => DataplaneError::Socket { op, error },
+            nfnetlink::Error::Send(error) => DataplaneError::Socket { op: "send", error },
+            nfnetlink::Error::Recv(error) => DataplaneError::Socket { op: "recv", error },
         }
     }
 }
