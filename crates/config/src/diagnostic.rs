@@ -94,13 +94,9 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_ref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
+// No `source()`: an unreadable file's diagnostic says the I/O error itself, and an
+// `anyhow` chain (`{:#}`) prints it once.
+impl std::error::Error for ConfigError {}
 
 /// Maps byte offsets to 1-based line and character column.
 pub(crate) struct LineIndex<'a> {
@@ -163,6 +159,17 @@ pub(crate) fn did_you_mean<'c>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_file_says_its_io_error_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file here");
+        let text = io.to_string();
+        let e = ConfigError::unreadable(Path::new("/x/cluster.toml"), io);
+        assert!(e.is_io());
+        assert_eq!(e.to_string().matches(&text).count(), 1, "{e}");
+        // Nothing in the chain repeats it.
+        assert!(std::error::Error::source(&e).is_none());
+    }
 
     #[test]
     fn positions_are_one_based_in_characters() {
