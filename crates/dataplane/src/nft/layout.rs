@@ -350,23 +350,45 @@ pub fn dnat_map_name(kind: MapKind) -> String {
 /// The verdict map that leads the new connections of the services with a chain of
 /// their own (round robin) to that chain: `svc[r]{4|6}`.
 pub fn jump_map_name(v4: bool, range: bool) -> &'static str {
-    match (v4, range) {
-        (true, false) => "svc4",
-        (true, true) => "svcr4",
-        (false, false) => "svc6",
-        (false, true) => "svcr6",
-    }
+    map_name(&JUMP_MAPS, v4, range)
 }
 
 /// (IPv4?, port range?) of a verdict map (inverse of [`jump_map_name`]).
 fn jump_map_kind(name: &str) -> Option<(bool, bool)> {
-    match name {
-        "svc4" => Some((true, false)),
-        "svcr4" => Some((true, true)),
-        "svc6" => Some((false, false)),
-        "svcr6" => Some((false, true)),
-        _ => None,
-    }
+    map_kind(&JUMP_MAPS, name)
+}
+
+/// A family of four verdict maps, by (IPv4?, port range?): single port v4, range
+/// v4, single port v6, range v6.
+type MapFamily = [(&'static str, (bool, bool)); 4];
+
+const JUMP_MAPS: MapFamily = [
+    ("svc4", (true, false)),
+    ("svcr4", (true, true)),
+    ("svc6", (false, false)),
+    ("svcr6", (false, true)),
+];
+
+const REMEMBER_MAPS: MapFamily = [
+    ("rec4", (true, false)),
+    ("recr4", (true, true)),
+    ("rec6", (false, false)),
+    ("recr6", (false, true)),
+];
+
+fn map_name(family: &MapFamily, v4: bool, range: bool) -> &'static str {
+    // Every (v4, range) pair is in each family.
+    family
+        .iter()
+        .find(|(_, kind)| *kind == (v4, range))
+        .map_or("", |(name, _)| name)
+}
+
+fn map_kind(family: &MapFamily, name: &str) -> Option<(bool, bool)> {
+    family
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, kind)| *kind)
 }
 
 /// Whether `name` is one of the verdict maps (elements jump to a chain).
@@ -655,23 +677,12 @@ fn how(sel: &str, m: u32) -> String {
 /// the chain that remembers the client's server: `rec[r]{4|6}` in lb_conn, keyed by
 /// the connection's original protocol . destination . port.
 pub fn remember_map_name(v4: bool, range: bool) -> &'static str {
-    match (v4, range) {
-        (true, false) => "rec4",
-        (true, true) => "recr4",
-        (false, false) => "rec6",
-        (false, true) => "recr6",
-    }
+    map_name(&REMEMBER_MAPS, v4, range)
 }
 
 /// (IPv4?, port range?) of a remember map.
 fn remember_map_kind(name: &str) -> Option<(bool, bool)> {
-    match name {
-        "rec4" => Some((true, false)),
-        "recr4" => Some((true, true)),
-        "rec6" => Some((false, false)),
-        "recr6" => Some((false, true)),
-        _ => None,
-    }
+    map_kind(&REMEMBER_MAPS, name)
 }
 
 /// The dynamic sets of the persistent services' clients and their servers, one per
@@ -2159,6 +2170,22 @@ fn plan_snat(rules: &[SnatRule], layout: &mut Layout) -> Result<(), DataplaneErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verdict_map_names_and_kinds_are_inverses() {
+        let mut names = std::collections::HashSet::new();
+        for family in [&JUMP_MAPS, &REMEMBER_MAPS] {
+            for v4 in [true, false] {
+                for range in [true, false] {
+                    let name = map_name(family, v4, range);
+                    assert_eq!(map_kind(family, name), Some((v4, range)), "{name}");
+                    assert!(is_jump_map(name), "{name}");
+                    names.insert(name);
+                }
+            }
+        }
+        assert_eq!(names.len(), 8);
+    }
 
     fn rule(name: &str, daddr: &str, ports: Option<PortSpec>, to: &str) -> SnatRule {
         SnatRule {
