@@ -319,16 +319,23 @@ impl Speaker {
         args
     }
 
+    /// Runs vtysh with these commands (in the node's pathspace).
+    async fn vtysh(&self, commands: &[String]) -> Result<String, AnnounceError> {
+        self.run(&self.settings.vtysh, &self.vtysh_args(commands))
+            .await
+    }
+
+    /// Runs one birdc command (on the configured socket).
+    async fn birdc(&self, command: &str) -> Result<String, AnnounceError> {
+        self.run(&self.settings.birdc, &self.birdc_args(command))
+            .await
+    }
+
     /// What the daemon announces now, of `owned`.
     pub async fn read(&self, owned: &BTreeSet<IpAddr>) -> Result<BTreeSet<IpAddr>, AnnounceError> {
         let all = match self.settings.daemon {
             RoutingDaemon::Frr => {
-                let text = self
-                    .run(
-                        &self.settings.vtysh,
-                        &self.vtysh_args(&["show running-config bgpd".to_owned()]),
-                    )
-                    .await?;
+                let text = self.vtysh(&["show running-config bgpd".to_owned()]).await?;
                 frr_networks(&text, self.settings.asn.unwrap_or(0))
             }
             // What BIRD holds, not what the file says: a file written but refused
@@ -336,9 +343,7 @@ impl Speaker {
             RoutingDaemon::Bird => {
                 let mut all = BTreeSet::new();
                 // `show route protocol` of an unknown protocol is a syntax error.
-                let listed = self
-                    .run(&self.settings.birdc, &self.birdc_args("show protocols"))
-                    .await?;
+                let listed = self.birdc("show protocols").await?;
                 let known: BTreeSet<&str> = listed
                     .lines()
                     .filter_map(|l| l.split_whitespace().next())
@@ -349,10 +354,7 @@ impl Speaker {
                         continue;
                     }
                     let text = self
-                        .run(
-                            &self.settings.birdc,
-                            &self.birdc_args(&format!("show route protocol {protocol}")),
-                        )
+                        .birdc(&format!("show route protocol {protocol}"))
                         .await?;
                     all.extend(bird_shown_routes(&text));
                 }
@@ -366,18 +368,11 @@ impl Speaker {
     pub async fn peers(&self) -> Result<Vec<AnnouncePeer>, AnnounceError> {
         match self.settings.daemon {
             RoutingDaemon::Frr => {
-                let json = self
-                    .run(
-                        &self.settings.vtysh,
-                        &self.vtysh_args(&["show bgp summary json".to_owned()]),
-                    )
-                    .await?;
+                let json = self.vtysh(&["show bgp summary json".to_owned()]).await?;
                 Ok(frr_peers(&json))
             }
             RoutingDaemon::Bird => {
-                let text = self
-                    .run(&self.settings.birdc, &self.birdc_args("show protocols"))
-                    .await?;
+                let text = self.birdc("show protocols").await?;
                 Ok(bird_peers(&text))
             }
         }
@@ -398,9 +393,7 @@ impl Speaker {
                     return Ok(());
                 }
                 let commands = frr_commands(self.settings.asn.unwrap_or(0), &add, &remove);
-                self.run(&self.settings.vtysh, &self.vtysh_args(&commands))
-                    .await
-                    .map(|_| ())
+                self.vtysh(&commands).await.map(|_| ())
             }
             RoutingDaemon::Bird => {
                 if held == wanted && self.settings.bird_include.exists() {
@@ -416,9 +409,7 @@ impl Speaker {
                         path: path.clone(),
                         error,
                     })?;
-                let out = self
-                    .run(&self.settings.birdc, &self.birdc_args("configure"))
-                    .await?;
+                let out = self.birdc("configure").await?;
                 if out.contains("Reconfigured") || out.contains("Reconfiguration in progress") {
                     Ok(())
                 } else {
