@@ -121,7 +121,7 @@ boot_guest() {
 
 # Sets kpkg, kdir, kver and busybox: the kernel resolved and unpacked into the cache,
 # with only the modules the guests load (IPVS, netfilter, veth, bridge, dummy,
-# macvlan, 8021q, crc32c) and their dependencies in $kdir/modules/lib/modules, and
+# macvlan, 8021q, crc32c, ipip) and their dependencies in $kdir/modules/lib/modules, and
 # busybox (used on the host too: depmod, cpio).
 prepare_kernel() {
     resolve_kernel
@@ -134,7 +134,9 @@ prepare_kernel() {
     fi
     busybox="$bbdir/bin/busybox"
 
-    if [ ! -f "$kdir/ready" ]; then
+    # The marker names the module list's version: a list that grows unpacks again.
+    local ready="$kdir/ready-modules-2"
+    if [ ! -f "$ready" ]; then
         fetch "$kpkg"
         log "unpacking $kpkg"
         rm -rf "$kdir"; mkdir -p "$kdir/full"
@@ -155,7 +157,7 @@ prepare_kernel() {
                 kernel/drivers/net/veth.ko kernel/drivers/net/macvlan.ko \
                 kernel/drivers/net/dummy.ko kernel/net/bridge/bridge.ko \
                 kernel/crypto/crc32c_generic.ko kernel/arch/x86/crypto/crc32c-intel.ko \
-                kernel/net/8021q/8021q.ko 2>/dev/null)
+                kernel/net/8021q/8021q.ko kernel/net/ipv4/ipip.ko 2>/dev/null)
         } | sort -u > "$kdir/wanted"
         awk -F': *' 'NR==FNR {want[$1]=1; next}
             ($1 in want) {print $1; n=split($2, d, " "); for (i=1; i<=n; i++) print d[i]}' \
@@ -167,7 +169,7 @@ prepare_kernel() {
         cp "$kdir/full/boot/vmlinuz-$kver" "$kdir/vmlinuz"
         echo "$kver" > "$kdir/version"
         rm -rf "$kdir/full"
-        touch "$kdir/ready"
+        touch "$ready"
     fi
     kver="$(cat "$kdir/version")"
 }

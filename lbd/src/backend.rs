@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use config::NodeView;
+use config::{ClusterMode, NodeView};
 use dataplane::{
     BackendChoice, BackendKind, ChosenBackend, Dataplane, DataplaneError, DesiredState, DryRun,
     IpvsSettings, Selection,
@@ -55,6 +55,8 @@ pub fn backend_settings(view: &NodeView) -> IpvsSettings {
     IpvsSettings {
         nft_table: view.dataplane.nft_table.clone(),
         ownership_record: dir.join("ipvs-owned"),
+        // A flow the router moves here arrives in the middle: IPVS must take it up.
+        sloppy: view.mode == ClusterMode::ActiveActive,
     }
 }
 
@@ -191,6 +193,21 @@ mod tests {
         .into();
         let chain = format!("{e:#}");
         assert_eq!(chain.matches("the kernel said no").count(), 1, "{chain}");
+    }
+
+    /// IPVS takes up moved flows in the middle in active-active mode only.
+    #[test]
+    fn active_active_asks_ipvs_for_sloppy_pickup() {
+        let view = |text: &str, node: &str| {
+            config::parse(text, "t.toml")
+                .unwrap()
+                .node_view(Some(node))
+                .unwrap()
+        };
+        let pair = view(include_str!("../../cluster.toml.example"), "lb1");
+        let aa = include_str!("../../crates/config/tests/valid/active_active.toml");
+        assert!(!backend_settings(&pair).sloppy);
+        assert!(backend_settings(&view(aa, "lb1")).sloppy);
     }
 
     /// The example's plan under IPVS, with service `web` on wlc (least connections).

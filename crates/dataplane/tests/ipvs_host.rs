@@ -19,6 +19,7 @@ fn settings() -> IpvsSettings {
     IpvsSettings {
         nft_table: "lbsuite_ipvs_host".into(),
         ownership_record: std::env::temp_dir().join("lbsuite-ipvs-host-never-written"),
+        sloppy: false,
     }
 }
 

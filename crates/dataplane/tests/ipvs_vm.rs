@@ -79,6 +79,7 @@ fn settings(test: &str) -> IpvsSettings {
     IpvsSettings {
         nft_table: "lbsuite".into(),
         ownership_record: record_path(test),
+        sloppy: false,
     }
 }
 
@@ -538,4 +539,240 @@ fn sync_daemon_carries_a_connection_to_the_backup_and_it_survives_failover() {
     ipvs1.teardown().unwrap();
     ipvs2.teardown().unwrap();
     assert!(ipvs2.sync_daemons().unwrap().is_empty());
+}
+
+/// A line for the VM log (`$LBSUITE_VM_NOTES`; libtest swallows a passing test's
+/// output).
+fn note(text: &str) {
+    println!("{text}");
+    if let Some(path) = std::env::var_os("LBSUITE_VM_NOTES") {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        if let Ok(mut f) = file {
+            let _ = writeln!(f, "{text}");
+        }
+    }
+}
+
+/// The VIP of the active-active scenarios: routed to a balancer by the client's
+/// route (the router of a real site), held on `lo` by both balancers and both
+/// servers.
+const MOVED_VIP: &str = "198.18.3.100";
+/// Client source addresses, one connection each (mh hashes the source address).
+const SOURCES: u8 = 24;
+
+/// One node's share of an active-active cluster: IPVS with `scheduler` and
+/// `forward` to srv1/srv2 on the one-arm segment, the VIP on `lo`, and IPVS's
+/// sloppy pickup as lbd sets it in active-active mode (or not).
+fn active_active_node(
+    host: &Host,
+    test: &str,
+    scheduler: Scheduler,
+    forward: Forwarding,
+    sloppy: bool,
+) -> IpvsBackend {
+    host.ip(&["addr", "add", &format!("{MOVED_VIP}/32"), "dev", "lo"])
+        .unwrap();
+    let s = IpvsSettings {
+        sloppy,
+        ..settings(test)
+    };
+    let mut ipvs = host.run_in(move || IpvsBackend::new(&s)).unwrap().unwrap();
+    let mut web = service("web", MOVED_VIP, 80, Protocol::Tcp, scheduler);
+    web.forward = forward;
+    web.backends[0].addr = ip("198.18.0.21");
+    web.backends[1].addr = ip("198.18.0.22");
+    ipvs.apply(&DesiredState {
+        services: vec![web],
+        snat: Vec::new(),
+    })
+    .unwrap();
+    let want = if sloppy { "1" } else { "0" };
+    assert_eq!(host.sysctl("net.ipv4.vs.sloppy_tcp").unwrap(), want);
+    ipvs
+}
+
+/// A real server of direct routing or tunnelling: the VIP on `lo`, never answered
+/// for in ARP; with a tunnel, `tunl0` up to take the IPIP packets off.
+fn moved_server(host: &Host, name: &'static str, tunnel: bool) -> TcpListener {
+    for (key, value) in [
+        ("net.ipv4.conf.all.arp_ignore", "1"),
+        ("net.ipv4.conf.all.arp_announce", "2"),
+    ] {
+        host.set_sysctl(key, value).unwrap();
+    }
+    host.ip(&["addr", "add", &format!("{MOVED_VIP}/32"), "dev", "lo"])
+        .unwrap();
+    if tunnel {
+        host.ip(&["link", "set", "tunl0", "up"]).unwrap();
+        host.set_sysctl("net.ipv4.conf.tunl0.rp_filter", "0")
+            .unwrap();
+    }
+    responder(host, sa("0.0.0.0:80"), name)
+}
+
+/// Connects from `source` in `host` to `addr` and returns the stream with its
+/// greeting.
+fn connect_from(
+    host: &Host,
+    source: IpAddr,
+    addr: SocketAddr,
+) -> std::io::Result<(BufReader<TcpStream>, TcpStream, String)> {
+    let stream = host
+        .run_in(move || -> std::io::Result<TcpStream> {
+            let socket = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            socket.bind(&SocketAddr::new(source, 0).into())?;
+            socket.connect_timeout(&addr.into(), Duration::from_secs(20))?;
+            Ok(socket.into())
+        })
+        .unwrap()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut hello = String::new();
+    reader.read_line(&mut hello)?;
+    Ok((reader, stream, hello.trim().to_string()))
+}
+
+/// Whether a connection still answers: a line echoed back (not a reset, not a
+/// timeout).
+fn still_answers(reader: &mut BufReader<TcpStream>, stream: &mut TcpStream, text: &str) -> bool {
+    let mut line = String::new();
+    stream.write_all(format!("{text}\n").as_bytes()).is_ok()
+        && reader.read_line(&mut line).is_ok_and(|n| n > 0)
+        && line.trim() == text
+}
+
+/// What one active-active move did: connections through lb1 that still answered
+/// after the route moved to lb2, and new connections through lb2 from the same
+/// sources that reached the server lb1 had chosen.
+struct Move {
+    kept: usize,
+    same_server: usize,
+}
+
+/// `SOURCES` clients connect through lb1; lb1 dies (cable out) and the route to the
+/// VIP moves to lb2 (what the router does when lb1's BGP session or BFD goes);
+/// each connection is asked to echo again, in the reverse order of their opening
+/// (so that round robin cannot agree by chance); then each source connects anew.
+fn move_flows(scheduler: Scheduler, forward: Forwarding, sloppy: bool) -> Move {
+    let lab = Lab::one_arm().unwrap();
+    let tunnel = forward == Forwarding::Tunnel;
+    let _s1 = moved_server(&lab["srv1"], "srv1", tunnel);
+    let _s2 = moved_server(&lab["srv2"], "srv2", tunnel);
+    let test = format!("move-{scheduler:?}-{forward:?}-{sloppy}");
+    let mut ipvs1 = active_active_node(
+        &lab["lb1"],
+        &format!("{test}-1"),
+        scheduler,
+        forward,
+        sloppy,
+    );
+    let mut ipvs2 = active_active_node(
+        &lab["lb2"],
+        &format!("{test}-2"),
+        scheduler,
+        forward,
+        sloppy,
+    );
+    let client = &lab["client"];
+    let vip = sa(&format!("{MOVED_VIP}:80"));
+    client
+        .ip(&[
+            "route",
+            "add",
+            &format!("{MOVED_VIP}/32"),
+            "via",
+            "198.18.0.11",
+        ])
+        .unwrap();
+    let sources: Vec<IpAddr> = (0..SOURCES)
+        .map(|i| ip(&format!("198.18.0.{}", 100 + i)))
+        .collect();
+    for s in &sources {
+        client
+            .ip(&["addr", "add", &format!("{s}/32"), "dev", "eth0"])
+            .unwrap();
+    }
+
+    let mut open = Vec::new();
+    for &s in &sources {
+        let (mut reader, mut stream, hello) = connect_from(client, s, vip).unwrap();
+        // Direct routing and tunnelling keep the client's address.
+        let server = hello
+            .strip_suffix(&format!(" {s}"))
+            .unwrap_or_else(|| panic!("{hello}: the server must see the client's own address {s}"));
+        let server = server.to_string();
+        assert!(still_answers(&mut reader, &mut stream, "before"));
+        open.push((s, server, reader, stream));
+    }
+    let on_srv1 = open.iter().filter(|o| o.1 == "srv1").count();
+    assert!(
+        on_srv1 > 0 && on_srv1 < open.len(),
+        "both servers must get connections: {on_srv1} of {} on srv1",
+        open.len()
+    );
+
+    lab.set_cable("lb1", "eth0", false).unwrap();
+    client
+        .ip(&[
+            "route",
+            "replace",
+            &format!("{MOVED_VIP}/32"),
+            "via",
+            "198.18.0.12",
+        ])
+        .unwrap();
+    let mut kept = 0;
+    for (_, _, reader, stream) in open.iter_mut().rev() {
+        if still_answers(reader, stream, "after the move") {
+            kept += 1;
+        }
+    }
+    let mut same_server = 0;
+    for (s, server, _, _) in &open {
+        if let Ok((_, _, hello)) = connect_from(client, *s, vip) {
+            if hello.starts_with(&format!("{server} ")) {
+                same_server += 1;
+            }
+        }
+    }
+    drop(open);
+    ipvs1.teardown().unwrap();
+    ipvs2.teardown().unwrap();
+    Move { kept, same_server }
+}
+
+/// Active-active behind ECMP (docs/active-active.md): a flow the router moves to
+/// another node keeps its server and survives in direct routing and tunnel mode,
+/// because every node's IPVS `mh` agrees and lbd turns on IPVS's sloppy pickup in
+/// active-active mode. Without the pickup (IPVS schedules only SYNs) the moved
+/// connections are reset; with round robin they land on another server.
+#[test]
+#[ignore = "needs IPVS: run in the VM"]
+fn active_active_moves_keep_direct_routing_and_tunnel_connections() {
+    let n = usize::from(SOURCES);
+    let dr = move_flows(Scheduler::Mh, Forwarding::DirectRoute, true);
+    let tun = move_flows(Scheduler::Mh, Forwarding::Tunnel, true);
+    let strict = move_flows(Scheduler::Mh, Forwarding::DirectRoute, false);
+    let rr = move_flows(Scheduler::Rr, Forwarding::DirectRoute, true);
+    note(&format!(
+        "active-active move of {n} connections from lb1 to lb2: direct routing mh {}/{n} kept \
+         (new connections on the same server {}/{n}), tunnel mh {}/{n} ({}/{n}); \
+         controls: without sloppy pickup {}/{n} kept, rr {}/{n} kept ({}/{n})",
+        dr.kept, dr.same_server, tun.kept, tun.same_server, strict.kept, rr.kept, rr.same_server
+    ));
+    assert_eq!((dr.kept, dr.same_server), (n, n), "direct routing");
+    assert_eq!((tun.kept, tun.same_server), (n, n), "tunnel");
+    assert!(
+        strict.kept < n,
+        "without sloppy pickup: {}/{n}",
+        strict.kept
+    );
+    assert!(rr.kept < n, "round robin: {}/{n}", rr.kept);
 }

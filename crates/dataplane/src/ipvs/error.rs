@@ -96,6 +96,14 @@ pub enum IpvsBackendError {
         /// The OS error.
         error: io::Error,
     },
+    /// A sloppy sysctl (active-active mode) could not be set.
+    #[error("cannot set {path} to 1: {error}; in active-active mode IPVS must take up connections a router moves here in the middle, or they break: load ip_vs and run lbd as root in the network namespace of the services")]
+    Sloppy {
+        /// The sysctl file.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
     /// The ownership record could not be read or written.
     #[error("IPVS ownership record {path}: {error}; lbd keeps there the services it created (to delete them later, and never others): make its directory writable by lbd")]
     Record {
@@ -151,6 +159,11 @@ mod tests {
             .into(),
             IpvsBackendError::Record {
                 path: "/var/lib/lbd/ipvs-owned".into(),
+                error: kernel(),
+            }
+            .into(),
+            IpvsBackendError::Sloppy {
+                path: "/proc/sys/net/ipv4/vs/sloppy_tcp".into(),
                 error: kernel(),
             }
             .into(),

@@ -27,6 +27,7 @@ mod select;
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -47,6 +48,14 @@ use crate::{
 /// The sysctl that makes IPVS keep netfilter conntrack entries (needed by SNAT).
 pub const CONNTRACK_SYSCTL: &str = "/proc/sys/net/ipv4/vs/conntrack";
 
+/// The sysctls that let IPVS take up a TCP or SCTP connection from any of its
+/// packets, not only from its first (SYN, INIT): what a node needs when a router
+/// moves established flows to it (active-active behind ECMP).
+pub const SLOPPY_SYSCTLS: [&str; 2] = [
+    "/proc/sys/net/ipv4/vs/sloppy_tcp",
+    "/proc/sys/net/ipv4/vs/sloppy_sctp",
+];
+
 /// Where the IPVS backend keeps its SNAT rules and its ownership record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpvsSettings {
@@ -54,6 +63,10 @@ pub struct IpvsSettings {
     pub nft_table: String,
     /// The ownership record file.
     pub ownership_record: PathBuf,
+    /// Whether IPVS schedules a connection from any of its packets
+    /// ([`SLOPPY_SYSCTLS`] set to 1 at each apply): on in active-active mode, where
+    /// a flow the router moves arrives in the middle; off leaves the sysctls alone.
+    pub sloppy: bool,
 }
 
 impl Default for IpvsSettings {
@@ -61,6 +74,7 @@ impl Default for IpvsSettings {
         IpvsSettings {
             nft_table: crate::DEFAULT_TABLE.to_owned(),
             ownership_record: PathBuf::from(DEFAULT_RECORD),
+            sloppy: false,
         }
     }
 }
@@ -82,6 +96,8 @@ pub struct IpvsBackend {
     client: Mutex<IpvsClient>,
     snat: NftBackend,
     conntrack: File,
+    /// The sloppy sysctls, opened when the settings ask for them.
+    sloppy: Vec<(&'static str, File)>,
     record: OwnershipRecord,
     /// Services of the last successful apply.
     applied: Vec<WantedService>,
@@ -105,10 +121,25 @@ impl IpvsBackend {
                 path: PathBuf::from(CONNTRACK_SYSCTL),
                 error,
             })?;
+        let mut sloppy = Vec::new();
+        if settings.sloppy {
+            for path in SLOPPY_SYSCTLS {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .map_err(|error| IpvsBackendError::Sloppy {
+                        path: PathBuf::from(path),
+                        error,
+                    })?;
+                sloppy.push((path, file));
+            }
+        }
         Ok(IpvsBackend {
             client: Mutex::new(client),
             snat: NftBackend::new(&settings.nft_table)?,
             conntrack,
+            sloppy,
             record: OwnershipRecord::new(&settings.ownership_record),
             applied: Vec::new(),
             last_ops: Vec::new(),
@@ -250,17 +281,19 @@ impl IpvsBackend {
         Ok(out)
     }
 
-    /// Makes sure `net.ipv4.vs.conntrack` is 1.
-    fn enable_conntrack(&self) -> Result<(), IpvsBackendError> {
-        let err = |error| IpvsBackendError::Conntrack {
-            path: PathBuf::from(CONNTRACK_SYSCTL),
-            error,
-        };
-        let mut buf = [0u8; 16];
-        let n = self.conntrack.read_at(&mut buf, 0).map_err(err)?;
-        if buf[..n].trim_ascii() != b"1" {
-            self.conntrack.write_at(b"1\n", 0).map_err(err)?;
-            tracing::info!("net.ipv4.vs.conntrack set to 1");
+    /// Makes sure `net.ipv4.vs.conntrack` is 1, and the sloppy sysctls when asked.
+    fn enable_sysctls(&self) -> Result<(), IpvsBackendError> {
+        set_to_one(&self.conntrack, CONNTRACK_SYSCTL).map_err(|error| {
+            IpvsBackendError::Conntrack {
+                path: PathBuf::from(CONNTRACK_SYSCTL),
+                error,
+            }
+        })?;
+        for (path, file) in &self.sloppy {
+            set_to_one(file, path).map_err(|error| IpvsBackendError::Sloppy {
+                path: PathBuf::from(path),
+                error,
+            })?;
         }
         Ok(())
     }
@@ -293,11 +326,23 @@ impl IpvsBackend {
     }
 }
 
+/// Writes 1 to a sysctl file unless it holds 1 already (logged when changed).
+fn set_to_one(file: &File, path: &str) -> io::Result<()> {
+    let mut buf = [0u8; 16];
+    let n = file.read_at(&mut buf, 0)?;
+    if buf[..n].trim_ascii() != b"1" {
+        file.write_at(b"1\n", 0)?;
+        let name = path.trim_start_matches("/proc/sys/").replace('/', ".");
+        tracing::info!("{name} set to 1");
+    }
+    Ok(())
+}
+
 impl Dataplane for IpvsBackend {
     fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         let start = Instant::now();
         let wanted = plan::wanted(desired)?;
-        self.enable_conntrack()?;
+        self.enable_sysctls()?;
 
         // SNAT first: a balanced connection must never leave without its new source.
         // The table also loses any DNAT of an earlier nft balancer, which would
