@@ -52,6 +52,13 @@ fn v4(c: u8, d: u8, len: u8) -> Prefix {
     Prefix::v4(198, 18, c, d, len)
 }
 
+fn v6(text: &str) -> Prefix {
+    text.parse().unwrap()
+}
+
+/// The lab of both tests: IPv4 as drawn above, and IPv6 beside it (clients
+/// 2001:db8:0:20::/64, transit 2001:db8::/64, servers 2001:db8:0:1::/64, the IPv6
+/// VIP in 2001:db8:0:5::/64).
 fn topology() -> Topology {
     let mut t = Topology::new()
         .bridge("clients")
@@ -59,24 +66,46 @@ fn topology() -> Topology {
         .bridge("server")
         .host(
             HostSpec::new("client", Role::Client)
-                .interface("eth0", "clients", &[v4(20, 10, 24)])
-                .route(v4(5, 0, 24), "198.18.20.1".parse().unwrap()),
+                .interface(
+                    "eth0",
+                    "clients",
+                    &[v4(20, 10, 24), v6("2001:db8:0:20::10/64")],
+                )
+                .route(v4(5, 0, 24), "198.18.20.1".parse().unwrap())
+                .route(v6("2001:db8:0:5::/64"), "2001:db8:0:20::1".parse().unwrap()),
         )
         .host(
             HostSpec::new("router", Role::Balancer)
-                .interface("eth0", "clients", &[v4(20, 1, 24)])
-                .interface("eth1", "transit", &[v4(0, 1, 24)]),
+                .interface(
+                    "eth0",
+                    "clients",
+                    &[v4(20, 1, 24), v6("2001:db8:0:20::1/64")],
+                )
+                .interface("eth1", "transit", &[v4(0, 1, 24), v6("2001:db8::1/64")]),
         );
     for (name, h) in NODES {
         t = t.host(
             HostSpec::new(name, Role::Balancer)
-                .interface("eth0", "transit", &[v4(0, h, 24)])
-                .interface("eth1", "server", &[v4(1, h, 24)])
-                .route(v4(20, 0, 24), "198.18.0.1".parse().unwrap()),
+                .interface(
+                    "eth0",
+                    "transit",
+                    &[v4(0, h, 24), v6(&format!("2001:db8::{h}/64"))],
+                )
+                .interface(
+                    "eth1",
+                    "server",
+                    &[v4(1, h, 24), v6(&format!("2001:db8:0:1::{h}/64"))],
+                )
+                .route(v4(20, 0, 24), "198.18.0.1".parse().unwrap())
+                .route(v6("2001:db8:0:20::/64"), "2001:db8::1".parse().unwrap()),
         );
     }
     for (name, h) in SERVERS {
-        t = t.host(HostSpec::new(name, Role::Server).interface("eth0", "server", &[v4(1, h, 24)]));
+        t = t.host(HostSpec::new(name, Role::Server).interface(
+            "eth0",
+            "server",
+            &[v4(1, h, 24), v6(&format!("2001:db8:0:1::{h}/64"))],
+        ));
     }
     t
 }
@@ -979,4 +1008,242 @@ fn hold_connections(client: &Host) -> Vec<(TcpStream, String, String)> {
             (c, srv, lb)
         })
         .collect()
+}
+
+/// The IPv6 VIP of [`ipv6_vips_are_announced_through_frr_and_balanced`].
+const VIP6: &str = "2001:db8:0:5::100";
+
+/// The cluster's file for the IPv6 test: one IPv6 service on every node.
+fn cluster_toml_v6(dir: &Path, pathspace: &str, node: &str) -> String {
+    let mut text = format!(
+        r#"[cluster]
+name = "ecmp6"
+mode = "active-active"
+
+[announce]
+daemon = "frr"
+asn = 65010
+pathspace = "{pathspace}-{{node}}"
+refresh_ms = 1000
+
+[dataplane]
+backend = "nft"
+
+[control]
+lbd_socket = "{dir}/{node}-lbd.sock"
+vrrpd_socket = "{dir}/{node}-vrrpd.sock"
+"#,
+        dir = dir.display()
+    );
+    for (name, h) in NODES {
+        text.push_str(&format!(
+            "\n[[node]]\nname = \"{name}\"\naddresses = {{ eth0 = [\"2001:db8::{h}/64\"], eth1 = [\"2001:db8:0:1::{h}/64\"] }}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "\n[[service]]\nname = \"web6\"\nvip = \"{VIP6}\"\nport = 80\nscheduler = \"mh\"\n"
+    ));
+    for (name, h) in SERVERS {
+        text.push_str(&format!(
+            "\n[[service.server]]\nname = \"{name}\"\naddress = \"2001:db8:0:1::{h}\"\n"
+        ));
+    }
+    text.push_str(&format!(
+        "\n[[nat]]\nname = \"to-servers6\"\nout_interface = \"eth1\"\nprotocol = \"tcp\"\ndestination = \"{VIP6}\"\nsnat = {{ node_address = \"eth1\" }}\n"
+    ));
+    text
+}
+
+/// The router's FRR for the IPv6 test: one IPv6 session per balancer, multipath.
+fn router_conf_v6() -> String {
+    let mut c = String::from(
+        "hostname router\nrouter bgp 65000\n bgp router-id 198.18.0.1\n no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n",
+    );
+    for (_, h) in NODES {
+        c.push_str(&format!(
+            " neighbor 2001:db8::{h} remote-as 65010\n neighbor 2001:db8::{h} timers 1 {HOLD_S}\n neighbor 2001:db8::{h} timers connect 1\n"
+        ));
+    }
+    c.push_str(" address-family ipv6 unicast\n  maximum-paths 8\n");
+    for (_, h) in NODES {
+        c.push_str(&format!("  neighbor 2001:db8::{h} activate\n"));
+    }
+    c.push_str(" exit-address-family\nexit\n");
+    c
+}
+
+/// A balancer's FRR for the IPv6 test: one IPv6 session to the router; lbd adds the
+/// `network` lines under `address-family ipv6 unicast`.
+fn balancer_conf_v6(name: &str, h: u8) -> String {
+    format!(
+        "hostname {name}\nrouter bgp 65010\n bgp router-id 198.18.0.{h}\n no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n no bgp network import-check\n neighbor 2001:db8::1 remote-as 65000\n neighbor 2001:db8::1 timers 1 {HOLD_S}\n neighbor 2001:db8::1 timers connect 1\n neighbor 2001:db8::1 advertisement-interval 0\n address-family ipv6 unicast\n  neighbor 2001:db8::1 activate\n exit-address-family\nexit\n"
+    )
+}
+
+/// The router's next hops for the IPv6 VIP (link-local addresses: FRR installs
+/// eBGP IPv6 routes through the peer's link-local next hop), one per balancer.
+fn router_paths_v6(router: &Host) -> BTreeSet<String> {
+    let Ok(text) = router.ip(&["-6", "route", "show", VIP6]) else {
+        return BTreeSet::new();
+    };
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .map(|w| w[1].to_owned())
+        .collect()
+}
+
+/// One GET to the IPv6 VIP from `src`: (server, balancer's SNAT address).
+fn fetch_v6(client: &Host, src: &str) -> Option<(String, String)> {
+    let out = client
+        .exec(&[
+            "curl",
+            "-s",
+            "-g",
+            "--max-time",
+            "3",
+            "--interface",
+            src,
+            &format!("http://[{VIP6}]/"),
+        ])
+        .ok()?;
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut it = body.split_whitespace();
+    Some((it.next()?.to_owned(), it.next()?.to_owned()))
+}
+
+/// Which server and which balancers each IPv6 source reached over `rounds` GETs.
+fn survey_v6(
+    client: &Host,
+    sources: &[String],
+    rounds: usize,
+) -> BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> {
+    let mut seen: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    for src in sources {
+        for _ in 0..rounds {
+            let (srv, lb) = fetch_v6(client, src)
+                .unwrap_or_else(|| panic!("no answer through [{VIP6}] from {src}"));
+            let entry = seen.entry(src.clone()).or_default();
+            entry.0.insert(srv);
+            entry.1.insert(lb);
+        }
+    }
+    seen
+}
+
+/// An IPv6 VIP in active-active mode: every node announces it through its FRR
+/// (`network .../128` under `address-family ipv6 unicast`), the router spreads
+/// clients over the three, each client address keeps its server whichever node
+/// carries it, and a node whose lbd stops is withdrawn.
+#[test]
+fn ipv6_vips_are_announced_through_frr_and_balanced() {
+    if !integration::have_root("ipv6_vips_are_announced_through_frr_and_balanced") {
+        return;
+    }
+    if !Path::new("/usr/lib/frr/bgpd").exists() {
+        panic!("FRR is not installed: run scripts/deps.sh");
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::up(topology()).unwrap();
+    let router = &lab["router"];
+    router
+        .set_sysctl("net.ipv6.fib_multipath_hash_fields", "0x0037")
+        .unwrap();
+    router
+        .set_sysctl("net.ipv6.fib_multipath_hash_policy", "3")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ps = lab.id().to_owned();
+    let mut dirs = FrrDirs(Vec::new());
+    let mut daemons = Vec::new();
+    let conf = dir.path().join("router-frr.conf");
+    std::fs::write(&conf, router_conf_v6()).unwrap();
+    daemons.extend(start_frr(router, &format!("{ps}-router"), &conf, &mut dirs));
+    for (name, h) in NODES {
+        let conf = dir.path().join(format!("{name}-frr.conf"));
+        std::fs::write(&conf, balancer_conf_v6(name, h)).unwrap();
+        daemons.extend(start_frr(
+            &lab[name],
+            &format!("{ps}-{name}"),
+            &conf,
+            &mut dirs,
+        ));
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, cluster_toml_v6(dir.path(), &ps, name)).unwrap();
+    }
+    let _web: Vec<Responder> = SERVERS
+        .iter()
+        .map(|(name, h)| Responder::start(&lab[name], &format!("[2001:db8:0:1::{h}]:80"), name))
+        .collect();
+    let client = &lab["client"];
+    let sources: Vec<String> = (0..12)
+        .map(|i| format!("2001:db8:0:20::{}", 30 + i))
+        .collect();
+    for src in &sources {
+        client
+            .ip(&["-6", "addr", "add", &format!("{src}/64"), "dev", "eth0"])
+            .unwrap();
+    }
+
+    let started = Instant::now();
+    let mut lbds: BTreeMap<&str, Process> = BTreeMap::new();
+    for (name, _) in NODES {
+        let config = dir.path().join(format!("{name}.toml"));
+        let mut cmd = lab[name].command(env!("CARGO_BIN_EXE_lbd"));
+        cmd.args(["--config", config.to_str().unwrap(), "--node", name])
+            .env("RUST_LOG", "info");
+        lbds.insert(name, lab[name].spawn_command(cmd, "lbd").unwrap());
+    }
+    wait_for(
+        "the router has an IPv6 path through every balancer",
+        PATIENCE,
+        || router_paths_v6(router).len() == 3,
+    );
+    println!(
+        "IPv6 ECMP: 3 paths to {VIP6} at the router {} ms after the three lbd started",
+        started.elapsed().as_millis()
+    );
+
+    // Every source always reaches one server, through two balancers or more; the
+    // server sees the carrying balancer's own IPv6 address (node_address SNAT).
+    let before = survey_v6(client, &sources, 4);
+    let snat: BTreeSet<String> = NODES
+        .iter()
+        .map(|(_, h)| format!("2001:db8:0:1::{h}"))
+        .collect();
+    let mut carried = BTreeSet::new();
+    for (src, (servers, balancers)) in &before {
+        assert_eq!(servers.len(), 1, "{src} reached {servers:?}");
+        assert!(balancers.is_subset(&snat), "{src}: {balancers:?}");
+        carried.extend(balancers.iter().cloned());
+    }
+    assert!(carried.len() >= 2, "the router used only {carried:?}");
+    let used: BTreeSet<&String> = before.values().flat_map(|(s, _)| s).collect();
+    assert!(used.len() >= 2, "Maglev used only {used:?}");
+
+    // lb3's lbd stops: its announcement is withdrawn, the router keeps two paths, and
+    // every source still reaches its server.
+    let stop = Instant::now();
+    if let Some(p) = lbds.remove("lb3") {
+        p.signal(libc::SIGTERM).unwrap();
+    }
+    wait_for("the router drops lb3's IPv6 path", PATIENCE, || {
+        router_paths_v6(router).len() == 2
+    });
+    println!(
+        "IPv6: lb3's lbd stopped (SIGTERM): the router withdrew its path after {} ms",
+        stop.elapsed().as_millis()
+    );
+    let after = survey_v6(client, &sources, 2);
+    for (src, (servers, balancers)) in &after {
+        assert_eq!(servers, &before[src].0, "{src} moved to another server");
+        assert!(
+            !balancers.contains("2001:db8:0:1::13"),
+            "{src}: {balancers:?}"
+        );
+    }
+    drop(lbds);
+    drop(daemons);
 }
