@@ -66,10 +66,11 @@ done
 
 # What the guest needs besides the package: systemd, the tools the checks use
 # (ipvsadm, nft, iproute2, sysctl from procps, busybox for httpd/wget; tcpdump and
-# conntrack for the diagnostics of a failed traffic check), kmod for modprobe, and
+# conntrack for the diagnostics of a failed traffic check; frr and bird2 for the
+# active-active checks, their services disabled), kmod for modprobe, and
 # the package's own Depends: so that dpkg -i inside the guest finds them.
 depends="$(dpkg-deb -f "$deb" Depends | tr ',' '\n' | sed 's/^ *//; s/[ (].*//' | grep . | paste -sd, -)"
-include="systemd,systemd-sysv,kmod,procps,iproute2,ipvsadm,nftables,busybox,tcpdump,conntrack,$depends"
+include="systemd,systemd-sysv,kmod,procps,iproute2,ipvsadm,nftables,busybox,tcpdump,conntrack,frr,bird2,$depends"
 
 # The base root file system (everything but the package and the test) is kept in the
 # cache as rootfs-<key>.cpio (beside the kernel: it outlives target/ and a fresh
@@ -96,6 +97,7 @@ else
         --customize-hook="cp -a '$kdir/modules/lib/modules' \"\$1\"/lib/ && chroot \"\$1\" depmod '$kver'" \
         --customize-hook="rm -rf \"\$1\"/usr/share/locale/* \"\$1\"/usr/share/doc/* \"\$1\"/usr/share/info/*" \
         --customize-hook="chroot \"\$1\" systemctl mask serial-getty@ttyS0.service getty@tty1.service >/dev/null 2>&1" \
+        --customize-hook="chroot \"\$1\" systemctl disable frr.service bird.service >/dev/null 2>&1 || true" \
         --customize-hook="echo lbsuite-vm > \"\$1\"/etc/hostname" \
         bookworm "$rootfs" "${sources[@]}" >"$work/mmdebstrap.log" 2>&1 \
         || { tail -n 30 "$work/mmdebstrap.log" >&2; die "mmdebstrap failed"; }
