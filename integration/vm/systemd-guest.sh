@@ -319,10 +319,10 @@ fi
 phase "failover checked"
 
 # --- active-active (docs/active-active.md): the packaged lbd announces its VIP
-# through FRR (vtysh) and BIRD 2 (an include file and birdc), each in a node
-# namespace of its own, under the packaged unit's hardening; first without the
-# drop-in the documentation gives (the routing daemon refuses lbd), then with it.
-# The nodes' lbd use the same instance template as lb1/lb2 (their own
+# through FRR (vtysh) in node aa1 and BIRD 2 (an include file and birdc) in node
+# aa2, each a namespace of its own, under the packaged unit's hardening: first
+# without the drop-in the documentation gives (the routing daemon is out of reach),
+# then with it. The nodes' lbd use the same instance template as lb1/lb2 (their own
 # /etc/lbsuite/<node>, run-time and state directories).
 aa_example=/usr/share/doc/lbsuite/examples/active_active.toml
 aa_file() { # NODE DAEMON: the shipped active-active example, nodes aa1..aa3
@@ -331,8 +331,10 @@ aa_file() { # NODE DAEMON: the shipped active-active example, nodes aa1..aa3
     else
         sed -e 's/"lb\([123]\)"/"aa\1"/' -e 's/^daemon = .*/daemon = "bird"/' \
             -e 's|^asn = .*|bird_socket = "/run/bird/{node}.ctl"|' \
-            -e 's|^pathspace = .*|bird_include = "/etc/bird/lbsuite-{node}.conf"|' "$aa_example"
+            -e 's|^pathspace = .*|bird_include = "/etc/bird/lbsuite/{node}.conf"|' "$aa_example"
     fi
+    # Two nodes on one machine: each its own control socket.
+    printf '\n[control]\nlbd_socket = "/run/lbsuite/%s/lbd.sock"\n' "$1"
 }
 aa_node() { # NODE: the namespace with the node's two addresses
     ip netns add "$1"
@@ -347,8 +349,13 @@ aa_node() { # NODE: the namespace with the node's two addresses
 aa_unit_state() { echo "$(systemctl show -p ActiveState --value "lbd@$1")/$(systemctl show -p SubState --value "lbd@$1")"; }
 frr_networks() { ip netns exec aa1 vtysh -N aa1 -c 'show running-config bgpd' 2>/dev/null | grep -c 'network 198\.18\.5\.100/32'; }
 bird_routes() { birdc -s /run/bird/aa2.ctl show route protocol lbsuite_vips 2>/dev/null | grep -c '198\.18\.5\.100/32'; }
-aa_file_ok=1
-[ -f "$aa_example" ] || aa_file_ok=0
+aa_journal() { journalctl -u "lbd@$1" -o cat --no-pager | tail -n 8 | sed 's/^/  | /'; }
+# wait_for runs programs: these are the announced counts as commands.
+frr_has() { [ "$(frr_networks)" = "$1" ]; }
+bird_has() { [ "$(bird_routes)" = "$1" ]; }
+aa_running() { [ "$(aa_unit_state "$1")" = active/running ]; }
+[ -e /var/tmp/frr ] && frr_tmp_before=1 || frr_tmp_before=0
+if [ -f "$aa_example" ]; then pass aa_example_shipped "$aa_example"; else fail aa_example_shipped "$aa_example missing"; fi
 
 # FRR in aa1: zebra and bgpd of pathspace aa1, `router bgp 65010`, no neighbours.
 aa_node aa1
@@ -359,55 +366,62 @@ printf 'hostname aa1\nrouter bgp 65010\n bgp router-id 198.18.0.11\n no bgp netw
 chmod 644 /tmp/aa1-frr.conf
 for d in zebra bgpd; do ip netns exec aa1 "/usr/lib/frr/$d" -N aa1 -f /tmp/aa1-frr.conf -d; done
 wait_for 30 test -S /var/run/frr/aa1/bgpd.vty || true
-# BIRD 2 in aa2: its control socket /run/bird/aa2.ctl, the include lbd writes.
+# BIRD 2 in aa2, as docs/active-active.md sets it up: lbd's include file in a
+# directory lbd (root) owns and BIRD (group bird) reads; the control socket
+# /run/bird/aa2.ctl.
 aa_node aa2
 mkdir -p /etc/lbsuite/aa2 /run/bird
 chown bird:bird /run/bird
+install -d -o root -g bird -m 0750 /etc/bird/lbsuite
 aa_file aa2 bird > /etc/lbsuite/aa2/cluster.toml
-printf 'protocol static lbsuite_vips { ipv4; }\n' > /etc/bird/lbsuite-aa2.conf
-chown bird:bird /etc/bird/lbsuite-aa2.conf
-printf 'router id 198.18.0.12;\nprotocol device {}\ninclude "/etc/bird/lbsuite-aa2.conf";\n' > /etc/bird/aa2.conf
+printf 'protocol static lbsuite_vips { ipv4; }\n' > /etc/bird/lbsuite/aa2.conf
+printf 'router id 198.18.0.12;\nprotocol device {}\ninclude "/etc/bird/lbsuite/aa2.conf";\n' > /etc/bird/aa2.conf
 chown bird:bird /etc/bird/aa2.conf
 ip netns exec aa2 bird -u bird -g bird -s /run/bird/aa2.ctl -c /etc/bird/aa2.conf
 wait_for 30 test -S /run/bird/aa2.ctl || true
 
-# Without the drop-in: lbd runs (its dataplane is applied) but cannot reach the
+# Without the drop-in: lbd runs (its dataplane applied) but cannot reach the
 # routing daemon: nothing is announced and the journal says why.
 systemctl start lbd@aa1 lbd@aa2
-sleep 5
-check aa_without_drop_in_refused "lbd@aa1 $(aa_unit_state aa1), FRR networks $(frr_networks); lbd@aa2 $(aa_unit_state aa2), BIRD routes $(bird_routes)" sh -c '
-    [ "$(systemctl show -p SubState --value lbd@aa1)" = running ] && [ "$(systemctl show -p SubState --value lbd@aa2)" = running ] &&
+wait_for 60 aa_running aa1 || true
+wait_for 60 aa_running aa2 || true
+sleep 3
+check aa_frr_without_drop_in "lbd@aa1 $(aa_unit_state aa1), FRR networks $(frr_networks)" sh -c '
+    [ "$(systemctl show -p SubState --value lbd@aa1)" = running ] &&
     [ "$(ip netns exec aa1 vtysh -N aa1 -c "show running-config bgpd" | grep -c "network 198\.18\.5\.100/32")" = 0 ] &&
-    journalctl -u lbd@aa1 -o cat --no-pager | grep -i -q "vtysh" &&
-    journalctl -u lbd@aa2 -o cat --no-pager | grep -i -q "bird"'
+    journalctl -u lbd@aa1 -o cat --no-pager | grep vtysh'
+check aa_bird_without_drop_in "lbd@aa2 $(aa_unit_state aa2), BIRD routes $(bird_routes)" sh -c '
+    [ "$(systemctl show -p SubState --value lbd@aa2)" = running ] &&
+    [ "$(birdc -s /run/bird/aa2.ctl show route protocol lbsuite_vips | grep -c "198\.18\.5\.100/32")" = 0 ] &&
+    journalctl -u lbd@aa2 -o cat --no-pager | grep /etc/bird/lbsuite/aa2'
 systemctl stop lbd@aa1 lbd@aa2
 # The documented drop-ins.
 mkdir -p /etc/systemd/system/lbd@aa1.service.d /etc/systemd/system/lbd@aa2.service.d
 printf '[Service]\nSupplementaryGroups=frrvty\n' > /etc/systemd/system/lbd@aa1.service.d/frr.conf
-printf '[Service]\nSupplementaryGroups=bird\nReadWritePaths=/etc/bird\n' > /etc/systemd/system/lbd@aa2.service.d/bird.conf
+printf '[Service]\nSupplementaryGroups=bird\nReadWritePaths=/etc/bird/lbsuite\n' > /etc/systemd/system/lbd@aa2.service.d/bird.conf
 systemctl daemon-reload
 systemctl start lbd@aa1 lbd@aa2
-check aa_frr_announces "lbd@aa1 $(aa_unit_state aa1): network 198.18.5.100/32 in FRR's bgpd" \
-    wait_for 60 sh -c '[ "$(ip netns exec aa1 vtysh -N aa1 -c "show running-config bgpd" | grep -c "network 198\.18\.5\.100/32")" = 1 ]'
-check aa_bird_announces "lbd@aa2 $(aa_unit_state aa2): 198.18.5.100/32 in BIRD's lbsuite_vips" \
-    wait_for 60 sh -c '[ "$(birdc -s /run/bird/aa2.ctl show route protocol lbsuite_vips | grep -c "198\.18\.5\.100/32")" = 1 ]'
-check aa_ipvs_sloppy "net.ipv4.vs.sloppy_tcp in aa1: $(ip netns exec aa1 sysctl -n net.ipv4.vs.sloppy_tcp 2>&1)" sh -c '
+if wait_for 60 frr_has 1; then pass aa_frr_announces "lbd@aa1 $(aa_unit_state aa1): network 198.18.5.100/32 in FRR's bgpd"
+else fail aa_frr_announces "lbd@aa1 $(aa_unit_state aa1), FRR networks $(frr_networks)"; aa_journal aa1; fi
+if wait_for 60 bird_has 1; then pass aa_bird_announces "lbd@aa2 $(aa_unit_state aa2): 198.18.5.100/32 in BIRD's lbsuite_vips"
+else fail aa_bird_announces "lbd@aa2 $(aa_unit_state aa2), BIRD routes $(bird_routes)"; aa_journal aa2; fi
+check aa_ipvs_sloppy "net.ipv4.vs.sloppy_tcp: aa1 $(ip netns exec aa1 sysctl -n net.ipv4.vs.sloppy_tcp 2>&1), aa2 $(ip netns exec aa2 sysctl -n net.ipv4.vs.sloppy_tcp 2>&1)" sh -c '
     [ "$(ip netns exec aa1 sysctl -n net.ipv4.vs.sloppy_tcp)" = 1 ] && [ "$(ip netns exec aa2 sysctl -n net.ipv4.vs.sloppy_tcp)" = 1 ]'
 # Stopped, each withdraws.
 systemctl stop lbd@aa1 lbd@aa2
-check aa_stop_withdraws "FRR networks $(frr_networks), BIRD routes $(bird_routes) after the stop" \
-    wait_for 30 sh -c '[ "$(ip netns exec aa1 vtysh -N aa1 -c "show running-config bgpd" | grep -c "network 198\.18\.5\.100/32")" = 0 ] &&
-        [ "$(birdc -s /run/bird/aa2.ctl show route protocol lbsuite_vips | grep -c "198\.18\.5\.100/32")" = 0 ]'
-if [ "$aa_file_ok" = 0 ]; then fail aa_example_shipped "$aa_example missing"; fi
+if wait_for 30 frr_has 0 && wait_for 30 bird_has 0; then pass aa_stop_withdraws "FRR networks 0, BIRD routes 0 after the stop"
+else fail aa_stop_withdraws "FRR networks $(frr_networks), BIRD routes $(bird_routes) after the stop"; fi
 # Leave nothing: the daemons, the namespaces, the files.
-pkill -f 'frr/zebra -N aa1' ; pkill -f 'frr/bgpd -N aa1'
+pkill -f 'frr/zebra -N aa1'; pkill -f 'frr/bgpd -N aa1'
 birdc -s /run/bird/aa2.ctl down >/dev/null 2>&1
 for n in aa1 aa2; do
-    for u in lbd; do [ -d "/var/lib/lbsuite/$n" ] && rm -rf "/var/lib/lbsuite/$n"; done
+    rm -rf "/var/lib/lbsuite/$n"
     ip netns del "$n"
 done
+[ "$frr_tmp_before" = 1 ] || rm -rf /var/tmp/frr
 rm -rf /etc/systemd/system/lbd@aa1.service.d /etc/systemd/system/lbd@aa2.service.d \
-    /etc/lbsuite/aa1 /etc/lbsuite/aa2 /etc/bird/lbsuite-aa2.conf /etc/bird/aa2.conf
+    /etc/lbsuite/aa1 /etc/lbsuite/aa2 /etc/bird/lbsuite /etc/bird/aa2.conf
+systemctl daemon-reload
 phase "active-active checked"
 # --- purge: stop, remove the test's own files, purge, compare with before
 for n in lb1 lb2; do for u in vrrpd lbd; do systemctl stop "$u@$n"; done; done

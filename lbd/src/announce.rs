@@ -54,7 +54,7 @@ pub enum AnnounceError {
         output: String,
     },
     /// The include file could not be written.
-    #[error("cannot write {path}: {error}")]
+    #[error("cannot write {path}: {error}; lbd replaces it through a temporary file beside it, so it needs that directory: one root owns and BIRD reads (install -d -g bird -m 0750 DIR), writable under systemd (ReadWritePaths=DIR in a drop-in, docs/active-active.md)")]
     Write {
         /// The file.
         path: PathBuf,

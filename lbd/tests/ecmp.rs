@@ -113,15 +113,20 @@ fn topology() -> Topology {
 /// The cluster's file as `node` has it: the same on every node but for the control
 /// sockets, which here share one directory.
 fn cluster_toml(dir: &Path, pathspace: &str, node: &str) -> String {
-    let announce = format!("daemon = \"frr\"\nasn = 65010\npathspace = \"{pathspace}-{{node}}\"\n");
-    cluster_toml_with(dir, &announce, node)
+    cluster_toml_with(dir, &frr_announce(pathspace), node)
 }
 
-/// As [`cluster_toml`] with `announce` as the `[announce]` section's keys.
-fn cluster_toml_with(dir: &Path, announce: &str, node: &str) -> String {
-    let mut text = format!(
+/// The `[announce]` keys of nodes announcing through FRR pathspaces `<pathspace>-<node>`.
+fn frr_announce(pathspace: &str) -> String {
+    format!("daemon = \"frr\"\nasn = 65010\npathspace = \"{pathspace}-{{node}}\"\n")
+}
+
+/// The file's sections before the nodes: cluster `name` in active-active mode,
+/// `announce`'s keys, the nft backend, `node`'s control sockets in `dir`.
+fn cluster_head(name: &str, dir: &Path, announce: &str, node: &str) -> String {
+    format!(
         r#"[cluster]
-name = "ecmp"
+name = "{name}"
 mode = "active-active"
 
 [announce]
@@ -135,7 +140,12 @@ lbd_socket = "{dir}/{node}-lbd.sock"
 vrrpd_socket = "{dir}/{node}-vrrpd.sock"
 "#,
         dir = dir.display()
-    );
+    )
+}
+
+/// As [`cluster_toml`] with `announce` as the `[announce]` section's keys.
+fn cluster_toml_with(dir: &Path, announce: &str, node: &str) -> String {
+    let mut text = cluster_head("ecmp", dir, announce, node);
     for (name, h) in NODES {
         text.push_str(&format!(
             "\n[[node]]\nname = \"{name}\"\naddresses = {{ eth0 = [\"198.18.0.{h}/24\"], eth1 = [\"198.18.1.{h}/24\"] }}\n"
@@ -414,78 +424,114 @@ fn die(lab: &Lab, lbds: &BTreeMap<&str, Process>, node: &str) {
     }
 }
 
-#[test]
-fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
-    if !integration::have_root("three_balancers_behind_ecmp_announce_through_frr_and_lose_one") {
-        return;
+/// Whether this test can run: root (else it is skipped with a word) and the routing
+/// daemons (else it fails: scripts/deps.sh installs them).
+fn can_run(test: &str, daemons: &[&str]) -> bool {
+    if !integration::have_root(test) {
+        return false;
     }
-    if !Path::new("/usr/lib/frr/bgpd").exists() {
-        panic!("FRR is not installed: run scripts/deps.sh");
+    for d in daemons {
+        assert!(
+            Path::new(d).exists(),
+            "{d} is not installed: run scripts/deps.sh"
+        );
     }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    true
+}
+
+/// The lab of [`topology`] with the router's FRR running `router_conf` and hashing
+/// flows by their 5-tuple; the directory of the files and sockets; FRR's run
+/// directories and its daemons (a tuple binding drops them first, the lab last).
+fn ecmp_lab(router_conf: &str) -> (Lab, tempfile::TempDir, FrrDirs, Vec<Process>) {
     let lab = Lab::up(topology()).unwrap();
     // The router spreads flows by their 5-tuple. Policy 3 (custom fields) hashes the
     // packet's own headers; policy 1 would reuse the hash a local client socket
     // gave the skb (random per socket, and changed by TCP at a retransmission
     // timeout), which only a lab of namespaces has.
     let router = &lab["router"];
-    router
-        .set_sysctl("net.ipv4.fib_multipath_hash_fields", "0x0037")
-        .unwrap();
-    router
-        .set_sysctl("net.ipv4.fib_multipath_hash_policy", "3")
-        .unwrap();
+    for family in ["ipv4", "ipv6"] {
+        router
+            .set_sysctl(&format!("net.{family}.fib_multipath_hash_fields"), "0x0037")
+            .unwrap();
+        router
+            .set_sysctl(&format!("net.{family}.fib_multipath_hash_policy"), "3")
+            .unwrap();
+    }
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut dirs = FrrDirs(Vec::new());
+    let conf = dir.path().join("router-frr.conf");
+    std::fs::write(&conf, router_conf).unwrap();
+    let daemons = start_frr(router, &format!("{}-router", lab.id()), &conf, &mut dirs);
+    (lab, dir, dirs, daemons)
+}
+
+/// Starts `node`'s own FRR with `conf_text` (pathspace `<lab id>-<node>`).
+fn balancer_frr(
+    lab: &Lab,
+    dir: &Path,
+    node: &str,
+    conf_text: &str,
+    dirs: &mut FrrDirs,
+) -> Vec<Process> {
+    let conf = dir.join(format!("{node}-frr.conf"));
+    std::fs::write(&conf, conf_text).unwrap();
+    start_frr(&lab[node], &format!("{}-{node}", lab.id()), &conf, dirs)
+}
+
+/// Starts lbd on `node` with `<dir>/<node>.toml`.
+fn lbd(lab: &Lab, dir: &Path, node: &str) -> Process {
+    let config = dir.join(format!("{node}.toml"));
+    let mut cmd = lab[node].command(env!("CARGO_BIN_EXE_lbd"));
+    cmd.args(["--config", config.to_str().unwrap(), "--node", node])
+        .env("RUST_LOG", "info");
+    lab[node].spawn_command(cmd, "lbd").unwrap()
+}
+
+/// An HTTP responder on every server, at the address `addr` gives for its host
+/// number.
+fn responders(lab: &Lab, addr: impl Fn(u8) -> String) -> Vec<Responder> {
+    SERVERS
+        .iter()
+        .map(|(name, h)| Responder::start(&lab[name], &addr(*h), name))
+        .collect()
+}
+
+#[test]
+fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
+    if !can_run(
+        "three_balancers_behind_ecmp_announce_through_frr_and_lose_one",
+        &["/usr/lib/frr/bgpd"],
+    ) {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (lab, dir, mut dirs, mut daemons) = ecmp_lab(&router_conf());
+    let router = &lab["router"];
     let ps = lab.id().to_owned();
-    for (name, _) in NODES {
+    for (name, h) in NODES {
         let config = dir.path().join(format!("{name}.toml"));
         std::fs::write(&config, cluster_toml(dir.path(), &ps, name)).unwrap();
-    }
-
-    let mut dirs = FrrDirs(Vec::new());
-    let mut daemons = Vec::new();
-    let conf = dir.path().join("router-frr.conf");
-    std::fs::write(&conf, router_conf()).unwrap();
-    daemons.extend(start_frr(
-        &lab["router"],
-        &format!("{ps}-router"),
-        &conf,
-        &mut dirs,
-    ));
-    for (name, h) in NODES {
-        let conf = dir.path().join(format!("{name}-frr.conf"));
-        std::fs::write(&conf, balancer_conf(name, h)).unwrap();
-        daemons.extend(start_frr(
-            &lab[name],
-            &format!("{ps}-{name}"),
-            &conf,
+        daemons.extend(balancer_frr(
+            &lab,
+            dir.path(),
+            name,
+            &balancer_conf(name, h),
             &mut dirs,
         ));
     }
-    let _web: Vec<Responder> = SERVERS
-        .iter()
-        .map(|(name, h)| Responder::start(&lab[name], &format!("198.18.1.{h}:80"), name))
-        .collect();
+    let _web = responders(&lab, |h| format!("198.18.1.{h}:80"));
     let _echo: Vec<Echo> = SERVERS
         .iter()
         .map(|(name, h)| Echo::start(&lab[name], &format!("198.18.1.{h}:9000"), name))
         .collect();
-
-    let api: Vec<Responder> = SERVERS
-        .iter()
-        .map(|(name, h)| Responder::start(&lab[name], &format!("198.18.1.{h}:8080"), name))
-        .collect();
+    let api = responders(&lab, |h| format!("198.18.1.{h}:8080"));
 
     let started = Instant::now();
-    let mut lbds: BTreeMap<&str, Process> = BTreeMap::new();
-    for (name, _) in NODES {
-        let config = dir.path().join(format!("{name}.toml"));
-        let mut cmd = lab[name].command(env!("CARGO_BIN_EXE_lbd"));
-        cmd.args(["--config", config.to_str().unwrap(), "--node", name])
-            .env("RUST_LOG", "info");
-        lbds.insert(name, lab[name].spawn_command(cmd, "lbd").unwrap());
-    }
+    let mut lbds: BTreeMap<&str, Process> = NODES
+        .iter()
+        .map(|(name, _)| (*name, lbd(&lab, dir.path(), name)))
+        .collect();
     wait_for(
         "the router has a path through every balancer",
         PATIENCE,
@@ -575,11 +621,7 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
     if let Some(p) = lbds.remove("lb1") {
         p.stop().unwrap();
     }
-    let config = dir.path().join("lb1.toml");
-    let mut cmd = lab["lb1"].command(env!("CARGO_BIN_EXE_lbd"));
-    cmd.args(["--config", config.to_str().unwrap(), "--node", "lb1"])
-        .env("RUST_LOG", "info");
-    lbds.insert("lb1", lab["lb1"].spawn_command(cmd, "lbd").unwrap());
+    lbds.insert("lb1", lbd(&lab, dir.path(), "lb1"));
     let mut again = Value::Null;
     wait_for("lb1's lbd answers again", PATIENCE, || {
         again = request(&lb1_socket, "status", Value::Null).unwrap_or(Value::Null);
@@ -743,11 +785,7 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
     lab["lb3"]
         .ip(&["route", "replace", "198.18.20.0/24", "via", "198.18.0.1"])
         .unwrap();
-    let config = dir.path().join("lb3.toml");
-    let mut cmd = lab["lb3"].command(env!("CARGO_BIN_EXE_lbd"));
-    cmd.args(["--config", config.to_str().unwrap(), "--node", "lb3"])
-        .env("RUST_LOG", "info");
-    lbds.insert("lb3", lab["lb3"].spawn_command(cmd, "lbd").unwrap());
+    lbds.insert("lb3", lbd(&lab, dir.path(), "lb3"));
     wait_for("the router has lb3's path again", PATIENCE, || {
         router_paths(router) == paths_of(&[11, 12, 13])
     });
@@ -875,39 +913,25 @@ fn bird_conf(h: u8, include: &Path) -> String {
 
 #[test]
 fn balancers_announce_through_bird() {
-    if !integration::have_root("balancers_announce_through_bird") {
+    if !can_run(
+        "balancers_announce_through_bird",
+        &["/usr/sbin/bird", "/usr/lib/frr/bgpd"],
+    ) {
         return;
     }
-    if !Path::new("/usr/sbin/bird").exists() || !Path::new("/usr/lib/frr/bgpd").exists() {
-        panic!("BIRD 2 or FRR is not installed: run scripts/deps.sh");
-    }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::up(topology()).unwrap();
+    let (lab, dir, _dirs, mut daemons) = ecmp_lab(&router_conf());
     let router = &lab["router"];
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let ps = lab.id().to_owned();
     let announce = format!(
         "daemon = \"bird\"\nbird_socket = \"{d}/{{node}}-bird.ctl\"\nbird_include = \"{d}/{{node}}-vips.conf\"\n",
         d = dir.path().display()
     );
-    let mut dirs = FrrDirs(Vec::new());
-    let mut daemons = Vec::new();
-    let conf = dir.path().join("router-frr.conf");
-    std::fs::write(&conf, router_conf()).unwrap();
-    daemons.extend(start_frr(router, &format!("{ps}-router"), &conf, &mut dirs));
-    let _web: Vec<Responder> = SERVERS
-        .iter()
-        .map(|(name, h)| Responder::start(&lab[name], &format!("198.18.1.{h}:80"), name))
-        .collect();
+    let _web = responders(&lab, |h| format!("198.18.1.{h}:80"));
     let _echo: Vec<Echo> = SERVERS
         .iter()
         .map(|(name, h)| Echo::start(&lab[name], &format!("198.18.1.{h}:9000"), name))
         .collect();
-    let api: Vec<Responder> = SERVERS
-        .iter()
-        .map(|(name, h)| Responder::start(&lab[name], &format!("198.18.1.{h}:8080"), name))
-        .collect();
+    let api = responders(&lab, |h| format!("198.18.1.{h}:8080"));
     // lb1 and lb2 with BIRD; lb3 stays off.
     let mut lbds: BTreeMap<&str, Process> = BTreeMap::new();
     for (name, h) in &NODES[..2] {
@@ -929,10 +953,7 @@ fn balancers_announce_through_bird() {
         wait_for(&format!("{name}'s BIRD up"), PATIENCE, || socket.exists());
         let config = dir.path().join(format!("{name}.toml"));
         std::fs::write(&config, cluster_toml_with(dir.path(), &announce, name)).unwrap();
-        let mut cmd = lab[*name].command(env!("CARGO_BIN_EXE_lbd"));
-        cmd.args(["--config", config.to_str().unwrap(), "--node", name])
-            .env("RUST_LOG", "info");
-        lbds.insert(name, lab[*name].spawn_command(cmd, "lbd").unwrap());
+        lbds.insert(name, lbd(&lab, dir.path(), name));
     }
     let started = Instant::now();
     wait_for(
@@ -1015,26 +1036,7 @@ const VIP6: &str = "2001:db8:0:5::100";
 
 /// The cluster's file for the IPv6 test: one IPv6 service on every node.
 fn cluster_toml_v6(dir: &Path, pathspace: &str, node: &str) -> String {
-    let mut text = format!(
-        r#"[cluster]
-name = "ecmp6"
-mode = "active-active"
-
-[announce]
-daemon = "frr"
-asn = 65010
-pathspace = "{pathspace}-{{node}}"
-refresh_ms = 1000
-
-[dataplane]
-backend = "nft"
-
-[control]
-lbd_socket = "{dir}/{node}-lbd.sock"
-vrrpd_socket = "{dir}/{node}-vrrpd.sock"
-"#,
-        dir = dir.display()
-    );
+    let mut text = cluster_head("ecmp6", dir, &frr_announce(pathspace), node);
     for (name, h) in NODES {
         text.push_str(&format!(
             "\n[[node]]\nname = \"{name}\"\naddresses = {{ eth0 = [\"2001:db8::{h}/64\"], eth1 = [\"2001:db8:0:1::{h}/64\"] }}\n"
@@ -1138,45 +1140,28 @@ fn survey_v6(
 /// carries it, and a node whose lbd stops is withdrawn.
 #[test]
 fn ipv6_vips_are_announced_through_frr_and_balanced() {
-    if !integration::have_root("ipv6_vips_are_announced_through_frr_and_balanced") {
+    if !can_run(
+        "ipv6_vips_are_announced_through_frr_and_balanced",
+        &["/usr/lib/frr/bgpd"],
+    ) {
         return;
     }
-    if !Path::new("/usr/lib/frr/bgpd").exists() {
-        panic!("FRR is not installed: run scripts/deps.sh");
-    }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::up(topology()).unwrap();
+    let (lab, dir, mut dirs, mut daemons) = ecmp_lab(&router_conf_v6());
     let router = &lab["router"];
-    router
-        .set_sysctl("net.ipv6.fib_multipath_hash_fields", "0x0037")
-        .unwrap();
-    router
-        .set_sysctl("net.ipv6.fib_multipath_hash_policy", "3")
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let ps = lab.id().to_owned();
-    let mut dirs = FrrDirs(Vec::new());
-    let mut daemons = Vec::new();
-    let conf = dir.path().join("router-frr.conf");
-    std::fs::write(&conf, router_conf_v6()).unwrap();
-    daemons.extend(start_frr(router, &format!("{ps}-router"), &conf, &mut dirs));
     for (name, h) in NODES {
-        let conf = dir.path().join(format!("{name}-frr.conf"));
-        std::fs::write(&conf, balancer_conf_v6(name, h)).unwrap();
-        daemons.extend(start_frr(
-            &lab[name],
-            &format!("{ps}-{name}"),
-            &conf,
+        daemons.extend(balancer_frr(
+            &lab,
+            dir.path(),
+            name,
+            &balancer_conf_v6(name, h),
             &mut dirs,
         ));
         let config = dir.path().join(format!("{name}.toml"));
         std::fs::write(&config, cluster_toml_v6(dir.path(), &ps, name)).unwrap();
     }
-    let _web: Vec<Responder> = SERVERS
-        .iter()
-        .map(|(name, h)| Responder::start(&lab[name], &format!("[2001:db8:0:1::{h}]:80"), name))
-        .collect();
+    let _web = responders(&lab, |h| format!("[2001:db8:0:1::{h}]:80"));
     let client = &lab["client"];
     let sources: Vec<String> = (0..12)
         .map(|i| format!("2001:db8:0:20::{}", 30 + i))
@@ -1188,14 +1173,10 @@ fn ipv6_vips_are_announced_through_frr_and_balanced() {
     }
 
     let started = Instant::now();
-    let mut lbds: BTreeMap<&str, Process> = BTreeMap::new();
-    for (name, _) in NODES {
-        let config = dir.path().join(format!("{name}.toml"));
-        let mut cmd = lab[name].command(env!("CARGO_BIN_EXE_lbd"));
-        cmd.args(["--config", config.to_str().unwrap(), "--node", name])
-            .env("RUST_LOG", "info");
-        lbds.insert(name, lab[name].spawn_command(cmd, "lbd").unwrap());
-    }
+    let mut lbds: BTreeMap<&str, Process> = NODES
+        .iter()
+        .map(|(name, _)| (*name, lbd(&lab, dir.path(), name)))
+        .collect();
     wait_for(
         "the router has an IPv6 path through every balancer",
         PATIENCE,

@@ -176,7 +176,7 @@ impl AnnounceSettings {
             pathspace: None,
             birdc: PathBuf::from("/usr/sbin/birdc"),
             bird_socket: None,
-            bird_include: PathBuf::from("/etc/bird/lbsuite-vips.conf"),
+            bird_include: PathBuf::from("/etc/bird/lbsuite/vips.conf"),
             bird_protocol: "lbsuite_vips".to_string(),
             refresh_ms: 5000,
         }

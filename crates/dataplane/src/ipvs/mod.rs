@@ -113,27 +113,18 @@ impl IpvsBackend {
     pub fn new(settings: &IpvsSettings) -> Result<IpvsBackend, DataplaneError> {
         let client = IpvsClient::connect().map_err(IpvsBackendError::Connect)?;
         // Opened now: /proc/sys/net resolves against the opening thread's namespace.
-        let conntrack = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(CONNTRACK_SYSCTL)
-            .map_err(|error| IpvsBackendError::Conntrack {
-                path: PathBuf::from(CONNTRACK_SYSCTL),
+        let open = |path: &str| OpenOptions::new().read(true).write(true).open(path);
+        let conntrack = open(CONNTRACK_SYSCTL).map_err(|error| IpvsBackendError::Conntrack {
+            path: PathBuf::from(CONNTRACK_SYSCTL),
+            error,
+        })?;
+        let mut sloppy = Vec::new();
+        for path in SLOPPY_SYSCTLS.into_iter().filter(|_| settings.sloppy) {
+            let file = open(path).map_err(|error| IpvsBackendError::Sloppy {
+                path: PathBuf::from(path),
                 error,
             })?;
-        let mut sloppy = Vec::new();
-        if settings.sloppy {
-            for path in SLOPPY_SYSCTLS {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(path)
-                    .map_err(|error| IpvsBackendError::Sloppy {
-                        path: PathBuf::from(path),
-                        error,
-                    })?;
-                sloppy.push((path, file));
-            }
+            sloppy.push((path, file));
         }
         Ok(IpvsBackend {
             client: Mutex::new(client),
