@@ -393,7 +393,9 @@ check aa_frr_without_drop_in "lbd@aa1 $(aa_unit_state aa1), FRR networks $(frr_n
 check aa_bird_without_drop_in "lbd@aa2 $(aa_unit_state aa2), BIRD routes $(bird_routes)" sh -c '
     [ "$(systemctl show -p SubState --value lbd@aa2)" = running ] &&
     [ "$(birdc -s /run/bird/aa2.ctl show route protocol lbsuite_vips | grep -c "198\.18\.5\.100/32")" = 0 ] &&
-    journalctl -u lbd@aa2 -o cat --no-pager | grep /etc/bird/lbsuite/aa2'
+    journalctl -u lbd@aa2 -o cat --no-pager | grep -E "birdc|/etc/bird/lbsuite/aa2"'
+echo "  | lbd@aa1 without the drop-in: $(journalctl -u lbd@aa1 -o cat --no-pager | grep -m1 -i vtysh)"
+echo "  | lbd@aa2 without the drop-in: $(journalctl -u lbd@aa2 -o cat --no-pager | grep -m1 -i -E 'birdc|/etc/bird')"
 systemctl stop lbd@aa1 lbd@aa2
 # The documented drop-ins.
 mkdir -p /etc/systemd/system/lbd@aa1.service.d /etc/systemd/system/lbd@aa2.service.d
@@ -410,7 +412,10 @@ check aa_ipvs_sloppy "net.ipv4.vs.sloppy_tcp: aa1 $(ip netns exec aa1 sysctl -n 
 # Stopped, each withdraws.
 systemctl stop lbd@aa1 lbd@aa2
 if wait_for 30 frr_has 0 && wait_for 30 bird_has 0; then pass aa_stop_withdraws "FRR networks 0, BIRD routes 0 after the stop"
-else fail aa_stop_withdraws "FRR networks $(frr_networks), BIRD routes $(bird_routes) after the stop"; fi
+else
+    fail aa_stop_withdraws "FRR networks $(frr_networks), BIRD routes $(bird_routes) after the stop"
+    aa_journal aa1; aa_journal aa2; sed 's/^/  | include: /' /etc/bird/lbsuite/aa2.conf
+fi
 # Leave nothing: the daemons, the namespaces, the files.
 pkill -f 'frr/zebra -N aa1'; pkill -f 'frr/bgpd -N aa1'
 birdc -s /run/bird/aa2.ctl down >/dev/null 2>&1
