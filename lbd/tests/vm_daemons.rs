@@ -1131,3 +1131,87 @@ fn vm_takeover_with_background_entries_keeps_every_synced_connection() {
     );
     assert_eq!(kept, Kept::ALL);
 }
+
+/// `[dataplane] flowtable = true` with the nft backend on Debian's kernel: lbd sets
+/// up `inet lbsuite_flow` over the example's two interfaces (those of its instances
+/// and SNAT rule), a balanced connection is offloaded (conntrack status OFFLOAD) and
+/// echoes on, and `lbd --teardown` removes the flowtable's table with lbd's own.
+#[test]
+#[ignore = "needs nf_flow_table: run in the VM"]
+fn vm_lbd_sets_up_the_flowtable_and_teardown_removes_it() {
+    let cluster = Cluster::new();
+    let _servers = responders(&cluster, &[80]);
+    let edits = [
+        NO_CHECKS,
+        ("backend = \"auto\"", "backend = \"nft\""),
+        ("flowtable = false", "flowtable = true"),
+    ];
+    cluster.write_config("lb1", &edits, "");
+    let mut lbd = cluster.start("lb1", "lbd");
+    let status = cluster.wait_applied("lb1");
+    assert_eq!(status["backend"]["name"], "nft");
+    let lb1 = cluster.host("lb1");
+    let listed = lb1
+        .exec_ok(&["nft", "list", "table", "inet", "lbsuite_flow"])
+        .unwrap();
+    assert!(listed.contains("devices = { eth0, eth1 }"), "{listed}");
+    assert!(
+        listed.contains("ct state established ct status dnat flow add @ft"),
+        "{listed}"
+    );
+    // The VIPs by hand: no vrrpd here.
+    for (iface, addr) in [("eth0", VIP), ("eth1", SNAT_VIP)] {
+        lb1.add_address(iface, integration::Prefix::new(addr.parse().unwrap(), 24))
+            .unwrap();
+    }
+    let mut conn = Conn::open(cluster.host("client"), &format!("{VIP}:80"));
+    assert_eq!(conn.seen_from.ip().to_string(), SNAT_VIP);
+    for i in 0..5 {
+        assert_eq!(
+            conn.echo(&format!("line {i}")).unwrap(),
+            format!("line {i}")
+        );
+    }
+    let filter = ctsync::FlowFilter {
+        orig_dst: vec![VIP.parse().unwrap()],
+        ..ctsync::FlowFilter::default()
+    };
+    let entries = lb1
+        .run_in(|| ctsync::Conntrack::open().and_then(|mut ct| ct.dump(&filter)))
+        .unwrap()
+        .unwrap();
+    let port = conn.stream.local_addr().unwrap().port();
+    let entry = entries
+        .iter()
+        .find(|e| e.orig.src_port() == Some(port))
+        .unwrap();
+    assert!(
+        entry.status.has(ctsync::Status::OFFLOAD),
+        "status {:#x}",
+        entry.status.0
+    );
+    let log = lbd.stdout() + &lbd.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("flowtable on"))
+        .unwrap_or("");
+    note(&format!("lbd with flowtable = true: {line}"));
+    assert!(line.contains("devices=eth0,eth1"), "{}", log_tail(&lbd));
+    lbd.signal(libc::SIGTERM).unwrap();
+    assert!(lbd.wait_timeout(PATIENCE).unwrap().is_some());
+    let config = cluster.path("lb1", "cluster.toml");
+    let lbd_path = program("lbd");
+    let out = lb1
+        .exec(&[
+            lbd_path.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--node",
+            "lb1",
+            "--teardown",
+        ])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let tables = lb1.exec_ok(&["nft", "list", "tables"]).unwrap();
+    assert!(!tables.contains("lbsuite"), "{tables}");
+}
