@@ -97,7 +97,8 @@ pub async fn set_up_flowtable(
         .run(move |_| -> Result<Option<Vec<String>>, FlowtableError> {
             let ft = Flowtable::new(&table)?;
             if on {
-                ft.apply(&devices)?;
+                // Nothing committed when the table is as the last lbd left it.
+                ft.ensure(&devices)?;
                 Ok(Some(devices))
             } else {
                 ft.remove()?;

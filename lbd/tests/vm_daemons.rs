@@ -1135,7 +1135,8 @@ fn vm_takeover_with_background_entries_keeps_every_synced_connection() {
 /// `[dataplane] flowtable = true` with the nft backend on Debian's kernel: lbd sets
 /// up `inet lbsuite_flow` over the example's two interfaces (those of its instances
 /// and SNAT rule), a balanced connection is offloaded (conntrack status OFFLOAD) and
-/// echoes on, and `lbd --teardown` removes the flowtable's table with lbd's own.
+/// echoes on, a restart adopts both tables without a commit, and `lbd --teardown`
+/// removes the flowtable's table with lbd's own.
 #[test]
 #[ignore = "needs nf_flow_table: run in the VM"]
 fn vm_lbd_sets_up_the_flowtable_and_teardown_removes_it() {
@@ -1199,6 +1200,19 @@ fn vm_lbd_sets_up_the_flowtable_and_teardown_removes_it() {
     assert!(line.contains("devices=eth0,eth1"), "{}", log_tail(&lbd));
     lbd.signal(libc::SIGTERM).unwrap();
     assert!(lbd.wait_timeout(PATIENCE).unwrap().is_some());
+    // A restart finds the flowtable as it left it and commits nothing: the nft
+    // table is adopted by record, not read back.
+    let mut again = cluster.start("lb1", "lbd");
+    cluster.wait_applied("lb1");
+    let log = again.stdout() + &again.stderr();
+    assert!(
+        log.contains("adopted as the previous lbd left it"),
+        "{}",
+        log_tail(&again)
+    );
+    assert_eq!(conn.echo("after the restart").unwrap(), "after the restart");
+    again.signal(libc::SIGTERM).unwrap();
+    assert!(again.wait_timeout(PATIENCE).unwrap().is_some());
     let config = cluster.path("lb1", "cluster.toml");
     let lbd_path = program("lbd");
     let out = lb1

@@ -345,6 +345,14 @@ fn flowtable_sync_events_and_takeover_of_offloaded_connections() {
     let (client, lb1, lb2) = (&lab["client"], &lab["lb1"], &lab["lb2"]);
     flowtable(lb1, true);
     flowtable(lb2, true);
+    // What is there is read back, and asked for again it is not rewritten.
+    lb1.run_in(|| {
+        let ft = Flowtable::new("lbsuite").unwrap();
+        assert_eq!(ft.current().unwrap(), Some(devices()));
+        assert!(!ft.ensure(&devices()).unwrap());
+        assert!(!ft.ensure(&["eth1".into(), "eth0".into()]).unwrap());
+    })
+    .unwrap();
     let listed = lb1
         .exec_ok(&["nft", "list", "table", "inet", "lbsuite_flow"])
         .unwrap();
@@ -490,6 +498,9 @@ fn flowtable_missing_device_or_kernel_support_is_named() {
     let (missing, result) = lb1
         .run_in(|| {
             let ft = Flowtable::new("lbsuite").unwrap();
+            assert_eq!(ft.current().unwrap(), None);
+            // Nothing there: nothing to remove, no commit.
+            ft.remove().unwrap();
             let missing = ft.apply(&["eth0".into(), "nosuch0".into()]);
             let result = ft.apply(&devices());
             (missing.map_err(|e| e.to_string()), result)

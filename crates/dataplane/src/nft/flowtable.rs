@@ -32,11 +32,13 @@ use nftnl::{MsgType, NlMsg, ProtoFamily};
 
 use super::expr::Expr;
 use super::netlink::NfSocket;
-use super::objects::RuleObj;
+use super::objects::{parse_rule, RuleObj};
 use crate::DataplaneError;
 
 /// NFT_MSG_NEWFLOWTABLE (nf_tables.h; not in libc).
 const NFT_MSG_NEWFLOWTABLE: u16 = 22;
+/// NFT_MSG_GETFLOWTABLE.
+const NFT_MSG_GETFLOWTABLE: u16 = 23;
 /// The flowtable's name in its table.
 pub const FLOWTABLE: &str = "ft";
 /// The base chain that adds connections to the flowtable.
@@ -101,6 +103,76 @@ impl Flowtable {
     /// The table's name.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// The devices of the flowtable when the table holds it and its rule as
+    /// [`Flowtable::apply`] writes them; None otherwise (no table, or a kernel
+    /// without flowtables). Reads only: no nf_tables commit, so the nft backend's
+    /// adoption record stays valid.
+    pub fn current(&self) -> Result<Option<Vec<String>>, DataplaneError> {
+        let mut devices: Option<Vec<String>> = None;
+        let refused = self.sock.request(
+            |buf, seq| {
+                // SAFETY: buf has room for a maximal message.
+                unsafe {
+                    let h = sys::nftnl_nlmsg_build_hdr(
+                        buf.as_mut_ptr().cast(),
+                        NFT_MSG_GETFLOWTABLE,
+                        FAMILY,
+                        (libc::NLM_F_DUMP | libc::NLM_F_ACK) as u16,
+                        seq,
+                    );
+                    (*h).nlmsg_len as usize
+                }
+            },
+            |hdr, p| {
+                if hdr.nlmsg_type & 0xff != NFT_MSG_NEWFLOWTABLE {
+                    return;
+                }
+                // SAFETY: p is a complete message from the kernel.
+                if let Some((table, name, devs)) = unsafe { parse_flowtable(p) } {
+                    if table == self.table && name == FLOWTABLE {
+                        devices = Some(devs);
+                    }
+                }
+            },
+        )?;
+        if refused.is_some() || devices.is_none() {
+            return Ok(None);
+        }
+        let probe = RuleObj::new(&self.table, CHAIN);
+        let mut rules = Vec::new();
+        let refused = self.sock.request(
+            |buf, seq| {
+                // SAFETY: buf has room for a maximal message; the probe is live.
+                unsafe {
+                    let h = sys::nftnl_nlmsg_build_hdr(
+                        buf.as_mut_ptr().cast(),
+                        libc::NFT_MSG_GETRULE as u16,
+                        FAMILY,
+                        (libc::NLM_F_DUMP | libc::NLM_F_ACK) as u16,
+                        seq,
+                    );
+                    sys::nftnl_rule_nlmsg_build_payload(h, probe.ptr());
+                    (*h).nlmsg_len as usize
+                }
+            },
+            |hdr, p| {
+                if hdr.nlmsg_type & 0xff != libc::NFT_MSG_NEWRULE as u16 {
+                    return;
+                }
+                // SAFETY: complete message.
+                if let Some(r) = unsafe { parse_rule(p) } {
+                    if r.table == self.table && r.chain == CHAIN {
+                        rules.push(r.comment);
+                    }
+                }
+            },
+        )?;
+        if refused.is_some() || rules != [RULE_COMMENT] {
+            return Ok(None);
+        }
+        Ok(devices)
     }
 
     /// Replaces the table with one whose flowtable spans `devices`, in one batch:
@@ -178,8 +250,27 @@ impl Flowtable {
         .into())
     }
 
-    /// Removes the table (nothing when it is not there).
+    /// [`Flowtable::apply`] unless the kernel holds that already (same devices, in
+    /// any order); whether it wrote. A start that finds the table as the last lbd
+    /// left it commits nothing, so the nft backend adopts its own table by record.
+    pub fn ensure(&self, devices: &[String]) -> Result<bool, FlowtableError> {
+        if let Some(mut have) = self.current()? {
+            let mut want = devices.to_vec();
+            have.sort();
+            want.sort();
+            if have == want {
+                return Ok(false);
+            }
+        }
+        self.apply(devices).map(|()| true)
+    }
+
+    /// Removes the table when it is there (a read first: nothing is committed when
+    /// there is none, which keeps the nft backend's adoption record valid).
     pub fn remove(&self) -> Result<(), DataplaneError> {
+        if !self.table_exists()? {
+            return Ok(());
+        }
         let ctable = CString::new(self.table.as_str())
             .map_err(|_| DataplaneError::BadTableName(self.table.clone()))?;
         let table = nftnl::Table::new(&ctable, ProtoFamily::Inet);
@@ -199,6 +290,97 @@ impl Flowtable {
                 errno: r.errno,
             }),
         }
+    }
+}
+
+impl Flowtable {
+    /// Whether the table exists (a GETTABLE of its name).
+    fn table_exists(&self) -> Result<bool, DataplaneError> {
+        let ctable = CString::new(self.table.as_str())
+            .map_err(|_| DataplaneError::BadTableName(self.table.clone()))?;
+        let refused = self.sock.request(
+            |buf, seq| {
+                // SAFETY: buf has room for a maximal message; the name is NUL-terminated.
+                unsafe {
+                    let t = sys::nftnl_table_alloc();
+                    if t.is_null() {
+                        std::process::abort();
+                    }
+                    sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, ctable.as_ptr());
+                    let h = sys::nftnl_nlmsg_build_hdr(
+                        buf.as_mut_ptr().cast(),
+                        libc::NFT_MSG_GETTABLE as u16,
+                        FAMILY,
+                        libc::NLM_F_ACK as u16,
+                        seq,
+                    );
+                    sys::nftnl_table_nlmsg_build_payload(h, t);
+                    sys::nftnl_table_free(t);
+                    (*h).nlmsg_len as usize
+                }
+            },
+            |_, _| {},
+        )?;
+        match refused {
+            None => Ok(true),
+            Some(libc::ENOENT) => Ok(false),
+            Some(errno) => Err(DataplaneError::Kernel {
+                what: format!("table inet {}", self.table),
+                reason: std::io::Error::from_raw_os_error(errno).to_string(),
+                extack: String::new(),
+                hint: DataplaneError::hint_for(errno),
+                errno,
+            }),
+        }
+    }
+}
+
+/// Table, name and devices of a NEWFLOWTABLE message.
+///
+/// # Safety
+/// `nlh` must point to a complete netlink message.
+unsafe fn parse_flowtable(nlh: *const libc::nlmsghdr) -> Option<(String, String, Vec<String>)> {
+    let str_of = |p: *const c_char| {
+        if p.is_null() {
+            String::new()
+        } else {
+            // SAFETY: libnftnl's NUL-terminated copy, alive with the object.
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
+        }
+    };
+    // SAFETY: allocation; parse of a complete message; reads of its attributes
+    // while it lives; freed at the end.
+    unsafe {
+        let ft = sys::nftnl_flowtable_alloc();
+        if ft.is_null() {
+            std::process::abort();
+        }
+        let parsed = if sys::nftnl_flowtable_nlmsg_parse(nlh.cast(), ft) < 0 {
+            None
+        } else {
+            let table = str_of(sys::nftnl_flowtable_get_str(
+                ft,
+                sys::NFTNL_FLOWTABLE_TABLE as u16,
+            ));
+            let name = str_of(sys::nftnl_flowtable_get_str(
+                ft,
+                sys::NFTNL_FLOWTABLE_NAME as u16,
+            ));
+            let mut devices = Vec::new();
+            let arr = sys::nftnl_flowtable_get_array(ft, sys::NFTNL_FLOWTABLE_DEVICES as u16);
+            if !arr.is_null() {
+                let mut i = 0;
+                while !(*arr.add(i)).is_null() {
+                    devices.push(str_of(*arr.add(i)));
+                    i += 1;
+                }
+            }
+            Some((table, name, devices))
+        };
+        sys::nftnl_flowtable_free(ft);
+        parsed
     }
 }
 
