@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the VM tests of IPVS -- the ipvs crate's client (crates/ipvs/tests/vm.rs),
 # the dataplane's IPVS backend (crates/dataplane/tests/ipvs_vm.rs) and the real
-# daemons on IPVS (lbd/tests/vm_daemons.rs, with lbd, vrrpd and vrrpctl) -- and
+# daemons on IPVS (lbd/tests/vm_daemons.rs, with lbd, vrrpd and vrrpctl), and
+# nftables' flowtable (crates/dataplane/tests/flowtable_vm.rs) -- and
 # runs them, with the shell tests of guest-tests.sh, in the VM (run.sh).
 # Exit code: run.sh's.
 #
@@ -39,7 +40,10 @@ program() { # PACKAGE BIN
 client="$(test_binary ipvs vm)"
 backend="$(test_binary dataplane ipvs_vm)"
 daemons="$(test_binary lbd vm_daemons)"
+# nftables' flowtable (crates/dataplane/tests/flowtable_vm.rs): the sync checks and
+# one short round of the benchmark (integration/vm/flowtable-bench.sh runs it long).
+flowtable="$(test_binary dataplane flowtable_vm)"
 # The daemons run from the guest's /opt/lbsuite/daemons (LBSUITE_DAEMON_DIR).
 exec "$here/run.sh" --timeout "${VM_TIMEOUT:-1500}" \
     --daemon "$(program lbd lbd)" --daemon "$(program vrrpd vrrpd)" \
-    --daemon "$(program vrrpctl vrrpctl)" "$@" "$client" "$backend" "$daemons"
+    --daemon "$(program vrrpctl vrrpctl)" "$@" "$client" "$backend" "$daemons" "$flowtable"

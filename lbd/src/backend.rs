@@ -12,6 +12,7 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use config::{ClusterMode, NodeView};
+use dataplane::nft::flowtable::{Flowtable, FlowtableError};
 use dataplane::{
     BackendChoice, BackendKind, ChosenBackend, Dataplane, DataplaneError, DesiredState, DryRun,
     IpvsSettings, Selection,
@@ -70,6 +71,49 @@ pub fn adoption_record(view: &NodeView) -> PathBuf {
         .parent()
         .map_or_else(|| PathBuf::from("/run/lbsuite"), PathBuf::from);
     dir.join(format!("nft-{}.adopt", view.dataplane.nft_table))
+}
+
+/// The interfaces `[dataplane] flowtable` spans on this node (see
+/// [`config::DataplaneSettings::flowtable_devices_of`]).
+pub fn flowtable_devices(view: &NodeView) -> Vec<String> {
+    view.dataplane.flowtable_devices_of(
+        view.groups
+            .iter()
+            .flat_map(|g| g.instances.iter().map(|i| &i.config)),
+        &view.nat,
+    )
+}
+
+/// Sets up nftables' flowtable for the nft backend's established connections when
+/// `[dataplane] flowtable = true` (a kernel without one is an error: the operator
+/// asked for it), or removes one a previous lbd left when it is off. Runs on the
+/// dataplane thread (lbd's network namespace). Returns the devices it spans.
+pub async fn set_up_flowtable(
+    thread: &DataplaneThread,
+    view: &NodeView,
+) -> anyhow::Result<Option<Vec<String>>> {
+    let table = view.dataplane.nft_table.clone();
+    let on = view.dataplane.flowtable;
+    let devices = flowtable_devices(view);
+    let done = thread
+        .run(move |_| -> Result<Option<Vec<String>>, FlowtableError> {
+            let ft = Flowtable::new(&table)?;
+            if on {
+                // Nothing committed when the table is as the last lbd left it.
+                ft.ensure(&devices)?;
+                Ok(Some(devices))
+            } else {
+                ft.remove()?;
+                Ok(None)
+            }
+        })
+        .await?;
+    done.map_err(|e| {
+        anyhow::anyhow!(
+            "[dataplane] flowtable = {on}: table inet {}: {e}",
+            dataplane::nft::flowtable::table_name(&view.dataplane.nft_table)
+        )
+    })
 }
 
 type Job = Box<dyn FnOnce(&mut ChosenBackend) + Send>;
@@ -208,6 +252,26 @@ mod tests {
         let aa = include_str!("../../crates/config/tests/valid/active_active.toml");
         assert!(!backend_settings(&pair).sloppy);
         assert!(backend_settings(&view(aa, "lb1")).sloppy);
+    }
+
+    /// The flowtable spans the interfaces of the node's instances and SNAT rules
+    /// (the example's two arms), or exactly the ones configured.
+    #[test]
+    fn flowtable_devices_are_the_forwarding_interfaces_or_the_configured_ones() {
+        let example = include_str!("../../cluster.toml.example");
+        let view = |text: &str| {
+            config::parse(text, "t.toml")
+                .unwrap()
+                .node_view(Some("lb1"))
+                .unwrap()
+        };
+        assert_eq!(flowtable_devices(&view(example)), ["eth0", "eth1"]);
+        let text = example.replace(
+            "# flowtable_devices = [\"eth0\", \"eth1\"]",
+            "flowtable_devices = [\"eth1\", \"bond0\"]",
+        );
+        assert_ne!(text, example);
+        assert_eq!(flowtable_devices(&view(&text)), ["eth1", "bond0"]);
     }
 
     /// The example's plan under IPVS, with service `web` on wlc (least connections).

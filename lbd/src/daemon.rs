@@ -402,6 +402,12 @@ pub async fn run(
             selection.kind.name()
         )
     })?;
+    match backend::set_up_flowtable(&dataplane, &view).await? {
+        Some(devices) => {
+            tracing::info!(table = %dataplane::nft::flowtable::table_name(&view.dataplane.nft_table), devices = %devices.join(","), "flowtable on: established balanced connections offloaded")
+        }
+        None => tracing::debug!("flowtable off"),
+    }
     let record = backend::adoption_record(&view);
     let _ = dataplane.post(move |dp| {
         if let ChosenBackend::Nft(nft) = dp {
@@ -693,9 +699,14 @@ pub async fn run(
 pub fn teardown(view: &NodeView) -> anyhow::Result<()> {
     let (dataplane, selection) =
         DataplaneThread::start(view.dataplane.backend, backend_settings(view), None)?;
+    let table = view.dataplane.nft_table.clone();
     dataplane
-        .run_blocking(Duration::from_secs(30), |dp| {
-            dp.teardown().map_err(|e| e.to_string())
+        .run_blocking(Duration::from_secs(30), move |dp| {
+            dp.teardown().map_err(|e| e.to_string())?;
+            // The flowtable's table too (nothing when there is none).
+            dataplane::nft::flowtable::Flowtable::new(&table)
+                .and_then(|ft| ft.remove())
+                .map_err(|e| e.to_string())
         })
         .ok_or_else(|| anyhow::anyhow!("the dataplane did not answer within 30 s"))?
         .map_err(|e| anyhow::anyhow!("teardown: {e}"))?;
@@ -1518,7 +1529,7 @@ impl Daemon {
             restart_needed.push("[metrics]");
         }
         if new.dataplane != self.config.view.dataplane {
-            restart_needed.push("[dataplane] backend and table");
+            restart_needed.push("[dataplane] backend, table and flowtable");
         }
         let link = |v: &NodeView| {
             (

@@ -1131,3 +1131,191 @@ fn vm_takeover_with_background_entries_keeps_every_synced_connection() {
     );
     assert_eq!(kept, Kept::ALL);
 }
+
+/// `[dataplane] flowtable = true` with the nft backend on Debian's kernel: lbd sets
+/// up `inet lbsuite_flow` over the example's two interfaces (those of its instances
+/// and SNAT rule), a balanced connection is offloaded (conntrack status OFFLOAD) and
+/// echoes on, a restart adopts both tables without a commit, and `lbd --teardown`
+/// removes the flowtable's table with lbd's own.
+#[test]
+#[ignore = "needs nf_flow_table: run in the VM"]
+fn vm_lbd_sets_up_the_flowtable_and_teardown_removes_it() {
+    let cluster = Cluster::new();
+    let _servers = responders(&cluster, &[80]);
+    let edits = [
+        NO_CHECKS,
+        ("backend = \"auto\"", "backend = \"nft\""),
+        ("flowtable = false", "flowtable = true"),
+    ];
+    cluster.write_config("lb1", &edits, "");
+    let mut lbd = cluster.start("lb1", "lbd");
+    let status = cluster.wait_applied("lb1");
+    assert_eq!(status["backend"]["name"], "nft");
+    let lb1 = cluster.host("lb1");
+    let listed = lb1
+        .exec_ok(&["nft", "list", "table", "inet", "lbsuite_flow"])
+        .unwrap();
+    assert!(listed.contains("devices = { eth0, eth1 }"), "{listed}");
+    assert!(
+        listed.contains("ct state established ct status dnat flow add @ft"),
+        "{listed}"
+    );
+    // The VIPs by hand: no vrrpd here.
+    for (iface, addr) in [("eth0", VIP), ("eth1", SNAT_VIP)] {
+        lb1.add_address(iface, integration::Prefix::new(addr.parse().unwrap(), 24))
+            .unwrap();
+    }
+    let mut conn = Conn::open(cluster.host("client"), &format!("{VIP}:80"));
+    assert_eq!(conn.seen_from.ip().to_string(), SNAT_VIP);
+    for i in 0..5 {
+        assert_eq!(
+            conn.echo(&format!("line {i}")).unwrap(),
+            format!("line {i}")
+        );
+    }
+    let filter = ctsync::FlowFilter {
+        orig_dst: vec![VIP.parse().unwrap()],
+        ..ctsync::FlowFilter::default()
+    };
+    let entries = lb1
+        .run_in(|| ctsync::Conntrack::open().and_then(|mut ct| ct.dump(&filter)))
+        .unwrap()
+        .unwrap();
+    let port = conn.stream.local_addr().unwrap().port();
+    let entry = entries
+        .iter()
+        .find(|e| e.orig.src_port() == Some(port))
+        .unwrap();
+    assert!(
+        entry.status.has(ctsync::Status::OFFLOAD),
+        "status {:#x}",
+        entry.status.0
+    );
+    let log = lbd.stdout() + &lbd.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("flowtable on"))
+        .unwrap_or("");
+    note(&format!("lbd with flowtable = true: {line}"));
+    assert!(line.contains("devices=eth0,eth1"), "{}", log_tail(&lbd));
+    lbd.signal(libc::SIGTERM).unwrap();
+    assert!(lbd.wait_timeout(PATIENCE).unwrap().is_some());
+    // A restart finds the flowtable as it left it and commits nothing: the nft
+    // table is adopted by record, not read back.
+    let mut again = cluster.start("lb1", "lbd");
+    cluster.wait_applied("lb1");
+    let log = again.stdout() + &again.stderr();
+    assert!(
+        log.contains("adopted as the previous lbd left it"),
+        "{}",
+        log_tail(&again)
+    );
+    assert_eq!(conn.echo("after the restart").unwrap(), "after the restart");
+    again.signal(libc::SIGTERM).unwrap();
+    assert!(again.wait_timeout(PATIENCE).unwrap().is_some());
+    let config = cluster.path("lb1", "cluster.toml");
+    let lbd_path = program("lbd");
+    let out = lb1
+        .exec(&[
+            lbd_path.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--node",
+            "lb1",
+            "--teardown",
+        ])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let tables = lb1.exec_ok(&["nft", "list", "tables"]).unwrap();
+    assert!(!tables.contains("lbsuite"), "{tables}");
+}
+
+/// `host`'s conntrack entries to the VIP (through ctsync: the guest's kernel may not
+/// list /proc/net/nf_conntrack).
+fn vip_entries(host: &Host) -> Vec<ctsync::Entry> {
+    let filter = ctsync::FlowFilter {
+        orig_dst: vec![VIP.parse().unwrap()],
+        ..ctsync::FlowFilter::default()
+    };
+    host.run_in(|| ctsync::Conntrack::open().and_then(|mut ct| ct.dump(&filter)))
+        .unwrap()
+        .unwrap()
+}
+
+/// How many of `held` have an entry in `entries` with the SNAT port their server
+/// saw, and how many of those are offloaded.
+fn synced_and_offloaded(entries: &[ctsync::Entry], held: &Held) -> (usize, usize) {
+    let mut found = (0, 0);
+    for c in held.iter() {
+        let port = c.stream.local_addr().unwrap().port();
+        if let Some(e) = entries.iter().find(|e| {
+            e.orig.src_port() == Some(port) && e.reply.dst_port() == Some(c.seen_from.port())
+        }) {
+            found.0 += 1;
+            found.1 += usize::from(e.status.has(ctsync::Status::OFFLOAD));
+        }
+    }
+    found
+}
+
+/// The nft backend with `flowtable = true` on both nodes and lbd's sync link: the
+/// connections held through lb1 are offloaded there, lbd streams them to lb2 all
+/// the same (with lb1's SNAT ports), and after lb1's crash every one echoes on
+/// through lb2, which offloads them in turn.
+#[test]
+#[ignore = "needs nf_flow_table: run in the VM"]
+fn vm_failover_with_the_flowtable_keeps_every_synced_connection() {
+    let cluster = Cluster::new();
+    let _servers = responders(&cluster, &[80, 81]);
+    let edits = [
+        NO_CHECKS,
+        ("backend = \"auto\"", "backend = \"nft\""),
+        ("flowtable = false", "flowtable = true"),
+        ("prepare_budget_ms = 50", "prepare_budget_ms = 5000"),
+    ];
+    for node in ["lb1", "lb2"] {
+        cluster.write_config(node, &edits, POOLED);
+    }
+    let mut lbd1 = cluster.start("lb1", "lbd");
+    let _lbd2 = cluster.start("lb2", "lbd");
+    for node in ["lb1", "lb2"] {
+        let status = cluster.wait_applied(node);
+        assert_eq!(status["backend"]["name"], "nft");
+    }
+    let vrrpd1 = cluster.start("lb1", "vrrpd");
+    cluster.wait_master("lb1");
+    let _vrrpd2 = cluster.start("lb2", "vrrpd");
+    wait_for("lb2 BACKUP in lbd's status", PATIENCE, || {
+        cluster.role("lb2").as_deref() == Some("BACKUP")
+    });
+    let mut held = Held::open(cluster.host("client"), HELD);
+    let on_lb1 = synced_and_offloaded(&vip_entries(cluster.host("lb1")), &held);
+    let all = 2 * HELD;
+    assert_eq!(on_lb1, (all, all), "(entries, offloaded) on lb1");
+    let mut on_lb2 = (0, 0);
+    wait_for(
+        "lb2 holds every connection with lb1's SNAT port",
+        PATIENCE,
+        || {
+            on_lb2 = synced_and_offloaded(&vip_entries(cluster.host("lb2")), &held);
+            on_lb2.0 == all
+        },
+    );
+    note(&format!(
+        "flowtable: (entries, offloaded) of the {all} held connections: lb1 {on_lb1:?}, lb2 before the takeover {on_lb2:?}"
+    ));
+
+    vrrpd1.signal(libc::SIGKILL).unwrap();
+    lbd1.signal(libc::SIGKILL).unwrap();
+    assert!(lbd1.wait_timeout(PATIENCE).unwrap().is_some());
+    cluster.lab.set_cable("lb1", "eth0", false).unwrap();
+    cluster.lab.set_cable("lb1", "eth1", false).unwrap();
+    cluster.wait_master("lb2");
+    let kept = held.count(&cluster, "flowtable: after lb1's crash");
+    let after = synced_and_offloaded(&vip_entries(cluster.host("lb2")), &held);
+    note(&format!(
+        "flowtable: lb2 after the takeover (entries, offloaded): {after:?}"
+    ));
+    assert_eq!(kept, Kept::ALL);
+    assert_eq!(after, (all, all), "lb2 offloads them in turn");
+}

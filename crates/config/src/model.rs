@@ -1222,6 +1222,40 @@ pub struct DataplaneSettings {
     pub backend: BackendChoice,
     /// Name of the nftables table the suite owns (SNAT rules, and the nft balancer).
     pub nft_table: String,
+    /// nftables' software flowtable for the nft backend's established balanced
+    /// connections (table `inet <nft_table>_flow`); off by default.
+    #[serde(default)]
+    pub flowtable: bool,
+    /// The flowtable's interfaces; empty: those of this node's VRRP instances and
+    /// SNAT rules ([`DataplaneSettings::flowtable_devices_of`]).
+    #[serde(default)]
+    pub flowtable_devices: Vec<String>,
+}
+
+impl DataplaneSettings {
+    /// The interfaces the flowtable spans: `flowtable_devices` when given, else
+    /// every interface of `instances` and of the SNAT rules' `in_interface` and
+    /// `out_interface` (the interfaces lbd forwards between), sorted, each once.
+    pub fn flowtable_devices_of<'a>(
+        &self,
+        instances: impl IntoIterator<Item = &'a Instance>,
+        nat: &[NatRule],
+    ) -> Vec<String> {
+        if !self.flowtable_devices.is_empty() {
+            return self.flowtable_devices.clone();
+        }
+        let mut d: Vec<String> = instances
+            .into_iter()
+            .map(|i| i.interface.clone())
+            .chain(
+                nat.iter()
+                    .flat_map(|n| n.in_interface.iter().chain(&n.out_interface).cloned()),
+            )
+            .collect();
+        d.sort();
+        d.dedup();
+        d
+    }
 }
 
 impl Default for DataplaneSettings {
@@ -1229,6 +1263,8 @@ impl Default for DataplaneSettings {
         Self {
             backend: BackendChoice::Auto,
             nft_table: "lbsuite".to_string(),
+            flowtable: false,
+            flowtable_devices: Vec::new(),
         }
     }
 }

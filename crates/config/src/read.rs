@@ -1637,8 +1637,33 @@ fn read_dataplane(r: &mut Reader, v: &Sv, path: &str) -> Option<DataplaneSetting
             }
             None => d.nft_table,
         };
-        t.finish(r, &["backend", "nft_table"]);
-        Some(DataplaneSettings { backend, nft_table })
+        let flowtable = t.opt_bool(r, "flowtable").unwrap_or(d.flowtable);
+        let mut flowtable_devices = Vec::new();
+        if let Some((v, p)) = t.get("flowtable_devices") {
+            for (i, e) in r.array(v, &p).unwrap_or_default().iter().enumerate() {
+                let ep = format!("{p}[{i}]");
+                if let Some(n) = r.interface(e, &ep) {
+                    if flowtable_devices.contains(&n) {
+                        r.error_value(
+                            &ep,
+                            format!("interface `{n}` is listed twice"),
+                            "list each interface once",
+                        );
+                    }
+                    flowtable_devices.push(n);
+                }
+            }
+        }
+        t.finish(
+            r,
+            &["backend", "nft_table", "flowtable", "flowtable_devices"],
+        );
+        Some(DataplaneSettings {
+            backend,
+            nft_table,
+            flowtable,
+            flowtable_devices,
+        })
     })
 }
 

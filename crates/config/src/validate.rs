@@ -432,6 +432,7 @@ pub(crate) fn cross_check(r: &mut Reader, d: &Draft) {
 
     check_services(r, d, &services, &instances, &nodes);
     check_schedulers(r, d, &services);
+    check_flowtable(r, d, &services, &instances, &nat);
     if mode(d) == ClusterMode::ActiveActive {
         check_active_active(r, d, &services, &nodes, &nat);
     } else if d.cluster.is_some() {
@@ -960,6 +961,55 @@ pub(crate) fn services_pass(config: &ClusterConfig, changed: std::ops::Range<usi
         check_service(&mut r, "", s, &known);
     }
     r.diags.is_empty()
+}
+
+/// `[dataplane] flowtable = true` offloads the connections the nft backend DNATs:
+/// refused with another backend (IPVS's connections must keep passing through IPVS,
+/// and `auto` picks IPVS on kernels that have it, Debian's among them), with
+/// `counters = true` on a service (offloaded packets skip the forward hook where
+/// those counters count), and without an interface to hook.
+fn check_flowtable(
+    r: &mut Reader,
+    d: &Draft,
+    services: &[(String, &Service)],
+    instances: &[(String, &Instance)],
+    nat: &[(String, &NatRule)],
+) {
+    let Some(dp) = d.dataplane.as_ref().filter(|dp| dp.flowtable) else {
+        return;
+    };
+    let at = path_or(r, "dataplane.flowtable", "dataplane");
+    if dp.backend != BackendChoice::Nft {
+        r.error_value(
+            &at,
+            format!(
+                "flowtable = true offloads the connections of the nft backend, and the backend is \"{}\"",
+                dp.backend
+            ),
+            "set backend = \"nft\" with it (auto picks IPVS where the kernel has it), or flowtable = false",
+        );
+    }
+    if let Some((sp, s)) = services.iter().find(|(_, s)| s.counters) {
+        r.error_value(
+            &path_or(r, &join(sp, "counters"), sp),
+            format!(
+                "service `{}`: counters = true counts packets in the forward hook, which [dataplane] flowtable = true makes established connections skip",
+                s.name
+            ),
+            "turn one of them off: the counters would stop at each connection's first packets",
+        );
+    }
+    let rules: Vec<NatRule> = nat.iter().map(|(_, n)| (*n).clone()).collect();
+    if dp
+        .flowtable_devices_of(instances.iter().map(|(_, i)| *i), &rules)
+        .is_empty()
+    {
+        r.error_value(
+            &at,
+            "flowtable = true, and no interface to hook: no instance and no SNAT rule names one",
+            "list the interfaces lbd forwards between in flowtable_devices, such as [\"eth0\", \"eth1\"]",
+        );
+    }
 }
 
 /// A scheduler the configured backend does not implement is refused, naming the

@@ -59,6 +59,10 @@ const CTA_NAT_V6_MAXIP: u16 = 5;
 const CTA_PROTONAT_PORT_MIN: u16 = 1;
 const CTA_PROTONAT_PORT_MAX: u16 = 2;
 
+/// The timeout of an offloaded connection read from a dump (seconds): the least the
+/// kernel keeps it while it is in a flowtable (NF_CT_DAY).
+pub const OFFLOADED_TIMEOUT: u32 = 86_400;
+
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_ICMPV6: u8 = 58;
@@ -337,6 +341,8 @@ impl Status {
     pub const DYING: u32 = 1 << 9;
     /// Timeout fixed by user space.
     pub const FIXED_TIMEOUT: u32 = 1 << 10;
+    /// In an nftables flowtable: its packets bypass conntrack (IPS_OFFLOAD).
+    pub const OFFLOAD: u32 = 1 << 14;
     /// Bits the kernel ignores or refuses from user space (IPS_UNCHANGEABLE_MASK).
     pub const UNCHANGEABLE: u32 =
         0x01 | 0x08 | 0x10 | 0x20 | 0x40 | 0x80 | 0x100 | 0x200 | 0x800 | 0x1000 | 0x4000 | 0x8000;
@@ -704,7 +710,33 @@ impl Entry {
         e.orig = orig.ok_or(DecodeError::Missing("CTA_TUPLE_ORIG"))?;
         e.reply = reply.ok_or(DecodeError::Missing("CTA_TUPLE_REPLY"))?;
         e.status = status;
+        if status.has(Status::OFFLOAD) {
+            e.fill_offloaded();
+        }
         Ok(e)
+    }
+
+    /// A connection in a flowtable is dumped without its timeout and TCP state (the
+    /// flowtable tracks it; the kernel would refuse to create an entry without a
+    /// timeout): it is read as what it is on the node that offloaded it. The kernel
+    /// offloads a TCP connection once it is established, keeps the entry at least a
+    /// day while it is offloaded (nf_ct_offload_timeout), and tracks it liberally
+    /// (no window checks) from then on.
+    fn fill_offloaded(&mut self) {
+        if self.timeout.is_none() {
+            self.timeout = Some(OFFLOADED_TIMEOUT);
+        }
+        if self.tcp.is_none() && self.orig.proto == IPPROTO_TCP {
+            let liberal = Some(TcpFlags {
+                flags: TcpFlags::BE_LIBERAL,
+                mask: TcpFlags::BE_LIBERAL,
+            });
+            self.tcp = Some(TcpInfo {
+                flags_orig: liberal,
+                flags_reply: liberal,
+                ..TcpInfo::in_state(TcpState::ESTABLISHED)
+            });
+        }
     }
 }
 

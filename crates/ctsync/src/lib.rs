@@ -13,7 +13,9 @@ pub mod synthetic;
 mod wire;
 
 pub use coalesce::Coalescer;
-pub use entry::{DecodeError, Entry, Status, TcpFlags, TcpInfo, TcpState, Tuple, L4};
+pub use entry::{
+    DecodeError, Entry, Status, TcpFlags, TcpInfo, TcpState, Tuple, L4, OFFLOADED_TIMEOUT,
+};
 pub use filter::FlowFilter;
 pub use netlink::{
     subscribe, BatchReport, Conntrack, Error, Event, EventKind, Events, InsertOutcome,

@@ -171,6 +171,35 @@ fn decode_reads_a_kernel_style_message_and_skips_unknown_attributes() {
     assert_eq!(e.dnat(), Some((ip("198.18.1.21"), Some(80))));
 }
 
+/// An entry in a flowtable comes without timeout and TCP state (6.1's dump): it is
+/// read as established, liberal both ways, for a day, so that a peer can write it.
+#[test]
+fn an_offloaded_entry_is_read_as_established_and_liberal() {
+    let mut e = balanced();
+    e.status = Status(e.status.0 | Status::OFFLOAD);
+    e.timeout = None;
+    e.tcp = None;
+    e.mark = None;
+    let back = Entry::decode_attrs(&e.encode_attrs()).unwrap();
+    assert_eq!(back.timeout, Some(crate::OFFLOADED_TIMEOUT));
+    let tcp = back.tcp.unwrap();
+    assert_eq!(tcp.state, TcpState::ESTABLISHED);
+    assert_eq!(tcp.flags_orig.map(|f| f.flags), Some(TcpFlags::BE_LIBERAL));
+    assert_eq!(tcp.flags_reply.map(|f| f.flags), Some(TcpFlags::BE_LIBERAL));
+    // What the kernel does report stays as it is.
+    let mut kept = balanced();
+    kept.status = Status(kept.status.0 | Status::OFFLOAD);
+    let back = Entry::decode_attrs(&kept.encode_attrs()).unwrap();
+    assert_eq!(back.timeout, kept.timeout);
+    assert_eq!(back.tcp.map(|t| t.wscale_orig), Some(Some(7)));
+    // Not offloaded: nothing is made up.
+    let mut plain = balanced();
+    plain.timeout = None;
+    plain.tcp = None;
+    let back = Entry::decode_attrs(&plain.encode_attrs()).unwrap();
+    assert_eq!((back.timeout, back.tcp), (None, None));
+}
+
 #[test]
 fn decode_rejects_truncation_and_missing_reply() {
     let mut bytes = tuple_bytes(1, CLIENT, 40000, VIP, 80);

@@ -3,6 +3,7 @@
 
 mod adopt;
 mod expr;
+pub mod flowtable;
 pub mod layout;
 mod netlink;
 mod objects;
