@@ -18,6 +18,7 @@ mod lab;
 mod logs;
 mod netns;
 mod process;
+pub mod skewed_load;
 mod systemd;
 mod topology;
 mod traffic;

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the VM tests of IPVS -- the ipvs crate's client (crates/ipvs/tests/vm.rs),
-# the dataplane's IPVS backend (crates/dataplane/tests/ipvs_vm.rs) and the real
+# the dataplane's IPVS backend (crates/dataplane/tests/ipvs_vm.rs), IPVS lc/wlc
+# under lc_bench's skewed load (crates/dataplane/tests/least_conn_vm.rs), IPVS
+# persistence (crates/dataplane/tests/persistence_vm.rs), the real
 # daemons on IPVS (lbd/tests/vm_daemons.rs, with lbd, vrrpd and vrrpctl), and
 # nftables' flowtable (crates/dataplane/tests/flowtable_vm.rs) -- and
 # runs them, with the shell tests of guest-tests.sh, in the VM (run.sh).
@@ -39,6 +41,8 @@ program() { # PACKAGE BIN
 }
 client="$(test_binary ipvs vm)"
 backend="$(test_binary dataplane ipvs_vm)"
+least_conn="$(test_binary dataplane least_conn_vm)"
+persistence="$(test_binary dataplane persistence_vm)"
 daemons="$(test_binary lbd vm_daemons)"
 # nftables' flowtable (crates/dataplane/tests/flowtable_vm.rs): the sync checks and
 # one short round of the benchmark (integration/vm/flowtable-bench.sh runs it long).
@@ -46,4 +50,4 @@ flowtable="$(test_binary dataplane flowtable_vm)"
 # The daemons run from the guest's /opt/lbsuite/daemons (LBSUITE_DAEMON_DIR).
 exec "$here/run.sh" --timeout "${VM_TIMEOUT:-1500}" \
     --daemon "$(program lbd lbd)" --daemon "$(program vrrpd vrrpd)" \
-    --daemon "$(program vrrpctl vrrpctl)" "$@" "$client" "$backend" "$daemons" "$flowtable"
+    --daemon "$(program vrrpctl vrrpctl)" "$@" "$client" "$backend" "$least_conn" "$persistence" "$daemons" "$flowtable"

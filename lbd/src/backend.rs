@@ -274,10 +274,11 @@ mod tests {
         assert_eq!(flowtable_devices(&view(&text)), ["eth1", "bond0"]);
     }
 
-    /// The example's plan under IPVS, with service `web` on wlc (least connections).
-    fn wlc_state() -> DesiredState {
+    /// The example's plan under IPVS, with service `web` on sed (shortest expected
+    /// delay, which only IPVS computes).
+    fn sed_state() -> DesiredState {
         let text = include_str!("../../cluster.toml.example")
-            .replace("scheduler = \"rr\"", "scheduler = \"wlc\"");
+            .replace("scheduler = \"rr\"", "scheduler = \"sed\"");
         let view = config::parse(&text, "t.toml")
             .unwrap()
             .node_view(Some("lb1"))
@@ -294,19 +295,19 @@ mod tests {
 
     #[test]
     fn validation_follows_the_backend() {
-        // wlc needs connection counts: IPVS keeps them, the nft layout refuses it,
+        // sed needs each connection's expected delay: IPVS has it, the nft layout refuses it,
         // naming the backend that has it (lbd's plan keeps it as configured).
-        let state = wlc_state();
+        let state = sed_state();
         validate(BackendKind::Ipvs, &state).unwrap();
         let err = validate(BackendKind::Nft, &state).unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains("scheduler wlc is not available with the nft backend")
+            text.contains("scheduler sed is not available with the nft backend")
                 && text.contains("the ipvs backend has it"),
             "{err}"
         );
         // A port range is nft's only.
-        let mut state = wlc_state();
+        let mut state = sed_state();
         state.services[0].ports = dataplane::PortSpec::Range(8000, 8010);
         state.services[0].scheduler = dataplane::Scheduler::Wrr;
         for b in &mut state.services[0].backends {

@@ -318,6 +318,9 @@ struct Kernel {
     last_apply: Option<ApplyRecord>,
     applies: u64,
     apply_errors: u64,
+    /// lc/wlc on the nft backend: the weights fed from the servers' connection
+    /// counts (`None` on IPVS, which counts by itself).
+    least_conn: Option<crate::least_conn::LeastConn>,
 }
 
 /// The health checker and what the loop has seen of it.
@@ -519,6 +522,17 @@ pub async fn run(
         sync.as_ref().map(SyncLink::incomplete),
     );
     telemetry.vrrpd_connected(false);
+    // lc/wlc on nft: a thread counts the servers' connections and sends weights.
+    let (least_conn_tx, mut least_conn_rx) = mpsc::unbounded_channel();
+    let least_conn = if selection.kind == BackendKind::Nft {
+        Some(
+            crate::least_conn::LeastConn::start(least_conn_tx)
+                .context("starting the least-connection feeder")?,
+        )
+    } else {
+        drop(least_conn_tx);
+        None
+    };
 
     let mut daemon = Daemon {
         config: Running {
@@ -538,6 +552,7 @@ pub async fn run(
             last_apply: None,
             applies: 0,
             apply_errors: 0,
+            least_conn,
         },
         health: Health {
             runner: health,
@@ -639,6 +654,13 @@ pub async fn run(
                 let _ = daemon.reconcile("health").await;
             }
             Some(update) = roles_rx.recv() => daemon.on_role(update).await,
+            Some(mut update) = least_conn_rx.recv() => {
+                // Only the latest weights matter.
+                while let Ok(more) = least_conn_rx.try_recv() {
+                    update.extend(more);
+                }
+                daemon.on_least_conn(update).await;
+            }
             () = retry => {
                 daemon.retry_due();
                 let _ = daemon.reconcile("retry").await;
@@ -802,10 +824,16 @@ impl Daemon {
             None => None,
         };
         let Some(replanned) = replanned else {
-            let plan = desired::plan_with(&self.config.view, health, &overrides, caps);
+            let mut plan = desired::plan_with(&self.config.view, health, &overrides, caps);
+            if let Some(lc) = &mut self.kernel.least_conn {
+                lc.planned(&mut plan.state, None);
+            }
             self.replanned_all(plan);
             return;
         };
+        if let (Some(lc), Some(hint)) = (&mut self.kernel.least_conn, &self.kernel.changed) {
+            lc.planned(&mut self.kernel.plan.state, Some(&hint.services));
+        }
         for note in &replanned.notes_added {
             tracing::warn!("{note}");
         }
@@ -863,6 +891,41 @@ impl Daemon {
             .telemetry
             .snat_capacity(desired::snat_capacity(&self.config.view.nat));
         self.vrrpd.tracks.set(desired::priority_tracks(plan));
+    }
+
+    /// Weights from the least-connection feeder: the services whose weights changed
+    /// are applied alone (no replan, no log line at info: they change every few
+    /// hundred ms). While an apply is pending (failed, or no hint), they wait for it.
+    async fn on_least_conn(&mut self, update: crate::least_conn::Update) {
+        let Some(lc) = &mut self.kernel.least_conn else {
+            return;
+        };
+        let names = lc.feed(&mut self.kernel.plan.state, update);
+        if names.is_empty() || self.kernel.dirty || self.kernel.changed.is_none() {
+            return;
+        }
+        let state = Arc::clone(&self.kernel.plan.state);
+        let hint = ChangeHint::for_services(names);
+        let result = match self
+            .kernel
+            .thread
+            .run(move |dp| dp.apply_changed(&state, &hint))
+            .await
+        {
+            Ok(r) => r.map_err(ApplyError::from),
+            Err(gone) => Err(gone.into()),
+        };
+        match &result {
+            Ok(report) => tracing::debug!(
+                changes = report.changes(),
+                duration_ms = ctl::logging::ms(report.duration),
+                "least-connection weights applied"
+            ),
+            Err(_) => {
+                self.kernel.changed = None;
+                self.record_apply("least-connection weights", &result);
+            }
+        }
     }
 
     /// Plans and applies; the backend sends only the difference (nothing if none).

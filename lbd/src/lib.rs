@@ -10,6 +10,7 @@
 //! - [`servers`]: run-time server overrides (drain, disable, weight) and their
 //!   state file, and active/inactive connection counts;
 //! - [`forwarding`]: whether the node forwards what the NAT services need;
+//! - [`least_conn`]: lc and wlc on the nft backend, fed from conntrack's counts;
 //! - [`sync`]: connection-state sync with the peer (nft backend);
 //! - [`telemetry`], [`conntrack`]: Prometheus metrics and SNAT port usage;
 //! - [`status_page`]: the read-only status page on the metrics listener;
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod desired;
 pub mod error;
 pub mod forwarding;
+pub mod least_conn;
 pub mod roles;
 pub mod servers;
 pub mod status_page;

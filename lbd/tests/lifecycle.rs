@@ -142,7 +142,7 @@ fn refused_config_at_start_applies_nothing() {
 
 /// The nft backend, and the scheduler only IPVS has.
 const NFT: (&str, &str) = ("backend = \"auto\"", "backend = \"nft\"");
-const WLC: (&str, &str) = ("scheduler = \"rr\"", "scheduler = \"wlc\"");
+const SED: (&str, &str) = ("scheduler = \"rr\"", "scheduler = \"sed\"");
 
 #[test]
 fn a_scheduler_the_backend_lacks_is_refused_at_start_and_reload() {
@@ -150,28 +150,28 @@ fn a_scheduler_the_backend_lacks_is_refused_at_start_and_reload() {
         return;
     }
     let setup = Setup::two_arm();
-    setup.write_config("lb1", &[NO_CHECKS, NFT, WLC]);
+    setup.write_config("lb1", &[NO_CHECKS, NFT, SED]);
     let mut lbd = setup.start_lbd("lb1");
     let exit = lbd.wait_timeout(PATIENCE).unwrap().expect("lbd exits");
     assert_eq!(exit.code(), Some(1), "{}", lbd.stderr());
     let said = lbd.stderr();
     println!("{said}");
     assert!(
-        said.contains("scheduler wlc is not available with the nft backend")
+        said.contains("scheduler sed is not available with the nft backend")
             && said.contains("the ipvs backend has it"),
         "{said}"
     );
     assert!(!ruleset(setup.host("lb1")).contains("lbsuite"));
 
-    // Running with rr, a reload to wlc is refused and changes nothing (no wrr
+    // Running with rr, a reload to sed is refused and changes nothing (no wrr
     // in its place).
     setup.write_config("lb1", &[NO_CHECKS, NFT]);
     let _lbd = setup.start_lbd("lb1");
     setup.wait_applied("lb1");
     let before = ruleset(setup.host("lb1"));
-    setup.write_config("lb1", &[NO_CHECKS, NFT, WLC]);
+    setup.write_config("lb1", &[NO_CHECKS, NFT, SED]);
     let err = setup.reload("lb1").unwrap_err();
-    println!("reload to wlc: {err}");
+    println!("reload to sed: {err}");
     assert!(err.contains("the ipvs backend has it"), "{err}");
     assert_eq!(before, ruleset(setup.host("lb1")));
     assert_eq!(setup.status("lb1")["services"][0]["scheduler"], "rr");

@@ -666,7 +666,8 @@ pub const DEFAULT_SCHEDULER: Scheduler = Scheduler::Wrr;
 
 /// Scheduler of a service, by its IPVS name. What each backend implements is
 /// declared by the backend (the dataplane crate's `Capabilities`): the nft backend
-/// lacks the connection-counting ones, IPVS lacks random.
+/// lacks sed and nq (it has lc and wlc through lbd's least-connection feeder), IPVS
+/// lacks random.
 ///
 /// Adding a scheduler: a variant here (with its name and its place in `ALL`), then
 /// in the dataplane crate the backends that implement it (the nft layout's slot
@@ -727,7 +728,7 @@ impl Scheduler {
     /// is refused (the dataplane crate's `Capabilities` say the same; a test there
     /// holds the two together). `wrr`, the default, is on every backend.
     pub fn backends(self) -> &'static [BackendChoice] {
-        if self.needs_connection_counts() {
+        if self.needs_queue_counts() {
             &[BackendChoice::Ipvs]
         } else if self == Scheduler::Random {
             &[BackendChoice::Nft]
@@ -736,13 +737,20 @@ impl Scheduler {
         }
     }
 
-    /// Whether it picks by per-server connection counts (lc, wlc, sed, nq), which only
-    /// a backend that keeps them can do.
+    /// Whether it picks by per-server connection counts (lc, wlc, sed, nq): IPVS
+    /// keeps them in the kernel; on nft lbd feeds them from conntrack into the
+    /// service's slots (lc, wlc).
     pub fn needs_connection_counts(self) -> bool {
         matches!(
             self,
             Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq
         )
+    }
+
+    /// Whether it needs the expected delay or idle servers of the moment (sed, nq),
+    /// which only IPVS computes per connection.
+    pub fn needs_queue_counts(self) -> bool {
+        matches!(self, Scheduler::Sed | Scheduler::Nq)
     }
 }
 

@@ -1035,7 +1035,7 @@ fn check_schedulers(r: &mut Reader, d: &Draft, services: &[(String, &Service)]) 
                         s.name, s.scheduler
                     ),
                     format!(
-                        "use backend = \"{other}\" (or \"auto\"), or a scheduler every backend has: rr, wrr (the default), sh, mh"
+                        "use backend = \"{other}\" (or \"auto\"), or a scheduler every backend has: rr, wrr (the default), lc, wlc, sh, mh"
                     ),
                 );
             }
@@ -1056,7 +1056,7 @@ fn check_schedulers(r: &mut Reader, d: &Draft, services: &[(String, &Service)]) 
                 "service `{}`: scheduler {} is only on the ipvs backend: `auto` picks IPVS, and lbd refuses to start on a host whose kernel has none",
                 i.name, i.scheduler
             ),
-            "set backend = \"ipvs\" to say so, or use a scheduler every backend has (rr, wrr, sh, mh)",
+            "set backend = \"ipvs\" to say so, or use a scheduler every backend has (rr, wrr, lc, wlc, sh, mh)",
         );
     }
     if let (Some((ip, i)), Some((_, n))) = (needs_ipvs, needs_nft) {
@@ -1071,7 +1071,7 @@ fn check_schedulers(r: &mut Reader, d: &Draft, services: &[(String, &Service)]) 
                 "service `{}`: scheduler {} is only on the ipvs backend, but service `{}` uses {why}, which only the nft backend has: `auto` cannot choose one backend for both",
                 i.name, i.scheduler, n.name
             ),
-            "use a scheduler every backend has for one of them (rr, wrr, sh, mh), or split the services",
+            "use a scheduler every backend has for one of them (rr, wrr, lc, wlc, sh, mh), or split the services",
         );
     }
 }

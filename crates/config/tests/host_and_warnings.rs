@@ -50,23 +50,23 @@ fn a_vip_outside_the_links_subnets_is_accepted_with_a_warning() {
 
 #[test]
 fn a_scheduler_only_ipvs_has_under_auto_is_accepted_with_a_warning() {
-    let wlc = config::parse(
-        &text(&[("[[service]]\n", "[[service]]\nscheduler = \"wlc\"\n")]),
+    let sed = config::parse(
+        &text(&[("[[service]]\n", "[[service]]\nscheduler = \"sed\"\n")]),
         "t.toml",
     )
     .unwrap();
-    assert_eq!(wlc.warnings.len(), 1, "{:?}", wlc.warnings);
-    let w = &wlc.warnings[0];
+    assert_eq!(sed.warnings.len(), 1, "{:?}", sed.warnings);
+    let w = &sed.warnings[0];
     assert!(
         w.message
-            .contains("scheduler wlc is only on the ipvs backend")
+            .contains("scheduler sed is only on the ipvs backend")
             && w.key.contains("scheduler"),
         "{w}"
     );
     // Said outright, nothing to warn about.
     let ipvs = config::parse(
         &text(&[
-            ("[[service]]\n", "[[service]]\nscheduler = \"wlc\"\n"),
+            ("[[service]]\n", "[[service]]\nscheduler = \"sed\"\n"),
             ("[cluster]", "[dataplane]\nbackend = \"ipvs\"\n\n[cluster]"),
         ]),
         "t.toml",

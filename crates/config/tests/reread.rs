@@ -417,7 +417,7 @@ fn an_active_active_file_is_read_whole() {
 fn a_scheduler_one_backend_lacks_is_read_whole() {
     let before = file(&services(4), TAIL);
     let mut changed = services(4);
-    changed[2] = service(2, 1).replace("scheduler = \"wrr\"", "scheduler = \"wlc\"");
+    changed[2] = service(2, 1).replace("scheduler = \"wrr\"", "scheduler = \"sed\"");
     assert_eq!(reread(&before, &file(&changed, TAIL)), None);
     let nft = TAIL.to_owned() + "\n[dataplane]\nbackend = \"nft\"\n";
     let before = file(&services(4), &nft);
@@ -425,7 +425,7 @@ fn a_scheduler_one_backend_lacks_is_read_whole() {
     let loaded = f.source.load().unwrap();
     f.write(&file(&changed, &nft));
     let Err(e) = f.source.reload(&loaded.memo, &loaded.view) else {
-        panic!("wlc on the nft backend reloaded");
+        panic!("sed on the nft backend reloaded");
     };
     assert!(e.to_string().contains("the ipvs backend has it"), "{e}");
 }

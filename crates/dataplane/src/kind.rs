@@ -27,14 +27,16 @@ impl BackendKind {
     pub fn capabilities(self) -> Capabilities {
         match self {
             BackendKind::Nft => Capabilities {
-                connection_schedulers: false,
+                least_connection: true,
+                queue_schedulers: false,
                 non_nat_modes: false,
                 persistence: true,
                 port_ranges: true,
                 random_scheduler: true,
             },
             BackendKind::Ipvs => Capabilities {
-                connection_schedulers: true,
+                least_connection: true,
+                queue_schedulers: true,
                 non_nat_modes: true,
                 persistence: true,
                 port_ranges: false,
@@ -63,8 +65,11 @@ impl fmt::Display for BackendKind {
 /// [`Dataplane::capabilities`]: crate::Dataplane::capabilities
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Capabilities {
-    /// lc, wlc, sed, nq (the kernel counts connections per server).
-    pub connection_schedulers: bool,
+    /// lc and wlc (IPVS: the kernel counts connections per server; nft: lbd feeds
+    /// conntrack's counts into the service's slots, `least_conn_slots`).
+    pub least_connection: bool,
+    /// sed and nq (the expected delay and idle servers of each new connection).
+    pub queue_schedulers: bool,
     /// Direct-route and tunnel forwarding.
     pub non_nat_modes: bool,
     /// Persistence with a timeout and a client prefix.
@@ -78,8 +83,10 @@ pub struct Capabilities {
 impl Capabilities {
     /// Whether the backend implements `s`.
     pub fn supports_scheduler(self, s: Scheduler) -> bool {
-        if s.needs_connection_counts() {
-            self.connection_schedulers
+        if s.needs_queue_counts() {
+            self.queue_schedulers
+        } else if s.needs_connection_counts() {
+            self.least_connection
         } else if s == Scheduler::Random {
             self.random_scheduler
         } else {
@@ -141,6 +148,7 @@ mod tests {
         let nft = BackendKind::Nft.capabilities();
         let random = state(Scheduler::Random, PortSpec::Single(80));
         let range = state(Scheduler::Wrr, PortSpec::Range(8000, 8010));
+        let sed = state(Scheduler::Sed, PortSpec::Single(80));
         let wlc = state(Scheduler::Wlc, PortSpec::Single(80));
         assert_eq!(
             ipvs.refusal(&random).as_deref(),
@@ -150,12 +158,14 @@ mod tests {
             ipvs.refusal(&range).as_deref(),
             Some("service web uses the port range 8000-8010")
         );
+        assert_eq!(ipvs.refusal(&sed), None);
         assert_eq!(ipvs.refusal(&wlc), None);
         assert_eq!(nft.refusal(&random), None);
         assert_eq!(nft.refusal(&range), None);
+        assert_eq!(nft.refusal(&wlc), None);
         assert_eq!(
-            nft.refusal(&wlc).as_deref(),
-            Some("service web uses the wlc scheduler")
+            nft.refusal(&sed).as_deref(),
+            Some("service web uses the sed scheduler")
         );
     }
 

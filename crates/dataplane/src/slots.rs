@@ -8,6 +8,12 @@
 //! Slots are ordered by smooth weighted round robin so that consecutive picks of
 //! `numgen inc` interleave backends (3:1 gives A B A A, not A A A B).
 //!
+//! lc/wlc: a fixed number of slots ([`least_conn_slot_count`]: 32, or one per server
+//! beyond 32) shared by largest remainder over the weights lbd feeds from the
+//! servers' connection counts ([`least_conn_slots`]): a change of shares then
+//! changes elements only, never the slot count (which would re-add the rule, and
+//! make the kernel re-validate the table).
+//!
 //! mh: a Maglev lookup table (Eisenbud et al., NSDI 2016) of prime size
 //! [`maglev_size`]; permutations come from two fixed-seed hashes of the backend
 //! *name*, so both nodes build the same table from the same config.
@@ -23,6 +29,61 @@ pub fn weighted_slots(weights: &[u32]) -> Vec<usize> {
 /// Backend index per slot for rr: one slot per backend with a positive weight.
 pub fn rr_slots(weights: &[u32]) -> Vec<usize> {
     (0..weights.len()).filter(|&i| weights[i] > 0).collect()
+}
+
+/// Slots of an lc/wlc service: 32, or one per listed server when there are more (so
+/// that every server can hold one); fixed while the server list is.
+pub fn least_conn_slot_count(backends: usize) -> u32 {
+    (backends as u32).max(LEAST_CONN_SLOTS)
+}
+
+/// The least-connection slot count for up to 32 servers.
+pub const LEAST_CONN_SLOTS: u32 = 32;
+
+/// Backend index per slot for lc/wlc: exactly `m` slots shared in proportion to
+/// `weights` (largest remainder, each positive weight keeping at least one), in
+/// smooth order; empty if no weight is positive.
+pub fn least_conn_slots(weights: &[u32], m: u32) -> Vec<usize> {
+    smooth_order(&exact_counts(weights, m))
+}
+
+/// `m` slots in proportion to `weights`: each positive weight at least one (while
+/// `m` allows), the rest by largest remainder (ties to the lower index).
+pub fn exact_counts(weights: &[u32], m: u32) -> Vec<u32> {
+    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    let positive = weights.iter().filter(|&&w| w > 0).count() as u64;
+    if total == 0 {
+        return vec![0; weights.len()];
+    }
+    let m = u64::from(m);
+    let mut counts: Vec<u64> = vec![0; weights.len()];
+    let mut left = m;
+    if positive <= m {
+        for (c, &w) in counts.iter_mut().zip(weights) {
+            if w > 0 {
+                *c = 1;
+            }
+        }
+        left -= positive;
+    }
+    // What is left goes by the weights' shares of it, then by largest remainder.
+    let mut rest: Vec<(u64, usize)> = Vec::with_capacity(weights.len());
+    let mut given = 0;
+    for (i, &w) in weights.iter().enumerate() {
+        let exact = u64::from(w) * left;
+        counts[i] += exact / total;
+        given += exact / total;
+        rest.push((exact % total, i));
+    }
+    rest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    for &(_, i) in rest
+        .iter()
+        .filter(|(_, i)| weights[*i] > 0)
+        .take((left - given) as usize)
+    {
+        counts[i] += 1;
+    }
+    counts.iter().map(|&c| c as u32).collect()
 }
 
 /// Slots per backend: weights reduced by their gcd, capped at [`MAX_SLOTS`] in total.
@@ -241,6 +302,30 @@ mod tests {
         let share = f64::from(c[0]) / f64::from(total);
         assert!((share - 0.5).abs() < 0.02, "{c:?}");
         println!("weights {w:?} -> slots {c:?}");
+    }
+
+    #[test]
+    fn least_connection_keeps_its_slot_count_whatever_the_shares() {
+        for w in [
+            vec![1, 1],
+            vec![3, 1],
+            vec![0, 5],
+            vec![1000, 1, 0, 7],
+            vec![9; 5],
+        ] {
+            let s = least_conn_slots(&w, LEAST_CONN_SLOTS);
+            assert_eq!(s.len(), 32, "{w:?}");
+            let c = count(&s, w.len());
+            for (i, &wi) in w.iter().enumerate() {
+                assert_eq!(c[i] > 0, wi > 0, "{w:?} -> {c:?}");
+            }
+        }
+        assert_eq!(exact_counts(&[3, 1], 32), vec![24, 8]);
+        assert_eq!(exact_counts(&[0, 0], 32), vec![0, 0]);
+        assert!(least_conn_slots(&[0, 0], 32).is_empty());
+        assert_eq!(least_conn_slot_count(3), 32);
+        assert_eq!(least_conn_slot_count(40), 40);
+        assert_eq!(exact_counts(&[1; 40], 40), vec![1; 40]);
     }
 
     #[test]

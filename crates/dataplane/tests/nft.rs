@@ -429,14 +429,14 @@ fn counting_modes_shape_the_table() {
 #[test]
 fn refused_scheduler_and_bad_state_change_nothing() {
     let mut dry = dataplane::DryRun::new(dataplane::BackendKind::Nft);
-    let mut s = web(Scheduler::Lc, 1, 1);
+    let mut s = web(Scheduler::Sed, 1, 1);
     let err = dry
         .apply(&DesiredState {
             services: vec![s.clone()],
             snat: vec![],
         })
         .unwrap_err();
-    assert!(err.to_string().contains("scheduler lc"), "{err}");
+    assert!(err.to_string().contains("scheduler sed"), "{err}");
     s.scheduler = Scheduler::Rr;
     s.backends[0].addr = ip("2001:db8::1");
     let err = dry

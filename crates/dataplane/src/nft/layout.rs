@@ -15,7 +15,7 @@
 //! meta nfproto ipv4 dnat ip to meta l4proto . ip daddr . th dport . numgen random mod 4 map @dnat4_rand_4
 //! #   selectors: rand = numgen random (random);
 //! #   hash = jhash ip saddr mod M seed 0x4c425355 (sh, and mh with M = Maglev size)
-//! # round robin (rr, wrr): a counter per service. A verdict map leads a service's
+//! # round robin (rr, wrr; lc and wlc over 32 slots lbd refills): a counter per service. A verdict map leads a service's
 //! # new connections to a chain of its own, whose one rule advances its own counter
 //! # (numgen inc) and looks the slot up in a map its service shares with the others
 //! # of its bucket (a hash of protocol, VIP and port, 1 of 1024: a rule that binds a
@@ -898,15 +898,15 @@ fn proto_reg(p: u8) -> [u8; 4] {
 /// no catch-all, so a new scheduler is a decision here).
 fn selector(s: &Service) -> Result<&'static str, DataplaneError> {
     match s.scheduler {
-        Scheduler::Rr | Scheduler::Wrr => Ok("inc"),
+        // lc, wlc: round robin over slots whose shares lbd feeds from the servers'
+        // connection counts (`slots::least_conn_slots`).
+        Scheduler::Rr | Scheduler::Wrr | Scheduler::Lc | Scheduler::Wlc => Ok("inc"),
         Scheduler::Random => Ok("rand"),
         Scheduler::Sh | Scheduler::Mh => Ok("hash"),
-        Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq => {
-            Err(DataplaneError::UnsupportedScheduler {
-                service: s.name.clone(),
-                scheduler: s.scheduler,
-            })
-        }
+        Scheduler::Sed | Scheduler::Nq => Err(DataplaneError::UnsupportedScheduler {
+            service: s.name.clone(),
+            scheduler: s.scheduler,
+        }),
     }
 }
 
@@ -920,6 +920,10 @@ fn service_slots(s: &Service) -> Vec<usize> {
             // Sized by the servers listed, not those up: a server going down (weight
             // 0) must not resize, and so reshuffle, the whole table.
             slots::maglev_table(&names, &weights, slots::maglev_size(names.len()))
+        }
+        // A fixed slot count: a change of shares changes elements only.
+        Scheduler::Lc | Scheduler::Wlc => {
+            slots::least_conn_slots(&weights, slots::least_conn_slot_count(weights.len()))
         }
         _ => slots::weighted_slots(&weights),
     }
