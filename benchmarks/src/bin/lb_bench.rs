@@ -1636,10 +1636,11 @@ fn reload(a: &Args, lbd: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// The rows of the reload table: what, the figure, its unit, the target.
-fn reload_rows(
-    reloads: usize,
-) -> Vec<(String, fn(&LbdFigures) -> f64, &'static str, &'static str)> {
+/// A row of the reload table: what, the figure, its unit, the target.
+type ReloadRow = (String, fn(&LbdFigures) -> f64, &'static str, &'static str);
+
+/// The rows of the reload table.
+fn reload_rows(reloads: usize) -> Vec<ReloadRow> {
     vec![
         (
             "reload by socket, one server's weight (until the reply)".into(),
