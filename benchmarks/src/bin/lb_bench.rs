@@ -1590,101 +1590,160 @@ fn reload(a: &Args, lbd: Option<&Path>) -> Result<()> {
     if let Some(b) = &a.baseline_lbd {
         builds.insert(0, ("baseline", b.clone()));
     }
+    let mut figures: Vec<Vec<LbdFigures>> = Vec::new();
     for (name, lbd) in &builds {
         println!(
             "\n{name}: lbd {}: services x 8 servers, TCP checks every {check_ms} ms",
             lbd.display()
         );
-        let mut figures = Vec::new();
+        let mut per_size = Vec::new();
         for &n in &a.sizes {
-            let f = reload_bench(&lab["lb1"], lbd, n, runs, reloads, check_ms)?;
-            println!("{n} services: {f:?}");
-            figures.push(f);
+            per_size.push(reload_bench(&lab["lb1"], lbd, n, runs, reloads, check_ms)?);
+            println!("  {n} services measured");
         }
-        if let [f1, f10] = &figures[..] {
-            print_reload_table(name, a, *f1, *f10);
+        figures.push(per_size);
+    }
+    match &figures[..] {
+        [base, this] => {
+            for (i, &n) in a.sizes.iter().enumerate() {
+                print_reload_table(
+                    &format!(
+                        "The real lbd at {n} services x 8 servers, baseline beside this build (median of {runs})"
+                    ),
+                    ["baseline", "this build", "this/base"],
+                    reloads,
+                    base[i],
+                    this[i],
+                );
+            }
         }
+        [this] => match &this[..] {
+            [f] => print_reload_one(a, *f),
+            [.., first, last] => print_reload_table(
+                &format!(
+                    "The real lbd at N services x 8 servers (median of {runs}; sizes {:?})",
+                    a.sizes
+                ),
+                ["small", "large", "large/small"],
+                reloads,
+                *first,
+                *last,
+            ),
+            [] => {}
+        },
+        _ => {}
     }
     Ok(())
 }
 
-/// The figures of one lbd build at the two sizes, side by side.
-fn print_reload_table(build: &str, a: &Args, f1: LbdFigures, f10: LbdFigures) {
-    let (runs, reloads) = (a.runs, a.reloads);
-    let r = |a: f64, b: f64| format!("{:.1}x", b / a);
-    let msr = |v: f64| format!("{v:.1} ms");
-    let mib = |v: f64| format!("{v:.1} MiB");
-    let rows = vec![
-        row(
-            "reload by socket, one server's weight (until the reply)",
-            msr(f1.socket_reload),
-            msr(f10.socket_reload),
-            r(f1.socket_reload, f10.socket_reload),
+/// A row of the reload table: what, the figure, its unit, the target.
+type ReloadRow = (String, fn(&LbdFigures) -> f64, &'static str, &'static str);
+
+/// The rows of the reload table.
+fn reload_rows(reloads: usize) -> Vec<ReloadRow> {
+    vec![
+        (
+            "reload by socket, one server's weight (until the reply)".into(),
+            |f| f.socket_reload,
+            "ms",
             "< 50 ms at 10,000",
         ),
-        row(
-            "  of which the dataplane apply",
-            msr(f1.socket_apply),
-            msr(f10.socket_apply),
-            r(f1.socket_apply, f10.socket_apply),
+        (
+            "  of which the dataplane apply".into(),
+            |f| f.socket_apply,
+            "ms",
             "information",
         ),
-        row(
-            "reload by SIGHUP, one server's weight (until logged)",
-            msr(f1.hup_reload),
-            msr(f10.hup_reload),
-            r(f1.hup_reload, f10.hup_reload),
+        (
+            "reload by SIGHUP, one server's weight (until logged)".into(),
+            |f| f.hup_reload,
+            "ms",
             "< 50 ms at 10,000",
         ),
-        row(
-            "nft -f of the same change, hand-written map layout",
-            msr(f1.nft_change),
-            msr(f10.nft_change),
-            r(f1.nft_change, f10.nft_change),
+        (
+            "nft -f of the same change, hand-written map layout".into(),
+            |f| f.nft_change,
+            "ms",
             "baseline",
         ),
-        row(
-            "start to running, empty kernel",
-            msr(f1.start_fresh),
-            msr(f10.start_fresh),
-            r(f1.start_fresh, f10.start_fresh),
+        (
+            "start to running, empty kernel".into(),
+            |f| f.start_fresh,
+            "ms",
             "< 1 s at 10,000",
         ),
-        row(
-            "start to running, adopting the table (restart)",
-            msr(f1.start_adopt),
-            msr(f10.start_adopt),
-            r(f1.start_adopt, f10.start_adopt),
+        (
+            "start to running, adopting the table (restart)".into(),
+            |f| f.start_adopt,
+            "ms",
             "information",
         ),
-        row(
-            "  of which the adopting apply",
-            msr(f1.adopt_apply),
-            msr(f10.adopt_apply),
-            r(f1.adopt_apply, f10.adopt_apply),
+        (
+            "  of which the adopting apply".into(),
+            |f| f.adopt_apply,
+            "ms",
             "< 200 ms at 10,000",
         ),
-        row(
-            "RSS 2 s after start",
-            mib(f1.rss_start),
-            mib(f10.rss_start),
-            r(f1.rss_start, f10.rss_start),
+        (
+            "RSS 2 s after start".into(),
+            |f| f.rss_start,
+            "MiB",
             "< 100 MB at 10,000",
         ),
-        row(
-            &format!("RSS after {reloads} more reloads (one run)"),
-            mib(f1.rss_reloads),
-            mib(f10.rss_reloads),
-            r(f1.rss_reloads, f10.rss_reloads),
+        (
+            format!("RSS after {reloads} more reloads (one run)"),
+            |f| f.rss_reloads,
+            "MiB",
             "flat",
         ),
-    ];
+    ]
+}
+
+/// Two sets of reload figures side by side (two sizes, or a baseline and this build).
+fn print_reload_table(
+    title: &str,
+    cols: [&str; 3],
+    reloads: usize,
+    left: LbdFigures,
+    right: LbdFigures,
+) {
+    let rows: Vec<Row> = reload_rows(reloads)
+        .into_iter()
+        .map(|(what, get, unit, target)| {
+            let (l, r) = (get(&left), get(&right));
+            row(
+                &what,
+                format!("{l:.1} {unit}"),
+                format!("{r:.1} {unit}"),
+                format!("{:.2}x", r / l),
+                target,
+            )
+        })
+        .collect();
+    print_table(title, cols, &rows);
+}
+
+/// The reload figures of one size, as a table.
+fn print_reload_one(a: &Args, f: LbdFigures) {
+    let n = a.sizes.first().copied().unwrap_or(0);
+    let rows: Vec<Row> = reload_rows(a.reloads)
+        .into_iter()
+        .map(|(what, get, unit, target)| {
+            row(
+                &what,
+                format!("{:.1} {unit}", get(&f)),
+                "-".into(),
+                "-".into(),
+                target,
+            )
+        })
+        .collect();
     print_table(
         &format!(
-            "{build}: the real lbd at N services x 8 servers (median of {runs}; sizes {:?})",
-            a.sizes
+            "The real lbd at {n} services x 8 servers (median of {})",
+            a.runs
         ),
-        ["small", "large", "large/small"],
+        [&format!("{n} svc"), "", ""],
         &rows,
     );
 }

@@ -1,23 +1,34 @@
 //! The adoption record: what a stopping lbd leaves so that the next one adopts its
-//! table without reading it back.
+//! table without reading it back, and without planning it.
 //!
 //! Reading back a table of 10,000 services takes about a second (the kernel walks a
-//! set from its start again for each page of a dump). But when nothing committed to
-//! nf_tables since the last lbd's last batch, the table is exactly what that lbd
-//! planned. The record names the boot, the network namespace (its cookie, never
-//! reused within a boot), the ruleset generation right after that batch (bumped by
-//! any commit, anyone's), the table's name, what it counts, and a fingerprint of its
-//! content as committed (chains, maps and their elements, rules: what a read-back is
-//! compared on). A start that wants that very content, in the same namespace and
-//! boot, at the same generation, takes the table as it is; anything else reads the
-//! table back. The record is removed when read: it describes one moment.
+//! set from its start again for each page of a dump), and planning it a few hundred
+//! milliseconds. But when nothing committed to nf_tables since the last lbd's last
+//! batch, the table is exactly what that lbd planned from its desired state. The
+//! record names the boot, the network namespace (its cookie, never reused within a
+//! boot), the ruleset generation right after that batch (bumped by any commit,
+//! anyone's), the table's name, what it counts, and a fingerprint of what was
+//! committed: the services and SNAT rules, what the table counts, and the layout
+//! this build plans ([`layout_fingerprint`]: a fixed desired state planned once, so
+//! that a build that plans another table does not adopt). A start that wants that
+//! very desired state, in the same namespace and boot, at the same generation,
+//! takes the table as it is (and plans it only when a change needs it); anything
+//! else reads the table back. The record is removed when read: it describes one
+//! moment.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::path::Path;
 
-use super::layout::{Counting, TableState};
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use super::layout::{self, Counting, TableState};
 use super::record::Fingerprint;
+use crate::model::{
+    Backend, DesiredState, Forwarding, NatProtocol, Persistence, PortSpec, Protocol, Scheduler,
+    Service, SnatRule, SnatSource,
+};
 
 /// SO_NETNS_COOKIE (asm-generic/socket.h; Linux 5.14 and later).
 const SO_NETNS_COOKIE: libc::c_int = 71;
@@ -34,13 +45,14 @@ pub struct AdoptionRecord {
 }
 
 impl AdoptionRecord {
-    /// The record of `table`, counting `counting`, holding `content` at
-    /// `generation`, in this boot and the calling thread's namespace; `None` if the
-    /// boot or the namespace cannot be told.
+    /// The record of `table`, counting `counting`, holding what was committed with
+    /// fingerprint `content` ([`Committed::content`](super::record::Committed::content))
+    /// at `generation`, in this boot and the calling thread's namespace; `None` if
+    /// the boot or the namespace cannot be told.
     pub fn now(
         table: &str,
         counting: Counting,
-        content: &TableState,
+        content: u128,
         generation: u32,
     ) -> Option<AdoptionRecord> {
         Some(AdoptionRecord {
@@ -49,7 +61,7 @@ impl AdoptionRecord {
             generation,
             table: table.to_owned(),
             counting,
-            content: fingerprint(content),
+            content,
         })
     }
 
@@ -127,6 +139,112 @@ pub fn fingerprint(t: &TableState) -> u128 {
     Fingerprint::of(&Content(t))
 }
 
+/// The fingerprint of the table this build plans for a fixed desired state that
+/// uses every part of the layout (each scheduler, port ranges, IPv6, persistence,
+/// SNAT maps and pools), with the crate's version: a build whose layout differs
+/// gets another one, so it never adopts a table planned by another build. Computed
+/// once per process.
+pub fn layout_fingerprint() -> u128 {
+    static ONCE: OnceLock<u128> = OnceLock::new();
+    *ONCE.get_or_init(|| {
+        let probe = probe_state();
+        let planned = [Counting::Off, Counting::Connections, Counting::Traffic]
+            .map(|c| layout::plan(&probe, c).map_or(0, |l| fingerprint(&l.state)));
+        Fingerprint::of(&(env!("CARGO_PKG_VERSION"), planned))
+    })
+}
+
+/// The fixed desired state of [`layout_fingerprint`].
+fn probe_state() -> DesiredState {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let backends = |base: &str, n: u8| -> Vec<Backend> {
+        (0..n)
+            .map(|i| Backend {
+                name: format!("b{i}"),
+                addr: ip(&format!("{base}{}", i + 1)),
+                port: None,
+                weight: u32::from(i % 3),
+            })
+            .collect()
+    };
+    let mut services = Vec::new();
+    for (i, scheduler) in [
+        Scheduler::Rr,
+        Scheduler::Wrr,
+        Scheduler::Random,
+        Scheduler::Sh,
+        Scheduler::Mh,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let i = i as u16;
+        for (v4, ports) in [
+            (true, PortSpec::Single(80 + i)),
+            (true, PortSpec::Range(1000 + 100 * i, 1010 + 100 * i)),
+            (false, PortSpec::Single(80 + i)),
+        ] {
+            let (vip, base) = if v4 {
+                (ip("198.18.0.1"), "198.18.1.")
+            } else {
+                (ip("2001:db8::1"), "2001:db8:1::")
+            };
+            for persistence in [
+                None,
+                Some(Persistence {
+                    timeout_s: 300,
+                    prefix_len: 24,
+                }),
+            ] {
+                let n = services.len();
+                services.push(Service {
+                    name: format!("s{n}"),
+                    vip,
+                    ports: match ports {
+                        PortSpec::Single(p) => {
+                            PortSpec::Single(p + 20 * u16::from(persistence.is_some()))
+                        }
+                        PortSpec::Range(a, b) => {
+                            let d = 20 * u16::from(persistence.is_some());
+                            PortSpec::Range(a + d, b + d)
+                        }
+                    },
+                    protocol: if n % 2 == 0 {
+                        Protocol::Tcp
+                    } else {
+                        Protocol::Udp
+                    },
+                    scheduler,
+                    backends: backends(base, 3),
+                    forward: Forwarding::Nat,
+                    persistence,
+                });
+            }
+        }
+    }
+    let snat = vec![
+        SnatRule {
+            name: "a".into(),
+            in_iface: Some("eth0".into()),
+            out_iface: None,
+            protocol: NatProtocol::Tcp,
+            orig_daddr: ip("198.18.0.1"),
+            orig_dports: Some(PortSpec::Range(1000, 2000)),
+            source: SnatSource::Address(ip("198.18.1.100")),
+        },
+        SnatRule {
+            name: "p".into(),
+            in_iface: None,
+            out_iface: Some("eth1".into()),
+            protocol: NatProtocol::Any,
+            orig_daddr: ip("2001:db8::1"),
+            orig_dports: None,
+            source: SnatSource::Pool(vec![(ip("2001:db8:1::100"), Some((2000, 3000)))]),
+        },
+    ];
+    DesiredState { services, snat }
+}
+
 /// This boot's id.
 fn boot_id() -> Option<String> {
     let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
@@ -164,10 +282,39 @@ mod tests {
     #[test]
     fn a_record_reads_back_once() {
         let path = std::env::temp_dir().join(format!("lbsuite-adopt-test-{}", std::process::id()));
-        let r = AdoptionRecord::now("t", Counting::Traffic, &TableState::default(), 7).unwrap();
+        let r = AdoptionRecord::now("t", Counting::Traffic, 0x1234, 7).unwrap();
         r.write(&path).unwrap();
         assert_eq!(AdoptionRecord::take(&path), Some(r));
         assert_eq!(AdoptionRecord::take(&path), None);
+    }
+
+    #[test]
+    fn the_layout_probe_plans_every_part_of_the_layout() {
+        let l = layout::plan(&probe_state(), Counting::Traffic).unwrap();
+        let sets: Vec<&str> = l.state.sets.keys().map(String::as_str).collect();
+        for prefix in [
+            "dnat4_bucket_",
+            "dnatr4_bucket_",
+            "dnat6_bucket_",
+            "dnat4_rand_",
+            "dnat4_hash_",
+            "svc4",
+            "svcr4",
+            "svc6",
+            "rec4",
+            "persist4_tcp",
+            "conn4",
+            "count6",
+            "snat4_",
+            "snat_p",
+        ] {
+            assert!(
+                sets.iter().any(|s| s.starts_with(prefix)),
+                "{prefix}: {sets:?}"
+            );
+        }
+        assert_ne!(layout_fingerprint(), 0);
+        assert_eq!(layout_fingerprint(), layout_fingerprint());
     }
 
     #[test]

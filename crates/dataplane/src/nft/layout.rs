@@ -18,8 +18,7 @@
 //! # round robin (rr, wrr; lc and wlc over 32 slots lbd refills): a counter per service. A verdict map leads a service's
 //! # new connections to a chain of its own, whose one rule advances its own counter
 //! # (numgen inc) and looks the slot up in a map its service shares with the others
-//! # of its bucket (a hash of protocol, VIP and port, 1 of 1024: a rule that binds a
-//! # map makes the kernel walk that map's elements, so maps stay small):
+//! # of its bucket (a hash of protocol, VIP and port, 1 of 256: see RR_BUCKETS):
 //! map svc4 { type inet_proto . ipv4_addr . inet_service : verdict; }   # tcp . 198.18.0.100 . 80 : jump svc_tcp_198.18.0.100_80
 //! meta nfproto ipv4 meta l4proto . ip daddr . th dport vmap @svc4
 //! chain svc_tcp_198.18.0.100_80 {
@@ -330,10 +329,12 @@ pub struct Layout {
 /// each have a counter of their own: the map holds only their slots).
 pub type MapKind = (bool, bool, &'static str, u32);
 
-/// Round-robin services spread over this many slot maps (by a hash of their claim):
-/// binding a rule to a map walks its elements, and looking a map up by name walks
-/// the table's maps, so neither one map for all nor one per service scales.
-pub const RR_BUCKETS: u32 = 1024;
+/// Round-robin services spread over this many slot maps (by a hash of their claim).
+/// Each service's rule costs the kernel a walk of the table's maps by name (about
+/// half the buckets), and each slot added to a map a check per rule bound to it
+/// (the map's services): one map for all or one per service is quadratic; 256 was
+/// cheapest at 10,000 services (kernel CPU time measured at 64, 128, 256 and 1,024).
+pub const RR_BUCKETS: u32 = 256;
 
 /// The DNAT map of a kind: `dnat[r]{4|6}_{selector}_{M or bucket}`.
 pub fn dnat_map_name(kind: MapKind) -> String {
@@ -972,26 +973,47 @@ pub fn plan(desired: &DesiredState, counting: Counting) -> Result<Layout, Datapl
                 key: format!("{} {}:{}", s.protocol, s.vip, s.ports),
             });
         }
-        let p = plan_service(s, counting)?;
-        if let Some((mk, _, _)) = &p.dnat {
-            maps.insert(*mk);
-        }
-        for (set, k, d, bi) in p.elements() {
+        let ServicePlan {
+            dnat,
+            count,
+            conn,
+            chains,
+            jumps,
+        } = plan_service(s, counting)?;
+        // The elements move into the layout; a backend's comment is made once.
+        let names: Vec<String> = s
+            .backends
+            .iter()
+            .map(|b| format!("{} {}", s.name, b.name))
+            .collect();
+        let comment = |bi: usize| names.get(bi).cloned().unwrap_or_default();
+        let mut put = |set: &str, k: ElemKey, d: ElemData| {
             let st = match layout.state.sets.get_mut(set) {
                 Some(st) => st,
                 None => {
                     let Some(empty) = empty_set(set, counting) else {
-                        continue;
+                        return;
                     };
                     layout.state.sets.entry(set.to_owned()).or_insert(empty)
                 }
             };
-            st.elements.insert(
-                k.clone(),
-                ElemData::new(d.to_vec(), elem_comment(s, set, bi)),
-            );
+            st.elements.insert(k, d);
+        };
+        if let Some((mk, map, elems)) = dnat {
+            maps.insert(mk);
+            for (k, d, bi) in elems {
+                put(&map, k, ElemData::new(d, comment(bi)));
+            }
         }
-        for (chain, rules) in p.chains {
+        for (set, elems) in count.into_iter().chain(conn) {
+            for (k, bi) in elems {
+                put(set, k, ElemData::new(Vec::new(), comment(bi)));
+            }
+        }
+        for (set, k, chain) in jumps {
+            put(set, k, ElemData::new(chain.into_bytes(), s.name.clone()));
+        }
+        for (chain, rules) in chains {
             layout.rules.insert(chain, rules);
         }
     }
@@ -1669,6 +1691,9 @@ pub struct Changes {
     pub del_elems: Vec<(String, Vec<ElemKey>)>,
     /// Elements to add, per set.
     pub add_elems: Vec<(String, Vec<ElemEntry>)>,
+    /// Sets created whose every wanted element is added (taken from the wanted
+    /// layout when sent, not copied), with their element count.
+    pub fill_sets: Vec<(String, usize)>,
     /// Chains whose layout rules are (re-)added.
     pub add_rules: Vec<String>,
     /// Rules added.
@@ -1737,7 +1762,8 @@ impl Changes {
             chains_removed: self.del_chains.len() + self.del_svc_chains.len(),
             sets_added: self.add_sets.len(),
             sets_removed: self.del_sets.len(),
-            elements_added: self.add_elems.iter().map(|(_, e)| e.len()).sum(),
+            elements_added: self.add_elems.iter().map(|(_, e)| e.len()).sum::<usize>()
+                + self.fill_sets.iter().map(|(_, n)| n).sum::<usize>(),
             elements_removed: self.del_elems.iter().map(|(_, e)| e.len()).sum(),
             rules_added: self.rules_added,
             rules_removed: self.rules_removed,
@@ -1798,13 +1824,7 @@ pub fn diff(current: &TableState, want: &Layout) -> Changes {
         if !keep {
             c.add_sets.push(name.clone());
             if !w.elements.is_empty() {
-                c.add_elems.push((
-                    name.clone(),
-                    w.elements
-                        .iter()
-                        .map(|(k, d)| (k.clone(), d.clone()))
-                        .collect(),
-                ));
+                c.fill_sets.push((name.clone(), w.elements.len()));
             }
         }
     }

@@ -21,7 +21,7 @@ pub use layout::Counting;
 use layout::{Changes, ElemData, ElemKey, Layout, SetState, TableState, CHAINS};
 use netlink::NfSocket;
 use objects::{ElemDump, RuleObj, SetObj};
-use record::{Committed, Plan};
+use record::{Committed, Fingerprint, Plan};
 
 use crate::{
     AppliedState, ApplyReport, BackendCounters, BackendKind, ChangeHint, Dataplane, DataplaneError,
@@ -125,7 +125,7 @@ impl NftBackend {
             return Ok(false);
         }
         let Some(record) =
-            adopt::AdoptionRecord::now(&self.table, c.counting(), &c.state, generation)
+            adopt::AdoptionRecord::now(&self.table, c.counting(), c.content(), generation)
         else {
             return Ok(false);
         };
@@ -135,16 +135,18 @@ impl NftBackend {
         Ok(true)
     }
 
-    /// Whether the adoption record says that the kernel holds `want` at
-    /// `generation` (read once: the record is removed).
-    fn adoption_matches(&self, want: &TableState, generation: u32) -> bool {
+    /// Whether the adoption record says that the kernel holds the table of `desired`
+    /// at `generation` (read once: the record is removed).
+    fn adoption_matches(&self, desired: &DesiredState, generation: u32) -> bool {
         let Some(path) = self.adoption.as_deref() else {
             return false;
         };
         let Some(found) = adopt::AdoptionRecord::take(path) else {
             return false;
         };
-        adopt::AdoptionRecord::now(&self.table, self.counting, want, generation)
+        let services: Vec<u128> = desired.services.iter().map(Fingerprint::of).collect();
+        let content = record::content_fingerprint(&services, &desired.snat, self.counting);
+        adopt::AdoptionRecord::now(&self.table, self.counting, content, generation)
             .is_some_and(|now| now == found)
     }
 
@@ -445,9 +447,8 @@ impl NftBackend {
             batch.add(&nftnl::Chain::new(&cname, &table), MsgType::Add);
             what.push(format!("chain {name}"));
         }
-        for (name, elems) in &c.add_elems {
-            self.write_elems(&mut batch, &mut what, MsgType::Add, name, elems);
-        }
+        // Rules before elements: a rule that reads a map walks the map's elements
+        // when it binds it, so an empty map costs it nothing.
         for chain in &c.add_rules {
             for r in want.rules.get(chain).into_iter().flatten() {
                 batch.add(
@@ -455,6 +456,14 @@ impl NftBackend {
                     MsgType::Add,
                 );
                 what.push(format!("rule \"{}\" in chain {chain}", r.comment));
+            }
+        }
+        for (name, elems) in &c.add_elems {
+            self.write_elems(&mut batch, &mut what, MsgType::Add, name, elems);
+        }
+        for (name, _) in &c.fill_sets {
+            if let Some(set) = want.state.sets.get(name) {
+                self.write_elems(&mut batch, &mut what, MsgType::Add, name, &set.elements);
             }
         }
         let batch = batch.finalize();
@@ -482,16 +491,18 @@ impl NftBackend {
 }
 
 impl NftBackend {
-    fn write_elems<E: ElemPair>(
+    fn write_elems<'a, E: ElemPair + 'a>(
         &self,
         batch: &mut nftnl::Batch,
         what: &mut Vec<String>,
         kind: MsgType,
         name: &str,
-        elems: &[E],
+        elems: impl IntoIterator<Item = E, IntoIter: ExactSizeIterator>,
     ) {
         let mut set = SetObj::new(&self.table, name);
         let jumps = layout::is_jump_map(name);
+        let elems = elems.into_iter();
+        let count = elems.len();
         for e in elems {
             let (k, d, comment) = e.pair();
             match d {
@@ -508,9 +519,8 @@ impl NftBackend {
         };
         for i in 0..n {
             what.push(format!(
-                "{verb} elements of map {name} (message {} of {n}, {} elements in all)",
+                "{verb} elements of map {name} (message {} of {n}, {count} elements in all)",
                 i + 1,
-                elems.len()
             ));
         }
     }
@@ -521,15 +531,21 @@ trait ElemPair {
     fn pair(&self) -> (&ElemKey, Option<&[u8]>, &str);
 }
 
-impl ElemPair for ElemKey {
+impl ElemPair for &ElemKey {
     fn pair(&self) -> (&ElemKey, Option<&[u8]>, &str) {
         (self, None, "")
     }
 }
 
-impl ElemPair for (ElemKey, ElemData) {
+impl ElemPair for &(ElemKey, ElemData) {
     fn pair(&self) -> (&ElemKey, Option<&[u8]>, &str) {
         (&self.0, Some(&self.1.data), &self.1.comment)
+    }
+}
+
+impl ElemPair for (&ElemKey, &ElemData) {
+    fn pair(&self) -> (&ElemKey, Option<&[u8]>, &str) {
+        (self.0, Some(&self.1.data), &self.1.comment)
     }
 }
 
@@ -629,8 +645,11 @@ impl NftBackend {
             }
         }
         if self.hints_usable && self.record_trusted()? {
-            let plan = match &self.committed {
-                Some(c) => c.plan_hinted(desired, hint)?,
+            let plan = match &mut self.committed {
+                Some(c) => {
+                    c.ensure_table()?;
+                    c.plan_hinted(desired, hint)?
+                }
                 None => None,
             };
             if let Some(plan) = plan {
@@ -651,9 +670,23 @@ impl NftBackend {
         // Trust our record only if nobody committed anything since our last batch.
         let generation = self.generation()?;
         let trusted = self.generation == Some(generation) && self.committed.is_some();
+        // A start after a clean stop: the table is what the last lbd committed, and
+        // that is what is wanted (not planned until a change needs it).
+        if self.committed.is_none() && self.adoption_matches(desired, generation) {
+            tracing::info!(table = %self.table, "nft table adopted as the previous lbd left it (adoption record; not read back)");
+            self.generation = Some(generation);
+            self.committed = Some(Box::new(Committed::adopted(desired, self.counting)));
+            return Ok(ApplyReport {
+                duration: start.elapsed(),
+                ..ApplyReport::default()
+            });
+        }
         if trusted {
-            let plan = match &self.committed {
-                Some(c) => c.plan(desired)?,
+            let plan = match &mut self.committed {
+                Some(c) => {
+                    c.ensure_table()?;
+                    c.plan(desired)?
+                }
                 None => Plan::Full,
             };
             if let Some(report) = self.run_plan(plan, desired, None, start)? {
@@ -662,20 +695,9 @@ impl NftBackend {
         }
         let trusted = trusted && self.generation.is_some();
         let want = layout::plan(desired, self.counting)?;
-        // A start after a clean stop: the table is what the last lbd committed, and
-        // that is what is wanted.
-        if self.committed.is_none() && self.adoption_matches(&want.state, generation) {
-            tracing::info!(table = %self.table, "nft table adopted as the previous lbd left it (adoption record; not read back)");
-            self.generation = Some(generation);
-            self.committed = Some(Box::new(Committed::new(desired, want.state, self.counting)));
-            return Ok(ApplyReport {
-                duration: start.elapsed(),
-                ..ApplyReport::default()
-            });
-        }
         let fresh;
-        let (current, mut reread) = match &self.committed {
-            Some(c) if trusted => (&c.state, false),
+        let (current, mut reread) = match self.committed.as_deref().and_then(Committed::table) {
+            Some(t) if trusted => (t, false),
             _ => {
                 fresh = self.kernel_state()?;
                 (&fresh, true)

@@ -111,8 +111,9 @@ struct Entry {
 /// What the last successful apply committed.
 #[derive(Debug)]
 pub struct Committed {
-    /// The table as committed (what the kernel held right after).
-    pub state: TableState,
+    /// The table as committed (what the kernel held right after); `None` after an
+    /// adoption until a change needs it ([`Committed::ensure_table`] plans it then).
+    table: Option<TableState>,
     /// SNAT rules committed.
     pub snat: Vec<SnatRule>,
     /// Services in the desired order.
@@ -170,6 +171,20 @@ pub enum Plan {
 impl Committed {
     /// The record of `desired` committed as `state`.
     pub fn new(desired: &DesiredState, state: TableState, counting: Counting) -> Committed {
+        Committed::with_table(desired, Some(state), counting)
+    }
+
+    /// The record of `desired`, adopted as a previous lbd committed it: the table is
+    /// planned only when a change needs it.
+    pub fn adopted(desired: &DesiredState, counting: Counting) -> Committed {
+        Committed::with_table(desired, None, counting)
+    }
+
+    fn with_table(
+        desired: &DesiredState,
+        state: Option<TableState>,
+        counting: Counting,
+    ) -> Committed {
         let entries: Vec<Entry> = desired
             .services
             .iter()
@@ -179,7 +194,7 @@ impl Committed {
             })
             .collect();
         let mut c = Committed {
-            state,
+            table: state,
             snat: desired.snat.clone(),
             entries,
             index: None,
@@ -208,6 +223,48 @@ impl Committed {
     /// What the committed table counts.
     pub fn counting(&self) -> Counting {
         self.counting
+    }
+
+    /// The table as committed, if it was planned (see [`Committed::ensure_table`]).
+    pub fn table(&self) -> Option<&TableState> {
+        self.table.as_ref()
+    }
+
+    /// Plans the committed table from the committed services if it was not yet (an
+    /// adopted record): what a change is computed against.
+    pub fn ensure_table(&mut self) -> Result<&TableState, DataplaneError> {
+        let table = match self.table.take() {
+            Some(t) => t,
+            None => {
+                let committed = DesiredState {
+                    services: self.services().cloned().collect(),
+                    snat: self.snat.clone(),
+                };
+                layout::plan(&committed, self.counting)?.state
+            }
+        };
+        Ok(self.table.insert(table))
+    }
+
+    /// The fingerprint of what was committed, as the adoption record holds it: the
+    /// services (in order), the SNAT rules, what the table counts, and the layout
+    /// this build plans ([`adopt::layout_fingerprint`](super::adopt::layout_fingerprint)).
+    /// A start that wants the same fingerprint wants the same table.
+    pub fn content(&self) -> u128 {
+        let services: Vec<u128> = self.entries.iter().map(|e| e.fingerprint).collect();
+        content_fingerprint(&services, &self.snat, self.counting)
+    }
+
+    /// The committed table, or an empty one when it was not planned (plans and steps
+    /// are computed only after [`Committed::ensure_table`]).
+    fn st(&self) -> &TableState {
+        static EMPTY: TableState = TableState {
+            exists: false,
+            chains: BTreeSet::new(),
+            sets: BTreeMap::new(),
+            rules: BTreeMap::new(),
+        };
+        self.table.as_ref().unwrap_or(&EMPTY)
     }
 
     /// The committed services, in order.
@@ -255,7 +312,7 @@ impl Committed {
 
     /// What it takes to go from the committed state to `desired`.
     pub fn plan(&self, desired: &DesiredState) -> Result<Plan, DataplaneError> {
-        if desired.snat != self.snat {
+        if self.table.is_none() || desired.snat != self.snat {
             return Ok(Plan::Full);
         }
         let Some(index) = &self.index else {
@@ -343,7 +400,7 @@ impl Committed {
         desired: &DesiredState,
         hint: &ChangeHint,
     ) -> Result<Option<Plan>, DataplaneError> {
-        if hint.snat || desired.snat != self.snat {
+        if self.table.is_none() || hint.snat || desired.snat != self.snat {
             return Ok(None);
         }
         let Some(index) = &self.index else {
@@ -596,14 +653,14 @@ impl Committed {
         let empty = BTreeMap::new();
         let mut created: BTreeSet<&'static str> = BTreeSet::new();
         let mut emptied: BTreeSet<&'static str> = BTreeSet::new();
-        let mut final_sets: BTreeSet<String> = self.state.sets.keys().cloned().collect();
+        let mut final_sets: BTreeSet<String> = self.st().sets.keys().cloned().collect();
         for name in names {
             let d = dels.get(name).unwrap_or(&empty);
             let a = adds.get(name).unwrap_or(&empty);
             // A set of the services' layout; chain: the base chain whose rule uses it.
             layout::empty_set(name, self.counting)?;
             let chain = layout::chain_of_set(name);
-            let cur = self.state.sets.get(name);
+            let cur = self.st().sets.get(name);
             let held = cur.map_or(&empty, |s| &s.elements);
             // Every deletion must be held; every addition must be new or replace a deletion.
             if d.keys().any(|k| !held.contains_key(k))
@@ -647,7 +704,7 @@ impl Committed {
         for rec in ["rec4", "recr4", "rec6", "recr6"] {
             let needed = final_sets.contains(rec);
             for persist in layout::persist_sets_of(rec).into_iter().flatten() {
-                let held = self.state.sets.contains_key(persist);
+                let held = self.st().sets.contains_key(persist);
                 if needed && !held {
                     c.add_sets.push(persist.to_owned());
                     extra.state.sets.insert(
@@ -665,7 +722,7 @@ impl Committed {
             let chain = def.name;
             if emptied.contains(chain) {
                 // Rules are known by comment only: rebuild the chain in this batch.
-                let held = self.state.rules.get(chain).map_or(0, Vec::len);
+                let held = self.st().rules.get(chain).map_or(0, Vec::len);
                 if held > 0 {
                     c.flush_chains.push(chain.to_owned());
                     c.rules_removed += held;
@@ -699,9 +756,9 @@ impl Committed {
                 .iter()
                 .filter_map(|s| layout::rule_of_set(s))
                 .any(|(ch, _)| ch == chain)
-                || self.state.rules.get(chain).is_some_and(|r| !r.is_empty())
+                || self.st().rules.get(chain).is_some_and(|r| !r.is_empty())
                     && !emptied.contains(chain);
-            let held = self.state.chains.contains(chain);
+            let held = self.st().chains.contains(chain);
             if needed && !held {
                 c.add_chains.push(def);
                 extra.state.chains.insert(chain.to_owned());
@@ -726,7 +783,7 @@ impl Committed {
             rules.iter().map(|r| r.comment.clone()).collect()
         };
         for (name, rules) in &old {
-            if !self.state.chains.contains(name) {
+            if !self.st().chains.contains(name) {
                 return None;
             }
             if !new.contains_key(name) {
@@ -742,7 +799,7 @@ impl Committed {
                     c.rules_removed += held.len();
                 }
                 None => {
-                    if self.state.chains.contains(&name) {
+                    if self.st().chains.contains(&name) {
                         return None;
                     }
                     c.add_svc_chains.push(name.clone());
@@ -763,32 +820,34 @@ impl Committed {
             extra,
             record,
         } = step;
-        for name in &c.del_sets {
-            self.state.sets.remove(name);
+        if let Some(state) = &mut self.table {
+            for name in &c.del_sets {
+                state.sets.remove(name);
+            }
+            for chain in &c.del_chains {
+                state.chains.remove(chain);
+            }
+            for chain in &c.del_svc_chains {
+                state.chains.remove(chain);
+                state.rules.remove(chain);
+            }
+            state.chains.extend(extra.state.chains);
+            for chain in &c.flush_chains {
+                state.rules.insert(chain.clone(), Vec::new());
+            }
+            for (name, set) in extra.state.sets {
+                state.sets.insert(name, set);
+            }
+            state.apply_elements(&c);
+            for (chain, rules) in &extra.rules {
+                state
+                    .rules
+                    .entry(chain.clone())
+                    .or_default()
+                    .extend(rules.iter().map(|r| r.comment.clone()));
+            }
+            state.rules.retain(|_, r| !r.is_empty());
         }
-        for chain in &c.del_chains {
-            self.state.chains.remove(chain);
-        }
-        for chain in &c.del_svc_chains {
-            self.state.chains.remove(chain);
-            self.state.rules.remove(chain);
-        }
-        self.state.chains.extend(extra.state.chains);
-        for chain in &c.flush_chains {
-            self.state.rules.insert(chain.clone(), Vec::new());
-        }
-        for (name, set) in extra.state.sets {
-            self.state.sets.insert(name, set);
-        }
-        self.state.apply_elements(&c);
-        for (chain, rules) in &extra.rules {
-            self.state
-                .rules
-                .entry(chain.clone())
-                .or_default()
-                .extend(rules.iter().map(|r| r.comment.clone()));
-        }
-        self.state.rules.retain(|_, r| !r.is_empty());
         let changed: Vec<(usize, u128)> = match record {
             RecordUpdate::Sparse(changed) => changed,
             RecordUpdate::Dense {
@@ -877,6 +936,14 @@ impl Committed {
             self.claims.insert(claim(&e.service), i);
         }
     }
+}
+
+/// The adoption fingerprint of services (their fingerprints, in order), SNAT rules
+/// and counting, with this build's layout.
+pub fn content_fingerprint(services: &[u128], snat: &[SnatRule], counting: Counting) -> u128 {
+    // SnatRule has no Hash: its Debug text says all of it.
+    let snat = format!("{snat:?}");
+    Fingerprint::of(&(super::adopt::layout_fingerprint(), counting, services, snat))
 }
 
 #[cfg(test)]
