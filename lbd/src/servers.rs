@@ -456,9 +456,12 @@ pub fn tally(
 struct ServiceIndex {
     /// Single-port services by (VIP, protocol, port): the first one's index.
     ports: HashMap<(IpAddr, u8, u16), usize>,
-    /// Port ranges by (VIP, protocol): (first, last, index), in `services` order.
-    ranges: HashMap<(IpAddr, u8), Vec<(u16, u16, usize)>>,
+    /// Port ranges by (VIP, protocol), in `services` order.
+    ranges: HashMap<(IpAddr, u8), Vec<PortRangeOf>>,
 }
+
+/// A service's port range: first, last, and the service's index.
+type PortRangeOf = (u16, u16, usize);
 
 impl ServiceIndex {
     fn new(services: &[CountedService]) -> ServiceIndex {

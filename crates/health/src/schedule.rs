@@ -286,6 +286,9 @@ struct Slot {
     fresh: bool,
 }
 
+/// A service's slot ids by server name.
+type ServerSlots = HashMap<Arc<str>, u64>;
+
 /// The slots by id, in a vector rather than a hash map: 80,000 targets' slots in a
 /// map kept ~40 % of its buckets empty, each the size of a slot. An id is the index
 /// in its low 32 bits and the index's generation above them: the index of a removed
@@ -383,7 +386,7 @@ pub struct Scheduler {
     settings: SchedulerSettings,
     /// Slot ids by service, then server: a service's targets are found without a
     /// pass over every target (a reload changes one service of thousands).
-    by_name: HashMap<Arc<str>, HashMap<Arc<str>, u64>>,
+    by_name: HashMap<Arc<str>, ServerSlots>,
     slots: SlotTable,
     queue: BinaryHeap<Reverse<(Time, u64, u64)>>,
     counters: SchedulerCounters,
@@ -482,7 +485,7 @@ impl Scheduler {
                 validate_dampening(d)?;
             }
         }
-        let replaced: Vec<(&Arc<str>, &HashMap<Arc<str>, u64>)> = match services {
+        let replaced: Vec<(&Arc<str>, &ServerSlots)> = match services {
             None => self.by_name.iter().collect(),
             Some(names) => names
                 .iter()
