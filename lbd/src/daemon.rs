@@ -363,6 +363,8 @@ struct Report {
     connection_gauges: Option<servers::ConnectionGauges>,
     /// IP forwarding on the node, read every second against what needs it.
     forwarding: ForwardingWatch,
+    /// A reload dropped a view: free pages go back to the kernel at the next tick.
+    trim_due: bool,
 }
 
 /// Runs lbd until `shutdown` resolves. SIGHUP reloads. Fails only at start-up
@@ -398,8 +400,25 @@ pub async fn run(
         DataplaneThread::start(view.dataplane.backend, backend_settings(&view), wanted)?;
     tracing::info!(backend = selection.kind.name(), reason = %selection.reason, table = %view.dataplane.nft_table, "dataplane backend chosen");
     // What the backend cannot do (a scheduler only the other one has) is refused
-    // here, as a reload of it would be, not replaced by something else.
-    check_view(&view, &selection, None).with_context(|| {
+    // here, as a reload of it would be, not replaced by something else. The check
+    // (the whole table's layout, dry) runs beside the plan the metrics start from
+    // and the health targets: at 10,000 services each is a noticeable part of the
+    // start.
+    let (checked, planned_up, targets) = std::thread::scope(|scope| {
+        let checked = scope.spawn(|| check_view(&view, &selection, None));
+        let planned_up = desired::plan(
+            &view,
+            |_, _| ServerHealth::Up,
+            selection.kind.capabilities(),
+        )
+        .services;
+        let targets = health_targets(&view);
+        let checked = checked
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (checked, planned_up, targets)
+    });
+    checked.with_context(|| {
         format!(
             "the configuration asks for what the {} backend cannot do",
             selection.kind.name()
@@ -420,12 +439,6 @@ pub async fn run(
     let telemetry = Telemetry::new(&view.cluster_name, Some(Box::new(dataplane.clone())));
     // Every documented series exists from the first scrape on, before the first
     // apply: the services' and servers' series from the plan with every server up.
-    let planned_up = desired::plan(
-        &view,
-        |_, _| ServerHealth::Up,
-        selection.kind.capabilities(),
-    )
-    .services;
     telemetry.plan(&planned_up);
     telemetry.snat_capacity(desired::snat_capacity(&view.nat));
     // Read before the metrics endpoint serves: the first scrape has the real value.
@@ -504,8 +517,11 @@ pub async fn run(
     });
     let mut settings = RunnerSettings::default();
     settings.scheduler.seed = seed;
+    // The checks (thousands a second at 10,000s of servers) on a thread of their
+    // own: the loop's requests (a reload's reply) do not queue behind them.
+    settings.own_thread = true;
     let (health, mut health_rx) =
-        HealthRunner::new(health_targets(&view), settings).context("starting health checks")?;
+        HealthRunner::new(targets, settings).context("starting health checks")?;
 
     let (roles_tx, mut roles_rx) = mpsc::unbounded_channel();
     // Active-active runs no VRRP: nobody to follow (and no warning that vrrpd is away).
@@ -577,6 +593,7 @@ pub async fn run(
             errors: VecDeque::new(),
             connection_gauges,
             forwarding,
+            trim_due: false,
         },
         announcer: None,
         drained: false,
@@ -666,6 +683,9 @@ pub async fn run(
                 let _ = daemon.reconcile("retry").await;
             }
             _ = sample.tick() => {
+                if std::mem::take(&mut daemon.report.trim_due) {
+                    tokio::task::spawn_blocking(release_free_memory);
+                }
                 daemon.sample_checks();
                 daemon.check_forwarding();
                 daemon.sample_announce();
@@ -795,7 +815,9 @@ impl Daemon {
     fn down_servers(&self) -> HashMap<String, HashSet<String>> {
         let mut down: HashMap<String, HashSet<String>> = HashMap::new();
         for name in self.health.runner.down_targets() {
-            down.entry(name.service).or_default().insert(name.server);
+            down.entry(name.service.to_string())
+                .or_default()
+                .insert(name.server.to_string());
         }
         down
     }
@@ -1129,7 +1151,7 @@ impl Daemon {
         match event {
             HealthEvent::StateChanged(t) => {
                 if let Some(hint) = &mut self.kernel.changed {
-                    hint.services.insert(t.target.service.clone());
+                    hint.services.insert(t.target.service.to_string());
                 }
                 self.report.telemetry.transition(
                     &t.target.service,
@@ -1184,8 +1206,8 @@ impl Daemon {
         for (target, duration) in fresh {
             let name = &target.name;
             let check = services
-                .get(name.service.as_str())
-                .and_then(|s| s.servers.iter().find(|b| b.name == name.server))
+                .get(&*name.service)
+                .and_then(|s| s.servers.iter().find(|b| *b.name == *name.server))
                 .and_then(|b| b.check.as_deref())
                 .unwrap_or("-");
             self.report
@@ -1642,10 +1664,14 @@ impl Daemon {
         if let Some(link) = &self.sync.link {
             link.set_filter(&new);
         }
-        // The old view is dropped off the loop (10,000s of services' strings).
+        // The old view is dropped off the loop (10,000s of services' strings); the
+        // pages it held go back at the next second's tick (else each reload leaves a
+        // little more behind), not now: the trim holds the allocator's locks while
+        // this reload's apply allocates.
         let old = std::mem::replace(&mut self.config.view, new);
         let old_memo = std::mem::replace(&mut self.config.memo, memo);
         tokio::task::spawn_blocking(move || drop((old, old_memo)));
+        self.report.trim_due = true;
         reply.overrides_dropped = self.config.servers.retain(&self.config.view);
         self.config.loaded_unix_ms = unix_ms();
         self.note_config_difference();

@@ -109,6 +109,10 @@ pub struct Change {
 #[derive(Debug, Clone)]
 pub struct ForwardingWatch {
     families: Vec<ForwardingStatus>,
+    /// The fingerprint of the file whose view `needed_by` was listed for: listing
+    /// 10,000s of services each second (and at each reload) is skipped while the
+    /// file is the same. Empty: list again.
+    listed_for: String,
 }
 
 impl Default for ForwardingWatch {
@@ -122,6 +126,7 @@ impl Default for ForwardingWatch {
                     ..ForwardingStatus::default()
                 })
                 .collect(),
+            listed_for: String::new(),
         }
     }
 }
@@ -153,12 +158,16 @@ impl ForwardingWatch {
         unix_ms: u64,
     ) -> Vec<Change> {
         let mut changes = Vec::new();
+        let listed = !view.fingerprint.is_empty() && view.fingerprint == self.listed_for;
+        self.listed_for.clone_from(&view.fingerprint);
         for (family, status) in Family::ALL.iter().zip(&mut self.families) {
             let was = status.missing();
             let value = read(*family);
             status.enabled = value.as_ref().ok().copied();
             status.error = value.err();
-            status.needed_by = needed_by(view, *family);
+            if !listed {
+                status.needed_by = needed_by(view, *family);
+            }
             status.checked_unix_ms = unix_ms;
             if status.missing() != was {
                 changes.push(Change {

@@ -72,7 +72,7 @@ struct KernelSources {
     /// Dampened rises by (service, backend); only backends that had one.
     dampened: HashMap<(String, String), u64>,
     /// Latest check duration (s) by service, then backend.
-    last_duration: HashMap<String, HashMap<String, f64>>,
+    last_duration: HashMap<Arc<str>, HashMap<Arc<str>, f64>>,
     /// Checked backends that left the plan (a reload removed them or their check):
     /// their transition and dampening counters stay exported, as counters do.
     retired: BTreeSet<(String, String)>,
@@ -396,7 +396,7 @@ impl Telemetry {
             None => sources.last_duration.clear(),
             Some(names) => {
                 for name in names {
-                    sources.last_duration.remove(name);
+                    sources.last_duration.remove(name.as_str());
                 }
             }
         }
@@ -504,20 +504,28 @@ impl Telemetry {
     }
 
     /// A health check result of `service`/`server` (checked by `check`) that took `duration`.
-    pub fn check_done(&self, service: &str, server: &str, check: &str, duration: Duration) {
+    /// The names are kept shared (those of the health targets: 80,000 checked
+    /// servers' names are not copied once more).
+    pub fn check_done(
+        &self,
+        service: &Arc<str>,
+        server: &Arc<str>,
+        check: &str,
+        duration: Duration,
+    ) {
         let seconds = duration.as_secs_f64();
         {
             // Each second for every checked backend: no key built once it has one.
             let mut sources = self.lock();
-            let known = sources.last_duration.get_mut(service);
-            match known.and_then(|m| m.get_mut(server)) {
+            let known = sources.last_duration.get_mut(&**service);
+            match known.and_then(|m| m.get_mut(&**server)) {
                 Some(v) => *v = seconds,
                 None => {
                     sources
                         .last_duration
-                        .entry(service.to_owned())
+                        .entry(Arc::clone(service))
                         .or_default()
-                        .insert(server.to_owned(), seconds);
+                        .insert(Arc::clone(server), seconds);
                 }
             }
         }
@@ -1116,7 +1124,12 @@ mod tests {
         t.applied(Duration::from_millis(3), 1.0);
         t.apply_failed();
         t.transition("web", "srv1", "down");
-        t.check_done("web", "srv1", "web-http", Duration::from_millis(2));
+        t.check_done(
+            &"web".into(),
+            &"srv1".into(),
+            "web-http",
+            Duration::from_millis(2),
+        );
         t.vrrpd_connected(true);
         t.prepared(true, Duration::from_millis(1));
         let mut counters = RunnerCounters::default();
@@ -1197,7 +1210,12 @@ mod tests {
         let t = Telemetry::new("", None);
         t.plan(&crate::desired::plan(&view, up, caps).services);
         t.transition("web", "srv1", "down");
-        t.check_done("web", "srv2", "web-http", Duration::from_millis(2));
+        t.check_done(
+            &"web".into(),
+            &"srv2".into(),
+            "web-http",
+            Duration::from_millis(2),
+        );
         let mut fewer = view.clone();
         fewer.services[0].servers.retain(|s| s.name == "srv1");
         t.plan(&crate::desired::plan(&fewer, up, caps).services);

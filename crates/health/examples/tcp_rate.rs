@@ -57,7 +57,8 @@ async fn measure(n: usize, seconds: u64, ports: &[u16]) -> Result<(), Box<dyn st
                 Duration::from_millis(500),
                 2,
                 3,
-            ),
+            )
+            .into(),
         })
         .collect();
     let cpu0 = cpu_time()?;

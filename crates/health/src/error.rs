@@ -38,6 +38,9 @@ pub enum HealthError {
     /// A limit of zero concurrent checks.
     #[error("max_in_flight must be at least 1")]
     Concurrency,
+    /// The checks' own thread could not be started.
+    #[error("starting the health checks' thread")]
+    Thread(#[source] std::io::Error),
 }
 
 // By hand, not `#[from]`, which would make the TLS error the source too.

@@ -1,6 +1,7 @@
 //! Targets from the cluster configuration (`config` crate).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use config::{Check, RealServer, Service};
@@ -17,26 +18,50 @@ pub fn target_from_config(
     check: &Check,
     source: Option<IpAddr>,
 ) -> Target {
+    let name = TargetName::new(&service.name, &server.name);
+    target_with_spec(
+        name,
+        service,
+        server,
+        check,
+        Arc::new(check_spec(check)),
+        source,
+    )
+}
+
+fn target_with_spec(
+    name: TargetName,
+    service: &Service,
+    server: &RealServer,
+    check: &Check,
+    spec: Arc<CheckSpec>,
+    source: Option<IpAddr>,
+) -> Target {
     let port = check.port.or(server.port).unwrap_or(service.ports.start);
     Target {
-        name: TargetName::new(&service.name, &server.name),
+        name,
         address: SocketAddr::new(server.address, port),
         source,
-        check: CheckSpec {
-            probe: check.kind.clone(),
-            interval: Duration::from_millis(u64::from(check.interval_ms)),
-            timeout: Duration::from_millis(u64::from(check.timeout_ms)),
-            rise: check.rise,
-            fall: check.fall,
-            jitter_permille: Some(u16::from(check.jitter_percent) * 10),
-            dampening: match check.dampening {
-                None => TargetDampening::Off,
-                Some(d) => TargetDampening::Limit(Dampening {
-                    max_transitions: d.max_transitions,
-                    window: Duration::from_millis(u64::from(d.window_ms)),
-                    hold: Duration::from_millis(u64::from(d.hold_ms)),
-                }),
-            },
+        check: spec,
+    }
+}
+
+/// How `check` probes, and how often.
+pub fn check_spec(check: &Check) -> CheckSpec {
+    CheckSpec {
+        probe: check.kind.clone(),
+        interval: Duration::from_millis(u64::from(check.interval_ms)),
+        timeout: Duration::from_millis(u64::from(check.timeout_ms)),
+        rise: check.rise,
+        fall: check.fall,
+        jitter_permille: Some(u16::from(check.jitter_percent) * 10),
+        dampening: match check.dampening {
+            None => TargetDampening::Off,
+            Some(d) => TargetDampening::Limit(Dampening {
+                max_transitions: d.max_transitions,
+                window: Duration::from_millis(u64::from(d.window_ms)),
+                hold: Duration::from_millis(u64::from(d.hold_ms)),
+            }),
         },
     }
 }
@@ -44,25 +69,34 @@ pub fn target_from_config(
 /// Targets for every server that names a check (servers without one are
 /// always up and need no target). `source` picks each server's source
 /// address, such as this node's own address on the server-side interface.
+/// The targets of one check share its spec.
 pub fn targets_from_config(
     services: &[Service],
     checks: &[Check],
     source: impl Fn(&Service, &RealServer) -> Option<IpAddr>,
 ) -> Vec<Target> {
+    let specs: Vec<Arc<CheckSpec>> = checks.iter().map(|c| Arc::new(check_spec(c))).collect();
     let mut targets = Vec::new();
     for service in services {
+        let service_name: Arc<str> = Arc::from(service.name.as_str());
         for server in &service.servers {
-            let Some(check) = server
+            let Some(i) = server
                 .check
                 .as_deref()
-                .and_then(|name| checks.iter().find(|c| c.name == name))
+                .and_then(|name| checks.iter().position(|c| c.name == name))
             else {
                 continue;
             };
-            targets.push(target_from_config(
+            let name = TargetName {
+                service: Arc::clone(&service_name),
+                server: Arc::from(server.name.as_str()),
+            };
+            targets.push(target_with_spec(
+                name,
                 service,
                 server,
-                check,
+                &checks[i],
+                Arc::clone(&specs[i]),
                 source(service, server),
             ));
         }

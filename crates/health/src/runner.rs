@@ -32,15 +32,23 @@ pub struct RunnerSettings {
     /// Checks running at once; the rest wait their turn. Each running check
     /// holds a socket or a process, so keep this well under RLIMIT_NOFILE.
     pub max_in_flight: usize,
+    /// Run the checks on a thread of their own (with a runtime of its own) rather
+    /// than as tasks of the caller's runtime. A daemon whose loop runs on a
+    /// single-threaded runtime answers its requests without waiting behind the
+    /// checks that came due meanwhile (80,000 checked servers: hundreds per
+    /// 100 ms). Off by default: tests drive the runner with their paused clock.
+    pub own_thread: bool,
 }
 
 impl Default for RunnerSettings {
-    /// Default scheduler, targets start Up, 512 checks at once.
+    /// Default scheduler, targets start Up, 512 checks at once, in the caller's
+    /// runtime.
     fn default() -> Self {
         Self {
             scheduler: SchedulerSettings::default(),
             initial_state: HealthState::Up,
             max_in_flight: 512,
+            own_thread: false,
         }
     }
 }
@@ -96,6 +104,39 @@ impl Shared {
 pub struct HealthRunner {
     shared: Arc<Shared>,
     task: Option<JoinHandle<()>>,
+    /// With [`RunnerSettings::own_thread`]: the checks' thread, which runs until
+    /// this is dropped (its runtime then stops, the checks with it).
+    thread: Option<CheckThread>,
+}
+
+/// The thread the checks run on, with [`RunnerSettings::own_thread`].
+struct CheckThread {
+    /// Dropped: the thread's runtime stops.
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl CheckThread {
+    /// A thread running a runtime of its own until stopped; its handle.
+    fn start() -> std::io::Result<(CheckThread, tokio::runtime::Handle)> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("health-checks".into())
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok((CheckThread { stop, thread }, handle))
+    }
+
+    /// Stops the thread and waits until it ended (its checks dropped).
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
 }
 
 impl std::fmt::Debug for HealthRunner {
@@ -134,11 +175,18 @@ impl HealthRunner {
             pending: AtomicUsize::new(0),
         });
         let (events, receiver) = unbounded_channel();
-        let task = tokio::spawn(drive(Arc::clone(&shared), checker, events));
+        let driver = drive(Arc::clone(&shared), checker, events);
+        let (task, thread) = if settings.own_thread {
+            let (thread, runtime) = CheckThread::start().map_err(HealthError::Thread)?;
+            (runtime.spawn(driver), Some(thread))
+        } else {
+            (tokio::spawn(driver), None)
+        };
         Ok((
             Self {
                 shared,
                 task: Some(task),
+                thread,
             },
             receiver,
         ))
@@ -243,6 +291,10 @@ impl HealthRunner {
             // The task's end drops its JoinSet, which aborts the checks.
             let _ = task.await;
         }
+        if let Some(thread) = self.thread.take() {
+            // The driver has ended: the thread's runtime has nothing left to wait for.
+            let _ = tokio::task::spawn_blocking(move || thread.stop()).await;
+        }
     }
 }
 
@@ -250,6 +302,11 @@ impl Drop for HealthRunner {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
             task.abort();
+        }
+        // Not joined here (a drop inside a runtime must not block): the thread's
+        // runtime stops and drops the checks on its own.
+        if let Some(thread) = self.thread.take() {
+            drop(thread.stop);
         }
     }
 }

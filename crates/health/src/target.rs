@@ -2,25 +2,27 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::schedule::Dampening;
 
-/// Identity of a target: the service and the server within it.
+/// Identity of a target: the service and the server within it. The names are
+/// shared (a service's targets share its name; the scheduler's index shares both).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TargetName {
     /// Service name.
-    pub service: String,
+    pub service: Arc<str>,
     /// Server name, unique within the service.
-    pub server: String,
+    pub server: Arc<str>,
 }
 
 impl TargetName {
     /// A name from its parts.
-    pub fn new(service: impl Into<String>, server: impl Into<String>) -> Self {
+    pub fn new(service: impl AsRef<str>, server: impl AsRef<str>) -> Self {
         Self {
-            service: service.into(),
-            server: server.into(),
+            service: Arc::from(service.as_ref()),
+            server: Arc::from(server.as_ref()),
         }
     }
 }
@@ -41,8 +43,9 @@ pub struct Target {
     /// Local address to bind before connecting, so checks leave from the
     /// server-side interface; `None` lets the kernel choose.
     pub source: Option<IpAddr>,
-    /// How and how often to probe.
-    pub check: CheckSpec,
+    /// How and how often to probe; shared by the targets of one `[[check]]` (a
+    /// spec is a few hundred bytes, 80,000 targets have a handful).
+    pub check: Arc<CheckSpec>,
 }
 
 /// How and how often a target is probed, and how results become a state.

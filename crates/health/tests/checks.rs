@@ -22,7 +22,8 @@ fn target(probe: Probe, address: SocketAddr, timeout_ms: u64) -> Target {
             Duration::from_millis(timeout_ms),
             1,
             1,
-        ),
+        )
+        .into(),
     }
 }
 

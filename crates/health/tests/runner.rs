@@ -27,7 +27,8 @@ fn target(server: &str, probe: Probe, address: SocketAddr, rise: u32, fall: u32)
             Duration::from_millis(1000),
             rise,
             fall,
-        ),
+        )
+        .into(),
     }
 }
 
@@ -68,6 +69,20 @@ fn settings() -> RunnerSettings {
 
 #[tokio::test]
 async fn events_status_and_reload() {
+    events_status_and_reload_with(settings()).await;
+}
+
+/// The same with the checks on a thread of their own, as lbd runs them.
+#[tokio::test]
+async fn events_status_and_reload_on_the_checks_own_thread() {
+    events_status_and_reload_with(RunnerSettings {
+        own_thread: true,
+        ..settings()
+    })
+    .await;
+}
+
+async fn events_status_and_reload_with(settings: RunnerSettings) {
     let up_addr = accepting_listener().await;
     let down_addr = closed_port().await;
     let (runner, mut events) = HealthRunner::new(
@@ -75,7 +90,7 @@ async fn events_status_and_reload() {
             target("up", Probe::Tcp, up_addr, 2, 2),
             target("down", Probe::Tcp, down_addr, 2, 2),
         ],
-        settings(),
+        settings,
     )
     .unwrap();
 
@@ -163,8 +178,8 @@ async fn concurrency_is_bounded() {
             )
         })
         .map(|mut t| {
-            t.check.interval = Duration::from_secs(1);
-            t.check.timeout = Duration::from_secs(10);
+            std::sync::Arc::make_mut(&mut t.check).interval = Duration::from_secs(1);
+            std::sync::Arc::make_mut(&mut t.check).timeout = Duration::from_secs(10);
             t
         })
         .collect();

@@ -18,8 +18,35 @@ fn target(server: &str, interval_ms: u64, rise: u32, fall: u32) -> Target {
             Duration::from_millis(interval_ms / 2),
             rise,
             fall,
-        ),
+        )
+        .into(),
     }
+}
+
+#[test]
+fn a_result_for_a_removed_target_is_ignored_by_the_target_in_its_place() {
+    let mut s = Scheduler::new(no_dampening()).unwrap();
+    s.set_targets(Time::ZERO, vec![target("a", 1000, 1, 1)], HealthState::Up)
+        .unwrap();
+    let t = s.next_deadline().unwrap();
+    let actions = s.poll(t);
+    let Some(Action::RunCheck(req)) = actions.first() else {
+        panic!("expected a check");
+    };
+    // "a" goes; "b" comes (in the place "a" left).
+    s.set_targets(t, vec![target("b", 1000, 1, 1)], HealthState::Up)
+        .unwrap();
+    assert!(s.on_result(t, req.ticket, fail()).is_empty());
+    assert_eq!(s.counters().stale_results, 1);
+    assert_eq!(s.len(), 1);
+    let b = s.status(&TargetName::new("web", "b")).unwrap();
+    assert_eq!((b.state, b.checks), (HealthState::Up, 0));
+    assert!(s.status(&TargetName::new("web", "a")).is_none());
+    // "b" is checked on its own schedule, and its results count.
+    let (transitions, _) = drive(&mut s, t + Duration::from_secs(3), |_, _| fail());
+    assert_eq!(transitions.len(), 1);
+    assert_eq!(transitions[0].target, TargetName::new("web", "b"));
+    assert!(s.status(&TargetName::new("web", "b")).unwrap().checks >= 2);
 }
 
 fn no_dampening() -> SchedulerSettings {
@@ -218,7 +245,7 @@ fn reload_keeps_unchanged_targets_and_starts_new_ones_as_asked() {
     assert_eq!(tr.len(), 2, "both went down");
 
     let mut slower = target("a", 2000, 1, 1);
-    slower.check.rise = 5;
+    std::sync::Arc::make_mut(&mut slower.check).rise = 5;
     let now = Time::from_millis(1500);
     s.set_targets(
         now,
@@ -265,7 +292,7 @@ fn replacing_one_services_targets_leaves_the_others_alone() {
 
     let web: std::collections::BTreeSet<String> = ["web".to_owned()].into();
     let mut slower = of("web", "a");
-    slower.check.rise = 5;
+    std::sync::Arc::make_mut(&mut slower.check).rise = 5;
     let now = Time::from_millis(1500);
     s.set_service_targets(now, &web, vec![slower, of("web", "b")], HealthState::Up)
         .unwrap();
@@ -311,7 +338,7 @@ fn a_result_for_a_changed_probe_is_ignored() {
         panic!("expected a check");
     };
     let mut exec = target("a", 1000, 1, 1);
-    exec.check.probe = Probe::Exec {
+    std::sync::Arc::make_mut(&mut exec.check).probe = Probe::Exec {
         argv: vec!["/bin/true".into()],
     };
     s.set_targets(t, vec![exec], HealthState::Up).unwrap();
@@ -471,14 +498,14 @@ fn a_target_may_set_its_own_dampening_and_jitter() {
     // The scheduler dampens; one target opts out, another sets a tighter limit.
     let mut s = Scheduler::new(SchedulerSettings::default()).unwrap();
     let mut free = target("free", 100, 1, 1);
-    free.check.dampening = health::TargetDampening::Off;
+    std::sync::Arc::make_mut(&mut free.check).dampening = health::TargetDampening::Off;
     let tight = Dampening {
         max_transitions: 2,
         window: Duration::from_secs(60),
         hold: Duration::from_secs(30),
     };
     let mut capped = target("capped", 100, 1, 1);
-    capped.check.dampening = health::TargetDampening::Limit(tight);
+    std::sync::Arc::make_mut(&mut capped.check).dampening = health::TargetDampening::Limit(tight);
     s.set_targets(
         Time::ZERO,
         vec![free, capped, target("default", 100, 1, 1)],
@@ -486,7 +513,7 @@ fn a_target_may_set_its_own_dampening_and_jitter() {
     )
     .unwrap();
     let (tr, _) = drive(&mut s, Time::from_millis(30_000), |_, t| flapping(t));
-    let count = |server: &str| tr.iter().filter(|t| t.target.server == server).count();
+    let count = |server: &str| tr.iter().filter(|t| *t.target.server == *server).count();
     assert!(count("free") > 50, "free flaps: {}", count("free"));
     assert!(count("capped") <= 2, "capped: {}", count("capped"));
     assert!(count("default") <= 4, "default: {}", count("default"));
@@ -494,7 +521,7 @@ fn a_target_may_set_its_own_dampening_and_jitter() {
     // Without jitter, checks come exactly one interval apart.
     let mut s = Scheduler::new(SchedulerSettings::default()).unwrap();
     let mut exact = target("exact", 100, 1, 1);
-    exact.check.jitter_permille = Some(0);
+    std::sync::Arc::make_mut(&mut exact.check).jitter_permille = Some(0);
     s.set_targets(Time::ZERO, vec![exact], HealthState::Up)
         .unwrap();
     let mut starts = Vec::new();
@@ -519,15 +546,16 @@ fn a_target_may_set_its_own_dampening_and_jitter() {
     // Bad per-target settings are refused.
     let mut s = Scheduler::new(SchedulerSettings::default()).unwrap();
     let mut bad = target("bad", 100, 1, 1);
-    bad.check.jitter_permille = Some(501);
+    std::sync::Arc::make_mut(&mut bad.check).jitter_permille = Some(501);
     assert!(s
         .set_targets(Time::ZERO, vec![bad], HealthState::Up)
         .is_err());
     let mut bad = target("bad", 100, 1, 1);
-    bad.check.dampening = health::TargetDampening::Limit(Dampening {
-        max_transitions: 1,
-        ..tight
-    });
+    std::sync::Arc::make_mut(&mut bad.check).dampening =
+        health::TargetDampening::Limit(Dampening {
+            max_transitions: 1,
+            ..tight
+        });
     assert!(s
         .set_targets(Time::ZERO, vec![bad], HealthState::Up)
         .is_err());

@@ -20,7 +20,8 @@ fn target(address: &str, source: &str, timeout_ms: u64) -> Target {
             Duration::from_millis(timeout_ms),
             1,
             1,
-        ),
+        )
+        .into(),
     }
 }
 
