@@ -92,6 +92,7 @@ fn ipvs_least_connection_imbalance_under_skewed_load() {
         nft_table: "lbsuite".into(),
         ownership_record: std::env::temp_dir()
             .join(format!("lbsuite-ipvs-{}-least-conn", std::process::id())),
+        sloppy: false,
     };
     let mut ipvs = lb1
         .run_in(move || IpvsBackend::new(&settings))

@@ -129,6 +129,7 @@ fn ipvs_persistence_keeps_a_client_on_its_server_until_its_timeout() {
         nft_table: "lbsuite".into(),
         ownership_record: std::env::temp_dir()
             .join(format!("lbsuite-ipvs-{}-persistence", std::process::id())),
+        sloppy: false,
     };
     let mut ipvs = lb1
         .run_in(move || IpvsBackend::new(&settings))
