@@ -259,6 +259,10 @@ impl Speaker {
     ) -> Result<String, AnnounceError> {
         let name = program.display().to_string();
         let mut cmd = tokio::process::Command::new(program);
+        // A process group of its own: a SIGTERM sent to lbd's group (a terminal's
+        // Ctrl-C, `kill -- -PGID`) must not kill the vtysh or birdc that withdraws
+        // the VIPs on the way out (systemd's unit uses KillMode=mixed for the same).
+        cmd.process_group(0);
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
