@@ -6,78 +6,24 @@
 //! with that many bytes.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use dataplane::nft::flowtable::Flowtable;
-use dataplane::{
-    Backend, Dataplane, DesiredState, Forwarding, NatProtocol, NftBackend, PortSpec, Protocol,
-    Scheduler, Service, SnatRule, SnatSource,
-};
+use dataplane::{Dataplane, NftBackend, Scheduler};
 use integration::{Host, Lab, Prefix};
+use vm_common::{ip, note, web_state, SNAT_VIP, VIP};
 
-const VIP: &str = "198.18.0.100";
-const SNAT_VIP: &str = "198.18.1.100";
+mod vm_common;
+
 /// conntrack's IPS_OFFLOAD: the flow is in a flowtable.
 const OFFLOAD: u32 = 1 << 14;
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
 fn vip() -> SocketAddr {
     SocketAddr::new(ip(VIP), 80)
-}
-
-fn note(line: &str) {
-    println!("{line}");
-    if let Ok(path) = std::env::var("LBSUITE_VM_NOTES") {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "{line}");
-        }
-    }
-}
-
-/// The web service (rr over srv1 and srv2, NAT) and its SNAT rule to the
-/// server-side VIP, as lbd's example has them.
-fn web_state() -> DesiredState {
-    let backend = |name: &str, addr: &str| Backend {
-        name: name.into(),
-        addr: ip(addr),
-        port: Some(80),
-        weight: 1,
-    };
-    DesiredState {
-        services: vec![Service {
-            name: "web".into(),
-            vip: ip(VIP),
-            ports: PortSpec::Single(80),
-            protocol: Protocol::Tcp,
-            scheduler: Scheduler::Rr,
-            backends: vec![
-                backend("srv1", "198.18.1.21"),
-                backend("srv2", "198.18.1.22"),
-            ],
-            forward: Forwarding::Nat,
-            persistence: None,
-        }],
-        snat: vec![SnatRule {
-            name: "web".into(),
-            in_iface: Some("eth0".into()),
-            out_iface: Some("eth1".into()),
-            protocol: NatProtocol::Tcp,
-            orig_daddr: ip(VIP),
-            orig_dports: Some(PortSpec::Single(80)),
-            source: SnatSource::Address(ip(SNAT_VIP)),
-        }],
-    }
 }
 
 /// Answers each request (a 4-byte big-endian length) with that many bytes.
@@ -222,7 +168,7 @@ fn lab_with_lb1_active() -> Lab {
             .run_in(|| NftBackend::new("lbsuite"))
             .unwrap()
             .unwrap();
-        nft.apply(&web_state()).unwrap();
+        nft.apply(&web_state(Scheduler::Rr, [1, 1])).unwrap();
     }
     sized_server(&lab["srv1"], "198.18.1.21:80".parse().unwrap());
     sized_server(&lab["srv2"], "198.18.1.22:80".parse().unwrap());

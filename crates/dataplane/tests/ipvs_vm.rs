@@ -17,13 +17,9 @@ use dataplane::{
     Service, SnatRule, SnatSource, SyncRole,
 };
 use integration::{Host, Lab};
+use vm_common::{ip, note, SNAT_VIP, VIP};
 
-const VIP: &str = "198.18.0.100";
-const SNAT_VIP: &str = "198.18.1.100";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
+mod vm_common;
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -539,21 +535,6 @@ fn sync_daemon_carries_a_connection_to_the_backup_and_it_survives_failover() {
     ipvs1.teardown().unwrap();
     ipvs2.teardown().unwrap();
     assert!(ipvs2.sync_daemons().unwrap().is_empty());
-}
-
-/// A line for the VM log (`$LBSUITE_VM_NOTES`; libtest swallows a passing test's
-/// output).
-fn note(text: &str) {
-    println!("{text}");
-    if let Some(path) = std::env::var_os("LBSUITE_VM_NOTES") {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path);
-        if let Ok(mut f) = file {
-            let _ = writeln!(f, "{text}");
-        }
-    }
 }
 
 /// The VIP of the active-active scenarios: routed to a balancer by the client's

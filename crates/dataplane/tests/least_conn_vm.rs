@@ -3,68 +3,18 @@
 //! integration/vm/ipvs-tests.sh (`--ignored`). The figures go to the VM log
 //! (`LBSUITE_VM_NOTES`); `lc_bench --ipvs-vm` prints them beside nft's.
 
-use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use dataplane::{
-    Backend, Dataplane, DesiredState, Forwarding, IpvsBackend, IpvsSettings, NatProtocol, PortSpec,
-    Protocol, Scheduler, Service, SnatRule, SnatSource,
-};
+use dataplane::{Dataplane, DesiredState, IpvsBackend, IpvsSettings, Scheduler};
 use integration::skewed_load::{self, SkewServer, SkewedLoad};
 use integration::Lab;
+use vm_common::{note, web_state, SNAT_VIP, VIP};
 
-const VIP: &str = "198.18.0.100";
-const SNAT_VIP: &str = "198.18.1.100";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-/// Writes a finding for the VM log.
-fn note(text: &str) {
-    println!("{text}");
-    if let Some(path) = std::env::var_os("LBSUITE_VM_NOTES") {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        writeln!(f, "{text}").unwrap();
-    }
-}
+mod vm_common;
 
 fn state(scheduler: Scheduler, srv1_weight: u32) -> DesiredState {
-    let backend = |name: &str, addr: &str, weight| Backend {
-        name: name.into(),
-        addr: ip(addr),
-        port: Some(80),
-        weight,
-    };
-    DesiredState {
-        services: vec![Service {
-            name: "web".into(),
-            vip: ip(VIP),
-            ports: PortSpec::Single(80),
-            protocol: Protocol::Tcp,
-            scheduler,
-            backends: vec![
-                backend("srv1", "198.18.1.21", srv1_weight),
-                backend("srv2", "198.18.1.22", 1),
-            ],
-            forward: Forwarding::Nat,
-            persistence: None,
-        }],
-        snat: vec![SnatRule {
-            name: "web".into(),
-            in_iface: Some("eth0".into()),
-            out_iface: Some("eth1".into()),
-            protocol: NatProtocol::Tcp,
-            orig_daddr: ip(VIP),
-            orig_dports: Some(PortSpec::Single(80)),
-            source: SnatSource::Address(ip(SNAT_VIP)),
-        }],
-    }
+    web_state(scheduler, [srv1_weight, 1])
 }
 
 #[test]

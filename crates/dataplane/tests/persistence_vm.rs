@@ -5,36 +5,16 @@
 //! template has expired it is scheduled anew.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dataplane::{
-    Backend, Dataplane, DesiredState, Forwarding, IpvsBackend, IpvsSettings, NatProtocol,
-    Persistence, PortSpec, Protocol, Scheduler, Service, SnatRule, SnatSource,
-};
+use dataplane::{Dataplane, DesiredState, IpvsBackend, IpvsSettings, Persistence, Scheduler};
 use integration::{Host, Lab};
+use vm_common::{note, web_state, SNAT_VIP, VIP};
 
-const VIP: &str = "198.18.0.100";
-const SNAT_VIP: &str = "198.18.1.100";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-/// Writes a finding for the VM log.
-fn note(text: &str) {
-    println!("{text}");
-    if let Some(path) = std::env::var_os("LBSUITE_VM_NOTES") {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        writeln!(f, "{text}").unwrap();
-    }
-}
+mod vm_common;
 
 /// Greets each connection with `name`, then reads until the client goes.
 fn named_server(host: &Host, addr: SocketAddr, name: &'static str) {
@@ -79,39 +59,12 @@ fn fetch(client: &Host, vip: SocketAddr) -> String {
 }
 
 fn state(weights: [u32; 2], timeout_s: u32) -> DesiredState {
-    let backend = |name: &str, addr: &str, weight| Backend {
-        name: name.into(),
-        addr: ip(addr),
-        port: Some(80),
-        weight,
-    };
-    DesiredState {
-        services: vec![Service {
-            name: "web".into(),
-            vip: ip(VIP),
-            ports: PortSpec::Single(80),
-            protocol: Protocol::Tcp,
-            scheduler: Scheduler::Rr,
-            backends: vec![
-                backend("srv1", "198.18.1.21", weights[0]),
-                backend("srv2", "198.18.1.22", weights[1]),
-            ],
-            forward: Forwarding::Nat,
-            persistence: Some(Persistence {
-                timeout_s,
-                prefix_len: 32,
-            }),
-        }],
-        snat: vec![SnatRule {
-            name: "web".into(),
-            in_iface: Some("eth0".into()),
-            out_iface: Some("eth1".into()),
-            protocol: NatProtocol::Tcp,
-            orig_daddr: ip(VIP),
-            orig_dports: Some(PortSpec::Single(80)),
-            source: SnatSource::Address(ip(SNAT_VIP)),
-        }],
-    }
+    let mut state = web_state(Scheduler::Rr, weights);
+    state.services[0].persistence = Some(Persistence {
+        timeout_s,
+        prefix_len: 32,
+    });
+    state
 }
 
 #[test]
