@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::BufReader;
 use std::net::TcpStream;
 use std::process::Output;
 use std::thread;
@@ -12,40 +12,6 @@ use std::time::Duration;
 
 use integration::Host;
 use support::*;
-
-/// Says its name on every accepted connection, then reads until the client closes.
-fn named_server(host: &Host, addr: &str, name: &str) {
-    let listener = host.tcp_listen(addr.parse().unwrap()).unwrap();
-    let name = name.to_owned();
-    thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let name = name.clone();
-            thread::spawn(move || {
-                if s.write_all(format!("{name}\n").as_bytes()).is_err() {
-                    return;
-                }
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-}
-
-/// A connection through the VIP and the server that took it.
-fn connect(client: &Host) -> (BufReader<TcpStream>, String) {
-    let s = client
-        .tcp_connect(format!("{VIP}:80").parse().unwrap(), Duration::from_secs(5))
-        .unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut r = BufReader::new(s);
-    let mut name = String::new();
-    r.read_line(&mut name).unwrap();
-    (r, name.trim().to_owned())
-}
 
 /// How many of `held` are on srv1 and on srv2.
 fn on(held: &[(BufReader<TcpStream>, String)]) -> (usize, usize) {
@@ -84,8 +50,8 @@ fn new_connections_go_where_fewer_are_open() {
     let setup = Setup::two_arm();
     setup.add_vip("lb1", "eth0", VIP);
     setup.add_vip("lb1", "eth1", SNAT_VIP);
-    named_server(setup.host("srv1"), "198.18.1.21:80", "srv1");
-    named_server(setup.host("srv2"), "198.18.1.22:80", "srv2");
+    named_echo_server(setup.host("srv1"), "198.18.1.21:80", "srv1");
+    named_echo_server(setup.host("srv2"), "198.18.1.22:80", "srv2");
     setup.write_config("lb1", &[NO_CHECKS, NFT, LC]);
     let _lbd = setup.start_lbd("lb1");
     let status = setup.wait_applied("lb1");
@@ -96,7 +62,7 @@ fn new_connections_go_where_fewer_are_open() {
 
     // 12 connections held open on srv1 (srv2 drained meanwhile).
     vrrpctl(&setup, &["server", "drain", "web/srv2"]);
-    let mut held: Vec<_> = (0..12).map(|_| connect(client)).collect();
+    let mut held: Vec<_> = (0..12).map(|_| connect_named(client)).collect();
     assert_eq!(on(&held), (12, 0));
     vrrpctl(&setup, &["server", "enable", "web/srv2"]);
 
@@ -108,7 +74,7 @@ fn new_connections_go_where_fewer_are_open() {
     let short: Vec<String> = (0..20)
         .map(|_| {
             thread::sleep(Duration::from_millis(20));
-            connect(client).1
+            connect_named(client).1
         })
         .collect();
     println!("lc, 12 open on srv1, 0 on srv2: 20 short connections went to {short:?}");
@@ -125,7 +91,7 @@ fn new_connections_go_where_fewer_are_open() {
     });
     for _ in 0..20 {
         thread::sleep(Duration::from_millis(50));
-        held.push(connect(client));
+        held.push(connect_named(client));
     }
     let (a, b) = on(&held);
     println!("wlc 3:1, 12 open on srv1, then 20 more held: srv1 {a}, srv2 {b}");

@@ -4,50 +4,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Output;
-use std::thread;
-use std::time::Duration;
 
 use integration::Host;
 use serde_json::{json, Value};
 use support::*;
-
-/// Says its name on every accepted connection, then echoes until the client closes.
-fn named_echo_server(host: &Host, addr: &str, name: &str) {
-    let listener = host.tcp_listen(addr.parse().unwrap()).unwrap();
-    let name = name.to_owned();
-    thread::spawn(move || {
-        for mut s in listener.incoming().flatten() {
-            let name = name.clone();
-            thread::spawn(move || {
-                if s.write_all(format!("{name}\n").as_bytes()).is_err() {
-                    return;
-                }
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-}
-
-/// A connection through the VIP and the server that took it.
-fn connect(client: &Host) -> (BufReader<TcpStream>, String) {
-    let s = client
-        .tcp_connect(format!("{VIP}:80").parse().unwrap(), Duration::from_secs(5))
-        .unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut r = BufReader::new(s);
-    let mut name = String::new();
-    r.read_line(&mut name).unwrap();
-    (r, name.trim().to_owned())
-}
 
 /// The echo of `msg` on a held connection.
 fn echo(held: &mut BufReader<TcpStream>, msg: &str) -> String {
@@ -63,7 +27,7 @@ fn echo(held: &mut BufReader<TcpStream>, msg: &str) -> String {
 fn spread(client: &Host, n: usize) -> (usize, usize) {
     let mut counts = (0, 0);
     for _ in 0..n {
-        let (_, name) = connect(client);
+        let (_, name) = connect_named(client);
         match name.as_str() {
             "srv1" => counts.0 += 1,
             "srv2" => counts.1 += 1,
@@ -131,7 +95,7 @@ fn drain_disable_weight_survive_restart_and_reload() {
 
     // A connection held on srv2 across the drain.
     let mut held = loop {
-        let (c, name) = connect(client);
+        let (c, name) = connect_named(client);
         if name == "srv2" {
             break c;
         }

@@ -5,7 +5,7 @@
 
 pub mod held;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -436,4 +436,38 @@ pub fn try_fetch(client: &Host, addr: &str) -> Option<(String, String)> {
     let body = out.split("\r\n\r\n").nth(1)?;
     let mut it = body.split_whitespace();
     Some((it.next()?.to_owned(), it.next()?.to_owned()))
+}
+
+/// Says its name on every accepted connection, then echoes until the client closes.
+pub fn named_echo_server(host: &Host, addr: &str, name: &str) {
+    let listener = host.tcp_listen(addr.parse().unwrap()).unwrap();
+    let name = name.to_owned();
+    thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let name = name.clone();
+            thread::spawn(move || {
+                if s.write_all(format!("{name}\n").as_bytes()).is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// A connection through the VIP and the server that took it.
+pub fn connect_named(client: &Host) -> (BufReader<TcpStream>, String) {
+    let s = client
+        .tcp_connect(format!("{VIP}:80").parse().unwrap(), Duration::from_secs(5))
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(s);
+    let mut name = String::new();
+    r.read_line(&mut name).unwrap();
+    (r, name.trim().to_owned())
 }
