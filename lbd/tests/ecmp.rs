@@ -466,6 +466,29 @@ fn ecmp_lab(router_conf: &str) -> (Lab, tempfile::TempDir, FrrDirs, Vec<Process>
     (lab, dir, dirs, daemons)
 }
 
+/// [`ecmp_lab`] with every balancer's own FRR (`balancer_conf`) running and its
+/// lbd file (`cluster`, pathspaces `<lab id>-<node>`) written, lbd not started.
+fn frr_cluster(
+    router_conf: &str,
+    balancer_conf: fn(&str, u8) -> String,
+    cluster: fn(&Path, &str, &str) -> String,
+) -> (Lab, tempfile::TempDir, FrrDirs, Vec<Process>) {
+    let (lab, dir, mut dirs, mut daemons) = ecmp_lab(router_conf);
+    let ps = lab.id().to_owned();
+    for (name, h) in NODES {
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, cluster(dir.path(), &ps, name)).unwrap();
+        daemons.extend(balancer_frr(
+            &lab,
+            dir.path(),
+            name,
+            &balancer_conf(name, h),
+            &mut dirs,
+        ));
+    }
+    (lab, dir, dirs, daemons)
+}
+
 /// Starts `node`'s own FRR with `conf_text` (pathspace `<lab id>-<node>`).
 fn balancer_frr(
     lab: &Lab,
@@ -506,20 +529,8 @@ fn three_balancers_behind_ecmp_announce_through_frr_and_lose_one() {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (lab, dir, mut dirs, mut daemons) = ecmp_lab(&router_conf());
+    let (lab, dir, _dirs, daemons) = frr_cluster(&router_conf(), balancer_conf, cluster_toml);
     let router = &lab["router"];
-    let ps = lab.id().to_owned();
-    for (name, h) in NODES {
-        let config = dir.path().join(format!("{name}.toml"));
-        std::fs::write(&config, cluster_toml(dir.path(), &ps, name)).unwrap();
-        daemons.extend(balancer_frr(
-            &lab,
-            dir.path(),
-            name,
-            &balancer_conf(name, h),
-            &mut dirs,
-        ));
-    }
     let _web = responders(&lab, |h| format!("198.18.1.{h}:80"));
     let _echo: Vec<Echo> = SERVERS
         .iter()
@@ -1147,20 +1158,9 @@ fn ipv6_vips_are_announced_through_frr_and_balanced() {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let (lab, dir, mut dirs, mut daemons) = ecmp_lab(&router_conf_v6());
+    let (lab, dir, _dirs, daemons) =
+        frr_cluster(&router_conf_v6(), balancer_conf_v6, cluster_toml_v6);
     let router = &lab["router"];
-    let ps = lab.id().to_owned();
-    for (name, h) in NODES {
-        daemons.extend(balancer_frr(
-            &lab,
-            dir.path(),
-            name,
-            &balancer_conf_v6(name, h),
-            &mut dirs,
-        ));
-        let config = dir.path().join(format!("{name}.toml"));
-        std::fs::write(&config, cluster_toml_v6(dir.path(), &ps, name)).unwrap();
-    }
     let _web = responders(&lab, |h| format!("[2001:db8:0:1::{h}]:80"));
     let client = &lab["client"];
     let sources: Vec<String> = (0..12)
