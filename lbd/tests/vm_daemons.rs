@@ -1258,6 +1258,83 @@ fn synced_and_offloaded(entries: &[ctsync::Entry], held: &Held) -> (usize, usize
     found
 }
 
+/// Both nodes on the nft backend with `flowtable = true` and lbd's sync link, lb1
+/// MASTER, lb2 BACKUP, `HELD` plain and pooled connections held through lb1,
+/// offloaded there and streamed to lb2 (with lb1's SNAT ports).
+struct Offloaded {
+    cluster: Cluster,
+    _servers: Vec<TcpListener>,
+    lbd1: Process,
+    _lbd2: Process,
+    vrrpd1: Process,
+    _vrrpd2: Process,
+    held: Held,
+}
+
+impl Offloaded {
+    fn start() -> Offloaded {
+        let cluster = Cluster::new();
+        let servers = responders(&cluster, &[80, 81]);
+        let edits = [
+            NO_CHECKS,
+            ("backend = \"auto\"", "backend = \"nft\""),
+            ("flowtable = false", "flowtable = true"),
+            ("prepare_budget_ms = 50", "prepare_budget_ms = 5000"),
+        ];
+        for node in ["lb1", "lb2"] {
+            cluster.write_config(node, &edits, POOLED);
+        }
+        let lbd1 = cluster.start("lb1", "lbd");
+        let lbd2 = cluster.start("lb2", "lbd");
+        for node in ["lb1", "lb2"] {
+            let status = cluster.wait_applied(node);
+            assert_eq!(status["backend"]["name"], "nft");
+        }
+        let vrrpd1 = cluster.start("lb1", "vrrpd");
+        cluster.wait_master("lb1");
+        let vrrpd2 = cluster.start("lb2", "vrrpd");
+        wait_for("lb2 BACKUP in lbd's status", PATIENCE, || {
+            cluster.role("lb2").as_deref() == Some("BACKUP")
+        });
+        let held = Held::open(cluster.host("client"), HELD);
+        let s = Offloaded {
+            cluster,
+            _servers: servers,
+            lbd1,
+            _lbd2: lbd2,
+            vrrpd1,
+            _vrrpd2: vrrpd2,
+            held,
+        };
+        let on_lb1 = s.on("lb1");
+        assert_eq!(on_lb1, (s.all(), s.all()), "(entries, offloaded) on lb1");
+        let mut on_lb2 = (0, 0);
+        wait_for(
+            "lb2 holds every connection with lb1's SNAT port",
+            PATIENCE,
+            || {
+                on_lb2 = s.on("lb2");
+                on_lb2.0 == s.all()
+            },
+        );
+        note(&format!(
+            "flowtable: (entries, offloaded) of the {} held connections: lb1 {on_lb1:?}, lb2 before the takeover {on_lb2:?}",
+            s.all()
+        ));
+        s
+    }
+
+    /// How many connections are held (plain and pooled).
+    fn all(&self) -> usize {
+        2 * HELD
+    }
+
+    /// (entries, offloaded) of the held connections in `node`'s conntrack.
+    fn on(&self, node: &str) -> (usize, usize) {
+        synced_and_offloaded(&vip_entries(self.cluster.host(node)), &self.held)
+    }
+}
+
 /// The nft backend with `flowtable = true` on both nodes and lbd's sync link: the
 /// connections held through lb1 are offloaded there, lbd streams them to lb2 all
 /// the same (with lb1's SNAT ports), and after lb1's crash every one echoes on
@@ -1265,57 +1342,54 @@ fn synced_and_offloaded(entries: &[ctsync::Entry], held: &Held) -> (usize, usize
 #[test]
 #[ignore = "needs nf_flow_table: run in the VM"]
 fn vm_failover_with_the_flowtable_keeps_every_synced_connection() {
-    let cluster = Cluster::new();
-    let _servers = responders(&cluster, &[80, 81]);
-    let edits = [
-        NO_CHECKS,
-        ("backend = \"auto\"", "backend = \"nft\""),
-        ("flowtable = false", "flowtable = true"),
-        ("prepare_budget_ms = 50", "prepare_budget_ms = 5000"),
-    ];
-    for node in ["lb1", "lb2"] {
-        cluster.write_config(node, &edits, POOLED);
-    }
-    let mut lbd1 = cluster.start("lb1", "lbd");
-    let _lbd2 = cluster.start("lb2", "lbd");
-    for node in ["lb1", "lb2"] {
-        let status = cluster.wait_applied(node);
-        assert_eq!(status["backend"]["name"], "nft");
-    }
-    let vrrpd1 = cluster.start("lb1", "vrrpd");
-    cluster.wait_master("lb1");
-    let _vrrpd2 = cluster.start("lb2", "vrrpd");
-    wait_for("lb2 BACKUP in lbd's status", PATIENCE, || {
-        cluster.role("lb2").as_deref() == Some("BACKUP")
-    });
-    let mut held = Held::open(cluster.host("client"), HELD);
-    let on_lb1 = synced_and_offloaded(&vip_entries(cluster.host("lb1")), &held);
-    let all = 2 * HELD;
-    assert_eq!(on_lb1, (all, all), "(entries, offloaded) on lb1");
-    let mut on_lb2 = (0, 0);
-    wait_for(
-        "lb2 holds every connection with lb1's SNAT port",
-        PATIENCE,
-        || {
-            on_lb2 = synced_and_offloaded(&vip_entries(cluster.host("lb2")), &held);
-            on_lb2.0 == all
-        },
-    );
-    note(&format!(
-        "flowtable: (entries, offloaded) of the {all} held connections: lb1 {on_lb1:?}, lb2 before the takeover {on_lb2:?}"
-    ));
-
-    vrrpd1.signal(libc::SIGKILL).unwrap();
-    lbd1.signal(libc::SIGKILL).unwrap();
-    assert!(lbd1.wait_timeout(PATIENCE).unwrap().is_some());
-    cluster.lab.set_cable("lb1", "eth0", false).unwrap();
-    cluster.lab.set_cable("lb1", "eth1", false).unwrap();
-    cluster.wait_master("lb2");
-    let kept = held.count(&cluster, "flowtable: after lb1's crash");
-    let after = synced_and_offloaded(&vip_entries(cluster.host("lb2")), &held);
+    let mut s = Offloaded::start();
+    s.vrrpd1.signal(libc::SIGKILL).unwrap();
+    s.lbd1.signal(libc::SIGKILL).unwrap();
+    assert!(s.lbd1.wait_timeout(PATIENCE).unwrap().is_some());
+    s.cluster.lab.set_cable("lb1", "eth0", false).unwrap();
+    s.cluster.lab.set_cable("lb1", "eth1", false).unwrap();
+    s.cluster.wait_master("lb2");
+    let kept = s.held.count(&s.cluster, "flowtable: after lb1's crash");
+    let after = s.on("lb2");
     note(&format!(
         "flowtable: lb2 after the takeover (entries, offloaded): {after:?}"
     ));
     assert_eq!(kept, Kept::ALL);
-    assert_eq!(after, (all, all), "lb2 offloads them in turn");
+    assert_eq!(after, (s.all(), s.all()), "lb2 offloads them in turn");
+}
+
+/// A drill out and back with offloaded connections: lb1 releases, the connections
+/// (offloaded on lb1, whose kernel reports nothing while they are) carry data
+/// through lb2 and are offloaded there; lb1 preempts back once its lbd has lb2's
+/// state, read from entries lb2 offloads too. Every connection survives both moves
+/// and ends offloaded on lb1 again.
+#[test]
+#[ignore = "needs nf_flow_table: run in the VM"]
+fn vm_drill_out_and_back_with_the_flowtable_keeps_every_connection() {
+    let mut s = Offloaded::start();
+    let vrrpd1 = s.cluster.path("lb1", "vrrpd.sock");
+    let drill = thread::spawn(move || request(&vrrpd1, "drill.failover", serde_json::json!({})));
+    s.cluster.wait_master("lb2");
+    let out = s.held.count(&s.cluster, "flowtable drill: through lb2");
+    let on_lb2 = s.on("lb2");
+    let reply = drill.join().unwrap();
+    note(&format!(
+        "flowtable drill: lb2 while it carries (entries, offloaded) {on_lb2:?}; drill reply: {reply:?}"
+    ));
+    s.cluster.wait_master("lb1");
+    let back = s
+        .held
+        .count(&s.cluster, "flowtable drill: back through lb1");
+    let on_lb1 = s.on("lb1");
+    note(&format!(
+        "flowtable drill: lb1 after the return (entries, offloaded) {on_lb1:?}; lb1's last prepare: {}",
+        s.cluster.status("lb1")["prepare"]["last"]["reply"]
+    ));
+    assert_eq!((out, back), (Kept::ALL, Kept::ALL));
+    assert_eq!(
+        on_lb2,
+        (s.all(), s.all()),
+        "lb2 offloads them while it carries"
+    );
+    assert_eq!(on_lb1.0, s.all(), "lb1 holds every connection again");
 }

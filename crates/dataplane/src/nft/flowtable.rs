@@ -185,13 +185,9 @@ impl Flowtable {
                 return Err(FlowtableError::BadDevice(d.clone()));
             }
         }
-        let ctable = CString::new(self.table.as_str())
-            .map_err(|_| DataplaneError::BadTableName(self.table.clone()))?;
+        let ctable = self.ctable()?;
         let table = nftnl::Table::new(&ctable, ProtoFamily::Inet);
-        let mut batch = nftnl::Batch::new();
-        // Add (a no-op when it exists) then delete: the batch starts from nothing.
-        batch.add(&table, MsgType::Add);
-        batch.add(&table, MsgType::Del);
+        let mut batch = deleting(&table);
         batch.add(&table, MsgType::Add);
         let ft = FlowtableObj::new(&self.table, FLOWTABLE, devices);
         batch.add(&ft, MsgType::Add);
@@ -271,13 +267,9 @@ impl Flowtable {
         if !self.table_exists()? {
             return Ok(());
         }
-        let ctable = CString::new(self.table.as_str())
-            .map_err(|_| DataplaneError::BadTableName(self.table.clone()))?;
+        let ctable = self.ctable()?;
         let table = nftnl::Table::new(&ctable, ProtoFamily::Inet);
-        let mut batch = nftnl::Batch::new();
-        batch.add(&table, MsgType::Add);
-        batch.add(&table, MsgType::Del);
-        let batch = batch.finalize();
+        let batch = deleting(&table).finalize();
         let pages: Vec<&[u8]> = batch.iter().collect();
         let refusals = self.sock.send_batch(&pages, batch.sequence_numbers())?;
         match refusals.first() {
@@ -293,11 +285,25 @@ impl Flowtable {
     }
 }
 
+/// A batch that deletes `table` whether or not it exists: added first (a no-op when
+/// it exists), then deleted, so what follows starts from nothing.
+fn deleting(table: &nftnl::Table) -> nftnl::Batch {
+    let mut batch = nftnl::Batch::new();
+    batch.add(table, MsgType::Add);
+    batch.add(table, MsgType::Del);
+    batch
+}
+
 impl Flowtable {
+    /// The table's name for libnftnl.
+    fn ctable(&self) -> Result<CString, DataplaneError> {
+        CString::new(self.table.as_str())
+            .map_err(|_| DataplaneError::BadTableName(self.table.clone()))
+    }
+
     /// Whether the table exists (a GETTABLE of its name).
     fn table_exists(&self) -> Result<bool, DataplaneError> {
-        let ctable = CString::new(self.table.as_str())
-            .map_err(|_| DataplaneError::BadTableName(self.table.clone()))?;
+        let ctable = self.ctable()?;
         let refused = self.sock.request(
             |buf, seq| {
                 // SAFETY: buf has room for a maximal message; the name is NUL-terminated.
