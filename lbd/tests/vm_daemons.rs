@@ -170,6 +170,36 @@ impl Cluster {
         );
     }
 
+    /// Writes both nodes' files (the example with `edits`, and [`POOLED`]), starts
+    /// lbd on both and waits until each has applied on `backend`, then vrrpd on lb1
+    /// until it is MASTER, then vrrpd on lb2 until it is BACKUP. lbd first, so that
+    /// vrrpd's first prepare finds it; lb1 first: started together, lb2's vrrpd may
+    /// run out its Master_Down_Interval first under emulation and be MASTER for a
+    /// moment, and connections opened then would move back. Returns each lbd's
+    /// status after its apply and the daemons: lbd1, lbd2, vrrpd1, vrrpd2.
+    fn start_pair(&self, edits: &[(&str, &str)], backend: &str) -> (Vec<Value>, [Process; 4]) {
+        for node in ["lb1", "lb2"] {
+            self.write_config(node, edits, POOLED);
+        }
+        let lbd1 = self.start("lb1", "lbd");
+        let lbd2 = self.start("lb2", "lbd");
+        let statuses: Vec<Value> = ["lb1", "lb2"]
+            .iter()
+            .map(|node| {
+                let status = self.wait_applied(node);
+                assert_eq!(status["backend"]["name"], backend, "{node}");
+                status
+            })
+            .collect();
+        let vrrpd1 = self.start("lb1", "vrrpd");
+        self.wait_master("lb1");
+        let vrrpd2 = self.start("lb2", "vrrpd");
+        wait_for("lb2 BACKUP in lbd's status", PATIENCE, || {
+            self.role("lb2").as_deref() == Some("BACKUP")
+        });
+        (statuses, [lbd1, lbd2, vrrpd1, vrrpd2])
+    }
+
     /// A control request to vrrpd in `node`.
     fn vrrpd(&self, node: &str, method: &str, params: Value) -> Value {
         request(&self.path(node, "vrrpd.sock"), method, params)
@@ -740,27 +770,11 @@ impl Scenario {
                 "synced (default false).\nenabled = false",
             ));
         }
-        for node in ["lb1", "lb2"] {
-            cluster.write_config(node, &edits, POOLED);
-        }
-        // lbd first, so that vrrpd's first prepare finds it.
-        let lbd1 = cluster.start("lb1", "lbd");
-        let lbd2 = cluster.start("lb2", "lbd");
-        for node in ["lb1", "lb2"] {
-            let status = cluster.wait_applied(node);
-            assert_eq!(status["backend"]["name"], "ipvs");
+        let (statuses, [lbd1, lbd2, vrrpd1, vrrpd2]) = cluster.start_pair(&edits, "ipvs");
+        for status in statuses {
             let mode = if sync { "ipvs+conntrack" } else { "off" };
             assert_eq!(status["sync"]["mode"], mode, "{}", status["sync"]);
         }
-        // lb1 first: started together, lb2's vrrpd may run out its
-        // Master_Down_Interval first under emulation and be MASTER for a moment, and
-        // connections opened then would move back.
-        let vrrpd1 = cluster.start("lb1", "vrrpd");
-        cluster.wait_master("lb1");
-        let vrrpd2 = cluster.start("lb2", "vrrpd");
-        wait_for("lb2 BACKUP in lbd's status", PATIENCE, || {
-            cluster.role("lb2").as_deref() == Some("BACKUP")
-        });
         if sync {
             sync_daemon(cluster.host("lb1"), "master");
             sync_daemon(cluster.host("lb2"), "backup");
@@ -1281,21 +1295,7 @@ impl Offloaded {
             ("flowtable = false", "flowtable = true"),
             ("prepare_budget_ms = 50", "prepare_budget_ms = 5000"),
         ];
-        for node in ["lb1", "lb2"] {
-            cluster.write_config(node, &edits, POOLED);
-        }
-        let lbd1 = cluster.start("lb1", "lbd");
-        let lbd2 = cluster.start("lb2", "lbd");
-        for node in ["lb1", "lb2"] {
-            let status = cluster.wait_applied(node);
-            assert_eq!(status["backend"]["name"], "nft");
-        }
-        let vrrpd1 = cluster.start("lb1", "vrrpd");
-        cluster.wait_master("lb1");
-        let vrrpd2 = cluster.start("lb2", "vrrpd");
-        wait_for("lb2 BACKUP in lbd's status", PATIENCE, || {
-            cluster.role("lb2").as_deref() == Some("BACKUP")
-        });
+        let (_, [lbd1, lbd2, vrrpd1, vrrpd2]) = cluster.start_pair(&edits, "nft");
         let held = Held::open(cluster.host("client"), HELD);
         let s = Offloaded {
             cluster,
