@@ -1390,7 +1390,7 @@ impl Daemon {
             .services
             .iter()
             .find(|s| s.name == service)
-            .and_then(|s| s.servers.iter().find(|b| b.name == server));
+            .and_then(|s| s.servers.iter().find(|b| *b.name == *server));
         let reply = ServerReply {
             node: self.config.view.name.clone(),
             service: service.to_owned(),
@@ -1857,7 +1857,7 @@ impl Daemon {
                     t
                 });
                 ServerStatus {
-                    name: b.name.clone(),
+                    name: b.name.to_string(),
                     address: b.address,
                     port: b.port,
                     weight: b.weight,
@@ -1867,7 +1867,7 @@ impl Daemon {
                     server_override: b.server_override,
                     active_connections: None,
                     inactive_connections: None,
-                    check: b.check.clone(),
+                    check: b.check.as_deref().map(str::to_owned),
                     last_check,
                     in_dataplane: b.in_dataplane,
                     held: st.map(|s| s.held),
@@ -1894,9 +1894,9 @@ impl Daemon {
             name: s.name.clone(),
             vip: s.vip,
             ports: s.ports.clone(),
-            protocol: s.protocol.clone(),
-            scheduler: s.scheduler.clone(),
-            effective_scheduler: Some(s.effective_scheduler.clone()),
+            protocol: s.protocol.to_owned(),
+            scheduler: s.scheduler.to_owned(),
+            effective_scheduler: Some(s.effective_scheduler.to_owned()),
             serving: name_of(&s.serving),
             servers,
             sorry_server,
