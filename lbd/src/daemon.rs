@@ -1185,7 +1185,7 @@ impl Daemon {
         let mut fresh = Vec::new();
         self.health.runner.take_fresh(|target, last| {
             if let Some(d) = last {
-                fresh.push((Arc::clone(target), d));
+                fresh.push((target.name.clone(), d));
             }
         });
         let targets = self.health.runner.len();
@@ -1203,8 +1203,7 @@ impl Daemon {
             .iter()
             .map(|s| (s.name.as_str(), s.as_ref()))
             .collect();
-        for (target, duration) in fresh {
-            let name = &target.name;
+        for (name, duration) in fresh {
             let check = services
                 .get(&*name.service)
                 .and_then(|s| s.servers.iter().find(|b| *b.name == *name.server))
