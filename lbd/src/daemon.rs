@@ -1185,7 +1185,7 @@ impl Daemon {
         let mut fresh = Vec::new();
         self.health.runner.take_fresh(|target, last| {
             if let Some(d) = last {
-                fresh.push((Arc::clone(target), d));
+                fresh.push((target.name.clone(), d));
             }
         });
         let targets = self.health.runner.len();
@@ -1203,8 +1203,7 @@ impl Daemon {
             .iter()
             .map(|s| (s.name.as_str(), s.as_ref()))
             .collect();
-        for (target, duration) in fresh {
-            let name = &target.name;
+        for (name, duration) in fresh {
             let check = services
                 .get(&*name.service)
                 .and_then(|s| s.servers.iter().find(|b| *b.name == *name.server))
@@ -1390,7 +1389,7 @@ impl Daemon {
             .services
             .iter()
             .find(|s| s.name == service)
-            .and_then(|s| s.servers.iter().find(|b| b.name == server));
+            .and_then(|s| s.servers.iter().find(|b| *b.name == *server));
         let reply = ServerReply {
             node: self.config.view.name.clone(),
             service: service.to_owned(),
@@ -1857,7 +1856,7 @@ impl Daemon {
                     t
                 });
                 ServerStatus {
-                    name: b.name.clone(),
+                    name: b.name.to_string(),
                     address: b.address,
                     port: b.port,
                     weight: b.weight,
@@ -1867,7 +1866,7 @@ impl Daemon {
                     server_override: b.server_override,
                     active_connections: None,
                     inactive_connections: None,
-                    check: b.check.clone(),
+                    check: b.check.as_deref().map(str::to_owned),
                     last_check,
                     in_dataplane: b.in_dataplane,
                     held: st.map(|s| s.held),
@@ -1894,9 +1893,9 @@ impl Daemon {
             name: s.name.clone(),
             vip: s.vip,
             ports: s.ports.clone(),
-            protocol: s.protocol.clone(),
-            scheduler: s.scheduler.clone(),
-            effective_scheduler: Some(s.effective_scheduler.clone()),
+            protocol: s.protocol.to_owned(),
+            scheduler: s.scheduler.to_owned(),
+            effective_scheduler: Some(s.effective_scheduler.to_owned()),
             serving: name_of(&s.serving),
             servers,
             sorry_server,

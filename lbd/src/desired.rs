@@ -21,7 +21,7 @@
 //! - what the backend cannot do is translated to the closest thing it can, with a
 //!   note (shown in `status` and logged).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -93,8 +93,10 @@ pub enum Serving {
 /// One server of a planned service, for status and metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerPlan {
-    /// Server name.
-    pub name: String,
+    /// Server name (one copy per name in a planning: a server is often in many
+    /// services).
+    #[serde(serialize_with = "shared_str")]
+    pub name: Arc<str>,
     /// Address.
     pub address: IpAddr,
     /// Port (`None`: the client's destination port).
@@ -105,8 +107,10 @@ pub struct ServerPlan {
     pub effective_weight: u32,
     /// Health as used.
     pub health: ServerHealth,
-    /// The check's name, if any.
-    pub check: Option<String>,
+    /// The check's name, if any (one copy of each name, shared by the servers a
+    /// planning names it for: 80,000 servers, a handful of checks).
+    #[serde(serialize_with = "shared_name")]
+    pub check: Option<Arc<str>>,
     /// Whether the dataplane's service holds it (false: down and removed, as
     /// `inhibit_on_failure = false` asks).
     pub in_dataplane: bool,
@@ -141,11 +145,11 @@ pub struct ServicePlan {
     /// Port or range.
     pub ports: String,
     /// "tcp" or "udp".
-    pub protocol: String,
+    pub protocol: &'static str,
     /// Scheduler as configured.
-    pub scheduler: String,
+    pub scheduler: &'static str,
     /// Scheduler the dataplane uses (differs when the backend lacks the configured one).
-    pub effective_scheduler: String,
+    pub effective_scheduler: &'static str,
     /// Who gets new connections.
     pub serving: Serving,
     /// Real servers.
@@ -202,8 +206,17 @@ pub fn plan_some(
     let mut out = Plan::default();
     let mut state = DesiredState::default();
     let mut services = Vec::with_capacity(view.services.len());
+    let mut names = Names::new(view);
     for s in view.services.iter().filter(|s| wanted(s)) {
-        let (plan, service) = plan_service(view, s, &health, overrides, caps, &mut out.notes);
+        let (plan, service) = plan_service(
+            view,
+            s,
+            &mut names,
+            &health,
+            overrides,
+            caps,
+            &mut out.notes,
+        );
         if let Some(service) = service {
             state.services.push(service);
         }
@@ -253,11 +266,12 @@ pub fn replan(
     }
     let mut notes = Vec::new();
     let mut fresh = Vec::with_capacity(names.len());
+    let mut shared = Names::new(view);
     for (i, s) in view.services.iter().enumerate() {
         if !names.contains(&s.name) {
             continue;
         }
-        let (p, service) = plan_service(view, s, &health, overrides, caps, &mut notes);
+        let (p, service) = plan_service(view, s, &mut shared, &health, overrides, caps, &mut notes);
         fresh.push((i, p, service?));
     }
     let snat: Vec<SnatRule> = view.nat.iter().filter_map(snat_rule).collect();
@@ -298,11 +312,54 @@ pub fn replan(
     Some(out)
 }
 
+/// Serializes a shared name as its text.
+fn shared_name<S: serde::Serializer>(name: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    name.as_deref().serialize(s)
+}
+
+/// Serializes a shared name as its text.
+fn shared_str<S: serde::Serializer>(name: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(name)
+}
+
+/// The names a planning gives its servers and their checks, one shared copy of each.
+struct Names<'a> {
+    checks: Vec<Arc<str>>,
+    servers: HashMap<&'a str, Arc<str>>,
+}
+
+impl<'a> Names<'a> {
+    fn new(view: &NodeView) -> Names<'a> {
+        Names {
+            checks: view
+                .checks
+                .iter()
+                .map(|c| Arc::from(c.name.as_str()))
+                .collect(),
+            servers: HashMap::new(),
+        }
+    }
+
+    /// The shared copy of check `name` (a name the view lacks: a copy of its own).
+    fn check(&self, name: &str) -> Arc<str> {
+        match self.checks.iter().find(|c| &***c == name) {
+            Some(c) => Arc::clone(c),
+            None => Arc::from(name),
+        }
+    }
+
+    /// The shared copy of server name `name`.
+    fn server(&mut self, name: &'a str) -> Arc<str> {
+        Arc::clone(self.servers.entry(name).or_insert_with(|| Arc::from(name)))
+    }
+}
+
 /// One service's plan, and what the dataplane holds of it (`None`: not balanced);
 /// what cannot be done as configured goes to `notes`.
-fn plan_service(
+fn plan_service<'a>(
     view: &NodeView,
-    s: &config::Service,
+    s: &'a config::Service,
+    names: &mut Names<'a>,
     health: &impl Fn(&str, &str) -> ServerHealth,
     overrides: &Overrides,
     caps: Capabilities,
@@ -336,13 +393,13 @@ fn plan_service(
                 _ => ServerState::Up,
             };
             ServerPlan {
-                name: r.name.clone(),
+                name: names.server(&r.name),
                 address: r.address,
                 port: r.port,
                 weight: r.weight,
                 effective_weight,
                 health: h,
-                check: r.check.clone(),
+                check: r.check.as_deref().map(|c| names.check(c)),
                 in_dataplane,
                 server_override: o,
                 state,
@@ -380,9 +437,9 @@ fn plan_service(
         name: s.name.clone(),
         vip: s.vip,
         ports: s.ports.to_string(),
-        protocol: s.protocol.name().to_owned(),
-        scheduler: scheduler.to_string(),
-        effective_scheduler: effective.to_string(),
+        protocol: s.protocol.name(),
+        scheduler: scheduler.name(),
+        effective_scheduler: effective.name(),
         serving: Serving::Servers,
         servers,
         sorry_server: sorry,
@@ -401,7 +458,7 @@ fn plan_service(
         .iter()
         .filter(|p| p.in_dataplane)
         .map(|p| Backend {
-            name: p.name.clone(),
+            name: p.name.to_string(),
             addr: p.address,
             port: p.port,
             weight: p.effective_weight,

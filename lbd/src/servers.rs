@@ -405,7 +405,7 @@ impl CountedService {
             servers: s
                 .servers
                 .iter()
-                .map(|b| (b.name.clone(), b.address, b.port))
+                .map(|b| (b.name.to_string(), b.address, b.port))
                 .collect(),
         })
     }

@@ -752,7 +752,7 @@ impl Collector for KernelCollector {
         for s in planned.iter() {
             for b in &s.servers {
                 let addr = address_label(b.address, b.port);
-                let labels = [s.name.as_str(), b.name.as_str(), addr.as_str()];
+                let labels = [s.name.as_str(), &*b.name, addr.as_str()];
                 m.connections.with_label_values(&labels);
                 if b.port.is_some() {
                     m.packets.with_label_values(&labels);
@@ -822,7 +822,7 @@ fn checked_backends_gone(
                     .any(|x| x.name == b.name && x.check.is_some())
             });
             if !checked {
-                gone.push((o.name.clone(), b.name.clone()));
+                gone.push((o.name.clone(), b.name.to_string()));
             }
         }
     }
@@ -946,17 +946,17 @@ impl Collector for BackendCollector {
         for s in planned.iter() {
             for b in &s.servers {
                 let addr = address_label(b.address, b.port);
-                let labels = [s.name.as_str(), b.name.as_str(), addr.as_str()];
+                let labels = [s.name.as_str(), &*b.name, addr.as_str()];
                 m.weight
                     .with_label_values(&labels)
                     .set(f64::from(b.effective_weight));
                 m.up.with_label_values(&labels)
                     .set(if b.health.is_up() { 1.0 } else { 0.0 });
                 if b.check.is_some() {
-                    let backend = [s.name.as_str(), b.name.as_str()];
+                    let backend = [s.name.as_str(), &*b.name];
                     for to in ["up", "down"] {
                         m.transitions
-                            .with_label_values(&[s.name.as_str(), b.name.as_str(), to]);
+                            .with_label_values(&[s.name.as_str(), &*b.name, to]);
                     }
                     m.dampened.with_label_values(&backend);
                     m.check_last_duration.with_label_values(&backend);

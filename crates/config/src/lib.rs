@@ -221,7 +221,7 @@ impl NodeSource {
             Some(read) => (read.config, read.blocks, Some(read.replaced)),
             None => {
                 let (cluster, blocks) = parse_text(&text, &path.display().to_string(), true)?;
-                (cluster, blocks, None)
+                (cluster, blocks.into(), None)
             }
         };
         // The view takes the services; the memo keeps the rest.

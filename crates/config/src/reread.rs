@@ -1,17 +1,20 @@
 //! Reading a file again when only some `[[service]]` blocks changed: a one-server
 //! change in a file of 10,000 services parses one block, not the whole file.
 //!
-//! The file as last accepted is kept with where each `[[service]]` block starts (the
-//! parser's spans of the `[[service]]` headers). The new text is compared with it
-//! from both ends; when what differs lies inside the services' blocks, the blocks it
-//! touches are parsed alone and replace those services. The text before and after
-//! them is byte for byte what was accepted, so it means what it meant: each block
+//! Of the file as last accepted, a digest is kept of each `[[service]]` block, with
+//! where it starts (the parser's spans of the `[[service]]` headers), and of the text
+//! before the first block and after the last (not the text itself: 10,000 services
+//! are 8 MB). The new text's blocks are compared with those digests from both ends;
+//! when what differs lies inside the services' blocks, the blocks it touches are
+//! parsed alone and replace those services. The text before and after them is (to a
+//! 64-bit digest) byte for byte what was accepted, so it means what it meant: each block
 //! starts with its `[[service]]` header at a line start and ends where the next header
 //! starts, and nothing outside a block is part of its service (checked when the
 //! blocks are found). Anything else (a change outside the services, a block that does
 //! not parse alone, a check that fails) reads the whole file, which also gives the
 //! diagnostics their lines.
 
+use std::hash::Hasher;
 use std::ops::Range;
 
 use toml::de::DeTable;
@@ -23,14 +26,17 @@ use crate::tree::{self, Kind, Reader, Sv};
 /// `[[service]]` blocks that changed ([`crate::NodeSource::reload`]).
 #[derive(Debug, Clone, Default)]
 pub struct FileMemo {
-    /// The text as accepted.
-    text: String,
+    /// The accepted text's length.
+    len: usize,
+    /// The digests of the accepted text before the first block and after the last.
+    ends: (u64, u64),
     /// The configuration of that text without its services (the running view has
     /// them); `None`: nothing was kept.
     rest: Option<Box<ClusterConfig>>,
     /// Where `[[service]]` number i's block starts, and one more entry where the last
-    /// block ends. Empty: the file cannot be read again in parts.
-    blocks: Vec<usize>,
+    /// block ends; the digest of each block. Empty: the file cannot be read again in
+    /// parts.
+    blocks: Blocks,
     /// What the read that made this memo parsed, when it read the file in parts
     /// (`None`: the whole file): the running services it replaced, and the
     /// services that replaced them (positions in the running and the new list).
@@ -39,22 +45,36 @@ pub struct FileMemo {
 
 impl FileMemo {
     /// A memo of `text`, whose configuration is `config` and whose `[[service]]`
-    /// blocks start at `blocks` ([`service_blocks`]); it has `services` services
-    /// (its `services` may have been taken out).
+    /// blocks start at `blocks` ([`service_blocks`], or a reread's, digests
+    /// included); it has `services` services (its `services` may have been taken
+    /// out). The text is not kept, only digests of it.
     pub(crate) fn new(
         text: String,
         config: &ClusterConfig,
-        blocks: Vec<usize>,
+        blocks: impl Into<Blocks>,
         services: usize,
     ) -> FileMemo {
         let rest = without_services(config);
-        let blocks = if blocks.len() == services + 1 {
-            blocks
+        let mut blocks: Blocks = blocks.into();
+        let mut ends = (0, 0);
+        if blocks.starts.len() == services + 1 && blocks.starts[services] <= text.len() {
+            let starts = &blocks.starts;
+            if blocks.digests.len() != services {
+                blocks.digests = starts
+                    .windows(2)
+                    .map(|w| digest(&text[w[0]..w[1]]))
+                    .collect();
+            }
+            ends = (
+                digest(&text[..starts[0]]),
+                digest(&text[starts[services]..]),
+            );
         } else {
-            Vec::new()
-        };
+            blocks = Blocks::default();
+        }
         FileMemo {
-            text,
+            len: text.len(),
+            ends,
             rest: Some(Box::new(rest)),
             blocks,
             parsed: None,
@@ -83,7 +103,7 @@ impl FileMemo {
 
     /// Whether the next read of the file may parse only what changed.
     pub fn in_parts(&self) -> bool {
-        !self.blocks.is_empty()
+        !self.blocks.starts.is_empty()
     }
 
     /// Reads `text` against this memo, `running` being the services of the
@@ -96,49 +116,71 @@ impl FileMemo {
         if rest.cluster.mode != crate::model::ClusterMode::ActiveBackup {
             return None;
         }
-        let blocks = &self.blocks;
+        let (blocks, digests) = (&self.blocks.starts, &self.blocks.digests);
         let n = running.len();
-        if blocks.len() != n + 1 || n == 0 {
+        if blocks.len() != n + 1 || digests.len() != n || n == 0 {
             return None;
         }
-        let old = self.text.as_bytes();
-        let new = text.as_bytes();
-        // What is the same at both ends; where an insertion could be placed in more
-        // than one way (blocks alike), inside the services' blocks.
-        let prefix = common_prefix(old, new).min(blocks[n]);
-        let most = (old.len().min(new.len()) - prefix).min(old.len() - blocks[0]);
-        let suffix = common_suffix(&old[old.len() - most..], &new[new.len() - most..]);
-        // What differs, in the old text.
-        let (lo, hi) = (prefix, old.len() - suffix);
-        if lo == hi && old.len() == new.len() {
+        let (old_len, new_len) = (self.len, text.len());
+        // The text before the blocks and after them must be as accepted.
+        let tail = old_len.checked_sub(blocks[n])?;
+        let services_end = new_len.checked_sub(tail)?;
+        if services_end < blocks[0]
+            || digest(text.get(..blocks[0])?) != self.ends.0
+            || digest(text.get(services_end..)?) != self.ends.1
+        {
+            return None;
+        }
+        let block = |from: usize, to: usize| text.get(from..to).map(digest);
+        // The blocks that are the same from the start: 0..a.
+        let mut a = 0;
+        while a < n
+            && blocks[a + 1] <= services_end
+            && block(blocks[a], blocks[a + 1]) == Some(digests[a])
+        {
+            a += 1;
+        }
+        // And from the end: b + 1..n, none of them before the end of the first ones.
+        let shift = |at: usize| (at + new_len).checked_sub(old_len);
+        let mut b = n;
+        while b > a
+            && shift(blocks[b - 1]).is_some_and(|s| s >= blocks[a])
+            && shift(blocks[b - 1]).and_then(|s| block(s, shift(blocks[b])?))
+                == Some(digests[b - 1])
+        {
+            b -= 1;
+        }
+        if a == n && old_len == new_len {
             let mut config = rest.clone();
             config.services = running.to_vec();
             config.fingerprint = crate::fingerprint(text);
             return Some(Reread {
                 config,
-                blocks: blocks.clone(),
+                blocks: self.blocks.clone(),
                 replaced: (0..0, 0..0),
             });
         }
-        if lo < blocks[0] || hi > blocks[n] {
-            return None;
+        // What differs lies in blocks a..b (b exclusive), or was inserted between
+        // blocks a - 1 and a: that insertion is read with the block before it (the
+        // first block: after it).
+        if a == b {
+            if a > 0 {
+                a -= 1;
+            } else {
+                b += 1;
+            }
         }
-        // The blocks it touches: a..=b.
-        let a = blocks[..n].partition_point(|&s| s <= lo).checked_sub(1)?;
-        let b = if hi > lo {
-            blocks[..n].partition_point(|&s| s < hi).checked_sub(1)?
-        } else {
-            a
-        };
+        let b = b - 1;
         let start = blocks[a];
-        let end = (blocks[b + 1] + new.len()).checked_sub(old.len())?;
+        let end = shift(blocks[b + 1])?;
         let region = text.get(start..end)?;
         // The next header must start a line, as it did.
-        if end < new.len() && !region.is_empty() && !region.ends_with('\n') {
+        if end < new_len && !region.is_empty() && !region.ends_with('\n') {
             return None;
         }
         let (services, starts) = read_blocks(region, a)?;
-        let parsed = (a..b + 1, a..a + services.len());
+        let read = services.len();
+        let parsed = (a..b + 1, a..a + read);
         let mut config = rest.clone();
         config.services = Vec::with_capacity(n - (b + 1 - a) + services.len());
         config.services.extend_from_slice(&running[..a]);
@@ -152,56 +194,63 @@ impl FileMemo {
         let mut next = Vec::with_capacity(config.services.len() + 1);
         next.extend_from_slice(&blocks[..a]);
         next.extend(starts.iter().map(|s| start + s));
-        next.extend(blocks[b + 1..].iter().map(|&s| s + new.len() - old.len()));
+        next.extend(blocks[b + 1..].iter().map(|&s| s + new_len - old_len));
         if next.len() != config.services.len() + 1 || next.len() < 2 {
             next.clear();
         }
+        // The digests of the blocks read; the others' are as they were.
+        let mut next_digests = Vec::with_capacity(next.len().saturating_sub(1));
+        if !next.is_empty() {
+            next_digests.extend_from_slice(&digests[..a]);
+            next_digests.extend(
+                next[a..a + read + 1]
+                    .windows(2)
+                    .map(|w| digest(&text[w[0]..w[1]])),
+            );
+            next_digests.extend_from_slice(&digests[b + 1..]);
+        }
         Some(Reread {
             config,
-            blocks: next,
+            blocks: Blocks {
+                starts: next,
+                digests: next_digests,
+            },
             replaced: parsed,
         })
     }
 }
 
-/// How many bytes `a` and `b` share at their start (compared a block at a time).
-fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    const BLOCK: usize = 256;
-    let n = a.len().min(b.len());
-    let mut i = 0;
-    while i + BLOCK <= n && a[i..i + BLOCK] == b[i..i + BLOCK] {
-        i += BLOCK;
-    }
-    i + a[i..n]
-        .iter()
-        .zip(&b[i..n])
-        .take_while(|(x, y)| x == y)
-        .count()
+/// Where a file's `[[service]]` blocks start (and the last ends), and each block's
+/// digest (empty: not computed yet).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Blocks {
+    starts: Vec<usize>,
+    digests: Vec<u64>,
 }
 
-/// How many bytes `a` and `b` share at their end.
-fn common_suffix(a: &[u8], b: &[u8]) -> usize {
-    const BLOCK: usize = 256;
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[a.len() - n..], &b[b.len() - n..]);
-    let mut i = 0;
-    while i + BLOCK <= n && a[n - i - BLOCK..n - i] == b[n - i - BLOCK..n - i] {
-        i += BLOCK;
+impl From<Vec<usize>> for Blocks {
+    fn from(starts: Vec<usize>) -> Blocks {
+        Blocks {
+            starts,
+            digests: Vec::new(),
+        }
     }
-    i + a[..n - i]
-        .iter()
-        .rev()
-        .zip(b[..n - i].iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count()
+}
+
+/// The digest of `text` the memo keeps (SipHash-1-3 with fixed keys: the same on
+/// every run; the file is the operator's, not an adversary's).
+fn digest(text: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(text.as_bytes());
+    h.finish()
 }
 
 /// What [`FileMemo::reread`] read.
 pub(crate) struct Reread {
     /// The configuration, fingerprint included.
     pub(crate) config: ClusterConfig,
-    /// Where its `[[service]]` blocks start ([`service_blocks`]).
-    pub(crate) blocks: Vec<usize>,
+    /// Where its `[[service]]` blocks start ([`service_blocks`]), with their digests.
+    pub(crate) blocks: Blocks,
     /// The running services replaced, and the services that replaced them.
     pub(crate) replaced: (Range<usize>, Range<usize>),
 }

@@ -1,5 +1,6 @@
 //! Targets from the cluster configuration (`config` crate).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +70,8 @@ pub fn check_spec(check: &Check) -> CheckSpec {
 /// Targets for every server that names a check (servers without one are
 /// always up and need no target). `source` picks each server's source
 /// address, such as this node's own address on the server-side interface.
-/// The targets of one check share its spec.
+/// The targets of one check share its spec, and the targets of servers of the same
+/// name share one copy of it (a server is often in many services).
 pub fn targets_from_config(
     services: &[Service],
     checks: &[Check],
@@ -77,6 +79,7 @@ pub fn targets_from_config(
 ) -> Vec<Target> {
     let specs: Vec<Arc<CheckSpec>> = checks.iter().map(|c| Arc::new(check_spec(c))).collect();
     let mut targets = Vec::new();
+    let mut server_names: HashMap<&str, Arc<str>> = HashMap::new();
     for service in services {
         let service_name: Arc<str> = Arc::from(service.name.as_str());
         for server in &service.servers {
@@ -89,7 +92,11 @@ pub fn targets_from_config(
             };
             let name = TargetName {
                 service: Arc::clone(&service_name),
-                server: Arc::from(server.name.as_str()),
+                server: Arc::clone(
+                    server_names
+                        .entry(server.name.as_str())
+                        .or_insert_with(|| Arc::from(server.name.as_str())),
+                ),
             };
             targets.push(target_with_spec(
                 name,

@@ -236,12 +236,12 @@ impl HealthRunner {
     }
 
     /// [`Scheduler::visit_latest`], under the scheduler's lock (keep `f` short).
-    pub fn visit_latest(&self, f: impl FnMut(&Arc<Target>, u64, Option<Duration>)) -> usize {
+    pub fn visit_latest(&self, f: impl FnMut(&Target, u64, Option<Duration>)) -> usize {
         self.shared.scheduler().visit_latest(f)
     }
 
     /// [`Scheduler::take_fresh`]: the targets with a result not handed out yet.
-    pub fn take_fresh(&self, f: impl FnMut(&Arc<Target>, Option<Duration>)) -> usize {
+    pub fn take_fresh(&self, f: impl FnMut(&Target, Option<Duration>)) -> usize {
         self.shared.scheduler().take_fresh(f)
     }
 

@@ -40,14 +40,14 @@
 //!   sets its own (or none); likewise a target may set its own jitter.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::HealthError;
 use crate::jitter::{target_seed, SplitMix64};
-use crate::outcome::CheckResult;
+use crate::outcome::{CheckOutcome, CheckResult, FailReason};
 use crate::target::{Target, TargetDampening, TargetName};
 use crate::time::{duration_micros, Time};
 
@@ -119,7 +119,7 @@ impl Default for SchedulerSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CheckTicket {
     slot: u64,
-    seq: u64,
+    seq: u32,
 }
 
 /// "Run this check now".
@@ -127,8 +127,8 @@ pub struct CheckTicket {
 pub struct CheckRequest {
     /// Hand back with the result.
     pub ticket: CheckTicket,
-    /// What to probe.
-    pub target: Arc<Target>,
+    /// What to probe (a copy: its names and spec are shared).
+    pub target: Target,
 }
 
 /// Why a target changed state.
@@ -224,7 +224,7 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetStatus {
     /// The target as configured.
-    pub target: Arc<Target>,
+    pub target: Target,
     /// Current state.
     pub state: HealthState,
     /// Held Down by flap dampening.
@@ -264,30 +264,142 @@ pub struct SchedulerCounters {
     pub dampened: u64,
 }
 
+/// One target's schedule and state. Kept small (one per checked server, 80,000 of
+/// them): counters that cannot overflow in practice are 32-bit, the last result is
+/// kept as its time, duration and, only when it failed, its reason.
 #[derive(Debug)]
 struct Slot {
-    target: Arc<Target>,
+    /// Held here, not behind a pointer of its own: 80,000 allocations fewer.
+    target: Target,
     rng: SplitMix64,
     next_due: Time,
-    sched_seq: u64,
-    in_flight: Option<CheckTicket>,
-    next_ticket: u64,
-    state: HealthState,
-    held: bool,
     since: Time,
-    last: Option<(CheckResult, Time)>,
+    /// When the last result arrived (meaningful when `checks > 0`).
+    last_at: Time,
+    /// Its duration in nanoseconds (saturating: 584 years).
+    last_nanos: u64,
+    /// Why it failed; `None`: it passed.
+    last_fail: Option<Box<FailReason>>,
     last_failure: Option<Time>,
+    checks: u64,
+    /// The times of its state changes within the dampening window.
+    recent: Vec<Time>,
+    /// Which queue entry is current (older entries of a rescheduled slot are skipped).
+    sched_seq: u32,
+    /// The sequence number of the next ticket; the one in flight is the one before.
+    next_ticket: u32,
     consecutive_ok: u32,
     consecutive_fail: u32,
-    checks: u64,
-    transitions: u64,
-    recent: VecDeque<Time>,
+    transitions: u32,
+    state: HealthState,
+    /// A check's ticket is out (number `next_ticket - 1`).
+    in_flight: bool,
+    held: bool,
     /// Listed in [`Scheduler::fresh`].
     fresh: bool,
 }
 
-/// A service's slot ids by server name.
-type ServerSlots = HashMap<Arc<str>, u64>;
+impl Slot {
+    /// The ticket in flight, if any.
+    fn in_flight(&self, slot: u64) -> Option<CheckTicket> {
+        self.in_flight.then(|| CheckTicket {
+            slot,
+            seq: self.next_ticket.wrapping_sub(1),
+        })
+    }
+
+    /// The last result and when it arrived.
+    fn last(&self) -> Option<(CheckResult, Time)> {
+        if self.checks == 0 {
+            return None;
+        }
+        let duration = self.last_duration().unwrap_or_default();
+        let outcome = match &self.last_fail {
+            None => CheckOutcome::Ok,
+            Some(reason) => CheckOutcome::Fail(FailReason::clone(reason)),
+        };
+        Some((CheckResult { outcome, duration }, self.last_at))
+    }
+
+    /// The duration of the last check, if any.
+    fn last_duration(&self) -> Option<Duration> {
+        (self.checks > 0).then(|| Duration::from_nanos(self.last_nanos))
+    }
+}
+
+/// A service's slot ids. Few servers (most services): the ids alone, a server found
+/// through its slot's name (10,000 services of 8 servers each in a map of their own
+/// were 4 MB); many: by server name in a map.
+#[derive(Debug)]
+enum ServerSlots {
+    Few(Vec<u64>),
+    Many(HashMap<Arc<str>, u64>),
+}
+
+impl ServerSlots {
+    /// Servers beyond which a service's slots are found by a map.
+    const FEW: usize = 32;
+
+    /// The slot of `server`.
+    fn get(&self, slots: &SlotTable, server: &str) -> Option<u64> {
+        match self {
+            ServerSlots::Few(ids) => ids.iter().copied().find(|id| {
+                slots
+                    .get(id)
+                    .is_some_and(|s| *s.target.name.server == *server)
+            }),
+            ServerSlots::Many(map) => map.get(server).copied(),
+        }
+    }
+
+    /// Adds `server`'s slot `id` (already in `slots`; `server` not yet here).
+    fn insert(&mut self, slots: &SlotTable, server: &Arc<str>, id: u64) {
+        match self {
+            ServerSlots::Few(ids) if ids.len() < Self::FEW => ids.push(id),
+            ServerSlots::Few(ids) => {
+                let mut map: HashMap<Arc<str>, u64> = ids
+                    .iter()
+                    .filter_map(|id| Some((Arc::clone(&slots.get(id)?.target.name.server), *id)))
+                    .collect();
+                map.insert(Arc::clone(server), id);
+                *self = ServerSlots::Many(map);
+            }
+            ServerSlots::Many(map) => {
+                map.insert(Arc::clone(server), id);
+            }
+        }
+    }
+
+    /// Forgets `server` (its slot still in `slots`); its slot id.
+    fn remove(&mut self, slots: &SlotTable, server: &str) -> Option<u64> {
+        match self {
+            ServerSlots::Few(ids) => {
+                let i = ids.iter().position(|id| {
+                    slots
+                        .get(id)
+                        .is_some_and(|s| *s.target.name.server == *server)
+                })?;
+                Some(ids.remove(i))
+            }
+            ServerSlots::Many(map) => map.remove(server),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            ServerSlots::Few(ids) => ids.is_empty(),
+            ServerSlots::Many(map) => map.is_empty(),
+        }
+    }
+
+    /// The slot ids, in no order.
+    fn ids(&self) -> Box<dyn Iterator<Item = u64> + '_> {
+        match self {
+            ServerSlots::Few(ids) => Box::new(ids.iter().copied()),
+            ServerSlots::Many(map) => Box::new(map.values().copied()),
+        }
+    }
+}
 
 /// The slots by id, in a vector rather than a hash map: 80,000 targets' slots in a
 /// map kept ~40 % of its buckets empty, each the size of a slot. An id is the index
@@ -388,7 +500,7 @@ pub struct Scheduler {
     /// pass over every target (a reload changes one service of thousands).
     by_name: HashMap<Arc<str>, ServerSlots>,
     slots: SlotTable,
-    queue: BinaryHeap<Reverse<(Time, u64, u64)>>,
+    queue: BinaryHeap<Reverse<(Time, u64, u32)>>,
     counters: SchedulerCounters,
     /// Targets with a result since the last [`Scheduler::take_fresh`], once each.
     fresh: Vec<u64>,
@@ -448,13 +560,15 @@ impl Scheduler {
 
     /// The slot of target `name`.
     fn slot_id(&self, name: &TargetName) -> Option<u64> {
-        self.by_name.get(&name.service)?.get(&name.server).copied()
+        self.by_name
+            .get(&name.service)?
+            .get(&self.slots, &name.server)
     }
 
     /// Forgets target `name`'s slot id; the id.
     fn remove_name(&mut self, name: &TargetName) -> Option<u64> {
         let servers = self.by_name.get_mut(&name.service)?;
-        let id = servers.remove(&name.server);
+        let id = servers.remove(&self.slots, &name.server);
         if servers.is_empty() {
             self.by_name.remove(&name.service);
         }
@@ -485,24 +599,20 @@ impl Scheduler {
                 validate_dampening(d)?;
             }
         }
-        let replaced: Vec<(&Arc<str>, &ServerSlots)> = match services {
-            None => self.by_name.iter().collect(),
+        let replaced: Vec<&ServerSlots> = match services {
+            None => self.by_name.values().collect(),
             Some(names) => names
                 .iter()
-                .filter_map(|n| self.by_name.get_key_value(n.as_str()))
+                .filter_map(|n| self.by_name.get(n.as_str()))
                 .collect(),
         };
         let gone: Vec<TargetName> = replaced
             .into_iter()
-            .flat_map(|(service, servers)| {
-                servers
-                    .keys()
-                    .filter(|server| !seen.contains(&(&**service, &**server)))
-                    .map(|server| TargetName {
-                        service: Arc::clone(service),
-                        server: Arc::clone(server),
-                    })
-            })
+            .flat_map(|servers| servers.ids())
+            .filter_map(|id| self.slots.get(&id))
+            .map(|slot| &slot.target.name)
+            .filter(|name| !seen.contains(&(&*name.service, &*name.server)))
+            .cloned()
             .collect();
         for name in gone {
             if let Some(id) = self.remove_name(&name) {
@@ -524,6 +634,12 @@ impl Scheduler {
                 None => self.add_slot(now, target, initial),
             }
         }
+        // The queue keeps an entry per target (and a few stale ones): room for an
+        // eighth more, not the doubling's up to twice as much.
+        let room = self.queue.len() + self.queue.len() / 8 + 16;
+        if self.queue.capacity() > room + room / 4 {
+            self.queue.shrink_to(room);
+        }
         Ok(())
     }
 
@@ -535,32 +651,36 @@ impl Scheduler {
         let mut rng = SplitMix64::new(target_seed(&target.name, self.settings.seed));
         let phase = rng.below(duration_micros(target.check.interval));
         let next_due = now + Duration::from_micros(phase);
-        self.by_name
-            .entry(Arc::clone(&target.name.service))
-            .or_default()
-            .insert(Arc::clone(&target.name.server), id);
+        let service = Arc::clone(&target.name.service);
+        let server = Arc::clone(&target.name.server);
         self.slots.insert(
             id,
             Slot {
-                target: Arc::new(target),
+                target,
                 rng,
                 next_due,
                 sched_seq: 0,
-                in_flight: None,
+                in_flight: false,
                 next_ticket: 0,
                 state: initial,
                 held: false,
                 since: now,
-                last: None,
+                last_at: Time::ZERO,
+                last_nanos: 0,
+                last_fail: None,
                 last_failure: None,
                 consecutive_ok: 0,
                 consecutive_fail: 0,
                 checks: 0,
                 transitions: 0,
-                recent: VecDeque::new(),
+                recent: Vec::new(),
                 fresh: false,
             },
         );
+        self.by_name
+            .entry(service)
+            .or_insert_with(|| ServerSlots::Few(Vec::new()))
+            .insert(&self.slots, &server, id);
         self.queue.push(Reverse((next_due, id, 0)));
     }
 
@@ -568,21 +688,21 @@ impl Scheduler {
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
         };
-        if *slot.target == target {
+        if slot.target == target {
             return;
         }
-        let old = Arc::clone(&slot.target);
+        let old = &slot.target;
+        let reschedule = old.check.interval != target.check.interval;
         if old.check.probe != target.check.probe || old.source != target.source {
             slot.consecutive_ok = 0;
             slot.consecutive_fail = 0;
-            slot.in_flight = None;
+            slot.in_flight = false;
         }
-        let reschedule = old.check.interval != target.check.interval;
-        slot.target = Arc::new(target);
+        slot.target = target;
         if reschedule {
             let phase = slot.rng.below(duration_micros(slot.target.check.interval));
             slot.next_due = now + Duration::from_micros(phase);
-            slot.sched_seq += 1;
+            slot.sched_seq = slot.sched_seq.wrapping_add(1);
             self.queue
                 .push(Reverse((slot.next_due, id, slot.sched_seq)));
         }
@@ -614,19 +734,19 @@ impl Scheduler {
             if slot.sched_seq != seq {
                 continue;
             }
-            if slot.in_flight.is_some() {
+            if slot.in_flight {
                 self.counters.overruns += 1;
             } else {
                 let ticket = CheckTicket {
                     slot: id,
                     seq: slot.next_ticket,
                 };
-                slot.next_ticket += 1;
-                slot.in_flight = Some(ticket);
+                slot.next_ticket = slot.next_ticket.wrapping_add(1);
+                slot.in_flight = true;
                 self.counters.checks_started += 1;
                 actions.push(Action::RunCheck(CheckRequest {
                     ticket,
-                    target: Arc::clone(&slot.target),
+                    target: slot.target.clone(),
                 }));
             }
             let step = jittered(slot.target.check.interval, jitter, &mut slot.rng);
@@ -635,7 +755,7 @@ impl Scheduler {
                 next = now + step;
             }
             slot.next_due = next;
-            slot.sched_seq += 1;
+            slot.sched_seq = slot.sched_seq.wrapping_add(1);
             self.queue.push(Reverse((next, id, slot.sched_seq)));
         }
         actions
@@ -658,12 +778,12 @@ impl Scheduler {
         let Some(slot) = self
             .slots
             .get_mut(&ticket.slot)
-            .filter(|s| s.in_flight == Some(ticket))
+            .filter(|s| s.in_flight(ticket.slot) == Some(ticket))
         else {
             self.counters.stale_results += 1;
             return actions;
         };
-        slot.in_flight = None;
+        slot.in_flight = false;
         slot.checks += 1;
         if !slot.fresh {
             slot.fresh = true;
@@ -679,20 +799,21 @@ impl Scheduler {
             slot.consecutive_ok = 0;
             slot.last_failure = Some(now);
         }
-        slot.last = Some((result.clone(), now));
+        slot.last_at = now;
+        slot.last_nanos = u64::try_from(result.duration.as_nanos()).unwrap_or(u64::MAX);
+        slot.last_fail = result.outcome.reason().map(|r| Box::new(r.clone()));
         let dampening = match slot.target.check.dampening {
             TargetDampening::Scheduler => self.settings.dampening,
             TargetDampening::Off => None,
             TargetDampening::Limit(d) => Some(d),
         };
         if let Some(d) = dampening {
-            while slot
+            let old = slot
                 .recent
-                .front()
-                .is_some_and(|t| now.saturating_since(*t) >= d.window)
-            {
-                slot.recent.pop_front();
-            }
+                .iter()
+                .take_while(|t| now.saturating_since(**t) >= d.window)
+                .count();
+            slot.recent.drain(..old);
         }
         let check = &slot.target.check;
         match slot.state {
@@ -735,13 +856,9 @@ impl Scheduler {
     /// Calls `f` with every target, its number of finished checks and the duration
     /// of its latest one, in no order, copying nothing (a sample each second of
     /// 10,000s of targets); returns the number of targets.
-    pub fn visit_latest(&self, mut f: impl FnMut(&Arc<Target>, u64, Option<Duration>)) -> usize {
+    pub fn visit_latest(&self, mut f: impl FnMut(&Target, u64, Option<Duration>)) -> usize {
         for slot in self.slots.values() {
-            f(
-                &slot.target,
-                slot.checks,
-                slot.last.as_ref().map(|(r, _)| r.duration),
-            );
+            f(&slot.target, slot.checks, slot.last_duration());
         }
         self.slots.len()
     }
@@ -750,7 +867,7 @@ impl Scheduler {
     /// yet (since the last call, or since [`Scheduler::mark_fresh`]) and the
     /// duration of its latest check: a sample each second of what changed, not of
     /// every one of 10,000s of targets. Returns how many.
-    pub fn take_fresh(&mut self, mut f: impl FnMut(&Arc<Target>, Option<Duration>)) -> usize {
+    pub fn take_fresh(&mut self, mut f: impl FnMut(&Target, Option<Duration>)) -> usize {
         let fresh = std::mem::take(&mut self.fresh);
         let mut n = 0;
         for id in &fresh {
@@ -759,7 +876,7 @@ impl Scheduler {
             };
             slot.fresh = false;
             n += 1;
-            f(&slot.target, slot.last.as_ref().map(|(r, _)| r.duration));
+            f(&slot.target, slot.last_duration());
         }
         // The list's room is kept for the next results.
         self.fresh = fresh;
@@ -775,7 +892,7 @@ impl Scheduler {
             Some(names) => names
                 .iter()
                 .filter_map(|n| self.by_name.get(n.as_str()))
-                .flat_map(|servers| servers.values().copied())
+                .flat_map(|servers| servers.ids())
                 .collect(),
         };
         for id in ids {
@@ -875,8 +992,8 @@ fn transition(
     let from = slot.state;
     slot.state = to;
     slot.since = now;
-    slot.transitions += 1;
-    slot.recent.push_back(now);
+    slot.transitions = slot.transitions.saturating_add(1);
+    slot.recent.push(now);
     match to {
         HealthState::Up => counters.transitions_up += 1,
         HealthState::Down => counters.transitions_down += 1,
@@ -893,15 +1010,15 @@ fn transition(
 
 fn slot_status(slot: &Slot) -> TargetStatus {
     TargetStatus {
-        target: Arc::clone(&slot.target),
+        target: slot.target.clone(),
         state: slot.state,
         held: slot.held,
         since: slot.since,
-        last: slot.last.clone(),
+        last: slot.last(),
         consecutive_ok: slot.consecutive_ok,
         consecutive_fail: slot.consecutive_fail,
         checks: slot.checks,
-        transitions: slot.transitions,
+        transitions: u64::from(slot.transitions),
     }
 }
 

@@ -328,6 +328,59 @@ fn replacing_one_services_targets_leaves_the_others_alone() {
 }
 
 #[test]
+fn a_service_of_many_servers_keeps_its_targets_apart_across_reloads() {
+    // Past a few dozen servers a service's targets are found by a map: reloads that
+    // grow, shrink and change such a service find each target as with a few.
+    let of = |service: &str, i: usize| {
+        let mut t = target(&format!("srv{i}"), 1000, 1, 1);
+        t.name = TargetName::new(service, format!("srv{i}"));
+        t
+    };
+    let mut s = Scheduler::new(no_dampening()).unwrap();
+    let mut all: Vec<Target> = (0..100).map(|i| of("big", i)).collect();
+    all.push(of("small", 0));
+    s.set_targets(Time::ZERO, all, HealthState::Up).unwrap();
+    assert_eq!(s.len(), 101);
+    let (tr, _) = drive(&mut s, Time::from_millis(1500), |server, _| {
+        if server.ends_with('7') {
+            fail()
+        } else {
+            ok()
+        }
+    });
+    assert_eq!(tr.len(), 10, "srv7, srv17, ... srv97 went down");
+
+    // Every other server goes, srv1 moves, srv200..srv209 come.
+    let big: std::collections::BTreeSet<String> = ["big".to_owned()].into();
+    let now = Time::from_millis(1500);
+    let mut next: Vec<Target> = (0..100)
+        .filter(|i| i % 2 == 1)
+        .chain(200..210)
+        .map(|i| of("big", i))
+        .collect();
+    next[0].address = "127.0.0.2:80".parse().unwrap();
+    s.set_service_targets(now, &big, next, HealthState::Down)
+        .unwrap();
+    assert_eq!(s.len(), 50 + 10 + 1);
+    let state = |s: &Scheduler, i: usize| s.status(&TargetName::new("big", format!("srv{i}")));
+    assert!(state(&s, 2).is_none());
+    assert_eq!(state(&s, 17).unwrap().state, HealthState::Down, "kept");
+    assert_eq!(state(&s, 3).unwrap().state, HealthState::Up, "kept");
+    assert_eq!(state(&s, 1).unwrap().state, HealthState::Down, "moved: new");
+    assert_eq!(state(&s, 1).unwrap().checks, 0);
+    assert_eq!(state(&s, 205).unwrap().state, HealthState::Down, "new");
+    assert!(s.status(&TargetName::new("small", "srv0")).is_some());
+    // Down to a few again, then none.
+    s.set_service_targets(now, &big, vec![of("big", 17)], HealthState::Up)
+        .unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!(state(&s, 17).unwrap().transitions, 1, "kept");
+    s.set_service_targets(now, &big, Vec::new(), HealthState::Up)
+        .unwrap();
+    assert_eq!(s.len(), 1);
+}
+
+#[test]
 fn a_result_for_a_changed_probe_is_ignored() {
     let mut s = Scheduler::new(no_dampening()).unwrap();
     s.set_targets(Time::ZERO, vec![target("a", 1000, 1, 1)], HealthState::Up)
