@@ -695,15 +695,18 @@ impl NftBackend {
         }
         let trusted = trusted && self.generation.is_some();
         let want = layout::plan(desired, self.counting)?;
-        let fresh;
-        let (current, mut reread) = match self.committed.as_deref().and_then(Committed::table) {
-            Some(t) if trusted => (t, false),
-            _ => {
-                fresh = self.kernel_state()?;
-                (&fresh, true)
-            }
+        // The record keeps no elements: the committed services planned again say
+        // what the table holds (cheaper than reading it back).
+        let recorded = match &self.committed {
+            Some(c) if trusted => c.planned()?,
+            _ => None,
         };
-        let changes = layout::diff(current, &want);
+        let (current, mut reread) = match recorded {
+            Some(t) => (t, false),
+            None => (self.kernel_state()?, true),
+        };
+        let changes = layout::diff(&current, &want);
+        drop(current);
         let mut report = if changes.is_empty() {
             ApplyReport::default()
         } else {
