@@ -250,11 +250,7 @@ impl Committed {
         Committed::with_table(desired, None, counting)
     }
 
-    fn with_table(
-        desired: &DesiredState,
-        state: Option<Held>,
-        counting: Counting,
-    ) -> Committed {
+    fn with_table(desired: &DesiredState, state: Option<Held>, counting: Counting) -> Committed {
         let entries: Vec<Entry> = desired
             .services
             .iter()
