@@ -623,3 +623,68 @@ fn a_hint_that_leaves_out_a_change_is_refused() {
     );
     nft.teardown().unwrap();
 }
+
+#[test]
+fn a_set_that_outgrows_its_room_is_created_anew() {
+    if !integration::have_root("a_set_that_outgrows_its_room_is_created_anew") {
+        return;
+    }
+    let lab = Lab::one_arm().unwrap();
+    let lb = &lab["lb1"];
+    let other = &lab["lb2"];
+    let mut rng = Rng(11);
+    let rr = |rng: &mut Rng, i: usize| {
+        let mut s = service(rng, i);
+        s.vip = IpAddr::V4(Ipv4Addr::new(198, 19, 0, i as u8 + 1));
+        s.ports = PortSpec::Single(80);
+        s.scheduler = Scheduler::Rr;
+        s.persistence = None;
+        s.backends = (0..8).map(|k| backend(rng, true, false, k)).collect();
+        for (k, b) in s.backends.iter_mut().enumerate() {
+            b.addr = IpAddr::V4(Ipv4Addr::new(198, 18, 1, 10 + k as u8));
+            b.port = Some(80);
+            b.weight = 1;
+        }
+        s
+    };
+    // 10 services: 80 connection counters, in a set made with room for 256.
+    let mut state = DesiredState {
+        services: (0..10).map(|i| rr(&mut rng, i)).collect(),
+        snat: Vec::new(),
+    };
+    let mut nft = lb.run_in(|| NftBackend::new("lbroom")).unwrap().unwrap();
+    nft.set_verify_hints(true);
+    nft.apply(&state).unwrap();
+    // One service at a time, past 256 (the 33rd): the incremental step cannot add
+    // to a full set, the full path creates it anew with more room.
+    let mut used = 0;
+    for i in 10..40 {
+        state.services.push(rr(&mut rng, i));
+        let hint = ChangeHint {
+            services: [state.services[i].name.clone()].into(),
+            snat: false,
+        };
+        let r = nft.apply_changed(&state, &hint).unwrap();
+        assert!(!r.reread, "service {i}: {r:?}");
+        used += usize::from(r.hint_used);
+        if i == 32 {
+            assert!(!r.hint_used, "the 33rd service outgrows conn4: {r:?}");
+            // conn4 goes and comes back larger (the service may bring a map too).
+            assert_eq!(r.kernel.nft.sets_removed, 1, "{r:?}");
+            assert!(r.kernel.nft.sets_added >= 1, "{r:?}");
+        }
+    }
+    assert!(used >= 28, "most steps incremental: {used}");
+    let conn4 = |a: &AppliedState| {
+        a.nft
+            .sets
+            .iter()
+            .find(|s| s.name == "conn4")
+            .map_or(0, |s| s.elements.len())
+    };
+    let back = normalized(nft.read_back().unwrap());
+    assert_eq!(conn4(&back), 320);
+    assert_eq!(back, fresh_table(other, &state, Counting::Connections));
+    assert_eq!(nft.apply(&state).unwrap().changes(), 0);
+    nft.teardown().unwrap();
+}

@@ -198,8 +198,32 @@ pub struct SetSpec {
     pub concat: Vec<u8>,
     /// Elements carry a counter.
     pub counter: bool,
-    /// Most elements (sets the kernel writes to; 0: none given).
+    /// Most elements the kernel lets the set hold (0: no limit): the persist sets'
+    /// bound, and the room the sets lbd fills are created with ([`set_capacity`]).
     pub size: u32,
+}
+
+/// Fewest elements a set lbd fills is created with room for.
+pub const MIN_CAPACITY: u32 = 256;
+
+/// The room a set that holds `n` elements is created with: half as much again as
+/// `n`, rounded up to a power of two, at least [`MIN_CAPACITY`]. Given a size, the
+/// kernel picks its fixed-size hash and sizes the table for it once: a batch that
+/// fills 80,000 elements no longer grows (rehashes) the table step by step, which was
+/// an eighth of a 10,000-service apply. Not more room than that: a rule that binds a
+/// map walks all of the map's hash buckets. The size is also a bound (more elements
+/// are refused with ENFILE): a set that outgrows it is created anew, larger, by a
+/// full apply. Interval sets (rbtree, pipapo) and the persist sets keep their own
+/// sizing.
+pub fn set_capacity(spec: &SetSpec, n: usize) -> u32 {
+    let dynamic = (libc::NFT_SET_EVAL | libc::NFT_SET_TIMEOUT) as u32;
+    if spec.flags & (libc::NFT_SET_INTERVAL as u32 | dynamic) != 0 {
+        return spec.size;
+    }
+    let want = u32::try_from(n.saturating_add(n / 2)).unwrap_or(u32::MAX);
+    want.checked_next_power_of_two()
+        .unwrap_or(u32::MAX)
+        .max(MIN_CAPACITY)
 }
 
 impl SetSpec {
@@ -211,6 +235,11 @@ impl SetSpec {
             && self.key_len == other.key_len
             && self.data_len == other.data_len
             && self.counter == other.counter
+    }
+
+    /// Whether a set of this shape, as held, has room for `n` elements.
+    pub fn holds(&self, n: usize) -> bool {
+        self.size == 0 || n <= self.size as usize
     }
 }
 
@@ -1043,6 +1072,9 @@ pub fn plan(desired: &DesiredState, counting: Counting) -> Result<Layout, Datapl
         }
     }
     plan_snat(&desired.snat, &mut layout)?;
+    for set in layout.state.sets.values_mut() {
+        set.spec.size = set_capacity(&set.spec, set.elements.len());
+    }
     layout.state.rules = layout
         .rules
         .iter()
@@ -1789,7 +1821,7 @@ pub fn diff(current: &TableState, want: &Layout) -> Changes {
         match want.state.sets.get(name) {
             // The kernel's own elements (clients remembered): not ours to compare.
             Some(w) if w.spec.same_shape(&cur.spec) && is_dynamic(name) => {}
-            Some(w) if w.spec.same_shape(&cur.spec) => {
+            Some(w) if w.spec.same_shape(&cur.spec) && cur.spec.holds(w.elements.len()) => {
                 let dels: Vec<ElemKey> = cur
                     .elements
                     .iter()
@@ -1817,10 +1849,9 @@ pub fn diff(current: &TableState, want: &Layout) -> Changes {
         }
     }
     for (name, w) in &want.state.sets {
-        let keep = current
-            .sets
-            .get(name)
-            .is_some_and(|cur| w.spec.same_shape(&cur.spec));
+        let keep = current.sets.get(name).is_some_and(|cur| {
+            w.spec.same_shape(&cur.spec) && (is_dynamic(name) || cur.spec.holds(w.elements.len()))
+        });
         if !keep {
             c.add_sets.push(name.clone());
             if !w.elements.is_empty() {
@@ -1887,26 +1918,6 @@ pub fn diff(current: &TableState, want: &Layout) -> Changes {
         }
     }
     c
-}
-
-impl TableState {
-    /// Records element changes that were committed.
-    pub fn apply_elements(&mut self, c: &Changes) {
-        for (name, dels) in &c.del_elems {
-            if let Some(s) = self.sets.get_mut(name) {
-                for k in dels {
-                    s.elements.remove(k);
-                }
-            }
-        }
-        for (name, adds) in &c.add_elems {
-            if let Some(s) = self.sets.get_mut(name) {
-                for (k, d) in adds {
-                    s.elements.insert(k.clone(), d.clone());
-                }
-            }
-        }
-    }
 }
 
 /// The fields an address-only SNAT rule matches, in key order: what its map is keyed

@@ -491,7 +491,7 @@ impl NftBackend {
 }
 
 impl NftBackend {
-    fn write_elems<'a, E: ElemPair + 'a>(
+    fn write_elems<'a, E: ElemPair<'a>>(
         &self,
         batch: &mut nftnl::Batch,
         what: &mut Vec<String>,
@@ -499,19 +499,15 @@ impl NftBackend {
         name: &str,
         elems: impl IntoIterator<Item = E, IntoIter: ExactSizeIterator>,
     ) {
-        let mut set = SetObj::new(&self.table, name);
-        let jumps = layout::is_jump_map(name);
         let elems = elems.into_iter();
         let count = elems.len();
-        for e in elems {
-            let (k, d, comment) = e.pair();
-            match d {
-                // A verdict map's data is the name of the chain to jump to.
-                Some(chain) if jumps => set.add_jump(k, chain, comment),
-                _ => set.add_elem(k, d, comment),
-            }
+        let list: Vec<objects::ElemRef<'a>> = elems.map(ElemPair::pair).collect();
+        let w = objects::ElemWriter::new(&self.table, name, layout::is_jump_map(name), list);
+        let mut n = 0;
+        while w.pending() {
+            batch.add(&w, kind);
+            n += 1;
         }
-        let n = set.write_elems(batch, kind);
         let verb = if kind == MsgType::Add {
             "adding"
         } else {
@@ -527,24 +523,24 @@ impl NftBackend {
 }
 
 /// An element to write: key, data (maps) and comment.
-trait ElemPair {
-    fn pair(&self) -> (&ElemKey, Option<&[u8]>, &str);
+trait ElemPair<'a> {
+    fn pair(self) -> objects::ElemRef<'a>;
 }
 
-impl ElemPair for &ElemKey {
-    fn pair(&self) -> (&ElemKey, Option<&[u8]>, &str) {
+impl<'a> ElemPair<'a> for &'a ElemKey {
+    fn pair(self) -> objects::ElemRef<'a> {
         (self, None, "")
     }
 }
 
-impl ElemPair for &(ElemKey, ElemData) {
-    fn pair(&self) -> (&ElemKey, Option<&[u8]>, &str) {
+impl<'a> ElemPair<'a> for &'a (ElemKey, ElemData) {
+    fn pair(self) -> objects::ElemRef<'a> {
         (&self.0, Some(&self.1.data), &self.1.comment)
     }
 }
 
-impl ElemPair for (&ElemKey, &ElemData) {
-    fn pair(&self) -> (&ElemKey, Option<&[u8]>, &str) {
+impl<'a> ElemPair<'a> for (&'a ElemKey, &'a ElemData) {
+    fn pair(self) -> objects::ElemRef<'a> {
         (self.0, Some(&self.1.data), &self.1.comment)
     }
 }
@@ -695,15 +691,18 @@ impl NftBackend {
         }
         let trusted = trusted && self.generation.is_some();
         let want = layout::plan(desired, self.counting)?;
-        let fresh;
-        let (current, mut reread) = match self.committed.as_deref().and_then(Committed::table) {
-            Some(t) if trusted => (t, false),
-            _ => {
-                fresh = self.kernel_state()?;
-                (&fresh, true)
-            }
+        // The record keeps no elements: the committed services planned again say
+        // what the table holds (cheaper than reading it back).
+        let recorded = match &self.committed {
+            Some(c) if trusted => c.planned()?,
+            _ => None,
         };
-        let changes = layout::diff(current, &want);
+        let (current, mut reread) = match recorded {
+            Some(t) => (t, false),
+            None => (self.kernel_state()?, true),
+        };
+        let changes = layout::diff(&current, &want);
+        drop(current);
         let mut report = if changes.is_empty() {
             ApplyReport::default()
         } else {

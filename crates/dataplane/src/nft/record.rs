@@ -7,13 +7,19 @@
 //! elements into one batch; maps that appear or empty out are created or deleted with
 //! their rule. The full plan-and-diff remains for SNAT changes, for a table someone
 //! else changed, and for anything this step does not cover.
+//!
+//! The record does not copy the table's elements (at 10,000 services they were
+//! ~45 MB): the committed services say what they are. It keeps what a step checks
+//! and changes ([`Held`]): each set's shape and element count, the chains, and the
+//! rules' comments. A full comparison against the record plans the committed
+//! services again ([`Committed::planned`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use super::layout::{
     self, claim, Changes, Claim, Counting, ElemData, ElemKey, Layout, PlannedRule, ServicePlan,
-    TableState, CHAINS,
+    SetSpec, TableState, CHAINS,
 };
 use crate::model::{Service, SnatRule};
 use crate::{ApplyReport, ChangeHint, DataplaneError, DesiredState};
@@ -101,6 +107,70 @@ impl Hasher for Fingerprint {
     }
 }
 
+/// The table as committed, without its elements: what an incremental step needs.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Chains.
+    chains: BTreeSet<String>,
+    /// Sets: shape (with the room the kernel gave them) and element count.
+    sets: BTreeMap<String, HeldSet>,
+    /// Rule comments per chain, in order.
+    rules: BTreeMap<String, Vec<String>>,
+}
+
+/// A committed set: its shape and how many elements it holds.
+#[derive(Debug)]
+struct HeldSet {
+    spec: SetSpec,
+    count: usize,
+}
+
+impl Held {
+    /// What `state` leaves of the committed table (its elements counted, not kept).
+    fn of(state: TableState) -> Held {
+        Held {
+            chains: state.chains,
+            sets: state
+                .sets
+                .into_iter()
+                .map(|(name, s)| {
+                    let count = s.elements.len();
+                    (
+                        name,
+                        HeldSet {
+                            spec: s.spec,
+                            count,
+                        },
+                    )
+                })
+                .collect(),
+            rules: state.rules,
+        }
+    }
+
+    /// Whether `state` (planned from the committed services) is the committed table:
+    /// the same chains, sets of the same shapes and element counts, the same rules.
+    fn matches(&self, state: &TableState) -> bool {
+        self.chains == state.chains
+            && self.sets.len() == state.sets.len()
+            && self.sets.iter().all(|(name, h)| {
+                state
+                    .sets
+                    .get(name)
+                    .is_some_and(|s| s.elements.len() == h.count && s.spec.same_shape(&h.spec))
+            })
+            && self.rules.len() == state.rules.len()
+            && self.rules.iter().all(|(chain, rules)| {
+                state.rules.get(chain).is_some_and(|r| {
+                    let (mut a, mut b) = (rules.clone(), r.clone());
+                    a.sort();
+                    b.sort();
+                    a == b
+                })
+            })
+    }
+}
+
 /// One committed service.
 #[derive(Debug)]
 struct Entry {
@@ -113,7 +183,7 @@ struct Entry {
 pub struct Committed {
     /// The table as committed (what the kernel held right after); `None` after an
     /// adoption until a change needs it ([`Committed::ensure_table`] plans it then).
-    table: Option<TableState>,
+    table: Option<Held>,
     /// SNAT rules committed.
     pub snat: Vec<SnatRule>,
     /// Services in the desired order.
@@ -171,7 +241,7 @@ pub enum Plan {
 impl Committed {
     /// The record of `desired` committed as `state`.
     pub fn new(desired: &DesiredState, state: TableState, counting: Counting) -> Committed {
-        Committed::with_table(desired, Some(state), counting)
+        Committed::with_table(desired, Some(Held::of(state)), counting)
     }
 
     /// The record of `desired`, adopted as a previous lbd committed it: the table is
@@ -180,11 +250,7 @@ impl Committed {
         Committed::with_table(desired, None, counting)
     }
 
-    fn with_table(
-        desired: &DesiredState,
-        state: Option<TableState>,
-        counting: Counting,
-    ) -> Committed {
+    fn with_table(desired: &DesiredState, state: Option<Held>, counting: Counting) -> Committed {
         let entries: Vec<Entry> = desired
             .services
             .iter()
@@ -225,25 +291,42 @@ impl Committed {
         self.counting
     }
 
-    /// The table as committed, if it was planned (see [`Committed::ensure_table`]).
-    pub fn table(&self) -> Option<&TableState> {
-        self.table.as_ref()
+    /// The committed desired state (services and SNAT rules).
+    fn committed_state(&self) -> DesiredState {
+        DesiredState {
+            services: self.services().cloned().collect(),
+            snat: self.snat.clone(),
+        }
+    }
+
+    /// The committed table with its elements, planned again from the committed
+    /// services, the sets' room as recorded: what a full comparison starts from.
+    /// `None` when the record was not planned yet or does not match the plan (the
+    /// caller then reads the kernel).
+    pub fn planned(&self) -> Result<Option<TableState>, DataplaneError> {
+        let Some(held) = &self.table else {
+            return Ok(None);
+        };
+        let mut state = layout::plan(&self.committed_state(), self.counting)?.state;
+        if !held.matches(&state) {
+            return Ok(None);
+        }
+        for (name, set) in state.sets.iter_mut() {
+            if let Some(h) = held.sets.get(name) {
+                set.spec.size = h.spec.size;
+            }
+        }
+        Ok(Some(state))
     }
 
     /// Plans the committed table from the committed services if it was not yet (an
     /// adopted record): what a change is computed against.
-    pub fn ensure_table(&mut self) -> Result<&TableState, DataplaneError> {
-        let table = match self.table.take() {
-            Some(t) => t,
-            None => {
-                let committed = DesiredState {
-                    services: self.services().cloned().collect(),
-                    snat: self.snat.clone(),
-                };
-                layout::plan(&committed, self.counting)?.state
-            }
-        };
-        Ok(self.table.insert(table))
+    pub fn ensure_table(&mut self) -> Result<(), DataplaneError> {
+        if self.table.is_none() {
+            let state = layout::plan(&self.committed_state(), self.counting)?.state;
+            self.table = Some(Held::of(state));
+        }
+        Ok(())
     }
 
     /// The fingerprint of what was committed, as the adoption record holds it: the
@@ -257,9 +340,8 @@ impl Committed {
 
     /// The committed table, or an empty one when it was not planned (plans and steps
     /// are computed only after [`Committed::ensure_table`]).
-    fn st(&self) -> &TableState {
-        static EMPTY: TableState = TableState {
-            exists: false,
+    fn st(&self) -> &Held {
+        static EMPTY: Held = Held {
             chains: BTreeSet::new(),
             sets: BTreeMap::new(),
             rules: BTreeMap::new(),
@@ -661,21 +743,23 @@ impl Committed {
             layout::empty_set(name, self.counting)?;
             let chain = layout::chain_of_set(name);
             let cur = self.st().sets.get(name);
-            let held = cur.map_or(&empty, |s| &s.elements);
-            // Every deletion must be held; every addition must be new or replace a deletion.
-            if d.keys().any(|k| !held.contains_key(k))
-                || a.keys().any(|k| held.contains_key(k) && !d.contains_key(k))
-            {
+            // The elements themselves are not recorded: the claims checked above keep
+            // the touched services' keys apart from the others'. A count that does not
+            // add up means the record is wrong.
+            let after = cur
+                .map_or(0, |s| s.count)
+                .checked_sub(d.len())?
+                .checked_add(a.len())?;
+            if cur.is_some_and(|s| !s.spec.holds(after)) {
+                // Outgrown: the full apply creates the set anew, with more room.
                 return None;
             }
-            let after = held.len() - d.len() + a.len();
             match (cur.is_some(), after > 0) {
                 (false, true) => {
                     c.add_sets.push(name.clone());
-                    extra
-                        .state
-                        .sets
-                        .insert(name.clone(), layout::empty_set(name, self.counting)?);
+                    let mut set = layout::empty_set(name, self.counting)?;
+                    set.spec.size = layout::set_capacity(&set.spec, after);
+                    extra.state.sets.insert(name.clone(), set);
                     created.extend(chain);
                     final_sets.insert(name.clone());
                 }
@@ -836,9 +920,24 @@ impl Committed {
                 state.rules.insert(chain.clone(), Vec::new());
             }
             for (name, set) in extra.state.sets {
-                state.sets.insert(name, set);
+                state.sets.insert(
+                    name,
+                    HeldSet {
+                        spec: set.spec,
+                        count: 0,
+                    },
+                );
             }
-            state.apply_elements(&c);
+            for (name, dels) in &c.del_elems {
+                if let Some(s) = state.sets.get_mut(name) {
+                    s.count = s.count.saturating_sub(dels.len());
+                }
+            }
+            for (name, adds) in &c.add_elems {
+                if let Some(s) = state.sets.get_mut(name) {
+                    s.count += adds.len();
+                }
+            }
             for (chain, rules) in &extra.rules {
                 state
                     .rules
