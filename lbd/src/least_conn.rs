@@ -529,6 +529,14 @@ impl Run {
                     self.resync_at = Instant::now();
                     return;
                 }
+                Some(Err(e @ ctsync::Error::Decode(_))) => {
+                    // The rest of that read is lost: counted again from a dump soon
+                    // (not at once: a kernel that sends what cannot be read must not
+                    // make a dump of every read).
+                    tracing::debug!(error = %e, "least-connection count: an unreadable conntrack event");
+                    self.resync_at = self.resync_at.min(Instant::now() + PERIOD);
+                    return;
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "least-connection count: reading conntrack events failed: subscribing again");
                     self.events = None;

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! lc_bench [--runs N] [--duration S] [--lbd PATH] [--only wrr,lc,wlc] [--services N]
-//!          [--idle S] [--ipvs-vm]
+//!          [--idle S] [--workers N] [--pause-ms MS] [--ipvs-vm]
 //! ```
 //!
 //! The real lbd (the release build next to lc_bench unless `--lbd`) runs in lb1 of
@@ -16,7 +16,9 @@
 //! printed (1.00: each server holds its share), with lbd's CPU during the load
 //! (user + system time / wall time). `--services N` adds N idle lc services (other
 //! ports of the VIP, same servers) to the measured one; `--idle S` also measures
-//! lbd's CPU for S seconds before the load. With `--ipvs-vm` it also runs the
+//! lbd's CPU for S seconds before the load; `--workers` and `--pause-ms` change the
+//! load's clients (24) and their pause between connections (100 ms), for a higher
+//! connection rate. With `--ipvs-vm` it also runs the
 //! VM stage's `least_conn_vm` test (`integration/vm/ipvs-tests.sh`, IPVS lc, wlc
 //! and wrr under the same load in qemu) and prints its figures beside these.
 
@@ -40,6 +42,8 @@ struct Args {
     only: Option<Vec<String>>,
     services: usize,
     idle: Duration,
+    workers: Option<usize>,
+    pause: Option<Duration>,
 }
 
 fn args() -> Result<Args> {
@@ -51,6 +55,8 @@ fn args() -> Result<Args> {
         only: None,
         services: 0,
         idle: Duration::ZERO,
+        workers: None,
+        pause: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -65,8 +71,10 @@ fn args() -> Result<Args> {
             }
             "--services" => a.services = value("--services")?.parse()?,
             "--idle" => a.idle = Duration::from_secs(value("--idle")?.parse()?),
+            "--workers" => a.workers = Some(value("--workers")?.parse()?),
+            "--pause-ms" => a.pause = Some(Duration::from_millis(value("--pause-ms")?.parse()?)),
             other => {
-                bail!("unknown argument {other}; use --runs N, --duration S, --lbd PATH, --only LIST, --services N, --idle S, --ipvs-vm")
+                bail!("unknown argument {other}; use --runs N, --duration S, --lbd PATH, --only LIST, --services N, --idle S, --workers N, --pause-ms MS, --ipvs-vm")
             }
         }
     }
@@ -185,10 +193,16 @@ fn main() -> Result<()> {
         skewed_load::SLOW_DELAY,
     )?;
     let vip: SocketAddr = format!("{VIP}:80").parse()?;
-    let load = SkewedLoad {
+    let mut load = SkewedLoad {
         duration: args.duration,
         ..SkewedLoad::default()
     };
+    if let Some(w) = args.workers {
+        load.workers = w;
+    }
+    if let Some(p) = args.pause {
+        load.pause = p;
+    }
     println!(
         "lc_bench: srv1 answers at once, srv2 after 300 ms; {} clients, every {}th connection held {:?}, pause {:?}; {:?} per run, {} runs, sampled every {:?}; lbd {}, {} idle lc services besides",
         load.workers, load.long_one_in, load.long_hold, load.pause, load.duration, args.runs, load.sample_every, lbd.display(), args.services

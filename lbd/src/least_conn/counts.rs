@@ -31,8 +31,6 @@ struct Tally {
     active: u32,
     /// The other TCP states.
     inactive: u32,
-    /// Connections that appeared (events New, or new in a dump's count), ever.
-    arrived: u64,
 }
 
 /// Per VIP, per original destination port, per server.
@@ -46,6 +44,9 @@ pub struct Counts {
     /// Each connection counted, by the hash of its original tuple: active or not.
     conns: HashMap<u64, bool>,
     targets: Targets,
+    /// Connections that appeared (events New, or new in a dump's count) per VIP
+    /// and port, ever (while the VIP is counted).
+    arrived: BTreeMap<(Vip, u16), u64>,
     /// The (VIP, port) pairs whose counts changed since [`Counts::take_dirty`].
     dirty: HashSet<(Vip, u16)>,
     /// Whether a dump has set the counts yet.
@@ -160,7 +161,7 @@ impl Counts {
             None => {}
         }
         if arrived {
-            t.arrived += 1;
+            *self.arrived.entry((vip, port)).or_default() += 1;
         }
         if before != after {
             self.dirty.insert((vip, port));
@@ -199,39 +200,24 @@ impl Counts {
                 t.inactive += 1;
             }
             if count_arrivals && !self.conns.contains_key(&k) {
-                t.arrived += 1;
+                *self.arrived.entry((vip, port)).or_default() += 1;
             }
             conns.insert(k, a);
         }
-        // Arrivals counted so far stay (rates come from their growth); the targets
-        // without a connection left go.
-        for (vip, by_port) in &mut targets {
-            for (port, by_server) in by_port.iter_mut() {
-                for (server, t) in by_server.iter_mut() {
-                    if let Some(old) = self
-                        .targets
-                        .get(vip)
-                        .and_then(|p| p.get(port))
-                        .and_then(|s| s.get(server))
-                    {
-                        t.arrived += old.arrived;
-                    }
-                }
-            }
-        }
-        // What changed is dirty: targets that differ, in either map.
-        let load = |t: &Tally| (t.active, t.inactive);
+        // The targets without a connection left go; the arrivals stay (rates come
+        // from their growth), but those of VIPs no longer counted.
+        self.arrived.retain(|(vip, _), _| vips.contains(vip));
+        // What changed is dirty: the ports with a server whose load differs (one
+        // missing has none), looked up from either map.
+        let load = |t: Option<&Tally>| t.map_or((0, 0), |t| (t.active, t.inactive));
         let mut dirty = Vec::new();
         for (new, old) in [(&targets, &self.targets), (&self.targets, &targets)] {
             for (vip, by_port) in new {
                 for (port, by_server) in by_port {
                     let other = old.get(vip).and_then(|p| p.get(port));
-                    let same = other.is_some_and(|o| {
-                        o.len() == by_server.len()
-                            && by_server
-                                .iter()
-                                .all(|(s, t)| o.get(s).is_some_and(|u| load(u) == load(t)))
-                    });
+                    let same = by_server
+                        .iter()
+                        .all(|(s, t)| load(other.and_then(|o| o.get(s))) == load(Some(t)));
                     if !same {
                         dirty.push((*vip, *port));
                     }
@@ -260,14 +246,18 @@ impl Counts {
     /// connections that arrived at it so far.
     pub fn load(&self, s: &Service) -> (Vec<f64>, u64) {
         let mut load = vec![0.0; s.backends.len()];
-        let mut arrived = 0;
-        let Some(by_port) = self.targets.get(&(s.vip, s.protocol.number())) else {
+        let vip = (s.vip, s.protocol.number());
+        let (lo, hi) = ports(s);
+        let arrived = self
+            .arrived
+            .range((vip, lo)..=(vip, hi))
+            .map(|(_, n)| n)
+            .sum();
+        let Some(by_port) = self.targets.get(&vip) else {
             return (load, arrived);
         };
-        let (lo, hi) = ports(s);
         for (&port, by_server) in by_port.range(lo..=hi) {
             for (&(addr, sport), t) in by_server {
-                arrived += t.arrived;
                 if let Some(i) = s
                     .backends
                     .iter()
@@ -499,6 +489,9 @@ mod tests {
             true,
         );
         assert_eq!(c.load(&web), (vec![1.0, 1.0], 3));
+        // Arrivals at another port of the VIP are not this service's.
+        c.apply(EventKind::New, &conn(6, 81, S1, Some(TcpState::SYN_SENT)));
+        assert_eq!(c.load(&web).1, 3);
         // A VIP no longer wanted is forgotten.
         c.resync(HashSet::new(), &same, false);
         assert_eq!(c.load(&web), (vec![0.0, 0.0], 0));
