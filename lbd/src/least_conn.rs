@@ -1,47 +1,81 @@
 //! Least-connection scheduling (lc, wlc) on the nft backend: the servers' connection
-//! counts, taken from conntrack every [`PERIOD`], fed into the service's slots.
+//! counts, kept from conntrack's events, fed into the service's slots.
 //!
 //! The nft layout gives an lc/wlc service a fixed number of slots (32, or one per
 //! server beyond 32) walked by a counter of its own, shared by the weights the
 //! desired state holds (`dataplane::slots::least_conn_slots`). This module makes
 //! those weights follow the load:
 //!
-//! - a thread ([`Feeder`]) dumps the conntrack entries whose original destination
-//!   is an lc/wlc service's VIP (the kernel filters them), and counts per server
-//!   the load `a = active + inactive / 256` (IPVS's connection overhead, in
-//!   connections: TCP ESTABLISHED is active, every other TCP state inactive, other
-//!   protocols active) and the connections that appeared since the last count;
-//! - it fills the servers' gaps up to a common level ([`fill`]): with `A` the
-//!   arrivals expected before the next count (those of the last periods), the level
-//!   `L` with `sum max(0, L * w - a) = A`, and each server's share
-//!   `max(0, L * w - a)` (w: 1 for lc, the weight for wlc; 0 while down or drained);
+//! - a thread ([`Feeder`]) subscribes to conntrack's events (new, update, destroy)
+//!   and keeps, per server of each lc/wlc service, the load `a = active +
+//!   inactive / 256` (IPVS's connection overhead, in connections: TCP ESTABLISHED is
+//!   active, every other TCP state inactive, other protocols active) exact, event by
+//!   event, and the connections that arrived ([`counts`]). A dump of the table sets
+//!   the counts at start, when the plans name a new VIP, when events were lost
+//!   (the socket's buffer overflowed: [`events_lost`] counts it, a warning says it)
+//!   and every [`RESYNC`] (stretched to [`RESYNC_SHARE`] times the dump's duration),
+//!   for the entries made before the subscription, which send no events;
+//! - when a count changes, at most once per [`GAP`] (a burst of events makes one
+//!   update), it fills the servers' gaps up to a common level ([`fill`]): with `A`
+//!   the arrivals expected before the next update is in place (the next one, and
+//!   those the arrival rate brings within [`HORIZON`]), the level `L` with
+//!   `sum max(0, L * w - a) = A`, and each server's share `max(0, L * w - a)` (w: 1
+//!   for lc, the weight for wlc; 0 while down or drained); only the services whose
+//!   slots change are sent;
 //! - lbd puts the shares in place of the weights of the service it hands the
-//!   backend ([`LeastConn::planned`], [`LeastConn::feed`]), which applies that
-//!   service only: some of its 32 slot elements change, nothing else.
+//!   backend ([`LeastConn::planned`], [`LeastConn::feed`]), which applies the
+//!   services sent only: some of their 32 slot elements change, nothing else.
 //!
 //! Where it differs from IPVS, which picks for each connection the server with the
-//! least overhead at that moment: between two counts the picks follow the shares
-//! computed at the last one, so a burst far above the expected arrivals is spread
-//! in proportion to the gaps of the last count (and through the slots' resolution
-//! of 1/32), not one connection at a time; a connection that ends is seen at the
-//! next count. The dump walks the kernel's whole table: the period stretches to 10
-//! times the last dump's duration, so that counting never takes more than a tenth
-//! of a CPU.
+//! least overhead at that moment: the picks between two updates follow the shares
+//! of the last one (through the slots' resolution of 1/32), and an update takes
+//! effect a few ms after the events that caused it. With events off
+//! (`nf_conntrack_events = 0`) or no subscription, the counts come from a dump
+//! every [`PERIOD`] (stretched to 10 times the dump's duration), as before events.
+
+mod counts;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dataplane::{DesiredState, PortSpec, Scheduler, Service};
+use dataplane::{DesiredState, Scheduler, Service};
 use tokio::sync::{mpsc, watch};
 
-/// How often the counts are taken (at least; see the module's text).
+use counts::{Counts, Vip};
+
+/// How often the counts are taken from dumps without events (at least), and how
+/// often the feeder looks at the plans while idle.
 pub const PERIOD: Duration = Duration::from_millis(200);
 
-/// The period is at least this many times the last dump's duration.
+/// Without events, the period is at least this many times the last dump's duration.
 const DUMP_SHARE: u32 = 10;
+
+/// With events, between two dumps that set the counts again (at least).
+pub const RESYNC: Duration = Duration::from_secs(5);
+
+/// With events, the time between dumps is at least this many times the last dump's
+/// duration.
+const RESYNC_SHARE: u32 = 50;
+
+/// The least time between two updates of the weights.
+pub const GAP: Duration = Duration::from_millis(10);
+
+/// How long the weights of an update stay in place besides the next arrival (the
+/// gap and the time to apply).
+pub const HORIZON: Duration = Duration::from_millis(20);
+
+/// The arrival rate's moving average: its time constant.
+const RATE_TAU: Duration = Duration::from_secs(1);
+
+/// An events read waits at most this long (the feeder polls first).
+const READ_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Events read at most before a flush is looked at.
+const MAX_EVENTS: usize = 1 << 16;
 
 /// The resolution of the shares handed to the backend (each server's share of this
 /// total; the backend spreads them over its slots).
@@ -120,7 +154,6 @@ impl LeastConn {
         let feeder = Feeder {
             services: watched,
             updates,
-            last: HashMap::new(),
         };
         thread::Builder::new()
             .name("least-conn".into())
@@ -224,148 +257,369 @@ impl LeastConn {
     }
 }
 
-/// What the feeder keeps of a service between two counts.
-#[derive(Debug, Default)]
-struct Seen {
-    /// Conntrack ids of its connections at the last count.
-    ids: HashSet<u32>,
-    /// Expected arrivals per period (moving average).
-    arrivals: f64,
-    /// The weights last sent.
-    sent: Vec<u32>,
+/// What the feeder keeps of a service between two updates.
+#[derive(Debug)]
+struct Fed {
+    /// The slots per backend of the weights last sent (what the backend makes of
+    /// them): weights that give the same slots are not sent.
+    slots: Vec<u32>,
+    /// Arrivals per second (moving average over [`RATE_TAU`]).
+    rate: f64,
+    /// The arrivals counted at `at`.
+    arrived: u64,
+    at: Instant,
+}
+
+/// How the feeder counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// From conntrack's events, with a dump now and then.
+    Events,
+    /// From dumps every [`PERIOD`] (events off: `nf_conntrack_events = 0`, or the
+    /// subscription failed).
+    Dumps,
 }
 
 /// The thread that counts and computes the weights.
 struct Feeder {
     services: watch::Receiver<Arc<Vec<Service>>>,
     updates: mpsc::UnboundedSender<Update>,
-    last: HashMap<String, Seen>,
+}
+
+/// What the feeder works with.
+struct Run {
+    services: Arc<Vec<Service>>,
+    /// Services by (VIP, protocol): their indexes.
+    by_vip: HashMap<Vip, Vec<usize>>,
+    counts: Counts,
+    fed: HashMap<String, Fed>,
+    /// Services to compute at the next flush whatever their counts (new plans).
+    all_dirty: bool,
+    ct: Option<ctsync::Conntrack>,
+    events: Option<ctsync::Events>,
+    mode: Mode,
+    /// When to dump next.
+    resync_at: Instant,
+    /// Between two dumps.
+    resync_every: Duration,
+    last_flush: Instant,
+}
+
+/// Whether conntrack makes events in this namespace (`nf_conntrack_events` is not 0;
+/// unreadable: assumed on).
+fn events_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_events")
+        .map_or(true, |v| v.trim() != "0")
+}
+
+/// Waits up to `timeout` for `fd` to be readable.
+fn readable(fd: std::os::fd::RawFd, timeout: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd, its count given.
+    let rc = unsafe { libc::poll(&mut p, 1, ms) };
+    rc > 0 && p.revents & (libc::POLLIN | libc::POLLERR) != 0
 }
 
 impl Feeder {
     fn run(mut self) {
-        let mut ct: Option<ctsync::Conntrack> = None;
-        let mut period = PERIOD;
+        let now = Instant::now();
+        let mut r = Run {
+            services: Arc::new(Vec::new()),
+            by_vip: HashMap::new(),
+            counts: Counts::default(),
+            fed: HashMap::new(),
+            all_dirty: false,
+            ct: None,
+            events: None,
+            mode: Mode::Events,
+            resync_at: now,
+            resync_every: RESYNC,
+            last_flush: now,
+        };
         loop {
-            thread::sleep(period);
-            if self.updates.is_closed() || self.services.has_changed().is_err() {
+            if self.updates.is_closed() {
                 return;
             }
-            let services = Arc::clone(&self.services.borrow_and_update());
-            if services.is_empty() {
-                self.last.clear();
-                continue;
-            }
-            let started = Instant::now();
-            if ct.is_none() {
-                ct = ctsync::Conntrack::open()
-                    .map_err(|e| tracing::debug!(error = %e, "least-connection count: no conntrack socket"))
-                    .ok();
-            }
-            let Some(c) = ct.as_mut() else {
-                continue;
-            };
-            let mut vips: Vec<IpAddr> = services.iter().map(|s| s.vip).collect();
-            vips.sort();
-            vips.dedup();
-            let filter = ctsync::FlowFilter {
-                orig_dst: vips,
-                ..ctsync::FlowFilter::default()
-            };
-            let entries = c.dump(&filter);
-            let entries = match entries {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::debug!(error = %e, "least-connection count: conntrack dump failed");
-                    ct = None;
-                    continue;
+            match self.services.has_changed() {
+                Err(_) => return,
+                Ok(true) => {
+                    let services = Arc::clone(&self.services.borrow_and_update());
+                    r.planned(services);
                 }
-            };
-            let took = started.elapsed();
-            period = PERIOD.max(took * DUMP_SHARE);
-            let update = self.count(&services, &entries);
-            if !update.is_empty() && self.updates.send(update).is_err() {
-                return;
+                Ok(false) => {}
+            }
+            if r.services.is_empty() {
+                // Nothing to count: no socket, no subscription (the kernel makes no
+                // events for nobody).
+                r.events = None;
+                r.ct = None;
+                r.counts = Counts::default();
+                r.fed.clear();
+                thread::sleep(PERIOD);
+                continue;
+            }
+            r.subscribe();
+            if Instant::now() >= r.resync_at {
+                r.resync();
+            }
+            r.wait_and_read();
+            let now = Instant::now();
+            if (r.counts.is_dirty() || r.all_dirty) && now >= r.last_flush + r.gap() {
+                r.last_flush = now;
+                let update = r.flush(now);
+                if !update.is_empty() && self.updates.send(update).is_err() {
+                    return;
+                }
             }
         }
     }
+}
 
-    /// Counts `entries` per server of each service and returns the weights that
-    /// changed.
-    fn count(&mut self, services: &[Service], entries: &[ctsync::Entry]) -> Update {
-        let mut by_vip: HashMap<(IpAddr, u8), Vec<usize>> = HashMap::new();
+impl Run {
+    /// The least time between two updates.
+    fn gap(&self) -> Duration {
+        match self.mode {
+            Mode::Events => GAP,
+            Mode::Dumps => Duration::ZERO,
+        }
+    }
+
+    /// New plans: index them; a new set of VIPs needs a dump.
+    fn planned(&mut self, services: Arc<Vec<Service>>) {
+        self.by_vip.clear();
         for (i, s) in services.iter().enumerate() {
-            by_vip
+            self.by_vip
                 .entry((s.vip, s.protocol.number()))
                 .or_default()
                 .push(i);
         }
-        let mut load: Vec<Vec<f64>> = services
-            .iter()
-            .map(|s| vec![0.0; s.backends.len()])
-            .collect();
-        let mut ids: Vec<HashSet<u32>> = vec![HashSet::new(); services.len()];
-        for e in entries {
-            let Some(dport) = e.orig.dst_port() else {
-                continue;
-            };
-            let Some(candidates) = by_vip.get(&(e.orig.dst, e.orig.proto)) else {
-                continue;
-            };
-            let Some(&si) = candidates.iter().find(|&&i| {
-                let (lo, hi) = match services[i].ports {
-                    PortSpec::Single(p) => (p, p),
-                    PortSpec::Range(a, b) => (a, b),
+        let vips: HashSet<Vip> = self.by_vip.keys().copied().collect();
+        if &vips != self.counts.vips() {
+            self.resync_at = Instant::now();
+        }
+        self.fed
+            .retain(|name, _| services.iter().any(|s| &s.name == name));
+        // A plan that changed may have other backends: every service is computed
+        // and sent again (the daemon drops what it already has).
+        for f in self.fed.values_mut() {
+            f.slots.clear();
+        }
+        self.all_dirty = true;
+        self.services = services;
+    }
+
+    /// Subscribes to the events if not yet (and events are on): the counts then
+    /// need a dump.
+    fn subscribe(&mut self) {
+        if self.events.is_some() || (self.mode == Mode::Dumps && Instant::now() < self.resync_at) {
+            return;
+        }
+        if !events_enabled() {
+            if self.mode == Mode::Events {
+                tracing::info!(
+                    "least-connection count: conntrack events are off (nf_conntrack_events = 0): counting by dumps every {} ms",
+                    PERIOD.as_millis()
+                );
+            }
+            self.mode = Mode::Dumps;
+            return;
+        }
+        match ctsync::subscribe(ctsync::FlowFilter::all()).and_then(|mut e| {
+            e.set_read_timeout(Some(READ_TIMEOUT))?;
+            Ok(e)
+        }) {
+            Ok(e) => {
+                self.events = Some(e);
+                if self.mode == Mode::Dumps {
+                    tracing::info!("least-connection count: from conntrack events again");
+                }
+                self.mode = Mode::Events;
+                self.resync_at = Instant::now();
+            }
+            Err(e) => {
+                if self.mode == Mode::Events {
+                    tracing::warn!(error = %e, "least-connection count: no conntrack events, counting by dumps");
+                }
+                self.mode = Mode::Dumps;
+            }
+        }
+    }
+
+    /// Dumps the table and sets the counts from it.
+    fn resync(&mut self) {
+        let started = Instant::now();
+        if self.ct.is_none() {
+            self.ct = ctsync::Conntrack::open()
+                .map_err(
+                    |e| tracing::debug!(error = %e, "least-connection count: no conntrack socket"),
+                )
+                .ok();
+        }
+        let Some(ct) = self.ct.as_mut() else {
+            self.resync_at = started + PERIOD;
+            return;
+        };
+        let vips: HashSet<Vip> = self.by_vip.keys().copied().collect();
+        let mut entries = Vec::new();
+        let dumped = ct.dump_each(|e| {
+            if vips.contains(&(e.orig.dst, e.orig.proto)) {
+                entries.push(e);
+            }
+        });
+        if let Err(e) = dumped {
+            tracing::debug!(error = %e, "least-connection count: conntrack dump failed");
+            self.ct = None;
+            self.resync_at = started + PERIOD;
+            return;
+        }
+        self.counts.resync(vips, &entries, self.mode == Mode::Dumps);
+        let took = started.elapsed();
+        tracing::debug!(
+            connections = self.counts.connections(),
+            took_ms = ctl::logging::ms(took),
+            "least-connection count: set from a conntrack dump"
+        );
+        self.resync_every = match self.mode {
+            Mode::Events => RESYNC.max(took * RESYNC_SHARE),
+            Mode::Dumps => PERIOD.max(took * DUMP_SHARE),
+        };
+        self.resync_at = Instant::now() + self.resync_every;
+    }
+
+    /// Reads the events until a flush is due (or the next dump, or [`PERIOD`] to
+    /// look at the plans); without events, sleeps until the next dump.
+    fn wait_and_read(&mut self) {
+        let now = Instant::now();
+        let pending = self.counts.is_dirty() || self.all_dirty;
+        let until = if pending {
+            self.last_flush + self.gap()
+        } else {
+            (now + PERIOD).min(self.resync_at)
+        };
+        let Some(events) = self.events.as_mut() else {
+            thread::sleep(until.saturating_duration_since(now));
+            return;
+        };
+        if pending {
+            // Coalesce: what arrives until the flush is due is read at once.
+            thread::sleep(until.saturating_duration_since(now));
+        } else if !readable(events.as_raw_fd(), until.saturating_duration_since(now)) {
+            return;
+        }
+        // Everything queued now (one read takes up to 64 datagrams, an event each),
+        // within a bound.
+        for _ in 0..MAX_EVENTS {
+            if events.queued() == 0 && !readable(events.as_raw_fd(), Duration::ZERO) {
+                return;
+            }
+            match events.next() {
+                Some(Ok(ev)) => self.counts.apply(ev.kind, &ev.entry),
+                Some(Err(ctsync::Error::TimedOut)) | None => return,
+                Some(Err(ctsync::Error::EventsLost)) => {
+                    let n = EVENTS_LOST.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(
+                        times = n,
+                        "least-connection count: conntrack events lost (receive buffer overflow): counting again from a dump"
+                    );
+                    self.resync_at = Instant::now();
+                    return;
+                }
+                Some(Err(e @ ctsync::Error::Decode(_))) => {
+                    // The rest of that read is lost: counted again from a dump soon
+                    // (not at once: a kernel that sends what cannot be read must not
+                    // make a dump of every read).
+                    tracing::debug!(error = %e, "least-connection count: an unreadable conntrack event");
+                    self.resync_at = self.resync_at.min(Instant::now() + PERIOD);
+                    return;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "least-connection count: reading conntrack events failed: subscribing again");
+                    self.events = None;
+                    self.resync_at = Instant::now();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The weights of the services whose counts changed, for those whose slots
+    /// change.
+    fn flush(&mut self, now: Instant) -> Update {
+        let dirty = self.counts.take_dirty();
+        let mut todo: Vec<usize> = if std::mem::take(&mut self.all_dirty) {
+            (0..self.services.len()).collect()
+        } else {
+            let mut v = Vec::new();
+            for (vip, port) in dirty {
+                let Some(candidates) = self.by_vip.get(&vip) else {
+                    continue;
                 };
-                (lo..=hi).contains(&dport)
-            }) else {
-                continue;
-            };
-            let s = &services[si];
-            let from = (e.reply.src, e.reply.src_port());
-            let Some(bi) = s
-                .backends
-                .iter()
-                .position(|b| (b.addr, Some(b.port.unwrap_or(dport))) == from)
-            else {
-                continue;
-            };
-            let active = e
-                .tcp
-                .is_none_or(|t| t.state == ctsync::TcpState::ESTABLISHED);
-            load[si][bi] += if active { 1.0 } else { 1.0 / 256.0 };
-            if let Some(id) = e.id {
-                ids[si].insert(id);
+                if let Some(&i) = candidates.iter().find(|&&i| {
+                    let (lo, hi) = counts::ports(&self.services[i]);
+                    (lo..=hi).contains(&port)
+                }) {
+                    v.push(i);
+                }
             }
-        }
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let horizon = match self.mode {
+            Mode::Events => HORIZON,
+            Mode::Dumps => self.resync_every,
+        };
         let mut update = Vec::new();
-        let mut last = HashMap::with_capacity(services.len());
-        for (si, s) in services.iter().enumerate() {
-            let mut seen = self.last.remove(&s.name).unwrap_or_default();
-            let new = ids[si].difference(&seen.ids).count() as f64;
-            // The first count of a service has no earlier one to compare with.
-            seen.arrivals = if seen.ids.is_empty() && seen.sent.is_empty() {
-                0.0
-            } else {
-                0.5 * seen.arrivals + 0.5 * new
-            };
-            seen.ids = std::mem::take(&mut ids[si]);
-            let weights = shares(s, &load[si], seen.arrivals);
-            if weights != seen.sent {
-                update.push((s.name.clone(), weights.clone()));
-                seen.sent = weights;
+        for i in todo.drain(..) {
+            let s = &self.services[i];
+            let (load, arrived) = self.counts.load(s);
+            let f = self.fed.entry(s.name.clone()).or_insert_with(|| Fed {
+                slots: Vec::new(),
+                rate: 0.0,
+                arrived,
+                at: now,
+            });
+            let dt = now.saturating_duration_since(f.at).as_secs_f64();
+            if dt > 0.0 {
+                let n = arrived.saturating_sub(f.arrived) as f64;
+                let a = 1.0 - (-dt / RATE_TAU.as_secs_f64()).exp();
+                f.rate += a * (n / dt - f.rate);
             }
-            last.insert(s.name.clone(), seen);
+            f.arrived = arrived;
+            f.at = now;
+            // The connections expected before the next update is in place: the
+            // next arrival (which brings the next update) and those of the horizon.
+            let expected = 1.0 + f.rate * horizon.as_secs_f64();
+            let weights = shares(s, &load, expected);
+            let slots = dataplane::slots::exact_counts(
+                &weights,
+                dataplane::slots::least_conn_slot_count(weights.len()),
+            );
+            if slots != f.slots {
+                f.slots = slots;
+                update.push((s.name.clone(), weights));
+            }
         }
-        self.last = last;
         update
     }
 }
 
+/// Times conntrack events were lost (each followed by a dump).
+pub fn events_lost() -> u64 {
+    EVENTS_LOST.load(Ordering::Relaxed)
+}
+
+static EVENTS_LOST: AtomicU64 = AtomicU64::new(0);
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::{Backend, Forwarding, Protocol};
+    use dataplane::{Backend, Forwarding, PortSpec, Protocol};
 
     fn service(scheduler: Scheduler, weights: &[u32]) -> Service {
         Service {

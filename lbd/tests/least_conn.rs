@@ -53,7 +53,7 @@ fn new_connections_go_where_fewer_are_open() {
     named_echo_server(setup.host("srv1"), "198.18.1.21:80", "srv1");
     named_echo_server(setup.host("srv2"), "198.18.1.22:80", "srv2");
     setup.write_config("lb1", &[NO_CHECKS, NFT, LC]);
-    let _lbd = setup.start_lbd("lb1");
+    let mut lbd = setup.start_lbd("lb1");
     let status = setup.wait_applied("lb1");
     assert_eq!(status["backend"]["name"], "nft");
     assert_eq!(status["services"][0]["scheduler"], "lc");
@@ -79,6 +79,16 @@ fn new_connections_go_where_fewer_are_open() {
         .collect();
     println!("lc, 12 open on srv1, 0 on srv2: 20 short connections went to {short:?}");
     assert!(short.iter().all(|s| s == "srv2"), "{short:?}");
+
+    // A restarted lbd counts the connections already open (from a dump: they send
+    // no events while held): every slot on srv2 again, not the 1:1 of the plan.
+    lbd.signal(libc::SIGKILL).unwrap();
+    let _ = lbd.wait_timeout(Duration::from_secs(10));
+    let _lbd = setup.start_lbd("lb1");
+    setup.wait_applied("lb1");
+    wait_for("every slot on srv2 after a restart", PATIENCE, || {
+        all_slots_to(lb, "198.18.1.22")
+    });
 
     // wlc with weights 3:1 and the 12 still open on srv1: the new held connections
     // bring the active counts to 3:1 (srv2 first, until it has 4; wrr would send

@@ -274,6 +274,18 @@ impl Conntrack {
     /// Dumps the entries of this namespace that `filter` selects.
     pub fn dump(&mut self, filter: &FlowFilter) -> Result<Vec<Entry>, Error> {
         let mut out = Vec::new();
+        self.dump_each(|e| {
+            if filter.matches(&e) {
+                out.push(e);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Dumps every entry of this namespace to `each`, keeping none: for a caller
+    /// that selects by an index of its own (a [`FlowFilter`] compares addresses
+    /// one by one).
+    pub fn dump_each(&mut self, mut each: impl FnMut(Entry)) -> Result<(), Error> {
         self.request(
             "dump",
             IPCTNL_MSG_CT_GET,
@@ -281,14 +293,10 @@ impl Conntrack {
             libc::AF_UNSPEC as u8,
             &[],
             |m| {
-                let e = decode_ct(m.payload)?;
-                if filter.matches(&e) {
-                    out.push(e);
-                }
+                each(decode_ct(m.payload)?);
                 Ok(())
             },
-        )?;
-        Ok(out)
+        )
     }
 
     /// Inserts one entry with its NAT mapping; refreshes it if it exists.
