@@ -14,15 +14,15 @@ use std::path::PathBuf;
 use config::{ClusterMode, NodeView};
 use dataplane::nft::flowtable::{Flowtable, FlowtableError};
 use dataplane::{
-    BackendChoice, BackendKind, ChosenBackend, Dataplane, DataplaneError, DesiredState, DryRun,
-    IpvsSettings, Selection,
+    BackendChoice, BackendKind, ChosenBackend, DataplaneError, DesiredState, DryRun, IpvsSettings,
+    Selection,
 };
 use tokio::sync::oneshot;
 
 /// What `kind` would refuse in `state`, found without touching the kernel (a reload
 /// is refused on it): a [`DryRun`] of that backend.
 pub fn validate(kind: BackendKind, state: &DesiredState) -> Result<(), DataplaneError> {
-    DryRun::new(kind).apply(state).map(drop)
+    DryRun::validate(kind, state)
 }
 
 /// Why no backend could be chosen or opened. A variant that wraps the dataplane's error

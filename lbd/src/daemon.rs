@@ -367,6 +367,35 @@ struct Report {
     trim_due: bool,
 }
 
+/// The start's check of the whole configuration against the backend (see
+/// [`check_view`]), running on a thread of its own.
+struct StartCheck {
+    /// The backend it checks against.
+    kind: BackendKind,
+    /// The services planned with every server up (what the metrics start from).
+    planned_up: Arc<Vec<Arc<desired::ServicePlan>>>,
+    /// The check: the plan's state validated as backend `kind` would.
+    thread: std::thread::JoinHandle<Result<(), dataplane::DataplaneError>>,
+}
+
+impl StartCheck {
+    /// Plans `view` with every server up and starts validating it as `kind` would.
+    fn spawn(view: &NodeView, kind: BackendKind) -> anyhow::Result<StartCheck> {
+        let desired::Plan {
+            state, services, ..
+        } = desired::plan(view, |_, _| ServerHealth::Up, kind.capabilities());
+        let thread = std::thread::Builder::new()
+            .name("lbd-check".to_owned())
+            .spawn(move || backend::validate(kind, &state))
+            .context("starting the configuration check")?;
+        Ok(StartCheck {
+            kind,
+            planned_up: services,
+            thread,
+        })
+    }
+}
+
 /// Runs lbd until `shutdown` resolves. SIGHUP reloads. Fails only at start-up
 /// (backend, control socket, metrics listener); the ruleset is left in place on exit.
 pub async fn run(
@@ -374,56 +403,94 @@ pub async fn run(
     loaded: Loaded,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    // The whole file's model is not needed once this node's view is taken; the
-    // view is copied so that what stays is packed, not scattered over the pages
-    // the parser used (which then go back to the kernel: `release_free_memory`).
     let config::LoadedNode {
         cluster,
         view: parsed,
         memo,
     } = loaded;
-    let view = parsed.clone();
-    drop((cluster, parsed));
-    check_health_needs(&view)?;
+    check_health_needs(&parsed)?;
     // `auto` needs to know whether the services ask for what only nft does.
-    let wanted = (view.dataplane.backend == config::BackendChoice::Auto).then(|| {
+    let wanted = (parsed.dataplane.backend == config::BackendChoice::Auto).then(|| {
         Arc::unwrap_or_clone(
             desired::plan(
-                &view,
+                &parsed,
                 |_, _| ServerHealth::Up,
                 BackendKind::Ipvs.capabilities(),
             )
             .state,
         )
     });
-    let (dataplane, selection) =
-        DataplaneThread::start(view.dataplane.backend, backend_settings(&view), wanted)?;
-    tracing::info!(backend = selection.kind.name(), reason = %selection.reason, table = %view.dataplane.nft_table, "dataplane backend chosen");
     // What the backend cannot do (a scheduler only the other one has) is refused
     // here, as a reload of it would be, not replaced by something else. The check
-    // (the whole table's layout, dry) runs beside the plan the metrics start from
-    // and the health targets: at 10,000 services each is a noticeable part of the
-    // start.
-    let (checked, planned_up, targets) = std::thread::scope(|scope| {
-        let checked = scope.spawn(|| check_view(&view, &selection, None));
-        let planned_up = desired::plan(
-            &view,
-            |_, _| ServerHealth::Up,
-            selection.kind.capabilities(),
-        )
-        .services;
-        let targets = health_targets(&view);
-        let checked = checked
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (checked, planned_up, targets)
+    // (the whole table's layout, dry: at 10,000 services a noticeable part of the
+    // start) runs on a thread of its own, beside what the start prepares without
+    // touching the kernel or answering anyone: the backend's opening (when the file
+    // names the backend), the plan the metrics start from, the health targets and
+    // runner, the metrics, the servers' overrides. Nothing else starts before it
+    // has passed.
+    let named = match parsed.dataplane.backend {
+        config::BackendChoice::Nft => Some(BackendKind::Nft),
+        config::BackendChoice::Ipvs => Some(BackendKind::Ipvs),
+        config::BackendChoice::Auto => None,
+    };
+    let early = named
+        .map(|kind| StartCheck::spawn(&parsed, kind))
+        .transpose()?;
+    let (dataplane, selection) =
+        DataplaneThread::start(parsed.dataplane.backend, backend_settings(&parsed), wanted)?;
+    tracing::info!(backend = selection.kind.name(), reason = %selection.reason, table = %parsed.dataplane.nft_table, "dataplane backend chosen");
+    let check = match early {
+        Some(check) if check.kind == selection.kind => check,
+        _ => StartCheck::spawn(&parsed, selection.kind)?,
+    };
+    let planned_up = Arc::clone(&check.planned_up);
+    // The whole file's model is not needed once this node's view is taken; the
+    // view is copied so that what stays is packed, not scattered over the pages
+    // the parser used (which then go back to the kernel: `release_free_memory`).
+    let view = parsed.clone();
+    drop((cluster, parsed));
+    let targets = health_targets(&view);
+    let telemetry = Telemetry::new(&view.cluster_name, Some(Box::new(dataplane.clone())));
+    // Every documented series exists from the first scrape on, before the first
+    // apply: the services' and servers' series from the plan with every server up.
+    telemetry.plan(&planned_up);
+    telemetry.snat_capacity(desired::snat_capacity(&view.nat));
+    // Read before the metrics endpoint serves: the first scrape has the real value.
+    let mut forwarding = ForwardingWatch::default();
+    forwarding.check(&view, &telemetry, unix_ms());
+    // Read before the first apply: a drained server gets no new connection from
+    // a restarted lbd, not even briefly.
+    let mut servers = ServerControl::open(&view, std::env::var_os("STATE_DIRECTORY").as_deref());
+    servers.attach(telemetry.registry());
+    let connection_gauges = servers::ConnectionGauges::register(telemetry.registry());
+    // Their series exist from the first scrape on (every server up until planned).
+    if let Some(g) = &connection_gauges {
+        g.set_services(&planned_up);
+    }
+    // Servers count as up until their checks say otherwise.
+    // Each node its own seed: the two members' checks of one server do not
+    // arrive at the same moments.
+    let seed = view.name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    checked.with_context(|| {
-        format!(
-            "the configuration asks for what the {} backend cannot do",
-            selection.kind.name()
-        )
-    })?;
+    let mut settings = RunnerSettings::default();
+    settings.scheduler.seed = seed;
+    // The checks (thousands a second at 10,000s of servers) on a thread of their
+    // own: the loop's requests (a reload's reply) do not queue behind them.
+    settings.own_thread = true;
+    let (health, mut health_rx) =
+        HealthRunner::new(targets, settings).context("starting health checks")?;
+    check
+        .thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        .map_err(ViewError::DataplaneRefuses)
+        .with_context(|| {
+            format!(
+                "the configuration asks for what the {} backend cannot do",
+                selection.kind.name()
+            )
+        })?;
     match backend::set_up_flowtable(&dataplane, &view).await? {
         Some(devices) => {
             tracing::info!(table = %dataplane::nft::flowtable::table_name(&view.dataplane.nft_table), devices = %devices.join(","), "flowtable on: established balanced connections offloaded")
@@ -436,14 +503,6 @@ pub async fn run(
             nft.set_adoption_record(record);
         }
     });
-    let telemetry = Telemetry::new(&view.cluster_name, Some(Box::new(dataplane.clone())));
-    // Every documented series exists from the first scrape on, before the first
-    // apply: the services' and servers' series from the plan with every server up.
-    telemetry.plan(&planned_up);
-    telemetry.snat_capacity(desired::snat_capacity(&view.nat));
-    // Read before the metrics endpoint serves: the first scrape has the real value.
-    let mut forwarding = ForwardingWatch::default();
-    forwarding.check(&view, &telemetry, unix_ms());
     // Conntrack entries (with their NAT mappings) travel over the sync link on
     // either backend; with IPVS the kernel's sync daemon carries IPVS's own
     // connection table beside it (set_sync_role): a pooled SNAT port survives a
@@ -477,15 +536,6 @@ pub async fn run(
         });
     let control_stats = server.stats();
     telemetry.control_socket(Arc::clone(&control_stats));
-    // Read before the first apply: a drained server gets no new connection from
-    // a restarted lbd, not even briefly.
-    let mut servers = ServerControl::open(&view, std::env::var_os("STATE_DIRECTORY").as_deref());
-    servers.attach(telemetry.registry());
-    let connection_gauges = servers::ConnectionGauges::register(telemetry.registry());
-    // Their series exist from the first scrape on (every server up until planned).
-    if let Some(g) = &connection_gauges {
-        g.set_services(&planned_up);
-    }
     // After every collector is registered: all series are there at the first scrape.
     let _metrics = if view.metrics.enabled {
         Some(
@@ -508,20 +558,6 @@ pub async fn run(
         ctl::EventBus::new(ctl::DEFAULT_BACKLOG),
         server_stopped,
     ));
-
-    // Servers count as up until their checks say otherwise.
-    // Each node its own seed: the two members' checks of one server do not
-    // arrive at the same moments.
-    let seed = view.name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    let mut settings = RunnerSettings::default();
-    settings.scheduler.seed = seed;
-    // The checks (thousands a second at 10,000s of servers) on a thread of their
-    // own: the loop's requests (a reload's reply) do not queue behind them.
-    settings.own_thread = true;
-    let (health, mut health_rx) =
-        HealthRunner::new(targets, settings).context("starting health checks")?;
 
     let (roles_tx, mut roles_rx) = mpsc::unbounded_channel();
     // Active-active runs no VRRP: nobody to follow (and no warning that vrrpd is away).

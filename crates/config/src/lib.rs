@@ -38,14 +38,20 @@ pub fn parse(text: &str, file_name: &str) -> Result<ClusterConfig, ConfigError> 
 
 /// [`parse`], with where each `[[service]]` block starts if `blocks` (see
 /// [`FileMemo`]; empty otherwise).
+///
+/// A large file is parsed in parts at once, one a core ([`parse_in_parts`]); a file
+/// that does not parse or validate that way is read again whole, which gives the
+/// diagnostics: a refusal reads the same whichever way the file was first parsed.
 fn parse_text(
     text: &str,
     file_name: &str,
     blocks: bool,
 ) -> Result<(ClusterConfig, Vec<usize>), ConfigError> {
-    let index = diagnostic::LineIndex::new(text);
+    let index = std::cell::OnceCell::new();
     let to_diag = |d: tree::RawDiag| {
-        let (line, column) = index.position(d.offset);
+        let (line, column) = index
+            .get_or_init(|| diagnostic::LineIndex::new(text))
+            .position(d.offset);
         Diagnostic {
             file: file_name.to_string(),
             line,
@@ -55,6 +61,20 @@ fn parse_text(
             fix: d.fix,
         }
     };
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    match parse_in_parts(text, cores.min(4), file_name, blocks, &to_diag) {
+        Some(parsed) => Ok(parsed),
+        None => parse_whole(text, file_name, blocks, &to_diag),
+    }
+}
+
+/// [`parse_text`] of the whole file at once.
+fn parse_whole(
+    text: &str,
+    file_name: &str,
+    blocks: bool,
+    to_diag: &dyn Fn(tree::RawDiag) -> Diagnostic,
+) -> Result<(ClusterConfig, Vec<usize>), ConfigError> {
     let syntax_error = |offset: usize, message: &str| {
         // The parser's message may span lines ("invalid string\nexpected ..."); the
         // diagnostic is one line.
@@ -88,39 +108,185 @@ fn parse_text(
     })?;
     let root = tree::from_document(&doc)
         .map_err(|at| syntax_error(at, "integer out of range for a 64-bit number"))?;
-    let mut reader = tree::Reader::new(&root);
-    let draft = read::read_document(&mut reader, &root);
+    read_tree(&root, text, file_name, blocks)
+        .map_err(|diags| {
+            let mut out: Vec<Diagnostic> = diags.into_iter().map(to_diag).collect();
+            if out.is_empty() {
+                // Unreachable by construction; refuse rather than accept half a configuration.
+                out.push(Diagnostic {
+                    file: file_name.to_string(),
+                    line: 1,
+                    column: 1,
+                    key: String::new(),
+                    message: "the configuration is incomplete".to_string(),
+                    fix: "check every section against cluster.toml.example".to_string(),
+                });
+            }
+            ConfigError::invalid(out)
+        })
+        .map(|(mut config, warnings, blocks)| {
+            config.warnings = warnings.into_iter().map(to_diag).collect();
+            (config, blocks)
+        })
+}
+
+/// The configuration of the spanned tree `root` of `text`, its warnings (file order)
+/// and where its `[[service]]` blocks start (if `blocks`); or its problems, in file
+/// order.
+#[allow(clippy::type_complexity)]
+fn read_tree(
+    root: &tree::Sv,
+    text: &str,
+    file_name: &str,
+    blocks: bool,
+) -> Result<(ClusterConfig, Vec<tree::RawDiag>, Vec<usize>), Vec<tree::RawDiag>> {
+    let mut reader = tree::Reader::new(root);
+    let draft = read::read_document(&mut reader, root);
     validate::cross_check(&mut reader, &draft);
     if reader.diags.is_empty() {
         if let Some(mut config) = validate::assemble(draft, file_name) {
             config.fingerprint = fingerprint(text);
             let mut warnings = std::mem::take(&mut reader.warnings);
             warnings.sort_by_key(|d| d.offset);
-            config.warnings = warnings.into_iter().map(to_diag).collect();
             let blocks = if blocks {
-                reread::service_blocks(&root, text)
+                reread::service_blocks(root, text)
             } else {
                 Vec::new()
             };
-            return Ok((config, blocks));
+            return Ok((config, warnings, blocks));
         }
     }
     let mut diags = std::mem::take(&mut reader.diags);
     // File order; stable, so problems at one place keep the order they were found in.
     diags.sort_by_key(|d| d.offset);
-    let mut out: Vec<Diagnostic> = diags.into_iter().map(to_diag).collect();
-    if out.is_empty() {
-        // Unreachable by construction; refuse rather than accept half a configuration.
-        out.push(Diagnostic {
-            file: file_name.to_string(),
-            line: 1,
-            column: 1,
-            key: String::new(),
-            message: "the configuration is incomplete".to_string(),
-            fix: "check every section against cluster.toml.example".to_string(),
-        });
+    Err(diags)
+}
+
+/// Files smaller than this are parsed whole: a part's thread costs more than it saves.
+const PARTS_FROM: usize = 1 << 20;
+
+/// Parses a large `text` in `parts` parts at once (as many as there are cores, at most 4),
+/// when it can be cut into parts that mean alone what they mean in the file: the
+/// first holds everything up to a `[[service]]` header, each other one only
+/// `[[service]]` blocks (each starting with its header, at a line start). The
+/// services of the later parts are appended to the first part's in order, and the
+/// file is read from that tree as from the whole file's: the parser's tree of the
+/// whole file is the same, but for the spans, which are moved to where each part
+/// starts. `None` (the whole file is then read by the caller) when the file is
+/// small, cannot be cut so, a part does not parse alone, or the file is refused.
+///
+/// Why a part means alone what it means in the file: the first part parses alone,
+/// so it ends where a line of the file starts outside any value, and the header
+/// after it starts a new `[[service]]` element there; a later part holds nothing but
+/// `[[service]]` elements and what their headers open, every header naming its
+/// path from the top (so nothing in it reaches back into an earlier part); the first
+/// part's `service` is an array of `[[service]]` tables (else the file would refuse
+/// the later headers).
+fn parse_in_parts(
+    text: &str,
+    parts: usize,
+    file_name: &str,
+    blocks: bool,
+    to_diag: &dyn Fn(tree::RawDiag) -> Diagnostic,
+) -> Option<(ClusterConfig, Vec<usize>)> {
+    if text.len() < PARTS_FROM || parts < 2 {
+        return None;
     }
-    Err(ConfigError::invalid(out))
+    let mut cuts = vec![0];
+    for k in 1..parts {
+        let cut = service_header_after(text, text.len() * k / parts)?;
+        if cut > *cuts.last()? {
+            cuts.push(cut);
+        }
+    }
+    if cuts.len() < 2 {
+        return None;
+    }
+    cuts.push(text.len());
+    let pieces: Vec<&str> = cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect();
+    let docs = std::thread::scope(|scope| {
+        let later: Vec<_> = pieces[1..]
+            .iter()
+            .map(|piece| scope.spawn(|| toml::de::DeTable::parse(piece).ok()))
+            .collect();
+        let mut docs = vec![toml::de::DeTable::parse(pieces[0]).ok()];
+        // A part whose thread panicked is one that does not parse alone.
+        docs.extend(later.into_iter().map(|h| h.join().ok().flatten()));
+        docs
+    });
+    let docs: Vec<_> = docs.into_iter().collect::<Option<_>>()?;
+    let mut root = tree::from_document(&docs[0]).ok()?;
+    {
+        let tree::Kind::Table(entries) = &mut root.kind else {
+            return None;
+        };
+        let services = entries.iter_mut().find(|e| e.key == "service")?;
+        let tree::Kind::Array(items) = &mut services.value.kind else {
+            return None;
+        };
+        if items.is_empty() || !items.iter().all(|i| written_with_header(i, text)) {
+            return None;
+        }
+        for (doc, &at) in docs[1..].iter().zip(&cuts[1..]) {
+            let part = tree::from_document_at(doc, at).ok()?;
+            let tree::Kind::Table(mut entries) = part.kind else {
+                return None;
+            };
+            let only = entries.pop()?;
+            if !entries.is_empty() || only.key != "service" {
+                return None;
+            }
+            let tree::Kind::Array(more) = only.value.kind else {
+                return None;
+            };
+            if more.is_empty() || !more.iter().all(|i| written_with_header(i, text)) {
+                return None;
+            }
+            items.extend(more);
+        }
+    }
+    let read = read_tree(&root, text, file_name, blocks);
+    drop(root);
+    // The parts' trees are freed at once too.
+    std::thread::scope(|scope| {
+        let mut docs = docs.into_iter();
+        let first = docs.next();
+        for doc in docs {
+            scope.spawn(move || drop(doc));
+        }
+        drop(first);
+    });
+    let (mut config, warnings, blocks) = read.ok()?;
+    config.warnings = warnings.into_iter().map(to_diag).collect();
+    Some((config, blocks))
+}
+
+/// Where the first line at or after byte `from` that is a `[[service]]` header
+/// starts (the header alone on its line, or followed by a comment).
+fn service_header_after(text: &str, from: usize) -> Option<usize> {
+    const HEADER: &[u8] = b"\n[[service]]";
+    let bytes = text.as_bytes();
+    let mut at = from.checked_sub(1)?;
+    loop {
+        let found = at
+            + bytes
+                .get(at..)?
+                .windows(HEADER.len())
+                .position(|w| w == HEADER)?;
+        let after = &bytes[found + HEADER.len()..];
+        if after.is_empty() || matches!(after[0], b'\n' | b'\r' | b' ' | b'\t' | b'#') {
+            return Some(found + 1);
+        }
+        at = found + 1;
+    }
+}
+
+/// Whether `item` (an element of an array) is a table opened by a `[[...]]` header.
+fn written_with_header(item: &tree::Sv, text: &str) -> bool {
+    matches!(item.kind, tree::Kind::Table(_))
+        && text
+            .get(item.span.start..)
+            .is_some_and(|t| t.starts_with("[["))
 }
 
 /// The control sockets a file names (`[control] vrrpd_socket`, `lbd_socket`, else
@@ -243,5 +409,173 @@ impl NodeSource {
             return Err(ConfigError::invalid(missing));
         }
         Ok(view)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = r#"[cluster]
+name = "parts"
+
+[[node]]
+name = "lb1"
+priority = { edge = 150 }
+addresses = { lo = ["198.18.0.11/24"] }
+
+[[node]]
+name = "lb2"
+priority = { edge = 100 }
+addresses = { lo = ["198.18.0.12/24"] }
+
+[[sync_group]]
+name = "edge"
+instances = ["public"]
+
+[[instance]]
+name = "public"
+interface = "lo"
+vrid = 51
+vips = ["198.18.0.100/24"]
+
+[[check]]
+name = "tcp"
+type = "tcp"
+"#;
+
+    /// A file of `n` services x 8 servers (over 1 MB from 1,500 on); `edit` changes
+    /// the text of service `i` (its block) if it says so.
+    fn file(n: usize, edit: impl Fn(usize, String) -> String) -> String {
+        let mut t = HEAD.to_owned();
+        for i in 0..n {
+            let mut block = format!(
+                "\n[[service]]\nname = \"svc{i}\"\nvip = \"198.18.0.100\"\nport = {}\n",
+                10_000 + i
+            );
+            for j in 0..8 {
+                block.push_str(&format!(
+                    "[[service.server]]\nname = \"srv{j}\"\naddress = \"198.18.0.21\"\nport = {}\ncheck = \"tcp\"\n",
+                    8080 + j
+                ));
+            }
+            t.push_str(&edit(i, block));
+        }
+        t
+    }
+
+    fn to_diag(d: tree::RawDiag, text: &str) -> Diagnostic {
+        let (line, column) = diagnostic::LineIndex::new(text).position(d.offset);
+        Diagnostic {
+            file: "t.toml".to_owned(),
+            line,
+            column,
+            key: d.key,
+            message: d.message,
+            fix: d.fix,
+        }
+    }
+
+    /// The file read in `parts` parts, if it can be, and read whole.
+    #[allow(clippy::type_complexity)]
+    fn both(
+        text: &str,
+        parts: usize,
+    ) -> (
+        Option<(ClusterConfig, Vec<usize>)>,
+        Result<(ClusterConfig, Vec<usize>), ConfigError>,
+    ) {
+        let d = |r: tree::RawDiag| to_diag(r, text);
+        (
+            parse_in_parts(text, parts, "t.toml", true, &d),
+            parse_whole(text, "t.toml", true, &d),
+        )
+    }
+
+    #[test]
+    fn a_large_file_read_in_parts_is_the_file_read_whole() {
+        // A scheduler only IPVS has: a warning, with its line, from the last part.
+        let text = file(2_100, |i, b| {
+            if i == 1_900 {
+                b.replace("port = 11900\n", "port = 11900\nscheduler = \"sed\"\n")
+            } else {
+                b
+            }
+        });
+        assert!(text.len() > PARTS_FROM);
+        for parts in [2, 3, 4] {
+            let (split, whole) = both(&text, parts);
+            let (split, whole) = (split.expect("read in parts"), whole.expect("valid"));
+            assert_eq!(split, whole, "{parts} parts");
+            assert_eq!(split.0.services.len(), 2_100);
+            assert_eq!(split.1.len(), 2_101, "every block's start, and the end");
+            assert_eq!(split.0.warnings.len(), 1);
+            let line = text[..text.find("scheduler = \"sed\"").expect("there")]
+                .lines()
+                .count()
+                + 1;
+            assert_eq!(split.0.warnings[0].line, line);
+        }
+        // What `parse` gives (in parts on a machine of several cores).
+        assert_eq!(
+            parse(&text, "t.toml").expect("valid"),
+            both(&text, 1).1.expect("valid").0
+        );
+    }
+
+    #[test]
+    fn a_refused_large_file_has_the_diagnostics_of_the_whole_file() {
+        let text = file(2_100, |i, b| match i {
+            // One in each half of the services (read at once) and one found later.
+            500 => b.replace("port = 8083\n", "port = 80831\n"),
+            1_999 => b.replace("port = 8083\n", "port = 80830\n"),
+            1_200 => b.replace("name = \"svc1200\"", "name = \"svc7\""),
+            _ => b,
+        });
+        let (split, whole) = both(&text, 2);
+        assert!(split.is_none(), "a refusal is read whole");
+        let whole = whole.expect_err("refused").to_string();
+        assert_eq!(
+            parse(&text, "t.toml").expect_err("refused").to_string(),
+            whole
+        );
+        let line = |what: &str| text[..text.find(what).expect("there")].lines().count();
+        let (first, second) = (
+            format!("t.toml:{}:", line("80831")),
+            format!("t.toml:{}:", line("80830")),
+        );
+        let at = |what: &str| {
+            whole
+                .find(what)
+                .unwrap_or_else(|| panic!("{what} in {whole}"))
+        };
+        assert!(at(&first) < at(&second), "file order: {whole}");
+        assert!(whole.contains("svc7"), "{whole}");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_cut_is_read_whole() {
+        // A section after the services: the last part holds more than services.
+        let mut text = file(2_100, |_, b| b);
+        text.push_str("\n[metrics]\nenabled = false\n");
+        let (split, whole) = both(&text, 2);
+        assert!(split.is_none());
+        assert_eq!(
+            parse(&text, "t.toml").expect("valid"),
+            whole.expect("valid").0
+        );
+        // A `[[service]]` line inside a string that spans lines (at the end of each
+        // block, where the cut falls): the parts do not parse alone.
+        let text = file(2_100, |_, b| {
+            b + "description = \"\"\"\n[[service]]\n\"\"\"\n"
+        });
+        let cut = service_header_after(&text, text.len() / 2).expect("a header line");
+        assert!(
+            text[..cut].ends_with("\"\"\"\n"),
+            "the cut is in the string"
+        );
+        let (split, whole) = both(&text, 2);
+        assert!(split.is_none());
+        assert!(whole.is_err());
     }
 }

@@ -63,16 +63,30 @@ pub(crate) struct Entry<'d> {
 /// The spanned tree of a parsed document, or the start of an integer that does not
 /// fit in 64 bits (the parser keeps integers as written).
 pub(crate) fn from_document<'d>(doc: &'d Spanned<DeTable<'d>>) -> Result<Sv<'d>, usize> {
-    convert_table(doc.get_ref(), doc.span())
+    from_document_at(doc, 0)
 }
 
-fn convert_table<'d>(t: &'d DeTable<'d>, span: Span) -> Result<Sv<'d>, usize> {
+/// [`from_document`] of a document that starts at byte `at` of a larger text (a
+/// part of a file parsed alone): every span is moved by `at`, so that it is the
+/// span in the whole text.
+pub(crate) fn from_document_at<'d>(
+    doc: &'d Spanned<DeTable<'d>>,
+    at: usize,
+) -> Result<Sv<'d>, usize> {
+    convert_table(doc.get_ref(), shift(doc.span(), at), at)
+}
+
+fn shift(span: Span, at: usize) -> Span {
+    span.start + at..span.end + at
+}
+
+fn convert_table<'d>(t: &'d DeTable<'d>, span: Span, at: usize) -> Result<Sv<'d>, usize> {
     let mut entries = Vec::with_capacity(t.len());
     for (k, v) in t.iter() {
         entries.push(Entry {
             key: k.get_ref(),
-            key_span: k.span(),
-            value: convert_value(v)?,
+            key_span: shift(k.span(), at),
+            value: convert_value(v, at)?,
         });
     }
     Ok(Sv {
@@ -81,8 +95,8 @@ fn convert_table<'d>(t: &'d DeTable<'d>, span: Span) -> Result<Sv<'d>, usize> {
     })
 }
 
-fn convert_value<'d>(v: &'d Spanned<DeValue<'d>>) -> Result<Sv<'d>, usize> {
-    let span = v.span();
+fn convert_value<'d>(v: &'d Spanned<DeValue<'d>>, at: usize) -> Result<Sv<'d>, usize> {
+    let span = shift(v.span(), at);
     let kind = match v.get_ref() {
         DeValue::String(s) => Kind::Str(s),
         DeValue::Integer(i) => {
@@ -91,8 +105,12 @@ fn convert_value<'d>(v: &'d Spanned<DeValue<'d>>) -> Result<Sv<'d>, usize> {
         DeValue::Float(_) => Kind::Float,
         DeValue::Boolean(b) => Kind::Bool(*b),
         DeValue::Datetime(_) => Kind::Datetime,
-        DeValue::Array(a) => Kind::Array(a.iter().map(convert_value).collect::<Result<_, _>>()?),
-        DeValue::Table(t) => return convert_table(t, span),
+        DeValue::Array(a) => Kind::Array(
+            a.iter()
+                .map(|v| convert_value(v, at))
+                .collect::<Result<_, _>>()?,
+        ),
+        DeValue::Table(t) => return convert_table(t, span, at),
     };
     Ok(Sv { span, kind })
 }
@@ -124,6 +142,18 @@ impl<'a> Reader<'a> {
             warnings: Vec::new(),
             root,
         }
+    }
+
+    /// A reader of the same document with nothing recorded yet, to read part of it
+    /// on another thread ([`Reader::absorb`] takes what it recorded back).
+    pub(crate) fn fork(&self) -> Reader<'a> {
+        Reader::new(self.root)
+    }
+
+    /// Appends what `other` ([`Reader::fork`]) recorded to what this one has.
+    pub(crate) fn absorb(&mut self, other: Reader<'a>) {
+        self.diags.extend(other.diags);
+        self.warnings.extend(other.warnings);
     }
 
     /// Records a problem at a byte offset.

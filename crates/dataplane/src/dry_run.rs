@@ -29,6 +29,17 @@ impl DryRun {
         }
     }
 
+    /// What backend `kind` would refuse in `desired`: what the first apply of a dry
+    /// run of it refuses, with the same error, without counting what it would change
+    /// or recording the state (a check of the whole state before a first apply).
+    pub fn validate(kind: BackendKind, desired: &DesiredState) -> Result<(), DataplaneError> {
+        DryRun::new(kind).nft_layout(desired)?;
+        if kind == BackendKind::Ipvs {
+            ipvs_plan::wanted(desired)?;
+        }
+        Ok(())
+    }
+
     /// The last applied desired state.
     pub fn applied(&self) -> Option<&DesiredState> {
         self.applied.as_ref()
