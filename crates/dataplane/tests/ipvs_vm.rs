@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use dataplane::ipvs::Op;
 use dataplane::{
     select_backend, Backend, BackendChoice, BackendKind, ChosenBackend, Dataplane, DesiredState,
-    Forwarding, IpvsBackend, IpvsSettings, NatProtocol, Persistence, PortSpec, Protocol, Scheduler,
-    Service, SnatRule, SnatSource, SyncRole,
+    Forwarding, IpvsBackend, IpvsSettings, Persistence, PortSpec, Protocol, Scheduler, Service,
+    SyncRole,
 };
 use integration::{Host, Lab};
-use vm_common::{ip, note, SNAT_VIP, VIP};
+use vm_common::{ip, note, web_snat, SNAT_VIP, VIP};
 
 mod vm_common;
 
@@ -54,15 +54,7 @@ fn service(name: &str, vip: &str, port: u16, protocol: Protocol, scheduler: Sche
 fn web_state() -> DesiredState {
     DesiredState {
         services: vec![service("web", VIP, 80, Protocol::Tcp, Scheduler::Rr)],
-        snat: vec![SnatRule {
-            name: "web".into(),
-            in_iface: Some("eth0".into()),
-            out_iface: Some("eth1".into()),
-            protocol: NatProtocol::Tcp,
-            orig_daddr: ip(VIP),
-            orig_dports: Some(PortSpec::Single(80)),
-            source: SnatSource::Address(ip(SNAT_VIP)),
-        }],
+        snat: vec![web_snat()],
     }
 }
 

@@ -58,14 +58,19 @@ pub fn web_state(scheduler: Scheduler, weights: [u32; 2]) -> DesiredState {
             forward: Forwarding::Nat,
             persistence: None,
         }],
-        snat: vec![SnatRule {
-            name: "web".into(),
-            in_iface: Some("eth0".into()),
-            out_iface: Some("eth1".into()),
-            protocol: NatProtocol::Tcp,
-            orig_daddr: ip(VIP),
-            orig_dports: Some(PortSpec::Single(80)),
-            source: SnatSource::Address(ip(SNAT_VIP)),
-        }],
+        snat: vec![web_snat()],
+    }
+}
+
+/// The web service's SNAT rule: TCP to VIP:80 from eth0 out of eth1, to the SNAT VIP.
+pub fn web_snat() -> SnatRule {
+    SnatRule {
+        name: "web".into(),
+        in_iface: Some("eth0".into()),
+        out_iface: Some("eth1".into()),
+        protocol: NatProtocol::Tcp,
+        orig_daddr: ip(VIP),
+        orig_dports: Some(PortSpec::Single(80)),
+        source: SnatSource::Address(ip(SNAT_VIP)),
     }
 }
