@@ -305,6 +305,15 @@ mod tests {
         }
     }
 
+    /// A new established TCP connection from client port `cport` to the VIP's `port`,
+    /// carried to `server`.
+    fn established(c: &mut Counts, cport: u16, port: u16, server: &str) {
+        c.apply(
+            EventKind::New,
+            &conn(cport, port, server, Some(TcpState::ESTABLISHED)),
+        );
+    }
+
     /// A TCP connection from client port `cport` to the VIP's `port`, DNATed to
     /// `server`:80, in `state` (None: an update without the state).
     fn conn(cport: u16, port: u16, server: &str, state: Option<TcpState>) -> Entry {
@@ -354,10 +363,7 @@ mod tests {
         // An update without the state (a mark, a status bit) keeps it.
         c.apply(EventKind::Update, &conn(1000, 80, S1, None));
         assert_eq!(c.load(&web).0, vec![1.0, 0.0]);
-        c.apply(
-            EventKind::New,
-            &conn(1001, 80, S2, Some(TcpState::ESTABLISHED)),
-        );
+        established(&mut c, 1001, 80, S2);
         assert_eq!(c.load(&web), (vec![1.0, 1.0], 2));
         // Closing: inactive (TIME_WAIT) until destroyed.
         c.apply(
@@ -394,10 +400,7 @@ mod tests {
         c.apply(EventKind::New, &other);
         assert_eq!(c.connections(), 0);
         // Another port of the VIP: counted, not for this service.
-        c.apply(
-            EventKind::New,
-            &conn(2, 443, S1, Some(TcpState::ESTABLISHED)),
-        );
+        established(&mut c, 2, 443, S1);
         assert_eq!(c.load(&web), (vec![0.0], 0));
         // UDP is active without a state, and apart from TCP.
         let mut udp = conn(3, 80, S1, None);
@@ -422,14 +425,8 @@ mod tests {
         let mut e = conn(1, 8005, S1, Some(TcpState::ESTABLISHED));
         e.reply = Tuple::tcp(ip(S1), 8005, ip("198.18.1.100"), 1);
         c.apply(EventKind::New, &e);
-        c.apply(
-            EventKind::New,
-            &conn(2, 8001, S2, Some(TcpState::ESTABLISHED)),
-        );
-        c.apply(
-            EventKind::New,
-            &conn(3, 8011, S2, Some(TcpState::ESTABLISHED)),
-        );
+        established(&mut c, 2, 8001, S2);
+        established(&mut c, 3, 8011, S2);
         assert_eq!(c.load(&range), (vec![1.0, 1.0], 2));
     }
 
@@ -438,14 +435,8 @@ mod tests {
         let web = service(PortSpec::Single(80), &[(S1, Some(80)), (S2, Some(80))]);
         let mut c = Counts::default();
         c.resync(vips(), &[], false);
-        c.apply(
-            EventKind::New,
-            &conn(1, 80, S1, Some(TcpState::ESTABLISHED)),
-        );
-        c.apply(
-            EventKind::New,
-            &conn(2, 80, S1, Some(TcpState::ESTABLISHED)),
-        );
+        established(&mut c, 1, 80, S1);
+        established(&mut c, 2, 80, S1);
         c.take_dirty();
         // Events were lost: connection 1 ended, 3 and 4 came; the dump shows it.
         let dump = [
