@@ -10,12 +10,13 @@ use std::thread;
 use std::time::Duration;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use config::{ClusterMode, NodeView};
 use dataplane::nft::flowtable::{Flowtable, FlowtableError};
 use dataplane::{
-    BackendChoice, BackendKind, ChosenBackend, DataplaneError, DesiredState, DryRun, IpvsSettings,
-    Selection,
+    ApplyReport, BackendChoice, BackendKind, ChosenBackend, Counting, Dataplane, DataplaneError,
+    DesiredState, DryRun, IpvsSettings, Selection,
 };
 use tokio::sync::oneshot;
 
@@ -92,11 +93,17 @@ pub async fn set_up_flowtable(
     thread: &DataplaneThread,
     view: &NodeView,
 ) -> anyhow::Result<Option<Vec<String>>> {
+    let set_up = flowtable_set_up(view);
+    thread.run(move |_| set_up()).await?
+}
+
+/// [`set_up_flowtable`]'s work, to run on the dataplane thread.
+fn flowtable_set_up(view: &NodeView) -> impl FnOnce() -> anyhow::Result<Option<Vec<String>>> {
     let table = view.dataplane.nft_table.clone();
     let on = view.dataplane.flowtable;
     let devices = flowtable_devices(view);
-    let done = thread
-        .run(move |_| -> Result<Option<Vec<String>>, FlowtableError> {
+    move || {
+        let done = (|| -> Result<Option<Vec<String>>, FlowtableError> {
             let ft = Flowtable::new(&table)?;
             if on {
                 // Nothing committed when the table is as the last lbd left it.
@@ -106,14 +113,70 @@ pub async fn set_up_flowtable(
                 ft.remove()?;
                 Ok(None)
             }
+        })();
+        done.map_err(|e| {
+            anyhow::anyhow!(
+                "[dataplane] flowtable = {on}: table inet {}: {e}",
+                dataplane::nft::flowtable::table_name(&table)
+            )
         })
-        .await?;
-    done.map_err(|e| {
-        anyhow::anyhow!(
-            "[dataplane] flowtable = {on}: table inet {}: {e}",
-            dataplane::nft::flowtable::table_name(&view.dataplane.nft_table)
-        )
-    })
+    }
+}
+
+/// The start's first apply, under way on the dataplane thread ([`first_apply`]).
+pub struct FirstApply {
+    /// The whole state passed the backend's checks and the flowtable is set up as
+    /// configured (the devices it spans; `None`: off), or the flowtable's set-up
+    /// failed (nothing applied). Closed without a word when the apply failed before
+    /// its check (a state the backend refuses, or a kernel that does not answer).
+    pub checked: oneshot::Receiver<anyhow::Result<Option<Vec<String>>>>,
+    /// The apply's outcome; `Ok(None)`: stopped after its check, nothing sent.
+    pub applied: oneshot::Receiver<Result<Option<ApplyReport>, DataplaneError>>,
+}
+
+/// Starts the start's first apply of `state` on the dataplane thread, to run while
+/// the start prepares what does not touch the kernel: where the adoption record is
+/// and what the table counts are set, the state is checked as a dry run would check
+/// it (for nft the apply's own planning, not a second pass), the flowtable is set
+/// up once that passed, then the state is applied. Nothing reaches the kernel
+/// before the check passed.
+pub fn first_apply(
+    thread: &DataplaneThread,
+    view: &NodeView,
+    state: Arc<DesiredState>,
+    counting: Counting,
+) -> Result<FirstApply, ThreadGone> {
+    let (checked_tx, checked) = oneshot::channel();
+    let (applied_tx, applied) = oneshot::channel();
+    let flowtable = flowtable_set_up(view);
+    let record = adoption_record(view);
+    let kind = thread.kind();
+    thread.post(move |dp| {
+        let check = move || {
+            let set_up = flowtable();
+            let go = set_up.is_ok();
+            let _ = checked_tx.send(set_up);
+            go
+        };
+        let applied = move |outcome| {
+            let _ = applied_tx.send(outcome);
+        };
+        if let ChosenBackend::Nft(nft) = dp {
+            nft.set_adoption_record(record);
+            nft.set_counting(counting);
+            nft.apply_first(&state, check, applied);
+        } else {
+            applied(match validate(kind, &state) {
+                Err(e) => Err(e),
+                Ok(()) if check() => dp.apply(&state).map(Some),
+                Ok(()) => Ok(None),
+            });
+        }
+        // The parser's pages and the first apply's go back to the kernel (after the
+        // nft backend's counting batch, which comes after the caller heard).
+        crate::daemon::release_free_memory();
+    })?;
+    Ok(FirstApply { checked, applied })
 }
 
 type Job = Box<dyn FnOnce(&mut ChosenBackend) + Send>;

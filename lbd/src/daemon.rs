@@ -220,7 +220,7 @@ pub fn check_health_needs(view: &NodeView) -> Result<(), TcpSynUnavailable> {
 /// Gives the heap pages freed after a start or a reload back to the kernel. Reading
 /// a large file peaks at several times what lbd keeps; without this the allocator
 /// keeps those pages, and the resident size stays at the peak.
-fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     // SAFETY: malloc_trim only walks and releases the allocator's free memory.
     #[cfg(target_env = "gnu")]
     unsafe {
@@ -367,32 +367,13 @@ struct Report {
     trim_due: bool,
 }
 
-/// The start's check of the whole configuration against the backend (see
-/// [`check_view`]), running on a thread of its own.
-struct StartCheck {
-    /// The backend it checks against.
-    kind: BackendKind,
-    /// The services planned with every server up (what the metrics start from).
-    planned_up: Arc<Vec<Arc<desired::ServicePlan>>>,
-    /// The check: the plan's state validated as backend `kind` would.
-    thread: std::thread::JoinHandle<Result<(), dataplane::DataplaneError>>,
-}
-
-impl StartCheck {
-    /// Plans `view` with every server up and starts validating it as `kind` would.
-    fn spawn(view: &NodeView, kind: BackendKind) -> anyhow::Result<StartCheck> {
-        let desired::Plan {
-            state, services, ..
-        } = desired::plan(view, |_, _| ServerHealth::Up, kind.capabilities());
-        let thread = std::thread::Builder::new()
-            .name("lbd-check".to_owned())
-            .spawn(move || backend::validate(kind, &state))
-            .context("starting the configuration check")?;
-        Ok(StartCheck {
-            kind,
-            planned_up: services,
-            thread,
-        })
+/// What the nft table counts: `[[service]] counters = true` anywhere, packets and
+/// bytes too (a change re-reads the table and applies what differs).
+fn counting_of(view: &NodeView) -> Counting {
+    if view.services.iter().any(|s| s.counters) {
+        Counting::Traffic
+    } else {
+        Counting::default()
     }
 }
 
@@ -420,30 +401,44 @@ pub async fn run(
             .state,
         )
     });
-    // What the backend cannot do (a scheduler only the other one has) is refused
-    // here, as a reload of it would be, not replaced by something else. The check
-    // (the whole table's layout, dry: at 10,000 services a noticeable part of the
-    // start) runs on a thread of its own, beside what the start prepares without
-    // touching the kernel or answering anyone: the backend's opening (when the file
-    // names the backend), the plan the metrics start from, the health targets and
-    // runner, the metrics, the servers' overrides. Nothing else starts before it
-    // has passed.
-    let named = match parsed.dataplane.backend {
-        config::BackendChoice::Nft => Some(BackendKind::Nft),
-        config::BackendChoice::Ipvs => Some(BackendKind::Ipvs),
-        config::BackendChoice::Auto => None,
-    };
-    let early = named
-        .map(|kind| StartCheck::spawn(&parsed, kind))
-        .transpose()?;
     let (dataplane, selection) =
         DataplaneThread::start(parsed.dataplane.backend, backend_settings(&parsed), wanted)?;
     tracing::info!(backend = selection.kind.name(), reason = %selection.reason, table = %parsed.dataplane.nft_table, "dataplane backend chosen");
-    let check = match early {
-        Some(check) if check.kind == selection.kind => check,
-        _ => StartCheck::spawn(&parsed, selection.kind)?,
+    // Read before the first apply: a drained server gets no new connection from
+    // a restarted lbd, not even briefly.
+    let mut servers = ServerControl::open(&parsed, std::env::var_os("STATE_DIRECTORY").as_deref());
+    // lc/wlc on nft: a thread counts the servers' connections and sends weights.
+    let (least_conn_tx, mut least_conn_rx) = mpsc::unbounded_channel();
+    let mut least_conn = if selection.kind == BackendKind::Nft {
+        Some(
+            crate::least_conn::LeastConn::start(least_conn_tx)
+                .context("starting the least-connection feeder")?,
+        )
+    } else {
+        drop(least_conn_tx);
+        None
     };
-    let planned_up = Arc::clone(&check.planned_up);
+    // Servers count as up until their checks say otherwise.
+    let mut first_plan = desired::plan_with(
+        &parsed,
+        |_, _| ServerHealth::Up,
+        &servers.overrides(),
+        selection.kind.capabilities(),
+    );
+    if let Some(lc) = &mut least_conn {
+        lc.planned(&mut first_plan.state, None);
+    }
+    // The first apply starts now, on the dataplane thread, beside what the start
+    // prepares without touching the kernel or answering anyone (the metrics, the
+    // health targets and runner, the forwarding check). What the backend cannot do
+    // (a scheduler only the other one has) is refused before anything is sent, as
+    // a reload of it would be, and nothing else starts before that check passed.
+    let first = backend::first_apply(
+        &dataplane,
+        &parsed,
+        Arc::clone(&first_plan.state),
+        counting_of(&parsed),
+    )?;
     // The whole file's model is not needed once this node's view is taken; the
     // view is copied so that what stays is packed, not scattered over the pages
     // the parser used (which then go back to the kernel: `release_free_memory`).
@@ -452,22 +447,17 @@ pub async fn run(
     let targets = health_targets(&view);
     let telemetry = Telemetry::new(&view.cluster_name, Some(Box::new(dataplane.clone())));
     // Every documented series exists from the first scrape on, before the first
-    // apply: the services' and servers' series from the plan with every server up.
-    telemetry.plan(&planned_up);
+    // apply's outcome is known.
+    telemetry.plan(&first_plan.services);
     telemetry.snat_capacity(desired::snat_capacity(&view.nat));
     // Read before the metrics endpoint serves: the first scrape has the real value.
     let mut forwarding = ForwardingWatch::default();
     forwarding.check(&view, &telemetry, unix_ms());
-    // Read before the first apply: a drained server gets no new connection from
-    // a restarted lbd, not even briefly.
-    let mut servers = ServerControl::open(&view, std::env::var_os("STATE_DIRECTORY").as_deref());
     servers.attach(telemetry.registry());
     let connection_gauges = servers::ConnectionGauges::register(telemetry.registry());
-    // Their series exist from the first scrape on (every server up until planned).
     if let Some(g) = &connection_gauges {
-        g.set_services(&planned_up);
+        g.set_services(&first_plan.services);
     }
-    // Servers count as up until their checks say otherwise.
     // Each node its own seed: the two members' checks of one server do not
     // arrive at the same moments.
     let seed = view.name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
@@ -480,29 +470,28 @@ pub async fn run(
     settings.own_thread = true;
     let (health, mut health_rx) =
         HealthRunner::new(targets, settings).context("starting health checks")?;
-    check
-        .thread
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        .map_err(ViewError::DataplaneRefuses)
-        .with_context(|| {
-            format!(
-                "the configuration asks for what the {} backend cannot do",
-                selection.kind.name()
-            )
-        })?;
-    match backend::set_up_flowtable(&dataplane, &view).await? {
+    let refused = |e| {
+        anyhow::Error::new(ViewError::DataplaneRefuses(e)).context(format!(
+            "the configuration asks for what the {} backend cannot do",
+            selection.kind.name()
+        ))
+    };
+    let flowtable = match first.checked.await {
+        Ok(set_up) => set_up?,
+        // The apply stopped before its check: either the backend refuses the
+        // configuration (the start ends here, nothing was sent), or the kernel did
+        // not answer (the apply is retried as any failed one).
+        Err(_) => {
+            backend::validate(selection.kind, &first_plan.state).map_err(refused)?;
+            backend::set_up_flowtable(&dataplane, &view).await?
+        }
+    };
+    match flowtable {
         Some(devices) => {
             tracing::info!(table = %dataplane::nft::flowtable::table_name(&view.dataplane.nft_table), devices = %devices.join(","), "flowtable on: established balanced connections offloaded")
         }
         None => tracing::debug!("flowtable off"),
     }
-    let record = backend::adoption_record(&view);
-    let _ = dataplane.post(move |dp| {
-        if let ChosenBackend::Nft(nft) = dp {
-            nft.set_adoption_record(record);
-        }
-    });
     // Conntrack entries (with their NAT mappings) travel over the sync link on
     // either backend; with IPVS the kernel's sync daemon carries IPVS's own
     // connection table beside it (set_sync_role): a pooled SNAT port survives a
@@ -574,18 +563,6 @@ pub async fn run(
         sync.as_ref().map(SyncLink::incomplete),
     );
     telemetry.vrrpd_connected(false);
-    // lc/wlc on nft: a thread counts the servers' connections and sends weights.
-    let (least_conn_tx, mut least_conn_rx) = mpsc::unbounded_channel();
-    let least_conn = if selection.kind == BackendKind::Nft {
-        Some(
-            crate::least_conn::LeastConn::start(least_conn_tx)
-                .context("starting the least-connection feeder")?,
-        )
-    } else {
-        drop(least_conn_tx);
-        None
-    };
-
     let mut daemon = Daemon {
         config: Running {
             options,
@@ -657,10 +634,18 @@ pub async fn run(
         daemon.announcer = Some(crate::announce::Announcer::start(settings, owned));
     }
 
-    // Adopts the table a previous lbd left (the backend reads it back and diffs);
-    // systemd hears READY=1 once an apply has succeeded (see `record_apply`).
-    let _ = daemon.reconcile("start").await;
-    release_free_memory();
+    // The first apply's plan becomes the running one (its notes logged); its
+    // outcome is what the start waits for. It adopted the table a previous lbd left,
+    // or read the kernel back and sent what differs; systemd hears READY=1 once an
+    // apply has succeeded (see `record_apply`).
+    daemon.replanned_all(first_plan);
+    let outcome = match first.applied.await {
+        Ok(Ok(Some(report))) => Ok(report),
+        Ok(Err(e)) => Err(e.into()),
+        // Stopped after its check only when the flowtable failed (returned above).
+        Ok(Ok(None)) | Err(_) => Err(backend::ThreadGone.into()),
+    };
+    let _ = daemon.applied("start", outcome);
     tracing::info!(node = %daemon.config.view.name, services = daemon.config.view.services.len(), snat_rules = daemon.config.view.nat.len(), "lbd running");
     let mut watchdog = daemon.report.notifier.watchdog();
 
@@ -991,13 +976,7 @@ impl Daemon {
         self.replan();
         let state = Arc::clone(&self.kernel.plan.state);
         let hint = self.kernel.changed.take();
-        // `[[service]] counters = true` anywhere: the nft table counts packets and
-        // bytes (a change re-reads the table and applies what differs).
-        let counting = if self.config.view.services.iter().any(|s| s.counters) {
-            Counting::Traffic
-        } else {
-            Counting::default()
-        };
+        let counting = counting_of(&self.config.view);
         let result = match self
             .kernel
             .thread
@@ -1015,6 +994,16 @@ impl Daemon {
             Ok(r) => r.map_err(ApplyError::from),
             Err(gone) => Err(gone.into()),
         };
+        self.applied(why, result)
+    }
+
+    /// What an apply's outcome changes: the hint for the next one, the record, the
+    /// announcements.
+    fn applied(
+        &mut self,
+        why: &str,
+        result: Result<ApplyReport, ApplyError>,
+    ) -> Result<ApplyReport, ApplyError> {
         // After a success only later health changes need planning; after a failure
         // nobody knows what the kernel holds, so the next apply compares everything.
         self.kernel.changed = result.as_ref().ok().map(|_| ChangeHint::default());

@@ -81,8 +81,9 @@ const MAX_EVENTS: usize = 1 << 16;
 /// total; the backend spreads them over its slots).
 const SHARE_SCALE: f64 = 1_000_000.0;
 
-/// New weights for some services: (service, weight per backend of its plan).
-pub type Update = Vec<(String, Vec<u32>)>;
+/// New weights for some services: (the service as planned when its weights were
+/// computed, a weight per backend of that plan).
+pub type Update = Vec<(Service, Vec<u32>)>;
 
 /// Whether the backend needs its `scheduler`'s weights fed (lc and wlc).
 pub fn fed(scheduler: Scheduler) -> bool {
@@ -209,17 +210,20 @@ impl LeastConn {
 
     /// Weights from the feeder: keeps those for services still planned as they were
     /// counted, puts them into `state`, and names the services whose weights changed.
+    /// Weights computed against a plan that changed since (a server drained or
+    /// down while they were on their way) are dropped: the feeder has the new plan
+    /// and sends its weights next.
     pub fn feed(&mut self, state: &mut Arc<DesiredState>, update: Update) -> BTreeSet<String> {
         let mut changed = BTreeSet::new();
-        for (name, weights) in update {
-            let Some(s) = self.planned.get(&name) else {
-                continue;
-            };
-            if s.backends.len() != weights.len() || self.fed.get(&name) == Some(&weights) {
+        for (counted, weights) in update {
+            if self.planned.get(&counted.name) != Some(&counted)
+                || counted.backends.len() != weights.len()
+                || self.fed.get(&counted.name) == Some(&weights)
+            {
                 continue;
             }
-            self.fed.insert(name.clone(), weights);
-            changed.insert(name);
+            self.fed.insert(counted.name.clone(), weights);
+            changed.insert(counted.name);
         }
         let names: Vec<String> = changed.iter().cloned().collect();
         self.put(state, &names);
@@ -602,7 +606,7 @@ impl Run {
             );
             if slots != f.slots {
                 f.slots = slots;
-                update.push((s.name.clone(), weights));
+                update.push((s.clone(), weights));
             }
         }
         update
@@ -681,12 +685,13 @@ mod tests {
         });
         lc.planned(&mut state, None);
         assert_eq!(lc.services.borrow().len(), 1);
-        let changed = lc.feed(&mut state, vec![("web".into(), vec![0, 7])]);
+        let plan = service(Scheduler::Lc, &[1, 1]);
+        let changed = lc.feed(&mut state, vec![(plan.clone(), vec![0, 7])]);
         assert_eq!(changed.len(), 1);
         assert_eq!(state.services[0].backends[1].weight, 7);
         // The same weights again change nothing.
         assert!(lc
-            .feed(&mut state, vec![("web".into(), vec![0, 7])])
+            .feed(&mut state, vec![(plan.clone(), vec![0, 7])])
             .is_empty());
         // A replan of the same service keeps them in place.
         let names: BTreeSet<String> = ["web".to_owned()].into();
@@ -697,9 +702,19 @@ mod tests {
         Arc::make_mut(&mut state).services[0] = service(Scheduler::Lc, &[1, 0]);
         lc.planned(&mut state, Some(&names));
         assert_eq!(state.services[0].backends[0].weight, 1);
-        // Weights for a service not planned are ignored.
+        // Weights computed against the plan before (on their way while the server
+        // went down) do not bring it back.
         assert!(lc
-            .feed(&mut state, vec![("api".into(), vec![1])])
+            .feed(&mut state, vec![(plan.clone(), vec![3, 5])])
             .is_empty());
+        assert_eq!(state.services[0].backends[1].weight, 0);
+        // Those of the plan now do.
+        let now = service(Scheduler::Lc, &[1, 0]);
+        assert_eq!(lc.feed(&mut state, vec![(now, vec![6, 0])]).len(), 1);
+        assert_eq!(state.services[0].backends[0].weight, 6);
+        // Weights for a service not planned are ignored.
+        let mut api = service(Scheduler::Lc, &[1]);
+        api.name = "api".into();
+        assert!(lc.feed(&mut state, vec![(api, vec![1])]).is_empty());
     }
 }

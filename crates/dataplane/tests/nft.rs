@@ -426,6 +426,113 @@ fn counting_modes_shape_the_table() {
     nft.teardown().unwrap();
 }
 
+/// Whether table inet `table` exists in `host`.
+fn table_exists(host: &Host, table: &str) -> bool {
+    host.exec_ok(&["nft", "list", "table", "inet", table])
+        .is_ok_and(|out| out.contains(table))
+}
+
+#[test]
+fn a_first_apply_checks_before_it_sends_and_counts_in_a_second_batch() {
+    if !integration::have_root("a_first_apply_checks_before_it_sends_and_counts_in_a_second_batch")
+    {
+        return;
+    }
+    let lab = Lab::one_arm().unwrap();
+    let lb = &lab["lb1"];
+    let state = DesiredState {
+        services: vec![web(Scheduler::Rr, 1, 1)],
+        snat: vec![],
+    };
+    let mut nft = lb.run_in(|| NftBackend::new("lbsuite")).unwrap().unwrap();
+
+    // A state the backend refuses: never checked, the error said, nothing sent.
+    let mut bad = web(Scheduler::Rr, 1, 1);
+    bad.backends[0].addr = ip("2001:db8::1");
+    let refused = DesiredState {
+        services: vec![bad],
+        snat: vec![],
+    };
+    let (mut checked, mut outcome) = (false, None);
+    nft.apply_first(
+        &refused,
+        || {
+            checked = true;
+            true
+        },
+        |r| outcome = Some(r),
+    );
+    assert!(!checked);
+    let err = outcome.take().unwrap().unwrap_err();
+    assert!(err.to_string().contains("same family"), "{err}");
+    assert!(!table_exists(lb, "lbsuite"));
+
+    // Checked, then stopped by the caller (its own set-up failed): nothing sent.
+    let mut present_at_check = None;
+    nft.apply_first(
+        &state,
+        || {
+            present_at_check = Some(table_exists(lb, "lbsuite"));
+            false
+        },
+        |r| outcome = Some(r),
+    );
+    assert_eq!(present_at_check, Some(false));
+    assert!(matches!(outcome.take(), Some(Ok(None))), "{outcome:?}");
+    assert!(!table_exists(lb, "lbsuite"));
+
+    // On a kernel without the table: checked before anything is sent; the caller
+    // hears of the apply when the services forward and nothing counts yet; the
+    // counting's batch follows before apply_first returns.
+    let mut sets_when_applied = None;
+    nft.apply_first(
+        &state,
+        || {
+            present_at_check = Some(table_exists(lb, "lbsuite"));
+            true
+        },
+        |r| {
+            outcome = Some(r);
+            sets_when_applied = Some(objects(lb, "lbsuite").remove("set"));
+        },
+    );
+    assert_eq!(present_at_check, Some(false));
+    let report = outcome.take().unwrap().unwrap().unwrap();
+    assert_eq!(report.services.added, 1, "{report:?}");
+    let maps = objects(lb, "lbsuite")["map"].clone();
+    assert!(!maps.is_empty(), "the services' maps are there: {maps:?}");
+    assert_eq!(
+        sets_when_applied,
+        Some(None),
+        "no count set in the first batch"
+    );
+    assert_eq!(objects(lb, "lbsuite")["set"], vec!["conn4"]);
+    assert!(set_counts(lb, "lbsuite", "conn4"));
+    // The table is what a plain apply makes: nothing differs, from this backend's
+    // record or from a new backend that reads the kernel.
+    assert!(nft.verify(&state).unwrap().is_empty());
+    assert_eq!(nft.apply(&state).unwrap().changes(), 0);
+    let mut reader = lb.run_in(|| NftBackend::new("lbsuite")).unwrap().unwrap();
+    let r = reader.apply(&state).unwrap();
+    assert!(r.reread && r.changes() == 0, "{r:?}");
+
+    // A start on a kernel that holds the table (a crash left no adoption record)
+    // keeps what counts: the count set is there when the caller hears.
+    let mut restarted = lb.run_in(|| NftBackend::new("lbsuite")).unwrap().unwrap();
+    restarted.apply_first(
+        &state,
+        || true,
+        |r| {
+            outcome = Some(r);
+            sets_when_applied = Some(objects(lb, "lbsuite").remove("set"));
+        },
+    );
+    let report = outcome.take().unwrap().unwrap().unwrap();
+    assert_eq!(report.changes(), 0, "{report:?}");
+    assert_eq!(sets_when_applied, Some(Some(vec!["conn4".to_owned()])));
+    restarted.teardown().unwrap();
+}
+
 #[test]
 fn refused_scheduler_and_bad_state_change_nothing() {
     let mut dry = dataplane::DryRun::new(dataplane::BackendKind::Nft);
