@@ -1,5 +1,5 @@
 //! The adoption record: what a stopping lbd leaves so that the next one adopts its
-//! table without reading it back, and without planning it.
+//! table without reading it back, and without planning it before it runs.
 //!
 //! Reading back a table of 10,000 services takes about a second (the kernel walks a
 //! set from its start again for each page of a dump), and planning it a few hundred
@@ -12,7 +12,8 @@
 //! this build plans ([`layout_fingerprint`]: a fixed desired state planned once, so
 //! that a build that plans another table does not adopt). A start that wants that
 //! very desired state, in the same namespace and boot, at the same generation,
-//! takes the table as it is (and plans it only when a change needs it); anything
+//! takes the table as it is (and plans it on a thread of its own, for the first
+//! change: [`Committed::adopted`](super::record::Committed::adopted)); anything
 //! else reads the table back. The record is removed when read: it describes one
 //! moment.
 

@@ -150,6 +150,14 @@ impl NftBackend {
             .is_some_and(|now| now == found)
     }
 
+    /// Whether the record of the last apply holds the committed table, so that a
+    /// change is computed without planning it first: after an adopting apply, once
+    /// the background plan finished (taken here; never waits). For tests.
+    #[doc(hidden)]
+    pub fn committed_table_ready(&mut self) -> bool {
+        self.committed.as_mut().is_some_and(|c| c.table_ready())
+    }
+
     /// Whether [`Dataplane::apply_changed`] checks each hint against a full comparison
     /// and fails with [`DataplaneError::WrongHint`] on one that leaves out a change
     /// (on in debug builds; costs what a plain `apply` costs).
@@ -667,7 +675,7 @@ impl NftBackend {
         let generation = self.generation()?;
         let trusted = self.generation == Some(generation) && self.committed.is_some();
         // A start after a clean stop: the table is what the last lbd committed, and
-        // that is what is wanted (not planned until a change needs it).
+        // that is what is wanted (planned in the background for the first change).
         if self.committed.is_none() && self.adoption_matches(desired, generation) {
             tracing::info!(table = %self.table, "nft table adopted as the previous lbd left it (adoption record; not read back)");
             self.generation = Some(generation);

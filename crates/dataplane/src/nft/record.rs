@@ -13,9 +13,17 @@
 //! and changes ([`Held`]): each set's shape and element count, the chains, and the
 //! rules' comments. A full comparison against the record plans the committed
 //! services again ([`Committed::planned`]).
+//!
+//! An adopted record ([`Committed::adopted`]) starts without the table: a thread of
+//! its own plans it from the committed services while nothing waits for it, and the
+//! first change takes it ([`Committed::ensure_table`]), so that change costs what
+//! any later one costs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::layout::{
     self, claim, Changes, Claim, Counting, ElemData, ElemKey, Layout, PlannedRule, ServicePlan,
@@ -171,19 +179,21 @@ impl Held {
     }
 }
 
-/// One committed service.
+/// One committed service (shared with the background plan of an adopted record).
 #[derive(Debug)]
 struct Entry {
     fingerprint: u128,
-    service: Service,
+    service: Arc<Service>,
 }
 
 /// What the last successful apply committed.
 #[derive(Debug)]
 pub struct Committed {
     /// The table as committed (what the kernel held right after); `None` after an
-    /// adoption until a change needs it ([`Committed::ensure_table`] plans it then).
+    /// adoption until the background plan is taken ([`Committed::ensure_table`]).
     table: Option<Held>,
+    /// The background plan of an adopted record's table, while not taken.
+    pending: Option<JoinHandle<Result<Held, DataplaneError>>>,
     /// SNAT rules committed.
     pub snat: Vec<SnatRule>,
     /// Services in the desired order.
@@ -245,9 +255,40 @@ impl Committed {
     }
 
     /// The record of `desired`, adopted as a previous lbd committed it: the table is
-    /// planned only when a change needs it.
+    /// planned on a thread of its own, for the first change to take.
     pub fn adopted(desired: &DesiredState, counting: Counting) -> Committed {
-        Committed::with_table(desired, None, counting)
+        let mut c = Committed::with_table(desired, None, counting);
+        c.pending = c.plan_in_background();
+        c
+    }
+
+    /// Starts planning the committed table on another thread, from the committed
+    /// services (shared, not copied here) and SNAT rules. `None` if no thread could be
+    /// started: the first change plans it then.
+    fn plan_in_background(&self) -> Option<JoinHandle<Result<Held, DataplaneError>>> {
+        let services: Vec<Arc<Service>> = self.entries.iter().map(|e| e.service.clone()).collect();
+        let snat = self.snat.clone();
+        let counting = self.counting;
+        let spawned = std::thread::Builder::new()
+            .name("nft-plan".into())
+            .spawn(move || {
+                let start = Instant::now();
+                let desired = DesiredState {
+                    services: services.iter().map(|s| Service::clone(s)).collect(),
+                    snat,
+                };
+                drop(services);
+                let held = Held::of(layout::plan(&desired, counting)?.state);
+                tracing::debug!(elapsed = ?start.elapsed(), "adopted nft table planned in the background");
+                Ok(held)
+            });
+        match spawned {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::debug!(error = %e, "no thread for the background plan; the first change plans the table");
+                None
+            }
+        }
     }
 
     fn with_table(desired: &DesiredState, state: Option<Held>, counting: Counting) -> Committed {
@@ -256,11 +297,12 @@ impl Committed {
             .iter()
             .map(|s| Entry {
                 fingerprint: Fingerprint::of(s),
-                service: s.clone(),
+                service: Arc::new(s.clone()),
             })
             .collect();
         let mut c = Committed {
             table: state,
+            pending: None,
             snat: desired.snat.clone(),
             entries,
             index: None,
@@ -319,14 +361,46 @@ impl Committed {
         Ok(Some(state))
     }
 
-    /// Plans the committed table from the committed services if it was not yet (an
-    /// adopted record): what a change is computed against.
+    /// Makes the committed table ready if it was not yet (an adopted record): what a
+    /// change is computed against. Takes the background plan (waiting for it if it
+    /// still runs); plans here if there was none or it failed or panicked (the same
+    /// plan fails the same way here, with its error).
     pub fn ensure_table(&mut self) -> Result<(), DataplaneError> {
-        if self.table.is_none() {
-            let state = layout::plan(&self.committed_state(), self.counting)?.state;
-            self.table = Some(Held::of(state));
+        if self.table.is_some() {
+            return Ok(());
         }
+        if let Some(pending) = self.pending.take() {
+            match pending.join() {
+                Ok(Ok(held)) => {
+                    self.table = Some(held);
+                    return Ok(());
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "background plan of the adopted nft table failed; planning it again");
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "background plan of the adopted nft table panicked; planning it again"
+                    );
+                }
+            }
+        }
+        let state = layout::plan(&self.committed_state(), self.counting)?.state;
+        self.table = Some(Held::of(state));
         Ok(())
+    }
+
+    /// Whether the committed table is ready for a change without planning it (the
+    /// background plan of an adopted record is taken if it finished). Does not wait.
+    pub fn table_ready(&mut self) -> bool {
+        if self.table.is_none() && self.pending.as_ref().is_some_and(JoinHandle::is_finished) {
+            // A failed plan leaves the table to the first change (which plans again
+            // and fails with the plan's error).
+            if let Some(Ok(Ok(held))) = self.pending.take().map(JoinHandle::join) {
+                self.table = Some(held);
+            }
+        }
+        self.table.is_some()
     }
 
     /// The fingerprint of what was committed, as the adoption record holds it: the
@@ -351,7 +425,7 @@ impl Committed {
 
     /// The committed services, in order.
     pub fn services(&self) -> impl Iterator<Item = &Service> {
-        self.entries.iter().map(|e| &e.service)
+        self.entries.iter().map(|e| &*e.service)
     }
 
     /// Counts in `report`, in the desired state's terms, how `desired` differs from
@@ -372,7 +446,7 @@ impl Committed {
                         .services
                         .get(j)
                         .filter(|s| s.name == *name)
-                        .map(|s| (Some(&self.entries[j].service), Some(s))),
+                        .map(|s| (Some(&*self.entries[j].service), Some(s))),
                     // Not committed: in place only if not desired either.
                     None => desired
                         .services
@@ -974,7 +1048,7 @@ impl Committed {
                 &mut self.entries[i],
                 Entry {
                     fingerprint: fp,
-                    service: s.clone(),
+                    service: Arc::new(s.clone()),
                 },
             );
             let (was, now) = (claim(&old.service), claim(s));
@@ -999,7 +1073,7 @@ impl Committed {
             .map(|(i, m)| {
                 let fresh = |fingerprint| Entry {
                     fingerprint,
-                    service: desired.services[i].clone(),
+                    service: Arc::new(desired.services[i].clone()),
                 };
                 match *m {
                     // Each committed position is matched at most once.
@@ -1055,5 +1129,110 @@ mod tests {
         assert_ne!(Fingerprint::of(&("a", "bc")), Fingerprint::of(&("ab", "c")));
         assert_ne!(Fingerprint::of(&[1u32, 2]), Fingerprint::of(&[2u32, 1]));
         assert_eq!(Fingerprint::of("svc1"), Fingerprint::of("svc1"));
+    }
+
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use crate::model::{Backend, Forwarding, PortSpec, Protocol, Scheduler};
+
+    fn services(n: usize, servers: usize) -> DesiredState {
+        DesiredState {
+            services: (0..n)
+                .map(|i| Service {
+                    name: format!("svc{i}"),
+                    vip: IpAddr::from([198, 19, (i / 200) as u8, (i % 200 + 1) as u8]),
+                    ports: PortSpec::Single(80),
+                    protocol: Protocol::Tcp,
+                    scheduler: Scheduler::Wrr,
+                    backends: (0..servers)
+                        .map(|k| Backend {
+                            name: format!("b{k}"),
+                            addr: IpAddr::from([198, 18, 1, 10 + k as u8]),
+                            port: Some(8080),
+                            weight: 1 + k as u32,
+                        })
+                        .collect(),
+                    forward: Forwarding::Nat,
+                    persistence: None,
+                })
+                .collect(),
+            snat: Vec::new(),
+        }
+    }
+
+    /// Waits (generously) for the background plan of `c` to be taken.
+    fn ready(c: &mut Committed) -> bool {
+        for _ in 0..3000 {
+            if c.table_ready() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn an_adopted_record_is_planned_without_a_change() {
+        let desired = services(500, 4);
+        let mut adopted = Committed::adopted(&desired, Counting::Traffic);
+        assert!(ready(&mut adopted), "the background plan never came in");
+        assert!(adopted.pending.is_none());
+        // The table it holds is the one a fresh apply of the same state records.
+        let planned = layout::plan(&desired, Counting::Traffic).unwrap().state;
+        assert!(adopted.st().matches(&planned));
+        assert_eq!(adopted.st().sets.len(), planned.sets.len());
+        // And a full comparison starts from that very table.
+        let again = adopted.planned().unwrap().expect("record matches its plan");
+        assert_eq!(
+            again.sets.keys().collect::<Vec<_>>(),
+            planned.sets.keys().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_fresh_record_starts_no_background_plan() {
+        let desired = services(10, 2);
+        let state = layout::plan(&desired, Counting::Off).unwrap().state;
+        let c = Committed::new(&desired, state, Counting::Off);
+        assert!(c.pending.is_none());
+        assert!(c.table.is_some());
+    }
+
+    #[test]
+    fn a_change_right_after_adoption_takes_the_background_plan() {
+        let desired = services(2000, 8);
+        let mut adopted = Committed::adopted(&desired, Counting::Connections);
+        // At once, whether the plan finished or not: ensure_table waits for it.
+        adopted.ensure_table().unwrap();
+        assert!(adopted.pending.is_none());
+        let mut next = desired.clone();
+        next.services[7].backends[3].weight = 9;
+        let fresh = Committed::new(
+            &desired,
+            layout::plan(&desired, Counting::Connections).unwrap().state,
+            Counting::Connections,
+        );
+        // The step from the adopted record is the step from a fresh one.
+        let (Plan::Step(a), Plan::Step(f)) =
+            (adopted.plan(&next).unwrap(), fresh.plan(&next).unwrap())
+        else {
+            panic!("a one-server change is a step");
+        };
+        assert!(!a.changes.is_empty());
+        assert_eq!(format!("{:?}", a.changes), format!("{:?}", f.changes));
+    }
+
+    #[test]
+    fn a_failed_background_plan_fails_the_first_change_with_its_error() {
+        // Two services on one VIP and port: the plan refuses them.
+        let mut desired = services(3, 2);
+        desired.services[1].vip = desired.services[0].vip;
+        let mut adopted = Committed::adopted(&desired, Counting::Off);
+        let e = adopted.ensure_table().unwrap_err();
+        assert!(e.to_string().contains("both claim"), "{e}");
+        assert!(adopted.table.is_none());
+        // Not planned behind the caller's back either.
+        assert!(!adopted.table_ready());
     }
 }
