@@ -278,9 +278,14 @@ impl Committed {
                     snat,
                 };
                 drop(services);
-                let held = Held::of(layout::plan(&desired, counting)?.state);
+                let planned = layout::plan(&desired, counting);
+                drop(desired);
+                let held = planned.map(|p| Held::of(p.state));
+                // The plan's elements (~45 MB at 10,000 services x 8 servers) are
+                // freed now; glibc keeps freed pages resident unless asked.
+                release_freed_memory();
                 tracing::debug!(elapsed = ?start.elapsed(), "adopted nft table planned in the background");
-                Ok(held)
+                held
             });
         match spawned {
             Ok(handle) => Some(handle),
@@ -1108,6 +1113,15 @@ impl Committed {
             }
             self.claims.insert(claim(&e.service), i);
         }
+    }
+}
+
+/// Gives freed heap pages back to the kernel.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
