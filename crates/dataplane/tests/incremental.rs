@@ -701,10 +701,27 @@ fn planned_without_a_change(nft: &mut NftBackend) -> bool {
     false
 }
 
-/// A backend that takes a table by its adoption record plans the table in the
-/// background: the record is ready before any change, and the first change is a step
-/// that ends where a fresh apply ends. So does a change that comes at once (it waits
-/// for the plan), one after somebody else committed (the table is read back), and one
+/// Removes the committed table from an adoption record (its `held` lines), as a
+/// stopping lbd that had not planned its table yet leaves it.
+fn without_table(record: &std::path::Path) {
+    let text = std::fs::read_to_string(record).unwrap();
+    assert!(
+        text.contains("\nheld "),
+        "the record holds no table: {text}"
+    );
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.starts_with("held"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(record, kept).unwrap();
+}
+
+/// A backend that takes a table by its adoption record has the committed table at
+/// once (the record holds it) or plans it in the background (a record without it):
+/// either way it is ready before any change, and the first change is a step that
+/// ends where a fresh apply ends. So does a change that comes at once (it waits for
+/// the plan), one after somebody else committed (the table is read back), and one
 /// after what the table counts changed.
 #[test]
 fn an_adopted_table_is_planned_before_the_first_change() {
@@ -749,7 +766,31 @@ fn an_adopted_table_is_planned_before_the_first_change() {
         assert!(!r.reread && r.messages == 0, "not adopted: {r:?}");
     };
 
-    // 1. The plan comes in without a change; the first change is a step from it.
+    // 0. The record holds the table: ready as soon as adopted.
+    let mut nft = open();
+    adopted(&mut nft, &state);
+    assert!(
+        nft.committed_table_ready(),
+        "the recorded table was not taken"
+    );
+    let mut next = state.clone();
+    let svc = &mut next.services[1];
+    svc.backends[0].weight = if svc.backends[0].weight == 5 { 6 } else { 5 };
+    let hint = ChangeHint::for_services([svc.name.clone()]);
+    let r = nft.apply_changed(&next, &hint).unwrap();
+    println!("first change after adoption with the table recorded: {r:?}");
+    assert!(r.hint_used && !r.reread && r.messages > 0, "{r:?}");
+    state = next;
+    assert_eq!(
+        normalized(nft.read_back().unwrap()),
+        fresh_table(other, &state, counting)
+    );
+    assert!(nft.write_adoption_record().unwrap());
+    drop(nft);
+
+    // 1. Without the table in the record, the plan comes in without a change; the
+    // first change is a step from it.
+    without_table(&record);
     let mut nft = open();
     adopted(&mut nft, &state);
     assert!(
@@ -772,6 +813,7 @@ fn an_adopted_table_is_planned_before_the_first_change() {
     drop(nft);
 
     // 2. Changes at once after the adopting apply, whether the plan is in or not.
+    without_table(&record);
     let mut nft = open();
     adopted(&mut nft, &state);
     let mut last_ok = true;

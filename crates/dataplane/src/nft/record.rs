@@ -116,7 +116,7 @@ impl Hasher for Fingerprint {
 }
 
 /// The table as committed, without its elements: what an incremental step needs.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Held {
     /// Chains.
     chains: BTreeSet<String>,
@@ -127,7 +127,7 @@ pub struct Held {
 }
 
 /// A committed set: its shape and how many elements it holds.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 struct HeldSet {
     spec: SetSpec,
     count: usize,
@@ -135,7 +135,7 @@ struct HeldSet {
 
 impl Held {
     /// What `state` leaves of the committed table (its elements counted, not kept).
-    fn of(state: TableState) -> Held {
+    pub(super) fn of(state: TableState) -> Held {
         Held {
             chains: state.chains,
             sets: state
@@ -154,6 +154,89 @@ impl Held {
                 .collect(),
             rules: state.rules,
         }
+    }
+
+    /// The lines that [`Held::decode`] reads back (for the adoption record): `chain`,
+    /// `set` (shape and count) and `rule` lines, in order; names and comments in hex.
+    pub fn encode(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for c in &self.chains {
+            lines.push(format!("chain {}", hex(c)));
+        }
+        for (name, h) in &self.sets {
+            let s = &h.spec;
+            let concat: String = s.concat.iter().map(|b| format!("{b:02x}")).collect();
+            lines.push(format!(
+                "set {} {} {} {} {} {} {} {} {} {}",
+                hex(name),
+                s.flags,
+                s.key_len,
+                s.key_type,
+                s.data_len,
+                s.data_type,
+                if concat.is_empty() { "-" } else { &concat },
+                u8::from(s.counter),
+                s.size,
+                h.count
+            ));
+        }
+        for (chain, rules) in &self.rules {
+            for r in rules {
+                lines.push(format!("rule {} {}", hex(chain), hex(r)));
+            }
+        }
+        lines
+    }
+
+    /// The table [`Held::encode`] wrote; `None` if a line does not parse.
+    pub fn decode<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<Held> {
+        let mut held = Held::default();
+        for line in lines {
+            let mut f = line.split(' ');
+            match f.next()? {
+                "chain" => {
+                    held.chains.insert(unhex(f.next()?)?);
+                }
+                "set" => {
+                    let name = unhex(f.next()?)?;
+                    let mut num = || f.next()?.parse::<u32>().ok();
+                    let (flags, key_len, key_type, data_len, data_type) =
+                        (num()?, num()?, num()?, num()?, num()?);
+                    let concat = match f.next()? {
+                        "-" => Vec::new(),
+                        c => unhex_bytes(c)?,
+                    };
+                    let counter = match f.next()? {
+                        "0" => false,
+                        "1" => true,
+                        _ => return None,
+                    };
+                    let size = f.next()?.parse().ok()?;
+                    let count = f.next()?.parse().ok()?;
+                    let spec = SetSpec {
+                        flags,
+                        key_len,
+                        key_type,
+                        data_len,
+                        data_type,
+                        concat,
+                        counter,
+                        size,
+                    };
+                    held.sets.insert(name, HeldSet { spec, count });
+                }
+                "rule" => {
+                    let chain = unhex(f.next()?)?;
+                    let comment = unhex(f.next()?)?;
+                    held.rules.entry(chain).or_default().push(comment);
+                }
+                _ => return None,
+            }
+            if f.next().is_some() {
+                return None;
+            }
+        }
+        Some(held)
     }
 
     /// Whether `state` (planned from the committed services) is the committed table:
@@ -254,12 +337,23 @@ impl Committed {
         Committed::with_table(desired, Some(Held::of(state)), counting)
     }
 
-    /// The record of `desired`, adopted as a previous lbd committed it: the table is
-    /// planned on a thread of its own, for the first change to take.
-    pub fn adopted(desired: &DesiredState, counting: Counting) -> Committed {
-        let mut c = Committed::with_table(desired, None, counting);
-        c.pending = c.plan_in_background();
+    /// The record of `desired`, adopted as a previous lbd committed it, with the
+    /// table that lbd recorded (`held`, from the adoption record) or, without one,
+    /// the table planned on a thread of its own, for the first change to take.
+    pub fn adopted(desired: &DesiredState, counting: Counting, held: Option<Held>) -> Committed {
+        let recorded = held.is_some();
+        let mut c = Committed::with_table(desired, held, counting);
+        if !recorded {
+            c.pending = c.plan_in_background();
+        }
         c
+    }
+
+    /// The committed table for the adoption record, if it is ready (the background
+    /// plan taken if it finished; never waits).
+    pub fn table_for_record(&mut self) -> Option<&Held> {
+        self.table_ready();
+        self.table.as_ref()
     }
 
     /// Starts planning the committed table on another thread, from the committed
@@ -1116,6 +1210,27 @@ impl Committed {
     }
 }
 
+/// `s`'s bytes in hex: a name or comment as one word of a line.
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The text [`hex`] wrote.
+fn unhex(h: &str) -> Option<String> {
+    String::from_utf8(unhex_bytes(h)?).ok()
+}
+
+/// The bytes of a hex word.
+fn unhex_bytes(h: &str) -> Option<Vec<u8>> {
+    if h.len() % 2 != 0 {
+        return None;
+    }
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Gives freed heap pages back to the kernel.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -1189,7 +1304,7 @@ mod tests {
     #[test]
     fn an_adopted_record_is_planned_without_a_change() {
         let desired = services(500, 4);
-        let mut adopted = Committed::adopted(&desired, Counting::Traffic);
+        let mut adopted = Committed::adopted(&desired, Counting::Traffic, None);
         assert!(ready(&mut adopted), "the background plan never came in");
         assert!(adopted.pending.is_none());
         // The table it holds is the one a fresh apply of the same state records.
@@ -1205,6 +1320,19 @@ mod tests {
     }
 
     #[test]
+    fn a_record_adopted_with_its_table_plans_nothing() {
+        let desired = services(50, 3);
+        let planned = layout::plan(&desired, Counting::Off).unwrap().state;
+        let lines = Held::of(planned.clone()).encode();
+        let held = Held::decode(lines.iter().map(String::as_str)).unwrap();
+        let mut c = Committed::adopted(&desired, Counting::Off, Some(held));
+        assert!(c.pending.is_none());
+        assert!(c.table_ready());
+        assert!(c.st().matches(&planned));
+        assert_eq!(c.table_for_record().map(Held::encode), Some(lines));
+    }
+
+    #[test]
     fn a_fresh_record_starts_no_background_plan() {
         let desired = services(10, 2);
         let state = layout::plan(&desired, Counting::Off).unwrap().state;
@@ -1216,7 +1344,7 @@ mod tests {
     #[test]
     fn a_change_right_after_adoption_takes_the_background_plan() {
         let desired = services(2000, 8);
-        let mut adopted = Committed::adopted(&desired, Counting::Connections);
+        let mut adopted = Committed::adopted(&desired, Counting::Connections, None);
         // At once, whether the plan finished or not: ensure_table waits for it.
         adopted.ensure_table().unwrap();
         assert!(adopted.pending.is_none());
@@ -1242,7 +1370,7 @@ mod tests {
         // Two services on one VIP and port: the plan refuses them.
         let mut desired = services(3, 2);
         desired.services[1].vip = desired.services[0].vip;
-        let mut adopted = Committed::adopted(&desired, Counting::Off);
+        let mut adopted = Committed::adopted(&desired, Counting::Off, None);
         let e = adopted.ensure_table().unwrap_err();
         assert!(e.to_string().contains("both claim"), "{e}");
         assert!(adopted.table.is_none());
