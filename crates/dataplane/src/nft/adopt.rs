@@ -82,8 +82,7 @@ impl AdoptionRecord {
         writeln!(f, "table {}", self.table)?;
         writeln!(f, "counting {:?}", self.counting)?;
         writeln!(f, "content {:032x}", self.content)?;
-        if let Some(held) = held {
-            let lines = held.encode();
+        if let Some(lines) = held.and_then(Held::encode) {
             for line in &lines {
                 writeln!(f, "held {line}")?;
             }
@@ -139,8 +138,8 @@ impl AdoptionRecord {
         if seen != 6 {
             return None;
         }
-        let owned: Vec<String> = held.iter().map(|l| (*l).to_owned()).collect();
-        let held = (held_sum == Some(Fingerprint::of(&owned)))
+        // (A `Vec<&str>` feeds the hasher what the written `Vec<String>` fed it.)
+        let held = (held_sum == Some(Fingerprint::of(&held)))
             .then(|| Held::decode(held))
             .flatten();
         Some((r, held))

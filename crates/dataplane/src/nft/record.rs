@@ -157,18 +157,37 @@ impl Held {
     }
 
     /// The lines that [`Held::decode`] reads back (for the adoption record): `chain`,
-    /// `set` (shape and count) and `rule` lines, in order; names and comments in hex.
-    pub fn encode(&self) -> Vec<String> {
-        let mut lines = Vec::new();
+    /// `set` (shape and count) and `rule` lines (chain, then the comment to the end
+    /// of the line), in order. `None` if a name holds white space or a comment a line
+    /// break (lbd's never do: the record then goes without the table).
+    pub fn encode(&self) -> Option<Vec<String>> {
+        let word = |n: &str| !n.is_empty() && !n.contains(char::is_whitespace);
+        let names = self
+            .chains
+            .iter()
+            .chain(self.sets.keys())
+            .chain(self.rules.keys());
+        if !names.into_iter().all(|n| word(n))
+            || self
+                .rules
+                .values()
+                .flatten()
+                .any(|c| c.contains(['\n', '\r']))
+        {
+            return None;
+        }
+        let mut lines = Vec::with_capacity(
+            self.chains.len() + self.sets.len() + self.rules.values().map(Vec::len).sum::<usize>(),
+        );
         for c in &self.chains {
-            lines.push(format!("chain {}", hex(c)));
+            lines.push(format!("chain {c}"));
         }
         for (name, h) in &self.sets {
             let s = &h.spec;
             let concat: String = s.concat.iter().map(|b| format!("{b:02x}")).collect();
             lines.push(format!(
                 "set {} {} {} {} {} {} {} {} {} {}",
-                hex(name),
+                name,
                 s.flags,
                 s.key_len,
                 s.key_type,
@@ -182,23 +201,35 @@ impl Held {
         }
         for (chain, rules) in &self.rules {
             for r in rules {
-                lines.push(format!("rule {} {}", hex(chain), hex(r)));
+                lines.push(format!("rule {chain} {r}"));
             }
         }
-        lines
+        Some(lines)
     }
 
     /// The table [`Held::encode`] wrote; `None` if a line does not parse.
     pub fn decode<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<Held> {
         let mut held = Held::default();
         for line in lines {
-            let mut f = line.split(' ');
-            match f.next()? {
+            let (kind, rest) = line.split_once(' ')?;
+            if kind == "rule" {
+                let (chain, comment) = rest.split_once(' ')?;
+                match held.rules.get_mut(chain) {
+                    Some(rules) => rules.push(comment.to_owned()),
+                    None => {
+                        held.rules
+                            .insert(chain.to_owned(), vec![comment.to_owned()]);
+                    }
+                }
+                continue;
+            }
+            let mut f = rest.split(' ');
+            match kind {
                 "chain" => {
-                    held.chains.insert(unhex(f.next()?)?);
+                    held.chains.insert(f.next()?.to_owned());
                 }
                 "set" => {
-                    let name = unhex(f.next()?)?;
+                    let name = f.next()?.to_owned();
                     let mut num = || f.next()?.parse::<u32>().ok();
                     let (flags, key_len, key_type, data_len, data_type) =
                         (num()?, num()?, num()?, num()?, num()?);
@@ -224,11 +255,6 @@ impl Held {
                         size,
                     };
                     held.sets.insert(name, HeldSet { spec, count });
-                }
-                "rule" => {
-                    let chain = unhex(f.next()?)?;
-                    let comment = unhex(f.next()?)?;
-                    held.rules.entry(chain).or_default().push(comment);
                 }
                 _ => return None,
             }
@@ -1210,16 +1236,6 @@ impl Committed {
     }
 }
 
-/// `s`'s bytes in hex: a name or comment as one word of a line.
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The text [`hex`] wrote.
-fn unhex(h: &str) -> Option<String> {
-    String::from_utf8(unhex_bytes(h)?).ok()
-}
-
 /// The bytes of a hex word.
 fn unhex_bytes(h: &str) -> Option<Vec<u8>> {
     if h.len() % 2 != 0 {
@@ -1323,13 +1339,32 @@ mod tests {
     fn a_record_adopted_with_its_table_plans_nothing() {
         let desired = services(50, 3);
         let planned = layout::plan(&desired, Counting::Off).unwrap().state;
-        let lines = Held::of(planned.clone()).encode();
+        let lines = Held::of(planned.clone()).encode().unwrap();
         let held = Held::decode(lines.iter().map(String::as_str)).unwrap();
         let mut c = Committed::adopted(&desired, Counting::Off, Some(held));
         assert!(c.pending.is_none());
         assert!(c.table_ready());
         assert!(c.st().matches(&planned));
-        assert_eq!(c.table_for_record().map(Held::encode), Some(lines));
+        assert_eq!(c.table_for_record().and_then(Held::encode), Some(lines));
+    }
+
+    #[test]
+    fn a_table_whose_lines_would_not_read_back_is_not_encoded() {
+        let mut held = Held::default();
+        held.chains.insert("lb_dnat".into());
+        held.rules
+            .insert("lb_dnat".into(), vec!["dnat @map with spaces".into()]);
+        let lines = held.encode().unwrap();
+        assert_eq!(
+            Held::decode(lines.iter().map(String::as_str)).as_ref(),
+            Some(&held)
+        );
+        held.rules
+            .insert("lb_snat".into(), vec!["two\nlines".into()]);
+        assert_eq!(held.encode(), None);
+        let mut spaced = Held::default();
+        spaced.chains.insert("a chain".into());
+        assert_eq!(spaced.encode(), None);
     }
 
     #[test]
