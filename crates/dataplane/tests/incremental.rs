@@ -767,6 +767,13 @@ fn an_adopted_table_is_planned_before_the_first_change() {
     };
 
     // 0. The record holds the table: ready as soon as adopted.
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("held chain "))
+            && text.lines().any(|l| l.starts_with("held set "))
+            && text.lines().any(|l| l.starts_with("held_sum ")),
+        "{text}"
+    );
     let mut nft = open();
     adopted(&mut nft, &state);
     assert!(
