@@ -36,9 +36,12 @@
 //!    servers, every server TCP-checked: start to running (empty kernel, and adopting
 //!    the table a stopped lbd left), a one-server weight change by the control
 //!    socket's `reload` and by SIGHUP (until lbd says it reloaded: the apply is part
-//!    of both), RSS after start and after `--reloads` more reloads; beside `nft -f` of
-//!    the same one-server change on a hand-written map layout, in the same lab.
-//!    `--baseline-lbd PATH` (an older build) is measured the same way first.
+//!    of both): the first change after an adopting start (2 s after it, and as soon
+//!    as lbd runs, with and without the table in the adoption record) apart from the
+//!    later ones; RSS after start and after `--reloads`
+//!    more reloads; beside `nft -f` of the same one-server change on a hand-written
+//!    map layout, in the same lab. `--baseline-lbd PATH` (an older build) is measured
+//!    the same way, alternated with this build round by round (`--runs` rounds).
 //! 7. `--only config` (not part of the default run, no root needed): `vrrpctl
 //!    check-config` (the release one next to lb_bench, or `--vrrpctl PATH`) on the
 //!    files of part 6: wall time and peak RSS, beside `--baseline-vrrpctl PATH` (an
@@ -1250,6 +1253,12 @@ struct LbdFigures {
     start_adopt: f64,
     adopt_apply: f64,
     rss_start: f64,
+    first_reload: f64,
+    first_apply: f64,
+    at_once_reload: f64,
+    at_once_apply: f64,
+    planned_reload: f64,
+    planned_apply: f64,
     socket_reload: f64,
     socket_apply: f64,
     hup_reload: f64,
@@ -1454,66 +1463,47 @@ fn hand_written_change(lb: &Host, dir: &Path, n: usize, runs: usize) -> Result<f
     Ok(median(times))
 }
 
-/// Figures of the real lbd at `n` services x 8 servers (medians of `runs`):
-/// start to running on an empty kernel and on the table a stopped lbd left
-/// (adoption), RSS once running, a one-server weight change by the control socket's
-/// `reload` (until its reply, and the apply inside it) and by SIGHUP (until lbd logs
-/// "reloaded on SIGHUP"), RSS after `reloads` more SIGHUP reloads; and `nft -f` of
-/// the same one-server change on a hand-written map layout.
+/// One-server changes measured in each adopted lbd after its first: the median of
+/// these is the "later changes" figure.
+const LATER_CHANGES: usize = 5;
+
+/// Figures of the real lbd at `n` services x 8 servers, one round: start to running
+/// on an empty kernel and on the table a stopped lbd left (adoption), RSS once
+/// running, the first one-server weight change by the control socket's `reload`
+/// after that adopting start (2 s after it, as a change that comes later; until its
+/// reply, and the apply inside it), the first change again right after another
+/// adopting start (lbd just running) and after one more whose adoption record does
+/// not hold the table (lbd plans it meanwhile), then [`LATER_CHANGES`] more changes by
+/// `reload` and by SIGHUP (until lbd logs "reloaded on SIGHUP"; medians), RSS after
+/// `reloads` more SIGHUP reloads; and `nft -f` of the same one-server change on a
+/// hand-written map layout.
 fn reload_bench(
     lb: &Host,
     lbd: &Path,
     n: usize,
-    runs: usize,
     reloads: usize,
     check_ms: u32,
 ) -> Result<LbdFigures> {
     let dir = tempfile::tempdir()?;
-    let nft_change = hand_written_change(lb, dir.path(), n, runs)?;
+    let nft_change = hand_written_change(lb, dir.path(), n, 1)?;
     let config = dir.path().join("cluster.toml");
     let socket = dir.path().join("lbd.sock");
-    let write = |bumped: Option<usize>| -> Result<()> {
+    std::fs::write(&config, lbd_config(n, dir.path(), check_ms, None))?;
+    let mut bumped: Option<usize> = None;
+    // Each change moves one service's `srv3` between weight 1 and 2.
+    let mut next_change = |k: usize| -> Result<()> {
+        bumped = match bumped {
+            Some(_) => None,
+            None => Some((k * 7919) % n),
+        };
         std::fs::write(&config, lbd_config(n, dir.path(), check_ms, bumped))?;
         Ok(())
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let teardown = || lb.exec(&["nft", "delete", "table", "inet", "lbbench"]);
-    write(None)?;
-    let (mut fresh, mut adopt, mut adopt_apply, mut rss) = (vec![], vec![], vec![], vec![]);
-    let mut running = None;
-    for r in 0..runs {
-        let _ = teardown();
-        let (p, t, _) = start_lbd(lb, lbd, &config)?;
-        fresh.push(t);
-        p.stop()?;
-        let (p, t, apply) = start_lbd(lb, lbd, &config)?;
-        adopt.push(t);
-        adopt_apply.push(apply);
-        // Settled: the first checks ran.
-        std::thread::sleep(Duration::from_secs(2));
-        rss.push(benchmarks::rss_mib(p.pid())?);
-        if r + 1 == runs {
-            running = Some(p);
-        } else {
-            p.stop()?;
-        }
-    }
-    let p = running.context("no run")?;
-    let mut log = LogTail::new(p.stderr_path());
-    log.wait_for("lbd running", "Error", Duration::from_secs(5))?;
-    let (mut socket_e2e, mut socket_apply, mut hup) = (vec![], vec![], vec![]);
-    let mut bumped = None;
-    let mut next_change = |k: usize| -> Result<()> {
-        bumped = match bumped {
-            Some(_) => None,
-            None => Some((k * 7919) % n),
-        };
-        write(bumped)
-    };
-    for k in 0..runs {
-        next_change(k)?;
+    // A one-server change by the control socket: until the reply, and its apply.
+    let by_socket = |log: &mut LogTail| -> Result<(f64, f64)> {
         let t = Instant::now();
         let reply = rt.block_on(async {
             let c = ctl::Client::connect(&socket).await?;
@@ -1521,19 +1511,65 @@ fn reload_bench(
                 .request("reload", serde_json::Value::Null)
                 .await
         })?;
-        socket_e2e.push(ms(t.elapsed()));
+        let e2e = ms(t.elapsed());
         let reply: ctl::contract::lbd::LbdReloadReply = serde_json::from_value(reply)?;
         if reply.services_changed.len() != 1 || !reply.apply.ok {
             bail!("reload by socket: one service should change: {reply:?}");
         }
-        socket_apply.push(reply.apply.duration_ms.unwrap_or(f64::NAN));
         log.wait_for(
             "reloaded on request",
             "reload refused",
             Duration::from_secs(600),
         )?;
+        Ok((e2e, reply.apply.duration_ms.unwrap_or(f64::NAN)))
+    };
+    let running = |p: &integration::Process| -> Result<LogTail> {
+        let mut log = LogTail::new(p.stderr_path());
+        log.wait_for("lbd running", "Error", Duration::from_secs(5))?;
+        Ok(log)
+    };
+    let teardown = || lb.exec(&["nft", "delete", "table", "inet", "lbbench"]);
+    let _ = teardown();
+    let (p, start_fresh, _) = start_lbd(lb, lbd, &config)?;
+    p.stop()?;
+    let (p, start_adopt, adopt_apply) = start_lbd(lb, lbd, &config)?;
+    let mut log = running(&p)?;
+    // Settled: the first checks ran.
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_start = benchmarks::rss_mib(p.pid())?;
+    next_change(1)?;
+    let (first_reload, first_apply) = by_socket(&mut log)?;
+    p.stop()?;
+    // The first change again, as soon as the adopting lbd runs.
+    let (p, _, _) = start_lbd(lb, lbd, &config)?;
+    let mut log = running(&p)?;
+    next_change(2)?;
+    let (at_once_reload, at_once_apply) = by_socket(&mut log)?;
+    p.stop()?;
+    // And with an adoption record that does not hold the committed table (as an
+    // older lbd, or one stopped before it had planned the table, leaves it): lbd
+    // plans it on a thread of its own while it runs. Nothing to remove from the
+    // record of a build that does not write the table into it.
+    let record = dir.path().join("nft-lbbench.adopt");
+    let text = std::fs::read_to_string(&record).context("adoption record")?;
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.starts_with("held"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&record, kept)?;
+    let (p, _, _) = start_lbd(lb, lbd, &config)?;
+    let mut log = running(&p)?;
+    next_change(3)?;
+    let (planned_reload, planned_apply) = by_socket(&mut log)?;
+    let (mut socket_e2e, mut socket_apply, mut hup) = (vec![], vec![], vec![]);
+    for k in 0..LATER_CHANGES {
+        next_change(4 + k)?;
+        let (e2e, apply) = by_socket(&mut log)?;
+        socket_e2e.push(e2e);
+        socket_apply.push(apply);
 
-        next_change(k)?;
+        next_change(4 + k)?;
         let t = Instant::now();
         p.signal(libc::SIGHUP)?;
         let at = log.wait_for(
@@ -1557,16 +1593,44 @@ fn reload_bench(
     p.stop()?;
     let _ = teardown();
     Ok(LbdFigures {
-        start_fresh: median(fresh),
-        start_adopt: median(adopt),
-        adopt_apply: median(adopt_apply),
-        rss_start: median(rss),
+        start_fresh,
+        start_adopt,
+        adopt_apply,
+        rss_start,
+        first_reload,
+        first_apply,
+        at_once_reload,
+        at_once_apply,
+        planned_reload,
+        planned_apply,
         socket_reload: median(socket_e2e),
         socket_apply: median(socket_apply),
         hup_reload: median(hup),
         rss_reloads,
         nft_change,
     })
+}
+
+/// The median of each figure over rounds.
+fn median_figures(rounds: &[LbdFigures]) -> LbdFigures {
+    let m = |get: fn(&LbdFigures) -> f64| median(rounds.iter().map(get).collect());
+    LbdFigures {
+        start_fresh: m(|f| f.start_fresh),
+        start_adopt: m(|f| f.start_adopt),
+        adopt_apply: m(|f| f.adopt_apply),
+        rss_start: m(|f| f.rss_start),
+        first_reload: m(|f| f.first_reload),
+        first_apply: m(|f| f.first_apply),
+        at_once_reload: m(|f| f.at_once_reload),
+        at_once_apply: m(|f| f.at_once_apply),
+        planned_reload: m(|f| f.planned_reload),
+        planned_apply: m(|f| f.planned_apply),
+        socket_reload: m(|f| f.socket_reload),
+        socket_apply: m(|f| f.socket_apply),
+        hup_reload: m(|f| f.hup_reload),
+        rss_reloads: m(|f| f.rss_reloads),
+        nft_change: m(|f| f.nft_change),
+    }
 }
 
 fn reload(a: &Args, lbd: Option<&Path>) -> Result<()> {
@@ -1590,19 +1654,38 @@ fn reload(a: &Args, lbd: Option<&Path>) -> Result<()> {
     if let Some(b) = &a.baseline_lbd {
         builds.insert(0, ("baseline", b.clone()));
     }
-    let mut figures: Vec<Vec<LbdFigures>> = Vec::new();
     for (name, lbd) in &builds {
         println!(
-            "\n{name}: lbd {}: services x 8 servers, TCP checks every {check_ms} ms",
+            "{name}: lbd {}: services x 8 servers, TCP checks every {check_ms} ms",
             lbd.display()
         );
-        let mut per_size = Vec::new();
-        for &n in &a.sizes {
-            per_size.push(reload_bench(&lab["lb1"], lbd, n, runs, reloads, check_ms)?);
-            println!("  {n} services measured");
-        }
-        figures.push(per_size);
     }
+    // Rounds: each build once per size in turn (baseline first), `runs` times.
+    let mut rounds: Vec<Vec<Vec<LbdFigures>>> = vec![vec![Vec::new(); a.sizes.len()]; builds.len()];
+    for round in 0..runs {
+        for (b, (name, lbd)) in builds.iter().enumerate() {
+            for (i, &n) in a.sizes.iter().enumerate() {
+                let f = reload_bench(&lab["lb1"], lbd, n, reloads, check_ms)?;
+                println!(
+                    "  round {} {name} {n} services: first change {:.1} ms (apply {:.1}), at once {:.1} ms (apply {:.1}), at once without the table recorded {:.1} ms (apply {:.1}), later {:.1} ms (apply {:.1})",
+                    round + 1,
+                    f.first_reload,
+                    f.first_apply,
+                    f.at_once_reload,
+                    f.at_once_apply,
+                    f.planned_reload,
+                    f.planned_apply,
+                    f.socket_reload,
+                    f.socket_apply
+                );
+                rounds[b][i].push(f);
+            }
+        }
+    }
+    let figures: Vec<Vec<LbdFigures>> = rounds
+        .iter()
+        .map(|per_size| per_size.iter().map(|r| median_figures(r)).collect())
+        .collect();
     match &figures[..] {
         [base, this] => {
             for (i, &n) in a.sizes.iter().enumerate() {
@@ -1643,7 +1726,43 @@ type ReloadRow = (String, fn(&LbdFigures) -> f64, &'static str, &'static str);
 fn reload_rows(reloads: usize) -> Vec<ReloadRow> {
     vec![
         (
-            "reload by socket, one server's weight (until the reply)".into(),
+            "first reload by socket after an adopting start (2 s on)".into(),
+            |f| f.first_reload,
+            "ms",
+            "< 50 ms at 10,000",
+        ),
+        (
+            "  of which the dataplane apply".into(),
+            |f| f.first_apply,
+            "ms",
+            "information",
+        ),
+        (
+            "first reload by socket as soon as the adopting lbd runs".into(),
+            |f| f.at_once_reload,
+            "ms",
+            "information",
+        ),
+        (
+            "  of which the dataplane apply".into(),
+            |f| f.at_once_apply,
+            "ms",
+            "information",
+        ),
+        (
+            "  the same, the table not in the adoption record".into(),
+            |f| f.planned_reload,
+            "ms",
+            "information",
+        ),
+        (
+            "    of which the dataplane apply".into(),
+            |f| f.planned_apply,
+            "ms",
+            "information",
+        ),
+        (
+            format!("later reloads by socket, one server's weight (median of {LATER_CHANGES})"),
             |f| f.socket_reload,
             "ms",
             "< 50 ms at 10,000",
@@ -1655,7 +1774,7 @@ fn reload_rows(reloads: usize) -> Vec<ReloadRow> {
             "information",
         ),
         (
-            "reload by SIGHUP, one server's weight (until logged)".into(),
+            format!("later reloads by SIGHUP, one server's weight (until logged; median of {LATER_CHANGES})"),
             |f| f.hup_reload,
             "ms",
             "< 50 ms at 10,000",
@@ -1691,7 +1810,7 @@ fn reload_rows(reloads: usize) -> Vec<ReloadRow> {
             "< 100 MB at 10,000",
         ),
         (
-            format!("RSS after {reloads} more reloads (one run)"),
+            format!("RSS after {reloads} more reloads"),
             |f| f.rss_reloads,
             "MiB",
             "flat",

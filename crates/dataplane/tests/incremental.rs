@@ -688,3 +688,206 @@ fn a_set_that_outgrows_its_room_is_created_anew() {
     assert_eq!(nft.apply(&state).unwrap().changes(), 0);
     nft.teardown().unwrap();
 }
+
+/// Waits (generously) until `nft`'s record holds the committed table without a
+/// change having asked for it.
+fn planned_without_a_change(nft: &mut NftBackend) -> bool {
+    for _ in 0..3000 {
+        if nft.committed_table_ready() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+/// Removes the committed table from an adoption record (its `held` lines), as a
+/// stopping lbd that had not planned its table yet leaves it.
+fn without_table(record: &std::path::Path) {
+    let text = std::fs::read_to_string(record).unwrap();
+    assert!(
+        text.contains("\nheld "),
+        "the record holds no table: {text}"
+    );
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.starts_with("held"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(record, kept).unwrap();
+}
+
+/// A backend that takes a table by its adoption record has the committed table at
+/// once (the record holds it) or plans it in the background (a record without it):
+/// either way it is ready before any change, and the first change is a step that
+/// ends where a fresh apply ends. So does a change that comes at once (it waits for
+/// the plan), one after somebody else committed (the table is read back), and one
+/// after what the table counts changed.
+#[test]
+fn an_adopted_table_is_planned_before_the_first_change() {
+    if !integration::have_root("an_adopted_table_is_planned_before_the_first_change") {
+        return;
+    }
+    let lab = Lab::one_arm().unwrap();
+    let lb = &lab["lb1"];
+    let other = &lab["lb2"];
+    // Written and read from this thread: the record names this thread's namespace,
+    // and the generation of lb1's, where the backends' sockets are.
+    let record = std::env::temp_dir().join(format!("lbadopt-{}.adopt", std::process::id()));
+    let counting = Counting::Traffic;
+    let open = || {
+        let mut nft = lb
+            .run_in(move || NftBackend::with_counting("lbadopt", counting))
+            .unwrap()
+            .unwrap();
+        nft.set_adoption_record(record.clone());
+        nft.set_verify_hints(true);
+        nft
+    };
+    let mut rng = Rng(0xad0b7);
+    let mut next_id = 0;
+    let mut state = DesiredState {
+        services: (0..400)
+            .map(|_| {
+                next_id += 1;
+                service(&mut rng, next_id - 1)
+            })
+            .collect(),
+        snat: snat("198.18.1.100"),
+    };
+    let mut first = open();
+    first.teardown().unwrap();
+    first.apply(&state).unwrap();
+    assert!(first.write_adoption_record().unwrap());
+    drop(first);
+    let adopted = |nft: &mut NftBackend, state: &DesiredState| {
+        let r = nft.apply(state).unwrap();
+        // Taken as it is: nothing read back, nothing sent.
+        assert!(!r.reread && r.messages == 0, "not adopted: {r:?}");
+    };
+
+    // 0. The record holds the table: ready as soon as adopted.
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("held chain "))
+            && text.lines().any(|l| l.starts_with("held set "))
+            && text.lines().any(|l| l.starts_with("held_sum ")),
+        "{text}"
+    );
+    let mut nft = open();
+    adopted(&mut nft, &state);
+    assert!(
+        nft.committed_table_ready(),
+        "the recorded table was not taken"
+    );
+    let mut next = state.clone();
+    let svc = &mut next.services[1];
+    svc.backends[0].weight = if svc.backends[0].weight == 5 { 6 } else { 5 };
+    let hint = ChangeHint::for_services([svc.name.clone()]);
+    let r = nft.apply_changed(&next, &hint).unwrap();
+    println!("first change after adoption with the table recorded: {r:?}");
+    assert!(r.hint_used && !r.reread && r.messages > 0, "{r:?}");
+    state = next;
+    assert_eq!(
+        normalized(nft.read_back().unwrap()),
+        fresh_table(other, &state, counting)
+    );
+    assert!(nft.write_adoption_record().unwrap());
+    drop(nft);
+
+    // 1. Without the table in the record, the plan comes in without a change; the
+    // first change is a step from it.
+    without_table(&record);
+    let mut nft = open();
+    adopted(&mut nft, &state);
+    assert!(
+        planned_without_a_change(&mut nft),
+        "the adopted table was not planned in the background"
+    );
+    let mut next = state.clone();
+    let svc = &mut next.services[3];
+    svc.backends[0].weight = if svc.backends[0].weight == 7 { 8 } else { 7 };
+    let hint = ChangeHint::for_services([svc.name.clone()]);
+    let r = nft.apply_changed(&next, &hint).unwrap();
+    println!("first change after adoption: {r:?}");
+    assert!(r.hint_used && !r.reread && r.messages > 0, "{r:?}");
+    state = next;
+    assert_eq!(
+        normalized(nft.read_back().unwrap()),
+        fresh_table(other, &state, counting)
+    );
+    assert!(nft.write_adoption_record().unwrap());
+    drop(nft);
+
+    // 2. Changes at once after the adopting apply, whether the plan is in or not.
+    without_table(&record);
+    let mut nft = open();
+    adopted(&mut nft, &state);
+    let mut last_ok = true;
+    for step in 0..6 {
+        let mut next = state.clone();
+        let what = mutate(&mut rng, &mut next, &mut next_id);
+        let hint = hint_between(&mut rng, &state, &next);
+        let result = nft.apply_changed(&next, &hint);
+        let ok = result.is_ok();
+        match result {
+            Ok(r) => {
+                // The hint is used unless the step before was refused.
+                assert_eq!(r.hint_used, last_ok, "step {step} ({what}): {r:?}");
+                assert!(!r.reread, "step {step} ({what}): {r:?}");
+                state = next;
+            }
+            Err(e) => assert!(e.to_string().contains("both claim"), "step {step}: {e}"),
+        }
+        last_ok = ok;
+    }
+    assert_eq!(
+        normalized(nft.read_back().unwrap()),
+        fresh_table(other, &state, counting)
+    );
+    // A swap of two services is no change to a hint that names neither, so the
+    // record may keep the old order; a full comparison takes the new one (the
+    // adoption record holds the order).
+    assert_eq!(nft.apply(&state).unwrap().messages, 0);
+    assert!(nft.write_adoption_record().unwrap());
+    drop(nft);
+
+    // 3. Somebody else commits after the adoption: the change reads the table back.
+    let mut nft = open();
+    adopted(&mut nft, &state);
+    lb.exec_ok(&["nft", "add", "table", "inet", "lbadopt_other"])
+        .unwrap();
+    lb.exec_ok(&["nft", "delete", "table", "inet", "lbadopt_other"])
+        .unwrap();
+    let mut next = state.clone();
+    let svc = next
+        .services
+        .iter_mut()
+        .find(|s| !s.backends.is_empty())
+        .unwrap();
+    svc.backends[0].weight += 1;
+    let hint = ChangeHint::for_services([svc.name.clone()]);
+    let r = nft.apply_changed(&next, &hint).unwrap();
+    assert!(r.reread && !r.hint_used, "{r:?}");
+    state = next;
+    assert_eq!(
+        normalized(nft.read_back().unwrap()),
+        fresh_table(other, &state, counting)
+    );
+    assert!(nft.write_adoption_record().unwrap());
+    drop(nft);
+
+    // 4. What the table counts changes after the adoption: the table is read back and
+    // changed to the other counting.
+    let mut nft = open();
+    adopted(&mut nft, &state);
+    nft.set_counting(Counting::Off);
+    let r = nft.apply(&state).unwrap();
+    assert!(r.reread && r.messages > 0, "{r:?}");
+    assert_eq!(
+        normalized(nft.read_back().unwrap()),
+        fresh_table(other, &state, Counting::Off)
+    );
+    nft.teardown().unwrap();
+    let _ = std::fs::remove_file(&record);
+}

@@ -1,5 +1,5 @@
 //! The adoption record: what a stopping lbd leaves so that the next one adopts its
-//! table without reading it back, and without planning it.
+//! table without reading it back, and without planning it before it runs.
 //!
 //! Reading back a table of 10,000 services takes about a second (the kernel walks a
 //! set from its start again for each page of a dump), and planning it a few hundred
@@ -12,8 +12,14 @@
 //! this build plans ([`layout_fingerprint`]: a fixed desired state planned once, so
 //! that a build that plans another table does not adopt). A start that wants that
 //! very desired state, in the same namespace and boot, at the same generation,
-//! takes the table as it is (and plans it only when a change needs it); anything
-//! else reads the table back. The record is removed when read: it describes one
+//! takes the table as it is; anything else reads the table back.
+//!
+//! The record also holds what the stopping lbd kept of the table ([`Held`]: chains,
+//! sets' shapes and counts, rules' comments; no elements), so that the first change
+//! after the start is computed at once, as any later one. A record without it (the
+//! stopping lbd had not planned the table yet, or its lines do not add up to their
+//! checksum) is still adopted, and the table is planned on a thread of its own
+//! ([`Committed::adopted`](super::record::Committed::adopted)). The record is removed when read: it describes one
 //! moment.
 
 use std::hash::{Hash, Hasher};
@@ -24,7 +30,7 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use super::layout::{self, Counting, TableState};
-use super::record::Fingerprint;
+use super::record::{Fingerprint, Held};
 use crate::model::{
     Backend, DesiredState, Forwarding, NatProtocol, Persistence, PortSpec, Protocol, Scheduler,
     Service, SnatRule, SnatSource,
@@ -65,23 +71,32 @@ impl AdoptionRecord {
         })
     }
 
-    /// Writes the record to `path` (atomically: a temporary file renamed).
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+    /// Writes the record to `path` (atomically: a temporary file renamed), with
+    /// the committed table if there is one (`held` lines and their checksum).
+    pub fn write(&self, path: &Path, held: Option<&Held>) -> std::io::Result<()> {
         let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         writeln!(f, "boot_id {}", self.boot_id)?;
         writeln!(f, "netns_cookie {}", self.netns_cookie)?;
         writeln!(f, "generation {}", self.generation)?;
         writeln!(f, "table {}", self.table)?;
         writeln!(f, "counting {:?}", self.counting)?;
         writeln!(f, "content {:032x}", self.content)?;
+        if let Some(lines) = held.and_then(Held::encode) {
+            for line in &lines {
+                writeln!(f, "held {line}")?;
+            }
+            writeln!(f, "held_sum {:032x}", Fingerprint::of(&lines))?;
+        }
+        let f = f.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     }
 
-    /// Reads and removes the record at `path`; `None` if there is none or it does
-    /// not parse.
-    pub fn take(path: &Path) -> Option<AdoptionRecord> {
+    /// Reads and removes the record at `path`, with the committed table when it
+    /// holds one that adds up to its checksum; `None` if there is no record or it
+    /// does not parse.
+    pub fn take(path: &Path) -> Option<(AdoptionRecord, Option<Held>)> {
         let text = std::fs::read_to_string(path).ok()?;
         let _ = std::fs::remove_file(path);
         let mut r = AdoptionRecord {
@@ -93,9 +108,19 @@ impl AdoptionRecord {
             content: 0,
         };
         let mut seen = 0;
+        let mut held: Vec<&str> = Vec::new();
+        let mut held_sum = None;
         for line in text.lines() {
             let (key, value) = line.split_once(' ')?;
             match key {
+                "held" => {
+                    held.push(value);
+                    continue;
+                }
+                "held_sum" => {
+                    held_sum = Some(u128::from_str_radix(value, 16).ok()?);
+                    continue;
+                }
                 "boot_id" => r.boot_id = value.to_owned(),
                 "netns_cookie" => r.netns_cookie = value.parse().ok()?,
                 "generation" => r.generation = value.parse().ok()?,
@@ -110,7 +135,14 @@ impl AdoptionRecord {
             }
             seen += 1;
         }
-        (seen == 6).then_some(r)
+        if seen != 6 {
+            return None;
+        }
+        // (A `Vec<&str>` feeds the hasher what the written `Vec<String>` fed it.)
+        let held = (held_sum == Some(Fingerprint::of(&held)))
+            .then(|| Held::decode(held))
+            .flatten();
+        Some((r, held))
     }
 }
 
@@ -283,9 +315,33 @@ mod tests {
     fn a_record_reads_back_once() {
         let path = std::env::temp_dir().join(format!("lbsuite-adopt-test-{}", std::process::id()));
         let r = AdoptionRecord::now("t", Counting::Traffic, 0x1234, 7).unwrap();
-        r.write(&path).unwrap();
-        assert_eq!(AdoptionRecord::take(&path), Some(r));
+        r.write(&path, None).unwrap();
+        assert_eq!(AdoptionRecord::take(&path), Some((r, None)));
         assert_eq!(AdoptionRecord::take(&path), None);
+    }
+
+    #[test]
+    fn a_record_carries_the_committed_table_unless_its_lines_are_spoiled() {
+        let path = std::env::temp_dir().join(format!("lbsuite-adopt-held-{}", std::process::id()));
+        let planned = layout::plan(&probe_state(), Counting::Traffic).unwrap();
+        let held = Held::of(planned.state);
+        let r = AdoptionRecord::now("t", Counting::Traffic, 0x1234, 7).unwrap();
+        r.write(&path, Some(&held)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().filter(|l| l.starts_with("held ")).count() > 10);
+        assert_eq!(AdoptionRecord::take(&path), Some((r.clone(), Some(held))));
+        // One count changed: the lines no longer add up to their checksum; the record
+        // is adopted still, without the table.
+        let spoiled: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("held set ") {
+                Some(rest) => format!("held set {rest}1\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        assert_ne!(spoiled, text);
+        std::fs::write(&path, spoiled).unwrap();
+        assert_eq!(AdoptionRecord::take(&path), Some((r, None)));
     }
 
     #[test]

@@ -114,40 +114,54 @@ impl NftBackend {
     }
 
     /// Writes the adoption record, for the next lbd to take the table as it is without
-    /// reading it back: only when the table is what the last apply committed and
-    /// nobody committed since. Whether it was written.
-    pub fn write_adoption_record(&self) -> Result<bool, DataplaneError> {
-        let (Some(path), Some(c)) = (&self.adoption, &self.committed) else {
+    /// reading it back (nor planning it, when the record holds it): only when the
+    /// table is what the last apply committed and nobody committed since. Whether it
+    /// was written.
+    pub fn write_adoption_record(&mut self) -> Result<bool, DataplaneError> {
+        if self.adoption.is_none() || self.committed.is_none() {
             return Ok(false);
-        };
+        }
         let generation = self.generation()?;
         if self.generation != Some(generation) {
             return Ok(false);
         }
+        let (Some(path), Some(c)) = (&self.adoption, &mut self.committed) else {
+            return Ok(false);
+        };
         let Some(record) =
             adopt::AdoptionRecord::now(&self.table, c.counting(), c.content(), generation)
         else {
             return Ok(false);
         };
         record
-            .write(path)
+            .write(path, c.table_for_record())
             .map_err(|e| DataplaneError::Malformed(format!("{}: {e}", path.display())))?;
         Ok(true)
     }
 
     /// Whether the adoption record says that the kernel holds the table of `desired`
-    /// at `generation` (read once: the record is removed).
-    fn adoption_matches(&self, desired: &DesiredState, generation: u32) -> bool {
-        let Some(path) = self.adoption.as_deref() else {
-            return false;
-        };
-        let Some(found) = adopt::AdoptionRecord::take(path) else {
-            return false;
-        };
+    /// at `generation` (read once: the record is removed): `Some` with the committed
+    /// table if the record holds it.
+    fn adoption_matches(
+        &self,
+        desired: &DesiredState,
+        generation: u32,
+    ) -> Option<Option<record::Held>> {
+        let path = self.adoption.as_deref()?;
+        let (found, held) = adopt::AdoptionRecord::take(path)?;
         let services: Vec<u128> = desired.services.iter().map(Fingerprint::of).collect();
         let content = record::content_fingerprint(&services, &desired.snat, self.counting);
         adopt::AdoptionRecord::now(&self.table, self.counting, content, generation)
             .is_some_and(|now| now == found)
+            .then_some(held)
+    }
+
+    /// Whether the record of the last apply holds the committed table, so that a
+    /// change is computed without planning it first: after an adopting apply, once
+    /// the background plan finished (taken here; never waits). For tests.
+    #[doc(hidden)]
+    pub fn committed_table_ready(&mut self) -> bool {
+        self.committed.as_mut().is_some_and(|c| c.table_ready())
     }
 
     /// Whether [`Dataplane::apply_changed`] checks each hint against a full comparison
@@ -765,11 +779,16 @@ impl NftBackend {
         let generation = self.generation()?;
         let trusted = self.generation == Some(generation) && self.committed.is_some();
         // A start after a clean stop: the table is what the last lbd committed, and
-        // that is what is wanted (not planned until a change needs it).
-        if self.committed.is_none() && self.adoption_matches(desired, generation) {
-            tracing::info!(table = %self.table, "nft table adopted as the previous lbd left it (adoption record; not read back)");
+        // that is what is wanted (as recorded, or planned in the background for the
+        // first change).
+        let adopted = match self.committed {
+            None => self.adoption_matches(desired, generation),
+            Some(_) => None,
+        };
+        if let Some(held) = adopted {
+            tracing::info!(table = %self.table, recorded_table = held.is_some(), "nft table adopted as the previous lbd left it (adoption record; not read back)");
             self.generation = Some(generation);
-            self.committed = Some(Box::new(Committed::adopted(desired, self.counting)));
+            self.committed = Some(Box::new(Committed::adopted(desired, self.counting, held)));
             // What the previous lbd committed from this very state passed the checks.
             if !checked() {
                 return Ok(None);

@@ -13,9 +13,17 @@
 //! and changes ([`Held`]): each set's shape and element count, the chains, and the
 //! rules' comments. A full comparison against the record plans the committed
 //! services again ([`Committed::planned`]).
+//!
+//! An adopted record ([`Committed::adopted`]) starts without the table: a thread of
+//! its own plans it from the committed services while nothing waits for it, and the
+//! first change takes it ([`Committed::ensure_table`]), so that change costs what
+//! any later one costs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::layout::{
     self, claim, Changes, Claim, Counting, ElemData, ElemKey, Layout, PlannedRule, ServicePlan,
@@ -108,7 +116,7 @@ impl Hasher for Fingerprint {
 }
 
 /// The table as committed, without its elements: what an incremental step needs.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Held {
     /// Chains.
     chains: BTreeSet<String>,
@@ -119,7 +127,7 @@ pub struct Held {
 }
 
 /// A committed set: its shape and how many elements it holds.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 struct HeldSet {
     spec: SetSpec,
     count: usize,
@@ -127,7 +135,7 @@ struct HeldSet {
 
 impl Held {
     /// What `state` leaves of the committed table (its elements counted, not kept).
-    fn of(state: TableState) -> Held {
+    pub(super) fn of(state: TableState) -> Held {
         Held {
             chains: state.chains,
             sets: state
@@ -146,6 +154,115 @@ impl Held {
                 .collect(),
             rules: state.rules,
         }
+    }
+
+    /// The lines that [`Held::decode`] reads back (for the adoption record): `chain`,
+    /// `set` (shape and count) and `rule` lines (chain, then the comment to the end
+    /// of the line), in order. `None` if a name holds white space or a comment a line
+    /// break (lbd's never do: the record then goes without the table).
+    pub fn encode(&self) -> Option<Vec<String>> {
+        let word = |n: &str| !n.is_empty() && !n.contains(char::is_whitespace);
+        let names = self
+            .chains
+            .iter()
+            .chain(self.sets.keys())
+            .chain(self.rules.keys());
+        if !names.into_iter().all(|n| word(n))
+            || self
+                .rules
+                .values()
+                .flatten()
+                .any(|c| c.contains(['\n', '\r']))
+        {
+            return None;
+        }
+        let mut lines = Vec::with_capacity(
+            self.chains.len() + self.sets.len() + self.rules.values().map(Vec::len).sum::<usize>(),
+        );
+        for c in &self.chains {
+            lines.push(format!("chain {c}"));
+        }
+        for (name, h) in &self.sets {
+            let s = &h.spec;
+            let concat: String = s.concat.iter().map(|b| format!("{b:02x}")).collect();
+            lines.push(format!(
+                "set {} {} {} {} {} {} {} {} {} {}",
+                name,
+                s.flags,
+                s.key_len,
+                s.key_type,
+                s.data_len,
+                s.data_type,
+                if concat.is_empty() { "-" } else { &concat },
+                u8::from(s.counter),
+                s.size,
+                h.count
+            ));
+        }
+        for (chain, rules) in &self.rules {
+            for r in rules {
+                lines.push(format!("rule {chain} {r}"));
+            }
+        }
+        Some(lines)
+    }
+
+    /// The table [`Held::encode`] wrote; `None` if a line does not parse.
+    pub fn decode<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<Held> {
+        let mut held = Held::default();
+        for line in lines {
+            let (kind, rest) = line.split_once(' ')?;
+            if kind == "rule" {
+                let (chain, comment) = rest.split_once(' ')?;
+                match held.rules.get_mut(chain) {
+                    Some(rules) => rules.push(comment.to_owned()),
+                    None => {
+                        held.rules
+                            .insert(chain.to_owned(), vec![comment.to_owned()]);
+                    }
+                }
+                continue;
+            }
+            let mut f = rest.split(' ');
+            match kind {
+                "chain" => {
+                    held.chains.insert(f.next()?.to_owned());
+                }
+                "set" => {
+                    let name = f.next()?.to_owned();
+                    let mut num = || f.next()?.parse::<u32>().ok();
+                    let (flags, key_len, key_type, data_len, data_type) =
+                        (num()?, num()?, num()?, num()?, num()?);
+                    let concat = match f.next()? {
+                        "-" => Vec::new(),
+                        c => unhex_bytes(c)?,
+                    };
+                    let counter = match f.next()? {
+                        "0" => false,
+                        "1" => true,
+                        _ => return None,
+                    };
+                    let size = f.next()?.parse().ok()?;
+                    let count = f.next()?.parse().ok()?;
+                    let spec = SetSpec {
+                        flags,
+                        key_len,
+                        key_type,
+                        data_len,
+                        data_type,
+                        concat,
+                        counter,
+                        size,
+                    };
+                    held.sets.insert(name, HeldSet { spec, count });
+                }
+                _ => return None,
+            }
+            if f.next().is_some() {
+                return None;
+            }
+        }
+        Some(held)
     }
 
     /// Whether `state` (planned from the committed services) is the committed table:
@@ -171,19 +288,21 @@ impl Held {
     }
 }
 
-/// One committed service.
+/// One committed service (shared with the background plan of an adopted record).
 #[derive(Debug)]
 struct Entry {
     fingerprint: u128,
-    service: Service,
+    service: Arc<Service>,
 }
 
 /// What the last successful apply committed.
 #[derive(Debug)]
 pub struct Committed {
     /// The table as committed (what the kernel held right after); `None` after an
-    /// adoption until a change needs it ([`Committed::ensure_table`] plans it then).
+    /// adoption until the background plan is taken ([`Committed::ensure_table`]).
     table: Option<Held>,
+    /// The background plan of an adopted record's table, while not taken.
+    pending: Option<JoinHandle<Result<Held, DataplaneError>>>,
     /// SNAT rules committed.
     pub snat: Vec<SnatRule>,
     /// Services in the desired order.
@@ -244,10 +363,57 @@ impl Committed {
         Committed::with_table(desired, Some(Held::of(state)), counting)
     }
 
-    /// The record of `desired`, adopted as a previous lbd committed it: the table is
-    /// planned only when a change needs it.
-    pub fn adopted(desired: &DesiredState, counting: Counting) -> Committed {
-        Committed::with_table(desired, None, counting)
+    /// The record of `desired`, adopted as a previous lbd committed it, with the
+    /// table that lbd recorded (`held`, from the adoption record) or, without one,
+    /// the table planned on a thread of its own, for the first change to take.
+    pub fn adopted(desired: &DesiredState, counting: Counting, held: Option<Held>) -> Committed {
+        let recorded = held.is_some();
+        let mut c = Committed::with_table(desired, held, counting);
+        if !recorded {
+            c.pending = c.plan_in_background();
+        }
+        c
+    }
+
+    /// The committed table for the adoption record, if it is ready (the background
+    /// plan taken if it finished; never waits).
+    pub fn table_for_record(&mut self) -> Option<&Held> {
+        self.table_ready();
+        self.table.as_ref()
+    }
+
+    /// Starts planning the committed table on another thread, from the committed
+    /// services (shared, not copied here) and SNAT rules. `None` if no thread could be
+    /// started: the first change plans it then.
+    fn plan_in_background(&self) -> Option<JoinHandle<Result<Held, DataplaneError>>> {
+        let services: Vec<Arc<Service>> = self.entries.iter().map(|e| e.service.clone()).collect();
+        let snat = self.snat.clone();
+        let counting = self.counting;
+        let spawned = std::thread::Builder::new()
+            .name("nft-plan".into())
+            .spawn(move || {
+                let start = Instant::now();
+                let desired = DesiredState {
+                    services: services.iter().map(|s| Service::clone(s)).collect(),
+                    snat,
+                };
+                drop(services);
+                let planned = layout::plan(&desired, counting);
+                drop(desired);
+                let held = planned.map(|p| Held::of(p.state));
+                // The plan's elements (~45 MB at 10,000 services x 8 servers) are
+                // freed now; glibc keeps freed pages resident unless asked.
+                release_freed_memory();
+                tracing::debug!(elapsed = ?start.elapsed(), "adopted nft table planned in the background");
+                held
+            });
+        match spawned {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::debug!(error = %e, "no thread for the background plan; the first change plans the table");
+                None
+            }
+        }
     }
 
     fn with_table(desired: &DesiredState, state: Option<Held>, counting: Counting) -> Committed {
@@ -256,11 +422,12 @@ impl Committed {
             .iter()
             .map(|s| Entry {
                 fingerprint: Fingerprint::of(s),
-                service: s.clone(),
+                service: Arc::new(s.clone()),
             })
             .collect();
         let mut c = Committed {
             table: state,
+            pending: None,
             snat: desired.snat.clone(),
             entries,
             index: None,
@@ -319,14 +486,46 @@ impl Committed {
         Ok(Some(state))
     }
 
-    /// Plans the committed table from the committed services if it was not yet (an
-    /// adopted record): what a change is computed against.
+    /// Makes the committed table ready if it was not yet (an adopted record): what a
+    /// change is computed against. Takes the background plan (waiting for it if it
+    /// still runs); plans here if there was none or it failed or panicked (the same
+    /// plan fails the same way here, with its error).
     pub fn ensure_table(&mut self) -> Result<(), DataplaneError> {
-        if self.table.is_none() {
-            let state = layout::plan(&self.committed_state(), self.counting)?.state;
-            self.table = Some(Held::of(state));
+        if self.table.is_some() {
+            return Ok(());
         }
+        if let Some(pending) = self.pending.take() {
+            match pending.join() {
+                Ok(Ok(held)) => {
+                    self.table = Some(held);
+                    return Ok(());
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "background plan of the adopted nft table failed; planning it again");
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "background plan of the adopted nft table panicked; planning it again"
+                    );
+                }
+            }
+        }
+        let state = layout::plan(&self.committed_state(), self.counting)?.state;
+        self.table = Some(Held::of(state));
         Ok(())
+    }
+
+    /// Whether the committed table is ready for a change without planning it (the
+    /// background plan of an adopted record is taken if it finished). Does not wait.
+    pub fn table_ready(&mut self) -> bool {
+        if self.table.is_none() && self.pending.as_ref().is_some_and(JoinHandle::is_finished) {
+            // A failed plan leaves the table to the first change (which plans again
+            // and fails with the plan's error).
+            if let Some(Ok(Ok(held))) = self.pending.take().map(JoinHandle::join) {
+                self.table = Some(held);
+            }
+        }
+        self.table.is_some()
     }
 
     /// The fingerprint of what was committed, as the adoption record holds it: the
@@ -351,7 +550,7 @@ impl Committed {
 
     /// The committed services, in order.
     pub fn services(&self) -> impl Iterator<Item = &Service> {
-        self.entries.iter().map(|e| &e.service)
+        self.entries.iter().map(|e| &*e.service)
     }
 
     /// Counts in `report`, in the desired state's terms, how `desired` differs from
@@ -372,7 +571,7 @@ impl Committed {
                         .services
                         .get(j)
                         .filter(|s| s.name == *name)
-                        .map(|s| (Some(&self.entries[j].service), Some(s))),
+                        .map(|s| (Some(&*self.entries[j].service), Some(s))),
                     // Not committed: in place only if not desired either.
                     None => desired
                         .services
@@ -974,7 +1173,7 @@ impl Committed {
                 &mut self.entries[i],
                 Entry {
                     fingerprint: fp,
-                    service: s.clone(),
+                    service: Arc::new(s.clone()),
                 },
             );
             let (was, now) = (claim(&old.service), claim(s));
@@ -999,7 +1198,7 @@ impl Committed {
             .map(|(i, m)| {
                 let fresh = |fingerprint| Entry {
                     fingerprint,
-                    service: desired.services[i].clone(),
+                    service: Arc::new(desired.services[i].clone()),
                 };
                 match *m {
                     // Each committed position is matched at most once.
@@ -1037,6 +1236,26 @@ impl Committed {
     }
 }
 
+/// The bytes of a hex word.
+fn unhex_bytes(h: &str) -> Option<Vec<u8>> {
+    if h.len() % 2 != 0 {
+        return None;
+    }
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Gives freed heap pages back to the kernel.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The adoption fingerprint of services (their fingerprints, in order), SNAT rules
 /// and counting, with this build's layout.
 pub fn content_fingerprint(services: &[u128], snat: &[SnatRule], counting: Counting) -> u128 {
@@ -1055,5 +1274,142 @@ mod tests {
         assert_ne!(Fingerprint::of(&("a", "bc")), Fingerprint::of(&("ab", "c")));
         assert_ne!(Fingerprint::of(&[1u32, 2]), Fingerprint::of(&[2u32, 1]));
         assert_eq!(Fingerprint::of("svc1"), Fingerprint::of("svc1"));
+    }
+
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use crate::model::{Backend, Forwarding, PortSpec, Protocol, Scheduler};
+
+    fn services(n: usize, servers: usize) -> DesiredState {
+        DesiredState {
+            services: (0..n)
+                .map(|i| Service {
+                    name: format!("svc{i}"),
+                    vip: IpAddr::from([198, 19, (i / 200) as u8, (i % 200 + 1) as u8]),
+                    ports: PortSpec::Single(80),
+                    protocol: Protocol::Tcp,
+                    scheduler: Scheduler::Wrr,
+                    backends: (0..servers)
+                        .map(|k| Backend {
+                            name: format!("b{k}"),
+                            addr: IpAddr::from([198, 18, 1, 10 + k as u8]),
+                            port: Some(8080),
+                            weight: 1 + k as u32,
+                        })
+                        .collect(),
+                    forward: Forwarding::Nat,
+                    persistence: None,
+                })
+                .collect(),
+            snat: Vec::new(),
+        }
+    }
+
+    /// Waits (generously) for the background plan of `c` to be taken.
+    fn ready(c: &mut Committed) -> bool {
+        for _ in 0..3000 {
+            if c.table_ready() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn an_adopted_record_is_planned_without_a_change() {
+        let desired = services(500, 4);
+        let mut adopted = Committed::adopted(&desired, Counting::Traffic, None);
+        assert!(ready(&mut adopted), "the background plan never came in");
+        assert!(adopted.pending.is_none());
+        // The table it holds is the one a fresh apply of the same state records.
+        let planned = layout::plan(&desired, Counting::Traffic).unwrap().state;
+        assert!(adopted.st().matches(&planned));
+        assert_eq!(adopted.st().sets.len(), planned.sets.len());
+        // And a full comparison starts from that very table.
+        let again = adopted.planned().unwrap().expect("record matches its plan");
+        assert_eq!(
+            again.sets.keys().collect::<Vec<_>>(),
+            planned.sets.keys().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_record_adopted_with_its_table_plans_nothing() {
+        let desired = services(50, 3);
+        let planned = layout::plan(&desired, Counting::Off).unwrap().state;
+        let lines = Held::of(planned.clone()).encode().unwrap();
+        let held = Held::decode(lines.iter().map(String::as_str)).unwrap();
+        let mut c = Committed::adopted(&desired, Counting::Off, Some(held));
+        assert!(c.pending.is_none());
+        assert!(c.table_ready());
+        assert!(c.st().matches(&planned));
+        assert_eq!(c.table_for_record().and_then(Held::encode), Some(lines));
+    }
+
+    #[test]
+    fn a_table_whose_lines_would_not_read_back_is_not_encoded() {
+        let mut held = Held::default();
+        held.chains.insert("lb_dnat".into());
+        held.rules
+            .insert("lb_dnat".into(), vec!["dnat @map with spaces".into()]);
+        let lines = held.encode().unwrap();
+        assert_eq!(
+            Held::decode(lines.iter().map(String::as_str)).as_ref(),
+            Some(&held)
+        );
+        held.rules
+            .insert("lb_snat".into(), vec!["two\nlines".into()]);
+        assert_eq!(held.encode(), None);
+        let mut spaced = Held::default();
+        spaced.chains.insert("a chain".into());
+        assert_eq!(spaced.encode(), None);
+    }
+
+    #[test]
+    fn a_fresh_record_starts_no_background_plan() {
+        let desired = services(10, 2);
+        let state = layout::plan(&desired, Counting::Off).unwrap().state;
+        let c = Committed::new(&desired, state, Counting::Off);
+        assert!(c.pending.is_none());
+        assert!(c.table.is_some());
+    }
+
+    #[test]
+    fn a_change_right_after_adoption_takes_the_background_plan() {
+        let desired = services(2000, 8);
+        let mut adopted = Committed::adopted(&desired, Counting::Connections, None);
+        // At once, whether the plan finished or not: ensure_table waits for it.
+        adopted.ensure_table().unwrap();
+        assert!(adopted.pending.is_none());
+        let mut next = desired.clone();
+        next.services[7].backends[3].weight = 9;
+        let fresh = Committed::new(
+            &desired,
+            layout::plan(&desired, Counting::Connections).unwrap().state,
+            Counting::Connections,
+        );
+        // The step from the adopted record is the step from a fresh one.
+        let (Plan::Step(a), Plan::Step(f)) =
+            (adopted.plan(&next).unwrap(), fresh.plan(&next).unwrap())
+        else {
+            panic!("a one-server change is a step");
+        };
+        assert!(!a.changes.is_empty());
+        assert_eq!(format!("{:?}", a.changes), format!("{:?}", f.changes));
+    }
+
+    #[test]
+    fn a_failed_background_plan_fails_the_first_change_with_its_error() {
+        // Two services on one VIP and port: the plan refuses them.
+        let mut desired = services(3, 2);
+        desired.services[1].vip = desired.services[0].vip;
+        let mut adopted = Committed::adopted(&desired, Counting::Off, None);
+        let e = adopted.ensure_table().unwrap_err();
+        assert!(e.to_string().contains("both claim"), "{e}");
+        assert!(adopted.table.is_none());
+        // Not planned behind the caller's back either.
+        assert!(!adopted.table_ready());
     }
 }
