@@ -708,6 +708,7 @@ pub async fn run(
                     tokio::task::spawn_blocking(release_free_memory);
                 }
                 daemon.sample_checks();
+                daemon.report.telemetry.least_conn_events_lost(crate::least_conn::events_lost());
                 daemon.check_forwarding();
                 daemon.sample_announce();
             }

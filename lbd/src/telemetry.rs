@@ -154,6 +154,7 @@ pub struct Telemetry {
     registry: Registry,
     apply_duration: Histogram,
     apply_errors: IntCounter,
+    least_conn_lost: IntCounter,
     check_duration: HistogramVec,
     vrrpd_connected: IntGauge,
     announce: [IntGauge; 5],
@@ -216,6 +217,11 @@ impl Telemetry {
             "Dataplane applies the kernel refused or that failed (the previous state stays).",
         ));
         reg(Box::new(apply_errors.clone()));
+        let least_conn_lost = must(IntCounter::new(
+            "lbd_least_conn_events_lost_total",
+            "Times the kernel dropped conntrack events the lc/wlc counting reads (each followed by a dump that counts again).",
+        ));
+        reg(Box::new(least_conn_lost.clone()));
         let last_apply = must(Gauge::new(
             "lbd_last_apply_timestamp_seconds",
             "Unix time of the last successful apply.",
@@ -353,6 +359,7 @@ impl Telemetry {
             registry,
             apply_duration,
             apply_errors,
+            least_conn_lost,
             check_duration,
             vrrpd_connected,
             announce,
@@ -584,6 +591,12 @@ impl Telemetry {
         self.ip_forwarding_needed
             .with_label_values(&[family])
             .set(needed as i64);
+    }
+
+    /// The lc/wlc counting's lost conntrack events: `total` since lbd started.
+    pub fn least_conn_events_lost(&self, total: u64) {
+        self.least_conn_lost
+            .inc_by(total.saturating_sub(self.least_conn_lost.get()));
     }
 
     /// A prepare answered.
@@ -1142,6 +1155,9 @@ mod tests {
         t.health_runner(&later, &counters, 4);
         t.dampened("web", "srv2");
         t.forwarding("ipv4", true, 2);
+        t.least_conn_events_lost(2);
+        t.least_conn_events_lost(3);
+        t.least_conn_events_lost(3);
         let view = config::parse(include_str!("../../cluster.toml.example"), "t.toml")
             .unwrap()
             .node_view(Some("lb1"))
@@ -1163,6 +1179,7 @@ mod tests {
             r#"lbd_backend_connections_total{address="198.18.1.21:80",backend="srv1",service="web"} 7"#,
             r#"lbd_backend_packets_total{address="198.18.1.21:80",backend="srv1",service="web"} 30"#,
             "lbd_apply_errors_total 1",
+            "lbd_least_conn_events_lost_total 3",
             "lbd_apply_duration_seconds_count 1",
             r#"lbd_health_transitions_total{backend="srv1",service="web",to="down"} 1"#,
             "lbd_vrrpd_connected 1",
