@@ -846,9 +846,8 @@ fn an_adopted_table_is_planned_before_the_first_change() {
         fresh_table(other, &state, counting)
     );
     // A swap of two services is no change to a hint that names neither, so the
-    // record may keep the old order; a full comparison takes the new one (the
-    // adoption record holds the order).
-    assert_eq!(nft.apply(&state).unwrap().messages, 0);
+    // record may keep the old order: the adoption record's fingerprint does not
+    // depend on it, and the next start (in the new order) adopts.
     assert!(nft.write_adoption_record().unwrap());
     drop(nft);
 

@@ -1256,9 +1256,13 @@ fn release_freed_memory() {
     }
 }
 
-/// The adoption fingerprint of services (their fingerprints, in order), SNAT rules
+/// The adoption fingerprint of services (their fingerprints, in any order: the
+/// table does not depend on the services' order, and a reload that only moved them
+/// leaves the record in the old one), SNAT rules (in order: their order is theirs)
 /// and counting, with this build's layout.
 pub fn content_fingerprint(services: &[u128], snat: &[SnatRule], counting: Counting) -> u128 {
+    let mut services = services.to_vec();
+    services.sort_unstable();
     // SnatRule has no Hash: its Debug text says all of it.
     let snat = format!("{snat:?}");
     Fingerprint::of(&(super::adopt::layout_fingerprint(), counting, services, snat))
@@ -1267,6 +1271,23 @@ pub fn content_fingerprint(services: &[u128], snat: &[SnatRule], counting: Count
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_content_fingerprint_ignores_the_services_order_not_the_snat_rules() {
+        let c = Counting::Connections;
+        assert_eq!(
+            content_fingerprint(&[1, 2, 3], &[], c),
+            content_fingerprint(&[3, 1, 2], &[], c)
+        );
+        assert_ne!(
+            content_fingerprint(&[1, 2, 3], &[], c),
+            content_fingerprint(&[1, 2, 4], &[], c)
+        );
+        assert_ne!(
+            content_fingerprint(&[1, 2], &[], c),
+            content_fingerprint(&[1, 2], &[], Counting::Traffic)
+        );
+    }
 
     #[test]
     fn fingerprint_separates_strings_and_fields() {
