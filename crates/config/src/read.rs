@@ -222,7 +222,7 @@ fn read_node(r: &mut Reader, v: &Sv, path: &str) -> Option<Node> {
                 for (e, ep) in pt.entries() {
                     match &e.value.kind {
                         Kind::Int(n) if (1..=255).contains(n) => {
-                            priority.insert(e.key.to_owned(), *n as u8);
+                            priority.insert(e.key.to_string(), *n as u8);
                         }
                         Kind::Int(n) => r.error_value(
                             &ep,
@@ -244,7 +244,7 @@ fn read_node(r: &mut Reader, v: &Sv, path: &str) -> Option<Node> {
         ) {
             if let Some(mut at) = Table::new(r, v, &p, "the addresses table") {
                 for (e, ep) in at.entries() {
-                    if !crate::tree::valid_interface_name(e.key) {
+                    if !crate::tree::valid_interface_name(&e.key) {
                         r.error_key(
                             &ep,
                             format!("`{}` is not a valid interface name", e.key),
@@ -261,7 +261,7 @@ fn read_node(r: &mut Reader, v: &Sv, path: &str) -> Option<Node> {
                             addrs.push(a);
                         }
                     }
-                    addresses.insert(e.key.to_owned(), addrs);
+                    addresses.insert(e.key.to_string(), addrs);
                 }
             }
         }
@@ -284,7 +284,7 @@ fn read_node(r: &mut Reader, v: &Sv, path: &str) -> Option<Node> {
                             "list the peer's address, or remove the entry to use the other node's address",
                         );
                     }
-                    unicast_peers.insert(e.key.to_owned(), peers);
+                    unicast_peers.insert(e.key.to_string(), peers);
                 }
             }
         }

@@ -282,7 +282,7 @@ fn without_services(c: &ClusterConfig) -> ClusterConfig {
 /// anything else or any problem.
 fn read_blocks(region: &str, first: usize) -> Option<(Vec<Service>, Vec<usize>)> {
     let doc = DeTable::parse(region).ok()?;
-    let root = tree::from_document(&doc).ok()?;
+    let root = tree::from_document(doc).ok()?;
     let Kind::Table(entries) = &root.kind else {
         return None;
     };

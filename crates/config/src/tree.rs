@@ -8,6 +8,7 @@
 //! (duplicates, cross references) still point at the right place, and a file that
 //! is fine costs no bookkeeping per key (10,000s of services have ~1M keys).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::ops::Range;
 
@@ -26,10 +27,11 @@ pub(crate) struct Sv<'d> {
     pub(crate) kind: Kind<'d>,
 }
 
-/// The kinds of TOML value.
+/// The kinds of TOML value. Strings are borrowed from the text unless the parser
+/// had to unescape them.
 #[derive(Debug)]
 pub(crate) enum Kind<'d> {
-    Str(&'d str),
+    Str(Cow<'d, str>),
     Int(i64),
     Float,
     Bool(bool),
@@ -55,37 +57,37 @@ impl Kind<'_> {
 /// A key of a table with its span and value.
 #[derive(Debug)]
 pub(crate) struct Entry<'d> {
-    pub(crate) key: &'d str,
+    pub(crate) key: Cow<'d, str>,
     pub(crate) key_span: Span,
     pub(crate) value: Sv<'d>,
 }
 
 /// The spanned tree of a parsed document, or the start of an integer that does not
-/// fit in 64 bits (the parser keeps integers as written).
-pub(crate) fn from_document<'d>(doc: &'d Spanned<DeTable<'d>>) -> Result<Sv<'d>, usize> {
+/// fit in 64 bits (the parser keeps integers as written). The document is taken
+/// apart as it is read: its keys and strings move into the tree (borrowed from the
+/// text, as the parser has them) and what is left of it is freed on the way.
+pub(crate) fn from_document(doc: Spanned<DeTable<'_>>) -> Result<Sv<'_>, usize> {
     from_document_at(doc, 0)
 }
 
 /// [`from_document`] of a document that starts at byte `at` of a larger text (a
 /// part of a file parsed alone): every span is moved by `at`, so that it is the
 /// span in the whole text.
-pub(crate) fn from_document_at<'d>(
-    doc: &'d Spanned<DeTable<'d>>,
-    at: usize,
-) -> Result<Sv<'d>, usize> {
-    convert_table(doc.get_ref(), shift(doc.span(), at), at)
+pub(crate) fn from_document_at(doc: Spanned<DeTable<'_>>, at: usize) -> Result<Sv<'_>, usize> {
+    let span = shift(doc.span(), at);
+    convert_table(doc.into_inner(), span, at)
 }
 
 fn shift(span: Span, at: usize) -> Span {
     span.start + at..span.end + at
 }
 
-fn convert_table<'d>(t: &'d DeTable<'d>, span: Span, at: usize) -> Result<Sv<'d>, usize> {
+fn convert_table(t: DeTable<'_>, span: Span, at: usize) -> Result<Sv<'_>, usize> {
     let mut entries = Vec::with_capacity(t.len());
-    for (k, v) in t.iter() {
+    for (k, v) in t {
         entries.push(Entry {
-            key: k.get_ref(),
             key_span: shift(k.span(), at),
+            key: k.into_inner(),
             value: convert_value(v, at)?,
         });
     }
@@ -95,18 +97,18 @@ fn convert_table<'d>(t: &'d DeTable<'d>, span: Span, at: usize) -> Result<Sv<'d>
     })
 }
 
-fn convert_value<'d>(v: &'d Spanned<DeValue<'d>>, at: usize) -> Result<Sv<'d>, usize> {
+fn convert_value(v: Spanned<DeValue<'_>>, at: usize) -> Result<Sv<'_>, usize> {
     let span = shift(v.span(), at);
-    let kind = match v.get_ref() {
+    let kind = match v.into_inner() {
         DeValue::String(s) => Kind::Str(s),
         DeValue::Integer(i) => {
             Kind::Int(i64::from_str_radix(i.as_str(), i.radix()).map_err(|_| span.start)?)
         }
         DeValue::Float(_) => Kind::Float,
-        DeValue::Boolean(b) => Kind::Bool(*b),
+        DeValue::Boolean(b) => Kind::Bool(b),
         DeValue::Datetime(_) => Kind::Datetime,
         DeValue::Array(a) => Kind::Array(
-            a.iter()
+            a.into_iter()
                 .map(|v| convert_value(v, at))
                 .collect::<Result<_, _>>()?,
         ),
@@ -233,7 +235,7 @@ impl<'a> Reader<'a> {
                 Kind::Table(entries) => entries
                     .iter()
                     .filter(|e| {
-                        rest.strip_prefix(e.key)
+                        rest.strip_prefix(&*e.key)
                             .is_some_and(|after| after.is_empty() || after.starts_with(['.', '[']))
                     })
                     .max_by_key(|e| e.key.len())
@@ -295,7 +297,7 @@ impl<'a> Reader<'a> {
     /// A string value.
     pub(crate) fn string(&mut self, v: &Sv, path: &str) -> Option<String> {
         match &v.kind {
-            Kind::Str(s) => Some((*s).to_owned()),
+            Kind::Str(s) => Some(s.to_string()),
             _ => {
                 self.type_error(v, path, "a string", "");
                 None
@@ -524,7 +526,7 @@ impl<'a> Table<'a> {
     pub(crate) fn entries(&mut self) -> Vec<(&'a Entry<'a>, String)> {
         let entries = self.entries;
         self.used.iter_mut().for_each(|u| *u = true);
-        entries.iter().map(|e| (e, self.key_path(e.key))).collect()
+        entries.iter().map(|e| (e, self.key_path(&e.key))).collect()
     }
 
     /// Whether the key is present (without using it).
@@ -538,8 +540,8 @@ impl<'a> Table<'a> {
             if *used {
                 continue;
             }
-            let path = self.key_path(e.key);
-            let fix = match did_you_mean(e.key, allowed.iter().copied()) {
+            let path = self.key_path(&e.key);
+            let fix = match did_you_mean(&e.key, allowed.iter().copied()) {
                 Some(s) => format!("did you mean `{s}`? allowed keys: {}", allowed.join(", ")),
                 None => format!("remove it; allowed keys: {}", allowed.join(", ")),
             };
@@ -599,14 +601,14 @@ impl<'a> Table<'a> {
 
 /// Peeks at a table's `name` string, for reference checks that must not depend on
 /// whether the rest of the element was valid.
-pub(crate) fn peek_name<'d>(v: &Sv<'d>) -> Option<&'d str> {
+pub(crate) fn peek_name<'v>(v: &'v Sv<'_>) -> Option<&'v str> {
     match &v.kind {
         Kind::Table(entries) => {
             entries
                 .iter()
                 .find(|e| e.key == "name")
                 .and_then(|e| match &e.value.kind {
-                    Kind::Str(s) => Some(*s),
+                    Kind::Str(s) => Some(&**s),
                     _ => None,
                 })
         }
