@@ -608,6 +608,36 @@ type = "tcp"
     }
 
     #[test]
+    fn a_repeated_server_name_names_the_first_user_few_servers_or_many() {
+        // 5 servers are compared pair by pair, 20 through a table: the same reports.
+        for (servers, first, again) in [(5, 1, 4), (20, 2, 18)] {
+            let mut text = HEAD.to_owned();
+            text.push_str("\n[[service]]\nname = \"web\"\nvip = \"198.18.0.100\"\nport = 80\n");
+            for j in 0..servers {
+                let name = if j == again { first } else { j };
+                text.push_str(&format!(
+                    "[[service.server]]\nname = \"srv{name}\"\naddress = \"198.18.0.{}\"\n",
+                    20 + j
+                ));
+            }
+            let err = parse(&text, "t.toml").expect_err("refused");
+            assert_eq!(err.diagnostics.len(), 1, "{err}");
+            let d = &err.diagnostics[0];
+            assert_eq!(d.key, format!("service[0].server[{again}].name"));
+            assert_eq!(
+                d.message,
+                format!("server name `srv{first}` is already used by service[0].server[{first}]")
+            );
+            let line = text
+                .match_indices("[[service.server]]")
+                .nth(again)
+                .expect("there")
+                .0;
+            assert_eq!(d.line, text[..line].lines().count() + 2);
+        }
+    }
+
+    #[test]
     fn a_refused_large_file_has_the_diagnostics_of_the_whole_file() {
         let text = file(2_100, |i, b| match i {
             // One in each half of the services (read at once) and one found later.

@@ -453,34 +453,88 @@ pub(crate) fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_string()
     } else {
-        format!("{parent}.{key}")
+        let mut path = String::with_capacity(parent.len() + 1 + key.len());
+        path.push_str(parent);
+        path.push('.');
+        path.push_str(key);
+        path
+    }
+}
+
+/// The path of element `i` of the array at `parent` (`service[3]`).
+pub(crate) fn index(parent: &str, i: usize) -> String {
+    use std::fmt::Write as _;
+    let mut path = String::with_capacity(parent.len() + 8);
+    path.push_str(parent);
+    path.push('[');
+    // Writing a number into a String cannot fail.
+    let _ = write!(path, "{i}");
+    path.push(']');
+    path
+}
+
+/// Which keys of a table were used: a word for tables of up to 64 keys (every
+/// table of a usual file), a list for larger ones.
+enum Used {
+    Few(u64),
+    Many(Vec<bool>),
+}
+
+impl Used {
+    fn new(len: usize) -> Used {
+        if len <= 64 {
+            Used::Few(0)
+        } else {
+            Used::Many(vec![false; len])
+        }
+    }
+
+    fn set(&mut self, i: usize) {
+        match self {
+            Used::Few(bits) => *bits |= 1 << i,
+            Used::Many(v) => v[i] = true,
+        }
+    }
+
+    fn set_all(&mut self) {
+        match self {
+            Used::Few(bits) => *bits = u64::MAX,
+            Used::Many(v) => v.iter_mut().for_each(|u| *u = true),
+        }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        match self {
+            Used::Few(bits) => bits & (1 << i) != 0,
+            Used::Many(v) => v[i],
+        }
     }
 }
 
 /// A table being read: tracks which keys were used, so the rest can be reported.
-pub(crate) struct Table<'a> {
-    pub(crate) path: String,
+pub(crate) struct Table<'a, 'p> {
+    pub(crate) path: &'p str,
     pub(crate) start: usize,
     entries: &'a [Entry<'a>],
-    used: Vec<bool>,
+    used: Used,
     /// Shown in "missing key" messages, such as `[[service]]`.
     what: &'static str,
 }
 
-impl<'a> Table<'a> {
+impl<'a, 'p> Table<'a, 'p> {
     /// Views a value as a table, or reports a type error.
     pub(crate) fn new(
         r: &mut Reader,
         v: &'a Sv<'a>,
-        path: &str,
+        path: &'p str,
         what: &'static str,
     ) -> Option<Self> {
         match &v.kind {
             Kind::Table(entries) => Some(Self {
-                path: path.to_string(),
+                path,
                 start: v.span.start,
                 entries,
-                used: vec![false; entries.len()],
+                used: Used::new(entries.len()),
                 what,
             }),
             _ => {
@@ -492,14 +546,14 @@ impl<'a> Table<'a> {
 
     /// The path of a key of this table.
     pub(crate) fn key_path(&self, key: &str) -> String {
-        join(&self.path, key)
+        join(self.path, key)
     }
 
     /// Takes a key, marking it used.
     pub(crate) fn get(&mut self, key: &str) -> Option<(&'a Sv<'a>, String)> {
         let entries = self.entries;
         let i = entries.iter().position(|e| e.key == key)?;
-        self.used[i] = true;
+        self.used.set(i);
         Some((&entries[i].value, self.key_path(key)))
     }
 
@@ -525,7 +579,7 @@ impl<'a> Table<'a> {
     /// All entries, each marked used (for map-like tables).
     pub(crate) fn entries(&mut self) -> Vec<(&'a Entry<'a>, String)> {
         let entries = self.entries;
-        self.used.iter_mut().for_each(|u| *u = true);
+        self.used.set_all();
         entries.iter().map(|e| (e, self.key_path(&e.key))).collect()
     }
 
@@ -536,8 +590,8 @@ impl<'a> Table<'a> {
 
     /// Reports every key that was not used, against the keys that were asked for.
     pub(crate) fn finish(&mut self, r: &mut Reader, allowed: &[&str]) {
-        for (e, used) in self.entries.iter().zip(&self.used) {
-            if *used {
+        for (i, e) in self.entries.iter().enumerate() {
+            if self.used.get(i) {
                 continue;
             }
             let path = self.key_path(&e.key);
