@@ -46,7 +46,7 @@ fn parse_text(
     text: &str,
     file_name: &str,
     blocks: bool,
-) -> Result<(ClusterConfig, Vec<usize>), ConfigError> {
+) -> Result<(ClusterConfig, reread::Blocks), ConfigError> {
     let index = std::cell::OnceCell::new();
     let to_diag = |d: tree::RawDiag| {
         let (line, column) = index
@@ -74,7 +74,7 @@ fn parse_whole(
     file_name: &str,
     blocks: bool,
     to_diag: &dyn Fn(tree::RawDiag) -> Diagnostic,
-) -> Result<(ClusterConfig, Vec<usize>), ConfigError> {
+) -> Result<(ClusterConfig, reread::Blocks), ConfigError> {
     let syntax_error = |offset: usize, message: &str| {
         // The parser's message may span lines ("invalid string\nexpected ..."); the
         // diagnostic is one line.
@@ -131,29 +131,50 @@ fn parse_whole(
 }
 
 /// The configuration of the spanned tree `root` of `text`, its warnings (file order)
-/// and where its `[[service]]` blocks start (if `blocks`); or its problems, in file
-/// order.
+/// and where its `[[service]]` blocks start with their digests (if `blocks`); or its
+/// problems, in file order.
+///
+/// For a large file the fingerprint and the blocks (which only the text and the
+/// tree's spans give) are found on another thread while the file is read.
 #[allow(clippy::type_complexity)]
 fn read_tree(
     root: &tree::Sv,
     text: &str,
     file_name: &str,
     blocks: bool,
-) -> Result<(ClusterConfig, Vec<tree::RawDiag>, Vec<usize>), Vec<tree::RawDiag>> {
+) -> Result<(ClusterConfig, Vec<tree::RawDiag>, reread::Blocks), Vec<tree::RawDiag>> {
+    let side = || {
+        let found = if blocks {
+            reread::Blocks::of(root, text)
+        } else {
+            reread::Blocks::default()
+        };
+        (fingerprint(text), found)
+    };
     let mut reader = tree::Reader::new(root);
-    let draft = read::read_document(&mut reader, root);
-    validate::cross_check(&mut reader, &draft);
+    let read = |reader: &mut tree::Reader| {
+        let draft = read::read_document(reader, root);
+        validate::cross_check(reader, &draft);
+        draft
+    };
+    let (draft, (print, found)) = if text.len() < PARTS_FROM {
+        (read(&mut reader), side())
+    } else {
+        std::thread::scope(|scope| {
+            let aside = scope.spawn(side);
+            let draft = read(&mut reader);
+            let aside = aside
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (draft, aside)
+        })
+    };
     if reader.diags.is_empty() {
         if let Some(mut config) = validate::assemble(draft, file_name) {
-            config.fingerprint = fingerprint(text);
+            config.fingerprint = print;
             let mut warnings = std::mem::take(&mut reader.warnings);
             warnings.sort_by_key(|d| d.offset);
-            let blocks = if blocks {
-                reread::service_blocks(root, text)
-            } else {
-                Vec::new()
-            };
-            return Ok((config, warnings, blocks));
+            return Ok((config, warnings, found));
         }
     }
     let mut diags = std::mem::take(&mut reader.diags);
@@ -197,7 +218,7 @@ fn parse_in_parts(
     file_name: &str,
     blocks: bool,
     to_diag: &dyn Fn(tree::RawDiag) -> Diagnostic,
-) -> Option<(ClusterConfig, Vec<usize>)> {
+) -> Option<(ClusterConfig, reread::Blocks)> {
     if text.len() < PARTS_FROM || parts < 2 {
         return None;
     }
@@ -410,7 +431,7 @@ impl NodeSource {
             Some(read) => (read.config, read.blocks, Some(read.replaced)),
             None => {
                 let (cluster, blocks) = parse_text(&text, &path.display().to_string(), true)?;
-                (cluster, blocks.into(), None)
+                (cluster, blocks, None)
             }
         };
         // The view takes the services; the memo keeps the rest.
@@ -505,8 +526,8 @@ type = "tcp"
         text: &str,
         parts: usize,
     ) -> (
-        Option<(ClusterConfig, Vec<usize>)>,
-        Result<(ClusterConfig, Vec<usize>), ConfigError>,
+        Option<(ClusterConfig, reread::Blocks)>,
+        Result<(ClusterConfig, reread::Blocks), ConfigError>,
     ) {
         both_in(text, parts, PIECE)
     }
@@ -518,8 +539,8 @@ type = "tcp"
         parts: usize,
         piece: usize,
     ) -> (
-        Option<(ClusterConfig, Vec<usize>)>,
-        Result<(ClusterConfig, Vec<usize>), ConfigError>,
+        Option<(ClusterConfig, reread::Blocks)>,
+        Result<(ClusterConfig, reread::Blocks), ConfigError>,
     ) {
         let d = |r: tree::RawDiag| to_diag(r, text);
         (
@@ -544,7 +565,11 @@ type = "tcp"
             let (split, whole) = (split.expect("read in parts"), whole.expect("valid"));
             assert_eq!(split, whole, "{parts} parts");
             assert_eq!(split.0.services.len(), 2_100);
-            assert_eq!(split.1.len(), 2_101, "every block's start, and the end");
+            assert_eq!(
+                split.1.starts.len(),
+                2_101,
+                "every block's start, and the end"
+            );
             assert_eq!(split.0.warnings.len(), 1);
             let line = text[..text.find("scheduler = \"sed\"").expect("there")]
                 .lines()
@@ -575,7 +600,11 @@ type = "tcp"
             let (split, whole) = both_in(&text, parts, 1 << 18);
             let (split, whole) = (split.expect("read in parts"), whole.expect("valid"));
             assert_eq!(split, whole, "{parts} threads");
-            assert_eq!(split.1.len(), 2_101, "every block's start, and the end");
+            assert_eq!(
+                split.1.starts.len(),
+                2_101,
+                "every block's start, and the end"
+            );
             let s = &split.0.services[1_234];
             assert_eq!(s.name, "svc1234x");
             assert_eq!(s.servers[5].name, "srvA5");
