@@ -669,6 +669,34 @@ type = "tcp"
     }
 
     #[test]
+    fn a_bad_value_read_by_a_shortcut_is_reported_at_its_key() {
+        // Valid values are taken without their key's path; a bad one still names it.
+        let text = format!(
+            "{HEAD}\n[[service]]\nname = \"web\"\nvip = \"198.18.0.100/24\"\nport = 80\n\
+             [[service.server]]\nname = \"srv0\"\naddress = \"198.18.0.21\"\n\
+             [[service.server]]\nname = 7\naddress = 5\nweight = 70000\ncheck = \"\"\n"
+        );
+        let err = parse(&text, "t.toml").expect_err("refused");
+        let line = |what: &str| text[..text.find(what).expect("there")].lines().count() + 1;
+        let got: Vec<(&str, usize)> = err
+            .diagnostics
+            .iter()
+            .map(|d| (d.key.as_str(), d.line))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("service[0].vip", line("vip = \"198.18.0.100/24\"")),
+                ("service[0].server[1].name", line("name = 7")),
+                ("service[0].server[1].address", line("address = 5")),
+                ("service[0].server[1].weight", line("weight = 70000")),
+                ("service[0].server[1].check", line("check = \"\"")),
+            ],
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_refused_large_file_has_the_diagnostics_of_the_whole_file() {
         let text = file(2_100, |i, b| match i {
             // One in each half of the services (read at once) and one found later.

@@ -791,9 +791,7 @@ pub(crate) fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service
     clean(r, |r| {
         let mut t = Table::new(r, v, path, "[[service]]")?;
         let name = t.req_name(r, "name", "name = \"web\"");
-        let vip = t
-            .require(r, "vip", "vip = \"198.18.0.100\"")
-            .and_then(|(v, p)| r.ip(v, &p));
+        let vip = t.req_ip(r, "vip", "vip = \"198.18.0.100\"");
         let ports = port_or_range(r, &mut t, "port", "port_range");
         if matches!(ports, Some(None)) {
             r.error_at(
@@ -985,9 +983,7 @@ fn read_server(r: &mut Reader, v: &Sv, path: &str) -> Option<RealServer> {
     clean(r, |r| {
         let mut t = Table::new(r, v, path, "[[service.server]]")?;
         let name = t.req_name(r, "name", "name = \"srv1\"");
-        let address = t
-            .require(r, "address", "address = \"198.18.1.21\"")
-            .and_then(|(v, p)| r.ip(v, &p));
+        let address = t.req_ip(r, "address", "address = \"198.18.1.21\"");
         let port = t.opt_int(r, "port", 1, 65_535, "use a port in 1..=65535");
         let weight = t
             .opt_int(
@@ -998,10 +994,7 @@ fn read_server(r: &mut Reader, v: &Sv, path: &str) -> Option<RealServer> {
                 "use 0..=65535 (0 drains the server)",
             )
             .unwrap_or(1);
-        let check = match t.get("check") {
-            Some((v, p)) => r.name(v, &p),
-            None => None,
-        };
+        let check = t.opt_name(r, "check");
         t.finish(r, &["name", "address", "port", "weight", "check"]);
         Some(RealServer {
             name: name?,

@@ -308,7 +308,7 @@ impl<'a> Reader<'a> {
     /// A non-empty string without control characters.
     pub(crate) fn name(&mut self, v: &Sv, path: &str) -> Option<String> {
         let s = self.string(v, path)?;
-        if s.is_empty() || s.chars().any(char::is_control) {
+        if !is_name(&s) {
             self.error_at(
                 v.span.start,
                 path,
@@ -609,17 +609,59 @@ impl<'a, 'p> Table<'a, 'p> {
     }
 
     // Typed shortcuts. `None` means absent or invalid; invalid ones were reported.
+    // A valid value is taken as it is; the key's path is made only for a report.
+
+    /// Takes a key, marking it used, without its path.
+    fn take(&mut self, key: &str) -> Option<&'a Sv<'a>> {
+        let i = self.entries.iter().position(|e| e.key == key)?;
+        self.used.set(i);
+        Some(&self.entries[i].value)
+    }
 
     /// Optional string.
     pub(crate) fn opt_string(&mut self, r: &mut Reader, key: &str) -> Option<String> {
-        let (v, p) = self.get(key)?;
-        r.string(v, &p)
+        let v = self.take(key)?;
+        match &v.kind {
+            Kind::Str(s) => Some(s.to_string()),
+            _ => r.string(v, &self.key_path(key)),
+        }
+    }
+
+    /// Optional name ([`Reader::name`]).
+    pub(crate) fn opt_name(&mut self, r: &mut Reader, key: &str) -> Option<String> {
+        let v = self.take(key)?;
+        match &v.kind {
+            Kind::Str(s) if is_name(s) => Some(s.to_string()),
+            _ => r.name(v, &self.key_path(key)),
+        }
     }
 
     /// Required name.
     pub(crate) fn req_name(&mut self, r: &mut Reader, key: &str, example: &str) -> Option<String> {
-        let (v, p) = self.require(r, key, example)?;
-        r.name(v, &p)
+        match self.take(key) {
+            Some(v) => match &v.kind {
+                Kind::Str(s) if is_name(s) => Some(s.to_string()),
+                _ => r.name(v, &self.key_path(key)),
+            },
+            None => {
+                let (v, p) = self.require(r, key, example)?;
+                r.name(v, &p)
+            }
+        }
+    }
+
+    /// Required plain IP address ([`Reader::ip`]).
+    pub(crate) fn req_ip(&mut self, r: &mut Reader, key: &str, example: &str) -> Option<IpAddr> {
+        match self.take(key) {
+            Some(v) => match &v.kind {
+                Kind::Str(s) if s.parse::<IpAddr>().is_ok() => s.parse().ok(),
+                _ => r.ip(v, &self.key_path(key)),
+            },
+            None => {
+                let (v, p) = self.require(r, key, example)?;
+                r.ip(v, &p)
+            }
+        }
     }
 
     /// Optional integer in range.
@@ -631,14 +673,20 @@ impl<'a, 'p> Table<'a, 'p> {
         hi: i64,
         fix: &str,
     ) -> Option<i64> {
-        let (v, p) = self.get(key)?;
-        r.int_in(v, &p, lo, hi, fix)
+        let v = self.take(key)?;
+        match &v.kind {
+            Kind::Int(i) if (lo..=hi).contains(i) => Some(*i),
+            _ => r.int_in(v, &self.key_path(key), lo, hi, fix),
+        }
     }
 
     /// Optional boolean.
     pub(crate) fn opt_bool(&mut self, r: &mut Reader, key: &str) -> Option<bool> {
-        let (v, p) = self.get(key)?;
-        r.boolean(v, &p)
+        let v = self.take(key)?;
+        match &v.kind {
+            Kind::Bool(b) => Some(*b),
+            _ => r.boolean(v, &self.key_path(key)),
+        }
     }
 
     /// Optional choice among words.
@@ -648,9 +696,19 @@ impl<'a, 'p> Table<'a, 'p> {
         key: &str,
         options: &[(&str, T)],
     ) -> Option<T> {
-        let (v, p) = self.get(key)?;
-        r.choice(v, &p, options)
+        let v = self.take(key)?;
+        if let Kind::Str(s) = &v.kind {
+            if let Some((_, t)) = options.iter().find(|(w, _)| *w == &**s) {
+                return Some(*t);
+            }
+        }
+        r.choice(v, &self.key_path(key), options)
     }
+}
+
+/// Whether [`Reader::name`] takes `s`: not empty, no control characters.
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(char::is_control)
 }
 
 /// Peeks at a table's `name` string, for reference checks that must not depend on
