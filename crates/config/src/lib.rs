@@ -198,13 +198,14 @@ const PIECE: usize = 1 << 16;
 /// most 4), in pieces of about `piece` bytes, when it can be cut into pieces that
 /// mean alone what they mean in the file: the first holds everything up to a
 /// `[[service]]` header, each other one only `[[service]]` blocks (each starting
-/// with its header, at a line start). Each
-/// thread parses a run of consecutive pieces and turns each into its part of the
-/// tree, with spans moved to where the piece starts. The services of the later
-/// pieces are appended to the first piece's in order, and the file is read from that
-/// tree as from the whole file's: the parser's tree of the whole file is the same.
-/// `None` (the whole file is then read by the caller) when the file is small,
-/// cannot be cut so, a piece does not parse alone, or the file is refused.
+/// with its header, at a line start). Each thread parses a run of consecutive
+/// pieces and turns each into its part of the tree (the parser's tree of a piece is
+/// freed there), with spans moved to where the piece starts. The services of the
+/// later pieces are appended to the first piece's in order, and the file is read
+/// from that tree as from the whole file's: the parser's tree of the whole file is
+/// the same, but for the spans. `None` (the whole file is then read by the caller)
+/// when the file is small, cannot be cut so, a piece does not parse alone, or the
+/// file is refused.
 ///
 /// Why a piece means alone what it means in the file: the first piece parses alone,
 /// so it ends where a line of the file starts outside any value, and the header
