@@ -12,7 +12,7 @@ use vrrp::checksum::ChecksumForm;
 use vrrp::packet::Version;
 
 use crate::model::*;
-use crate::tree::{join, peek_name, Kind, Reader, Sv, Table};
+use crate::tree::{index, join, peek_name, Kind, Reader, Sv, Table};
 
 /// What phase 1 produced: each list keeps the position of its elements in the file.
 #[derive(Debug, Default)]
@@ -127,7 +127,7 @@ const HALVES_FROM: usize = 2_048;
 /// what is reported, and in which order, does not depend on it.
 fn read_list<T: Send>(
     r: &mut Reader,
-    top: &mut Table<'_>,
+    top: &mut Table<'_, '_>,
     key: &str,
     read: fn(&mut Reader, &Sv, &str) -> Option<T>,
 ) -> Vec<Option<T>> {
@@ -140,7 +140,7 @@ fn read_list<T: Send>(
                 items[from..to]
                     .iter()
                     .zip(from..)
-                    .map(|(item, i)| read(r, item, &format!("{path}[{i}]")))
+                    .map(|(item, i)| read(r, item, &index(&path, i)))
                     .collect()
             };
             let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -173,7 +173,7 @@ fn read_list<T: Send>(
 /// Reads an optional single section such as `[control]`, defaulting when absent.
 fn read_section<T: Default>(
     r: &mut Reader,
-    top: &mut Table<'_>,
+    top: &mut Table<'_, '_>,
     key: &str,
     read: fn(&mut Reader, &Sv, &str) -> Option<T>,
 ) -> Option<T> {
@@ -222,7 +222,7 @@ fn read_node(r: &mut Reader, v: &Sv, path: &str) -> Option<Node> {
                 for (e, ep) in pt.entries() {
                     match &e.value.kind {
                         Kind::Int(n) if (1..=255).contains(n) => {
-                            priority.insert(e.key.to_owned(), *n as u8);
+                            priority.insert(e.key.to_string(), *n as u8);
                         }
                         Kind::Int(n) => r.error_value(
                             &ep,
@@ -244,7 +244,7 @@ fn read_node(r: &mut Reader, v: &Sv, path: &str) -> Option<Node> {
         ) {
             if let Some(mut at) = Table::new(r, v, &p, "the addresses table") {
                 for (e, ep) in at.entries() {
-                    if !crate::tree::valid_interface_name(e.key) {
+                    if !crate::tree::valid_interface_name(&e.key) {
                         r.error_key(
                             &ep,
                             format!("`{}` is not a valid interface name", e.key),
@@ -256,12 +256,12 @@ fn read_node(r: &mut Reader, v: &Sv, path: &str) -> Option<Node> {
                     };
                     let mut addrs = Vec::new();
                     for (i, a) in list.iter().enumerate() {
-                        let ap = format!("{ep}[{i}]");
+                        let ap = index(&ep, i);
                         if let Some(a) = interface_address(r, a, &ap, false) {
                             addrs.push(a);
                         }
                     }
-                    addresses.insert(e.key.to_owned(), addrs);
+                    addresses.insert(e.key.to_string(), addrs);
                 }
             }
         }
@@ -275,7 +275,7 @@ fn read_node(r: &mut Reader, v: &Sv, path: &str) -> Option<Node> {
                     let peers: Vec<IpAddr> = list
                         .iter()
                         .enumerate()
-                        .filter_map(|(i, a)| r.ip(a, &format!("{ep}[{i}]")))
+                        .filter_map(|(i, a)| r.ip(a, &index(&ep, i)))
                         .collect();
                     if list.is_empty() {
                         r.error_value(
@@ -284,7 +284,7 @@ fn read_node(r: &mut Reader, v: &Sv, path: &str) -> Option<Node> {
                             "list the peer's address, or remove the entry to use the other node's address",
                         );
                     }
-                    unicast_peers.insert(e.key.to_owned(), peers);
+                    unicast_peers.insert(e.key.to_string(), peers);
                 }
             }
         }
@@ -369,7 +369,7 @@ fn read_group(r: &mut Reader, v: &Sv, path: &str) -> Option<SyncGroup> {
                     );
                 }
                 for (i, e) in list.iter().enumerate() {
-                    let ep = format!("{p}[{i}]");
+                    let ep = index(&p, i);
                     if let Some(n) = r.name(e, &ep) {
                         if instances.contains(&n) {
                             r.error_value(
@@ -575,7 +575,7 @@ fn read_vips(r: &mut Reader, v: &Sv, path: &str, interface: Option<&str>) -> Opt
     let mut vips: Vec<Vip> = Vec::new();
     let mut seen = HashSet::new();
     for (i, e) in list.iter().enumerate() {
-        let ep = format!("{path}[{i}]");
+        let ep = index(path, i);
         let vip = match &e.kind {
             Kind::Str(_) => interface_address(r, e, &ep, true).map(|address| Vip {
                 address,
@@ -655,7 +655,7 @@ fn read_tracks(r: &mut Reader, v: &Sv, path: &str) -> Vec<TrackInterface> {
     };
     let mut out = Vec::new();
     for (i, e) in list.iter().enumerate() {
-        let ep = format!("{path}[{i}]");
+        let ep = index(path, i);
         let Some(mut t) = Table::new(r, e, &ep, "a tracked interface") else {
             continue;
         };
@@ -713,7 +713,7 @@ fn choices<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Vec<(&'static str
 /// Reads `key` (one port) or `key_range` ("A-B"): at most one of them.
 fn port_or_range(
     r: &mut Reader,
-    t: &mut Table<'_>,
+    t: &mut Table<'_, '_>,
     key: &str,
     range_key: &str,
 ) -> Option<Option<PortRange>> {
@@ -791,9 +791,7 @@ pub(crate) fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service
     clean(r, |r| {
         let mut t = Table::new(r, v, path, "[[service]]")?;
         let name = t.req_name(r, "name", "name = \"web\"");
-        let vip = t
-            .require(r, "vip", "vip = \"198.18.0.100\"")
-            .and_then(|(v, p)| r.ip(v, &p));
+        let vip = t.req_ip(r, "vip", "vip = \"198.18.0.100\"");
         let ports = port_or_range(r, &mut t, "port", "port_range");
         if matches!(ports, Some(None)) {
             r.error_at(
@@ -833,7 +831,7 @@ pub(crate) fn read_service(r: &mut Reader, v: &Sv, path: &str) -> Option<Service
                 Kind::Array(items) => items
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, item)| read_server(r, item, &format!("{p}[{i}]")))
+                    .filter_map(|(i, item)| read_server(r, item, &index(&p, i)))
                     .collect(),
                 _ => {
                     r.error_value(
@@ -985,9 +983,7 @@ fn read_server(r: &mut Reader, v: &Sv, path: &str) -> Option<RealServer> {
     clean(r, |r| {
         let mut t = Table::new(r, v, path, "[[service.server]]")?;
         let name = t.req_name(r, "name", "name = \"srv1\"");
-        let address = t
-            .require(r, "address", "address = \"198.18.1.21\"")
-            .and_then(|(v, p)| r.ip(v, &p));
+        let address = t.req_ip(r, "address", "address = \"198.18.1.21\"");
         let port = t.opt_int(r, "port", 1, 65_535, "use a port in 1..=65535");
         let weight = t
             .opt_int(
@@ -998,10 +994,7 @@ fn read_server(r: &mut Reader, v: &Sv, path: &str) -> Option<RealServer> {
                 "use 0..=65535 (0 drains the server)",
             )
             .unwrap_or(1);
-        let check = match t.get("check") {
-            Some((v, p)) => r.name(v, &p),
-            None => None,
-        };
+        let check = t.opt_name(r, "check");
         t.finish(r, &["name", "address", "port", "weight", "check"]);
         Some(RealServer {
             name: name?,
@@ -1191,7 +1184,7 @@ fn read_dampening(r: &mut Reader, v: &Sv, path: &str) -> Option<FlapDampening> {
     })
 }
 
-fn read_http(r: &mut Reader, t: &mut Table<'_>, https: bool) -> Option<HttpCheck> {
+fn read_http(r: &mut Reader, t: &mut Table<'_, '_>, https: bool) -> Option<HttpCheck> {
     let path = match t.get("path") {
         Some((v, p)) => {
             let s = r.string(v, &p)?;
@@ -1220,7 +1213,7 @@ fn read_http(r: &mut Reader, t: &mut Table<'_>, https: bool) -> Option<HttpCheck
             for (i, e) in list.iter().enumerate() {
                 if let Some(c) = r.int_in(
                     e,
-                    &format!("{p}[{i}]"),
+                    &index(&p, i),
                     100,
                     599,
                     "use HTTP status codes 100..=599",
@@ -1247,7 +1240,7 @@ fn read_http(r: &mut Reader, t: &mut Table<'_>, https: bool) -> Option<HttpCheck
     })
 }
 
-fn read_exec(r: &mut Reader, t: &mut Table<'_>) -> Option<CheckKind> {
+fn read_exec(r: &mut Reader, t: &mut Table<'_, '_>) -> Option<CheckKind> {
     let (v, p) = t.require(r, "argv", "argv = [\"/usr/local/bin/check\", \"--quiet\"]")?;
     if let Kind::Str(s) = &v.kind {
         r.error_value(
@@ -1264,7 +1257,7 @@ fn read_exec(r: &mut Reader, t: &mut Table<'_>) -> Option<CheckKind> {
     let argv: Vec<String> = list
         .iter()
         .enumerate()
-        .filter_map(|(i, e)| r.string(e, &format!("{p}[{i}]")))
+        .filter_map(|(i, e)| r.string(e, &index(&p, i)))
         .collect();
     match argv.first() {
         None => {
@@ -1382,7 +1375,7 @@ fn read_snat(r: &mut Reader, v: &Sv, path: &str, protocol: NatProtocol) -> Optio
                 );
             }
             for (i, e) in list.iter().enumerate() {
-                let ep = format!("{p}[{i}]");
+                let ep = index(&p, i);
                 let Some(mut et) = Table::new(r, e, &ep, "a SNAT pool entry") else {
                     continue;
                 };
@@ -1489,7 +1482,7 @@ fn read_sync(r: &mut Reader, v: &Sv, path: &str) -> Option<SyncSettings> {
     })
 }
 
-fn socket_path(r: &mut Reader, t: &mut Table<'_>, key: &str, default: &str) -> PathBuf {
+fn socket_path(r: &mut Reader, t: &mut Table<'_, '_>, key: &str, default: &str) -> PathBuf {
     match t.get(key) {
         Some((v, p)) => match r.string(v, &p) {
             Some(s) if s.starts_with('/') && s.len() < 108 => PathBuf::from(s),
@@ -1508,7 +1501,7 @@ fn socket_path(r: &mut Reader, t: &mut Table<'_>, key: &str, default: &str) -> P
 }
 
 /// `control.state_dir`: an absolute directory, if given.
-fn state_dir(r: &mut Reader, t: &mut Table<'_>) -> Option<PathBuf> {
+fn state_dir(r: &mut Reader, t: &mut Table<'_, '_>) -> Option<PathBuf> {
     let (v, p) = t.get("state_dir")?;
     match r.string(v, &p) {
         Some(s) if s.starts_with('/') => Some(PathBuf::from(s)),
@@ -1587,7 +1580,7 @@ fn read_control(r: &mut Reader, v: &Sv, path: &str) -> Option<ControlSettings> {
     })
 }
 
-fn listen(r: &mut Reader, t: &mut Table<'_>, key: &str, default: SocketAddr) -> SocketAddr {
+fn listen(r: &mut Reader, t: &mut Table<'_, '_>, key: &str, default: SocketAddr) -> SocketAddr {
     let Some((v, p)) = t.get(key) else {
         return default;
     };
@@ -1665,7 +1658,7 @@ fn read_dataplane(r: &mut Reader, v: &Sv, path: &str) -> Option<DataplaneSetting
         let mut flowtable_devices = Vec::new();
         if let Some((v, p)) = t.get("flowtable_devices") {
             for (i, e) in r.array(v, &p).unwrap_or_default().iter().enumerate() {
-                let ep = format!("{p}[{i}]");
+                let ep = index(&p, i);
                 if let Some(n) = r.interface(e, &ep) {
                     if flowtable_devices.contains(&n) {
                         r.error_value(
@@ -1692,7 +1685,7 @@ fn read_dataplane(r: &mut Reader, v: &Sv, path: &str) -> Option<DataplaneSetting
 }
 
 /// A path (absolute, no control characters), or the default when absent.
-fn abs_path(r: &mut Reader, t: &mut Table<'_>, key: &str, default: PathBuf) -> PathBuf {
+fn abs_path(r: &mut Reader, t: &mut Table<'_, '_>, key: &str, default: PathBuf) -> PathBuf {
     let Some((v, p)) = t.get(key) else {
         return default;
     };

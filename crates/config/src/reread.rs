@@ -222,10 +222,22 @@ impl FileMemo {
 
 /// Where a file's `[[service]]` blocks start (and the last ends), and each block's
 /// digest (empty: not computed yet).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Blocks {
-    starts: Vec<usize>,
+    pub(crate) starts: Vec<usize>,
     digests: Vec<u64>,
+}
+
+impl Blocks {
+    /// The blocks of a parsed file ([`service_blocks`]) with their digests.
+    pub(crate) fn of(root: &Sv, text: &str) -> Blocks {
+        let starts = service_blocks(root, text);
+        let digests = starts
+            .windows(2)
+            .map(|w| digest(&text[w[0]..w[1]]))
+            .collect();
+        Blocks { starts, digests }
+    }
 }
 
 impl From<Vec<usize>> for Blocks {
@@ -282,7 +294,7 @@ fn without_services(c: &ClusterConfig) -> ClusterConfig {
 /// anything else or any problem.
 fn read_blocks(region: &str, first: usize) -> Option<(Vec<Service>, Vec<usize>)> {
     let doc = DeTable::parse(region).ok()?;
-    let root = tree::from_document(&doc).ok()?;
+    let root = tree::from_document(doc).ok()?;
     let Kind::Table(entries) = &root.kind else {
         return None;
     };

@@ -8,6 +8,7 @@
 //! (duplicates, cross references) still point at the right place, and a file that
 //! is fine costs no bookkeeping per key (10,000s of services have ~1M keys).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::ops::Range;
 
@@ -26,10 +27,11 @@ pub(crate) struct Sv<'d> {
     pub(crate) kind: Kind<'d>,
 }
 
-/// The kinds of TOML value.
+/// The kinds of TOML value. Strings are borrowed from the text unless the parser
+/// had to unescape them.
 #[derive(Debug)]
 pub(crate) enum Kind<'d> {
-    Str(&'d str),
+    Str(Cow<'d, str>),
     Int(i64),
     Float,
     Bool(bool),
@@ -55,37 +57,37 @@ impl Kind<'_> {
 /// A key of a table with its span and value.
 #[derive(Debug)]
 pub(crate) struct Entry<'d> {
-    pub(crate) key: &'d str,
+    pub(crate) key: Cow<'d, str>,
     pub(crate) key_span: Span,
     pub(crate) value: Sv<'d>,
 }
 
 /// The spanned tree of a parsed document, or the start of an integer that does not
-/// fit in 64 bits (the parser keeps integers as written).
-pub(crate) fn from_document<'d>(doc: &'d Spanned<DeTable<'d>>) -> Result<Sv<'d>, usize> {
+/// fit in 64 bits (the parser keeps integers as written). The document is taken
+/// apart as it is read: its keys and strings move into the tree (borrowed from the
+/// text, as the parser has them) and what is left of it is freed on the way.
+pub(crate) fn from_document(doc: Spanned<DeTable<'_>>) -> Result<Sv<'_>, usize> {
     from_document_at(doc, 0)
 }
 
 /// [`from_document`] of a document that starts at byte `at` of a larger text (a
 /// part of a file parsed alone): every span is moved by `at`, so that it is the
 /// span in the whole text.
-pub(crate) fn from_document_at<'d>(
-    doc: &'d Spanned<DeTable<'d>>,
-    at: usize,
-) -> Result<Sv<'d>, usize> {
-    convert_table(doc.get_ref(), shift(doc.span(), at), at)
+pub(crate) fn from_document_at(doc: Spanned<DeTable<'_>>, at: usize) -> Result<Sv<'_>, usize> {
+    let span = shift(doc.span(), at);
+    convert_table(doc.into_inner(), span, at)
 }
 
 fn shift(span: Span, at: usize) -> Span {
     span.start + at..span.end + at
 }
 
-fn convert_table<'d>(t: &'d DeTable<'d>, span: Span, at: usize) -> Result<Sv<'d>, usize> {
+fn convert_table(t: DeTable<'_>, span: Span, at: usize) -> Result<Sv<'_>, usize> {
     let mut entries = Vec::with_capacity(t.len());
-    for (k, v) in t.iter() {
+    for (k, v) in t {
         entries.push(Entry {
-            key: k.get_ref(),
             key_span: shift(k.span(), at),
+            key: k.into_inner(),
             value: convert_value(v, at)?,
         });
     }
@@ -95,18 +97,18 @@ fn convert_table<'d>(t: &'d DeTable<'d>, span: Span, at: usize) -> Result<Sv<'d>
     })
 }
 
-fn convert_value<'d>(v: &'d Spanned<DeValue<'d>>, at: usize) -> Result<Sv<'d>, usize> {
+fn convert_value(v: Spanned<DeValue<'_>>, at: usize) -> Result<Sv<'_>, usize> {
     let span = shift(v.span(), at);
-    let kind = match v.get_ref() {
+    let kind = match v.into_inner() {
         DeValue::String(s) => Kind::Str(s),
         DeValue::Integer(i) => {
             Kind::Int(i64::from_str_radix(i.as_str(), i.radix()).map_err(|_| span.start)?)
         }
         DeValue::Float(_) => Kind::Float,
-        DeValue::Boolean(b) => Kind::Bool(*b),
+        DeValue::Boolean(b) => Kind::Bool(b),
         DeValue::Datetime(_) => Kind::Datetime,
         DeValue::Array(a) => Kind::Array(
-            a.iter()
+            a.into_iter()
                 .map(|v| convert_value(v, at))
                 .collect::<Result<_, _>>()?,
         ),
@@ -233,7 +235,7 @@ impl<'a> Reader<'a> {
                 Kind::Table(entries) => entries
                     .iter()
                     .filter(|e| {
-                        rest.strip_prefix(e.key)
+                        rest.strip_prefix(&*e.key)
                             .is_some_and(|after| after.is_empty() || after.starts_with(['.', '[']))
                     })
                     .max_by_key(|e| e.key.len())
@@ -295,7 +297,7 @@ impl<'a> Reader<'a> {
     /// A string value.
     pub(crate) fn string(&mut self, v: &Sv, path: &str) -> Option<String> {
         match &v.kind {
-            Kind::Str(s) => Some((*s).to_owned()),
+            Kind::Str(s) => Some(s.to_string()),
             _ => {
                 self.type_error(v, path, "a string", "");
                 None
@@ -306,7 +308,7 @@ impl<'a> Reader<'a> {
     /// A non-empty string without control characters.
     pub(crate) fn name(&mut self, v: &Sv, path: &str) -> Option<String> {
         let s = self.string(v, path)?;
-        if s.is_empty() || s.chars().any(char::is_control) {
+        if !is_name(&s) {
             self.error_at(
                 v.span.start,
                 path,
@@ -451,34 +453,88 @@ pub(crate) fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_string()
     } else {
-        format!("{parent}.{key}")
+        let mut path = String::with_capacity(parent.len() + 1 + key.len());
+        path.push_str(parent);
+        path.push('.');
+        path.push_str(key);
+        path
+    }
+}
+
+/// The path of element `i` of the array at `parent` (`service[3]`).
+pub(crate) fn index(parent: &str, i: usize) -> String {
+    use std::fmt::Write as _;
+    let mut path = String::with_capacity(parent.len() + 8);
+    path.push_str(parent);
+    path.push('[');
+    // Writing a number into a String cannot fail.
+    let _ = write!(path, "{i}");
+    path.push(']');
+    path
+}
+
+/// Which keys of a table were used: a word for tables of up to 64 keys (every
+/// table of a usual file), a list for larger ones.
+enum Used {
+    Few(u64),
+    Many(Vec<bool>),
+}
+
+impl Used {
+    fn new(len: usize) -> Used {
+        if len <= 64 {
+            Used::Few(0)
+        } else {
+            Used::Many(vec![false; len])
+        }
+    }
+
+    fn set(&mut self, i: usize) {
+        match self {
+            Used::Few(bits) => *bits |= 1 << i,
+            Used::Many(v) => v[i] = true,
+        }
+    }
+
+    fn set_all(&mut self) {
+        match self {
+            Used::Few(bits) => *bits = u64::MAX,
+            Used::Many(v) => v.iter_mut().for_each(|u| *u = true),
+        }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        match self {
+            Used::Few(bits) => bits & (1 << i) != 0,
+            Used::Many(v) => v[i],
+        }
     }
 }
 
 /// A table being read: tracks which keys were used, so the rest can be reported.
-pub(crate) struct Table<'a> {
-    pub(crate) path: String,
+pub(crate) struct Table<'a, 'p> {
+    pub(crate) path: &'p str,
     pub(crate) start: usize,
     entries: &'a [Entry<'a>],
-    used: Vec<bool>,
+    used: Used,
     /// Shown in "missing key" messages, such as `[[service]]`.
     what: &'static str,
 }
 
-impl<'a> Table<'a> {
+impl<'a, 'p> Table<'a, 'p> {
     /// Views a value as a table, or reports a type error.
     pub(crate) fn new(
         r: &mut Reader,
         v: &'a Sv<'a>,
-        path: &str,
+        path: &'p str,
         what: &'static str,
     ) -> Option<Self> {
         match &v.kind {
             Kind::Table(entries) => Some(Self {
-                path: path.to_string(),
+                path,
                 start: v.span.start,
                 entries,
-                used: vec![false; entries.len()],
+                used: Used::new(entries.len()),
                 what,
             }),
             _ => {
@@ -490,14 +546,14 @@ impl<'a> Table<'a> {
 
     /// The path of a key of this table.
     pub(crate) fn key_path(&self, key: &str) -> String {
-        join(&self.path, key)
+        join(self.path, key)
     }
 
     /// Takes a key, marking it used.
     pub(crate) fn get(&mut self, key: &str) -> Option<(&'a Sv<'a>, String)> {
         let entries = self.entries;
         let i = entries.iter().position(|e| e.key == key)?;
-        self.used[i] = true;
+        self.used.set(i);
         Some((&entries[i].value, self.key_path(key)))
     }
 
@@ -523,8 +579,8 @@ impl<'a> Table<'a> {
     /// All entries, each marked used (for map-like tables).
     pub(crate) fn entries(&mut self) -> Vec<(&'a Entry<'a>, String)> {
         let entries = self.entries;
-        self.used.iter_mut().for_each(|u| *u = true);
-        entries.iter().map(|e| (e, self.key_path(e.key))).collect()
+        self.used.set_all();
+        entries.iter().map(|e| (e, self.key_path(&e.key))).collect()
     }
 
     /// Whether the key is present (without using it).
@@ -534,12 +590,12 @@ impl<'a> Table<'a> {
 
     /// Reports every key that was not used, against the keys that were asked for.
     pub(crate) fn finish(&mut self, r: &mut Reader, allowed: &[&str]) {
-        for (e, used) in self.entries.iter().zip(&self.used) {
-            if *used {
+        for (i, e) in self.entries.iter().enumerate() {
+            if self.used.get(i) {
                 continue;
             }
-            let path = self.key_path(e.key);
-            let fix = match did_you_mean(e.key, allowed.iter().copied()) {
+            let path = self.key_path(&e.key);
+            let fix = match did_you_mean(&e.key, allowed.iter().copied()) {
                 Some(s) => format!("did you mean `{s}`? allowed keys: {}", allowed.join(", ")),
                 None => format!("remove it; allowed keys: {}", allowed.join(", ")),
             };
@@ -553,17 +609,59 @@ impl<'a> Table<'a> {
     }
 
     // Typed shortcuts. `None` means absent or invalid; invalid ones were reported.
+    // A valid value is taken as it is; the key's path is made only for a report.
+
+    /// Takes a key, marking it used, without its path.
+    fn take(&mut self, key: &str) -> Option<&'a Sv<'a>> {
+        let i = self.entries.iter().position(|e| e.key == key)?;
+        self.used.set(i);
+        Some(&self.entries[i].value)
+    }
 
     /// Optional string.
     pub(crate) fn opt_string(&mut self, r: &mut Reader, key: &str) -> Option<String> {
-        let (v, p) = self.get(key)?;
-        r.string(v, &p)
+        let v = self.take(key)?;
+        match &v.kind {
+            Kind::Str(s) => Some(s.to_string()),
+            _ => r.string(v, &self.key_path(key)),
+        }
+    }
+
+    /// Optional name ([`Reader::name`]).
+    pub(crate) fn opt_name(&mut self, r: &mut Reader, key: &str) -> Option<String> {
+        let v = self.take(key)?;
+        match &v.kind {
+            Kind::Str(s) if is_name(s) => Some(s.to_string()),
+            _ => r.name(v, &self.key_path(key)),
+        }
     }
 
     /// Required name.
     pub(crate) fn req_name(&mut self, r: &mut Reader, key: &str, example: &str) -> Option<String> {
-        let (v, p) = self.require(r, key, example)?;
-        r.name(v, &p)
+        match self.take(key) {
+            Some(v) => match &v.kind {
+                Kind::Str(s) if is_name(s) => Some(s.to_string()),
+                _ => r.name(v, &self.key_path(key)),
+            },
+            None => {
+                let (v, p) = self.require(r, key, example)?;
+                r.name(v, &p)
+            }
+        }
+    }
+
+    /// Required plain IP address ([`Reader::ip`]).
+    pub(crate) fn req_ip(&mut self, r: &mut Reader, key: &str, example: &str) -> Option<IpAddr> {
+        match self.take(key) {
+            Some(v) => match &v.kind {
+                Kind::Str(s) if s.parse::<IpAddr>().is_ok() => s.parse().ok(),
+                _ => r.ip(v, &self.key_path(key)),
+            },
+            None => {
+                let (v, p) = self.require(r, key, example)?;
+                r.ip(v, &p)
+            }
+        }
     }
 
     /// Optional integer in range.
@@ -575,14 +673,20 @@ impl<'a> Table<'a> {
         hi: i64,
         fix: &str,
     ) -> Option<i64> {
-        let (v, p) = self.get(key)?;
-        r.int_in(v, &p, lo, hi, fix)
+        let v = self.take(key)?;
+        match &v.kind {
+            Kind::Int(i) if (lo..=hi).contains(i) => Some(*i),
+            _ => r.int_in(v, &self.key_path(key), lo, hi, fix),
+        }
     }
 
     /// Optional boolean.
     pub(crate) fn opt_bool(&mut self, r: &mut Reader, key: &str) -> Option<bool> {
-        let (v, p) = self.get(key)?;
-        r.boolean(v, &p)
+        let v = self.take(key)?;
+        match &v.kind {
+            Kind::Bool(b) => Some(*b),
+            _ => r.boolean(v, &self.key_path(key)),
+        }
     }
 
     /// Optional choice among words.
@@ -592,21 +696,31 @@ impl<'a> Table<'a> {
         key: &str,
         options: &[(&str, T)],
     ) -> Option<T> {
-        let (v, p) = self.get(key)?;
-        r.choice(v, &p, options)
+        let v = self.take(key)?;
+        if let Kind::Str(s) = &v.kind {
+            if let Some((_, t)) = options.iter().find(|(w, _)| *w == &**s) {
+                return Some(*t);
+            }
+        }
+        r.choice(v, &self.key_path(key), options)
     }
+}
+
+/// Whether [`Reader::name`] takes `s`: not empty, no control characters.
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(char::is_control)
 }
 
 /// Peeks at a table's `name` string, for reference checks that must not depend on
 /// whether the rest of the element was valid.
-pub(crate) fn peek_name<'d>(v: &Sv<'d>) -> Option<&'d str> {
+pub(crate) fn peek_name<'v>(v: &'v Sv<'_>) -> Option<&'v str> {
     match &v.kind {
         Kind::Table(entries) => {
             entries
                 .iter()
                 .find(|e| e.key == "name")
                 .and_then(|e| match &e.value.kind {
-                    Kind::Str(s) => Some(*s),
+                    Kind::Str(s) => Some(&**s),
                     _ => None,
                 })
         }

@@ -13,13 +13,13 @@ use crate::diagnostic::did_you_mean;
 use crate::model::*;
 use crate::owner::{owner_priority_problem, OwnerPriorityProblem};
 use crate::read::Draft;
-use crate::tree::{join, Reader};
+use crate::tree::{index, join, Reader};
 
 /// Clean elements of a list with their key paths.
 fn clean<'a, T>(list: &'a [Option<T>], key: &str) -> Vec<(String, &'a T)> {
     list.iter()
         .enumerate()
-        .filter_map(|(i, e)| e.as_ref().map(|e| (format!("{key}[{i}]"), e)))
+        .filter_map(|(i, e)| e.as_ref().map(|e| (index(key, i), e)))
         .collect()
 }
 
@@ -37,24 +37,38 @@ fn unique<K: Eq + Hash + fmt::Display>(
     what: &str,
     fix: &str,
 ) {
-    let mut seen: HashMap<K, usize> = HashMap::new();
-    for (i, key) in keys.into_iter().enumerate() {
-        match seen.get(&key) {
-            Some(&first) => {
-                let first = path(first);
-                let first = first.rsplit_once('.').map_or(first.as_str(), |(p, _)| p);
-                r.error_value(
-                    &path(i),
-                    format!("{what} `{key}` is already used by {first}"),
-                    fix,
-                );
+    let report = |r: &mut Reader, i: usize, first: usize, key: &K| {
+        let first = path(first);
+        let first = first.rsplit_once('.').map_or(first.as_str(), |(p, _)| p);
+        r.error_value(
+            &path(i),
+            format!("{what} `{key}` is already used by {first}"),
+            fix,
+        );
+    };
+    let keys: Vec<K> = keys.into_iter().collect();
+    // A few keys (a service's servers) are compared pair by pair: no table to build.
+    if keys.len() <= UNIQUE_BY_PAIRS {
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(first) = keys[..i].iter().position(|k| k == key) {
+                report(r, i, first, key);
             }
+        }
+        return;
+    }
+    let mut seen: HashMap<&K, usize> = HashMap::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        match seen.get(key) {
+            Some(&first) => report(r, i, first, key),
             None => {
                 seen.insert(key, i);
             }
         }
     }
 }
+
+/// Up to this many keys, [`unique`] compares them pair by pair.
+const UNIQUE_BY_PAIRS: usize = 16;
 
 /// A server's address as it must be unique in its service: `address` or
 /// `address:port`.
@@ -311,7 +325,7 @@ pub(crate) fn cross_check(r: &mut Reader, d: &Draft) {
             for (k, p) in peers.iter().enumerate() {
                 if p.is_ipv6() != i.is_ipv6() {
                     r.error_value(
-                        &format!("{up}[{k}]"),
+                        &index(&up, k),
                         format!("peer {p} is not of instance `{inst}`'s address family"),
                         "use the peer's address of the same family as the instance's VIPs",
                     );
