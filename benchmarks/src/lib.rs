@@ -10,9 +10,10 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -281,5 +282,88 @@ pub fn accept_forever(listeners: Vec<TcpListener>) -> Result<()> {
                 unsafe { libc::close(c) };
             }
         }
+    }
+}
+
+/// The check servers: srv1's own address, one port per server of a service.
+pub const CHECKED: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 21);
+pub const CHECKED_PORT: u16 = 8080;
+/// Service ports: every service on the public VIP 198.18.0.100, port 10,000 + i.
+pub const FIRST_PORT: usize = 10_000;
+
+/// lbd's configuration as `lb_bench --only reload` and `config_bench` start it: `n` wrr services of 8 servers (weight 1; `srv3` of service
+/// `bumped` weight 2), every server checked by TCP every `check_ms`.
+pub fn lbd_config(n: usize, dir: &Path, check_ms: u32, bumped: Option<usize>) -> String {
+    use std::fmt::Write as _;
+    let mut t = format!(
+        r#"[cluster]
+name = "bench"
+
+[[node]]
+name = "lb1"
+priority = {{ edge = 150 }}
+addresses = {{ eth0 = ["198.18.0.11/24"] }}
+
+[[node]]
+name = "lb2"
+priority = {{ edge = 100 }}
+addresses = {{ eth0 = ["198.18.0.12/24"] }}
+
+[[sync_group]]
+name = "edge"
+instances = ["public"]
+
+[[instance]]
+name = "public"
+interface = "eth0"
+vrid = 51
+vips = ["198.18.0.100/24"]
+
+[[check]]
+name = "tcp"
+type = "tcp"
+interval_ms = {check_ms}
+timeout_ms = 1000
+rise = 2
+fall = 3
+
+[control]
+vrrpd_socket = "{dir}/vrrpd.sock"
+lbd_socket = "{dir}/lbd.sock"
+
+[metrics]
+enabled = false
+
+[dataplane]
+backend = "nft"
+nft_table = "lbbench"
+"#,
+        dir = dir.display()
+    );
+    for i in 0..n {
+        let _ = write!(
+            t,
+            "\n[[service]]\nname = \"svc{i}\"\nvip = \"198.18.0.100\"\nport = {}\nscheduler = \"wrr\"\n",
+            FIRST_PORT + i
+        );
+        for j in 0..8 {
+            let weight = if bumped == Some(i) && j == 3 { 2 } else { 1 };
+            let _ = write!(
+                t,
+                "[[service.server]]\nname = \"srv{j}\"\naddress = \"{CHECKED}\"\nport = {}\nweight = {weight}\ncheck = \"tcp\"\n",
+                usize::from(CHECKED_PORT) + j
+            );
+        }
+    }
+    t
+}
+
+/// The median of `v` (NaN when empty; the mean of the middle two when even).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }

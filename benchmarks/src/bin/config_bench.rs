@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use benchmarks::median;
 
 /// CLOCK_MONOTONIC in nanoseconds: the same clock in the parent and in the child.
 fn monotonic_ns() -> u128 {
@@ -79,81 +80,6 @@ fn run_once(bin: &Path, file: &Path, node: &str, services: usize) -> Result<(f64
     Ok((took as f64 / 1e6, done.saturating_sub(spawned) as f64 / 1e6))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-/// The file `lb_bench --only reload` starts lbd with (its `lbd_config`, no server
-/// bumped): keep the two in step.
-fn lbd_config(n: usize, dir: &Path, check_ms: u32) -> String {
-    use std::fmt::Write as _;
-    let mut t = format!(
-        r#"[cluster]
-name = "bench"
-
-[[node]]
-name = "lb1"
-priority = {{ edge = 150 }}
-addresses = {{ eth0 = ["198.18.0.11/24"] }}
-
-[[node]]
-name = "lb2"
-priority = {{ edge = 100 }}
-addresses = {{ eth0 = ["198.18.0.12/24"] }}
-
-[[sync_group]]
-name = "edge"
-instances = ["public"]
-
-[[instance]]
-name = "public"
-interface = "eth0"
-vrid = 51
-vips = ["198.18.0.100/24"]
-
-[[check]]
-name = "tcp"
-type = "tcp"
-interval_ms = {check_ms}
-timeout_ms = 1000
-rise = 2
-fall = 3
-
-[control]
-vrrpd_socket = "{dir}/vrrpd.sock"
-lbd_socket = "{dir}/lbd.sock"
-
-[metrics]
-enabled = false
-
-[dataplane]
-backend = "nft"
-nft_table = "lbbench"
-"#,
-        dir = dir.display()
-    );
-    for i in 0..n {
-        let _ = write!(
-            t,
-            "\n[[service]]\nname = \"svc{i}\"\nvip = \"198.18.0.100\"\nport = {}\nscheduler = \"wrr\"\n",
-            10_000 + i
-        );
-        for j in 0..8 {
-            let _ = write!(
-                t,
-                "[[service.server]]\nname = \"srv{j}\"\naddress = \"198.18.0.21\"\nport = {}\nweight = 1\ncheck = \"tcp\"\n",
-                8080 + j
-            );
-        }
-    }
-    t
-}
-
 struct Args {
     runs: usize,
     sizes: Vec<usize>,
@@ -213,7 +139,7 @@ fn main() -> Result<()> {
     );
     for &n in &a.sizes {
         let file = dir.path().join(format!("cluster-{n}.toml"));
-        let text = lbd_config(n, dir.path(), 1_000);
+        let text = benchmarks::lbd_config(n, dir.path(), 1_000, None);
         std::fs::write(&file, &text)?;
         let mut figures = vec![(Vec::new(), Vec::new()); builds.len()];
         for _ in 0..a.runs {

@@ -55,7 +55,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use benchmarks::{cpu_seconds_of, cpus_available, napi_switch, napi_thread, pin};
+use benchmarks::{
+    cpu_seconds_of, cpus_available, lbd_config, median, napi_switch, napi_thread, pin, CHECKED,
+    CHECKED_PORT, FIRST_PORT,
+};
 use dataplane::{
     Backend, ChangeHint, Counting, Dataplane, DesiredState, Forwarding, NatProtocol, NftBackend,
     PortSpec, Protocol, Scheduler, Service, SnatRule, SnatSource,
@@ -208,15 +211,6 @@ fn state(services: usize, scheduler: Scheduler) -> DesiredState {
     DesiredState {
         services,
         snat: Vec::new(),
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -1264,79 +1258,6 @@ struct LbdFigures {
     hup_reload: f64,
     rss_reloads: f64,
     nft_change: f64,
-}
-
-/// The check servers: srv1's own address, one port per server of a service.
-const CHECKED: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 21);
-const CHECKED_PORT: u16 = 8080;
-/// Service ports: every service on the public VIP 198.18.0.100, port 10,000 + i.
-const FIRST_PORT: usize = 10_000;
-
-/// lbd's configuration: `n` wrr services of 8 servers (weight 1; `srv3` of service
-/// `bumped` weight 2), every server checked by TCP every `check_ms`.
-fn lbd_config(n: usize, dir: &Path, check_ms: u32, bumped: Option<usize>) -> String {
-    use std::fmt::Write as _;
-    let mut t = format!(
-        r#"[cluster]
-name = "bench"
-
-[[node]]
-name = "lb1"
-priority = {{ edge = 150 }}
-addresses = {{ eth0 = ["198.18.0.11/24"] }}
-
-[[node]]
-name = "lb2"
-priority = {{ edge = 100 }}
-addresses = {{ eth0 = ["198.18.0.12/24"] }}
-
-[[sync_group]]
-name = "edge"
-instances = ["public"]
-
-[[instance]]
-name = "public"
-interface = "eth0"
-vrid = 51
-vips = ["198.18.0.100/24"]
-
-[[check]]
-name = "tcp"
-type = "tcp"
-interval_ms = {check_ms}
-timeout_ms = 1000
-rise = 2
-fall = 3
-
-[control]
-vrrpd_socket = "{dir}/vrrpd.sock"
-lbd_socket = "{dir}/lbd.sock"
-
-[metrics]
-enabled = false
-
-[dataplane]
-backend = "nft"
-nft_table = "lbbench"
-"#,
-        dir = dir.display()
-    );
-    for i in 0..n {
-        let _ = write!(
-            t,
-            "\n[[service]]\nname = \"svc{i}\"\nvip = \"198.18.0.100\"\nport = {}\nscheduler = \"wrr\"\n",
-            FIRST_PORT + i
-        );
-        for j in 0..8 {
-            let weight = if bumped == Some(i) && j == 3 { 2 } else { 1 };
-            let _ = write!(
-                t,
-                "[[service.server]]\nname = \"srv{j}\"\naddress = \"{CHECKED}\"\nport = {}\nweight = {weight}\ncheck = \"tcp\"\n",
-                usize::from(CHECKED_PORT) + j
-            );
-        }
-    }
-    t
 }
 
 /// Reads what a process appends to its log, to see when it says something.
