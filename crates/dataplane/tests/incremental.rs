@@ -765,6 +765,28 @@ fn an_adopted_table_is_planned_before_the_first_change() {
         // Taken as it is: nothing read back, nothing sent.
         assert!(!r.reread && r.messages == 0, "not adopted: {r:?}");
     };
+    // The table is what a fresh apply of `state` makes; the record is written for
+    // the next start.
+    let as_fresh_and_recorded = |mut nft: NftBackend, state: &DesiredState| {
+        assert_eq!(
+            normalized(nft.read_back().unwrap()),
+            fresh_table(other, state, counting)
+        );
+        assert!(nft.write_adoption_record().unwrap());
+    };
+    // The first change after an adoption (one server's weight, by its hint) is a
+    // step, nothing read back.
+    let first_change = |mut nft: NftBackend, state: &DesiredState, i: usize, what: &str| {
+        let mut next = state.clone();
+        let svc = &mut next.services[i];
+        svc.backends[0].weight = if svc.backends[0].weight == 5 { 6 } else { 5 };
+        let hint = ChangeHint::for_services([svc.name.clone()]);
+        let r = nft.apply_changed(&next, &hint).unwrap();
+        println!("first change after adoption {what}: {r:?}");
+        assert!(r.hint_used && !r.reread && r.messages > 0, "{r:?}");
+        as_fresh_and_recorded(nft, &next);
+        next
+    };
 
     // 0. The record holds the table: ready as soon as adopted.
     let text = std::fs::read_to_string(&record).unwrap();
@@ -780,20 +802,7 @@ fn an_adopted_table_is_planned_before_the_first_change() {
         nft.committed_table_ready(),
         "the recorded table was not taken"
     );
-    let mut next = state.clone();
-    let svc = &mut next.services[1];
-    svc.backends[0].weight = if svc.backends[0].weight == 5 { 6 } else { 5 };
-    let hint = ChangeHint::for_services([svc.name.clone()]);
-    let r = nft.apply_changed(&next, &hint).unwrap();
-    println!("first change after adoption with the table recorded: {r:?}");
-    assert!(r.hint_used && !r.reread && r.messages > 0, "{r:?}");
-    state = next;
-    assert_eq!(
-        normalized(nft.read_back().unwrap()),
-        fresh_table(other, &state, counting)
-    );
-    assert!(nft.write_adoption_record().unwrap());
-    drop(nft);
+    state = first_change(nft, &state, 1, "with the table recorded");
 
     // 1. Without the table in the record, the plan comes in without a change; the
     // first change is a step from it.
@@ -804,20 +813,7 @@ fn an_adopted_table_is_planned_before_the_first_change() {
         planned_without_a_change(&mut nft),
         "the adopted table was not planned in the background"
     );
-    let mut next = state.clone();
-    let svc = &mut next.services[3];
-    svc.backends[0].weight = if svc.backends[0].weight == 7 { 8 } else { 7 };
-    let hint = ChangeHint::for_services([svc.name.clone()]);
-    let r = nft.apply_changed(&next, &hint).unwrap();
-    println!("first change after adoption: {r:?}");
-    assert!(r.hint_used && !r.reread && r.messages > 0, "{r:?}");
-    state = next;
-    assert_eq!(
-        normalized(nft.read_back().unwrap()),
-        fresh_table(other, &state, counting)
-    );
-    assert!(nft.write_adoption_record().unwrap());
-    drop(nft);
+    state = first_change(nft, &state, 3, "planned in the background");
 
     // 2. Changes at once after the adopting apply, whether the plan is in or not.
     without_table(&record);
@@ -841,15 +837,10 @@ fn an_adopted_table_is_planned_before_the_first_change() {
         }
         last_ok = ok;
     }
-    assert_eq!(
-        normalized(nft.read_back().unwrap()),
-        fresh_table(other, &state, counting)
-    );
     // A swap of two services is no change to a hint that names neither, so the
     // record may keep the old order: the adoption record's fingerprint does not
     // depend on it, and the next start (in the new order) adopts.
-    assert!(nft.write_adoption_record().unwrap());
-    drop(nft);
+    as_fresh_and_recorded(nft, &state);
 
     // 3. Somebody else commits after the adoption: the change reads the table back.
     let mut nft = open();
@@ -869,12 +860,7 @@ fn an_adopted_table_is_planned_before_the_first_change() {
     let r = nft.apply_changed(&next, &hint).unwrap();
     assert!(r.reread && !r.hint_used, "{r:?}");
     state = next;
-    assert_eq!(
-        normalized(nft.read_back().unwrap()),
-        fresh_table(other, &state, counting)
-    );
-    assert!(nft.write_adoption_record().unwrap());
-    drop(nft);
+    as_fresh_and_recorded(nft, &state);
 
     // 4. What the table counts changes after the adoption: the table is read back and
     // changed to the other counting.
