@@ -574,17 +574,21 @@ type = "tcp"
                 "every block's start, and the end"
             );
             assert_eq!(split.0.warnings.len(), 1);
-            let line = text[..text.find("scheduler = \"sed\"").expect("there")]
-                .lines()
-                .count()
-                + 1;
-            assert_eq!(split.0.warnings[0].line, line);
+            assert_eq!(
+                split.0.warnings[0].line,
+                line_of(&text, "scheduler = \"sed\"")
+            );
         }
         // What `parse` gives (in parts on a machine of several cores).
         assert_eq!(
             parse(&text, "t.toml").expect("valid"),
             both(&text, 1).1.expect("valid").0
         );
+    }
+
+    /// The line (from 1) where `needle` first stands in `text`.
+    fn line_of(text: &str, needle: &str) -> usize {
+        text[..text.find(needle).expect("there")].lines().count() + 1
     }
 
     #[test]
@@ -612,11 +616,10 @@ type = "tcp"
             assert_eq!(s.name, "svc1234x");
             assert_eq!(s.servers[5].name, "srvA5");
             assert_eq!(split.0.warnings.len(), 1);
-            let line = text[..text.find("scheduler = \"sed\"").expect("there")]
-                .lines()
-                .count()
-                + 1;
-            assert_eq!(split.0.warnings[0].line, line);
+            assert_eq!(
+                split.0.warnings[0].line,
+                line_of(&text, "scheduler = \"sed\"")
+            );
             assert_eq!(split.0.warnings[0].key, "service[1900].scheduler");
         }
     }
